@@ -1,0 +1,18 @@
+// defines: a memory-mapped safetensors file: u64 LE header length, JSON header {name: {dtype, shape,
+// data_offsets}} plus optional __metadata__, then the data.
+#pragma once
+#include "tensor.h"
+#include "util.h"
+
+typedef struct {
+    char *path;
+    MappedFile map;
+    TensorRef *tensors;
+    int n_tensors;
+} SafeTensors;
+
+int st_open(const char *path, SafeTensors *out);
+// Parses an in-memory file image (the fuzz target's entry); `path` only names it in errors.
+int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out);
+const TensorRef *st_find(const SafeTensors *st, const char *name);
+void st_close(SafeTensors *st);

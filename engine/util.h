@@ -1,0 +1,35 @@
+// defines: error reporting, file mapping, small helpers shared by engine/ and host/
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+// Errors: a failing function returns NULL/-1 and leaves one line here naming the file and the problem.
+void ld_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *ld_last_error(void);
+
+// A read-only memory map of a whole file (falls back to nothing: a failure is an error).
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+} MappedFile;
+int ld_map_file(const char *path, MappedFile *out);
+void ld_unmap_file(MappedFile *f);
+
+// Reads a whole file into a NUL-terminated heap buffer; *len gets the byte count (may be NULL).
+char *ld_read_file(const char *path, size_t *len);
+
+void *ld_xmalloc(size_t n);  // aborts with a message on out-of-memory: callers never see NULL
+void *ld_xcalloc(size_t n, size_t size);
+void *ld_xrealloc(void *p, size_t n);
+char *ld_xstrdup(const char *s);
+
+int ld_is_dir(const char *path);
+int ld_file_exists(const char *path);
+char *ld_path_join(const char *dir, const char *name);  // heap string
+
+double ld_time_s(void);  // monotonic seconds
+
+// bf16 / f16 -> f32
+float ld_bf16_to_f32(uint16_t h);
+float ld_f16_to_f32(uint16_t h);
+uint16_t ld_f32_to_f16(float f);

@@ -1,0 +1,11 @@
+// The CUDA entry points of a build without nvcc: no devices.
+#include "../cuda_device.h"
+
+#ifndef LLAMADUO_HAVE_CUDA
+int ld_cuda_device_count(void) { return 0; }
+int ld_cuda_device_describe(int i, char *buf, int cap) {
+    (void)i;
+    if (cap > 0) buf[0] = 0;
+    return -1;
+}
+#endif

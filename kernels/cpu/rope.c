@@ -1,0 +1,21 @@
+#include <math.h>
+
+#include "../kernels.h"
+
+void k_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
+    int half = head_dim / 2;
+#pragma omp parallel for if (T > 4)
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            // HF computes the angle in fp32 (pos * inv_freq) before cos/sin: do the same.
+            float ang = (float)pos[t] * inv_freq[i];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + ((size_t)t * n_heads + h) * head_dim;
+                float a = v[i], b = v[i + half];
+                v[i] = a * c - b * s;
+                v[i + half] = b * c + a * s;
+            }
+        }
+    }
+}

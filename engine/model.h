@@ -1,0 +1,68 @@
+// defines: ModelConfig (every architectural detail the forward pass needs), Model (fp32 weights in HF layout)
+// and loading from an HF directory (config.json + safetensors, sharded or not) or a GGUF file.
+#pragma once
+#include <stdint.h>
+
+#include "tokenizer.h"
+
+typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_GEMMA, ARCH_GEMMA2, ARCH_GEMMA3 } Arch;
+typedef enum { ACT_SILU, ACT_GELU_TANH, ACT_GELU_ERF } Activation;
+typedef enum { ROPE_DEFAULT, ROPE_LINEAR, ROPE_LLAMA3 } RopeScaling;
+
+typedef struct {
+    double theta;
+    RopeScaling scaling;
+    double factor, low_freq_factor, high_freq_factor;
+    int original_max_pos;
+} RopeParams;
+
+typedef struct {
+    Arch arch;
+    int vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_pos;
+    float norm_eps;
+    int norm_plus_one;     // Gemma: RMSNorm scales by (1 + w)
+    int embed_scale;       // Gemma: embeddings × sqrt(dim)
+    Activation act;
+    int qkv_bias, o_bias;  // Qwen2: q/k/v; Llama attention_bias: all four
+    int qk_norm;           // Gemma 3: RMSNorm of q and k over head_dim
+    int sandwich_norms;    // Gemma 2/3: post-attention and post-feedforward norms before each residual add
+    float attn_scale;      // multiplies q·k
+    float attn_softcap, final_softcap;  // 0 = off
+    int sliding_window;                 // keys with i - j < W; 0 = off
+    uint8_t *layer_local;               // [n_layers] 1 = sliding-window layer (uses rope_local)
+    RopeParams rope_global, rope_local;
+    int tied_embeddings;
+} ModelConfig;
+
+typedef struct {
+    // Shapes (D = dim, Hq/Hkv = heads, hd = head_dim, F = ffn_dim); linear weights are [out, in].
+    float *attn_norm;                  // [D]
+    float *wq, *wk, *wv, *wo;          // [Hq*hd, D] [Hkv*hd, D] [Hkv*hd, D] [D, Hq*hd]
+    float *bq, *bk, *bv, *bo;          // optional biases
+    float *q_norm, *k_norm;            // [hd] (Gemma 3)
+    float *post_attn_norm;             // [D] (Gemma 2/3)
+    float *ffn_norm;                   // [D]
+    float *w_gate, *w_up, *w_down;     // [F, D] [F, D] [D, F]
+    float *post_ffn_norm;              // [D] (Gemma 2/3)
+} LayerWeights;
+
+typedef struct {
+    char *path;
+    ModelConfig cfg;
+    float *embed;       // [vocab, D]
+    float *final_norm;  // [D]
+    float *lm_head;     // [vocab, D]; == embed when tied
+    LayerWeights *layers;
+    float *inv_freq_global, *inv_freq_local;  // [hd/2]
+    Tokenizer *tok;
+    char *chat_template;  // Jinja text from tokenizer_config.json / GGUF, or NULL
+    // owned storage
+    void **blocks;
+    int n_blocks, cap_blocks;
+    void *files;  // the mapped files kept open for zero-copy fp32 tensors
+} Model;
+
+// Loads an HF model directory or a .gguf file. NULL with ld_last_error() on failure.
+Model *model_load(const char *path);
+void model_free(Model *m);
+const char *arch_name(Arch a);

@@ -71,34 +71,6 @@ static void init_byte_table(void) {
     }
 }
 
-// Length of the valid UTF-8 character at s (1..4), or 0 when invalid/truncated.
-static int utf8_char_len(const uint8_t *s, size_t n) {
-    int32_t cp;
-    utf8proc_ssize_t r = utf8proc_iterate(s, (utf8proc_ssize_t)(n > 4 ? 4 : n), &cp);
-    return r > 0 ? (int)r : 0;
-}
-
-// Copies s with invalid UTF-8 replaced by U+FFFD (one per invalid byte).
-static char *utf8_repair(const char *s, size_t n, size_t *out_len) {
-    char *o = ld_xmalloc(n * 3 + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < n;) {
-        int l = utf8_char_len((const uint8_t *)s + i, n - i);
-        if (l) {
-            memcpy(o + k, s + i, (size_t)l);
-            k += (size_t)l;
-            i += (size_t)l;
-        } else {
-            memcpy(o + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
-        }
-    }
-    o[k] = 0;
-    *out_len = k;
-    return o;
-}
-
 // Byte-level vocabulary text (mapped code points) -> raw bytes, in place-safe new buffer.
 static char *bytelevel_demap(const char *s, size_t n, uint32_t *out_len) {
     char *o = ld_xmalloc(n + 1);
@@ -755,7 +727,7 @@ static void bpe_piece(const Tokenizer *t, const char *p, int n, IntVec *out, Sym
     s->n = 0;
     int prev_unk = 0;
     for (int i = 0; i < n;) {
-        int cl = t->byte_level ? 1 : utf8_char_len((const uint8_t *)p + i, (size_t)(n - i));
+        int cl = t->byte_level ? 1 : ld_utf8_char_len((const uint8_t *)p + i, (size_t)(n - i));
         if (cl == 0) cl = 1;
         int id = strmap_get(&t->vocab, p + i, (uint32_t)cl, -1);
         if (id >= 0 && !t->is_added[id]) {
@@ -828,7 +800,7 @@ static void split_step(const PreStep *st, const char *buf, SpanVec *in, SpanVec 
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
             int ms = a + (int)ov[0], me = a + (int)ov[1];
             if (me == ms) {  // empty match: step one character on
-                int cl = utf8_char_len((const uint8_t *)buf + ms, (size_t)(b - ms));
+                int cl = ld_utf8_char_len((const uint8_t *)buf + ms, (size_t)(b - ms));
                 off = ov[1] + (PCRE2_SIZE)(cl ? cl : 1);
                 continue;
             }
@@ -938,7 +910,7 @@ static int in_spans(size_t pos, const size_t *spans, int n_spans) {
 int tok_encode_protected(const Tokenizer *t, const char *text, size_t len, int flags, const size_t *spans,
                          int n_spans, int **out) {
     size_t n;
-    char *s = utf8_repair(text, len, &n);
+    char *s = ld_utf8_repair(text, len, &n);
     IntVec iv = {0};
     if (flags & TOK_ADD_SPECIAL)
         for (int i = 0; i < t->n_prefix; i++) iv_push(&iv, t->prefix_ids[i]);
@@ -1016,7 +988,7 @@ char *tok_decode(const Tokenizer *t, const int *ids, int n, int skip_special) {
         len += (size_t)k;
     }
     size_t start = (t->strip_leading_space && len && raw[0] == ' ') ? 1 : 0, olen;
-    char *out = utf8_repair(raw + start, len - start, &olen);
+    char *out = ld_utf8_repair(raw + start, len - start, &olen);
     free(raw);
     return out;
 }

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <utf8proc.h>
 
 static _Thread_local char g_error[1024];
 
@@ -186,4 +187,30 @@ uint16_t ld_f32_to_f16(float f) {
     uint32_t rem = mant & 0x1fff;
     if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;  // round to nearest even; carry may bump exp
     return (uint16_t)h;
+}
+
+int ld_utf8_char_len(const uint8_t *s, size_t n) {
+    int32_t cp;
+    utf8proc_ssize_t r = utf8proc_iterate(s, (utf8proc_ssize_t)(n > 4 ? 4 : n), &cp);
+    return r > 0 ? (int)r : 0;
+}
+
+char *ld_utf8_repair(const char *s, size_t n, size_t *out_len) {
+    char *o = ld_xmalloc(n * 3 + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
+        if (l) {
+            memcpy(o + k, s + i, (size_t)l);
+            k += (size_t)l;
+            i += (size_t)l;
+        } else {
+            memcpy(o + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        }
+    }
+    o[k] = 0;
+    if (out_len) *out_len = k;
+    return o;
 }

@@ -29,6 +29,11 @@ char *ld_path_join(const char *dir, const char *name);  // heap string
 
 double ld_time_s(void);  // monotonic seconds
 
+// UTF-8: the length of the valid character at s (1..4), or 0 when invalid or truncated; and a copy of s
+// with every invalid byte replaced by U+FFFD (as HF decoders do). *out_len may be NULL.
+int ld_utf8_char_len(const uint8_t *s, size_t n);
+char *ld_utf8_repair(const char *s, size_t n, size_t *out_len);
+
 // bf16 / f16 -> f32
 float ld_bf16_to_f32(uint16_t h);
 float ld_f16_to_f32(uint16_t h);

@@ -1,14 +1,33 @@
 #include <cblas.h>
+#include <omp.h>
 
 #include "../kernels.h"
 
+// OpenBLAS runs single-threaded here and the output columns are split across OpenMP threads instead: one
+// thread pool for every op, so BLAS threads never spin against OpenMP threads on the same cores.
 void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N) {
-    if (T == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, 1.0f, w, K, x, 1, 0.0f, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    static int blas_single;
+    if (!blas_single) {
+        openblas_set_num_threads(1);
+        blas_single = 1;
     }
-    if (bias)
-        for (int t = 0; t < T; t++)
-            for (int n = 0; n < N; n++) y[(size_t)t * N + n] += bias[n];
+    int nt = omp_get_max_threads();
+    if ((long)T * K * N < 1L << 18) nt = 1;  // tiny products: threading costs more than it saves
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        int chunk = (N + nth - 1) / nth;
+        chunk = (chunk + 15) / 16 * 16;  // whole cache lines of y per thread
+        int n0 = tid * chunk, n1 = n0 + chunk > N ? N : n0 + chunk;
+        if (n0 < n1) {
+            if (T == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, 1.0f, w + (size_t)n0 * K, K, x, 1, 0.0f, y + n0, 1);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n1 - n0, K, 1.0f, x, K, w + (size_t)n0 * K, K,
+                            0.0f, y + n0, N);
+            if (bias)
+                for (int t = 0; t < T; t++)
+                    for (int n = n0; n < n1; n++) y[(size_t)t * N + n] += bias[n];
+        }
+    }
 }

@@ -1,0 +1,143 @@
+#include "cli.h"
+
+#include <omp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "llamaduo: error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+int arg_value(Args *a, const char *name, const char **val) {
+    const char *s = a->argv[a->i];
+    size_t n = strlen(name);
+    if (strncmp(s, name, n)) return 0;
+    if (s[n] == '=') {
+        *val = s + n + 1;
+        a->i++;
+        return 1;
+    }
+    if (s[n]) return 0;
+    if (a->i + 1 >= a->argc) {
+        fprintf(stderr, "llamaduo %s: %s needs a value (see llamaduo %s --help)\n", a->cmd, name, a->cmd);
+        exit(2);
+    }
+    *val = a->argv[a->i + 1];
+    a->i += 2;
+    return 1;
+}
+
+int arg_flag(Args *a, const char *name) {
+    if (strcmp(a->argv[a->i], name)) return 0;
+    a->i++;
+    return 1;
+}
+
+int arg_int(Args *a, const char *name, int *out, int lo, int hi) {
+    const char *v;
+    if (!arg_value(a, name, &v)) return 0;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "llamaduo %s: %s must be an integer in [%d, %d], got '%s'\n", a->cmd, name, lo, hi, v);
+        exit(2);
+    }
+    *out = (int)x;
+    return 1;
+}
+
+int arg_float(Args *a, const char *name, float *out, float lo, float hi) {
+    const char *v;
+    if (!arg_value(a, name, &v)) return 0;
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "llamaduo %s: %s must be a number in [%g, %g], got '%s'\n", a->cmd, name, lo, hi, v);
+        exit(2);
+    }
+    *out = (float)x;
+    return 1;
+}
+
+void arg_unknown(Args *a) {
+    fprintf(stderr, "llamaduo %s: unknown argument '%s' (see llamaduo %s --help)\n", a->cmd, a->argv[a->i], a->cmd);
+    exit(2);
+}
+
+void set_threads(int n) {
+    if (n <= 0) return;
+    omp_set_num_threads(n);  // OpenBLAS itself stays single-threaded (kernels/cpu/matmul.c)
+}
+
+const char *k_gen_options_help =
+    "  --model PATH            HF model directory or .gguf file (required)\n"
+    "  --max-tokens N          new tokens per answer (default 256)\n"
+    "  --temperature T         0 = greedy (default 0)\n"
+    "  --top-k K --top-p P --min-p P --repeat-penalty R   sampling filters (off by default)\n"
+    "  --seed N                RNG seed (default 0); sample k of a prompt uses stream k\n"
+    "  --stop TEXT             stop string (repeatable); EOS/end-of-turn tokens always stop\n"
+    "  --batch N               sequences decoded together (default 16)\n"
+    "  --chat-template FAMILY  llama3 | gemma | chatml | mistral (default: recognised from the model)\n"
+    "  --system TEXT           system message for chat prompts\n"
+    "  --raw                   send prompts as plain text, without the chat template\n"
+    "  --threads N             CPU threads (default: all cores)\n";
+
+void gen_options_init(GenOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->gen = gen_defaults();
+    o->samples = 1;
+}
+
+int gen_options_parse(Args *a, GenOptions *o) {
+    int v;
+    const char *s;
+    if (arg_value(a, "--model", &o->model)) return 1;
+    if (arg_int(a, "--max-tokens", &o->gen.max_new_tokens, 0, 1 << 20)) return 1;
+    if (arg_float(a, "--temperature", &o->gen.sampler.temperature, 0, 100)) return 1;
+    if (arg_int(a, "--top-k", &o->gen.sampler.top_k, 0, 1 << 30)) return 1;
+    if (arg_float(a, "--top-p", &o->gen.sampler.top_p, 0, 1)) return 1;
+    if (arg_float(a, "--min-p", &o->gen.sampler.min_p, 0, 1)) return 1;
+    if (arg_float(a, "--repeat-penalty", &o->gen.sampler.repeat_penalty, 0.01f, 100)) return 1;
+    if (arg_int(a, "--seed", &v, 0, 2147483647)) {
+        o->gen.sampler.seed = (uint64_t)v;
+        return 1;
+    }
+    if (arg_value(a, "--stop", &s)) {
+        if (o->n_stops == 16) die("at most 16 --stop strings");
+        o->stops[o->n_stops++] = s;
+        return 1;
+    }
+    if (arg_int(a, "--batch", &o->gen.max_batch, 1, 4096)) return 1;
+    if (arg_value(a, "--chat-template", &o->chat_template)) return 1;
+    if (arg_value(a, "--system", &o->system)) return 1;
+    if (arg_flag(a, "--raw")) return o->raw = 1;
+    if (arg_int(a, "--threads", &o->threads, 1, 1024)) return 1;
+    return 0;
+}
+
+Model *load_model_or_die(const char *path) {
+    if (!path) die("--model PATH is required");
+    double t0 = ld_time_s();
+    Model *m = model_load(path);
+    if (!m) die("%s", ld_last_error());
+    fprintf(stderr, "llamaduo: loaded %s (%s, %d layers, dim %d, vocab %d) in %.1fs\n", path, arch_name(m->cfg.arch),
+            m->cfg.n_layers, m->cfg.dim, m->cfg.vocab, ld_time_s() - t0);
+    return m;
+}
+
+void chat_template_or_die(const Model *m, const char *override, ChatTemplate *out) {
+    if (chat_template_init(out, m->chat_template, override)) die("%s: %s", m->path, ld_last_error());
+}
+
+int encode_chat(const Model *m, const ChatRendered *r, int **ids) {
+    return tok_encode_protected(m->tok, r->text, r->len, TOK_PARSE_SPECIAL, r->content_spans, r->n_content, ids);
+}

@@ -1,0 +1,48 @@
+// defines: what the subcommands share — argument parsing, model loading with the common options, errors.
+#pragma once
+#include <stdio.h>
+
+#include "chat.h"
+#include "generate.h"
+#include "model.h"
+
+typedef struct {
+    int argc;
+    char **argv;
+    int i;           // next argument
+    const char *cmd; // subcommand name, for messages
+} Args;
+
+// Returns 1 and sets *val when argv[i] is `name VALUE` or `name=VALUE`; advances. Exits 2 on a missing value.
+int arg_value(Args *a, const char *name, const char **val);
+int arg_flag(Args *a, const char *name);  // a boolean flag
+int arg_int(Args *a, const char *name, int *out, int lo, int hi);
+int arg_float(Args *a, const char *name, float *out, float lo, float hi);
+void arg_unknown(Args *a);  // exits 2 naming the argument
+
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void set_threads(int n);
+
+// Generation options shared by generate, chat and perplexity-free commands.
+typedef struct {
+    const char *model, *chat_template, *system;
+    int threads, raw, samples;
+    GenParams gen;
+    const char *stops[16];
+    int n_stops;
+} GenOptions;
+void gen_options_init(GenOptions *o);
+int gen_options_parse(Args *a, GenOptions *o);  // 1 when argv[i] was one of them
+extern const char *k_gen_options_help;
+
+Model *load_model_or_die(const char *path);
+// Chat template of a model (override family, or recognised from its template text); exits on error.
+void chat_template_or_die(const Model *m, const char *override, ChatTemplate *out);
+// Tokenises a rendered conversation (special tokens parsed outside message contents).
+int encode_chat(const Model *m, const ChatRendered *r, int **ids);
+
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_info(int argc, char **argv);

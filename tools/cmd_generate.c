@@ -1,0 +1,196 @@
+// llamaduo generate: one prompt (streamed to stdout) or a JSONL batch (JSONL out) through batched decoding.
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "util.h"
+
+static const char *k_help =
+    "usage: llamaduo generate --model PATH (--prompt TEXT | --input FILE.jsonl) [options]\n\n"
+    "  --prompt TEXT           one prompt; the answer streams to stdout\n"
+    "  --input FILE.jsonl      one request per line: {\"id\": .., \"prompt\": \"..\"} or {\"id\": .., \"messages\": [..]}\n"
+    "                          (a trailing assistant message, such as a reference answer, is left out)\n"
+    "  --output FILE.jsonl     where the answers go (default stdout): {\"id\", \"sample\", \"text\",\n"
+    "                          \"finish_reason\", \"prompt_tokens\", \"completion_tokens\"}\n"
+    "  --samples K             answers per prompt (default 1), sample k seeded as stream k\n";
+
+typedef struct {
+    char *id;  // JSON text of the request's id (any JSON value), or NULL
+    int *ids;
+    int n_ids;
+} Prompt;
+
+static void build_prompt(const Model *m, const ChatTemplate *ct, const GenOptions *o, cJSON *msgs, const char *text,
+                         Prompt *out, const char *where) {
+    if (o->raw && text) {
+        out->n_ids = tok_encode(m->tok, text, strlen(text), TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &out->ids);
+        return;
+    }
+    int n = msgs ? cJSON_GetArraySize(msgs) : 1 + (o->system != NULL);
+    ChatMessage *cm = ld_xcalloc((size_t)n + 1, sizeof(ChatMessage));
+    int k = 0;
+    if (msgs) {
+        for (cJSON *x = msgs->child; x; x = x->next) {
+            cJSON *r = cJSON_GetObjectItemCaseSensitive(x, "role"), *c = cJSON_GetObjectItemCaseSensitive(x, "content");
+            if (!cJSON_IsString(r) || !cJSON_IsString(c)) die("%s: each message needs string role and content", where);
+            cm[k++] = (ChatMessage){r->valuestring, c->valuestring};
+        }
+        if (k && !strcmp(cm[k - 1].role, "assistant")) k--;  // the reference answer is not part of the prompt
+        if (k == 0) die("%s: no messages before the answer", where);
+    } else {
+        if (o->system) cm[k++] = (ChatMessage){"system", o->system};
+        cm[k++] = (ChatMessage){"user", text};
+    }
+    ChatRendered r;
+    if (chat_render(ct, cm, k, 1, &r)) die("%s: %s", where, ld_last_error());
+    out->n_ids = encode_chat(m, &r, &out->ids);
+    chat_rendered_free(&r);
+    free(cm);
+}
+
+static void stream_stdout(void *ctx, int req, const char *b, int n) {
+    (void)ctx, (void)req;
+    fwrite(b, 1, (size_t)n, stdout);
+    fflush(stdout);
+}
+
+typedef struct {
+    double t0;
+    int tty;
+} Progress;
+
+static void progress(void *ctx, int done, int total, long tokens) {
+    Progress *p = ctx;
+    double dt = ld_time_s() - p->t0;
+    double rate = dt > 0 ? tokens / dt : 0, eta = done ? dt * (total - done) / done : 0;
+    if (p->tty)
+        fprintf(stderr, "\rgenerate: %d/%d answers, %ld tokens, %.1f tok/s, ETA %.0fs   ", done, total, tokens, rate, eta);
+    else if (done == total || done % 16 == 0)
+        fprintf(stderr, "generate: %d/%d answers, %ld tokens, %.1f tok/s, ETA %.0fs\n", done, total, tokens, rate, eta);
+    if (p->tty && done == total) fprintf(stderr, "\n");
+}
+
+int cmd_generate(int argc, char **argv) {
+    Args a = {argc, argv, 1, "generate"};
+    GenOptions o;
+    gen_options_init(&o);
+    const char *prompt = NULL, *input = NULL, *output = NULL;
+    while (a.i < argc) {
+        if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
+            printf("%s%s", k_help, k_gen_options_help);
+            return 0;
+        }
+        if (gen_options_parse(&a, &o) || arg_value(&a, "--prompt", &prompt) || arg_value(&a, "--input", &input) ||
+            arg_value(&a, "--output", &output) || arg_int(&a, "--samples", &o.samples, 1, 1000))
+            continue;
+        arg_unknown(&a);
+    }
+    if (!prompt == !input) die("generate needs exactly one of --prompt TEXT or --input FILE.jsonl");
+    set_threads(o.threads);
+    // Read and validate the whole input before any work, so a bad line 900 does not waste an hour.
+    cJSON **lines = NULL;
+    int n_lines = 0;
+    if (input) {
+        FILE *f = fopen(input, "r");
+        if (!f) die("%s: cannot open", input);
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        int lineno = 0;
+        while ((len = getline(&line, &cap, f)) >= 0) {
+            lineno++;
+            if (len == 0 || strspn(line, " \t\r\n") == (size_t)len) continue;
+            cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
+            if (!cJSON_IsObject(j)) die("%s:%d: not a JSON object", input, lineno);
+            cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt"), *m = cJSON_GetObjectItemCaseSensitive(j, "messages");
+            if (!cJSON_IsString(p) && !cJSON_IsArray(m)) die("%s:%d: needs \"prompt\" (string) or \"messages\" (array)", input, lineno);
+            cJSON_AddNumberToObject(j, "__line", lineno);
+            lines = ld_xrealloc(lines, sizeof(cJSON *) * (size_t)(n_lines + 1));
+            lines[n_lines++] = j;
+        }
+        free(line);
+        fclose(f);
+        if (!n_lines) die("%s: no requests", input);
+    }
+    Model *m = load_model_or_die(o.model);
+    ChatTemplate ct = {0};
+    int needs_template = !o.raw;  // raw prompts skip it; messages always need it
+    for (int i = 0; i < n_lines; i++) needs_template |= cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(lines[i], "messages"));
+    if (needs_template) chat_template_or_die(m, o.chat_template, &ct);
+    int n_prompts = input ? n_lines : 1;
+    Prompt *prompts = ld_xcalloc((size_t)n_prompts, sizeof(Prompt));
+    char where[1024];
+    for (int i = 0; i < n_prompts; i++) {
+        if (input) {
+            snprintf(where, sizeof where, "%s:%d", input, (int)cJSON_GetObjectItem(lines[i], "__line")->valuedouble);
+            cJSON *p = cJSON_GetObjectItemCaseSensitive(lines[i], "prompt"), *id = cJSON_GetObjectItemCaseSensitive(lines[i], "id");
+            if (cJSON_IsString(p) && !o.raw) {
+                build_prompt(m, &ct, &o, NULL, p->valuestring, &prompts[i], where);
+            } else {
+                build_prompt(m, &ct, &o, cJSON_IsString(p) ? NULL : cJSON_GetObjectItemCaseSensitive(lines[i], "messages"),
+                             cJSON_IsString(p) ? p->valuestring : NULL, &prompts[i], where);
+            }
+            if (id) prompts[i].id = cJSON_PrintUnformatted(id);
+        } else {
+            build_prompt(m, &ct, &o, NULL, prompt, &prompts[i], "--prompt");
+        }
+    }
+    int stop_ids[16];
+    o.gen.stop_ids = stop_ids;
+    o.gen.n_stop_ids = gen_default_stop_ids(m, stop_ids, 16);
+    o.gen.stop_strings = o.stops;
+    o.gen.n_stop_strings = o.n_stops;
+    int n_req = n_prompts * o.samples;
+    GenRequest *reqs = ld_xcalloc((size_t)n_req, sizeof(GenRequest));
+    for (int i = 0; i < n_prompts; i++)
+        for (int k = 0; k < o.samples; k++) {
+            GenRequest *r = &reqs[i * o.samples + k];
+            r->prompt = prompts[i].ids;
+            r->n_prompt = prompts[i].n_ids;
+            r->seed_stream = (uint64_t)k;
+        }
+    Progress pg = {ld_time_s(), isatty(2)};
+    if (input) {
+        o.gen.progress = progress;
+        o.gen.progress_ctx = &pg;
+    }
+    double t0 = ld_time_s();
+    if (generate(m, reqs, n_req, &o.gen, input ? NULL : stream_stdout, NULL)) die("%s", ld_last_error());
+    double dt = ld_time_s() - t0;
+    long toks = 0;
+    for (int i = 0; i < n_req; i++) toks += reqs[i].n_tokens;
+    FILE *out = stdout;
+    if (input && output && !(out = fopen(output, "w"))) die("%s: cannot write", output);
+    if (input) {
+        for (int i = 0; i < n_req; i++) {
+            cJSON *j = cJSON_CreateObject();
+            Prompt *p = &prompts[i / o.samples];
+            if (p->id) cJSON_AddItemToObject(j, "id", cJSON_Parse(p->id));
+            cJSON_AddNumberToObject(j, "sample", i % o.samples);
+            cJSON_AddStringToObject(j, "text", reqs[i].text);
+            cJSON_AddStringToObject(j, "finish_reason", reqs[i].finish == FINISH_STOP ? "stop" : "length");
+            cJSON_AddNumberToObject(j, "prompt_tokens", p->n_ids);
+            cJSON_AddNumberToObject(j, "completion_tokens", reqs[i].n_tokens);
+            char *s = cJSON_PrintUnformatted(j);
+            fprintf(out, "%s\n", s);
+            free(s);
+            cJSON_Delete(j);
+        }
+    } else {
+        printf("\n");
+    }
+    if (out != stdout && fclose(out)) die("%s: write failed", output);
+    fprintf(stderr, "llamaduo: %d answer(s), %ld tokens in %.2fs (%.1f tok/s)\n", n_req, toks, dt, dt > 0 ? toks / dt : 0);
+    for (int i = 0; i < n_req; i++) gen_request_free(&reqs[i]);
+    for (int i = 0; i < n_prompts; i++) {
+        free(prompts[i].ids);
+        free(prompts[i].id);
+    }
+    for (int i = 0; i < n_lines; i++) cJSON_Delete(lines[i]);
+    free(lines), free(prompts), free(reqs);
+    chat_template_free(&ct);
+    model_free(m);
+    return 0;
+}

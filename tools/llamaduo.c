@@ -1,0 +1,39 @@
+// llamaduo: one executable, one subcommand per job.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} Command;
+
+static const Command k_commands[] = {
+    {"generate", cmd_generate, "answer prompts (one, or a JSONL batch) with a local model"},
+    {"chat", cmd_chat, "interactive chat with a local model, streaming tokens"},
+    {"tokenize", cmd_tokenize, "text <-> token ids with a model's tokenizer (JSONL in, JSONL out)"},
+    {"perplexity", cmd_perplexity, "perplexity and mean NLL of a model over a text file"},
+    {"info", cmd_info, "describe a model file and the compute devices found"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: llamaduo COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", k_commands[i].name, k_commands[i].summary);
+    fprintf(f, "  %-12s %s\n", "help", "this list");
+    fprintf(f, "\n`llamaduo COMMAND --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        if (!strcmp(argv[1], k_commands[i].name)) return k_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "llamaduo: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the release build, then the same suite built with AddressSanitizer +
+# UndefinedBehaviorSanitizer, then each fuzz target for a short while. Needs tools/setup.sh first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=$(nproc)
+
+echo "== release build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$JOBS" >/dev/null
+(cd build && ctest --output-on-failure -j1)
+
+echo "== ASan + UBSan build"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMADUO_SANITIZE=ON -DLLAMADUO_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$JOBS" >/dev/null
+# leak checks stay on; OpenMP's runtime keeps thread pools alive at exit, which LSan does not report
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+   ctest --output-on-failure -j1 -LE slow)
+
+echo "== fuzz targets (libFuzzer, ${FUZZ_SECONDS:-20}s each)"
+CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMADUO_FUZZ=ON -DLLAMADUO_CUDA=OFF >/dev/null
+cmake --build build-fuzz -j"$JOBS" --target fuzz_all >/dev/null
+for f in build-fuzz/tests/fuzz/fuzz_*; do
+  name=$(basename "$f")
+  mkdir -p "build-fuzz/corpus-$name"
+  "$f" -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=0 \
+     "build-fuzz/corpus-$name" tests/fuzz/seeds/"${name#fuzz_}" >"build-fuzz/$name.log" 2>&1 ||
+    { tail -40 "build-fuzz/$name.log"; echo "$name: FOUND A CRASH"; exit 1; }
+  echo "$name: $(grep -c . "build-fuzz/$name.log") log lines, no finding"
+done
+echo "all test stages passed"

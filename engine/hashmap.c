@@ -26,6 +26,7 @@ void strmap_init(StrMap *m, size_t expected) {
 }
 
 void strmap_free(StrMap *m) {
+    for (size_t i = 0; i < m->cap; i++) free((char *)m->keys[i]);
     free(m->keys);
     free(m->lens);
     free(m->vals);
@@ -35,9 +36,16 @@ void strmap_free(StrMap *m) {
 static void strmap_grow(StrMap *m) {
     StrMap g;
     strmap_init(&g, m->cap);
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->keys[i]) strmap_put(&g, m->keys[i], m->lens[i], m->vals[i]);
-    strmap_free(m);
+    for (size_t i = 0; i < m->cap; i++)  // moves the owned keys over
+        if (m->keys[i]) {
+            size_t j = fnv1a(m->keys[i], m->lens[i]) & (g.cap - 1);
+            while (g.keys[j]) j = (j + 1) & (g.cap - 1);
+            g.keys[j] = m->keys[i], g.lens[j] = m->lens[i], g.vals[j] = m->vals[i];
+            g.n++;
+        }
+    free(m->keys);
+    free(m->lens);
+    free(m->vals);
     *m = g;
 }
 
@@ -51,7 +59,10 @@ void strmap_put(StrMap *m, const char *key, uint32_t len, int val) {
         }
         i = (i + 1) & (m->cap - 1);
     }
-    m->keys[i] = key;
+    char *copy = ld_xmalloc(len + 1);
+    memcpy(copy, key, len);
+    copy[len] = 0;
+    m->keys[i] = copy;
     m->lens[i] = len;
     m->vals[i] = val;
     m->n++;

@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 typedef struct {
-    const char **keys;  // borrowed: the caller keeps key bytes alive
+    const char **keys;  // owned copies
     uint32_t *lens;
     int *vals;
     size_t cap, n;

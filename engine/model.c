@@ -42,11 +42,16 @@ void model_free(Model *m) {
         free(f);
     }
     free(m->layers);
-    free(m->cfg.layer_local);
+    model_config_free(&m->cfg);
     tok_free(m->tok);
     free(m->chat_template);
     free(m->path);
     free(m);
+}
+
+void model_config_free(ModelConfig *c) {
+    free(c->layer_local);
+    c->layer_local = NULL;
 }
 
 // ---- config.json ---------------------------------------------------------------------------------------
@@ -167,10 +172,17 @@ static int check_sizes(ModelConfig *c, const char *path) {
 }
 
 static int parse_hf_config(const char *path, ModelConfig *c) {
-    char *txt = ld_read_file(path, NULL);
+    size_t len;
+    char *txt = ld_read_file(path, &len);
     if (!txt) return -1;
-    cJSON *root = cJSON_Parse(txt);
+    int rc = model_config_from_hf_json(txt, len, path, c);
     free(txt);
+    return rc;
+}
+
+int model_config_from_hf_json(const char *json, size_t len, const char *path, ModelConfig *c) {
+    memset(c, 0, sizeof *c);
+    cJSON *root = cJSON_ParseWithLength(json, len);
     int rc = -1;
     if (!cJSON_IsObject(root)) {
         ld_set_error("%s: not a JSON object", path);
@@ -285,7 +297,8 @@ done:
 
 // ---- GGUF metadata -------------------------------------------------------------------------------------
 
-static int parse_gguf_config(const Gguf *g, ModelConfig *c) {
+int model_config_from_gguf(const Gguf *g, ModelConfig *c) {
+    memset(c, 0, sizeof *c);
     const char *path = g->path;
     char *an = gguf_get_str(g, "general.architecture");
     if (!an) {
@@ -615,7 +628,7 @@ Model *model_load(const char *path) {
         read_generation_eos(path, &m->cfg, &eos);
     } else {
         files->gguf = ld_xcalloc(1, sizeof(Gguf));
-        if (gguf_open(path, files->gguf) || parse_gguf_config(files->gguf, &m->cfg)) goto fail;
+        if (gguf_open(path, files->gguf) || model_config_from_gguf(files->gguf, &m->cfg)) goto fail;
         L.from_gguf = 1;
         m->tok = tok_load_gguf(files->gguf);
         if (!m->tok) goto fail;

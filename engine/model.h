@@ -62,6 +62,12 @@ typedef struct {
     void *files;  // the mapped files kept open for zero-copy fp32 tensors
 } Model;
 
+struct Gguf;
+// The architecture as an HF config.json states it (`path` names it in errors) or as GGUF metadata does.
+int model_config_from_hf_json(const char *json, size_t len, const char *path, ModelConfig *out);
+int model_config_from_gguf(const struct Gguf *g, ModelConfig *out);
+void model_config_free(ModelConfig *c);
+
 // Loads an HF model directory or a .gguf file. NULL with ld_last_error() on failure.
 Model *model_load(const char *path);
 void model_free(Model *m);

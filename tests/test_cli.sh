@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The CLI as a user meets it: help, exit codes, one-line errors, JSONL in/out, determinism.
+# Usage: test_cli.sh BUILD_DIR FIXTURES_DIR
+set -u
+BIN="$1/llamaduo"; FX="$2"; TINY="$FX/tiny/llama"
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok   $1"; }
+bad() { fail=$((fail+1)); echo "FAIL $1"; }
+expect_rc() {  # expect_rc NAME WANT_RC CMD...
+  local name="$1" want="$2"; shift 2
+  "$@" >"$T/out" 2>"$T/err"; local rc=$?
+  if [ "$rc" = "$want" ]; then ok "$name (rc $rc)"; else bad "$name: rc $rc, wanted $want; stderr: $(head -3 "$T/err")"; fi
+}
+
+expect_rc "no arguments shows usage" 2 "$BIN"
+expect_rc "help" 0 "$BIN" help
+for c in generate chat tokenize perplexity info; do expect_rc "$c --help" 0 "$BIN" "$c" --help; done
+expect_rc "unknown command" 2 "$BIN" frobnicate
+expect_rc "unknown flag" 2 "$BIN" generate --bogus
+expect_rc "bad number" 2 "$BIN" generate --model "$TINY" --prompt x --temperature hot
+expect_rc "missing model file" 1 "$BIN" generate --model "$T/nope.gguf" --prompt hi
+if [ "$(wc -l <"$T/err")" = 1 ] && grep -q "nope.gguf" "$T/err"; then ok "missing model: one line naming the file"; else bad "missing model message: $(cat "$T/err")"; fi
+expect_rc "garbage model file" 1 sh -c "head -c 5000 /dev/urandom > '$T/junk.gguf'; '$BIN' generate --model '$T/junk.gguf' --prompt hi"
+
+# tokenize: encode then decode round trip, JSONL in and out
+printf '{"text": "hello world, 2024-01-02"}\n{"text": "the quick brown fox"}\n' >"$T/texts.jsonl"
+expect_rc "tokenize" 0 "$BIN" tokenize --model "$TINY" --input "$T/texts.jsonl"
+cp "$T/out" "$T/ids.jsonl"
+expect_rc "tokenize --decode" 0 "$BIN" tokenize --tokenizer "$TINY/tokenizer.json" --decode --input "$T/ids.jsonl"
+if grep -q '"hello world, 2024-01-02"' "$T/out" && grep -q '"the quick brown fox"' "$T/out"; then ok "tokenize round trip"; else bad "round trip: $(cat "$T/out")"; fi
+printf '{"text": "ok"}\n{"txt": 3}\n' >"$T/badtexts.jsonl"
+expect_rc "tokenize bad line" 1 "$BIN" tokenize --model "$TINY" --input "$T/badtexts.jsonl"
+grep -q "badtexts.jsonl:2" "$T/err" && ok "bad line named with file:line" || bad "bad line message: $(cat "$T/err")"
+
+# generate: JSONL batch, samples, determinism, bad input named by line
+printf '{"id": 1, "prompt": "hello"}\n{"id": "b", "messages": [{"role": "user", "content": "the quick"}, {"role": "assistant", "content": "ref"}]}\n{"id": 3, "prompt": "a much longer prompt about dates 2024-01-02 and foxes"}\n' >"$T/in.jsonl"
+expect_rc "generate batch" 0 "$BIN" generate --model "$TINY" --input "$T/in.jsonl" --max-tokens 12 --temperature 0.8 --seed 7 --samples 2 --output "$T/a.jsonl"
+[ "$(wc -l <"$T/a.jsonl")" = 6 ] && ok "6 answers for 3 prompts x 2 samples" || bad "answer count: $(wc -l <"$T/a.jsonl")"
+"$BIN" generate --model "$TINY" --input "$T/in.jsonl" --max-tokens 12 --temperature 0.8 --seed 7 --samples 2 --batch 1 --output "$T/b.jsonl" 2>/dev/null
+cmp -s "$T/a.jsonl" "$T/b.jsonl" && ok "same seed, different batch size: identical answers" || bad "answers depend on batching"
+printf '{"id": 1, "prompt": "hello"}\nnot json\n' >"$T/bad.jsonl"
+expect_rc "generate bad JSONL" 1 "$BIN" generate --model "$TINY" --input "$T/bad.jsonl"
+grep -q "bad.jsonl:2" "$T/err" && ok "bad JSONL named with file:line" || bad "bad JSONL message: $(cat "$T/err")"
+expect_rc "context overflow" 1 "$BIN" generate --model "$TINY" --prompt hello --max-tokens 100000
+grep -q "exceeds the model's context" "$T/err" && ok "context overflow explained" || bad "overflow message: $(cat "$T/err")"
+
+# perplexity
+for i in $(seq 40); do echo "the quick brown fox jumps over the lazy dog $i"; done >"$T/text.txt"
+expect_rc "perplexity" 0 "$BIN" perplexity --model "$TINY" --file "$T/text.txt" --ctx 64
+grep -q '"ppl"' "$T/out" && ok "perplexity prints ppl" || bad "perplexity output: $(cat "$T/out")"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

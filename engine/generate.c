@@ -78,9 +78,30 @@ static size_t stop_holdback(const GenParams *p, const char *s, size_t n) {
     return hold;
 }
 
+// Bytes at the end that start a UTF-8 character not yet complete: held back so streamed text stays valid.
+static size_t incomplete_utf8_tail(const char *s, size_t n) {
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        unsigned char c = (unsigned char)s[n - k];
+        if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > k ? k : 0;
+    }
+    return 0;
+}
+
+// Streams bytes [n_streamed, upto) as repaired UTF-8: the pieces concatenate to exactly the final text.
+static void stream_upto(Slot *s, size_t upto, GenStreamFn stream, void *ctx) {
+    if (!stream || upto <= s->n_streamed) return;
+    size_t n;
+    char *t = ld_utf8_repair(s->bytes + s->n_streamed, upto - s->n_streamed, &n);
+    stream(ctx, s->req, t, (int)n);
+    free(t);
+    s->n_streamed = upto;
+}
+
 static void finish(GenRequest *r, Slot *s, FinishReason why, size_t text_len, GenStreamFn stream,
                    void *ctx) {
-    if (stream && text_len > s->n_streamed) stream(ctx, s->req, s->bytes + s->n_streamed, (int)(text_len - s->n_streamed));
+    stream_upto(s, text_len, stream, ctx);
     char *out = ld_utf8_repair(s->bytes ? s->bytes : "", text_len, NULL);
     r->text = out;
     r->finish = why;
@@ -197,10 +218,7 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
                 } else {
                     if (stream) {
                         size_t safe = x->n_bytes - stop_holdback(p, x->bytes, x->n_bytes);
-                        if (safe > x->n_streamed) {
-                            stream(ctx, x->req, x->bytes + x->n_streamed, (int)(safe - x->n_streamed));
-                            x->n_streamed = safe;
-                        }
+                        stream_upto(x, safe - incomplete_utf8_tail(x->bytes, safe), stream, ctx);
                     }
                     continue;
                 }

@@ -160,6 +160,13 @@ static int check_sizes(ModelConfig *c, const char *path) {
         ld_set_error("%s: model sizes must be positive", path);
         return -1;
     }
+    // Bounds far above any real checkpoint: a corrupt file must not make us allocate gigabytes of nothing.
+    if (c->dim > 65536 || c->n_layers > 1024 || c->n_heads > 1024 || c->ffn_dim > 1 << 20 || c->vocab > 1 << 23 ||
+        c->max_pos > 1 << 24) {
+        ld_set_error("%s: implausible model sizes (dim %d, layers %d, heads %d, ffn %d, vocab %d, context %d)", path,
+                     c->dim, c->n_layers, c->n_heads, c->ffn_dim, c->vocab, c->max_pos);
+        return -1;
+    }
     if (c->n_heads % c->n_kv_heads) {
         ld_set_error("%s: %d attention heads is not a multiple of %d key/value heads", path, c->n_heads, c->n_kv_heads);
         return -1;

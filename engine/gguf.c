@@ -75,7 +75,8 @@ static int ggml_type(uint32_t t, LdDtype *out) {
     }
 }
 
-void gguf_close(Gguf *g) {
+// Frees what gguf_parse built (metadata and tensor tables), leaving the map alone.
+static void free_tables(Gguf *g) {
     for (int i = 0; i < g->n_kvs; i++) {
         free(g->kvs[i].key);
         free(g->kvs[i].arr_strs);
@@ -83,6 +84,13 @@ void gguf_close(Gguf *g) {
     free(g->kvs);
     for (int i = 0; i < g->n_tensors; i++) free(g->tensors[i].name);
     free(g->tensors);
+    g->kvs = NULL;
+    g->tensors = NULL;
+    g->n_kvs = g->n_tensors = 0;
+}
+
+void gguf_close(Gguf *g) {
+    free_tables(g);
     ld_unmap_file(&g->map);
     free(g->path);
     memset(g, 0, sizeof *g);
@@ -219,16 +227,7 @@ int gguf_parse(const uint8_t *buf, size_t size, const char *path, Gguf *g) {
 fail_off:
     free(offsets);
 fail:
-    for (int i = 0; i < g->n_kvs; i++) {
-        free(g->kvs[i].key);
-        free(g->kvs[i].arr_strs);
-    }
-    free(g->kvs);
-    for (int i = 0; i < g->n_tensors; i++) free(g->tensors[i].name);
-    free(g->tensors);
-    g->kvs = NULL;
-    g->tensors = NULL;
-    g->n_kvs = g->n_tensors = 0;
+    free_tables(g);
     return -1;
 }
 

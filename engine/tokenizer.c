@@ -207,29 +207,35 @@ static void add_merge(Tokenizer *t, const char *a, size_t na, const char *b, siz
     }
 }
 
-static int cmp_added_len_desc(const void *a, const void *b, void *ctx) {
-    const AddedToken *x = (const AddedToken *)ctx + *(const int *)a, *y = (const AddedToken *)ctx + *(const int *)b;
-    if (x->content[0] != y->content[0]) return (uint8_t)x->content[0] - (uint8_t)y->content[0];
+typedef struct {
+    uint8_t first;
+    uint32_t len;
+    int index;
+} AddedKey;
+
+// Groups added tokens by first byte, longest first, so the first hit at a position is the longest match.
+static int cmp_added_key(const void *a, const void *b) {
+    const AddedKey *x = a, *y = b;
+    if (x->first != y->first) return x->first - y->first;
     if (x->len != y->len) return x->len > y->len ? -1 : 1;
-    return *(const int *)a - *(const int *)b;
+    return x->index - y->index;
 }
 
-static const AddedToken *g_sort_ctx;
-static int cmp_added_qsort(const void *a, const void *b) { return cmp_added_len_desc(a, b, (void *)g_sort_ctx); }
-
 static void index_added(Tokenizer *t) {
-    t->added_order = ld_xmalloc(sizeof(int) * (size_t)(t->n_added + 1));
+    AddedKey *keys = ld_xmalloc(sizeof(AddedKey) * (size_t)(t->n_added + 1));
     int k = 0;
     for (int i = 0; i < t->n_added; i++)
-        if (t->added[i].len) t->added_order[k++] = i;
-    g_sort_ctx = t->added;
-    qsort(t->added_order, (size_t)k, sizeof(int), cmp_added_qsort);
+        if (t->added[i].len) keys[k++] = (AddedKey){(uint8_t)t->added[i].content[0], t->added[i].len, i};
+    qsort(keys, (size_t)k, sizeof(AddedKey), cmp_added_key);
+    t->added_order = ld_xmalloc(sizeof(int) * (size_t)(k + 1));
+    for (int i = 0; i < k; i++) t->added_order[i] = keys[i].index;
     t->bucket_start = ld_xcalloc(257, sizeof(int));
     for (int i = 0, b = 0; b <= 256; b++) {
-        while (i < k && (uint8_t)t->added[t->added_order[i]].content[0] < b) i++;
+        while (i < k && keys[i].first < b) i++;
         t->bucket_start[b] = i;
     }
     t->bucket_start[256] = k;
+    free(keys);
 }
 
 // ---- loading from tokenizer.json -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+#include "gguf.h"
 #include "test_util.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -66,6 +67,38 @@ static void check_tokenizer(const char *name) {
     tok_free(tok);
 }
 
+// The SentencePiece path of GGUF tokenizers (scores instead of merges): the packaged Gemma 3 GGUF against HF
+// tokenizers on the same corpus. (Its GGUF marks <mask>/<unusedN> as control tokens where tokenizer.json
+// has them as plain added tokens, so the comparison parses special tokens.)
+static void check_gguf_gemma3(void) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/gemma-3-270m-q4_k_m.gguf", LD_MODELS);
+    Gguf g;
+    if (gguf_open(p, &g)) {
+        CHECK(0, "%s (run tools/setup.sh to fetch the packaged models)", ld_last_error());
+        return;
+    }
+    Tokenizer *tok = tok_load_gguf(&g);
+    CHECK(tok != NULL, "%s", ld_last_error());
+    snprintf(p, sizeof p, "%s/tokenizers/gemma3.jsonl", LD_FIXTURES);
+    char *fx = test_read(p);
+    int n = 0, bad = 0;
+    for (char *line = strtok(fx, "\n"); line && tok; line = strtok(NULL, "\n"), n++) {
+        cJSON *rec = cJSON_Parse(line);
+        const char *text = cJSON_GetObjectItem(rec, "text")->valuestring;
+        int *ids, k = tok_encode(tok, text, strlen(text), TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &ids);
+        if (!same_ids(ids, k, cJSON_GetObjectItem(rec, "ids")) && bad++ < 3)
+            fprintf(stderr, "gemma3 GGUF: ids differ for %s\n", text);
+        free(ids);
+        cJSON_Delete(rec);
+    }
+    printf("gemma3 GGUF tokenizer (scores, no merges): %d strings, %d mismatches with HF tokenizer.json\n", n, bad);
+    CHECK(n >= 2000 && bad == 0, "GGUF SentencePiece tokenizer differs from HF");
+    free(fx);
+    tok_free(tok);
+    gguf_close(&g);
+}
+
 static void check_bad_input(void) {
     const char *cases[] = {
         "", "{", "[]", "{\"model\": 3}", "{\"model\": {\"type\": \"BPE\", \"vocab\": []}}",
@@ -88,6 +121,7 @@ int main(void) {
     check_tokenizer("llama3");
     check_tokenizer("qwen3");
     check_tokenizer("gemma3");
+    check_gguf_gemma3();
     check_bad_input();
     return test_finish("test_tokenizer");
 }

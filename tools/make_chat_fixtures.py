@@ -23,6 +23,15 @@ CONVERSATIONS = [
 ]
 
 
+# Mistral-7B-Instruct-v0.1's published template (the [INST] family), written out here: no tokenizer of that
+# family ships in ../shared.
+MISTRAL = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+           "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+           "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+           "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+           "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+
+
 def render(template, messages, add_gen, bos, eos):
     env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
@@ -45,14 +54,20 @@ def main():
         import gguf
         r = gguf.GGUFReader(smol)
         templates["smollm2"] = (r.fields["tokenizer.chat_template"].contents(), "", "<|im_end|>")
+    templates["mistral"] = (MISTRAL, "<s>", "</s>")
+    n = 0
     with open(os.path.join(ROOT, "tests", "fixtures", "chat.jsonl"), "w") as f:
         for name, (tmpl, bos, eos) in templates.items():
             for conv in CONVERSATIONS:
                 add_gen = conv[-1]["role"] == "user"
-                text = render(tmpl, conv, add_gen, bos, eos)
+                try:
+                    text = render(tmpl, conv, add_gen, bos, eos)
+                except jinja2.exceptions.TemplateError:
+                    continue  # e.g. mistral v0.1 refuses system messages
+                n += 1
                 f.write(json.dumps({"template": name, "jinja": tmpl, "messages": conv, "add_generation_prompt": add_gen,
                                     "text": text}) + "\n")
-    print("wrote", len(templates) * len(CONVERSATIONS), "renderings")
+    print("wrote", n, "renderings")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+#include "cache.h"
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/util.h"
+
+struct LlmCache {
+    sqlite3 *db;
+    sqlite3_stmt *get, *put;
+};
+
+LlmCache *cache_open(const char *path) {
+    LlmCache *c = ld_xcalloc(1, sizeof *c);
+    if (sqlite3_open(path, &c->db) != SQLITE_OK) {
+        ld_set_error("%s: cannot open the response cache: %s", path, sqlite3_errmsg(c->db));
+        cache_close(c);
+        return NULL;
+    }
+    sqlite3_busy_timeout(c->db, 5000);
+    const char *schema =
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+        "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, wire TEXT, model TEXT, request TEXT,"
+        " text TEXT, finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost REAL,"
+        " created TEXT DEFAULT (datetime('now')))";
+    char *err = NULL;
+    if (sqlite3_exec(c->db, schema, NULL, NULL, &err) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key = ?",
+                           -1, &c->get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO responses (key, wire, model, request, text, finish_reason, "
+                           "prompt_tokens, completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &c->put, NULL) != SQLITE_OK) {
+        ld_set_error("%s: response cache: %s", path, err ? err : sqlite3_errmsg(c->db));
+        sqlite3_free(err);
+        cache_close(c);
+        return NULL;
+    }
+    return c;
+}
+
+void cache_close(LlmCache *c) {
+    if (!c) return;
+    sqlite3_finalize(c->get);
+    sqlite3_finalize(c->put);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+char *cache_key(const ProviderConfig *p, const HttpRequest *h) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    const char *parts[] = {wire_name(p->wire), h->url, p->model, h->body};
+    for (int i = 0; i < 4; i++) EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1);  // NUL separates the parts
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(ctx, md, &n);
+    EVP_MD_CTX_free(ctx);
+    char *hex = ld_xmalloc(65);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return hex;
+}
+
+int cache_get(LlmCache *c, const char *key, LlmReply *out) {
+    sqlite3_reset(c->get);
+    sqlite3_bind_text(c->get, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(c->get) != SQLITE_ROW) return 0;
+    memset(out, 0, sizeof *out);
+    out->text = ld_xstrdup((const char *)sqlite3_column_text(c->get, 0));
+    out->finish_reason = ld_xstrdup((const char *)sqlite3_column_text(c->get, 1));
+    out->prompt_tokens = sqlite3_column_int64(c->get, 2);
+    out->completion_tokens = sqlite3_column_int64(c->get, 3);
+    return 1;
+}
+
+int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char *request_body, const LlmReply *r, double cost) {
+    sqlite3_reset(c->put);
+    sqlite3_bind_text(c->put, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(c->put, 2, wire_name(p->wire), -1, SQLITE_STATIC);
+    sqlite3_bind_text(c->put, 3, p->model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(c->put, 4, request_body, -1, SQLITE_STATIC);
+    sqlite3_bind_text(c->put, 5, r->text, -1, SQLITE_STATIC);
+    sqlite3_bind_text(c->put, 6, r->finish_reason ? r->finish_reason : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(c->put, 7, r->prompt_tokens);
+    sqlite3_bind_int64(c->put, 8, r->completion_tokens);
+    sqlite3_bind_double(c->put, 9, cost);
+    if (sqlite3_step(c->put) != SQLITE_DONE) {
+        ld_set_error("response cache write failed: %s", sqlite3_errmsg(c->db));
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,14 @@
+// defines: the persistent service-LLM response cache (SQLite): a request whose hash of provider, base URL,
+// model and full body is in the cache is never paid for twice — not on a rerun, not after a crash.
+#pragma once
+#include "provider.h"
+
+typedef struct LlmCache LlmCache;
+
+LlmCache *cache_open(const char *path);  // NULL with ld_last_error()
+void cache_close(LlmCache *c);
+// Hex SHA-256 of what identifies a request (heap). The key never enters it: it is not in the body or URL.
+char *cache_key(const ProviderConfig *p, const HttpRequest *h);
+int cache_get(LlmCache *c, const char *key, LlmReply *out);  // 1 on a hit
+// Stores one reply; committed before returning (durable across a kill -9).
+int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char *request_body, const LlmReply *r, double cost);

@@ -67,6 +67,7 @@ typedef struct {
     double *t;
     long *tok;
     int n, cap;
+    double next_pace;  // the next paced send slot (anchored, so timer lateness does not accumulate)
 } Window;
 
 static void window_prune(Window *w, double now, double span) {
@@ -80,6 +81,9 @@ static void window_prune(Window *w, double now, double span) {
 static double window_next(const Window *w, const ClientLimits *l, long tok, double now) {
     double at = now;
     if (l->rpm > 0 && w->n >= l->rpm) at = fmax(at, w->t[w->n - l->rpm] + l->window_s);
+    // paced, not bursty: one request per window/rpm, so the provider sees an even stream (the hard
+    // window check above still holds whatever the pacing does)
+    if (l->rpm > 0) at = fmax(at, w->next_pace);
     if (l->tpm > 0) {
         long sum = tok;
         for (int i = w->n - 1; i >= 0; i--) {
@@ -93,7 +97,11 @@ static double window_next(const Window *w, const ClientLimits *l, long tok, doub
     return at;
 }
 
-static void window_add(Window *w, double now, long tok) {
+static void window_add(Window *w, const ClientLimits *l, double now, long tok) {
+    if (l->rpm > 0) {
+        double gap = l->window_s / l->rpm;
+        w->next_pace = fmax(w->next_pace, now - gap) + gap;
+    }
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 256;
         w->t = ld_xrealloc(w->t, sizeof(double) * w->cap);
@@ -211,7 +219,8 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
                 http_request_free(&http);
                 break;
             }
-            window_add(&win, now, est);
+            window_add(&win, lim, now, est);
+            if (win.n > st.busiest_window) st.busiest_window = win.n;  // sends within the last window, this one included
             Flight *f = NULL;
             for (int i = 0; i < conc && !f; i++)
                 if (fl[i].job < 0) f = &fl[i];
@@ -313,7 +322,7 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
         }
         if (finished < n) {
             double wait = fmax(0, fmin(wake, ld_time_s() + 0.2) - ld_time_s());
-            curl_multi_poll(multi, NULL, 0, active ? (int)(wait * 1000) + 1 : (int)(wait * 1000) + 1, NULL);
+            curl_multi_poll(multi, NULL, 0, (int)ceil(wait * 1000), NULL);
         }
     }
     for (int i = 0; i < conc; i++) free(fl[i].buf);

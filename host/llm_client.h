@@ -1,5 +1,6 @@
 // defines: the service-LLM client — many requests in flight over libcurl's multi interface, within limits on
-// concurrency, requests and tokens per rate window (sliding window: never exceeded), with retries
+// concurrency, requests and tokens per rate window (sliding window: never exceeded; requests paced evenly
+// through it), with retries
 // (exponential backoff with full jitter, Retry-After honoured) on 429, 5xx, timeouts, connection errors and
 // unusable replies; 4xx otherwise fails fast with the provider's message. Every reply's usage and cost are
 // recorded; a budget cap stops new requests cleanly; the cache answers repeated requests for free.
@@ -35,6 +36,7 @@ typedef struct {
     long requests_sent, retries, cache_hits, failures, skipped_budget;
     long prompt_tokens, completion_tokens;
     double cost_usd, wall_s;
+    int busiest_window;  // most requests sent within any one rate window
 } ClientStats;
 
 ClientLimits client_limits_default(void);

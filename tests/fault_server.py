@@ -53,6 +53,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self):
+        arrived = time.time()
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         try:
             body = json.loads(raw)
@@ -63,14 +64,14 @@ class Handler(BaseHTTPRequestHandler):
             INFLIGHT[group] = INFLIGHT.get(group, 0) + 1
             inflight = INFLIGHT[group]
         try:
-            self.handle_post(raw, body, inflight)
+            self.handle_post(raw, body, inflight, arrived)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout) or we reset on purpose
         finally:
             with LOCK:
                 INFLIGHT[group] -= 1
 
-    def handle_post(self, raw, body, inflight):
+    def handle_post(self, raw, body, inflight, arrived):
         if body is None:
             self.send_error(400, "body is not JSON")
             return
@@ -91,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
         if ARGS.latency:
             time.sleep(ARGS.latency)
         answered = fault in ("none", "slow", "nojson")
-        entry = {"t": time.time(), "hash": h, "wire": wire, "attempt": attempt, "fault": fault, "answered": answered,
+        entry = {"t": arrived, "hash": h, "wire": wire, "attempt": attempt, "fault": fault, "answered": answered,
                  "inflight": inflight, "key_ok": key_ok}
         with LOCK, open(ARGS.log, "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -135,7 +136,10 @@ def main():
     ap.add_argument("--slow", type=float, default=3.0)
     ap.add_argument("--expect-key-env", default=None)
     ARGS = ap.parse_args()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 512  # many clients connect at once: the default backlog of 5 drops SYNs
+
+    srv = Server(("127.0.0.1", 0), Handler)
     srv.daemon_threads = True
     with open(ARGS.port_file + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))

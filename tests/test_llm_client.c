@@ -219,6 +219,7 @@ static void check_rate_and_concurrency(void) {
     }
     printf("rate: %d requests in %.2fs at %d per %.0fs window: busiest window held %d, most in flight %d\n", n, dt, l.rpm,
            l.window_s, worst, max_inflight);
+    CHECK(st.busiest_window <= l.rpm, "client sent %d requests within one window (limit %d)", st.busiest_window, l.rpm);
     CHECK(worst <= l.rpm, "rate window exceeded: %d requests within %.1fs (limit %d)", worst, l.window_s, l.rpm);
     CHECK(max_inflight <= l.concurrency, "concurrency exceeded: %d in flight (limit %d)", max_inflight, l.concurrency);
     CHECK(dt >= (double)(n - l.rpm) / l.rpm * l.window_s - 0.1, "finished too fast for the limit (%.2fs)", dt);

@@ -214,3 +214,20 @@ char *ld_utf8_repair(const char *s, size_t n, size_t *out_len) {
     if (out_len) *out_len = k;
     return o;
 }
+
+int ld_mkdir_p(const char *path) {
+    char *p = ld_xstrdup(path);
+    for (char *c = p + 1; *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            mkdir(p, 0755);
+            *c = '/';
+        }
+    mkdir(p, 0755);
+    free(p);
+    if (!ld_is_dir(path)) {
+        ld_set_error("%s: cannot create the directory", path);
+        return -1;
+    }
+    return 0;
+}

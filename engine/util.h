@@ -26,6 +26,7 @@ char *ld_xstrdup(const char *s);
 int ld_is_dir(const char *path);
 int ld_file_exists(const char *path);
 char *ld_path_join(const char *dir, const char *name);  // heap string
+int ld_mkdir_p(const char *path);  // mkdir -p; -1 with an error naming it
 
 double ld_time_s(void);  // monotonic seconds
 

@@ -1,12 +1,12 @@
 #include "cache.h"
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/util.h"
+#include "text.h"
 
 struct LlmCache {
     sqlite3 *db;
@@ -28,10 +28,10 @@ LlmCache *cache_open(const char *path) {
         " created TEXT DEFAULT (datetime('now')))";
     char *err = NULL;
     if (sqlite3_exec(c->db, schema, NULL, NULL, &err) != SQLITE_OK ||
-        sqlite3_prepare_v2(c->db, "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM responses WHERE key = ?",
+        sqlite3_prepare_v2(c->db, "SELECT text, finish_reason, prompt_tokens, completion_tokens, created, cost FROM responses WHERE key = ?",
                            -1, &c->get, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO responses (key, wire, model, request, text, finish_reason, "
-                           "prompt_tokens, completion_tokens, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &c->put, NULL) != SQLITE_OK) {
+                           "prompt_tokens, completion_tokens, cost, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &c->put, NULL) != SQLITE_OK) {
         ld_set_error("%s: response cache: %s", path, err ? err : sqlite3_errmsg(c->db));
         sqlite3_free(err);
         cache_close(c);
@@ -49,20 +49,11 @@ void cache_close(LlmCache *c) {
 }
 
 char *cache_key(const ProviderConfig *p, const HttpRequest *h) {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     const char *parts[] = {wire_name(p->wire), h->url, p->model, h->body};
-    for (int i = 0; i < 4; i++) EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + 1);  // NUL separates the parts
-    unsigned char md[32];
-    unsigned int n = 0;
-    EVP_DigestFinal_ex(ctx, md, &n);
-    EVP_MD_CTX_free(ctx);
-    char *hex = ld_xmalloc(65);
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return hex;
+    return text_sha256_hex(parts, 4);
 }
 
-int cache_get(LlmCache *c, const char *key, LlmReply *out) {
+int cache_get(LlmCache *c, const char *key, LlmReply *out, double *cost) {
     sqlite3_reset(c->get);
     sqlite3_bind_text(c->get, 1, key, -1, SQLITE_STATIC);
     if (sqlite3_step(c->get) != SQLITE_ROW) return 0;
@@ -71,6 +62,9 @@ int cache_get(LlmCache *c, const char *key, LlmReply *out) {
     out->finish_reason = ld_xstrdup((const char *)sqlite3_column_text(c->get, 1));
     out->prompt_tokens = sqlite3_column_int64(c->get, 2);
     out->completion_tokens = sqlite3_column_int64(c->get, 3);
+    const unsigned char *t = sqlite3_column_text(c->get, 4);
+    out->received_at = ld_xstrdup(t ? (const char *)t : "");
+    *cost = sqlite3_column_double(c->get, 5);
     return 1;
 }
 
@@ -85,6 +79,7 @@ int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char 
     sqlite3_bind_int64(c->put, 7, r->prompt_tokens);
     sqlite3_bind_int64(c->put, 8, r->completion_tokens);
     sqlite3_bind_double(c->put, 9, cost);
+    sqlite3_bind_text(c->put, 10, r->received_at ? r->received_at : "", -1, SQLITE_STATIC);
     if (sqlite3_step(c->put) != SQLITE_DONE) {
         ld_set_error("response cache write failed: %s", sqlite3_errmsg(c->db));
         return -1;

@@ -9,6 +9,7 @@ LlmCache *cache_open(const char *path);  // NULL with ld_last_error()
 void cache_close(LlmCache *c);
 // Hex SHA-256 of what identifies a request (heap). The key never enters it: it is not in the body or URL.
 char *cache_key(const ProviderConfig *p, const HttpRequest *h);
-int cache_get(LlmCache *c, const char *key, LlmReply *out);  // 1 on a hit
+// 1 on a hit; *cost gets what the reply cost when it was paid for.
+int cache_get(LlmCache *c, const char *key, LlmReply *out, double *cost);
 // Stores one reply; committed before returning (durable across a kill -9).
 int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char *request_body, const LlmReply *r, double cost);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/util.h"
 
@@ -190,9 +191,13 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
                 continue;
             }
             char *ckey = cache_key(p, &http);
-            if (cache && lim->use_cache && job->attempts == 0 && cache_get(cache, ckey, &job->reply)) {
+            if (cache && lim->use_cache && job->attempts == 0 && cache_get(cache, ckey, &job->reply, &job->cost)) {
                 job->status = JOB_OK;
                 job->cached = 1;
+                // a replayed reply still counts in the stage's tokens and cost (it was paid for once)
+                st.cost_usd += job->cost;
+                st.prompt_tokens += job->reply.prompt_tokens;
+                st.completion_tokens += job->reply.completion_tokens;
                 st.cache_hits++, finished++;
                 free(ckey);
                 http_request_free(&http);
@@ -288,8 +293,13 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
                 retry = status == 429 || status == 408 || status == 409 || status >= 500;
             }
             if (ok) {
+                char when[32];
+                time_t now_t = time(NULL);
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now_t));
+                job->reply.received_at = ld_xstrdup(when);
                 job->cost = provider_cost(p, job->reply.prompt_tokens, job->reply.completion_tokens);
                 st.cost_usd += job->cost;
+                st.new_cost_usd += job->cost;
                 st.prompt_tokens += job->reply.prompt_tokens;
                 st.completion_tokens += job->reply.completion_tokens;
                 if (cache) cache_put(cache, f->key, p, f->http.body, &job->reply, job->cost);

@@ -35,7 +35,9 @@ typedef struct {
 typedef struct {
     long requests_sent, retries, cache_hits, failures, skipped_budget;
     long prompt_tokens, completion_tokens;
-    double cost_usd, wall_s;
+    double cost_usd;      // of every reply, cached ones included (what the results cost)
+    double new_cost_usd;  // paid in this call
+    double wall_s;
     int busiest_window;  // most requests sent within any one rate window
 } ClientStats;
 

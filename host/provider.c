@@ -201,7 +201,8 @@ char *provider_error_message(const char *body, size_t len, long status) {
 void llm_reply_free(LlmReply *r) {
     free(r->text);
     free(r->finish_reason);
-    r->text = r->finish_reason = NULL;
+    free(r->received_at);
+    r->text = r->finish_reason = r->received_at = NULL;
 }
 
 double provider_cost(const ProviderConfig *p, long prompt_tokens, long completion_tokens) {

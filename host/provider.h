@@ -41,6 +41,7 @@ typedef struct {
     char *text;  // the assistant's text
     long prompt_tokens, completion_tokens;
     char *finish_reason;
+    char *received_at;  // UTC time the provider's answer arrived (kept by the cache: a replay keeps it)
 } LlmReply;
 
 const char *wire_name(WireFormat w);

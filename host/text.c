@@ -2,6 +2,8 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <utf8proc.h>
 
 #include "engine/util.h"
@@ -86,4 +88,17 @@ uint64_t text_hash(const void *data, size_t n, uint64_t seed) {
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     return h;
+}
+
+char *text_sha256_hex(const char *const *parts, int n) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (int i = 0; i < n; i++) EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + (i + 1 < n));  // NUL between parts
+    unsigned char md[32];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    EVP_MD_CTX_free(ctx);
+    char *hex = ld_xmalloc(65);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return hex;
 }

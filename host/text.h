@@ -12,3 +12,6 @@ char *text_normalize(const char *s);
 int text_words(const char *s, int **starts, int **lens);
 
 uint64_t text_hash(const void *data, size_t n, uint64_t seed);
+
+// Hex SHA-256 of the parts, separated by NUL bytes (heap).
+char *text_sha256_hex(const char *const *parts, int n);

@@ -5,16 +5,22 @@ Gemini generateContent on 127.0.0.1 and injects faults on request.
 The last user message picks the faults: "FAULTS:429,503" makes the first attempt of that exact request get a
 429, the second a 503, and the third succeed. Faults: 429, 429ra (429 with Retry-After: 1), 500, 503, 400,
 slow (answers after --slow seconds), reset (drops the connection), trunc (truncated JSON), invalid (not JSON),
-nojson (a reply without a JSON object). Every request is logged as one JSON line (--log) with its body hash,
+nojson (a reply without a JSON object); and, for judge prompts, badscore (scores out of 1..100) and prose
+(grades in words, no JSON), which hold only while the prompt carries no "retry N" marker.
+
+Successful answers follow the request: a synthesis prompt (asking for {"contents": ...}) gets N pairs made
+from the request hash, plus an exact duplicate and a test-contaminated pair; a judge prompt gets a rubric
+object with scores made from the request hash; anything else gets {"echo": hash}. Every request is logged as one JSON line (--log) with its body hash,
 attempt number, fault and whether it was answered, the requests in flight and whether the key header
 matched --expect-key (the key itself is never written).
-Usage: fault_server.py --port-file FILE --log FILE [--latency S] [--slow S] [--expect-key-env NAME]
+Usage: fault_server.py --port-file FILE --log FILE [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
 """
 import argparse
 import hashlib
 import json
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -44,6 +50,33 @@ def reply(wire, text, prompt_tokens):
                 "stop_reason": "end_turn", "usage": {"input_tokens": prompt_tokens, "output_tokens": 7}}
     return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
             "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": 7}}
+
+
+def client_gone(sock):
+    """True when the peer has closed its end (a killed client's kernel closes its sockets at once)."""
+    try:
+        r, _, _ = select.select([sock], [], [], 0)
+        return bool(r) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def make_answer(text, h):
+    if '{"contents":' in text:
+        m = re.search(r"Write (\d+) new examples", text)
+        n = int(m.group(1)) if m else 3
+        pairs = [{"instruction": f"Synthetic instruction {h[:8]} number {i}: turn the {i}th of May into a date",
+                  "response": f"The date for item {i} of batch {h[:8]} is 2024-05-{i + 1:02d}."} for i in range(n)]
+        if n >= 3:
+            pairs.append(dict(pairs[0]))  # an exact duplicate within the reply
+            pairs.append({"instruction": "What is the capital of France?", "response": "The capital of France is Paris."})
+            pairs.append({"instruction": "", "response": "an answer without a question"})
+        return "Here you go:\n```json\n" + json.dumps({"contents": pairs}) + "\n```"
+    if "similarity_assessment" in text:
+        v = int(h[:8], 16)
+        return json.dumps({"similarity_assessment": {"score": 30 + v % 71, "reason": "compared with the reference"},
+                           "precision_assessment": {"score": 20 + (v >> 8) % 81, "reason": "checked the instruction"}})
+    return json.dumps({"echo": h})
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -91,11 +124,19 @@ class Handler(BaseHTTPRequestHandler):
             key_ok = bool(want) and got == want
         if ARGS.latency:
             time.sleep(ARGS.latency)
-        answered = fault in ("none", "slow", "nojson")
+        if client_gone(self.connection):
+            fault = "client_gone"  # killed while waiting: it never gets this answer, so asking again is fine
+        answered = fault in ("none", "slow", "nojson", "badscore", "prose")
         entry = {"t": arrived, "hash": h, "wire": wire, "attempt": attempt, "fault": fault, "answered": answered,
                  "inflight": inflight, "key_ok": key_ok}
-        with LOCK, open(ARGS.log, "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        if fault == "none" and ARGS.liveness:
+            self.pending_entry = entry  # logged once we know the client lived to receive it (see respond_ok)
+        else:
+            with LOCK, open(ARGS.log, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        if fault == "client_gone":
+            self.close_connection = True
+            return
         if fault == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             self.connection.close()
@@ -114,7 +155,13 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(payload)
             return
-        answer = "I would rather not use JSON." if fault == "nojson" else json.dumps({"echo": h})
+        answer = make_answer(text, h)
+        retried = re.search(r"retry \d", text) is not None
+        if fault == "nojson" or (fault == "prose" and not retried):
+            answer = "I would rather not use JSON. The answer is fine, I think it deserves a high mark."
+        if fault == "badscore" and not retried:
+            answer = json.dumps({"similarity_assessment": {"score": 150, "reason": "x"},
+                                 "precision_assessment": {"score": 101, "reason": "y"}})
         payload = json.dumps(reply(wire, answer, len(text) // 4 + 1)).encode()
         if fault == "trunc":
             payload = payload[: len(payload) // 2]
@@ -125,6 +172,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        self.wfile.flush()
+        entry = getattr(self, "pending_entry", None)
+        if entry is not None:
+            # A client killed within --liveness seconds of an answer may not have recorded it; one that lived
+            # on had ample time to, so only then does the answer count as received.
+            time.sleep(ARGS.liveness)
+            if client_gone(self.connection):
+                entry["fault"], entry["answered"] = "client_died_after_answer", False
+            with LOCK, open(ARGS.log, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            self.pending_entry = None
 
 
 def main():
@@ -135,6 +193,8 @@ def main():
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--slow", type=float, default=3.0)
     ap.add_argument("--expect-key-env", default=None)
+    ap.add_argument("--liveness", type=float, default=0.0,
+                    help="seconds to watch a client after a clean answer before counting it as received")
     ARGS = ap.parse_args()
     class Server(ThreadingHTTPServer):
         request_queue_size = 512  # many clients connect at once: the default backlog of 5 drops SYNs

@@ -180,6 +180,8 @@ static void check_cache_rerun(LlmCache *cache) {
     Log after = read_log();
     CHECK(st.cache_hits == n && st.requests_sent == 0 && after.n == before.n, "rerun: %ld cache hits, %ld requests sent",
           st.cache_hits, st.requests_sent);
+    CHECK(st.new_cost_usd == 0 && st.cost_usd > 0, "rerun: replayed replies keep their cost (%g) and cost nothing new (%g)",
+          st.cost_usd, st.new_cost_usd);
     for (int i = 0; i < n; i++) {
         CHECK(jobs[i].status == JOB_OK && jobs[i].cached && strstr(jobs[i].reply.text, "echo"), "rerun job %d not from cache", i);
         llm_job_clear(&jobs[i]);

@@ -46,3 +46,5 @@ int cmd_chat(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_judge(int argc, char **argv);

@@ -15,6 +15,8 @@ static const Command k_commands[] = {
     {"chat", cmd_chat, "interactive chat with a local model, streaming tokens"},
     {"tokenize", cmd_tokenize, "text <-> token ids with a model's tokenizer (JSONL in, JSONL out)"},
     {"perplexity", cmd_perplexity, "perplexity and mean NLL of a model over a text file"},
+    {"synth", cmd_synth, "have the service LLM write training pairs like the seeds (validated, deduplicated)"},
+    {"judge", cmd_judge, "have the service LLM grade answers against the references"},
     {"info", cmd_info, "describe a model file and the compute devices found"},
 };
 

@@ -1,0 +1,228 @@
+#include "judge_stage.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/util.h"
+#include "metrics.h"
+
+typedef struct {
+    char *id;
+    int sample;
+    char *text;
+    int test_index;
+} Answer;
+
+static int read_answers(const char *path, const Records *test, Answer **out, int *n) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        ld_set_error("%s: cannot open", path);
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    *out = NULL;
+    *n = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id"), *tx = cJSON_GetObjectItemCaseSensitive(j, "text"),
+                    *sm = cJSON_GetObjectItemCaseSensitive(j, "sample");
+        char idbuf[64];
+        const char *ids = cJSON_IsString(id) ? id->valuestring : NULL;
+        if (cJSON_IsNumber(id)) snprintf(idbuf, sizeof idbuf, "%.17g", id->valuedouble), ids = idbuf;
+        if (!ids || !cJSON_IsString(tx)) {
+            ld_set_error("%s:%d: an answer needs \"id\" and \"text\"", path, lineno);
+            cJSON_Delete(j);
+            rc = -1;
+            break;
+        }
+        int ti = -1;
+        for (int i = 0; i < test->n && ti < 0; i++)
+            if (!strcmp(test->v[i].id, ids)) ti = i;
+        if (ti < 0) {
+            ld_set_error("%s:%d: answer id '%s' is not in the test set", path, lineno, ids);
+            cJSON_Delete(j);
+            rc = -1;
+            break;
+        }
+        *out = ld_xrealloc(*out, sizeof(Answer) * (size_t)(*n + 1));
+        (*out)[(*n)++] = (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0, ld_xstrdup(tx->valuestring), ti};
+        cJSON_Delete(j);
+    }
+    free(line);
+    fclose(f);
+    if (!rc && !*n) {
+        ld_set_error("%s: no answers", path);
+        rc = -1;
+    }
+    return rc;
+}
+
+static cJSON *stats_json(const ScoreStats *s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "mean", s->mean);
+    cJSON_AddNumberToObject(o, "median", s->median);
+    cJSON_AddNumberToObject(o, "std", s->std);
+    cJSON_AddNumberToObject(o, "share_ge50", s->share_ge50);
+    cJSON_AddNumberToObject(o, "share_ge70", s->share_ge70);
+    cJSON_AddNumberToObject(o, "answers", s->n);
+    return o;
+}
+
+int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,
+              const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
+              JudgeSummary *sum) {
+    memset(sum, 0, sizeof *sum);
+    Answer *ans;
+    int na;
+    if (read_answers(answers_path, test, &ans, &na)) return -1;
+    int M = cfg->judgments_per_answer, total = na * M;
+    JudgeScores *scores = ld_xcalloc((size_t)total, sizeof(JudgeScores));
+    int *valid = ld_xcalloc((size_t)total, sizeof(int)), *tries = ld_xcalloc((size_t)total, sizeof(int));
+    char **errors = ld_xcalloc((size_t)total, sizeof(char *));
+    if (cfg->generator_model && !strcmp(cfg->generator_model, p->model))
+        fprintf(stderr, "judge: warning: the judge (%s) also wrote the training data; it may prefer its own style "
+                        "(self-preference) — consider a different judge model\n", p->model);
+    int rc = 0;
+    // Rounds of asking: every judgment not yet valid is asked again, with a retry marker so the request differs.
+    for (int attempt = 0; attempt <= cfg->max_rejudge && rc == 0; attempt++) {
+        int *which = ld_xmalloc(sizeof(int) * (size_t)(total + 1)), nj = 0;
+        for (int k = 0; k < total; k++)
+            if (!valid[k] && tries[k] < (1 << 20)) which[nj++] = k;
+        if (!nj) {
+            free(which);
+            break;
+        }
+        LlmJob *jobs = ld_xcalloc((size_t)nj, sizeof(LlmJob));
+        LlmMessage *msgs = ld_xcalloc((size_t)nj, sizeof(LlmMessage));
+        char **prompts = ld_xcalloc((size_t)nj, sizeof(char *));
+        for (int q = 0; q < nj; q++) {
+            int k = which[q], a = k / M, m = k % M;
+            const Record *t = &test->v[ans[a].test_index];
+            char *base = judge_prompt(t->instruction, t->response ? t->response : "", ans[a].text);
+            size_t n = strlen(base) + 96;
+            prompts[q] = ld_xmalloc(n);
+            // The judgment number makes the M judgments distinct requests (providers without a seed
+            // parameter would otherwise be answered once, from the cache, M times).
+            if (attempt) snprintf(prompts[q], n, "%s\n\n(judgment %d; retry %d: the previous reply was unusable)", base, m + 1, attempt);
+            else snprintf(prompts[q], n, "%s\n\n(judgment %d)", base, m + 1);
+            free(base);
+            msgs[q] = (LlmMessage){"user", prompts[q]};
+            jobs[q].req = (LlmRequest){.messages = &msgs[q], .n_messages = 1, .json_mode = 1};
+        }
+        ClientStats st;
+        if (llm_run(p, l, cache, jobs, nj, NULL, NULL, &st)) {
+            rc = -1;
+        } else {
+            sum->client.requests_sent += st.requests_sent;
+            sum->client.retries += st.retries;
+            sum->client.cache_hits += st.cache_hits;
+            sum->client.failures += st.failures;
+            sum->client.prompt_tokens += st.prompt_tokens;
+            sum->client.completion_tokens += st.completion_tokens;
+            sum->client.cost_usd += st.cost_usd;
+            sum->client.new_cost_usd += st.new_cost_usd;
+            for (int q = 0; q < nj; q++) {
+                int k = which[q];
+                tries[k]++;
+                free(errors[k]);
+                errors[k] = NULL;
+                char err[256];
+                if (jobs[q].status != JOB_OK) {
+                    errors[k] = ld_xstrdup(jobs[q].error ? jobs[q].error : "request failed");
+                    if (jobs[q].status == JOB_SKIPPED_BUDGET) tries[k] = 1 << 20;  // no point asking again
+                } else if (judge_parse(jobs[q].reply.text, &scores[k], err, sizeof err)) {
+                    errors[k] = ld_xstrdup(err);
+                } else {
+                    valid[k] = 1;
+                }
+            }
+        }
+        for (int q = 0; q < nj; q++) {
+            llm_job_clear(&jobs[q]);
+            free(prompts[q]);
+        }
+        free(jobs), free(msgs), free(prompts), free(which);
+        int n_valid = 0;
+        for (int k = 0; k < total; k++) n_valid += valid[k];
+        fprintf(stderr, "judge: pass %d: %d judgments asked, %d/%d valid so far\n", attempt + 1, nj, n_valid, total);
+    }
+    if (rc == 0) {
+        cJSON **lines = ld_xmalloc(sizeof(cJSON *) * (size_t)(total + 1));
+        double *sim = ld_xmalloc(sizeof(double) * (size_t)na), *prec = ld_xmalloc(sizeof(double) * (size_t)na);
+        double em = 0, rl = 0, cf = 0;
+        for (int a = 0; a < na; a++) {
+            double s = 0, pr = 0;
+            int nv = 0;
+            for (int m = 0; m < M; m++) {
+                int k = a * M + m;
+                cJSON *j = cJSON_CreateObject();
+                cJSON_AddStringToObject(j, "id", ans[a].id);
+                cJSON_AddNumberToObject(j, "sample", ans[a].sample);
+                cJSON_AddNumberToObject(j, "judgment", m);
+                cJSON_AddBoolToObject(j, "valid", valid[k]);
+                cJSON_AddNumberToObject(j, "asked", tries[k] > 1000 ? 1 : tries[k]);
+                if (valid[k]) {
+                    cJSON_AddNumberToObject(j, "similarity", scores[k].similarity);
+                    cJSON_AddNumberToObject(j, "precision", scores[k].precision);
+                    cJSON_AddStringToObject(j, "similarity_reason", scores[k].similarity_reason);
+                    cJSON_AddStringToObject(j, "precision_reason", scores[k].precision_reason);
+                    s += scores[k].similarity, pr += scores[k].precision, nv++;
+                } else {
+                    cJSON_AddStringToObject(j, "error", errors[k] ? errors[k] : "not judged");
+                    sum->invalid_judgments++;
+                }
+                lines[k] = j;
+            }
+            sim[a] = nv ? s / nv : NAN;
+            prec[a] = nv ? pr / nv : NAN;
+            const char *ref = test->v[ans[a].test_index].response ? test->v[ans[a].test_index].response : "";
+            em += metric_exact_match(ans[a].text, ref);
+            rl += metric_rouge_l(ans[a].text, ref);
+            cf += metric_chrf(ans[a].text, ref);
+        }
+        sum->answers = na;
+        sum->judgments = total;
+        sum->similarity = score_stats(sim, na);
+        sum->precision = score_stats(prec, na);
+        sum->unjudged_answers = sum->similarity.n_invalid;
+        sum->exact_match = em / na, sum->rouge_l = rl / na, sum->chrf = cf / na;
+        sum->pass = sum->similarity.n > 0 && sum->similarity.mean >= cfg->threshold && sum->precision.mean >= cfg->threshold;
+        cJSON *mj = cJSON_CreateObject();
+        cJSON_AddStringToObject(mj, "judge_model", p->model);
+        cJSON_AddNumberToObject(mj, "answers", na);
+        cJSON_AddNumberToObject(mj, "unjudged_answers", sum->unjudged_answers);
+        cJSON_AddNumberToObject(mj, "judgments", total);
+        cJSON_AddNumberToObject(mj, "invalid_judgments", sum->invalid_judgments);
+        cJSON_AddItemToObject(mj, "similarity", stats_json(&sum->similarity));
+        cJSON_AddItemToObject(mj, "precision", stats_json(&sum->precision));
+        cJSON_AddNumberToObject(mj, "exact_match", sum->exact_match);
+        cJSON_AddNumberToObject(mj, "rouge_l", sum->rouge_l);
+        cJSON_AddNumberToObject(mj, "chrf", sum->chrf);
+        cJSON_AddNumberToObject(mj, "threshold", cfg->threshold);
+        cJSON_AddBoolToObject(mj, "pass", sum->pass);
+        cJSON_AddNumberToObject(mj, "prompt_tokens", (double)sum->client.prompt_tokens);
+        cJSON_AddNumberToObject(mj, "completion_tokens", (double)sum->client.completion_tokens);
+        cJSON_AddNumberToObject(mj, "cost_usd", sum->client.cost_usd);
+        cJSON *warn = cJSON_AddArrayToObject(mj, "warnings");
+        if (cfg->generator_model && !strcmp(cfg->generator_model, p->model))
+            cJSON_AddItemToArray(warn, cJSON_CreateString("self-preference: the judge model also generated the training data"));
+        if (jsonl_write_atomic(out_jsonl, lines, total) || jsonl_write_atomic(metrics_path, &mj, 1)) rc = -1;
+        cJSON_Delete(mj);
+        for (int k = 0; k < total; k++) cJSON_Delete(lines[k]);
+        free(lines), free(sim), free(prec);
+    }
+    for (int k = 0; k < total; k++) {
+        judge_scores_free(&scores[k]);
+        free(errors[k]);
+    }
+    for (int a = 0; a < na; a++) free(ans[a].id), free(ans[a].text);
+    free(ans), free(scores), free(valid), free(tries), free(errors);
+    return rc;
+}

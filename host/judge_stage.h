@@ -1,0 +1,28 @@
+// defines: the judge stage — K candidate answers per test prompt, each judged M times with the rubric of
+// host/judge.h; unusable replies (no JSON, scores out of range) are asked again up to a limit; an answer
+// that never gets a valid judgment is recorded as such and counted beside, not in, the aggregates. Writes
+// every judgment (JSONL) and the round's metrics (JSON) with the deterministic metrics beside the judge's.
+#pragma once
+#include "judge.h"
+#include "llm_client.h"
+#include "records.h"
+
+typedef struct {
+    int judgments_per_answer;  // M
+    int max_rejudge;           // extra asks for one judgment whose replies were unusable
+    double threshold;          // pass rule: mean similarity and mean precision >= threshold
+    const char *generator_model;  // the model that wrote the training data, for the self-preference warning
+} JudgeConfig;
+
+typedef struct {
+    ScoreStats similarity, precision;
+    int answers, unjudged_answers, judgments, invalid_judgments;
+    double exact_match, rouge_l, chrf;
+    int pass;
+    ClientStats client;
+} JudgeSummary;
+
+// answers: JSONL lines {"id", "sample", "text"} (llamaduo generate --input test --samples K).
+int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,
+              const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
+              JudgeSummary *sum);

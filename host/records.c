@@ -1,0 +1,118 @@
+#include "records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/util.h"
+
+int records_read(const char *path, int require_response, Records *out) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        ld_set_error("%s: cannot open", path);
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue;
+        cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
+        cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+        if (!cJSON_IsObject(j) || !cJSON_IsArray(msgs) || !cJSON_GetArraySize(msgs)) {
+            ld_set_error("%s:%d: not a record ({\"messages\": [...]} expected)", path, lineno);
+            cJSON_Delete(j);
+            rc = -1;
+            break;
+        }
+        Record r = {0};
+        r.json = j;
+        int bad = 0, k = 0;
+        for (cJSON *m = msgs->child; m && !bad; m = m->next, k++) {
+            const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+            if (!cJSON_IsString(role) || (strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant") &&
+                                          strcmp(role->valuestring, "system"))) {
+                ld_set_error("%s:%d: message %d: unknown role%s%s", path, lineno, k + 1, cJSON_IsString(role) ? " " : "",
+                             cJSON_IsString(role) ? role->valuestring : "");
+                bad = 1;
+            } else if (!cJSON_IsString(c) || !c->valuestring[0]) {
+                ld_set_error("%s:%d: message %d: empty content", path, lineno, k + 1);
+                bad = 1;
+            } else if (!strcmp(role->valuestring, "user")) {
+                r.instruction = c->valuestring;
+                r.response = NULL;
+            } else if (!strcmp(role->valuestring, "assistant")) {
+                r.response = c->valuestring;
+            }
+        }
+        if (!bad && !r.instruction) {
+            ld_set_error("%s:%d: no user message", path, lineno);
+            bad = 1;
+        }
+        if (!bad && require_response && !r.response) {
+            ld_set_error("%s:%d: no assistant message after the last user message", path, lineno);
+            bad = 1;
+        }
+        if (bad) {
+            cJSON_Delete(j);
+            rc = -1;
+            break;
+        }
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
+        char buf[64];
+        if (cJSON_IsString(id)) r.id = ld_xstrdup(id->valuestring);
+        else if (cJSON_IsNumber(id)) snprintf(buf, sizeof buf, "%.17g", id->valuedouble), r.id = ld_xstrdup(buf);
+        else snprintf(buf, sizeof buf, "line-%d", lineno), r.id = ld_xstrdup(buf);
+        out->v = ld_xrealloc(out->v, sizeof(Record) * (size_t)(out->n + 1));
+        out->v[out->n++] = r;
+    }
+    free(line);
+    fclose(f);
+    if (!rc && !out->n) {
+        ld_set_error("%s: no records", path);
+        rc = -1;
+    }
+    if (rc) records_free(out);
+    return rc;
+}
+
+void records_free(Records *r) {
+    for (int i = 0; i < r->n; i++) {
+        free(r->v[i].id);
+        cJSON_Delete(r->v[i].json);
+    }
+    free(r->v);
+    memset(r, 0, sizeof *r);
+}
+
+int jsonl_write_atomic(const char *path, cJSON *const *items, int n) {
+    size_t pl = strlen(path);
+    char *tmp = ld_xmalloc(pl + 16);
+    snprintf(tmp, pl + 16, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        ld_set_error("%s: cannot write", tmp);
+        free(tmp);
+        return -1;
+    }
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        char *s = cJSON_PrintUnformatted(items[i]);
+        ok = fprintf(f, "%s\n", s) > 0;
+        free(s);
+    }
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path)) {
+        ld_set_error("%s: write failed", path);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}

@@ -1,0 +1,233 @@
+#include "synth.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decontam.h"
+#include "dedup.h"
+#include "engine/util.h"
+#include "text.h"
+
+char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call) {
+    static const char *fmt =
+        "You are writing training data for a small language model that must learn one task.\n\n"
+        "Task: %s\n\n"
+        "Here is one example of the task.\n<instruction>\n%s\n</instruction>\n<response>\n%s\n</response>\n\n"
+        "Write %d new examples of the same task. Each must be similar to the example in context and structure "
+        "but different in content from it and from each other. Keep each instruction concise; make each "
+        "response detailed, accurate and in the same style as the example response.\n\n"
+        "Reply with only this JSON object and nothing else:\n"
+        "{\"contents\": [{\"instruction\": \"...\", \"response\": \"...\"}]}\n\n"
+        "(round %d, request %d)";
+    size_t n = strlen(fmt) + strlen(cfg->task) + strlen(seed->instruction) + strlen(seed->response) + 64;
+    char *s = ld_xmalloc(n);
+    snprintf(s, n, fmt, cfg->task, seed->instruction, seed->response, cfg->pairs_per_call, cfg->round, call);
+    return s;
+}
+
+// Seed order for a round: a seeded shuffle, reshuffled each time the calls cycle through all seeds, so a
+// seed is used again only after every other one has been.
+static int *seed_order(int n_seeds, int calls, unsigned seed, int round) {
+    int *order = ld_xmalloc(sizeof(int) * (size_t)(calls + 1));
+    int *perm = ld_xmalloc(sizeof(int) * (size_t)n_seeds);
+    uint64_t s = ((uint64_t)seed << 32) ^ (uint64_t)round ^ 0x9e3779b97f4a7c15ull;
+    for (int c = 0; c < calls; c++) {
+        if (c % n_seeds == 0) {
+            for (int i = 0; i < n_seeds; i++) perm[i] = i;
+            for (int i = n_seeds - 1; i > 0; i--) {
+                s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+                int j = (int)(s % (uint64_t)(i + 1)), t = perm[i];
+                perm[i] = perm[j], perm[j] = t;
+            }
+        }
+        order[c] = perm[c % n_seeds];
+    }
+    free(perm);
+    return order;
+}
+
+static cJSON *find_contents(const char *text) {
+    for (const char *p = strchr(text, '{'); p; p = strchr(p + 1, '{')) {
+        const char *end = NULL;
+        cJSON *o = cJSON_ParseWithOpts(p, &end, 0);
+        if (cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "contents"))) return o;
+        cJSON_Delete(o);
+        if (end && end > p) p = end - 1;
+    }
+    return NULL;
+}
+
+static char *pair_text(const char *instruction, const char *response) {
+    size_t n = strlen(instruction) + strlen(response) + 2;
+    char *s = ld_xmalloc(n);
+    snprintf(s, n, "%s\n%s", instruction, response);
+    return s;
+}
+
+static cJSON *dropped(int call, int idx, const char *seed_id, const char *reason, const char *instruction, const char *response) {
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddNumberToObject(d, "call", call);
+    if (idx >= 0) cJSON_AddNumberToObject(d, "pair", idx);
+    cJSON_AddStringToObject(d, "seed_id", seed_id);
+    cJSON_AddStringToObject(d, "reason", reason);
+    if (instruction) cJSON_AddStringToObject(d, "instruction", instruction);
+    if (response) cJSON_AddStringToObject(d, "response", response);
+    return d;
+}
+
+typedef struct {
+    double t0;
+    int done, total;
+} Progress;
+
+static void on_done(void *ctx, LlmJob *job) {
+    (void)job;
+    Progress *p = ctx;
+    p->done++;
+    if (p->done == p->total || p->done % 10 == 0) {
+        double dt = ld_time_s() - p->t0;
+        fprintf(stderr, "synth: %d/%d calls, %.1f calls/s\n", p->done, p->total, dt > 0 ? p->done / dt : 0);
+    }
+}
+
+int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
+              const Records *seeds, const Records *prior, int n_prior, const Records *test, const char *out_path,
+              const char *dropped_path, SynthSummary *sum) {
+    memset(sum, 0, sizeof *sum);
+    int calls = cfg->calls;
+    int *order = seed_order(seeds->n, calls, cfg->seed, cfg->round);
+    LlmJob *jobs = ld_xcalloc((size_t)calls, sizeof(LlmJob));
+    LlmMessage *msgs = ld_xcalloc((size_t)calls, sizeof(LlmMessage));
+    char **prompts = ld_xcalloc((size_t)calls, sizeof(char *));
+    for (int c = 0; c < calls; c++) {
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c);
+        msgs[c] = (LlmMessage){"user", prompts[c]};
+        jobs[c].req = (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1};
+    }
+    Progress pg = {ld_time_s(), 0, calls};
+    int rc = llm_run(p, l, cache, jobs, calls, on_done, &pg, &sum->client);
+    if (rc == 0) {
+        Dedup *dd = dedup_new(cfg->dedup_threshold, 3, 128);
+        for (int i = 0; i < seeds->n; i++) {  // all earlier data: the seeds and every prior round
+            char *t = pair_text(seeds->v[i].instruction, seeds->v[i].response ? seeds->v[i].response : "");
+            dedup_add(dd, t, -1 - i);
+            free(t);
+        }
+        for (int f = 0; f < n_prior; f++)
+            for (int i = 0; i < prior[f].n; i++) {
+                char *t = pair_text(prior[f].v[i].instruction, prior[f].v[i].response ? prior[f].v[i].response : "");
+                dedup_add(dd, t, -1000000 - i);
+                free(t);
+            }
+        Decontam *dc = decontam_new(cfg->decontam_ngram);
+        for (int i = 0; i < test->n; i++) {
+            char *t = pair_text(test->v[i].instruction, test->v[i].response ? test->v[i].response : "");
+            decontam_add_reference(dc, t, i);
+            free(t);
+        }
+        cJSON **kept = NULL, **drop = NULL;
+        int n_kept = 0, n_drop = 0;
+        char **kept_ids = NULL;
+        for (int c = 0; c < calls; c++) {
+            const Record *seed = &seeds->v[order[c]];
+            LlmJob *j = &jobs[c];
+            if (j->status != JOB_OK) {
+                sum->calls_failed++;
+                drop = ld_xrealloc(drop, sizeof(cJSON *) * (size_t)(n_drop + 1));
+                char why[600];
+                snprintf(why, sizeof why, "call failed: %s", j->error ? j->error : "unknown");
+                drop[n_drop++] = dropped(c, -1, seed->id, why, NULL, NULL);
+                continue;
+            }
+            cJSON *obj = find_contents(j->reply.text);
+            if (!obj) {
+                sum->calls_failed++;
+                drop = ld_xrealloc(drop, sizeof(cJSON *) * (size_t)(n_drop + 1));
+                drop[n_drop++] = dropped(c, -1, seed->id, "reply without the {\"contents\": [...]} contract", NULL, NULL);
+                continue;
+            }
+            sum->calls_ok++;
+            const char *prompt_part[] = {prompts[c]};
+            char *prompt_hash = text_sha256_hex(prompt_part, 1);
+            int idx = 0;
+            for (cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "contents")->child; e; e = e->next, idx++) {
+                sum->returned++;
+                const cJSON *ins = cJSON_GetObjectItemCaseSensitive(e, "instruction"), *res = cJSON_GetObjectItemCaseSensitive(e, "response");
+                const char *is = cJSON_IsString(ins) ? ins->valuestring : NULL, *rs = cJSON_IsString(res) ? res->valuestring : NULL;
+                char why[300] = "";
+                if (!is || !rs) snprintf(why, sizeof why, "invalid: instruction and response must be strings");
+                else if (!*is || strspn(is, " \t\r\n") == strlen(is)) snprintf(why, sizeof why, "invalid: empty instruction");
+                else if (!*rs || strspn(rs, " \t\r\n") == strlen(rs)) snprintf(why, sizeof why, "invalid: empty response");
+                else if ((int)strlen(is) > cfg->max_instruction_chars)
+                    snprintf(why, sizeof why, "invalid: instruction of %zu characters (limit %d)", strlen(is), cfg->max_instruction_chars);
+                else if ((int)strlen(rs) > cfg->max_response_chars)
+                    snprintf(why, sizeof why, "invalid: response of %zu characters (limit %d)", strlen(rs), cfg->max_response_chars);
+                if (why[0]) {
+                    sum->invalid++;
+                } else {
+                    char *t = pair_text(is, rs);
+                    DedupResult dr = dedup_check(dd, t);
+                    int ref;
+                    double ov = decontam_overlap(dc, t, &ref);
+                    const char *dup_of = dr.match_id >= 0 ? kept_ids[dr.match_id]
+                                         : dr.match_id <= -1000000 ? "earlier round" : dr.match_id < 0 ? seeds->v[-1 - dr.match_id].id : "";
+                    if (dr.verdict == DEDUP_EXACT) {
+                        snprintf(why, sizeof why, "duplicate of %s (exact after normalisation)", dup_of);
+                        sum->exact_dup++;
+                    } else if (dr.verdict == DEDUP_NEAR) {
+                        snprintf(why, sizeof why, "near-duplicate of %s (Jaccard %.2f >= %.2f)", dup_of, dr.jaccard, cfg->dedup_threshold);
+                        sum->near_dup++;
+                    } else if (ov >= cfg->decontam_threshold) {
+                        snprintf(why, sizeof why, "contaminated: %.0f%% of its %d-grams are in test record %s", 100 * ov,
+                                 cfg->decontam_ngram, test->v[ref].id);
+                        sum->contaminated++;
+                    } else {
+                        char id[96];
+                        snprintf(id, sizeof id, "synth-r%02d-c%04d-%d", cfg->round, c, idx);
+                        cJSON *r = cJSON_CreateObject();
+                        cJSON_AddStringToObject(r, "id", id);
+                        cJSON *m = cJSON_AddArrayToObject(r, "messages"), *u = cJSON_CreateObject(), *a = cJSON_CreateObject();
+                        cJSON_AddStringToObject(u, "role", "user");
+                        cJSON_AddStringToObject(u, "content", is);
+                        cJSON_AddStringToObject(a, "role", "assistant");
+                        cJSON_AddStringToObject(a, "content", rs);
+                        cJSON_AddItemToArray(m, u);
+                        cJSON_AddItemToArray(m, a);
+                        cJSON_AddStringToObject(r, "source", "synth");
+                        cJSON_AddStringToObject(r, "generator", p->model);
+                        cJSON_AddStringToObject(r, "seed_id", seed->id);
+                        cJSON_AddNumberToObject(r, "round", cfg->round);
+                        cJSON_AddStringToObject(r, "prompt_hash", prompt_hash);
+                        cJSON_AddStringToObject(r, "created", j->reply.received_at ? j->reply.received_at : "");
+                        dedup_add(dd, t, n_kept);
+                        kept = ld_xrealloc(kept, sizeof(cJSON *) * (size_t)(n_kept + 1));
+                        kept_ids = ld_xrealloc(kept_ids, sizeof(char *) * (size_t)(n_kept + 1));
+                        kept_ids[n_kept] = ld_xstrdup(id);
+                        kept[n_kept++] = r;
+                        sum->kept++;
+                    }
+                    free(t);
+                }
+                if (why[0]) {
+                    drop = ld_xrealloc(drop, sizeof(cJSON *) * (size_t)(n_drop + 1));
+                    drop[n_drop++] = dropped(c, idx, seed->id, why, is, rs);
+                }
+            }
+            free(prompt_hash);
+            cJSON_Delete(obj);
+        }
+        if (jsonl_write_atomic(out_path, kept, n_kept) || jsonl_write_atomic(dropped_path, drop, n_drop)) rc = -1;
+        for (int i = 0; i < n_kept; i++) cJSON_Delete(kept[i]), free(kept_ids[i]);
+        for (int i = 0; i < n_drop; i++) cJSON_Delete(drop[i]);
+        free(kept), free(kept_ids), free(drop);
+        dedup_free(dd);
+        decontam_free(dc);
+    }
+    for (int c = 0; c < calls; c++) {
+        llm_job_clear(&jobs[c]);
+        free(prompts[c]);
+    }
+    free(jobs), free(msgs), free(prompts), free(order);
+    return rc;
+}

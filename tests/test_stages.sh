@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# synth and judge end to end against the local fault server: kill -9 in the middle, rerun, and the records
+# and metrics equal an uninterrupted run's while the server answered no request twice; bad configs are
+# refused before any work; a recognisable fake key is found in no file written.
+# Usage: test_stages.sh BUILD_DIR SOURCE_DIR
+set -u
+BIN="$1/llamaduo"; SRC="$2"
+T=$(mktemp -d); pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok   $1"; }
+bad() { fail=$((fail+1)); echo "FAIL $1"; }
+export LD_FAKE_KEY="sk-llamaduo-FAKE-9d2e41b7"
+
+server() {  # server NAME: starts a fault server logging to $T/NAME.log; sets PORT
+  rm -f "$T/$1.port"; touch "$T/$1.log"
+  python3 "$SRC/tests/fault_server.py" --port-file "$T/$1.port" --log "$T/$1.log" --latency 0.08 --liveness 0.05 --expect-key-env LD_FAKE_KEY &
+  pids+=($!)
+  for _ in $(seq 100); do [ -f "$T/$1.port" ] && break; sleep 0.05; done
+  PORT=$(cat "$T/$1.port")
+}
+config() {  # config FILE PORT
+  cat >"$1" <<YAML
+service:
+  provider: anthropic
+  base_url: http://127.0.0.1:$2
+  model: teacher-1
+  api_key_env: LD_FAKE_KEY
+  price_in_per_mtok: 3
+  price_out_per_mtok: 15
+  concurrency: 2
+  max_attempts: 4
+task:
+  description: Convert free-text dates to ISO 8601 dates.
+synth:
+  calls: 30
+  pairs_per_call: 3
+judge:
+  judgments_per_answer: 3
+  threshold: 60
+YAML
+}
+for i in $(seq 12); do
+  echo "{\"id\": \"s$i\", \"messages\": [{\"role\": \"user\", \"content\": \"Convert day $i of May 2024 to ISO format\"}, {\"role\": \"assistant\", \"content\": \"2024-05-$(printf %02d "$i")\"}]}"
+done >"$T/seeds.jsonl"
+for i in $(seq 8); do
+  echo "{\"id\": \"t$i\", \"messages\": [{\"role\": \"user\", \"content\": \"Convert day $i of June 2023 to ISO format\"}, {\"role\": \"assistant\", \"content\": \"2023-06-0$i\"}]}"
+done >"$T/test.jsonl"
+echo '{"id": "t9", "messages": [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "The capital of France is Paris."}]}' >>"$T/test.jsonl"
+for i in $(seq 9); do
+  for k in 0 1; do echo "{\"id\": \"t$i\", \"sample\": $k, \"text\": \"answer $k for t$i$([ "$i$k" = 31 ] && echo ' FAULTS:badscore')\"}"; done
+done >"$T/answers.jsonl"
+# the reply time differs between two runs by nature
+strip() { python3 -c "import json,sys; [print(json.dumps({k:v for k,v in json.loads(l).items() if k!='created'})) for l in open(sys.argv[1])]" "$1"; }
+answered_twice() {  # clean answers given twice for the same request in a server log
+  python3 -c "
+import json, sys, collections
+c = collections.Counter(e['hash'] for e in map(json.loads, open(sys.argv[1])) if e['fault'] == 'none')
+print(sum(1 for v in c.values() if v > 1))" "$1"
+}
+
+# 1. the uninterrupted runs
+server clean; config "$T/clean.yaml" "$PORT"
+"$BIN" synth --config "$T/clean.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/clean" >"$T/clean-synth.out" 2>&1 &&
+  ok "synth runs" || bad "synth failed: $(tail -3 "$T/clean-synth.out")"
+"$BIN" judge --config "$T/clean.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/clean/r1" >"$T/clean-judge.out" 2>&1 &&
+  ok "judge runs" || bad "judge failed: $(tail -3 "$T/clean-judge.out")"
+grep -q "contaminated" "$T/clean/round-01.dropped.jsonl" && grep -q "duplicate of" "$T/clean/round-01.dropped.jsonl" &&
+  grep -q "invalid: empty instruction" "$T/clean/round-01.dropped.jsonl" && ok "dropped pairs carry their reasons" || bad "dropped reasons"
+grep -q '"seed_id"' "$T/clean/round-01.synth.jsonl" && grep -q '"prompt_hash"' "$T/clean/round-01.synth.jsonl" &&
+  grep -q '"generator":"teacher-1"' "$T/clean/round-01.synth.jsonl" && ok "records carry lineage" || bad "lineage missing"
+
+# 2. the same runs killed with -9 in the middle, then rerun. A request whose answer was in transit at the
+#    instant of a kill cannot be recorded by anyone; the server counts an answer as received once the client
+#    lived 50 ms past it (--liveness), and no such answer may be asked for again.
+server crash; config "$T/crash.yaml" "$PORT"
+for stage in synth judge; do
+  for attempt in 1 2; do  # kill twice at different points, then let it finish
+    if [ $stage = synth ]; then
+      "$BIN" synth --config "$T/crash.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/crash" >>"$T/crash-$stage.out" 2>&1 &
+    else
+      "$BIN" judge --config "$T/crash.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/crash/r1" >>"$T/crash-$stage.out" 2>&1 &
+    fi
+    pid=$!; sleep "0.$((3 + attempt * 2))"; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  done
+  if [ $stage = synth ]; then
+    "$BIN" synth --config "$T/crash.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/crash" >>"$T/crash-$stage.out" 2>&1
+  else
+    "$BIN" judge --config "$T/crash.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/crash/r1" >>"$T/crash-$stage.out" 2>&1
+  fi
+  [ $? = 0 ] && ok "$stage completes after two kill -9" || bad "$stage rerun failed: $(tail -3 "$T/crash-$stage.out")"
+done
+cmp -s <(strip "$T/clean/round-01.synth.jsonl") <(strip "$T/crash/round-01.synth.jsonl") && ok "synth: same records as the uninterrupted run" || bad "synth records differ after resume"
+cmp -s "$T/clean/round-01.dropped.jsonl" "$T/crash/round-01.dropped.jsonl" && ok "synth: same drops" || bad "synth drops differ"
+cmp -s "$T/clean/r1/judge.jsonl" "$T/crash/r1/judge.jsonl" && ok "judge: same judgments" || bad "judge judgments differ"
+cmp -s "$T/clean/r1/metrics.json" "$T/crash/r1/metrics.json" && ok "judge: same metrics" || bad "metrics differ: $(diff "$T/clean/r1/metrics.json" "$T/crash/r1/metrics.json" | head -4)"
+[ "$(answered_twice "$T/crash.log")" = 0 ] && ok "no request answered twice across the crashes" || bad "$(answered_twice "$T/crash.log") requests answered twice"
+grep -q '"key_ok": false' "$T/clean.log" "$T/crash.log" && bad "a request arrived without the key" || ok "every request carried the key from the environment"
+
+# 3. bad configs are refused before any work, naming the key
+server bad; n_before=$(wc -l <"$T/bad.log" 2>/dev/null || echo 0)
+try_config() {  # try_config NAME EXPECTED-TEXT YAML
+  printf '%s\n' "$3" >"$T/bad.yaml"
+  "$BIN" synth --config "$T/bad.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/bad" >"$T/bad.out" 2>&1
+  rc=$?
+  if [ $rc != 0 ] && grep -q "$2" "$T/bad.out"; then ok "bad config refused: $1"; else bad "bad config $1: rc $rc: $(cat "$T/bad.out")"; fi
+}
+base="service:
+  provider: openai
+  base_url: http://127.0.0.1:$PORT/v1
+  model: m
+task:
+  description: d"
+try_config "unknown key" "unknown key 'synth.callz'" "$base
+synth:
+  callz: 3"
+try_config "wrong type" "'synth.calls' must be a number" "$base
+synth:
+  calls: many"
+try_config "out of range" "'judge.threshold' is 150, outside" "$base
+judge:
+  threshold: 150"
+try_config "budget of 0" "budget_usd' is 0" "service:
+  provider: openai
+  model: m
+  budget_usd: 0
+task:
+  description: d"
+try_config "unknown provider" "'service.provider' is 'openia'" "service:
+  provider: openia
+  model: m
+task:
+  description: d"
+try_config "broken YAML" "bad.yaml: line" "service: [unclosed"
+try_config "missing task" "missing 'task'" "service:
+  provider: openai
+  model: m"
+[ "$(wc -l <"$T/bad.log" 2>/dev/null || echo 0)" = "$n_before" ] && ok "no request sent for a bad config" || bad "a bad config sent requests"
+unset LD_FAKE_KEY
+"$BIN" synth --config "$T/clean.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/nokey" --no-cache >"$T/nokey.out" 2>&1
+[ $? != 0 ] && grep -q "LD_FAKE_KEY" "$T/nokey.out" && ok "missing key variable named" || bad "missing key: $(cat "$T/nokey.out")"
+
+# 4. the key is in no file written (outputs, caches, logs)
+if grep -rqa "sk-llamaduo-FAKE-9d2e41b7" "$T"; then bad "the API key reached disk: $(grep -rla sk-llamaduo-FAKE-9d2e41b7 "$T")"; else ok "the key is in no file"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

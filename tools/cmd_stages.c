@@ -1,0 +1,186 @@
+// llamaduo synth / judge: the service-LLM stages on their own, driven by a YAML config.
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "judge_stage.h"
+#include "synth.h"
+#include "util.h"
+
+typedef struct {
+    cJSON *root;
+    ProviderConfig service, judge_service;
+    ClientLimits limits, judge_limits;
+    SynthConfig synth;
+    JudgeConfig judge;
+} StageConfig;
+
+// Reads and checks the whole config before any work: unknown keys, wrong types and ranges are refused.
+static void load_stage_config(const char *path, StageConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->root = config_load(path);
+    if (!c->root) die("%s", ld_last_error());
+    static const char *const top[] = {"service", "task", "synth", "judge", NULL};
+    static const char *const task_keys[] = {"description", NULL};
+    static const char *const synth_keys[] = {"calls", "pairs_per_call", "seed", "max_instruction_chars", "max_response_chars",
+                                             "dedup_threshold", "decontam_ngram", "decontam_threshold", NULL};
+    static const char *const judge_keys[] = {"judgments_per_answer", "max_rejudge", "threshold", "service", NULL};
+    const cJSON *svc = cJSON_GetObjectItemCaseSensitive(c->root, "service");
+    const cJSON *task = cJSON_GetObjectItemCaseSensitive(c->root, "task");
+    const cJSON *sy = cJSON_GetObjectItemCaseSensitive(c->root, "synth");
+    const cJSON *ju = cJSON_GetObjectItemCaseSensitive(c->root, "judge");
+    cJSON *empty = cJSON_CreateObject();
+    if (!sy) sy = empty;
+    if (!ju) ju = empty;
+    int seed;
+    if (cfg_check_keys(c->root, "", top, path) || !svc || cfg_service(svc, "service", path, &c->service, &c->limits) ||
+        cfg_check_keys(task, "task", task_keys, path) ||
+        cfg_get_str(task, "description", "task", NULL, &c->synth.task, path) || cfg_check_keys(sy, "synth", synth_keys, path) ||
+        cfg_get_int(sy, "calls", "synth", 20, 1, 1000000, &c->synth.calls, path) ||
+        cfg_get_int(sy, "pairs_per_call", "synth", 5, 1, 100, &c->synth.pairs_per_call, path) ||
+        cfg_get_int(sy, "seed", "synth", 1, 0, 2147483647, &seed, path) ||
+        cfg_get_int(sy, "max_instruction_chars", "synth", 4000, 1, 1 << 24, &c->synth.max_instruction_chars, path) ||
+        cfg_get_int(sy, "max_response_chars", "synth", 8000, 1, 1 << 24, &c->synth.max_response_chars, path) ||
+        cfg_get_num(sy, "dedup_threshold", "synth", 0.8, 0.01, 1, &c->synth.dedup_threshold, path) ||
+        cfg_get_int(sy, "decontam_ngram", "synth", 8, 1, 64, &c->synth.decontam_ngram, path) ||
+        cfg_get_num(sy, "decontam_threshold", "synth", 0.5, 0.01, 1, &c->synth.decontam_threshold, path) ||
+        cfg_check_keys(ju, "judge", judge_keys, path) ||
+        cfg_get_int(ju, "judgments_per_answer", "judge", 1, 1, 100, &c->judge.judgments_per_answer, path) ||
+        cfg_get_int(ju, "max_rejudge", "judge", 3, 0, 20, &c->judge.max_rejudge, path) ||
+        cfg_get_num(ju, "threshold", "judge", 90, 1, 100, &c->judge.threshold, path)) {
+        if (!svc && !ld_last_error()[0]) ld_set_error("%s: missing 'service' section", path);
+        cJSON_Delete(empty);
+        die("%s", svc ? ld_last_error() : "config has no 'service' section");
+    }
+    c->synth.seed = (unsigned)seed;
+    const cJSON *jsvc = cJSON_GetObjectItemCaseSensitive(ju, "service");
+    if (jsvc) {
+        if (cfg_service(jsvc, "judge.service", path, &c->judge_service, &c->judge_limits)) die("%s", ld_last_error());
+    } else {
+        c->judge_service = c->service;
+        c->judge_limits = c->limits;
+    }
+    c->judge.generator_model = c->service.model;
+    cJSON_Delete(empty);
+}
+
+static LlmCache *open_cache(const char *dir, const char *path) {
+    char *p = path ? ld_xstrdup(path) : ld_path_join(dir, "cache.sqlite");
+    LlmCache *c = cache_open(p);
+    if (!c) die("%s", ld_last_error());
+    free(p);
+    return c;
+}
+
+int cmd_synth(int argc, char **argv) {
+    Args a = {argc, argv, 1, "synth"};
+    const char *config = NULL, *train = NULL, *test = NULL, *out_dir = NULL, *cache_path = NULL;
+    const char *prior[64];
+    int n_prior = 0, round = 1, no_cache = 0;
+    while (a.i < argc) {
+        const char *v;
+        if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
+            printf("usage: llamaduo synth --config C.yaml --train SEEDS.jsonl --test TEST.jsonl --out-dir DIR [options]\n\n"
+                   "Asks the service LLM (config: service) for new pairs like the seeds (config: task, synth), validates,\n"
+                   "deduplicates against the seeds, every --prior file and themselves, decontaminates against the test\n"
+                   "split, and writes DIR/round-NN.synth.jsonl and DIR/round-NN.dropped.jsonl (each drop with its reason).\n"
+                   "  --prior FILE.jsonl   earlier data to deduplicate against (repeatable)\n"
+                   "  --round N            round number (default 1): part of every request and record id\n"
+                   "  --cache PATH         response cache (default DIR/cache.sqlite); a rerun never pays twice\n"
+                   "  --no-cache           do not read the cache (replies are still stored)\n");
+            return 0;
+        }
+        if (arg_value(&a, "--config", &config) || arg_value(&a, "--train", &train) || arg_value(&a, "--test", &test) ||
+            arg_value(&a, "--out-dir", &out_dir) || arg_value(&a, "--cache", &cache_path) || arg_int(&a, "--round", &round, 1, 9999))
+            continue;
+        if (arg_value(&a, "--prior", &v)) {
+            if (n_prior == 64) die("at most 64 --prior files");
+            prior[n_prior++] = v;
+            continue;
+        }
+        if (arg_flag(&a, "--no-cache")) {
+            no_cache = 1;
+            continue;
+        }
+        arg_unknown(&a);
+    }
+    if (!config || !train || !test || !out_dir) die("synth needs --config, --train, --test and --out-dir (see --help)");
+    StageConfig c;
+    load_stage_config(config, &c);
+    c.synth.round = round;
+    if (no_cache) c.limits.use_cache = 0;
+    Records seeds, tst, *pr = ld_xcalloc((size_t)n_prior + 1, sizeof(Records));
+    if (records_read(train, 1, &seeds) || records_read(test, 1, &tst)) die("%s", ld_last_error());
+    for (int i = 0; i < n_prior; i++)
+        if (records_read(prior[i], 1, &pr[i])) die("%s", ld_last_error());
+    if (ld_mkdir_p(out_dir)) die("%s", ld_last_error());
+    LlmCache *cache = open_cache(out_dir, cache_path);
+    char name[64];
+    snprintf(name, sizeof name, "round-%02d.synth.jsonl", round);
+    char *out = ld_path_join(out_dir, name);
+    snprintf(name, sizeof name, "round-%02d.dropped.jsonl", round);
+    char *drop = ld_path_join(out_dir, name);
+    SynthSummary s;
+    if (synth_run(&c.service, &c.limits, cache, &c.synth, &seeds, pr, n_prior, &tst, out, drop, &s)) die("%s", ld_last_error());
+    printf("synth: round %d: %d calls (%d ok, %d failed), %d pairs returned: %d kept, %d invalid, %d duplicates, "
+           "%d near-duplicates, %d contaminated; %ld requests (%ld from cache), %ld+%ld tokens, $%.4f ($%.4f new) -> %s\n",
+           round, c.synth.calls, s.calls_ok, s.calls_failed, s.returned, s.kept, s.invalid, s.exact_dup, s.near_dup,
+           s.contaminated, s.client.requests_sent, s.client.cache_hits, s.client.prompt_tokens, s.client.completion_tokens,
+           s.client.cost_usd, s.client.new_cost_usd, out);
+    cache_close(cache);
+    records_free(&seeds), records_free(&tst);
+    for (int i = 0; i < n_prior; i++) records_free(&pr[i]);
+    free(pr), free(out), free(drop);
+    cJSON_Delete(c.root);
+    return 0;
+}
+
+int cmd_judge(int argc, char **argv) {
+    Args a = {argc, argv, 1, "judge"};
+    const char *config = NULL, *test = NULL, *answers = NULL, *out_dir = NULL, *cache_path = NULL;
+    int no_cache = 0;
+    while (a.i < argc) {
+        if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
+            printf("usage: llamaduo judge --config C.yaml --test TEST.jsonl --answers ANSWERS.jsonl --out-dir DIR [options]\n\n"
+                   "Has the judge (config: judge.service, else service) grade every answer M times (judge.judgments_per_answer)\n"
+                   "for similarity to the reference and precision on the instruction, 1-100; writes DIR/judge.jsonl (every\n"
+                   "judgment) and DIR/metrics.json (mean, median, std, share >= 50 / >= 70, exact match, ROUGE-L, chrF, pass).\n"
+                   "ANSWERS.jsonl is what `llamaduo generate --input TEST.jsonl --samples K` writes.\n"
+                   "  --cache PATH   response cache (default DIR/cache.sqlite)\n"
+                   "  --no-cache     do not read the cache\n");
+            return 0;
+        }
+        if (arg_value(&a, "--config", &config) || arg_value(&a, "--test", &test) || arg_value(&a, "--answers", &answers) ||
+            arg_value(&a, "--out-dir", &out_dir) || arg_value(&a, "--cache", &cache_path))
+            continue;
+        if (arg_flag(&a, "--no-cache")) {
+            no_cache = 1;
+            continue;
+        }
+        arg_unknown(&a);
+    }
+    if (!config || !test || !answers || !out_dir) die("judge needs --config, --test, --answers and --out-dir (see --help)");
+    StageConfig c;
+    load_stage_config(config, &c);
+    if (no_cache) c.judge_limits.use_cache = 0;
+    Records tst;
+    if (records_read(test, 1, &tst)) die("%s", ld_last_error());
+    if (ld_mkdir_p(out_dir)) die("%s", ld_last_error());
+    LlmCache *cache = open_cache(out_dir, cache_path);
+    char *out = ld_path_join(out_dir, "judge.jsonl"), *metrics = ld_path_join(out_dir, "metrics.json");
+    JudgeSummary s;
+    if (judge_run(&c.judge_service, &c.judge_limits, cache, &c.judge, &tst, answers, out, metrics, &s)) die("%s", ld_last_error());
+    printf("judge: %d answers (%d never validly judged), %d judgments (%d unusable): similarity mean %.1f median %.1f "
+           "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
+           "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f ($%.4f new) -> %s\n",
+           s.answers, s.unjudged_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
+           s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
+           s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70, s.exact_match, s.rouge_l, s.chrf,
+           s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.cost_usd, s.client.new_cost_usd, metrics);
+    cache_close(cache);
+    records_free(&tst);
+    free(out), free(metrics);
+    cJSON_Delete(c.root);
+    return 0;
+}

@@ -8,6 +8,14 @@
 #include "engine/util.h"
 #include "metrics.h"
 
+// The rubric as a JSON Schema, for providers with schema-constrained output (validated here anyway).
+static const char *k_judge_schema =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"similarity_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\"}},"
+    "\"required\":[\"score\",\"reason\"]},"
+    "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\"}},"
+    "\"required\":[\"score\",\"reason\"]}},\"required\":[\"similarity_assessment\",\"precision_assessment\"]}";
+
 typedef struct {
     char *id;
     int sample;
@@ -114,7 +122,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             else snprintf(prompts[q], n, "%s\n\n(judgment %d)", base, m + 1);
             free(base);
             msgs[q] = (LlmMessage){"user", prompts[q]};
-            jobs[q].req = (LlmRequest){.messages = &msgs[q], .n_messages = 1, .json_mode = 1};
+            jobs[q].req = (LlmRequest){.messages = &msgs[q], .n_messages = 1, .json_mode = 1, .json_schema = k_judge_schema};
         }
         ClientStats st;
         if (llm_run(p, l, cache, jobs, nj, NULL, NULL, &st)) {

@@ -226,6 +226,9 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
             }
             window_add(&win, lim, now, est);
             if (win.n > st.busiest_window) st.busiest_window = win.n;  // sends within the last window, this one included
+            long win_tokens = 0;
+            for (int i = 0; i < win.n; i++) win_tokens += win.tok[i];
+            if (win_tokens > st.busiest_window_tokens) st.busiest_window_tokens = win_tokens;
             Flight *f = NULL;
             for (int i = 0; i < conc && !f; i++)
                 if (fl[i].job < 0) f = &fl[i];

@@ -38,7 +38,8 @@ typedef struct {
     double cost_usd;      // of every reply, cached ones included (what the results cost)
     double new_cost_usd;  // paid in this call
     double wall_s;
-    int busiest_window;  // most requests sent within any one rate window
+    int busiest_window;          // most requests sent within any one rate window
+    long busiest_window_tokens;  // most (estimated) tokens sent within any one rate window
 } ClientStats;
 
 ClientLimits client_limits_default(void);

@@ -26,6 +26,12 @@ char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call) {
     return s;
 }
 
+// The reply contract as a JSON Schema, for providers with schema-constrained output (validated here anyway).
+static const char *k_synth_schema =
+    "{\"type\":\"object\",\"properties\":{\"contents\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
+    "\"properties\":{\"instruction\":{\"type\":\"string\"},\"response\":{\"type\":\"string\"}},"
+    "\"required\":[\"instruction\",\"response\"]}}},\"required\":[\"contents\"]}";
+
 // Seed order for a round: a seeded shuffle, reshuffled each time the calls cycle through all seeds, so a
 // seed is used again only after every other one has been.
 static int *seed_order(int n_seeds, int calls, unsigned seed, int round) {
@@ -103,7 +109,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     for (int c = 0; c < calls; c++) {
         prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c);
         msgs[c] = (LlmMessage){"user", prompts[c]};
-        jobs[c].req = (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1};
+        jobs[c].req = (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1, .json_schema = k_synth_schema};
     }
     Progress pg = {ld_time_s(), 0, calls};
     int rc = llm_run(p, l, cache, jobs, calls, on_done, &pg, &sum->client);

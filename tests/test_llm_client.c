@@ -232,6 +232,31 @@ static void check_rate_and_concurrency(void) {
     free_log(&before), free_log(&lg);
 }
 
+static void check_token_limit(void) {
+    ProviderConfig p = provider(WIRE_OPENAI);
+    ClientLimits l = fast_limits();
+    l.tpm = 300;  // each request is estimated at ~80 tokens (64 of them the reply's maximum): 3 per window
+    l.window_s = 0.5;
+    l.use_cache = 0;
+    int n = 12;
+    LlmJob jobs[12];
+    LlmMessage msgs[24];
+    char texts[12][128];
+    make_jobs(jobs, msgs, texts, n, "tokens", NULL);
+    ClientStats st;
+    double t0 = ld_time_s();
+    llm_run(&p, &l, NULL, jobs, n, NULL, NULL, &st);
+    double dt = ld_time_s() - t0;
+    printf("tokens: %d requests at %d tokens per %.1fs: busiest window held %ld tokens (%d requests), %.2fs\n", n, l.tpm,
+           l.window_s, st.busiest_window_tokens, st.busiest_window, dt);
+    CHECK(st.busiest_window_tokens <= l.tpm, "token window exceeded: %ld > %d", st.busiest_window_tokens, l.tpm);
+    CHECK(dt >= 1.4, "12 requests at 3 per 0.5 s window finished in %.2fs", dt);
+    for (int i = 0; i < n; i++) {
+        CHECK(jobs[i].status == JOB_OK, "token-limited job %d failed", i);
+        llm_job_clear(&jobs[i]);
+    }
+}
+
 static void check_budget(void) {
     ProviderConfig p = provider(WIRE_GEMINI);
     p.price_in_per_mtok = 1e5;  // $0.1 per prompt token: the first replies exhaust the budget
@@ -255,6 +280,50 @@ static void check_budget(void) {
     printf("budget: $%.2f cap: %d answered ($%.2f spent), %d skipped\n", l.budget_usd, ok, st.cost_usd, skipped);
     CHECK(ok >= 1 && skipped >= 1 && ok + skipped == n, "budget: %d ok, %d skipped", ok, skipped);
     CHECK(st.cost_usd - jobs[0].cost <= l.budget_usd + 1e-9 || ok == 1, "spent past the cap before stopping");
+}
+
+// The request each wire format builds, field by field, from its public API reference.
+static void check_request_shapes(void) {
+    LlmMessage m[] = {{"system", "be brief"}, {"user", "hi"}, {"assistant", "hello"}, {"user", "json please"}};
+    LlmRequest r = {.messages = m, .n_messages = 4, .json_mode = 1, .json_schema = "{\"type\":\"object\"}"};
+    ProviderConfig p = {.base_url = "https://example.test/v1/", .model = "mod", .temperature = 0.3, .max_tokens = 99};
+    HttpRequest h;
+    p.wire = WIRE_OPENAI;
+    CHECK(provider_build(&p, &r, &h) == 0, "openai build");
+    cJSON *b = cJSON_Parse(h.body);
+    CHECK(!strcmp(h.url, "https://example.test/v1/chat/completions"), "openai url %s", h.url);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(b, "messages")) == 4 && cJSON_GetObjectItem(b, "max_tokens")->valueint == 99,
+          "openai messages/max_tokens");
+    CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(b, "response_format"), "type")->valuestring, "json_schema"),
+          "openai structured output");
+    char *kh = provider_key_header(&p, "K");
+    CHECK(!strcmp(kh, "Authorization: Bearer K"), "openai key header");
+    free(kh), cJSON_Delete(b), http_request_free(&h);
+    p.wire = WIRE_ANTHROPIC;
+    p.base_url = "https://api.example.test";
+    provider_build(&p, &r, &h);
+    b = cJSON_Parse(h.body);
+    CHECK(!strcmp(h.url, "https://api.example.test/v1/messages"), "anthropic url %s", h.url);
+    CHECK(!strcmp(cJSON_GetObjectItem(b, "system")->valuestring, "be brief") && cJSON_GetArraySize(cJSON_GetObjectItem(b, "messages")) == 3,
+          "anthropic takes the system prompt apart");
+    int version = 0;
+    for (int i = 0; i < h.n_headers; i++) version |= !strcmp(h.headers[i], "anthropic-version: 2023-06-01");
+    CHECK(version, "anthropic-version header");
+    kh = provider_key_header(&p, "K");
+    CHECK(!strcmp(kh, "x-api-key: K"), "anthropic key header");
+    free(kh), cJSON_Delete(b), http_request_free(&h);
+    p.wire = WIRE_GEMINI;
+    provider_build(&p, &r, &h);
+    b = cJSON_Parse(h.body);
+    CHECK(!strcmp(h.url, "https://api.example.test/v1beta/models/mod:generateContent"), "gemini url %s", h.url);
+    cJSON *contents = cJSON_GetObjectItem(b, "contents"), *gc = cJSON_GetObjectItem(b, "generationConfig");
+    CHECK(cJSON_GetArraySize(contents) == 3 && !strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(contents, 1), "role")->valuestring, "model"),
+          "gemini roles user/model");
+    CHECK(cJSON_GetObjectItem(b, "systemInstruction") && !strcmp(cJSON_GetObjectItem(gc, "responseMimeType")->valuestring, "application/json") &&
+          cJSON_GetObjectItem(gc, "responseSchema") && cJSON_GetObjectItem(gc, "maxOutputTokens")->valueint == 99, "gemini generationConfig");
+    kh = provider_key_header(&p, "K");
+    CHECK(!strcmp(kh, "x-goog-api-key: K") && !strstr(h.url, "key="), "gemini key in a header, never the URL");
+    free(kh), cJSON_Delete(b), http_request_free(&h);
 }
 
 static void check_missing_key(void) {
@@ -285,8 +354,10 @@ int main(void) {
     check_wires_and_faults(cache);
     check_cache_rerun(cache);
     check_rate_and_concurrency();
+    check_token_limit();
     check_budget();
     check_missing_key();
+    check_request_shapes();
     cache_close(cache);
     check_no_key_on_disk(cache_path);
     stop_server();

@@ -65,16 +65,17 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
 
     float emb_scale = c->embed_scale ? sqrtf((float)D) : 1.0f;
     for (int i = 0; i < n; i++) {
-        const float *e = m->embed + (size_t)tokens[i] * D;
-        for (int j = 0; j < D; j++) x[(size_t)i * D + j] = e[j] * emb_scale;
+        float *xi = x + (size_t)i * D;
+        ld_dequantize_row(m->embed.type, (const uint8_t *)m->embed.data + (size_t)tokens[i] * m->embed.row_bytes, xi, D);
+        for (int j = 0; j < D; j++) xi[j] *= emb_scale;
     }
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->layers[l];
         int local = c->layer_local[l];
         k_rmsnorm(xb, x, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one);
-        k_matmul(q, xb, w->wq, w->bq, n, D, qd);
-        k_matmul(k, xb, w->wk, w->bk, n, D, kvd);
-        k_matmul(v, xb, w->wv, w->bv, n, D, kvd);
+        k_matmul_q(q, xb, w->wq.data, w->wq.type, w->bq, n, D, qd);
+        k_matmul_q(k, xb, w->wk.data, w->wk.type, w->bk, n, D, kvd);
+        k_matmul_q(v, xb, w->wv.data, w->wv.type, w->bv, n, D, kvd);
         if (c->qk_norm) {
             k_rmsnorm(q, q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one);
             k_rmsnorm(k, k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one);
@@ -91,17 +92,17 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
             lo[i] = (local && pos[i] - c->sliding_window + 1 > 0) ? pos[i] - c->sliding_window + 1 : 0;
         }
         k_attention(att, q, k_rows, v_rows, lo, hi, n, Hq, Hkv, hd, c->attn_scale, c->attn_softcap);
-        k_matmul(xb, att, w->wo, w->bo, n, qd, D);
+        k_matmul_q(xb, att, w->wo.data, w->wo.type, w->bo, n, qd, D);
         if (w->post_attn_norm) k_rmsnorm(xb, xb, w->post_attn_norm, n, D, c->norm_eps, c->norm_plus_one);
         k_add(x, xb, (size_t)n * D);
 
         k_rmsnorm(xb, x, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one);
-        k_matmul(g, xb, w->w_gate, NULL, n, D, F);
-        k_matmul(u, xb, w->w_up, NULL, n, D, F);
+        k_matmul_q(g, xb, w->w_gate.data, w->w_gate.type, NULL, n, D, F);
+        k_matmul_q(u, xb, w->w_up.data, w->w_up.type, NULL, n, D, F);
         if (c->act == ACT_SILU) k_swiglu(g, g, u, (size_t)n * F);
         else if (c->act == ACT_GELU_TANH) k_geglu_tanh(g, g, u, (size_t)n * F);
         else k_geglu_erf(g, g, u, (size_t)n * F);
-        k_matmul(xb, g, w->w_down, NULL, n, F, D);
+        k_matmul_q(xb, g, w->w_down.data, w->w_down.type, NULL, n, F, D);
         if (w->post_ffn_norm) k_rmsnorm(xb, xb, w->post_ffn_norm, n, D, c->norm_eps, c->norm_plus_one);
         k_add(x, xb, (size_t)n * D);
     }
@@ -110,7 +111,7 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
         if (!want || want[i]) memcpy(xb + (size_t)n_out++ * D, x + (size_t)i * D, sizeof(float) * D);
     if (n_out) {
         k_rmsnorm(xb, xb, m->final_norm, n_out, D, c->norm_eps, c->norm_plus_one);
-        k_matmul(logits, xb, m->lm_head, NULL, n_out, D, V);
+        k_matmul_q(logits, xb, m->lm_head.data, m->lm_head.type, NULL, n_out, D, V);
         if (c->final_softcap > 0) k_softcap(logits, (size_t)n_out * V, c->final_softcap);
     }
     free(x); free(xb); free(q); free(k); free(v); free(att); free(g); free(u);

@@ -381,15 +381,16 @@ static const TensorRef *find_tensor(Loader *L, const char *name) {
     return NULL;
 }
 
-// Loads tensor `name` as fp32 with the expected shape (rows may be 0 for a vector). NULL when absent and
-// optional; an error otherwise.
-static float *load(Loader *L, const char *name, int64_t rows, int64_t cols, int optional, int *err) {
+// Finds tensor `name` and checks its shape ([rows, cols], or [cols] when rows is 0) and type. NULL when absent
+// and optional; an error otherwise.
+static const TensorRef *find_checked(Loader *L, const char *name, int64_t rows, int64_t cols, int optional, int *err) {
     if (*err) return NULL;
     const TensorRef *t = find_tensor(L, name);
     if (!t) {
-        if (optional) return NULL;
-        ld_set_error("%s: missing tensor '%s'", L->path, name);
-        *err = 1;
+        if (!optional) {
+            ld_set_error("%s: missing tensor '%s'", L->path, name);
+            *err = 1;
+        }
         return NULL;
     }
     int ok = rows ? (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols) : (t->n_dims == 1 && t->shape[0] == cols);
@@ -409,25 +410,48 @@ static float *load(Loader *L, const char *name, int64_t rows, int64_t cols, int 
         *err = 1;
         return NULL;
     }
-    size_t n = (size_t)(rows ? rows : 1) * (size_t)cols;
-    // fp32 from a mapped file is used in place (aligned); everything else is converted once.
+    return t;
+}
+
+// A vector (norm weight, bias) as fp32: in place when the file holds aligned fp32, else converted once.
+static float *load_vec(Loader *L, const char *name, int64_t n, int optional, int *err) {
+    const TensorRef *t = find_checked(L, name, 0, n, optional, err);
+    if (!t) return NULL;
     if (t->dtype == LD_F32 && ((uintptr_t)t->data & 3) == 0) return (float *)t->data;
-    float *w = own(L->m, ld_xmalloc(n * sizeof(float)));
-    ld_dequantize(t->dtype, t->data, w, n);
+    float *v = own(L->m, ld_xmalloc(sizeof(float) * (size_t)n));
+    ld_dequantize(t->dtype, t->data, v, (size_t)n);
+    return v;
+}
+
+// A linear weight, left in its file format inside the map (unaligned fp32 is copied).
+static Linear load_linear(Loader *L, const char *name, int64_t rows, int64_t cols, int *err) {
+    Linear w = {0};
+    const TensorRef *t = find_checked(L, name, rows, cols, 0, err);
+    if (!t) return w;
+    w.type = t->dtype;
+    w.row_bytes = ld_dtype_nbytes(t->dtype, (uint64_t)cols);
+    w.data = t->data;
+    if (t->dtype == LD_F32 && ((uintptr_t)t->data & 3)) {
+        void *copy = own(L->m, ld_xmalloc(t->nbytes));
+        memcpy(copy, t->data, t->nbytes);
+        w.data = copy;
+    }
     return w;
 }
 
 // llama.cpp's converter interleaves Q/K rows of llama-arch models for its adjacent-pair rope: undo it so the
 // forward pass always sees HF's half-split layout.
-static float *unpermute_qk(Model *m, const float *w, int n_heads, int head_dim, int cols) {
-    float *o = own(m, ld_xmalloc(sizeof(float) * (size_t)n_heads * head_dim * cols));
+static Linear unpermute_qk(Model *m, Linear w, int n_heads, int head_dim) {
+    uint8_t *o = own(m, ld_xmalloc(w.row_bytes * (size_t)n_heads * head_dim));
+    const uint8_t *src = w.data;
     int half = head_dim / 2;
-    for (int h = 0; h < n_heads; h++)
+    for (int h = 0; h < n_heads; h++)  // whole rows move: works for any row format
         for (int i = 0; i < half; i++)
             for (int j = 0; j < 2; j++)
-                memcpy(o + ((size_t)h * head_dim + j * half + i) * cols, w + ((size_t)h * head_dim + 2 * i + j) * cols,
-                       sizeof(float) * (size_t)cols);
-    return o;
+                memcpy(o + ((size_t)h * head_dim + j * half + i) * w.row_bytes, src + ((size_t)h * head_dim + 2 * i + j) * w.row_bytes,
+                       w.row_bytes);
+    w.data = o;
+    return w;
 }
 
 // llama.cpp's converter stores Gemma norm weights as 1 + w; the forward pass applies (1 + w) itself.
@@ -446,50 +470,61 @@ static int load_weights(Loader *L) {
     char n[256];
     m->layers = ld_xcalloc((size_t)c->n_layers, sizeof(LayerWeights));
     if (L->from_gguf) {
-        m->embed = load(L, "token_embd.weight", V, D, 0, &err);
-        m->final_norm = load(L, "output_norm.weight", 0, D, 0, &err);
-        m->lm_head = c->tied_embeddings ? m->embed : load(L, "output.weight", V, D, 0, &err);
+        m->embed = load_linear(L, "token_embd.weight", V, D, &err);
+        m->final_norm = load_vec(L, "output_norm.weight", D, 0, &err);
+        m->lm_head = c->tied_embeddings ? m->embed : load_linear(L, "output.weight", V, D, &err);
     } else {
         snprintf(n, sizeof n, "%sembed_tokens.weight", L->prefix);
-        m->embed = load(L, n, V, D, 0, &err);
+        m->embed = load_linear(L, n, V, D, &err);
         snprintf(n, sizeof n, "%snorm.weight", L->prefix);
-        m->final_norm = load(L, n, 0, D, 0, &err);
-        m->lm_head = c->tied_embeddings ? m->embed : load(L, "lm_head.weight", V, D, 0, &err);
+        m->final_norm = load_vec(L, n, D, 0, &err);
+        m->lm_head = c->tied_embeddings ? m->embed : load_linear(L, "lm_head.weight", V, D, &err);
     }
     for (int l = 0; l < c->n_layers && !err; l++) {
         LayerWeights *w = &m->layers[l];
         struct {
             float **dst;
             const char *hf, *gg;
-            int64_t rows, cols;
+            int64_t n;
             int optional;
-        } spec[] = {
-            {&w->attn_norm, "input_layernorm.weight", "attn_norm.weight", 0, D, 0},
-            {&w->wq, "self_attn.q_proj.weight", "attn_q.weight", (int64_t)Hq * hd, D, 0},
-            {&w->wk, "self_attn.k_proj.weight", "attn_k.weight", (int64_t)Hkv * hd, D, 0},
-            {&w->wv, "self_attn.v_proj.weight", "attn_v.weight", (int64_t)Hkv * hd, D, 0},
-            {&w->wo, "self_attn.o_proj.weight", "attn_output.weight", D, (int64_t)Hq * hd, 0},
-            {&w->bq, "self_attn.q_proj.bias", "attn_q.bias", 0, (int64_t)Hq * hd, !c->qkv_bias},
-            {&w->bk, "self_attn.k_proj.bias", "attn_k.bias", 0, (int64_t)Hkv * hd, !c->qkv_bias},
-            {&w->bv, "self_attn.v_proj.bias", "attn_v.bias", 0, (int64_t)Hkv * hd, !c->qkv_bias},
-            {&w->bo, "self_attn.o_proj.bias", "attn_output.bias", 0, D, !c->o_bias},
-            {&w->q_norm, "self_attn.q_norm.weight", "attn_q_norm.weight", 0, hd, !c->qk_norm},
-            {&w->k_norm, "self_attn.k_norm.weight", "attn_k_norm.weight", 0, hd, !c->qk_norm},
-            {&w->post_attn_norm, c->sandwich_norms ? "post_attention_layernorm.weight" : "", "post_attention_norm.weight", 0, D, !c->sandwich_norms},
-            {&w->ffn_norm, c->sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", "ffn_norm.weight", 0, D, 0},
-            {&w->post_ffn_norm, "post_feedforward_layernorm.weight", "post_ffw_norm.weight", 0, D, !c->sandwich_norms},
-            {&w->w_gate, "mlp.gate_proj.weight", "ffn_gate.weight", F, D, 0},
-            {&w->w_up, "mlp.up_proj.weight", "ffn_up.weight", F, D, 0},
-            {&w->w_down, "mlp.down_proj.weight", "ffn_down.weight", D, F, 0},
+        } vecs[] = {
+            {&w->attn_norm, "input_layernorm.weight", "attn_norm.weight", D, 0},
+            {&w->bq, "self_attn.q_proj.bias", "attn_q.bias", (int64_t)Hq * hd, !c->qkv_bias},
+            {&w->bk, "self_attn.k_proj.bias", "attn_k.bias", (int64_t)Hkv * hd, !c->qkv_bias},
+            {&w->bv, "self_attn.v_proj.bias", "attn_v.bias", (int64_t)Hkv * hd, !c->qkv_bias},
+            {&w->bo, "self_attn.o_proj.bias", "attn_output.bias", D, !c->o_bias},
+            {&w->q_norm, "self_attn.q_norm.weight", "attn_q_norm.weight", hd, !c->qk_norm},
+            {&w->k_norm, "self_attn.k_norm.weight", "attn_k_norm.weight", hd, !c->qk_norm},
+            {&w->post_attn_norm, c->sandwich_norms ? "post_attention_layernorm.weight" : "", "post_attention_norm.weight", D, !c->sandwich_norms},
+            {&w->ffn_norm, c->sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", "ffn_norm.weight", D, 0},
+            {&w->post_ffn_norm, "post_feedforward_layernorm.weight", "post_ffw_norm.weight", D, !c->sandwich_norms},
         };
-        for (size_t k = 0; k < sizeof spec / sizeof spec[0]; k++) {
-            if (L->from_gguf) snprintf(n, sizeof n, "blk.%d.%s", l, spec[k].gg);
-            else snprintf(n, sizeof n, "%slayers.%d.%s", L->prefix, l, spec[k].hf);
-            *spec[k].dst = load(L, n, spec[k].rows, spec[k].cols, spec[k].optional, &err);
+        struct {
+            Linear *dst;
+            const char *hf, *gg;
+            int64_t rows, cols;
+        } lins[] = {
+            {&w->wq, "self_attn.q_proj.weight", "attn_q.weight", (int64_t)Hq * hd, D},
+            {&w->wk, "self_attn.k_proj.weight", "attn_k.weight", (int64_t)Hkv * hd, D},
+            {&w->wv, "self_attn.v_proj.weight", "attn_v.weight", (int64_t)Hkv * hd, D},
+            {&w->wo, "self_attn.o_proj.weight", "attn_output.weight", D, (int64_t)Hq * hd},
+            {&w->w_gate, "mlp.gate_proj.weight", "ffn_gate.weight", F, D},
+            {&w->w_up, "mlp.up_proj.weight", "ffn_up.weight", F, D},
+            {&w->w_down, "mlp.down_proj.weight", "ffn_down.weight", D, F},
+        };
+        for (size_t k = 0; k < sizeof vecs / sizeof vecs[0]; k++) {
+            if (L->from_gguf) snprintf(n, sizeof n, "blk.%d.%s", l, vecs[k].gg);
+            else snprintf(n, sizeof n, "%slayers.%d.%s", L->prefix, l, vecs[k].hf);
+            *vecs[k].dst = load_vec(L, n, vecs[k].n, vecs[k].optional, &err);
+        }
+        for (size_t k = 0; k < sizeof lins / sizeof lins[0]; k++) {
+            if (L->from_gguf) snprintf(n, sizeof n, "blk.%d.%s", l, lins[k].gg);
+            else snprintf(n, sizeof n, "%slayers.%d.%s", L->prefix, l, lins[k].hf);
+            *lins[k].dst = load_linear(L, n, lins[k].rows, lins[k].cols, &err);
         }
         if (L->from_gguf && c->arch == ARCH_LLAMA && !err) {
-            w->wq = unpermute_qk(m, w->wq, Hq, hd, D);
-            w->wk = unpermute_qk(m, w->wk, Hkv, hd, D);
+            w->wq = unpermute_qk(m, w->wq, Hq, hd);
+            w->wk = unpermute_qk(m, w->wk, Hkv, hd);
         }
         if (L->from_gguf && c->norm_plus_one && !err) {
             w->attn_norm = gemma_norm_from_gguf(m, w->attn_norm, D);

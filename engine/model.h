@@ -3,6 +3,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "dtype.h"
 #include "tokenizer.h"
 
 typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_GEMMA, ARCH_GEMMA2, ARCH_GEMMA3 } Arch;
@@ -34,24 +35,32 @@ typedef struct {
     int tied_embeddings;
 } ModelConfig;
 
+// A linear weight [out, in] kept in its file format (fp32, f16, bf16 or a ggml block format), usually inside
+// the file's memory map: rows are dequantised on the fly by k_matmul_q.
+typedef struct {
+    const void *data;
+    LdDtype type;
+    size_t row_bytes;
+} Linear;
+
 typedef struct {
     // Shapes (D = dim, Hq/Hkv = heads, hd = head_dim, F = ffn_dim); linear weights are [out, in].
     float *attn_norm;                  // [D]
-    float *wq, *wk, *wv, *wo;          // [Hq*hd, D] [Hkv*hd, D] [Hkv*hd, D] [D, Hq*hd]
+    Linear wq, wk, wv, wo;             // [Hq*hd, D] [Hkv*hd, D] [Hkv*hd, D] [D, Hq*hd]
     float *bq, *bk, *bv, *bo;          // optional biases
     float *q_norm, *k_norm;            // [hd] (Gemma 3)
     float *post_attn_norm;             // [D] (Gemma 2/3)
     float *ffn_norm;                   // [D]
-    float *w_gate, *w_up, *w_down;     // [F, D] [F, D] [D, F]
+    Linear w_gate, w_up, w_down;       // [F, D] [F, D] [D, F]
     float *post_ffn_norm;              // [D] (Gemma 2/3)
 } LayerWeights;
 
 typedef struct {
     char *path;
     ModelConfig cfg;
-    float *embed;       // [vocab, D]
+    Linear embed;       // [vocab, D]
     float *final_norm;  // [D]
-    float *lm_head;     // [vocab, D]; == embed when tied
+    Linear lm_head;     // [vocab, D]; the same as embed when tied
     LayerWeights *layers;
     float *inv_freq_global, *inv_freq_local;  // [hd/2]
     Tokenizer *tok;

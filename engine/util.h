@@ -35,7 +35,3 @@ double ld_time_s(void);  // monotonic seconds
 int ld_utf8_char_len(const uint8_t *s, size_t n);
 char *ld_utf8_repair(const char *s, size_t n, size_t *out_len);
 
-// bf16 / f16 -> f32
-float ld_bf16_to_f32(uint16_t h);
-float ld_f16_to_f32(uint16_t h);
-uint16_t ld_f32_to_f16(float f);

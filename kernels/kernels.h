@@ -4,8 +4,15 @@
 #pragma once
 #include <stddef.h>
 
+#include "dtype.h"
+
 // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when bias != NULL). OpenBLAS sgemm.
 void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N);
+
+// The same product with W's rows stored in format wt (F32, F16, BF16 or a ggml block format, K a whole
+// number of blocks): rows are dequantised a tile at a time into a thread's scratch and multiplied there, so
+// weights stay compact in memory and are read once per call.
+void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float *bias, int T, int K, int N);
 
 // RMSNorm over rows: y[T,D] = x / sqrt(mean(x²) + eps) * g, with g = w (Llama) or 1 + w (Gemma, plus_one).
 // In place is allowed (y == x).

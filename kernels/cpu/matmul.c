@@ -1,5 +1,6 @@
 #include <cblas.h>
 #include <omp.h>
+#include <stdlib.h>
 
 #include "../kernels.h"
 
@@ -29,5 +30,41 @@ void k_matmul(float *y, const float *x, const float *w, const float *bias, int T
                 for (int t = 0; t < T; t++)
                     for (int n = n0; n < n1; n++) y[(size_t)t * N + n] += bias[n];
         }
+    }
+}
+
+
+void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float *bias, int T, int K, int N) {
+    if (wt == LD_F32) {
+        k_matmul(y, x, w, bias, T, K, N);
+        return;
+    }
+    static int blas_single;
+    if (!blas_single) {
+        openblas_set_num_threads(1);
+        blas_single = 1;
+    }
+    size_t row_bytes = ld_dtype_nbytes(wt, (uint64_t)K);
+    // rows dequantised at a time: few for single tokens (the tile stays in L2), more when many tokens share
+    // each tile so sgemm gets a wider product
+    const int TILE_ROWS = T >= 8 ? 64 : 16;
+    int n_tiles = (N + TILE_ROWS - 1) / TILE_ROWS;
+#pragma omp parallel
+    {
+        float *tile = malloc(sizeof(float) * (size_t)TILE_ROWS * K);
+#pragma omp for schedule(static)
+        for (int tix = 0; tix < n_tiles; tix++) {
+            int n0 = tix * TILE_ROWS, rows = N - n0 < TILE_ROWS ? N - n0 : TILE_ROWS;
+            for (int r = 0; r < rows; r++)
+                ld_dequantize_row(wt, (const uint8_t *)w + (size_t)(n0 + r) * row_bytes, tile + (size_t)r * K, K);
+            if (T == 1)
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, K, 1.0f, tile, K, x, 1, 0.0f, y + n0, 1);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, K, 1.0f, x, K, tile, K, 0.0f, y + n0, N);
+            if (bias)
+                for (int t = 0; t < T; t++)
+                    for (int n = n0; n < n0 + rows; n++) y[(size_t)t * N + n] += bias[n];
+        }
+        free(tile);
     }
 }

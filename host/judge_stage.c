@@ -24,50 +24,38 @@ typedef struct {
 } Answer;
 
 static int read_answers(const char *path, const Records *test, Answer **out, int *n) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        ld_set_error("%s: cannot open", path);
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
-    int lineno = 0, rc = 0;
+    cJSON **items;
+    int *lines, count, rc = 0;
     *out = NULL;
     *n = 0;
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue;
-        cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id"), *tx = cJSON_GetObjectItemCaseSensitive(j, "text"),
-                    *sm = cJSON_GetObjectItemCaseSensitive(j, "sample");
+    if (jsonl_read(path, &items, &lines, &count, 0)) return -1;
+    *out = ld_xcalloc((size_t)count, sizeof(Answer));
+    for (int i = 0; i < count && !rc; i++) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[i], "id"), *tx = cJSON_GetObjectItemCaseSensitive(items[i], "text"),
+                    *sm = cJSON_GetObjectItemCaseSensitive(items[i], "sample");
         char idbuf[64];
         const char *ids = cJSON_IsString(id) ? id->valuestring : NULL;
         if (cJSON_IsNumber(id)) snprintf(idbuf, sizeof idbuf, "%.17g", id->valuedouble), ids = idbuf;
-        if (!ids || !cJSON_IsString(tx)) {
-            ld_set_error("%s:%d: an answer needs \"id\" and \"text\"", path, lineno);
-            cJSON_Delete(j);
-            rc = -1;
-            break;
-        }
         int ti = -1;
-        for (int i = 0; i < test->n && ti < 0; i++)
-            if (!strcmp(test->v[i].id, ids)) ti = i;
-        if (ti < 0) {
-            ld_set_error("%s:%d: answer id '%s' is not in the test set", path, lineno, ids);
-            cJSON_Delete(j);
+        for (int k = 0; ids && k < test->n && ti < 0; k++)
+            if (!strcmp(test->v[k].id, ids)) ti = k;
+        if (!ids || !cJSON_IsString(tx)) {
+            ld_set_error("%s:%d: an answer needs \"id\" and \"text\"", path, lines[i]);
             rc = -1;
-            break;
+        } else if (ti < 0) {
+            ld_set_error("%s:%d: answer id '%s' is not in the test set", path, lines[i], ids);
+            rc = -1;
+        } else {
+            (*out)[(*n)++] = (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0, ld_xstrdup(tx->valuestring), ti};
         }
-        *out = ld_xrealloc(*out, sizeof(Answer) * (size_t)(*n + 1));
-        (*out)[(*n)++] = (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0, ld_xstrdup(tx->valuestring), ti};
-        cJSON_Delete(j);
     }
-    free(line);
-    fclose(f);
-    if (!rc && !*n) {
-        ld_set_error("%s: no answers", path);
-        rc = -1;
+    for (int i = 0; i < count; i++) cJSON_Delete(items[i]);
+    free(items), free(lines);
+    if (rc) {
+        for (int i = 0; i < *n; i++) free((*out)[i].id), free((*out)[i].text);
+        free(*out);
+        *out = NULL;
+        *n = 0;
     }
     return rc;
 }

@@ -15,6 +15,10 @@ typedef struct {
     int n;
 } Records;
 
+// Reads every non-blank line of a JSONL file as a JSON object: items[i] came from line lines[i]. -1 with
+// "file:line: ..." on a line that is not a JSON object (or an empty file when allow_empty is 0).
+int jsonl_read(const char *path, cJSON ***items, int **lines, int *n, int allow_empty);
+
 // Reads a JSONL file of records; `require_response` demands a final assistant message. -1 with an error
 // naming file:line on malformed lines, unknown roles, empty contents or an empty file.
 int records_read(const char *path, int require_response, Records *out);

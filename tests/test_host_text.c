@@ -4,11 +4,13 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dedup.h"
 #include "decontam.h"
 #include "judge.h"
 #include "metrics.h"
+#include "records.h"
 #include "test_util.h"
 #include "text.h"
 #include "util.h"
@@ -133,7 +135,42 @@ static void check_judge(void) {
     CHECK(none.n == 0 && none.n_invalid == 1 && none.mean == 0, "all-invalid aggregate must not crash");
 }
 
+// Malformed record files: one line naming file:line and the problem.
+static void check_records(void) {
+    struct {
+        const char *text, *needle;
+    } cases[] = {
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n{oops\n", ":2: not a JSON object"},
+        {"{\"messages\": [{\"role\": \"robot\", \"content\": \"q\"}]}\n", ":1: message 1: unknown role robot"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"\"}]}\n", ":1: message 1: empty content"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n", ":1: no assistant message"},
+        {"\n\n", ": no records"},
+        {"{\"id\": 3}\n", ":1: not a record"},
+    };
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/llamaduo-records-%d.jsonl", (int)getpid());
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(path, "w");
+        fputs(cases[i].text, f);
+        fclose(f);
+        Records r;
+        CHECK(records_read(path, 1, &r) != 0, "bad records case %zu accepted", i);
+        CHECK(strstr(ld_last_error(), path) && strstr(ld_last_error(), cases[i].needle), "case %zu: '%s' lacks '%s'", i,
+              ld_last_error(), cases[i].needle);
+    }
+    FILE *f = fopen(path, "w");
+    fputs("{\"id\": \"a\", \"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", \"content\": \"q\"}, "
+          "{\"role\": \"assistant\", \"content\": \"r\"}]}\n", f);
+    fclose(f);
+    Records r;
+    CHECK(records_read(path, 1, &r) == 0 && r.n == 1 && !strcmp(r.v[0].instruction, "q") && !strcmp(r.v[0].response, "r") &&
+          !strcmp(r.v[0].id, "a"), "a good record: %s", ld_last_error());
+    records_free(&r);
+    unlink(path);
+}
+
 int main(void) {
+    check_records();
     check_normalize();
     check_dedup();
     check_decontam();

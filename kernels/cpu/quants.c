@@ -169,6 +169,7 @@ void ld_dequantize(LdDtype t, const void *src, float *dst, size_t n) {
     }
 }
 
+
 // ---- row dequantisation with AVX2 (the scalar block code above stays the reference) --------------------
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -312,26 +313,5 @@ void ld_dequantize_row(LdDtype t, const void *src, float *y, int K) {
     default: break;
     }
 #endif
-    // the reference block code, one row (no threading: callers parallelise over rows)
-    const uint8_t *s = src;
-    size_t be = (size_t)k_types[t].block_elems, bb = (size_t)k_types[t].block_bytes, nb = (size_t)K / be;
-    if (t == LD_F32 || t == LD_F16 || t == LD_BF16 || nb == 0) {
-        ld_dequantize(t, src, y, (size_t)K);
-        return;
-    }
-    for (size_t i = 0; i < nb; i++) {
-        const uint8_t *blk = s + i * bb;
-        float *o = y + i * be;
-        switch (t) {
-        case LD_Q4_0: deq_q4_0(blk, o); break;
-        case LD_Q4_1: deq_q4_1(blk, o); break;
-        case LD_Q5_0: deq_q5(blk, o, 0); break;
-        case LD_Q5_1: deq_q5(blk, o, 1); break;
-        case LD_Q8_0: deq_q8_0(blk, o); break;
-        case LD_Q4_K: deq_q4_k(blk, o); break;
-        case LD_Q5_K: deq_q5_k(blk, o); break;
-        case LD_Q6_K: deq_q6_k(blk, o); break;
-        default: break;
-        }
-    }
+    ld_dequantize(t, src, y, (size_t)K);  // the reference block code (a row is too small to be threaded)
 }

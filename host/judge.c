@@ -117,3 +117,17 @@ ScoreStats score_stats(const double *values, int count) {
     free(v);
     return s;
 }
+
+double score_agreement(const double *x, const double *y, int n, double *mad) {
+    double sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0, ad = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (isnan(x[i]) || isnan(y[i])) continue;
+        sx += x[i], sy += y[i], sxx += x[i] * x[i], syy += y[i] * y[i], sxy += x[i] * y[i], ad += fabs(x[i] - y[i]);
+        k++;
+    }
+    *mad = k ? ad / k : NAN;
+    if (k < 2) return NAN;
+    double cov = sxy - sx * sy / k, vx = sxx - sx * sx / k, vy = syy - sy * sy / k;
+    return vx > 0 && vy > 0 ? cov / sqrt(vx * vy) : NAN;
+}

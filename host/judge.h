@@ -23,3 +23,7 @@ typedef struct {
 } ScoreStats;
 
 ScoreStats score_stats(const double *values, int count);
+
+// Pearson correlation of x and y over the pairs where both are numbers (NaN = missing); NaN when fewer than
+// two pairs or no variance. *mad gets their mean absolute difference.
+double score_agreement(const double *x, const double *y, int n, double *mad);

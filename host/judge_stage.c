@@ -185,6 +185,10 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         }
         sum->answers = na;
         sum->judgments = total;
+        sum->answer_similarity = ld_xmalloc(sizeof(double) * (size_t)na);
+        sum->answer_precision = ld_xmalloc(sizeof(double) * (size_t)na);
+        memcpy(sum->answer_similarity, sim, sizeof(double) * (size_t)na);
+        memcpy(sum->answer_precision, prec, sizeof(double) * (size_t)na);
         sum->similarity = score_stats(sim, na);
         sum->precision = score_stats(prec, na);
         sum->unjudged_answers = sum->similarity.n_invalid;
@@ -220,5 +224,73 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     }
     for (int a = 0; a < na; a++) free(ans[a].id), free(ans[a].text);
     free(ans), free(scores), free(valid), free(tries), free(errors);
+    return rc;
+}
+
+void judge_summary_free(JudgeSummary *s) {
+    free(s->answer_similarity);
+    free(s->answer_precision);
+    s->answer_similarity = s->answer_precision = NULL;
+}
+
+int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold,
+                  const char *metrics_path, JudgeSummary *c) {
+    memset(c, 0, sizeof *c);
+    int na = per[0].answers;
+    double *sim = ld_xmalloc(sizeof(double) * (size_t)na), *prec = ld_xmalloc(sizeof(double) * (size_t)na);
+    for (int a = 0; a < na; a++) {  // an answer's score: the mean over the judges that judged it
+        double s = 0, p = 0;
+        int k = 0;
+        for (int j = 0; j < n_judges; j++)
+            if (!isnan(per[j].answer_similarity[a])) s += per[j].answer_similarity[a], p += per[j].answer_precision[a], k++;
+        sim[a] = k ? s / k : NAN;
+        prec[a] = k ? p / k : NAN;
+    }
+    c->answers = na;
+    c->similarity = score_stats(sim, na);
+    c->precision = score_stats(prec, na);
+    c->unjudged_answers = c->similarity.n_invalid;
+    c->pass = c->similarity.n > 0 && c->similarity.mean >= threshold && c->precision.mean >= threshold;
+    cJSON *mj = cJSON_CreateObject(), *judges = cJSON_AddArrayToObject(mj, "judges");
+    for (int j = 0; j < n_judges; j++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", models[j]);
+        cJSON_AddItemToObject(o, "similarity", stats_json(&per[j].similarity));
+        cJSON_AddItemToObject(o, "precision", stats_json(&per[j].precision));
+        cJSON_AddNumberToObject(o, "unjudged_answers", per[j].unjudged_answers);
+        cJSON_AddNumberToObject(o, "cost_usd", per[j].client.cost_usd);
+        cJSON_AddItemToArray(judges, o);
+        c->client.cost_usd += per[j].client.cost_usd;
+        c->client.new_cost_usd += per[j].client.new_cost_usd;
+    }
+    double r_s = 0, r_p = 0, mad_s = 0, mad_p = 0;
+    int pairs = 0;
+    for (int i = 0; i < n_judges; i++)
+        for (int j = i + 1; j < n_judges; j++) {
+            double ms, mp, rs = score_agreement(per[i].answer_similarity, per[j].answer_similarity, na, &ms);
+            double rp = score_agreement(per[i].answer_precision, per[j].answer_precision, na, &mp);
+            r_s += rs, r_p += rp, mad_s += ms, mad_p += mp, pairs++;
+        }
+    cJSON *ag = cJSON_AddObjectToObject(mj, "agreement");
+    double vals[4] = {r_s / pairs, r_p / pairs, mad_s / pairs, mad_p / pairs};
+    const char *names[4] = {"similarity_pearson", "precision_pearson", "similarity_mean_abs_diff", "precision_mean_abs_diff"};
+    for (int k = 0; k < 4; k++) {
+        if (isnan(vals[k])) cJSON_AddNullToObject(ag, names[k]);  // too few answers, or no spread
+        else cJSON_AddNumberToObject(ag, names[k], vals[k]);
+    }
+    cJSON_AddNumberToObject(mj, "answers", na);
+    cJSON_AddNumberToObject(mj, "unjudged_answers", c->unjudged_answers);
+    cJSON_AddItemToObject(mj, "similarity", stats_json(&c->similarity));
+    cJSON_AddItemToObject(mj, "precision", stats_json(&c->precision));
+    cJSON_AddNumberToObject(mj, "exact_match", per[0].exact_match);
+    cJSON_AddNumberToObject(mj, "rouge_l", per[0].rouge_l);
+    cJSON_AddNumberToObject(mj, "chrf", per[0].chrf);
+    cJSON_AddNumberToObject(mj, "threshold", threshold);
+    cJSON_AddBoolToObject(mj, "pass", c->pass);
+    cJSON_AddNumberToObject(mj, "cost_usd", c->client.cost_usd);
+    int rc = jsonl_write_atomic(metrics_path, &mj, 1);
+    cJSON_Delete(mj);
+    free(sim), free(prec);
+    c->exact_match = per[0].exact_match, c->rouge_l = per[0].rouge_l, c->chrf = per[0].chrf;
     return rc;
 }

@@ -20,7 +20,14 @@ typedef struct {
     double exact_match, rouge_l, chrf;
     int pass;
     ClientStats client;
+    double *answer_similarity, *answer_precision;  // [answers] per-answer means (NaN when never judged), heap
 } JudgeSummary;
+
+void judge_summary_free(JudgeSummary *s);
+// Several judges: per-judge results, their agreement (Pearson r and mean absolute difference of per-answer
+// scores, averaged over judge pairs) and the pass rule on the per-answer means across judges -> metrics_path.
+int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold,
+                  const char *metrics_path, JudgeSummary *combined);
 
 // answers: JSONL lines {"id", "sample", "text"} (llamaduo generate --input test --samples K).
 int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,

@@ -131,6 +131,10 @@ static void check_judge(void) {
     CHECK(fabs(st.mean - 65) < 1e-12 && fabs(st.median - 65) < 1e-12, "mean %g median %g", st.mean, st.median);
     CHECK(fabs(st.std - sqrt(((25 * 25) + (25 * 25) + 25 + 25) / 3.0)) < 1e-9, "std %g", st.std);
     CHECK(fabs(st.share_ge50 - 0.75) < 1e-12 && fabs(st.share_ge70 - 0.5) < 1e-12, "shares %g %g", st.share_ge50, st.share_ge70);
+    double x[] = {10, 20, NAN, 40, 50}, y[] = {15, 25, 99, 45, 55}, z[] = {50, 40, 1, 20, 10}, mad;
+    CHECK(fabs(score_agreement(x, y, 5, &mad) - 1) < 1e-12 && fabs(mad - 5) < 1e-12, "agreement: shifted scores r=1, mad 5");
+    CHECK(fabs(score_agreement(x, z, 5, &mad) + 1) < 1e-12, "agreement: reversed scores r=-1");
+    CHECK(isnan(score_agreement(x, y, 1, &mad)), "agreement of one pair is undefined");
     ScoreStats none = score_stats(v + 2, 1);
     CHECK(none.n == 0 && none.n_invalid == 1 && none.mean == 0, "all-invalid aggregate must not crash");
 }

@@ -97,7 +97,25 @@ cmp -s "$T/clean/r1/metrics.json" "$T/crash/r1/metrics.json" && ok "judge: same 
 [ "$(answered_twice "$T/crash.log")" = 0 ] && ok "no request answered twice across the crashes" || bad "$(answered_twice "$T/crash.log") requests answered twice"
 grep -q '"key_ok": false' "$T/clean.log" "$T/crash.log" && bad "a request arrived without the key" || ok "every request carried the key from the environment"
 
-# 3. bad configs are refused before any work, naming the key
+# 3. several judges: per-judge results and their agreement
+sed 's/^judge:$/judge:\n  services:\n    - {provider: gemini, base_url: "http:\/\/127.0.0.1:'"$(cat "$T/clean.port")"'", model: judge-a, api_key_env: LD_FAKE_KEY}\n    - {provider: openai, base_url: "http:\/\/127.0.0.1:'"$(cat "$T/clean.port")"'\/v1", model: judge-b, api_key_env: LD_FAKE_KEY}/' \
+  "$T/clean.yaml" >"$T/judges.yaml"
+"$BIN" judge --config "$T/judges.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/judges" >"$T/judges.out" 2>&1 &&
+  ok "two judges run" || bad "two judges failed: $(tail -3 "$T/judges.out")"
+python3 - "$T/judges" <<'PY' && ok "per-judge files, agreement and combined pass rule" || bad "multi-judge metrics"
+import json, os, sys
+d = sys.argv[1]
+m = json.load(open(os.path.join(d, "metrics.json")))
+assert [j["model"] for j in m["judges"]] == ["judge-a", "judge-b"], m["judges"]
+a = m["agreement"]
+assert -1 <= a["similarity_pearson"] <= 1 and a["similarity_mean_abs_diff"] >= 0, a
+means = [json.load(open(os.path.join(d, f"metrics-{k}.json")))["similarity"]["mean"] for k in (0, 1)]
+assert abs(m["similarity"]["mean"] - sum(means) / 2) < 1e-9, (m["similarity"], means)  # every answer judged by both
+assert m["pass"] == (m["similarity"]["mean"] >= 60 and m["precision"]["mean"] >= 60)
+assert os.path.exists(os.path.join(d, "judge-0.jsonl")) and os.path.exists(os.path.join(d, "judge-1.jsonl"))
+PY
+
+# 4. bad configs are refused before any work, naming the key
 server bad; n_before=$(wc -l <"$T/bad.log" 2>/dev/null || echo 0)
 try_config() {  # try_config NAME EXPECTED-TEXT YAML
   printf '%s\n' "$3" >"$T/bad.yaml"
@@ -140,7 +158,7 @@ unset LD_FAKE_KEY
 "$BIN" synth --config "$T/clean.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/nokey" --no-cache >"$T/nokey.out" 2>&1
 [ $? != 0 ] && grep -q "LD_FAKE_KEY" "$T/nokey.out" && ok "missing key variable named" || bad "missing key: $(cat "$T/nokey.out")"
 
-# 4. the key is in no file written (outputs, caches, logs)
+# 5. the key is in no file written (outputs, caches, logs)
 if grep -rqa "sk-llamaduo-FAKE-9d2e41b7" "$T"; then bad "the API key reached disk: $(grep -rla sk-llamaduo-FAKE-9d2e41b7 "$T")"; else ok "the key is in no file"; fi
 
 echo "$pass passed, $fail failed"

@@ -8,10 +8,13 @@
 #include "synth.h"
 #include "util.h"
 
+enum { MAX_JUDGES = 8 };
+
 typedef struct {
     cJSON *root;
-    ProviderConfig service, judge_service;
-    ClientLimits limits, judge_limits;
+    ProviderConfig service, judges[MAX_JUDGES];
+    ClientLimits limits, judge_limits[MAX_JUDGES];
+    int n_judges;
     SynthConfig synth;
     JudgeConfig judge;
 } StageConfig;
@@ -25,7 +28,7 @@ static void load_stage_config(const char *path, StageConfig *c) {
     static const char *const task_keys[] = {"description", NULL};
     static const char *const synth_keys[] = {"calls", "pairs_per_call", "seed", "max_instruction_chars", "max_response_chars",
                                              "dedup_threshold", "decontam_ngram", "decontam_threshold", NULL};
-    static const char *const judge_keys[] = {"judgments_per_answer", "max_rejudge", "threshold", "service", NULL};
+    static const char *const judge_keys[] = {"judgments_per_answer", "max_rejudge", "threshold", "service", "services", NULL};
     const cJSON *svc = cJSON_GetObjectItemCaseSensitive(c->root, "service");
     const cJSON *task = cJSON_GetObjectItemCaseSensitive(c->root, "task");
     const cJSON *sy = cJSON_GetObjectItemCaseSensitive(c->root, "synth");
@@ -54,12 +57,24 @@ static void load_stage_config(const char *path, StageConfig *c) {
         die("%s", svc ? ld_last_error() : "config has no 'service' section");
     }
     c->synth.seed = (unsigned)seed;
-    const cJSON *jsvc = cJSON_GetObjectItemCaseSensitive(ju, "service");
-    if (jsvc) {
-        if (cfg_service(jsvc, "judge.service", path, &c->judge_service, &c->judge_limits)) die("%s", ld_last_error());
+    const cJSON *jsvc = cJSON_GetObjectItemCaseSensitive(ju, "service"), *jlist = cJSON_GetObjectItemCaseSensitive(ju, "services");
+    if (jsvc && jlist) die("%s: give either 'judge.service' or 'judge.services', not both", path);
+    if (jlist) {  // several judges: per-judge scores and their agreement
+        if (!cJSON_IsArray(jlist) || cJSON_GetArraySize(jlist) < 1 || cJSON_GetArraySize(jlist) > MAX_JUDGES)
+            die("%s: 'judge.services' must be a list of 1 to %d services", path, MAX_JUDGES);
+        for (const cJSON *e = jlist->child; e; e = e->next) {
+            char where[48];
+            snprintf(where, sizeof where, "judge.services[%d]", c->n_judges);
+            if (cfg_service(e, where, path, &c->judges[c->n_judges], &c->judge_limits[c->n_judges])) die("%s", ld_last_error());
+            c->n_judges++;
+        }
+    } else if (jsvc) {
+        if (cfg_service(jsvc, "judge.service", path, &c->judges[0], &c->judge_limits[0])) die("%s", ld_last_error());
+        c->n_judges = 1;
     } else {
-        c->judge_service = c->service;
-        c->judge_limits = c->limits;
+        c->judges[0] = c->service;
+        c->judge_limits[0] = c->limits;
+        c->n_judges = 1;
     }
     c->judge.generator_model = c->service.model;
     cJSON_Delete(empty);
@@ -144,6 +159,8 @@ int cmd_judge(int argc, char **argv) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
             printf("usage: llamaduo judge --config C.yaml --test TEST.jsonl --answers ANSWERS.jsonl --out-dir DIR [options]\n\n"
                    "Has the judge (config: judge.service, else service) grade every answer M times (judge.judgments_per_answer)\n"
+                   "(with judge.services, a list, every judge does: judge-N.jsonl, metrics-N.json, and metrics.json with\n"
+                   "their agreement and the pass rule on the per-answer means across judges)\n"
                    "for similarity to the reference and precision on the instruction, 1-100; writes DIR/judge.jsonl (every\n"
                    "judgment) and DIR/metrics.json (mean, median, std, share >= 50 / >= 70, exact match, ROUGE-L, chrF, pass).\n"
                    "ANSWERS.jsonl is what `llamaduo generate --input TEST.jsonl --samples K` writes.\n"
@@ -163,14 +180,35 @@ int cmd_judge(int argc, char **argv) {
     if (!config || !test || !answers || !out_dir) die("judge needs --config, --test, --answers and --out-dir (see --help)");
     StageConfig c;
     load_stage_config(config, &c);
-    if (no_cache) c.judge_limits.use_cache = 0;
+    for (int j = 0; j < c.n_judges; j++)
+        if (no_cache) c.judge_limits[j].use_cache = 0;
     Records tst;
     if (records_read(test, 1, &tst)) die("%s", ld_last_error());
     if (ld_mkdir_p(out_dir)) die("%s", ld_last_error());
     LlmCache *cache = open_cache(out_dir, cache_path);
-    char *out = ld_path_join(out_dir, "judge.jsonl"), *metrics = ld_path_join(out_dir, "metrics.json");
-    JudgeSummary s;
-    if (judge_run(&c.judge_service, &c.judge_limits, cache, &c.judge, &tst, answers, out, metrics, &s)) die("%s", ld_last_error());
+    char *metrics = ld_path_join(out_dir, "metrics.json");
+    JudgeSummary per[MAX_JUDGES], s;
+    const char *models[MAX_JUDGES];
+    for (int j = 0; j < c.n_judges; j++) {
+        char name[64];
+        snprintf(name, sizeof name, c.n_judges > 1 ? "judge-%d.jsonl" : "judge.jsonl", j);
+        char *out = ld_path_join(out_dir, name);
+        snprintf(name, sizeof name, "metrics-%d.json", j);
+        char *m = c.n_judges > 1 ? ld_path_join(out_dir, name) : ld_xstrdup(metrics);
+        if (judge_run(&c.judges[j], &c.judge_limits[j], cache, &c.judge, &tst, answers, out, m, &per[j])) die("%s", ld_last_error());
+        models[j] = c.judges[j].model;
+        free(out), free(m);
+    }
+    if (c.n_judges > 1) {
+        if (judge_combine(per, models, c.n_judges, c.judge.threshold, metrics, &s)) die("%s", ld_last_error());
+        for (int j = 0; j < c.n_judges; j++)
+            printf("judge %d (%s): similarity mean %.1f, precision mean %.1f, %d answers never validly judged\n", j, models[j],
+                   per[j].similarity.mean, per[j].precision.mean, per[j].unjudged_answers);
+        s.judgments = 0;
+        for (int j = 0; j < c.n_judges; j++) s.judgments += per[j].judgments, s.invalid_judgments += per[j].invalid_judgments;
+    } else {
+        s = per[0];
+    }
     printf("judge: %d answers (%d never validly judged), %d judgments (%d unusable): similarity mean %.1f median %.1f "
            "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
            "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f ($%.4f new) -> %s\n",
@@ -178,9 +216,10 @@ int cmd_judge(int argc, char **argv) {
            s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
            s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70, s.exact_match, s.rouge_l, s.chrf,
            s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.cost_usd, s.client.new_cost_usd, metrics);
+    for (int j = 0; j < c.n_judges; j++) judge_summary_free(&per[j]);
+    free(metrics);
     cache_close(cache);
     records_free(&tst);
-    free(out), free(metrics);
     cJSON_Delete(c.root);
     return 0;
 }

@@ -46,6 +46,10 @@ struct Tokenizer {
     PreStep *steps;
     int n_steps;
     int prefix_space;  // ByteLevel(add_prefix_space): the text gains a leading ' ' when it lacks one
+    // Metaspace pre-tokenizer (Mistral, Llama 2): spaces become the replacement, which is prepended to every
+    // segment (always) or to the text's first one (first), then words split before each replacement
+    char *metaspace;
+    int metaspace_prepend;  // 0 never, 1 first, 2 always
     // added tokens, bucketed by first byte, longest first
     AddedToken *added;
     int n_added;
@@ -148,6 +152,7 @@ void tok_free(Tokenizer *t) {
     free(t->replace_from);
     free(t->replace_to);
     free(t->prepend);
+    free(t->metaspace);
     for (int i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].re);
     free(t->steps);
     free(t->added);
@@ -324,6 +329,19 @@ static int parse_pretok(Tokenizer *t, const cJSON *p, const char *name) {
     if (!strcmp(type, "Digits")) {
         return add_step(t, json_bool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+", 0, SPLIT_ISOLATED, name);
     }
+    if (!strcmp(type, "Metaspace")) {
+        const char *rep = json_str(p, "replacement"), *scheme = json_str(p, "prepend_scheme");
+        if (!rep || !rep[0] || t->n_steps) {
+            ld_set_error("%s: Metaspace needs a replacement and must come first among the pre-tokenizers", name);
+            return -1;
+        }
+        free(t->metaspace);
+        t->metaspace = ld_xstrdup(rep);
+        if (scheme) t->metaspace_prepend = !strcmp(scheme, "always") ? 2 : !strcmp(scheme, "first") ? 1 : 0;
+        else t->metaspace_prepend = json_bool(p, "add_prefix_space", 1) ? 2 : 0;  // files older than prepend_scheme
+        if (json_bool(p, "split", 1)) return add_step(t, rep, 1, SPLIT_MERGED_NEXT, name);
+        return 0;
+    }
     if (!strcmp(type, "ByteLevel")) {
         if (json_bool(p, "use_regex", 1)) {
             if (add_step(t, k_gpt2_regex, 0, SPLIT_ISOLATED, name)) return -1;
@@ -351,6 +369,9 @@ static int scan_decoder(Tokenizer *t, const cJSON *d) {
     if (type && !strcmp(type, "Sequence")) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(d, "decoders");
         for (const cJSON *c = arr ? arr->child : NULL; c; c = c->next) scan_decoder(t, c);
+    } else if (type && !strcmp(type, "Metaspace")) {
+        const char *scheme = json_str(d, "prepend_scheme");
+        t->strip_leading_space = scheme ? strcmp(scheme, "never") != 0 : json_bool(d, "add_prefix_space", 1);
     } else if (type && !strcmp(type, "Strip")) {
         const cJSON *s = cJSON_GetObjectItemCaseSensitive(d, "start");
         if (cJSON_IsNumber(s) && s->valueint > 0) t->strip_leading_space = 1;
@@ -872,10 +893,32 @@ static char *normalize(const Tokenizer *t, const char *s, size_t n, size_t *out_
     return cur;
 }
 
-static void encode_text(const Tokenizer *t, const char *s, size_t n, IntVec *out) {
+// Spaces to the Metaspace replacement, and the replacement prepended as the scheme says.
+static char *apply_metaspace(const Tokenizer *t, char *buf, size_t *len, int first) {
+    size_t rl = strlen(t->metaspace), spaces = 0;
+    for (size_t i = 0; i < *len; i++) spaces += buf[i] == ' ';
+    // no prepend when the (replaced) text already starts with the replacement
+    int prepend = (t->metaspace_prepend == 2 || (t->metaspace_prepend == 1 && first)) && *len && buf[0] != ' ' &&
+                  !(*len >= rl && !memcmp(buf, t->metaspace, rl));
+    char *o = ld_xmalloc(*len + spaces * rl + rl + 1);
+    size_t k = 0;
+    if (prepend) memcpy(o, t->metaspace, rl), k = rl;
+    for (size_t i = 0; i < *len; i++) {
+        if (buf[i] == ' ') memcpy(o + k, t->metaspace, rl), k += rl;
+        else o[k++] = buf[i];
+    }
+    o[k] = 0;
+    free(buf);
+    *len = k;
+    return o;
+}
+
+// One text segment between added tokens; `first` when it starts the input (Metaspace's "first" scheme).
+static void encode_text(const Tokenizer *t, const char *s, size_t n, int first, IntVec *out) {
     if (!n) return;
     size_t len;
     char *buf = normalize(t, s, n, &len);
+    if (t->metaspace) buf = apply_metaspace(t, buf, &len, first);
     if (t->prefix_space && buf[0] != ' ') {  // ByteLevel(add_prefix_space)
         char *o = ld_xmalloc(len + 2);
         o[0] = ' ';
@@ -936,12 +979,12 @@ int tok_encode_protected(const Tokenizer *t, const char *text, size_t len, int f
             i++;
             continue;
         }
-        encode_text(t, s + seg, i - seg, &iv);
+        encode_text(t, s + seg, i - seg, seg == 0, &iv);
         iv_push(&iv, hit->id);
         i += hit->len;
         seg = i;
     }
-    encode_text(t, s + seg, n - seg, &iv);
+    encode_text(t, s + seg, n - seg, seg == 0, &iv);
     if (flags & TOK_ADD_SPECIAL)
         for (int i = 0; i < t->n_suffix; i++) iv_push(&iv, t->suffix_ids[i]);
     free(s);

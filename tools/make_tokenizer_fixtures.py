@@ -71,11 +71,29 @@ def corpus(n=2100, seed=1234):
     return out[:max(n, len(fixed))]
 
 
+def make_metaspace(path, texts):
+    """A small SentencePiece-style BPE with the Metaspace pre-tokenizer (the Mistral / Llama 2 tokenizer.json
+    layout: ▁ for spaces, prepended to the first word, byte fallback), trained here on the corpus."""
+    from tokenizers import Tokenizer as T, decoders, models, pre_tokenizers, trainers
+    tok = T(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="\u2581", prepend_scheme="first"), decoders.ByteFallback(), decoders.Fuse()])
+    specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"] + [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=1200, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(texts[200:], trainer)
+    from tokenizers.processors import TemplateProcessing
+    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.save(path)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     texts = corpus()
-    for name in ("llama3", "qwen3", "gemma3"):
+    make_metaspace(os.path.join(OUT, "metaspace.tokenizer.json"), texts)
+    for name in ("llama3", "qwen3", "gemma3", "metaspace"):
         path = os.path.join(SHARED, "data", "tokenizers", name, "tokenizer.json")
+        if name == "metaspace":
+            path = os.path.join(OUT, "metaspace.tokenizer.json")
         tok = Tokenizer.from_file(path)
         plain = Tokenizer.from_file(path)
         plain.encode_special_tokens = True

@@ -170,13 +170,13 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
             tok[nb] = x->hist[x->n_fed], sl[nb] = s, ps[nb] = x->n_fed, want[nb] = 1, owner[nb] = s;
             nb++;
         }
-        for (int s = 0; s < n_slots && nb < cap_tok; s++) {
+        int prompt_budget = chunk;  // prompt tokens this call may carry besides the decode tokens
+        for (int s = 0; s < n_slots && prompt_budget > 0; s++) {
             Slot *x = &slots[s];
             if (x->req < 0 || x->n_fed >= x->n_hist - 1) continue;
             int take = x->n_hist - x->n_fed;
-            if (take > chunk - (nb > n_slots ? nb - n_slots : 0)) take = chunk - (nb > n_slots ? nb - n_slots : 0);
-            if (take > cap_tok - nb) take = cap_tok - nb;
-            if (take <= 0) break;
+            if (take > prompt_budget) take = prompt_budget;
+            prompt_budget -= take;
             for (int k = 0; k < take; k++) {
                 tok[nb] = x->hist[x->n_fed + k], sl[nb] = s, ps[nb] = x->n_fed + k, owner[nb] = s;
                 want[nb] = x->n_fed + k == x->n_hist - 1;

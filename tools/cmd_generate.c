@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "records.h"
 #include "util.h"
 
 static const char *k_help =
@@ -91,28 +92,13 @@ int cmd_generate(int argc, char **argv) {
     set_threads(o.threads);
     // Read and validate the whole input before any work, so a bad line 900 does not waste an hour.
     cJSON **lines = NULL;
-    int n_lines = 0;
+    int *linenos = NULL, n_lines = 0;
     if (input) {
-        FILE *f = fopen(input, "r");
-        if (!f) die("%s: cannot open", input);
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t len;
-        int lineno = 0;
-        while ((len = getline(&line, &cap, f)) >= 0) {
-            lineno++;
-            if (len == 0 || strspn(line, " \t\r\n") == (size_t)len) continue;
-            cJSON *j = cJSON_ParseWithLength(line, (size_t)len);
-            if (!cJSON_IsObject(j)) die("%s:%d: not a JSON object", input, lineno);
-            cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt"), *m = cJSON_GetObjectItemCaseSensitive(j, "messages");
-            if (!cJSON_IsString(p) && !cJSON_IsArray(m)) die("%s:%d: needs \"prompt\" (string) or \"messages\" (array)", input, lineno);
-            cJSON_AddNumberToObject(j, "__line", lineno);
-            lines = ld_xrealloc(lines, sizeof(cJSON *) * (size_t)(n_lines + 1));
-            lines[n_lines++] = j;
+        if (jsonl_read(input, &lines, &linenos, &n_lines, 0)) die("%s", ld_last_error());
+        for (int i = 0; i < n_lines; i++) {
+            cJSON *p = cJSON_GetObjectItemCaseSensitive(lines[i], "prompt"), *m = cJSON_GetObjectItemCaseSensitive(lines[i], "messages");
+            if (!cJSON_IsString(p) && !cJSON_IsArray(m)) die("%s:%d: needs \"prompt\" (string) or \"messages\" (array)", input, linenos[i]);
         }
-        free(line);
-        fclose(f);
-        if (!n_lines) die("%s: no requests", input);
     }
     Model *m = load_model_or_die(o.model);
     ChatTemplate ct = {0};
@@ -124,7 +110,7 @@ int cmd_generate(int argc, char **argv) {
     char where[1024];
     for (int i = 0; i < n_prompts; i++) {
         if (input) {
-            snprintf(where, sizeof where, "%s:%d", input, (int)cJSON_GetObjectItem(lines[i], "__line")->valuedouble);
+            snprintf(where, sizeof where, "%s:%d", input, linenos[i]);
             cJSON *p = cJSON_GetObjectItemCaseSensitive(lines[i], "prompt"), *id = cJSON_GetObjectItemCaseSensitive(lines[i], "id");
             if (cJSON_IsString(p) && !o.raw) {
                 build_prompt(m, &ct, &o, NULL, p->valuestring, &prompts[i], where);
@@ -189,7 +175,7 @@ int cmd_generate(int argc, char **argv) {
         free(prompts[i].id);
     }
     for (int i = 0; i < n_lines; i++) cJSON_Delete(lines[i]);
-    free(lines), free(prompts), free(reqs);
+    free(lines), free(linenos), free(prompts), free(reqs);
     chat_template_free(&ct);
     model_free(m);
     return 0;

@@ -43,3 +43,28 @@ void k_attention(float *out, const float *q, const float *const *k_rows, const f
 
 // Numerically stable log-softmax statistics of one row: returns logsumexp(x[0..n)).
 float k_logsumexp(const float *x, int n);
+
+// ---- backward passes (training). Each takes the forward's inputs and dy, writes dx; parameter gradients
+// are accumulated (+=) so micro-batches can add up. Shapes as in the forward ops.
+
+// dx[T,K] = dy[T,N] · w[N,K];  dw[N,K] += dyᵀ · x  (dw may be NULL: frozen weight);  dbias[N] += Σ_t dy
+void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K,
+                       int N);
+// dx (may alias nothing), dw += (dw may be NULL)
+void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
+                        int plus_one);
+// The gradient of a rotation is the inverse rotation: in place on dx[T, n_heads, head_dim].
+void k_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+void k_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+void k_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+// y = cap·tanh(x/cap) given y: dx = dy · (1 − (y/cap)²), in place on dy allowed
+void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
+// Attention backward over the same per-token key ranges as k_attention (keys/values of a training batch live
+// in one [positions, Hkv*hd] buffer). dq is written; dk/dv (same layout as k/v) are accumulated.
+void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
+                          float softcap);
+// Mean cross-entropy over rows whose target is not ignore_index; dlogits = (softmax − onehot) / n_counted
+// (0 rows for ignored ones). Returns the mean loss; *n_counted gets the number of rows that count.
+float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index,
+                      int *n_counted);

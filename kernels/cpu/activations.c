@@ -1,4 +1,5 @@
 #include <math.h>
+#include <string.h>
 
 #include "../kernels.h"
 
@@ -41,4 +42,53 @@ float k_logsumexp(const float *x, int n) {
     double s = 0.0;
     for (int i = 0; i < n; i++) s += exp((double)(x[i] - m));
     return m + (float)log(s);
+}
+
+void k_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), silu = g * sg;
+        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+        dup[i] = dh[i] * silu;
+    }
+}
+
+void k_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    const float k = 0.7978845608028654f;
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], inner = k * (g + 0.044715f * g * g * g), th = tanhf(inner);
+        float gelu = 0.5f * g * (1.0f + th);
+        float dgelu = 0.5f * (1.0f + th) + 0.5f * g * (1.0f - th * th) * k * (1.0f + 3.0f * 0.044715f * g * g);
+        dgate[i] = dh[i] * up[i] * dgelu;
+        dup[i] = dh[i] * gelu;
+    }
+}
+
+void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap) {
+    for (size_t i = 0; i < n; i++) {
+        float t = y[i] / cap;
+        dx[i] = dy[i] * (1.0f - t * t);
+    }
+}
+
+float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index,
+                      int *n_counted) {
+    int n = 0;
+    for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
+    double loss = 0;
+    for (int t = 0; t < T; t++) {
+        const float *row = logits + (size_t)t * V;
+        float *d = dlogits ? dlogits + (size_t)t * V : NULL;
+        if (targets[t] == ignore_index) {
+            if (d) memset(d, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
+        float lse = k_logsumexp(row, V);
+        loss += lse - row[targets[t]];
+        if (d) {
+            for (int v = 0; v < V; v++) d[v] = expf(row[v] - lse) / n;
+            d[targets[t]] -= 1.0f / n;
+        }
+    }
+    if (n_counted) *n_counted = n;
+    return n ? (float)(loss / n) : 0.0f;
 }

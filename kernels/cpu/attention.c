@@ -44,3 +44,61 @@ void k_attention(float *out, const float *q, const float *const *k_rows, const f
         free(scores);
     }
 }
+
+void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
+                          float softcap) {
+    int group = Hq / Hkv, kv_stride = Hkv * hd, max_len = 1;
+    for (int t = 0; t < T; t++)
+        if (kv_hi[t] - kv_lo[t] + 1 > max_len) max_len = kv_hi[t] - kv_lo[t] + 1;
+    float *s = malloc(sizeof(float) * (size_t)max_len), *p = malloc(sizeof(float) * (size_t)max_len);
+    float *z = malloc(sizeof(float) * (size_t)max_len);  // the capped scores, for the soft-cap's derivative
+    // Serial over queries: dk/dv rows are shared between them.
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < Hq; h++) {
+            const float *qh = q + ((size_t)t * Hq + h) * hd, *doh = dout + ((size_t)t * Hq + h) * hd;
+            float *dqh = dq + ((size_t)t * Hq + h) * hd;
+            int kvh = h / group, lo = kv_lo[t], n = kv_hi[t] - lo + 1;
+            // recompute the probabilities (as the forward did)
+            float m = -INFINITY;
+            for (int j = 0; j < n; j++) {
+                const float *kr = k + (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
+                float x = 0;
+                for (int i = 0; i < hd; i++) x += qh[i] * kr[i];
+                x *= scale;
+                if (softcap > 0) x = softcap * tanhf(x / softcap);
+                s[j] = z[j] = x;
+                if (x > m) m = x;
+            }
+            float sum = 0;
+            for (int j = 0; j < n; j++) sum += (p[j] = expf(s[j] - m));
+            for (int j = 0; j < n; j++) p[j] /= sum;
+            // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ p·dp); through the soft-cap; then into q and k
+            float pdp = 0;
+            for (int j = 0; j < n; j++) {
+                const float *vr = v + (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
+                float dp = 0;
+                for (int i = 0; i < hd; i++) dp += doh[i] * vr[i];
+                s[j] = dp;  // reuse: s now holds dp
+                pdp += p[j] * dp;
+            }
+            for (int i = 0; i < hd; i++) dqh[i] = 0;
+            for (int j = 0; j < n; j++) {
+                size_t row = (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
+                float ds = p[j] * (s[j] - pdp);
+                if (softcap > 0) {
+                    float tz = z[j] / softcap;
+                    ds *= 1.0f - tz * tz;
+                }
+                ds *= scale;
+                const float *kr = k + row;
+                float *dkr = dk + row, *dvr = dv + row;
+                for (int i = 0; i < hd; i++) {
+                    dqh[i] += ds * kr[i];
+                    dkr[i] += ds * qh[i];
+                    dvr[i] += p[j] * doh[i];
+                }
+            }
+        }
+    free(s), free(p), free(z);
+}

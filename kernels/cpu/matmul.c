@@ -68,3 +68,12 @@ void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float
         free(tile);
     }
 }
+
+void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K,
+                       int N) {
+    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
+    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
+    if (dbias)
+        for (int t = 0; t < T; t++)
+            for (int n = 0; n < N; n++) dbias[n] += dy[(size_t)t * N + n];
+}

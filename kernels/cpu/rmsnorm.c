@@ -13,3 +13,22 @@ void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps
         for (int i = 0; i < D; i++) yr[i] = xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]);
     }
 }
+
+void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
+                        int plus_one) {
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * D, *dyr = dy + (size_t)t * D;
+        float *dxr = dx + (size_t)t * D;
+        double ss = 0, dot = 0;  // y = x·r·g with r = 1/sqrt(mean(x²) + eps)
+        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float r = 1.0f / sqrtf((float)(ss / D) + eps);
+        for (int i = 0; i < D; i++) {
+            float g = plus_one ? 1.0f + w[i] : w[i];
+            dot += (double)dyr[i] * g * xr[i];
+            if (dw) dw[i] += dyr[i] * xr[i] * r;
+        }
+        // dx_i = r·g_i·dy_i − r³/D · x_i · Σ_j g_j·dy_j·x_j
+        float c = (float)(dot * r * r * r / D);
+        for (int i = 0; i < D; i++) dxr[i] = r * (plus_one ? 1.0f + w[i] : w[i]) * dyr[i] - c * xr[i];
+    }
+}

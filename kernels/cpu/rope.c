@@ -19,3 +19,18 @@ void k_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads,
         }
     }
 }
+
+void k_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
+    int half = head_dim / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)pos[t] * inv_freq[i];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = dx + ((size_t)t * n_heads + h) * head_dim;
+                float a = v[i], b = v[i + half];
+                v[i] = a * c + b * s;  // the transpose of the forward rotation
+                v[i + half] = b * c - a * s;
+            }
+        }
+}

@@ -1,0 +1,182 @@
+// Every backward kernel against central finite differences of its forward (the llama.cpp way): for a random
+// input and a random projection R, d(Σ R·f(x))/dx from the backward pass equals the numerical derivative.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+static float frand(void) { return (float)rand() / RAND_MAX * 2.0f - 1.0f; }
+static void fill(float *x, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) x[i] = frand() * scale;
+}
+
+typedef void (*ForwardFn)(void *ctx, const float *x, float *y);
+
+// Compares an analytic gradient g[n] of L(x) = Σ_i R_i y_i(x) with central differences.
+static double check_grad(const char *name, ForwardFn f, void *ctx, float *x, size_t n, size_t ny, const float *R,
+                         const float *g) {
+    float *y = malloc(sizeof(float) * ny);
+    double worst = 0, num2 = 0, den2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        float keep = x[i], h = 1e-2f * fmaxf(1.0f, fabsf(keep));
+        double lp = 0, lm = 0;
+        x[i] = keep + h;
+        f(ctx, x, y);
+        for (size_t k = 0; k < ny; k++) lp += (double)R[k] * y[k];
+        x[i] = keep - h;
+        f(ctx, x, y);
+        for (size_t k = 0; k < ny; k++) lm += (double)R[k] * y[k];
+        x[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        num2 += (fd - g[i]) * (fd - g[i]);
+        den2 += fd * fd;
+    }
+    worst = sqrt(num2 / (den2 > 0 ? den2 : 1));
+    printf("%-28s ‖analytic − numeric‖/‖numeric‖ = %.2e\n", name, worst);
+    CHECK(worst < 1e-3, "%s: gradient differs from finite differences (%.3e)", name, worst);
+    free(y);
+    return worst;
+}
+
+// ---- matmul: x and w
+typedef struct { int T, K, N; const float *w, *x; } MatCtx;
+static void mm_x(void *c, const float *x, float *y) { MatCtx *m = c; k_matmul(y, x, m->w, NULL, m->T, m->K, m->N); }
+static void mm_w(void *c, const float *w, float *y) { MatCtx *m = c; k_matmul(y, m->x, w, NULL, m->T, m->K, m->N); }
+
+// ---- rmsnorm: x and w
+typedef struct { int T, D, plus_one; const float *w, *x; } NormCtx;
+static void rn_x(void *c, const float *x, float *y) { NormCtx *m = c; k_rmsnorm(y, x, m->w, m->T, m->D, 1e-5f, m->plus_one); }
+static void rn_w(void *c, const float *w, float *y) { NormCtx *m = c; k_rmsnorm(y, m->x, w, m->T, m->D, 1e-5f, m->plus_one); }
+
+// ---- rope
+typedef struct { int T, H, hd; const int *pos; const float *inv; } RopeCtx;
+static void rope_f(void *c, const float *x, float *y) {
+    RopeCtx *r = c;
+    memcpy(y, x, sizeof(float) * (size_t)r->T * r->H * r->hd);
+    k_rope(y, r->pos, r->inv, r->T, r->H, r->hd);
+}
+
+// ---- gated activations (through gate, then up)
+typedef struct { size_t n; int gelu, wrt_up; const float *other; } ActCtx;
+static void act_f(void *c, const float *x, float *y) {
+    ActCtx *a = c;
+    const float *g = a->wrt_up ? a->other : x, *u = a->wrt_up ? x : a->other;
+    if (a->gelu) k_geglu_tanh(y, g, u, a->n);
+    else k_swiglu(y, g, u, a->n);
+}
+
+// ---- softcap
+typedef struct { size_t n; float cap; } CapCtx;
+static void cap_f(void *c, const float *x, float *y) {
+    CapCtx *a = c;
+    memcpy(y, x, sizeof(float) * a->n);
+    k_softcap(y, a->n, a->cap);
+}
+
+// ---- attention: q, k, v over two packed sequences (no attention across the boundary), window, soft-cap
+typedef struct { int T, Hq, Hkv, hd, wrt; float scale, cap; const float *q, *k, *v; const int *lo, *hi; } AttCtx;
+static void att_f(void *c, const float *x, float *y) {
+    AttCtx *a = c;
+    const float *q = a->wrt == 0 ? x : a->q, *k = a->wrt == 1 ? x : a->k, *v = a->wrt == 2 ? x : a->v;
+    const float **kr = malloc(sizeof(float *) * a->T), **vr = malloc(sizeof(float *) * a->T);
+    for (int t = 0; t < a->T; t++) kr[t] = k, vr[t] = v;
+    k_attention(y, q, kr, vr, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale, a->cap);
+    free(kr), free(vr);
+}
+
+// ---- cross-entropy (L = loss itself: R = [1])
+typedef struct { int T, V; const int *tgt; } CeCtx;
+static void ce_f(void *c, const float *x, float *y) { CeCtx *e = c; y[0] = k_cross_entropy(NULL, x, e->tgt, e->T, e->V, -100, NULL); }
+
+int main(void) {
+    srand(3);
+    {  // matmul
+        int T = 5, K = 7, N = 6;
+        float x[35], w[42], R[30], dx[35], dw[42] = {0}, db[6] = {0};
+        fill(x, 35, 1), fill(w, 42, 1), fill(R, 30, 1);
+        k_matmul_backward(dx, dw, db, R, x, w, T, K, N);
+        MatCtx c = {T, K, N, w, x};
+        check_grad("matmul dx", mm_x, &c, x, 35, 30, R, dx);
+        check_grad("matmul dW", mm_w, &c, w, 42, 30, R, dw);
+        float want_db = 0;
+        for (int t = 0; t < T; t++) want_db += R[t * N + 2];
+        CHECK(fabsf(db[2] - want_db) < 1e-5f, "matmul dbias");
+    }
+    for (int po = 0; po < 2; po++) {  // rmsnorm, Llama and Gemma
+        int T = 3, D = 16;
+        float x[48], w[16], R[48], dx[48], dw[16] = {0};
+        fill(x, 48, 2), fill(w, 16, 1), fill(R, 48, 1);
+        k_rmsnorm_backward(dx, dw, R, x, w, T, D, 1e-5f, po);
+        NormCtx c = {T, D, po, w, x};
+        check_grad(po ? "rmsnorm (1+w) dx" : "rmsnorm dx", rn_x, &c, x, 48, 48, R, dx);
+        check_grad(po ? "rmsnorm (1+w) dw" : "rmsnorm dw", rn_w, &c, w, 16, 48, R, dw);
+    }
+    {  // rope
+        int T = 4, H = 2, hd = 8, pos[4] = {0, 3, 17, 250};
+        float inv[4] = {1.0f, 0.1f, 0.01f, 0.001f}, x[64], R[64], g[64];
+        fill(x, 64, 1), fill(R, 64, 1);
+        memcpy(g, R, sizeof g);
+        k_rope_backward(g, pos, inv, T, H, hd);
+        RopeCtx c = {T, H, hd, pos, inv};
+        check_grad("rope", rope_f, &c, x, 64, 64, R, g);
+    }
+    for (int gelu = 0; gelu < 2; gelu++) {  // SwiGLU / GeGLU
+        size_t n = 40;
+        float gt[40], up[40], R[40], dg[40], du[40];
+        fill(gt, n, 3), fill(up, n, 2), fill(R, n, 1);
+        if (gelu) k_geglu_tanh_backward(dg, du, R, gt, up, n);
+        else k_swiglu_backward(dg, du, R, gt, up, n);
+        ActCtx cg = {n, gelu, 0, up}, cu = {n, gelu, 1, gt};
+        check_grad(gelu ? "geglu d gate" : "swiglu d gate", act_f, &cg, gt, n, n, R, dg);
+        check_grad(gelu ? "geglu d up" : "swiglu d up", act_f, &cu, up, n, n, R, du);
+    }
+    {  // softcap
+        size_t n = 30;
+        float x[30], y[30], R[30], dx[30];
+        fill(x, n, 8), fill(R, n, 1);
+        memcpy(y, x, sizeof y);
+        k_softcap(y, n, 5.0f);
+        k_softcap_backward(dx, R, y, n, 5.0f);
+        CapCtx c = {n, 5.0f};
+        check_grad("softcap", cap_f, &c, x, n, n, R, dx);
+    }
+    for (int variant = 0; variant < 2; variant++) {  // attention: plain; window + soft-cap; both with packing + GQA
+        int T = 7, Hq = 4, Hkv = 2, hd = 6, W = variant ? 2 : 1000;
+        // two packed records: tokens 0-3 and 4-6, causal, no attention across the boundary
+        int lo[7], hi[7], start[7] = {0, 0, 0, 0, 4, 4, 4};
+        for (int t = 0; t < T; t++) {
+            hi[t] = t;
+            lo[t] = t - W + 1 > start[t] ? t - W + 1 : start[t];
+        }
+        size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hkv * hd;
+        float *q = malloc(4 * nq), *k = malloc(4 * nk), *v = malloc(4 * nk), *R = malloc(4 * nq), *dq = malloc(4 * nq);
+        float *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+        fill(q, nq, 1.5f), fill(k, nk, 1.5f), fill(v, nk, 1), fill(R, nq, 1);
+        float cap = variant ? 1.5f : 0.0f, scale = 0.4f;
+        k_attention_backward(dq, dk, dv, R, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, cap);
+        AttCtx c = {T, Hq, Hkv, hd, 0, scale, cap, q, k, v, lo, hi};
+        const char *names[2][3] = {{"attention dq", "attention dk", "attention dv"},
+                                   {"attention dq (window, cap)", "attention dk (window, cap)", "attention dv (window, cap)"}};
+        c.wrt = 0;
+        check_grad(names[variant][0], att_f, &c, q, nq, nq, R, dq);
+        c.wrt = 1;
+        check_grad(names[variant][1], att_f, &c, k, nk, nq, R, dk);
+        c.wrt = 2;
+        check_grad(names[variant][2], att_f, &c, v, nk, nq, R, dv);
+        free(q), free(k), free(v), free(R), free(dq), free(dk), free(dv);
+    }
+    {  // cross-entropy with an ignored row
+        int T = 4, V = 9, tgt[4] = {3, -100, 0, 8};
+        float x[36], d[36], one = 1.0f;
+        fill(x, 36, 3);
+        int n;
+        k_cross_entropy(d, x, tgt, T, V, -100, &n);
+        CHECK(n == 3, "cross-entropy counted %d rows", n);
+        CeCtx c = {T, V, tgt};
+        check_grad("cross-entropy", ce_f, &c, x, 36, 1, &one, d);
+        for (int v = 0; v < V; v++) CHECK(d[V + v] == 0, "ignored row has gradient");
+    }
+    return test_finish("test_grad");
+}

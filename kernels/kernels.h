@@ -50,6 +50,8 @@ float k_logsumexp(const float *x, int n);
 // dx[T,K] = dy[T,N] · w[N,K];  dw[N,K] += dyᵀ · x  (dw may be NULL: frozen weight);  dbias[N] += Σ_t dy
 void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K,
                        int N);
+// dx[T,K] += dy[T,N] · W[N,K] with W's rows in format wt (the input gradient through a frozen weight)
+void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N);
 // dx (may alias nothing), dw += (dw may be NULL)
 void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
                         int plus_one);

@@ -77,3 +77,19 @@ void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, cons
         for (int t = 0; t < T; t++)
             for (int n = 0; n < N; n++) dbias[n] += dy[(size_t)t * N + n];
 }
+
+void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N) {
+    if (wt == LD_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
+        return;
+    }
+    size_t row_bytes = ld_dtype_nbytes(wt, (uint64_t)K);
+    const int R = 64;
+    float *tile = malloc(sizeof(float) * (size_t)R * K);
+    for (int n0 = 0; n0 < N; n0 += R) {  // dx += dy[:, n0:n0+R] · W[n0:n0+R, :]
+        int rows = N - n0 < R ? N - n0 : R;
+        for (int r = 0; r < rows; r++) ld_dequantize_row(wt, (const uint8_t *)w + (size_t)(n0 + r) * row_bytes, tile + (size_t)r * K, K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, rows, 1.0f, dy + n0, N, tile, K, 1.0f, dx, K);
+    }
+    free(tile);
+}

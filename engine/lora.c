@@ -1,0 +1,245 @@
+#include "lora.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "util.h"
+
+static const char *k_target_names[LT_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+const char *lora_target_name(LoraTarget t) { return k_target_names[t]; }
+
+Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask) {
+    Lora *l = ld_xcalloc(1, sizeof *l);
+    l->rank = rank;
+    l->n_layers = c->n_layers;
+    l->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+    l->w = ld_xcalloc((size_t)c->n_layers * LT_COUNT, sizeof(LoraPair));
+    int D = c->dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, F = c->ffn_dim;
+    const int in[LT_COUNT] = {D, D, D, qd, D, D, F}, out[LT_COUNT] = {qd, kvd, kvd, D, F, F, D};
+    for (int i = 0; i < c->n_layers; i++)
+        for (int t = 0; t < LT_COUNT; t++) {
+            if (!(target_mask & (1u << t))) continue;
+            LoraPair *p = &l->w[i * LT_COUNT + t];
+            p->in = in[t], p->out = out[t];
+            p->A = ld_xcalloc((size_t)rank * in[t], sizeof(float));
+            p->B = ld_xcalloc((size_t)out[t] * rank, sizeof(float));
+        }
+    return l;
+}
+
+void lora_free(Lora *l) {
+    if (!l) return;
+    for (int i = 0; i < l->n_layers * LT_COUNT; i++) free(l->w[i].A), free(l->w[i].B);
+    free(l->w);
+    free(l);
+}
+
+void lora_zero(Lora *l) {
+    for (int i = 0; i < l->n_layers * LT_COUNT; i++)
+        if (l->w[i].A) {
+            memset(l->w[i].A, 0, sizeof(float) * (size_t)l->rank * l->w[i].in);
+            memset(l->w[i].B, 0, sizeof(float) * (size_t)l->w[i].out * l->rank);
+        }
+}
+
+// ---- a linear layer with its adapter --------------------------------------------------------------------
+
+// y[T,out] = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ; ax[T,r] keeps x·Aᵀ for the backward pass.
+static void lin_fwd(float *y, float *ax, const float *x, const Linear *w, const float *bias, const LoraPair *p, float s,
+                    int r, int T, int in, int out) {
+    k_matmul_q(y, x, w->data, w->type, bias, T, in, out);
+    if (!p || !p->A) return;
+    k_matmul(ax, x, p->A, NULL, T, in, r);
+    float *t = ld_xmalloc(sizeof(float) * (size_t)T * out);
+    k_matmul(t, ax, p->B, NULL, T, r, out);
+    for (size_t i = 0; i < (size_t)T * out; i++) y[i] += s * t[i];
+    free(t);
+}
+
+// dx[T,in] += dy·W (+ the adapter's share); adapter gradients accumulate into g.
+static void lin_bwd(float *dx, const float *dy, const float *x, const float *ax, const Linear *w, const LoraPair *p,
+                    LoraPair *g, float s, int r, int T, int in, int out) {
+    k_matmul_q_backward_x(dx, dy, w->data, w->type, T, in, out);
+    if (!p || !p->A) return;
+    float *sdy = ld_xmalloc(sizeof(float) * (size_t)T * out), *dax = ld_xmalloc(sizeof(float) * (size_t)T * r);
+    for (size_t i = 0; i < (size_t)T * out; i++) sdy[i] = s * dy[i];
+    k_matmul_backward(dax, g->B, NULL, sdy, ax, p->B, T, r, out);  // dax = s·dy·B; dB += s·dyᵀ·ax
+    float *dxa = ld_xmalloc(sizeof(float) * (size_t)T * in);
+    k_matmul_backward(dxa, g->A, NULL, dax, x, p->A, T, in, r);  // dx += dax·A; dA += daxᵀ·x
+    for (size_t i = 0; i < (size_t)T * in; i++) dx[i] += dxa[i];
+    free(sdy), free(dax), free(dxa);
+}
+
+// ---- the model ------------------------------------------------------------------------------------------
+
+typedef struct {  // what one layer's forward keeps for its backward
+    float *xin, *xn1, *q_pre, *k_pre, *q, *k, *v, *att, *o_pre, *xmid, *xn2, *g, *u, *h, *dn_pre;
+    float *ax[LT_COUNT];
+} LayerActs;
+
+static float *buf(size_t n) { return ld_xcalloc(n, sizeof(float)); }
+
+static void add_to(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const TrainBatch *b, int *n_counted) {
+    const ModelConfig *c = &m->cfg;
+    int T = b->T, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab;
+    int qd = Hq * hd, kvd = Hkv * hd, r = lora->rank;
+    float s = lora->scale;
+    for (int t = 0; t < T; t++)
+        if (b->tokens[t] < 0 || b->tokens[t] >= V || (b->targets[t] != -100 && (b->targets[t] < 0 || b->targets[t] >= V))) {
+            ld_set_error("token %d (%d -> %d) is outside the vocabulary (%d)", t, b->tokens[t], b->targets[t], V);
+            return NAN;
+        }
+    // per-token key ranges: causal within the token's record, window on local layers
+    int *rec_start = ld_xmalloc(sizeof(int) * (size_t)T), *lo_g = ld_xmalloc(sizeof(int) * (size_t)T),
+        *lo_l = ld_xmalloc(sizeof(int) * (size_t)T), *hi = ld_xmalloc(sizeof(int) * (size_t)T);
+    for (int i = 0, rcd = 0; i < T; i++) {
+        while (rcd + 1 < b->n_records && i >= b->starts[rcd + 1]) rcd++;
+        rec_start[i] = b->starts[rcd];
+        hi[i] = i;
+        lo_g[i] = rec_start[i];
+        lo_l[i] = c->sliding_window && i - c->sliding_window + 1 > rec_start[i] ? i - c->sliding_window + 1 : rec_start[i];
+    }
+    float emb_scale = c->embed_scale ? sqrtf((float)D) : 1.0f;
+    float *x = buf((size_t)T * D);
+    for (int i = 0; i < T; i++) {
+        ld_dequantize_row(m->embed.type, (const uint8_t *)m->embed.data + (size_t)b->tokens[i] * m->embed.row_bytes, x + (size_t)i * D, D);
+        for (int j = 0; j < D; j++) x[(size_t)i * D + j] *= emb_scale;
+    }
+    LayerActs *acts = ld_xcalloc((size_t)c->n_layers, sizeof(LayerActs));
+    const float **krows = ld_xmalloc(sizeof(float *) * (size_t)T), **vrows = ld_xmalloc(sizeof(float *) * (size_t)T);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->layers[l];
+        LayerActs *a = &acts[l];
+        const LoraPair *P = &lora->w[l * LT_COUNT];
+        int local = c->layer_local[l];
+        const float *inv = local ? m->inv_freq_local : m->inv_freq_global;
+        for (int t = 0; t < LT_COUNT; t++) a->ax[t] = buf((size_t)T * r);
+        a->xin = buf((size_t)T * D), memcpy(a->xin, x, sizeof(float) * (size_t)T * D);
+        a->xn1 = buf((size_t)T * D);
+        k_rmsnorm(a->xn1, x, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one);
+        a->q = buf((size_t)T * qd), a->k = buf((size_t)T * kvd), a->v = buf((size_t)T * kvd);
+        lin_fwd(a->q, a->ax[LT_Q], a->xn1, &w->wq, w->bq, &P[LT_Q], s, r, T, D, qd);
+        lin_fwd(a->k, a->ax[LT_K], a->xn1, &w->wk, w->bk, &P[LT_K], s, r, T, D, kvd);
+        lin_fwd(a->v, a->ax[LT_V], a->xn1, &w->wv, w->bv, &P[LT_V], s, r, T, D, kvd);
+        if (c->qk_norm) {
+            a->q_pre = buf((size_t)T * qd), a->k_pre = buf((size_t)T * kvd);
+            memcpy(a->q_pre, a->q, sizeof(float) * (size_t)T * qd);
+            memcpy(a->k_pre, a->k, sizeof(float) * (size_t)T * kvd);
+            k_rmsnorm(a->q, a->q_pre, w->q_norm, T * Hq, hd, c->norm_eps, c->norm_plus_one);
+            k_rmsnorm(a->k, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one);
+        }
+        k_rope(a->q, b->positions, inv, T, Hq, hd);
+        k_rope(a->k, b->positions, inv, T, Hkv, hd);
+        for (int i = 0; i < T; i++) krows[i] = a->k, vrows[i] = a->v;
+        a->att = buf((size_t)T * qd);
+        k_attention(a->att, a->q, krows, vrows, local ? lo_l : lo_g, hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap);
+        float *o = buf((size_t)T * D);
+        lin_fwd(o, a->ax[LT_O], a->att, &w->wo, w->bo, &P[LT_O], s, r, T, qd, D);
+        if (w->post_attn_norm) {
+            a->o_pre = o;
+            o = buf((size_t)T * D);
+            k_rmsnorm(o, a->o_pre, w->post_attn_norm, T, D, c->norm_eps, c->norm_plus_one);
+        }
+        add_to(x, o, (size_t)T * D);
+        free(o);
+        a->xmid = buf((size_t)T * D), memcpy(a->xmid, x, sizeof(float) * (size_t)T * D);
+        a->xn2 = buf((size_t)T * D);
+        k_rmsnorm(a->xn2, x, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one);
+        a->g = buf((size_t)T * F), a->u = buf((size_t)T * F), a->h = buf((size_t)T * F);
+        lin_fwd(a->g, a->ax[LT_GATE], a->xn2, &w->w_gate, NULL, &P[LT_GATE], s, r, T, D, F);
+        lin_fwd(a->u, a->ax[LT_UP], a->xn2, &w->w_up, NULL, &P[LT_UP], s, r, T, D, F);
+        if (c->act == ACT_SILU) k_swiglu(a->h, a->g, a->u, (size_t)T * F);
+        else k_geglu_tanh(a->h, a->g, a->u, (size_t)T * F);
+        float *dn = buf((size_t)T * D);
+        lin_fwd(dn, a->ax[LT_DOWN], a->h, &w->w_down, NULL, &P[LT_DOWN], s, r, T, F, D);
+        if (w->post_ffn_norm) {
+            a->dn_pre = dn;
+            dn = buf((size_t)T * D);
+            k_rmsnorm(dn, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one);
+        }
+        add_to(x, dn, (size_t)T * D);
+        free(dn);
+    }
+    // head and loss
+    float *xf = buf((size_t)T * D), *logits = buf((size_t)T * V), *dlogits = buf((size_t)T * V);
+    k_rmsnorm(xf, x, m->final_norm, T, D, c->norm_eps, c->norm_plus_one);
+    k_matmul_q(logits, xf, m->lm_head.data, m->lm_head.type, NULL, T, D, V);
+    if (c->final_softcap > 0) k_softcap(logits, (size_t)T * V, c->final_softcap);
+    float loss = k_cross_entropy(dlogits, logits, b->targets, T, V, -100, n_counted);
+    if (c->final_softcap > 0) k_softcap_backward(dlogits, dlogits, logits, (size_t)T * V, c->final_softcap);
+    float *dxf = buf((size_t)T * D), *dx = buf((size_t)T * D), *tmp = buf((size_t)T * D);
+    k_matmul_q_backward_x(dxf, dlogits, m->lm_head.data, m->lm_head.type, T, D, V);
+    k_rmsnorm_backward(dx, NULL, dxf, x, m->final_norm, T, D, c->norm_eps, c->norm_plus_one);
+    free(xf), free(logits), free(dlogits), free(dxf);
+    // layers in reverse; dx is always the gradient of the residual stream
+    float *dF = buf((size_t)T * F), *dG = buf((size_t)T * F), *dU = buf((size_t)T * F);
+    float *dq = buf((size_t)T * qd), *dk = buf((size_t)T * kvd), *dv = buf((size_t)T * kvd), *datt = buf((size_t)T * qd);
+    float *dbranch = buf((size_t)T * D), *dn_in = buf((size_t)T * D);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const LayerWeights *w = &m->layers[l];
+        LayerActs *a = &acts[l];
+        const LoraPair *P = &lora->w[l * LT_COUNT];
+        LoraPair *G = &grad->w[l * LT_COUNT];
+        int local = c->layer_local[l];
+        const float *inv = local ? m->inv_freq_local : m->inv_freq_global;
+        // feed-forward block: x_out = xmid + post_ffn_norm(down(h))
+        const float *ddn = dx;
+        if (w->post_ffn_norm) {
+            k_rmsnorm_backward(dbranch, NULL, dx, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one);
+            ddn = dbranch;
+        }
+        memset(dF, 0, sizeof(float) * (size_t)T * F);
+        lin_bwd(dF, ddn, a->h, a->ax[LT_DOWN], &w->w_down, &P[LT_DOWN], &G[LT_DOWN], s, r, T, F, D);
+        if (c->act == ACT_SILU) k_swiglu_backward(dG, dU, dF, a->g, a->u, (size_t)T * F);
+        else k_geglu_tanh_backward(dG, dU, dF, a->g, a->u, (size_t)T * F);
+        memset(dn_in, 0, sizeof(float) * (size_t)T * D);
+        lin_bwd(dn_in, dG, a->xn2, a->ax[LT_GATE], &w->w_gate, &P[LT_GATE], &G[LT_GATE], s, r, T, D, F);
+        lin_bwd(dn_in, dU, a->xn2, a->ax[LT_UP], &w->w_up, &P[LT_UP], &G[LT_UP], s, r, T, D, F);
+        k_rmsnorm_backward(tmp, NULL, dn_in, a->xmid, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one);
+        add_to(dx, tmp, (size_t)T * D);
+        // attention block: xmid = xin + post_attn_norm(o(att))
+        const float *dob = dx;
+        if (w->post_attn_norm) {
+            k_rmsnorm_backward(dbranch, NULL, dx, a->o_pre, w->post_attn_norm, T, D, c->norm_eps, c->norm_plus_one);
+            dob = dbranch;
+        }
+        memset(datt, 0, sizeof(float) * (size_t)T * qd);
+        lin_bwd(datt, dob, a->att, a->ax[LT_O], &w->wo, &P[LT_O], &G[LT_O], s, r, T, qd, D);
+        memset(dk, 0, sizeof(float) * (size_t)T * kvd);
+        memset(dv, 0, sizeof(float) * (size_t)T * kvd);
+        k_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, local ? lo_l : lo_g, hi, T, Hq, Hkv, hd, c->attn_scale,
+                             c->attn_softcap);
+        k_rope_backward(dq, b->positions, inv, T, Hq, hd);
+        k_rope_backward(dk, b->positions, inv, T, Hkv, hd);
+        if (c->qk_norm) {
+            float *t1 = buf((size_t)T * qd), *t2 = buf((size_t)T * kvd);
+            k_rmsnorm_backward(t1, NULL, dq, a->q_pre, w->q_norm, T * Hq, hd, c->norm_eps, c->norm_plus_one);
+            k_rmsnorm_backward(t2, NULL, dk, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one);
+            memcpy(dq, t1, sizeof(float) * (size_t)T * qd);
+            memcpy(dk, t2, sizeof(float) * (size_t)T * kvd);
+            free(t1), free(t2);
+        }
+        memset(dn_in, 0, sizeof(float) * (size_t)T * D);
+        lin_bwd(dn_in, dq, a->xn1, a->ax[LT_Q], &w->wq, &P[LT_Q], &G[LT_Q], s, r, T, D, qd);
+        lin_bwd(dn_in, dk, a->xn1, a->ax[LT_K], &w->wk, &P[LT_K], &G[LT_K], s, r, T, D, kvd);
+        lin_bwd(dn_in, dv, a->xn1, a->ax[LT_V], &w->wv, &P[LT_V], &G[LT_V], s, r, T, D, kvd);
+        k_rmsnorm_backward(tmp, NULL, dn_in, a->xin, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one);
+        add_to(dx, tmp, (size_t)T * D);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerActs *a = &acts[l];
+        float *all[] = {a->xin, a->xn1, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->xn2, a->g, a->u, a->h, a->dn_pre};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+        for (int t = 0; t < LT_COUNT; t++) free(a->ax[t]);
+    }
+    free(acts), free(x), free(dx), free(tmp), free(dF), free(dG), free(dU), free(dq), free(dk), free(dv), free(datt);
+    free(dbranch), free(dn_in), free(krows), free(vrows), free(rec_start), free(lo_g), free(lo_l), free(hi);
+    return loss;
+}

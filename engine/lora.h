@@ -1,0 +1,35 @@
+// defines: LoRA adapters on the linear layers, PEFT's layout and names — A [r, in], B [out, r],
+// y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with s = alpha/r (or alpha/sqrt(r) for rsLoRA) — and the training loss with its
+// gradients through the whole model on the CPU path.
+#pragma once
+#include "model.h"
+
+typedef enum { LT_Q, LT_K, LT_V, LT_O, LT_GATE, LT_UP, LT_DOWN, LT_COUNT } LoraTarget;
+
+typedef struct {
+    float *A, *B;  // [r, in], [out, r]; NULL when the layer's linear is not targeted
+    int in, out;
+} LoraPair;
+
+typedef struct {
+    int rank, n_layers;
+    float scale;
+    LoraPair *w;  // [n_layers][LT_COUNT]
+} Lora;
+
+const char *lora_target_name(LoraTarget t);  // PEFT's module names: q_proj ... down_proj
+// Zero-initialised adapter (A and B zero) on the targets in mask (bit LT_*).
+Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask);
+void lora_free(Lora *l);
+void lora_zero(Lora *l);
+
+// A batch of packed records: tokens[T], targets[T] (-100 = not trained), positions[T] restarting at each
+// record, record starts[n_records] (attention never crosses a record).
+typedef struct {
+    const int *tokens, *targets, *positions, *starts;
+    int T, n_records;
+} TrainBatch;
+
+// Mean cross-entropy over the counted targets; grad (same shape as lora) is accumulated with d loss.
+// *n_counted gets the number of counted targets. Returns NAN with an error on bad input.
+float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const TrainBatch *b, int *n_counted);

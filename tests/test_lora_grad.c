@@ -1,0 +1,90 @@
+// LoRA loss and gradients through the whole model against HF transformers + PEFT (fp32) on the tiny models
+// of every architecture, with completion-only targets and two packed records (fixtures:
+// tools/make_train_fixtures.py).
+#include <math.h>
+#include <string.h>
+
+#include "lora.h"
+#include "safetensors.h"
+#include "test_util.h"
+#include "util.h"
+
+static const TensorRef *need(const SafeTensors *st, const char *name) {
+    const TensorRef *t = st_find(st, name);
+    if (!t) {
+        fprintf(stderr, "fixture lacks %s\n", name);
+        exit(2);
+    }
+    return t;
+}
+
+static int *ints(const SafeTensors *st, const char *name, int *n) {
+    const TensorRef *t = need(st, name);
+    *n = (int)ld_tensor_numel(t);
+    int *v = ld_xmalloc(sizeof(int) * (size_t)*n);
+    memcpy(v, t->data, sizeof(int) * (size_t)*n);
+    return v;
+}
+
+static double rel(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static void check(const char *name) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
+    Model *m = model_load(p);
+    CHECK(m != NULL, "%s: %s", name, ld_last_error());
+    if (!m) return;
+    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
+    SafeTensors st;
+    if (st_open(p, &st)) {
+        CHECK(0, "%s", ld_last_error());
+        return;
+    }
+    Lora *lora = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *grad = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int t = 0; t < LT_COUNT; t++) {
+            LoraPair *w = &lora->w[l * LT_COUNT + t];
+            snprintf(p, sizeof p, "lora.%d.%s.A", l, lora_target_name((LoraTarget)t));
+            memcpy(w->A, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->in);
+            snprintf(p, sizeof p, "lora.%d.%s.B", l, lora_target_name((LoraTarget)t));
+            memcpy(w->B, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->out);
+        }
+    TrainBatch b;
+    int nt, ng, np, ns, counted;
+    b.tokens = ints(&st, "tokens", &nt);
+    b.targets = ints(&st, "targets", &ng);
+    b.positions = ints(&st, "positions", &np);
+    b.starts = ints(&st, "starts", &ns);
+    b.T = nt, b.n_records = ns;
+    float loss = lora_loss_and_grad(m, lora, grad, &b, &counted);
+    float want = *(const float *)need(&st, "loss")->data;
+    double worst = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int t = 0; t < LT_COUNT; t++) {
+            LoraPair *g = &grad->w[l * LT_COUNT + t];
+            snprintf(p, sizeof p, "grad.%d.%s.A", l, lora_target_name((LoraTarget)t));
+            double ea = rel(g->A, (const float *)need(&st, p)->data, 4 * (size_t)g->in);
+            snprintf(p, sizeof p, "grad.%d.%s.B", l, lora_target_name((LoraTarget)t));
+            double eb = rel(g->B, (const float *)need(&st, p)->data, 4 * (size_t)g->out);
+            if (ea > worst) worst = ea;
+            if (eb > worst) worst = eb;
+            CHECK(ea < 1e-4 && eb < 1e-4, "%s layer %d %s: gradient rel err A %.2e B %.2e", name, l,
+                  lora_target_name((LoraTarget)t), ea, eb);
+        }
+    printf("%-12s loss %.6f (PEFT %.6f, %d targets); worst LoRA gradient rel err %.2e\n", name, loss, want, counted, worst);
+    CHECK(fabsf(loss - want) / want < 1e-5, "%s: loss %.7f vs PEFT %.7f", name, loss, want);
+    free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);
+    lora_free(lora), lora_free(grad);
+    st_close(&st);
+    model_free(m);
+}
+
+int main(void) {
+    const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
+    return test_finish("test_lora_grad");
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Reference loss and LoRA gradients from HF transformers + PEFT (fp32) on the tiny models of
+tests/fixtures/tiny/, written to tests/fixtures/train/<model>.safetensors:
+
+  lora.<layer>.<target>.A / .B        the adapter (PEFT layout: A [r, in], B [out, r]; B random, not zero, so
+                                      gradients reach A as well)
+  grad.<layer>.<target>.A / .B        d loss / d A, d loss / d B
+  tokens, targets, positions, starts  a packed batch of two records (targets -100 on prompt tokens)
+  loss                                mean cross-entropy over the counted targets
+
+Packing follows HF's padding-free convention: position ids restart at each record, and attention never
+crosses a record (transformers' flash/sdpa paths with position_ids do the same).
+Rerun: python3 tools/make_train_fixtures.py  (needs torch, transformers, peft, safetensors)
+"""
+import os
+
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "tests", "fixtures", "tiny")
+OUT = os.path.join(ROOT, "tests", "fixtures", "train")
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+RANK, ALPHA = 4, 8
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    g = torch.Generator().manual_seed(11)
+    lens = [10, 8]
+    tokens = torch.randint(3, 300, (sum(lens),), generator=g)
+    targets = torch.full_like(tokens, -100)
+    starts, off = [], 0
+    for n in lens:  # each record: the first 3 tokens are the prompt, the rest is trained (next-token targets)
+        starts.append(off)
+        for i in range(off + 3, off + n - 1):
+            targets[i] = tokens[i + 1]
+        off += n
+    positions = torch.cat([torch.arange(n) for n in lens])
+    for name in ("llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"):
+        model = AutoModelForCausalLM.from_pretrained(os.path.join(TINY, name), dtype=torch.float32, attn_implementation="eager")
+        model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS))
+        torch.manual_seed(5)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1)
+        model.train()
+        # each record through the model on its own (no cross-record attention), losses summed over all counted
+        # targets and divided once: exactly the packed loss
+        total, count = 0.0, int((targets != -100).sum())
+        for s, n in zip(starts, lens):
+            out = model(input_ids=tokens[s:s + n][None]).logits[0]
+            t = targets[s:s + n]
+            total = total + torch.nn.functional.cross_entropy(out, t, ignore_index=-100, reduction="sum")
+        loss = total / count
+        loss.backward()
+        tensors = {"tokens": tokens.to(torch.int32), "targets": targets.to(torch.int32),
+                   "positions": positions.to(torch.int32), "starts": torch.tensor(starts, dtype=torch.int32),
+                   "loss": loss.detach().reshape(1)}
+        for n, p in model.named_parameters():
+            if "lora_" not in n:
+                continue
+            parts = n.split(".")
+            layer = parts[parts.index("layers") + 1]
+            target = next(t for t in TARGETS if t in parts)
+            ab = "A" if "lora_A" in n else "B"
+            tensors[f"lora.{layer}.{target}.{ab}"] = p.detach().clone().contiguous()
+            tensors[f"grad.{layer}.{target}.{ab}"] = p.grad.detach().clone().contiguous()
+        save_file(tensors, os.path.join(OUT, name + ".safetensors"))
+        print(name, "loss", float(loss))
+
+
+if __name__ == "__main__":
+    main()

@@ -243,3 +243,41 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
     free(dbranch), free(dn_in), free(krows), free(vrows), free(rec_start), free(lo_g), free(lo_l), free(hi);
     return loss;
 }
+
+LoraAdam *lora_adam_new(const ModelConfig *c, const Lora *like, unsigned target_mask) {
+    LoraAdam *o = ld_xcalloc(1, sizeof *o);
+    o->m = lora_new(c, like->rank, 1.0f, 0, target_mask);
+    o->v = lora_new(c, like->rank, 1.0f, 0, target_mask);
+    return o;
+}
+
+void lora_adam_free(LoraAdam *o) {
+    if (!o) return;
+    lora_free(o->m);
+    lora_free(o->v);
+    free(o);
+}
+
+double lora_adam_step(Lora *lora, Lora *grad, LoraAdam *o, float lr, float beta1, float beta2, float eps,
+                      float weight_decay, float max_norm) {
+    double ss = 0;
+    int n = lora->n_layers * LT_COUNT;
+    for (int i = 0; i < n; i++)
+        if (grad->w[i].A)
+            ss += k_sumsq(grad->w[i].A, (size_t)lora->rank * grad->w[i].in) + k_sumsq(grad->w[i].B, (size_t)grad->w[i].out * lora->rank);
+    double norm = sqrt(ss);
+    float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;
+    o->step++;
+    for (int i = 0; i < n; i++) {
+        LoraPair *p = &lora->w[i], *g = &grad->w[i];
+        if (!p->A) continue;
+        size_t na = (size_t)lora->rank * p->in, nb = (size_t)p->out * lora->rank;
+        if (clip < 1.0f) {
+            k_scale(g->A, na, clip);
+            k_scale(g->B, nb, clip);
+        }
+        k_adamw(p->A, g->A, o->m->w[i].A, o->v->w[i].A, na, lr, beta1, beta2, eps, weight_decay, o->step);
+        k_adamw(p->B, g->B, o->m->w[i].B, o->v->w[i].B, nb, lr, beta1, beta2, eps, weight_decay, o->step);
+    }
+    return norm;
+}

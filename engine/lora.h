@@ -33,3 +33,16 @@ typedef struct {
 // Mean cross-entropy over the counted targets; grad (same shape as lora) is accumulated with d loss.
 // *n_counted gets the number of counted targets. Returns NAN with an error on bad input.
 float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const TrainBatch *b, int *n_counted);
+
+// Optimiser state for an adapter: AdamW moments of every A and B.
+typedef struct {
+    Lora *m, *v;
+    int step;
+} LoraAdam;
+
+LoraAdam *lora_adam_new(const ModelConfig *c, const Lora *like, unsigned target_mask);
+void lora_adam_free(LoraAdam *o);
+// Clips grad to global norm max_norm (torch's clip_grad_norm_, 0 = off), then one AdamW step. Returns the
+// norm before clipping.
+double lora_adam_step(Lora *lora, Lora *grad, LoraAdam *o, float lr, float beta1, float beta2, float eps,
+                      float weight_decay, float max_norm);

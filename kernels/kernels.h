@@ -70,3 +70,10 @@ void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
 // (0 rows for ignored ones). Returns the mean loss; *n_counted gets the number of rows that count.
 float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index,
                       int *n_counted);
+
+// AdamW (torch semantics: decoupled weight decay, bias correction) on n parameters; m and v are the fp32
+// moment estimates; step counts from 1.
+void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+             float weight_decay, int step);
+double k_sumsq(const float *x, size_t n);  // Σ x², for the global gradient norm
+void k_scale(float *x, size_t n, float s);

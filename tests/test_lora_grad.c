@@ -77,6 +77,20 @@ static void check(const char *name) {
         }
     printf("%-12s loss %.6f (PEFT %.6f, %d targets); worst LoRA gradient rel err %.2e\n", name, loss, want, counted, worst);
     CHECK(fabsf(loss - want) / want < 1e-5, "%s: loss %.7f vs PEFT %.7f", name, loss, want);
+    // ten AdamW steps with clipping track torch's loss sequence
+    const float *want_losses = (const float *)need(&st, "adamw_losses")->data;
+    LoraAdam *opt = lora_adam_new(&m->cfg, lora, (1u << LT_COUNT) - 1);
+    double worst_step = 0;
+    for (int step = 0; step < 10; step++) {
+        lora_zero(grad);
+        float l = lora_loss_and_grad(m, lora, grad, &b, &counted);
+        double e = fabs(l - want_losses[step]) / want_losses[step];
+        if (e > worst_step) worst_step = e;
+        lora_adam_step(lora, grad, opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
+    }
+    printf("%-12s 10 AdamW steps: loss %.5f -> %.5f, worst rel diff from torch %.2e\n", name, want_losses[0], want_losses[9], worst_step);
+    CHECK(worst_step < 1e-4, "%s: AdamW loss sequence differs from torch (%.3e)", name, worst_step);
+    lora_adam_free(opt);
     free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);
     lora_free(lora), lora_free(grad);
     st_close(&st);

@@ -7,6 +7,8 @@ tests/fixtures/tiny/, written to tests/fixtures/train/<model>.safetensors:
   grad.<layer>.<target>.A / .B        d loss / d A, d loss / d B
   tokens, targets, positions, starts  a packed batch of two records (targets -100 on prompt tokens)
   loss                                mean cross-entropy over the counted targets
+  adamw_losses                        the loss before each of 10 steps of torch AdamW (lr 1e-3, betas 0.9/0.999,
+                                      eps 1e-8, weight decay 0.01) with gradients clipped to global norm 1.0
 
 Packing follows HF's padding-free convention: position ids restart at each record, and attention never
 crosses a record (transformers' flash/sdpa paths with position_ids do the same).
@@ -40,6 +42,7 @@ def main():
         off += n
     positions = torch.cat([torch.arange(n) for n in lens])
     for name in ("llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"):
+        torch.manual_seed(len(name))  # PEFT draws lora_A from the global generator
         model = AutoModelForCausalLM.from_pretrained(os.path.join(TINY, name), dtype=torch.float32, attn_implementation="eager")
         model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS))
         torch.manual_seed(5)
@@ -47,14 +50,17 @@ def main():
             if "lora_B" in n:
                 torch.nn.init.normal_(p, std=0.1)
         model.train()
-        # each record through the model on its own (no cross-record attention), losses summed over all counted
-        # targets and divided once: exactly the packed loss
-        total, count = 0.0, int((targets != -100).sum())
-        for s, n in zip(starts, lens):
-            out = model(input_ids=tokens[s:s + n][None]).logits[0]
-            t = targets[s:s + n]
-            total = total + torch.nn.functional.cross_entropy(out, t, ignore_index=-100, reduction="sum")
-        loss = total / count
+
+        def packed_loss():
+            # each record through the model on its own (no cross-record attention), losses summed over all
+            # counted targets and divided once: exactly the packed loss
+            total, count = 0.0, int((targets != -100).sum())
+            for s, n in zip(starts, lens):
+                out = model(input_ids=tokens[s:s + n][None]).logits[0]
+                total = total + torch.nn.functional.cross_entropy(out, targets[s:s + n], ignore_index=-100, reduction="sum")
+            return total / count
+
+        loss = packed_loss()
         loss.backward()
         tensors = {"tokens": tokens.to(torch.int32), "targets": targets.to(torch.int32),
                    "positions": positions.to(torch.int32), "starts": torch.tensor(starts, dtype=torch.int32),
@@ -68,8 +74,19 @@ def main():
             ab = "A" if "lora_A" in n else "B"
             tensors[f"lora.{layer}.{target}.{ab}"] = p.detach().clone().contiguous()
             tensors[f"grad.{layer}.{target}.{ab}"] = p.grad.detach().clone().contiguous()
+        params = [p for n, p in model.named_parameters() if "lora_" in n]
+        opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        losses = []
+        for _ in range(10):
+            opt.zero_grad()
+            step_loss = packed_loss()
+            losses.append(float(step_loss))
+            step_loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        tensors["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
         save_file(tensors, os.path.join(OUT, name + ".safetensors"))
-        print(name, "loss", float(loss))
+        print(name, "loss", float(loss.detach()), "after 10 AdamW steps", losses[-1])
 
 
 if __name__ == "__main__":

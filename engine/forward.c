@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "lora.h"
 #include "util.h"
 
 KVCache *kv_new(const ModelConfig *c, int n_slots, int ctx) {
@@ -76,6 +77,11 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
         k_matmul_q(q, xb, w->wq.data, w->wq.type, w->bq, n, D, qd);
         k_matmul_q(k, xb, w->wk.data, w->wk.type, w->bk, n, D, kvd);
         k_matmul_q(v, xb, w->wv.data, w->wv.type, w->bv, n, D, kvd);
+        if (m->adapter) {
+            lora_apply(m->adapter, l, LT_Q, q, xb, n);
+            lora_apply(m->adapter, l, LT_K, k, xb, n);
+            lora_apply(m->adapter, l, LT_V, v, xb, n);
+        }
         if (c->qk_norm) {
             k_rmsnorm(q, q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one);
             k_rmsnorm(k, k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one);
@@ -93,16 +99,22 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
         }
         k_attention(att, q, k_rows, v_rows, lo, hi, n, Hq, Hkv, hd, c->attn_scale, c->attn_softcap);
         k_matmul_q(xb, att, w->wo.data, w->wo.type, w->bo, n, qd, D);
+        if (m->adapter) lora_apply(m->adapter, l, LT_O, xb, att, n);
         if (w->post_attn_norm) k_rmsnorm(xb, xb, w->post_attn_norm, n, D, c->norm_eps, c->norm_plus_one);
         k_add(x, xb, (size_t)n * D);
 
         k_rmsnorm(xb, x, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one);
         k_matmul_q(g, xb, w->w_gate.data, w->w_gate.type, NULL, n, D, F);
         k_matmul_q(u, xb, w->w_up.data, w->w_up.type, NULL, n, D, F);
+        if (m->adapter) {
+            lora_apply(m->adapter, l, LT_GATE, g, xb, n);
+            lora_apply(m->adapter, l, LT_UP, u, xb, n);
+        }
         if (c->act == ACT_SILU) k_swiglu(g, g, u, (size_t)n * F);
         else if (c->act == ACT_GELU_TANH) k_geglu_tanh(g, g, u, (size_t)n * F);
         else k_geglu_erf(g, g, u, (size_t)n * F);
         k_matmul_q(xb, g, w->w_down.data, w->w_down.type, NULL, n, F, D);
+        if (m->adapter) lora_apply(m->adapter, l, LT_DOWN, xb, g, n);
         if (w->post_ffn_norm) k_rmsnorm(xb, xb, w->post_ffn_norm, n, D, c->norm_eps, c->norm_plus_one);
         k_add(x, xb, (size_t)n * D);
     }

@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+#include <stdio.h>
+
 #include "kernels.h"
+#include "safetensors.h"
 #include "util.h"
 
 static const char *k_target_names[LT_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -16,6 +20,8 @@ Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned
     l->rank = rank;
     l->n_layers = c->n_layers;
     l->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+    l->alpha = alpha;
+    l->rslora = rslora;
     l->w = ld_xcalloc((size_t)c->n_layers * LT_COUNT, sizeof(LoraPair));
     int D = c->dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, F = c->ffn_dim;
     const int in[LT_COUNT] = {D, D, D, qd, D, D, F}, out[LT_COUNT] = {qd, kvd, kvd, D, F, F, D};
@@ -280,4 +286,119 @@ double lora_adam_step(Lora *lora, Lora *grad, LoraAdam *o, float lr, float beta1
         k_adamw(p->B, g->B, o->m->w[i].B, o->v->w[i].B, nb, lr, beta1, beta2, eps, weight_decay, o->step);
     }
     return norm;
+}
+
+static void peft_name(char *out, size_t cap, int layer, LoraTarget t, char ab) {
+    snprintf(out, cap, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer, t <= LT_O ? "self_attn" : "mlp",
+             k_target_names[t], ab);
+}
+
+int lora_save_peft(const Lora *l, const char *dir, const char *base_model) {
+    if (ld_mkdir_p(dir)) return -1;
+    int n = 0;
+    StWriteTensor *ts = ld_xcalloc((size_t)l->n_layers * LT_COUNT * 2, sizeof(StWriteTensor));
+    char (*names)[160] = ld_xcalloc((size_t)l->n_layers * LT_COUNT * 2, 160);
+    unsigned mask = 0;
+    for (int i = 0; i < l->n_layers; i++)
+        for (int t = 0; t < LT_COUNT; t++) {
+            const LoraPair *p = &l->w[i * LT_COUNT + t];
+            if (!p->A) continue;
+            mask |= 1u << t;
+            peft_name(names[n], 160, i, (LoraTarget)t, 'A');
+            ts[n] = (StWriteTensor){names[n], p->A, 2, {l->rank, p->in}};
+            n++;
+            peft_name(names[n], 160, i, (LoraTarget)t, 'B');
+            ts[n] = (StWriteTensor){names[n], p->B, 2, {p->out, l->rank}};
+            n++;
+        }
+    char *st = ld_path_join(dir, "adapter_model.safetensors");
+    int rc = st_write_f32(st, ts, n);
+    free(st), free(ts), free(names);
+    if (rc) return -1;
+    cJSON *c = cJSON_CreateObject(), *targets = cJSON_AddArrayToObject(c, "target_modules");
+    cJSON_AddStringToObject(c, "peft_type", "LORA");
+    cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
+    cJSON_AddStringToObject(c, "base_model_name_or_path", base_model ? base_model : "");
+    cJSON_AddNumberToObject(c, "r", l->rank);
+    cJSON_AddNumberToObject(c, "lora_alpha", l->alpha);
+    cJSON_AddNumberToObject(c, "lora_dropout", 0.0);
+    cJSON_AddBoolToObject(c, "use_rslora", l->rslora);
+    cJSON_AddStringToObject(c, "bias", "none");
+    cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
+    cJSON_AddBoolToObject(c, "inference_mode", 1);
+    for (int t = 0; t < LT_COUNT; t++)
+        if (mask & (1u << t)) cJSON_AddItemToArray(targets, cJSON_CreateString(k_target_names[t]));
+    char *txt = cJSON_Print(c), *cp = ld_path_join(dir, "adapter_config.json");
+    cJSON_Delete(c);
+    FILE *f = fopen(cp, "w");
+    rc = f && fputs(txt, f) >= 0 ? 0 : -1;
+    if (f && fclose(f)) rc = -1;
+    if (rc) ld_set_error("%s: cannot write", cp);
+    free(txt), free(cp);
+    return rc;
+}
+
+Lora *lora_load_peft(const ModelConfig *c, const char *dir) {
+    char *cp = ld_path_join(dir, "adapter_config.json"), *sp = ld_path_join(dir, "adapter_model.safetensors");
+    Lora *l = NULL;
+    SafeTensors st = {0};
+    char *txt = ld_read_file(cp, NULL);
+    cJSON *cfg = txt ? cJSON_Parse(txt) : NULL;
+    free(txt);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(cfg, "r"), *alpha = cJSON_GetObjectItemCaseSensitive(cfg, "lora_alpha");
+    const cJSON *targets = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules"), *type = cJSON_GetObjectItemCaseSensitive(cfg, "peft_type");
+    if (!cfg) {
+        if (ld_file_exists(cp)) ld_set_error("%s: not valid JSON", cp);
+        goto done;
+    }
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "LORA") || !cJSON_IsNumber(r) || r->valueint < 1 ||
+        r->valueint > 4096 || !cJSON_IsNumber(alpha)) {
+        ld_set_error("%s: not a LoRA adapter config (peft_type LORA, r and lora_alpha needed)", cp);
+        goto done;
+    }
+    unsigned mask = 0;
+    if (cJSON_IsString(targets) && !strcmp(targets->valuestring, "all-linear")) mask = (1u << LT_COUNT) - 1;
+    for (const cJSON *t = cJSON_IsArray(targets) ? targets->child : NULL; t; t = t->next)
+        for (int k = 0; k < LT_COUNT; k++)
+            if (cJSON_IsString(t) && !strcmp(t->valuestring, k_target_names[k])) mask |= 1u << k;
+    if (!mask) {
+        ld_set_error("%s: target_modules names none of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj", cp);
+        goto done;
+    }
+    if (st_open(sp, &st)) goto done;
+    l = lora_new(c, r->valueint, (float)alpha->valuedouble, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora")), mask);
+    for (int i = 0; i < c->n_layers && l; i++)
+        for (int t = 0; t < LT_COUNT && l; t++) {
+            LoraPair *p = &l->w[i * LT_COUNT + t];
+            if (!p->A) continue;
+            for (int ab = 0; ab < 2 && l; ab++) {
+                char name[160];
+                peft_name(name, sizeof name, i, (LoraTarget)t, ab ? 'B' : 'A');
+                const TensorRef *tr = st_find(&st, name);
+                int64_t rows = ab ? p->out : l->rank, cols = ab ? l->rank : p->in;
+                if (!tr || tr->n_dims != 2 || tr->shape[0] != rows || tr->shape[1] != cols || !ld_dtype_is_weight(tr->dtype)) {
+                    ld_set_error("%s: tensor %s %s (expected [%lld, %lld])", sp, name, tr ? "has the wrong shape or type" : "is missing",
+                                 (long long)rows, (long long)cols);
+                    lora_free(l);
+                    l = NULL;
+                    break;
+                }
+                ld_dequantize(tr->dtype, tr->data, ab ? p->B : p->A, (size_t)(rows * cols));
+            }
+        }
+done:
+    if (st.tensors || st.map.data) st_close(&st);
+    cJSON_Delete(cfg);
+    free(cp), free(sp);
+    return l;
+}
+
+void lora_apply(const Lora *l, int layer, LoraTarget t, float *y, const float *x, int T) {
+    const LoraPair *p = &l->w[layer * LT_COUNT + t];
+    if (!p->A) return;
+    float *ax = ld_xmalloc(sizeof(float) * (size_t)T * l->rank), *d = ld_xmalloc(sizeof(float) * (size_t)T * p->out);
+    k_matmul(ax, x, p->A, NULL, T, p->in, l->rank);
+    k_matmul(d, ax, p->B, NULL, T, l->rank, p->out);
+    for (size_t i = 0; i < (size_t)T * p->out; i++) y[i] += l->scale * d[i];
+    free(ax), free(d);
 }

@@ -11,9 +11,10 @@ typedef struct {
     int in, out;
 } LoraPair;
 
-typedef struct {
+typedef struct Lora {
     int rank, n_layers;
-    float scale;
+    float scale, alpha;
+    int rslora;
     LoraPair *w;  // [n_layers][LT_COUNT]
 } Lora;
 
@@ -46,3 +47,10 @@ void lora_adam_free(LoraAdam *o);
 // norm before clipping.
 double lora_adam_step(Lora *lora, Lora *grad, LoraAdam *o, float lr, float beta1, float beta2, float eps,
                       float weight_decay, float max_norm);
+
+// PEFT adapter directories: adapter_config.json + adapter_model.safetensors with PEFT's tensor names
+// (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ...), loadable by PEFT.
+int lora_save_peft(const Lora *l, const char *dir, const char *base_model);
+Lora *lora_load_peft(const ModelConfig *c, const char *dir);  // NULL with an error naming the file and problem
+// y[T,out] += s·(x·Aᵀ)·Bᵀ for one layer's target (no-op when untargeted)
+void lora_apply(const Lora *l, int layer, LoraTarget t, float *y, const float *x, int T);

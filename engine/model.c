@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gguf.h"
+#include "lora.h"
 #include "safetensors.h"
 #include "util.h"
 
@@ -42,6 +43,7 @@ void model_free(Model *m) {
         free(f);
     }
     free(m->layers);
+    lora_free(m->adapter);
     model_config_free(&m->cfg);
     tok_free(m->tok);
     free(m->chat_template);

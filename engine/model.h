@@ -65,6 +65,7 @@ typedef struct {
     float *inv_freq_global, *inv_freq_local;  // [hd/2]
     Tokenizer *tok;
     char *chat_template;  // Jinja text from tokenizer_config.json / GGUF, or NULL
+    struct Lora *adapter;  // a LoRA applied on top of the weights without merging (owned: freed with the model)
     // owned storage
     void **blocks;
     int n_blocks, cap_blocks;

@@ -16,3 +16,12 @@ int st_open(const char *path, SafeTensors *out);
 int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out);
 const TensorRef *st_find(const SafeTensors *st, const char *name);
 void st_close(SafeTensors *st);
+
+// Writing: fp32 tensors to a new safetensors file (header padded to 8 bytes, as HF writes it), atomically.
+typedef struct {
+    const char *name;
+    const float *data;
+    int n_dims;
+    int64_t shape[LD_MAX_DIMS];
+} StWriteTensor;
+int st_write_f32(const char *path, const StWriteTensor *tensors, int n);

@@ -45,6 +45,11 @@ grep -q "bad.jsonl:2" "$T/err" && ok "bad JSONL named with file:line" || bad "ba
 expect_rc "context overflow" 1 "$BIN" generate --model "$TINY" --prompt hello --max-tokens 100000
 grep -q "exceeds the model's context" "$T/err" && ok "context overflow explained" || bad "overflow message: $(cat "$T/err")"
 
+# a PEFT adapter on top of the model, without merging
+expect_rc "generate --adapter" 0 "$BIN" generate --model "$TINY" --adapter "$FX/train/llama_peft_adapter" --raw --prompt hello --max-tokens 4
+expect_rc "missing adapter" 1 "$BIN" generate --model "$TINY" --adapter "$T/no-adapter" --raw --prompt hello
+grep -q "adapter_config.json" "$T/err" && ok "missing adapter named" || bad "adapter message: $(cat "$T/err")"
+
 # perplexity
 for i in $(seq 40); do echo "the quick brown fox jumps over the lazy dog $i"; done >"$T/text.txt"
 expect_rc "perplexity" 0 "$BIN" perplexity --model "$TINY" --file "$T/text.txt" --ctx 64

@@ -3,7 +3,9 @@
 // tools/make_train_fixtures.py).
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "forward.h"
 #include "lora.h"
 #include "safetensors.h"
 #include "test_util.h"
@@ -97,7 +99,71 @@ static void check(const char *name) {
     model_free(m);
 }
 
+// PEFT's own adapter directory loads, gives PEFT's logits without merging, and what we write has PEFT's
+// names, shapes and config and reads back identically.
+static void check_adapter_files(void) {
+    char p[2200], dir[1024];
+    snprintf(p, sizeof p, "%s/tiny/llama", LD_FIXTURES);
+    Model *m = model_load(p);
+    snprintf(dir, sizeof dir, "%s/train/llama_peft_adapter", LD_FIXTURES);
+    Lora *a = m ? lora_load_peft(&m->cfg, dir) : NULL;
+    CHECK(a != NULL, "PEFT adapter did not load: %s", ld_last_error());
+    if (!a) return;
+    snprintf(p, sizeof p, "%s/train/llama.safetensors", LD_FIXTURES);
+    SafeTensors fx;
+    st_open(p, &fx);
+    int same = 1;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int t = 0; t < LT_COUNT; t++) {
+            snprintf(p, sizeof p, "lora.%d.%s.A", l, lora_target_name((LoraTarget)t));
+            same &= !memcmp(a->w[l * LT_COUNT + t].A, need(&fx, p)->data, sizeof(float) * 4 * (size_t)a->w[l * LT_COUNT + t].in);
+        }
+    CHECK(same && a->rank == 4 && a->scale == 2.0f, "adapter values or scale differ from PEFT's");
+    // logits with the adapter applied on the fly, against PEFT's
+    int nt, ns;
+    int *tokens = ints(&fx, "tokens", &nt), *starts = ints(&fx, "starts", &ns);
+    int T = starts[1], V = m->cfg.vocab;
+    m->adapter = a;
+    KVCache *kv = kv_new(&m->cfg, 1, T);
+    int *slot = ld_xcalloc((size_t)T, sizeof(int)), *pos = ld_xmalloc(sizeof(int) * (size_t)T);
+    for (int i = 0; i < T; i++) pos[i] = i;
+    float *lg = ld_xmalloc(sizeof(float) * (size_t)T * V);
+    model_forward(m, kv, tokens, slot, pos, T, NULL, lg);
+    double e = rel(lg, (const float *)need(&fx, "peft_logits")->data, (size_t)T * V);
+    printf("adapter from PEFT's directory: logits vs PEFT rel err %.2e\n", e);
+    CHECK(e < 1e-4, "logits with the adapter differ from PEFT's: %.3e", e);
+    // our files: PEFT's tensor names and shapes, and a faithful round trip
+    char out[256];
+    snprintf(out, sizeof out, "/tmp/llamaduo-adapter-%d", (int)getpid());
+    CHECK(lora_save_peft(a, out, p) == 0, "save: %s", ld_last_error());
+    SafeTensors ours, theirs;
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", out);
+    st_open(p, &ours);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    st_open(p, &theirs);
+    int names_ok = ours.n_tensors == theirs.n_tensors;
+    for (int i = 0; i < theirs.n_tensors && names_ok; i++) {
+        const TensorRef *o = st_find(&ours, theirs.tensors[i].name);
+        names_ok = o && o->n_dims == 2 && o->shape[0] == theirs.tensors[i].shape[0] && o->shape[1] == theirs.tensors[i].shape[1] &&
+                   o->dtype == theirs.tensors[i].dtype && !memcmp(o->data, theirs.tensors[i].data, o->nbytes);
+    }
+    CHECK(names_ok, "our adapter_model.safetensors differs from PEFT's in names, shapes, types or values");
+    Lora *back = lora_load_peft(&m->cfg, out);
+    CHECK(back && back->rank == a->rank && back->scale == a->scale, "round trip of our adapter: %s", ld_last_error());
+    snprintf(p, sizeof p, "rm -rf %s", out);
+    if (system(p)) fprintf(stderr, "could not remove %s\n", out);
+    // a broken adapter is refused with the file named
+    CHECK(lora_load_peft(&m->cfg, "/nonexistent-adapter") == NULL && strstr(ld_last_error(), "adapter_config.json"),
+          "missing adapter: %s", ld_last_error());
+    lora_free(back);
+    st_close(&ours), st_close(&theirs), st_close(&fx);
+    free(tokens), free(starts), free(slot), free(pos), free(lg);
+    kv_free(kv);
+    model_free(m);  // frees its adapter, a
+}
+
 int main(void) {
+    check_adapter_files();
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
     return test_finish("test_lora_grad");

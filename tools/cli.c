@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lora.h"
 #include "util.h"
 
 void die(const char *fmt, ...) {
@@ -80,6 +81,7 @@ void set_threads(int n) {
 
 const char *k_gen_options_help =
     "  --model PATH            HF model directory or .gguf file (required)\n"
+    "  --adapter DIR           a PEFT LoRA adapter directory, applied without merging\n"
     "  --max-tokens N          new tokens per answer (default 256)\n"
     "  --temperature T         0 = greedy (default 0)\n"
     "  --top-k K --top-p P --min-p P --repeat-penalty R   sampling filters (off by default)\n"
@@ -101,6 +103,7 @@ int gen_options_parse(Args *a, GenOptions *o) {
     int v;
     const char *s;
     if (arg_value(a, "--model", &o->model)) return 1;
+    if (arg_value(a, "--adapter", &o->adapter)) return 1;
     if (arg_int(a, "--max-tokens", &o->gen.max_new_tokens, 0, 1 << 20)) return 1;
     if (arg_float(a, "--temperature", &o->gen.sampler.temperature, 0, 100)) return 1;
     if (arg_int(a, "--top-k", &o->gen.sampler.top_k, 0, 1 << 30)) return 1;
@@ -132,6 +135,14 @@ Model *load_model_or_die(const char *path) {
     fprintf(stderr, "llamaduo: loaded %s (%s, %d layers, dim %d, vocab %d) in %.1fs\n", path, arch_name(m->cfg.arch),
             m->cfg.n_layers, m->cfg.dim, m->cfg.vocab, ld_time_s() - t0);
     return m;
+}
+
+void attach_adapter_or_die(Model *m, const char *dir) {
+    if (!dir) return;
+    Lora *a = lora_load_peft(&m->cfg, dir);
+    if (!a) die("%s", ld_last_error());
+    m->adapter = a;  // the model owns it now
+    fprintf(stderr, "llamaduo: adapter %s (rank %d, scale %g)\n", dir, a->rank, a->scale);
 }
 
 void chat_template_or_die(const Model *m, const char *override, ChatTemplate *out) {

@@ -25,7 +25,7 @@ void set_threads(int n);
 
 // Generation options shared by generate, chat and perplexity-free commands.
 typedef struct {
-    const char *model, *chat_template, *system;
+    const char *model, *adapter, *chat_template, *system;
     int threads, raw, samples;
     GenParams gen;
     const char *stops[16];
@@ -36,6 +36,8 @@ int gen_options_parse(Args *a, GenOptions *o);  // 1 when argv[i] was one of the
 extern const char *k_gen_options_help;
 
 Model *load_model_or_die(const char *path);
+// Loads a PEFT LoRA directory onto the model (applied on the fly, not merged); exits on error.
+void attach_adapter_or_die(Model *m, const char *dir);
 // Chat template of a model (override family, or recognised from its template text); exits on error.
 void chat_template_or_die(const Model *m, const char *override, ChatTemplate *out);
 // Tokenises a rendered conversation (special tokens parsed outside message contents).

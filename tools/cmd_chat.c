@@ -32,6 +32,7 @@ int cmd_chat(int argc, char **argv) {
     if (o.raw) die("chat always uses the chat template; use generate --raw for plain text");
     set_threads(o.threads);
     Model *m = load_model_or_die(o.model);
+    attach_adapter_or_die(m, o.adapter);
     ChatTemplate ct;
     chat_template_or_die(m, o.chat_template, &ct);
     int stop_ids[16];

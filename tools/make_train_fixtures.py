@@ -7,11 +7,13 @@ tests/fixtures/tiny/, written to tests/fixtures/train/<model>.safetensors:
   grad.<layer>.<target>.A / .B        d loss / d A, d loss / d B
   tokens, targets, positions, starts  a packed batch of two records (targets -100 on prompt tokens)
   loss                                mean cross-entropy over the counted targets
+  peft_logits                         logits of the first record with the adapter applied (PEFT, eval mode)
   adamw_losses                        the loss before each of 10 steps of torch AdamW (lr 1e-3, betas 0.9/0.999,
                                       eps 1e-8, weight decay 0.01) with gradients clipped to global norm 1.0
 
 Packing follows HF's padding-free convention: position ids restart at each record, and attention never
 crosses a record (transformers' flash/sdpa paths with position_ids do the same).
+Also tests/fixtures/train/llama_peft_adapter/: the adapter as PEFT saves it (names, shapes, config).
 Rerun: python3 tools/make_train_fixtures.py  (needs torch, transformers, peft, safetensors)
 """
 import os
@@ -74,6 +76,13 @@ def main():
             ab = "A" if "lora_A" in n else "B"
             tensors[f"lora.{layer}.{target}.{ab}"] = p.detach().clone().contiguous()
             tensors[f"grad.{layer}.{target}.{ab}"] = p.grad.detach().clone().contiguous()
+        with torch.no_grad():
+            model.eval()
+            tensors["peft_logits"] = model(input_ids=tokens[:lens[0]][None]).logits[0].contiguous()
+            model.train()
+        if name == "llama":  # PEFT's own adapter directory, for the file-format comparison
+            model.save_pretrained(os.path.join(OUT, "llama_peft_adapter"))
+            os.remove(os.path.join(OUT, "llama_peft_adapter", "README.md"))  # PEFT's model-card boilerplate
         params = [p for n, p in model.named_parameters() if "lora_" in n]
         opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
         losses = []

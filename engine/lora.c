@@ -88,6 +88,16 @@ typedef struct {  // what one layer's forward keeps for its backward
 
 static float *buf(size_t n) { return ld_xcalloc(n, sizeof(float)); }
 
+static void free_acts(LayerActs *acts, int n_layers) {
+    for (int l = 0; l < n_layers; l++) {
+        LayerActs *a = &acts[l];
+        float *all[] = {a->xin, a->xn1, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->xn2, a->g, a->u, a->h, a->dn_pre};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+        for (int t = 0; t < LT_COUNT; t++) free(a->ax[t]);
+    }
+    free(acts);
+}
+
 static void add_to(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
@@ -179,6 +189,12 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
     k_matmul_q(logits, xf, m->lm_head.data, m->lm_head.type, NULL, T, D, V);
     if (c->final_softcap > 0) k_softcap(logits, (size_t)T * V, c->final_softcap);
     float loss = k_cross_entropy(dlogits, logits, b->targets, T, V, -100, n_counted);
+    if (!grad) {  // evaluation only
+        free_acts(acts, c->n_layers);
+        free(x), free(xf), free(logits), free(dlogits), free(krows), free(vrows), free(rec_start), free(lo_g),
+            free(lo_l), free(hi);
+        return loss;
+    }
     if (c->final_softcap > 0) k_softcap_backward(dlogits, dlogits, logits, (size_t)T * V, c->final_softcap);
     float *dxf = buf((size_t)T * D), *dx = buf((size_t)T * D), *tmp = buf((size_t)T * D);
     k_matmul_q_backward_x(dxf, dlogits, m->lm_head.data, m->lm_head.type, T, D, V);
@@ -239,13 +255,8 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
         k_rmsnorm_backward(tmp, NULL, dn_in, a->xin, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one);
         add_to(dx, tmp, (size_t)T * D);
     }
-    for (int l = 0; l < c->n_layers; l++) {
-        LayerActs *a = &acts[l];
-        float *all[] = {a->xin, a->xn1, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->xn2, a->g, a->u, a->h, a->dn_pre};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
-        for (int t = 0; t < LT_COUNT; t++) free(a->ax[t]);
-    }
-    free(acts), free(x), free(dx), free(tmp), free(dF), free(dG), free(dU), free(dq), free(dk), free(dv), free(datt);
+    free_acts(acts, c->n_layers);
+    free(x), free(dx), free(tmp), free(dF), free(dG), free(dU), free(dq), free(dk), free(dv), free(datt);
     free(dbranch), free(dn_in), free(krows), free(vrows), free(rec_start), free(lo_g), free(lo_l), free(hi);
     return loss;
 }

@@ -31,7 +31,8 @@ typedef struct {
     int T, n_records;
 } TrainBatch;
 
-// Mean cross-entropy over the counted targets; grad (same shape as lora) is accumulated with d loss.
+// Mean cross-entropy over the counted targets; grad (same shape as lora) is accumulated with d loss
+// (grad NULL: the loss alone, for validation).
 // *n_counted gets the number of counted targets. Returns NAN with an error on bad input.
 float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const TrainBatch *b, int *n_counted);
 

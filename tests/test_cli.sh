@@ -50,6 +50,33 @@ expect_rc "generate --adapter" 0 "$BIN" generate --model "$TINY" --adapter "$FX/
 expect_rc "missing adapter" 1 "$BIN" generate --model "$TINY" --adapter "$T/no-adapter" --raw --prompt hello
 grep -q "adapter_config.json" "$T/err" && ok "missing adapter named" || bad "adapter message: $(cat "$T/err")"
 
+# train: LoRA on the tiny model; the validation loss falls, runs repeat exactly, bad data is named
+DATES="$(dirname "$FX")/../configs/data"
+expect_rc "train" 0 "$BIN" train --model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --out "$T/tr1" --epochs 2 --lr 1e-2 --tokens-per-step 256
+[ -f "$T/tr1/adapter/adapter_config.json" ] && [ -f "$T/tr1/adapter/adapter_model.safetensors" ] && ok "train wrote a PEFT adapter" || bad "no adapter written"
+python3 - "$T/tr1/metrics.jsonl" <<'PY' && ok "validation loss falls" || bad "validation loss did not fall"
+import json, sys
+v = [json.loads(l)["val_loss"] for l in open(sys.argv[1]) if "val_loss" in l]
+assert len(v) >= 2 and v[-1] < v[0] * 0.9, v
+PY
+"$BIN" train --model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --out "$T/tr2" --epochs 2 --lr 1e-2 --tokens-per-step 256 2>/dev/null
+cmp -s "$T/tr1/adapter/adapter_model.safetensors" "$T/tr2/adapter/adapter_model.safetensors" && ok "training is deterministic" || bad "two identical runs differ"
+expect_rc "generate with the trained adapter" 0 "$BIN" generate --model "$TINY" --adapter "$T/tr1/adapter" --prompt "Convert this date to ISO 8601 (YYYY-MM-DD): 3 May 2024" --max-tokens 8
+bad_data() {  # bad_data NAME EXPECTED CONTENT
+  printf '%b' "$3" >"$T/bad-train.jsonl"
+  "$BIN" train --model "$TINY" --train "$T/bad-train.jsonl" --out "$T/trbad" --epochs 1 >"$T/out" 2>"$T/err"
+  if [ $? != 0 ] && grep -q "$2" "$T/err"; then ok "train refuses $1"; else bad "train $1: $(cat "$T/err")"; fi
+}
+good='{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+bad_data "a malformed line" "bad-train.jsonl:2: not a JSON object" "$good{oops\n"
+bad_data "an unknown role" "bad-train.jsonl:1: message 1: unknown role robot" '{"messages": [{"role": "robot", "content": "q"}]}\n'
+bad_data "empty content" "bad-train.jsonl:2: message 2: empty content" "$good"'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}\n'
+bad_data "an empty dataset" "bad-train.jsonl: no records" "\n"
+"$BIN" train --model "$TINY" --train "$DATES/dates.val.jsonl" --out "$T/trlong" --epochs 1 --max-len 12 --long-records error >"$T/out" 2>"$T/err"
+[ $? != 0 ] && grep -q "more than --max-len 12" "$T/err" && ok "a record over --max-len is an error when asked" || bad "long record error: $(cat "$T/err")"
+"$BIN" train --model "$TINY" --train "$DATES/dates.val.jsonl" --out "$T/trlong" --epochs 1 --max-len 12 >"$T/out" 2>"$T/err"
+[ $? != 0 ] && grep -q "no usable records (40 longer than --max-len 12 were skipped)" "$T/err" && ok "skipped records are counted, never silent" || bad "skip report: $(cat "$T/err")"
+
 # perplexity
 for i in $(seq 40); do echo "the quick brown fox jumps over the lazy dog $i"; done >"$T/text.txt"
 expect_rc "perplexity" 0 "$BIN" perplexity --model "$TINY" --file "$T/text.txt" --ctx 64

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "../kernels.h"
@@ -49,56 +50,74 @@ void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
                           const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
                           float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd, max_len = 1;
-    for (int t = 0; t < T; t++)
+    size_t kv_n = 0;
+    for (int t = 0; t < T; t++) {
         if (kv_hi[t] - kv_lo[t] + 1 > max_len) max_len = kv_hi[t] - kv_lo[t] + 1;
-    float *s = malloc(sizeof(float) * (size_t)max_len), *p = malloc(sizeof(float) * (size_t)max_len);
-    float *z = malloc(sizeof(float) * (size_t)max_len);  // the capped scores, for the soft-cap's derivative
-    // Serial over queries: dk/dv rows are shared between them.
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < Hq; h++) {
-            const float *qh = q + ((size_t)t * Hq + h) * hd, *doh = dout + ((size_t)t * Hq + h) * hd;
-            float *dqh = dq + ((size_t)t * Hq + h) * hd;
-            int kvh = h / group, lo = kv_lo[t], n = kv_hi[t] - lo + 1;
-            // recompute the probabilities (as the forward did)
-            float m = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                const float *kr = k + (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
-                float x = 0;
-                for (int i = 0; i < hd; i++) x += qh[i] * kr[i];
-                x *= scale;
-                if (softcap > 0) x = softcap * tanhf(x / softcap);
-                s[j] = z[j] = x;
-                if (x > m) m = x;
-            }
-            float sum = 0;
-            for (int j = 0; j < n; j++) sum += (p[j] = expf(s[j] - m));
-            for (int j = 0; j < n; j++) p[j] /= sum;
-            // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ p·dp); through the soft-cap; then into q and k
-            float pdp = 0;
-            for (int j = 0; j < n; j++) {
-                const float *vr = v + (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
-                float dp = 0;
-                for (int i = 0; i < hd; i++) dp += doh[i] * vr[i];
-                s[j] = dp;  // reuse: s now holds dp
-                pdp += p[j] * dp;
-            }
-            for (int i = 0; i < hd; i++) dqh[i] = 0;
-            for (int j = 0; j < n; j++) {
-                size_t row = (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
-                float ds = p[j] * (s[j] - pdp);
-                if (softcap > 0) {
-                    float tz = z[j] / softcap;
-                    ds *= 1.0f - tz * tz;
+        if ((size_t)kv_hi[t] + 1 > kv_n) kv_n = (size_t)kv_hi[t] + 1;
+    }
+    kv_n *= (size_t)kv_stride;
+    // Queries are split across threads; each sums its dk/dv privately (rows are shared between queries) and
+    // the shares are added in thread order afterwards, so results do not depend on timing.
+    int nt = omp_get_max_threads();
+    float **share_k = calloc((size_t)nt, sizeof(float *)), **share_v = calloc((size_t)nt, sizeof(float *));
+#pragma omp parallel num_threads(nt)
+    {
+        float *s = malloc(sizeof(float) * (size_t)max_len), *p = malloc(sizeof(float) * (size_t)max_len);
+        float *z = malloc(sizeof(float) * (size_t)max_len);  // the capped scores, for the soft-cap's derivative
+        float *mdk = calloc(kv_n, sizeof(float)), *mdv = calloc(kv_n, sizeof(float));
+        share_k[omp_get_thread_num()] = mdk, share_v[omp_get_thread_num()] = mdv;
+#pragma omp for collapse(2) schedule(static)  // a fixed split: same thread count, same sums
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < Hq; h++) {
+                const float *qh = q + ((size_t)t * Hq + h) * hd, *doh = dout + ((size_t)t * Hq + h) * hd;
+                float *dqh = dq + ((size_t)t * Hq + h) * hd;
+                int kvh = h / group, lo = kv_lo[t], n = kv_hi[t] - lo + 1;
+                float m = -INFINITY;  // recompute the probabilities (as the forward did)
+                for (int j = 0; j < n; j++) {
+                    const float *kr = k + (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
+                    float x = 0;
+                    for (int i = 0; i < hd; i++) x += qh[i] * kr[i];
+                    x *= scale;
+                    if (softcap > 0) x = softcap * tanhf(x / softcap);
+                    s[j] = z[j] = x;
+                    if (x > m) m = x;
                 }
-                ds *= scale;
-                const float *kr = k + row;
-                float *dkr = dk + row, *dvr = dv + row;
-                for (int i = 0; i < hd; i++) {
-                    dqh[i] += ds * kr[i];
-                    dkr[i] += ds * qh[i];
-                    dvr[i] += p[j] * doh[i];
+                float sum = 0;
+                for (int j = 0; j < n; j++) sum += (p[j] = expf(s[j] - m));
+                for (int j = 0; j < n; j++) p[j] /= sum;
+                // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ p·dp); through the soft-cap; then into q and k
+                float pdp = 0;
+                for (int j = 0; j < n; j++) {
+                    const float *vr = v + (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
+                    float dp = 0;
+                    for (int i = 0; i < hd; i++) dp += doh[i] * vr[i];
+                    s[j] = dp;  // s now holds dp
+                    pdp += p[j] * dp;
+                }
+                for (int i = 0; i < hd; i++) dqh[i] = 0;
+                for (int j = 0; j < n; j++) {
+                    size_t row = (size_t)(lo + j) * kv_stride + (size_t)kvh * hd;
+                    float ds = p[j] * (s[j] - pdp);
+                    if (softcap > 0) {
+                        float tz = z[j] / softcap;
+                        ds *= 1.0f - tz * tz;
+                    }
+                    ds *= scale;
+                    const float *kr = k + row;
+                    float *dkr = mdk + row, *dvr = mdv + row;
+                    for (int i = 0; i < hd; i++) {
+                        dqh[i] += ds * kr[i];
+                        dkr[i] += ds * qh[i];
+                        dvr[i] += p[j] * doh[i];
+                    }
                 }
             }
-        }
-    free(s), free(p), free(z);
+        free(s), free(p), free(z);
+    }
+    for (int th = 0; th < nt; th++) {
+        if (!share_k[th]) continue;
+        for (size_t i = 0; i < kv_n; i++) dk[i] += share_k[th][i], dv[i] += share_v[th][i];
+        free(share_k[th]), free(share_v[th]);
+    }
+    free(share_k), free(share_v);
 }

@@ -79,17 +79,42 @@ void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, cons
 }
 
 void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N) {
-    if (wt == LD_F32) {
+    if (wt == LD_F32 && omp_get_max_threads() == 1) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
         return;
     }
+    static int blas_single;
+    if (!blas_single) {
+        openblas_set_num_threads(1);
+        blas_single = 1;
+    }
     size_t row_bytes = ld_dtype_nbytes(wt, (uint64_t)K);
     const int R = 64;
-    float *tile = malloc(sizeof(float) * (size_t)R * K);
-    for (int n0 = 0; n0 < N; n0 += R) {  // dx += dy[:, n0:n0+R] · W[n0:n0+R, :]
-        int rows = N - n0 < R ? N - n0 : R;
-        for (int r = 0; r < rows; r++) ld_dequantize_row(wt, (const uint8_t *)w + (size_t)(n0 + r) * row_bytes, tile + (size_t)r * K, K);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, rows, 1.0f, dy + n0, N, tile, K, 1.0f, dx, K);
+    int n_tiles = (N + R - 1) / R;
+    // Threads take tiles of W's rows and sum their share of dx privately; the shares are added in thread order
+    // afterwards, so results do not depend on timing.
+    int nt = omp_get_max_threads();
+    float **shares = calloc((size_t)nt, sizeof(float *));
+#pragma omp parallel num_threads(nt)
+    {
+        float *tile = malloc(sizeof(float) * (size_t)R * K), *mine = calloc((size_t)T * K, sizeof(float));
+        shares[omp_get_thread_num()] = mine;
+#pragma omp for schedule(static)
+        for (int ti = 0; ti < n_tiles; ti++) {  // mine += dy[:, n0:n0+R] · W[n0:n0+R, :]
+            int n0 = ti * R, rows = N - n0 < R ? N - n0 : R;
+            const float *src = tile;
+            if (wt == LD_F32) src = (const float *)w + (size_t)n0 * K;
+            else
+                for (int r = 0; r < rows; r++)
+                    ld_dequantize_row(wt, (const uint8_t *)w + (size_t)(n0 + r) * row_bytes, tile + (size_t)r * K, K);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, rows, 1.0f, dy + n0, N, src, K, 1.0f, mine, K);
+        }
+        free(tile);
     }
-    free(tile);
+    for (int th = 0; th < nt; th++) {
+        if (!shares[th]) continue;
+        for (size_t i = 0; i < (size_t)T * K; i++) dx[i] += shares[th][i];
+        free(shares[th]);
+    }
+    free(shares);
 }

@@ -6,12 +6,16 @@
 
 // OpenBLAS runs single-threaded here and the output columns are split across OpenMP threads instead: one
 // thread pool for every op, so BLAS threads never spin against OpenMP threads on the same cores.
-void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N) {
-    static int blas_single;
-    if (!blas_single) {
+static void blas_single_threaded(void) {
+    static int done;
+    if (!done) {
         openblas_set_num_threads(1);
-        blas_single = 1;
+        done = 1;
     }
+}
+
+void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N) {
+    blas_single_threaded();
     int nt = omp_get_max_threads();
     if ((long)T * K * N < 1L << 18) nt = 1;  // tiny products: threading costs more than it saves
 #pragma omp parallel num_threads(nt)
@@ -39,11 +43,7 @@ void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float
         k_matmul(y, x, w, bias, T, K, N);
         return;
     }
-    static int blas_single;
-    if (!blas_single) {
-        openblas_set_num_threads(1);
-        blas_single = 1;
-    }
+    blas_single_threaded();
     size_t row_bytes = ld_dtype_nbytes(wt, (uint64_t)K);
     // rows dequantised at a time: few for single tokens (the tile stays in L2), more when many tokens share
     // each tile so sgemm gets a wider product
@@ -83,11 +83,7 @@ void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 1.0f, dx, K);
         return;
     }
-    static int blas_single;
-    if (!blas_single) {
-        openblas_set_num_threads(1);
-        blas_single = 1;
-    }
+    blas_single_threaded();
     size_t row_bytes = ld_dtype_nbytes(wt, (uint64_t)K);
     const int R = 64;
     int n_tiles = (N + R - 1) / R;

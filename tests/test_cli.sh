@@ -62,6 +62,29 @@ PY
 "$BIN" train --model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --out "$T/tr2" --epochs 2 --lr 1e-2 --tokens-per-step 256 2>/dev/null
 cmp -s "$T/tr1/adapter/adapter_model.safetensors" "$T/tr2/adapter/adapter_model.safetensors" && ok "training is deterministic" || bad "two identical runs differ"
 expect_rc "generate with the trained adapter" 0 "$BIN" generate --model "$TINY" --adapter "$T/tr1/adapter" --prompt "Convert this date to ISO 8601 (YYYY-MM-DD): 3 May 2024" --max-tokens 8
+# kill -9 in the middle of training, then --resume: the same losses and the same adapter as an uninterrupted run
+TR_ARGS=(--model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --epochs 4 --lr 1e-2 --tokens-per-step 160 --save-every 25 --eval-every 100)
+"$BIN" train "${TR_ARGS[@]}" --out "$T/full" 2>/dev/null
+"$BIN" train "${TR_ARGS[@]}" --out "$T/killed" 2>/dev/null &
+pid=$!
+for _ in $(seq 1200); do [ -d "$T/killed/checkpoint" ] && break; sleep 0.05; done  # mid-run, past a checkpoint
+sleep 0.3
+kill -9 $pid 2>/dev/null
+wait $pid
+killed_rc=$?
+"$BIN" train "${TR_ARGS[@]}" --out "$T/killed" --resume 2>"$T/err"
+resume_rc=$?
+curve() { python3 -c "import json,sys; [print({k: d.get(k) for k in ('step','loss','lr','grad_norm','val_loss')}) for d in map(json.loads, open(sys.argv[1]))]" "$1"; }
+if [ $killed_rc = 137 ] && [ $resume_rc = 0 ] && grep -q "resuming after step" "$T/err" &&
+   cmp -s <(curve "$T/full/metrics.jsonl") <(curve "$T/killed/metrics.jsonl") &&
+   cmp -s "$T/full/adapter/adapter_model.safetensors" "$T/killed/adapter/adapter_model.safetensors"; then
+  ok "resume after kill -9 reproduces the uninterrupted losses and adapter"
+else
+  bad "resume: killed rc $killed_rc, resume rc $resume_rc, $(diff <(curve "$T/full/metrics.jsonl") <(curve "$T/killed/metrics.jsonl") | head -3)"
+fi
+"$BIN" train "${TR_ARGS[@]}" --out "$T/nockpt" --resume >"$T/out" 2>"$T/err"
+[ $? != 0 ] && grep -q "no usable checkpoint" "$T/err" && ok "--resume without a checkpoint is a clear error" || bad "resume without checkpoint: $(cat "$T/err")"
+
 bad_data() {  # bad_data NAME EXPECTED CONTENT
   printf '%b' "$3" >"$T/bad-train.jsonl"
   "$BIN" train --model "$TINY" --train "$T/bad-train.jsonl" --out "$T/trbad" --epochs 1 >"$T/out" 2>"$T/err"

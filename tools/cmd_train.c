@@ -9,6 +9,7 @@
 #include "kernels.h"
 #include "lora.h"
 #include "records.h"
+#include "safetensors.h"
 #include "train_data.h"
 #include "util.h"
 
@@ -29,6 +30,8 @@ static const char *k_help =
     "  --full-sequence-loss      train on every token, not just the assistant turns\n"
     "  --seed N                  data order and LoRA initialisation (default 1)\n"
     "  --eval-every N            validation interval in steps (default: each epoch's end)\n"
+    "  --save-every N            checkpoint (adapter, optimiser state, position) every N steps into DIR/checkpoint\n"
+    "                            (default 20); --resume continues from it after a crash with the same losses\n"
     "  --chat-template FAMILY    override the model's chat template family\n"
     "  --threads N               CPU threads\n"
     "A YAML --config holds the same settings under `train:` (names with underscores: tokens_per_step ...);\n"
@@ -36,7 +39,7 @@ static const char *k_help =
 
 typedef struct {
     const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template;
-    int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads;
+    int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads, save_every, resume;
     float alpha, lr, warmup, weight_decay, max_grad_norm;
 } TrainOpts;
 
@@ -188,6 +191,86 @@ static double eval_loss(const Model *m, const Lora *l, Packed *b, int nb) {
     return cnt ? sum / cnt : NAN;
 }
 
+// A checkpoint: the adapter, AdamW's moments and the step, in DIR/checkpoint (written beside, then renamed
+// over the old one, so a kill -9 leaves either the old or the new checkpoint, never half of one).
+static void ckpt_names(char *out, size_t cap, const char *what, int i, char ab) {
+    snprintf(out, cap, "%s.%d.%c", what, i, ab);
+}
+
+static int save_checkpoint(const char *dir, const Lora *l, const LoraAdam *opt, int step) {
+    char *ck = ld_path_join(dir, "checkpoint"), *tmp = ld_path_join(dir, "checkpoint.tmp");
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    if (system(cmd) != 0 || ld_mkdir_p(tmp)) return -1;
+    int n = 0, cap = l->n_layers * LT_COUNT * 6;
+    StWriteTensor *ts = ld_xcalloc((size_t)cap, sizeof(StWriteTensor));
+    char (*names)[48] = ld_xcalloc((size_t)cap, 48);
+    const Lora *parts[3] = {l, opt->m, opt->v};
+    const char *what[3] = {"lora", "m", "v"};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < l->n_layers * LT_COUNT; i++) {
+            const LoraPair *p = &parts[k]->w[i];
+            if (!p->A) continue;
+            ckpt_names(names[n], 48, what[k], i, 'A');
+            ts[n] = (StWriteTensor){names[n], p->A, 2, {l->rank, p->in}}, n++;
+            ckpt_names(names[n], 48, what[k], i, 'B');
+            ts[n] = (StWriteTensor){names[n], p->B, 2, {p->out, l->rank}}, n++;
+        }
+    char *st = ld_path_join(tmp, "state.safetensors"), *js = ld_path_join(tmp, "state.json");
+    int rc = st_write_f32(st, ts, n);
+    FILE *f = rc ? NULL : fopen(js, "w");
+    if (f) {
+        fprintf(f, "{\"step\": %d, \"adam_step\": %d}\n", step, opt->step);
+        rc = fclose(f) ? -1 : 0;
+    } else {
+        rc = -1;
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", ck);
+    if (!rc && (system(cmd) != 0 || rename(tmp, ck))) rc = -1;
+    if (rc) ld_set_error("%s: cannot write the checkpoint", ck);
+    free(ts), free(names), free(st), free(js), free(ck), free(tmp);
+    return rc;
+}
+
+static int load_checkpoint(const char *dir, Lora *l, LoraAdam *opt, int *step) {
+    char *ck = ld_path_join(dir, "checkpoint"), *st = ld_path_join(ck, "state.safetensors"), *js = ld_path_join(ck, "state.json");
+    int rc = -1;
+    SafeTensors t = {0};
+    char *txt = ld_read_file(js, NULL);
+    cJSON *j = txt ? cJSON_Parse(txt) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *as = cJSON_GetObjectItemCaseSensitive(j, "adam_step");
+    if (!cJSON_IsNumber(s) || !cJSON_IsNumber(as)) {
+        ld_set_error("%s: no usable checkpoint to resume from", ck);
+    } else if (!st_open(st, &t)) {
+        Lora *parts[3] = {l, opt->m, opt->v};
+        const char *what[3] = {"lora", "m", "v"};
+        rc = 0;
+        for (int k = 0; k < 3 && !rc; k++)
+            for (int i = 0; i < l->n_layers * LT_COUNT && !rc; i++) {
+                LoraPair *p = &parts[k]->w[i];
+                if (!p->A) continue;
+                for (int ab = 0; ab < 2 && !rc; ab++) {
+                    char name[48];
+                    ckpt_names(name, sizeof name, what[k], i, ab ? 'B' : 'A');
+                    const TensorRef *tr = st_find(&t, name);
+                    size_t want = (size_t)l->rank * (ab ? p->out : p->in) * sizeof(float);
+                    if (!tr || tr->dtype != LD_F32 || tr->nbytes != want) {
+                        ld_set_error("%s: checkpoint tensor %s missing or of another shape (different settings?)", st, name);
+                        rc = -1;
+                    } else {
+                        memcpy(ab ? p->B : p->A, tr->data, want);
+                    }
+                }
+            }
+        *step = s->valueint;
+        opt->step = as->valueint;
+        st_close(&t);
+    }
+    cJSON_Delete(j);
+    free(txt), free(ck), free(st), free(js);
+    return rc;
+}
+
 static uint64_t rng_next(uint64_t *s) {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
     return *s;
@@ -196,7 +279,7 @@ static uint64_t rng_next(uint64_t *s) {
 int cmd_train(int argc, char **argv) {
     Args a = {argc, argv, 1, "train"};
     TrainOpts o = {.rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = 2e-4f, .schedule = "cosine", .warmup = 0.1f,
-                   .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1};
+                   .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1, .save_every = 20};
     const char *config = NULL;
     for (int i = 1; i + 1 < argc; i++)  // a config first, so flags can override it
         if (!strcmp(argv[i], "--config")) config = argv[i + 1];
@@ -216,10 +299,12 @@ int cmd_train(int argc, char **argv) {
             arg_float(&a, "--weight-decay", &o.weight_decay, 0, 10) || arg_float(&a, "--max-grad-norm", &o.max_grad_norm, 0, 1e6f) ||
             arg_int(&a, "--tokens-per-step", &o.tokens_per_step, 8, 1 << 20) || arg_int(&a, "--grad-accum", &o.grad_accum, 1, 4096) ||
             arg_int(&a, "--max-len", &o.max_len, 8, 1 << 20) || arg_int(&a, "--seed", &o.seed, 0, 2147483647) ||
-            arg_int(&a, "--eval-every", &o.eval_every, 0, 1 << 30) || arg_int(&a, "--threads", &o.threads, 1, 1024))
+            arg_int(&a, "--eval-every", &o.eval_every, 0, 1 << 30) || arg_int(&a, "--threads", &o.threads, 1, 1024) ||
+            arg_int(&a, "--save-every", &o.save_every, 0, 1 << 30))
             continue;
         if (arg_flag(&a, "--rslora")) o.rslora = 1;
         else if (arg_flag(&a, "--full-sequence-loss")) o.full_seq = 1;
+        else if (arg_flag(&a, "--resume")) o.resume = 1;
         else arg_unknown(&a);
     }
     if (!o.model || !o.train || !o.out) die("train needs --model, --train and --out (see llamaduo train --help)");
@@ -273,22 +358,48 @@ int cmd_train(int argc, char **argv) {
     int warm = (int)ceilf(o.warmup * total);
     if (ld_mkdir_p(o.out)) die("%s", ld_last_error());
     char *mpath = ld_path_join(o.out, "metrics.jsonl");
-    FILE *mf = fopen(mpath, "w");
+    int start_step = 0;
+    if (o.resume) {
+        if (load_checkpoint(o.out, lora, opt, &start_step)) die("%s", ld_last_error());
+        // keep the metrics written up to the checkpoint; the steps after it are done again
+        cJSON **lines;
+        int *lnos, nl;
+        if (jsonl_read(mpath, &lines, &lnos, &nl, 1)) die("%s", ld_last_error());
+        FILE *rf = fopen(mpath, "w");
+        if (!rf) die("%s: cannot write", mpath);
+        for (int i = 0; i < nl; i++) {
+            const cJSON *st = cJSON_GetObjectItemCaseSensitive(lines[i], "step");
+            if (cJSON_IsNumber(st) && st->valueint <= start_step) {
+                char *t = cJSON_PrintUnformatted(lines[i]);
+                fprintf(rf, "%s\n", t);
+                free(t);
+            }
+            cJSON_Delete(lines[i]);
+        }
+        free(lines), free(lnos);
+        fclose(rf);
+        fprintf(stderr, "train: resuming after step %d from %s/checkpoint\n", start_step, o.out);
+    }
+    FILE *mf = fopen(mpath, o.resume ? "a" : "w");
     if (!mf) die("%s: cannot write", mpath);
     fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; LoRA r=%d "
                     "alpha=%g on %s\n", train.n, val.n, per_epoch, o.tokens_per_step, o.epochs, total, o.rank, o.alpha, o.targets);
-    double v0 = nvb ? eval_loss(m, lora, vb, nvb) : NAN;
-    if (nvb) {
+    double v0 = nvb && !start_step ? eval_loss(m, lora, vb, nvb) : NAN;
+    if (nvb && !start_step) {
         fprintf(stderr, "train: validation loss before training %.4f\n", v0);
         fprintf(mf, "{\"step\": 0, \"val_loss\": %.6f}\n", v0);
     }
     int step = 0, tty = isatty(2);
     double t0 = ld_time_s();
-    long tokens_seen = 0;
+    long tokens_seen = 0;  // this run's (a resumed run counts from the checkpoint)
     for (int ep = 0; ep < o.epochs; ep++) {
         Packed *pb = epochs[ep];
         int npb = n_packed[ep];
         for (int b0 = 0; b0 < npb; b0 += o.grad_accum) {
+            if (step < start_step) {  // done before the checkpoint
+                step++;
+                continue;
+            }
             lora_zero(grad);
             double loss = 0;
             int nmb = 0;
@@ -326,6 +437,8 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "%strain: step %d/%d epoch %d loss %.4f lr %.2e |g| %.3f %.0f tok/s ETA %.0fs%s\n", tty ? "\r" : "", step,
                         total, ep + 1, loss, lr, norm, tps, eta, "");
             if (do_eval) fprintf(stderr, "train: validation loss %.4f\n", vl);
+            if (o.save_every && step % o.save_every == 0 && step < total && save_checkpoint(o.out, lora, opt, step))
+                die("%s", ld_last_error());
         }
         free_packed(pb, npb);
     }

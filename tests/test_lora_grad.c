@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "export.h"
 #include "forward.h"
 #include "lora.h"
 #include "safetensors.h"
@@ -148,6 +149,27 @@ static void check_adapter_files(void) {
                    o->dtype == theirs.tensors[i].dtype && !memcmp(o->data, theirs.tensors[i].data, o->nbytes);
     }
     CHECK(names_ok, "our adapter_model.safetensors differs from PEFT's in names, shapes, types or values");
+    // the adapter merged into the weights and written as an HF directory: loads, and gives PEFT's logits
+    char merged_dir[300];
+    snprintf(merged_dir, sizeof merged_dir, "%s-merged", out);
+    int n_t, n_m;
+    snprintf(p, sizeof p, "%s/tiny/llama", LD_FIXTURES);
+    CHECK(export_merged_hf(p, a, merged_dir, &n_t, &n_m) == 0 && n_m == 14, "export: %s", ld_last_error());
+    Model *mm = model_load(merged_dir);
+    CHECK(mm != NULL, "merged export does not load: %s", ld_last_error());
+    if (mm) {
+        KVCache *kv2 = kv_new(&mm->cfg, 1, T);
+        float *lg2 = ld_xmalloc(sizeof(float) * (size_t)T * V);
+        model_forward(mm, kv2, tokens, slot, pos, T, NULL, lg2);
+        double em = rel(lg2, (const float *)need(&fx, "peft_logits")->data, (size_t)T * V);
+        printf("merged HF export: logits vs PEFT rel err %.2e\n", em);
+        CHECK(em < 1e-4, "merged export's logits differ from PEFT's: %.3e", em);
+        free(lg2);
+        kv_free(kv2);
+        model_free(mm);
+    }
+    snprintf(p, sizeof p, "rm -rf %s", merged_dir);
+    if (system(p)) fprintf(stderr, "could not remove %s\n", merged_dir);
     Lora *back = lora_load_peft(&m->cfg, out);
     CHECK(back && back->rank == a->rank && back->scale == a->scale, "round trip of our adapter: %s", ld_last_error());
     snprintf(p, sizeof p, "rm -rf %s", out);

@@ -14,6 +14,7 @@ static const Command k_commands[] = {
     {"generate", cmd_generate, "answer prompts (one, or a JSONL batch) with a local model"},
     {"chat", cmd_chat, "interactive chat with a local model, streaming tokens"},
     {"train", cmd_train, "fine-tune a LoRA adapter on chat records (writes a PEFT adapter)"},
+    {"export", cmd_export, "merge a LoRA adapter into its base model and write an HF model directory"},
     {"tokenize", cmd_tokenize, "text <-> token ids with a model's tokenizer (JSONL in, JSONL out)"},
     {"perplexity", cmd_perplexity, "perplexity and mean NLL of a model over a text file"},
     {"synth", cmd_synth, "have the service LLM write training pairs like the seeds (validated, deduplicated)"},

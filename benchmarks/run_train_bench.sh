@@ -11,7 +11,7 @@ OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT
 cmake --build build --target llamaduo -j"$(nproc)" >/dev/null
 head -n $((STEPS * 9)) "$DATA" >"$OUT/data.jsonl"  # ~60 tokens a record: about STEPS steps of 512 tokens
 build/llamaduo train --model "$MODEL" --train "$OUT/data.jsonl" --out "$OUT/run" --epochs 1 --rank 8 --alpha 16 \
-  --tokens-per-step 512 --threads "$T" --save-every 0 2>/dev/null
+  --tokens-per-step 512 --dropout 0 --threads "$T" --save-every 0 2>/dev/null
 ours=$(python3 - "$OUT/run/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]

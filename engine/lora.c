@@ -53,12 +53,37 @@ void lora_zero(Lora *l) {
 
 // ---- a linear layer with its adapter --------------------------------------------------------------------
 
+// LoRA dropout (on the adapter's input only, as PEFT applies it): element e of the input to (layer, target) is
+// kept when a hash of (seed, layer, target, e) clears p, then scaled by 1/(1-p). The mask is a function, not
+// state, so the backward pass recomputes it and runs stay reproducible.
+typedef struct {
+    float p;
+    uint64_t seed;
+    int layer, target;
+} Drop;
+
+static int drop_keep(const Drop *d, size_t e) {
+    uint64_t h = d->seed ^ ((uint64_t)d->layer << 40) ^ ((uint64_t)d->target << 56) ^ (e * 0x9e3779b97f4a7c15ull);
+    h ^= h >> 33, h *= 0xff51afd7ed558ccdull, h ^= h >> 33, h *= 0xc4ceb9fe1a85ec53ull, h ^= h >> 33;
+    return (double)(h >> 11) * (1.0 / 9007199254740992.0) >= d->p;
+}
+
+// x with the dropout mask applied (a new buffer), or NULL when dropout is off.
+static float *dropped_input(const Drop *d, const float *x, size_t n) {
+    if (!d || d->p <= 0) return NULL;
+    float *o = ld_xmalloc(sizeof(float) * n), k = 1.0f / (1.0f - d->p);
+    for (size_t e = 0; e < n; e++) o[e] = drop_keep(d, e) ? x[e] * k : 0.0f;
+    return o;
+}
+
 // y[T,out] = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ; ax[T,r] keeps x·Aᵀ for the backward pass.
-static void lin_fwd(float *y, float *ax, const float *x, const Linear *w, const float *bias, const LoraPair *p, float s,
-                    int r, int T, int in, int out) {
+static void lin_fwd(float *y, float *ax, const float *x, const Linear *w, const float *bias, const LoraPair *p,
+                    const Drop *d, float s, int r, int T, int in, int out) {
     k_matmul_q(y, x, w->data, w->type, bias, T, in, out);
     if (!p || !p->A) return;
-    k_matmul(ax, x, p->A, NULL, T, in, r);
+    float *xd = dropped_input(d, x, (size_t)T * in);
+    k_matmul(ax, xd ? xd : x, p->A, NULL, T, in, r);
+    free(xd);
     float *t = ld_xmalloc(sizeof(float) * (size_t)T * out);
     k_matmul(t, ax, p->B, NULL, T, r, out);
     for (size_t i = 0; i < (size_t)T * out; i++) y[i] += s * t[i];
@@ -67,16 +92,22 @@ static void lin_fwd(float *y, float *ax, const float *x, const Linear *w, const 
 
 // dx[T,in] += dy·W (+ the adapter's share); adapter gradients accumulate into g.
 static void lin_bwd(float *dx, const float *dy, const float *x, const float *ax, const Linear *w, const LoraPair *p,
-                    LoraPair *g, float s, int r, int T, int in, int out) {
+                    LoraPair *g, const Drop *d, float s, int r, int T, int in, int out) {
     k_matmul_q_backward_x(dx, dy, w->data, w->type, T, in, out);
     if (!p || !p->A) return;
     float *sdy = ld_xmalloc(sizeof(float) * (size_t)T * out), *dax = ld_xmalloc(sizeof(float) * (size_t)T * r);
     for (size_t i = 0; i < (size_t)T * out; i++) sdy[i] = s * dy[i];
     k_matmul_backward(dax, g->B, NULL, sdy, ax, p->B, T, r, out);  // dax = s·dy·B; dB += s·dyᵀ·ax
+    float *xd = dropped_input(d, x, (size_t)T * in);
     float *dxa = ld_xmalloc(sizeof(float) * (size_t)T * in);
-    k_matmul_backward(dxa, g->A, NULL, dax, x, p->A, T, in, r);  // dx += dax·A; dA += daxᵀ·x
+    k_matmul_backward(dxa, g->A, NULL, dax, xd ? xd : x, p->A, T, in, r);  // dx' = dax·A; dA += daxᵀ·x'
+    if (xd) {  // through the dropout mask
+        Drop keep = *d;
+        float k = 1.0f / (1.0f - d->p);
+        for (size_t e = 0; e < (size_t)T * in; e++) dxa[e] = drop_keep(&keep, e) ? dxa[e] * k : 0.0f;
+    }
     for (size_t i = 0; i < (size_t)T * in; i++) dx[i] += dxa[i];
-    free(sdy), free(dax), free(dxa);
+    free(sdy), free(dax), free(dxa), free(xd);
 }
 
 // ---- the model ------------------------------------------------------------------------------------------
@@ -107,6 +138,9 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
     int T = b->T, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab;
     int qd = Hq * hd, kvd = Hkv * hd, r = lora->rank;
     float s = lora->scale;
+    Drop drops[LT_COUNT];
+    int dropping = grad && lora->dropout > 0;
+#define DROP(t) (dropping ? (drops[t] = (Drop){lora->dropout, lora->dropout_seed, l, t}, &drops[t]) : NULL)
     for (int t = 0; t < T; t++)
         if (b->tokens[t] < 0 || b->tokens[t] >= V || (b->targets[t] != -100 && (b->targets[t] < 0 || b->targets[t] >= V))) {
             ld_set_error("token %d (%d -> %d) is outside the vocabulary (%d)", t, b->tokens[t], b->targets[t], V);
@@ -141,9 +175,9 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
         a->xn1 = buf((size_t)T * D);
         k_rmsnorm(a->xn1, x, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one);
         a->q = buf((size_t)T * qd), a->k = buf((size_t)T * kvd), a->v = buf((size_t)T * kvd);
-        lin_fwd(a->q, a->ax[LT_Q], a->xn1, &w->wq, w->bq, &P[LT_Q], s, r, T, D, qd);
-        lin_fwd(a->k, a->ax[LT_K], a->xn1, &w->wk, w->bk, &P[LT_K], s, r, T, D, kvd);
-        lin_fwd(a->v, a->ax[LT_V], a->xn1, &w->wv, w->bv, &P[LT_V], s, r, T, D, kvd);
+        lin_fwd(a->q, a->ax[LT_Q], a->xn1, &w->wq, w->bq, &P[LT_Q], DROP(LT_Q), s, r, T, D, qd);
+        lin_fwd(a->k, a->ax[LT_K], a->xn1, &w->wk, w->bk, &P[LT_K], DROP(LT_K), s, r, T, D, kvd);
+        lin_fwd(a->v, a->ax[LT_V], a->xn1, &w->wv, w->bv, &P[LT_V], DROP(LT_V), s, r, T, D, kvd);
         if (c->qk_norm) {
             a->q_pre = buf((size_t)T * qd), a->k_pre = buf((size_t)T * kvd);
             memcpy(a->q_pre, a->q, sizeof(float) * (size_t)T * qd);
@@ -157,7 +191,7 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
         a->att = buf((size_t)T * qd);
         k_attention(a->att, a->q, krows, vrows, local ? lo_l : lo_g, hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap);
         float *o = buf((size_t)T * D);
-        lin_fwd(o, a->ax[LT_O], a->att, &w->wo, w->bo, &P[LT_O], s, r, T, qd, D);
+        lin_fwd(o, a->ax[LT_O], a->att, &w->wo, w->bo, &P[LT_O], DROP(LT_O), s, r, T, qd, D);
         if (w->post_attn_norm) {
             a->o_pre = o;
             o = buf((size_t)T * D);
@@ -169,12 +203,12 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
         a->xn2 = buf((size_t)T * D);
         k_rmsnorm(a->xn2, x, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one);
         a->g = buf((size_t)T * F), a->u = buf((size_t)T * F), a->h = buf((size_t)T * F);
-        lin_fwd(a->g, a->ax[LT_GATE], a->xn2, &w->w_gate, NULL, &P[LT_GATE], s, r, T, D, F);
-        lin_fwd(a->u, a->ax[LT_UP], a->xn2, &w->w_up, NULL, &P[LT_UP], s, r, T, D, F);
+        lin_fwd(a->g, a->ax[LT_GATE], a->xn2, &w->w_gate, NULL, &P[LT_GATE], DROP(LT_GATE), s, r, T, D, F);
+        lin_fwd(a->u, a->ax[LT_UP], a->xn2, &w->w_up, NULL, &P[LT_UP], DROP(LT_UP), s, r, T, D, F);
         if (c->act == ACT_SILU) k_swiglu(a->h, a->g, a->u, (size_t)T * F);
         else k_geglu_tanh(a->h, a->g, a->u, (size_t)T * F);
         float *dn = buf((size_t)T * D);
-        lin_fwd(dn, a->ax[LT_DOWN], a->h, &w->w_down, NULL, &P[LT_DOWN], s, r, T, F, D);
+        lin_fwd(dn, a->ax[LT_DOWN], a->h, &w->w_down, NULL, &P[LT_DOWN], DROP(LT_DOWN), s, r, T, F, D);
         if (w->post_ffn_norm) {
             a->dn_pre = dn;
             dn = buf((size_t)T * D);
@@ -218,12 +252,12 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
             ddn = dbranch;
         }
         memset(dF, 0, sizeof(float) * (size_t)T * F);
-        lin_bwd(dF, ddn, a->h, a->ax[LT_DOWN], &w->w_down, &P[LT_DOWN], &G[LT_DOWN], s, r, T, F, D);
+        lin_bwd(dF, ddn, a->h, a->ax[LT_DOWN], &w->w_down, &P[LT_DOWN], &G[LT_DOWN], DROP(LT_DOWN), s, r, T, F, D);
         if (c->act == ACT_SILU) k_swiglu_backward(dG, dU, dF, a->g, a->u, (size_t)T * F);
         else k_geglu_tanh_backward(dG, dU, dF, a->g, a->u, (size_t)T * F);
         memset(dn_in, 0, sizeof(float) * (size_t)T * D);
-        lin_bwd(dn_in, dG, a->xn2, a->ax[LT_GATE], &w->w_gate, &P[LT_GATE], &G[LT_GATE], s, r, T, D, F);
-        lin_bwd(dn_in, dU, a->xn2, a->ax[LT_UP], &w->w_up, &P[LT_UP], &G[LT_UP], s, r, T, D, F);
+        lin_bwd(dn_in, dG, a->xn2, a->ax[LT_GATE], &w->w_gate, &P[LT_GATE], &G[LT_GATE], DROP(LT_GATE), s, r, T, D, F);
+        lin_bwd(dn_in, dU, a->xn2, a->ax[LT_UP], &w->w_up, &P[LT_UP], &G[LT_UP], DROP(LT_UP), s, r, T, D, F);
         k_rmsnorm_backward(tmp, NULL, dn_in, a->xmid, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one);
         add_to(dx, tmp, (size_t)T * D);
         // attention block: xmid = xin + post_attn_norm(o(att))
@@ -233,7 +267,7 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
             dob = dbranch;
         }
         memset(datt, 0, sizeof(float) * (size_t)T * qd);
-        lin_bwd(datt, dob, a->att, a->ax[LT_O], &w->wo, &P[LT_O], &G[LT_O], s, r, T, qd, D);
+        lin_bwd(datt, dob, a->att, a->ax[LT_O], &w->wo, &P[LT_O], &G[LT_O], DROP(LT_O), s, r, T, qd, D);
         memset(dk, 0, sizeof(float) * (size_t)T * kvd);
         memset(dv, 0, sizeof(float) * (size_t)T * kvd);
         k_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, local ? lo_l : lo_g, hi, T, Hq, Hkv, hd, c->attn_scale,
@@ -249,12 +283,13 @@ float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const Tra
             free(t1), free(t2);
         }
         memset(dn_in, 0, sizeof(float) * (size_t)T * D);
-        lin_bwd(dn_in, dq, a->xn1, a->ax[LT_Q], &w->wq, &P[LT_Q], &G[LT_Q], s, r, T, D, qd);
-        lin_bwd(dn_in, dk, a->xn1, a->ax[LT_K], &w->wk, &P[LT_K], &G[LT_K], s, r, T, D, kvd);
-        lin_bwd(dn_in, dv, a->xn1, a->ax[LT_V], &w->wv, &P[LT_V], &G[LT_V], s, r, T, D, kvd);
+        lin_bwd(dn_in, dq, a->xn1, a->ax[LT_Q], &w->wq, &P[LT_Q], &G[LT_Q], DROP(LT_Q), s, r, T, D, qd);
+        lin_bwd(dn_in, dk, a->xn1, a->ax[LT_K], &w->wk, &P[LT_K], &G[LT_K], DROP(LT_K), s, r, T, D, kvd);
+        lin_bwd(dn_in, dv, a->xn1, a->ax[LT_V], &w->wv, &P[LT_V], &G[LT_V], DROP(LT_V), s, r, T, D, kvd);
         k_rmsnorm_backward(tmp, NULL, dn_in, a->xin, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one);
         add_to(dx, tmp, (size_t)T * D);
     }
+#undef DROP
     free_acts(acts, c->n_layers);
     free(x), free(dx), free(tmp), free(dF), free(dG), free(dU), free(dq), free(dk), free(dv), free(datt);
     free(dbranch), free(dn_in), free(krows), free(vrows), free(rec_start), free(lo_g), free(lo_l), free(hi);
@@ -332,7 +367,7 @@ int lora_save_peft(const Lora *l, const char *dir, const char *base_model) {
     cJSON_AddStringToObject(c, "base_model_name_or_path", base_model ? base_model : "");
     cJSON_AddNumberToObject(c, "r", l->rank);
     cJSON_AddNumberToObject(c, "lora_alpha", l->alpha);
-    cJSON_AddNumberToObject(c, "lora_dropout", 0.0);
+    cJSON_AddNumberToObject(c, "lora_dropout", l->dropout);
     cJSON_AddBoolToObject(c, "use_rslora", l->rslora);
     cJSON_AddStringToObject(c, "bias", "none");
     cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
@@ -378,6 +413,8 @@ Lora *lora_load_peft(const ModelConfig *c, const char *dir) {
     }
     if (st_open(sp, &st)) goto done;
     l = lora_new(c, r->valueint, (float)alpha->valuedouble, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora")), mask);
+    const cJSON *dp = cJSON_GetObjectItemCaseSensitive(cfg, "lora_dropout");
+    if (cJSON_IsNumber(dp) && dp->valuedouble >= 0 && dp->valuedouble < 1) l->dropout = (float)dp->valuedouble;
     for (int i = 0; i < c->n_layers && l; i++)
         for (int t = 0; t < LT_COUNT && l; t++) {
             LoraPair *p = &l->w[i * LT_COUNT + t];

@@ -15,6 +15,8 @@ typedef struct Lora {
     int rank, n_layers;
     float scale, alpha;
     int rslora;
+    float dropout;          // on the adapter's input while training (0 = off)
+    uint64_t dropout_seed;  // set per step by the trainer: the masks are a function of it
     LoraPair *w;  // [n_layers][LT_COUNT]
 } Lora;
 

@@ -184,8 +184,57 @@ static void check_adapter_files(void) {
     model_free(m);  // frees its adapter, a
 }
 
+// LoRA dropout: the masked loss's gradient against central differences of the same masked loss, through the
+// whole model (the masks are a function of the seed, so every evaluation sees the same ones).
+static void check_dropout(void) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s/tiny/llama", LD_FIXTURES);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/llama.safetensors", LD_FIXTURES);
+    SafeTensors st;
+    st_open(p, &st);
+    Lora *l = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *g = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1),
+         *scratch = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
+    for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
+        LoraPair *w = &l->w[i];
+        snprintf(p, sizeof p, "lora.%d.%s.A", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
+        memcpy(w->A, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->in);
+        snprintf(p, sizeof p, "lora.%d.%s.B", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
+        memcpy(w->B, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->out);
+    }
+    int nt, ng, np, ns, c;
+    TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
+    b.T = nt, b.n_records = ns;
+    float plain = lora_loss_and_grad(m, l, scratch, &b, &c);
+    l->dropout = 0.3f, l->dropout_seed = 12345;
+    float base = lora_loss_and_grad(m, l, g, &b, &c);
+    CHECK(fabsf(base - plain) > 1e-4f, "dropout did not change the training loss (%f vs %f)", base, plain);
+    CHECK(fabsf(lora_loss_and_grad(m, l, NULL, &b, &c) - plain) < 1e-6f, "evaluation must not drop");
+    struct { int layer, target, b, idx; } probes[] = {{0, LT_Q, 0, 5}, {1, LT_DOWN, 0, 17}, {0, LT_UP, 1, 30}, {1, LT_V, 1, 3}, {1, LT_GATE, 0, 100}};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
+        LoraPair *w = &l->w[probes[k].layer * LT_COUNT + probes[k].target], *gw = &g->w[probes[k].layer * LT_COUNT + probes[k].target];
+        float *x = probes[k].b ? &w->B[probes[k].idx] : &w->A[probes[k].idx], keep = *x, h = 1e-2f;
+        float an = probes[k].b ? gw->B[probes[k].idx] : gw->A[probes[k].idx];
+        *x = keep + h;
+        float lp = lora_loss_and_grad(m, l, scratch, &b, &c);
+        *x = keep - h;
+        float lm = lora_loss_and_grad(m, l, scratch, &b, &c);
+        *x = keep;
+        double fd = (lp - lm) / (2 * h), e = fabs(fd - an) / fmax(fabs(fd), 1e-3);
+        if (e > worst) worst = e;
+    }
+    printf("LoRA dropout 0.3: loss %.5f (without %.5f); gradient vs finite differences worst rel err %.2e\n", base, plain, worst);
+    CHECK(worst < 2e-2, "dropout gradient differs from finite differences: %.3e", worst);
+    free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);
+    lora_free(l), lora_free(g), lora_free(scratch);
+    st_close(&st);
+    model_free(m);
+}
+
 int main(void) {
     check_adapter_files();
+    check_dropout();
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
     return test_finish("test_lora_grad");

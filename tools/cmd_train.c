@@ -19,6 +19,7 @@ static const char *k_help =
     "(PEFT format: adapter_config.json + adapter_model.safetensors) and DIR/metrics.jsonl (one line per step).\n"
     "  --val FILE.jsonl          validation records: loss every --eval-every steps and at the end\n"
     "  --rank R --alpha A        LoRA rank (default 8) and alpha (default 2R); --rslora scales by A/sqrt(R)\n"
+    "  --dropout P               LoRA dropout on the adapter's input while training (default 0.05)\n"
     "  --targets LIST            all-linear (default) or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj\n"
     "  --epochs N                passes over the data (default 3)\n"
     "  --lr X --schedule S       peak learning rate (default 2e-4); cosine (default), linear or constant\n"
@@ -40,7 +41,7 @@ static const char *k_help =
 typedef struct {
     const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template;
     int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads, save_every, resume;
-    float alpha, lr, warmup, weight_decay, max_grad_norm;
+    float alpha, lr, warmup, weight_decay, max_grad_norm, dropout;
 } TrainOpts;
 
 static unsigned parse_targets(const char *s) {
@@ -61,12 +62,12 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     cJSON *root = config_load(path);
     if (!root) die("%s", ld_last_error());
     static const char *const top[] = {"train", NULL};
-    static const char *const keys[] = {"model", "train", "val", "out", "rank", "alpha", "rslora", "targets", "epochs", "lr",
+    static const char *const keys[] = {"model", "train", "val", "out", "rank", "alpha", "dropout", "rslora", "targets", "epochs", "lr",
                                        "schedule", "warmup", "weight_decay", "max_grad_norm", "tokens_per_step", "grad_accum",
                                        "max_len", "long_records", "full_sequence_loss", "seed", "eval_every", "chat_template",
                                        "threads", NULL};
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "train");
-    double lr, alpha, warmup, wd, mgn;
+    double lr, alpha, warmup, wd, mgn, drop;
     if (cfg_check_keys(root, "", top, path) || cfg_check_keys(t, "train", keys, path) ||
         cfg_get_str(t, "model", "train", o->model ? o->model : "", &o->model, path) ||
         cfg_get_str(t, "train", "train", o->train ? o->train : "", &o->train, path) ||
@@ -74,6 +75,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
         cfg_get_str(t, "out", "train", o->out ? o->out : "", &o->out, path) ||
         cfg_get_int(t, "rank", "train", o->rank, 1, 1024, &o->rank, path) ||
         cfg_get_num(t, "alpha", "train", o->alpha, 0, 1e6, &alpha, path) ||
+        cfg_get_num(t, "dropout", "train", o->dropout, 0, 0.95, &drop, path) ||
         cfg_get_str(t, "targets", "train", o->targets, &o->targets, path) ||
         cfg_get_int(t, "epochs", "train", o->epochs, 1, 100000, &o->epochs, path) ||
         cfg_get_num(t, "lr", "train", o->lr, 0, 10, &lr, path) ||
@@ -96,6 +98,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     if (b) o->rslora = cJSON_IsTrue(b);
     if (fs) o->full_seq = cJSON_IsTrue(fs);
     if (cJSON_IsString(ct)) o->chat_template = ld_xstrdup(ct->valuestring);
+    o->dropout = (float)drop;
     o->lr = (float)lr, o->alpha = (float)alpha, o->warmup = (float)warmup, o->weight_decay = (float)wd, o->max_grad_norm = (float)mgn;
     // strings point into the tree: keep it for the process's life
     const char **strs[] = {&o->model, &o->train, &o->val, &o->out, &o->targets, &o->schedule, &o->long_records};
@@ -279,7 +282,7 @@ static uint64_t rng_next(uint64_t *s) {
 int cmd_train(int argc, char **argv) {
     Args a = {argc, argv, 1, "train"};
     TrainOpts o = {.rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = 2e-4f, .schedule = "cosine", .warmup = 0.1f,
-                   .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1, .save_every = 20};
+                   .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1, .save_every = 20, .dropout = 0.05f};
     const char *config = NULL;
     for (int i = 1; i + 1 < argc; i++)  // a config first, so flags can override it
         if (!strcmp(argv[i], "--config")) config = argv[i + 1];
@@ -294,7 +297,7 @@ int cmd_train(int argc, char **argv) {
             arg_value(&a, "--val", &o.val) || arg_value(&a, "--out", &o.out) || arg_value(&a, "--targets", &o.targets) ||
             arg_value(&a, "--schedule", &o.schedule) || arg_value(&a, "--long-records", &o.long_records) ||
             arg_value(&a, "--chat-template", &o.chat_template) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
-            arg_float(&a, "--alpha", &o.alpha, 0, 1e6f) || arg_int(&a, "--epochs", &o.epochs, 1, 100000) ||
+            arg_float(&a, "--alpha", &o.alpha, 0, 1e6f) || arg_float(&a, "--dropout", &o.dropout, 0, 0.95f) || arg_int(&a, "--epochs", &o.epochs, 1, 100000) ||
             arg_float(&a, "--lr", &o.lr, 0, 10) || arg_float(&a, "--warmup", &o.warmup, 0, 1) ||
             arg_float(&a, "--weight-decay", &o.weight_decay, 0, 10) || arg_float(&a, "--max-grad-norm", &o.max_grad_norm, 0, 1e6f) ||
             arg_int(&a, "--tokens-per-step", &o.tokens_per_step, 8, 1 << 20) || arg_int(&a, "--grad-accum", &o.grad_accum, 1, 4096) ||
@@ -331,6 +334,7 @@ int cmd_train(int argc, char **argv) {
         float bound = 1.0f / sqrtf((float)p->in);
         for (size_t k = 0; k < (size_t)o.rank * p->in; k++) p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
     }
+    lora->dropout = o.dropout;
     LoraAdam *opt = lora_adam_new(&m->cfg, lora, mask);
     int *order = ld_xmalloc(sizeof(int) * (size_t)train.n);
     Packed *vb = NULL;
@@ -383,7 +387,8 @@ int cmd_train(int argc, char **argv) {
     FILE *mf = fopen(mpath, o.resume ? "a" : "w");
     if (!mf) die("%s: cannot write", mpath);
     fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; LoRA r=%d "
-                    "alpha=%g on %s\n", train.n, val.n, per_epoch, o.tokens_per_step, o.epochs, total, o.rank, o.alpha, o.targets);
+                    "alpha=%g dropout=%g on %s\n", train.n, val.n, per_epoch, o.tokens_per_step, o.epochs, total, o.rank, o.alpha,
+            o.dropout, o.targets);
     double v0 = nvb && !start_step ? eval_loss(m, lora, vb, nvb) : NAN;
     if (nvb && !start_step) {
         fprintf(stderr, "train: validation loss before training %.4f\n", v0);
@@ -401,6 +406,7 @@ int cmd_train(int argc, char **argv) {
                 continue;
             }
             lora_zero(grad);
+            lora->dropout_seed = ((uint64_t)o.seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
             double loss = 0;
             int nmb = 0;
             for (int b = b0; b < npb && b < b0 + o.grad_accum; b++, nmb++) {

@@ -1,6 +1,5 @@
 #include "export.h"
 
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,43 +45,7 @@ int export_merged_hf(const char *model, const Lora *l, const char *out, int *n_t
         return -1;
     }
     if (ld_mkdir_p(out)) return -1;
-    // every tensor of every shard, in file order
-    char *index = ld_path_join(model, "model.safetensors.index.json");
-    if (ld_file_exists(index)) {
-        size_t len;
-        char *txt = ld_read_file(index, &len);
-        cJSON *root = txt ? cJSON_Parse(txt) : NULL;
-        free(txt);
-        const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-        int bad = !cJSON_IsObject(wm);
-        if (bad) ld_set_error("%s: no weight_map object", index);
-        for (const cJSON *e = wm ? wm->child : NULL; e && !bad; e = e->next) {
-            int seen = !cJSON_IsString(e);
-            for (int i = 0; i < n_files && !seen; i++) seen = !strcmp(strrchr(files[i].path, '/') + 1, e->valuestring);
-            if (seen) continue;
-            files = ld_xrealloc(files, sizeof(SafeTensors) * (size_t)(n_files + 1));
-            char *p = ld_path_join(model, e->valuestring);
-            bad = st_open(p, &files[n_files]) != 0;
-            if (!bad) n_files++;
-            free(p);
-        }
-        cJSON_Delete(root);
-        if (bad) {
-            free(index);
-            goto fail;
-        }
-    } else {
-        files = ld_xcalloc(1, sizeof(SafeTensors));
-        char *p = ld_path_join(model, "model.safetensors");
-        int bad = st_open(p, &files[0]) != 0;
-        free(p);
-        if (bad) {
-            free(index);
-            goto fail;
-        }
-        n_files = 1;
-    }
-    free(index);
+    if (st_open_dir(model, &files, &n_files)) goto fail;  // every tensor of every shard, in file order
     for (int f = 0; f < n_files; f++) total += files[f].n_tensors;
     ts = ld_xcalloc((size_t)total, sizeof(StWriteTensor));
     bufs = ld_xcalloc((size_t)total, sizeof(float *));

@@ -586,49 +586,7 @@ static char *read_tokenizer_config(const char *dir, Model *m, int *bos, int *eos
     return tmpl;
 }
 
-static int open_hf_files(const char *dir, ModelFiles *f) {
-    char *index = ld_path_join(dir, "model.safetensors.index.json");
-    if (!ld_file_exists(index)) {
-        free(index);
-        char *single = ld_path_join(dir, "model.safetensors");
-        f->st = ld_xcalloc(1, sizeof(SafeTensors));
-        int rc = st_open(single, &f->st[0]);
-        free(single);
-        if (rc == 0) f->n_st = 1;
-        return rc;
-    }
-    char *txt = ld_read_file(index, NULL);
-    cJSON *root = txt ? cJSON_Parse(txt) : NULL;
-    free(txt);
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (!cJSON_IsObject(wm)) {
-        ld_set_error("%s: no weight_map object", index);
-        free(index);
-        cJSON_Delete(root);
-        return -1;
-    }
-    free(index);
-    int cap = cJSON_GetArraySize(wm), rc = 0;
-    f->st = ld_xcalloc((size_t)cap + 1, sizeof(SafeTensors));
-    char **seen = ld_xcalloc((size_t)cap + 1, sizeof(char *));
-    for (const cJSON *e = wm->child; e && !rc; e = e->next) {
-        if (!cJSON_IsString(e) || strchr(e->valuestring, '/')) {
-            ld_set_error("%s/model.safetensors.index.json: bad shard name for '%s'", dir, e->string ? e->string : "?");
-            rc = -1;
-            break;
-        }
-        int dup = 0;
-        for (int i = 0; i < f->n_st && !dup; i++) dup = !strcmp(seen[i], e->valuestring);
-        if (dup) continue;
-        char *p = ld_path_join(dir, e->valuestring);
-        rc = st_open(p, &f->st[f->n_st]);
-        free(p);
-        if (!rc) seen[f->n_st++] = e->valuestring;
-    }
-    free(seen);
-    cJSON_Delete(root);
-    return rc;
-}
+static int open_hf_files(const char *dir, ModelFiles *f) { return st_open_dir(dir, &f->st, &f->n_st); }
 
 static void read_generation_eos(const char *dir, ModelConfig *c, int *eos) {
     (void)c;

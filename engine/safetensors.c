@@ -203,3 +203,52 @@ int st_write_f32(const char *path, const StWriteTensor *tensors, int n) {
     free(tmp);
     return 0;
 }
+
+// The tensors of an HF model directory: model.safetensors, or every shard model.safetensors.index.json names.
+int st_open_dir(const char *dir, SafeTensors **files, int *n_files) {
+    *files = NULL;
+    *n_files = 0;
+    SafeTensors **fst = files;
+    int *fn = n_files;
+    char *index = ld_path_join(dir, "model.safetensors.index.json");
+    if (!ld_file_exists(index)) {
+        free(index);
+        char *single = ld_path_join(dir, "model.safetensors");
+        (*fst) = ld_xcalloc(1, sizeof(SafeTensors));
+        int rc = st_open(single, &(*fst)[0]);
+        free(single);
+        if (rc == 0) (*fn) = 1;
+        return rc;
+    }
+    char *txt = ld_read_file(index, NULL);
+    cJSON *root = txt ? cJSON_Parse(txt) : NULL;
+    free(txt);
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(wm)) {
+        ld_set_error("%s: no weight_map object", index);
+        free(index);
+        cJSON_Delete(root);
+        return -1;
+    }
+    free(index);
+    int cap = cJSON_GetArraySize(wm), rc = 0;
+    (*fst) = ld_xcalloc((size_t)cap + 1, sizeof(SafeTensors));
+    char **seen = ld_xcalloc((size_t)cap + 1, sizeof(char *));
+    for (const cJSON *e = wm->child; e && !rc; e = e->next) {
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/')) {
+            ld_set_error("%s/model.safetensors.index.json: bad shard name for '%s'", dir, e->string ? e->string : "?");
+            rc = -1;
+            break;
+        }
+        int dup = 0;
+        for (int i = 0; i < (*fn) && !dup; i++) dup = !strcmp(seen[i], e->valuestring);
+        if (dup) continue;
+        char *p = ld_path_join(dir, e->valuestring);
+        rc = st_open(p, &(*fst)[(*fn)]);
+        free(p);
+        if (!rc) seen[(*fn)++] = e->valuestring;
+    }
+    free(seen);
+    cJSON_Delete(root);
+    return rc;
+}

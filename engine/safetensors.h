@@ -15,6 +15,9 @@ int st_open(const char *path, SafeTensors *out);
 // Parses an in-memory file image (the fuzz target's entry); `path` only names it in errors.
 int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out);
 const TensorRef *st_find(const SafeTensors *st, const char *name);
+// Opens an HF model directory's weights: model.safetensors, or each shard listed (once) in
+// model.safetensors.index.json. On failure the files opened so far stay in *files for st_close.
+int st_open_dir(const char *dir, SafeTensors **files, int *n_files);
 void st_close(SafeTensors *st);
 
 // Writing: fp32 tensors to a new safetensors file (header padded to 8 bytes, as HF writes it), atomically.

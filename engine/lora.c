@@ -319,15 +319,12 @@ double lora_adam_step(Lora *lora, Lora *grad, LoraAdam *o, float lr, float beta1
             ss += k_sumsq(grad->w[i].A, (size_t)lora->rank * grad->w[i].in) + k_sumsq(grad->w[i].B, (size_t)grad->w[i].out * lora->rank);
     double norm = sqrt(ss);
     float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;
+    if (clip < 1.0f) lora_scale(grad, clip);
     o->step++;
     for (int i = 0; i < n; i++) {
         LoraPair *p = &lora->w[i], *g = &grad->w[i];
         if (!p->A) continue;
         size_t na = (size_t)lora->rank * p->in, nb = (size_t)p->out * lora->rank;
-        if (clip < 1.0f) {
-            k_scale(g->A, na, clip);
-            k_scale(g->B, nb, clip);
-        }
         k_adamw(p->A, g->A, o->m->w[i].A, o->v->w[i].A, na, lr, beta1, beta2, eps, weight_decay, o->step);
         k_adamw(p->B, g->B, o->m->w[i].B, o->v->w[i].B, nb, lr, beta1, beta2, eps, weight_decay, o->step);
     }
@@ -374,12 +371,10 @@ int lora_save_peft(const Lora *l, const char *dir, const char *base_model) {
     cJSON_AddBoolToObject(c, "inference_mode", 1);
     for (int t = 0; t < LT_COUNT; t++)
         if (mask & (1u << t)) cJSON_AddItemToArray(targets, cJSON_CreateString(k_target_names[t]));
-    char *txt = cJSON_Print(c), *cp = ld_path_join(dir, "adapter_config.json");
+    char *txt = cJSON_Print(c), *cp = ld_path_join(dir, "adapter_config.json"), *tmp;
     cJSON_Delete(c);
-    FILE *f = fopen(cp, "w");
-    rc = f && fputs(txt, f) >= 0 ? 0 : -1;
-    if (f && fclose(f)) rc = -1;
-    if (rc) ld_set_error("%s: cannot write", cp);
+    FILE *f = ld_atomic_open(cp, &tmp);
+    rc = f ? ld_atomic_commit(f, tmp, cp, fputs(txt, f) >= 0) : -1;
     free(txt), free(cp);
     return rc;
 }
@@ -449,4 +444,12 @@ void lora_apply(const Lora *l, int layer, LoraTarget t, float *y, const float *x
     k_matmul(d, ax, p->B, NULL, T, l->rank, p->out);
     for (size_t i = 0; i < (size_t)T * p->out; i++) y[i] += l->scale * d[i];
     free(ax), free(d);
+}
+
+void lora_scale(Lora *l, float s) {
+    for (int i = 0; i < l->n_layers * LT_COUNT; i++)
+        if (l->w[i].A) {
+            k_scale(l->w[i].A, (size_t)l->rank * l->w[i].in, s);
+            k_scale(l->w[i].B, (size_t)l->w[i].out * l->rank, s);
+        }
 }

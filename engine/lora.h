@@ -25,6 +25,7 @@ const char *lora_target_name(LoraTarget t);  // PEFT's module names: q_proj ... 
 Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask);
 void lora_free(Lora *l);
 void lora_zero(Lora *l);
+void lora_scale(Lora *l, float s);  // every A and B times s
 
 // A batch of packed records: tokens[T], targets[T] (-100 = not trained), positions[T] restarting at each
 // record, record starts[n_records] (attention never crosses a record).

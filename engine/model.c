@@ -588,8 +588,7 @@ static char *read_tokenizer_config(const char *dir, Model *m, int *bos, int *eos
 
 static int open_hf_files(const char *dir, ModelFiles *f) { return st_open_dir(dir, &f->st, &f->n_st); }
 
-static void read_generation_eos(const char *dir, ModelConfig *c, int *eos) {
-    (void)c;
+static void read_generation_eos(const char *dir, int *eos) {
     char *p = ld_path_join(dir, "generation_config.json");
     char *txt = ld_file_exists(p) ? ld_read_file(p, NULL) : NULL;
     free(p);
@@ -627,7 +626,7 @@ Model *model_load(const char *path) {
         free(tp);
         if (!m->tok) goto fail;
         m->chat_template = read_tokenizer_config(path, m, &bos, &eos);
-        read_generation_eos(path, &m->cfg, &eos);
+        read_generation_eos(path, &eos);
     } else {
         files->gguf = ld_xcalloc(1, sizeof(Gguf));
         if (gguf_open(path, files->gguf) || model_config_from_gguf(files->gguf, &m->cfg)) goto fail;

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #define ST_MAX_HEADER (100u * 1024 * 1024)  // the format's own limit
 
@@ -175,33 +174,24 @@ int st_write_f32(const char *path, const StWriteTensor *tensors, int n) {
     char *hj = cJSON_PrintUnformatted(h);
     cJSON_Delete(h);
     size_t hl = strlen(hj), padded = (hl + 7) / 8 * 8;
-    size_t pl = strlen(path) + 8;
-    char *tmp = ld_xmalloc(pl);
-    snprintf(tmp, pl, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f != NULL;
-    if (ok) {
-        uint64_t len = padded;
-        unsigned char le[8];
-        for (int i = 0; i < 8; i++) le[i] = (unsigned char)(len >> (8 * i));
-        ok = fwrite(le, 1, 8, f) == 8 && fwrite(hj, 1, hl, f) == hl;
-        for (size_t i = hl; i < padded && ok; i++) ok = fputc(' ', f) != EOF;
-        for (int i = 0; i < n && ok; i++) {
-            size_t numel = 1;
-            for (int d = 0; d < tensors[i].n_dims; d++) numel *= (size_t)tensors[i].shape[d];
-            ok = fwrite(tensors[i].data, 4, numel, f) == numel;
-        }
-        ok = (fclose(f) == 0) && ok;
-    }
-    free(hj);
-    if (!ok || rename(tmp, path)) {
-        ld_set_error("%s: cannot write", path);
-        unlink(tmp);
-        free(tmp);
+    char *tmp;
+    FILE *f = ld_atomic_open(path, &tmp);
+    if (!f) {
+        free(hj);
         return -1;
     }
-    free(tmp);
-    return 0;
+    uint64_t len = padded;
+    unsigned char le[8];
+    for (int i = 0; i < 8; i++) le[i] = (unsigned char)(len >> (8 * i));
+    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hj, 1, hl, f) == hl;
+    for (size_t i = hl; i < padded && ok; i++) ok = fputc(' ', f) != EOF;
+    for (int i = 0; i < n && ok; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < tensors[i].n_dims; d++) numel *= (size_t)tensors[i].shape[d];
+        ok = fwrite(tensors[i].data, 4, numel, f) == numel;
+    }
+    free(hj);
+    return ld_atomic_commit(f, tmp, path, ok);
 }
 
 // The tensors of an HF model directory: model.safetensors, or every shard model.safetensors.index.json names.

@@ -177,3 +177,30 @@ int ld_mkdir_p(const char *path) {
     }
     return 0;
 }
+
+FILE *ld_atomic_open(const char *path, char **tmp_out) {
+    size_t n = strlen(path) + 8;
+    char *tmp = ld_xmalloc(n);
+    snprintf(tmp, n, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        ld_set_error("%s: cannot write: %s", tmp, strerror(errno));
+        free(tmp);
+        return NULL;
+    }
+    *tmp_out = tmp;
+    return f;
+}
+
+int ld_atomic_commit(FILE *f, char *tmp, const char *path, int ok) {
+    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path)) {
+        ld_set_error("%s: write failed", path);
+        unlink(tmp);
+        free(tmp);
+        return -1;
+    }
+    free(tmp);
+    return 0;
+}

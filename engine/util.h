@@ -2,6 +2,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 // Errors: a failing function returns NULL/-1 and leaves one line here naming the file and the problem.
 void ld_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -22,6 +23,12 @@ void *ld_xmalloc(size_t n);  // aborts with a message on out-of-memory: callers 
 void *ld_xcalloc(size_t n, size_t size);
 void *ld_xrealloc(void *p, size_t n);
 char *ld_xstrdup(const char *s);
+
+// Writing a file so that a crash leaves the old file or the new one, never half of one: write to the
+// returned FILE (a temp file beside path), then ld_atomic_commit flushes, fsyncs and renames it over path
+// (ok = 0 discards it instead). Both return NULL / -1 with an error naming the file.
+FILE *ld_atomic_open(const char *path, char **tmp_out);
+int ld_atomic_commit(FILE *f, char *tmp, const char *path, int ok);
 
 int ld_is_dir(const char *path);
 int ld_file_exists(const char *path);

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "engine/util.h"
 
@@ -118,29 +117,14 @@ void records_free(Records *r) {
 }
 
 int jsonl_write_atomic(const char *path, cJSON *const *items, int n) {
-    size_t pl = strlen(path);
-    char *tmp = ld_xmalloc(pl + 16);
-    snprintf(tmp, pl + 16, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        ld_set_error("%s: cannot write", tmp);
-        free(tmp);
-        return -1;
-    }
+    char *tmp;
+    FILE *f = ld_atomic_open(path, &tmp);
+    if (!f) return -1;
     int ok = 1;
     for (int i = 0; i < n && ok; i++) {
         char *s = cJSON_PrintUnformatted(items[i]);
         ok = fprintf(f, "%s\n", s) > 0;
         free(s);
     }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path)) {
-        ld_set_error("%s: write failed", path);
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    return ld_atomic_commit(f, tmp, path, ok);
 }

@@ -6,7 +6,6 @@
 
 #include "cli.h"
 #include "config.h"
-#include "kernels.h"
 #include "lora.h"
 #include "records.h"
 #include "safetensors.h"
@@ -416,12 +415,7 @@ int cmd_train(int argc, char **argv) {
                 tokens_seen += pb[b].T;
             }
             loss /= nmb;
-            if (nmb > 1)  // the mean of the micro-batches' mean losses
-                for (int i = 0; i < grad->n_layers * LT_COUNT; i++)
-                    if (grad->w[i].A) {
-                        k_scale(grad->w[i].A, (size_t)o.rank * grad->w[i].in, 1.0f / nmb);
-                        k_scale(grad->w[i].B, (size_t)grad->w[i].out * o.rank, 1.0f / nmb);
-                    }
+            if (nmb > 1) lora_scale(grad, 1.0f / nmb);  // the mean of the micro-batches' mean losses
             float lr = o.lr;
             if (step < warm) lr = o.lr * (step + 1) / warm;
             else if (!strcmp(o.schedule, "cosine")) lr = o.lr * 0.5f * (1 + cosf((float)M_PI * (step - warm) / fmaxf(1, total - warm)));

@@ -50,3 +50,20 @@ char *gguf_get_str(const Gguf *g, const char *key);  // heap copy or NULL
 const TensorRef *gguf_find(const Gguf *g, const char *name);
 // Array element i as a number (integer or float arrays).
 double gguf_arr_num(const GgufKv *kv, uint64_t i);
+
+// ---- writing ----------------------------------------------------------------------------------------------
+
+typedef struct {
+    const char *name;
+    LdDtype type;  // F32, F16, BF16 or Q8_0
+    int n_dims;
+    int64_t shape[LD_MAX_DIMS];  // outermost first, as TensorRef
+} GgufOutTensor;
+
+// ggml's type id of t, or -1.
+int gguf_type_id(LdDtype t);
+// Writes a GGUF v3 file atomically: every metadata key of `meta` except general.file_type and general.alignment
+// (32 is used), then general.file_type = file_type, then the tensors, each filled on demand by produce(i, dst)
+// with its bytes in its type (so a model larger than memory is written one tensor at a time).
+int gguf_write(const char *path, const Gguf *meta, uint32_t file_type, const GgufOutTensor *t, int n,
+               int (*produce)(int i, void *dst, void *ctx), void *ctx);

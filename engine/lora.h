@@ -27,31 +27,6 @@ void lora_free(Lora *l);
 void lora_zero(Lora *l);
 void lora_scale(Lora *l, float s);  // every A and B times s
 
-// A batch of packed records: tokens[T], targets[T] (-100 = not trained), positions[T] restarting at each
-// record, record starts[n_records] (attention never crosses a record).
-typedef struct {
-    const int *tokens, *targets, *positions, *starts;
-    int T, n_records;
-} TrainBatch;
-
-// Mean cross-entropy over the counted targets; grad (same shape as lora) is accumulated with d loss
-// (grad NULL: the loss alone, for validation).
-// *n_counted gets the number of counted targets. Returns NAN with an error on bad input.
-float lora_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, const TrainBatch *b, int *n_counted);
-
-// Optimiser state for an adapter: AdamW moments of every A and B.
-typedef struct {
-    Lora *m, *v;
-    int step;
-} LoraAdam;
-
-LoraAdam *lora_adam_new(const ModelConfig *c, const Lora *like, unsigned target_mask);
-void lora_adam_free(LoraAdam *o);
-// Clips grad to global norm max_norm (torch's clip_grad_norm_, 0 = off), then one AdamW step. Returns the
-// norm before clipping.
-double lora_adam_step(Lora *lora, Lora *grad, LoraAdam *o, float lr, float beta1, float beta2, float eps,
-                      float weight_decay, float max_norm);
-
 // PEFT adapter directories: adapter_config.json + adapter_model.safetensors with PEFT's tensor names
 // (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ...), loadable by PEFT.
 int lora_save_peft(const Lora *l, const char *dir, const char *base_model);

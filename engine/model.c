@@ -51,6 +51,11 @@ void model_free(Model *m) {
     free(m);
 }
 
+const struct Gguf *model_gguf(const Model *m) {
+    const ModelFiles *f = m->files;
+    return f ? f->gguf : NULL;
+}
+
 void model_config_free(ModelConfig *c) {
     free(c->layer_local);
     c->layer_local = NULL;
@@ -464,81 +469,126 @@ static float *gemma_norm_from_gguf(Model *m, float *w, int n) {
     return o;
 }
 
+// Every weight of the model with its names in both file kinds: one table for loading, training and exporting.
+int model_tensors(Model *m, ModelTensor **out) {
+    const ModelConfig *c = &m->cfg;
+    int D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab;
+    const char *px = m->hf_prefix[0] ? m->hf_prefix : "model.";
+    int cap = 3 + c->n_layers * 17, n = 0;
+    ModelTensor *t = ld_xcalloc((size_t)cap, sizeof *t);
+#define ADD(HF, GG, LAYER, TARGET, LIN, VEC, ROWS, COLS, PRESENT, NORM, QK)                                          \
+    do {                                                                                                             \
+        if (!(PRESENT)) break;                                                                                       \
+        ModelTensor *added = &t[n++];                                                                                    \
+        snprintf(added->hf, sizeof added->hf, "%s", HF);                                                                     \
+        snprintf(added->gguf, sizeof added->gguf, "%s", GG);                                                                 \
+        added->layer = LAYER, added->target = TARGET, added->lin = LIN, added->vec = VEC, added->rows = ROWS, added->cols = COLS;            \
+        added->is_norm = NORM, added->qk_heads = QK;                                                                         \
+    } while (0)
+    char hf[128], gg[64];
+    snprintf(hf, sizeof hf, "%sembed_tokens.weight", px);
+    ADD(hf, "token_embd.weight", -1, -1, &m->embed, NULL, V, D, 1, 0, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerWeights *w = &m->layers[l];
+        int qk = c->arch == ARCH_LLAMA;  // llama.cpp's converter permutes Q/K rows of llama-arch models only
+        struct {
+            const char *hf, *gg;
+            int target;
+            Linear *lin;
+            float **vec;
+            int64_t rows, cols;
+            int present, norm, qk_heads;
+        } e[] = {
+            {"input_layernorm.weight", "attn_norm.weight", -1, NULL, &w->attn_norm, 0, D, 1, 1, 0},
+            {"self_attn.q_proj.weight", "attn_q.weight", LT_Q, &w->wq, NULL, (int64_t)Hq * hd, D, 1, 0, qk ? Hq : 0},
+            {"self_attn.q_proj.bias", "attn_q.bias", -1, NULL, &w->bq, 0, (int64_t)Hq * hd, c->qkv_bias, 0, 0},
+            {"self_attn.k_proj.weight", "attn_k.weight", LT_K, &w->wk, NULL, (int64_t)Hkv * hd, D, 1, 0, qk ? Hkv : 0},
+            {"self_attn.k_proj.bias", "attn_k.bias", -1, NULL, &w->bk, 0, (int64_t)Hkv * hd, c->qkv_bias, 0, 0},
+            {"self_attn.v_proj.weight", "attn_v.weight", LT_V, &w->wv, NULL, (int64_t)Hkv * hd, D, 1, 0, 0},
+            {"self_attn.v_proj.bias", "attn_v.bias", -1, NULL, &w->bv, 0, (int64_t)Hkv * hd, c->qkv_bias, 0, 0},
+            {"self_attn.o_proj.weight", "attn_output.weight", LT_O, &w->wo, NULL, D, (int64_t)Hq * hd, 1, 0, 0},
+            {"self_attn.o_proj.bias", "attn_output.bias", -1, NULL, &w->bo, 0, D, c->o_bias, 0, 0},
+            {"self_attn.q_norm.weight", "attn_q_norm.weight", -1, NULL, &w->q_norm, 0, hd, c->qk_norm, 1, 0},
+            {"self_attn.k_norm.weight", "attn_k_norm.weight", -1, NULL, &w->k_norm, 0, hd, c->qk_norm, 1, 0},
+            {"post_attention_layernorm.weight", "post_attention_norm.weight", -1, NULL, &w->post_attn_norm, 0, D, c->sandwich_norms, 1, 0},
+            {c->sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", "ffn_norm.weight", -1, NULL,
+             &w->ffn_norm, 0, D, 1, 1, 0},
+            {"post_feedforward_layernorm.weight", "post_ffw_norm.weight", -1, NULL, &w->post_ffn_norm, 0, D, c->sandwich_norms, 1, 0},
+            {"mlp.gate_proj.weight", "ffn_gate.weight", LT_GATE, &w->w_gate, NULL, F, D, 1, 0, 0},
+            {"mlp.up_proj.weight", "ffn_up.weight", LT_UP, &w->w_up, NULL, F, D, 1, 0, 0},
+            {"mlp.down_proj.weight", "ffn_down.weight", LT_DOWN, &w->w_down, NULL, D, F, 1, 0, 0},
+        };
+        for (size_t k = 0; k < sizeof e / sizeof e[0]; k++) {
+            snprintf(hf, sizeof hf, "%slayers.%d.%s", px, l, e[k].hf);
+            snprintf(gg, sizeof gg, "blk.%d.%s", l, e[k].gg);
+            ADD(hf, gg, l, e[k].target, e[k].lin, e[k].vec, e[k].rows, e[k].cols, e[k].present, e[k].norm, e[k].qk_heads);
+        }
+    }
+    snprintf(hf, sizeof hf, "%snorm.weight", px);
+    ADD(hf, "output_norm.weight", -1, -1, NULL, &m->final_norm, 0, D, 1, 1, 0);
+    ADD("lm_head.weight", "output.weight", -1, -1, &m->lm_head, NULL, V, D, !c->tied_embeddings, 0, 0);
+#undef ADD
+    *out = t;
+    return n;
+}
+
 static int load_weights(Loader *L) {
     Model *m = L->m;
     ModelConfig *c = &m->cfg;
-    int D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab;
     int err = 0;
-    char n[256];
     m->layers = ld_xcalloc((size_t)c->n_layers, sizeof(LayerWeights));
-    if (L->from_gguf) {
-        m->embed = load_linear(L, "token_embd.weight", V, D, &err);
-        m->final_norm = load_vec(L, "output_norm.weight", D, 0, &err);
-        m->lm_head = c->tied_embeddings ? m->embed : load_linear(L, "output.weight", V, D, &err);
-    } else {
-        snprintf(n, sizeof n, "%sembed_tokens.weight", L->prefix);
-        m->embed = load_linear(L, n, V, D, &err);
-        snprintf(n, sizeof n, "%snorm.weight", L->prefix);
-        m->final_norm = load_vec(L, n, D, 0, &err);
-        m->lm_head = c->tied_embeddings ? m->embed : load_linear(L, "lm_head.weight", V, D, &err);
-    }
-    for (int l = 0; l < c->n_layers && !err; l++) {
-        LayerWeights *w = &m->layers[l];
-        struct {
-            float **dst;
-            const char *hf, *gg;
-            int64_t n;
-            int optional;
-        } vecs[] = {
-            {&w->attn_norm, "input_layernorm.weight", "attn_norm.weight", D, 0},
-            {&w->bq, "self_attn.q_proj.bias", "attn_q.bias", (int64_t)Hq * hd, !c->qkv_bias},
-            {&w->bk, "self_attn.k_proj.bias", "attn_k.bias", (int64_t)Hkv * hd, !c->qkv_bias},
-            {&w->bv, "self_attn.v_proj.bias", "attn_v.bias", (int64_t)Hkv * hd, !c->qkv_bias},
-            {&w->bo, "self_attn.o_proj.bias", "attn_output.bias", D, !c->o_bias},
-            {&w->q_norm, "self_attn.q_norm.weight", "attn_q_norm.weight", hd, !c->qk_norm},
-            {&w->k_norm, "self_attn.k_norm.weight", "attn_k_norm.weight", hd, !c->qk_norm},
-            {&w->post_attn_norm, c->sandwich_norms ? "post_attention_layernorm.weight" : "", "post_attention_norm.weight", D, !c->sandwich_norms},
-            {&w->ffn_norm, c->sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", "ffn_norm.weight", D, 0},
-            {&w->post_ffn_norm, "post_feedforward_layernorm.weight", "post_ffw_norm.weight", D, !c->sandwich_norms},
-        };
-        struct {
-            Linear *dst;
-            const char *hf, *gg;
-            int64_t rows, cols;
-        } lins[] = {
-            {&w->wq, "self_attn.q_proj.weight", "attn_q.weight", (int64_t)Hq * hd, D},
-            {&w->wk, "self_attn.k_proj.weight", "attn_k.weight", (int64_t)Hkv * hd, D},
-            {&w->wv, "self_attn.v_proj.weight", "attn_v.weight", (int64_t)Hkv * hd, D},
-            {&w->wo, "self_attn.o_proj.weight", "attn_output.weight", D, (int64_t)Hq * hd},
-            {&w->w_gate, "mlp.gate_proj.weight", "ffn_gate.weight", F, D},
-            {&w->w_up, "mlp.up_proj.weight", "ffn_up.weight", F, D},
-            {&w->w_down, "mlp.down_proj.weight", "ffn_down.weight", D, F},
-        };
-        for (size_t k = 0; k < sizeof vecs / sizeof vecs[0]; k++) {
-            if (L->from_gguf) snprintf(n, sizeof n, "blk.%d.%s", l, vecs[k].gg);
-            else snprintf(n, sizeof n, "%slayers.%d.%s", L->prefix, l, vecs[k].hf);
-            *vecs[k].dst = load_vec(L, n, vecs[k].n, vecs[k].optional, &err);
-        }
-        for (size_t k = 0; k < sizeof lins / sizeof lins[0]; k++) {
-            if (L->from_gguf) snprintf(n, sizeof n, "blk.%d.%s", l, lins[k].gg);
-            else snprintf(n, sizeof n, "%slayers.%d.%s", L->prefix, l, lins[k].hf);
-            *lins[k].dst = load_linear(L, n, lins[k].rows, lins[k].cols, &err);
-        }
-        if (L->from_gguf && c->arch == ARCH_LLAMA && !err) {
-            w->wq = unpermute_qk(m, w->wq, Hq, hd);
-            w->wk = unpermute_qk(m, w->wk, Hkv, hd);
-        }
-        if (L->from_gguf && c->norm_plus_one && !err) {
-            w->attn_norm = gemma_norm_from_gguf(m, w->attn_norm, D);
-            w->ffn_norm = gemma_norm_from_gguf(m, w->ffn_norm, D);
-            w->post_attn_norm = gemma_norm_from_gguf(m, w->post_attn_norm, D);
-            w->post_ffn_norm = gemma_norm_from_gguf(m, w->post_ffn_norm, D);
-            w->q_norm = gemma_norm_from_gguf(m, w->q_norm, hd);
-            w->k_norm = gemma_norm_from_gguf(m, w->k_norm, hd);
+    ModelTensor *t;
+    int n = model_tensors(m, &t);
+    for (int i = 0; i < n && !err; i++) {
+        const char *name = L->from_gguf ? t[i].gguf : t[i].hf;
+        if (t[i].lin) {
+            *t[i].lin = load_linear(L, name, t[i].rows, t[i].cols, &err);
+            if (L->from_gguf && t[i].qk_heads && !err) *t[i].lin = unpermute_qk(m, *t[i].lin, t[i].qk_heads, c->head_dim);
+        } else {
+            *t[i].vec = load_vec(L, name, t[i].cols, 0, &err);
+            if (L->from_gguf && c->norm_plus_one && t[i].is_norm && !err) *t[i].vec = gemma_norm_from_gguf(m, *t[i].vec, (int)t[i].cols);
         }
     }
-    if (!err && L->from_gguf && c->norm_plus_one) m->final_norm = gemma_norm_from_gguf(m, m->final_norm, D);
+    free(t);
+    if (c->tied_embeddings) m->lm_head = m->embed;
     return err ? -1 : 0;
+}
+
+// Every weight as an owned, writable fp32 array, for training all of them (the file formats stay untouched).
+void model_make_trainable(Model *m) {
+    ModelTensor *t;
+    int n = model_tensors(m, &t);
+    for (int i = 0; i < n; i++) {
+        if (t[i].lin) {
+            size_t numel = (size_t)(t[i].rows * t[i].cols);
+            float *w = own(m, ld_xmalloc(sizeof(float) * numel));
+            ld_dequantize(t[i].lin->type, t[i].lin->data, w, numel);
+            *t[i].lin = (Linear){w, LD_F32, sizeof(float) * (size_t)t[i].cols};
+        } else {
+            float *v = own(m, ld_xmalloc(sizeof(float) * (size_t)t[i].cols));
+            memcpy(v, *t[i].vec, sizeof(float) * (size_t)t[i].cols);
+            *t[i].vec = v;
+        }
+    }
+    free(t);
+    if (m->cfg.tied_embeddings) m->lm_head = m->embed;
+}
+
+Model *model_grad_new(const Model *m) {
+    Model *g = ld_xcalloc(1, sizeof *g);
+    g->cfg = m->cfg;
+    g->cfg.layer_local = ld_xmalloc((size_t)m->cfg.n_layers);
+    memcpy(g->cfg.layer_local, m->cfg.layer_local, (size_t)m->cfg.n_layers);
+    g->layers = ld_xcalloc((size_t)m->cfg.n_layers, sizeof(LayerWeights));
+    ModelTensor *t;
+    int n = model_tensors(g, &t);
+    for (int i = 0; i < n; i++) {
+        if (t[i].lin) *t[i].lin = (Linear){own(g, ld_xcalloc((size_t)(t[i].rows * t[i].cols), sizeof(float))), LD_F32, sizeof(float) * (size_t)t[i].cols};
+        else *t[i].vec = own(g, ld_xcalloc((size_t)t[i].cols, sizeof(float)));
+    }
+    free(t);
+    if (g->cfg.tied_embeddings) g->lm_head = g->embed;
+    return g;
 }
 
 // inv_freq[i] = 1 / theta^(2i/d), then the scaling rule; GGUF llama3 files carry per-pair divisors instead.
@@ -619,6 +669,7 @@ Model *model_load(const char *path) {
             char n[128];
             snprintf(n, sizeof n, "%sembed_tokens.weight", prefixes[i]);
             L.prefix = prefixes[i];
+            snprintf(m->hf_prefix, sizeof m->hf_prefix, "%s", prefixes[i]);
             if (find_tensor(&L, n)) break;
         }
         char *tp = ld_path_join(path, "tokenizer.json");

@@ -65,6 +65,7 @@ typedef struct {
     float *inv_freq_global, *inv_freq_local;  // [hd/2]
     Tokenizer *tok;
     char *chat_template;  // Jinja text from tokenizer_config.json / GGUF, or NULL
+    char hf_prefix[32];   // HF tensor-name prefix of the loaded files ("model.", "language_model.model." ...)
     struct Lora *adapter;  // a LoRA applied on top of the weights without merging (owned: freed with the model)
     // owned storage
     void **blocks;
@@ -81,4 +82,23 @@ void model_config_free(ModelConfig *c);
 // Loads an HF model directory or a .gguf file. NULL with ld_last_error() on failure.
 Model *model_load(const char *path);
 void model_free(Model *m);
+const struct Gguf *model_gguf(const Model *m);  // the GGUF the model was loaded from, or NULL (an HF directory)
 const char *arch_name(Arch a);
+
+// One weight of a model as the files name it (the table loading, full fine-tuning and export share).
+typedef struct {
+    char hf[128], gguf[64];  // names in an HF directory (with the model's prefix) and in a GGUF
+    int layer;               // -1: embeddings, final norm, lm_head
+    int target;              // the LoraTarget of a layer's linear, else -1
+    Linear *lin;             // a linear weight [rows, cols] ...
+    float **vec;             // ... or a vector [cols] (rows 0)
+    int64_t rows, cols;
+    int is_norm;             // an RMSNorm weight (GGUF files hold Gemma's as 1 + w)
+    int qk_heads;            // Q/K of llama-arch GGUFs: rows interleaved per head over this many heads (0: not)
+} ModelTensor;
+// The weights present in m's architecture, in file order; lm_head only when untied. Pointers into m.
+int model_tensors(Model *m, ModelTensor **out);
+// Every weight becomes an owned writable fp32 array (for full fine-tuning).
+void model_make_trainable(Model *m);
+// A zeroed fp32 model-shaped container for gradients of every weight (same table, same names).
+Model *model_grad_new(const Model *m);

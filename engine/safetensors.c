@@ -154,10 +154,23 @@ void st_close(SafeTensors *st) {
     st->path = NULL;
 }
 
+static int from_memory(int i, float *dst, void *ctx) {
+    const StWriteTensor *t = (const StWriteTensor *)ctx + i;
+    size_t numel = 1;
+    for (int d = 0; d < t->n_dims; d++) numel *= (size_t)t->shape[d];
+    memcpy(dst, t->data, numel * sizeof(float));
+    return 0;
+}
+
 int st_write_f32(const char *path, const StWriteTensor *tensors, int n) {
+    return st_write_f32_stream(path, tensors, n, from_memory, (void *)tensors);
+}
+
+int st_write_f32_stream(const char *path, const StWriteTensor *tensors, int n, int (*produce)(int i, float *dst, void *ctx),
+                        void *ctx) {
     cJSON *h = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(h, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
-    size_t off = 0;
+    size_t off = 0, biggest = 1;
     for (int i = 0; i < n; i++) {
         size_t numel = 1;
         cJSON *e = cJSON_AddObjectToObject(h, tensors[i].name), *shape = cJSON_AddArrayToObject(e, "shape"),
@@ -170,6 +183,7 @@ int st_write_f32(const char *path, const StWriteTensor *tensors, int n) {
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
         off += numel * 4;
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        if (numel > biggest) biggest = numel;
     }
     char *hj = cJSON_PrintUnformatted(h);
     cJSON_Delete(h);
@@ -185,11 +199,13 @@ int st_write_f32(const char *path, const StWriteTensor *tensors, int n) {
     for (int i = 0; i < 8; i++) le[i] = (unsigned char)(len >> (8 * i));
     int ok = fwrite(le, 1, 8, f) == 8 && fwrite(hj, 1, hl, f) == hl;
     for (size_t i = hl; i < padded && ok; i++) ok = fputc(' ', f) != EOF;
+    float *buf = ld_xmalloc(biggest * sizeof(float));
     for (int i = 0; i < n && ok; i++) {
         size_t numel = 1;
         for (int d = 0; d < tensors[i].n_dims; d++) numel *= (size_t)tensors[i].shape[d];
-        ok = fwrite(tensors[i].data, 4, numel, f) == numel;
+        ok = produce(i, buf, ctx) == 0 && fwrite(buf, 4, numel, f) == numel;
     }
+    free(buf);
     free(hj);
     return ld_atomic_commit(f, tmp, path, ok);
 }

@@ -57,5 +57,18 @@ static inline float ld_f16_to_f32(uint16_t h) {
 #endif
 }
 
+// fp32 to half precision, rounding to nearest even (as ggml and torch do); NaN stays NaN.
+static inline uint16_t ld_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 64);
+    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+uint16_t ld_f32_to_f16(float f);
+
+// Encodes n elements (a whole number of blocks) of src as type t: F32, F16, BF16 or Q8_0 (ggml's reference
+// rounding). Returns -1 for a type it cannot write.
+int ld_quantize(LdDtype t, const float *src, void *dst, size_t n);
+
 // y[0..K) = the dequantised row at src (K a whole number of blocks); SIMD where the CPU has it.
 void ld_dequantize_row(LdDtype t, const void *src, float *y, int K);

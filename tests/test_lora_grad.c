@@ -5,9 +5,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backprop.h"
 #include "export.h"
 #include "forward.h"
 #include "lora.h"
+#include "optim.h"
 #include "safetensors.h"
 #include "test_util.h"
 #include "util.h"
@@ -63,7 +65,7 @@ static void check(const char *name) {
     b.positions = ints(&st, "positions", &np);
     b.starts = ints(&st, "starts", &ns);
     b.T = nt, b.n_records = ns;
-    float loss = lora_loss_and_grad(m, lora, grad, &b, &counted);
+    float loss = train_loss_and_grad(m, lora, grad, NULL, &b, &counted);
     float want = *(const float *)need(&st, "loss")->data;
     double worst = 0;
     for (int l = 0; l < m->cfg.n_layers; l++)
@@ -82,18 +84,20 @@ static void check(const char *name) {
     CHECK(fabsf(loss - want) / want < 1e-5, "%s: loss %.7f vs PEFT %.7f", name, loss, want);
     // ten AdamW steps with clipping track torch's loss sequence
     const float *want_losses = (const float *)need(&st, "adamw_losses")->data;
-    LoraAdam *opt = lora_adam_new(&m->cfg, lora, (1u << LT_COUNT) - 1);
+    Param *ps;
+    int nps = lora_params(lora, grad, &ps);
+    AdamW *opt = adamw_new(ps, nps);
     double worst_step = 0;
     for (int step = 0; step < 10; step++) {
-        lora_zero(grad);
-        float l = lora_loss_and_grad(m, lora, grad, &b, &counted);
+        adamw_zero_grad(opt);
+        float l = train_loss_and_grad(m, lora, grad, NULL, &b, &counted);
         double e = fabs(l - want_losses[step]) / want_losses[step];
         if (e > worst_step) worst_step = e;
-        lora_adam_step(lora, grad, opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
+        adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
     }
     printf("%-12s 10 AdamW steps: loss %.5f -> %.5f, worst rel diff from torch %.2e\n", name, want_losses[0], want_losses[9], worst_step);
     CHECK(worst_step < 1e-4, "%s: AdamW loss sequence differs from torch (%.3e)", name, worst_step);
-    lora_adam_free(opt);
+    adamw_free(opt);
     free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);
     lora_free(lora), lora_free(grad);
     st_close(&st);
@@ -154,7 +158,7 @@ static void check_adapter_files(void) {
     snprintf(merged_dir, sizeof merged_dir, "%s-merged", out);
     int n_t, n_m;
     snprintf(p, sizeof p, "%s/tiny/llama", LD_FIXTURES);
-    CHECK(export_merged_hf(p, a, merged_dir, &n_t, &n_m) == 0 && n_m == 14, "export: %s", ld_last_error());
+    CHECK(export_hf(m, a, merged_dir, &n_t, &n_m) == 0 && n_m == 14, "export: %s", ld_last_error());
     Model *mm = model_load(merged_dir);
     CHECK(mm != NULL, "merged export does not load: %s", ld_last_error());
     if (mm) {
@@ -205,11 +209,11 @@ static void check_dropout(void) {
     int nt, ng, np, ns, c;
     TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
     b.T = nt, b.n_records = ns;
-    float plain = lora_loss_and_grad(m, l, scratch, &b, &c);
+    float plain = train_loss_and_grad(m, l, scratch, NULL, &b, &c);
     l->dropout = 0.3f, l->dropout_seed = 12345;
-    float base = lora_loss_and_grad(m, l, g, &b, &c);
+    float base = train_loss_and_grad(m, l, g, NULL, &b, &c);
     CHECK(fabsf(base - plain) > 1e-4f, "dropout did not change the training loss (%f vs %f)", base, plain);
-    CHECK(fabsf(lora_loss_and_grad(m, l, NULL, &b, &c) - plain) < 1e-6f, "evaluation must not drop");
+    CHECK(fabsf(train_loss_and_grad(m, l, NULL, NULL, &b, &c) - plain) < 1e-6f, "evaluation must not drop");
     struct { int layer, target, b, idx; } probes[] = {{0, LT_Q, 0, 5}, {1, LT_DOWN, 0, 17}, {0, LT_UP, 1, 30}, {1, LT_V, 1, 3}, {1, LT_GATE, 0, 100}};
     double worst = 0;
     for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
@@ -217,9 +221,9 @@ static void check_dropout(void) {
         float *x = probes[k].b ? &w->B[probes[k].idx] : &w->A[probes[k].idx], keep = *x, h = 1e-2f;
         float an = probes[k].b ? gw->B[probes[k].idx] : gw->A[probes[k].idx];
         *x = keep + h;
-        float lp = lora_loss_and_grad(m, l, scratch, &b, &c);
+        float lp = train_loss_and_grad(m, l, scratch, NULL, &b, &c);
         *x = keep - h;
-        float lm = lora_loss_and_grad(m, l, scratch, &b, &c);
+        float lm = train_loss_and_grad(m, l, scratch, NULL, &b, &c);
         *x = keep;
         double fd = (lp - lm) / (2 * h), e = fabs(fd - an) / fmax(fabs(fd), 1e-3);
         if (e > worst) worst = e;

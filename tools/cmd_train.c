@@ -1,12 +1,16 @@
-// llamaduo train: LoRA fine-tuning on chat records (CPU path), writing a PEFT adapter directory.
+// llamaduo train: LoRA or full fine-tuning on chat records (CPU path), writing a PEFT adapter directory or the
+// whole model.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "backprop.h"
 #include "config.h"
+#include "export.h"
 #include "lora.h"
+#include "optim.h"
 #include "records.h"
 #include "safetensors.h"
 #include "train_data.h"
@@ -16,12 +20,14 @@ static const char *k_help =
     "usage: llamaduo train --model PATH --train TRAIN.jsonl --out DIR [options]   (or --config FILE.yaml)\n\n"
     "Fine-tunes a LoRA adapter on chat records ({\"messages\": [...]}; loss on assistant turns) and writes DIR/adapter\n"
     "(PEFT format: adapter_config.json + adapter_model.safetensors) and DIR/metrics.jsonl (one line per step).\n"
+    "  --method full             train every weight instead: writes DIR/model (an HF directory, fp32) for an HF base\n"
+    "                            or DIR/model.gguf (F32, the base's metadata) for a GGUF base\n"
     "  --val FILE.jsonl          validation records: loss every --eval-every steps and at the end\n"
     "  --rank R --alpha A        LoRA rank (default 8) and alpha (default 2R); --rslora scales by A/sqrt(R)\n"
     "  --dropout P               LoRA dropout on the adapter's input while training (default 0.05)\n"
     "  --targets LIST            all-linear (default) or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj\n"
     "  --epochs N                passes over the data (default 3)\n"
-    "  --lr X --schedule S       peak learning rate (default 2e-4); cosine (default), linear or constant\n"
+    "  --lr X --schedule S       peak learning rate (default 2e-4 LoRA, 1e-5 full); cosine (default), linear or constant\n"
     "  --warmup F                share of steps warming up linearly (default 0.1)\n"
     "  --weight-decay X          AdamW decay (default 0); --max-grad-norm X clips (default 1.0; 0 = off)\n"
     "  --tokens-per-step N       records packed into one sequence of at most N tokens (default 1024)\n"
@@ -30,7 +36,7 @@ static const char *k_help =
     "  --full-sequence-loss      train on every token, not just the assistant turns\n"
     "  --seed N                  data order and LoRA initialisation (default 1)\n"
     "  --eval-every N            validation interval in steps (default: each epoch's end)\n"
-    "  --save-every N            checkpoint (adapter, optimiser state, position) every N steps into DIR/checkpoint\n"
+    "  --save-every N            checkpoint (trained weights, optimiser state, position) every N steps into DIR/checkpoint\n"
     "                            (default 20); --resume continues from it after a crash with the same losses\n"
     "  --chat-template FAMILY    override the model's chat template family\n"
     "  --threads N               CPU threads\n"
@@ -38,7 +44,7 @@ static const char *k_help =
     "flags after it override it.\n";
 
 typedef struct {
-    const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template;
+    const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template, *method;
     int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads, save_every, resume;
     float alpha, lr, warmup, weight_decay, max_grad_norm, dropout;
 } TrainOpts;
@@ -61,7 +67,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     cJSON *root = config_load(path);
     if (!root) die("%s", ld_last_error());
     static const char *const top[] = {"train", NULL};
-    static const char *const keys[] = {"model", "train", "val", "out", "rank", "alpha", "dropout", "rslora", "targets", "epochs", "lr",
+    static const char *const keys[] = {"model", "train", "val", "out", "method", "rank", "alpha", "dropout", "rslora", "targets", "epochs", "lr",
                                        "schedule", "warmup", "weight_decay", "max_grad_norm", "tokens_per_step", "grad_accum",
                                        "max_len", "long_records", "full_sequence_loss", "seed", "eval_every", "chat_template",
                                        "threads", NULL};
@@ -72,6 +78,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
         cfg_get_str(t, "train", "train", o->train ? o->train : "", &o->train, path) ||
         cfg_get_str(t, "val", "train", o->val ? o->val : "", &o->val, path) ||
         cfg_get_str(t, "out", "train", o->out ? o->out : "", &o->out, path) ||
+        cfg_get_str(t, "method", "train", o->method, &o->method, path) ||
         cfg_get_int(t, "rank", "train", o->rank, 1, 1024, &o->rank, path) ||
         cfg_get_num(t, "alpha", "train", o->alpha, 0, 1e6, &alpha, path) ||
         cfg_get_num(t, "dropout", "train", o->dropout, 0, 0.95, &drop, path) ||
@@ -100,7 +107,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     o->dropout = (float)drop;
     o->lr = (float)lr, o->alpha = (float)alpha, o->warmup = (float)warmup, o->weight_decay = (float)wd, o->max_grad_norm = (float)mgn;
     // strings point into the tree: keep it for the process's life
-    const char **strs[] = {&o->model, &o->train, &o->val, &o->out, &o->targets, &o->schedule, &o->long_records};
+    const char **strs[] = {&o->model, &o->train, &o->val, &o->out, &o->targets, &o->schedule, &o->long_records, &o->method};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (*strs[i] && !**strs[i]) *strs[i] = NULL;
 }
@@ -181,93 +188,46 @@ static void free_packed(Packed *p, int n) {
     free(p);
 }
 
-static double eval_loss(const Model *m, const Lora *l, Packed *b, int nb) {
+static double eval_loss(const Model *m, const Lora *l, Packed *b, int nb) {  // l NULL: full fine-tuning
     double sum = 0;
     long cnt = 0;
     for (int i = 0; i < nb; i++) {
         TrainBatch tb = {b[i].tokens, b[i].targets, b[i].positions, b[i].starts, b[i].T, b[i].n_records};
         int c;
-        float loss = lora_loss_and_grad(m, l, NULL, &tb, &c);
+        float loss = train_loss_and_grad(m, l, NULL, NULL, &tb, &c);
         sum += (double)loss * c, cnt += c;
     }
     return cnt ? sum / cnt : NAN;
 }
 
-// A checkpoint: the adapter, AdamW's moments and the step, in DIR/checkpoint (written beside, then renamed
-// over the old one, so a kill -9 leaves either the old or the new checkpoint, never half of one).
-static void ckpt_names(char *out, size_t cap, const char *what, int i, char ab) {
-    snprintf(out, cap, "%s.%d.%c", what, i, ab);
-}
-
-static int save_checkpoint(const char *dir, const Lora *l, const LoraAdam *opt, int step) {
+// A checkpoint: the trained weights, AdamW's moments and step (state.safetensors) and the data position
+// (state.json) in DIR/checkpoint — written beside, then renamed over the old one, so a kill -9 leaves either the
+// old or the new checkpoint, never half of one.
+static int save_checkpoint(const char *dir, const AdamW *opt, int step) {
     char *ck = ld_path_join(dir, "checkpoint"), *tmp = ld_path_join(dir, "checkpoint.tmp");
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    if (system(cmd) != 0 || ld_mkdir_p(tmp)) return -1;
-    int n = 0, cap = l->n_layers * LT_COUNT * 6;
-    StWriteTensor *ts = ld_xcalloc((size_t)cap, sizeof(StWriteTensor));
-    char (*names)[48] = ld_xcalloc((size_t)cap, 48);
-    const Lora *parts[3] = {l, opt->m, opt->v};
-    const char *what[3] = {"lora", "m", "v"};
-    for (int k = 0; k < 3; k++)
-        for (int i = 0; i < l->n_layers * LT_COUNT; i++) {
-            const LoraPair *p = &parts[k]->w[i];
-            if (!p->A) continue;
-            ckpt_names(names[n], 48, what[k], i, 'A');
-            ts[n] = (StWriteTensor){names[n], p->A, 2, {l->rank, p->in}}, n++;
-            ckpt_names(names[n], 48, what[k], i, 'B');
-            ts[n] = (StWriteTensor){names[n], p->B, 2, {p->out, l->rank}}, n++;
-        }
-    char *st = ld_path_join(tmp, "state.safetensors"), *js = ld_path_join(tmp, "state.json");
-    int rc = st_write_f32(st, ts, n);
-    FILE *f = rc ? NULL : fopen(js, "w");
-    if (f) {
-        fprintf(f, "{\"step\": %d, \"adam_step\": %d}\n", step, opt->step);
-        rc = fclose(f) ? -1 : 0;
-    } else {
-        rc = -1;
-    }
+    int rc = system(cmd) != 0 || ld_mkdir_p(tmp) ? -1 : 0;
+    char *st = ld_path_join(tmp, "state.safetensors"), *js = ld_path_join(tmp, "state.json"), *jtmp;
+    if (!rc) rc = adamw_save(opt, st);
+    FILE *f = rc ? NULL : ld_atomic_open(js, &jtmp);
+    if (f) rc = ld_atomic_commit(f, jtmp, js, fprintf(f, "{\"step\": %d}\n", step) > 0);
+    else rc = -1;
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ck);
     if (!rc && (system(cmd) != 0 || rename(tmp, ck))) rc = -1;
     if (rc) ld_set_error("%s: cannot write the checkpoint", ck);
-    free(ts), free(names), free(st), free(js), free(ck), free(tmp);
+    free(st), free(js), free(ck), free(tmp);
     return rc;
 }
 
-static int load_checkpoint(const char *dir, Lora *l, LoraAdam *opt, int *step) {
+static int load_checkpoint(const char *dir, AdamW *opt, int *step) {
     char *ck = ld_path_join(dir, "checkpoint"), *st = ld_path_join(ck, "state.safetensors"), *js = ld_path_join(ck, "state.json");
     int rc = -1;
-    SafeTensors t = {0};
     char *txt = ld_read_file(js, NULL);
     cJSON *j = txt ? cJSON_Parse(txt) : NULL;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *as = cJSON_GetObjectItemCaseSensitive(j, "adam_step");
-    if (!cJSON_IsNumber(s) || !cJSON_IsNumber(as)) {
-        ld_set_error("%s: no usable checkpoint to resume from", ck);
-    } else if (!st_open(st, &t)) {
-        Lora *parts[3] = {l, opt->m, opt->v};
-        const char *what[3] = {"lora", "m", "v"};
-        rc = 0;
-        for (int k = 0; k < 3 && !rc; k++)
-            for (int i = 0; i < l->n_layers * LT_COUNT && !rc; i++) {
-                LoraPair *p = &parts[k]->w[i];
-                if (!p->A) continue;
-                for (int ab = 0; ab < 2 && !rc; ab++) {
-                    char name[48];
-                    ckpt_names(name, sizeof name, what[k], i, ab ? 'B' : 'A');
-                    const TensorRef *tr = st_find(&t, name);
-                    size_t want = (size_t)l->rank * (ab ? p->out : p->in) * sizeof(float);
-                    if (!tr || tr->dtype != LD_F32 || tr->nbytes != want) {
-                        ld_set_error("%s: checkpoint tensor %s missing or of another shape (different settings?)", st, name);
-                        rc = -1;
-                    } else {
-                        memcpy(ab ? p->B : p->A, tr->data, want);
-                    }
-                }
-            }
-        *step = s->valueint;
-        opt->step = as->valueint;
-        st_close(&t);
-    }
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    if (!cJSON_IsNumber(s)) ld_set_error("%s: no usable checkpoint to resume from", ck);
+    else if (!adamw_load(opt, st)) rc = 0, *step = s->valueint;
     cJSON_Delete(j);
     free(txt), free(ck), free(st), free(js);
     return rc;
@@ -280,7 +240,7 @@ static uint64_t rng_next(uint64_t *s) {
 
 int cmd_train(int argc, char **argv) {
     Args a = {argc, argv, 1, "train"};
-    TrainOpts o = {.rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = 2e-4f, .schedule = "cosine", .warmup = 0.1f,
+    TrainOpts o = {.method = "lora", .rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = -1, .schedule = "cosine", .warmup = 0.1f,
                    .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1, .save_every = 20, .dropout = 0.05f};
     const char *config = NULL;
     for (int i = 1; i + 1 < argc; i++)  // a config first, so flags can override it
@@ -295,7 +255,7 @@ int cmd_train(int argc, char **argv) {
         if (arg_value(&a, "--config", &v) || arg_value(&a, "--model", &o.model) || arg_value(&a, "--train", &o.train) ||
             arg_value(&a, "--val", &o.val) || arg_value(&a, "--out", &o.out) || arg_value(&a, "--targets", &o.targets) ||
             arg_value(&a, "--schedule", &o.schedule) || arg_value(&a, "--long-records", &o.long_records) ||
-            arg_value(&a, "--chat-template", &o.chat_template) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
+            arg_value(&a, "--chat-template", &o.chat_template) || arg_value(&a, "--method", &o.method) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
             arg_float(&a, "--alpha", &o.alpha, 0, 1e6f) || arg_float(&a, "--dropout", &o.dropout, 0, 0.95f) || arg_int(&a, "--epochs", &o.epochs, 1, 100000) ||
             arg_float(&a, "--lr", &o.lr, 0, 10) || arg_float(&a, "--warmup", &o.warmup, 0, 1) ||
             arg_float(&a, "--weight-decay", &o.weight_decay, 0, 10) || arg_float(&a, "--max-grad-norm", &o.max_grad_norm, 0, 1e6f) ||
@@ -314,6 +274,9 @@ int cmd_train(int argc, char **argv) {
         die("--schedule must be cosine, linear or constant, not '%s'", o.schedule);
     if (strcmp(o.long_records, "skip") && strcmp(o.long_records, "truncate") && strcmp(o.long_records, "error"))
         die("--long-records must be skip, truncate or error, not '%s'", o.long_records);
+    if (strcmp(o.method, "lora") && strcmp(o.method, "full")) die("--method must be lora or full, not '%s'", o.method);
+    int full = !strcmp(o.method, "full");
+    if (o.lr < 0) o.lr = full ? 1e-5f : 2e-4f;
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
     if (o.alpha < 0) o.alpha = 2.0f * o.rank;
     unsigned mask = parse_targets(o.targets);
@@ -324,17 +287,29 @@ int cmd_train(int argc, char **argv) {
     Dataset train, val = {0};
     load_dataset(m, &ct, o.train, &o, &train);
     if (o.val) load_dataset(m, &ct, o.val, &o, &val);
-    // LoRA as PEFT initialises it: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0
-    Lora *lora = lora_new(&m->cfg, o.rank, o.alpha, o.rslora, mask), *grad = lora_new(&m->cfg, o.rank, o.alpha, o.rslora, mask);
-    uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)o.seed;
-    for (int i = 0; i < lora->n_layers * LT_COUNT; i++) {
-        LoraPair *p = &lora->w[i];
-        if (!p->A) continue;
-        float bound = 1.0f / sqrtf((float)p->in);
-        for (size_t k = 0; k < (size_t)o.rank * p->in; k++) p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
+    Lora *lora = NULL, *grad = NULL;
+    Model *mgrad = NULL;
+    Param *params;
+    int n_params;
+    if (full) {
+        model_make_trainable(m);
+        mgrad = model_grad_new(m);
+        n_params = model_params(m, mgrad, &params);
+    } else {  // LoRA as PEFT initialises it: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0
+        lora = lora_new(&m->cfg, o.rank, o.alpha, o.rslora, mask), grad = lora_new(&m->cfg, o.rank, o.alpha, o.rslora, mask);
+        uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)o.seed;
+        for (int i = 0; i < lora->n_layers * LT_COUNT; i++) {
+            LoraPair *p = &lora->w[i];
+            if (!p->A) continue;
+            float bound = 1.0f / sqrtf((float)p->in);
+            for (size_t k = 0; k < (size_t)o.rank * p->in; k++) p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
+        }
+        lora->dropout = o.dropout;
+        n_params = lora_params(lora, grad, &params);
     }
-    lora->dropout = o.dropout;
-    LoraAdam *opt = lora_adam_new(&m->cfg, lora, mask);
+    AdamW *opt = adamw_new(params, n_params);
+    size_t n_trained = 0;
+    for (int i = 0; i < n_params; i++) n_trained += params[i].n;
     int *order = ld_xmalloc(sizeof(int) * (size_t)train.n);
     Packed *vb = NULL;
     int nvb = 0;
@@ -363,7 +338,7 @@ int cmd_train(int argc, char **argv) {
     char *mpath = ld_path_join(o.out, "metrics.jsonl");
     int start_step = 0;
     if (o.resume) {
-        if (load_checkpoint(o.out, lora, opt, &start_step)) die("%s", ld_last_error());
+        if (load_checkpoint(o.out, opt, &start_step)) die("%s", ld_last_error());
         // keep the metrics written up to the checkpoint; the steps after it are done again
         cJSON **lines;
         int *lnos, nl;
@@ -385,9 +360,10 @@ int cmd_train(int argc, char **argv) {
     }
     FILE *mf = fopen(mpath, o.resume ? "a" : "w");
     if (!mf) die("%s: cannot write", mpath);
-    fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; LoRA r=%d "
-                    "alpha=%g dropout=%g on %s\n", train.n, val.n, per_epoch, o.tokens_per_step, o.epochs, total, o.rank, o.alpha,
-            o.dropout, o.targets);
+    fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; ", train.n,
+            val.n, per_epoch, o.tokens_per_step, o.epochs, total);
+    if (full) fprintf(stderr, "full fine-tuning of %.1fM parameters\n", n_trained / 1e6);
+    else fprintf(stderr, "LoRA r=%d alpha=%g dropout=%g on %s (%.2fM parameters)\n", o.rank, o.alpha, o.dropout, o.targets, n_trained / 1e6);
     double v0 = nvb && !start_step ? eval_loss(m, lora, vb, nvb) : NAN;
     if (nvb && !start_step) {
         fprintf(stderr, "train: validation loss before training %.4f\n", v0);
@@ -404,23 +380,23 @@ int cmd_train(int argc, char **argv) {
                 step++;
                 continue;
             }
-            lora_zero(grad);
-            lora->dropout_seed = ((uint64_t)o.seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
+            adamw_zero_grad(opt);
+            if (lora) lora->dropout_seed = ((uint64_t)o.seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
             double loss = 0;
             int nmb = 0;
             for (int b = b0; b < npb && b < b0 + o.grad_accum; b++, nmb++) {
                 TrainBatch tb = {pb[b].tokens, pb[b].targets, pb[b].positions, pb[b].starts, pb[b].T, pb[b].n_records};
                 int c;
-                loss += lora_loss_and_grad(m, lora, grad, &tb, &c);
+                loss += train_loss_and_grad(m, lora, grad, mgrad, &tb, &c);
                 tokens_seen += pb[b].T;
             }
             loss /= nmb;
-            if (nmb > 1) lora_scale(grad, 1.0f / nmb);  // the mean of the micro-batches' mean losses
+            if (nmb > 1) adamw_scale_grad(opt, 1.0f / nmb);  // the mean of the micro-batches' mean losses
             float lr = o.lr;
             if (step < warm) lr = o.lr * (step + 1) / warm;
             else if (!strcmp(o.schedule, "cosine")) lr = o.lr * 0.5f * (1 + cosf((float)M_PI * (step - warm) / fmaxf(1, total - warm)));
             else if (!strcmp(o.schedule, "linear")) lr = o.lr * (1 - (float)(step - warm) / fmaxf(1, total - warm));
-            double norm = lora_adam_step(lora, grad, opt, lr, 0.9f, 0.999f, 1e-8f, o.weight_decay, o.max_grad_norm);
+            double norm = adamw_step(opt, lr, 0.9f, 0.999f, 1e-8f, o.weight_decay, o.max_grad_norm);
             step++;
             double dt = ld_time_s() - t0, tps = tokens_seen / dt, eta = dt / step * (total - step);
             double vl = NAN;
@@ -437,22 +413,24 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "%strain: step %d/%d epoch %d loss %.4f lr %.2e |g| %.3f %.0f tok/s ETA %.0fs%s\n", tty ? "\r" : "", step,
                         total, ep + 1, loss, lr, norm, tps, eta, "");
             if (do_eval) fprintf(stderr, "train: validation loss %.4f\n", vl);
-            if (o.save_every && step % o.save_every == 0 && step < total && save_checkpoint(o.out, lora, opt, step))
+            if (o.save_every && step % o.save_every == 0 && step < total && save_checkpoint(o.out, opt, step))
                 die("%s", ld_last_error());
         }
         free_packed(pb, npb);
     }
     free(epochs), free(n_packed);
     fclose(mf);
-    char *adir = ld_path_join(o.out, "adapter");
-    if (lora_save_peft(lora, adir, o.model)) die("%s", ld_last_error());
-    fprintf(stderr, "train: done in %.1fs; adapter -> %s, metrics -> %s\n", ld_time_s() - t0, adir, mpath);
+    char *adir = ld_path_join(o.out, full ? (model_gguf(m) ? "model.gguf" : "model") : "adapter");
+    int nt, nm, rc = !full ? lora_save_peft(lora, adir, o.model)
+                    : model_gguf(m) ? export_gguf(m, NULL, LD_F32, adir, &nt, &nm) : export_hf(m, NULL, adir, &nt, &nm);
+    if (rc) die("%s", ld_last_error());
+    fprintf(stderr, "train: done in %.1fs; %s -> %s, metrics -> %s\n", ld_time_s() - t0, full ? "model" : "adapter", adir, mpath);
     free(adir), free(mpath), free(order);
     free_packed(vb, nvb);
     for (int i = 0; i < train.n; i++) train_record_free(&train.v[i]);
     for (int i = 0; i < val.n; i++) train_record_free(&val.v[i]);
     free(train.v), free(val.v);
-    lora_free(lora), lora_free(grad), lora_adam_free(opt);
+    lora_free(lora), lora_free(grad), adamw_free(opt), model_free(mgrad);
     chat_template_free(&ct);
     model_free(m);
     return 0;

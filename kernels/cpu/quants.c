@@ -1,9 +1,10 @@
 // Dequantisation of the ggml block formats, written from the GGUF/ggml format description: each block
 // stores fp16 scale(s) and packed integer quants; K-quants group 256 elements with 6-bit sub-block scales.
+// Encoding (for exports) covers F16, BF16 and Q8_0.
+#include <math.h>
 #include <string.h>
 
 #include "../dtype.h"
-
 
 static const struct {
     const char *name;
@@ -314,4 +315,57 @@ void ld_dequantize_row(LdDtype t, const void *src, float *y, int K) {
     }
 #endif
     ld_dequantize(t, src, y, (size_t)K);  // the reference block code (a row is too small to be threaded)
+}
+
+// ---- encoding (exports) ---------------------------------------------------------------------------------
+
+uint16_t ld_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000, exp = (u >> 23) & 0xff, mant = u & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));  // inf / NaN
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);  // overflow: inf
+    if (e <= 0) {                                   // subnormal half (or zero)
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000;
+        int shift = 14 - e;
+        uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rest > mid || (rest == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = ((uint32_t)e << 10) | (mant >> 13), rest = mant & 0x1fff;
+    if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) half++;  // a carry into the exponent is still right
+    return (uint16_t)(sign | half);
+}
+
+int ld_quantize(LdDtype t, const float *src, void *dst, size_t n) {
+    uint8_t *o = dst;
+    switch (t) {
+    case LD_F32: memcpy(dst, src, n * sizeof(float)); return 0;
+    case LD_F16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = ld_f32_to_f16(src[i]);
+            memcpy(o + 2 * i, &h, 2);
+        }
+        return 0;
+    case LD_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = ld_f32_to_bf16(src[i]);
+            memcpy(o + 2 * i, &h, 2);
+        }
+        return 0;
+    case LD_Q8_0:  // per 32: d = max|x| / 127 (stored f16), q = round(x / d)
+        for (size_t b = 0; b < n / 32; b++, o += 34) {
+            const float *x = src + b * 32;
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+            float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+            uint16_t dh = ld_f32_to_f16(d);
+            memcpy(o, &dh, 2);
+            for (int i = 0; i < 32; i++) o[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
+        }
+        return 0;
+    default: return -1;
+    }
 }

@@ -104,6 +104,122 @@ static void check(const char *name) {
     model_free(m);
 }
 
+static void read_batch(const SafeTensors *st, TrainBatch *b) {
+    int nt, ng, np, ns;
+    b->tokens = ints(st, "tokens", &nt);
+    b->targets = ints(st, "targets", &ng);
+    b->positions = ints(st, "positions", &np);
+    b->starts = ints(st, "starts", &ns);
+    b->T = nt, b->n_records = ns;
+}
+
+static void free_batch(TrainBatch *b) {
+    free((void *)b->tokens), free((void *)b->targets), free((void *)b->positions), free((void *)b->starts);
+}
+
+// Full fine-tuning: the gradient of every weight against HF's, then ten AdamW steps (decay on matrices only).
+static void check_full(const char *name) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
+    SafeTensors st;
+    if (!m || st_open(p, &st)) {
+        CHECK(0, "%s: %s", name, ld_last_error());
+        model_free(m);
+        return;
+    }
+    model_make_trainable(m);
+    Model *g = model_grad_new(m);
+    TrainBatch b;
+    read_batch(&st, &b);
+    int counted;
+    float loss = train_loss_and_grad(m, NULL, NULL, g, &b, &counted), want = *(const float *)need(&st, "full.loss")->data;
+    Param *ps;
+    int n = model_params(m, g, &ps);
+    double worst = 0;
+    int compared = 0;
+    for (int i = 0; i < n; i++) {
+        snprintf(p, sizeof p, "full.grad.%s", ps[i].name);
+        const TensorRef *t = need(&st, p);
+        CHECK(t->nbytes == sizeof(float) * ps[i].n, "%s: %s has %zu elements, HF's %zu", name, ps[i].name, ps[i].n, t->nbytes / 4);
+        if (t->nbytes != sizeof(float) * ps[i].n) continue;
+        double e = rel(ps[i].g, (const float *)t->data, ps[i].n);
+        if (e > worst) worst = e;
+        compared++;
+        CHECK(e < 1e-4, "%s: full fine-tuning gradient of %s rel err %.2e", name, ps[i].name, e);
+    }
+    int hf_count = 0;  // every HF parameter has a counterpart
+    for (int i = 0; i < st.n_tensors; i++) hf_count += !strncmp(st.tensors[i].name, "full.grad.", 10);
+    CHECK(hf_count == n, "%s: HF has %d parameters, llamaduo trains %d", name, hf_count, n);
+    printf("%-12s full fine-tuning: loss %.6f (HF %.6f); %d weight gradients, worst rel err %.2e\n", name, loss, want, compared, worst);
+    CHECK(fabsf(loss - want) / want < 1e-5, "%s: full fine-tuning loss %.7f vs HF %.7f", name, loss, want);
+    const float *want_losses = (const float *)need(&st, "full.adamw_losses")->data;
+    AdamW *opt = adamw_new(ps, n);
+    double worst_step = 0;
+    for (int step = 0; step < 10; step++) {
+        adamw_zero_grad(opt);
+        float l = train_loss_and_grad(m, NULL, NULL, g, &b, &counted);
+        double e = fabs(l - want_losses[step]) / want_losses[step];
+        if (e > worst_step) worst_step = e;
+        adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
+    }
+    printf("%-12s full fine-tuning, 10 AdamW steps: loss %.5f -> %.5f, worst rel diff from torch %.2e\n", name, want_losses[0],
+           want_losses[9], worst_step);
+    CHECK(worst_step < 1e-4, "%s: full fine-tuning AdamW losses differ from torch (%.3e)", name, worst_step);
+    adamw_free(opt);
+    free_batch(&b);
+    st_close(&st);
+    model_free(g), model_free(m);
+}
+
+// rsLoRA (scale alpha/sqrt(r)) against PEFT's use_rslora.
+static void check_rslora(void) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tiny/llama", LD_FIXTURES);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/llama.safetensors", LD_FIXTURES);
+    SafeTensors st;
+    if (!m || st_open(p, &st)) {
+        CHECK(0, "rslora: %s", ld_last_error());
+        model_free(m);
+        return;
+    }
+    Lora *l = lora_new(&m->cfg, 4, 8.0f, 1, (1u << LT_COUNT) - 1), *g = lora_new(&m->cfg, 4, 8.0f, 1, (1u << LT_COUNT) - 1);
+    CHECK(l->scale == 4.0f, "rsLoRA scale %g, want alpha/sqrt(r) = 4", l->scale);
+    double worst = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
+            LoraPair *w = pass ? &g->w[i] : &l->w[i];
+            for (int ab = 0; ab < 2; ab++) {
+                snprintf(p, sizeof p, "%s.%d.%s.%c", pass ? "rs.grad" : "lora", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)),
+                         ab ? 'B' : 'A');
+                const float *ref = (const float *)need(&st, p)->data;
+                size_t n = 4 * (size_t)(ab ? w->out : w->in);
+                if (!pass) {
+                    memcpy(ab ? w->B : w->A, ref, sizeof(float) * n);
+                    continue;
+                }
+                double e = rel(ab ? w->B : w->A, ref, n);
+                if (e > worst) worst = e;
+            }
+            if (!pass && i == m->cfg.n_layers * LT_COUNT - 1) {
+                TrainBatch b;
+                int counted;
+                read_batch(&st, &b);
+                float loss = train_loss_and_grad(m, l, g, NULL, &b, &counted), want = *(const float *)need(&st, "rs.loss")->data;
+                CHECK(fabsf(loss - want) / want < 1e-5, "rsLoRA loss %.7f vs PEFT %.7f", loss, want);
+                printf("rsLoRA       loss %.6f (PEFT %.6f)", loss, want);
+                free_batch(&b);
+            }
+        }
+    printf("; worst gradient rel err %.2e\n", worst);
+    CHECK(worst < 1e-4, "rsLoRA gradients differ from PEFT's: %.3e", worst);
+    lora_free(l), lora_free(g);
+    st_close(&st);
+    model_free(m);
+}
+
 // PEFT's own adapter directory loads, gives PEFT's logits without merging, and what we write has PEFT's
 // names, shapes and config and reads back identically.
 static void check_adapter_files(void) {
@@ -241,5 +357,7 @@ int main(void) {
     check_dropout();
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
+    check_rslora();
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_full(models[i]);
     return test_finish("test_lora_grad");
 }

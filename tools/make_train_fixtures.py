@@ -10,6 +10,11 @@ tests/fixtures/tiny/, written to tests/fixtures/train/<model>.safetensors:
   peft_logits                         logits of the first record with the adapter applied (PEFT, eval mode)
   adamw_losses                        the loss before each of 10 steps of torch AdamW (lr 1e-3, betas 0.9/0.999,
                                       eps 1e-8, weight decay 0.01) with gradients clipped to global norm 1.0
+  full.loss, full.grad.<hf name>      full fine-tuning: the same loss and the gradient of every weight of the plain
+                                      model (no adapter)
+  full.adamw_losses                   10 AdamW steps of full fine-tuning (lr 1e-3, weight decay 0.01 on matrices,
+                                      none on norms and biases — HF Trainer's grouping), clipped to norm 1.0
+  rs.loss, rs.grad.<layer>.<target>.A/.B  (llama only) the adapter above with use_rslora (scale alpha/sqrt(r))
 
 Packing follows HF's padding-free convention: position ids restart at each record, and attention never
 crosses a record (transformers' flash/sdpa paths with position_ids do the same).
@@ -94,8 +99,49 @@ def main():
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
         tensors["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
+        lora_values = {k: v for k, v in tensors.items() if k.startswith("lora.")}
+        if name == "llama":
+            rs = AutoModelForCausalLM.from_pretrained(os.path.join(TINY, name), dtype=torch.float32, attn_implementation="eager")
+            rs = get_peft_model(rs, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS, use_rslora=True))
+            with torch.no_grad():
+                for n, p in rs.named_parameters():
+                    if "lora_" in n:
+                        parts = n.split(".")
+                        key = f"lora.{parts[parts.index('layers') + 1]}.{next(t for t in TARGETS if t in parts)}.{'A' if 'lora_A' in n else 'B'}"
+                        p.copy_(lora_values[key])
+            rs.train()
+            model = rs
+            rs_loss = packed_loss()
+            rs_loss.backward()
+            tensors["rs.loss"] = rs_loss.detach().reshape(1)
+            for n, p in rs.named_parameters():
+                if "lora_" in n:
+                    parts = n.split(".")
+                    key = f"rs.grad.{parts[parts.index('layers') + 1]}.{next(t for t in TARGETS if t in parts)}.{'A' if 'lora_A' in n else 'B'}"
+                    tensors[key] = p.grad.detach().clone().contiguous()
+        # full fine-tuning of the plain model
+        model = AutoModelForCausalLM.from_pretrained(os.path.join(TINY, name), dtype=torch.float32, attn_implementation="eager")
+        model.train()
+        full_loss = packed_loss()
+        full_loss.backward()
+        tensors["full.loss"] = full_loss.detach().reshape(1)
+        for n, p in model.named_parameters():
+            tensors["full.grad." + n] = p.grad.detach().clone().contiguous()
+        decay = [p for n, p in model.named_parameters() if p.dim() == 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() != 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3,
+                                betas=(0.9, 0.999), eps=1e-8)
+        losses = []
+        for _ in range(10):
+            opt.zero_grad()
+            step_loss = packed_loss()
+            losses.append(float(step_loss))
+            step_loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
+            opt.step()
+        tensors["full.adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
         save_file(tensors, os.path.join(OUT, name + ".safetensors"))
-        print(name, "loss", float(loss.detach()), "after 10 AdamW steps", losses[-1])
+        print(name, "loss", float(loss.detach()), "full fine-tuning loss", float(full_loss.detach()), "after 10 AdamW steps", losses[-1])
 
 
 if __name__ == "__main__":

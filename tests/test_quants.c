@@ -1,4 +1,5 @@
-// The SIMD row dequantisers against the scalar block reference, every format, on random blocks.
+// The SIMD row dequantisers against the scalar block reference, every format, on random blocks; the encoders
+// (exports) against exact rounding: F16 and BF16 to nearest even, Q8_0 within half a step of its scale.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,5 +58,47 @@ int main(void) {
         CHECK(worst < 1e-6, "%s: SIMD row dequantisation differs from the reference (%.3e)", ld_dtype_name(t), worst);
         free(raw), free(ref), free(got);
     }
+    // F16: every half bit pattern's value and the midpoints between neighbours (ties to even) round as exact
+    // arithmetic says; the two ends of each interval are the only candidates
+    int bad16 = 0;
+    for (uint32_t h = 0; h < 0x7c00; h++) {
+        float v = ld_f16_to_f32((uint16_t)h), next = ld_f16_to_f32((uint16_t)(h + 1));
+        bad16 += ld_f32_to_f16(v) != h || ld_f32_to_f16(-v) != (h | 0x8000);
+        if (h + 1 < 0x7c00) {
+            float mid = (float)(((double)v + next) / 2);  // exact in fp32 (one more mantissa bit than f16 needs)
+            uint16_t want = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+            bad16 += ld_f32_to_f16(mid) != want;
+            bad16 += ld_f32_to_f16(nextafterf(mid, 0)) != h || ld_f32_to_f16(nextafterf(mid, INFINITY)) != h + 1;
+        }
+    }
+    bad16 += ld_f32_to_f16(70000.0f) != 0x7c00 || ld_f32_to_f16(INFINITY) != 0x7c00 || (ld_f32_to_f16(NAN) & 0x7fff) <= 0x7c00;
+    printf("F16 encoding: %d of %d values and midpoints misrounded\n", bad16, 4 * 0x7c00);
+    CHECK(bad16 == 0, "f32 -> f16 misrounds %d values", bad16);
+    int bad_bf = 0;  // bf16: the midpoint between 1.0 and its successor goes to even (1.0), just above it goes up
+    bad_bf += ld_f32_to_bf16(1.0f) != 0x3f80 || ld_f32_to_bf16(1.00390625f) != 0x3f80 || ld_f32_to_bf16(nextafterf(1.00390625f, 2.0f)) != 0x3f81;
+    bad_bf += ld_f32_to_bf16(1.01171875f) != 0x3f82 || (ld_f32_to_bf16(NAN) & 0x7fff) <= 0x7f80;
+    CHECK(bad_bf == 0, "f32 -> bf16 rounding wrong (%d cases)", bad_bf);
+    // Q8_0: scale d = max|x|/127 stored as f16 (ggml's reference): every element comes back within half a step
+    // plus what rounding d to f16 costs at the largest quant (tiny blocks have subnormal, coarse scales)
+    float x[256], back[256];
+    uint8_t q[8 * 34];
+    for (int i = 0; i < 256; i++) x[i] = ((float)rand() / RAND_MAX - 0.5f) * (i < 32 ? 1e-3f : 6.0f);
+    x[40] = 0;
+    CHECK(ld_quantize(LD_Q8_0, x, q, 256) == 0, "Q8_0 encode");
+    ld_dequantize(LD_Q8_0, q, back, 256);
+    double worst_q = 0;
+    for (int b = 0; b < 8; b++) {
+        uint16_t dh;
+        memcpy(&dh, q + b * 34, 2);
+        double d = ld_f16_to_f32(dh), amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmax(amax, fabs(x[b * 32 + i]));
+        double slack = 127 * fabs(amax / 127 - d) / d;
+        for (int i = 0; i < 32; i++) {
+            double e = fabs((double)back[b * 32 + i] - x[b * 32 + i]) / d - slack;
+            if (!(e <= worst_q)) worst_q = e;
+        }
+    }
+    printf("Q8_0 encoding: worst error %.3f of a step (beyond the f16 scale's own rounding)\n", worst_q);
+    CHECK(worst_q <= 0.51, "Q8_0 round trip off by %.3f steps", worst_q);
     return test_finish("test_quants");
 }

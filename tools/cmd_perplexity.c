@@ -11,17 +11,24 @@
 
 int cmd_perplexity(int argc, char **argv) {
     Args a = {argc, argv, 1, "perplexity"};
-    const char *model = NULL, *file = NULL;
-    int ctx = 512, threads = 0;
+    const char *model = NULL, *file = NULL, *adapter = NULL;
+    int ctx = 512, threads = 0, per_token = 0;
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
-            printf("usage: llamaduo perplexity --model PATH --file TEXT [--ctx N] [--threads N]\n\n"
+            printf("usage: llamaduo perplexity --model PATH --file TEXT [--adapter DIR] [--ctx N] [--threads N] [--per-token]\n\n"
                    "Splits the tokenised file into windows of N tokens (default 512; each starts with BOS when the\n"
                    "tokenizer adds one) and scores every token after the first of each window. Prints one JSON\n"
-                   "line: {\"tokens\", \"windows\", \"nll\", \"ppl\"}.\n");
+                   "line: {\"tokens\", \"windows\", \"nll\", \"ppl\"}; --per-token first prints one line per position\n"
+                   "{\"window\", \"pos\", \"token\", \"argmax\", \"nll\"} (the model's top prediction for the next token),\n"
+                   "for comparing engines teacher-forced on the same ids.\n");
             return 0;
         }
-        if (arg_value(&a, "--model", &model) || arg_value(&a, "--file", &file) || arg_int(&a, "--ctx", &ctx, 2, 1 << 20) ||
+        if (arg_flag(&a, "--per-token")) {
+            per_token = 1;
+            continue;
+        }
+        if (arg_value(&a, "--model", &model) || arg_value(&a, "--file", &file) || arg_value(&a, "--adapter", &adapter) ||
+            arg_int(&a, "--ctx", &ctx, 2, 1 << 20) ||
             arg_int(&a, "--threads", &threads, 1, 1024))
             continue;
         arg_unknown(&a);
@@ -32,6 +39,7 @@ int cmd_perplexity(int argc, char **argv) {
     char *text = ld_read_file(file, &len);
     if (!text) die("%s", ld_last_error());
     Model *m = load_model_or_die(model);
+    if (adapter) attach_adapter_or_die(m, adapter);
     if (ctx > m->cfg.max_pos) ctx = m->cfg.max_pos;
     int *ids, n = tok_encode(m->tok, text, len, 0, &ids);
     int bos = -1;
@@ -58,8 +66,15 @@ int cmd_perplexity(int argc, char **argv) {
         if (model_forward(m, kv, win, slot, pos, ctx, NULL, logits)) die("%s", ld_last_error());
         for (int i = 0; i + 1 < ctx; i++) {
             const float *row = logits + (size_t)i * V;
-            nll += k_logsumexp(row, V) - row[win[i + 1]];
+            double tok_nll = k_logsumexp(row, V) - row[win[i + 1]];
+            nll += tok_nll;
             scored++;
+            if (per_token) {
+                int best = 0;
+                for (int v = 1; v < V; v++)
+                    if (row[v] > row[best]) best = v;
+                printf("{\"window\": %d, \"pos\": %d, \"token\": %d, \"argmax\": %d, \"nll\": %.6f}\n", w, i, win[i], best, tok_nll);
+            }
         }
         double dt = ld_time_s() - t0;
         fprintf(stderr, isatty(2) ? "\rperplexity: window %d/%d, ppl so far %.4f, %.0f tok/s   " : "perplexity: window %d/%d, ppl so far %.4f, %.0f tok/s\n",

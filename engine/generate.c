@@ -1,5 +1,6 @@
 #include "generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,15 +25,8 @@ int gen_default_stop_ids(const Model *m, int *ids, int cap) {
     return n;
 }
 
-void gen_request_free(GenRequest *r) {
-    free(r->tokens);
-    free(r->text);
-    r->tokens = NULL;
-    r->text = NULL;
-}
-
 typedef struct {
-    int req;        // request index, -1 when the slot is free
+    GenSeq *seq;    // NULL when the slot is free
     int n_fed;      // tokens of this sequence already in the cache
     int *hist;      // prompt + generated tokens
     int n_hist;
@@ -40,6 +34,18 @@ typedef struct {
     size_t n_bytes, cap_bytes, n_streamed;
     uint64_t rng;
 } Slot;
+
+struct GenEngine {
+    const Model *m;
+    KVCache *kv;
+    int n_slots, ctx_len, chunk, V;
+    Slot *slots;
+    int *tok, *sl, *ps, *owner;  // one forward call's batch
+    uint8_t *want;
+    float *logits;
+    char **tok_bytes;  // every token's text bytes (for stop strings and JSON constraints)
+    int *tok_len;
+};
 
 static void slot_append_bytes(Slot *s, const char *b, int n) {
     if (s->n_bytes + (size_t)n + 1 > s->cap_bytes) s->bytes = ld_xrealloc(s->bytes, s->cap_bytes = (s->n_bytes + n + 1) * 2);
@@ -49,14 +55,14 @@ static void slot_append_bytes(Slot *s, const char *b, int n) {
 }
 
 // Earliest occurrence of any stop string in the text, searching only where a new match can be.
-static long find_stop(const GenParams *p, const char *s, size_t n, size_t from) {
+static long find_stop(const GenSeq *q, const char *s, size_t n, size_t from) {
     long best = -1;
-    for (int i = 0; i < p->n_stop_strings; i++) {
-        size_t L = strlen(p->stop_strings[i]);
+    for (int i = 0; i < q->n_stop_strings; i++) {
+        size_t L = strlen(q->stop_strings[i]);
         if (!L || L > n) continue;
         size_t start = from > L ? from - L : 0;
         for (size_t k = start; k + L <= n; k++)
-            if (!memcmp(s + k, p->stop_strings[i], L)) {
+            if (!memcmp(s + k, q->stop_strings[i], L)) {
                 if (best < 0 || (long)k < best) best = (long)k;
                 break;
             }
@@ -65,12 +71,12 @@ static long find_stop(const GenParams *p, const char *s, size_t n, size_t from) 
 }
 
 // Bytes at the end of the text that could still grow into a stop string: held back from the stream.
-static size_t stop_holdback(const GenParams *p, const char *s, size_t n) {
+static size_t stop_holdback(const GenSeq *q, const char *s, size_t n) {
     size_t hold = 0;
-    for (int i = 0; i < p->n_stop_strings; i++) {
-        size_t L = strlen(p->stop_strings[i]);
+    for (int i = 0; i < q->n_stop_strings; i++) {
+        size_t L = strlen(q->stop_strings[i]);
         for (size_t k = L > n ? n : L - 1; k > hold; k--)
-            if (!memcmp(s + n - k, p->stop_strings[i], k)) {
+            if (!memcmp(s + n - k, q->stop_strings[i], k)) {
                 hold = k;
                 break;
             }
@@ -90,30 +96,226 @@ static size_t incomplete_utf8_tail(const char *s, size_t n) {
 }
 
 // Streams bytes [n_streamed, upto) as repaired UTF-8: the pieces concatenate to exactly the final text.
-static void stream_upto(Slot *s, size_t upto, GenStreamFn stream, void *ctx) {
-    if (!stream || upto <= s->n_streamed) return;
+static void stream_upto(Slot *s, size_t upto) {
+    GenSeq *q = s->seq;
+    if (!q->on_text || upto <= s->n_streamed) return;
     size_t n;
     char *t = ld_utf8_repair(s->bytes + s->n_streamed, upto - s->n_streamed, &n);
-    stream(ctx, s->req, t, (int)n);
+    q->on_text(q->ctx, q, t, (int)n);
     free(t);
     s->n_streamed = upto;
 }
 
-static void finish(GenRequest *r, Slot *s, FinishReason why, size_t text_len, GenStreamFn stream,
-                   void *ctx) {
-    stream_upto(s, text_len, stream, ctx);
-    char *out = ld_utf8_repair(s->bytes ? s->bytes : "", text_len, NULL);
-    r->text = out;
-    r->finish = why;
+// Ends the slot's sequence with text_len bytes of text; the slot is free afterwards.
+static void finish(Slot *s, FinishReason why, size_t text_len, int notify) {
+    GenSeq *q = s->seq;
+    if (why != FINISH_CANCELLED) stream_upto(s, text_len);
+    q->text = ld_utf8_repair(s->bytes ? s->bytes : "", text_len, NULL);
+    q->finish = why;
+    s->seq = NULL;
+    q->slot = -1;
+    if (notify && q->on_done) q->on_done(q->ctx, q);
+}
+
+GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk) {
+    if (n_slots < 1) n_slots = 1;
+    KVCache *kv = kv_new(&m->cfg, n_slots, ctx_len);
+    if (!kv) return NULL;
+    GenEngine *e = ld_xcalloc(1, sizeof *e);
+    e->m = m, e->kv = kv, e->n_slots = n_slots, e->ctx_len = ctx_len, e->V = m->cfg.vocab;
+    e->chunk = prefill_chunk > 0 ? prefill_chunk : 512;
+    e->slots = ld_xcalloc((size_t)n_slots, sizeof(Slot));
+    int cap = e->chunk + n_slots;
+    e->tok = ld_xmalloc(sizeof(int) * cap), e->sl = ld_xmalloc(sizeof(int) * cap), e->ps = ld_xmalloc(sizeof(int) * cap);
+    e->owner = ld_xmalloc(sizeof(int) * cap), e->want = ld_xmalloc((size_t)cap);
+    e->logits = ld_xmalloc(sizeof(float) * (size_t)n_slots * e->V);
+    e->tok_bytes = ld_xcalloc((size_t)e->V, sizeof(char *));
+    e->tok_len = ld_xcalloc((size_t)e->V, sizeof(int));
+    char piece[512];
+    int nv = tok_vocab_size(m->tok);
+    for (int t = 0; t < e->V; t++) {  // ids past the tokenizer's vocabulary (padding rows) have no text
+        int n = t < nv ? tok_token_bytes(m->tok, t, piece, (int)sizeof piece) : 0;
+        e->tok_len[t] = n;
+        e->tok_bytes[t] = ld_xmalloc((size_t)n + 1);
+        memcpy(e->tok_bytes[t], piece, (size_t)n);
+    }
+    return e;
+}
+
+void gen_engine_free(GenEngine *e) {
+    if (!e) return;
+    for (int s = 0; s < e->n_slots; s++) free(e->slots[s].hist), free(e->slots[s].bytes);
+    for (int t = 0; t < e->V; t++) free(e->tok_bytes[t]);
+    free(e->tok_bytes), free(e->tok_len);
+    free(e->slots), free(e->tok), free(e->sl), free(e->ps), free(e->owner), free(e->want), free(e->logits);
+    kv_free(e->kv);
+    free(e);
+}
+
+int gen_engine_free_slots(const GenEngine *e) {
+    int n = 0;
+    for (int s = 0; s < e->n_slots; s++) n += !e->slots[s].seq;
+    return n;
+}
+
+int gen_engine_active(const GenEngine *e) { return e->n_slots - gen_engine_free_slots(e); }
+
+int gen_engine_add(GenEngine *e, GenSeq *q) {
+    q->tokens = NULL, q->n_tokens = 0, q->text = NULL, q->finish = FINISH_NONE, q->slot = -1;
+    if (q->n_prompt <= 0) {
+        ld_set_error("empty prompt");
+        return -1;
+    }
+    if ((long)q->n_prompt + q->max_new_tokens > e->ctx_len) {
+        ld_set_error("a prompt of %d tokens plus %d new tokens exceeds the context of %d", q->n_prompt, q->max_new_tokens, e->ctx_len);
+        return -1;
+    }
+    int s = 0;
+    while (s < e->n_slots && e->slots[s].seq) s++;
+    if (s == e->n_slots) {
+        ld_set_error("no free sequence slot");
+        return -1;
+    }
+    Slot *x = &e->slots[s];
+    x->seq = q, q->slot = s;
+    x->n_fed = 0;
+    x->hist = ld_xrealloc(x->hist, sizeof(int) * (size_t)(q->n_prompt + q->max_new_tokens + 1));
+    memcpy(x->hist, q->prompt, sizeof(int) * (size_t)q->n_prompt);
+    x->n_hist = q->n_prompt;
+    x->n_bytes = x->n_streamed = 0;
+    x->rng = sampler_seed_state(q->sampler.seed, q->seed_stream);
+    if (q->max_new_tokens == 0) finish(x, FINISH_LENGTH, 0, 1);
+    return 0;
+}
+
+void gen_engine_cancel(GenEngine *e, GenSeq *q) {
+    if (q->slot < 0 || q->slot >= e->n_slots || e->slots[q->slot].seq != q) return;
+    finish(&e->slots[q->slot], FINISH_CANCELLED, e->slots[q->slot].n_bytes, 0);
+}
+
+void gen_seq_free(GenSeq *q) {
+    free(q->tokens), free(q->text);
+    q->tokens = NULL, q->text = NULL;
+}
+
+static int is_stop_id(const GenSeq *q, int t) {
+    for (int k = 0; k < q->n_stop_ids; k++)
+        if (t == q->stop_ids[k]) return 1;
+    return 0;
+}
+
+// Masks every token that would leave the JSON language; stop tokens only once the document is whole.
+// Returns 0 when no token is left.
+static int constrain(const GenEngine *e, const GenSeq *q, float *lg) {
+    int complete = json_matcher_complete(q->json), left = 0;
+    for (int t = 0; t < e->V; t++) {
+        int ok;
+        if (is_stop_id(q, t)) ok = complete;
+        else if (!e->tok_len[t] || tok_is_special(e->m->tok, t)) ok = 0;
+        else ok = json_matcher_accepts(q->json, e->tok_bytes[t], (size_t)e->tok_len[t]);
+        if (!ok) lg[t] = -INFINITY;
+        left += ok;
+    }
+    return left > 0;
+}
+
+int gen_engine_step(GenEngine *e) {
+    // one batch: a decode token for every sequence whose prompt is in, then prompt chunks
+    int nb = 0;
+    for (int s = 0; s < e->n_slots; s++) {
+        Slot *x = &e->slots[s];
+        if (!x->seq || x->n_fed < x->n_hist - 1 || x->n_fed >= x->n_hist) continue;
+        e->tok[nb] = x->hist[x->n_fed], e->sl[nb] = s, e->ps[nb] = x->n_fed, e->want[nb] = 1, e->owner[nb] = s;
+        nb++;
+    }
+    int prompt_budget = e->chunk;  // prompt tokens this call may carry besides the decode tokens
+    for (int s = 0; s < e->n_slots && prompt_budget > 0; s++) {
+        Slot *x = &e->slots[s];
+        if (!x->seq || x->n_fed >= x->n_hist - 1) continue;
+        int take = x->n_hist - x->n_fed;
+        if (take > prompt_budget) take = prompt_budget;
+        prompt_budget -= take;
+        for (int k = 0; k < take; k++) {
+            e->tok[nb] = x->hist[x->n_fed + k], e->sl[nb] = s, e->ps[nb] = x->n_fed + k, e->owner[nb] = s;
+            e->want[nb] = x->n_fed + k == x->n_hist - 1;
+            nb++;
+        }
+    }
+    if (nb == 0) return 0;
+    if (model_forward(e->m, e->kv, e->tok, e->sl, e->ps, nb, e->want, e->logits)) return -1;
+    for (int i = 0; i < nb; i++) e->slots[e->owner[i]].n_fed++;
+    int row = 0, V = e->V;
+    for (int i = 0; i < nb; i++) {
+        if (!e->want[i]) continue;
+        Slot *x = &e->slots[e->owner[i]];
+        GenSeq *q = x->seq;
+        float *lg = e->logits + (size_t)row++ * V;
+        if (q->json && !constrain(e, q, lg)) {
+            finish(x, FINISH_STOP, x->n_bytes, 1);
+            continue;
+        }
+        int t = sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist);
+        if (is_stop_id(q, t)) {
+            finish(x, FINISH_STOP, x->n_bytes, 1);
+            continue;
+        }
+        if (q->json) json_matcher_feed(q->json, e->tok_bytes[t], (size_t)e->tok_len[t]);
+        x->hist[x->n_hist++] = t;
+        q->tokens = ld_xrealloc(q->tokens, sizeof(int) * (size_t)(q->n_tokens + 1));
+        q->tokens[q->n_tokens++] = t;
+        size_t before = x->n_bytes;
+        slot_append_bytes(x, e->tok_bytes[t], e->tok_len[t]);
+        long at = find_stop(q, x->bytes, x->n_bytes, before);
+        if (at >= 0) {
+            finish(x, FINISH_STOP, (size_t)at, 1);
+        } else if (q->n_tokens >= q->max_new_tokens) {
+            finish(x, FINISH_LENGTH, x->n_bytes, 1);
+        } else if (q->on_text) {
+            size_t safe = x->n_bytes - stop_holdback(q, x->bytes, x->n_bytes);
+            stream_upto(x, safe - incomplete_utf8_tail(x->bytes, safe));
+        }
+    }
+    return 0;
+}
+
+// ---- generate(): a fixed list of requests ------------------------------------------------------------------
+
+typedef struct {
+    GenRequest *reqs;
+    const GenParams *p;
+    GenStreamFn stream;
+    void *stream_ctx;
+    int done, total;
+    long tokens;
+} Batch;
+
+typedef struct {
+    GenSeq seq;
+    Batch *b;
+    int index;
+} BatchSeq;
+
+static void batch_text(void *ctx, GenSeq *s, const char *bytes, int n) {
+    BatchSeq *bs = ctx;
+    (void)s;
+    bs->b->stream(bs->b->stream_ctx, bs->index, bytes, n);
+}
+
+static void batch_done(void *ctx, GenSeq *s) {
+    BatchSeq *bs = ctx;
+    Batch *b = bs->b;
+    GenRequest *r = &b->reqs[bs->index];
+    r->tokens = s->tokens, r->n_tokens = s->n_tokens, r->text = s->text, r->finish = s->finish;
+    s->tokens = NULL, s->text = NULL;
+    b->done++;
+    b->tokens += r->n_tokens;
+    if (b->p->progress) b->p->progress(b->p->progress_ctx, b->done, b->total, b->tokens);
 }
 
 int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStreamFn stream, void *ctx) {
-    int V = m->cfg.vocab, max_prompt = 0;
+    int max_prompt = 0;
     for (int i = 0; i < n; i++) {
-        reqs[i].tokens = NULL;
-        reqs[i].n_tokens = 0;
-        reqs[i].text = NULL;
-        reqs[i].finish = FINISH_NONE;
+        reqs[i].tokens = NULL, reqs[i].n_tokens = 0, reqs[i].text = NULL, reqs[i].finish = FINISH_NONE;
         if (reqs[i].n_prompt <= 0) {
             ld_set_error("request %d: empty prompt", i);
             return -1;
@@ -127,113 +329,32 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
                      p->max_new_tokens, m->cfg.max_pos);
         return -1;
     }
-    int n_slots = p->max_batch < n ? p->max_batch : n;
-    if (n_slots < 1) n_slots = 1;
-    KVCache *kv = kv_new(&m->cfg, n_slots, (int)ctx_len);
-    if (!kv) return -1;
-    Slot *slots = ld_xcalloc((size_t)n_slots, sizeof(Slot));
-    for (int i = 0; i < n_slots; i++) slots[i].req = -1;
-    int chunk = p->prefill_chunk > 0 ? p->prefill_chunk : 512;
-    int cap_tok = chunk + n_slots;
-    int *tok = ld_xmalloc(sizeof(int) * cap_tok), *sl = ld_xmalloc(sizeof(int) * cap_tok), *ps = ld_xmalloc(sizeof(int) * cap_tok);
-    int *owner = ld_xmalloc(sizeof(int) * cap_tok);
-    uint8_t *want = ld_xmalloc((size_t)cap_tok);
-    float *logits = ld_xmalloc(sizeof(float) * (size_t)n_slots * V);
-    int next_req = 0, done = 0, rc = 0;
-    long total_tokens = 0;
-    char piece[512];
-    while (done < n) {
-        for (int s = 0; s < n_slots && next_req < n; s++) {  // admit new requests into free slots
-            if (slots[s].req >= 0) continue;
-            Slot *sl_ = &slots[s];
-            GenRequest *r = &reqs[next_req];
-            sl_->req = next_req++;
-            sl_->n_fed = 0;
-            sl_->hist = ld_xrealloc(sl_->hist, sizeof(int) * (size_t)(r->n_prompt + p->max_new_tokens + 1));
-            memcpy(sl_->hist, r->prompt, sizeof(int) * (size_t)r->n_prompt);
-            sl_->n_hist = r->n_prompt;
-            sl_->n_bytes = sl_->n_streamed = 0;
-            sl_->rng = sampler_seed_state(p->sampler.seed, r->seed_stream);
-            if (p->max_new_tokens == 0) {
-                slot_append_bytes(sl_, "", 0);
-                finish(r, sl_, FINISH_LENGTH, 0, stream, ctx);
-                sl_->req = -1;
-                done++;
-                s--;  // the slot is free again
-            }
+    GenEngine *e = gen_engine_new(m, p->max_batch < n ? p->max_batch : n, (int)ctx_len, p->prefill_chunk);
+    if (!e) return -1;
+    Batch b = {reqs, p, stream, ctx, 0, n, 0};
+    BatchSeq *seqs = ld_xcalloc((size_t)n, sizeof(BatchSeq));
+    int next = 0, rc = 0;
+    while (b.done < n && !rc) {
+        while (next < n && gen_engine_free_slots(e) > 0) {  // admit new requests into free slots
+            BatchSeq *bs = &seqs[next];
+            bs->b = &b, bs->index = next;
+            bs->seq = (GenSeq){.prompt = reqs[next].prompt, .n_prompt = reqs[next].n_prompt, .max_new_tokens = p->max_new_tokens,
+                               .sampler = p->sampler, .seed_stream = reqs[next].seed_stream, .stop_strings = p->stop_strings,
+                               .n_stop_strings = p->n_stop_strings, .stop_ids = p->stop_ids, .n_stop_ids = p->n_stop_ids,
+                               .on_text = stream ? batch_text : NULL, .on_done = batch_done, .ctx = bs};
+            next++;
+            if (gen_engine_add(e, &bs->seq)) rc = -1;
         }
-        // Build one batch: a decode token for every sequence whose prompt is in, then prompt chunks.
-        int nb = 0;
-        for (int s = 0; s < n_slots; s++) {
-            Slot *x = &slots[s];
-            if (x->req < 0 || x->n_fed < x->n_hist - 1 || x->n_fed >= x->n_hist) continue;
-            tok[nb] = x->hist[x->n_fed], sl[nb] = s, ps[nb] = x->n_fed, want[nb] = 1, owner[nb] = s;
-            nb++;
-        }
-        int prompt_budget = chunk;  // prompt tokens this call may carry besides the decode tokens
-        for (int s = 0; s < n_slots && prompt_budget > 0; s++) {
-            Slot *x = &slots[s];
-            if (x->req < 0 || x->n_fed >= x->n_hist - 1) continue;
-            int take = x->n_hist - x->n_fed;
-            if (take > prompt_budget) take = prompt_budget;
-            prompt_budget -= take;
-            for (int k = 0; k < take; k++) {
-                tok[nb] = x->hist[x->n_fed + k], sl[nb] = s, ps[nb] = x->n_fed + k, owner[nb] = s;
-                want[nb] = x->n_fed + k == x->n_hist - 1;
-                nb++;
-            }
-        }
-        if (nb == 0) break;
-        if (model_forward(m, kv, tok, sl, ps, nb, want, logits)) {
-            rc = -1;
-            break;
-        }
-        int row = 0;
-        int *fed_now = ld_xcalloc((size_t)n_slots, sizeof(int));
-        for (int i = 0; i < nb; i++) fed_now[owner[i]]++;
-        for (int s = 0; s < n_slots; s++) slots[s].n_fed += fed_now[s];
-        free(fed_now);
-        for (int i = 0; i < nb; i++) {
-            if (!want[i]) continue;
-            Slot *x = &slots[owner[i]];
-            GenRequest *r = &reqs[x->req];
-            float *lg = logits + (size_t)row++ * V;
-            int t = sampler_sample(&p->sampler, &x->rng, lg, V, x->hist, x->n_hist);
-            int is_stop = 0;
-            for (int k = 0; k < p->n_stop_ids; k++) is_stop |= t == p->stop_ids[k];
-            if (is_stop) {
-                finish(r, x, FINISH_STOP, x->n_bytes, stream, ctx);
-            } else {
-                x->hist[x->n_hist++] = t;
-                r->tokens = ld_xrealloc(r->tokens, sizeof(int) * (size_t)(r->n_tokens + 1));
-                r->tokens[r->n_tokens++] = t;
-                size_t before = x->n_bytes;
-                int nbts = tok_token_bytes(m->tok, t, piece, (int)sizeof piece);
-                slot_append_bytes(x, piece, nbts);
-                long at = find_stop(p, x->bytes, x->n_bytes, before);
-                if (at >= 0) {
-                    finish(r, x, FINISH_STOP, (size_t)at, stream, ctx);
-                } else if (r->n_tokens >= p->max_new_tokens) {
-                    finish(r, x, FINISH_LENGTH, x->n_bytes, stream, ctx);
-                } else {
-                    if (stream) {
-                        size_t safe = x->n_bytes - stop_holdback(p, x->bytes, x->n_bytes);
-                        stream_upto(x, safe - incomplete_utf8_tail(x->bytes, safe), stream, ctx);
-                    }
-                    continue;
-                }
-            }
-            x->req = -1;
-            done++;
-            total_tokens += r->n_tokens;
-            if (p->progress) p->progress(p->progress_ctx, done, n, total_tokens);
-        }
+        if (!rc && b.done < n) rc = gen_engine_step(e);
     }
-    for (int s = 0; s < n_slots; s++) {
-        free(slots[s].hist);
-        free(slots[s].bytes);
-    }
-    free(slots), free(tok), free(sl), free(ps), free(owner), free(want), free(logits);
-    kv_free(kv);
+    free(seqs);
+    gen_engine_free(e);
     return rc;
+}
+
+void gen_request_free(GenRequest *r) {
+    free(r->tokens);
+    free(r->text);
+    r->tokens = NULL;
+    r->text = NULL;
 }

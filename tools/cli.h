@@ -52,3 +52,4 @@ int cmd_synth(int argc, char **argv);
 int cmd_judge(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_serve(int argc, char **argv);

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # --- system packages (Debian). What each is for: README.md "Dependencies". ---
 PKGS=(build-essential cmake pkg-config clang libclang-rt-dev libomp-dev libopenblas-dev libpcre2-dev libcjson-dev
-      libutf8proc-dev libcurl4-openssl-dev libssl-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev python3-pip unzip)
+      libutf8proc-dev libcurl4-openssl-dev libssl-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev python3-pip python3-venv unzip)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -51,6 +51,13 @@ if [ ! -f "$GEMMA" ]; then
   done
   echo "$GEMMA_SHA  $GEMMA.part" | sha256sum -c --quiet - || { echo "setup: Gemma 3 checksum mismatch" >&2; exit 1; }
   mv "$GEMMA.part" "$GEMMA"
+fi
+
+# --- the test suite's Python side: the official openai client talks to `llamaduo serve` (tests/test_serve.py) ---
+if ! .venv/bin/python3 -c "import openai" >/dev/null 2>&1; then
+  echo "setup: installing the openai client into .venv (PyPI)"
+  python3 -m venv .venv
+  .venv/bin/python3 -m pip install -q --disable-pip-version-check openai
 fi
 
 # --- build ---

@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""`llamaduo serve` through the official `openai` client and raw HTTP.
+
+Functional (default): chat, streaming, n > 1, stop sequences, json_schema output that validates, /v1/completions,
+the models list, outputs equal to `llamaduo generate` for the same seed and settings; bad requests answered with
+OpenAI-style 4xx errors while the server keeps serving; API-key auth; a client hanging up mid-stream frees its
+slot; SIGTERM lets the request in flight finish and exits 0.
+--load: 64 concurrent clients for a bounded time — no failed or mixed-up responses, memory flat, latency
+percentiles printed.
+Usage: test_serve.py BUILD_DIR SOURCE_DIR [--load]
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+try:
+    import openai
+except ImportError:
+    print("test_serve needs the openai package (PyPI): bash tools/setup.sh installs it into .venv")
+    sys.exit(1)
+
+BIN = os.path.join(sys.argv[1], "llamaduo")
+SRC = sys.argv[2]
+SMOL = os.path.join(SRC, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+TINY = os.path.join(SRC, "tests", "fixtures", "tiny", "llama.gguf")
+passed = failed = 0
+
+
+def ok(name):
+    global passed
+    passed += 1
+    print("ok  ", name, flush=True)
+
+
+def bad(name, why=""):
+    global failed
+    failed += 1
+    print("FAIL", name, why, flush=True)
+
+
+def check(cond, name, why=""):
+    (ok if cond else bad)(name, *([why] if not cond else []))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Server:
+    def __init__(self, model, *args, env=None):
+        self.port = free_port()
+        self.log = open(f"/tmp/llamaduo-serve-{os.getpid()}-{self.port}.log", "w+")
+        self.proc = subprocess.Popen([BIN, "serve", "--model", model, "--port", str(self.port), *args], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.base = f"http://127.0.0.1:{self.port}/v1"
+        for _ in range(300):
+            try:
+                if self.health()["status"] == "ok":
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not come up: " + self.output())
+
+    def request(self, method, path, body=None, headers=None, timeout=120):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        c.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+        r = c.getresponse()
+        out = r.status, r.read()
+        c.close()
+        return out
+
+    def health(self):
+        return json.loads(self.request("GET", "/health", timeout=5)[1])
+
+    def output(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.returncode
+
+
+def generate(*args):
+    out = subprocess.run([BIN, "generate", "--model", SMOL, *args], check=True, capture_output=True, text=True).stdout
+    return out[:-1] if "--prompt" in args and out.endswith("\n") else out  # a one-prompt answer ends the terminal line
+
+
+def functional():
+    s = Server(SMOL, "--parallel", "4", "--ctx", "1024")
+    name = "SmolLM2-135M-Instruct.Q4_1"
+    client = openai.OpenAI(base_url=s.base, api_key="unused", max_retries=0)
+    check([m.id for m in client.models.list().data] == [name], "models list names the served model")
+    prompt = "Name three colours of the rainbow."
+    msgs = [{"role": "user", "content": prompt}]
+
+    r = client.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0)
+    greedy, greedy_tokens = r.choices[0].message.content, r.usage.completion_tokens
+    want = generate("--prompt", prompt, "--max-tokens", "24")
+    check(greedy == want, "greedy chat answer = llamaduo generate", f"{greedy!r} vs {want!r}")
+    check(r.usage.completion_tokens > 0 and r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens,
+          "usage counts", str(r.usage))
+
+    r = client.chat.completions.create(model=name, messages=msgs, max_tokens=16, temperature=0.9, seed=7, n=3)
+    with open(f"/tmp/llamaduo-serve-in-{os.getpid()}.jsonl", "w") as f:
+        f.write(json.dumps({"id": 1, "prompt": prompt}) + "\n")
+    rows = [json.loads(l) for l in generate("--input", f.name, "--samples", "3", "--temperature", "0.9", "--seed", "7",
+                                            "--max-tokens", "16").splitlines()]
+    want = {row["sample"]: row["text"] for row in rows}
+    got = {c.index: c.message.content for c in r.choices}
+    check(len(r.choices) == 3 and got == want, "n=3 sampled answers = generate --samples 3 with the same seed", f"{got} vs {want}")
+    check(len(set(got.values())) > 1, "the three samples differ")
+
+    chunks = list(client.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check(text == greedy, "streamed deltas concatenate to the whole answer", f"{text!r} vs {greedy!r}")
+    check(len(finish) == 1 and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == greedy_tokens,
+          "stream ends with one finish reason, then usage", str(chunks[-1]))
+
+    cut = greedy.find(" ")
+    r = client.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0, stop=[" "])
+    check(r.choices[0].message.content == greedy[:cut] and r.choices[0].finish_reason == "stop",
+          "a stop sequence cuts the answer before it", repr(r.choices[0].message.content))
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                                               "hobbies": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+              "required": ["name", "age", "hobbies"]}
+    r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "Describe a person as JSON."}],
+                                       max_tokens=120, temperature=0.7, seed=3,
+                                       response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    try:
+        v = json.loads(r.choices[0].message.content)
+        good = (set(v) == {"name", "age", "hobbies"} and isinstance(v["name"], str) and isinstance(v["age"], int) and
+                isinstance(v["hobbies"], list) and len(v["hobbies"]) <= 3 and all(isinstance(h, str) for h in v["hobbies"]))
+    except ValueError:
+        good = False
+    check(good and r.choices[0].finish_reason == "stop", "json_schema output parses and fits the schema", r.choices[0].message.content)
+    r = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=60, temperature=0,
+                                       response_format={"type": "json_object"})
+    try:
+        check(isinstance(json.loads(r.choices[0].message.content), dict), "json_object output is a JSON object")
+    except ValueError:
+        bad("json_object output is a JSON object", r.choices[0].message.content)
+
+    r = client.completions.create(model=name, prompt="The capital of France is", max_tokens=8, temperature=0)
+    want = generate("--raw", "--prompt", "The capital of France is", "--max-tokens", "8")
+    check(r.choices[0].text == want, "/v1/completions = generate --raw", f"{r.choices[0].text!r} vs {want!r}")
+
+    # bad requests: OpenAI-style errors, and the server keeps serving
+    base_req = {"model": name, "messages": msgs}
+    cases = [
+        ("malformed JSON", b"{not json", 400, None, None),
+        ("messages of the wrong type", {**base_req, "messages": "hi"}, 400, "messages", None),
+        ("temperature of the wrong type", {**base_req, "temperature": "hot"}, 400, "temperature", None),
+        ("negative max_tokens", {**base_req, "max_tokens": -5}, 400, "max_tokens", None),
+        ("unknown model", {**base_req, "model": "gpt-9"}, 404, "model", "model_not_found"),
+        ("an unknown role", {**base_req, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages", None),
+        ("an unsupported schema keyword", {**base_req, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "string", "pattern": "a+"}}}}, 400, "response_format", None),
+        ("context overflow", {**base_req, "messages": [{"role": "user", "content": "word " * 1500}]}, 400, "messages",
+         "context_length_exceeded"),
+        ("an oversize body", {**base_req, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}, 413, None, None),
+    ]
+    for what, body, status, param, code in cases:
+        st, raw = s.request("POST", "/v1/chat/completions", body)
+        try:
+            e = json.loads(raw)["error"]
+            shaped = isinstance(e["message"], str) and e["message"] and "type" in e and e.get("param") == param and e.get("code") == code
+        except (ValueError, KeyError, TypeError):
+            shaped = False
+        check(st == status and shaped, f"{what} -> {status} with an error object", f"{st} {raw[:200]!r}")
+    try:
+        client.chat.completions.create(model=name, messages=msgs, max_tokens=-1)
+        bad("the openai client sees a BadRequestError")
+    except openai.BadRequestError:
+        ok("the openai client sees a BadRequestError")
+    check(s.request("GET", "/v1/chat/completions")[0] == 405 and s.request("GET", "/nope")[0] == 404, "wrong method 405, unknown route 404")
+    r = client.chat.completions.create(model=name, messages=msgs, max_tokens=24, temperature=0)
+    check(r.choices[0].message.content == greedy and s.health()["status"] == "ok", "still serving, same answers, after bad requests")
+    check(s.stop() == 0, "SIGTERM when idle exits 0")
+
+    # a client that hangs up mid-stream frees its slot (one slot: otherwise nothing else could run)
+    s = Server(SMOL, "--parallel", "1", "--ctx", "1024")
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    c.request("POST", "/v1/chat/completions", json.dumps({"model": name, "stream": True, "max_tokens": 900, "temperature": 0.8,
+              "seed": 1, "messages": [{"role": "user", "content": "Write a very long story about a dragon and a lighthouse."}]}),
+              {"Content-Type": "application/json"})
+    resp = c.getresponse()
+    seen = b""
+    while seen.count(b"data: ") < 6:
+        seen += resp.read1(4096)
+    busy = s.health()["active"]
+    c.sock.shutdown(socket.SHUT_RDWR)
+    c.close()
+    t0 = time.time()
+    while s.health()["active"] and time.time() - t0 < 10:
+        time.sleep(0.05)
+    freed = time.time() - t0
+    check(busy == 1 and b"[DONE]" not in seen and s.health()["active"] == 0, f"hang-up mid-stream frees the slot ({freed:.2f}s)",
+          f"busy {busy}, health {s.health()}")
+
+    # SIGTERM: the request in flight finishes, then the server exits 0
+    result = {}
+
+    def long_request():
+        result["r"] = s.request("POST", "/v1/chat/completions", {"model": name, "max_tokens": 40, "temperature": 0, "messages": msgs})
+    t = threading.Thread(target=long_request)
+    t.start()
+    while not s.health()["active"]:
+        time.sleep(0.02)
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(120)
+    rc = s.proc.wait(60)
+    st, raw = result.get("r", (0, b""))
+    check(st == 200 and json.loads(raw)["choices"][0]["message"]["content"] and rc == 0,
+          "SIGTERM: the request in flight completes and the server exits 0", f"{st} rc {rc}")
+
+    # API key from the environment: refused without it, the key written nowhere
+    key = "sk-test-" + os.urandom(8).hex()
+    s = Server(TINY, "--api-key-env", "LLAMADUO_TEST_KEY", env={"LLAMADUO_TEST_KEY": key})
+    try:
+        openai.OpenAI(base_url=s.base, api_key="wrong", max_retries=0).models.list()
+        bad("a wrong key is refused")
+    except openai.AuthenticationError:
+        ok("a wrong key is refused (401)")
+    check(s.request("GET", "/v1/models")[0] == 401, "no key is refused (401)")
+    authed = openai.OpenAI(base_url=s.base, api_key=key, max_retries=0)
+    r = authed.completions.create(model="llama", prompt="hello", max_tokens=4, temperature=0)
+    check(r.choices[0].finish_reason in ("stop", "length"), "the right key is served")
+    check(s.request("GET", "/health")[0] == 200, "/health needs no key")
+    s.stop()
+    check(key not in s.output(), "the key appears in no log")
+
+
+def load():
+    s = Server(TINY, "--parallel", "16", "--queue", "256")
+    prompts = [f"request {i} says " + " ".join(str(i * 7 + k) for k in range(i % 5 + 1)) for i in range(16)]
+
+    def ask(p, timeout=60):
+        st, raw = s.request("POST", "/v1/completions", {"model": "llama", "prompt": p, "max_tokens": 12, "temperature": 0}, timeout=timeout)
+        return st, json.loads(raw)
+    expected = {p: ask(p)[1]["choices"][0]["text"] for p in prompts}  # one at a time
+
+    def round_of(seconds):
+        lat, fails, mixed = [], [0], [0]
+        lock = threading.Lock()
+        stop_at = time.time() + seconds
+
+        def client(k):
+            i = k
+            while time.time() < stop_at:
+                p = prompts[i % len(prompts)]
+                i += 7
+                t0 = time.time()
+                try:
+                    st, body = ask(p)
+                    good = st == 200
+                    same = good and body["choices"][0]["text"] == expected[p]
+                except Exception:  # a refused or dropped connection counts as a failure
+                    good = same = False
+                with lock:
+                    lat.append(time.time() - t0)
+                    fails[0] += not good
+                    mixed[0] += good and not same
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(lat), fails[0], mixed[0]
+
+    round_of(5)  # warm-up: thread stacks, allocator arenas
+    rss0 = s.rss_kib()
+    lat, fails, mixed = round_of(15)
+    rss1 = s.rss_kib()
+    n = len(lat)
+    pct = lambda q: lat[min(n - 1, int(q * n))] * 1000
+    print(f"load: 64 clients, 15 s: {n} requests ({n / 15:.0f}/s), latency p50 {pct(0.5):.0f} ms, p90 {pct(0.9):.0f} ms, "
+          f"p99 {pct(0.99):.0f} ms; RSS {rss0} -> {rss1} KiB")
+    check(n > 64 and fails == 0, f"no failed responses under 64 concurrent clients ({fails} of {n})")
+    check(mixed == 0, f"no mixed-up responses ({mixed} of {n})")
+    check(rss1 < rss0 * 1.1 + 2048, f"memory flat across the run ({rss0} -> {rss1} KiB)")
+    check(s.stop() == 0, "SIGTERM after the load exits 0")
+
+
+if __name__ == "__main__":
+    (load if "--load" in sys.argv else functional)()
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

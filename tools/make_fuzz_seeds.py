@@ -13,8 +13,9 @@ TINY = os.path.join(ROOT, "tests", "fixtures", "tiny")
 
 
 def main():
-    shutil.rmtree(SEEDS, ignore_errors=True)
-    for d in ("safetensors", "gguf", "tokenizer_json", "hf_config"):
+    # the seeds this script writes (judge_reply, provider_reply, yaml_config are written by hand)
+    for d in ("safetensors", "gguf", "tokenizer_json", "hf_config", "openai_request"):
+        shutil.rmtree(os.path.join(SEEDS, d), ignore_errors=True)
         os.makedirs(os.path.join(SEEDS, d))
     from safetensors.numpy import save_file
     save_file({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, dtype=np.float16)},
@@ -55,6 +56,26 @@ def main():
         f.write(b"\x04ab A" + json.dumps(spm).encode())
     for name in ("llama", "gemma2", "gemma3"):
         shutil.copy(os.path.join(TINY, name, "config.json"), os.path.join(SEEDS, "hf_config", name + ".json"))
+
+    # openai_request: first byte picks chat (even) or completions (odd); after the body, a NUL and bytes fed to
+    # the JSON matcher of the request's response_format
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", 1, None]},
+                                               "c": {"type": "array", "items": {"type": "string"}, "maxItems": 2}},
+              "required": ["a"]}
+    reqs = {
+        "chat.bin": (0, {"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [
+            {"type": "text", "text": "hi"}]}], "max_tokens": 5, "temperature": 0.5, "top_p": 0.9, "seed": 3, "stop": ["\n", "."],
+            "n": 2, "stream": True, "stream_options": {"include_usage": True}}, b""),
+        "schema.bin": (0, {"model": "m", "messages": [{"role": "user", "content": "x"}],
+                           "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}},
+                       b'{"a": 12, "b": "x", "c": ["p", "q"]}'),
+        "json_object.bin": (0, {"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}},
+                            b'{"k": [1.5e3, true, null, {"z": "\\u00e9"}]}'),
+        "completion.bin": (1, {"model": "m", "prompt": "once", "max_completion_tokens": 3}, b""),
+    }
+    for name, (kind, body, doc) in reqs.items():
+        with open(os.path.join(SEEDS, "openai_request", name), "wb") as f:
+            f.write(bytes([kind]) + json.dumps(body).encode() + b"\0" + doc)
 
 
 if __name__ == "__main__":

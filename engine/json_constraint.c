@@ -22,9 +22,10 @@ struct JsonSchema {
     int min_items, max_items;  // max -1: none
     int n_enum;  // enum / const: the value is one of these JSON texts, byte for byte
     char **enum_texts;
+    int min_length, max_length;  // strings, in characters (max -1: none)
 };
 
-static const JsonSchema k_any = {T_ALL, 0, NULL, NULL, 0, NULL, 0, -1, 0, NULL};
+static const JsonSchema k_any = {T_ALL, 0, NULL, NULL, 0, NULL, 0, -1, 0, NULL, 0, -1};
 
 void json_schema_free(JsonSchema *s) {
     if (!s) return;
@@ -48,7 +49,7 @@ static JsonSchema *compile(const cJSON *n, const char *where, int depth) {
         return NULL;
     }
     JsonSchema *s = ld_xcalloc(1, sizeof *s);
-    s->max_items = -1;
+    s->max_items = s->max_length = -1;
     if (cJSON_IsTrue(n)) {
         s->types = T_ALL;
         return s;
@@ -96,7 +97,7 @@ static JsonSchema *compile(const cJSON *n, const char *where, int depth) {
                 s->props[s->n_props++] = sub;
             }
         } else if (!strcmp(key, "required") || !strcmp(key, "additionalProperties") || !strcmp(key, "minItems") ||
-                   !strcmp(key, "maxItems")) {
+                   !strcmp(key, "maxItems") || !strcmp(key, "minLength") || !strcmp(key, "maxLength")) {
             continue;  // read below, once properties are known
         } else if (!strcmp(key, "items")) {
             snprintf(path, sizeof path, "%s[]", where);
@@ -151,16 +152,16 @@ static JsonSchema *compile(const cJSON *n, const char *where, int depth) {
         ld_set_error("schema at %s: additionalProperties true beside declared properties is not supported", where);
         goto fail;
     }
-    const char *counts[] = {"minItems", "maxItems"};
-    for (int i = 0; i < 2; i++) {
+    const char *counts[] = {"minItems", "maxItems", "minLength", "maxLength"};
+    int *dst[] = {&s->min_items, &s->max_items, &s->min_length, &s->max_length};
+    for (int i = 0; i < 4; i++) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(n, counts[i]);
         if (!c) continue;
         if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 1e6 || c->valuedouble != (int)c->valuedouble) {
             ld_set_error("schema at %s: %s must be a non-negative integer", where, counts[i]);
             goto fail;
         }
-        if (i) s->max_items = c->valueint;
-        else s->min_items = c->valueint;
+        *dst[i] = c->valueint;
     }
     if (!s->types) s->types = s->n_props ? T_OBJECT : s->items ? T_ARRAY : T_ALL;
     return s;
@@ -183,7 +184,7 @@ JsonSchema *json_schema_compile(const char *text) {
 JsonSchema *json_schema_any_object(void) {
     JsonSchema *s = ld_xcalloc(1, sizeof *s);
     s->types = T_OBJECT;
-    s->max_items = -1;
+    s->max_items = s->max_length = -1;
     return s;
 }
 
@@ -201,7 +202,7 @@ typedef struct {
     uint64_t seen;  // F_OBJ: properties given
     uint64_t cand;  // F_KEY / F_LIT: names or texts still matching
     int pos;        // F_KEY / F_LIT: bytes matched; F_NUM: length; F_STR: hex digits left
-    int count;      // F_ARR: items so far
+    int count;      // F_ARR: items so far; F_STR: characters so far
     int prop;       // F_OBJ: the property whose value comes next (-1: undeclared key)
 } Frame;
 
@@ -302,7 +303,7 @@ static int step(JsonMatcher *m, int c) {
                 if (c == 'u') return f->st = S_HEX, f->pos = 4, 0;
                 return strchr("\"\\/bfnrt", c) && c ? (f->st = S_CHAR, 0) : -1;
             }
-            if (f->st == S_HEX) {
+            if (f->st == S_HEX) {  // (the escape was counted as one character at its backslash)
                 if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return -1;
                 // no surrogate halves (\uD800-\uDFFF): alone they are text many parsers refuse; raw UTF-8 says it all
                 if (f->pos == 3 && (f->cand == 'd' || f->cand == 'D') && !(c >= '0' && c <= '7')) return -1;
@@ -330,8 +331,13 @@ static int step(JsonMatcher *m, int c) {
                 f->cand = next, f->pos++;
                 return 0;
             }
+            if (f->kind == F_STR && c != '"' && (c & 0xC0) != 0x80) {  // a new character (not a UTF-8 continuation)
+                if (f->s->max_length >= 0 && f->count >= f->s->max_length) return -1;
+                f->count++;
+            }
             if (c == '\\') return f->st = S_ESC, 0;
             if (c == '"') {
+                if (f->kind == F_STR && f->count < f->s->min_length) return -1;
                 if (f->kind == F_KEY) {
                     Frame *obj = &m->f[m->depth - 2];
                     obj->prop = -1, obj->st = O_COLON;

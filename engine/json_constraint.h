@@ -3,7 +3,7 @@
 // Schemas: a subset of JSON Schema that can be enforced left to right — type (object, array, string, number,
 // integer, boolean, null, or a list of them), properties + required (objects take only their declared
 // properties, each at most once; an object without properties takes any keys), items, minItems, maxItems,
-// enum (of strings, numbers, booleans, null), const; annotations (title, description, $schema, default,
+// minLength, maxLength (characters), enum (of strings, numbers, booleans, null), const; annotations (title, description, $schema, default,
 // examples) are ignored; anything else is refused by name.
 #pragma once
 #include <stddef.h>

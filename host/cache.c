@@ -86,3 +86,12 @@ int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char 
     }
     return 0;
 }
+
+double cache_total_cost(LlmCache *c) {
+    sqlite3_stmt *st;
+    double usd = 0;
+    if (sqlite3_prepare_v2(c->db, "SELECT COALESCE(SUM(cost), 0) FROM responses", -1, &st, NULL) != SQLITE_OK) return 0;
+    if (sqlite3_step(st) == SQLITE_ROW) usd = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return usd;
+}

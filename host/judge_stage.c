@@ -11,9 +11,9 @@
 // The rubric as a JSON Schema, for providers with schema-constrained output (validated here anyway).
 static const char *k_judge_schema =
     "{\"type\":\"object\",\"properties\":{"
-    "\"similarity_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\"}},"
+    "\"similarity_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\",\"maxLength\":400}},"
     "\"required\":[\"score\",\"reason\"]},"
-    "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\"}},"
+    "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\",\"maxLength\":400}},"
     "\"required\":[\"score\",\"reason\"]}},\"required\":[\"similarity_assessment\",\"precision_assessment\"]}";
 
 typedef struct {

@@ -151,6 +151,10 @@ int main(void) {
         {mixed, "{\"a\": -0.5E+3, \"list\": [-7], \"free\": {\"any\": [\"thing\"]}, \"flag\": false}", 2},
         {"{\"type\":\"integer\"}", "42", 2},
         {"{\"type\":\"string\"}", "\"abc", 1},
+        {"{\"type\":\"string\",\"maxLength\":3}", "\"abc\"", 2},
+        {"{\"type\":\"string\",\"maxLength\":3}", "\"abcd", 0},
+        {"{\"type\":\"string\",\"maxLength\":3}", "\"\xc3\xa9\xe2\x82\xac\\n\"", 2},  // characters, not bytes; an escape is one
+        {"{\"type\":\"string\",\"minLength\":2}", "\"a\"", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int got = accepts_all(cases[i].schema, cases[i].doc);

@@ -4,80 +4,17 @@
 
 #include "cli.h"
 #include "config.h"
-#include "judge_stage.h"
-#include "synth.h"
+#include "stage_config.h"
 #include "util.h"
-
-enum { MAX_JUDGES = 8 };
 
 typedef struct {
     cJSON *root;
-    ProviderConfig service, judges[MAX_JUDGES];
-    ClientLimits limits, judge_limits[MAX_JUDGES];
-    int n_judges;
-    SynthConfig synth;
-    JudgeConfig judge;
-} StageConfig;
+    StageConfig s;
+} Loaded;
 
-// Reads and checks the whole config before any work: unknown keys, wrong types and ranges are refused.
-static void load_stage_config(const char *path, StageConfig *c) {
-    memset(c, 0, sizeof *c);
+static void load_stage_config(const char *path, Loaded *c) {
     c->root = config_load(path);
-    if (!c->root) die("%s", ld_last_error());
-    static const char *const top[] = {"service", "task", "synth", "judge", NULL};
-    static const char *const task_keys[] = {"description", NULL};
-    static const char *const synth_keys[] = {"calls", "pairs_per_call", "seed", "max_instruction_chars", "max_response_chars",
-                                             "dedup_threshold", "decontam_ngram", "decontam_threshold", NULL};
-    static const char *const judge_keys[] = {"judgments_per_answer", "max_rejudge", "threshold", "service", "services", NULL};
-    const cJSON *svc = cJSON_GetObjectItemCaseSensitive(c->root, "service");
-    const cJSON *task = cJSON_GetObjectItemCaseSensitive(c->root, "task");
-    const cJSON *sy = cJSON_GetObjectItemCaseSensitive(c->root, "synth");
-    const cJSON *ju = cJSON_GetObjectItemCaseSensitive(c->root, "judge");
-    cJSON *empty = cJSON_CreateObject();
-    if (!sy) sy = empty;
-    if (!ju) ju = empty;
-    int seed;
-    if (cfg_check_keys(c->root, "", top, path) || !svc || cfg_service(svc, "service", path, &c->service, &c->limits) ||
-        cfg_check_keys(task, "task", task_keys, path) ||
-        cfg_get_str(task, "description", "task", NULL, &c->synth.task, path) || cfg_check_keys(sy, "synth", synth_keys, path) ||
-        cfg_get_int(sy, "calls", "synth", 20, 1, 1000000, &c->synth.calls, path) ||
-        cfg_get_int(sy, "pairs_per_call", "synth", 5, 1, 100, &c->synth.pairs_per_call, path) ||
-        cfg_get_int(sy, "seed", "synth", 1, 0, 2147483647, &seed, path) ||
-        cfg_get_int(sy, "max_instruction_chars", "synth", 4000, 1, 1 << 24, &c->synth.max_instruction_chars, path) ||
-        cfg_get_int(sy, "max_response_chars", "synth", 8000, 1, 1 << 24, &c->synth.max_response_chars, path) ||
-        cfg_get_num(sy, "dedup_threshold", "synth", 0.8, 0.01, 1, &c->synth.dedup_threshold, path) ||
-        cfg_get_int(sy, "decontam_ngram", "synth", 8, 1, 64, &c->synth.decontam_ngram, path) ||
-        cfg_get_num(sy, "decontam_threshold", "synth", 0.5, 0.01, 1, &c->synth.decontam_threshold, path) ||
-        cfg_check_keys(ju, "judge", judge_keys, path) ||
-        cfg_get_int(ju, "judgments_per_answer", "judge", 1, 1, 100, &c->judge.judgments_per_answer, path) ||
-        cfg_get_int(ju, "max_rejudge", "judge", 3, 0, 20, &c->judge.max_rejudge, path) ||
-        cfg_get_num(ju, "threshold", "judge", 90, 1, 100, &c->judge.threshold, path)) {
-        if (!svc && !ld_last_error()[0]) ld_set_error("%s: missing 'service' section", path);
-        cJSON_Delete(empty);
-        die("%s", svc ? ld_last_error() : "config has no 'service' section");
-    }
-    c->synth.seed = (unsigned)seed;
-    const cJSON *jsvc = cJSON_GetObjectItemCaseSensitive(ju, "service"), *jlist = cJSON_GetObjectItemCaseSensitive(ju, "services");
-    if (jsvc && jlist) die("%s: give either 'judge.service' or 'judge.services', not both", path);
-    if (jlist) {  // several judges: per-judge scores and their agreement
-        if (!cJSON_IsArray(jlist) || cJSON_GetArraySize(jlist) < 1 || cJSON_GetArraySize(jlist) > MAX_JUDGES)
-            die("%s: 'judge.services' must be a list of 1 to %d services", path, MAX_JUDGES);
-        for (const cJSON *e = jlist->child; e; e = e->next) {
-            char where[48];
-            snprintf(where, sizeof where, "judge.services[%d]", c->n_judges);
-            if (cfg_service(e, where, path, &c->judges[c->n_judges], &c->judge_limits[c->n_judges])) die("%s", ld_last_error());
-            c->n_judges++;
-        }
-    } else if (jsvc) {
-        if (cfg_service(jsvc, "judge.service", path, &c->judges[0], &c->judge_limits[0])) die("%s", ld_last_error());
-        c->n_judges = 1;
-    } else {
-        c->judges[0] = c->service;
-        c->judge_limits[0] = c->limits;
-        c->n_judges = 1;
-    }
-    c->judge.generator_model = c->service.model;
-    cJSON_Delete(empty);
+    if (!c->root || stage_config_parse(c->root, path, NULL, 0, &c->s)) die("%s", ld_last_error());
 }
 
 static LlmCache *open_cache(const char *dir, const char *path) {
@@ -89,6 +26,7 @@ static LlmCache *open_cache(const char *dir, const char *path) {
 }
 
 int cmd_synth(int argc, char **argv) {
+    if (has_run_flag(argc, argv)) return run_stage_command(argc, argv, "synth");
     Args a = {argc, argv, 1, "synth"};
     const char *config = NULL, *train = NULL, *test = NULL, *out_dir = NULL, *cache_path = NULL;
     const char *prior[64];
@@ -121,8 +59,9 @@ int cmd_synth(int argc, char **argv) {
         arg_unknown(&a);
     }
     if (!config || !train || !test || !out_dir) die("synth needs --config, --train, --test and --out-dir (see --help)");
-    StageConfig c;
-    load_stage_config(config, &c);
+    Loaded L;
+    load_stage_config(config, &L);
+    StageConfig c = L.s;
     c.synth.round = round;
     if (no_cache) c.limits.use_cache = 0;
     Records seeds, tst, *pr = ld_xcalloc((size_t)n_prior + 1, sizeof(Records));
@@ -147,11 +86,12 @@ int cmd_synth(int argc, char **argv) {
     records_free(&seeds), records_free(&tst);
     for (int i = 0; i < n_prior; i++) records_free(&pr[i]);
     free(pr), free(out), free(drop);
-    cJSON_Delete(c.root);
+    cJSON_Delete(L.root);
     return 0;
 }
 
 int cmd_judge(int argc, char **argv) {
+    if (has_run_flag(argc, argv)) return run_stage_command(argc, argv, "judge");
     Args a = {argc, argv, 1, "judge"};
     const char *config = NULL, *test = NULL, *answers = NULL, *out_dir = NULL, *cache_path = NULL;
     int no_cache = 0;
@@ -178,8 +118,9 @@ int cmd_judge(int argc, char **argv) {
         arg_unknown(&a);
     }
     if (!config || !test || !answers || !out_dir) die("judge needs --config, --test, --answers and --out-dir (see --help)");
-    StageConfig c;
-    load_stage_config(config, &c);
+    Loaded L;
+    load_stage_config(config, &L);
+    StageConfig c = L.s;
     for (int j = 0; j < c.n_judges; j++)
         if (no_cache) c.judge_limits[j].use_cache = 0;
     Records tst;
@@ -220,6 +161,6 @@ int cmd_judge(int argc, char **argv) {
     free(metrics);
     cache_close(cache);
     records_free(&tst);
-    cJSON_Delete(c.root);
+    cJSON_Delete(L.root);
     return 0;
 }

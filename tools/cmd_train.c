@@ -38,14 +38,16 @@ static const char *k_help =
     "  --eval-every N            validation interval in steps (default: each epoch's end)\n"
     "  --save-every N            checkpoint (trained weights, optimiser state, position) every N steps into DIR/checkpoint\n"
     "                            (default 20); --resume continues from it after a crash with the same losses\n"
+    "  --init-adapter DIR        start from this PEFT adapter's values (same rank and targets) instead of PEFT's init\n"
+    "  --check                   check the settings and exit (nothing is loaded or written)\n"
     "  --chat-template FAMILY    override the model's chat template family\n"
     "  --threads N               CPU threads\n"
     "A YAML --config holds the same settings under `train:` (names with underscores: tokens_per_step ...);\n"
     "flags after it override it.\n";
 
 typedef struct {
-    const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template, *method;
-    int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads, save_every, resume;
+    const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template, *method, *init_adapter;
+    int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads, save_every, resume, check;
     float alpha, lr, warmup, weight_decay, max_grad_norm, dropout;
 } TrainOpts;
 
@@ -239,6 +241,7 @@ static uint64_t rng_next(uint64_t *s) {
 }
 
 int cmd_train(int argc, char **argv) {
+    if (has_run_flag(argc, argv)) return run_stage_command(argc, argv, "train");
     Args a = {argc, argv, 1, "train"};
     TrainOpts o = {.method = "lora", .rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = -1, .schedule = "cosine", .warmup = 0.1f,
                    .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1, .save_every = 20, .dropout = 0.05f};
@@ -255,7 +258,8 @@ int cmd_train(int argc, char **argv) {
         if (arg_value(&a, "--config", &v) || arg_value(&a, "--model", &o.model) || arg_value(&a, "--train", &o.train) ||
             arg_value(&a, "--val", &o.val) || arg_value(&a, "--out", &o.out) || arg_value(&a, "--targets", &o.targets) ||
             arg_value(&a, "--schedule", &o.schedule) || arg_value(&a, "--long-records", &o.long_records) ||
-            arg_value(&a, "--chat-template", &o.chat_template) || arg_value(&a, "--method", &o.method) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
+            arg_value(&a, "--chat-template", &o.chat_template) || arg_value(&a, "--method", &o.method) ||
+            arg_value(&a, "--init-adapter", &o.init_adapter) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
             arg_float(&a, "--alpha", &o.alpha, 0, 1e6f) || arg_float(&a, "--dropout", &o.dropout, 0, 0.95f) || arg_int(&a, "--epochs", &o.epochs, 1, 100000) ||
             arg_float(&a, "--lr", &o.lr, 0, 10) || arg_float(&a, "--warmup", &o.warmup, 0, 1) ||
             arg_float(&a, "--weight-decay", &o.weight_decay, 0, 10) || arg_float(&a, "--max-grad-norm", &o.max_grad_norm, 0, 1e6f) ||
@@ -267,9 +271,10 @@ int cmd_train(int argc, char **argv) {
         if (arg_flag(&a, "--rslora")) o.rslora = 1;
         else if (arg_flag(&a, "--full-sequence-loss")) o.full_seq = 1;
         else if (arg_flag(&a, "--resume")) o.resume = 1;
+        else if (arg_flag(&a, "--check")) o.check = 1;
         else arg_unknown(&a);
     }
-    if (!o.model || !o.train || !o.out) die("train needs --model, --train and --out (see llamaduo train --help)");
+    if ((!o.model || !o.train || !o.out) && !o.check) die("train needs --model, --train and --out (see llamaduo train --help)");
     if (strcmp(o.schedule, "cosine") && strcmp(o.schedule, "linear") && strcmp(o.schedule, "constant"))
         die("--schedule must be cosine, linear or constant, not '%s'", o.schedule);
     if (strcmp(o.long_records, "skip") && strcmp(o.long_records, "truncate") && strcmp(o.long_records, "error"))
@@ -277,6 +282,11 @@ int cmd_train(int argc, char **argv) {
     if (strcmp(o.method, "lora") && strcmp(o.method, "full")) die("--method must be lora or full, not '%s'", o.method);
     int full = !strcmp(o.method, "full");
     if (o.lr < 0) o.lr = full ? 1e-5f : 2e-4f;
+    if (o.init_adapter && full) die("--init-adapter is for LoRA training, not --method full");
+    if (o.check) {
+        parse_targets(o.targets);
+        return 0;
+    }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
     if (o.alpha < 0) o.alpha = 2.0f * o.rank;
     unsigned mask = parse_targets(o.targets);
@@ -305,6 +315,19 @@ int cmd_train(int argc, char **argv) {
             for (size_t k = 0; k < (size_t)o.rank * p->in; k++) p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
         }
         lora->dropout = o.dropout;
+        if (o.init_adapter) {  // continue from an earlier adapter (the loop's retrain: continue)
+            Lora *init = lora_load_peft(&m->cfg, o.init_adapter);
+            if (!init) die("%s", ld_last_error());
+            if (init->rank != lora->rank) die("%s: rank %d, but this training uses rank %d", o.init_adapter, init->rank, lora->rank);
+            for (int i = 0; i < lora->n_layers * LT_COUNT; i++) {
+                LoraPair *p = &lora->w[i], *q = &init->w[i];
+                if (!p->A != !q->A) die("%s: targets other modules than --targets %s", o.init_adapter, o.targets);
+                if (!p->A) continue;
+                memcpy(p->A, q->A, sizeof(float) * (size_t)o.rank * p->in);
+                memcpy(p->B, q->B, sizeof(float) * (size_t)o.rank * p->out);
+            }
+            lora_free(init);
+        }
         n_params = lora_params(lora, grad, &params);
     }
     AdamW *opt = adamw_new(params, n_params);

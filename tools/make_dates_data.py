@@ -40,7 +40,8 @@ def records(rng, n, seen):
 def main():
     rng, seen = random.Random(2024), set()
     os.makedirs(os.path.join(ROOT, "configs", "data"), exist_ok=True)
-    for name, n in (("train", 240), ("val", 40)):
+    # train/val: the fine-tuning demo; coverage: the migration demo's "team data" (configs/demo.yaml), disjoint dates
+    for name, n in (("train", 240), ("val", 40), ("coverage", 48)):
         with open(os.path.join(ROOT, "configs", "data", f"dates.{name}.jsonl"), "w") as f:
             for r in records(rng, n, seen):
                 f.write(json.dumps(r) + "\n")

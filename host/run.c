@@ -1,0 +1,847 @@
+#define _GNU_SOURCE
+#include "run.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "records.h"
+#include "report.h"
+#include "util.h"
+
+// ---- config ----------------------------------------------------------------------------------------------
+
+static int file_needed(const char *path, const char *key, const char *file) {
+    if (path && !ld_file_exists(path)) {
+        ld_set_error("%s: '%s' names %s, which does not exist", file, key, path);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_bool(const cJSON *o, const char *key, const char *path, int def, int *out, const char *file) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) return *out = def, 0;
+    if (!cJSON_IsBool(v)) {
+        ld_set_error("%s: '%s.%s' must be true or false", file, path, key);
+        return -1;
+    }
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+// `llamaduo train --check` validates the student's training settings exactly as training will read them.
+static int check_train_settings(Run *r);
+
+int run_load(const char *config_path, const char *self_exe, Run *r) {
+    memset(r, 0, sizeof *r);
+    r->self_exe = self_exe;
+    r->local_pid = -1;
+    r->config_path = ld_xstrdup(config_path);
+    size_t len;
+    r->config_text = ld_read_file(config_path, &len);
+    if (!r->config_text) return -1;
+    r->root = config_load(config_path);
+    if (!r->root) return -1;
+    static const char *const extra[] = {"run", "student", "report", NULL};
+    if (stage_config_parse(r->root, config_path, extra, 1, &r->st)) return -1;
+    const char *f = config_path;
+    cJSON *empty = cJSON_CreateObject();
+    cJSON_AddItemToObject(r->root, "__empty", empty);  // freed with the tree
+    const cJSON *run = cJSON_GetObjectItemCaseSensitive(r->root, "run"), *stu = cJSON_GetObjectItemCaseSensitive(r->root, "student");
+    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(r->root, "report");
+    if (!run || !stu) {
+        ld_set_error("%s: a run config needs 'run' (coverage data and loop rules) and 'student' (the model to tune) sections", f);
+        return -1;
+    }
+    if (!rep) rep = empty;
+    static const char *const run_keys[] = {"dir", "coverage", "test", "test_ratio", "split_seed", "max_rounds", "patience",
+                                           "min_improvement", "budget_usd", "synth_growth", "retrain", "samples", "ceiling", NULL};
+    static const char *const stu_keys[] = {"model", "threads", "train", "infer", NULL};
+    static const char *const inf_keys[] = {"max_tokens", "temperature", "seed", "batch", NULL};
+    static const char *const rep_keys[] = {"local_monthly_usd", "local_usd_per_hour", NULL};
+    static const char *const loc_keys[] = {"model", "port", "parallel", "ctx", NULL};
+    const char *dir = NULL, *retrain;
+    const cJSON *inf = cJSON_GetObjectItemCaseSensitive(stu, "infer");
+    if (!inf) inf = empty;
+    r->train = cJSON_GetObjectItemCaseSensitive(stu, "train");
+    if (cfg_check_keys(run, "run", run_keys, f) || cfg_check_keys(stu, "student", stu_keys, f) ||
+        cfg_check_keys(inf, "student.infer", inf_keys, f) || cfg_check_keys(rep, "report", rep_keys, f) ||
+        cfg_get_str(run, "dir", "run", NULL, &dir, f) || cfg_get_str(run, "coverage", "run", NULL, &r->coverage, f) ||
+        cfg_get_str(run, "test", "run", "", &r->test, f) || cfg_get_num(run, "test_ratio", "run", 0.2, 0.01, 0.9, &r->test_ratio, f) ||
+        cfg_get_int(run, "split_seed", "run", 1, 0, 2147483647, &r->split_seed, f) ||
+        cfg_get_int(run, "max_rounds", "run", 3, 1, 1000, &r->max_rounds, f) ||
+        cfg_get_int(run, "patience", "run", 2, 1, 1000, &r->patience, f) ||
+        cfg_get_num(run, "min_improvement", "run", 0.5, 0, 100, &r->min_improvement, f) ||
+        cfg_get_num(run, "budget_usd", "run", 0, 0, 1e9, &r->budget_usd, f) ||
+        cfg_get_num(run, "synth_growth", "run", 2, 1, 100, &r->synth_growth, f) ||
+        cfg_get_str(run, "retrain", "run", "base", &retrain, f) || cfg_get_int(run, "samples", "run", 2, 1, 64, &r->samples, f) ||
+        get_bool(run, "ceiling", "run", 1, &r->ceiling, f) || cfg_get_str(stu, "model", "student", NULL, &r->student, f) ||
+        cfg_get_int(stu, "threads", "student", 0, 0, 1024, &r->threads, f) ||
+        cfg_get_int(inf, "max_tokens", "student.infer", 256, 1, 1 << 20, &r->infer_max_tokens, f) ||
+        cfg_get_num(inf, "temperature", "student.infer", 0.7, 0, 2, &r->infer_temperature, f) ||
+        cfg_get_int(inf, "seed", "student.infer", 1, 0, 2147483647, &r->infer_seed, f) ||
+        cfg_get_int(inf, "batch", "student.infer", 16, 1, 4096, &r->infer_batch, f) ||
+        cfg_get_num(rep, "local_monthly_usd", "report", 0, 0, 1e9, &r->local_monthly_usd, f) ||
+        cfg_get_num(rep, "local_usd_per_hour", "report", 0, 0, 1e6, &r->local_usd_per_hour, f))
+        return -1;
+    if (cJSON_GetObjectItemCaseSensitive(run, "budget_usd") && r->budget_usd <= 0) {
+        ld_set_error("%s: 'run.budget_usd' is 0: no service request could be made (leave it out for no cap)", f);
+        return -1;
+    }
+    if (strcmp(retrain, "base") && strcmp(retrain, "continue")) {
+        ld_set_error("%s: 'run.retrain' is '%s' (base: each round from the base model; continue: from the last adapter)", f, retrain);
+        return -1;
+    }
+    r->retrain_continue = !strcmp(retrain, "continue");
+    if (!*r->test) r->test = NULL;
+    if (r->train && !cJSON_IsObject(r->train)) {
+        ld_set_error("%s: 'student.train' must be a mapping of `llamaduo train` settings", f);
+        return -1;
+    }
+    if (r->st.local) {
+        if (cfg_check_keys(r->st.local, "service.local", loc_keys, f) ||
+            cfg_get_str(r->st.local, "model", "service.local", NULL, &r->local_model, f) ||
+            cfg_get_int(r->st.local, "port", "service.local", 18765, 1, 65535, &r->local_port, f) ||
+            cfg_get_int(r->st.local, "parallel", "service.local", 8, 1, 256, &r->local_parallel, f) ||
+            cfg_get_int(r->st.local, "ctx", "service.local", 2048, 64, 1 << 20, &r->local_ctx, f) ||
+            file_needed(r->local_model, "service.local.model", f))
+            return -1;
+        if (r->st.service.wire != WIRE_OPENAI) {
+            ld_set_error("%s: 'service.local' serves the OpenAI wire format: service.provider must be openai", f);
+            return -1;
+        }
+    }
+    if (file_needed(r->coverage, "run.coverage", f) || file_needed(r->test, "run.test", f) ||
+        file_needed(r->student, "student.model", f))
+        return -1;
+    Records rec;  // the data must read cleanly before anything starts
+    if (records_read(r->coverage, 1, &rec)) return -1;
+    int n = rec.n;
+    records_free(&rec);
+    if (r->test) {
+        if (records_read(r->test, 1, &rec)) return -1;
+        records_free(&rec);
+    } else if (n < 2) {
+        ld_set_error("%s: %d record(s) cannot be split into train and test", r->coverage, n);
+        return -1;
+    }
+    if (dir) {
+        r->dir = ld_xstrdup(dir);
+    } else {  // runs/<config file name without .yaml>
+        const char *base = strrchr(config_path, '/');
+        base = base ? base + 1 : config_path;
+        char name[256];
+        snprintf(name, sizeof name, "runs/%s", base);
+        char *dot = strrchr(name, '.');
+        if (dot && dot > name + 5) *dot = 0;
+        r->dir = ld_xstrdup(name);
+    }
+    return check_train_settings(r);
+}
+
+// ---- processes -------------------------------------------------------------------------------------------
+
+static pid_t spawn(Run *r, char *const argv[]) {
+    fflush(NULL);
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0) {
+        ld_set_error("fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {  // the child dies with the run (a kill -9 of the run takes its stages along)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(127);
+        execv(r->self_exe, argv);
+        fprintf(stderr, "run: cannot start %s: %s\n", r->self_exe, strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static int spawn_wait(Run *r, char *const argv[], const char *what) {
+    pid_t pid = spawn(r, argv);
+    if (pid < 0) return -1;
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            ld_set_error("%s: waitpid: %s", what, strerror(errno));
+            return -1;
+        }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    if (WIFEXITED(status)) ld_set_error("%s failed (exit status %d; its message is above)", what, WEXITSTATUS(status));
+    else ld_set_error("%s was killed by signal %d", what, WTERMSIG(status));
+    return -1;
+}
+
+static int check_train_settings(Run *r) {
+    char tmpl[] = "/tmp/llamaduo-train-check-XXXXXX";
+    int fd = mkstemp(tmpl);
+    if (fd < 0) return 0;  // nowhere to write the probe: training itself will check
+    cJSON *t = r->train ? cJSON_Duplicate(r->train, 1) : cJSON_CreateObject(), *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "train", t);
+    char *txt = cJSON_Print(root);
+    cJSON_Delete(root);
+    ssize_t w = write(fd, txt, strlen(txt));
+    close(fd);
+    free(txt);
+    char *argv[] = {"llamaduo", "train", "--config", tmpl, "--check", NULL};
+    int rc = w < 0 ? 0 : spawn_wait(r, argv, "checking student.train");
+    unlink(tmpl);
+    if (rc) ld_set_error("%s: 'student.train' is not valid (`llamaduo train` said why above)", r->config_path);
+    return rc;
+}
+
+static size_t discard(void *p, size_t s, size_t n, void *u) {
+    (void)p, (void)u;
+    return s * n;
+}
+
+static int http_ok(const char *url) {
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 2L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    long code = 0;
+    int ok = curl_easy_perform(c) == CURLE_OK && curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200;
+    curl_easy_cleanup(c);
+    return ok;
+}
+
+// A service the run serves itself starts when a stage first needs it.
+static int ensure_service(Run *r) {
+    if (!r->local_model || r->local_pid > 0) return 0;
+    char port[16], par[16], ctx[16], url[64], health[64];
+    snprintf(port, sizeof port, "%d", r->local_port);
+    snprintf(par, sizeof par, "%d", r->local_parallel);
+    snprintf(ctx, sizeof ctx, "%d", r->local_ctx);
+    char *argv[] = {"llamaduo", "serve", "--model", (char *)r->local_model, "--port", port, "--parallel", par, "--ctx", ctx,
+                    "--name", (char *)r->st.service.model, "--queue", "4096", NULL};
+    snprintf(health, sizeof health, "http://127.0.0.1:%d/health", r->local_port);
+    if (http_ok(health)) {
+        ld_set_error("port %d is already in use: set service.local.port to a free one", r->local_port);
+        return -1;
+    }
+    fprintf(stderr, "run: starting the local service: %s on port %d\n", r->local_model, r->local_port);
+    r->local_pid = spawn(r, argv);
+    if (r->local_pid < 0) return -1;
+    for (int i = 0; i < 1200 && !http_ok(health); i++) {
+        int status;
+        if (waitpid(r->local_pid, &status, WNOHANG) == r->local_pid) {
+            r->local_pid = -1;
+            ld_set_error("the local service (llamaduo serve) exited while starting; its message is above");
+            return -1;
+        }
+        usleep(100 * 1000);
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", r->local_port);
+    static char base[64];  // lives as long as the process: the provider configs point at it
+    memcpy(base, url, sizeof base);
+    r->st.service.base_url = base;
+    if (r->st.judge_is_service) r->st.judges[0].base_url = base;
+    return 0;
+}
+
+static void stop_service(Run *r) {
+    if (r->local_pid <= 0) return;
+    kill(r->local_pid, SIGTERM);
+    int status;
+    waitpid(r->local_pid, &status, 0);
+    r->local_pid = -1;
+}
+
+// ---- the directory ----------------------------------------------------------------------------------------
+
+static char *pathf(const Run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *pathf(const Run *r, const char *fmt, ...) {
+    char rel[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    va_end(ap);
+    return ld_path_join(r->dir, rel);
+}
+
+int run_open(Run *r, const char *dir_override) {
+    if (dir_override) free(r->dir), r->dir = ld_xstrdup(dir_override);
+    char *data = pathf(r, "data"), *rounds = pathf(r, "rounds"), *cfg = pathf(r, "config.yaml"), *ledger = pathf(r, "ledger.sqlite");
+    int rc = -1;
+    if (ld_mkdir_p(data) || ld_mkdir_p(rounds)) goto done;
+    if (ld_file_exists(cfg)) {
+        char *old = ld_read_file(cfg, NULL);
+        int same = old && !strcmp(old, r->config_text);
+        free(old);
+        if (!same) {
+            ld_set_error("%s was started with another config (%s): resume it with that one, or set run.dir to a new directory",
+                         r->dir, cfg);
+            goto done;
+        }
+    } else {
+        char *tmp;
+        FILE *f = ld_atomic_open(cfg, &tmp);  // the config holds key variable names, never keys
+        if (!f || ld_atomic_commit(f, tmp, cfg, fputs(r->config_text, f) >= 0)) goto done;
+    }
+    r->ledger = ledger_open(ledger);
+    rc = r->ledger ? 0 : -1;
+done:
+    free(data), free(rounds), free(cfg), free(ledger);
+    return rc;
+}
+
+int run_from_dir(const char *dir, const char *self_exe, Run *r) {
+    char *cfg = ld_path_join(dir, "config.yaml");
+    if (!ld_file_exists(cfg)) {
+        ld_set_error("%s: not a run directory (no config.yaml)", dir);
+        free(cfg);
+        return -1;
+    }
+    int rc = run_load(cfg, self_exe, r);
+    free(cfg);
+    if (rc) return -1;
+    return run_open(r, dir);
+}
+
+void run_close(Run *r) {
+    stop_service(r);
+    ledger_close(r->ledger);
+    cJSON_Delete(r->st.local);
+    cJSON_Delete(r->root);
+    free(r->dir), free(r->config_path), free(r->config_text);
+    memset(r, 0, sizeof *r);
+}
+
+// ---- stage bookkeeping ------------------------------------------------------------------------------------
+
+typedef struct {
+    Run *r;
+    int round;
+    const char *stage;
+    double t0;
+    ClientStats usage;
+    cJSON *detail;
+} Stage;
+
+static int stage_begin(Stage *s, Run *r, int round, const char *stage, const char *const *inputs, int n_inputs) {
+    memset(s, 0, sizeof *s);
+    s->r = r, s->round = round, s->stage = stage, s->t0 = ld_time_s();
+    s->detail = cJSON_CreateObject();
+    char *in = files_hash_json(inputs, n_inputs);
+    int rc = ledger_begin(r->ledger, round, stage, in);
+    free(in);
+    if (round) fprintf(stderr, "run: round %d: %s\n", round, stage);
+    else fprintf(stderr, "run: %s\n", stage);
+    return rc;
+}
+
+static void add_usage(ClientStats *to, const ClientStats *from) {
+    to->requests_sent += from->requests_sent, to->cache_hits += from->cache_hits;
+    to->prompt_tokens += from->prompt_tokens, to->completion_tokens += from->completion_tokens;
+    to->cost_usd += from->cost_usd, to->new_cost_usd += from->new_cost_usd;
+}
+
+static int stage_end(Stage *s, int ok, const char *const *outputs, int n_outputs) {
+    StageRow row = {0};
+    row.round = s->round;
+    snprintf(row.stage, sizeof row.stage, "%s", s->stage);
+    snprintf(row.status, sizeof row.status, "%s", ok ? "done" : "failed");
+    row.seconds = ld_time_s() - s->t0;
+    row.requests = s->usage.requests_sent, row.prompt_tokens = s->usage.prompt_tokens, row.completion_tokens = s->usage.completion_tokens;
+    row.usd = s->usage.cost_usd, row.new_usd = s->usage.new_cost_usd;
+    row.outputs = ok ? files_hash_json(outputs, n_outputs) : NULL;
+    row.detail = cJSON_PrintUnformatted(s->detail);
+    cJSON_Delete(s->detail);
+    int rc = ledger_finish(s->r->ledger, &row);
+    free(row.outputs), free(row.detail);
+    return ok && !rc ? 0 : -1;
+}
+
+static int skip_done(Run *r, int round, const char *stage) {
+    if (!ledger_is_done(r->ledger, round, stage)) return 0;
+    if (round) fprintf(stderr, "run: round %d: %s already done\n", round, stage);
+    else fprintf(stderr, "run: %s already done\n", stage);
+    return 1;
+}
+
+static LlmCache *open_cache(Run *r);
+
+// Dollars paid so far: every distinct request is paid once and kept in the cache with its cost, so the cache's
+// total is the spend — replies reused from the cache and requests of a stage killed half-way included.
+static double spent(Run *r) {
+    LlmCache *c = open_cache(r);
+    double usd = c ? cache_total_cost(c) : 0;
+    cache_close(c);
+    return usd;
+}
+
+// The client's budget for one stage: what is left of the run's and the service's own cap.
+static ClientLimits stage_limits(Run *r, const ClientLimits *base) {
+    ClientLimits l = *base;
+    if (r->budget_usd > 0) {
+        double left = r->budget_usd - spent(r);
+        if (left < 0.000001) left = 0.000001;
+        if (l.budget_usd <= 0 || left < l.budget_usd) l.budget_usd = left;
+    }
+    return l;
+}
+
+static LlmCache *open_cache(Run *r) {
+    char *p = pathf(r, "cache.sqlite");
+    LlmCache *c = cache_open(p);
+    free(p);
+    return c;
+}
+
+// ---- stages -------------------------------------------------------------------------------------------------
+
+static int write_records(const char *path, Records *rec, const int *idx, int n) {
+    cJSON **items = ld_xcalloc((size_t)n + 1, sizeof(cJSON *));
+    for (int i = 0; i < n; i++) items[i] = rec->v[idx[i]].json;
+    int rc = jsonl_write_atomic(path, items, n);
+    free(items);
+    return rc;
+}
+
+static int stage_split(Run *r) {
+    if (skip_done(r, 0, "split")) return 0;
+    char *tr = pathf(r, "data/coverage.train.jsonl"), *te = pathf(r, "data/coverage.test.jsonl");
+    const char *ins[] = {r->coverage, r->test ? r->test : r->coverage}, *outs[] = {tr, te};
+    Stage s;
+    stage_begin(&s, r, 0, "split", ins, 2);
+    Records cov, tst = {0};
+    int ok = records_read(r->coverage, 1, &cov) == 0;
+    if (ok) {
+        int n = cov.n, *idx = ld_xmalloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++) idx[i] = i;
+        if (r->test) {
+            ok = records_read(r->test, 1, &tst) == 0 && write_records(tr, &cov, idx, n) == 0;
+            int *all = ld_xmalloc(sizeof(int) * (size_t)(tst.n + 1));
+            for (int i = 0; i < tst.n; i++) all[i] = i;
+            ok = ok && write_records(te, &tst, all, tst.n) == 0;
+            cJSON_AddNumberToObject(s.detail, "train", n), cJSON_AddNumberToObject(s.detail, "test", tst.n);
+            free(all);
+            records_free(&tst);
+        } else {  // a seeded shuffle, the first share held out
+            uint64_t st = 0x9e3779b97f4a7c15ull ^ (uint64_t)r->split_seed;
+            for (int i = n - 1; i > 0; i--) {
+                st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+                int j = (int)(st % (uint64_t)(i + 1)), t = idx[i];
+                idx[i] = idx[j], idx[j] = t;
+            }
+            int nt = (int)lround(r->test_ratio * n);
+            if (nt < 1) nt = 1;
+            if (nt > n - 1) nt = n - 1;
+            ok = write_records(te, &cov, idx, nt) == 0 && write_records(tr, &cov, idx + nt, n - nt) == 0;
+            cJSON_AddNumberToObject(s.detail, "train", n - nt), cJSON_AddNumberToObject(s.detail, "test", nt);
+        }
+        free(idx);
+        records_free(&cov);
+    }
+    int rc = stage_end(&s, ok, outs, 2);
+    free(tr), free(te);
+    return rc;
+}
+
+// Judges answers with every configured judge (several: per-judge files and the combination).
+static int judge_answers(Run *r, Stage *s, LlmCache *cache, const Records *test, const char *answers, const char *judge_path,
+                         const char *metrics_path, JudgeSummary *out) {
+    JudgeSummary per[MAX_JUDGES];
+    const char *models[MAX_JUDGES];
+    for (int j = 0; j < r->st.n_judges; j++) {
+        char *jp = ld_xstrdup(judge_path), *mp = ld_xstrdup(metrics_path);
+        if (r->st.n_judges > 1) {  // judge.jsonl -> judge.jsonl.N, metrics.json -> metrics.json.N
+            char suffix[16];
+            snprintf(suffix, sizeof suffix, ".%d", j);
+            jp = ld_xrealloc(jp, strlen(jp) + 16), mp = ld_xrealloc(mp, strlen(mp) + 16);
+            strcat(jp, suffix), strcat(mp, suffix);
+        }
+        ClientLimits lim = stage_limits(r, &r->st.judge_limits[j]);
+        int rc = judge_run(&r->st.judges[j], &lim, cache, &r->st.judge, test, answers, jp, mp, &per[j]);
+        free(jp), free(mp);
+        if (rc) return -1;
+        add_usage(&s->usage, &per[j].client);
+        models[j] = r->st.judges[j].model;
+    }
+    if (r->st.n_judges == 1) {
+        *out = per[0];
+        return 0;
+    }
+    int rc = judge_combine(per, models, r->st.n_judges, r->st.judge.threshold, metrics_path, out);
+    for (int j = 0; j < r->st.n_judges; j++) judge_summary_free(&per[j]);
+    return rc;
+}
+
+typedef struct {
+    cJSON **answers;
+} CeilingCtx;
+
+static void ceiling_done(void *ctx, LlmJob *job) {
+    CeilingCtx *c = ctx;
+    int i = (int)(intptr_t)job->user;
+    cJSON_AddStringToObject(c->answers[i], "text", job->status == JOB_OK ? job->reply.text : "");
+    if (job->status != JOB_OK) cJSON_AddStringToObject(c->answers[i], "error", job->error ? job->error : "not answered");
+}
+
+// The service LLM answers the test prompts itself, judged the same way: the ceiling the student aims at.
+static int stage_ceiling(Run *r) {
+    if (!r->ceiling || skip_done(r, 0, "ceiling")) return 0;
+    char *te = pathf(r, "data/coverage.test.jsonl"), *ans = pathf(r, "data/ceiling.answers.jsonl");
+    char *jp = pathf(r, "data/ceiling.judge.jsonl"), *mp = pathf(r, "data/ceiling.metrics.json");
+    const char *ins[] = {te}, *outs[] = {ans, mp};
+    int ok = ensure_service(r) == 0;
+    Stage s;
+    stage_begin(&s, r, 0, "ceiling", ins, 1);
+    Records test = {0};
+    LlmCache *cache = ok ? open_cache(r) : NULL;
+    ok = ok && cache && records_read(te, 1, &test) == 0;
+    if (ok) {
+        LlmJob *jobs = ld_xcalloc((size_t)test.n, sizeof(LlmJob));
+        LlmMessage **msgs = ld_xcalloc((size_t)test.n, sizeof(LlmMessage *));
+        CeilingCtx c = {ld_xcalloc((size_t)test.n, sizeof(cJSON *))};
+        for (int i = 0; i < test.n; i++) {
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(test.v[i].json, "messages");
+            int n = cJSON_GetArraySize(m) - 1, k = 0;  // without the reference answer
+            msgs[i] = ld_xcalloc((size_t)n + 1, sizeof(LlmMessage));
+            for (const cJSON *x = m->child; x && k < n; x = x->next, k++)
+                msgs[i][k] = (LlmMessage){cJSON_GetObjectItemCaseSensitive(x, "role")->valuestring,
+                                          cJSON_GetObjectItemCaseSensitive(x, "content")->valuestring};
+            jobs[i].req = (LlmRequest){.messages = msgs[i], .n_messages = n};
+            jobs[i].user = (void *)(intptr_t)i;
+            c.answers[i] = cJSON_CreateObject();
+            cJSON_AddStringToObject(c.answers[i], "id", test.v[i].id);
+            cJSON_AddNumberToObject(c.answers[i], "sample", 0);
+        }
+        ClientLimits lim = stage_limits(r, &r->st.limits);
+        ClientStats st;
+        ok = llm_run(&r->st.service, &lim, cache, jobs, test.n, ceiling_done, &c, &st) == 0 &&
+             jsonl_write_atomic(ans, c.answers, test.n) == 0;
+        add_usage(&s.usage, &st);
+        // what answering alone cost: the API's price of one request, for the break-even estimate
+        cJSON_AddNumberToObject(s.detail, "answers", test.n);
+        cJSON_AddNumberToObject(s.detail, "answer_usd", st.cost_usd);
+        cJSON_AddNumberToObject(s.detail, "answer_prompt_tokens", (double)st.prompt_tokens);
+        cJSON_AddNumberToObject(s.detail, "answer_completion_tokens", (double)st.completion_tokens);
+        JudgeSummary js;
+        if (ok && judge_answers(r, &s, cache, &test, ans, jp, mp, &js) == 0) {
+            cJSON_AddNumberToObject(s.detail, "similarity_mean", js.similarity.mean);
+            cJSON_AddNumberToObject(s.detail, "precision_mean", js.precision.mean);
+            judge_summary_free(&js);
+        } else {
+            ok = 0;
+        }
+        for (int i = 0; i < test.n; i++) free(msgs[i]), cJSON_Delete(c.answers[i]), llm_job_clear(&jobs[i]);
+        free(msgs), free(jobs), free(c.answers);
+    }
+    if (cache) cache_close(cache);
+    records_free(&test);
+    int rc = stage_end(&s, ok, outs, 2);
+    free(te), free(ans), free(jp), free(mp);
+    return rc;
+}
+
+static int synth_calls(const Run *r, int round) {
+    return (int)lround(r->st.synth.calls * pow(r->synth_growth, round - 2));
+}
+
+static int stage_synth(Run *r, int round) {
+    if (skip_done(r, round, "synth")) return 0;
+    char *tr = pathf(r, "data/coverage.train.jsonl"), *te = pathf(r, "data/coverage.test.jsonl");
+    char *out = pathf(r, "data/round-%02d.synth.jsonl", round), *drop = pathf(r, "data/round-%02d.dropped.jsonl", round);
+    const char *ins[] = {tr, te}, *outs[] = {out, drop};
+    int ok = ensure_service(r) == 0;
+    Stage s;
+    stage_begin(&s, r, round, "synth", ins, 2);
+    Records seeds = {0}, test = {0}, *prior = ld_xcalloc((size_t)round, sizeof(Records));
+    int n_prior = 0;
+    LlmCache *cache = ok ? open_cache(r) : NULL;
+    ok = ok && cache && records_read(tr, 1, &seeds) == 0 && records_read(te, 1, &test) == 0;
+    for (int t = 2; t < round && ok; t++) {  // earlier rounds' data: nothing new may repeat it
+        char *p = pathf(r, "data/round-%02d.synth.jsonl", t);
+        ok = records_read(p, 0, &prior[n_prior]) == 0;
+        if (ok) n_prior++;
+        free(p);
+    }
+    if (ok) {
+        SynthConfig cfg = r->st.synth;
+        cfg.round = round, cfg.calls = synth_calls(r, round);
+        ClientLimits lim = stage_limits(r, &r->st.limits);
+        SynthSummary sum;
+        ok = synth_run(&r->st.service, &lim, cache, &cfg, &seeds, prior, n_prior, &test, out, drop, &sum) == 0;
+        if (ok) {
+            add_usage(&s.usage, &sum.client);
+            cJSON_AddNumberToObject(s.detail, "calls", cfg.calls);
+            cJSON_AddNumberToObject(s.detail, "calls_failed", sum.calls_failed);
+            cJSON_AddNumberToObject(s.detail, "returned", sum.returned);
+            cJSON_AddNumberToObject(s.detail, "kept", sum.kept);
+            cJSON_AddNumberToObject(s.detail, "invalid", sum.invalid);
+            cJSON_AddNumberToObject(s.detail, "exact_duplicates", sum.exact_dup);
+            cJSON_AddNumberToObject(s.detail, "near_duplicates", sum.near_dup);
+            cJSON_AddNumberToObject(s.detail, "contaminated", sum.contaminated);
+        }
+    }
+    if (cache) cache_close(cache);
+    records_free(&seeds), records_free(&test);
+    for (int i = 0; i < n_prior; i++) records_free(&prior[i]);
+    free(prior);
+    int rc = stage_end(&s, ok, outs, 2);
+    free(tr), free(te), free(out), free(drop);
+    return rc;
+}
+
+// Appends the records of a JSONL file to f; returns how many (-1 on error).
+static int append_file(FILE *f, const char *path) {
+    Records rec;
+    if (records_read(path, 0, &rec)) return -1;
+    for (int i = 0; i < rec.n; i++) {
+        char *t = cJSON_PrintUnformatted(rec.v[i].json);
+        fprintf(f, "%s\n", t);
+        free(t);
+    }
+    int n = rec.n;
+    records_free(&rec);
+    return n;
+}
+
+static int stage_train(Run *r, int round) {
+    if (skip_done(r, round, "train")) return 0;
+    char *dir = pathf(r, "rounds/%02d", round), *data = pathf(r, "rounds/%02d/train.jsonl", round);
+    char *yaml = pathf(r, "rounds/%02d/train.yaml", round), *ck = pathf(r, "rounds/%02d/checkpoint", round);
+    char *a_st = pathf(r, "rounds/%02d/adapter/adapter_model.safetensors", round), *a_cf = pathf(r, "rounds/%02d/adapter/adapter_config.json", round);
+    char *prev = pathf(r, "rounds/%02d/adapter", round - 1), *cov = pathf(r, "data/coverage.train.jsonl");
+    const char **ins = ld_xcalloc((size_t)round + 2, sizeof(char *)), *outs[] = {a_st, a_cf};
+    char **synth = ld_xcalloc((size_t)round + 1, sizeof(char *));
+    int n_in = 0;
+    ins[n_in++] = cov;
+    for (int t = 2; t <= round; t++) ins[n_in++] = synth[t] = pathf(r, "data/round-%02d.synth.jsonl", t);
+    Stage s;
+    stage_begin(&s, r, round, "train", ins, n_in);
+    int ok = ld_mkdir_p(dir) == 0, n_records = 0;
+    char *tmp;
+    FILE *f = ok ? ld_atomic_open(data, &tmp) : NULL;  // all the data so far: coverage seeds + every synthetic round
+    if (f) {
+        for (int i = 0; i < n_in && ok; i++) {
+            int n = append_file(f, ins[i]);
+            ok = n >= 0;
+            n_records += n > 0 ? n : 0;
+        }
+        ok = ld_atomic_commit(f, tmp, data, ok) == 0 && ok;
+    } else {
+        ok = 0;
+    }
+    if (ok) {
+        cJSON *t = r->train ? cJSON_Duplicate(r->train, 1) : cJSON_CreateObject(), *root = cJSON_CreateObject();
+        cJSON_DeleteItemFromObject(t, "model"), cJSON_DeleteItemFromObject(t, "train"), cJSON_DeleteItemFromObject(t, "out");
+        cJSON_AddStringToObject(t, "model", r->student);
+        cJSON_AddStringToObject(t, "train", data);
+        cJSON_AddStringToObject(t, "out", dir);
+        if (r->threads && !cJSON_GetObjectItemCaseSensitive(t, "threads")) cJSON_AddNumberToObject(t, "threads", r->threads);
+        cJSON_AddItemToObject(root, "train", t);
+        char *txt = cJSON_Print(root);  // JSON is YAML
+        cJSON_Delete(root);
+        FILE *y = ld_atomic_open(yaml, &tmp);
+        ok = y && ld_atomic_commit(y, tmp, yaml, fputs(txt, y) >= 0) == 0;
+        free(txt);
+    }
+    if (ok) {
+        char *argv[10] = {"llamaduo", "train", "--config", yaml};
+        int k = 4;
+        if (ld_is_dir(ck)) argv[k++] = "--resume";  // a kill -9 left a checkpoint: continue from it
+        if (r->retrain_continue && round > 1) argv[k++] = "--init-adapter", argv[k++] = prev;
+        argv[k] = NULL;
+        ok = spawn_wait(r, argv, "llamaduo train") == 0;
+    }
+    cJSON_AddNumberToObject(s.detail, "records", n_records);
+    int rc = stage_end(&s, ok, outs, 2);
+    for (int t = 2; t <= round; t++) free(synth[t]);
+    free(synth), free(ins), free(dir), free(data), free(yaml), free(ck), free(a_st), free(a_cf), free(prev), free(cov);
+    return rc;
+}
+
+static int stage_infer(Run *r, int round) {
+    if (skip_done(r, round, "infer")) return 0;
+    char *te = pathf(r, "data/coverage.test.jsonl"), *adapter = pathf(r, "rounds/%02d/adapter", round);
+    char *a_st = pathf(r, "rounds/%02d/adapter/adapter_model.safetensors", round), *out = pathf(r, "rounds/%02d/infer.jsonl", round);
+    const char *ins[] = {te, a_st}, *outs[] = {out};
+    Stage s;
+    stage_begin(&s, r, round, "infer", ins, 2);
+    char k[16], mt[16], temp[32], seed[16], batch[16], threads[16];
+    snprintf(k, sizeof k, "%d", r->samples);
+    snprintf(mt, sizeof mt, "%d", r->infer_max_tokens);
+    snprintf(temp, sizeof temp, "%g", r->infer_temperature);
+    snprintf(seed, sizeof seed, "%d", r->infer_seed);
+    snprintf(batch, sizeof batch, "%d", r->infer_batch);
+    snprintf(threads, sizeof threads, "%d", r->threads);
+    char *argv[24] = {"llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te,
+                      "--samples", k, "--output", out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch};
+    int n = 20;
+    if (r->threads) argv[n++] = "--threads", argv[n++] = threads;
+    argv[n] = NULL;
+    int ok = spawn_wait(r, argv, "llamaduo generate") == 0;
+    int rc = stage_end(&s, ok, outs, 1);
+    free(te), free(adapter), free(a_st), free(out);
+    return rc;
+}
+
+static int stage_judge(Run *r, int round) {
+    if (skip_done(r, round, "judge")) return 0;
+    char *te = pathf(r, "data/coverage.test.jsonl"), *ans = pathf(r, "rounds/%02d/infer.jsonl", round);
+    char *jp = pathf(r, "rounds/%02d/judge.jsonl", round), *mp = pathf(r, "rounds/%02d/metrics.json", round);
+    const char *ins[] = {te, ans}, *outs[] = {mp};
+    int ok = ensure_service(r) == 0;
+    Stage s;
+    stage_begin(&s, r, round, "judge", ins, 2);
+    Records test = {0};
+    LlmCache *cache = ok ? open_cache(r) : NULL;
+    ok = ok && cache && records_read(te, 1, &test) == 0;
+    JudgeSummary js;
+    if (ok && judge_answers(r, &s, cache, &test, ans, jp, mp, &js) == 0) {
+        cJSON_AddNumberToObject(s.detail, "similarity_mean", js.similarity.mean);
+        cJSON_AddNumberToObject(s.detail, "precision_mean", js.precision.mean);
+        cJSON_AddBoolToObject(s.detail, "pass", js.pass);
+        fprintf(stderr, "run: round %d: similarity %.1f, precision %.1f (pass at %g: %s), exact match %.2f\n", round, js.similarity.mean,
+                js.precision.mean, r->st.judge.threshold, js.pass ? "yes" : "no", js.exact_match);
+        judge_summary_free(&js);
+    } else {
+        ok = 0;
+    }
+    if (cache) cache_close(cache);
+    records_free(&test);
+    int rc = stage_end(&s, ok, outs, 1);
+    free(te), free(ans), free(jp), free(mp);
+    return rc;
+}
+
+static cJSON *read_json(const char *path) {
+    char *t = ld_read_file(path, NULL);
+    cJSON *j = t ? cJSON_Parse(t) : NULL;
+    free(t);
+    return j;
+}
+
+static double stat_of(const cJSON *m, const char *which, const char *field) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(m, which), field);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+// The stop rules after a round's judging; NULL to go on. Writes the reason to the ledger.
+static const char *decide(Run *r, int round, char *why, size_t cap) {
+    double best = -1;
+    int best_round = 0;
+    for (int t = 1; t <= round; t++) {
+        char *mp = pathf(r, "rounds/%02d/metrics.json", t);
+        cJSON *m = read_json(mp);
+        free(mp);
+        double score = (stat_of(m, "similarity", "mean") + stat_of(m, "precision", "mean")) / 2;
+        int pass = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass"));
+        cJSON_Delete(m);
+        if (t == round && pass) {
+            snprintf(why, cap, "the pass rule held in round %d (mean similarity and precision >= %g)", round, r->st.judge.threshold);
+            return why;
+        }
+        if (!isnan(score) && score > best + r->min_improvement) best = score, best_round = t;
+    }
+    if (round >= r->max_rounds) snprintf(why, cap, "the maximum of %d rounds was reached", r->max_rounds);
+    else if (r->budget_usd > 0 && spent(r) >= r->budget_usd) snprintf(why, cap, "the budget of $%g is spent", r->budget_usd);
+    else if (round - best_round >= r->patience)
+        snprintf(why, cap, "no improvement of more than %g points for %d rounds (best: round %d)", r->min_improvement, r->patience, best_round);
+    else return NULL;
+    return why;
+}
+
+static int stage_report(Run *r) {
+    char *html = pathf(r, "report.html"), *md = pathf(r, "report.md");
+    int rc = report_write(r, html, md);
+    if (!rc) fprintf(stderr, "run: report -> %s, %s\n", html, md);
+    free(html), free(md);
+    return rc;
+}
+
+int run_stage(Run *r, const char *stage, int round) {
+    if (!strcmp(stage, "split")) return stage_split(r);
+    if (!strcmp(stage, "ceiling")) return stage_ceiling(r);
+    if (!strcmp(stage, "report")) return stage_report(r);
+    if (round < 1 || (round < 2 && !strcmp(stage, "synth"))) {
+        ld_set_error("%s needs --round N (%s)", stage, !strcmp(stage, "synth") ? "from 2: round 1 trains on the seeds alone" : "from 1");
+        return -1;
+    }
+    if (!strcmp(stage, "synth")) return stage_synth(r, round);
+    if (!strcmp(stage, "train")) return stage_train(r, round);
+    if (!strcmp(stage, "infer")) return stage_infer(r, round);
+    if (!strcmp(stage, "judge")) return stage_judge(r, round);
+    ld_set_error("unknown stage '%s' (split, ceiling, synth, train, infer, judge, report)", stage);
+    return -1;
+}
+
+int run_loop(Run *r) {
+    char *stopped = ledger_get(r->ledger, "stop_reason");
+    if (stopped) {
+        fprintf(stderr, "run: %s already finished: %s\n", r->dir, stopped);
+        free(stopped);
+        return stage_report(r);
+    }
+    char *exe_model = ld_xstrdup(r->student);
+    ledger_set(r->ledger, "student_model", exe_model);
+    ledger_set(r->ledger, "service_model", r->st.service.model);
+    free(exe_model);
+    if (stage_split(r) || stage_ceiling(r)) goto fail;
+    char why[256];
+    const char *reason = NULL;
+    int round = 1;
+    for (; round <= r->max_rounds && !reason; round++) {
+        if (round >= 2 && r->budget_usd > 0 && spent(r) >= r->budget_usd) {
+            snprintf(why, sizeof why, "the budget of $%g is spent", r->budget_usd);
+            reason = why;
+            break;
+        }
+        if ((round >= 2 && stage_synth(r, round)) || stage_train(r, round) || stage_infer(r, round) || stage_judge(r, round)) goto fail;
+        reason = decide(r, round, why, sizeof why);
+    }
+    char rounds[16];
+    snprintf(rounds, sizeof rounds, "%d", reason ? round - 1 : r->max_rounds);
+    ledger_set(r->ledger, "rounds", rounds);
+    ledger_set(r->ledger, "stop_reason", reason ? reason : "the maximum of rounds was reached");
+    fprintf(stderr, "run: stopped after round %s: %s\n", rounds, reason ? reason : "maximum rounds");
+    stop_service(r);
+    return stage_report(r);
+fail:
+    stop_service(r);
+    return -1;
+}
+
+int run_status(Run *r) {
+    StageRow *rows;
+    int n;
+    if (ledger_rows(r->ledger, &rows, &n)) return -1;
+    printf("run %s (config %s)\n", r->dir, r->config_path);
+    printf("%-6s %-8s %-8s %9s %9s %12s %10s\n", "round", "stage", "status", "seconds", "requests", "tokens", "dollars");
+    double usd = 0, secs = 0;
+    for (int i = 0; i < n; i++) {
+        printf("%-6d %-8s %-8s %9.1f %9ld %12ld %10.4f\n", rows[i].round, rows[i].stage, rows[i].status, rows[i].seconds, rows[i].requests,
+               rows[i].prompt_tokens + rows[i].completion_tokens, rows[i].usd);
+        usd += rows[i].usd, secs += rows[i].seconds;
+    }
+    for (int t = 1; t <= r->max_rounds; t++) {
+        char *mp = pathf(r, "rounds/%02d/metrics.json", t);
+        cJSON *m = read_json(mp);
+        free(mp);
+        if (!m) continue;
+        printf("round %d: similarity %.1f, precision %.1f, exact match %.2f, pass %s\n", t, stat_of(m, "similarity", "mean"),
+               stat_of(m, "precision", "mean"), cJSON_GetObjectItemCaseSensitive(m, "exact_match")->valuedouble,
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass")) ? "yes" : "no");
+        cJSON_Delete(m);
+    }
+    char *reason = ledger_get(r->ledger, "stop_reason");
+    printf("%s; %.0f s of stages; service replies worth $%.4f used, $%.4f paid\n", reason ? reason : "not finished (llamaduo run resumes it)",
+           secs, usd, spent(r));
+    free(reason);
+    ledger_rows_free(rows, n);
+    return 0;
+}

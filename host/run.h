@@ -1,0 +1,51 @@
+// defines: the closed migration loop (design.md §1) over a run directory (§3). A config names the team's
+// coverage data, the student, the service LLM and the loop's rules; the run splits the data, measures the
+// service LLM's own answers (the ceiling), then per round synthesises data (from round 2), fine-tunes, infers
+// and judges until the pass rule holds, the rounds or the budget run out, or scores stop improving. Every stage
+// is recorded in the ledger with its inputs and outputs by content hash, so rerunning on the directory resumes
+// after a crash with finished stages skipped and no paid request repeated (the response cache).
+// The student's stages (train, infer) run as `llamaduo train` / `llamaduo generate` child processes: this
+// layer never touches a tensor.
+#pragma once
+#include <cjson/cJSON.h>
+
+#include "ledger.h"
+#include "stage_config.h"
+
+typedef struct Run {
+    const char *self_exe;  // this program, for the student's stages and a local service
+    char *dir, *config_path, *config_text;
+    cJSON *root;
+    StageConfig st;
+    // run
+    const char *coverage, *test;
+    double test_ratio;
+    int split_seed, max_rounds, patience, samples, ceiling, retrain_continue;
+    double min_improvement, budget_usd, synth_growth;
+    // student
+    const char *student;
+    int threads, infer_max_tokens, infer_batch, infer_seed;
+    double infer_temperature;
+    const cJSON *train;  // student.train: `llamaduo train` settings
+    // a service the run starts itself (service.local)
+    const char *local_model;
+    int local_port, local_parallel, local_ctx, local_pid;
+    // report
+    double local_monthly_usd, local_usd_per_hour;
+    Ledger *ledger;
+} Run;
+
+// Reads and checks the whole config (nothing is written). -1 with an error naming the key and reason.
+int run_load(const char *config_path, const char *self_exe, Run *r);
+// Opens (creating) the run directory: config.yaml copy, ledger. A directory started with another config is
+// refused. dir_override replaces run.dir.
+int run_open(Run *r, const char *dir_override);
+void run_close(Run *r);
+// The whole loop, resuming where the directory stands. 0 when it ran to a stop rule.
+int run_loop(Run *r);
+// One stage on its own: split | ceiling | synth | train | infer | judge | report (round for synth..judge).
+int run_stage(Run *r, const char *stage, int round);
+// Loads a run from its directory's config.yaml.
+int run_from_dir(const char *dir, const char *self_exe, Run *r);
+// Where a run stands, printed to stdout.
+int run_status(Run *r);

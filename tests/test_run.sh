@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# `llamaduo run` end to end on the CPU with the tiny model as the student and the local fault server as the
+# service LLM: a full multi-round run; the same run killed with -9 inside every stage and resumed, ending with the
+# same records and metrics and no request answered twice; the stages alone on a run directory; status; the
+# report (and, where Debian's headless Chromium is installed, the report rendered and its charts found in the
+# screenshot); bad configs refused before any work.
+# Usage: test_run.sh BUILD_DIR SOURCE_DIR
+set -u
+BIN="$1/llamaduo"; SRC="$2"
+T=$(mktemp -d); pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok   $1"; }
+bad() { fail=$((fail+1)); echo "FAIL $1"; }
+export LD_FAKE_KEY="sk-llamaduo-FAKE-7c1e55aa"
+
+server() {  # server NAME: a fault server logging to $T/NAME.log; sets PORT
+  rm -f "$T/$1.port"; touch "$T/$1.log"
+  python3 "$SRC/tests/fault_server.py" --port-file "$T/$1.port" --log "$T/$1.log" --latency 0.03 --liveness 0.05 --expect-key-env LD_FAKE_KEY &
+  pids+=($!)
+  for _ in $(seq 100); do [ -f "$T/$1.port" ] && break; sleep 0.05; done
+  PORT=$(cat "$T/$1.port")
+}
+head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
+config() {  # config FILE PORT DIR
+  cat >"$1" <<YAML
+run:
+  dir: $3
+  coverage: $T/coverage.jsonl
+  test_ratio: 0.25
+  max_rounds: 3
+  patience: 5
+  samples: 2
+student:
+  model: $SRC/tests/fixtures/tiny/llama.gguf
+  threads: 1
+  train: {epochs: 2, lr: 0.01, tokens_per_step: 128, max_len: 128, dropout: 0}
+  infer: {max_tokens: 24, temperature: 0.8, seed: 3, batch: 4}
+service:
+  provider: anthropic
+  base_url: http://127.0.0.1:$2
+  model: teacher-1
+  api_key_env: LD_FAKE_KEY
+  price_in_per_mtok: 3
+  price_out_per_mtok: 15
+  concurrency: 3
+  max_attempts: 4
+task:
+  description: Convert free-text dates to ISO 8601 dates.
+synth:
+  calls: 4
+  pairs_per_call: 3
+judge:
+  judgments_per_answer: 2
+  threshold: 90
+report:
+  local_monthly_usd: 30
+  local_usd_per_hour: 0.05
+YAML
+}
+strip() { python3 -c "import json,sys; [print(json.dumps({k:v for k,v in json.loads(l).items() if k!='created'})) for l in open(sys.argv[1])]" "$1"; }
+answered_twice() {
+  python3 -c "
+import json, sys, collections
+c = collections.Counter(e['hash'] for e in map(json.loads, open(sys.argv[1])) if e['fault'] == 'none')
+print(sum(1 for v in c.values() if v > 1))" "$1"
+}
+running_stage() {  # the stage the ledger shows running, as round:stage
+  python3 -c "
+import sqlite3, sys
+try:
+    r = sqlite3.connect(sys.argv[1], timeout=5).execute(\"select round, stage from stages where status='running'\").fetchone()
+    print(f'{r[0]}:{r[1]}' if r else '')
+except Exception:
+    print('')" "$1/ledger.sqlite"
+}
+
+# 1. an uninterrupted run
+server clean; config "$T/clean.yaml" "$PORT" "$T/clean"
+"$BIN" run "$T/clean.yaml" >"$T/clean.out" 2>&1 && ok "a three-round run completes" || bad "run failed: $(tail -5 "$T/clean.out")"
+for f in data/coverage.train.jsonl data/coverage.test.jsonl data/ceiling.metrics.json data/round-02.synth.jsonl \
+         data/round-03.dropped.jsonl rounds/01/adapter/adapter_model.safetensors rounds/03/infer.jsonl rounds/03/judge.jsonl \
+         rounds/03/metrics.json report.html report.md ledger.sqlite cache.sqlite config.yaml; do
+  [ -s "$T/clean/$f" ] || { bad "missing $f"; continue; }
+done
+ok "the run directory holds every stage's files"
+python3 - "$T/clean" <<'PY' && ok "ledger: every stage done with hashes, tokens and dollars; stop reason recorded" || bad "ledger contents"
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1] + "/ledger.sqlite")
+rows = db.execute("select round, stage, status, outputs, prompt_tokens, usd from stages").fetchall()
+want = {(0, "split"), (0, "ceiling")} | {(t, s) for t in (1, 2, 3) for s in ("train", "infer", "judge")} | {(2, "synth"), (3, "synth")}
+assert {(r, s) for r, s, *_ in rows} == want, rows
+assert all(st == "done" and json.loads(o) for _, _, st, o, *_ in rows), rows
+assert all(p > 0 and usd > 0 for r, s, st, o, p, usd in rows if s in ("ceiling", "synth", "judge")), rows
+reason = dict(db.execute("select key, value from run").fetchall())["stop_reason"]
+assert "maximum of 3 rounds" in reason, reason
+# synthetic data grows by run.synth_growth (2): round 3 asks twice the calls of round 2
+d = {s + str(r): json.loads(x) for r, s, x in db.execute("select round, stage, detail from stages")}
+assert d["synth2"]["calls"] == 4 and d["synth3"]["calls"] == 8, d
+assert d["train3"]["records"] > d["train2"]["records"] > d["train1"]["records"] == 18, d
+PY
+"$BIN" status "$T/clean" >"$T/status.out" 2>&1 && grep -q "maximum of 3 rounds" "$T/status.out" && grep -q "round 3: similarity" "$T/status.out" &&
+  ok "status prints stages, scores and the stop reason" || bad "status: $(cat "$T/status.out")"
+n_before=$(wc -l <"$T/clean.log")
+"$BIN" run "$T/clean.yaml" >"$T/again.out" 2>&1 && grep -q "already finished" "$T/again.out" && [ "$(wc -l <"$T/clean.log")" = "$n_before" ] &&
+  ok "rerunning a finished run redoes nothing" || bad "rerun of a finished run: $(tail -3 "$T/again.out")"
+
+# 2. the same run killed with -9 inside every stage, resumed each time
+server crash; config "$T/crash.yaml" "$PORT" "$T/crash"
+# a driver that polls the ledger in-process (fast enough for the tiny model's short stages) and kills the run with
+# -9 a random moment into each kind of stage once, restarting it until it finishes
+killed=$(python3 - "$BIN" "$T/crash.yaml" "$T/crash" "$T/crash.out" <<'PY'
+import os, random, signal, sqlite3, subprocess, sys, time
+binary, cfg, rundir, log = sys.argv[1:5]
+random.seed(5)
+killed, starts = set(), 0
+while starts < 40:
+    starts += 1
+    with open(log, "a") as out:
+        p = subprocess.Popen([binary, "run", cfg], stdout=out, stderr=out)
+    victim = None
+    while p.poll() is None and victim is None:
+        try:
+            db = sqlite3.connect(os.path.join(rundir, "ledger.sqlite"), timeout=5)
+            row = db.execute("select stage from stages where status='running'").fetchone()
+            db.close()
+        except sqlite3.Error:
+            row = None
+        if row and row[0] not in killed:
+            victim = row[0]
+        else:
+            time.sleep(0.002)
+    if victim is None:
+        if p.wait() == 0:
+            break
+        continue
+    time.sleep(random.choice([0, 0, random.random() * 0.3]))
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+        killed.add(victim)
+    p.wait()
+print(" " + " ".join(sorted(killed)) + " ", end="")
+print(f"({starts} starts)", file=sys.stderr)
+PY
+)
+echo "killed inside:$killed"
+for k in ceiling train infer judge synth; do
+  [[ "$killed" == *" $k "* ]] && ok "killed with -9 inside $k, resumed" || bad "never managed to kill inside $k"
+done
+grep -q "stopped after round 3" "$T/crash.out" && ok "the killed run finishes after resuming" || bad "crash run: $(tail -5 "$T/crash.out")"
+same=1
+for f in data/coverage.train.jsonl data/coverage.test.jsonl data/round-02.synth.jsonl data/round-03.synth.jsonl data/round-02.dropped.jsonl \
+         data/round-03.dropped.jsonl data/ceiling.answers.jsonl rounds/01/infer.jsonl rounds/02/infer.jsonl rounds/03/infer.jsonl \
+         rounds/03/judge.jsonl data/ceiling.judge.jsonl; do
+  cmp -s <(strip "$T/clean/$f") <(strip "$T/crash/$f") || { same=0; bad "$f differs after the crashes"; }
+done
+for f in rounds/01/metrics.json rounds/02/metrics.json rounds/03/metrics.json data/ceiling.metrics.json rounds/03/adapter/adapter_model.safetensors; do
+  cmp -s "$T/clean/$f" "$T/crash/$f" || { same=0; bad "$f differs after the crashes"; }
+done
+[ $same = 1 ] && ok "same records, answers, judgments, metrics and adapters as the uninterrupted run"
+[ "$(answered_twice "$T/crash.log")" = 0 ] && ok "no request answered twice across the crashes" || bad "$(answered_twice "$T/crash.log") requests answered twice"
+
+# 3. each stage alone on a run directory
+rm -f "$T/clean/rounds/02/infer.jsonl"
+"$BIN" infer --run "$T/clean" --round 2 >"$T/stage.out" 2>&1 && cmp -s "$T/clean/rounds/02/infer.jsonl" "$T/crash/rounds/02/infer.jsonl" &&
+  ok "infer --run redoes a stage whose output went missing" || bad "infer --run: $(tail -3 "$T/stage.out")"
+"$BIN" judge --run "$T/clean" --round 2 >"$T/stage.out" 2>&1 && grep -q "judge already done" "$T/stage.out" &&
+  ok "judge --run skips a finished stage" || bad "judge --run: $(tail -3 "$T/stage.out")"
+"$BIN" synth --run "$T/clean" --round 1 >"$T/stage.out" 2>&1; [ $? != 0 ] && grep -q "from 2" "$T/stage.out" &&
+  ok "synth --run --round 1 is refused with the reason" || bad "synth round 1: $(cat "$T/stage.out")"
+rm -f "$T/clean/report.html"
+"$BIN" report "$T/clean" >"$T/stage.out" 2>&1 && [ -s "$T/clean/report.html" ] && ok "report rewrites the report" || bad "report: $(cat "$T/stage.out")"
+
+# 4. the report: self-contained, with the charts and the sections the issue lists
+python3 - "$T/clean/report.html" "$T/clean/report.md" <<'PY' && ok "report: charts, scores per round, ceiling, data, drops, cost, break-even, samples; nothing external" || bad "report contents"
+import re, sys
+h, m = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+for cid in ("chart-scores", "chart-shares", "chart-data"):
+    assert re.search(r'<svg id="%s"' % cid, h), cid
+assert len(re.findall(r'<rect class="bar"', h)) >= 12
+for text in ("Judge scores per round", "service (ceiling)", "Data per round", "near duplicates", "contaminated", "Tokens, dollars and time",
+             "Break-even", "Sample answers", "maximum of 3 rounds"):
+    assert text in h, text
+assert not re.search(r'(src|href)="(https?:)?//', h) and "<script" not in h
+for text in ("## Judge scores per round", "## Data per round", "## Break-even", "## Sample answers"):
+    assert text in m, text
+PY
+CHROME=$(command -v chromium-headless-shell || command -v chromium || true)
+if [ -n "$CHROME" ]; then
+  "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,2600 --enable-logging=stderr --v=0 \
+    --screenshot="$T/report.png" "file://$T/clean/report.html" >"$T/chrome.out" 2>&1
+  python3 - "$T/report.png" "$T/chrome.out" <<'PY' && ok "the report renders in headless Chromium without errors; the charts' colours fill the screenshot" || bad "report rendering: $(tail -5 "$T/chrome.out")"
+import struct, sys, zlib
+log = open(sys.argv[2], errors="replace").read()
+assert "Uncaught" not in log and "ERROR:CONSOLE" not in log, log[-500:]
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n"
+pos, idat, w = 8, b"", 0
+while pos < len(data):
+    n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    if kind == b"IHDR":
+        w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+        bpp = {2: 3, 6: 4}[ctype]
+    elif kind == b"IDAT":
+        idat += body
+    pos += 12 + n
+raw, stride, rows, prev = zlib.decompress(idat), w * bpp, [], bytearray(w * bpp)
+for y in range(h):  # undo the PNG row filters
+    f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for i in range(stride):
+        a = line[i - bpp] if i >= bpp else 0
+        b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+        p = a + b - c
+        pred = [0, a, b, (a + b) // 2, a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c][f]
+        line[i] = (line[i] + pred) & 255
+    rows.append(line); prev = line
+def count(rgb):
+    return sum(1 for row in rows for x in range(w) if abs(row[x * bpp] - rgb[0]) < 8 and abs(row[x * bpp + 1] - rgb[1]) < 8 and abs(row[x * bpp + 2] - rgb[2]) < 8)
+blue, orange, green = count((0x1f, 0x77, 0xb4)), count((0xff, 0x7f, 0x0e)), count((0x2c, 0xa0, 0x2c))
+print(f"screenshot {w}x{h}: chart pixels blue {blue}, orange {orange}, green {green}")
+assert blue > 500 and orange > 500 and green > 500
+PY
+else
+  bad "headless Chromium not found (tools/setup.sh installs chromium-headless-shell)"
+fi
+
+# 5. bad configs are refused before any work, naming the key
+server bad; n_before=$(wc -l <"$T/bad.log")
+try_config() {  # try_config NAME EXPECTED-TEXT SED-EXPRESSION
+  sed "$3" "$T/clean.yaml" | sed "s|dir: $T/clean|dir: $T/bad|; s|127.0.0.1:[0-9]*|127.0.0.1:$PORT|" >"$T/bad.yaml"
+  "$BIN" run "$T/bad.yaml" >"$T/bad.out" 2>&1; rc=$?
+  if [ $rc != 0 ] && grep -q "$2" "$T/bad.out" && [ ! -e "$T/bad/ledger.sqlite" ]; then ok "bad config refused: $1"; else bad "bad config $1: rc $rc: $(tail -3 "$T/bad.out")"; fi
+}
+try_config "unknown key" "unknown key 'run.max_round'" 's/  max_rounds: 3/  max_round: 3/'
+try_config "wrong type" "'run.samples' must be a number" 's/  samples: 2/  samples: two/'
+try_config "missing file" "does not exist" 's|coverage: .*|coverage: /nonexistent/data.jsonl|'
+try_config "threshold out of range" "'judge.threshold' is 150, outside" 's/  threshold: 90/  threshold: 150/'
+try_config "a budget of 0" "budget_usd' is 0" 's/  patience: 5/  patience: 5\n  budget_usd: 0/'
+try_config "bad student.train" "student.train" 's/train: {epochs: 2/train: {epochz: 2/'
+try_config "unknown retrain" "'run.retrain' is 'sometimes'" 's/  patience: 5/  patience: 5\n  retrain: sometimes/'
+[ "$(wc -l <"$T/bad.log")" = "$n_before" ] && ok "no request sent for a bad config" || bad "a bad config sent requests"
+"$BIN" run "$T/crash.yaml" --dir "$T/clean" >"$T/bad.out" 2>&1; [ $? != 0 ] && grep -q "started with another config" "$T/bad.out" &&
+  ok "a run directory started with another config is refused" || bad "config mismatch: $(cat "$T/bad.out")"
+
+# 6. the shipped configs read cleanly (the demo, the four task families for three providers, the template)
+n_ok=0; n_cfg=0
+for c in "$SRC"/configs/demo.yaml "$SRC"/configs/tasks/*.yaml; do
+  n_cfg=$((n_cfg + 1))
+  (cd "$SRC" && "$BIN" run --check "$c") >"$T/check.out" 2>&1 && n_ok=$((n_ok + 1)) || echo "  $c: $(tail -1 "$T/check.out")"
+done
+sed "s|coverage: data/my-task.jsonl|coverage: configs/data/classify.jsonl|" "$SRC/configs/template.yaml" >"$T/template.yaml"
+n_cfg=$((n_cfg + 1)); (cd "$SRC" && "$BIN" run --check "$T/template.yaml") >"$T/check.out" 2>&1 && n_ok=$((n_ok + 1)) || echo "  template: $(tail -1 "$T/check.out")"
+[ $n_ok = $n_cfg ] && [ $n_cfg -ge 14 ] && ok "all $n_cfg shipped configs pass run --check" || bad "$n_ok of $n_cfg shipped configs pass run --check"
+for f in summarize classify closed_qa coding; do
+  [ "$(grep -c . "$SRC/configs/data/$f.jsonl")" -ge 40 ] || bad "configs/data/$f.jsonl has fewer than 40 records"
+done
+
+if grep -rqa "$LD_FAKE_KEY" "$T"; then bad "the API key reached disk: $(grep -rla "$LD_FAKE_KEY" "$T")"; else ok "the key is in no file"; fi
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

@@ -65,8 +65,10 @@ static unsigned parse_targets(const char *s) {
     return mask;
 }
 
+static cJSON *g_config;  // the options' strings point into it: kept for the process's life
+
 static void apply_yaml(const char *path, TrainOpts *o) {
-    cJSON *root = config_load(path);
+    cJSON *root = g_config = config_load(path);
     if (!root) die("%s", ld_last_error());
     static const char *const top[] = {"train", NULL};
     static const char *const keys[] = {"model", "train", "val", "out", "method", "rank", "alpha", "dropout", "rslora", "targets", "epochs", "lr",
@@ -108,7 +110,6 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     if (cJSON_IsString(ct)) o->chat_template = ld_xstrdup(ct->valuestring);
     o->dropout = (float)drop;
     o->lr = (float)lr, o->alpha = (float)alpha, o->warmup = (float)warmup, o->weight_decay = (float)wd, o->max_grad_norm = (float)mgn;
-    // strings point into the tree: keep it for the process's life
     const char **strs[] = {&o->model, &o->train, &o->val, &o->out, &o->targets, &o->schedule, &o->long_records, &o->method};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (*strs[i] && !**strs[i]) *strs[i] = NULL;

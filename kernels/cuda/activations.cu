@@ -1,0 +1,82 @@
+// Gated activations, soft-cap and AdamW, elementwise (kernels/cpu/activations.c, adamw.c), formula for formula.
+#include "common.cuh"
+
+#define GELU_K 0.7978845608028654f  // sqrt(2/pi)
+
+__global__ static void swiglu_kernel(float *h, const float *gate, const float *up, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) h[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+__global__ static void geglu_kernel(float *h, const float *gate, const float *up, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = gate[i];
+    h[i] = 0.5f * g * (1.0f + tanhf(GELU_K * (g + 0.044715f * g * g * g))) * up[i];
+}
+
+__global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), silu = g * sg, d = dh[i];
+    dgate[i] = d * up[i] * sg * (1.0f + g * (1.0f - sg));
+    dup[i] = d * silu;
+}
+
+__global__ static void geglu_bwd_kernel(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = gate[i], th = tanhf(GELU_K * (g + 0.044715f * g * g * g)), d = dh[i];
+    float gelu = 0.5f * g * (1.0f + th);
+    float dgelu = 0.5f * (1.0f + th) + 0.5f * g * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * g * g);
+    dgate[i] = d * up[i] * dgelu;
+    dup[i] = d * gelu;
+}
+
+__global__ static void softcap_kernel(float *x, size_t n, float cap) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] = cap * tanhf(x[i] / cap);
+}
+
+__global__ static void softcap_bwd_kernel(float *dx, const float *dy, const float *y, size_t n, float cap) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float t = y[i] / cap;
+    dx[i] = dy[i] * (1.0f - t * t);
+}
+
+__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+                                    float eps, float weight_decay, float step_size, float bc2_sqrt) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float pi = p[i] * (1.0f - lr * weight_decay), gi = g[i];
+    float mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    m[i] = mi, v[i] = vi;
+    p[i] = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+}
+
+#define LAUNCH(name, kernel, n, ...)                                \
+    do {                                                            \
+        if (!(n)) return 0;                                         \
+        kernel<<<kc_blocks((n), 256), 256>>>(__VA_ARGS__);          \
+        KC_CHECK_LAUNCH(name);                                      \
+        return 0;                                                   \
+    } while (0)
+
+extern "C" int kc_swiglu(float *h, const float *gate, const float *up, size_t n) { LAUNCH("swiglu", swiglu_kernel, n, h, gate, up, n); }
+extern "C" int kc_geglu_tanh(float *h, const float *gate, const float *up, size_t n) { LAUNCH("geglu_tanh", geglu_kernel, n, h, gate, up, n); }
+extern "C" int kc_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    LAUNCH("swiglu_backward", swiglu_bwd_kernel, n, dgate, dup, dh, gate, up, n);
+}
+extern "C" int kc_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    LAUNCH("geglu_tanh_backward", geglu_bwd_kernel, n, dgate, dup, dh, gate, up, n);
+}
+extern "C" int kc_softcap(float *x, size_t n, float cap) { LAUNCH("softcap", softcap_kernel, n, x, n, cap); }
+extern "C" int kc_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap) {
+    LAUNCH("softcap_backward", softcap_bwd_kernel, n, dx, dy, y, n, cap);
+}
+extern "C" int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                        float weight_decay, int step) {
+    float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);  // on the host, as torch does
+    LAUNCH("adamw", adamw_kernel, n, p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, lr / bc1, sqrtf(bc2));
+}

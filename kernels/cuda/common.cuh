@@ -1,0 +1,19 @@
+// defines: what the CUDA kernel files share — error capture with the kernel's name, launch checks.
+#pragma once
+#include <cuda_runtime.h>
+#include <stdio.h>
+
+extern "C" {
+#include "kernels_cuda.h"
+}
+
+void kc_set_error(const char *what, cudaError_t e);
+
+// After a launch: the launch itself and (for asynchronous faults) nothing else is waited for.
+#define KC_CHECK_LAUNCH(name)                                       \
+    do {                                                            \
+        cudaError_t e_ = cudaGetLastError();                        \
+        if (e_ != cudaSuccess) return kc_set_error(name, e_), -1;   \
+    } while (0)
+
+static inline unsigned kc_blocks(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }

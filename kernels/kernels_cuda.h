@@ -1,0 +1,38 @@
+// defines: the CUDA versions of the ops in kernels.h, same contracts (shapes, layouts, accumulation), on device
+// pointers, launched on the default stream; fp32 throughout in this first set. Each returns 0, or -1 with
+// kc_last_error() naming the kernel and CUDA's reason (a failed launch is never silent).
+#pragma once
+#include <stddef.h>
+
+const char *kc_last_error(void);
+// Device memory for C callers (tests, the engine's GPU path).
+void *kc_alloc(size_t bytes);  // NULL with an error
+void kc_free(void *p);
+int kc_upload(void *dst, const void *src, size_t bytes);
+int kc_download(void *dst, const void *src, size_t bytes);
+int kc_fill(float *p, float value, size_t n);  // poisons outputs in tests
+int kc_sync(void);
+
+int kc_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
+// dx written; dw (may be NULL) accumulated, reduced over rows in a fixed order (deterministic)
+int kc_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
+int kc_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+int kc_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+int kc_swiglu(float *h, const float *gate, const float *up, size_t n);
+int kc_geglu_tanh(float *h, const float *gate, const float *up, size_t n);
+int kc_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+int kc_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+int kc_softcap(float *x, size_t n, float cap);
+int kc_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
+int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+             float weight_decay, int step);
+// Mean cross-entropy over rows whose target is not ignore_index (dlogits may be NULL); *loss and *n_counted on
+// the host. Row statistics in one block per row: the [T, V] logits are read twice, never copied.
+int kc_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index, float *loss,
+                     int *n_counted);
+// Attention in the flash manner: each (token, head) streams its key range [kv_lo, kv_hi] (rows of k/v starting
+// at row kv_base[t], laid out [rows, Hkv*hd]) through shared memory in tiles with an online softmax; no score
+// matrix is stored. GQA (Hq a multiple of Hkv), head_dim up to 256, soft-cap (> 0), any per-token range (causal,
+// sliding window, packed records, many sequences of a KV cache).
+int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                 const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);

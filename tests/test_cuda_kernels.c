@@ -1,0 +1,260 @@
+// Every CUDA kernel against its CPU reference (kernels/cpu/), on fresh random inputs at several shapes — odd
+// sizes, head_dim 64/128/256, GQA, windows, packed records, KV-cache layouts, soft-cap on and off — with every
+// output poisoned (NaN) before each run, so an element a kernel forgets to write fails the comparison.
+// fp32 paths: ‖gpu − cpu‖ / ‖cpu‖ under 1e-5. ctest label `gpu`: exits 77 (skipped, with a message) without a GPU.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_device.h"
+#include "kernels.h"
+#include "kernels_cuda.h"
+
+static int g_fail, g_checks;
+static unsigned long long g_rng = 0x243f6a8885a308d3ull;
+
+static float frand(void) {  // uniform in [-1, 1)
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / 9007199254740992.0) * 2 - 1;
+}
+
+static float *rnd(size_t n, float scale) {
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = frand() * scale;
+    return x;
+}
+
+static void *up(const void *h, size_t bytes) {
+    void *d = kc_alloc(bytes);
+    if (!d || kc_upload(d, h, bytes)) {
+        fprintf(stderr, "device memory: %s\n", kc_last_error());
+        exit(1);
+    }
+    return d;
+}
+
+static float *poisoned(size_t n) {  // a device buffer of NaN
+    float *d = kc_alloc(sizeof(float) * (n ? n : 1));
+    kc_fill(d, NAN, n);
+    return d;
+}
+
+static float *down(const float *d, size_t n) {
+    float *h = malloc(sizeof(float) * (n ? n : 1));
+    if (kc_sync() || kc_download(h, d, sizeof(float) * n)) {
+        fprintf(stderr, "%s\n", kc_last_error());
+        exit(1);
+    }
+    return h;
+}
+
+static void compare(const char *what, const float *gpu, const float *cpu, size_t n, double bound) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)gpu[i] - cpu[i];
+        num += d * d, den += (double)cpu[i] * cpu[i];
+    }
+    double err = sqrt(num / (den > 0 ? den : 1));  // NaN (an unwritten element) fails below
+    g_checks++;
+    if (!(err < bound)) {
+        g_fail++;
+        printf("FAIL %-58s rel err %.3e (bound %.0e)\n", what, err, bound);
+    } else {
+        printf("ok   %-58s rel err %.2e\n", what, err);
+    }
+}
+
+static void check_rc(int rc, const char *what) {
+    if (rc) {
+        printf("FAIL %s: %s\n", what, kc_last_error());
+        g_fail++;
+    }
+}
+
+static void test_rmsnorm(int T, int D, int plus_one) {
+    char name[96];
+    float *x = rnd((size_t)T * D, 2), *w = rnd(D, 1), *dy = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D);
+    float *refdx = malloc(sizeof(float) * T * D), *refdw = calloc(D, sizeof(float));
+    k_rmsnorm(ref, x, w, T, D, 1e-6f, plus_one);
+    k_rmsnorm_backward(refdx, refdw, dy, x, w, T, D, 1e-6f, plus_one);
+    float *dx_ = up(x, sizeof(float) * T * D), *dw_ = up(w, sizeof(float) * D), *ddy = up(dy, sizeof(float) * T * D);
+    float *dy_out = poisoned((size_t)T * D), *ddx = poisoned((size_t)T * D), *ddw = kc_alloc(sizeof(float) * D);
+    kc_fill(ddw, 0, D);
+    check_rc(kc_rmsnorm(dy_out, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm");
+    check_rc(kc_rmsnorm_backward(ddx, ddw, ddy, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm_backward");
+    float *g = down(dy_out, (size_t)T * D), *gdx = down(ddx, (size_t)T * D), *gdw = down(ddw, D);
+    snprintf(name, sizeof name, "rmsnorm%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
+    compare(name, g, ref, (size_t)T * D, 1e-5);
+    snprintf(name, sizeof name, "rmsnorm%s backward dx [%d x %d]", plus_one ? " (1+w)" : "", T, D);
+    compare(name, gdx, refdx, (size_t)T * D, 1e-5);
+    snprintf(name, sizeof name, "rmsnorm%s backward dw [%d x %d]", plus_one ? " (1+w)" : "", T, D);
+    compare(name, gdw, refdw, D, 1e-5);
+    free(x), free(w), free(dy), free(ref), free(refdx), free(refdw), free(g), free(gdx), free(gdw);
+    kc_free(dx_), kc_free(dw_), kc_free(ddy), kc_free(dy_out), kc_free(ddx), kc_free(ddw);
+}
+
+static void test_rope(int T, int H, int hd) {
+    char name[96];
+    size_t n = (size_t)T * H * hd;
+    float *x = rnd(n, 1), *inv = malloc(sizeof(float) * hd / 2), *ref = malloc(sizeof(float) * n), *refb = malloc(sizeof(float) * n);
+    int *pos = malloc(sizeof(int) * T);
+    for (int i = 0; i < hd / 2; i++) inv[i] = 1.0f / powf(10000.0f, 2.0f * i / hd);
+    for (int t = 0; t < T; t++) pos[t] = (t * 37) % 3000;
+    memcpy(ref, x, sizeof(float) * n), memcpy(refb, x, sizeof(float) * n);
+    k_rope(ref, pos, inv, T, H, hd);
+    k_rope_backward(refb, pos, inv, T, H, hd);
+    float *d = up(x, sizeof(float) * n), *db = up(x, sizeof(float) * n), *dinv = up(inv, sizeof(float) * hd / 2);
+    int *dpos = up(pos, sizeof(int) * T);
+    check_rc(kc_rope(d, dpos, dinv, T, H, hd), "rope");
+    check_rc(kc_rope_backward(db, dpos, dinv, T, H, hd), "rope_backward");
+    float *g = down(d, n), *gb = down(db, n);
+    snprintf(name, sizeof name, "rope [%d tokens, %d heads, hd %d]", T, H, hd);
+    compare(name, g, ref, n, 1e-5);
+    snprintf(name, sizeof name, "rope backward [%d tokens, %d heads, hd %d]", T, H, hd);
+    compare(name, gb, refb, n, 1e-5);
+    free(x), free(inv), free(ref), free(refb), free(pos), free(g), free(gb);
+    kc_free(d), kc_free(db), kc_free(dinv), kc_free(dpos);
+}
+
+static void test_elementwise(size_t n) {
+    char name[96];
+    float *g = rnd(n, 4), *u = rnd(n, 2), *dh = rnd(n, 1);
+    float *h1 = malloc(sizeof(float) * n), *h2 = malloc(sizeof(float) * n), *dg1 = malloc(sizeof(float) * n), *du1 = malloc(sizeof(float) * n);
+    float *dg2 = malloc(sizeof(float) * n), *du2 = malloc(sizeof(float) * n), *sc = malloc(sizeof(float) * n), *dsc = malloc(sizeof(float) * n);
+    k_swiglu(h1, g, u, n);
+    k_geglu_tanh(h2, g, u, n);
+    k_swiglu_backward(dg1, du1, dh, g, u, n);
+    k_geglu_tanh_backward(dg2, du2, dh, g, u, n);
+    memcpy(sc, g, sizeof(float) * n);
+    k_softcap(sc, n, 3.0f);
+    k_softcap_backward(dsc, dh, sc, n, 3.0f);
+    float *dgate = up(g, sizeof(float) * n), *dup_ = up(u, sizeof(float) * n), *ddh = up(dh, sizeof(float) * n);
+    float *o1 = poisoned(n), *o2 = poisoned(n), *a1 = poisoned(n), *b1 = poisoned(n), *a2 = poisoned(n), *b2 = poisoned(n);
+    float *dsc_in = up(g, sizeof(float) * n), *o3 = poisoned(n);
+    check_rc(kc_swiglu(o1, dgate, dup_, n), "swiglu");
+    check_rc(kc_geglu_tanh(o2, dgate, dup_, n), "geglu");
+    check_rc(kc_swiglu_backward(a1, b1, ddh, dgate, dup_, n), "swiglu_backward");
+    check_rc(kc_geglu_tanh_backward(a2, b2, ddh, dgate, dup_, n), "geglu_backward");
+    check_rc(kc_softcap(dsc_in, n, 3.0f), "softcap");
+    check_rc(kc_softcap_backward(o3, ddh, dsc_in, n, 3.0f), "softcap_backward");
+    struct {
+        const char *what;
+        float *dev, *ref;
+    } outs[] = {{"swiglu", o1, h1}, {"geglu (tanh)", o2, h2}, {"swiglu backward dgate", a1, dg1}, {"swiglu backward dup", b1, du1},
+                {"geglu backward dgate", a2, dg2}, {"geglu backward dup", b2, du2}, {"softcap 3", dsc_in, sc}, {"softcap backward", o3, dsc}};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+        float *got = down(outs[i].dev, n);
+        snprintf(name, sizeof name, "%s [%zu]", outs[i].what, n);
+        compare(name, got, outs[i].ref, n, 1e-5);
+        free(got);
+        kc_free(outs[i].dev);
+    }
+    free(g), free(u), free(dh), free(h1), free(h2), free(dg1), free(du1), free(dg2), free(du2), free(sc), free(dsc);
+    kc_free(dgate), kc_free(dup_), kc_free(ddh);
+}
+
+static void test_adamw(size_t n) {
+    float *p = rnd(n, 1), *m = rnd(n, 0.1f), *v = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) v[i] = fabsf(frand()) * 0.01f;
+    float *dp = up(p, sizeof(float) * n), *dm = up(m, sizeof(float) * n), *dv = up(v, sizeof(float) * n);
+    for (int step = 1; step <= 3; step++) {
+        float *g = rnd(n, 1), *dg = up(g, sizeof(float) * n);
+        k_adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step);
+        check_rc(kc_adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step), "adamw");
+        free(g), kc_free(dg);
+    }
+    float *gp = down(dp, n), *gm = down(dm, n), *gv = down(dv, n);
+    char name[96];
+    snprintf(name, sizeof name, "adamw, 3 steps: parameters [%zu]", n);
+    compare(name, gp, p, n, 1e-6);
+    snprintf(name, sizeof name, "adamw, 3 steps: moments [%zu]", n);
+    compare(name, gm, m, n, 1e-6);
+    compare("adamw, 3 steps: second moments", gv, v, n, 1e-6);
+    free(p), free(m), free(v), free(gp), free(gm), free(gv);
+    kc_free(dp), kc_free(dm), kc_free(dv);
+}
+
+static void test_cross_entropy(int T, int V) {
+    float *x = rnd((size_t)T * V, 6), *ref = malloc(sizeof(float) * T * V);
+    int *tg = malloc(sizeof(int) * T), nc_ref, nc;
+    for (int t = 0; t < T; t++) tg[t] = t % 3 == 1 ? -100 : (t * 7919) % V;
+    float loss_ref = k_cross_entropy(ref, x, tg, T, V, -100, &nc_ref), loss;
+    float *dx = up(x, sizeof(float) * T * V), *dd = poisoned((size_t)T * V);
+    int *dt = up(tg, sizeof(int) * T);
+    check_rc(kc_cross_entropy(dd, dx, dt, T, V, -100, &loss, &nc), "cross_entropy");
+    float *g = down(dd, (size_t)T * V);
+    char name[96];
+    snprintf(name, sizeof name, "cross-entropy d logits [%d x %d], ignore-index", T, V);
+    compare(name, g, ref, (size_t)T * V, 1e-5);
+    snprintf(name, sizeof name, "cross-entropy loss [%d x %d] (%d counted)", T, V, nc);
+    compare(name, &loss, &loss_ref, 1, 1e-5);
+    if (nc != nc_ref) g_fail++, printf("FAIL cross-entropy counted %d, reference %d\n", nc, nc_ref);
+    free(x), free(ref), free(tg), free(g);
+    kc_free(dx), kc_free(dd), kc_free(dt);
+}
+
+// layout 0: one packed training batch (records of the given length, causal within each);
+// layout 1: a KV cache of several sequences, each token at the end of its own sequence's rows (decoding).
+static void test_attention(int T, int Hq, int Hkv, int hd, int window, float softcap, int layout) {
+    int rec = 7, rows = layout ? T * 40 : T, stride = Hkv * hd;
+    float *q = rnd((size_t)T * Hq * hd, 1), *k = rnd((size_t)rows * stride, 1), *v = rnd((size_t)rows * stride, 1);
+    float *ref = malloc(sizeof(float) * T * Hq * hd);
+    int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T), *base = malloc(sizeof(int) * T);
+    const float **kr = malloc(sizeof(float *) * T), **vr = malloc(sizeof(float *) * T);
+    for (int t = 0; t < T; t++) {
+        if (layout == 0) {  // causal within records of `rec` tokens, optional sliding window
+            base[t] = 0, hi[t] = t, lo[t] = t / rec * rec;
+        } else {  // sequence t lives in rows [40t, 40t+40); its newest token sees 1 + (t*13 % 39) of them
+            base[t] = 40 * t, lo[t] = 0, hi[t] = (t * 13) % 39;
+        }
+        if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
+        kr[t] = k + (size_t)base[t] * stride, vr[t] = v + (size_t)base[t] * stride;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    k_attention(ref, q, kr, vr, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+    float *dq = up(q, sizeof(float) * T * Hq * hd), *dk = up(k, sizeof(float) * rows * stride), *dv = up(v, sizeof(float) * rows * stride);
+    int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T), *dbase = up(base, sizeof(int) * T);
+    float *dout = poisoned((size_t)T * Hq * hd);
+    check_rc(kc_attention(dout, dq, dk, dv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
+    float *g = down(dout, (size_t)T * Hq * hd);
+    char name[128];
+    snprintf(name, sizeof name, "attention %s T %d, %d/%d heads, hd %d%s%s", layout ? "KV cache" : "packed", T, Hq, Hkv, hd,
+             window ? ", window" : "", softcap > 0 ? ", softcap" : "");
+    compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
+    free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(kr), free(vr), free(g);
+    kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout);
+}
+
+int main(void) {
+    if (ld_cuda_device_count() == 0) {
+        printf("test_cuda_kernels: skipped: no CUDA device here (the gpu-labelled tests run on a GPU machine: tools/gpu_check.sh)\n");
+        return 77;
+    }
+    char dev[256];
+    ld_cuda_device_describe(0, dev, sizeof dev);
+    printf("device: %s\n", dev);
+    test_rmsnorm(1, 64, 0);
+    test_rmsnorm(37, 576, 0);
+    test_rmsnorm(129, 2048, 1);
+    test_rmsnorm(5, 1000, 1);
+    test_rope(1, 3, 64);
+    test_rope(33, 9, 64);
+    test_rope(17, 4, 128);
+    test_rope(9, 2, 256);
+    test_elementwise(1);
+    test_elementwise(1000003);
+    test_adamw(12345);
+    test_cross_entropy(19, 49152);
+    test_cross_entropy(64, 257);
+    int hds[] = {64, 128, 256};
+    for (int i = 0; i < 3; i++) {
+        test_attention(45, 8, 2, hds[i], 0, 0.0f, 0);
+        test_attention(45, 8, 2, hds[i], 4, 0.0f, 0);
+        test_attention(33, 4, 4, hds[i], 0, 50.0f, 0);
+        test_attention(13, 6, 1, hds[i], 0, 0.0f, 1);
+        test_attention(13, 6, 3, hds[i], 9, 30.0f, 1);
+    }
+    printf("%d passed, %d failed\n", g_checks - g_fail, g_fail);
+    return g_fail ? 1 : 0;
+}

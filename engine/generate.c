@@ -244,6 +244,7 @@ int gen_engine_step(GenEngine *e) {
     if (nb == 0) return 0;
     if (model_forward(e->m, e->kv, e->tok, e->sl, e->ps, nb, e->want, e->logits)) return -1;
     for (int i = 0; i < nb; i++) e->slots[e->owner[i]].n_fed++;
+    int fed = nb;
     int row = 0, V = e->V;
     for (int i = 0; i < nb; i++) {
         if (!e->want[i]) continue;
@@ -275,7 +276,7 @@ int gen_engine_step(GenEngine *e) {
             stream_upto(x, safe - incomplete_utf8_tail(x->bytes, safe));
         }
     }
-    return 0;
+    return fed;
 }
 
 // ---- generate(): a fixed list of requests ------------------------------------------------------------------
@@ -345,7 +346,7 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
             next++;
             if (gen_engine_add(e, &bs->seq)) rc = -1;
         }
-        if (!rc && b.done < n) rc = gen_engine_step(e);
+        if (!rc && b.done < n) rc = gen_engine_step(e) < 0 ? -1 : 0;
     }
     free(seqs);
     gen_engine_free(e);

@@ -44,7 +44,7 @@ int gen_engine_active(const GenEngine *e);
 // exceeds the context. A sequence with max_new_tokens 0 finishes at once (on_done called before this returns).
 int gen_engine_add(GenEngine *e, GenSeq *s);
 // One forward pass over every admitted sequence (a decode token each, plus prompt chunks), then sampling.
-// Returns 0, or -1 with an error.
+// Returns the number of tokens fed (0 only when no sequence is admitted), or -1 with an error.
 int gen_engine_step(GenEngine *e);
 // Stops s now (finish = FINISH_CANCELLED, text so far); its slot is free again. on_done is not called.
 void gen_engine_cancel(GenEngine *e, GenSeq *s);

@@ -209,8 +209,13 @@ static void *engine_main(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        if (gen_engine_step(s->eng)) fprintf(stderr, "serve: decoding failed: %s\n", ld_last_error());
+        int fed = gen_engine_step(s->eng);
         pthread_mutex_lock(&s->mu);
+        if (fed <= 0) {  // an error, or sequences that cannot advance: end them rather than spin
+            fprintf(stderr, "serve: %s; cancelling the %d request(s) decoding\n", fed < 0 ? ld_last_error() : "decoding made no progress",
+                    s->n_active);
+            for (int a = 0; a < s->n_active; a++) mark_cancelled(s->active[a]);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

@@ -65,7 +65,7 @@ static unsigned parse_targets(const char *s) {
     return mask;
 }
 
-static cJSON *g_config;  // the options' strings point into it: kept for the process's life
+static cJSON *g_config;  // the options' strings point into it: freed when training is done
 
 static void apply_yaml(const char *path, TrainOpts *o) {
     cJSON *root = g_config = config_load(path);
@@ -286,6 +286,7 @@ int cmd_train(int argc, char **argv) {
     if (o.init_adapter && full) die("--init-adapter is for LoRA training, not --method full");
     if (o.check) {
         parse_targets(o.targets);
+        cJSON_Delete(g_config);
         return 0;
     }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
@@ -457,5 +458,6 @@ int cmd_train(int argc, char **argv) {
     lora_free(lora), lora_free(grad), adamw_free(opt), model_free(mgrad);
     chat_template_free(&ct);
     model_free(m);
+    cJSON_Delete(g_config);
     return 0;
 }

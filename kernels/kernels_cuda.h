@@ -36,3 +36,15 @@ int kc_cross_entropy(float *dlogits, const float *logits, const int *targets, in
 // sliding window, packed records, many sequences of a KV cache).
 int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
                  const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+// Backward of kc_attention over one training batch's k/v buffers (kv_base 0): dq written, dk/dv accumulated.
+int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                          const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+// x[T,D] = table[tokens]·scale;  backward: dtable[tokens] += dx·scale
+int kc_embedding(float *x, const float *table, const int *tokens, int T, int D, float scale);
+int kc_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
+// y[T,out] = x[T,in]·W[out,in]ᵀ + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ on cuBLAS; ax[T,r] keeps x·Aᵀ (A NULL: the plain
+// linear). Backward: dx written, dA/dB accumulated, dyB [T,r] scratch; no dW (the base is frozen).
+int kc_lora_linear(float *y, float *ax, const float *x, const float *W, const float *A, const float *B, float s, int T, int in, int out,
+                   int r);
+int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax, const float *W,
+                            const float *A, const float *B, float s, int T, int in, int out, int r);

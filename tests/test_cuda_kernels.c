@@ -226,6 +226,106 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout);
 }
 
+static void test_attention_backward(int T, int Hq, int Hkv, int hd, int window, float softcap) {
+    int rec = 9, stride = Hkv * hd;
+    size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * stride;
+    float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
+    float *rdq = malloc(sizeof(float) * nq), *rdk = calloc(nk, sizeof(float)), *rdv = calloc(nk, sizeof(float));
+    int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T);
+    for (int t = 0; t < T; t++) {
+        hi[t] = t, lo[t] = t / rec * rec;
+        if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    k_attention_backward(rdq, rdk, rdv, dout, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+    float *dq_ = up(q, sizeof(float) * nq), *dk_ = up(k, sizeof(float) * nk), *dv_ = up(v, sizeof(float) * nk), *ddo = up(dout, sizeof(float) * nq);
+    int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
+    float *gq = poisoned(nq), *gk = kc_alloc(sizeof(float) * nk), *gv = kc_alloc(sizeof(float) * nk);
+    kc_fill(gk, 0, nk), kc_fill(gv, 0, nk);
+    check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_backward");
+    float *hq = down(gq, nq), *hk = down(gk, nk), *hv = down(gv, nk);
+    char name[128];
+    const char *const parts[] = {"dq", "dk", "dv"};
+    float *got[] = {hq, hk, hv}, *ref[] = {rdq, rdk, rdv};
+    size_t ns[] = {nq, nk, nk};
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "attention backward %s: T %d, %d/%d heads, hd %d%s%s", parts[i], T, Hq, Hkv, hd, window ? ", window" : "",
+                 softcap > 0 ? ", softcap" : "");
+        compare(name, got[i], ref[i], ns[i], 1e-5);
+    }
+    free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(lo), free(hi), free(hq), free(hk), free(hv);
+    kc_free(dq_), kc_free(dk_), kc_free(dv_), kc_free(ddo), kc_free(dlo), kc_free(dhi), kc_free(gq), kc_free(gk), kc_free(gv);
+}
+
+static void test_embedding(int T, int V, int D, float scale) {
+    float *table = rnd((size_t)V * D, 1), *dx = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D), *rdt = calloc((size_t)V * D, sizeof(float));
+    int *tok = malloc(sizeof(int) * T);
+    for (int t = 0; t < T; t++) tok[t] = (t * 31) % V;  // repeats when T > V
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < D; j++) {
+            ref[(size_t)t * D + j] = table[(size_t)tok[t] * D + j] * scale;
+            rdt[(size_t)tok[t] * D + j] += dx[(size_t)t * D + j] * scale;
+        }
+    float *dtab = up(table, sizeof(float) * V * D), *ddx = up(dx, sizeof(float) * T * D), *out = poisoned((size_t)T * D);
+    float *gdt = kc_alloc(sizeof(float) * V * D);
+    int *dtok = up(tok, sizeof(int) * T);
+    kc_fill(gdt, 0, (size_t)V * D);
+    check_rc(kc_embedding(out, dtab, dtok, T, D, scale), "embedding");
+    check_rc(kc_embedding_backward(gdt, ddx, dtok, T, D, scale), "embedding_backward");
+    float *g = down(out, (size_t)T * D), *gt = down(gdt, (size_t)V * D);
+    char name[96];
+    snprintf(name, sizeof name, "embedding [%d tokens of %d, dim %d]", T, V, D);
+    compare(name, g, ref, (size_t)T * D, 1e-6);
+    snprintf(name, sizeof name, "embedding backward [%d tokens of %d, dim %d]", T, V, D);
+    compare(name, gt, rdt, (size_t)V * D, 1e-5);
+    free(table), free(dx), free(ref), free(rdt), free(tok), free(g), free(gt);
+    kc_free(dtab), kc_free(ddx), kc_free(out), kc_free(gdt), kc_free(dtok);
+}
+
+// C[M,N] = op(A)·op(B) in double: the independent reference for the cuBLAS paths
+static void ref_gemm(float *C, const float *A, int ta, const float *B, int tb, int M, int N, int K, float alpha, float beta) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int p = 0; p < K; p++) s += (double)(ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p]) * (tb ? B[(size_t)j * K + p] : B[(size_t)p * N + j]);
+            C[(size_t)i * N + j] = (float)(alpha * s + beta * C[(size_t)i * N + j]);
+        }
+}
+
+static void test_lora_linear(int T, int in, int out, int r) {
+    float s = 2.0f;
+    float *x = rnd((size_t)T * in, 1), *W = rnd((size_t)out * in, 0.1f), *A = rnd((size_t)r * in, 0.1f), *B = rnd((size_t)out * r, 0.1f);
+    float *dy = rnd((size_t)T * out, 1), *y = calloc((size_t)T * out, sizeof(float)), *ax = calloc((size_t)T * r, sizeof(float));
+    float *dx = calloc((size_t)T * in, sizeof(float)), *dyB = calloc((size_t)T * r, sizeof(float));
+    float *dA = calloc((size_t)r * in, sizeof(float)), *dB = calloc((size_t)out * r, sizeof(float));
+    ref_gemm(y, x, 0, W, 1, T, out, in, 1, 0);
+    ref_gemm(ax, x, 0, A, 1, T, r, in, 1, 0);
+    ref_gemm(y, ax, 0, B, 1, T, out, r, s, 1);
+    ref_gemm(dx, dy, 0, W, 0, T, in, out, 1, 0);
+    ref_gemm(dyB, dy, 0, B, 0, T, r, out, s, 0);
+    ref_gemm(dx, dyB, 0, A, 0, T, in, r, 1, 1);
+    ref_gemm(dB, dy, 1, ax, 0, out, r, T, s, 0);
+    ref_gemm(dA, dyB, 1, x, 0, r, in, T, 1, 0);
+    float *gx = up(x, sizeof(float) * T * in), *gW = up(W, sizeof(float) * out * in), *gA = up(A, sizeof(float) * r * in), *gB = up(B, sizeof(float) * out * r);
+    float *gdy = up(dy, sizeof(float) * T * out), *gy = poisoned((size_t)T * out), *gax = poisoned((size_t)T * r), *gdx = poisoned((size_t)T * in);
+    float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
+    kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
+    check_rc(kc_lora_linear(gy, gax, gx, gW, gA, gB, s, T, in, out, r), "lora_linear");
+    check_rc(kc_lora_linear_backward(gdx, gdA, gdB, gdyB, gdy, gx, gax, gW, gA, gB, s, T, in, out, r), "lora_linear_backward");
+    float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r);
+    char name[96];
+    snprintf(name, sizeof name, "LoRA linear y [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hy, y, (size_t)T * out, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dx [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdx, dx, (size_t)T * in, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dA [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdA, dA, (size_t)r * in, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dB [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdB, dB, (size_t)out * r, 1e-5);
+    free(x), free(W), free(A), free(B), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA), free(dB), free(hy), free(hdx), free(hdA), free(hdB);
+    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx), kc_free(gdyB), kc_free(gdA), kc_free(gdB);
+}
+
 int main(void) {
     if (ld_cuda_device_count() == 0) {
         printf("test_cuda_kernels: skipped: no CUDA device here (the gpu-labelled tests run on a GPU machine: tools/gpu_check.sh)\n");
@@ -255,6 +355,15 @@ int main(void) {
         test_attention(13, 6, 1, hds[i], 0, 0.0f, 1);
         test_attention(13, 6, 3, hds[i], 9, 30.0f, 1);
     }
+    for (int i = 0; i < 3; i++) {
+        test_attention_backward(37, 8, 2, hds[i], 0, 0.0f);
+        test_attention_backward(37, 4, 4, hds[i], 5, 30.0f);
+    }
+    test_embedding(7, 320, 64, 1.0f);
+    test_embedding(300, 97, 576, 24.0f);
+    test_lora_linear(1, 64, 96, 4);
+    test_lora_linear(37, 576, 1536, 8);
+    test_lora_linear(130, 257, 191, 16);
     printf("%d passed, %d failed\n", g_checks - g_fail, g_fail);
     return g_fail ? 1 : 0;
 }

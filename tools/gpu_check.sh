@@ -17,5 +17,5 @@ for f in kernels/cpu/rmsnorm.c kernels/cpu/rope.c kernels/cpu/activations.c kern
   gcc -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -Ikernels -c "$f" -o "$B/$(basename "$f").o" &
 done
 wait
-nvcc -o "$B/test_cuda_kernels" "$B"/*.o -lgomp -lm
+nvcc -o "$B/test_cuda_kernels" "$B"/*.o -lcublas -lgomp -lm
 "$B/test_cuda_kernels"

@@ -48,3 +48,9 @@ int kc_lora_linear(float *y, float *ax, const float *x, const float *W, const fl
                    int r);
 int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax, const float *W,
                             const float *A, const float *B, float s, int T, int in, int out, int r);
+// x += y;  y[T,N] += b[N] (b NULL: nothing);  x *= s;  *out = Σ x² (double, fixed order);  dst = src
+int kc_add(float *x, const float *y, size_t n);
+int kc_add_bias(float *y, const float *b, int T, int N);
+int kc_scale(float *x, size_t n, float s);
+int kc_sumsq(const float *x, size_t n, double *out);
+int kc_copy(float *dst, const float *src, size_t n);

@@ -1,0 +1,347 @@
+#include "train_gpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#ifndef LLAMADUO_HAVE_CUDA
+
+GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
+    (void)m, (void)lora;
+    ld_set_error("this build has no CUDA backend (nvcc was not found when it was configured)");
+    return NULL;
+}
+void gpu_trainer_free(GpuTrainer *g) { (void)g; }
+float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n) { return (void)g, (void)b, (void)n, NAN; }
+void gpu_trainer_zero_grad(GpuTrainer *g) { (void)g; }
+double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps, float wd, float mn) {
+    return (void)g, (void)lr, (void)b1, (void)b2, (void)eps, (void)wd, (void)mn, NAN;
+}
+int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
+
+#else
+
+#include "cuda_device.h"
+#include "kernels_cuda.h"
+
+typedef struct {  // one layer's weights on the device (fp32); NULL where the architecture has none
+    float *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *w_gate, *w_up, *w_down,
+        *post_ffn_norm;
+} DevLayer;
+
+typedef struct {  // one targeted linear's adapter: values, gradients, AdamW moments
+    float *A, *B, *dA, *dB, *mA, *vA, *mB, *vB;
+    int in, out;
+} DevPair;
+
+struct GpuTrainer {
+    const Model *m;
+    int r, step;
+    float s;
+    float *embed, *lm_head, *final_norm, *inv_global, *inv_local;
+    DevLayer *L;
+    DevPair *P;  // [n_layers][LT_COUNT]
+};
+
+static float *dev_vec(const float *h, size_t n, int *err) {
+    if (!h || *err) return NULL;
+    float *d = kc_alloc(sizeof(float) * n);
+    if (!d || kc_upload(d, h, sizeof(float) * n)) *err = 1;
+    return d;
+}
+
+static float *dev_linear(const Linear *w, int rows, int cols, int *err) {
+    if (*err) return NULL;
+    float *h = ld_xmalloc(sizeof(float) * (size_t)rows * cols);
+    ld_dequantize(w->type, w->data, h, (size_t)rows * cols);
+    float *d = dev_vec(h, (size_t)rows * cols, err);
+    free(h);
+    return d;
+}
+
+static float *dev_zeros(size_t n, int *err) {
+    if (*err) return NULL;
+    float *d = kc_alloc(sizeof(float) * (n ? n : 1));
+    if (!d || kc_fill(d, 0, n)) *err = 1;
+    return d;
+}
+
+GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
+    if (ld_cuda_device_count() == 0) {
+        ld_set_error("no CUDA device found");
+        return NULL;
+    }
+    if (lora->dropout > 0) {
+        ld_set_error("LoRA dropout is not on the GPU path yet: train with --dropout 0 or on the CPU");
+        return NULL;
+    }
+    const ModelConfig *c = &m->cfg;
+    int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim, V = c->vocab, err = 0;
+    GpuTrainer *g = ld_xcalloc(1, sizeof *g);
+    g->m = m, g->r = lora->rank, g->s = lora->scale;
+    g->embed = dev_linear(&m->embed, V, D, &err);
+    g->lm_head = c->tied_embeddings ? g->embed : dev_linear(&m->lm_head, V, D, &err);
+    g->final_norm = dev_vec(m->final_norm, D, &err);
+    g->inv_global = dev_vec(m->inv_freq_global, hd / 2, &err);
+    g->inv_local = dev_vec(m->inv_freq_local, hd / 2, &err);
+    g->L = ld_xcalloc((size_t)c->n_layers, sizeof(DevLayer));
+    g->P = ld_xcalloc((size_t)c->n_layers * LT_COUNT, sizeof(DevPair));
+    for (int l = 0; l < c->n_layers && !err; l++) {
+        const LayerWeights *w = &m->layers[l];
+        DevLayer *d = &g->L[l];
+        d->attn_norm = dev_vec(w->attn_norm, D, &err), d->ffn_norm = dev_vec(w->ffn_norm, D, &err);
+        d->post_attn_norm = dev_vec(w->post_attn_norm, D, &err), d->post_ffn_norm = dev_vec(w->post_ffn_norm, D, &err);
+        d->q_norm = dev_vec(w->q_norm, hd, &err), d->k_norm = dev_vec(w->k_norm, hd, &err);
+        d->bq = dev_vec(w->bq, qd, &err), d->bk = dev_vec(w->bk, kvd, &err), d->bv = dev_vec(w->bv, kvd, &err), d->bo = dev_vec(w->bo, D, &err);
+        d->wq = dev_linear(&w->wq, qd, D, &err), d->wk = dev_linear(&w->wk, kvd, D, &err), d->wv = dev_linear(&w->wv, kvd, D, &err);
+        d->wo = dev_linear(&w->wo, D, qd, &err), d->w_gate = dev_linear(&w->w_gate, F, D, &err);
+        d->w_up = dev_linear(&w->w_up, F, D, &err), d->w_down = dev_linear(&w->w_down, D, F, &err);
+        for (int t = 0; t < LT_COUNT && !err; t++) {
+            const LoraPair *p = &lora->w[l * LT_COUNT + t];
+            DevPair *q = &g->P[l * LT_COUNT + t];
+            if (!p->A) continue;
+            size_t na = (size_t)g->r * p->in, nb = (size_t)p->out * g->r;
+            q->in = p->in, q->out = p->out;
+            q->A = dev_vec(p->A, na, &err), q->B = dev_vec(p->B, nb, &err);
+            q->dA = dev_zeros(na, &err), q->dB = dev_zeros(nb, &err), q->mA = dev_zeros(na, &err), q->vA = dev_zeros(na, &err);
+            q->mB = dev_zeros(nb, &err), q->vB = dev_zeros(nb, &err);
+        }
+    }
+    if (err) {
+        ld_set_error("uploading the model to the GPU: %s", kc_last_error());
+        gpu_trainer_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void gpu_trainer_free(GpuTrainer *g) {
+    if (!g) return;
+    const ModelConfig *c = &g->m->cfg;
+    if (g->lm_head != g->embed) kc_free(g->lm_head);
+    kc_free(g->embed), kc_free(g->final_norm), kc_free(g->inv_global), kc_free(g->inv_local);
+    for (int l = 0; g->L && l < c->n_layers; l++) {
+        DevLayer *d = &g->L[l];
+        float *all[] = {d->attn_norm, d->wq, d->wk, d->wv, d->wo, d->bq, d->bk, d->bv, d->bo, d->q_norm, d->k_norm, d->post_attn_norm,
+                        d->ffn_norm, d->w_gate, d->w_up, d->w_down, d->post_ffn_norm};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
+        for (int t = 0; t < LT_COUNT; t++) {
+            DevPair *q = &g->P[l * LT_COUNT + t];
+            float *ps[] = {q->A, q->B, q->dA, q->dB, q->mA, q->vA, q->mB, q->vB};
+            for (size_t i = 0; i < 8; i++) kc_free(ps[i]);
+        }
+    }
+    free(g->L), free(g->P), free(g);
+}
+
+void gpu_trainer_zero_grad(GpuTrainer *g) {
+    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++)
+        if (g->P[i].A) kc_fill(g->P[i].dA, 0, (size_t)g->r * g->P[i].in), kc_fill(g->P[i].dB, 0, (size_t)g->P[i].out * g->r);
+}
+
+// ---- the step: backprop.c's sequence of ops, on the device ------------------------------------------------
+
+typedef struct {  // what one layer's forward keeps for its backward
+    float *xin, *xn1, *q_pre, *k_pre, *q, *k, *v, *att, *o_pre, *xmid, *xn2, *gt, *u, *h, *dn_pre, *ax[LT_COUNT];
+} Acts;
+
+#define NEW(n) dev_zeros((size_t)(n), &err)
+#define OK(call) (err |= (call) != 0)
+
+float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted) {
+    const Model *m = g->m;
+    const ModelConfig *c = &m->cfg;
+    int T = b->T, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab, r = g->r;
+    int qd = Hq * hd, kvd = Hkv * hd, err = 0, NL = c->n_layers;
+    float s = g->s, loss = NAN;
+    int *lo_g = ld_xmalloc(sizeof(int) * (size_t)T), *lo_l = ld_xmalloc(sizeof(int) * (size_t)T), *hi = ld_xmalloc(sizeof(int) * (size_t)T);
+    for (int i = 0, rcd = 0; i < T; i++) {  // causal within the token's record; the window on local layers
+        while (rcd + 1 < b->n_records && i >= b->starts[rcd + 1]) rcd++;
+        int start = b->starts[rcd];
+        hi[i] = i, lo_g[i] = start;
+        lo_l[i] = c->sliding_window && i - c->sliding_window + 1 > start ? i - c->sliding_window + 1 : start;
+    }
+    int *d_tok = kc_alloc(sizeof(int) * T), *d_tgt = kc_alloc(sizeof(int) * T), *d_pos = kc_alloc(sizeof(int) * T);
+    int *d_lo_g = kc_alloc(sizeof(int) * T), *d_lo_l = kc_alloc(sizeof(int) * T), *d_hi = kc_alloc(sizeof(int) * T);
+    int *d_zero = kc_alloc(sizeof(int) * T);
+    int *zeros = ld_xcalloc((size_t)T, sizeof(int));
+    err = !d_tok || !d_tgt || !d_pos || !d_lo_g || !d_lo_l || !d_hi || !d_zero;
+    if (!err)
+        err = kc_upload(d_tok, b->tokens, sizeof(int) * T) || kc_upload(d_tgt, b->targets, sizeof(int) * T) ||
+              kc_upload(d_pos, b->positions, sizeof(int) * T) || kc_upload(d_lo_g, lo_g, sizeof(int) * T) ||
+              kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T) || kc_upload(d_zero, zeros, sizeof(int) * T);
+    Acts *A = ld_xcalloc((size_t)NL, sizeof(Acts));
+    float *x = NEW(T * D), *tmp = NEW(T * D), *dyB = NEW(T * (r ? r : 1));
+    OK(kc_embedding(x, g->embed, d_tok, T, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
+#define PAIR(l, t) (&g->P[(l) * LT_COUNT + (t)])
+#define LIN(y, ax, xin, W, bias, l, t, in, out)                                                                           \
+    do {                                                                                                                 \
+        DevPair *p_ = PAIR(l, t);                                                                                        \
+        OK(kc_lora_linear(y, ax, xin, W, p_->A, p_->B, s, T, in, out, r));                                               \
+        OK(kc_add_bias(y, bias, T, out));                                                                                \
+    } while (0)
+    for (int l = 0; l < NL && !err; l++) {
+        DevLayer *w = &g->L[l];
+        Acts *a = &A[l];
+        int local = c->layer_local[l];
+        const float *inv = local ? g->inv_local : g->inv_global;
+        for (int t = 0; t < LT_COUNT; t++) a->ax[t] = NEW(T * (r ? r : 1));
+        a->xin = NEW(T * D), a->xn1 = NEW(T * D), a->q = NEW(T * qd), a->k = NEW(T * kvd), a->v = NEW(T * kvd), a->att = NEW(T * qd);
+        a->xmid = NEW(T * D), a->xn2 = NEW(T * D), a->gt = NEW(T * F), a->u = NEW(T * F), a->h = NEW(T * F);
+        if (err) break;
+        OK(kc_copy(a->xin, x, (size_t)T * D));
+        OK(kc_rmsnorm(a->xn1, x, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        LIN(a->q, a->ax[LT_Q], a->xn1, w->wq, w->bq, l, LT_Q, D, qd);
+        LIN(a->k, a->ax[LT_K], a->xn1, w->wk, w->bk, l, LT_K, D, kvd);
+        LIN(a->v, a->ax[LT_V], a->xn1, w->wv, w->bv, l, LT_V, D, kvd);
+        if (c->qk_norm) {
+            a->q_pre = NEW(T * qd), a->k_pre = NEW(T * kvd);
+            OK(kc_copy(a->q_pre, a->q, (size_t)T * qd)), OK(kc_copy(a->k_pre, a->k, (size_t)T * kvd));
+            OK(kc_rmsnorm(a->q, a->q_pre, w->q_norm, T * Hq, hd, c->norm_eps, c->norm_plus_one));
+            OK(kc_rmsnorm(a->k, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one));
+        }
+        OK(kc_rope(a->q, d_pos, inv, T, Hq, hd)), OK(kc_rope(a->k, d_pos, inv, T, Hkv, hd));
+        OK(kc_attention(a->att, a->q, a->k, a->v, d_zero, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
+        float *o = NEW(T * D);
+        LIN(o, a->ax[LT_O], a->att, w->wo, w->bo, l, LT_O, qd, D);
+        if (w->post_attn_norm) {
+            a->o_pre = o, o = NEW(T * D);
+            OK(kc_rmsnorm(o, a->o_pre, w->post_attn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        }
+        OK(kc_add(x, o, (size_t)T * D));
+        kc_free(o);
+        OK(kc_copy(a->xmid, x, (size_t)T * D));
+        OK(kc_rmsnorm(a->xn2, x, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        LIN(a->gt, a->ax[LT_GATE], a->xn2, w->w_gate, NULL, l, LT_GATE, D, F);
+        LIN(a->u, a->ax[LT_UP], a->xn2, w->w_up, NULL, l, LT_UP, D, F);
+        OK(c->act == ACT_SILU ? kc_swiglu(a->h, a->gt, a->u, (size_t)T * F) : kc_geglu_tanh(a->h, a->gt, a->u, (size_t)T * F));
+        float *dn = NEW(T * D);
+        LIN(dn, a->ax[LT_DOWN], a->h, w->w_down, NULL, l, LT_DOWN, F, D);
+        if (w->post_ffn_norm) {
+            a->dn_pre = dn, dn = NEW(T * D);
+            OK(kc_rmsnorm(dn, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        }
+        OK(kc_add(x, dn, (size_t)T * D));
+        kc_free(dn);
+    }
+    // head, loss, and back through the layers
+    float *xf = NEW(T * D), *logits = NEW((size_t)T * V), *dlogits = NEW((size_t)T * V), *dxf = NEW(T * D), *dx = NEW(T * D);
+    OK(kc_rmsnorm(xf, x, g->final_norm, T, D, c->norm_eps, c->norm_plus_one));
+    OK(kc_lora_linear(logits, NULL, xf, g->lm_head, NULL, NULL, 0, T, D, V, 0));
+    if (c->final_softcap > 0) OK(kc_softcap(logits, (size_t)T * V, c->final_softcap));
+    if (!err) OK(kc_cross_entropy(dlogits, logits, d_tgt, T, V, -100, &loss, n_counted));
+    if (c->final_softcap > 0) OK(kc_softcap_backward(dlogits, dlogits, logits, (size_t)T * V, c->final_softcap));
+    OK(kc_lora_linear_backward(dxf, NULL, NULL, NULL, dlogits, xf, NULL, g->lm_head, NULL, NULL, 0, T, D, V, 0));
+    OK(kc_rmsnorm_backward(dx, NULL, dxf, x, g->final_norm, T, D, c->norm_eps, c->norm_plus_one));
+    kc_free(logits), kc_free(dlogits), kc_free(xf), kc_free(dxf);
+    float *dF = NEW(T * F), *dG = NEW(T * F), *dU = NEW(T * F), *dq = NEW(T * qd), *dk = NEW(T * kvd), *dv = NEW(T * kvd);
+    float *datt = NEW(T * qd), *dbranch = NEW(T * D), *dn_in = NEW(T * D), *t2 = NEW(T * (F > qd ? F : qd));
+#define LIN_BWD(dxout, dy, xin, W, l, t, in, out)                                                                                 \
+    do {                                                                                                                         \
+        DevPair *p_ = PAIR(l, t);                                                                                                \
+        OK(kc_lora_linear_backward(dxout, p_->dA, p_->dB, dyB, dy, xin, A[l].ax[t], W, p_->A, p_->B, s, T, in, out, r));        \
+    } while (0)
+    for (int l = NL - 1; l >= 0 && !err; l--) {
+        DevLayer *w = &g->L[l];
+        Acts *a = &A[l];
+        int local = c->layer_local[l];
+        const float *inv = local ? g->inv_local : g->inv_global;
+        const float *ddn = dx;
+        if (w->post_ffn_norm) {
+            OK(kc_rmsnorm_backward(dbranch, NULL, dx, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
+            ddn = dbranch;
+        }
+        LIN_BWD(dF, ddn, a->h, w->w_down, l, LT_DOWN, F, D);
+        OK(c->act == ACT_SILU ? kc_swiglu_backward(dG, dU, dF, a->gt, a->u, (size_t)T * F)
+                              : kc_geglu_tanh_backward(dG, dU, dF, a->gt, a->u, (size_t)T * F));
+        LIN_BWD(dn_in, dG, a->xn2, w->w_gate, l, LT_GATE, D, F);
+        LIN_BWD(tmp, dU, a->xn2, w->w_up, l, LT_UP, D, F);
+        OK(kc_add(dn_in, tmp, (size_t)T * D));
+        OK(kc_rmsnorm_backward(tmp, NULL, dn_in, a->xmid, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        OK(kc_add(dx, tmp, (size_t)T * D));
+        const float *dob = dx;
+        if (w->post_attn_norm) {
+            OK(kc_rmsnorm_backward(dbranch, NULL, dx, a->o_pre, w->post_attn_norm, T, D, c->norm_eps, c->norm_plus_one));
+            dob = dbranch;
+        }
+        LIN_BWD(datt, dob, a->att, w->wo, l, LT_O, qd, D);
+        OK(kc_fill(dk, 0, (size_t)T * kvd)), OK(kc_fill(dv, 0, (size_t)T * kvd));
+        OK(kc_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale,
+                                 c->attn_softcap));
+        OK(kc_rope_backward(dq, d_pos, inv, T, Hq, hd)), OK(kc_rope_backward(dk, d_pos, inv, T, Hkv, hd));
+        if (c->qk_norm) {
+            OK(kc_rmsnorm_backward(t2, NULL, dq, a->q_pre, w->q_norm, T * Hq, hd, c->norm_eps, c->norm_plus_one));
+            OK(kc_copy(dq, t2, (size_t)T * qd));
+            OK(kc_rmsnorm_backward(t2, NULL, dk, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one));
+            OK(kc_copy(dk, t2, (size_t)T * kvd));
+        }
+        LIN_BWD(dn_in, dq, a->xn1, w->wq, l, LT_Q, D, qd);
+        LIN_BWD(tmp, dk, a->xn1, w->wk, l, LT_K, D, kvd);
+        OK(kc_add(dn_in, tmp, (size_t)T * D));
+        LIN_BWD(tmp, dv, a->xn1, w->wv, l, LT_V, D, kvd);
+        OK(kc_add(dn_in, tmp, (size_t)T * D));
+        OK(kc_rmsnorm_backward(tmp, NULL, dn_in, a->xin, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        OK(kc_add(dx, tmp, (size_t)T * D));
+    }
+#undef LIN
+#undef LIN_BWD
+#undef PAIR
+    if (!err) OK(kc_sync());
+    if (err) {
+        ld_set_error("GPU training step: %s", kc_last_error());
+        loss = NAN;
+    }
+    for (int l = 0; l < NL; l++) {
+        Acts *a = &A[l];
+        float *all[] = {a->xin, a->xn1, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->xn2, a->gt, a->u, a->h, a->dn_pre};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
+        for (int t = 0; t < LT_COUNT; t++) kc_free(a->ax[t]);
+    }
+    float *bufs[] = {x, tmp, dyB, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
+    int *ibufs[] = {d_tok, d_tgt, d_pos, d_lo_g, d_lo_l, d_hi, d_zero};
+    for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++) kc_free(ibufs[i]);
+    free(A), free(lo_g), free(lo_l), free(hi), free(zeros);
+    return loss;
+}
+
+double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
+    double ss = 0, part;
+    int n = g->m->cfg.n_layers * LT_COUNT;
+    for (int i = 0; i < n; i++)
+        if (g->P[i].A) {
+            if (kc_sumsq(g->P[i].dA, (size_t)g->r * g->P[i].in, &part)) return NAN;
+            ss += part;
+            if (kc_sumsq(g->P[i].dB, (size_t)g->P[i].out * g->r, &part)) return NAN;
+            ss += part;
+        }
+    double norm = sqrt(ss);
+    float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;  // torch's clip_grad_norm_
+    g->step++;
+    for (int i = 0; i < n; i++) {
+        DevPair *p = &g->P[i];
+        if (!p->A) continue;
+        size_t na = (size_t)g->r * p->in, nb = (size_t)p->out * g->r;
+        if (clip < 1.0f) kc_scale(p->dA, na, clip), kc_scale(p->dB, nb, clip);
+        kc_adamw(p->A, p->dA, p->mA, p->vA, na, lr, beta1, beta2, eps, weight_decay, g->step);
+        kc_adamw(p->B, p->dB, p->mB, p->vB, nb, lr, beta1, beta2, eps, weight_decay, g->step);
+    }
+    return norm;
+}
+
+int gpu_trainer_download(GpuTrainer *g, Lora *lora) {
+    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
+        DevPair *p = &g->P[i];
+        if (!p->A) continue;
+        if (kc_download(lora->w[i].A, p->A, sizeof(float) * (size_t)g->r * p->in) ||
+            kc_download(lora->w[i].B, p->B, sizeof(float) * (size_t)p->out * g->r)) {
+            ld_set_error("downloading the adapter: %s", kc_last_error());
+            return -1;
+        }
+    }
+    return 0;
+}
+
+#endif

@@ -1,0 +1,70 @@
+// Small elementwise ops the GPU training step strings together: residual adds, bias rows, scaling, and the sum of
+// squares for the global gradient norm (reduced in a fixed order: deterministic).
+#include "common.cuh"
+
+__global__ static void add_kernel(float *x, const float *y, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+__global__ static void add_bias_kernel(float *y, const float *b, int N, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) y[i] += b[i % N];
+}
+
+__global__ static void scale_kernel(float *x, size_t n, float s) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+
+// one block: each thread a strided partial sum in double, then a fixed-order tree
+__global__ static void sumsq_kernel(double *out, const float *x, size_t n) {
+    __shared__ double part[256];
+    double s = 0;
+    for (size_t i = threadIdx.x; i < n; i += 256) s += (double)x[i] * x[i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = part[0];
+}
+
+extern "C" int kc_add(float *x, const float *y, size_t n) {
+    if (!n) return 0;
+    add_kernel<<<kc_blocks(n, 256), 256>>>(x, y, n);
+    KC_CHECK_LAUNCH("add");
+    return 0;
+}
+
+extern "C" int kc_add_bias(float *y, const float *b, int T, int N) {
+    size_t n = (size_t)T * N;
+    if (!n || !b) return 0;
+    add_bias_kernel<<<kc_blocks(n, 256), 256>>>(y, b, N, n);
+    KC_CHECK_LAUNCH("add_bias");
+    return 0;
+}
+
+extern "C" int kc_scale(float *x, size_t n, float s) {
+    if (!n) return 0;
+    scale_kernel<<<kc_blocks(n, 256), 256>>>(x, n, s);
+    KC_CHECK_LAUNCH("scale");
+    return 0;
+}
+
+extern "C" int kc_sumsq(const float *x, size_t n, double *out) {
+    double *d = (double *)kc_alloc(sizeof(double));
+    if (!d) return -1;
+    sumsq_kernel<<<1, 256>>>(d, x, n);
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaMemcpy(out, d, sizeof(double), cudaMemcpyDeviceToHost);
+    kc_free(d);
+    if (e != cudaSuccess) return kc_set_error("sumsq", e), -1;
+    return 0;
+}
+
+extern "C" int kc_copy(float *dst, const float *src, size_t n) {
+    cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice);
+    return e == cudaSuccess ? 0 : (kc_set_error("copy", e), -1);
+}

@@ -1,0 +1,97 @@
+// LoRA training on the GPU against the CPU path on the tiny models of every architecture: the loss and the
+// adapter after ten AdamW steps (with clipping and weight decay) on the packed batch of the training fixtures
+// track the CPU's within 1e-4 relative (fp32 both). ctest label `gpu`: exits 77 (skipped, with a message) where
+// no GPU is found. LLAMADUO_FIXTURES points at tests/fixtures when the binary runs from elsewhere.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_device.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "test_util.h"
+#include "train_gpu.h"
+#include "util.h"
+
+static const char *fixtures(void) {
+    const char *e = getenv("LLAMADUO_FIXTURES");
+    return e && *e ? e : LD_FIXTURES;
+}
+
+static int *ints(const SafeTensors *st, const char *name, int *n) {
+    const TensorRef *t = st_find(st, name);
+    *n = (int)ld_tensor_numel(t);
+    int *v = ld_xmalloc(sizeof(int) * (size_t)*n);
+    memcpy(v, t->data, sizeof(int) * (size_t)*n);
+    return v;
+}
+
+static void check(const char *name) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/tiny/%s", fixtures(), name);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/%s.safetensors", fixtures(), name);
+    SafeTensors st;
+    if (!m || st_open(p, &st)) {
+        CHECK(0, "%s: %s", name, ld_last_error());
+        return;
+    }
+    unsigned all = (1u << LT_COUNT) - 1;
+    Lora *cpu = lora_new(&m->cfg, 4, 8.0f, 0, all), *grad = lora_new(&m->cfg, 4, 8.0f, 0, all), *gpu_out = lora_new(&m->cfg, 4, 8.0f, 0, all);
+    for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
+        LoraPair *w = &cpu->w[i];
+        snprintf(p, sizeof p, "lora.%d.%s.A", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
+        memcpy(w->A, st_find(&st, p)->data, sizeof(float) * 4 * (size_t)w->in);
+        snprintf(p, sizeof p, "lora.%d.%s.B", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
+        memcpy(w->B, st_find(&st, p)->data, sizeof(float) * 4 * (size_t)w->out);
+    }
+    int nt, ng, np, ns, c1, c2;
+    TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
+    b.T = nt, b.n_records = ns;
+    GpuTrainer *g = gpu_trainer_new(m, cpu);
+    CHECK(g != NULL, "%s: %s", name, ld_last_error());
+    if (g) {
+        Param *ps;
+        int n = lora_params(cpu, grad, &ps);
+        AdamW *opt = adamw_new(ps, n);
+        double worst = 0;
+        for (int step = 0; step < 10; step++) {
+            adamw_zero_grad(opt);
+            gpu_trainer_zero_grad(g);
+            float lc = train_loss_and_grad(m, cpu, grad, NULL, &b, &c1), lg = gpu_trainer_loss_and_grad(g, &b, &c2);
+            double e = fabs((double)lg - lc) / fabs(lc);
+            if (!(e <= worst)) worst = e;
+            double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f), ngpu = gpu_trainer_adamw(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
+            if (step == 0) printf("%-12s step 1: loss CPU %.6f GPU %.6f, grad norm CPU %.6f GPU %.6f\n", name, lc, lg, nc, ngpu);
+            CHECK(fabs(ngpu - nc) / nc < 1e-4, "%s step %d: grad norm GPU %.7f CPU %.7f", name, step, ngpu, nc);
+        }
+        CHECK(gpu_trainer_download(g, gpu_out) == 0, "%s: %s", name, ld_last_error());
+        double num = 0, den = 0;
+        for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++)
+            for (int ab = 0; ab < 2; ab++) {
+                const float *x = ab ? gpu_out->w[i].B : gpu_out->w[i].A, *y = ab ? cpu->w[i].B : cpu->w[i].A;
+                size_t k = 4 * (size_t)(ab ? cpu->w[i].out : cpu->w[i].in);
+                for (size_t j = 0; j < k; j++) num += ((double)x[j] - y[j]) * ((double)x[j] - y[j]), den += (double)y[j] * y[j];
+            }
+        double ea = sqrt(num / den);
+        printf("%-12s 10 GPU LoRA steps: worst loss rel diff from the CPU %.2e, adapter rel diff %.2e\n", name, worst, ea);
+        CHECK(worst < 1e-4, "%s: GPU losses drift from the CPU's (%.3e)", name, worst);
+        CHECK(ea < 1e-4, "%s: GPU adapter drifts from the CPU's (%.3e)", name, ea);
+        adamw_free(opt);
+        gpu_trainer_free(g);
+    }
+    free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);
+    lora_free(cpu), lora_free(grad), lora_free(gpu_out);
+    st_close(&st);
+    model_free(m);
+}
+
+int main(void) {
+    if (ld_cuda_device_count() == 0) {
+        printf("test_gpu_train: skipped: no CUDA device here (run on a GPU machine: tools/gpu_check.sh)\n");
+        return 77;
+    }
+    const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
+    return test_finish("test_gpu_train");
+}

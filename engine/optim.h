@@ -15,7 +15,7 @@ int lora_params(Lora *l, Lora *g, Param **out);
 // Every weight of m (trainable, see model_make_trainable) with its gradient in g (model_grad_new), HF names.
 int model_params(Model *m, Model *g, Param **out);
 
-typedef struct {
+typedef struct AdamW {
     Param *v;
     int n;
     float **m, **s;  // first and second moment estimates, per parameter

@@ -20,11 +20,15 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps,
     return (void)g, (void)lr, (void)b1, (void)b2, (void)eps, (void)wd, (void)mn, NAN;
 }
 int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
+void gpu_trainer_scale_grad(GpuTrainer *g, float s) { (void)g, (void)s; }
+int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *o) { return (void)g, (void)o, -1; }
+int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)g, (void)o, -1; }
 
 #else
 
 #include "cuda_device.h"
 #include "kernels_cuda.h"
+#include "optim.h"
 
 typedef struct {  // one layer's weights on the device (fp32); NULL where the architecture has none
     float *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *w_gate, *w_up, *w_down,
@@ -330,6 +334,40 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, floa
     }
     return norm;
 }
+
+void gpu_trainer_scale_grad(GpuTrainer *g, float s) {
+    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++)
+        if (g->P[i].A) kc_scale(g->P[i].dA, (size_t)g->r * g->P[i].in, s), kc_scale(g->P[i].dB, (size_t)g->P[i].out * g->r, s);
+}
+
+// Walks the pairs in lora_params() order (layer, target, A then B), copying values and moments either way.
+static int transfer_state(GpuTrainer *g, AdamW *opt, int to_host) {
+    int k = 0;
+    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
+        DevPair *p = &g->P[i];
+        if (!p->A) continue;
+        for (int ab = 0; ab < 2; ab++, k++) {
+            size_t n = ab ? (size_t)p->out * g->r : (size_t)g->r * p->in;
+            float *dev[3] = {ab ? p->B : p->A, ab ? p->mB : p->mA, ab ? p->vB : p->vA};
+            if (k >= opt->n || opt->v[k].n != n) {
+                ld_set_error("the optimiser state does not match the adapter on the GPU");
+                return -1;
+            }
+            float *host[3] = {opt->v[k].p, opt->m[k], opt->s[k]};
+            for (int j = 0; j < 3; j++)
+                if (to_host ? kc_download(host[j], dev[j], sizeof(float) * n) : kc_upload(dev[j], host[j], sizeof(float) * n)) {
+                    ld_set_error("GPU state transfer: %s", kc_last_error());
+                    return -1;
+                }
+        }
+    }
+    if (to_host) opt->step = g->step;
+    else g->step = opt->step;
+    return 0;
+}
+
+int gpu_trainer_save_state(GpuTrainer *g, AdamW *opt) { return transfer_state(g, opt, 1); }
+int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt) { return transfer_state(g, (AdamW *)opt, 0); }
 
 int gpu_trainer_download(GpuTrainer *g, Lora *lora) {
     for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {

@@ -16,3 +16,9 @@ void gpu_trainer_zero_grad(GpuTrainer *g);
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm);
 // Copies the adapter back into `lora` (same shape as the one given at creation). 0, or -1 with an error.
 int gpu_trainer_download(GpuTrainer *g, Lora *lora);
+void gpu_trainer_scale_grad(GpuTrainer *g, float s);
+// The adapter and its AdamW state to/from an optimiser over lora_params() of the same adapter (checkpoints,
+// resume): values, moments and the step.
+struct AdamW;
+int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *opt);
+int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *opt);

@@ -65,6 +65,24 @@ static void check(const char *name) {
             if (step == 0) printf("%-12s step 1: loss CPU %.6f GPU %.6f, grad norm CPU %.6f GPU %.6f\n", name, lc, lg, nc, ngpu);
             CHECK(fabs(ngpu - nc) / nc < 1e-4, "%s step %d: grad norm GPU %.7f CPU %.7f", name, step, ngpu, nc);
         }
+        // the state round trip a checkpoint makes: into the host optimiser, into a fresh trainer, back out again
+        Param *ps2;
+        Lora *g2 = lora_new(&m->cfg, 4, 8.0f, 0, all);
+        lora_params(gpu_out, g2, &ps2);  // the host arrays the state lands in: gpu_out's A and B, fresh moments
+        AdamW *saved = adamw_new(ps2, n);
+        CHECK(gpu_trainer_save_state(g, saved) == 0 && saved->step == 10, "%s: save state: %s", name, ld_last_error());
+        GpuTrainer *fresh = gpu_trainer_new(m, gpu_out);
+        CHECK(fresh && gpu_trainer_load_state(fresh, saved) == 0, "%s: load state: %s", name, ld_last_error());
+        Lora *back = lora_new(&m->cfg, 4, 8.0f, 0, all);
+        if (fresh) CHECK(gpu_trainer_download(fresh, back) == 0, "%s: %s", name, ld_last_error());
+        int same = 1;
+        for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++)
+            same &= !memcmp(back->w[i].A, gpu_out->w[i].A, sizeof(float) * 4 * (size_t)back->w[i].in) &&
+                    !memcmp(back->w[i].B, gpu_out->w[i].B, sizeof(float) * 4 * (size_t)back->w[i].out);
+        CHECK(same, "%s: the adapter does not survive the save/load round trip", name);
+        gpu_trainer_free(fresh);
+        adamw_free(saved);
+        lora_free(g2), lora_free(back);
         CHECK(gpu_trainer_download(g, gpu_out) == 0, "%s: %s", name, ld_last_error());
         double num = 0, den = 0;
         for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++)

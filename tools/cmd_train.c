@@ -12,8 +12,10 @@
 #include "lora.h"
 #include "optim.h"
 #include "records.h"
+#include "cuda_device.h"
 #include "safetensors.h"
 #include "train_data.h"
+#include "train_gpu.h"
 #include "util.h"
 
 static const char *k_help =
@@ -41,12 +43,14 @@ static const char *k_help =
     "  --init-adapter DIR        start from this PEFT adapter's values (same rank and targets) instead of PEFT's init\n"
     "  --check                   check the settings and exit (nothing is loaded or written)\n"
     "  --chat-template FAMILY    override the model's chat template family\n"
+    "  --device auto|cuda|cpu    where LoRA training runs (default auto: the GPU when one is found and the settings\n"
+    "                            are ones it supports — fp32, no dropout — else the CPU); full fine-tuning is on the CPU\n"
     "  --threads N               CPU threads\n"
     "A YAML --config holds the same settings under `train:` (names with underscores: tokens_per_step ...);\n"
     "flags after it override it.\n";
 
 typedef struct {
-    const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template, *method, *init_adapter;
+    const char *model, *train, *val, *out, *targets, *schedule, *long_records, *chat_template, *method, *init_adapter, *device;
     int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_seq, seed, eval_every, threads, save_every, resume, check;
     float alpha, lr, warmup, weight_decay, max_grad_norm, dropout;
 } TrainOpts;
@@ -71,7 +75,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     cJSON *root = g_config = config_load(path);
     if (!root) die("%s", ld_last_error());
     static const char *const top[] = {"train", NULL};
-    static const char *const keys[] = {"model", "train", "val", "out", "method", "rank", "alpha", "dropout", "rslora", "targets", "epochs", "lr",
+    static const char *const keys[] = {"model", "train", "val", "out", "method", "device", "rank", "alpha", "dropout", "rslora", "targets", "epochs", "lr",
                                        "schedule", "warmup", "weight_decay", "max_grad_norm", "tokens_per_step", "grad_accum",
                                        "max_len", "long_records", "full_sequence_loss", "seed", "eval_every", "chat_template",
                                        "threads", NULL};
@@ -83,6 +87,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
         cfg_get_str(t, "val", "train", o->val ? o->val : "", &o->val, path) ||
         cfg_get_str(t, "out", "train", o->out ? o->out : "", &o->out, path) ||
         cfg_get_str(t, "method", "train", o->method, &o->method, path) ||
+        cfg_get_str(t, "device", "train", o->device, &o->device, path) ||
         cfg_get_int(t, "rank", "train", o->rank, 1, 1024, &o->rank, path) ||
         cfg_get_num(t, "alpha", "train", o->alpha, 0, 1e6, &alpha, path) ||
         cfg_get_num(t, "dropout", "train", o->dropout, 0, 0.95, &drop, path) ||
@@ -110,7 +115,7 @@ static void apply_yaml(const char *path, TrainOpts *o) {
     if (cJSON_IsString(ct)) o->chat_template = ld_xstrdup(ct->valuestring);
     o->dropout = (float)drop;
     o->lr = (float)lr, o->alpha = (float)alpha, o->warmup = (float)warmup, o->weight_decay = (float)wd, o->max_grad_norm = (float)mgn;
-    const char **strs[] = {&o->model, &o->train, &o->val, &o->out, &o->targets, &o->schedule, &o->long_records, &o->method};
+    const char **strs[] = {&o->model, &o->train, &o->val, &o->out, &o->targets, &o->schedule, &o->long_records, &o->method, &o->device};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (*strs[i] && !**strs[i]) *strs[i] = NULL;
 }
@@ -191,13 +196,19 @@ static void free_packed(Packed *p, int n) {
     free(p);
 }
 
-static double eval_loss(const Model *m, const Lora *l, Packed *b, int nb) {  // l NULL: full fine-tuning
+static double eval_loss(const Model *m, const Lora *l, GpuTrainer *gpu, Packed *b, int nb) {  // l NULL: full fine-tuning
     double sum = 0;
     long cnt = 0;
     for (int i = 0; i < nb; i++) {
         TrainBatch tb = {b[i].tokens, b[i].targets, b[i].positions, b[i].starts, b[i].T, b[i].n_records};
         int c;
-        float loss = train_loss_and_grad(m, l, NULL, NULL, &tb, &c);
+        float loss;
+        if (gpu) {  // the GPU step computes gradients too: they are cleared before the next training step
+            loss = gpu_trainer_loss_and_grad(gpu, &tb, &c);
+            gpu_trainer_zero_grad(gpu);
+        } else {
+            loss = train_loss_and_grad(m, l, NULL, NULL, &tb, &c);
+        }
         sum += (double)loss * c, cnt += c;
     }
     return cnt ? sum / cnt : NAN;
@@ -244,7 +255,7 @@ static uint64_t rng_next(uint64_t *s) {
 int cmd_train(int argc, char **argv) {
     if (has_run_flag(argc, argv)) return run_stage_command(argc, argv, "train");
     Args a = {argc, argv, 1, "train"};
-    TrainOpts o = {.method = "lora", .rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = -1, .schedule = "cosine", .warmup = 0.1f,
+    TrainOpts o = {.method = "lora", .device = "auto", .rank = 8, .alpha = -1, .targets = "all-linear", .epochs = 3, .lr = -1, .schedule = "cosine", .warmup = 0.1f,
                    .max_grad_norm = 1.0f, .tokens_per_step = 1024, .grad_accum = 1, .max_len = 1024, .long_records = "skip", .seed = 1, .save_every = 20, .dropout = 0.05f};
     const char *config = NULL;
     for (int i = 1; i + 1 < argc; i++)  // a config first, so flags can override it
@@ -260,7 +271,7 @@ int cmd_train(int argc, char **argv) {
             arg_value(&a, "--val", &o.val) || arg_value(&a, "--out", &o.out) || arg_value(&a, "--targets", &o.targets) ||
             arg_value(&a, "--schedule", &o.schedule) || arg_value(&a, "--long-records", &o.long_records) ||
             arg_value(&a, "--chat-template", &o.chat_template) || arg_value(&a, "--method", &o.method) ||
-            arg_value(&a, "--init-adapter", &o.init_adapter) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
+            arg_value(&a, "--init-adapter", &o.init_adapter) || arg_value(&a, "--device", &o.device) || arg_int(&a, "--rank", &o.rank, 1, 1024) ||
             arg_float(&a, "--alpha", &o.alpha, 0, 1e6f) || arg_float(&a, "--dropout", &o.dropout, 0, 0.95f) || arg_int(&a, "--epochs", &o.epochs, 1, 100000) ||
             arg_float(&a, "--lr", &o.lr, 0, 10) || arg_float(&a, "--warmup", &o.warmup, 0, 1) ||
             arg_float(&a, "--weight-decay", &o.weight_decay, 0, 10) || arg_float(&a, "--max-grad-norm", &o.max_grad_norm, 0, 1e6f) ||
@@ -284,6 +295,10 @@ int cmd_train(int argc, char **argv) {
     int full = !strcmp(o.method, "full");
     if (o.lr < 0) o.lr = full ? 1e-5f : 2e-4f;
     if (o.init_adapter && full) die("--init-adapter is for LoRA training, not --method full");
+    if (strcmp(o.device, "auto") && strcmp(o.device, "cuda") && strcmp(o.device, "cpu"))
+        die("--device must be auto, cuda or cpu, not '%s'", o.device);
+    if (!strcmp(o.device, "cuda") && (full || o.dropout > 0))
+        die("--device cuda trains LoRA without dropout for now: use --dropout 0 (and not --method full), or --device cpu");
     if (o.check) {
         parse_targets(o.targets);
         cJSON_Delete(g_config);
@@ -383,13 +398,24 @@ int cmd_train(int argc, char **argv) {
         fclose(rf);
         fprintf(stderr, "train: resuming after step %d from %s/checkpoint\n", start_step, o.out);
     }
+    GpuTrainer *gpu = NULL;  // LoRA on the GPU: the adapter and its optimiser state live there
+    int want_gpu = !strcmp(o.device, "cuda") || (!strcmp(o.device, "auto") && !full && o.dropout == 0 && ld_cuda_device_count() > 0);
+    if (want_gpu) {
+        if (!(gpu = gpu_trainer_new(m, lora))) die("--device cuda: %s", ld_last_error());
+        if (start_step && gpu_trainer_load_state(gpu, opt)) die("%s", ld_last_error());
+        char desc[256] = "";
+        ld_cuda_device_describe(0, desc, sizeof desc);
+        fprintf(stderr, "train: on the GPU (%s)\n", desc);
+    } else if (!strcmp(o.device, "auto") && ld_cuda_device_count() > 0) {
+        fprintf(stderr, "train: on the CPU (the GPU path has no %s yet)\n", full ? "full fine-tuning" : "LoRA dropout: --dropout 0 uses it");
+    }
     FILE *mf = fopen(mpath, o.resume ? "a" : "w");
     if (!mf) die("%s: cannot write", mpath);
     fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; ", train.n,
             val.n, per_epoch, o.tokens_per_step, o.epochs, total);
     if (full) fprintf(stderr, "full fine-tuning of %.1fM parameters\n", n_trained / 1e6);
     else fprintf(stderr, "LoRA r=%d alpha=%g dropout=%g on %s (%.2fM parameters)\n", o.rank, o.alpha, o.dropout, o.targets, n_trained / 1e6);
-    double v0 = nvb && !start_step ? eval_loss(m, lora, vb, nvb) : NAN;
+    double v0 = nvb && !start_step ? eval_loss(m, lora, gpu, vb, nvb) : NAN;
     if (nvb && !start_step) {
         fprintf(stderr, "train: validation loss before training %.4f\n", v0);
         fprintf(mf, "{\"step\": 0, \"val_loss\": %.6f}\n", v0);
@@ -405,28 +431,34 @@ int cmd_train(int argc, char **argv) {
                 step++;
                 continue;
             }
-            adamw_zero_grad(opt);
+            if (gpu) gpu_trainer_zero_grad(gpu);
+            else adamw_zero_grad(opt);
             if (lora) lora->dropout_seed = ((uint64_t)o.seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
             double loss = 0;
             int nmb = 0;
             for (int b = b0; b < npb && b < b0 + o.grad_accum; b++, nmb++) {
                 TrainBatch tb = {pb[b].tokens, pb[b].targets, pb[b].positions, pb[b].starts, pb[b].T, pb[b].n_records};
                 int c;
-                loss += train_loss_and_grad(m, lora, grad, mgrad, &tb, &c);
+                loss += gpu ? gpu_trainer_loss_and_grad(gpu, &tb, &c) : train_loss_and_grad(m, lora, grad, mgrad, &tb, &c);
                 tokens_seen += pb[b].T;
             }
             loss /= nmb;
-            if (nmb > 1) adamw_scale_grad(opt, 1.0f / nmb);  // the mean of the micro-batches' mean losses
+            if (nmb > 1) {
+                if (gpu) gpu_trainer_scale_grad(gpu, 1.0f / nmb);
+                else adamw_scale_grad(opt, 1.0f / nmb);
+            }  // the mean of the micro-batches' mean losses
             float lr = o.lr;
             if (step < warm) lr = o.lr * (step + 1) / warm;
             else if (!strcmp(o.schedule, "cosine")) lr = o.lr * 0.5f * (1 + cosf((float)M_PI * (step - warm) / fmaxf(1, total - warm)));
             else if (!strcmp(o.schedule, "linear")) lr = o.lr * (1 - (float)(step - warm) / fmaxf(1, total - warm));
-            double norm = adamw_step(opt, lr, 0.9f, 0.999f, 1e-8f, o.weight_decay, o.max_grad_norm);
+            double norm = gpu ? gpu_trainer_adamw(gpu, lr, 0.9f, 0.999f, 1e-8f, o.weight_decay, o.max_grad_norm)
+                              : adamw_step(opt, lr, 0.9f, 0.999f, 1e-8f, o.weight_decay, o.max_grad_norm);
+            if (isnan(loss)) die("training step %d: %s", step + 1, ld_last_error());
             step++;
             double dt = ld_time_s() - t0, tps = tokens_seen / dt, eta = dt / step * (total - step);
             double vl = NAN;
             int do_eval = nvb && ((o.eval_every && step % o.eval_every == 0) || (!o.eval_every && b0 + o.grad_accum >= npb) || step == total);
-            if (do_eval) vl = eval_loss(m, lora, vb, nvb);
+            if (do_eval) vl = eval_loss(m, lora, gpu, vb, nvb);
             fprintf(mf, "{\"step\": %d, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %ld, "
                         "\"tokens_per_s\": %.1f%s", step, ep + 1, loss, lr, norm, tokens_seen, tps, do_eval ? ", \"val_loss\": " : "");
             if (do_eval) fprintf(mf, "%.6f", vl);
@@ -438,13 +470,16 @@ int cmd_train(int argc, char **argv) {
                 fprintf(stderr, "%strain: step %d/%d epoch %d loss %.4f lr %.2e |g| %.3f %.0f tok/s ETA %.0fs%s\n", tty ? "\r" : "", step,
                         total, ep + 1, loss, lr, norm, tps, eta, "");
             if (do_eval) fprintf(stderr, "train: validation loss %.4f\n", vl);
-            if (o.save_every && step % o.save_every == 0 && step < total && save_checkpoint(o.out, opt, step))
+            if (o.save_every && step % o.save_every == 0 && step < total &&
+                ((gpu && gpu_trainer_save_state(gpu, opt)) || save_checkpoint(o.out, opt, step)))
                 die("%s", ld_last_error());
         }
         free_packed(pb, npb);
     }
     free(epochs), free(n_packed);
     fclose(mf);
+    if (gpu && gpu_trainer_save_state(gpu, opt)) die("%s", ld_last_error());
+    gpu_trainer_free(gpu);
     char *adir = ld_path_join(o.out, full ? (model_gguf(m) ? "model.gguf" : "model") : "adapter");
     int nt, nm, rc = !full ? lora_save_peft(lora, adir, o.model)
                     : model_gguf(m) ? export_gguf(m, NULL, LD_F32, adir, &nt, &nm) : export_hf(m, NULL, adir, &nt, &nm);

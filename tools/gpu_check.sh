@@ -20,9 +20,25 @@ done
 wait
 nvcc -o "$B/test_cuda_kernels" "$B"/*.o -lcublas -lgomp -lm
 "$B/test_cuda_kernels"
-if [ -x .gpu/test_gpu_train ]; then
+if [ -f .gpu/bundle.tar.xz ]; then
+  G=$(mktemp -d); tar -C "$G" -xJf .gpu/bundle.tar.xz
   CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
-  LD_LIBRARY_PATH="$PWD/.gpu/lib:$CUDA_LIB:${LD_LIBRARY_PATH:-}" LLAMADUO_FIXTURES="$PWD/tests/fixtures" .gpu/test_gpu_train
+  export LD_LIBRARY_PATH="$G/lib:$CUDA_LIB:${LD_LIBRARY_PATH:-}"
+  LLAMADUO_FIXTURES="$PWD/tests/fixtures" "$G/test_gpu_train"
+  # the trainer end to end: the same LoRA run on the GPU and on the CPU, their loss curves side by side
+  D=configs/data
+  for dev in cuda cpu; do
+    "$G/llamaduo" train --model tests/fixtures/tiny/llama.gguf --train $D/dates.train.jsonl --val $D/dates.val.jsonl --epochs 1 \
+      --lr 1e-2 --dropout 0 --tokens-per-step 256 --save-every 5 --device $dev --threads 8 --out "$G/run-$dev" 2>&1 | grep -E "^train: (on|done)|validation"
+  done
+  python3 - "$G/run-cuda/metrics.jsonl" "$G/run-cpu/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+la, lb = [r.get("loss", r.get("val_loss")) for r in a], [r.get("loss", r.get("val_loss")) for r in b]
+worst = max(abs(x - y) / abs(y) for x, y in zip(la, lb))
+print(f"llamaduo train --device cuda vs cpu: {len(la)} metric lines, loss {la[1]:.4f} -> {la[-1]:.4f} (cpu {lb[1]:.4f} -> {lb[-1]:.4f}), worst rel diff {worst:.2e}")
+sys.exit(0 if worst < 1e-3 and len(la) == len(lb) else 1)
+PY
 else
-  echo "gpu_check: .gpu/test_gpu_train not here (tools/gpu_pack.sh on a dev machine, then carry .gpu): GPU training test not run"
+  echo "gpu_check: no .gpu/bundle.tar.xz (tools/gpu_pack.sh on a dev machine, then carry .gpu): GPU training tests not run"
 fi

@@ -6,14 +6,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target test_cuda_kernels test_gpu_train >/dev/null
-rm -rf .gpu && mkdir -p .gpu/lib
+cmake --build build -j"$(nproc)" --target test_gpu_train llamaduo >/dev/null
+rm -rf .gpu && mkdir -p .gpu/stage/lib
 CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
-for t in test_cuda_kernels test_gpu_train; do
-  gcc -o .gpu/$t build/tests/CMakeFiles/$t.dir/$t.c.o build/tests/CMakeFiles/$t.dir/test_util.c.o build/libllamaduo_core.a \
-      build/libllamaduo_cuda.a -Wl,-Bstatic -lopenblas -lpcre2-8 -lutf8proc -Wl,-Bdynamic -lcjson -lgfortran -fopenmp -lm \
-      -L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lstdc++ -lpthread
+STATIC=(-Wl,-Bstatic -lopenblas -lpcre2-8 -lutf8proc -Wl,-Bdynamic)
+CUDA=(-L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lstdc++ -lpthread)
+gcc -o .gpu/stage/test_gpu_train build/tests/CMakeFiles/test_gpu_train.dir/test_gpu_train.c.o \
+    build/tests/CMakeFiles/test_gpu_train.dir/test_util.c.o build/libllamaduo_core.a build/libllamaduo_cuda.a "${STATIC[@]}" \
+    -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
+(cd build && gcc -o ../.gpu/stage/llamaduo $(cat CMakeFiles/llamaduo.dir/objects1) libllamaduo_core.a libllamaduo_host.a \
+    libllamaduo_core.a libllamaduo_cuda.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm -lcurl -lsqlite3 -lcrypto -lyaml \
+    -lmicrohttpd "${CUDA[@]}")
+# every shared library they need beyond glibc and CUDA's own (found on the GPU machine)
+for b in .gpu/stage/test_gpu_train .gpu/stage/llamaduo; do
+  ldd "$b" | awk '/=> \//{print $3}' | grep -v -E 'lib(c|m|dl|pthread|rt|gcc_s|stdc\+\+)\.so|cuda|cublas|cudart' |
+    xargs -r -I{} cp -Ln {} .gpu/stage/lib/
 done
-for l in libcjson.so.1 libgfortran.so.5 libquadmath.so.0 libgomp.so.1; do cp -L "/lib/x86_64-linux-gnu/$l" .gpu/lib/; done
+tar -C .gpu/stage -cJf .gpu/bundle.tar.xz . && rm -rf .gpu/stage  # compressed: the carried tree is limited to 64 MiB
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 du -sh .gpu

@@ -128,3 +128,10 @@ int jsonl_write_atomic(const char *path, cJSON *const *items, int n) {
     }
     return ld_atomic_commit(f, tmp, path, ok);
 }
+
+cJSON *json_read_file(const char *path) {
+    char *t = ld_read_file(path, NULL);
+    cJSON *j = t ? cJSON_Parse(t) : NULL;
+    free(t);
+    return j;
+}

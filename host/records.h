@@ -24,5 +24,8 @@ int jsonl_read(const char *path, cJSON ***items, int **lines, int *n, int allow_
 int records_read(const char *path, int require_response, Records *out);
 void records_free(Records *r);
 
+// A whole JSON file (metrics.json, say), or NULL when it is missing or not JSON.
+cJSON *json_read_file(const char *path);
+
 // Writes items (cJSON objects, one per line) to path atomically.
 int jsonl_write_atomic(const char *path, cJSON *const *items, int n);

@@ -37,13 +37,6 @@ typedef struct {
     int api_estimated;  // no ceiling run: the API price comes from the test set's lengths
 } Facts;
 
-static cJSON *read_json(const char *path) {
-    char *t = ld_read_file(path, NULL);
-    cJSON *j = t ? cJSON_Parse(t) : NULL;
-    free(t);
-    return j;
-}
-
 static double num(const cJSON *o, const char *a, const char *b) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, a);
     if (b) v = cJSON_GetObjectItemCaseSensitive(v, b);
@@ -52,7 +45,7 @@ static double num(const cJSON *o, const char *a, const char *b) {
 
 static Scores scores_from(const char *path) {
     Scores s = {0};
-    cJSON *m = read_json(path);
+    cJSON *m = json_read_file(path);
     if (!m) return s;
     s.present = 1;
     s.sim_mean = num(m, "similarity", "mean"), s.sim_sd = num(m, "similarity", "std"), s.sim_median = num(m, "similarity", "median");

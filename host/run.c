@@ -719,13 +719,6 @@ static int stage_judge(Run *r, int round) {
     return rc;
 }
 
-static cJSON *read_json(const char *path) {
-    char *t = ld_read_file(path, NULL);
-    cJSON *j = t ? cJSON_Parse(t) : NULL;
-    free(t);
-    return j;
-}
-
 static double stat_of(const cJSON *m, const char *which, const char *field) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(m, which), field);
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
@@ -737,7 +730,7 @@ static const char *decide(Run *r, int round, char *why, size_t cap) {
     int best_round = 0;
     for (int t = 1; t <= round; t++) {
         char *mp = pathf(r, "rounds/%02d/metrics.json", t);
-        cJSON *m = read_json(mp);
+        cJSON *m = json_read_file(mp);
         free(mp);
         double score = (stat_of(m, "similarity", "mean") + stat_of(m, "precision", "mean")) / 2;
         int pass = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass"));
@@ -830,7 +823,7 @@ int run_status(Run *r) {
     }
     for (int t = 1; t <= r->max_rounds; t++) {
         char *mp = pathf(r, "rounds/%02d/metrics.json", t);
-        cJSON *m = read_json(mp);
+        cJSON *m = json_read_file(mp);
         free(mp);
         if (!m) continue;
         printf("round %d: similarity %.1f, precision %.1f, exact match %.2f, pass %s\n", t, stat_of(m, "similarity", "mean"),

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "forward_gpu.h"
 #include "util.h"
 
 GenParams gen_defaults(void) {
@@ -37,7 +38,8 @@ typedef struct {
 
 struct GenEngine {
     const Model *m;
-    KVCache *kv;
+    KVCache *kv;     // the CPU path's cache ...
+    GpuModel *gpu;   // ... or the model and its cache on the GPU
     int n_slots, ctx_len, chunk, V;
     Slot *slots;
     int *tok, *sl, *ps, *owner;  // one forward call's batch
@@ -117,12 +119,13 @@ static void finish(Slot *s, FinishReason why, size_t text_len, int notify) {
     if (notify && q->on_done) q->on_done(q->ctx, q);
 }
 
-GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk) {
+GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk, int use_gpu) {
     if (n_slots < 1) n_slots = 1;
-    KVCache *kv = kv_new(&m->cfg, n_slots, ctx_len);
-    if (!kv) return NULL;
+    KVCache *kv = NULL;
+    GpuModel *gpu = NULL;
+    if (use_gpu ? !(gpu = gpu_model_new(m, n_slots, ctx_len)) : !(kv = kv_new(&m->cfg, n_slots, ctx_len))) return NULL;
     GenEngine *e = ld_xcalloc(1, sizeof *e);
-    e->m = m, e->kv = kv, e->n_slots = n_slots, e->ctx_len = ctx_len, e->V = m->cfg.vocab;
+    e->m = m, e->kv = kv, e->gpu = gpu, e->n_slots = n_slots, e->ctx_len = ctx_len, e->V = m->cfg.vocab;
     e->chunk = prefill_chunk > 0 ? prefill_chunk : 512;
     e->slots = ld_xcalloc((size_t)n_slots, sizeof(Slot));
     int cap = e->chunk + n_slots;
@@ -149,6 +152,7 @@ void gen_engine_free(GenEngine *e) {
     free(e->tok_bytes), free(e->tok_len);
     free(e->slots), free(e->tok), free(e->sl), free(e->ps), free(e->owner), free(e->want), free(e->logits);
     kv_free(e->kv);
+    gpu_model_free(e->gpu);
     free(e);
 }
 
@@ -242,7 +246,9 @@ int gen_engine_step(GenEngine *e) {
         }
     }
     if (nb == 0) return 0;
-    if (model_forward(e->m, e->kv, e->tok, e->sl, e->ps, nb, e->want, e->logits)) return -1;
+    if (e->gpu ? gpu_model_forward(e->gpu, e->tok, e->sl, e->ps, nb, e->want, e->logits)
+               : model_forward(e->m, e->kv, e->tok, e->sl, e->ps, nb, e->want, e->logits))
+        return -1;
     for (int i = 0; i < nb; i++) e->slots[e->owner[i]].n_fed++;
     int fed = nb;
     int row = 0, V = e->V;
@@ -330,7 +336,7 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
                      p->max_new_tokens, m->cfg.max_pos);
         return -1;
     }
-    GenEngine *e = gen_engine_new(m, p->max_batch < n ? p->max_batch : n, (int)ctx_len, p->prefill_chunk);
+    GenEngine *e = gen_engine_new(m, p->max_batch < n ? p->max_batch : n, (int)ctx_len, p->prefill_chunk, p->use_gpu);
     if (!e) return -1;
     Batch b = {reqs, p, stream, ctx, 0, n, 0};
     BatchSeq *seqs = ld_xcalloc((size_t)n, sizeof(BatchSeq));

@@ -28,12 +28,8 @@ int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)
 
 #include "cuda_device.h"
 #include "kernels_cuda.h"
+#include "gpu_weights.h"
 #include "optim.h"
-
-typedef struct {  // one layer's weights on the device (fp32); NULL where the architecture has none
-    float *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *q_norm, *k_norm, *post_attn_norm, *ffn_norm, *w_gate, *w_up, *w_down,
-        *post_ffn_norm;
-} DevLayer;
 
 typedef struct {  // one targeted linear's adapter: values, gradients, AdamW moments
     float *A, *B, *dA, *dB, *mA, *vA, *mB, *vB;
@@ -44,33 +40,12 @@ struct GpuTrainer {
     const Model *m;
     int r, step;
     float s;
-    float *embed, *lm_head, *final_norm, *inv_global, *inv_local;
-    DevLayer *L;
-    DevPair *P;  // [n_layers][LT_COUNT]
+    GpuWeights *w;  // the frozen base
+    DevPair *P;     // [n_layers][LT_COUNT]
 };
 
-static float *dev_vec(const float *h, size_t n, int *err) {
-    if (!h || *err) return NULL;
-    float *d = kc_alloc(sizeof(float) * n);
-    if (!d || kc_upload(d, h, sizeof(float) * n)) *err = 1;
-    return d;
-}
-
-static float *dev_linear(const Linear *w, int rows, int cols, int *err) {
-    if (*err) return NULL;
-    float *h = ld_xmalloc(sizeof(float) * (size_t)rows * cols);
-    ld_dequantize(w->type, w->data, h, (size_t)rows * cols);
-    float *d = dev_vec(h, (size_t)rows * cols, err);
-    free(h);
-    return d;
-}
-
-static float *dev_zeros(size_t n, int *err) {
-    if (*err) return NULL;
-    float *d = kc_alloc(sizeof(float) * (n ? n : 1));
-    if (!d || kc_fill(d, 0, n)) *err = 1;
-    return d;
-}
+#define dev_vec gpu_upload_floats
+#define dev_zeros gpu_zeros
 
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
     if (ld_cuda_device_count() == 0) {
@@ -82,26 +57,15 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
         return NULL;
     }
     const ModelConfig *c = &m->cfg;
-    int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim, V = c->vocab, err = 0;
+    int err = 0;
     GpuTrainer *g = ld_xcalloc(1, sizeof *g);
     g->m = m, g->r = lora->rank, g->s = lora->scale;
-    g->embed = dev_linear(&m->embed, V, D, &err);
-    g->lm_head = c->tied_embeddings ? g->embed : dev_linear(&m->lm_head, V, D, &err);
-    g->final_norm = dev_vec(m->final_norm, D, &err);
-    g->inv_global = dev_vec(m->inv_freq_global, hd / 2, &err);
-    g->inv_local = dev_vec(m->inv_freq_local, hd / 2, &err);
-    g->L = ld_xcalloc((size_t)c->n_layers, sizeof(DevLayer));
+    if (!(g->w = gpu_weights_upload(m, NULL))) {
+        free(g);
+        return NULL;
+    }
     g->P = ld_xcalloc((size_t)c->n_layers * LT_COUNT, sizeof(DevPair));
-    for (int l = 0; l < c->n_layers && !err; l++) {
-        const LayerWeights *w = &m->layers[l];
-        DevLayer *d = &g->L[l];
-        d->attn_norm = dev_vec(w->attn_norm, D, &err), d->ffn_norm = dev_vec(w->ffn_norm, D, &err);
-        d->post_attn_norm = dev_vec(w->post_attn_norm, D, &err), d->post_ffn_norm = dev_vec(w->post_ffn_norm, D, &err);
-        d->q_norm = dev_vec(w->q_norm, hd, &err), d->k_norm = dev_vec(w->k_norm, hd, &err);
-        d->bq = dev_vec(w->bq, qd, &err), d->bk = dev_vec(w->bk, kvd, &err), d->bv = dev_vec(w->bv, kvd, &err), d->bo = dev_vec(w->bo, D, &err);
-        d->wq = dev_linear(&w->wq, qd, D, &err), d->wk = dev_linear(&w->wk, kvd, D, &err), d->wv = dev_linear(&w->wv, kvd, D, &err);
-        d->wo = dev_linear(&w->wo, D, qd, &err), d->w_gate = dev_linear(&w->w_gate, F, D, &err);
-        d->w_up = dev_linear(&w->w_up, F, D, &err), d->w_down = dev_linear(&w->w_down, D, F, &err);
+    for (int l = 0; l < c->n_layers && !err; l++)
         for (int t = 0; t < LT_COUNT && !err; t++) {
             const LoraPair *p = &lora->w[l * LT_COUNT + t];
             DevPair *q = &g->P[l * LT_COUNT + t];
@@ -112,7 +76,6 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
             q->dA = dev_zeros(na, &err), q->dB = dev_zeros(nb, &err), q->mA = dev_zeros(na, &err), q->vA = dev_zeros(na, &err);
             q->mB = dev_zeros(nb, &err), q->vB = dev_zeros(nb, &err);
         }
-    }
     if (err) {
         ld_set_error("uploading the model to the GPU: %s", kc_last_error());
         gpu_trainer_free(g);
@@ -123,21 +86,13 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
 
 void gpu_trainer_free(GpuTrainer *g) {
     if (!g) return;
-    const ModelConfig *c = &g->m->cfg;
-    if (g->lm_head != g->embed) kc_free(g->lm_head);
-    kc_free(g->embed), kc_free(g->final_norm), kc_free(g->inv_global), kc_free(g->inv_local);
-    for (int l = 0; g->L && l < c->n_layers; l++) {
-        DevLayer *d = &g->L[l];
-        float *all[] = {d->attn_norm, d->wq, d->wk, d->wv, d->wo, d->bq, d->bk, d->bv, d->bo, d->q_norm, d->k_norm, d->post_attn_norm,
-                        d->ffn_norm, d->w_gate, d->w_up, d->w_down, d->post_ffn_norm};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
-        for (int t = 0; t < LT_COUNT; t++) {
-            DevPair *q = &g->P[l * LT_COUNT + t];
-            float *ps[] = {q->A, q->B, q->dA, q->dB, q->mA, q->vA, q->mB, q->vB};
-            for (size_t i = 0; i < 8; i++) kc_free(ps[i]);
-        }
+    for (int i = 0; g->P && i < g->m->cfg.n_layers * LT_COUNT; i++) {
+        DevPair *q = &g->P[i];
+        float *ps[] = {q->A, q->B, q->dA, q->dB, q->mA, q->vA, q->mB, q->vB};
+        for (size_t k = 0; k < 8; k++) kc_free(ps[k]);
     }
-    free(g->L), free(g->P), free(g);
+    gpu_weights_free(g->w);
+    free(g->P), free(g);
 }
 
 void gpu_trainer_zero_grad(GpuTrainer *g) {
@@ -178,7 +133,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
               kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T) || kc_upload(d_zero, zeros, sizeof(int) * T);
     Acts *A = ld_xcalloc((size_t)NL, sizeof(Acts));
     float *x = NEW(T * D), *tmp = NEW(T * D), *dyB = NEW(T * (r ? r : 1));
-    OK(kc_embedding(x, g->embed, d_tok, T, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
+    OK(kc_embedding(x, g->w->embed, d_tok, T, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
 #define PAIR(l, t) (&g->P[(l) * LT_COUNT + (t)])
 #define LIN(y, ax, xin, W, bias, l, t, in, out)                                                                           \
     do {                                                                                                                 \
@@ -187,10 +142,10 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         OK(kc_add_bias(y, bias, T, out));                                                                                \
     } while (0)
     for (int l = 0; l < NL && !err; l++) {
-        DevLayer *w = &g->L[l];
+        GpuLayer *w = &g->w->layers[l];
         Acts *a = &A[l];
         int local = c->layer_local[l];
-        const float *inv = local ? g->inv_local : g->inv_global;
+        const float *inv = local ? g->w->inv_local : g->w->inv_global;
         for (int t = 0; t < LT_COUNT; t++) a->ax[t] = NEW(T * (r ? r : 1));
         a->xin = NEW(T * D), a->xn1 = NEW(T * D), a->q = NEW(T * qd), a->k = NEW(T * kvd), a->v = NEW(T * kvd), a->att = NEW(T * qd);
         a->xmid = NEW(T * D), a->xn2 = NEW(T * D), a->gt = NEW(T * F), a->u = NEW(T * F), a->h = NEW(T * F);
@@ -232,13 +187,13 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     }
     // head, loss, and back through the layers
     float *xf = NEW(T * D), *logits = NEW((size_t)T * V), *dlogits = NEW((size_t)T * V), *dxf = NEW(T * D), *dx = NEW(T * D);
-    OK(kc_rmsnorm(xf, x, g->final_norm, T, D, c->norm_eps, c->norm_plus_one));
-    OK(kc_lora_linear(logits, NULL, xf, g->lm_head, NULL, NULL, 0, T, D, V, 0));
+    OK(kc_rmsnorm(xf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
+    OK(kc_lora_linear(logits, NULL, xf, g->w->lm_head, NULL, NULL, 0, T, D, V, 0));
     if (c->final_softcap > 0) OK(kc_softcap(logits, (size_t)T * V, c->final_softcap));
     if (!err) OK(kc_cross_entropy(dlogits, logits, d_tgt, T, V, -100, &loss, n_counted));
     if (c->final_softcap > 0) OK(kc_softcap_backward(dlogits, dlogits, logits, (size_t)T * V, c->final_softcap));
-    OK(kc_lora_linear_backward(dxf, NULL, NULL, NULL, dlogits, xf, NULL, g->lm_head, NULL, NULL, 0, T, D, V, 0));
-    OK(kc_rmsnorm_backward(dx, NULL, dxf, x, g->final_norm, T, D, c->norm_eps, c->norm_plus_one));
+    OK(kc_lora_linear_backward(dxf, NULL, NULL, NULL, dlogits, xf, NULL, g->w->lm_head, NULL, NULL, 0, T, D, V, 0));
+    OK(kc_rmsnorm_backward(dx, NULL, dxf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
     kc_free(logits), kc_free(dlogits), kc_free(xf), kc_free(dxf);
     float *dF = NEW(T * F), *dG = NEW(T * F), *dU = NEW(T * F), *dq = NEW(T * qd), *dk = NEW(T * kvd), *dv = NEW(T * kvd);
     float *datt = NEW(T * qd), *dbranch = NEW(T * D), *dn_in = NEW(T * D), *t2 = NEW(T * (F > qd ? F : qd));
@@ -248,10 +203,10 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         OK(kc_lora_linear_backward(dxout, p_->dA, p_->dB, dyB, dy, xin, A[l].ax[t], W, p_->A, p_->B, s, T, in, out, r));        \
     } while (0)
     for (int l = NL - 1; l >= 0 && !err; l--) {
-        DevLayer *w = &g->L[l];
+        GpuLayer *w = &g->w->layers[l];
         Acts *a = &A[l];
         int local = c->layer_local[l];
-        const float *inv = local ? g->inv_local : g->inv_global;
+        const float *inv = local ? g->w->inv_local : g->w->inv_global;
         const float *ddn = dx;
         if (w->post_ffn_norm) {
             OK(kc_rmsnorm_backward(dbranch, NULL, dx, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one));

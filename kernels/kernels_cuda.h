@@ -54,3 +54,6 @@ int kc_add_bias(float *y, const float *b, int T, int N);
 int kc_scale(float *x, size_t n, float s);
 int kc_sumsq(const float *x, size_t n, double *out);
 int kc_copy(float *dst, const float *src, size_t n);
+// dst[dst_rows[i]] = src[i] / dst[i] = src[src_rows[i]] for n rows of width floats (KV-cache writes, picking rows)
+int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
+int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);

@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "cuda_device.h"
+
 #include <omp.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -91,12 +93,14 @@ const char *k_gen_options_help =
     "  --chat-template FAMILY  llama3 | gemma | chatml | mistral (default: recognised from the model)\n"
     "  --system TEXT           system message for chat prompts\n"
     "  --raw                   send prompts as plain text, without the chat template\n"
+    "  --device auto|cuda|cpu  where the model runs (default auto: the GPU when one is found)\n"
     "  --threads N             CPU threads (default: all cores)\n";
 
 void gen_options_init(GenOptions *o) {
     memset(o, 0, sizeof *o);
     o->gen = gen_defaults();
     o->samples = 1;
+    o->device = "auto";
 }
 
 int gen_options_parse(Args *a, GenOptions *o) {
@@ -122,9 +126,23 @@ int gen_options_parse(Args *a, GenOptions *o) {
     if (arg_int(a, "--batch", &o->gen.max_batch, 1, 4096)) return 1;
     if (arg_value(a, "--chat-template", &o->chat_template)) return 1;
     if (arg_value(a, "--system", &o->system)) return 1;
+    if (arg_value(a, "--device", &o->device)) return 1;
     if (arg_flag(a, "--raw")) return o->raw = 1;
     if (arg_int(a, "--threads", &o->threads, 1, 1024)) return 1;
     return 0;
+}
+
+int device_choose(const char *device) {
+    if (!strcmp(device, "cpu")) return 0;
+    if (strcmp(device, "auto") && strcmp(device, "cuda")) die("--device must be auto, cuda or cpu, not '%s'", device);
+    int n = ld_cuda_device_count();
+    if (!n && !strcmp(device, "cuda")) die("--device cuda: no CUDA device found (or this build has no CUDA backend)");
+    if (n) {
+        char desc[256] = "";
+        ld_cuda_device_describe(0, desc, sizeof desc);
+        fprintf(stderr, "llamaduo: on the GPU (%s)\n", desc);
+    }
+    return n > 0;
 }
 
 Model *load_model_or_die(const char *path) {

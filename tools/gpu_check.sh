@@ -25,6 +25,7 @@ if [ -f .gpu/bundle.tar.xz ]; then
   CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
   export LD_LIBRARY_PATH="$G/lib:$CUDA_LIB:${LD_LIBRARY_PATH:-}"
   LLAMADUO_FIXTURES="$PWD/tests/fixtures" "$G/test_gpu_train"
+  LLAMADUO_FIXTURES="$PWD/tests/fixtures" LLAMADUO_MODELS="$PWD/models" "$G/test_gpu_generate"
   # the trainer end to end: the same LoRA run on the GPU and on the CPU, their loss curves side by side
   D=configs/data
   for dev in cuda cpu; do

@@ -68,3 +68,29 @@ extern "C" int kc_copy(float *dst, const float *src, size_t n) {
     cudaError_t e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice);
     return e == cudaSuccess ? 0 : (kc_set_error("copy", e), -1);
 }
+
+__global__ static void scatter_rows_kernel(float *dst, const float *src, const int *rows, int width, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) dst[(size_t)rows[i / width] * width + i % width] = src[i];
+}
+
+__global__ static void gather_rows_kernel(float *dst, const float *src, const int *rows, int width, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = src[(size_t)rows[i / width] * width + i % width];
+}
+
+extern "C" int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width) {
+    size_t total = (size_t)n * width;
+    if (!total) return 0;
+    scatter_rows_kernel<<<kc_blocks(total, 256), 256>>>(dst, src, dst_rows, width, total);
+    KC_CHECK_LAUNCH("scatter_rows");
+    return 0;
+}
+
+extern "C" int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {
+    size_t total = (size_t)n * width;
+    if (!total) return 0;
+    gather_rows_kernel<<<kc_blocks(total, 256), 256>>>(dst, src, src_rows, width, total);
+    KC_CHECK_LAUNCH("gather_rows");
+    return 0;
+}

@@ -14,7 +14,9 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
     return NULL;
 }
 void gpu_trainer_free(GpuTrainer *g) { (void)g; }
-float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n) { return (void)g, (void)b, (void)n, NAN; }
+float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n, int training, uint64_t seed) {
+    return (void)g, (void)b, (void)n, (void)training, (void)seed, NAN;
+}
 void gpu_trainer_zero_grad(GpuTrainer *g) { (void)g; }
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps, float wd, float mn) {
     return (void)g, (void)lr, (void)b1, (void)b2, (void)eps, (void)wd, (void)mn, NAN;
@@ -39,7 +41,7 @@ typedef struct {  // one targeted linear's adapter: values, gradients, AdamW mom
 struct GpuTrainer {
     const Model *m;
     int r, step;
-    float s;
+    float s, dropout;
     GpuWeights *w;  // the frozen base
     DevPair *P;     // [n_layers][LT_COUNT]
 };
@@ -52,14 +54,10 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
         ld_set_error("no CUDA device found");
         return NULL;
     }
-    if (lora->dropout > 0) {
-        ld_set_error("LoRA dropout is not on the GPU path yet: train with --dropout 0 or on the CPU");
-        return NULL;
-    }
     const ModelConfig *c = &m->cfg;
     int err = 0;
     GpuTrainer *g = ld_xcalloc(1, sizeof *g);
-    g->m = m, g->r = lora->rank, g->s = lora->scale;
+    g->m = m, g->r = lora->rank, g->s = lora->scale, g->dropout = lora->dropout;
     if (!(g->w = gpu_weights_upload(m, NULL))) {
         free(g);
         return NULL;
@@ -109,7 +107,7 @@ typedef struct {  // what one layer's forward keeps for its backward
 #define NEW(n) dev_zeros((size_t)(n), &err)
 #define OK(call) (err |= (call) != 0)
 
-float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted) {
+float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed) {
     const Model *m = g->m;
     const ModelConfig *c = &m->cfg;
     int T = b->T, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab, r = g->r;
@@ -133,12 +131,21 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
               kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T) || kc_upload(d_zero, zeros, sizeof(int) * T);
     Acts *A = ld_xcalloc((size_t)NL, sizeof(Acts));
     float *x = NEW(T * D), *tmp = NEW(T * D), *dyB = NEW(T * (r ? r : 1));
+    int widest = F > qd ? (F > D ? F : D) : (qd > D ? qd : D), dropping = training && g->dropout > 0;
+    float *xdrop = dropping ? NEW((size_t)T * widest) : NULL, *dxdrop = dropping ? NEW((size_t)T * widest) : NULL;
+#define STREAM(l, t) (dropout_seed ^ ((uint64_t)(l) << 40) ^ ((uint64_t)(t) << 56))  // backprop.c's mask seeds
     OK(kc_embedding(x, g->w->embed, d_tok, T, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
 #define PAIR(l, t) (&g->P[(l) * LT_COUNT + (t)])
 #define LIN(y, ax, xin, W, bias, l, t, in, out)                                                                           \
     do {                                                                                                                 \
         DevPair *p_ = PAIR(l, t);                                                                                        \
-        OK(kc_lora_linear(y, ax, xin, W, p_->A, p_->B, s, T, in, out, r));                                               \
+        if (dropping && p_->A) { /* dropout on the adapter's input only, as PEFT */                                      \
+            OK(kc_lora_linear(y, NULL, xin, W, NULL, NULL, 0, T, in, out, 0));                                           \
+            OK(kc_dropout(xdrop, xin, (size_t)T * (in), g->dropout, STREAM(l, t)));                                      \
+            OK(kc_lora_linear(y, ax, xdrop, NULL, p_->A, p_->B, s, T, in, out, r));                                      \
+        } else {                                                                                                         \
+            OK(kc_lora_linear(y, ax, xin, W, p_->A, p_->B, s, T, in, out, r));                                           \
+        }                                                                                                                \
         OK(kc_add_bias(y, bias, T, out));                                                                                \
     } while (0)
     for (int l = 0; l < NL && !err; l++) {
@@ -200,7 +207,15 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
 #define LIN_BWD(dxout, dy, xin, W, l, t, in, out)                                                                                 \
     do {                                                                                                                         \
         DevPair *p_ = PAIR(l, t);                                                                                                \
-        OK(kc_lora_linear_backward(dxout, p_->dA, p_->dB, dyB, dy, xin, A[l].ax[t], W, p_->A, p_->B, s, T, in, out, r));        \
+        if (dropping && p_->A) { /* the adapter saw the masked input: its share of dx goes back through the mask */            \
+            OK(kc_lora_linear_backward(dxout, NULL, NULL, NULL, dy, xin, NULL, W, NULL, NULL, 0, T, in, out, 0));              \
+            OK(kc_dropout(xdrop, xin, (size_t)T * (in), g->dropout, STREAM(l, t)));                                             \
+            OK(kc_lora_linear_backward(dxdrop, p_->dA, p_->dB, dyB, dy, xdrop, A[l].ax[t], NULL, p_->A, p_->B, s, T, in, out, r)); \
+            OK(kc_dropout(dxdrop, dxdrop, (size_t)T * (in), g->dropout, STREAM(l, t)));                                         \
+            OK(kc_add(dxout, dxdrop, (size_t)T * (in)));                                                                        \
+        } else {                                                                                                                 \
+            OK(kc_lora_linear_backward(dxout, p_->dA, p_->dB, dyB, dy, xin, A[l].ax[t], W, p_->A, p_->B, s, T, in, out, r));    \
+        }                                                                                                                        \
     } while (0)
     for (int l = NL - 1; l >= 0 && !err; l--) {
         GpuLayer *w = &g->w->layers[l];
@@ -247,6 +262,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
 #undef LIN
 #undef LIN_BWD
 #undef PAIR
+#undef STREAM
     if (!err) OK(kc_sync());
     if (err) {
         ld_set_error("GPU training step: %s", kc_last_error());
@@ -258,7 +274,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
         for (int t = 0; t < LT_COUNT; t++) kc_free(a->ax[t]);
     }
-    float *bufs[] = {x, tmp, dyB, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2};
+    float *bufs[] = {x, tmp, dyB, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2, xdrop, dxdrop};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
     int *ibufs[] = {d_tok, d_tgt, d_pos, d_lo_g, d_lo_l, d_hi, d_zero};
     for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++) kc_free(ibufs[i]);

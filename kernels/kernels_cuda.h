@@ -43,7 +43,8 @@ int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
 int kc_embedding(float *x, const float *table, const int *tokens, int T, int D, float scale);
 int kc_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // y[T,out] = x[T,in]·W[out,in]ᵀ + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ on cuBLAS; ax[T,r] keeps x·Aᵀ (A NULL: the plain
-// linear). Backward: dx written, dA/dB accumulated, dyB [T,r] scratch; no dW (the base is frozen).
+// linear; W NULL: only the adapter's term, added to y). Backward: dx written (W NULL: the adapter's share alone),
+// dA/dB accumulated, dyB [T,r] scratch; no dW (the base is frozen).
 int kc_lora_linear(float *y, float *ax, const float *x, const float *W, const float *A, const float *B, float s, int T, int in, int out,
                    int r);
 int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax, const float *W,
@@ -57,3 +58,5 @@ int kc_copy(float *dst, const float *src, size_t n);
 // dst[dst_rows[i]] = src[i] / dst[i] = src[src_rows[i]] for n rows of width floats (KV-cache writes, picking rows)
 int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
+// y = x·mask/(1-p) with the mask a hash of (stream, element index): LoRA dropout (y may be x)
+int kc_dropout(float *y, const float *x, size_t n, float p, unsigned long long stream);

@@ -26,7 +26,7 @@ static int *ints(const SafeTensors *st, const char *name, int *n) {
     return v;
 }
 
-static void check(const char *name) {
+static void check(const char *name, float dropout) {
     char p[2048];
     snprintf(p, sizeof p, "%s/tiny/%s", fixtures(), name);
     Model *m = model_load(p);
@@ -48,6 +48,7 @@ static void check(const char *name) {
     int nt, ng, np, ns, c1, c2;
     TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
     b.T = nt, b.n_records = ns;
+    cpu->dropout = dropout;
     GpuTrainer *g = gpu_trainer_new(m, cpu);
     CHECK(g != NULL, "%s: %s", name, ld_last_error());
     if (g) {
@@ -58,11 +59,12 @@ static void check(const char *name) {
         for (int step = 0; step < 10; step++) {
             adamw_zero_grad(opt);
             gpu_trainer_zero_grad(g);
-            float lc = train_loss_and_grad(m, cpu, grad, NULL, &b, &c1), lg = gpu_trainer_loss_and_grad(g, &b, &c2);
+            cpu->dropout_seed = 1000 + (uint64_t)step;  // the masks of this step, on both paths
+            float lc = train_loss_and_grad(m, cpu, grad, NULL, &b, &c1), lg = gpu_trainer_loss_and_grad(g, &b, &c2, 1, cpu->dropout_seed);
             double e = fabs((double)lg - lc) / fabs(lc);
             if (!(e <= worst)) worst = e;
             double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f), ngpu = gpu_trainer_adamw(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
-            if (step == 0) printf("%-12s step 1: loss CPU %.6f GPU %.6f, grad norm CPU %.6f GPU %.6f\n", name, lc, lg, nc, ngpu);
+            if (step == 0) printf("%-12s%s step 1: loss CPU %.6f GPU %.6f, grad norm CPU %.6f GPU %.6f\n", name, dropout > 0 ? " dropout" : "", lc, lg, nc, ngpu);
             CHECK(fabs(ngpu - nc) / nc < 1e-4, "%s step %d: grad norm GPU %.7f CPU %.7f", name, step, ngpu, nc);
         }
         // the state round trip a checkpoint makes: into the host optimiser, into a fresh trainer, back out again
@@ -92,7 +94,7 @@ static void check(const char *name) {
                 for (size_t j = 0; j < k; j++) num += ((double)x[j] - y[j]) * ((double)x[j] - y[j]), den += (double)y[j] * y[j];
             }
         double ea = sqrt(num / den);
-        printf("%-12s 10 GPU LoRA steps: worst loss rel diff from the CPU %.2e, adapter rel diff %.2e\n", name, worst, ea);
+        printf("%-12s%s 10 GPU LoRA steps: worst loss rel diff from the CPU %.2e, adapter rel diff %.2e\n", name, dropout > 0 ? " dropout 0.3" : "", worst, ea);
         CHECK(worst < 1e-4, "%s: GPU losses drift from the CPU's (%.3e)", name, worst);
         CHECK(ea < 1e-4, "%s: GPU adapter drifts from the CPU's (%.3e)", name, ea);
         adamw_free(opt);
@@ -110,6 +112,8 @@ int main(void) {
         return 77;
     }
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
-    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f);
+    check("llama", 0.3f);  // LoRA dropout: the same masks on both paths
+    check("gemma3", 0.3f);
     return test_finish("test_gpu_train");
 }

@@ -43,8 +43,8 @@ static const char *k_help =
     "  --init-adapter DIR        start from this PEFT adapter's values (same rank and targets) instead of PEFT's init\n"
     "  --check                   check the settings and exit (nothing is loaded or written)\n"
     "  --chat-template FAMILY    override the model's chat template family\n"
-    "  --device auto|cuda|cpu    where LoRA training runs (default auto: the GPU when one is found and the settings\n"
-    "                            are ones it supports — fp32, no dropout — else the CPU); full fine-tuning is on the CPU\n"
+    "  --device auto|cuda|cpu    where LoRA training runs (default auto: the GPU when one is found, in fp32);\n"
+    "                            full fine-tuning runs on the CPU\n"
     "  --threads N               CPU threads\n"
     "A YAML --config holds the same settings under `train:` (names with underscores: tokens_per_step ...);\n"
     "flags after it override it.\n";
@@ -204,7 +204,7 @@ static double eval_loss(const Model *m, const Lora *l, GpuTrainer *gpu, Packed *
         int c;
         float loss;
         if (gpu) {  // the GPU step computes gradients too: they are cleared before the next training step
-            loss = gpu_trainer_loss_and_grad(gpu, &tb, &c);
+            loss = gpu_trainer_loss_and_grad(gpu, &tb, &c, 0, 0);
             gpu_trainer_zero_grad(gpu);
         } else {
             loss = train_loss_and_grad(m, l, NULL, NULL, &tb, &c);
@@ -297,8 +297,7 @@ int cmd_train(int argc, char **argv) {
     if (o.init_adapter && full) die("--init-adapter is for LoRA training, not --method full");
     if (strcmp(o.device, "auto") && strcmp(o.device, "cuda") && strcmp(o.device, "cpu"))
         die("--device must be auto, cuda or cpu, not '%s'", o.device);
-    if (!strcmp(o.device, "cuda") && (full || o.dropout > 0))
-        die("--device cuda trains LoRA without dropout for now: use --dropout 0 (and not --method full), or --device cpu");
+    if (!strcmp(o.device, "cuda") && full) die("--device cuda trains LoRA; full fine-tuning runs on the CPU for now (--device cpu)");
     if (o.check) {
         parse_targets(o.targets);
         cJSON_Delete(g_config);
@@ -399,7 +398,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "train: resuming after step %d from %s/checkpoint\n", start_step, o.out);
     }
     GpuTrainer *gpu = NULL;  // LoRA on the GPU: the adapter and its optimiser state live there
-    int want_gpu = !strcmp(o.device, "cuda") || (!strcmp(o.device, "auto") && !full && o.dropout == 0 && ld_cuda_device_count() > 0);
+    int want_gpu = !strcmp(o.device, "cuda") || (!strcmp(o.device, "auto") && !full && ld_cuda_device_count() > 0);
     if (want_gpu) {
         if (!(gpu = gpu_trainer_new(m, lora))) die("--device cuda: %s", ld_last_error());
         if (start_step && gpu_trainer_load_state(gpu, opt)) die("%s", ld_last_error());
@@ -407,7 +406,7 @@ int cmd_train(int argc, char **argv) {
         ld_cuda_device_describe(0, desc, sizeof desc);
         fprintf(stderr, "train: on the GPU (%s)\n", desc);
     } else if (!strcmp(o.device, "auto") && ld_cuda_device_count() > 0) {
-        fprintf(stderr, "train: on the CPU (the GPU path has no %s yet)\n", full ? "full fine-tuning" : "LoRA dropout: --dropout 0 uses it");
+        fprintf(stderr, "train: on the CPU (the GPU path has no full fine-tuning yet)\n");
     }
     FILE *mf = fopen(mpath, o.resume ? "a" : "w");
     if (!mf) die("%s: cannot write", mpath);
@@ -439,7 +438,7 @@ int cmd_train(int argc, char **argv) {
             for (int b = b0; b < npb && b < b0 + o.grad_accum; b++, nmb++) {
                 TrainBatch tb = {pb[b].tokens, pb[b].targets, pb[b].positions, pb[b].starts, pb[b].T, pb[b].n_records};
                 int c;
-                loss += gpu ? gpu_trainer_loss_and_grad(gpu, &tb, &c) : train_loss_and_grad(m, lora, grad, mgrad, &tb, &c);
+                loss += gpu ? gpu_trainer_loss_and_grad(gpu, &tb, &c, 1, lora->dropout_seed) : train_loss_and_grad(m, lora, grad, mgrad, &tb, &c);
                 tokens_seen += pb[b].T;
             }
             loss /= nmb;

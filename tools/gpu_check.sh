@@ -30,7 +30,7 @@ if [ -f .gpu/bundle.tar.xz ]; then
   D=configs/data
   for dev in cuda cpu; do
     "$G/llamaduo" train --model tests/fixtures/tiny/llama.gguf --train $D/dates.train.jsonl --val $D/dates.val.jsonl --epochs 1 \
-      --lr 1e-2 --dropout 0 --tokens-per-step 256 --save-every 5 --device $dev --threads 8 --out "$G/run-$dev" 2>&1 | grep -E "^train: (on|done)|validation"
+      --lr 1e-2 --dropout 0.1 --tokens-per-step 256 --save-every 5 --device $dev --threads 8 --out "$G/run-$dev" 2>&1 | grep -E "^train: (on|done)|validation"
   done
   python3 - "$G/run-cuda/metrics.jsonl" "$G/run-cpu/metrics.jsonl" <<'PY'
 import json, sys

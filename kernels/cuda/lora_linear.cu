@@ -35,7 +35,7 @@ static int gemm(const char *what, int transA, int transB, int M, int N, int K, f
 extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const float *W, const float *A, const float *B, float s, int T, int in,
                               int out, int r) {
     if (blas()) return -1;
-    if (gemm("lora_linear W", 0, 1, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out)) return -1;
+    if (W && gemm("lora_linear W", 0, 1, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear A", 0, 1, T, r, in, 1.0f, x, in, A, in, 0.0f, ax, r)) return -1;
     return gemm("lora_linear B", 0, 1, T, out, r, s, ax, r, B, r, 1.0f, y, out);
@@ -45,10 +45,10 @@ extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const float *
 extern "C" int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax,
                                        const float *W, const float *A, const float *B, float s, int T, int in, int out, int r) {
     if (blas()) return -1;
-    if (gemm("lora_linear_backward dx", 0, 0, T, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in)) return -1;
+    if (W && gemm("lora_linear_backward dx", 0, 0, T, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear_backward dyB", 0, 0, T, r, out, s, dy, out, B, r, 0.0f, dyB, r) ||
-        gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, 1.0f, dx, in) ||
+        gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, W ? 1.0f : 0.0f, dx, in) ||
         gemm("lora_linear_backward dB", 1, 0, out, r, T, s, dy, out, ax, r, 1.0f, dB, r) ||
         gemm("lora_linear_backward dA", 1, 0, r, in, T, 1.0f, dyB, r, x, in, 1.0f, dA, in))
         return -1;

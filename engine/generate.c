@@ -47,6 +47,7 @@ struct GenEngine {
     float *logits;
     char **tok_bytes;  // every token's text bytes (for stop strings and JSON constraints)
     int *tok_len;
+    uint8_t *tok_text;  // 1 when the token is plain text (not special, not empty): the only ones JSON may use
 };
 
 static void slot_append_bytes(Slot *s, const char *b, int n) {
@@ -134,11 +135,13 @@ GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_
     e->logits = ld_xmalloc(sizeof(float) * (size_t)n_slots * e->V);
     e->tok_bytes = ld_xcalloc((size_t)e->V, sizeof(char *));
     e->tok_len = ld_xcalloc((size_t)e->V, sizeof(int));
+    e->tok_text = ld_xcalloc((size_t)e->V, 1);
     char piece[512];
     int nv = tok_vocab_size(m->tok);
     for (int t = 0; t < e->V; t++) {  // ids past the tokenizer's vocabulary (padding rows) have no text
         int n = t < nv ? tok_token_bytes(m->tok, t, piece, (int)sizeof piece) : 0;
         e->tok_len[t] = n;
+        e->tok_text[t] = n > 0 && !tok_is_special(m->tok, t);
         e->tok_bytes[t] = ld_xmalloc((size_t)n + 1);
         memcpy(e->tok_bytes[t], piece, (size_t)n);
     }
@@ -149,7 +152,7 @@ void gen_engine_free(GenEngine *e) {
     if (!e) return;
     for (int s = 0; s < e->n_slots; s++) free(e->slots[s].hist), free(e->slots[s].bytes);
     for (int t = 0; t < e->V; t++) free(e->tok_bytes[t]);
-    free(e->tok_bytes), free(e->tok_len);
+    free(e->tok_bytes), free(e->tok_len), free(e->tok_text);
     free(e->slots), free(e->tok), free(e->sl), free(e->ps), free(e->owner), free(e->want), free(e->logits);
     kv_free(e->kv);
     gpu_model_free(e->gpu);
@@ -215,7 +218,7 @@ static int constrain(const GenEngine *e, const GenSeq *q, float *lg) {
     for (int t = 0; t < e->V; t++) {
         int ok;
         if (is_stop_id(q, t)) ok = complete;
-        else if (!e->tok_len[t] || tok_is_special(e->m->tok, t)) ok = 0;
+        else if (!e->tok_text[t]) ok = 0;
         else ok = json_matcher_accepts(q->json, e->tok_bytes[t], (size_t)e->tok_len[t]);
         if (!ok) lg[t] = -INFINITY;
         left += ok;

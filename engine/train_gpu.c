@@ -46,9 +46,6 @@ struct GpuTrainer {
     DevPair *P;     // [n_layers][LT_COUNT]
 };
 
-#define dev_vec gpu_upload_floats
-#define dev_zeros gpu_zeros
-
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
     if (ld_cuda_device_count() == 0) {
         ld_set_error("no CUDA device found");
@@ -70,9 +67,9 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
             if (!p->A) continue;
             size_t na = (size_t)g->r * p->in, nb = (size_t)p->out * g->r;
             q->in = p->in, q->out = p->out;
-            q->A = dev_vec(p->A, na, &err), q->B = dev_vec(p->B, nb, &err);
-            q->dA = dev_zeros(na, &err), q->dB = dev_zeros(nb, &err), q->mA = dev_zeros(na, &err), q->vA = dev_zeros(na, &err);
-            q->mB = dev_zeros(nb, &err), q->vB = dev_zeros(nb, &err);
+            q->A = gpu_upload_floats(p->A, na, &err), q->B = gpu_upload_floats(p->B, nb, &err);
+            q->dA = gpu_zeros(na, &err), q->dB = gpu_zeros(nb, &err), q->mA = gpu_zeros(na, &err), q->vA = gpu_zeros(na, &err);
+            q->mB = gpu_zeros(nb, &err), q->vB = gpu_zeros(nb, &err);
         }
     if (err) {
         ld_set_error("uploading the model to the GPU: %s", kc_last_error());
@@ -104,7 +101,7 @@ typedef struct {  // what one layer's forward keeps for its backward
     float *xin, *xn1, *q_pre, *k_pre, *q, *k, *v, *att, *o_pre, *xmid, *xn2, *gt, *u, *h, *dn_pre, *ax[LT_COUNT];
 } Acts;
 
-#define NEW(n) dev_zeros((size_t)(n), &err)
+#define NEW(n) gpu_zeros((size_t)(n), &err)
 #define OK(call) (err |= (call) != 0)
 
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed) {

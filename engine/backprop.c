@@ -79,6 +79,12 @@ typedef struct {  // what one layer's forward keeps for its backward
 
 static float *buf(size_t n) { return ld_xcalloc(n, sizeof(float)); }
 
+// Rows of logits per chunk of the fused head + loss: about 32 MiB of them whatever the vocabulary.
+int head_chunk_rows(int vocab) {
+    int rows = (int)((8u << 20) / (unsigned)(vocab > 0 ? vocab : 1));
+    return rows < 16 ? 16 : rows;
+}
+
 static void free_acts(LayerActs *acts, int n_layers) {
     for (int l = 0; l < n_layers; l++) {
         LayerActs *a = &acts[l];
@@ -179,24 +185,19 @@ float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *m
         add_to(x, dn, (size_t)T * D);
         free(dn);
     }
-    // head and loss
-    float *xf = buf((size_t)T * D), *logits = buf((size_t)T * V), *dlogits = buf((size_t)T * V);
+    // head and loss, fused and chunked (never the whole [T, V] logits)
+    float *xf = buf((size_t)T * D), *dxf = training ? buf((size_t)T * D) : NULL;
     k_rmsnorm(xf, x, m->final_norm, T, D, c->norm_eps, c->norm_plus_one);
-    k_matmul_q(logits, xf, m->lm_head.data, m->lm_head.type, NULL, T, D, V);
-    if (c->final_softcap > 0) k_softcap(logits, (size_t)T * V, c->final_softcap);
-    float loss = k_cross_entropy(dlogits, logits, b->targets, T, V, -100, n_counted);
+    float loss = k_linear_cross_entropy(dxf, training && mg ? (float *)mg->lm_head.data : NULL /* tied: into embed */, xf, m->lm_head.data,
+                                        m->lm_head.type, b->targets, T, D, V, c->final_softcap, -100, head_chunk_rows(V), n_counted);
     if (!training) {  // evaluation only
         free_acts(acts, c->n_layers);
-        free(x), free(xf), free(logits), free(dlogits), free(krows), free(vrows), free(rec_start), free(lo_g),
-            free(lo_l), free(hi);
+        free(x), free(xf), free(krows), free(vrows), free(rec_start), free(lo_g), free(lo_l), free(hi);
         return loss;
     }
-    if (c->final_softcap > 0) k_softcap_backward(dlogits, dlogits, logits, (size_t)T * V, c->final_softcap);
-    float *dxf = buf((size_t)T * D), *dx = buf((size_t)T * D), *tmp = buf((size_t)T * D);
-    k_matmul_q_backward_x(dxf, dlogits, m->lm_head.data, m->lm_head.type, T, D, V);
-    if (mg) k_matmul_backward(NULL, (float *)mg->lm_head.data, NULL, dlogits, xf, NULL, T, D, V);  // tied: into embed
+    float *dx = buf((size_t)T * D), *tmp = buf((size_t)T * D);
     k_rmsnorm_backward(dx, mg ? mg->final_norm : NULL, dxf, x, m->final_norm, T, D, c->norm_eps, c->norm_plus_one);
-    free(xf), free(logits), free(dlogits), free(dxf);
+    free(xf), free(dxf);
     // layers in reverse; dx is always the gradient of the residual stream
     float *dF = buf((size_t)T * F), *dG = buf((size_t)T * F), *dU = buf((size_t)T * F);
     float *dq = buf((size_t)T * qd), *dk = buf((size_t)T * kvd), *dv = buf((size_t)T * kvd), *datt = buf((size_t)T * qd);

@@ -11,6 +11,9 @@ typedef struct {
     int T, n_records;
 } TrainBatch;
 
+// Rows of logits per chunk of the fused head + loss (k_linear_cross_entropy): ~32 MiB of them for any vocabulary.
+int head_chunk_rows(int vocab);
+
 // The loss of m (with `lora` applied when not NULL) on b. Gradients are accumulated (+=) into lora_grad (same
 // shape as lora) and into model_grad (from model_grad_new; m's weights must then be trainable fp32, see
 // model_make_trainable); either or both may be NULL — both NULL evaluates (no dropout).

@@ -71,6 +71,14 @@ void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
 float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index,
                       int *n_counted);
 
+// The head and its loss fused: logits = x[T,D]·w[V,D]ᵀ (w in format wt), soft-capped when softcap > 0, and the
+// mean cross-entropy over rows whose target is not ignore_index — computed chunk_rows counted rows at a time,
+// so the [T, V] logits are never held and ignored rows are never multiplied. dx[T,D] is written (0 on ignored
+// rows; NULL: loss only); dw[V,D] (fp32 w only, NULL: frozen head) is accumulated. Same result as k_matmul_q +
+// k_softcap + k_cross_entropy and their backward passes.
+float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D,
+                             int V, float softcap, int ignore_index, int chunk_rows, int *n_counted);
+
 // AdamW (torch semantics: decoupled weight decay, bias correction) on n parameters; m and v are the fp32
 // moment estimates; step counts from 1.
 void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,

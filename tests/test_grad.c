@@ -90,6 +90,35 @@ static void att_f(void *c, const float *x, float *y) {
 typedef struct { int T, V; const int *tgt; } CeCtx;
 static void ce_f(void *c, const float *x, float *y) { CeCtx *e = c; y[0] = k_cross_entropy(NULL, x, e->tgt, e->T, e->V, -100, NULL); }
 
+// ---- the fused head + loss (chunked): L = its loss, with respect to x and to the head's weight
+typedef struct { int T, D, V, chunk; float cap; const float *x, *w; const int *tgt; } LceCtx;
+static void lce_x(void *c, const float *x, float *y) {
+    LceCtx *e = c;
+    y[0] = k_linear_cross_entropy(NULL, NULL, x, e->w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, NULL);
+}
+static void lce_w(void *c, const float *w, float *y) {
+    LceCtx *e = c;
+    y[0] = k_linear_cross_entropy(NULL, NULL, e->x, w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, NULL);
+}
+
+// The unfused sequence the fused op replaces: full logits, soft-cap, cross-entropy, and back.
+static float head_unfused(float *dx, float *dw, const float *x, const float *w, const int *tgt, int T, int D, int V, float cap) {
+    float *lg = malloc(sizeof(float) * T * V), *dl = malloc(sizeof(float) * T * V);
+    k_matmul(lg, x, w, NULL, T, D, V);
+    if (cap > 0) k_softcap(lg, (size_t)T * V, cap);
+    float loss = k_cross_entropy(dl, lg, tgt, T, V, -100, NULL);
+    if (cap > 0) k_softcap_backward(dl, dl, lg, (size_t)T * V, cap);
+    k_matmul_backward(dx, dw, NULL, dl, x, w, T, D, V);
+    free(lg), free(dl);
+    return loss;
+}
+
+static double rel_err(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
 int main(void) {
     srand(3);
     {  // matmul
@@ -177,6 +206,33 @@ int main(void) {
         CeCtx c = {T, V, tgt};
         check_grad("cross-entropy", ce_f, &c, x, 36, 1, &one, d);
         for (int v = 0; v < V; v++) CHECK(d[V + v] == 0, "ignored row has gradient");
+    }
+    for (int variant = 0; variant < 3; variant++) {  // fused head + loss: chunk of 1 row, 2 rows with a soft-cap, all rows
+        int T = 6, D = 5, V = 11, tgt[6] = {3, -100, 0, 10, -100, 7}, chunk = variant == 0 ? 1 : variant == 1 ? 2 : 64;
+        float cap = variant == 1 ? 4.0f : 0.0f, x[30], w[55], dx[30], dw[55] = {0}, one = 1.0f;
+        fill(x, 30, 2), fill(w, 55, 2);
+        int n;
+        float loss = k_linear_cross_entropy(dx, dw, x, w, LD_F32, tgt, T, D, V, cap, -100, chunk, &n);
+        CHECK(n == 4, "fused head counted %d rows", n);
+        LceCtx c = {T, D, V, chunk, cap, x, w, tgt};
+        const char *nx[3] = {"fused head+loss dx (chunk 1)", "fused head+loss dx (chunk 2, cap)", "fused head+loss dx (1 chunk)"};
+        const char *nw[3] = {"fused head+loss dW (chunk 1)", "fused head+loss dW (chunk 2, cap)", "fused head+loss dW (1 chunk)"};
+        check_grad(nx[variant], lce_x, &c, x, 30, 1, &one, dx);
+        check_grad(nw[variant], lce_w, &c, w, 55, 1, &one, dw);
+        for (int d = 0; d < D; d++) CHECK(dx[1 * D + d] == 0 && dx[4 * D + d] == 0, "ignored row has an input gradient");
+        float ux[30], uw[55] = {0};
+        float uloss = head_unfused(ux, uw, x, w, tgt, T, D, V, cap);
+        double ex = rel_err(dx, ux, 30), ew = rel_err(dw, uw, 55);
+        printf("fused vs unfused (variant %d): loss %.7f vs %.7f, dx %.1e, dW %.1e\n", variant, loss, uloss, ex, ew);
+        CHECK(fabsf(loss - uloss) <= 1e-6f * fabsf(uloss) && ex < 1e-6 && ew < 1e-6, "fused head + loss differs from the unfused ops");
+    }
+    {  // fused head + loss with every target ignored: zero loss, zero gradient, nothing multiplied
+        int tgt[2] = {-100, -100}, n = -1;
+        float x[6], w[12], dx[6];
+        fill(x, 6, 1), fill(w, 12, 1), fill(dx, 6, 1);
+        float loss = k_linear_cross_entropy(dx, NULL, x, w, LD_F32, tgt, 2, 3, 4, 0, -100, 8, &n);
+        CHECK(loss == 0 && n == 0, "all-ignored batch: loss %g, counted %d", loss, n);
+        for (int i = 0; i < 6; i++) CHECK(dx[i] == 0, "all-ignored batch has an input gradient");
     }
     return test_finish("test_grad");
 }

@@ -8,8 +8,8 @@
 
 #ifndef LLAMADUO_HAVE_CUDA
 
-GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx) {
-    (void)m, (void)n_slots, (void)ctx;
+GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
+    (void)m, (void)n_slots, (void)ctx, (void)wt;
     ld_set_error("this build has no CUDA backend (nvcc was not found when it was configured)");
     return NULL;
 }
@@ -32,7 +32,7 @@ struct GpuModel {
     float *k_cache, *v_cache;  // [n_layers][n_slots][ctx][Hkv*hd]
 };
 
-GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx) {
+GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
     if (ld_cuda_device_count() == 0) {
         ld_set_error("no CUDA device found");
         return NULL;
@@ -40,7 +40,7 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx) {
     const ModelConfig *c = &m->cfg;
     GpuModel *g = ld_xcalloc(1, sizeof *g);
     g->m = m, g->n_slots = n_slots, g->ctx = ctx;
-    if (!(g->w = gpu_weights_upload(m, m->adapter))) {
+    if (!(g->w = gpu_weights_upload(m, m->adapter, wt))) {
         free(g);
         return NULL;
     }
@@ -98,10 +98,10 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
 #define LIN(y, xin, Wt, bias, l, t, in, out)                                                                                 \
     do {                                                                                                                   \
         float *A_ = W->lora_A ? W->lora_A[(l) * LT_COUNT + (t)] : NULL, *B_ = W->lora_B ? W->lora_B[(l) * LT_COUNT + (t)] : NULL; \
-        OK(kc_lora_linear(y, ax, xin, Wt, A_, B_, W->lora_scale, n, in, out, r));                                          \
+        OK(kc_lora_linear(y, ax, xin, Wt, W->wt, A_, B_, W->lora_scale, n, in, out, r));                                      \
         OK(kc_add_bias(y, bias, n, out));                                                                                  \
     } while (0)
-    OK(kc_embedding(x, W->embed, d_tok, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
+    OK(kc_embedding(x, W->embed, W->wt, d_tok, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
     for (int l = 0; l < c->n_layers && !err; l++) {
         const GpuLayer *w = &W->layers[l];
         int local = c->layer_local[l];
@@ -133,7 +133,7 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
     if (n_out && !err) {
         OK(kc_gather_rows(xo, x, d_out, n_out, D));
         OK(kc_rmsnorm(xo, xo, W->final_norm, n_out, D, c->norm_eps, c->norm_plus_one));
-        OK(kc_lora_linear(lg, NULL, xo, W->lm_head, NULL, NULL, 0, n_out, D, V, 0));
+        OK(kc_lora_linear(lg, NULL, xo, W->lm_head, W->wt, NULL, NULL, 0, n_out, D, V, 0));
         if (c->final_softcap > 0) OK(kc_softcap(lg, (size_t)n_out * V, c->final_softcap));
         OK(kc_download(logits, lg, sizeof(float) * (size_t)n_out * V));
     }

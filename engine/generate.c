@@ -120,11 +120,11 @@ static void finish(Slot *s, FinishReason why, size_t text_len, int notify) {
     if (notify && q->on_done) q->on_done(q->ctx, q);
 }
 
-GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk, int use_gpu) {
+GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk, int use_gpu, int gpu_bf16) {
     if (n_slots < 1) n_slots = 1;
     KVCache *kv = NULL;
     GpuModel *gpu = NULL;
-    if (use_gpu ? !(gpu = gpu_model_new(m, n_slots, ctx_len)) : !(kv = kv_new(&m->cfg, n_slots, ctx_len))) return NULL;
+    if (use_gpu ? !(gpu = gpu_model_new(m, n_slots, ctx_len, gpu_bf16 ? LD_BF16 : LD_F32)) : !(kv = kv_new(&m->cfg, n_slots, ctx_len))) return NULL;
     GenEngine *e = ld_xcalloc(1, sizeof *e);
     e->m = m, e->kv = kv, e->gpu = gpu, e->n_slots = n_slots, e->ctx_len = ctx_len, e->V = m->cfg.vocab;
     e->chunk = prefill_chunk > 0 ? prefill_chunk : 512;
@@ -339,7 +339,7 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
                      p->max_new_tokens, m->cfg.max_pos);
         return -1;
     }
-    GenEngine *e = gen_engine_new(m, p->max_batch < n ? p->max_batch : n, (int)ctx_len, p->prefill_chunk, p->use_gpu);
+    GenEngine *e = gen_engine_new(m, p->max_batch < n ? p->max_batch : n, (int)ctx_len, p->prefill_chunk, p->use_gpu, p->gpu_bf16);
     if (!e) return -1;
     Batch b = {reqs, p, stream, ctx, 0, n, 0};
     BatchSeq *seqs = ld_xcalloc((size_t)n, sizeof(BatchSeq));

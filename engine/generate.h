@@ -35,9 +35,9 @@ struct GenSeq {
 
 typedef struct GenEngine GenEngine;
 // n_slots sequences of up to ctx_len tokens (prompt + generated) each; prompts are fed prefill_chunk tokens
-// per forward call; on the GPU (forward_gpu.h) when use_gpu. NULL with an error when the KV cache cannot be
-// allocated or the GPU cannot be used.
-GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk, int use_gpu);
+// per forward call; on the GPU (forward_gpu.h) when use_gpu, its weights in bf16 (fp32 accumulation) when
+// gpu_bf16, else fp32. NULL with an error when the KV cache cannot be allocated or the GPU cannot be used.
+GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_chunk, int use_gpu, int gpu_bf16);
 void gen_engine_free(GenEngine *e);
 int gen_engine_free_slots(const GenEngine *e);
 int gen_engine_active(const GenEngine *e);
@@ -63,6 +63,7 @@ typedef struct {
     int max_batch;     // sequences decoded at once
     int prefill_chunk; // prompt tokens per forward call
     int use_gpu;       // decode on the CUDA device
+    int gpu_bf16;      // with its weights in bf16 (mixed precision) rather than fp32
     // Called each time a request finishes: requests done so far, their generated tokens so far.
     void (*progress)(void *ctx, int done, int total, long tokens);
     void *progress_ctx;

@@ -8,8 +8,8 @@
 
 #ifndef LLAMADUO_HAVE_CUDA
 
-GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
-    (void)m, (void)lora;
+GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
+    (void)m, (void)lora, (void)wt;
     ld_set_error("this build has no CUDA backend (nvcc was not found when it was configured)");
     return NULL;
 }
@@ -46,7 +46,7 @@ struct GpuTrainer {
     DevPair *P;     // [n_layers][LT_COUNT]
 };
 
-GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
+GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
     if (ld_cuda_device_count() == 0) {
         ld_set_error("no CUDA device found");
         return NULL;
@@ -55,7 +55,7 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora) {
     int err = 0;
     GpuTrainer *g = ld_xcalloc(1, sizeof *g);
     g->m = m, g->r = lora->rank, g->s = lora->scale, g->dropout = lora->dropout;
-    if (!(g->w = gpu_weights_upload(m, NULL))) {
+    if (!(g->w = gpu_weights_upload(m, NULL, wt))) {
         free(g);
         return NULL;
     }
@@ -109,6 +109,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     const ModelConfig *c = &m->cfg;
     int T = b->T, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab, r = g->r;
     int qd = Hq * hd, kvd = Hkv * hd, err = 0, NL = c->n_layers;
+    LdDtype wt = g->w->wt;
     float s = g->s, loss = NAN;
     int *lo_g = ld_xmalloc(sizeof(int) * (size_t)T), *lo_l = ld_xmalloc(sizeof(int) * (size_t)T), *hi = ld_xmalloc(sizeof(int) * (size_t)T);
     for (int i = 0, rcd = 0; i < T; i++) {  // causal within the token's record; the window on local layers
@@ -117,13 +118,13 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         hi[i] = i, lo_g[i] = start;
         lo_l[i] = c->sliding_window && i - c->sliding_window + 1 > start ? i - c->sliding_window + 1 : start;
     }
-    int *d_tok = kc_alloc(sizeof(int) * T), *d_tgt = kc_alloc(sizeof(int) * T), *d_pos = kc_alloc(sizeof(int) * T);
+    int *d_tok = kc_alloc(sizeof(int) * T), *d_pos = kc_alloc(sizeof(int) * T);
     int *d_lo_g = kc_alloc(sizeof(int) * T), *d_lo_l = kc_alloc(sizeof(int) * T), *d_hi = kc_alloc(sizeof(int) * T);
     int *d_zero = kc_alloc(sizeof(int) * T);
     int *zeros = ld_xcalloc((size_t)T, sizeof(int));
-    err = !d_tok || !d_tgt || !d_pos || !d_lo_g || !d_lo_l || !d_hi || !d_zero;
+    err = !d_tok || !d_pos || !d_lo_g || !d_lo_l || !d_hi || !d_zero;
     if (!err)
-        err = kc_upload(d_tok, b->tokens, sizeof(int) * T) || kc_upload(d_tgt, b->targets, sizeof(int) * T) ||
+        err = kc_upload(d_tok, b->tokens, sizeof(int) * T) ||
               kc_upload(d_pos, b->positions, sizeof(int) * T) || kc_upload(d_lo_g, lo_g, sizeof(int) * T) ||
               kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T) || kc_upload(d_zero, zeros, sizeof(int) * T);
     Acts *A = ld_xcalloc((size_t)NL, sizeof(Acts));
@@ -131,17 +132,17 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     int widest = F > qd ? (F > D ? F : D) : (qd > D ? qd : D), dropping = training && g->dropout > 0;
     float *xdrop = dropping ? NEW((size_t)T * widest) : NULL, *dxdrop = dropping ? NEW((size_t)T * widest) : NULL;
 #define STREAM(l, t) (dropout_seed ^ ((uint64_t)(l) << 40) ^ ((uint64_t)(t) << 56))  // backprop.c's mask seeds
-    OK(kc_embedding(x, g->w->embed, d_tok, T, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
+    OK(kc_embedding(x, g->w->embed, g->w->wt, d_tok, T, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
 #define PAIR(l, t) (&g->P[(l) * LT_COUNT + (t)])
 #define LIN(y, ax, xin, W, bias, l, t, in, out)                                                                           \
     do {                                                                                                                 \
         DevPair *p_ = PAIR(l, t);                                                                                        \
         if (dropping && p_->A) { /* dropout on the adapter's input only, as PEFT */                                      \
-            OK(kc_lora_linear(y, NULL, xin, W, NULL, NULL, 0, T, in, out, 0));                                           \
+            OK(kc_lora_linear(y, NULL, xin, W, wt, NULL, NULL, 0, T, in, out, 0));                                       \
             OK(kc_dropout(xdrop, xin, (size_t)T * (in), g->dropout, STREAM(l, t)));                                      \
-            OK(kc_lora_linear(y, ax, xdrop, NULL, p_->A, p_->B, s, T, in, out, r));                                      \
+            OK(kc_lora_linear(y, ax, xdrop, NULL, wt, p_->A, p_->B, s, T, in, out, r));                                  \
         } else {                                                                                                         \
-            OK(kc_lora_linear(y, ax, xin, W, p_->A, p_->B, s, T, in, out, r));                                           \
+            OK(kc_lora_linear(y, ax, xin, W, wt, p_->A, p_->B, s, T, in, out, r));                                       \
         }                                                                                                                \
         OK(kc_add_bias(y, bias, T, out));                                                                                \
     } while (0)
@@ -189,32 +190,30 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         OK(kc_add(x, dn, (size_t)T * D));
         kc_free(dn);
     }
-    // head, loss, and back through the layers
-    float *xf = NEW(T * D), *logits = NEW((size_t)T * V), *dlogits = NEW((size_t)T * V), *dxf = NEW(T * D), *dx = NEW(T * D);
+    // head and loss, fused and chunked (never the whole [T, V] logits); then back through the layers
+    float *xf = NEW(T * D), *dxf = training ? NEW(T * D) : NULL, *dx = NEW(T * D);
     OK(kc_rmsnorm(xf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
-    OK(kc_lora_linear(logits, NULL, xf, g->w->lm_head, NULL, NULL, 0, T, D, V, 0));
-    if (c->final_softcap > 0) OK(kc_softcap(logits, (size_t)T * V, c->final_softcap));
-    if (!err) OK(kc_cross_entropy(dlogits, logits, d_tgt, T, V, -100, &loss, n_counted));
-    if (c->final_softcap > 0) OK(kc_softcap_backward(dlogits, dlogits, logits, (size_t)T * V, c->final_softcap));
-    OK(kc_lora_linear_backward(dxf, NULL, NULL, NULL, dlogits, xf, NULL, g->w->lm_head, NULL, NULL, 0, T, D, V, 0));
-    OK(kc_rmsnorm_backward(dx, NULL, dxf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
-    kc_free(logits), kc_free(dlogits), kc_free(xf), kc_free(dxf);
+    if (!err)
+        OK(kc_linear_cross_entropy(dxf, xf, g->w->lm_head, wt, b->targets, T, D, V, c->final_softcap, -100, head_chunk_rows(V), &loss,
+                                   n_counted));
+    if (training) OK(kc_rmsnorm_backward(dx, NULL, dxf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
+    kc_free(xf), kc_free(dxf);
     float *dF = NEW(T * F), *dG = NEW(T * F), *dU = NEW(T * F), *dq = NEW(T * qd), *dk = NEW(T * kvd), *dv = NEW(T * kvd);
     float *datt = NEW(T * qd), *dbranch = NEW(T * D), *dn_in = NEW(T * D), *t2 = NEW(T * (F > qd ? F : qd));
 #define LIN_BWD(dxout, dy, xin, W, l, t, in, out)                                                                                 \
     do {                                                                                                                         \
         DevPair *p_ = PAIR(l, t);                                                                                                \
         if (dropping && p_->A) { /* the adapter saw the masked input: its share of dx goes back through the mask */            \
-            OK(kc_lora_linear_backward(dxout, NULL, NULL, NULL, dy, xin, NULL, W, NULL, NULL, 0, T, in, out, 0));              \
+            OK(kc_lora_linear_backward(dxout, NULL, NULL, NULL, dy, xin, NULL, W, wt, NULL, NULL, 0, T, in, out, 0));          \
             OK(kc_dropout(xdrop, xin, (size_t)T * (in), g->dropout, STREAM(l, t)));                                             \
-            OK(kc_lora_linear_backward(dxdrop, p_->dA, p_->dB, dyB, dy, xdrop, A[l].ax[t], NULL, p_->A, p_->B, s, T, in, out, r)); \
+            OK(kc_lora_linear_backward(dxdrop, p_->dA, p_->dB, dyB, dy, xdrop, A[l].ax[t], NULL, wt, p_->A, p_->B, s, T, in, out, r)); \
             OK(kc_dropout(dxdrop, dxdrop, (size_t)T * (in), g->dropout, STREAM(l, t)));                                         \
             OK(kc_add(dxout, dxdrop, (size_t)T * (in)));                                                                        \
         } else {                                                                                                                 \
-            OK(kc_lora_linear_backward(dxout, p_->dA, p_->dB, dyB, dy, xin, A[l].ax[t], W, p_->A, p_->B, s, T, in, out, r));    \
+            OK(kc_lora_linear_backward(dxout, p_->dA, p_->dB, dyB, dy, xin, A[l].ax[t], W, wt, p_->A, p_->B, s, T, in, out, r)); \
         }                                                                                                                        \
     } while (0)
-    for (int l = NL - 1; l >= 0 && !err; l--) {
+    for (int l = NL - 1; l >= 0 && !err && training; l--) {
         GpuLayer *w = &g->w->layers[l];
         Acts *a = &A[l];
         int local = c->layer_local[l];
@@ -273,7 +272,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     }
     float *bufs[] = {x, tmp, dyB, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2, xdrop, dxdrop};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
-    int *ibufs[] = {d_tok, d_tgt, d_pos, d_lo_g, d_lo_l, d_hi, d_zero};
+    int *ibufs[] = {d_tok, d_pos, d_lo_g, d_lo_l, d_hi, d_zero};
     for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++) kc_free(ibufs[i]);
     free(A), free(lo_g), free(lo_l), free(hi), free(zeros);
     return loss;

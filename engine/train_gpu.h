@@ -1,16 +1,18 @@
 // defines: LoRA training on a CUDA GPU — the same loss, gradients (LoRA dropout's masks included) and AdamW as
-// backprop.c / optim.c, with the model's weights (fp32 copies), the adapter, its gradients and moments living on the
-// device. fp32 throughout in this first version (bf16 comes with the mixed-precision work).
+// backprop.c / optim.c, with the model's frozen weights (fp32, or bf16 for mixed precision), the adapter, its
+// gradients and moments (always fp32) living on the device.
 #pragma once
 #include "backprop.h"
 
 typedef struct GpuTrainer GpuTrainer;
 
-// Uploads the model and the adapter (its dropout rate included). NULL with an error (no CUDA in this build, no device).
-GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora);
+// Uploads the model (its weights in wt: LD_F32, or LD_BF16 for bf16 GEMMs with fp32 accumulation) and the adapter
+// (its dropout rate included). NULL with an error (no CUDA in this build, no device).
+GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt);
 void gpu_trainer_free(GpuTrainer *g);
-// Loss of one batch with the adapter's gradients accumulated on the device (as train_loss_and_grad); with training,
-// LoRA dropout applies with the masks of dropout_seed (the CPU path's lora->dropout_seed), else none.
+// Loss of one batch with the adapter's gradients accumulated on the device (as train_loss_and_grad), LoRA dropout
+// applying with the masks of dropout_seed (the CPU path's lora->dropout_seed). training 0: the loss alone
+// (evaluation: no dropout, no backward pass, gradients untouched).
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed);
 void gpu_trainer_zero_grad(GpuTrainer *g);
 // Clip to global norm max_norm (0: off), then one AdamW step (torch semantics). Returns the norm before clipping.

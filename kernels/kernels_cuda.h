@@ -1,8 +1,12 @@
 // defines: the CUDA versions of the ops in kernels.h, same contracts (shapes, layouts, accumulation), on device
-// pointers, launched on the default stream; fp32 throughout in this first set. Each returns 0, or -1 with
-// kc_last_error() naming the kernel and CUDA's reason (a failed launch is never silent).
+// pointers, launched on the default stream. Activations, gradients and optimizer state are fp32; frozen base
+// weights (the linears' W, the embedding table) may be fp32 or bf16 (mixed precision: bf16 GEMM inputs, fp32
+// accumulation). Each returns 0, or -1 with kc_last_error() naming the kernel and CUDA's reason (a failed launch
+// is never silent).
 #pragma once
 #include <stddef.h>
+
+#include "dtype.h"
 
 const char *kc_last_error(void);
 // Device memory for C callers (tests, the engine's GPU path).
@@ -39,16 +43,25 @@ int kc_attention(float *out, const float *q, const float *k, const float *v, con
 // Backward of kc_attention over one training batch's k/v buffers (kv_base 0): dq written, dk/dv accumulated.
 int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                           const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
-// x[T,D] = table[tokens]·scale;  backward: dtable[tokens] += dx·scale
-int kc_embedding(float *x, const float *table, const int *tokens, int T, int D, float scale);
+// x[T,D] = table[tokens]·scale (table F32 or BF16);  backward (F32 table): dtable[tokens] += dx·scale
+int kc_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
 int kc_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
-// y[T,out] = x[T,in]·W[out,in]ᵀ + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ on cuBLAS; ax[T,r] keeps x·Aᵀ (A NULL: the plain
-// linear; W NULL: only the adapter's term, added to y). Backward: dx written (W NULL: the adapter's share alone),
-// dA/dB accumulated, dyB [T,r] scratch; no dW (the base is frozen).
-int kc_lora_linear(float *y, float *ax, const float *x, const float *W, const float *A, const float *B, float s, int T, int in, int out,
-                   int r);
-int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax, const float *W,
-                            const float *A, const float *B, float s, int T, int in, int out, int r);
+// y[T,out] = x[T,in]·W[out,in]ᵀ + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ; ax[T,r] keeps x·Aᵀ (A NULL: the plain linear; W
+// NULL: only the adapter's term, added to y). W is F32 (cuBLAS, true fp32) or BF16 (cuBLASLt: x rounded to bf16,
+// fp32 accumulation and result); A, B and the low-rank products are always fp32. Backward: dx written (W NULL:
+// the adapter's share alone; through a BF16 W, dy is rounded to bf16 for that GEMM), dA/dB accumulated, dyB
+// [T,r] scratch; no dW (the base is frozen).
+int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
+                   int out, int r);
+int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax, const void *W,
+                            LdDtype wt, const float *A, const float *B, float s, int T, int in, int out, int r);
+// The head and its loss fused (kernels.h k_linear_cross_entropy): logits = x[T,D]·W[V,D]ᵀ (W F32 or BF16),
+// soft-capped when softcap > 0, mean cross-entropy over the rows whose target (targets: on the host) is not
+// ignore_index, chunk_rows counted rows at a time — only [chunk_rows, V] logits ever exist on the device, and
+// ignored rows are never multiplied. dx[T,D] written (0 on ignored rows; NULL: loss only). *loss and
+// *n_counted on the host.
+int kc_linear_cross_entropy(float *dx, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V, float softcap,
+                            int ignore_index, int chunk_rows, float *loss, int *n_counted);
 // x += y;  y[T,N] += b[N] (b NULL: nothing);  x *= s;  *out = Σ x² (double, fixed order);  dst = src
 int kc_add(float *x, const float *y, size_t n);
 int kc_add_bias(float *y, const float *b, int T, int N);

@@ -1,7 +1,9 @@
 // Every CUDA kernel against its CPU reference (kernels/cpu/), on fresh random inputs at several shapes — odd
 // sizes, head_dim 64/128/256, GQA, windows, packed records, KV-cache layouts, soft-cap on and off — with every
 // output poisoned (NaN) before each run, so an element a kernel forgets to write fails the comparison.
-// fp32 paths: ‖gpu − cpu‖ / ‖cpu‖ under 1e-5. ctest label `gpu`: exits 77 (skipped, with a message) without a GPU.
+// fp32 paths: ‖gpu − cpu‖ / ‖cpu‖ under 1e-5; bf16 paths (bf16 weights and GEMM inputs, fp32 accumulation):
+// under 1e-2 against the fp32 reference, and under 1e-5 against a reference fed the same bf16-rounded inputs
+// (which shows the accumulation is fp32). ctest label `gpu`: exits 77 (skipped, with a message) without a GPU.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,18 @@ static float *rnd(size_t n, float scale) {
     float *x = malloc(sizeof(float) * (n ? n : 1));
     for (size_t i = 0; i < n; i++) x[i] = frand() * scale;
     return x;
+}
+
+// x rounded to bf16 (round to nearest even), as bits for the device and as floats for references
+static uint16_t *bf16_bits(const float *x, size_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) h[i] = ld_f32_to_bf16(x[i]);
+    return h;
+}
+static float *bf16_round(const float *x, size_t n) {
+    float *r = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) r[i] = ld_bf16_to_f32(ld_f32_to_bf16(x[i]));
+    return r;
 }
 
 static void *up(const void *h, size_t bytes) {
@@ -258,7 +272,7 @@ static void test_attention_backward(int T, int Hq, int Hkv, int hd, int window, 
 }
 
 static void test_embedding(int T, int V, int D, float scale) {
-    float *table = rnd((size_t)V * D, 1), *dx = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D), *rdt = calloc((size_t)V * D, sizeof(float));
+    float *table = rnd((size_t)V * D, 1), *table_bf = bf16_round(table, (size_t)V * D), *dx = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D), *rdt = calloc((size_t)V * D, sizeof(float));
     int *tok = malloc(sizeof(int) * T);
     for (int t = 0; t < T; t++) tok[t] = (t * 31) % V;  // repeats when T > V
     for (int t = 0; t < T; t++)
@@ -270,15 +284,28 @@ static void test_embedding(int T, int V, int D, float scale) {
     float *gdt = kc_alloc(sizeof(float) * V * D);
     int *dtok = up(tok, sizeof(int) * T);
     kc_fill(gdt, 0, (size_t)V * D);
-    check_rc(kc_embedding(out, dtab, dtok, T, D, scale), "embedding");
+    check_rc(kc_embedding(out, dtab, LD_F32, dtok, T, D, scale), "embedding");
     check_rc(kc_embedding_backward(gdt, ddx, dtok, T, D, scale), "embedding_backward");
     float *g = down(out, (size_t)T * D), *gt = down(gdt, (size_t)V * D);
     char name[96];
     snprintf(name, sizeof name, "embedding [%d tokens of %d, dim %d]", T, V, D);
     compare(name, g, ref, (size_t)T * D, 1e-6);
+    {  // a bf16 table: exactly the rounded rows, scaled
+        uint16_t *bits = bf16_bits(table, (size_t)V * D);
+        void *dtab16 = up(bits, sizeof(uint16_t) * V * D);
+        float *out16 = poisoned((size_t)T * D), *ref16 = malloc(sizeof(float) * T * D);
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < D; j++) ref16[(size_t)t * D + j] = table_bf[(size_t)tok[t] * D + j] * scale;
+        check_rc(kc_embedding(out16, dtab16, LD_BF16, dtok, T, D, scale), "embedding bf16");
+        float *g16 = down(out16, (size_t)T * D);
+        snprintf(name, sizeof name, "embedding, bf16 table [%d tokens of %d, dim %d]", T, V, D);
+        compare(name, g16, ref16, (size_t)T * D, 1e-6);
+        free(bits), free(ref16), free(g16);
+        kc_free(dtab16), kc_free(out16);
+    }
     snprintf(name, sizeof name, "embedding backward [%d tokens of %d, dim %d]", T, V, D);
     compare(name, gt, rdt, (size_t)V * D, 1e-5);
-    free(table), free(dx), free(ref), free(rdt), free(tok), free(g), free(gt);
+    free(table), free(table_bf), free(dx), free(ref), free(rdt), free(tok), free(g), free(gt);
     kc_free(dtab), kc_free(ddx), kc_free(out), kc_free(gdt), kc_free(dtok);
 }
 
@@ -292,38 +319,92 @@ static void ref_gemm(float *C, const float *A, int ta, const float *B, int tb, i
         }
 }
 
-static void test_lora_linear(int T, int in, int out, int r) {
+// The reference sequence of the LoRA linear forward and backward, in double, given (possibly bf16-rounded) base
+// inputs: xb/Wb for the base product, dyb for the base's share of dx; the adapter's terms always in fp32 inputs.
+static void ref_lora(float *y, float *ax, float *dx, float *dyB, float *dA, float *dB, const float *x, const float *xb, const float *W,
+                     const float *A, const float *B, const float *dy, const float *dyb, float s, int T, int in, int out, int r) {
+    ref_gemm(y, xb, 0, W, 1, T, out, in, 1, 0);
+    ref_gemm(ax, x, 0, A, 1, T, r, in, 1, 0);
+    ref_gemm(y, ax, 0, B, 1, T, out, r, s, 1);
+    ref_gemm(dx, dyb, 0, W, 0, T, in, out, 1, 0);
+    ref_gemm(dyB, dy, 0, B, 0, T, r, out, s, 0);
+    ref_gemm(dx, dyB, 0, A, 0, T, in, r, 1, 1);
+    ref_gemm(dB, dy, 1, ax, 0, out, r, T, s, 0);
+    ref_gemm(dA, dyB, 1, x, 0, r, in, T, 1, 0);
+}
+
+// bf16: W on the device in bf16; checked against the fp32 reference (1e-2) and against the reference on the
+// same rounded inputs (1e-5: the accumulation is fp32). The adapter's gradients do not see the rounding.
+static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     float s = 2.0f;
     float *x = rnd((size_t)T * in, 1), *W = rnd((size_t)out * in, 0.1f), *A = rnd((size_t)r * in, 0.1f), *B = rnd((size_t)out * r, 0.1f);
     float *dy = rnd((size_t)T * out, 1), *y = calloc((size_t)T * out, sizeof(float)), *ax = calloc((size_t)T * r, sizeof(float));
     float *dx = calloc((size_t)T * in, sizeof(float)), *dyB = calloc((size_t)T * r, sizeof(float));
     float *dA = calloc((size_t)r * in, sizeof(float)), *dB = calloc((size_t)out * r, sizeof(float));
-    ref_gemm(y, x, 0, W, 1, T, out, in, 1, 0);
-    ref_gemm(ax, x, 0, A, 1, T, r, in, 1, 0);
-    ref_gemm(y, ax, 0, B, 1, T, out, r, s, 1);
-    ref_gemm(dx, dy, 0, W, 0, T, in, out, 1, 0);
-    ref_gemm(dyB, dy, 0, B, 0, T, r, out, s, 0);
-    ref_gemm(dx, dyB, 0, A, 0, T, in, r, 1, 1);
-    ref_gemm(dB, dy, 1, ax, 0, out, r, T, s, 0);
-    ref_gemm(dA, dyB, 1, x, 0, r, in, T, 1, 0);
-    float *gx = up(x, sizeof(float) * T * in), *gW = up(W, sizeof(float) * out * in), *gA = up(A, sizeof(float) * r * in), *gB = up(B, sizeof(float) * out * r);
+    ref_lora(y, ax, dx, dyB, dA, dB, x, x, W, A, B, dy, dy, s, T, in, out, r);
+    uint16_t *W16 = bf16 ? bf16_bits(W, (size_t)out * in) : NULL;
+    float *gx = up(x, sizeof(float) * T * in), *gA = up(A, sizeof(float) * r * in), *gB = up(B, sizeof(float) * out * r);
+    void *gW = bf16 ? up(W16, sizeof(uint16_t) * out * in) : up(W, sizeof(float) * out * in);
     float *gdy = up(dy, sizeof(float) * T * out), *gy = poisoned((size_t)T * out), *gax = poisoned((size_t)T * r), *gdx = poisoned((size_t)T * in);
     float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
+    LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear(gy, gax, gx, gW, gA, gB, s, T, in, out, r), "lora_linear");
-    check_rc(kc_lora_linear_backward(gdx, gdA, gdB, gdyB, gdy, gx, gax, gW, gA, gB, s, T, in, out, r), "lora_linear_backward");
+    check_rc(kc_lora_linear(gy, gax, gx, gW, wt, gA, gB, s, T, in, out, r), "lora_linear");
+    check_rc(kc_lora_linear_backward(gdx, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r), "lora_linear_backward");
     float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r);
-    char name[96];
-    snprintf(name, sizeof name, "LoRA linear y [%d x %d -> %d, r %d]", T, in, out, r);
-    compare(name, hy, y, (size_t)T * out, 1e-5);
-    snprintf(name, sizeof name, "LoRA linear backward dx [%d x %d -> %d, r %d]", T, in, out, r);
-    compare(name, hdx, dx, (size_t)T * in, 1e-5);
-    snprintf(name, sizeof name, "LoRA linear backward dA [%d x %d -> %d, r %d]", T, in, out, r);
+    char name[128];
+    const char *p = bf16 ? "bf16 W" : "fp32";
+    double bound = bf16 ? 1e-2 : 1e-5;
+    snprintf(name, sizeof name, "LoRA linear y, %s [%d x %d -> %d, r %d]", p, T, in, out, r);
+    compare(name, hy, y, (size_t)T * out, bound);
+    snprintf(name, sizeof name, "LoRA linear backward dx, %s [%d x %d -> %d, r %d]", p, T, in, out, r);
+    compare(name, hdx, dx, (size_t)T * in, bound);
+    snprintf(name, sizeof name, "LoRA linear backward dA, %s [%d x %d -> %d, r %d]", p, T, in, out, r);
     compare(name, hdA, dA, (size_t)r * in, 1e-5);
-    snprintf(name, sizeof name, "LoRA linear backward dB [%d x %d -> %d, r %d]", T, in, out, r);
+    snprintf(name, sizeof name, "LoRA linear backward dB, %s [%d x %d -> %d, r %d]", p, T, in, out, r);
     compare(name, hdB, dB, (size_t)out * r, 1e-5);
-    free(x), free(W), free(A), free(B), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA), free(dB), free(hy), free(hdx), free(hdA), free(hdB);
-    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx), kc_free(gdyB), kc_free(gdA), kc_free(gdB);
+    if (bf16) {  // the same products on the rounded inputs: only accumulation order may differ
+        float *xb = bf16_round(x, (size_t)T * in), *Wb = bf16_round(W, (size_t)out * in), *dyb = bf16_round(dy, (size_t)T * out);
+        memset(y, 0, sizeof(float) * T * out), memset(dA, 0, sizeof(float) * r * in), memset(dB, 0, sizeof(float) * out * r);
+        ref_lora(y, ax, dx, dyB, dA, dB, x, xb, Wb, A, B, dy, dyb, s, T, in, out, r);
+        snprintf(name, sizeof name, "LoRA linear y, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
+        compare(name, hy, y, (size_t)T * out, 1e-5);
+        snprintf(name, sizeof name, "LoRA linear dx, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
+        compare(name, hdx, dx, (size_t)T * in, 1e-5);
+        free(xb), free(Wb), free(dyb);
+    }
+    free(x), free(W), free(W16), free(A), free(B), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA), free(dB), free(hy), free(hdx),
+        free(hdA), free(hdB);
+    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx), kc_free(gdyB), kc_free(gdA),
+        kc_free(gdB);
+}
+
+// The fused head + loss against the unfused CPU sequence (full logits, soft-cap, cross-entropy, and back), with
+// ignored rows, several chunks and a remainder; bf16: W rounded on the device, 1e-2 against the fp32 reference.
+static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk, int bf16) {
+    float *x = rnd((size_t)T * D, 1), *W = rnd((size_t)V * D, 0.2f), *lg = calloc((size_t)T * V, sizeof(float));
+    float *dl = malloc(sizeof(float) * T * V), *rdx = calloc((size_t)T * D, sizeof(float));
+    int *tg = malloc(sizeof(int) * T), nc_ref, nc;
+    for (int t = 0; t < T; t++) tg[t] = t % 4 == 2 ? -100 : (t * 7919 + 13) % V;
+    ref_gemm(lg, x, 0, W, 1, T, V, D, 1, 0);
+    if (cap > 0) k_softcap(lg, (size_t)T * V, cap);
+    float loss_ref = k_cross_entropy(dl, lg, tg, T, V, -100, &nc_ref), loss = NAN;
+    if (cap > 0) k_softcap_backward(dl, dl, lg, (size_t)T * V, cap);
+    ref_gemm(rdx, dl, 0, W, 0, T, D, V, 1, 0);
+    uint16_t *W16 = bf16 ? bf16_bits(W, (size_t)V * D) : NULL;
+    void *gW = bf16 ? up(W16, sizeof(uint16_t) * V * D) : up(W, sizeof(float) * V * D);
+    float *gx = up(x, sizeof(float) * T * D), *gdx = poisoned((size_t)T * D);
+    check_rc(kc_linear_cross_entropy(gdx, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, &loss, &nc), "linear_cross_entropy");
+    float *hdx = down(gdx, (size_t)T * D);
+    char name[128];
+    double bound = bf16 ? 1e-2 : 1e-5;
+    snprintf(name, sizeof name, "fused head+loss dx, %s [%d x %d -> %d], cap %g, chunk %d", bf16 ? "bf16 W" : "fp32", T, D, V, cap, chunk);
+    compare(name, hdx, rdx, (size_t)T * D, bound);
+    snprintf(name, sizeof name, "fused head+loss loss, %s [%d x %d -> %d] (%d counted)", bf16 ? "bf16 W" : "fp32", T, D, V, nc);
+    compare(name, &loss, &loss_ref, 1, bf16 ? 1e-2 : 1e-5);
+    if (nc != nc_ref) g_fail++, printf("FAIL fused head+loss counted %d, reference %d\n", nc, nc_ref);
+    free(x), free(W), free(W16), free(lg), free(dl), free(rdx), free(tg), free(hdx);
+    kc_free(gW), kc_free(gx), kc_free(gdx);
 }
 
 int main(void) {
@@ -361,9 +442,15 @@ int main(void) {
     }
     test_embedding(7, 320, 64, 1.0f);
     test_embedding(300, 97, 576, 24.0f);
-    test_lora_linear(1, 64, 96, 4);
-    test_lora_linear(37, 576, 1536, 8);
-    test_lora_linear(130, 257, 191, 16);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        test_lora_linear(1, 64, 96, 4, bf16);
+        test_lora_linear(37, 576, 1536, 8, bf16);
+        test_lora_linear(130, 257, 191, 16, bf16);
+        test_linear_cross_entropy(37, 64, 1000, 0.0f, 8, bf16);
+        test_linear_cross_entropy(37, 64, 1000, 30.0f, 5, bf16);
+        test_linear_cross_entropy(19, 576, 49152, 0.0f, 6, bf16);
+        test_linear_cross_entropy(3, 96, 257, 0.0f, 64, bf16);
+    }
     printf("%d passed, %d failed\n", g_checks - g_fail, g_fail);
     return g_fail ? 1 : 0;
 }

@@ -94,13 +94,15 @@ const char *k_gen_options_help =
     "  --system TEXT           system message for chat prompts\n"
     "  --raw                   send prompts as plain text, without the chat template\n"
     "  --device auto|cuda|cpu  where the model runs (default auto: the GPU when one is found)\n"
+    "  --precision fp32|bf16   the GPU's weights and matrix products (default fp32; bf16 halves the weights'\n"
+    "                          memory and runs on tensor cores, accumulating in fp32). The CPU computes in fp32\n"
     "  --threads N             CPU threads (default: all cores)\n";
 
 void gen_options_init(GenOptions *o) {
     memset(o, 0, sizeof *o);
     o->gen = gen_defaults();
     o->samples = 1;
-    o->device = "auto";
+    o->device = "auto", o->precision = "fp32";
 }
 
 int gen_options_parse(Args *a, GenOptions *o) {
@@ -127,6 +129,7 @@ int gen_options_parse(Args *a, GenOptions *o) {
     if (arg_value(a, "--chat-template", &o->chat_template)) return 1;
     if (arg_value(a, "--system", &o->system)) return 1;
     if (arg_value(a, "--device", &o->device)) return 1;
+    if (arg_value(a, "--precision", &o->precision)) return 1;
     if (arg_flag(a, "--raw")) return o->raw = 1;
     if (arg_int(a, "--threads", &o->threads, 1, 1024)) return 1;
     return 0;
@@ -143,6 +146,11 @@ int device_choose(const char *device) {
         fprintf(stderr, "llamaduo: on the GPU (%s)\n", desc);
     }
     return n > 0;
+}
+
+int precision_bf16(const char *precision) {
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16")) die("--precision must be fp32 or bf16, not '%s'", precision);
+    return !strcmp(precision, "bf16");
 }
 
 Model *load_model_or_die(const char *path) {

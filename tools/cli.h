@@ -25,7 +25,7 @@ void set_threads(int n);
 
 // Generation options shared by generate, chat and perplexity-free commands.
 typedef struct {
-    const char *model, *adapter, *chat_template, *system, *device;
+    const char *model, *adapter, *chat_template, *system, *device, *precision;
     int threads, raw, samples;
     GenParams gen;
     const char *stops[16];
@@ -38,6 +38,8 @@ extern const char *k_gen_options_help;
 Model *load_model_or_die(const char *path);
 // --device auto|cuda|cpu: 1 to run on the GPU (auto: when one is found; cuda without one exits with the reason)
 int device_choose(const char *device);
+// --precision fp32|bf16 (the GPU's weights and GEMMs): 1 for bf16; exits on anything else
+int precision_bf16(const char *precision);
 // Loads a PEFT LoRA directory onto the model (applied on the fly, not merged); exits on error.
 void attach_adapter_or_die(Model *m, const char *dir);
 // Chat template of a model (override family, or recognised from its template text); exits on error.

@@ -33,7 +33,7 @@ int cmd_chat(int argc, char **argv) {
     set_threads(o.threads);
     Model *m = load_model_or_die(o.model);
     attach_adapter_or_die(m, o.adapter);
-    o.gen.use_gpu = device_choose(o.device);
+    o.gen.use_gpu = device_choose(o.device), o.gen.gpu_bf16 = precision_bf16(o.precision);
     ChatTemplate ct;
     chat_template_or_die(m, o.chat_template, &ct);
     int stop_ids[16];

@@ -102,7 +102,7 @@ int cmd_generate(int argc, char **argv) {
     }
     Model *m = load_model_or_die(o.model);
     attach_adapter_or_die(m, o.adapter);
-    o.gen.use_gpu = device_choose(o.device);
+    o.gen.use_gpu = device_choose(o.device), o.gen.gpu_bf16 = precision_bf16(o.precision);
     ChatTemplate ct = {0};
     int needs_template = !o.raw;  // raw prompts skip it; messages always need it
     for (int i = 0; i < n_lines; i++) needs_template |= cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(lines[i], "messages"));

@@ -34,6 +34,8 @@ static const char *k_help =
     "  --drain S               on SIGTERM, seconds to let requests in flight finish (default 30)\n"
     "  --chat-template FAMILY  override the model's chat template family\n"
     "  --device auto|cuda|cpu  where the model runs (default auto: the GPU when one is found)\n"
+    "  --precision fp32|bf16   the GPU's weights and matrix products (default fp32; bf16: half the memory,\n"
+    "                          tensor cores, fp32 accumulation)\n"
     "  --threads N             CPU threads\n";
 
 typedef struct Server Server;
@@ -490,7 +492,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 int cmd_serve(int argc, char **argv) {
     Args a = {argc, argv, 1, "serve"};
-    const char *model = NULL, *adapter = NULL, *host = "127.0.0.1", *key_env = NULL, *name = NULL, *tmpl = NULL, *device = "auto";
+    const char *model = NULL, *adapter = NULL, *host = "127.0.0.1", *key_env = NULL, *name = NULL, *tmpl = NULL, *device = "auto",
+               *precision = "fp32";
     int port = 8080, parallel = 8, ctx = 2048, queue = 64, max_tokens = 2048, max_body = 1 << 20, max_messages = 256, max_n = 8,
         drain = 30, threads = 0;
     while (a.i < argc) {
@@ -499,7 +502,8 @@ int cmd_serve(int argc, char **argv) {
             return 0;
         }
         if (arg_value(&a, "--model", &model) || arg_value(&a, "--adapter", &adapter) || arg_value(&a, "--host", &host) ||
-            arg_value(&a, "--api-key-env", &key_env) || arg_value(&a, "--device", &device) || arg_value(&a, "--name", &name) || arg_value(&a, "--chat-template", &tmpl) ||
+            arg_value(&a, "--api-key-env", &key_env) || arg_value(&a, "--device", &device) || arg_value(&a, "--precision", &precision) ||
+            arg_value(&a, "--name", &name) || arg_value(&a, "--chat-template", &tmpl) ||
             arg_int(&a, "--port", &port, 0, 65535) || arg_int(&a, "--parallel", &parallel, 1, 1024) ||
             arg_int(&a, "--ctx", &ctx, 16, 1 << 20) || arg_int(&a, "--queue", &queue, 0, 1 << 20) ||
             arg_int(&a, "--max-tokens", &max_tokens, 1, 1 << 20) || arg_int(&a, "--max-body", &max_body, 1024, 1 << 30) ||
@@ -535,8 +539,8 @@ int cmd_serve(int argc, char **argv) {
     s.lim = (ApiLimits){(size_t)max_body, max_messages, max_tokens, max_n};
     s.queue_limit = queue;
     s.n_stop_ids = gen_default_stop_ids(s.m, s.stop_ids, 16);
-    int use_gpu = device_choose(device);
-    if (!(s.eng = gen_engine_new(s.m, parallel, s.ctx_len, 512, use_gpu))) die("%s", ld_last_error());
+    int use_gpu = device_choose(device), bf16 = precision_bf16(precision);
+    if (!(s.eng = gen_engine_new(s.m, parallel, s.ctx_len, 512, use_gpu, bf16))) die("%s", ld_last_error());
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     // SIGTERM / SIGINT are taken by sigwait below: blocked here, before any thread starts, so all inherit it

@@ -3,11 +3,14 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 
+#include "dtype.h"  // before the C block below: it brings its own C++-safe includes
+
 extern "C" {
 #include "kernels_cuda.h"
 }
 
 void kc_set_error(const char *what, cudaError_t e);
+void kc_set_error_msg(const char *what, const char *reason);  // library failures (cuBLAS statuses)
 
 // After a launch: the launch itself and (for asynchronous faults) nothing else is waited for.
 #define KC_CHECK_LAUNCH(name)                                       \

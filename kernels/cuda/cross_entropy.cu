@@ -1,5 +1,6 @@
 // Mean cross-entropy with ignore-index and its gradient (kernels/cpu/activations.c k_cross_entropy): one block
-// per row computes the row's log-sum-exp and writes d logits in the same pass.
+// per row computes the row's log-sum-exp and writes d logits in the same pass. And the head fused with it
+// (kernels/cpu/linear_cross_entropy.c), a chunk of counted rows at a time.
 #include <math.h>
 #include <stdlib.h>
 
@@ -73,5 +74,74 @@ extern "C" int kc_cross_entropy(float *dlogits, const float *logits, const int *
 done:
     kc_free(row_loss);
     free(ht), free(hl);
+    return rc;
+}
+
+// One chunk's rows of logits (in place): soft-cap, row_loss = lse − y[target], and (grad) the gradient with
+// respect to the uncapped logits, (softmax − onehot)/n through the cap's derivative.
+__global__ static void head_ce_kernel(float *logits, float *row_loss, const int *targets, int V, float cap, float inv_n, int grad) {
+    float *y = logits + (size_t)blockIdx.x * V;
+    int target = targets[blockIdx.x];
+    float m = -INFINITY;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        if (cap > 0) y[v] = tanhf(y[v] / cap) * cap;
+        m = fmaxf(m, y[v]);
+    }
+    m = block_reduce(m, 1);  // its barrier also publishes the capped row to the whole block
+    float s = 0.0f;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) s += expf(y[v] - m);
+    float lse = m + logf(block_reduce(s, 0));
+    if (threadIdx.x == 0) row_loss[blockIdx.x] = lse - y[target];
+    __syncthreads();  // y[target] is read before anyone overwrites it with its gradient
+    if (!grad) return;
+    for (int v = threadIdx.x; v < V; v += blockDim.x) {
+        float yv = y[v], d = expf(yv - lse) * inv_n - (v == target ? inv_n : 0.0f);
+        if (cap > 0) d *= 1.0f - (yv / cap) * (yv / cap);
+        y[v] = d;
+    }
+}
+
+extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
+                                       float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted) {
+    int n = 0;
+    for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
+    if (n_counted) *n_counted = n;
+    *loss = 0.0f;
+    if (dx && kc_fill(dx, 0.0f, (size_t)T * D)) return -1;
+    if (n == 0) return 0;
+    int C = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows, rc = -1;
+    int *rows = (int *)malloc(sizeof(int) * n), *tgt = (int *)malloc(sizeof(int) * n);
+    float *hl = (float *)malloc(sizeof(float) * n);
+    for (int t = 0, i = 0; t < T; t++)
+        if (targets[t] != ignore_index) rows[i] = t, tgt[i++] = targets[t];
+    int *d_rows = (int *)kc_alloc(sizeof(int) * n), *d_tgt = (int *)kc_alloc(sizeof(int) * n);
+    float *row_loss = (float *)kc_alloc(sizeof(float) * n), *xc = (float *)kc_alloc(sizeof(float) * (size_t)C * D);
+    float *logits = (float *)kc_alloc(sizeof(float) * (size_t)C * V), *dxc = dx ? (float *)kc_alloc(sizeof(float) * (size_t)C * D) : NULL;
+    if (!d_rows || !d_tgt || !row_loss || !xc || !logits || (dx && !dxc) || kc_upload(d_rows, rows, sizeof(int) * n) ||
+        kc_upload(d_tgt, tgt, sizeof(int) * n))
+        goto done;
+    for (int c0 = 0; c0 < n; c0 += C) {
+        int m = n - c0 < C ? n - c0 : C;
+        if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, W, wt, NULL, NULL, 0, m, D, V, 0)) goto done;
+        head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / n, dx != NULL);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) {
+            kc_set_error("linear_cross_entropy", e);
+            goto done;
+        }
+        if (dx && (kc_lora_linear_backward(dxc, NULL, NULL, NULL, logits, xc, NULL, W, wt, NULL, NULL, 0, m, D, V, 0) ||
+                   kc_scatter_rows(dx, dxc, d_rows + c0, m, D)))
+            goto done;
+    }
+    if (kc_download(hl, row_loss, sizeof(float) * n)) goto done;
+    {
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += hl[i];
+        *loss = (float)(sum / n);
+    }
+    rc = 0;
+done:
+    kc_free(d_rows), kc_free(d_tgt), kc_free(row_loss), kc_free(xc), kc_free(logits), kc_free(dxc);
+    free(rows), free(tgt), free(hl);
     return rc;
 }

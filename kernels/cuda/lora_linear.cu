@@ -1,19 +1,45 @@
-// The LoRA linear y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ forward and backward (dx, dA, dB; no dW for the frozen base) on cuBLAS
-// (fp32 GEMMs in this first set). Row-major [rows, cols] matrices are column-major [cols, rows] to cuBLAS, so
-// y = x·Wᵀ is the column-major product W(ᵀ as stored)·x.
+// The LoRA linear y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ forward and backward (dx, dA, dB; no dW for the frozen base).
+// fp32 W: cuBLAS sgemm in true fp32 (no TF32), the path the CPU reference is matched against at 1e-5.
+// bf16 W (mixed precision): the activation (x, or dy going back) is rounded to bf16 into a scratch buffer and
+// the base GEMM runs on cuBLASLt with bf16 inputs, fp32 accumulation and an fp32 result; the low-rank path
+// (r columns: a few percent of the work) stays fp32 on cuBLAS, so the adapter's master weights and gradients
+// never leave fp32.
+// Row-major [rows, cols] matrices are column-major [cols, rows] to cuBLAS, so y = x·Wᵀ is the column-major
+// product W(ᵀ as stored)·x.
+#include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 
 #include "common.cuh"
 
 static cublasHandle_t g_blas;
+static cublasLtHandle_t g_lt;
+static void *g_lt_workspace;
+static const size_t LT_WORKSPACE = 32u << 20;  // cuBLAS's recommendation for Hopper
+static __nv_bfloat16 *g_act16;                 // the bf16 copy of the current GEMM's activation
+static size_t g_act16_cap;
 
 static int blas(void) {
     if (g_blas) return 0;
     if (cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS) {
-        kc_set_error("cublasCreate", cudaErrorUnknown);
+        kc_set_error_msg("cublasCreate", "cannot initialise cuBLAS");
         return -1;
     }
     cublasSetMathMode(g_blas, CUBLAS_PEDANTIC_MATH);  // true fp32: no TF32 in the fp32 path
+    return 0;
+}
+
+static int lt(void) {
+    if (g_lt) return 0;
+    if (cublasLtCreate(&g_lt) != CUBLAS_STATUS_SUCCESS) {
+        kc_set_error_msg("cublasLtCreate", "cannot initialise cuBLASLt");
+        return -1;
+    }
+    cudaError_t e = cudaMalloc(&g_lt_workspace, LT_WORKSPACE);
+    if (e != cudaSuccess) {
+        kc_set_error("cuBLASLt workspace", e);
+        return -1;
+    }
     return 0;
 }
 
@@ -24,18 +50,103 @@ static int gemm(const char *what, int transA, int transB, int M, int N, int K, f
     cublasStatus_t st = cublasSgemm(g_blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
                                     ldb, A, lda, &beta, C, ldc);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        kc_set_error(what, cudaErrorLaunchFailure);
+        kc_set_error_msg(what, cublasGetStatusString(st));
         return -1;
     }
     KC_CHECK_LAUNCH(what);
     return 0;
 }
 
+// The same product with bf16 A and B on cuBLASLt (fp32 compute and scale, fp32 C), the algorithm from its heuristic.
+static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int K, float alpha, const __nv_bfloat16 *A, int lda,
+                     const __nv_bfloat16 *B, int ldb, float beta, float *C, int ldc) {
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t lb = NULL, la = NULL, lc = NULL;  // Lt's first operand is our B (the row-major swap)
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t best;
+    int found = 0;
+    cublasOperation_t tb = transB ? CUBLAS_OP_T : CUBLAS_OP_N, ta = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tb, sizeof tb);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &ta, sizeof ta);
+    // stored (column-major) shapes: op(B) is [N,K], op(A) is [K,M], C is [N,M]
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, transB ? K : N, transB ? N : K, ldb);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, transA ? M : K, transA ? K : M, lda);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, N, M, ldc);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &LT_WORKSPACE, sizeof LT_WORKSPACE);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulAlgoGetHeuristic(g_lt, op, lb, la, lc, lc, pref, 1, &best, &found);
+    if (st == CUBLAS_STATUS_SUCCESS && found == 0) st = CUBLAS_STATUS_NOT_SUPPORTED;
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(g_lt, op, &alpha, B, lb, A, la, &beta, C, lc, C, lc, &best.algo, g_lt_workspace, LT_WORKSPACE, 0);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (op) cublasLtMatmulDescDestroy(op);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        kc_set_error_msg(what, cublasGetStatusString(st));
+        return -1;
+    }
+    KC_CHECK_LAUNCH(what);
+    return 0;
+}
+
+__global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// src[n] rounded to bf16 in the scratch buffer (grown as needed; the GPU path runs on one stream, so one
+// buffer serves every GEMM in turn).
+static const __nv_bfloat16 *act16(const float *src, size_t n) {
+    if (n > g_act16_cap) {
+        cudaFree(g_act16);
+        g_act16 = NULL, g_act16_cap = 0;
+        cudaError_t e = cudaMalloc(&g_act16, sizeof(__nv_bfloat16) * n);
+        if (e != cudaSuccess) {
+            kc_set_error("bf16 activation scratch", e);
+            return NULL;
+        }
+        g_act16_cap = n;
+    }
+    if (n) to_bf16_kernel<<<kc_blocks(n, 256), 256>>>(g_act16, src, n);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        kc_set_error("to_bf16", e);
+        return NULL;
+    }
+    return g_act16;
+}
+
+// y[T,out] = x[T,in]·W[out,in]ᵀ (replacing y) with W stored as wt
+static int base_forward(const char *what, float *y, const float *x, const void *W, LdDtype wt, int T, int in, int out) {
+    if (wt == LD_F32) return gemm(what, 0, 1, T, out, in, 1.0f, x, in, (const float *)W, in, 0.0f, y, out);
+    const __nv_bfloat16 *x16 = act16(x, (size_t)T * in);
+    if (!x16 || lt()) return -1;
+    return gemm_bf16(what, 0, 1, T, out, in, 1.0f, x16, in, (const __nv_bfloat16 *)W, in, 0.0f, y, out);
+}
+
+// dx[T,in] = dy[T,out]·W[out,in] (replacing dx)
+static int base_backward(const char *what, float *dx, const float *dy, const void *W, LdDtype wt, int T, int in, int out) {
+    if (wt == LD_F32) return gemm(what, 0, 0, T, in, out, 1.0f, dy, out, (const float *)W, in, 0.0f, dx, in);
+    const __nv_bfloat16 *dy16 = act16(dy, (size_t)T * out);
+    if (!dy16 || lt()) return -1;
+    return gemm_bf16(what, 0, 0, T, in, out, 1.0f, dy16, out, (const __nv_bfloat16 *)W, in, 0.0f, dx, in);
+}
+
+static int check_type(const char *what, LdDtype wt) {
+    if (wt == LD_F32 || wt == LD_BF16) return 0;
+    kc_set_error_msg(what, "the base weight must be F32 or BF16 on the GPU");
+    return -1;
+}
+
 // y[T,out] = x[T,in]·W[out,in]ᵀ + s·ax·B[out,r]ᵀ with ax[T,r] = x·A[r,in]ᵀ kept for the backward pass
-extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const float *W, const float *A, const float *B, float s, int T, int in,
-                              int out, int r) {
-    if (blas()) return -1;
-    if (W && gemm("lora_linear W", 0, 1, T, out, in, 1.0f, x, in, W, in, 0.0f, y, out)) return -1;
+extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
+                              int in, int out, int r) {
+    if (blas() || check_type("lora_linear", wt)) return -1;
+    if (W && base_forward("lora_linear W", y, x, W, wt, T, in, out)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear A", 0, 1, T, r, in, 1.0f, x, in, A, in, 0.0f, ax, r)) return -1;
     return gemm("lora_linear B", 0, 1, T, out, r, s, ax, r, B, r, 1.0f, y, out);
@@ -43,9 +154,9 @@ extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const float *
 
 // dx[T,in] = dy·W + s·(dy·B)·A;  dB[out,r] += s·dyᵀ·ax;  dA[r,in] += s·(dy·B)ᵀ·x.  dyB is scratch [T,r].
 extern "C" int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax,
-                                       const float *W, const float *A, const float *B, float s, int T, int in, int out, int r) {
-    if (blas()) return -1;
-    if (W && gemm("lora_linear_backward dx", 0, 0, T, in, out, 1.0f, dy, out, W, in, 0.0f, dx, in)) return -1;
+                                       const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out, int r) {
+    if (blas() || check_type("lora_linear_backward", wt)) return -1;
+    if (W && base_backward("lora_linear_backward dx", dx, dy, W, wt, T, in, out)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear_backward dyB", 0, 0, T, r, out, s, dy, out, B, r, 0.0f, dyB, r) ||
         gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, W ? 1.0f : 0.0f, dx, in) ||

@@ -6,6 +6,7 @@
 static char g_error[512];
 
 void kc_set_error(const char *what, cudaError_t e) { snprintf(g_error, sizeof g_error, "%s: %s", what, cudaGetErrorString(e)); }
+void kc_set_error_msg(const char *what, const char *reason) { snprintf(g_error, sizeof g_error, "%s: %s", what, reason); }
 
 extern "C" const char *kc_last_error(void) { return g_error; }
 

@@ -18,7 +18,7 @@ for f in kernels/cpu/rmsnorm.c kernels/cpu/rope.c kernels/cpu/activations.c kern
   gcc -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -Ikernels -c "$f" -o "$B/$(basename "$f").o" &
 done
 wait
-nvcc -o "$B/test_cuda_kernels" "$B"/*.o -lcublas -lgomp -lm
+nvcc -o "$B/test_cuda_kernels" "$B"/*.o -lcublas -lcublasLt -lgomp -lm
 "$B/test_cuda_kernels"
 if [ -f .gpu/bundle.tar.xz ]; then
   G=$(mktemp -d); tar -C "$G" -xJf .gpu/bundle.tar.xz

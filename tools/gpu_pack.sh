@@ -10,7 +10,7 @@ cmake --build build -j"$(nproc)" --target test_gpu_train test_gpu_generate llama
 rm -rf .gpu && mkdir -p .gpu/stage/lib
 CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
 STATIC=(-Wl,-Bstatic -lopenblas -lpcre2-8 -lutf8proc -Wl,-Bdynamic)
-CUDA=(-L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lstdc++ -lpthread)
+CUDA=(-L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lcublasLt -lstdc++ -lpthread)
 for t in test_gpu_train test_gpu_generate; do
   gcc -o .gpu/stage/$t build/tests/CMakeFiles/$t.dir/$t.c.o build/tests/CMakeFiles/$t.dir/test_util.c.o build/libllamaduo_core.a \
       build/libllamaduo_cuda.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"

@@ -17,6 +17,8 @@ void gpu_model_free(GpuModel *g) { (void)g; }
 int gpu_model_forward(GpuModel *g, const int *t, const int *s, const int *p, int n, const uint8_t *w, float *l) {
     return (void)g, (void)t, (void)s, (void)p, (void)n, (void)w, (void)l, -1;
 }
+int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked) { return (void)g, (void)rows, (void)n_rows, (void)picked, -1; }
+int gpu_model_logits_row(GpuModel *g, int row, float *dst) { return (void)g, (void)row, (void)dst, -1; }
 
 #else
 
@@ -30,6 +32,8 @@ struct GpuModel {
     GpuWeights *w;
     int n_slots, ctx;
     float *k_cache, *v_cache;  // [n_layers][n_slots][ctx][Hkv*hd]
+    float *logits;             // [n_logits, V]: the last forward's wanted rows when kept on the device
+    int n_logits, cap_logits;  // rows held, rows allocated
 };
 
 GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
@@ -58,7 +62,7 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
 
 void gpu_model_free(GpuModel *g) {
     if (!g) return;
-    kc_free(g->k_cache), kc_free(g->v_cache);
+    kc_free(g->k_cache), kc_free(g->v_cache), kc_free(g->logits);
     gpu_weights_free(g->w);
     free(g);
 }
@@ -92,7 +96,15 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
     float *x = gpu_zeros((size_t)n * D, &err), *xb = gpu_zeros((size_t)n * D, &err), *q = gpu_zeros((size_t)n * qd, &err);
     float *k = gpu_zeros((size_t)n * kvd, &err), *v = gpu_zeros((size_t)n * kvd, &err), *att = gpu_zeros((size_t)n * qd, &err);
     float *gt = gpu_zeros((size_t)n * F, &err), *u = gpu_zeros((size_t)n * F, &err), *ax = gpu_zeros((size_t)n * (r ? r : 1), &err);
-    float *xo = gpu_zeros((size_t)(n_out ? n_out : 1) * D, &err), *lg = gpu_zeros((size_t)(n_out ? n_out : 1) * V, &err);
+    float *xo = gpu_zeros((size_t)(n_out ? n_out : 1) * D, &err);
+    if (!err && n_out > g->cap_logits) {  // the kept rows' buffer grows to the widest batch seen
+        kc_free(g->logits);
+        g->cap_logits = 0;
+        if (!(g->logits = kc_alloc(sizeof(float) * (size_t)n_out * V))) err = 1;
+        else g->cap_logits = n_out;
+    }
+    float *lg = g->logits;
+    g->n_logits = 0;
     int *d_hi = d_pos;  // a token sees its own sequence up to its position
 #define OK(call) (err |= (call) != 0)
 #define LIN(y, xin, Wt, bias, l, t, in, out)                                                                                 \
@@ -135,14 +147,36 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
         OK(kc_rmsnorm(xo, xo, W->final_norm, n_out, D, c->norm_eps, c->norm_plus_one));
         OK(kc_lora_linear(lg, NULL, xo, W->lm_head, W->wt, NULL, NULL, 0, n_out, D, V, 0));
         if (c->final_softcap > 0) OK(kc_softcap(lg, (size_t)n_out * V, c->final_softcap));
-        OK(kc_download(logits, lg, sizeof(float) * (size_t)n_out * V));
+        if (logits) OK(kc_download(logits, lg, sizeof(float) * (size_t)n_out * V));
+        if (!err) g->n_logits = n_out;
     }
 #undef OK
     if (err) ld_set_error("GPU forward pass: %s", kc_last_error());
-    float *bufs[] = {x, xb, q, k, v, att, gt, u, ax, xo, lg};
+    float *bufs[] = {x, xb, q, k, v, att, gt, u, ax, xo};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
     for (int i = 0; i < 7; i++) kc_free(d_int[i]);
     free(row), free(base), free(lo_g), free(lo_l), free(out_rows);
     return err ? -1 : 0;
+}
+
+int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked) {
+    if (n_rows > g->n_logits) {
+        ld_set_error("GPU sampling: %d rows asked, the last forward kept %d", n_rows, g->n_logits);
+        return -1;
+    }
+    if (kc_sample(picked, g->logits, n_rows, g->m->cfg.vocab, rows)) {
+        ld_set_error("GPU sampling: %s", kc_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+int gpu_model_logits_row(GpuModel *g, int row, float *dst) {
+    size_t V = (size_t)g->m->cfg.vocab;
+    if (row < 0 || row >= g->n_logits || kc_download(dst, g->logits + (size_t)row * V, sizeof(float) * V)) {
+        ld_set_error("GPU logits row %d of %d: %s", row, g->n_logits, kc_last_error());
+        return -1;
+    }
+    return 0;
 }
 #endif

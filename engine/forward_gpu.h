@@ -3,6 +3,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "kernels_cuda.h"
 #include "model.h"
 
 typedef struct GpuModel GpuModel;
@@ -11,5 +12,10 @@ typedef struct GpuModel GpuModel;
 // the weight matrices on the device, LD_F32 or LD_BF16.
 GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt);
 void gpu_model_free(GpuModel *g);
-// model_forward on the GPU: token i at position pos[i] of cache slot slot[i]; logits for the wanted rows.
+// model_forward on the GPU: token i at position pos[i] of cache slot slot[i]; logits for the wanted rows, copied
+// into logits (host) — or, with logits NULL, kept on the device for gpu_model_sample / gpu_model_logits_row.
 int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int *pos, int n, const uint8_t *want, float *logits);
+// Token choice on the device for the rows the last forward kept (kernels_cuda.h kc_sample: rows[r] for wanted row
+// r; picked -1 where the host must decide from gpu_model_logits_row, already penalised).
+int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked);
+int gpu_model_logits_row(GpuModel *g, int row, float *dst);  // one kept row [V] to the host

@@ -6,6 +6,7 @@
 
 #include "forward.h"
 #include "forward_gpu.h"
+#include "kernels.h"
 #include "util.h"
 
 GenParams gen_defaults(void) {
@@ -44,7 +45,10 @@ struct GenEngine {
     Slot *slots;
     int *tok, *sl, *ps, *owner;  // one forward call's batch
     uint8_t *want;
-    float *logits;
+    float *logits;   // [n_slots, V]: the wanted rows on the host (on the GPU path, only rows the host decides)
+    int *row_slot;   // [n_slots]: the slot of each wanted row
+    int *picked;     // [n_slots]: each row's token (GPU path), -1 where a JSON constraint allows nothing
+    KcSampleRow *sample_rows;
     char **tok_bytes;  // every token's text bytes (for stop strings and JSON constraints)
     int *tok_len;
     uint8_t *tok_text;  // 1 when the token is plain text (not special, not empty): the only ones JSON may use
@@ -133,6 +137,8 @@ GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_
     e->tok = ld_xmalloc(sizeof(int) * cap), e->sl = ld_xmalloc(sizeof(int) * cap), e->ps = ld_xmalloc(sizeof(int) * cap);
     e->owner = ld_xmalloc(sizeof(int) * cap), e->want = ld_xmalloc((size_t)cap);
     e->logits = ld_xmalloc(sizeof(float) * (size_t)n_slots * e->V);
+    e->row_slot = ld_xmalloc(sizeof(int) * (size_t)n_slots), e->picked = ld_xmalloc(sizeof(int) * (size_t)n_slots);
+    e->sample_rows = ld_xcalloc((size_t)n_slots, sizeof(KcSampleRow));
     e->tok_bytes = ld_xcalloc((size_t)e->V, sizeof(char *));
     e->tok_len = ld_xcalloc((size_t)e->V, sizeof(int));
     e->tok_text = ld_xcalloc((size_t)e->V, 1);
@@ -154,6 +160,7 @@ void gen_engine_free(GenEngine *e) {
     for (int t = 0; t < e->V; t++) free(e->tok_bytes[t]);
     free(e->tok_bytes), free(e->tok_len), free(e->tok_text);
     free(e->slots), free(e->tok), free(e->sl), free(e->ps), free(e->owner), free(e->want), free(e->logits);
+    free(e->row_slot), free(e->picked), free(e->sample_rows);
     kv_free(e->kv);
     gpu_model_free(e->gpu);
     free(e);
@@ -226,6 +233,45 @@ static int constrain(const GenEngine *e, const GenSeq *q, float *lg) {
     return left > 0;
 }
 
+// The GPU path's token choice for the n_rows wanted rows of the last forward: each row's penalty list and
+// uniform draw are made here in the CPU sampler's order (so the RNG streams advance identically) and the choice
+// runs on the device; rows under a JSON constraint, and sampled rows with too many candidates for the device's
+// sort, come to the host and are decided there as on the CPU path.
+static int pick_on_gpu(GenEngine *e, int n_rows) {
+    long total = 0;
+    for (int r = 0; r < n_rows; r++) total += e->slots[e->row_slot[r]].n_hist;
+    int *pen = ld_xmalloc(sizeof(int) * (size_t)(total ? total : 1)), off = 0, rc = -1;
+    for (int r = 0; r < n_rows; r++) {
+        Slot *x = &e->slots[e->row_slot[r]];
+        const SamplerParams *p = &x->seq->sampler;
+        KcSampleRow *s = &e->sample_rows[r];
+        *s = (KcSampleRow){.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p, .repeat_penalty = p->repeat_penalty,
+                           .top_k = p->top_k};
+        if (x->seq->json) {  // decided on the host: the device only takes a cheap argmax
+            s->temperature = 0, s->repeat_penalty = 1.0f;
+            continue;
+        }
+        s->penalized = pen + off, s->n_penalized = sampler_penalized(p, x->hist, x->n_hist, e->V, pen + off);
+        off += s->n_penalized;
+        if (p->temperature > 0) s->u = sampler_uniform(&x->rng);
+    }
+    if (gpu_model_sample(e->gpu, e->sample_rows, n_rows, e->picked)) goto done;
+    for (int r = 0; r < n_rows; r++) {
+        Slot *x = &e->slots[e->row_slot[r]];
+        GenSeq *q = x->seq;
+        const KcSampleRow *s = &e->sample_rows[r];
+        float *lg = e->logits + (size_t)r * e->V;
+        if (!q->json && e->picked[r] >= 0) continue;
+        if (gpu_model_logits_row(e->gpu, r, lg)) goto done;
+        if (q->json) e->picked[r] = constrain(e, q, lg) ? sampler_sample(&q->sampler, &x->rng, lg, e->V, x->hist, x->n_hist) : -1;
+        else e->picked[r] = k_sample_row(lg, e->V, s->temperature, s->top_k, s->top_p, s->min_p, s->u);  // already penalised
+    }
+    rc = 0;
+done:
+    free(pen);
+    return rc;
+}
+
 int gen_engine_step(GenEngine *e) {
     // one batch: a decode token for every sequence whose prompt is in, then prompt chunks
     int nb = 0;
@@ -249,22 +295,29 @@ int gen_engine_step(GenEngine *e) {
         }
     }
     if (nb == 0) return 0;
-    if (e->gpu ? gpu_model_forward(e->gpu, e->tok, e->sl, e->ps, nb, e->want, e->logits)
+    // on the GPU the logits stay there and only the chosen tokens come back
+    if (e->gpu ? gpu_model_forward(e->gpu, e->tok, e->sl, e->ps, nb, e->want, NULL)
                : model_forward(e->m, e->kv, e->tok, e->sl, e->ps, nb, e->want, e->logits))
         return -1;
     for (int i = 0; i < nb; i++) e->slots[e->owner[i]].n_fed++;
-    int fed = nb;
-    int row = 0, V = e->V;
-    for (int i = 0; i < nb; i++) {
-        if (!e->want[i]) continue;
-        Slot *x = &e->slots[e->owner[i]];
+    int fed = nb, n_rows = 0, V = e->V;
+    for (int i = 0; i < nb; i++)
+        if (e->want[i]) e->row_slot[n_rows++] = e->owner[i];
+    if (e->gpu && pick_on_gpu(e, n_rows)) return -1;
+    for (int row = 0; row < n_rows; row++) {
+        Slot *x = &e->slots[e->row_slot[row]];
         GenSeq *q = x->seq;
-        float *lg = e->logits + (size_t)row++ * V;
-        if (q->json && !constrain(e, q, lg)) {
+        int t;
+        if (e->gpu) {
+            t = e->picked[row];
+        } else {
+            float *lg = e->logits + (size_t)row * V;
+            t = q->json && !constrain(e, q, lg) ? -1 : sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist);
+        }
+        if (t < 0) {  // the JSON constraint allows no token here
             finish(x, FINISH_STOP, x->n_bytes, 1);
             continue;
         }
-        int t = sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist);
         if (is_stop_id(q, t)) {
             finish(x, FINISH_STOP, x->n_bytes, 1);
             continue;

@@ -44,6 +44,14 @@ void k_attention(float *out, const float *q, const float *const *k_rows, const f
 // Numerically stable log-softmax statistics of one row: returns logsumexp(x[0..n)).
 float k_logsumexp(const float *x, int n);
 
+// Token choice from one row of logits[V]: the first maximum when temperature <= 0; else the candidates within
+// K_SAMPLE_FLOOR·temperature of the maximum, scaled by 1/temperature and sorted (logit desc, id asc), cut to
+// top_k (0: off), then at the first whose probability is under min_p × the top one's (0: off), then to the
+// shortest prefix holding top_p of the mass (1: off); u in [0, 1) picks within what is left, in that order.
+#define K_SAMPLE_FLOOR 20.7f  // ln(1e9): the candidates' floor below the maximum, in units of temperature
+int k_argmax(const float *x, int n);
+int k_sample_row(const float *logits, int V, float temperature, int top_k, float top_p, float min_p, double u);
+
 // ---- backward passes (training). Each takes the forward's inputs and dy, writes dx; parameter gradients
 // are accumulated (+=) so micro-batches can add up. Shapes as in the forward ops.
 

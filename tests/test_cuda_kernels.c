@@ -407,6 +407,54 @@ static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk,
     kc_free(gW), kc_free(gx), kc_free(gdx);
 }
 
+// Token choice for many rows at once against k_sample_row on the same (penalised) logits and the same u: the
+// picks must be identical. Rows mix greedy and sampled settings, penalties, ties (logits on a 0.5 grid) and rows
+// with too many candidates for the device (picked -1: the penalised row left on the device must be the CPU's).
+static void test_sample(int n_rows, int V, float scale, int grid) {
+    float *x = rnd((size_t)n_rows * V, scale), *ref = malloc(sizeof(float) * n_rows * V);
+    if (grid)
+        for (size_t i = 0; i < (size_t)n_rows * V; i++) x[i] = roundf(x[i] * 2) / 2;
+    KcSampleRow *rows = calloc((size_t)n_rows, sizeof(KcSampleRow));
+    int *pen = malloc(sizeof(int) * 8 * n_rows), *picked = malloc(sizeof(int) * n_rows);
+    for (int r = 0; r < n_rows; r++) {
+        KcSampleRow *s = &rows[r];
+        int kind = r % 6;
+        s->temperature = kind == 0 ? 0.0f : kind == 5 ? 2.0f : 0.3f + 0.2f * kind;
+        s->top_k = kind == 2 ? 40 : 0, s->top_p = kind == 3 ? 0.9f : 1.0f, s->min_p = kind == 4 ? 0.05f : 0.0f;
+        s->repeat_penalty = r % 2 ? 1.3f : 1.0f, s->u = (frand() + 1) / 2;
+        s->penalized = pen + 8 * r, s->n_penalized = 8;
+        for (int k = 0; k < 8; k++) pen[8 * r + k] = (r * 131 + k * 977) % V;  // distinct for V > 8·977 or coprime steps
+        memcpy(ref + (size_t)r * V, x + (size_t)r * V, sizeof(float) * V);
+        if (s->repeat_penalty != 1.0f)
+            for (int k = 0; k < 8; k++) {
+                float *l = &ref[(size_t)r * V + pen[8 * r + k]];
+                *l = *l > 0 ? *l / s->repeat_penalty : *l * s->repeat_penalty;
+            }
+    }
+    float *d = up(x, sizeof(float) * n_rows * V);
+    check_rc(kc_sample(picked, d, n_rows, V, rows), "sample");
+    float *back = down(d, (size_t)n_rows * V);
+    int same = 0, host = 0;
+    for (int r = 0; r < n_rows; r++) {
+        const KcSampleRow *s = &rows[r];
+        int want = k_sample_row(ref + (size_t)r * V, V, s->temperature, s->top_k, s->top_p, s->min_p, s->u);
+        if (picked[r] == -1) {  // left to the host: legitimate only for a sampled row with > 4,096 candidates
+            int cand = 0, best = k_argmax(ref + (size_t)r * V, V);
+            for (int v = 0; v < V; v++) cand += ref[(size_t)r * V + v] >= ref[(size_t)r * V + best] - K_SAMPLE_FLOOR * s->temperature;
+            host++;
+            same += s->temperature > 0 && cand > 4096 && !memcmp(back + (size_t)r * V, ref + (size_t)r * V, sizeof(float) * V);
+        } else {
+            same += picked[r] == want;
+        }
+    }
+    g_checks++;
+    printf("%s sample [%d rows x %d]%s: %d/%d picks equal the CPU's (%d left to the host)\n", same == n_rows ? "ok  " : "FAIL", n_rows, V,
+           grid ? ", ties" : "", same, n_rows, host);
+    if (same != n_rows) g_fail++;
+    free(x), free(ref), free(rows), free(pen), free(picked), free(back);
+    kc_free(d);
+}
+
 int main(void) {
     if (ld_cuda_device_count() == 0) {
         printf("test_cuda_kernels: skipped: no CUDA device here (the gpu-labelled tests run on a GPU machine: tools/gpu_check.sh)\n");
@@ -451,6 +499,11 @@ int main(void) {
         test_linear_cross_entropy(19, 576, 49152, 0.0f, 6, bf16);
         test_linear_cross_entropy(3, 96, 257, 0.0f, 64, bf16);
     }
+    test_sample(60, 1000, 6.0f, 0);
+    test_sample(60, 1000, 6.0f, 1);
+    test_sample(24, 49152, 100.0f, 0);
+    test_sample(12, 262144, 400.0f, 0);
+    test_sample(6, 9, 2.0f, 1);
     printf("%d passed, %d failed\n", g_checks - g_fail, g_fail);
     return g_fail ? 1 : 0;
 }

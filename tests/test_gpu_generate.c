@@ -1,6 +1,6 @@
 // The GPU forward pass and generation against the CPU path: on the tiny models of every architecture (and with a
 // PEFT adapter applied unmerged), a batch mixing two prompts in different cache slots and then decode steps gives
-// the CPU's logits; greedy batched generation gives the CPU's tokens; on the packaged SmolLM2 (when models/ holds
+// the CPU's logits; greedy and sampled batched generation (token choice on the device) give the CPU's tokens; on the packaged SmolLM2 (when models/ holds
 // it) the teacher-forced argmax agrees with the CPU's at >= 98% of positions. The same with the weights in bf16
 // on the GPU (mixed precision): logits within 2e-2 of the CPU's fp32 ones, SmolLM2's argmax at >= 98%. ctest label `gpu`: exits 77 (skipped,
 // with a message) where no GPU is found. LLAMADUO_FIXTURES / LLAMADUO_MODELS point elsewhere when needed.
@@ -67,7 +67,7 @@ static void check_logits(const char *name, const char *adapter, int bf16) {
     model_free(m);
 }
 
-static void check_generate(void) {
+static void check_generate(int sampled) {
     char p[2048];
     snprintf(p, sizeof p, "%s/tiny/llama.gguf", env_or("LLAMADUO_FIXTURES", LD_FIXTURES));
     Model *m = model_load(p);
@@ -83,6 +83,9 @@ static void check_generate(void) {
     }
     GenParams gp = gen_defaults();
     gp.max_new_tokens = 20, gp.max_batch = 3, gp.stop_ids = &stop, gp.n_stop_ids = stop >= 0;
+    if (sampled)  // every filter on: the same RNG draws and choices on both paths
+        gp.sampler.temperature = 0.9f, gp.sampler.top_k = 50, gp.sampler.top_p = 0.95f, gp.sampler.min_p = 0.02f, gp.sampler.repeat_penalty = 1.2f,
+        gp.sampler.seed = 7;
     CHECK(generate(m, cpu, 4, &gp, NULL, NULL) == 0, "cpu generate: %s", ld_last_error());
     gp.use_gpu = 1;
     CHECK(generate(m, gpu, 4, &gp, NULL, NULL) == 0, "gpu generate: %s", ld_last_error());
@@ -92,8 +95,9 @@ static void check_generate(void) {
         total += gpu[i].n_tokens;
         gen_request_free(&cpu[i]), gen_request_free(&gpu[i]);
     }
-    printf("greedy generation, 4 prompts in 3 slots: GPU tokens %s the CPU's (%d tokens)\n", same ? "equal" : "DIFFER from", total);
-    CHECK(same, "GPU greedy generation differs from the CPU's");
+    const char *how = sampled ? "sampled (T 0.9, top-k 50, top-p 0.95, min-p 0.02, penalty 1.2)" : "greedy";
+    printf("%s generation, 4 prompts in 3 slots: GPU tokens %s the CPU's (%d tokens)\n", how, same ? "equal" : "DIFFER from", total);
+    CHECK(same, "GPU %s generation differs from the CPU's", how);
     model_free(m);
 }
 
@@ -148,7 +152,8 @@ int main(void) {
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_logits(models[i], NULL, bf16);
         check_logits("llama", "llama_peft_adapter", bf16);
     }
-    check_generate();
+    check_generate(0);
+    check_generate(1);
     check_smollm2(0);
     check_smollm2(1);
     return test_finish("test_gpu_generate");

@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 for f in kernels/cuda/*.cu; do
   nvcc -std=c++17 -O2 -arch=sm_"$ARCH" -Ikernels -Werror all-warnings -c "$f" -o "$B/$(basename "$f").o" &
 done
-for f in kernels/cpu/rmsnorm.c kernels/cpu/rope.c kernels/cpu/activations.c kernels/cpu/adamw.c kernels/cpu/attention.c \
+for f in kernels/cpu/rmsnorm.c kernels/cpu/rope.c kernels/cpu/activations.c kernels/cpu/adamw.c kernels/cpu/attention.c kernels/cpu/sample.c \
          tests/test_cuda_kernels.c; do
   gcc -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -Ikernels -c "$f" -o "$B/$(basename "$f").o" &
 done

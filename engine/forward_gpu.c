@@ -119,7 +119,7 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
         int local = c->layer_local[l];
         const float *inv = local ? W->inv_local : W->inv_global;
         float *kc_l = g->k_cache + (size_t)l * g->n_slots * g->ctx * kvd, *vc_l = g->v_cache + (size_t)l * g->n_slots * g->ctx * kvd;
-        OK(kc_rmsnorm(xb, x, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
+        if (l == 0) OK(kc_rmsnorm(xb, x, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));  // later layers: fused below
         LIN(q, xb, w->wq, w->bq, l, LT_Q, D, qd);
         LIN(k, xb, w->wk, w->bk, l, LT_K, D, kvd);
         LIN(v, xb, w->wv, w->bv, l, LT_V, D, kvd);
@@ -132,14 +132,16 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
         OK(kc_attention(att, q, kc_l, vc_l, d_base, local ? d_lo_l : d_lo_g, d_hi, n, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
         LIN(xb, att, w->wo, w->bo, l, LT_O, qd, D);
         if (w->post_attn_norm) OK(kc_rmsnorm(xb, xb, w->post_attn_norm, n, D, c->norm_eps, c->norm_plus_one));
-        OK(kc_add(x, xb, (size_t)n * D));
-        OK(kc_rmsnorm(xb, x, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
+        OK(kc_add_rmsnorm(xb, x, xb, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention; xb = ffn_norm(x)
         LIN(gt, xb, w->w_gate, NULL, l, LT_GATE, D, F);
         LIN(u, xb, w->w_up, NULL, l, LT_UP, D, F);
         OK(c->act == ACT_SILU ? kc_swiglu(gt, gt, u, (size_t)n * F) : kc_geglu_tanh(gt, gt, u, (size_t)n * F));
         LIN(xb, gt, w->w_down, NULL, l, LT_DOWN, F, D);
         if (w->post_ffn_norm) OK(kc_rmsnorm(xb, xb, w->post_ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
-        OK(kc_add(x, xb, (size_t)n * D));
+        if (l + 1 < c->n_layers)  // x += ffn; xb = the next layer's attn_norm(x)
+            OK(kc_add_rmsnorm(xb, x, xb, W->layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one));
+        else
+            OK(kc_add(x, xb, (size_t)n * D));
     }
 #undef LIN
     if (n_out && !err) {

@@ -18,6 +18,10 @@ void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float
 // In place is allowed (y == x).
 void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
 
+// The residual add fused with the next norm: x[T,D] += d, then y = rmsnorm(x) as above (one pass over the
+// rows instead of two). y may be d (each element of d is read before y's is written).
+void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
+
 // Rotary embedding in place on x[T, n_heads, head_dim], half-split pairing (i, i + head_dim/2), the layout
 // of HF checkpoints. angle = pos[t] * inv_freq[i] for i < head_dim/2.
 void k_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);

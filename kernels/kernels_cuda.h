@@ -18,6 +18,8 @@ int kc_fill(float *p, float value, size_t n);  // poisons outputs in tests
 int kc_sync(void);
 
 int kc_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
+// x[T,D] += d, then y = rmsnorm(x) in one pass per row (y may be d)
+int kc_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
 // dx written; dw (may be NULL) accumulated, reduced over rows in a fixed order (deterministic)
 int kc_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
 int kc_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);

@@ -108,6 +108,23 @@ static void test_rmsnorm(int T, int D, int plus_one) {
     kc_free(dx_), kc_free(dw_), kc_free(ddy), kc_free(dy_out), kc_free(ddx), kc_free(ddw);
 }
 
+// the residual add fused with the norm, y written over d as the forward pass does
+static void test_add_rmsnorm(int T, int D, int plus_one) {
+    float *x = rnd((size_t)T * D, 2), *d = rnd((size_t)T * D, 1), *w = rnd(D, 1), *ry = malloc(sizeof(float) * T * D), *rx = malloc(sizeof(float) * T * D);
+    memcpy(rx, x, sizeof(float) * T * D);
+    k_add_rmsnorm(ry, rx, d, w, T, D, 1e-6f, plus_one);
+    float *gx = up(x, sizeof(float) * T * D), *gd = up(d, sizeof(float) * T * D), *gw = up(w, sizeof(float) * D);
+    check_rc(kc_add_rmsnorm(gd, gx, gd, gw, T, D, 1e-6f, plus_one), "add_rmsnorm");
+    float *hy = down(gd, (size_t)T * D), *hx = down(gx, (size_t)T * D);
+    char name[96];
+    snprintf(name, sizeof name, "add + rmsnorm y%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
+    compare(name, hy, ry, (size_t)T * D, 1e-5);
+    snprintf(name, sizeof name, "add + rmsnorm residual%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
+    compare(name, hx, rx, (size_t)T * D, 1e-6);
+    free(x), free(d), free(w), free(ry), free(rx), free(hy), free(hx);
+    kc_free(gx), kc_free(gd), kc_free(gw);
+}
+
 static void test_rope(int T, int H, int hd) {
     char name[96];
     size_t n = (size_t)T * H * hd;
@@ -467,6 +484,9 @@ int main(void) {
     test_rmsnorm(37, 576, 0);
     test_rmsnorm(129, 2048, 1);
     test_rmsnorm(5, 1000, 1);
+    test_add_rmsnorm(1, 64, 0);
+    test_add_rmsnorm(37, 576, 1);
+    test_add_rmsnorm(5, 1000, 0);
     test_rope(1, 3, 64);
     test_rope(33, 9, 64);
     test_rope(17, 4, 128);

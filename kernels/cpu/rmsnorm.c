@@ -14,6 +14,11 @@ void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps
     }
 }
 
+void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
+    k_add(x, d, (size_t)T * D);
+    k_rmsnorm(y, x, w, T, D, eps, plus_one);
+}
+
 void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
                         int plus_one) {
     for (int t = 0; t < T; t++) {

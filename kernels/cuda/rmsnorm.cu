@@ -26,6 +26,21 @@ __global__ static void rmsnorm_fwd(float *y, float *rstd, const float *x, const 
     if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
 }
 
+// x += d, then y = rmsnorm(x): the residual stream read and written once. y may be d: each thread reads its own
+// elements of d before it writes the same elements of y.
+__global__ static void add_rmsnorm_fwd(float *y, float *x, const float *d, const float *w, int D, float eps, int plus_one) {
+    float *xr = x + (size_t)blockIdx.x * D, *yr = y + (size_t)blockIdx.x * D;
+    const float *dr = d + (size_t)blockIdx.x * D;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = xr[i] + dr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    float r = rsqrtf(block_sum(ss) / D + eps);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]);
+}
+
 // dx_i = r·g_i·dy_i − r³/D · x_i · Σ_j g_j·dy_j·x_j
 __global__ static void rmsnorm_bwd_dx(float *dx, float *rstd, const float *dy, const float *x, const float *w, int D, float eps,
                                       int plus_one) {
@@ -59,6 +74,13 @@ extern "C" int kc_rmsnorm(float *y, const float *x, const float *w, int T, int D
     if (T <= 0) return 0;
     rmsnorm_fwd<<<T, threads_for(D)>>>(y, NULL, x, w, D, eps, plus_one);
     KC_CHECK_LAUNCH("rmsnorm");
+    return 0;
+}
+
+extern "C" int kc_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
+    if (T <= 0) return 0;
+    add_rmsnorm_fwd<<<T, threads_for(D)>>>(y, x, d, w, D, eps, plus_one);
+    KC_CHECK_LAUNCH("add_rmsnorm");
     return 0;
 }
 

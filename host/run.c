@@ -67,7 +67,7 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
     static const char *const run_keys[] = {"dir", "coverage", "test", "test_ratio", "split_seed", "max_rounds", "patience",
                                            "min_improvement", "budget_usd", "synth_growth", "retrain", "samples", "ceiling", NULL};
     static const char *const stu_keys[] = {"model", "threads", "train", "infer", NULL};
-    static const char *const inf_keys[] = {"max_tokens", "temperature", "seed", "batch", NULL};
+    static const char *const inf_keys[] = {"max_tokens", "temperature", "seed", "batch", "precision", NULL};
     static const char *const rep_keys[] = {"local_monthly_usd", "local_usd_per_hour", NULL};
     static const char *const loc_keys[] = {"model", "port", "parallel", "ctx", NULL};
     const char *dir = NULL, *retrain;
@@ -91,6 +91,7 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
         cfg_get_num(inf, "temperature", "student.infer", 0.7, 0, 2, &r->infer_temperature, f) ||
         cfg_get_int(inf, "seed", "student.infer", 1, 0, 2147483647, &r->infer_seed, f) ||
         cfg_get_int(inf, "batch", "student.infer", 16, 1, 4096, &r->infer_batch, f) ||
+        cfg_get_str(inf, "precision", "student.infer", "fp32", &r->infer_precision, f) ||
         cfg_get_num(rep, "local_monthly_usd", "report", 0, 0, 1e9, &r->local_monthly_usd, f) ||
         cfg_get_num(rep, "local_usd_per_hour", "report", 0, 0, 1e6, &r->local_usd_per_hour, f))
         return -1;
@@ -103,6 +104,10 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
         return -1;
     }
     r->retrain_continue = !strcmp(retrain, "continue");
+    if (strcmp(r->infer_precision, "fp32") && strcmp(r->infer_precision, "bf16")) {
+        ld_set_error("%s: 'student.infer.precision' is '%s' (fp32 or bf16: the GPU's weights when answering)", f, r->infer_precision);
+        return -1;
+    }
     if (!*r->test) r->test = NULL;
     if (r->train && !cJSON_IsObject(r->train)) {
         ld_set_error("%s: 'student.train' must be a mapping of `llamaduo train` settings", f);
@@ -680,8 +685,9 @@ static int stage_infer(Run *r, int round) {
     snprintf(batch, sizeof batch, "%d", r->infer_batch);
     snprintf(threads, sizeof threads, "%d", r->threads);
     char *argv[24] = {"llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te,
-                      "--samples", k, "--output", out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch};
-    int n = 20;
+                      "--samples", k, "--output", out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch,
+                      "--precision", (char *)r->infer_precision};
+    int n = 22;
     if (r->threads) argv[n++] = "--threads", argv[n++] = threads;
     argv[n] = NULL;
     int ok = spawn_wait(r, argv, "llamaduo generate") == 0;

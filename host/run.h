@@ -23,7 +23,7 @@ typedef struct Run {
     int split_seed, max_rounds, patience, samples, ceiling, retrain_continue;
     double min_improvement, budget_usd, synth_growth;
     // student
-    const char *student;
+    const char *student, *infer_precision;  // infer_precision: fp32 | bf16, the GPU's weights when answering
     int threads, infer_max_tokens, infer_batch, infer_seed;
     double infer_temperature;
     const cJSON *train;  // student.train: `llamaduo train` settings

@@ -12,6 +12,10 @@ const char *kc_last_error(void);
 // Device memory for C callers (tests, the engine's GPU path).
 void *kc_alloc(size_t bytes);  // NULL with an error
 void kc_free(void *p);
+// Bytes held through kc_alloc now and at most since the start or the last reset (cuBLAS's workspace and the
+// bf16 scratch are outside it), for memory reports.
+void kc_mem_stats(size_t *now, size_t *peak);
+void kc_mem_reset_peak(void);
 int kc_upload(void *dst, const void *src, size_t bytes);
 int kc_download(void *dst, const void *src, size_t bytes);
 int kc_fill(float *p, float value, size_t n);  // poisons outputs in tests

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target test_gpu_train test_gpu_generate llamaduo >/dev/null
+cmake --build build -j"$(nproc)" --target test_gpu_train test_gpu_generate llamaduo bench_gpu >/dev/null
 rm -rf .gpu && mkdir -p .gpu/stage/lib
 CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
 STATIC=(-Wl,-Bstatic -lopenblas -lpcre2-8 -lutf8proc -Wl,-Bdynamic)
@@ -15,11 +15,13 @@ for t in test_gpu_train test_gpu_generate; do
   gcc -o .gpu/stage/$t build/tests/CMakeFiles/$t.dir/$t.c.o build/tests/CMakeFiles/$t.dir/test_util.c.o build/libllamaduo_core.a \
       build/libllamaduo_cuda.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
 done
+gcc -o .gpu/stage/bench_gpu build/benchmarks/CMakeFiles/bench_gpu.dir/bench_gpu.c.o build/libllamaduo_core.a build/libllamaduo_cuda.a \
+    "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
 (cd build && gcc -o ../.gpu/stage/llamaduo $(cat CMakeFiles/llamaduo.dir/objects1) libllamaduo_core.a libllamaduo_host.a \
     libllamaduo_core.a libllamaduo_cuda.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm -lcurl -lsqlite3 -lcrypto -lyaml \
     -lmicrohttpd "${CUDA[@]}")
 # every shared library they need beyond glibc and CUDA's own (found on the GPU machine)
-for b in .gpu/stage/test_gpu_train .gpu/stage/test_gpu_generate .gpu/stage/llamaduo; do
+for b in .gpu/stage/test_gpu_train .gpu/stage/test_gpu_generate .gpu/stage/llamaduo .gpu/stage/bench_gpu; do
   ldd "$b" | awk '/=> \//{print $3}' | grep -v -E 'lib(c|m|dl|pthread|rt|gcc_s|stdc\+\+)\.so|cuda|cublas|cudart' |
     xargs -r -I{} cp -Ln {} .gpu/stage/lib/
 done

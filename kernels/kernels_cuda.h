@@ -10,10 +10,13 @@
 
 const char *kc_last_error(void);
 // Device memory for C callers (tests, the engine's GPU path).
+// kc_alloc/kc_free cache freed blocks for reuse (a step allocates the same buffers every time, and cudaFree
+// waits for the device); the cache is given back when cudaMalloc runs out, or by kc_release_cached.
 void *kc_alloc(size_t bytes);  // NULL with an error
 void kc_free(void *p);
-// Bytes held through kc_alloc now and at most since the start or the last reset (cuBLAS's workspace and the
-// bf16 scratch are outside it), for memory reports.
+void kc_release_cached(void);
+// Bytes handed out by kc_alloc (in its size classes) now and at most since the start or the last reset; the
+// cache, cuBLAS's workspace and the bf16 scratch are outside it. For memory reports.
 void kc_mem_stats(size_t *now, size_t *peak);
 void kc_mem_reset_peak(void);
 int kc_upload(void *dst, const void *src, size_t bytes);

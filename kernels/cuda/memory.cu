@@ -12,17 +12,36 @@ void kc_set_error_msg(const char *what, const char *reason) { snprintf(g_error, 
 
 extern "C" const char *kc_last_error(void) { return g_error; }
 
-// Bytes held through kc_alloc, now and at most, for memory reports: a host table of live pointers (open
-// addressing; the GPU path allocates from one thread).
+// A caching allocator in front of cudaMalloc: a training step or a decode step allocates and frees the same
+// buffers every time, and cudaFree waits for the whole device, so freed blocks are kept in size classes (see
+// size_class) and handed out again; when cudaMalloc runs out, the cache is released and the call retried. All work runs on the default stream, so a block reused by a later launch is only written after
+// the earlier launches that read it. One thread allocates at a time (the GPU path has one).
+// The live table (open addressing, pointer -> class bytes) also gives the numbers for memory reports.
 static struct {
     void **ptr;
     size_t *bytes, cap, used, now, peak;
 } g_mem;
+static struct {
+    void **ptr;
+    size_t *bytes, n, cap, total;  // free blocks held for reuse
+} g_cache;
+
+#define TOMBSTONE ((void *)1)
+
+// Quarter octaves up to 64 MiB (buffers whose size follows the batch); above, 2 MiB steps (weights, KV caches,
+// training activations: sizes that recur exactly, where 25% rounding would waste gigabytes).
+static size_t size_class(size_t bytes) {
+    if (bytes <= 4096) return 4096;
+    if (bytes >= ((size_t)64 << 20)) return (bytes + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+    int k = 63 - __builtin_clzll((unsigned long long)bytes);  // 2^k <= bytes < 2^(k+1)
+    size_t quarter = ((size_t)1 << k) / 4;
+    return (bytes + quarter - 1) / quarter * quarter;
+}
 
 static size_t mem_slot(const void *p) { return ((uintptr_t)p >> 8) * 0x9e3779b97f4a7c15ull % g_mem.cap; }
 
 static void mem_insert(void *p, size_t bytes) {
-    if (2 * (g_mem.used + 1) > g_mem.cap) {  // grow and rehash
+    if (2 * (g_mem.used + 1) > g_mem.cap) {  // grow and rehash (tombstones dropped)
         size_t old_cap = g_mem.cap;
         void **old_ptr = g_mem.ptr;
         size_t *old_bytes = g_mem.bytes;
@@ -30,7 +49,7 @@ static void mem_insert(void *p, size_t bytes) {
         g_mem.ptr = (void **)calloc(g_mem.cap, sizeof(void *)), g_mem.bytes = (size_t *)calloc(g_mem.cap, sizeof(size_t));
         g_mem.used = 0;
         for (size_t i = 0; i < old_cap; i++)
-            if (old_ptr[i] && old_ptr[i] != (void *)1) {
+            if (old_ptr[i] && old_ptr[i] != TOMBSTONE) {
                 size_t j = mem_slot(old_ptr[i]);
                 while (g_mem.ptr[j]) j = (j + 1) % g_mem.cap;
                 g_mem.ptr[j] = old_ptr[i], g_mem.bytes[j] = old_bytes[i], g_mem.used++;
@@ -38,38 +57,75 @@ static void mem_insert(void *p, size_t bytes) {
         free(old_ptr), free(old_bytes);
     }
     size_t j = mem_slot(p);
-    while (g_mem.ptr[j] && g_mem.ptr[j] != (void *)1) j = (j + 1) % g_mem.cap;
+    while (g_mem.ptr[j] && g_mem.ptr[j] != TOMBSTONE) j = (j + 1) % g_mem.cap;
     if (!g_mem.ptr[j]) g_mem.used++;
     g_mem.ptr[j] = p, g_mem.bytes[j] = bytes;
     g_mem.now += bytes;
     if (g_mem.now > g_mem.peak) g_mem.peak = g_mem.now;
 }
 
-static void mem_remove(void *p) {
-    if (!g_mem.cap) return;
+// The class bytes of a live block, removed from the table; 0 when p was not handed out here.
+static size_t mem_remove(void *p) {
+    if (!g_mem.cap) return 0;
     for (size_t j = mem_slot(p); g_mem.ptr[j]; j = (j + 1) % g_mem.cap)
         if (g_mem.ptr[j] == p) {
             g_mem.now -= g_mem.bytes[j];
-            g_mem.ptr[j] = (void *)1;  // a tombstone keeps later probes reachable
-            return;
+            g_mem.ptr[j] = TOMBSTONE;  // keeps later probes reachable
+            return g_mem.bytes[j];
         }
+    return 0;
+}
+
+static void *cache_take(size_t bytes) {
+    for (size_t i = g_cache.n; i-- > 0;)  // the most recently freed first: likeliest still in L2
+        if (g_cache.bytes[i] == bytes) {
+            void *p = g_cache.ptr[i];
+            g_cache.ptr[i] = g_cache.ptr[g_cache.n - 1], g_cache.bytes[i] = g_cache.bytes[g_cache.n - 1];
+            g_cache.n--, g_cache.total -= bytes;
+            return p;
+        }
+    return NULL;
+}
+
+static void cache_put(void *p, size_t bytes) {
+    if (g_cache.n == g_cache.cap) {
+        g_cache.cap = g_cache.cap ? 2 * g_cache.cap : 256;
+        g_cache.ptr = (void **)realloc(g_cache.ptr, sizeof(void *) * g_cache.cap);
+        g_cache.bytes = (size_t *)realloc(g_cache.bytes, sizeof(size_t) * g_cache.cap);
+    }
+    g_cache.ptr[g_cache.n] = p, g_cache.bytes[g_cache.n++] = bytes, g_cache.total += bytes;
+}
+
+extern "C" void kc_release_cached(void) {
+    for (size_t i = 0; i < g_cache.n; i++) cudaFree(g_cache.ptr[i]);
+    g_cache.n = 0, g_cache.total = 0;
 }
 
 extern "C" void *kc_alloc(size_t bytes) {
-    void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        kc_set_error("cudaMalloc", e);
-        return NULL;
+    size_t c = size_class(bytes);
+    void *p = cache_take(c);
+    if (!p) {
+        cudaError_t e = cudaMalloc(&p, c);
+        if (e == cudaErrorMemoryAllocation && g_cache.n) {  // out of memory: give the cache back and try again
+            cudaGetLastError();
+            kc_release_cached();
+            e = cudaMalloc(&p, c);
+        }
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            kc_set_error("cudaMalloc", e);
+            return NULL;
+        }
     }
-    mem_insert(p, bytes);
+    mem_insert(p, c);
     return p;
 }
 
 extern "C" void kc_free(void *p) {
     if (!p) return;
-    mem_remove(p);
-    cudaFree(p);
+    size_t c = mem_remove(p);
+    if (c) cache_put(p, c);
+    else cudaFree(p);  // not from kc_alloc: nothing to keep
 }
 
 extern "C" void kc_mem_stats(size_t *now, size_t *peak) {

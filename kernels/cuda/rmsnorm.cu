@@ -95,7 +95,7 @@ extern "C" int kc_rmsnorm_backward(float *dx, float *dw, const float *dy, const 
         rmsnorm_bwd_dw<<<kc_blocks((size_t)D, 128), 128>>>(dw, rstd, dy, x, T, D);
         e = cudaGetLastError();
     }
-    kc_free(rstd);  // cudaFree waits for the kernels that use it
+    kc_free(rstd);  // back to the cache: a later launch reusing it runs after these (one stream)
     if (e != cudaSuccess) return kc_set_error("rmsnorm_backward", e), -1;
     return 0;
 }

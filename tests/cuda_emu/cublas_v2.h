@@ -1,0 +1,3 @@
+// The CUDA emulator stands in for <cublas_v2.h> (see emu.h).
+#pragma once
+#include "emu.h"

@@ -120,13 +120,11 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     }
     int *d_tok = kc_alloc(sizeof(int) * T), *d_pos = kc_alloc(sizeof(int) * T);
     int *d_lo_g = kc_alloc(sizeof(int) * T), *d_lo_l = kc_alloc(sizeof(int) * T), *d_hi = kc_alloc(sizeof(int) * T);
-    int *d_zero = kc_alloc(sizeof(int) * T);
-    int *zeros = ld_xcalloc((size_t)T, sizeof(int));
-    err = !d_tok || !d_pos || !d_lo_g || !d_lo_l || !d_hi || !d_zero;
+    err = !d_tok || !d_pos || !d_lo_g || !d_lo_l || !d_hi;
     if (!err)
         err = kc_upload(d_tok, b->tokens, sizeof(int) * T) ||
               kc_upload(d_pos, b->positions, sizeof(int) * T) || kc_upload(d_lo_g, lo_g, sizeof(int) * T) ||
-              kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T) || kc_upload(d_zero, zeros, sizeof(int) * T);
+              kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T);
     Acts *A = ld_xcalloc((size_t)NL, sizeof(Acts));
     float *x = NEW(T * D), *tmp = NEW(T * D), *dyB = NEW(T * (r ? r : 1));
     int widest = F > qd ? (F > D ? F : D) : (qd > D ? qd : D), dropping = training && g->dropout > 0;
@@ -167,7 +165,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
             OK(kc_rmsnorm(a->k, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one));
         }
         OK(kc_rope(a->q, d_pos, inv, T, Hq, hd)), OK(kc_rope(a->k, d_pos, inv, T, Hkv, hd));
-        OK(kc_attention(a->att, a->q, a->k, a->v, d_zero, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
+        OK(kc_attention_packed(a->att, NULL, a->q, a->k, a->v, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
         float *o = NEW(T * D);
         LIN(o, a->ax[LT_O], a->att, w->wo, w->bo, l, LT_O, qd, D);
         if (w->post_attn_norm) {
@@ -272,9 +270,9 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     }
     float *bufs[] = {x, tmp, dyB, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2, xdrop, dxdrop};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
-    int *ibufs[] = {d_tok, d_pos, d_lo_g, d_lo_l, d_hi, d_zero};
+    int *ibufs[] = {d_tok, d_pos, d_lo_g, d_lo_l, d_hi};
     for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++) kc_free(ibufs[i]);
-    free(A), free(lo_g), free(lo_l), free(hi), free(zeros);
+    free(A), free(lo_g), free(lo_l), free(hi);
     return loss;
 }
 

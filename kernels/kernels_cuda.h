@@ -49,7 +49,12 @@ int kc_cross_entropy(float *dlogits, const float *logits, const int *targets, in
 // sliding window, packed records, many sequences of a KV cache).
 int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
                  const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
-// Backward of kc_attention over one training batch's k/v buffers (kv_base 0): dq written, dk/dv accumulated.
+// The same over one packed batch's k/v buffers (row t of k/v is token t; training, a single sequence's prefill):
+// blocks of 32 queries share each tile of 32 keys. lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
+int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi, int T,
+                        int Hq, int Hkv, int hd, float scale, float softcap);
+// Backward of kc_attention_packed: dq written, dk/dv accumulated. kv_lo and kv_hi must not decrease along the
+// batch (causal packed records, windows).
 int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                           const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
 // x[T,D] = table[tokens]·scale (table F32 or BF16);  backward (F32 table): dtable[tokens] += dx·scale

@@ -253,12 +253,22 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     snprintf(name, sizeof name, "attention %s T %d, %d/%d heads, hd %d%s%s", layout ? "KV cache" : "packed", T, Hq, Hkv, hd,
              window ? ", window" : "", softcap > 0 ? ", softcap" : "");
     compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
+    if (layout == 0) {  // the tiled kernel for packed batches, on the same inputs
+        kc_fill(dout, NAN, (size_t)T * Hq * hd);
+        check_rc(kc_attention_packed(dout, NULL, dq, dk, dv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+        float *gp = down(dout, (size_t)T * Hq * hd);
+        snprintf(name, sizeof name, "attention tiled T %d, %d/%d heads, hd %d%s%s", T, Hq, Hkv, hd, window ? ", window" : "",
+                 softcap > 0 ? ", softcap" : "");
+        compare(name, gp, ref, (size_t)T * Hq * hd, 1e-5);
+        free(gp);
+    }
     free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(kr), free(vr), free(g);
     kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout);
 }
 
-static void test_attention_backward(int T, int Hq, int Hkv, int hd, int window, float softcap) {
-    int rec = 9, stride = Hkv * hd;
+// records of `rec` tokens, causal within each, optional sliding window
+static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int window, float softcap) {
+    int stride = Hkv * hd;
     size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * stride;
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
     float *rdq = malloc(sizeof(float) * nq), *rdk = calloc(nk, sizeof(float)), *rdv = calloc(nk, sizeof(float));
@@ -505,9 +515,12 @@ int main(void) {
         test_attention(13, 6, 3, hds[i], 9, 30.0f, 1);
     }
     for (int i = 0; i < 3; i++) {
-        test_attention_backward(37, 8, 2, hds[i], 0, 0.0f);
-        test_attention_backward(37, 4, 4, hds[i], 5, 30.0f);
+        test_attention_backward(37, 9, 8, 2, hds[i], 0, 0.0f);
+        test_attention_backward(37, 9, 4, 4, hds[i], 5, 30.0f);
     }
+    test_attention(100, 4, 1, 64, 0, 0.0f, 0);  // several query and key tiles
+    test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
+    test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
     test_embedding(7, 320, 64, 1.0f);
     test_embedding(300, 97, 576, 24.0f);
     for (int bf16 = 0; bf16 < 2; bf16++) {

@@ -1,83 +1,186 @@
-// Attention backward in the flash manner (kernels/cpu/attention.c k_attention_backward is the contract): one block
-// per (token, head) recomputes its scores tile by tile — a pass for the log-sum-exp, a pass for Σ p·dp, a pass for
-// the gradients — so no probability matrix is stored. dq is written; dk and dv rows are shared by every query (and
-// head of a GQA group) that sees them and are accumulated with atomics.
+// Attention backward in the flash manner (kernels/cpu/attention.c k_attention_backward is the contract), tiled as
+// the packed forward (attention_tile.cuh) and with no probability matrix stored and no atomics:
+//   1. the forward again, for each (query, head)'s log-sum-exp (the output comes with it);
+//   2. delta = Σ_d dout·out per (query, head);
+//   3. dq: a block per (32 queries, head) walks their key tiles, recomputing p = exp(s − lse) and
+//      ds = p·(dout·v − delta) (through the soft-cap and the scale), dq += ds·k;
+//   4. dk, dv: a block per (32 keys, kv head) walks the query tiles of every head in its group that see those keys:
+//      dv += p·dout, dk += ds·q, summed in registers and added to dk/dv once.
+// Step 4 finds the queries that see a key tile by binary search, so kv_lo and kv_hi must not decrease along the
+// batch (true of causal packed records, with or without a window).
 #include <math.h>
 
+#include "attention_tile.cuh"
 #include "common.cuh"
 
-#define TILE 16
-#define THREADS 128
-#define MAX_HD 256
-
-__device__ static float score(const float *qs, const float *kr, int hd, float scale, float softcap, int lane) {
+__global__ static void attention_delta_kernel(float *delta, const float *dout, const float *out, int n_rows, int hd) {
+    int row = blockIdx.x * (ATT_THREADS / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= n_rows) return;  // a whole warp leaves together
     float s = 0.0f;
-    for (int d = lane; d < hd; d += 32) s += qs[d] * kr[d];
-    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    s *= scale;
-    return softcap > 0.0f ? softcap * tanhf(s / softcap) : s;
+    for (int d = lane; d < hd; d += 32) s += dout[(size_t)row * hd + d] * out[(size_t)row * hd + d];
+    s = att_warp_sum(s);
+    if (lane == 0) delta[row] = s;
 }
 
-__global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                            const float *v, const int *kv_lo, const int *kv_hi, int Hq, int Hkv, int hd, float scale,
-                                            float softcap) {
-    __shared__ float qs[MAX_HD], dos[MAX_HD], dqs[MAX_HD], red[THREADS / 32];
-    int t = blockIdx.x / Hq, h = blockIdx.x % Hq, kvh = h / (Hq / Hkv), stride = Hkv * hd;
-    int lo = kv_lo[t], hi = kv_hi[t], lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = THREADS / 32;
-    size_t qrow = ((size_t)t * Hq + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += THREADS) qs[d] = q[qrow + d], dos[d] = dout[qrow + d], dqs[d] = 0.0f;
-    __syncthreads();
-    // pass 1: the row's max and sum (each warp takes keys j ≡ warp mod nw, then the warps combine)
-    float m = -INFINITY, l = 0.0f;
-    for (int j = lo + warp; j <= hi; j += nw) {
-        float s = score(qs, k + (size_t)j * stride + (size_t)kvh * hd, hd, scale, softcap, lane);
-        float mn = fmaxf(m, s);
-        l = l * expf(m - mn) + expf(s - mn);
-        m = mn;
+// ds for score s (soft-capped already) given p and dp = dout·v: p (dp − delta), through the cap, times the scale
+__device__ static inline float att_dscore(float s, float p, float dp, float delta, float scale, float softcap) {
+    float ds = p * (dp - delta);
+    if (softcap > 0.0f) ds *= 1.0f - (s / softcap) * (s / softcap);
+    return ds * scale;
+}
+
+__global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float *dq, const float *dout, const float *q, const float *k,
+                                                                        const float *v, const float *lse, const float *delta,
+                                                                        const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
+                                                                        float scale, float softcap) {
+    extern __shared__ float smem[];
+    float *Qs = smem, *dOs = Qs + ATT_TILE * hd, *Ks = dOs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // Ks, Vs pitch hd+1
+    int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nq = T - q0 < ATT_TILE ? T - q0 : ATT_TILE;
+    for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
+        int i = e / hd, d = e % hd;
+        size_t at = ((size_t)(q0 + i) * Hq + h) * hd + d;
+        Qs[e] = i < nq ? q[at] : 0.0f, dOs[e] = i < nq ? dout[at] : 0.0f;
     }
-    __shared__ float wm[THREADS / 32], wl[THREADS / 32];
-    if (lane == 0) wm[warp] = m, wl[warp] = l;
-    __syncthreads();
-    float M = -INFINITY, L = 0.0f;
-    for (int w = 0; w < nw; w++) M = fmaxf(M, wm[w]);
-    for (int w = 0; w < nw; w++) L += wl[w] * expf(wm[w] - M);  // a warp with no keys has l 0 and m -inf: adds 0
-    float lse = M + logf(L);
-    // pass 2: D = Σ_j p_j · (dout · v_j)
-    float dsum = 0.0f;
-    for (int j = lo + warp; j <= hi; j += nw) {
-        float p = expf(score(qs, k + (size_t)j * stride + (size_t)kvh * hd, hd, scale, softcap, lane) - lse);
-        const float *vr = v + (size_t)j * stride + (size_t)kvh * hd;
-        float dp = 0.0f;
-        for (int d = lane; d < hd; d += 32) dp += dos[d] * vr[d];
-        for (int o = 16; o > 0; o >>= 1) dp += __shfl_xor_sync(0xffffffffu, dp, o);
-        dsum += p * dp;
+    int klo, khi;
+    att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
+    int qlo[ATT_ROWS], qhi[ATT_ROWS];
+    float L[ATT_ROWS], Dl[ATT_ROWS], acc[ATT_ROWS][ATT_DIMS];
+    #pragma unroll
+    for (int r = 0; r < ATT_ROWS; r++) {
+        int i = warp * ATT_ROWS + r;
+        qlo[r] = i < nq ? kv_lo[q0 + i] : 1, qhi[r] = i < nq ? kv_hi[q0 + i] : 0;
+        L[r] = i < nq ? lse[(size_t)(q0 + i) * Hq + h] : INFINITY, Dl[r] = i < nq ? delta[(size_t)(q0 + i) * Hq + h] : 0.0f;
+        #pragma unroll
+        for (int c = 0; c < ATT_DIMS; c++) acc[r][c] = 0.0f;
     }
-    if (lane == 0) red[warp] = dsum;
-    __syncthreads();
-    float D = 0.0f;
-    for (int w = 0; w < nw; w++) D += red[w];
-    // pass 3: ds_j = p_j (dp_j − D), through the soft-cap and the scale; into dq (shared), dk, dv (atomics)
-    for (int j = lo + warp; j <= hi; j += nw) {
-        const float *kr = k + (size_t)j * stride + (size_t)kvh * hd, *vr = v + (size_t)j * stride + (size_t)kvh * hd;
-        float z = score(qs, kr, hd, scale, softcap, lane), p = expf(z - lse);
-        float dp = 0.0f;
-        for (int d = lane; d < hd; d += 32) dp += dos[d] * vr[d];
-        for (int o = 16; o > 0; o >>= 1) dp += __shfl_xor_sync(0xffffffffu, dp, o);
-        float ds = p * (dp - D);
-        if (softcap > 0.0f) {
-            float tz = z / softcap;
-            ds *= 1.0f - tz * tz;
+    for (int j0 = klo; j0 <= khi; j0 += ATT_TILE) {
+        int nk = khi - j0 + 1 < ATT_TILE ? khi - j0 + 1 : ATT_TILE;
+        __syncthreads();
+        att_load_rows(Ks, hd + 1, k, stride, kvh * hd, j0, nk, hd);
+        att_load_rows(Vs, hd + 1, v, stride, kvh * hd, j0, nk, hd);
+        __syncthreads();
+        int j = j0 + lane;
+        #pragma unroll
+        for (int r = 0; r < ATT_ROWS; r++) {
+            int i = warp * ATT_ROWS + r;
+            float ds = 0.0f;
+            if (lane < nk && j >= qlo[r] && j <= qhi[r]) {
+                float s = att_score(Qs + i * hd, Ks + lane * (hd + 1), hd, scale, softcap), p = expf(s - L[r]);
+                float dp = 0.0f;
+                for (int d = 0; d < hd; d++) dp += dOs[i * hd + d] * Vs[lane * (hd + 1) + d];
+                ds = att_dscore(s, p, dp, Dl[r], scale, softcap);
+            }
+            for (int jj = 0; jj < nk; jj++) {
+                float dj = __shfl_sync(0xffffffffu, ds, jj);
+                if (dj == 0.0f) continue;  // the same for every lane
+                #pragma unroll
+                for (int c = 0; c < ATT_DIMS; c++) {
+                    int d = lane + 32 * c;
+                    if (d < hd) acc[r][c] += dj * Ks[jj * (hd + 1) + d];
+                }
+            }
         }
-        ds *= scale;
-        float *dkr = dk + (size_t)j * stride + (size_t)kvh * hd, *dvr = dv + (size_t)j * stride + (size_t)kvh * hd;
-        for (int d = lane; d < hd; d += 32) {
-            atomicAdd(&dqs[d], ds * kr[d]);
-            atomicAdd(&dkr[d], ds * qs[d]);
-            atomicAdd(&dvr[d], p * dos[d]);
+    }
+    #pragma unroll
+    for (int r = 0; r < ATT_ROWS; r++) {
+        int i = warp * ATT_ROWS + r;
+        if (i >= nq) continue;
+        #pragma unroll
+        for (int c = 0; c < ATT_DIMS; c++) {
+            int d = lane + 32 * c;
+            if (d < hd) dq[((size_t)(q0 + i) * Hq + h) * hd + d] = acc[r][c];
         }
     }
+}
+
+// The first index in [0, n) whose value is >= x (n when none), for a non-decreasing array
+__device__ static int lower_bound(const int *a, int n, int x) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (a[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+__global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float *dk, float *dv, const float *dout, const float *q,
+                                                                         const float *k, const float *v, const float *lse,
+                                                                         const float *delta, const int *kv_lo, const int *kv_hi, int T,
+                                                                         int Hq, int Hkv, int hd, float scale, float softcap) {
+    extern __shared__ float smem[];
+    // Ks, Vs [32][hd] (a warp's row, read by all lanes); Qs, dOs [32][hd+1] (a lane's row each); per-query values
+    float *Ks = smem, *Vs = Ks + ATT_TILE * hd, *Qs = Vs + ATT_TILE * hd, *dOs = Qs + ATT_TILE * (hd + 1);
+    float *Ls = dOs + ATT_TILE * (hd + 1), *Ds = Ls + ATT_TILE;
+    int *qlo_s = (int *)(Ds + ATT_TILE), *qhi_s = qlo_s + ATT_TILE;
+    __shared__ int t_first, t_last;
+    int j0 = blockIdx.x * ATT_TILE, kvh = blockIdx.y, stride = Hkv * hd, group = Hq / Hkv;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nk = T - j0 < ATT_TILE ? T - j0 : ATT_TILE;
+    att_load_rows(Ks, hd, k, stride, kvh * hd, j0, nk, hd);
+    att_load_rows(Vs, hd, v, stride, kvh * hd, j0, nk, hd);
+    if (threadIdx.x == 0) {
+        // queries that see a key of [j0, j0 + nk - 1]: from the first with kv_hi >= j0 to the last with kv_lo <= the last key
+        t_first = lower_bound(kv_hi, T, j0);
+        t_last = lower_bound(kv_lo, T, j0 + nk) - 1;
+    }
+    float accK[ATT_ROWS][ATT_DIMS], accV[ATT_ROWS][ATT_DIMS];
+    #pragma unroll
+    for (int r = 0; r < ATT_ROWS; r++)
+        #pragma unroll
+        for (int c = 0; c < ATT_DIMS; c++) accK[r][c] = accV[r][c] = 0.0f;
     __syncthreads();
-    for (int d = threadIdx.x; d < hd; d += THREADS) dq[qrow + d] = dqs[d];
+    for (int g = 0; g < group; g++) {
+        int h = kvh * group + g;
+        for (int t0 = t_first; t0 <= t_last; t0 += ATT_TILE) {
+            int nq = t_last - t0 + 1 < ATT_TILE ? t_last - t0 + 1 : ATT_TILE;
+            __syncthreads();  // the previous query tile is no longer read
+            for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
+                int i = e / hd, d = e % hd;
+                size_t at = ((size_t)(t0 + i) * Hq + h) * hd + d;
+                Qs[i * (hd + 1) + d] = i < nq ? q[at] : 0.0f, dOs[i * (hd + 1) + d] = i < nq ? dout[at] : 0.0f;
+            }
+            for (int i = threadIdx.x; i < ATT_TILE; i += ATT_THREADS) {
+                size_t row = (size_t)(t0 + i) * Hq + h;
+                Ls[i] = i < nq ? lse[row] : INFINITY, Ds[i] = i < nq ? delta[row] : 0.0f;
+                qlo_s[i] = i < nq ? kv_lo[t0 + i] : 1, qhi_s[i] = i < nq ? kv_hi[t0 + i] : 0;
+            }
+            __syncthreads();
+            #pragma unroll
+            for (int r = 0; r < ATT_ROWS; r++) {
+                int jk = warp * ATT_ROWS + r, j = j0 + jk;  // this row's key; lane = query t0 + lane
+                if (jk >= nk) continue;                    // the same for the whole warp
+                float p = 0.0f, ds = 0.0f;
+                if (lane < nq && j >= qlo_s[lane] && j <= qhi_s[lane]) {
+                    float s = att_score(Qs + lane * (hd + 1), Ks + jk * hd, hd, scale, softcap);
+                    p = expf(s - Ls[lane]);
+                    float dp = 0.0f;
+                    for (int d = 0; d < hd; d++) dp += dOs[lane * (hd + 1) + d] * Vs[jk * hd + d];
+                    ds = att_dscore(s, p, dp, Ds[lane], scale, softcap);
+                }
+                for (int ii = 0; ii < nq; ii++) {
+                    float pi = __shfl_sync(0xffffffffu, p, ii), di = __shfl_sync(0xffffffffu, ds, ii);
+                    if (pi == 0.0f && di == 0.0f) continue;  // the same for every lane
+                    #pragma unroll
+                    for (int c = 0; c < ATT_DIMS; c++) {
+                        int d = lane + 32 * c;
+                        if (d < hd) accV[r][c] += pi * dOs[ii * (hd + 1) + d], accK[r][c] += di * Qs[ii * (hd + 1) + d];
+                    }
+                }
+            }
+        }
+    }
+    #pragma unroll
+    for (int r = 0; r < ATT_ROWS; r++) {
+        int jk = warp * ATT_ROWS + r;
+        if (jk >= nk) continue;
+        size_t at = (size_t)(j0 + jk) * stride + (size_t)kvh * hd;
+        #pragma unroll
+        for (int c = 0; c < ATT_DIMS; c++) {
+            int d = lane + 32 * c;
+            if (d < hd) dk[at + d] += accK[r][c], dv[at + d] += accV[r][c];
+        }
+    }
 }
 
 extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
@@ -87,7 +190,23 @@ extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const floa
         return -1;
     }
     if (T <= 0) return 0;
-    attention_bwd_kernel<<<(unsigned)T * Hq, THREADS>>>(dq, dk, dv, dout, q, k, v, kv_lo, kv_hi, Hq, Hkv, hd, scale, softcap);
-    KC_CHECK_LAUNCH("attention_backward");
-    return 0;
+    size_t rows = (size_t)T * Hq;
+    float *out = (float *)kc_alloc(sizeof(float) * rows * hd), *lse = (float *)kc_alloc(sizeof(float) * rows);
+    float *delta = (float *)kc_alloc(sizeof(float) * rows);
+    int rc = -1;
+    size_t smem = sizeof(float) * ATT_TILE * (4 * (size_t)hd + 2) + 4 * sizeof(float) * ATT_TILE;
+    dim3 grid_q((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), grid_k((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hkv);
+    if (!out || !lse || !delta || kc_attention_packed(out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap)) goto done;
+    attention_delta_kernel<<<(unsigned)((rows + ATT_THREADS / 32 - 1) / (ATT_THREADS / 32)), ATT_THREADS>>>(delta, dout, out, (int)rows, hd);
+    KC_CHECK_LAUNCH_GOTO("attention_backward (delta)", done);
+    cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    attention_dq_kernel<<<grid_q, ATT_THREADS, smem>>>(dq, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    KC_CHECK_LAUNCH_GOTO("attention_backward (dq)", done);
+    cudaFuncSetAttribute(attention_dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    attention_dkv_kernel<<<grid_k, ATT_THREADS, smem>>>(dk, dv, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    KC_CHECK_LAUNCH_GOTO("attention_backward (dk, dv)", done);
+    rc = 0;
+done:
+    kc_free(out), kc_free(lse), kc_free(delta);
+    return rc;
 }

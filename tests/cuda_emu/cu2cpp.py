@@ -4,6 +4,18 @@ import os
 import re
 import sys
 
+def split_top(s):  # splits at the commas outside parentheses
+    parts, depth, cur = [], 0, ""
+    for ch in s:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur]
+
+
 src = open(sys.argv[1]).read()
 launch = re.compile(r"([A-Za-z_][\w:]*)\s*<<<(.*?)>>>\s*\(", re.S)
 out, i = [], 0
@@ -18,8 +30,17 @@ while True:
             break
         k += 1
     out.append(src[i:m.start()])
-    out.append(f"emu::launch({m.group(2)}, [=] {{ {m.group(1)}({src[m.end():k]}); }})")
+    cfg = [c.strip() for c in split_top(m.group(2))]
+    body = f"[=] {{ {m.group(1)}({src[m.end():k]}); }}"
+    if len(cfg) == 2:
+        out.append(f"emu::launch({cfg[0]}, {cfg[1]}, {body})")
+    else:  # grid, block, dynamic shared memory (a stream is not supported)
+        out.append(f"emu::launch_smem({cfg[0]}, {cfg[1]}, {cfg[2]}, (const void *){m.group(1)}, {body})")
     i = k + 1
 out.append(src[i:])
+src = "".join(out)
+# dynamic shared memory: `extern __shared__ float name[];` becomes a pointer to the block's buffer
+src = re.sub(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;", r"\1 *\2 = (\1 *)emu::dynamic_smem();", src)
+out = [src]
 os.makedirs(os.path.dirname(os.path.abspath(sys.argv[2])), exist_ok=True)
 open(sys.argv[2], "w").write(f'#line 1 "{sys.argv[1]}"\n' + "".join(out))

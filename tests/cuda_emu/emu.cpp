@@ -177,13 +177,34 @@ static void run_block(int n) {
 }
 
 static cudaError_t g_last = cudaSuccess;
+static std::vector<char> g_smem;
+static std::vector<std::pair<const void *, int>> g_smem_allowed;
 
-void launch_impl(dim3 grid, dim3 block, const std::function<void()> &body) {
+void *dynamic_smem() { return g_smem.data(); }
+
+void set_max_dynamic_smem(const void *kernel, int bytes) {
+    for (auto &a : g_smem_allowed)
+        if (a.first == kernel) {
+            a.second = bytes;
+            return;
+        }
+    g_smem_allowed.push_back({kernel, bytes});
+}
+
+void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const std::function<void()> &body) {
     unsigned n = block.x * block.y * block.z;
     if (n == 0 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
         g_last = cudaErrorInvalidConfiguration;
         return;
     }
+    size_t allowed = 48 * 1024;
+    for (auto &a : g_smem_allowed)
+        if (a.first == kernel) allowed = (size_t)a.second;
+    if (smem > allowed || smem > 227 * 1024) {  // a GPU refuses the launch
+        g_last = cudaErrorInvalidValue;
+        return;
+    }
+    g_smem.assign(smem ? smem : 1, (char)0xff);  // garbage, as on a GPU (0xff.. floats are NaN)
     while (g_stacks.size() < n) g_stacks.push_back((char *)malloc(STACK));
     if (g_fibers.size() < n) g_fibers.resize(n);
     g_body = &body, g_grid = grid, g_bdim = block;

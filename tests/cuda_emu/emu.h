@@ -27,11 +27,18 @@ const dim3 &block_dim();
 const dim3 &grid_dim();
 void syncthreads();
 void warp_exchange(uint64_t mine, int src_lane, uint64_t *got);  // a shuffle: every live lane of the warp meets here
-void launch_impl(dim3 grid, dim3 block, const std::function<void()> &body);
+void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const std::function<void()> &body);
 template <typename F>
 void launch(dim3 grid, dim3 block, F body) {
-    launch_impl(grid, block, std::function<void()>(body));
+    launch_impl(grid, block, 0, NULL, std::function<void()>(body));
 }
+// a launch with dynamic shared memory: over 48 KiB only after cudaFuncSetAttribute allowed it, as on a GPU
+template <typename F>
+void launch_smem(dim3 grid, dim3 block, size_t smem, const void *kernel, F body) {
+    launch_impl(grid, block, smem, kernel, std::function<void()>(body));
+}
+void *dynamic_smem();  // the running block's `extern __shared__` array
+void set_max_dynamic_smem(const void *kernel, int bytes);
 }  // namespace emu
 
 #define threadIdx (emu::thread_idx())
@@ -91,6 +98,8 @@ inline unsigned atomicAdd(unsigned *p, unsigned v) {
     return old;
 }
 
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
@@ -148,6 +157,12 @@ cudaError_t cudaDeviceSynchronize(void);
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device);
+typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
+template <typename T>
+inline cudaError_t cudaFuncSetAttribute(T *kernel, cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) emu::set_max_dynamic_smem((const void *)kernel, value);
+    return cudaSuccess;
+}
 
 // ---- cuBLAS / cuBLASLt (the calls kernels/cuda/lora_linear.cu makes) -------------------------------------------
 typedef enum {

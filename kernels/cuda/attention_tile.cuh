@@ -1,0 +1,46 @@
+// defines: what the tiled attention kernels (forward over a packed batch, and the backward) share: tiles of 32
+// queries or keys, 4 warps of 8 rows each, lanes owning head dims lane, lane + 32, ... (head_dim up to 256).
+#pragma once
+#include <math.h>
+
+#include "common.cuh"
+
+#define ATT_TILE 32
+#define ATT_THREADS 128
+#define ATT_ROWS 8   // rows (queries or keys) per warp: ATT_TILE / (ATT_THREADS / 32)
+#define ATT_DIMS 8   // head dims per lane: 256 / 32
+#define MAX_HD 256
+
+__device__ static inline float att_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ static inline float att_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// scale·(a·b), soft-capped when softcap > 0 (a and b in shared memory)
+__device__ static inline float att_score(const float *a, const float *b, int hd, float scale, float softcap) {
+    float s = 0.0f;
+    for (int d = 0; d < hd; d++) s += a[d] * b[d];
+    s *= scale;
+    return softcap > 0.0f ? softcap * tanhf(s / softcap) : s;
+}
+
+// rows j0 .. j0+n-1 of one head (column offset col) of a [rows, stride] buffer into shared memory with row pitch
+// `pitch`; rows past n are zeroed
+__device__ static inline void att_load_rows(float *dst, int pitch, const float *src, int stride, int col, int j0, int n, int hd) {
+    for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
+        int j = e / hd, d = e % hd;
+        dst[j * pitch + d] = j < n ? src[(size_t)(j0 + j) * stride + col + d] : 0.0f;
+    }
+}
+
+// The keys any of queries q0 .. q0+nq-1 may see: from the lowest kv_lo to the highest kv_hi.
+__device__ static inline void att_tile_range(const int *kv_lo, const int *kv_hi, int q0, int nq, int *klo, int *khi) {
+    int lo = 0x7fffffff, hi = -1;
+    for (int i = 0; i < nq; i++) lo = min(lo, kv_lo[q0 + i]), hi = max(hi, kv_hi[q0 + i]);
+    *klo = lo, *khi = hi;
+}

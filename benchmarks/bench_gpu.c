@@ -71,7 +71,8 @@ static void bench_generate(Model *m, int batch, int plen, int nnew, LdDtype wt) 
     for (int i = 0; i < batch * plen; i++) prompts[i] = (int)(lcg(&s) >> 8) % m->cfg.vocab;
     GenSeq *seqs = calloc((size_t)batch, sizeof(GenSeq));
     for (int i = 0; i < batch; i++)  // greedy, no stop ids: every sequence makes exactly nnew tokens
-        seqs[i] = (GenSeq){.prompt = prompts + (size_t)i * plen, .n_prompt = plen, .max_new_tokens = 8, .sampler = sampler_defaults()};
+        seqs[i] = (GenSeq){.prompt = prompts + (size_t)i * plen, .n_prompt = plen, .max_new_tokens = nnew < 8 ? nnew : 8,
+                           .sampler = sampler_defaults()};
     run_batch(e, seqs, batch < 4 ? batch : 4);  // warm-up: cuBLAS handles, the kept-logits buffer
     for (int i = 0; i < batch; i++) gen_seq_free(&seqs[i]), seqs[i].max_new_tokens = nnew;
     double t0 = ld_time_s();

@@ -6,7 +6,9 @@
 # ../shared/anchors/hf_baseline.py); llamaduo side: benchmarks/bench_gpu with the base in bf16 and in fp32.
 # Each measurement runs in its own process so memory peaks do not mix. Prints a table of ratios and writes
 # $OUT/gpu_bench.json.
-# Usage: python3 benchmarks/gpu_bench.py BENCH_GPU [llama|gemma|all] [--quick]
+# Usage: python3 benchmarks/gpu_bench.py BENCH_GPU [llama|gemma|all] [--quick] [--smoke]
+# --smoke: the harness itself on tiny shapes in seconds (HF on the CPU when there is no GPU; BENCH_GPU may be a
+# build against the CUDA emulator) — numbers meaningless, every path exercised.
 import json, os, shutil, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,8 +29,14 @@ WORKLOADS = [
 ]
 
 
+SMOKE = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
 def model_classes(family):
     from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
+    if os.environ.get("GPU_BENCH_SMOKE"):
+        LLAMA_1B.update(SMOKE)
+        GEMMA2_2B.update(SMOKE, head_dim=32, query_pre_attn_scalar=32)
     if family == "llama":
         return LlamaForCausalLM, LlamaConfig(**LLAMA_1B, attn_implementation="sdpa")
     return Gemma2ForCausalLM, Gemma2Config(**GEMMA2_2B, attn_implementation="eager")
@@ -47,9 +55,13 @@ def save_model(family, path):
 def hf_measure(family, path, kind, args, steps, warm):
     import torch
     from peft import LoraConfig, get_peft_model
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    peak = (lambda: round(torch.cuda.max_memory_allocated() / 2**30, 2)) if dev == "cuda" else (lambda: None)
     cls, cfg = model_classes(family)
-    m = cls.from_pretrained(path, config=cfg, dtype=torch.bfloat16).to("cuda")
-    torch.cuda.reset_peak_memory_stats()
+    m = cls.from_pretrained(path, config=cfg, dtype=torch.bfloat16).to(dev)
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     if kind == "train":
         seq, bsz = args
         lc = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -57,31 +69,31 @@ def hf_measure(family, path, kind, args, steps, warm):
         m = get_peft_model(m, lc)
         m.train()
         opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
-        x = torch.randint(0, cfg.vocab_size, (bsz, seq), device="cuda")
+        x = torch.randint(0, cfg.vocab_size, (bsz, seq), device=dev)
         for i in range(warm + steps):
             if i == warm:
-                torch.cuda.synchronize()
+                sync()
                 t = time.time()
             out = m(input_ids=x, labels=x)
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         dt = (time.time() - t) / steps
         return {"engine": "hf+peft", "tok_per_s": round(bsz * seq / dt), "step_s": round(dt, 4),
-                "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+                "peak_mem_GiB": peak()}
     bsz, plen, nnew = args
     m.eval()
-    x = torch.randint(0, cfg.vocab_size, (bsz, plen), device="cuda")
+    x = torch.randint(0, cfg.vocab_size, (bsz, plen), device=dev)
     with torch.no_grad():
         m.generate(input_ids=x[:, :16], max_new_tokens=8, min_new_tokens=8, do_sample=False)
-        torch.cuda.synchronize()
+        sync()
         t = time.time()
         m.generate(input_ids=x, max_new_tokens=nnew, min_new_tokens=nnew, do_sample=False)
-        torch.cuda.synchronize()
+        sync()
         dt = time.time() - t
     return {"engine": "hf+peft", "out_tok_per_s": round(bsz * nnew / dt), "s": round(dt, 2),
-            "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+            "peak_mem_GiB": peak()}
 
 
 def run_json(cmd, timeout):
@@ -107,13 +119,17 @@ def main():
         sys.exit("usage: gpu_bench.py BENCH_GPU [llama|gemma|all] [--quick]")
     bench = sys.argv[1]
     which = next((a for a in sys.argv[2:] if not a.startswith("--")), "all")
-    quick = "--quick" in sys.argv
-    steps, warm = (3, 1) if quick else (8, 3)
+    quick, smoke = "--quick" in sys.argv, "--smoke" in sys.argv
+    steps, warm = (1, 1) if smoke else (3, 1) if quick else (8, 3)
+    if smoke:
+        os.environ["GPU_BENCH_SMOKE"] = "1"  # the children too
+        global WORKLOADS
+        WORKLOADS = [(n, f, k, (64, 2) if k == "train" else (2, 16, 8)) for n, f, k, _ in WORKLOADS]
     out = os.environ.get("OUT", "/tmp")
-    root = "/tmp/llamaduo_gpu_bench"
+    root = "/tmp/llamaduo_gpu_bench" + ("_smoke" if smoke else "")
     res = {"steps": steps, "warmup": warm, "rows": []}
     import torch
-    res["device"] = torch.cuda.get_device_name(0)
+    res["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke run)"
     for family in ("llama", "gemma"):
         if which not in ("all", family):
             continue

@@ -97,8 +97,11 @@ void gpu_trainer_zero_grad(GpuTrainer *g) {
 
 // ---- the step: backprop.c's sequence of ops, on the device ------------------------------------------------
 
-typedef struct {  // what one layer's forward keeps for its backward
-    float *xin, *xn1, *q_pre, *k_pre, *q, *k, *v, *att, *o_pre, *xmid, *xn2, *gt, *u, *h, *dn_pre, *ax[LT_COUNT];
+// What one layer's forward keeps for its backward. The normed inputs of the attention and MLP blocks and the
+// gated activation h are recomputed in the backward pass from xin, xmid and gt/u instead (cheap elementwise work;
+// a third of the activation memory of a Llama-shaped layer).
+typedef struct {
+    float *xin, *q_pre, *k_pre, *q, *k, *v, *att, *o_pre, *xmid, *gt, *u, *dn_pre, *ax[LT_COUNT];
 } Acts;
 
 #define NEW(n) gpu_zeros((size_t)(n), &err)
@@ -127,6 +130,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
               kc_upload(d_lo_l, lo_l, sizeof(int) * T) || kc_upload(d_hi, hi, sizeof(int) * T);
     Acts *A = ld_xcalloc((size_t)NL, sizeof(Acts));
     float *x = NEW(T * D), *tmp = NEW(T * D), *dyB = NEW(T * (r ? r : 1));
+    float *xn = NEW(T * D), *hb = NEW((size_t)T * F);  // a layer's normed input and gated activation, rebuilt in the backward
     int widest = F > qd ? (F > D ? F : D) : (qd > D ? qd : D), dropping = training && g->dropout > 0;
     float *xdrop = dropping ? NEW((size_t)T * widest) : NULL, *dxdrop = dropping ? NEW((size_t)T * widest) : NULL;
 #define STREAM(l, t) (dropout_seed ^ ((uint64_t)(l) << 40) ^ ((uint64_t)(t) << 56))  // backprop.c's mask seeds
@@ -150,14 +154,14 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         int local = c->layer_local[l];
         const float *inv = local ? g->w->inv_local : g->w->inv_global;
         for (int t = 0; t < LT_COUNT; t++) a->ax[t] = NEW(T * (r ? r : 1));
-        a->xin = NEW(T * D), a->xn1 = NEW(T * D), a->q = NEW(T * qd), a->k = NEW(T * kvd), a->v = NEW(T * kvd), a->att = NEW(T * qd);
-        a->xmid = NEW(T * D), a->xn2 = NEW(T * D), a->gt = NEW(T * F), a->u = NEW(T * F), a->h = NEW(T * F);
+        a->xin = NEW(T * D), a->q = NEW(T * qd), a->k = NEW(T * kvd), a->v = NEW(T * kvd), a->att = NEW(T * qd);
+        a->xmid = NEW(T * D), a->gt = NEW(T * F), a->u = NEW(T * F);
         if (err) break;
         OK(kc_copy(a->xin, x, (size_t)T * D));
-        OK(kc_rmsnorm(a->xn1, x, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
-        LIN(a->q, a->ax[LT_Q], a->xn1, w->wq, w->bq, l, LT_Q, D, qd);
-        LIN(a->k, a->ax[LT_K], a->xn1, w->wk, w->bk, l, LT_K, D, kvd);
-        LIN(a->v, a->ax[LT_V], a->xn1, w->wv, w->bv, l, LT_V, D, kvd);
+        OK(kc_rmsnorm(xn, x, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        LIN(a->q, a->ax[LT_Q], xn, w->wq, w->bq, l, LT_Q, D, qd);
+        LIN(a->k, a->ax[LT_K], xn, w->wk, w->bk, l, LT_K, D, kvd);
+        LIN(a->v, a->ax[LT_V], xn, w->wv, w->bv, l, LT_V, D, kvd);
         if (c->qk_norm) {
             a->q_pre = NEW(T * qd), a->k_pre = NEW(T * kvd);
             OK(kc_copy(a->q_pre, a->q, (size_t)T * qd)), OK(kc_copy(a->k_pre, a->k, (size_t)T * kvd));
@@ -175,12 +179,12 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         OK(kc_add(x, o, (size_t)T * D));
         kc_free(o);
         OK(kc_copy(a->xmid, x, (size_t)T * D));
-        OK(kc_rmsnorm(a->xn2, x, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
-        LIN(a->gt, a->ax[LT_GATE], a->xn2, w->w_gate, NULL, l, LT_GATE, D, F);
-        LIN(a->u, a->ax[LT_UP], a->xn2, w->w_up, NULL, l, LT_UP, D, F);
-        OK(c->act == ACT_SILU ? kc_swiglu(a->h, a->gt, a->u, (size_t)T * F) : kc_geglu_tanh(a->h, a->gt, a->u, (size_t)T * F));
+        OK(kc_rmsnorm(xn, x, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        LIN(a->gt, a->ax[LT_GATE], xn, w->w_gate, NULL, l, LT_GATE, D, F);
+        LIN(a->u, a->ax[LT_UP], xn, w->w_up, NULL, l, LT_UP, D, F);
+        OK(c->act == ACT_SILU ? kc_swiglu(hb, a->gt, a->u, (size_t)T * F) : kc_geglu_tanh(hb, a->gt, a->u, (size_t)T * F));
         float *dn = NEW(T * D);
-        LIN(dn, a->ax[LT_DOWN], a->h, w->w_down, NULL, l, LT_DOWN, F, D);
+        LIN(dn, a->ax[LT_DOWN], hb, w->w_down, NULL, l, LT_DOWN, F, D);
         if (w->post_ffn_norm) {
             a->dn_pre = dn, dn = NEW(T * D);
             OK(kc_rmsnorm(dn, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
@@ -221,11 +225,13 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
             OK(kc_rmsnorm_backward(dbranch, NULL, dx, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
             ddn = dbranch;
         }
-        LIN_BWD(dF, ddn, a->h, w->w_down, l, LT_DOWN, F, D);
+        OK(c->act == ACT_SILU ? kc_swiglu(hb, a->gt, a->u, (size_t)T * F) : kc_geglu_tanh(hb, a->gt, a->u, (size_t)T * F));
+        LIN_BWD(dF, ddn, hb, w->w_down, l, LT_DOWN, F, D);
         OK(c->act == ACT_SILU ? kc_swiglu_backward(dG, dU, dF, a->gt, a->u, (size_t)T * F)
                               : kc_geglu_tanh_backward(dG, dU, dF, a->gt, a->u, (size_t)T * F));
-        LIN_BWD(dn_in, dG, a->xn2, w->w_gate, l, LT_GATE, D, F);
-        LIN_BWD(tmp, dU, a->xn2, w->w_up, l, LT_UP, D, F);
+        OK(kc_rmsnorm(xn, a->xmid, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        LIN_BWD(dn_in, dG, xn, w->w_gate, l, LT_GATE, D, F);
+        LIN_BWD(tmp, dU, xn, w->w_up, l, LT_UP, D, F);
         OK(kc_add(dn_in, tmp, (size_t)T * D));
         OK(kc_rmsnorm_backward(tmp, NULL, dn_in, a->xmid, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
         OK(kc_add(dx, tmp, (size_t)T * D));
@@ -245,10 +251,11 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
             OK(kc_rmsnorm_backward(t2, NULL, dk, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one));
             OK(kc_copy(dk, t2, (size_t)T * kvd));
         }
-        LIN_BWD(dn_in, dq, a->xn1, w->wq, l, LT_Q, D, qd);
-        LIN_BWD(tmp, dk, a->xn1, w->wk, l, LT_K, D, kvd);
+        OK(kc_rmsnorm(xn, a->xin, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
+        LIN_BWD(dn_in, dq, xn, w->wq, l, LT_Q, D, qd);
+        LIN_BWD(tmp, dk, xn, w->wk, l, LT_K, D, kvd);
         OK(kc_add(dn_in, tmp, (size_t)T * D));
-        LIN_BWD(tmp, dv, a->xn1, w->wv, l, LT_V, D, kvd);
+        LIN_BWD(tmp, dv, xn, w->wv, l, LT_V, D, kvd);
         OK(kc_add(dn_in, tmp, (size_t)T * D));
         OK(kc_rmsnorm_backward(tmp, NULL, dn_in, a->xin, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
         OK(kc_add(dx, tmp, (size_t)T * D));
@@ -264,11 +271,11 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     }
     for (int l = 0; l < NL; l++) {
         Acts *a = &A[l];
-        float *all[] = {a->xin, a->xn1, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->xn2, a->gt, a->u, a->h, a->dn_pre};
+        float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
         for (int t = 0; t < LT_COUNT; t++) kc_free(a->ax[t]);
     }
-    float *bufs[] = {x, tmp, dyB, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2, xdrop, dxdrop};
+    float *bufs[] = {x, tmp, dyB, xn, hb, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2, xdrop, dxdrop};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
     int *ibufs[] = {d_tok, d_pos, d_lo_g, d_lo_l, d_hi};
     for (size_t i = 0; i < sizeof ibufs / sizeof ibufs[0]; i++) kc_free(ibufs[i]);

@@ -101,7 +101,7 @@ void gpu_trainer_zero_grad(GpuTrainer *g) {
 // gated activation h are recomputed in the backward pass from xin, xmid and gt/u instead (cheap elementwise work;
 // a third of the activation memory of a Llama-shaped layer).
 typedef struct {
-    float *xin, *q_pre, *k_pre, *q, *k, *v, *att, *o_pre, *xmid, *gt, *u, *dn_pre, *ax[LT_COUNT];
+    float *xin, *q_pre, *k_pre, *q, *k, *v, *att, *lse, *o_pre, *xmid, *gt, *u, *dn_pre, *ax[LT_COUNT];  // lse [T, Hq]
 } Acts;
 
 #define NEW(n) gpu_zeros((size_t)(n), &err)
@@ -155,7 +155,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         const float *inv = local ? g->w->inv_local : g->w->inv_global;
         for (int t = 0; t < LT_COUNT; t++) a->ax[t] = NEW(T * (r ? r : 1));
         a->xin = NEW(T * D), a->q = NEW(T * qd), a->k = NEW(T * kvd), a->v = NEW(T * kvd), a->att = NEW(T * qd);
-        a->xmid = NEW(T * D), a->gt = NEW(T * F), a->u = NEW(T * F);
+        a->lse = NEW(T * Hq), a->xmid = NEW(T * D), a->gt = NEW(T * F), a->u = NEW(T * F);
         if (err) break;
         OK(kc_copy(a->xin, x, (size_t)T * D));
         OK(kc_rmsnorm(xn, x, w->attn_norm, T, D, c->norm_eps, c->norm_plus_one));
@@ -169,7 +169,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
             OK(kc_rmsnorm(a->k, a->k_pre, w->k_norm, T * Hkv, hd, c->norm_eps, c->norm_plus_one));
         }
         OK(kc_rope(a->q, d_pos, inv, T, Hq, hd)), OK(kc_rope(a->k, d_pos, inv, T, Hkv, hd));
-        OK(kc_attention_packed(a->att, NULL, a->q, a->k, a->v, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
+        OK(kc_attention_packed(a->att, a->lse, a->q, a->k, a->v, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
         float *o = NEW(T * D);
         LIN(o, a->ax[LT_O], a->att, w->wo, w->bo, l, LT_O, qd, D);
         if (w->post_attn_norm) {
@@ -242,7 +242,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         }
         LIN_BWD(datt, dob, a->att, w->wo, l, LT_O, qd, D);
         OK(kc_fill(dk, 0, (size_t)T * kvd)), OK(kc_fill(dv, 0, (size_t)T * kvd));
-        OK(kc_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale,
+        OK(kc_attention_backward(dq, dk, dv, datt, a->q, a->k, a->v, a->att, a->lse, local ? d_lo_l : d_lo_g, d_hi, T, Hq, Hkv, hd, c->attn_scale,
                                  c->attn_softcap));
         OK(kc_rope_backward(dq, d_pos, inv, T, Hq, hd)), OK(kc_rope_backward(dk, d_pos, inv, T, Hkv, hd));
         if (c->qk_norm) {
@@ -271,7 +271,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     }
     for (int l = 0; l < NL; l++) {
         Acts *a = &A[l];
-        float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
+        float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->lse, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
         for (int t = 0; t < LT_COUNT; t++) kc_free(a->ax[t]);
     }

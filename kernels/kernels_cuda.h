@@ -53,10 +53,10 @@ int kc_attention(float *out, const float *q, const float *k, const float *v, con
 // blocks of 32 queries share each tile of 32 keys. lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
 int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi, int T,
                         int Hq, int Hkv, int hd, float scale, float softcap);
-// Backward of kc_attention_packed: dq written, dk/dv accumulated. kv_lo and kv_hi must not decrease along the
-// batch (causal packed records, windows).
-int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                          const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+// Backward of kc_attention_packed given its out and lse: dq written, dk/dv accumulated. kv_lo and kv_hi must not
+// decrease along the batch (causal packed records, windows).
+int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *out,
+                          const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
 // x[T,D] = table[tokens]·scale (table F32 or BF16);  backward (F32 table): dtable[tokens] += dx·scale
 int kc_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
 int kc_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);

@@ -283,7 +283,10 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
     float *gq = poisoned(nq), *gk = kc_alloc(sizeof(float) * nk), *gv = kc_alloc(sizeof(float) * nk);
     kc_fill(gk, 0, nk), kc_fill(gv, 0, nk);
-    check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_backward");
+    float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
+    check_rc(kc_attention_packed(gout, glse, dq_, dk_, dv_, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+    check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_backward");
+    kc_free(gout), kc_free(glse);
     float *hq = down(gq, nq), *hk = down(gk, nk), *hv = down(gv, nk);
     char name[128];
     const char *const parts[] = {"dq", "dk", "dv"};

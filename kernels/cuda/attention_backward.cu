@@ -1,6 +1,6 @@
 // Attention backward in the flash manner (kernels/cpu/attention.c k_attention_backward is the contract), tiled as
-// the packed forward (attention_tile.cuh) and with no probability matrix stored and no atomics:
-//   1. the forward again, for each (query, head)'s log-sum-exp (the output comes with it);
+// the packed forward (attention_tile.cuh) and with no probability matrix stored and no atomics. From the
+// forward's output and each (query, head)'s log-sum-exp:
 //   2. delta = Σ_d dout·out per (query, head);
 //   3. dq: a block per (32 queries, head) walks their key tiles, recomputing p = exp(s − lse) and
 //      ds = p·(dout·v − delta) (through the soft-cap and the scale), dq += ds·k;
@@ -184,19 +184,19 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float
 }
 
 extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                                     const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+                                     const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
+                                     float scale, float softcap) {
     if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv) {
         kc_set_error("attention_backward", cudaErrorInvalidValue);
         return -1;
     }
     if (T <= 0) return 0;
     size_t rows = (size_t)T * Hq;
-    float *out = (float *)kc_alloc(sizeof(float) * rows * hd), *lse = (float *)kc_alloc(sizeof(float) * rows);
     float *delta = (float *)kc_alloc(sizeof(float) * rows);
     int rc = -1;
     size_t smem = sizeof(float) * ATT_TILE * (4 * (size_t)hd + 2) + 4 * sizeof(float) * ATT_TILE;
     dim3 grid_q((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), grid_k((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hkv);
-    if (!out || !lse || !delta || kc_attention_packed(out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap)) goto done;
+    if (!delta) goto done;
     attention_delta_kernel<<<(unsigned)((rows + ATT_THREADS / 32 - 1) / (ATT_THREADS / 32)), ATT_THREADS>>>(delta, dout, out, (int)rows, hd);
     KC_CHECK_LAUNCH_GOTO("attention_backward (delta)", done);
     cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -207,6 +207,6 @@ extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const floa
     KC_CHECK_LAUNCH_GOTO("attention_backward (dk, dv)", done);
     rc = 0;
 done:
-    kc_free(out), kc_free(lse), kc_free(delta);
+    kc_free(delta);
     return rc;
 }

@@ -104,6 +104,34 @@ typedef struct {
     float *xin, *q_pre, *k_pre, *q, *k, *v, *att, *lse, *o_pre, *xmid, *gt, *u, *dn_pre, *ax[LT_COUNT];  // lse [T, Hq]
 } Acts;
 
+// With the base in bf16, what a layer keeps for its backward is kept in bf16 too between the passes (half the
+// activation memory; the backward widens each buffer back to fp32 before use). The fields then hold bf16 data.
+static void acts_fields(Acts *a, int T, const ModelConfig *c, float ***field, size_t *n, int *count) {
+    size_t D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim;
+    float **f[] = {&a->xin, &a->q_pre, &a->k_pre, &a->q, &a->k, &a->v, &a->att, &a->o_pre, &a->xmid, &a->gt, &a->u, &a->dn_pre};
+    size_t w[] = {D, qd, kvd, qd, kvd, kvd, qd, D, D, F, F, D};
+    *count = 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (*f[i]) field[*count] = f[i], n[(*count)++] = w[i] * (size_t)T;
+}
+
+static void acts_convert(Acts *a, int T, const ModelConfig *c, int to_bf16, int *err) {
+    float **field[16];
+    size_t n[16];
+    int count;
+    acts_fields(a, T, c, field, n, &count);
+    for (int i = 0; i < count && !*err; i++) {
+        void *to = kc_alloc((to_bf16 ? 2 : 4) * n[i]);
+        if (!to || (to_bf16 ? kc_to_bf16(to, *field[i], n[i]) : kc_from_bf16(to, *field[i], n[i]))) {
+            kc_free(to);
+            *err = 1;
+            return;
+        }
+        kc_free(*field[i]);
+        *field[i] = to;
+    }
+}
+
 #define NEW(n) gpu_zeros((size_t)(n), &err)
 #define OK(call) (err |= (call) != 0)
 
@@ -191,6 +219,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         }
         OK(kc_add(x, dn, (size_t)T * D));
         kc_free(dn);
+        if (wt == LD_BF16 && training) acts_convert(a, T, c, 1, &err);
     }
     // head and loss, fused and chunked (never the whole [T, V] logits); then back through the layers
     float *xf = NEW(T * D), *dxf = training ? NEW(T * D) : NULL, *dx = NEW(T * D);
@@ -218,6 +247,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     for (int l = NL - 1; l >= 0 && !err && training; l--) {
         GpuLayer *w = &g->w->layers[l];
         Acts *a = &A[l];
+        if (wt == LD_BF16) acts_convert(a, T, c, 0, &err);
         int local = c->layer_local[l];
         const float *inv = local ? g->w->inv_local : g->w->inv_global;
         const float *ddn = dx;

@@ -1,7 +1,7 @@
 // defines: the CUDA versions of the ops in kernels.h, same contracts (shapes, layouts, accumulation), on device
-// pointers, launched on the default stream. Activations, gradients and optimizer state are fp32; frozen base
-// weights (the linears' W, the embedding table) may be fp32 or bf16 (mixed precision: bf16 GEMM inputs, fp32
-// accumulation). Each returns 0, or -1 with kc_last_error() naming the kernel and CUDA's reason (a failed launch
+// pointers, launched on the default stream. Ops compute in fp32, gradients and optimizer state are fp32; frozen
+// base weights (the linears' W, the embedding table) may be fp32 or bf16 (mixed precision: bf16 GEMM inputs, fp32
+// accumulation), and kc_to_bf16 / kc_from_bf16 let a caller keep activations in bf16 between uses. Each returns 0, or -1 with kc_last_error() naming the kernel and CUDA's reason (a failed launch
 // is never silent).
 #pragma once
 #include <stddef.h>
@@ -82,6 +82,9 @@ int kc_add_bias(float *y, const float *b, int T, int N);
 int kc_scale(float *x, size_t n, float s);
 int kc_sumsq(const float *x, size_t n, double *out);
 int kc_copy(float *dst, const float *src, size_t n);
+// n values between fp32 and bf16 (dst/src: n bf16 values), rounding to nearest even as dtype.h ld_f32_to_bf16
+int kc_to_bf16(void *dst, const float *src, size_t n);
+int kc_from_bf16(float *dst, const void *src, size_t n);
 // dst[dst_rows[i]] = src[i] / dst[i] = src[src_rows[i]] for n rows of width floats (KV-cache writes, picking rows)
 int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);

@@ -185,6 +185,28 @@ static void test_elementwise(size_t n) {
     kc_free(dgate), kc_free(dup_), kc_free(ddh);
 }
 
+// fp32 -> bf16 -> fp32 on the device equals dtype.h's rounding, bit for bit (NaN and infinities included)
+static void test_bf16_convert(size_t n) {
+    float *x = rnd(n, 1000), *back = malloc(sizeof(float) * n);
+    x[0] = NAN, x[n > 1 ? 1 : 0] = INFINITY;
+    uint16_t *want = bf16_bits(x, n);
+    float *dx = up(x, sizeof(float) * n), *dback = poisoned(n);
+    void *d16 = kc_alloc(2 * n);
+    check_rc(kc_to_bf16(d16, dx, n), "to_bf16"), check_rc(kc_from_bf16(dback, d16, n), "from_bf16");
+    uint16_t *got = malloc(2 * n);
+    kc_sync(), kc_download(got, d16, 2 * n), kc_download(back, dback, sizeof(float) * n);
+    int same = !memcmp(got, want, 2 * n);
+    for (size_t i = 0; i < n && same; i++) {
+        float w = ld_bf16_to_f32(want[i]);
+        same = memcmp(&back[i], &w, 4) == 0;
+    }
+    g_checks++;
+    printf("%s bf16 round trip [%zu values]: %s dtype.h's rounding\n", same ? "ok  " : "FAIL", n, same ? "equals" : "DIFFERS from");
+    if (!same) g_fail++;
+    free(x), free(back), free(want), free(got);
+    kc_free(dx), kc_free(dback), kc_free(d16);
+}
+
 static void test_adamw(size_t n) {
     float *p = rnd(n, 1), *m = rnd(n, 0.1f), *v = malloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(frand()) * 0.01f;
@@ -507,6 +529,7 @@ int main(void) {
     test_elementwise(1);
     test_elementwise(1000003);
     test_adamw(12345);
+    test_bf16_convert(100003);
     test_cross_entropy(19, 49152);
     test_cross_entropy(64, 257);
     int hds[] = {64, 128, 256};

@@ -93,11 +93,6 @@ static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int
     return 0;
 }
 
-__global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
-}
-
 // src[n] rounded to bf16 in the scratch buffer (grown as needed; the GPU path runs on one stream, so one
 // buffer serves every GEMM in turn).
 static const __nv_bfloat16 *act16(const float *src, size_t n) {
@@ -111,13 +106,7 @@ static const __nv_bfloat16 *act16(const float *src, size_t n) {
         }
         g_act16_cap = n;
     }
-    if (n) to_bf16_kernel<<<kc_blocks(n, 256), 256>>>(g_act16, src, n);
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess) {
-        kc_set_error("to_bf16", e);
-        return NULL;
-    }
-    return g_act16;
+    return kc_to_bf16(g_act16, src, n) ? NULL : g_act16;
 }
 
 // y[T,out] = x[T,in]·W[out,in]ᵀ (replacing y) with W stored as wt

@@ -323,6 +323,15 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
     gemm_cm(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *alpha, const void *A,
+                            cudaDataType_t at, int lda, const void *B, cudaDataType_t bt, int ldb, const void *beta, void *C, cudaDataType_t ct,
+                            int ldc, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
+    (void)algo;
+    if (!h || ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || at != bt) return CUBLAS_STATUS_NOT_SUPPORTED;
+    gemm_cm(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, (const float *)C, (float *)C, ldc);
+    return CUBLAS_STATUS_SUCCESS;
+}
+// EMU_LT_NO_ALGO=1 makes the heuristic find nothing, to exercise callers' fallbacks
 cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
     *h = new emu_blas();
     return CUBLAS_STATUS_SUCCESS;
@@ -369,7 +378,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     (void)h, (void)d, (void)a, (void)b, (void)c, (void)dl, (void)p;
     if (want < 1) return CUBLAS_STATUS_INVALID_VALUE;
     memset(res, 0, sizeof *res);
-    *found = 1;
+    const char *none = getenv("EMU_LT_NO_ALGO");
+    *found = none && *none == '1' ? 0 : 1;
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha, const void *A, cublasLtMatrixLayout_t la,

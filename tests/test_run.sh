@@ -16,7 +16,7 @@ export LD_FAKE_KEY="sk-llamaduo-FAKE-7c1e55aa"
 
 server() {  # server NAME: a fault server logging to $T/NAME.log; sets PORT
   rm -f "$T/$1.port"; touch "$T/$1.log"
-  python3 "$SRC/tests/fault_server.py" --port-file "$T/$1.port" --log "$T/$1.log" --latency 0.03 --liveness 0.05 --expect-key-env LD_FAKE_KEY &
+  python3 "$SRC/tests/fault_server.py" --port-file "$T/$1.port" --log "$T/$1.log" --latency 0.03 --liveness 0.5 --expect-key-env LD_FAKE_KEY &
   pids+=($!)
   for _ in $(seq 100); do [ -f "$T/$1.port" ] && break; sleep 0.05; done
   PORT=$(cat "$T/$1.port")

@@ -342,6 +342,14 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
     free(fl), free(ready), free(queue), free(win.t), free(win.tok);
     curl_multi_cleanup(multi);
     st.wall_s = ld_time_s() - t_start;
+    // the running sums above (the budget's) add in completion order; the reported ones add in job order, so a
+    // resumed run that replays some replies from the cache reports the same dollars to the last bit
+    st.cost_usd = st.new_cost_usd = 0;
+    for (int i = 0; i < n; i++)
+        if (jobs[i].status == JOB_OK) {
+            st.cost_usd += jobs[i].cost;
+            if (!jobs[i].cached) st.new_cost_usd += jobs[i].cost;
+        }
     if (stats) *stats = st;
     return 0;
 }

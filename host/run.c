@@ -684,7 +684,7 @@ static int stage_infer(Run *r, int round) {
     snprintf(seed, sizeof seed, "%d", r->infer_seed);
     snprintf(batch, sizeof batch, "%d", r->infer_batch);
     snprintf(threads, sizeof threads, "%d", r->threads);
-    char *argv[24] = {"llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te,
+    char *argv[28] = {"llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te,
                       "--samples", k, "--output", out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch,
                       "--precision", (char *)r->infer_precision};
     int n = 22;

@@ -95,6 +95,7 @@ cmp -s <(strip "$T/clean/round-01.synth.jsonl") <(strip "$T/crash/round-01.synth
 cmp -s "$T/clean/round-01.dropped.jsonl" "$T/crash/round-01.dropped.jsonl" && ok "synth: same drops" || bad "synth drops differ"
 cmp -s "$T/clean/r1/judge.jsonl" "$T/crash/r1/judge.jsonl" && ok "judge: same judgments" || bad "judge judgments differ"
 cmp -s "$T/clean/r1/metrics.json" "$T/crash/r1/metrics.json" && ok "judge: same metrics" || bad "metrics differ: $(diff "$T/clean/r1/metrics.json" "$T/crash/r1/metrics.json" | head -4)"
+sleep 1  # answers are logged once the client outlived --liveness
 [ "$(answered_twice "$T/crash.log")" = 0 ] && ok "no request answered twice across the crashes" || bad "$(answered_twice "$T/crash.log") requests answered twice"
 grep -q '"key_ok": false' "$T/clean.log" "$T/crash.log" && bad "a request arrived without the key" || ok "every request carried the key from the environment"
 

@@ -132,6 +132,13 @@ static void acts_convert(Acts *a, int T, const ModelConfig *c, int to_bf16, int 
     }
 }
 
+static void acts_free(Acts *a) {
+    float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->lse, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
+    for (int t = 0; t < LT_COUNT; t++) kc_free(a->ax[t]);
+    memset(a, 0, sizeof *a);
+}
+
 #define NEW(n) gpu_zeros((size_t)(n), &err)
 #define OK(call) (err |= (call) != 0)
 
@@ -219,18 +226,21 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         }
         OK(kc_add(x, dn, (size_t)T * D));
         kc_free(dn);
-        if (wt == LD_BF16 && training) acts_convert(a, T, c, 1, &err);
+        if (!training) acts_free(a);  // evaluation: nothing is kept for a backward pass
+        else if (wt == LD_BF16) acts_convert(a, T, c, 1, &err);
     }
     // head and loss, fused and chunked (never the whole [T, V] logits); then back through the layers
-    float *xf = NEW(T * D), *dxf = training ? NEW(T * D) : NULL, *dx = NEW(T * D);
+    float *xf = NEW(T * D), *dxf = training ? NEW(T * D) : NULL, *dx = training ? NEW(T * D) : NULL;
     OK(kc_rmsnorm(xf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
     if (!err)
         OK(kc_linear_cross_entropy(dxf, xf, g->w->lm_head, wt, b->targets, T, D, V, c->final_softcap, -100, head_chunk_rows(V), &loss,
                                    n_counted));
     if (training) OK(kc_rmsnorm_backward(dx, NULL, dxf, x, g->w->final_norm, T, D, c->norm_eps, c->norm_plus_one));
     kc_free(xf), kc_free(dxf);
-    float *dF = NEW(T * F), *dG = NEW(T * F), *dU = NEW(T * F), *dq = NEW(T * qd), *dk = NEW(T * kvd), *dv = NEW(T * kvd);
-    float *datt = NEW(T * qd), *dbranch = NEW(T * D), *dn_in = NEW(T * D), *t2 = NEW(T * (F > qd ? F : qd));
+#define GRAD(n) (training ? NEW(n) : NULL)  // the backward pass's buffers
+    float *dF = GRAD(T * F), *dG = GRAD(T * F), *dU = GRAD(T * F), *dq = GRAD(T * qd), *dk = GRAD(T * kvd), *dv = GRAD(T * kvd);
+    float *datt = GRAD(T * qd), *dbranch = GRAD(T * D), *dn_in = GRAD(T * D), *t2 = GRAD(T * (F > qd ? F : qd));
+#undef GRAD
 #define LIN_BWD(dxout, dy, xin, W, l, t, in, out)                                                                                 \
     do {                                                                                                                         \
         DevPair *p_ = PAIR(l, t);                                                                                                \
@@ -299,12 +309,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         ld_set_error("GPU training step: %s", kc_last_error());
         loss = NAN;
     }
-    for (int l = 0; l < NL; l++) {
-        Acts *a = &A[l];
-        float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->lse, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
-        for (int t = 0; t < LT_COUNT; t++) kc_free(a->ax[t]);
-    }
+    for (int l = 0; l < NL; l++) acts_free(&A[l]);
     float *bufs[] = {x, tmp, dyB, xn, hb, dx, dF, dG, dU, dq, dk, dv, datt, dbranch, dn_in, t2, xdrop, dxdrop};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
     int *ibufs[] = {d_tok, d_pos, d_lo_g, d_lo_l, d_hi};

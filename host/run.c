@@ -687,7 +687,8 @@ static int stage_infer(Run *r, int round) {
     char *argv[28] = {"llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te,
                       "--samples", k, "--output", out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch,
                       "--precision", (char *)r->infer_precision};
-    int n = 22;
+    int n = 0;
+    while (argv[n]) n++;  // the rest of the array is NULL: room for the optional flags
     if (r->threads) argv[n++] = "--threads", argv[n++] = threads;
     argv[n] = NULL;
     int ok = spawn_wait(r, argv, "llamaduo generate") == 0;

@@ -11,14 +11,12 @@
 const char *kc_last_error(void);
 // Device memory for C callers (tests, the engine's GPU path).
 // kc_alloc/kc_free cache freed blocks for reuse (a step allocates the same buffers every time, and cudaFree
-// waits for the device); the cache is given back when cudaMalloc runs out, or by kc_release_cached.
+// waits for the device); the cache is given back when cudaMalloc runs out.
 void *kc_alloc(size_t bytes);  // NULL with an error
 void kc_free(void *p);
-void kc_release_cached(void);
-// Bytes handed out by kc_alloc (in its size classes) now and at most since the start or the last reset; the
+// Bytes handed out by kc_alloc (in its size classes) now and at most since the start; the
 // cache, cuBLAS's workspace and the bf16 scratch are outside it. For memory reports.
 void kc_mem_stats(size_t *now, size_t *peak);
-void kc_mem_reset_peak(void);
 int kc_upload(void *dst, const void *src, size_t bytes);
 int kc_download(void *dst, const void *src, size_t bytes);
 int kc_fill(float *p, float value, size_t n);  // poisons outputs in tests
@@ -36,13 +34,8 @@ int kc_geglu_tanh(float *h, const float *gate, const float *up, size_t n);
 int kc_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
 int kc_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
 int kc_softcap(float *x, size_t n, float cap);
-int kc_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
 int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
              float weight_decay, int step);
-// Mean cross-entropy over rows whose target is not ignore_index (dlogits may be NULL); *loss and *n_counted on
-// the host. Row statistics in one block per row: the [T, V] logits are read twice, never copied.
-int kc_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index, float *loss,
-                     int *n_counted);
 // Attention in the flash manner: each (token, head) streams its key range [kv_lo, kv_hi] (rows of k/v starting
 // at row kv_base[t], laid out [rows, Hkv*hd]) through shared memory in tiles with an online softmax; no score
 // matrix is stored. GQA (Hq a multiple of Hkv), head_dim up to 256, soft-cap (> 0), any per-token range (causal,

@@ -38,13 +38,6 @@ __global__ static void softcap_kernel(float *x, size_t n, float cap) {
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
 
-__global__ static void softcap_bwd_kernel(float *dx, const float *dy, const float *y, size_t n, float cap) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float t = y[i] / cap;
-    dx[i] = dy[i] * (1.0f - t * t);
-}
-
 __global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
                                     float eps, float weight_decay, float step_size, float bc2_sqrt) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -72,9 +65,6 @@ extern "C" int kc_geglu_tanh_backward(float *dgate, float *dup, const float *dh,
     LAUNCH("geglu_tanh_backward", geglu_bwd_kernel, n, dgate, dup, dh, gate, up, n);
 }
 extern "C" int kc_softcap(float *x, size_t n, float cap) { LAUNCH("softcap", softcap_kernel, n, x, n, cap); }
-extern "C" int kc_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap) {
-    LAUNCH("softcap_backward", softcap_bwd_kernel, n, dx, dy, y, n, cap);
-}
 extern "C" int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
                         float weight_decay, int step) {
     float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);  // on the host, as torch does

@@ -83,10 +83,7 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(fl
     float *Qs = smem, *Ks = Qs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // [32][hd], [32][hd+1], [32][hd]
     int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nq = T - q0 < ATT_TILE ? T - q0 : ATT_TILE;
-    for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
-        int i = e / hd, d = e % hd;
-        Qs[e] = i < nq ? q[((size_t)(q0 + i) * Hq + h) * hd + d] : 0.0f;
-    }
+    att_load_rows(Qs, hd, q, Hq * hd, h * hd, q0, nq, hd);
     int klo, khi;
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
     int qlo[ATT_ROWS], qhi[ATT_ROWS];

@@ -37,11 +37,8 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float 
     float *Qs = smem, *dOs = Qs + ATT_TILE * hd, *Ks = dOs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // Ks, Vs pitch hd+1
     int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nq = T - q0 < ATT_TILE ? T - q0 : ATT_TILE;
-    for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
-        int i = e / hd, d = e % hd;
-        size_t at = ((size_t)(q0 + i) * Hq + h) * hd + d;
-        Qs[e] = i < nq ? q[at] : 0.0f, dOs[e] = i < nq ? dout[at] : 0.0f;
-    }
+    att_load_rows(Qs, hd, q, Hq * hd, h * hd, q0, nq, hd);
+    att_load_rows(dOs, hd, dout, Hq * hd, h * hd, q0, nq, hd);
     int klo, khi;
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
     int qlo[ATT_ROWS], qhi[ATT_ROWS];
@@ -135,11 +132,8 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float
         for (int t0 = t_first; t0 <= t_last; t0 += ATT_TILE) {
             int nq = t_last - t0 + 1 < ATT_TILE ? t_last - t0 + 1 : ATT_TILE;
             __syncthreads();  // the previous query tile is no longer read
-            for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
-                int i = e / hd, d = e % hd;
-                size_t at = ((size_t)(t0 + i) * Hq + h) * hd + d;
-                Qs[i * (hd + 1) + d] = i < nq ? q[at] : 0.0f, dOs[i * (hd + 1) + d] = i < nq ? dout[at] : 0.0f;
-            }
+            att_load_rows(Qs, hd + 1, q, Hq * hd, h * hd, t0, nq, hd);
+            att_load_rows(dOs, hd + 1, dout, Hq * hd, h * hd, t0, nq, hd);
             for (int i = threadIdx.x; i < ATT_TILE; i += ATT_THREADS) {
                 size_t row = (size_t)(t0 + i) * Hq + h;
                 Ls[i] = i < nq ? lse[row] : INFINITY, Ds[i] = i < nq ? delta[row] : 0.0f;

@@ -29,8 +29,8 @@ __device__ static inline float att_score(const float *a, const float *b, int hd,
     return softcap > 0.0f ? softcap * tanhf(s / softcap) : s;
 }
 
-// rows j0 .. j0+n-1 of one head (column offset col) of a [rows, stride] buffer into shared memory with row pitch
-// `pitch`; rows past n are zeroed
+// rows j0 .. j0+n-1 of one head (column offset col) of a [rows, stride] buffer — k/v rows [T, Hkv·hd], or q /
+// dout rows [T, Hq·hd] — into shared memory with row pitch `pitch`; rows past n are zeroed
 __device__ static inline void att_load_rows(float *dst, int pitch, const float *src, int stride, int col, int j0, int n, int hd) {
     for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
         int j = e / hd, d = e % hd;

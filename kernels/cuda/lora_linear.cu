@@ -16,8 +16,6 @@ static cublasHandle_t g_blas;
 static cublasLtHandle_t g_lt;
 static void *g_lt_workspace;
 static const size_t LT_WORKSPACE = 32u << 20;  // cuBLAS's recommendation for Hopper
-static __nv_bfloat16 *g_act16;                 // the bf16 copy of the current GEMM's activation
-static size_t g_act16_cap;
 
 static int blas(void) {
     if (g_blas) return 0;
@@ -95,36 +93,17 @@ static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int
     return 0;
 }
 
-// src[n] rounded to bf16 in the scratch buffer (grown as needed; the GPU path runs on one stream, so one
-// buffer serves every GEMM in turn).
-static const __nv_bfloat16 *act16(const float *src, size_t n) {
-    if (n > g_act16_cap) {
-        cudaFree(g_act16);
-        g_act16 = NULL, g_act16_cap = 0;
-        cudaError_t e = cudaMalloc(&g_act16, sizeof(__nv_bfloat16) * n);
-        if (e != cudaSuccess) {
-            kc_set_error("bf16 activation scratch", e);
-            return NULL;
-        }
-        g_act16_cap = n;
-    }
-    return kc_to_bf16(g_act16, src, n) ? NULL : g_act16;
-}
-
-// y[T,out] = x[T,in]·W[out,in]ᵀ (replacing y) with W stored as wt
-static int base_forward(const char *what, float *y, const float *x, const void *W, LdDtype wt, int T, int in, int out) {
-    if (wt == LD_F32) return gemm(what, 0, 1, T, out, in, 1.0f, x, in, (const float *)W, in, 0.0f, y, out);
-    const __nv_bfloat16 *x16 = act16(x, (size_t)T * in);
-    if (!x16 || lt()) return -1;
-    return gemm_bf16(what, 0, 1, T, out, in, 1.0f, x16, in, (const __nv_bfloat16 *)W, in, 0.0f, y, out);
-}
-
-// dx[T,in] = dy[T,out]·W[out,in] (replacing dx)
-static int base_backward(const char *what, float *dx, const float *dy, const void *W, LdDtype wt, int T, int in, int out) {
-    if (wt == LD_F32) return gemm(what, 0, 0, T, in, out, 1.0f, dy, out, (const float *)W, in, 0.0f, dx, in);
-    const __nv_bfloat16 *dy16 = act16(dy, (size_t)T * out);
-    if (!dy16 || lt()) return -1;
-    return gemm_bf16(what, 0, 0, T, in, out, 1.0f, dy16, out, (const __nv_bfloat16 *)W, in, 0.0f, dx, in);
+// The base product with W[out,in] stored as wt, replacing C: forward C[T,out] = act[T,in]·Wᵀ, backward C[T,in] =
+// act[T,out]·W. For a bf16 W the activation is rounded to bf16 into a buffer from the caching allocator first.
+static int base_gemm(const char *what, int backward, float *C, const float *act, const void *W, LdDtype wt, int T, int in, int out) {
+    int N = backward ? in : out, K = backward ? out : in, transW = !backward;
+    if (wt == LD_F32) return gemm(what, 0, transW, T, N, K, 1.0f, act, K, (const float *)W, in, 0.0f, C, N);
+    size_t n = (size_t)T * K;
+    __nv_bfloat16 *a16 = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * n);
+    int rc = !a16 || lt() || kc_to_bf16(a16, act, n) ? -1
+                                                     : gemm_bf16(what, 0, transW, T, N, K, 1.0f, a16, K, (const __nv_bfloat16 *)W, in, 0.0f, C, N);
+    kc_free(a16);
+    return rc;
 }
 
 static int check_type(const char *what, LdDtype wt) {
@@ -137,7 +116,7 @@ static int check_type(const char *what, LdDtype wt) {
 extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
                               int in, int out, int r) {
     if (blas() || check_type("lora_linear", wt)) return -1;
-    if (W && base_forward("lora_linear W", y, x, W, wt, T, in, out)) return -1;
+    if (W && base_gemm("lora_linear W", 0, y, x, W, wt, T, in, out)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear A", 0, 1, T, r, in, 1.0f, x, in, A, in, 0.0f, ax, r)) return -1;
     return gemm("lora_linear B", 0, 1, T, out, r, s, ax, r, B, r, 1.0f, y, out);
@@ -147,7 +126,7 @@ extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W
 extern "C" int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax,
                                        const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out, int r) {
     if (blas() || check_type("lora_linear_backward", wt)) return -1;
-    if (W && base_backward("lora_linear_backward dx", dx, dy, W, wt, T, in, out)) return -1;
+    if (W && base_gemm("lora_linear_backward dx", 1, dx, dy, W, wt, T, in, out)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear_backward dyB", 0, 0, T, r, out, s, dy, out, B, r, 0.0f, dyB, r) ||
         gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, W ? 1.0f : 0.0f, dx, in) ||

@@ -96,7 +96,7 @@ static void cache_put(void *p, size_t bytes) {
     g_cache.ptr[g_cache.n] = p, g_cache.bytes[g_cache.n++] = bytes, g_cache.total += bytes;
 }
 
-extern "C" void kc_release_cached(void) {
+static void release_cached(void) {
     for (size_t i = 0; i < g_cache.n; i++) cudaFree(g_cache.ptr[i]);
     g_cache.n = 0, g_cache.total = 0;
 }
@@ -108,7 +108,7 @@ extern "C" void *kc_alloc(size_t bytes) {
         cudaError_t e = cudaMalloc(&p, c);
         if (e == cudaErrorMemoryAllocation && g_cache.n) {  // out of memory: give the cache back and try again
             cudaGetLastError();
-            kc_release_cached();
+            release_cached();
             e = cudaMalloc(&p, c);
         }
         if (e != cudaSuccess) {
@@ -132,8 +132,6 @@ extern "C" void kc_mem_stats(size_t *now, size_t *peak) {
     if (now) *now = g_mem.now;
     if (peak) *peak = g_mem.peak;
 }
-
-extern "C" void kc_mem_reset_peak(void) { g_mem.peak = g_mem.now; }
 
 extern "C" int kc_upload(void *dst, const void *src, size_t bytes) {
     cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice);

@@ -142,6 +142,7 @@ static void set_error(LlmJob *j, const char *msg) {
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done,
             void *ctx, ClientStats *stats) {
     ClientStats st = {0};
+    if (stats) *stats = st;
     double t_start = ld_time_s();
     const char *key = NULL;
     if (p->api_key_env && p->api_key_env[0]) {
@@ -305,6 +306,8 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
                 st.new_cost_usd += job->cost;
                 st.prompt_tokens += job->reply.prompt_tokens;
                 st.completion_tokens += job->reply.completion_tokens;
+                st.new_prompt_tokens += job->reply.prompt_tokens;
+                st.new_completion_tokens += job->reply.completion_tokens;
                 if (cache) cache_put(cache, f->key, p, f->http.body, &job->reply, job->cost);
                 job->status = JOB_OK;
             } else {

@@ -34,7 +34,8 @@ typedef struct {
 
 typedef struct {
     long requests_sent, retries, cache_hits, failures, skipped_budget;
-    long prompt_tokens, completion_tokens;
+    long prompt_tokens, completion_tokens;          // of every reply, cached ones included
+    long new_prompt_tokens, new_completion_tokens;  // of the replies paid for in this call
     double cost_usd;      // of every reply, cached ones included (what the results cost)
     double new_cost_usd;  // paid in this call
     double wall_s;
@@ -46,6 +47,7 @@ ClientLimits client_limits_default(void);
 // Called on the calling thread as each job finishes (ok, failed or skipped), in completion order.
 typedef void (*JobDoneFn)(void *ctx, LlmJob *job);
 // Runs every job to a result or a recorded failure. -1 (nothing sent) when the key's variable is unset.
+// *stats is always written (zeroed first), whatever the return.
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done,
             void *ctx, ClientStats *stats);
 void llm_job_clear(LlmJob *j);

@@ -240,19 +240,25 @@ static int constrain(const GenEngine *e, const GenSeq *q, float *lg) {
 static int pick_on_gpu(GenEngine *e, int n_rows) {
     long total = 0;
     for (int r = 0; r < n_rows; r++) total += e->slots[e->row_slot[r]].n_hist;
-    int *pen = ld_xmalloc(sizeof(int) * (size_t)(total ? total : 1)), off = 0, rc = -1;
+    // three lists per row, each at most its history long: the repetition penalty's tokens, the generated
+    // tokens counted, and their counts
+    int *pen = ld_xmalloc(sizeof(int) * 3 * (size_t)(total ? total : 1)), *cnt_tok = pen + total, *cnt = cnt_tok + total;
+    int off = 0, cnt_off = 0, rc = -1;
     for (int r = 0; r < n_rows; r++) {
         Slot *x = &e->slots[e->row_slot[r]];
         const SamplerParams *p = &x->seq->sampler;
         KcSampleRow *s = &e->sample_rows[r];
         *s = (KcSampleRow){.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p, .repeat_penalty = p->repeat_penalty,
-                           .top_k = p->top_k};
+                           .frequency_penalty = p->frequency_penalty, .presence_penalty = p->presence_penalty, .top_k = p->top_k};
         if (x->seq->json) {  // decided on the host: the device only takes a cheap argmax
-            s->temperature = 0, s->repeat_penalty = 1.0f;
+            s->temperature = 0, s->repeat_penalty = 1.0f, s->frequency_penalty = s->presence_penalty = 0;
             continue;
         }
         s->penalized = pen + off, s->n_penalized = sampler_penalized(p, x->hist, x->n_hist, e->V, pen + off);
         off += s->n_penalized;
+        s->counted = cnt_tok + cnt_off, s->counts = cnt + cnt_off;
+        s->n_counted = sampler_counted(p, x->hist + x->seq->n_prompt, x->n_hist - x->seq->n_prompt, e->V, cnt_tok + cnt_off, cnt + cnt_off);
+        cnt_off += s->n_counted;
         if (p->temperature > 0) s->u = sampler_uniform(&x->rng);
     }
     if (gpu_model_sample(e->gpu, e->sample_rows, n_rows, e->picked)) goto done;
@@ -263,7 +269,8 @@ static int pick_on_gpu(GenEngine *e, int n_rows) {
         float *lg = e->logits + (size_t)r * e->V;
         if (!q->json && e->picked[r] >= 0) continue;
         if (gpu_model_logits_row(e->gpu, r, lg)) goto done;
-        if (q->json) e->picked[r] = constrain(e, q, lg) ? sampler_sample(&q->sampler, &x->rng, lg, e->V, x->hist, x->n_hist) : -1;
+        if (q->json)
+            e->picked[r] = constrain(e, q, lg) ? sampler_sample(&q->sampler, &x->rng, lg, e->V, x->hist, x->n_hist, x->n_hist - q->n_prompt) : -1;
         else e->picked[r] = k_sample_row(lg, e->V, s->temperature, s->top_k, s->top_p, s->min_p, s->u);  // already penalised
     }
     rc = 0;
@@ -312,7 +319,7 @@ int gen_engine_step(GenEngine *e) {
             t = e->picked[row];
         } else {
             float *lg = e->logits + (size_t)row * V;
-            t = q->json && !constrain(e, q, lg) ? -1 : sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist);
+            t = q->json && !constrain(e, q, lg) ? -1 : sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist, x->n_hist - q->n_prompt);
         }
         if (t < 0) {  // the JSON constraint allows no token here
             finish(x, FINISH_STOP, x->n_bytes, 1);

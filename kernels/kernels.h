@@ -55,6 +55,9 @@ float k_logsumexp(const float *x, int n);
 #define K_SAMPLE_FLOOR 20.7f  // ln(1e9): the candidates' floor below the maximum, in units of temperature
 int k_argmax(const float *x, int n);
 int k_sample_row(const float *logits, int V, float temperature, int top_k, float top_p, float min_p, double u);
+// The frequency and presence penalties on n distinct tokens (counts[i] > 0 occurrences of tokens[i]):
+// logits[t] -= (float)(count·frequency + presence), the sum computed in double.
+void k_penalize_counts(float *logits, const int *tokens, const int *counts, int n, float frequency, float presence);
 
 // ---- backward passes (training). Each takes the forward's inputs and dy, writes dx; parameter gradients
 // are accumulated (+=) so micro-batches can add up. Shapes as in the forward ops.

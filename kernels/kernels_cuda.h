@@ -84,15 +84,16 @@ int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int
 // y = x·mask/(1-p) with the mask a hash of (stream, element index): LoRA dropout (y may be x)
 int kc_dropout(float *y, const float *x, size_t n, float p, unsigned long long stream);
 
-// Token choice for n_rows rows of logits[n_rows, V] (modified in place by the penalty), row r by rows[r]: its
-// repetition penalty over the distinct tokens penalized[n_penalized] (the host's sampler_penalize list), then
-// kernels.h k_sample_row with u (same order and arithmetic: the same logits and u give the same token).
-// picked[n_rows] on the host; -1 where a sampled row had more than 4,096 candidates (its penalised row is left
-// on the device for the host to decide with k_sample_row and the same u).
+// Token choice for n_rows rows of logits[n_rows, V] (modified in place by the penalties), row r by rows[r]: its
+// repetition penalty over the distinct tokens penalized[n_penalized] (the host's sampler_penalized list), then
+// the frequency and presence penalties over counted[n_counted] with counts[] (sampler_counted; kernels.h
+// k_penalize_counts), then kernels.h k_sample_row with u (same order and arithmetic: the same logits and u give
+// the same token). picked[n_rows] on the host; -1 where a sampled row had more than 4,096 candidates (its
+// penalised row is left on the device for the host to decide with k_sample_row and the same u).
 typedef struct {
-    float temperature, top_p, min_p, repeat_penalty;
-    int top_k, n_penalized;
-    const int *penalized;  // host memory
+    float temperature, top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty;
+    int top_k, n_penalized, n_counted;
+    const int *penalized, *counted, *counts;  // host memory
     double u;
 } KcSampleRow;
 int kc_sample(int *picked, float *logits, int n_rows, int V, const KcSampleRow *rows);

@@ -439,14 +439,16 @@ static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk,
 }
 
 // Token choice for many rows at once against k_sample_row on the same (penalised) logits and the same u: the
-// picks must be identical. Rows mix greedy and sampled settings, penalties, ties (logits on a 0.5 grid) and rows
-// with too many candidates for the device (picked -1: the penalised row left on the device must be the CPU's).
+// picks must be identical. Rows mix greedy and sampled settings, penalties (repetition; frequency and presence,
+// also on tokens the repetition penalty touched, which then take both in order), ties (logits on a 0.5 grid) and
+// rows with too many candidates for the device (picked -1: the penalised row left on the device must be the CPU's).
 static void test_sample(int n_rows, int V, float scale, int grid) {
     float *x = rnd((size_t)n_rows * V, scale), *ref = malloc(sizeof(float) * n_rows * V);
     if (grid)
         for (size_t i = 0; i < (size_t)n_rows * V; i++) x[i] = roundf(x[i] * 2) / 2;
     KcSampleRow *rows = calloc((size_t)n_rows, sizeof(KcSampleRow));
-    int *pen = malloc(sizeof(int) * 8 * n_rows), *picked = malloc(sizeof(int) * n_rows);
+    int *pen = malloc(sizeof(int) * 8 * n_rows), *cnt_tok = malloc(sizeof(int) * 6 * n_rows), *cnt = malloc(sizeof(int) * 6 * n_rows),
+        *picked = malloc(sizeof(int) * n_rows);
     for (int r = 0; r < n_rows; r++) {
         KcSampleRow *s = &rows[r];
         int kind = r % 6;
@@ -455,19 +457,34 @@ static void test_sample(int n_rows, int V, float scale, int grid) {
         s->repeat_penalty = r % 2 ? 1.3f : 1.0f, s->u = (frand() + 1) / 2;
         s->penalized = pen + 8 * r, s->n_penalized = 8;
         for (int k = 0; k < 8; k++) pen[8 * r + k] = (r * 131 + k * 977) % V;  // distinct for V > 8·977 or coprime steps
+        // frequency / presence on two rows in three (presence alone on some), counts 1..6; the first two
+        // tokens are also the repetition penalty's
+        s->frequency_penalty = r % 3 == 1 ? 0.7f : r % 3 == 2 ? -0.3f * (r % 2) : 0.0f, s->presence_penalty = r % 3 ? 0.45f : 0.0f;
+        s->counted = cnt_tok + 6 * r, s->counts = cnt + 6 * r, s->n_counted = 6;
+        for (int k = 0; k < 6; k++) {
+            int t = k < 2 ? pen[8 * r + k] : (r * 57 + k * 1231 + 5) % V, dup = 1;
+            while (dup) {  // distinct within the row, as sampler_counted lists them
+                dup = 0;
+                for (int j = 0; j < k; j++) dup |= cnt_tok[6 * r + j] == t;
+                if (dup) t = (t + 1) % V;
+            }
+            cnt_tok[6 * r + k] = t, cnt[6 * r + k] = k + 1;
+        }
         memcpy(ref + (size_t)r * V, x + (size_t)r * V, sizeof(float) * V);
         if (s->repeat_penalty != 1.0f)
             for (int k = 0; k < 8; k++) {
                 float *l = &ref[(size_t)r * V + pen[8 * r + k]];
                 *l = *l > 0 ? *l / s->repeat_penalty : *l * s->repeat_penalty;
             }
+        k_penalize_counts(ref + (size_t)r * V, s->counted, s->counts, s->n_counted, s->frequency_penalty, s->presence_penalty);
     }
     float *d = up(x, sizeof(float) * n_rows * V);
     check_rc(kc_sample(picked, d, n_rows, V, rows), "sample");
     float *back = down(d, (size_t)n_rows * V);
-    int same = 0, host = 0;
+    int same = 0, host = 0, penalised = 0;
     for (int r = 0; r < n_rows; r++) {
         const KcSampleRow *s = &rows[r];
+        penalised += !memcmp(back + (size_t)r * V, ref + (size_t)r * V, sizeof(float) * V);  // the penalties, bit for bit
         int want = k_sample_row(ref + (size_t)r * V, V, s->temperature, s->top_k, s->top_p, s->min_p, s->u);
         if (picked[r] == -1) {  // left to the host: legitimate only for a sampled row with > 4,096 candidates
             int cand = 0, best = k_argmax(ref + (size_t)r * V, V);
@@ -482,7 +499,10 @@ static void test_sample(int n_rows, int V, float scale, int grid) {
     printf("%s sample [%d rows x %d]%s: %d/%d picks equal the CPU's (%d left to the host)\n", same == n_rows ? "ok  " : "FAIL", n_rows, V,
            grid ? ", ties" : "", same, n_rows, host);
     if (same != n_rows) g_fail++;
-    free(x), free(ref), free(rows), free(pen), free(picked), free(back);
+    g_checks++;
+    printf("%s sample [%d rows x %d]: %d/%d penalised rows equal the CPU's\n", penalised == n_rows ? "ok  " : "FAIL", n_rows, V, penalised, n_rows);
+    if (penalised != n_rows) g_fail++;
+    free(x), free(ref), free(rows), free(pen), free(cnt_tok), free(cnt), free(picked), free(back);
     kc_free(d);
 }
 

@@ -1,4 +1,5 @@
-// Sampling filters and batched generation: greedy/top-k/top-p/min-p/repetition penalty behave as defined,
+// Sampling filters and batched generation: greedy/top-k/top-p/min-p/repetition, frequency and presence penalties
+// behave as defined,
 // batching does not change answers, stop strings cut exactly, streaming delivers exactly the final text.
 #include <math.h>
 #include <string.h>
@@ -8,18 +9,48 @@
 #include "test_util.h"
 #include "util.h"
 
+// OpenAI's frequency and presence penalties: logit -= count·frequency + presence over the generated tokens only
+// (the prompt's are not counted), after the repetition penalty.
+static void check_count_penalties(void) {
+    const int hist[6] = {3, 3, 1, 2, 1, 1};  // prompt {3, 3}, generated {1, 2, 1, 1}
+    int toks[4], counts[4];
+    SamplerParams p = sampler_defaults();
+    CHECK(sampler_counted(&p, hist + 2, 4, 4, toks, counts) == 0, "counts listed with both penalties off");
+    p.frequency_penalty = 0.5f, p.presence_penalty = 0.25f;
+    int n = sampler_counted(&p, hist + 2, 4, 4, toks, counts);
+    CHECK(n == 2 && toks[0] == 1 && counts[0] == 3 && toks[1] == 2 && counts[1] == 1, "counted %d tokens: %d×%d, %d×%d", n, toks[0],
+          counts[0], toks[1], counts[1]);
+    float l[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    CHECK(sampler_sample(&p, NULL, l, 4, hist, 6, 4) == 3, "frequency penalty: greedy pick changed");
+    CHECK(l[0] == 1.0f && l[1] == 0.25f && l[2] == 2.25f && l[3] == 4.0f, "frequency + presence: %g %g %g %g, want 1 0.25 2.25 4", l[0], l[1],
+          l[2], l[3]);
+    SamplerParams pres = sampler_defaults();
+    pres.presence_penalty = 2.0f;
+    float q[3] = {0.0f, 3.0f, 2.5f};
+    int h[2] = {2, 1};  // prompt {2}, generated {1}: only token 1 is penalised
+    CHECK(sampler_sample(&pres, NULL, q, 3, h, 2, 1) == 2 && q[1] == 1.0f && q[2] == 2.5f, "presence penalty: %g %g", q[1], q[2]);
+    pres.presence_penalty = 0, pres.frequency_penalty = -1.0f;  // negative: encourages repeats
+    float e[3] = {0.0f, 2.5f, 3.0f};
+    CHECK(sampler_sample(&pres, NULL, e, 3, h, 2, 1) == 1 && e[1] == 3.5f && e[2] == 3.0f, "negative frequency penalty: %g %g", e[1], e[2]);
+    p.repeat_penalty = 2.0f, p.repeat_last_n = 0;  // the repetition penalty first (over prompt and answer), then the counts
+    float r[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+    sampler_penalize(&p, r, 4, hist, 6, 4);
+    CHECK(r[0] == 1.0f && r[1] == -0.75f && r[2] == 0.75f && r[3] == 2.0f, "repetition then frequency: %g %g %g %g, want 1 -0.75 0.75 2", r[0],
+          r[1], r[2], r[3]);
+}
+
 static void check_sampler(void) {
     float base[4] = {logf(0.5f), logf(0.3f), logf(0.15f), logf(0.05f)}, l[4];
     SamplerParams p = sampler_defaults();
     memcpy(l, base, sizeof l);
-    CHECK(sampler_sample(&p, NULL, l, 4, NULL, 0) == 0, "greedy is not the argmax");
+    CHECK(sampler_sample(&p, NULL, l, 4, NULL, 0, 0) == 0, "greedy is not the argmax");
     int counts[4] = {0};
     uint64_t rng = sampler_seed_state(1, 0);
     p.temperature = 1.0f;
     const int N = 40000;
     for (int i = 0; i < N; i++) {
         memcpy(l, base, sizeof l);
-        counts[sampler_sample(&p, &rng, l, 4, NULL, 0)]++;
+        counts[sampler_sample(&p, &rng, l, 4, NULL, 0, 0)]++;
     }
     const double want[4] = {0.5, 0.3, 0.15, 0.05};
     for (int k = 0; k < 4; k++) CHECK(fabs(counts[k] / (double)N - want[k]) < 0.01, "token %d sampled %.3f, want %.2f", k, counts[k] / (double)N, want[k]);
@@ -37,7 +68,7 @@ static void check_sampler(void) {
         int seen = 0;
         for (int i = 0; i < 4000; i++) {
             memcpy(l, base, sizeof l);
-            seen |= 1 << sampler_sample(&cases[c].p, &rng, l, 4, NULL, 0);
+            seen |= 1 << sampler_sample(&cases[c].p, &rng, l, 4, NULL, 0, 0);
         }
         CHECK(seen == cases[c].allowed, "%s: tokens seen 0x%x, allowed 0x%x", cases[c].what, seen, cases[c].allowed);
     }
@@ -46,15 +77,16 @@ static void check_sampler(void) {
     int hist[2] = {0, 0};
     SamplerParams rp = sampler_defaults();
     rp.repeat_penalty = 1.5f;
-    CHECK(sampler_sample(&rp, NULL, r, 3, hist, 2) == 1, "repetition penalty did not demote the repeated token");
+    CHECK(sampler_sample(&rp, NULL, r, 3, hist, 2, 0) == 1, "repetition penalty did not demote the repeated token");
     CHECK(fabsf(r[0] - 2.0f / 1.5f) < 1e-6, "a token seen twice was penalised twice (%f)", r[0]);
+    check_count_penalties();
     // seeded: same seed and stream, same draws; different streams differ
     uint64_t a = sampler_seed_state(42, 3), b = sampler_seed_state(42, 3), c2 = sampler_seed_state(42, 4);
     int same = 1, diff = 0;
     for (int i = 0; i < 50; i++) {
         float x[4], y[4], z[4];
         memcpy(x, base, sizeof x), memcpy(y, base, sizeof y), memcpy(z, base, sizeof z);
-        int sa = sampler_sample(&p, &a, x, 4, NULL, 0), sb = sampler_sample(&p, &b, y, 4, NULL, 0), sc = sampler_sample(&p, &c2, z, 4, NULL, 0);
+        int sa = sampler_sample(&p, &a, x, 4, NULL, 0, 0), sb = sampler_sample(&p, &b, y, 4, NULL, 0, 0), sc = sampler_sample(&p, &c2, z, 4, NULL, 0, 0);
         same &= sa == sb;
         diff |= sa != sc;
     }

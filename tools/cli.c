@@ -87,6 +87,8 @@ const char *k_gen_options_help =
     "  --max-tokens N          new tokens per answer (default 256)\n"
     "  --temperature T         0 = greedy (default 0)\n"
     "  --top-k K --top-p P --min-p P --repeat-penalty R   sampling filters (off by default)\n"
+    "  --frequency-penalty F --presence-penalty P   OpenAI's, -2..2 (default 0): logit -= count·F + (count > 0)·P\n"
+    "                          over the tokens generated so far\n"
     "  --seed N                RNG seed (default 0); sample k of a prompt uses stream k\n"
     "  --stop TEXT             stop string (repeatable); EOS/end-of-turn tokens always stop\n"
     "  --batch N               sequences decoded together (default 16)\n"
@@ -116,6 +118,8 @@ int gen_options_parse(Args *a, GenOptions *o) {
     if (arg_float(a, "--top-p", &o->gen.sampler.top_p, 0, 1)) return 1;
     if (arg_float(a, "--min-p", &o->gen.sampler.min_p, 0, 1)) return 1;
     if (arg_float(a, "--repeat-penalty", &o->gen.sampler.repeat_penalty, 0.01f, 100)) return 1;
+    if (arg_float(a, "--frequency-penalty", &o->gen.sampler.frequency_penalty, -2, 2)) return 1;
+    if (arg_float(a, "--presence-penalty", &o->gen.sampler.presence_penalty, -2, 2)) return 1;
     if (arg_int(a, "--seed", &v, 0, 2147483647)) {
         o->gen.sampler.seed = (uint64_t)v;
         return 1;

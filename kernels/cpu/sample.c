@@ -1,5 +1,5 @@
 // Picking a token from one row of logits: greedy, or temperature with top-k, min-p and top-p filters. The
-// engine's sampler (engine/sampler.c) draws u from a sequence's RNG and applies the repetition penalty first;
+// engine's sampler (engine/sampler.c) draws u from a sequence's RNG and applies the penalties first;
 // the CUDA version (kernels/cuda/sample.cu) repeats these steps in the same order and arithmetic.
 #include <math.h>
 #include <stdlib.h>
@@ -72,4 +72,12 @@ int k_sample_row(const float *logits, int V, float temperature, int top_k, float
     free(pr);
     free(c);
     return pick;
+}
+
+void k_penalize_counts(float *logits, const int *tokens, const int *counts, int n, float frequency, float presence) {
+    for (int i = 0; i < n; i++) {
+        // in double the product is exact (24-bit count × 24-bit float), so a fused multiply-add, which the
+        // compiler may or may not emit here or in the CUDA version, rounds the same as separate operations
+        logits[tokens[i]] -= (float)((double)counts[i] * frequency + presence);
+    }
 }

@@ -1,8 +1,9 @@
 // Token choice on the GPU for many rows of logits at once (kernels/cpu/sample.c k_sample_row, in the same order
 // and arithmetic, so a row given the same logits and u picks the same token): the repetition penalty on each
 // row's distinct recent tokens, the first maximum, and for sampled rows the candidates within the floor sorted in
-// shared memory (bitonic, logit desc then id asc), the top-k / min-p / top-p cuts and the pick. Only the picked
-// ids come back, instead of [rows, V] logits per decode step.
+// shared memory (bitonic, logit desc then id asc), the top-k / min-p / top-p cuts and the pick. The repetition
+// penalty comes first, then the frequency and presence penalties on each row's distinct generated tokens. Only
+// the picked ids come back, instead of [rows, V] logits per decode step.
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -17,11 +18,20 @@ extern "C" {
 #define SAMPLE_THREADS 1024
 #define SAMPLE_CAP 4096  // candidates sortable in shared memory; a row with more is left to the host (pick -1)
 
-__global__ static void penalize_kernel(float *logits, int V, const int *offsets, const int *tokens, const float *penalty) {
-    float *x = logits + (size_t)blockIdx.x * V, rp = penalty[blockIdx.x];
-    for (int k = offsets[blockIdx.x] + threadIdx.x; k < offsets[blockIdx.x + 1]; k += blockDim.x) {
-        int t = tokens[k];  // distinct within a row: no two threads touch the same logit
+// Penalty lists are flattened over the rows: row b's repetition tokens rep_tok[rep_off[b] .. rep_off[b+1]) and
+// its counted tokens cnt_tok / cnt over [cnt_off[b] .. cnt_off[b+1]).
+__global__ static void penalize_kernel(float *logits, int V, const int *rep_off, const int *rep_tok, const float *rep_pen, const int *cnt_off,
+                                       const int *cnt_tok, const int *cnt, const float *freq, const float *pres) {
+    float *x = logits + (size_t)blockIdx.x * V, rp = rep_pen[blockIdx.x];
+    for (int k = rep_off[blockIdx.x] + threadIdx.x; k < rep_off[blockIdx.x + 1]; k += blockDim.x) {
+        int t = rep_tok[k];  // distinct within a row: no two threads touch the same logit
         x[t] = x[t] > 0 ? x[t] / rp : x[t] * rp;
+    }
+    __syncthreads();  // a token in both lists: the repetition penalty first, as on the CPU
+    float f = freq[blockIdx.x], p = pres[blockIdx.x];
+    for (int k = cnt_off[blockIdx.x] + threadIdx.x; k < cnt_off[blockIdx.x + 1]; k += blockDim.x) {
+        int t = cnt_tok[k];  // distinct too
+        x[t] = x[t] - (float)((double)cnt[k] * f + p);  // k_penalize_counts: the product is exact in double
     }
 }
 
@@ -133,37 +143,44 @@ __global__ static void __launch_bounds__(SAMPLE_THREADS) sample_kernel(int *pick
     picked[row] = pick;
 }
 
+static int repeat_count(const KcSampleRow *s) { return s->repeat_penalty != 1.0f ? s->n_penalized : 0; }
+static int counted_count(const KcSampleRow *s) { return s->frequency_penalty != 0.0f || s->presence_penalty != 0.0f ? s->n_counted : 0; }
+
 extern "C" int kc_sample(int *picked, float *logits, int n_rows, int V, const KcSampleRow *rows) {
     if (n_rows <= 0) return 0;
-    int n_pen = 0, any_pen = 0;
-    for (int r = 0; r < n_rows; r++) {
-        int np = rows[r].repeat_penalty != 1.0f ? rows[r].n_penalized : 0;
-        n_pen += np, any_pen |= np > 0;
-    }
-    // one host block and one device block: temperature, top_p, min_p, penalty [n] float; top_k, picked [n],
-    // offsets [n+1], tokens [n_pen] int; u [n] double first (alignment)
-    size_t n = (size_t)n_rows, bytes = 8 * n + 4 * (4 * n + 2 * n + (n + 1) + (size_t)n_pen);
+    int n_rep = 0, n_cnt = 0;
+    for (int r = 0; r < n_rows; r++) n_rep += repeat_count(&rows[r]), n_cnt += counted_count(&rows[r]);
+    // one host block and one device block: u [n] double first (alignment); temperature, top_p, min_p, the
+    // three penalties [n] float; top_k, picked [n], rep_off [n+1], cnt_off [n+1], rep_tok [n_rep], cnt_tok,
+    // cnt [n_cnt] int
+    size_t n = (size_t)n_rows, bytes = 8 * n + 4 * (6 * n + 2 * n + 2 * (n + 1) + (size_t)n_rep + 2 * (size_t)n_cnt);
     char *h = (char *)malloc(bytes), *d = (char *)kc_alloc(bytes);
     int rc = -1;
     if (!h || !d) goto done;
     {
         double *u = (double *)h;
-        float *temp = (float *)(u + n), *tp = temp + n, *mp = tp + n, *pen = mp + n;
-        int *tk = (int *)(pen + n), *pk = tk + n, *off = pk + n, *tok = off + n + 1;
-        off[0] = 0;
+        float *temp = (float *)(u + n), *tp = temp + n, *mp = tp + n, *pen = mp + n, *fp = pen + n, *pp = fp + n;
+        int *tk = (int *)(pp + n), *pk = tk + n, *roff = pk + n, *coff = roff + n + 1, *rtok = coff + n + 1, *ctok = rtok + n_rep,
+            *cnt = ctok + n_cnt;
+        roff[0] = coff[0] = 0;
         for (int r = 0; r < n_rows; r++) {
             const KcSampleRow *s = &rows[r];
             u[r] = s->u, temp[r] = s->temperature, tp[r] = s->top_p, mp[r] = s->min_p, pen[r] = s->repeat_penalty, tk[r] = s->top_k;
-            int np = s->repeat_penalty != 1.0f ? s->n_penalized : 0;
-            if (np) memcpy(tok + off[r], s->penalized, sizeof(int) * (size_t)np);
-            off[r + 1] = off[r] + np;
+            fp[r] = s->frequency_penalty, pp[r] = s->presence_penalty;
+            int nr = repeat_count(s), nc = counted_count(s);
+            if (nr) memcpy(rtok + roff[r], s->penalized, sizeof(int) * (size_t)nr);
+            if (nc) memcpy(ctok + coff[r], s->counted, sizeof(int) * (size_t)nc), memcpy(cnt + coff[r], s->counts, sizeof(int) * (size_t)nc);
+            roff[r + 1] = roff[r] + nr, coff[r + 1] = coff[r] + nc;
         }
         if (kc_upload(d, h, bytes)) goto done;
-        size_t o_temp = 8 * n, o_tp = o_temp + 4 * n, o_mp = o_tp + 4 * n, o_pen = o_mp + 4 * n, o_tk = o_pen + 4 * n, o_pk = o_tk + 4 * n,
-               o_off = o_pk + 4 * n, o_tok = o_off + 4 * (n + 1);
-        if (any_pen) {
-            penalize_kernel<<<n_rows, 64>>>(logits, V, (const int *)(d + o_off), (const int *)(d + o_tok), (const float *)(d + o_pen));
-            KC_CHECK_LAUNCH_GOTO("sample (repetition penalty)", done);
+        size_t o_temp = 8 * n, o_tp = o_temp + 4 * n, o_mp = o_tp + 4 * n, o_pen = o_mp + 4 * n, o_fp = o_pen + 4 * n, o_pp = o_fp + 4 * n,
+               o_tk = o_pp + 4 * n, o_pk = o_tk + 4 * n, o_roff = o_pk + 4 * n, o_coff = o_roff + 4 * (n + 1), o_rtok = o_coff + 4 * (n + 1),
+               o_ctok = o_rtok + 4 * (size_t)n_rep, o_cnt = o_ctok + 4 * (size_t)n_cnt;
+        if (n_rep || n_cnt) {
+            penalize_kernel<<<n_rows, 64>>>(logits, V, (const int *)(d + o_roff), (const int *)(d + o_rtok), (const float *)(d + o_pen),
+                                            (const int *)(d + o_coff), (const int *)(d + o_ctok), (const int *)(d + o_cnt),
+                                            (const float *)(d + o_fp), (const float *)(d + o_pp));
+            KC_CHECK_LAUNCH_GOTO("sample (penalties)", done);
         }
         sample_kernel<<<n_rows, SAMPLE_THREADS>>>((int *)(d + o_pk), logits, V, (const float *)(d + o_temp), (const int *)(d + o_tk),
                                                   (const float *)(d + o_tp), (const float *)(d + o_mp), (const double *)d);

@@ -10,7 +10,7 @@
 
 struct LlmCache {
     sqlite3 *db;
-    sqlite3_stmt *get, *put;
+    sqlite3_stmt *get, *put, *put_unusable;
 };
 
 LlmCache *cache_open(const char *path) {
@@ -25,13 +25,15 @@ LlmCache *cache_open(const char *path) {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
         "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, wire TEXT, model TEXT, request TEXT,"
         " text TEXT, finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost REAL,"
-        " created TEXT DEFAULT (datetime('now')))";
+        " created TEXT DEFAULT (datetime('now')));"
+        "CREATE TABLE IF NOT EXISTS unusable (key TEXT, cost REAL, reason TEXT, created TEXT DEFAULT (datetime('now')))";
     char *err = NULL;
     if (sqlite3_exec(c->db, schema, NULL, NULL, &err) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "SELECT text, finish_reason, prompt_tokens, completion_tokens, created, cost FROM responses WHERE key = ?",
                            -1, &c->get, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO responses (key, wire, model, request, text, finish_reason, "
-                           "prompt_tokens, completion_tokens, cost, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &c->put, NULL) != SQLITE_OK) {
+                           "prompt_tokens, completion_tokens, cost, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &c->put, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "INSERT INTO unusable (key, cost, reason) VALUES (?, ?, ?)", -1, &c->put_unusable, NULL) != SQLITE_OK) {
         ld_set_error("%s: response cache: %s", path, err ? err : sqlite3_errmsg(c->db));
         sqlite3_free(err);
         cache_close(c);
@@ -44,6 +46,7 @@ void cache_close(LlmCache *c) {
     if (!c) return;
     sqlite3_finalize(c->get);
     sqlite3_finalize(c->put);
+    sqlite3_finalize(c->put_unusable);
     sqlite3_close(c->db);
     free(c);
 }
@@ -87,10 +90,24 @@ int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char 
     return 0;
 }
 
+int cache_put_unusable(LlmCache *c, const char *key, double cost, const char *reason) {
+    sqlite3_reset(c->put_unusable);
+    sqlite3_bind_text(c->put_unusable, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_double(c->put_unusable, 2, cost);
+    sqlite3_bind_text(c->put_unusable, 3, reason, -1, SQLITE_STATIC);
+    if (sqlite3_step(c->put_unusable) != SQLITE_DONE) {
+        ld_set_error("response cache write failed: %s", sqlite3_errmsg(c->db));
+        return -1;
+    }
+    return 0;
+}
+
 double cache_total_cost(LlmCache *c) {
     sqlite3_stmt *st;
     double usd = 0;
-    if (sqlite3_prepare_v2(c->db, "SELECT COALESCE(SUM(cost), 0) FROM responses", -1, &st, NULL) != SQLITE_OK) return 0;
+    if (sqlite3_prepare_v2(c->db, "SELECT (SELECT COALESCE(SUM(cost), 0) FROM responses) + (SELECT COALESCE(SUM(cost), 0) FROM unusable)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
     if (sqlite3_step(st) == SQLITE_ROW) usd = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
     return usd;

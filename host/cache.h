@@ -11,8 +11,10 @@ void cache_close(LlmCache *c);
 char *cache_key(const ProviderConfig *p, const HttpRequest *h);
 // 1 on a hit; *cost gets what the reply cost when it was paid for.
 int cache_get(LlmCache *c, const char *key, LlmReply *out, double *cost);
-// What every stored reply cost when it was paid for: each distinct request is paid once, so this is what a
-// run directory has spent, crashes and reruns included.
+// What every stored reply cost when it was paid for, unusable ones included: each distinct usable request is
+// paid once, so this is what a run directory has spent, crashes and reruns included.
 double cache_total_cost(LlmCache *c);
 // Stores one reply; committed before returning (durable across a kill -9).
 int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char *request_body, const LlmReply *r, double cost);
+// Records what a reply that could not be used (not JSON, no text, too large, invalid UTF-8) cost.
+int cache_put_unusable(LlmCache *c, const char *key, double cost, const char *reason);

@@ -209,10 +209,27 @@ int cfg_get_int(const cJSON *obj, const char *key, const char *path, int def, in
     return 0;
 }
 
+// A string that must be one of `choices` (NULL-terminated; the first is the default): *out gets its index.
+static int cfg_get_choice(const cJSON *obj, const char *key, const char *path, const char *const *choices, int *out, const char *file) {
+    const char *v;
+    if (cfg_get_str(obj, key, path, choices[0], &v, file)) return -1;
+    char list[256] = "";
+    for (int i = 0; choices[i]; i++) {
+        if (!strcmp(v, choices[i])) {
+            *out = i;
+            return 0;
+        }
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? " or " : "", choices[i]);
+    }
+    ld_set_error("%s: '%s.%s' is '%s' (%s)", file, path, key, v, list);
+    return -1;
+}
+
 int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderConfig *p, ClientLimits *l) {
     static const char *const keys[] = {"provider", "base_url", "model", "api_key_env", "temperature", "max_tokens",
                                        "price_in_per_mtok", "price_out_per_mtok", "concurrency", "requests_per_minute",
-                                       "tokens_per_minute", "max_attempts", "timeout_s", "budget_usd", NULL};
+                                       "tokens_per_minute", "max_attempts", "timeout_s", "budget_usd", "retry_after_max_s",
+                                       "long_retry_after", "deadline_s", "max_reply_mb", "invalid_utf8", NULL};
     if (cfg_check_keys(svc, path, keys, file)) return -1;
     const char *wire;
     memset(p, 0, sizeof *p);
@@ -224,7 +241,7 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
     }
     static const char *const default_url[] = {"https://api.openai.com/v1", "https://api.anthropic.com",
                                               "https://generativelanguage.googleapis.com"};
-    double budget;
+    double budget, reply_mb;
     if (cfg_get_str(svc, "base_url", path, default_url[p->wire], &p->base_url, file) ||
         cfg_get_str(svc, "model", path, NULL, &p->model, file) ||
         cfg_get_str(svc, "api_key_env", path, "", &p->api_key_env, file) ||
@@ -237,8 +254,14 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
         cfg_get_int(svc, "tokens_per_minute", path, 0, 0, 1 << 30, &l->tpm, file) ||
         cfg_get_int(svc, "max_attempts", path, 6, 1, 100, &l->max_attempts, file) ||
         cfg_get_num(svc, "timeout_s", path, 120, 0.1, 3600, &l->timeout_s, file) ||
-        cfg_get_num(svc, "budget_usd", path, 0, 0, 1e9, &budget, file))
+        cfg_get_num(svc, "budget_usd", path, 0, 0, 1e9, &budget, file) ||
+        cfg_get_num(svc, "retry_after_max_s", path, l->retry_after_max_s, 0, 7 * 86400, &l->retry_after_max_s, file) ||
+        cfg_get_choice(svc, "long_retry_after", path, (const char *const[]){"fail", "wait", NULL}, &l->retry_after_wait, file) ||
+        cfg_get_num(svc, "deadline_s", path, 0, 0, 1e8, &l->deadline_s, file) ||
+        cfg_get_num(svc, "max_reply_mb", path, 16, 0.001, 4096, &reply_mb, file) ||
+        cfg_get_choice(svc, "invalid_utf8", path, (const char *const[]){"drop", "repair", NULL}, &l->repair_utf8, file))
         return -1;
+    l->max_reply_bytes = (size_t)(reply_mb * 1048576);
     if (cJSON_GetObjectItemCaseSensitive(svc, "budget_usd") && budget <= 0) {
         ld_set_error("%s: '%s.budget_usd' is 0: no request could ever be sent (leave it out for no cap)", file, path);
         return -1;

@@ -1,9 +1,12 @@
 // defines: the service-LLM client — many requests in flight over libcurl's multi interface, within limits on
 // concurrency, requests and tokens per rate window (sliding window: never exceeded; requests paced evenly
 // through it), with retries
-// (exponential backoff with full jitter, Retry-After honoured) on 429, 5xx, timeouts, connection errors and
-// unusable replies; 4xx otherwise fails fast with the provider's message. Every reply's usage and cost are
-// recorded; a budget cap stops new requests cleanly; the cache answers repeated requests for free.
+// (exponential backoff with full jitter, Retry-After honoured up to a cap) on 429, 5xx, timeouts, connection
+// errors and unusable replies; 4xx otherwise fails fast with the provider's message. Every reply's usage and
+// cost are recorded, unusable ones included, and checked (a server's implausible usage is replaced by an
+// estimate); replies are size-capped and must be valid UTF-8; a budget cap stops new requests cleanly; the
+// cache answers repeated requests for free and each reply is committed to it as soon as it arrives. When
+// every request fails the same way the client says so on one line and gives up after one request's attempts.
 #pragma once
 #include "cache.h"
 #include "provider.h"
@@ -15,8 +18,13 @@ typedef struct {
     int max_attempts;      // per request, first try included
     double timeout_s;      // per attempt
     double backoff_base_s, backoff_max_s;
-    double budget_usd;     // stop issuing new requests once spent >= budget (0 = no cap)
+    double budget_usd;     // stop issuing new requests once spent + in flight >= budget (0 = no cap)
     int use_cache;         // read the cache (replies are always written)
+    double retry_after_max_s;  // the longest Retry-After waited for silently
+    int retry_after_wait;      // past that: 0 = the request fails, 1 = wait (said on the console) within the deadline
+    double deadline_s;         // no attempt starts or is waited for past this many seconds of one llm_run (0 = none)
+    size_t max_reply_bytes;    // a longer reply body is aborted mid-transfer
+    int repair_utf8;           // invalid UTF-8 in a reply: 0 = the request fails ("invalid UTF-8"), 1 = U+FFFD
 } ClientLimits;
 
 typedef enum { JOB_PENDING, JOB_OK, JOB_FAILED, JOB_SKIPPED_BUDGET } JobStatus;
@@ -28,7 +36,8 @@ typedef struct {
     JobStatus status;
     LlmReply reply;
     int cached, attempts;
-    double cost;
+    double cost;           // of the reply used (for a cached one: what it cost when it was paid for)
+    double unusable_cost;  // paid in this call for replies that could not be used
     char *error;  // last error (heap) when failed; also the reason of the last retry
 } LlmJob;
 
@@ -37,7 +46,14 @@ typedef struct {
     long prompt_tokens, completion_tokens;          // of every reply, cached ones included
     long new_prompt_tokens, new_completion_tokens;  // of the replies paid for in this call
     double cost_usd;      // of every reply, cached ones included (what the results cost)
-    double new_cost_usd;  // paid in this call
+    double new_cost_usd;  // paid in this call, unusable replies included
+    double unusable_cost_usd;  // of those, for replies that could not be used (not JSON, no text, too large, ...)
+    long usage_estimated;      // replies whose usage was missing or implausible: tokens estimated from sizes
+    long utf8_repaired;        // replies whose invalid UTF-8 was replaced (repair_utf8)
+    int all_failed;            // no request succeeded and every one that ended failed
+    int gave_up;               // every request failed the same way, so the rest were not sent
+    char first_error[256];     // the first failure (with all_failed: what the service is doing)
+    double commit_lag_max_s;   // the longest time from a reply's arrival to its commit to the cache
     double wall_s;
     int busiest_window;          // most requests sent within any one rate window
     long busiest_window_tokens;  // most (estimated) tokens sent within any one rate window
@@ -51,3 +67,5 @@ typedef void (*JobDoneFn)(void *ctx, LlmJob *job);
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done,
             void *ctx, ClientStats *stats);
 void llm_job_clear(LlmJob *j);
+// Adds one call's counts to a stage's running totals (the busiest windows are maxima).
+void client_stats_add(ClientStats *to, const ClientStats *from);

@@ -1,6 +1,7 @@
 #include "provider.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,9 +134,20 @@ void http_request_free(HttpRequest *h) {
     memset(h, 0, sizeof *h);
 }
 
-static long num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? (long)v->valuedouble : 0;
+// One usage count: a whole number in [0, LD_USAGE_MAX], else 0 and not known (negative counts would pay the
+// budget back, 1e30 overflows a long).
+static int usage_count(const cJSON *usage, const char *k, long *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(usage, k);
+    *out = 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= LD_USAGE_MAX) || v->valuedouble != floor(v->valuedouble))
+        return 0;
+    *out = (long)v->valuedouble;
+    return 1;
+}
+
+static void parse_usage(const cJSON *usage, const char *prompt_key, const char *completion_key, LlmReply *out) {
+    int a = usage_count(usage, prompt_key, &out->prompt_tokens), b = usage_count(usage, completion_key, &out->completion_tokens);
+    out->usage_known = a && b;
 }
 
 int provider_parse(const ProviderConfig *p, const char *body, size_t len, LlmReply *out, char *err, size_t errcap) {
@@ -151,9 +163,7 @@ int provider_parse(const ProviderConfig *p, const char *body, size_t len, LlmRep
         const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
         text = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ch, "message"), "content");
         fin = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");
-        out->prompt_tokens = num(u, "prompt_tokens");
-        out->completion_tokens = num(u, "completion_tokens");
+        parse_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), "prompt_tokens", "completion_tokens", out);
     } else if (p->wire == WIRE_ANTHROPIC) {
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(root, "content");
         for (const cJSON *c = content ? content->child : NULL; c; c = c->next) {
@@ -164,17 +174,13 @@ int provider_parse(const ProviderConfig *p, const char *body, size_t len, LlmRep
             }
         }
         fin = cJSON_GetObjectItemCaseSensitive(root, "stop_reason");
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");
-        out->prompt_tokens = num(u, "input_tokens");
-        out->completion_tokens = num(u, "output_tokens");
+        parse_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), "input_tokens", "output_tokens", out);
     } else {
         const cJSON *cand = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "candidates"), 0);
         const cJSON *parts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(cand, "content"), "parts");
         text = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(parts, 0), "text");
         fin = cJSON_GetObjectItemCaseSensitive(cand, "finishReason");
-        const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usageMetadata");
-        out->prompt_tokens = num(u, "promptTokenCount");
-        out->completion_tokens = num(u, "candidatesTokenCount");
+        parse_usage(cJSON_GetObjectItemCaseSensitive(root, "usageMetadata"), "promptTokenCount", "candidatesTokenCount", out);
     }
     if (!cJSON_IsString(text)) {
         snprintf(err, errcap, "reply has no text (%s format)", k_wire[p->wire]);
@@ -182,7 +188,8 @@ int provider_parse(const ProviderConfig *p, const char *body, size_t len, LlmRep
         return -1;
     }
     out->text = ld_xstrdup(text->valuestring);
-    out->finish_reason = ld_xstrdup(cJSON_IsString(fin) ? fin->valuestring : "");
+    const char *f = cJSON_IsString(fin) ? fin->valuestring : "";
+    out->finish_reason = ld_utf8_repair(f, strlen(f), NULL);
     cJSON_Delete(root);
     return 0;
 }
@@ -195,7 +202,7 @@ char *provider_error_message(const char *body, size_t len, long status) {
     if (cJSON_IsString(m)) snprintf(buf, sizeof buf, "HTTP %ld: %s", status, m->valuestring);
     else snprintf(buf, sizeof buf, "HTTP %ld", status);
     cJSON_Delete(root);
-    return ld_xstrdup(buf);
+    return ld_utf8_repair(buf, strlen(buf), NULL);  // it ends up in JSON records (and the cut may split a character)
 }
 
 void llm_reply_free(LlmReply *r) {

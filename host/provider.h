@@ -40,6 +40,8 @@ typedef struct {
 typedef struct {
     char *text;  // the assistant's text
     long prompt_tokens, completion_tokens;
+    int usage_known;      // the reply carried both counts as whole numbers in [0, LD_USAGE_MAX]
+    int usage_estimated;  // the client replaced missing or implausible counts with estimates
     char *finish_reason;
     char *received_at;  // UTC time the provider's answer arrived (kept by the cache: a replay keeps it)
 } LlmReply;
@@ -50,9 +52,13 @@ int wire_from_name(const char *name, WireFormat *out);
 char *provider_key_header(const ProviderConfig *p, const char *key);
 int provider_build(const ProviderConfig *p, const LlmRequest *r, HttpRequest *out);
 void http_request_free(HttpRequest *h);
-// Parses a 2xx body. -1 with a reason in err (truncated/invalid JSON, no text, provider-reported error).
+// Token counts above this are not believed from any server (the largest context windows are ~2M tokens).
+#define LD_USAGE_MAX 10000000
+// Parses a 2xx body. -1 with a reason in err (truncated/invalid JSON, no text, provider-reported error); the
+// usage is filled in either way when the body carries it (an unusable reply is still paid for). The text is
+// returned as sent (the client checks its UTF-8); the finish reason is repaired to valid UTF-8.
 int provider_parse(const ProviderConfig *p, const char *body, size_t len, LlmReply *out, char *err, size_t errcap);
-// The provider's own error message from a non-2xx body (heap), or a generic one.
+// The provider's own error message from a non-2xx body (heap, valid UTF-8), or a generic one.
 char *provider_error_message(const char *body, size_t len, long status);
 void llm_reply_free(LlmReply *r);
 double provider_cost(const ProviderConfig *p, long prompt_tokens, long completion_tokens);

@@ -9,7 +9,7 @@
 #include "engine/util.h"
 #include "text.h"
 
-char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call) {
+char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask) {
     static const char *fmt =
         "You are writing training data for a small language model that must learn one task.\n\n"
         "Task: %s\n\n"
@@ -20,9 +20,10 @@ char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call) {
         "Reply with only this JSON object and nothing else:\n"
         "{\"contents\": [{\"instruction\": \"...\", \"response\": \"...\"}]}\n\n"
         "(round %d, request %d)";
-    size_t n = strlen(fmt) + strlen(cfg->task) + strlen(seed->instruction) + strlen(seed->response) + 64;
+    size_t n = strlen(fmt) + strlen(cfg->task) + strlen(seed->instruction) + strlen(seed->response) + 160;
     char *s = ld_xmalloc(n);
-    snprintf(s, n, fmt, cfg->task, seed->instruction, seed->response, cfg->pairs_per_call, cfg->round, call);
+    int k = snprintf(s, n, fmt, cfg->task, seed->instruction, seed->response, cfg->pairs_per_call, cfg->round, call);
+    if (reask) snprintf(s + k, n - (size_t)k, " (retry %d: the previous reply did not follow the JSON contract)", reask);
     return s;
 }
 
@@ -97,6 +98,45 @@ static void on_done(void *ctx, LlmJob *job) {
     }
 }
 
+static int follows_contract(const LlmJob *j) {
+    cJSON *o = j->status == JOB_OK ? find_contents(j->reply.text) : NULL;
+    cJSON_Delete(o);
+    return o != NULL;
+}
+
+// The calls whose reply was JSON but not the contract, asked once more with a retry marker: a distinct request,
+// so neither this run nor a rerun is answered with the cached off-contract reply again.
+static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
+                              const Records *seeds, const int *order, LlmJob *jobs, LlmMessage *msgs, char **prompts,
+                              int calls, int reask, SynthSummary *sum) {
+    int *which = ld_xmalloc(sizeof(int) * (size_t)calls), nw = 0;
+    for (int c = 0; c < calls; c++)
+        if (jobs[c].status == JOB_OK && !follows_contract(&jobs[c])) which[nw++] = c;
+    LlmJob *again = ld_xcalloc((size_t)nw + 1, sizeof(LlmJob));
+    for (int q = 0; q < nw; q++) {
+        int c = which[q];
+        free(prompts[c]);
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c, reask);
+        msgs[c] = (LlmMessage){"user", prompts[c]};
+        again[q].req = jobs[c].req;
+    }
+    ClientStats st;
+    int rc = nw ? llm_run(p, l, cache, again, nw, NULL, NULL, &st) : 0;
+    if (nw && rc == 0) {
+        fprintf(stderr, "synth: %d replies off the {\"contents\"} contract asked again (retry %d)\n", nw, reask);
+        client_stats_add(&sum->client, &st);
+        sum->reasked += nw;
+        for (int q = 0; q < nw; q++) {
+            llm_job_clear(&jobs[which[q]]);
+            jobs[which[q]] = again[q];
+        }
+    } else {
+        for (int q = 0; q < nw; q++) llm_job_clear(&again[q]);
+    }
+    free(again), free(which);
+    return rc;
+}
+
 int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
               const Records *seeds, const Records *prior, int n_prior, const Records *test, const char *out_path,
               const char *dropped_path, SynthSummary *sum) {
@@ -107,12 +147,14 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     LlmMessage *msgs = ld_xcalloc((size_t)calls, sizeof(LlmMessage));
     char **prompts = ld_xcalloc((size_t)calls, sizeof(char *));
     for (int c = 0; c < calls; c++) {
-        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c);
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c, 0);
         msgs[c] = (LlmMessage){"user", prompts[c]};
         jobs[c].req = (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1, .json_schema = k_synth_schema};
     }
     Progress pg = {ld_time_s(), 0, calls};
     int rc = llm_run(p, l, cache, jobs, calls, on_done, &pg, &sum->client);
+    for (int reask = 1; rc == 0 && reask <= cfg->max_reask; reask++)
+        rc = reask_off_contract(p, l, cache, cfg, seeds, order, jobs, msgs, prompts, calls, reask, sum);
     if (rc == 0) {
         Dedup *dd = dedup_new(cfg->dedup_threshold, 3, 128);
         for (int i = 0; i < seeds->n; i++) {  // all earlier data: the seeds and every prior round

@@ -16,10 +16,12 @@ typedef struct {
     double dedup_threshold;  // shingle Jaccard for near-duplicates
     int decontam_ngram;
     double decontam_threshold;  // share of a pair's n-grams found in one test record
+    int max_reask;              // re-asks (with a marker, so not the cached reply) for a reply off the contract
 } SynthConfig;
 
 typedef struct {
     int calls_ok, calls_failed, returned, kept, invalid, exact_dup, near_dup, contaminated;
+    int reasked;  // requests asked again because the reply broke the {"contents"} contract
     ClientStats client;
 } SynthSummary;
 
@@ -27,5 +29,5 @@ typedef struct {
 int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
               const Records *seeds, const Records *prior, int n_prior, const Records *test, const char *out_path,
               const char *dropped_path, SynthSummary *sum);
-// The prompt for one call (heap), shared with tests.
-char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call);
+// The prompt for one call (heap), shared with tests; reask > 0 adds the retry marker.
+char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask);

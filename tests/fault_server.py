@@ -7,6 +7,10 @@ The last user message picks the faults: "FAULTS:429,503" makes the first attempt
 slow (answers after --slow seconds), reset (drops the connection), trunc (truncated JSON), invalid (not JSON),
 nojson (a reply without a JSON object); and, for judge prompts, badscore (scores out of 1..100) and prose
 (grades in words, no JSON), which hold only while the prompt carries no "retry N" marker.
+Hostile ones: ra86400, rainf, radate (429 with Retry-After 86400, "inf", an HTTP date a day ahead);
+usageneg, usagehuge (usage of -1000000 and 1e30 tokens); badutf8 (the answer carries the bytes ff fe);
+huge (a 200 MB chunked body); numcontent, nochoices (a 200 whose content is a number / whose choices are
+empty, usage included); offcontract (for synthesis prompts: JSON without "contents", unless retried).
 
 Successful answers follow the request: a synthesis prompt (asking for {"contents": ...}) gets N pairs made
 from the request hash, plus an exact duplicate and a test-contaminated pair; a judge prompt gets a rubric
@@ -41,15 +45,34 @@ def last_user_text(path, body):
     return None, None
 
 
-def reply(wire, text, prompt_tokens):
+def reply(wire, text, prompt_tokens, completion_tokens=7):
     if wire == "openai":
         return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop"}], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7}}
+                "finish_reason": "stop"}], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
     if wire == "anthropic":
         return {"id": "x", "type": "message", "role": "assistant", "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn", "usage": {"input_tokens": prompt_tokens, "output_tokens": 7}}
+                "stop_reason": "end_turn", "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}}
     return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
-            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": 7}}
+            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": completion_tokens}}
+
+
+def unusable_reply(wire, fault, prompt_tokens):
+    """A 200 that carries usage but no text the client can use."""
+    r = reply(wire, 12345, prompt_tokens)  # content as a number
+    if fault == "nochoices":
+        r.pop("choices", None), r.pop("content", None), r.pop("candidates", None)
+        r.update({"choices": []} if wire == "openai" else {"content": []} if wire == "anthropic" else {"candidates": []})
+    return r
+
+
+def retry_after_value(fault):
+    if fault == "ra86400":
+        return "86400"
+    if fault == "rainf":
+        return "inf"
+    if fault == "radate":
+        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 86400))
+    return "1"
 
 
 def client_gone(sock):
@@ -126,7 +149,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(ARGS.latency)
         if client_gone(self.connection):
             fault = "client_gone"  # killed while waiting: it never gets this answer, so asking again is fine
-        answered = fault in ("none", "slow", "nojson", "badscore", "prose")
+        answered = fault in ("none", "slow", "nojson", "badscore", "prose", "usageneg", "usagehuge", "offcontract", "badutf8",
+                             "numcontent", "nochoices")
         entry = {"t": arrived, "hash": h, "wire": wire, "attempt": attempt, "fault": fault, "answered": answered,
                  "inflight": inflight, "key_ok": key_ok}
         if fault == "none" and ARGS.liveness:
@@ -144,12 +168,15 @@ class Handler(BaseHTTPRequestHandler):
             return
         if fault == "slow":
             time.sleep(ARGS.slow)
-        if fault in ("429", "429ra", "500", "503", "400"):
-            code = int(fault[:3])
+        if fault == "huge":
+            self.send_huge()
+            return
+        if fault in ("429", "429ra", "500", "503", "400", "ra86400", "rainf", "radate"):
+            code = int(fault[:3]) if fault[0].isdigit() else 429
             payload = json.dumps({"error": {"message": f"injected {fault}", "type": "test"}}).encode()
             self.send_response(code)
-            if fault == "429ra":
-                self.send_header("Retry-After", "1")
+            if fault not in ("429", "500", "503", "400"):
+                self.send_header("Retry-After", retry_after_value(fault))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -162,7 +189,19 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "badscore" and not retried:
             answer = json.dumps({"similarity_assessment": {"score": 150, "reason": "x"},
                                  "precision_assessment": {"score": 101, "reason": "y"}})
-        payload = json.dumps(reply(wire, answer, len(text) // 4 + 1)).encode()
+        if fault == "badutf8":
+            answer = answer.replace('": "', '": "BADUTF8', 1)
+        if fault == "offcontract" and not retried:
+            answer = json.dumps({"pairs": "the wrong key"})
+        usage = {"usageneg": -1000000, "usagehuge": 1e30}.get(fault)
+        if fault in ("numcontent", "nochoices"):
+            payload = json.dumps(unusable_reply(wire, fault, len(text) // 4 + 1)).encode()
+        elif usage is not None:
+            payload = json.dumps(reply(wire, answer, usage, usage)).encode()
+        else:
+            payload = json.dumps(reply(wire, answer, len(text) // 4 + 1)).encode()
+        if fault == "badutf8":  # raw bytes that are not UTF-8, inside the answer's first string value
+            payload = payload.replace(b"BADUTF8", b"bad\xff\xfe", 1)
         if fault == "trunc":
             payload = payload[: len(payload) // 2]
         if fault == "invalid":
@@ -183,6 +222,22 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK, open(ARGS.log, "a") as f:
                 f.write(json.dumps(entry) + "\n")
             self.pending_entry = None
+
+
+def send_huge(self):
+    """200 MB of JSON-looking bytes, chunked, made as they are sent; stops when the client hangs up."""
+    self.send_response(200)
+    self.send_header("Content-Type", "application/json")
+    self.send_header("Transfer-Encoding", "chunked")
+    self.end_headers()
+    chunk, head = b"x" * (1 << 20), b'{"pad": "'
+    self.wfile.write(b"%x\r\n%s\r\n" % (len(head), head))
+    for _ in range(200):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    self.wfile.write(b"0\r\n\r\n")
+
+
+Handler.send_huge = send_huge
 
 
 def main():

@@ -1,7 +1,11 @@
 // The service-LLM client against tests/fault_server.py on 127.0.0.1: all three wire formats; every fault
 // (429 with/without Retry-After, 500/503, resets, timeouts, truncated/invalid JSON, missing JSON) ends in a
 // result or a recorded failure; Retry-After honoured; rate window and concurrency never exceeded; the cache
-// answers a rerun without a single request; the budget stops new requests; the key never reaches disk.
+// answers a rerun without a single request; the budget stops new requests; the key never reaches disk. And a
+// hostile service: Retry-After of a day (or inf, or a date) capped; usage claims of -1e6 or 1e30 tokens replaced
+// by estimates (the budget holds); invalid UTF-8 dropped or repaired; a 200 MB reply aborted at the cap;
+// unusable 200s paid for; a service that refuses every connection given up on after one request's attempts;
+// synthesis replies off the contract asked again with a marker, and never a line of invalid UTF-8 written.
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -9,11 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "llm_client.h"
+#include "synth.h"
 #include "test_util.h"
 #include "util.h"
 
@@ -282,6 +290,254 @@ static void check_budget(void) {
     CHECK(st.cost_usd - jobs[0].cost <= l.budget_usd + 1e-9 || ok == 1, "spent past the cap before stopping");
 }
 
+static void run_faults(ProviderConfig *p, ClientLimits *l, LlmCache *cache, const char *prefix, const char *const *faults, int n,
+                       LlmJob *jobs, LlmMessage *msgs, char texts[][128], ClientStats *st) {
+    make_jobs(jobs, msgs, texts, n, prefix, faults);
+    CHECK(llm_run(p, l, cache, jobs, n, NULL, NULL, st) == 0, "%s: run failed: %s", prefix, ld_last_error());
+}
+
+static void check_retry_after_cap(void) {
+    ProviderConfig p = provider(WIRE_OPENAI);
+    ClientLimits l = fast_limits();
+    l.use_cache = 0;
+    const char *faults[] = {"ra86400", "radate", "rainf"};
+    LlmJob jobs[3];
+    LlmMessage msgs[6];
+    char texts[3][128];
+    ClientStats st;
+    double t0 = ld_time_s();
+    run_faults(&p, &l, NULL, "retry-after", faults, 3, jobs, msgs, texts, &st);
+    double dt = ld_time_s() - t0;
+    for (int i = 0; i < 2; i++)
+        CHECK(jobs[i].status == JOB_FAILED && jobs[i].attempts == 1 && strstr(jobs[i].error, "Retry-After") &&
+                  strstr(jobs[i].error, "retry_after_max_s"),
+              "%s: a day's Retry-After must fail the request at once (status %d, %d attempts, %s)", faults[i], jobs[i].status,
+              jobs[i].attempts, jobs[i].error ? jobs[i].error : "");
+    CHECK(jobs[2].status == JOB_OK && jobs[2].attempts == 2, "Retry-After: inf is no delay to honour (status %d, %d attempts)",
+          jobs[2].status, jobs[2].attempts);
+    CHECK(dt < 10, "Retry-After cap: %.1fs", dt);
+    for (int i = 0; i < 3; i++) llm_job_clear(&jobs[i]);
+    // waiting it out, as configured, still ends at the stage deadline
+    l.retry_after_wait = 1;
+    l.deadline_s = 1.5;
+    t0 = ld_time_s();
+    run_faults(&p, &l, NULL, "retry-after-wait", faults, 1, jobs, msgs, texts, &st);
+    dt = ld_time_s() - t0;
+    CHECK(jobs[0].status == JOB_FAILED && strstr(jobs[0].error, "deadline") && dt < 5,
+          "long_retry_after: wait must stop at the deadline (status %d, %.1fs, %s)", jobs[0].status, dt, jobs[0].error ? jobs[0].error : "");
+    llm_job_clear(&jobs[0]);
+    printf("retry-after: 86400 s and a date a day ahead fail at once, inf ignored, wait stops at the deadline\n");
+}
+
+static void check_usage_claims(void) {
+    for (int w = 0; w < 3; w++) {
+        ProviderConfig p = provider((WireFormat)w);
+        ClientLimits l = fast_limits();
+        l.use_cache = 0;
+        const char *faults[] = {"usageneg", "usagehuge"};
+        LlmJob jobs[2];
+        LlmMessage msgs[4];
+        char texts[2][128];
+        ClientStats st;
+        char prefix[40];
+        snprintf(prefix, sizeof prefix, "usage-%s", wire_name(p.wire));
+        run_faults(&p, &l, NULL, prefix, faults, 2, jobs, msgs, texts, &st);
+        for (int i = 0; i < 2; i++)
+            CHECK(jobs[i].status == JOB_OK && jobs[i].reply.usage_estimated && jobs[i].reply.prompt_tokens > 0 &&
+                      jobs[i].reply.prompt_tokens < 1000 && jobs[i].cost > 0 && jobs[i].cost < 0.01,
+                  "%s %s: claimed usage must be replaced by an estimate (%ld prompt tokens, $%g)", wire_name(p.wire), faults[i],
+                  jobs[i].reply.prompt_tokens, jobs[i].cost);
+        CHECK(st.usage_estimated == 2 && st.cost_usd > 0, "%s: %ld estimated, $%g", wire_name(p.wire), st.usage_estimated, st.cost_usd);
+        for (int i = 0; i < 2; i++) llm_job_clear(&jobs[i]);
+    }
+    // negative usage cannot buy more requests than the budget allows
+    ProviderConfig p = provider(WIRE_OPENAI);
+    p.price_in_per_mtok = 1e5;
+    ClientLimits l = fast_limits();
+    l.concurrency = 1, l.budget_usd = 1.0, l.use_cache = 0;
+    const char *faults[] = {"usageneg", "usageneg", "usageneg", "usageneg", "usageneg"};
+    LlmJob jobs[5];
+    LlmMessage msgs[10];
+    char texts[5][128];
+    ClientStats st;
+    run_faults(&p, &l, NULL, "usage-budget", faults, 5, jobs, msgs, texts, &st);
+    CHECK(st.requests_sent == 1 && st.skipped_budget == 4 && st.cost_usd > l.budget_usd,
+          "negative usage must still spend the budget: %ld sent, %ld skipped, $%g", st.requests_sent, st.skipped_budget, st.cost_usd);
+    for (int i = 0; i < 5; i++) llm_job_clear(&jobs[i]);
+    printf("usage: -1e6 and 1e30 tokens estimated instead; the budget stops after one reply\n");
+}
+
+static void check_invalid_utf8(void) {
+    ProviderConfig p = provider(WIRE_ANTHROPIC);
+    ClientLimits l = fast_limits();
+    l.use_cache = 0;
+    const char *faults[] = {"badutf8"};
+    LlmJob jobs[1];
+    LlmMessage msgs[2];
+    char texts[1][128];
+    ClientStats st;
+    run_faults(&p, &l, NULL, "utf8-drop", faults, 1, jobs, msgs, texts, &st);
+    CHECK(jobs[0].status == JOB_FAILED && strstr(jobs[0].error, "invalid UTF-8") && jobs[0].attempts == 1 && jobs[0].unusable_cost > 0,
+          "invalid UTF-8 must fail the request, paid for (status %d, %s)", jobs[0].status, jobs[0].error ? jobs[0].error : "");
+    llm_job_clear(&jobs[0]);
+    l.repair_utf8 = 1;
+    run_faults(&p, &l, NULL, "utf8-repair", faults, 1, jobs, msgs, texts, &st);
+    CHECK(jobs[0].status == JOB_OK && strstr(jobs[0].reply.text, "bad\xEF\xBF\xBD\xEF\xBF\xBD") && st.utf8_repaired == 1,
+          "repair_utf8 must replace the bytes with U+FFFD (%s)", jobs[0].reply.text ? jobs[0].reply.text : jobs[0].error);
+    llm_job_clear(&jobs[0]);
+}
+
+static long max_rss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+static void check_reply_cap(void) {
+    ProviderConfig p = provider(WIRE_GEMINI);
+    ClientLimits l = fast_limits();
+    l.use_cache = 0;
+    l.max_reply_bytes = 1 << 20;
+    const char *faults[] = {"huge"};
+    LlmJob jobs[1];
+    LlmMessage msgs[2];
+    char texts[1][128];
+    ClientStats st;
+    long rss0 = max_rss_kb();
+    double t0 = ld_time_s();
+    run_faults(&p, &l, NULL, "reply-cap", faults, 1, jobs, msgs, texts, &st);
+    long grew = max_rss_kb() - rss0;
+    CHECK(jobs[0].status == JOB_OK && jobs[0].attempts == 2 && st.unusable_cost_usd > 0,
+          "a 200 MB reply must be cut at 1 MB and asked again (status %d, %d attempts, $%g unusable)", jobs[0].status,
+          jobs[0].attempts, st.unusable_cost_usd);
+    CHECK(grew < 32 * 1024, "a 200 MB reply grew the client by %ld kB", grew);
+    printf("reply cap: 200 MB body aborted at 1 MB in %.2fs, peak memory +%ld kB\n", ld_time_s() - t0, grew);
+    llm_job_clear(&jobs[0]);
+}
+
+static void check_unusable_paid(void) {
+    char path[320];
+    snprintf(path, sizeof path, "%s/unusable.sqlite", g_dir);
+    LlmCache *cache = cache_open(path);
+    ProviderConfig p = provider(WIRE_OPENAI);
+    ClientLimits l = fast_limits();
+    const char *faults[] = {"nojson", "invalid", "numcontent", "nochoices"};
+    LlmJob jobs[4];
+    LlmMessage msgs[8];
+    char texts[4][128];
+    ClientStats st;
+    run_faults(&p, &l, cache, "unusable", faults, 4, jobs, msgs, texts, &st);
+    double unusable = 0, used = 0;
+    for (int i = 0; i < 4; i++) {
+        CHECK(jobs[i].status == JOB_OK && jobs[i].attempts == 2 && jobs[i].unusable_cost > 0,
+              "%s: the unusable reply must be paid for (status %d, $%g)", faults[i], jobs[i].status, jobs[i].unusable_cost);
+        unusable += jobs[i].unusable_cost, used += jobs[i].cost;
+        llm_job_clear(&jobs[i]);
+    }
+    CHECK(fabs(st.unusable_cost_usd - unusable) < 1e-12 && fabs(st.new_cost_usd - used - unusable) < 1e-12,
+          "stats: $%g unusable (jobs $%g), $%g paid now", st.unusable_cost_usd, unusable, st.new_cost_usd);
+    CHECK(fabs(cache_total_cost(cache) - used - unusable) < 1e-12, "the cache's total ($%g) leaves out unusable replies", cache_total_cost(cache));
+    cache_close(cache);
+    printf("unusable: prose, HTML, a number and empty choices cost $%.6f, counted\n", unusable);
+}
+
+static int closed_port(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    bind(s, (struct sockaddr *)&a, sizeof a);
+    getsockname(s, (struct sockaddr *)&a, &n);
+    close(s);  // nothing listens there now
+    return ntohs(a.sin_port);
+}
+
+static void check_service_down(void) {
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", closed_port());
+    ProviderConfig p = provider(WIRE_OPENAI);
+    p.base_url = base;
+    ClientLimits l = fast_limits();
+    l.max_attempts = 3, l.concurrency = 4, l.use_cache = 0;
+    int n = 20;
+    LlmJob jobs[20];
+    LlmMessage msgs[40];
+    char texts[20][128];
+    ClientStats st;
+    run_faults(&p, &l, NULL, "down", NULL, n, jobs, msgs, texts, &st);
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        failed += jobs[i].status == JOB_FAILED && strstr(jobs[i].error, "connect");
+        llm_job_clear(&jobs[i]);
+    }
+    CHECK(st.all_failed && st.gave_up && strstr(st.first_error, "connect") && failed == n && st.requests_sent <= l.concurrency * l.max_attempts,
+          "a service that is down: all_failed %d, gave_up %d, '%s', %d failed, %ld requests", st.all_failed, st.gave_up,
+          st.first_error, failed, st.requests_sent);
+    printf("service down: %d jobs ended after %ld connection attempts\n", n, st.requests_sent);
+}
+
+static int file_is_utf8_jsonl(const char *path) {
+    size_t n;
+    char *s = ld_read_file(path, &n);
+    int ok = s != NULL;
+    for (size_t i = 0; ok && i < n;) {
+        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
+        ok = l > 0;
+        i += (size_t)l;
+    }
+    for (char *line = ok ? strtok(s, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        cJSON *o = cJSON_Parse(line);
+        ok &= cJSON_IsObject(o);
+        cJSON_Delete(o);
+    }
+    free(s);
+    return ok;
+}
+
+// Synthesis against the fault server: a JSON reply off the contract is asked again (with a marker, so a rerun
+// is answered from the cache, not with the off-contract reply forever); invalid UTF-8 is dropped with its reason.
+static void check_synth_replies(LlmCache *cache) {
+    char seeds_path[320], test_path[320], out[320], drop[320];
+    snprintf(seeds_path, sizeof seeds_path, "%s/seeds.jsonl", g_dir);
+    snprintf(test_path, sizeof test_path, "%s/test.jsonl", g_dir);
+    snprintf(out, sizeof out, "%s/synth.jsonl", g_dir);
+    snprintf(drop, sizeof drop, "%s/dropped.jsonl", g_dir);
+    const char *rec = "{\"id\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"fine\"}]}\n";
+    FILE *f = fopen(seeds_path, "w");
+    fprintf(f, rec, "s1", "Turn this into a date FAULTS:offcontract");
+    fprintf(f, rec, "s2", "Turn that into a date FAULTS:badutf8");
+    fclose(f);
+    f = fopen(test_path, "w");
+    fprintf(f, rec, "t1", "What is the capital of France?");
+    fclose(f);
+    Records seeds, test;
+    CHECK(records_read(seeds_path, 1, &seeds) == 0 && records_read(test_path, 1, &test) == 0, "%s", ld_last_error());
+    SynthConfig cfg = {.task = "dates", .round = 2, .calls = 2, .pairs_per_call = 3, .seed = 1, .max_instruction_chars = 4000,
+                       .max_response_chars = 8000, .dedup_threshold = 0.8, .decontam_ngram = 8, .decontam_threshold = 0.5,
+                       .max_reask = 2};
+    ProviderConfig p = provider(WIRE_OPENAI);
+    ClientLimits l = fast_limits();
+    SynthSummary sum;
+    CHECK(synth_run(&p, &l, cache, &cfg, &seeds, NULL, 0, &test, out, drop, &sum) == 0, "synth: %s", ld_last_error());
+    char *drops = ld_read_file(drop, NULL);
+    CHECK(sum.reasked == 1 && sum.calls_ok == 1 && sum.kept >= 3, "the off-contract reply must be asked again (%d re-asked, %d ok, %d kept)",
+          sum.reasked, sum.calls_ok, sum.kept);
+    CHECK(drops && strstr(drops, "invalid UTF-8"), "the invalid UTF-8 reply must be dropped with its reason: %s", drops ? drops : "");
+    CHECK(file_is_utf8_jsonl(out) && file_is_utf8_jsonl(drop), "synth wrote a line that is not valid UTF-8 JSON");
+    char *first = ld_read_file(out, NULL);
+    long sent_before = sum.client.requests_sent;
+    CHECK(synth_run(&p, &l, cache, &cfg, &seeds, NULL, 0, &test, out, drop, &sum) == 0, "synth rerun: %s", ld_last_error());
+    char *second = ld_read_file(out, NULL);
+    // the off-contract call and its re-ask come from the cache; the failed badutf8 call is asked again (and now
+    // answered cleanly: the fault server's faults are per attempt), so the first run's records are kept and more added
+    CHECK(sum.reasked == 1 && sum.client.cache_hits == 2 && sum.client.requests_sent == 1 && first && second &&
+              !strncmp(first, second, strlen(first)) && strlen(second) > strlen(first),
+          "synth rerun: %d re-asked, %ld cache hits, %ld sent (first run %ld)", sum.reasked, sum.client.cache_hits,
+          sum.client.requests_sent, sent_before);
+    free(drops), free(first), free(second);
+    records_free(&seeds), records_free(&test);
+    printf("synth: off-contract reply re-asked once, invalid UTF-8 dropped, rerun from the cache\n");
+}
+
 // The request each wire format builds, field by field, from its public API reference.
 static void check_request_shapes(void) {
     LlmMessage m[] = {{"system", "be brief"}, {"user", "hi"}, {"assistant", "hello"}, {"user", "json please"}};
@@ -356,6 +612,13 @@ int main(void) {
     check_rate_and_concurrency();
     check_token_limit();
     check_budget();
+    check_retry_after_cap();
+    check_usage_claims();
+    check_invalid_utf8();
+    check_reply_cap();
+    check_unusable_paid();
+    check_service_down();
+    check_synth_replies(cache);
     check_missing_key();
     check_request_shapes();
     cache_close(cache);

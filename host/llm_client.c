@@ -548,8 +548,8 @@ static void final_sums(Client *c) {
     }
     c->st.all_failed = c->n > 0 && !c->ok_jobs && c->failed_jobs == c->n;
     if (c->st.usage_estimated)
-        fprintf(stderr, "service %s (%s): %ld replies had missing or implausible usage; their tokens were estimated from the sizes\n",
-                wire_name(c->p->wire), c->p->model, c->st.usage_estimated);
+        fprintf(stderr, "service %s (%s): %ld %s missing or implausible usage; tokens estimated from the sizes instead\n",
+                wire_name(c->p->wire), c->p->model, c->st.usage_estimated, c->st.usage_estimated == 1 ? "reply had" : "replies had");
 }
 
 static void client_init(Client *c, LlmJob *jobs, int n) {

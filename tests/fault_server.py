@@ -108,6 +108,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def setup(self):
+        super().setup()
+        # headers and body go out in two writes: without this, Nagle holds the body until the client's delayed
+        # ACK (~40 ms), and a client killed in that time looks like one that received the answer and lost it
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def do_POST(self):
         arrived = time.time()
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -214,6 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         entry = getattr(self, "pending_entry", None)
         if entry is not None:
+            entry["sent"] = time.time()
             # A client killed within --liveness seconds of an answer may not have recorded it; one that lived
             # on had ample time to, so only then does the answer count as received.
             time.sleep(ARGS.liveness)

@@ -137,8 +137,8 @@ static void check_wires_and_faults(LlmCache *cache) {
               "%s: 400 must fail fast with the provider's message (attempts %d, %s)", wire_name(p.wire), jobs[n - 2].attempts,
               jobs[n - 2].error ? jobs[n - 2].error : "");
         CHECK(jobs[n - 1].attempts == l.max_attempts, "%s: persistent 500 tried %d times", wire_name(p.wire), jobs[n - 1].attempts);
-        printf("%-9s: %d jobs, %ld requests, %ld retries, %ld failures, $%.6f\n", wire_name(p.wire), n, st.requests_sent,
-               st.retries, st.failures, st.cost_usd);
+        printf("%-9s: %d jobs, %ld requests, %ld retries, %ld failures, $%.6f; longest arrival-to-commit %.1f ms\n",
+               wire_name(p.wire), n, st.requests_sent, st.retries, st.failures, st.cost_usd, st.commit_lag_max_s * 1e3);
         for (int i = 0; i < n; i++) llm_job_clear(&jobs[i]);
     }
     // Retry-After: the second attempt of the 429ra request came at least a second after the first

@@ -37,6 +37,9 @@ grep -q "badtexts.jsonl:2" "$T/err" && ok "bad line named with file:line" || bad
 printf '{"id": 1, "prompt": "hello"}\n{"id": "b", "messages": [{"role": "user", "content": "the quick"}, {"role": "assistant", "content": "ref"}]}\n{"id": 3, "prompt": "a much longer prompt about dates 2024-01-02 and foxes"}\n' >"$T/in.jsonl"
 expect_rc "generate batch" 0 "$BIN" generate --model "$TINY" --input "$T/in.jsonl" --max-tokens 12 --temperature 0.8 --seed 7 --samples 2 --output "$T/a.jsonl"
 [ "$(wc -l <"$T/a.jsonl")" = 6 ] && ok "6 answers for 3 prompts x 2 samples" || bad "answer count: $(wc -l <"$T/a.jsonl")"
+# prompts and generated tokens have a rate each (the prompts dominate here: one rate over all would mislead)
+grep -Eq "6 answer\(s\) in [0-9.]+s: [0-9]+ prompt tokens \([0-9.]+ tok/s\), [0-9]+ generated tokens \([0-9.]+ tok/s\)" "$T/err" &&
+  ok "generate reports prompt and generated tokens/s apart" || bad "generate's rates: $(tail -1 "$T/err")"
 "$BIN" generate --model "$TINY" --input "$T/in.jsonl" --max-tokens 12 --temperature 0.8 --seed 7 --samples 2 --batch 1 --output "$T/b.jsonl" 2>/dev/null
 cmp -s "$T/a.jsonl" "$T/b.jsonl" && ok "same seed, different batch size: identical answers" || bad "answers depend on batching"
 printf '{"id": 1, "prompt": "hello"}\nnot json\n' >"$T/bad.jsonl"

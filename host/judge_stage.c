@@ -21,6 +21,7 @@ typedef struct {
     int sample;
     char *text;
     int test_index;
+    char *error;  // the answer itself failed (heap), or NULL
 } Answer;
 
 static int read_answers(const char *path, const Records *test, Answer **out, int *n) {
@@ -32,27 +33,29 @@ static int read_answers(const char *path, const Records *test, Answer **out, int
     *out = ld_xcalloc((size_t)count, sizeof(Answer));
     for (int i = 0; i < count && !rc; i++) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[i], "id"), *tx = cJSON_GetObjectItemCaseSensitive(items[i], "text"),
-                    *sm = cJSON_GetObjectItemCaseSensitive(items[i], "sample");
+                    *sm = cJSON_GetObjectItemCaseSensitive(items[i], "sample"), *er = cJSON_GetObjectItemCaseSensitive(items[i], "error");
         char idbuf[64];
         const char *ids = cJSON_IsString(id) ? id->valuestring : NULL;
         if (cJSON_IsNumber(id)) snprintf(idbuf, sizeof idbuf, "%.17g", id->valuedouble), ids = idbuf;
         int ti = -1;
         for (int k = 0; ids && k < test->n && ti < 0; k++)
             if (!strcmp(test->v[k].id, ids)) ti = k;
-        if (!ids || !cJSON_IsString(tx)) {
-            ld_set_error("%s:%d: an answer needs \"id\" and \"text\"", path, lines[i]);
+        if (!ids || (!cJSON_IsString(tx) && !cJSON_IsString(er))) {
+            ld_set_error("%s:%d: an answer needs \"id\" and \"text\" (or \"error\")", path, lines[i]);
             rc = -1;
         } else if (ti < 0) {
             ld_set_error("%s:%d: answer id '%s' is not in the test set", path, lines[i], ids);
             rc = -1;
         } else {
-            (*out)[(*n)++] = (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0, ld_xstrdup(tx->valuestring), ti};
+            (*out)[(*n)++] = (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0,
+                                      ld_xstrdup(cJSON_IsString(tx) ? tx->valuestring : ""), ti,
+                                      cJSON_IsString(er) ? ld_xstrdup(er->valuestring) : NULL};
         }
     }
     for (int i = 0; i < count; i++) cJSON_Delete(items[i]);
     free(items), free(lines);
     if (rc) {
-        for (int i = 0; i < *n; i++) free((*out)[i].id), free((*out)[i].text);
+        for (int i = 0; i < *n; i++) free((*out)[i].id), free((*out)[i].text), free((*out)[i].error);
         free(*out);
         *out = NULL;
         *n = 0;
@@ -71,6 +74,22 @@ static cJSON *stats_json(const ScoreStats *s) {
     return o;
 }
 
+int judge_prefers_itself(const JudgeConfig *cfg, const ProviderConfig *judge) {
+    return cfg->generator_model && !strcmp(cfg->generator_model, judge->model);
+}
+
+void judge_warn_self_preference(const ProviderConfig *judge) {
+    fprintf(stderr, "judge: warning: the judge (%s) also wrote the training data; it may prefer its own style "
+                    "(self-preference) — consider a different judge model\n", judge->model);
+}
+
+int stage_all_failed(const char *what, const ProviderConfig *p, const ClientLimits *l, const ClientStats *st, int n) {
+    if (!st->all_failed) return 0;
+    ld_set_error("%s: all %d requests to %s (%s, %s) failed, after up to %d attempt(s) each: %s", what, n, p->model,
+                 wire_name(p->wire), p->base_url, l->max_attempts, st->first_error[0] ? st->first_error : "no reply");
+    return 1;
+}
+
 int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,
               const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
               JudgeSummary *sum) {
@@ -82,15 +101,12 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     JudgeScores *scores = ld_xcalloc((size_t)total, sizeof(JudgeScores));
     int *valid = ld_xcalloc((size_t)total, sizeof(int)), *tries = ld_xcalloc((size_t)total, sizeof(int));
     char **errors = ld_xcalloc((size_t)total, sizeof(char *));
-    if (cfg->generator_model && !strcmp(cfg->generator_model, p->model))
-        fprintf(stderr, "judge: warning: the judge (%s) also wrote the training data; it may prefer its own style "
-                        "(self-preference) — consider a different judge model\n", p->model);
-    int rc = 0;
+    int rc = 0, replied = 0;  // replied: judge requests the service answered (usable or not)
     // Rounds of asking: every judgment not yet valid is asked again, with a retry marker so the request differs.
     for (int attempt = 0; attempt <= cfg->max_rejudge && rc == 0; attempt++) {
         int *which = ld_xmalloc(sizeof(int) * (size_t)(total + 1)), nj = 0;
         for (int k = 0; k < total; k++)
-            if (!valid[k] && tries[k] < (1 << 20)) which[nj++] = k;
+            if (!valid[k] && tries[k] < (1 << 20) && !ans[k / M].error) which[nj++] = k;
         if (!nj) {
             free(which);
             break;
@@ -112,19 +128,15 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             msgs[q] = (LlmMessage){"user", prompts[q]};
             jobs[q].req = (LlmRequest){.messages = &msgs[q], .n_messages = 1, .json_mode = 1, .json_schema = k_judge_schema};
         }
-        ClientStats st;
-        if (llm_run(p, l, cache, jobs, nj, NULL, NULL, &st)) {
+        ClientStats st = {0};
+        // nothing answered at all: asking again (the passes below) would only repeat the same failure
+        int failed = llm_run(p, l, cache, jobs, nj, NULL, NULL, &st);
+        client_stats_add(&sum->client, &st);
+        if (failed || (!replied && stage_all_failed("judge", p, l, &st, nj))) {
             rc = -1;
         } else {
-            sum->client.requests_sent += st.requests_sent;
-            sum->client.retries += st.retries;
-            sum->client.cache_hits += st.cache_hits;
-            sum->client.failures += st.failures;
-            sum->client.prompt_tokens += st.prompt_tokens;
-            sum->client.completion_tokens += st.completion_tokens;
-            sum->client.cost_usd += st.cost_usd;
-            sum->client.new_cost_usd += st.new_cost_usd;
             for (int q = 0; q < nj; q++) {
+                replied += jobs[q].status == JOB_OK;
                 int k = which[q];
                 tries[k]++;
                 free(errors[k]);
@@ -147,7 +159,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         free(jobs), free(msgs), free(prompts), free(which);
         int n_valid = 0;
         for (int k = 0; k < total; k++) n_valid += valid[k];
-        fprintf(stderr, "judge: pass %d: %d judgments asked, %d/%d valid so far\n", attempt + 1, nj, n_valid, total);
+        if (rc == 0) fprintf(stderr, "judge: pass %d: %d judgments asked, %d/%d valid so far\n", attempt + 1, nj, n_valid, total);
     }
     if (rc == 0) {
         cJSON **lines = ld_xmalloc(sizeof(cJSON *) * (size_t)(total + 1));
@@ -164,7 +176,11 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                 cJSON_AddNumberToObject(j, "judgment", m);
                 cJSON_AddBoolToObject(j, "valid", valid[k]);
                 cJSON_AddNumberToObject(j, "asked", tries[k] > 1000 ? 1 : tries[k]);
-                if (valid[k]) {
+                if (ans[a].error) {
+                    char why[512];
+                    snprintf(why, sizeof why, "not judged: the answer is an error (%s)", ans[a].error);
+                    cJSON_AddStringToObject(j, "error", why);
+                } else if (valid[k]) {
                     cJSON_AddNumberToObject(j, "similarity", scores[k].similarity);
                     cJSON_AddNumberToObject(j, "precision", scores[k].precision);
                     cJSON_AddStringToObject(j, "similarity_reason", scores[k].similarity_reason);
@@ -176,6 +192,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                 }
                 lines[k] = j;
             }
+            sum->failed_answers += ans[a].error != NULL;
             sim[a] = nv ? s / nv : NAN;
             prec[a] = nv ? pr / nv : NAN;
             const char *ref = test->v[ans[a].test_index].response ? test->v[ans[a].test_index].response : "";
@@ -198,6 +215,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         cJSON_AddStringToObject(mj, "judge_model", p->model);
         cJSON_AddNumberToObject(mj, "answers", na);
         cJSON_AddNumberToObject(mj, "unjudged_answers", sum->unjudged_answers);
+        cJSON_AddNumberToObject(mj, "failed_answers", sum->failed_answers);
         cJSON_AddNumberToObject(mj, "judgments", total);
         cJSON_AddNumberToObject(mj, "invalid_judgments", sum->invalid_judgments);
         cJSON_AddItemToObject(mj, "similarity", stats_json(&sum->similarity));
@@ -211,7 +229,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         cJSON_AddNumberToObject(mj, "completion_tokens", (double)sum->client.completion_tokens);
         cJSON_AddNumberToObject(mj, "cost_usd", sum->client.cost_usd);
         cJSON *warn = cJSON_AddArrayToObject(mj, "warnings");
-        if (cfg->generator_model && !strcmp(cfg->generator_model, p->model))
+        if (judge_prefers_itself(cfg, p))
             cJSON_AddItemToArray(warn, cJSON_CreateString("self-preference: the judge model also generated the training data"));
         if (jsonl_write_atomic(out_jsonl, lines, total) || jsonl_write_atomic(metrics_path, &mj, 1)) rc = -1;
         cJSON_Delete(mj);
@@ -222,7 +240,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         judge_scores_free(&scores[k]);
         free(errors[k]);
     }
-    for (int a = 0; a < na; a++) free(ans[a].id), free(ans[a].text);
+    for (int a = 0; a < na; a++) free(ans[a].id), free(ans[a].text), free(ans[a].error);
     free(ans), free(scores), free(valid), free(tries), free(errors);
     return rc;
 }
@@ -250,6 +268,7 @@ int judge_combine(const JudgeSummary *per, const char *const *models, int n_judg
     c->similarity = score_stats(sim, na);
     c->precision = score_stats(prec, na);
     c->unjudged_answers = c->similarity.n_invalid;
+    c->failed_answers = per[0].failed_answers;  // the same answers for every judge
     c->pass = c->similarity.n > 0 && c->similarity.mean >= threshold && c->precision.mean >= threshold;
     cJSON *mj = cJSON_CreateObject(), *judges = cJSON_AddArrayToObject(mj, "judges");
     for (int j = 0; j < n_judges; j++) {

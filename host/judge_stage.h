@@ -17,6 +17,7 @@ typedef struct {
 typedef struct {
     ScoreStats similarity, precision;
     int answers, unjudged_answers, judgments, invalid_judgments;
+    int failed_answers;  // answers that are errors (a request that failed): never judged, counted as unjudged
     double exact_match, rouge_l, chrf;
     int pass;
     ClientStats client;
@@ -29,7 +30,17 @@ void judge_summary_free(JudgeSummary *s);
 int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold,
                   const char *metrics_path, JudgeSummary *combined);
 
-// answers: JSONL lines {"id", "sample", "text"} (llamaduo generate --input test --samples K).
+// answers: JSONL lines {"id", "sample", "text"} (llamaduo generate --input test --samples K); a line with
+// "error" (an answer that failed) is not judged. A service that answers none of the judge's requests fails the
+// stage with its error rather than asking again.
 int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,
               const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
               JudgeSummary *sum);
+
+// 1 when this judge also wrote the training data: it may prefer its own style (self-preference).
+int judge_prefers_itself(const JudgeConfig *cfg, const ProviderConfig *judge);
+// The console warning for that (once per run or command is enough: it is a fact about the config).
+void judge_warn_self_preference(const ProviderConfig *judge);
+// When not one of a stage's n requests succeeded and all failed (nothing listening, a wrong URL or key, ...): an
+// error naming what asked, the service, its URL and the client's first error, and 1. Else 0.
+int stage_all_failed(const char *what, const ProviderConfig *p, const ClientLimits *l, const ClientStats *st, int n);

@@ -117,6 +117,26 @@ assert m["pass"] == (m["similarity"]["mean"] >= 60 and m["precision"]["mean"] >=
 assert os.path.exists(os.path.join(d, "judge-0.jsonl")) and os.path.exists(os.path.join(d, "judge-1.jsonl"))
 PY
 
+# 4. answers that are errors (a request that failed) are never sent to the judge; a judge that is down fails the
+#    stage at once with the service, its URL and the error, and writes no metrics
+{ cat "$T/answers.jsonl"; echo '{"id": "t2", "sample": 2, "text": "", "error": "Could not connect to server"}'; } >"$T/answers-err.jsonl"
+"$BIN" judge --config "$T/clean.yaml" --test "$T/test.jsonl" --answers "$T/answers-err.jsonl" --out-dir "$T/err" >"$T/err.out" 2>&1 &&
+python3 - "$T/err" <<'PY' && ok "an answer that is an error is not judged, and counted apart" || bad "error answers: $(tail -3 "$T/err.out")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1] + "/judge.jsonl")]
+mine = [l for l in lines if l["id"] == "t2" and l["sample"] == 2]
+assert len(mine) == 3 and all(l["asked"] == 0 and not l["valid"] and l["error"].startswith("not judged: the answer is an error") for l in mine), mine
+assert all(l["asked"] >= 1 for l in lines if l not in mine)
+m = json.load(open(sys.argv[1] + "/metrics.json"))
+assert m["failed_answers"] == 1 and m["answers"] == 19 and m["invalid_judgments"] == 0, m
+PY
+DOWN=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+sed "s|127.0.0.1:[0-9]*|127.0.0.1:$DOWN|; s|max_attempts: 4|max_attempts: 2|" "$T/clean.yaml" >"$T/down.yaml"
+"$BIN" judge --config "$T/down.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/down" >"$T/down.out" 2>&1; rc=$?
+[ $rc != 0 ] && grep -q "judge: all 54 requests to teacher-1 (anthropic, http://127.0.0.1:$DOWN) failed.*: Couldn't connect to server" "$T/down.out" &&
+  [ "$(grep -c "judge: pass" "$T/down.out")" = 0 ] && [ ! -e "$T/down/metrics.json" ] &&
+  ok "a judge that is down fails the stage at once with its URL and error" || bad "judge down: rc $rc: $(tail -4 "$T/down.out")"
+
 # 4. bad configs are refused before any work, naming the key
 server bad; n_before=$(wc -l <"$T/bad.log" 2>/dev/null || echo 0)
 try_config() {  # try_config NAME EXPECTED-TEXT YAML

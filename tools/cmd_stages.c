@@ -75,13 +75,15 @@ int cmd_synth(int argc, char **argv) {
     char *out = ld_path_join(out_dir, name);
     snprintf(name, sizeof name, "round-%02d.dropped.jsonl", round);
     char *drop = ld_path_join(out_dir, name);
-    SynthSummary s;
+    SynthSummary s = {0};
     if (synth_run(&c.service, &c.limits, cache, &c.synth, &seeds, pr, n_prior, &tst, out, drop, &s)) die("%s", ld_last_error());
     printf("synth: round %d: %d calls (%d ok, %d failed), %d pairs returned: %d kept, %d invalid, %d duplicates, "
-           "%d near-duplicates, %d contaminated; %ld requests (%ld from cache), %ld+%ld tokens, $%.4f ($%.4f new) -> %s\n",
+           "%d near-duplicates, %d contaminated; paid now: %ld requests, %ld+%ld tokens, $%.4f; reused from the cache: %ld "
+           "replies, %ld+%ld tokens, $%.4f -> %s\n",
            round, c.synth.calls, s.calls_ok, s.calls_failed, s.returned, s.kept, s.invalid, s.exact_dup, s.near_dup,
-           s.contaminated, s.client.requests_sent, s.client.cache_hits, s.client.prompt_tokens, s.client.completion_tokens,
-           s.client.cost_usd, s.client.new_cost_usd, out);
+           s.contaminated, s.client.requests_sent, s.client.new_prompt_tokens, s.client.new_completion_tokens,
+           s.client.new_cost_usd, s.client.cache_hits, s.client.prompt_tokens - s.client.new_prompt_tokens,
+           s.client.completion_tokens - s.client.new_completion_tokens, s.client.cost_usd - s.client.new_cost_usd, out);
     cache_close(cache);
     records_free(&seeds), records_free(&tst);
     for (int i = 0; i < n_prior; i++) records_free(&pr[i]);
@@ -128,8 +130,10 @@ int cmd_judge(int argc, char **argv) {
     if (ld_mkdir_p(out_dir)) die("%s", ld_last_error());
     LlmCache *cache = open_cache(out_dir, cache_path);
     char *metrics = ld_path_join(out_dir, "metrics.json");
-    JudgeSummary per[MAX_JUDGES], s;
+    JudgeSummary per[MAX_JUDGES] = {0}, s = {0};
     const char *models[MAX_JUDGES];
+    for (int j = 0; j < c.n_judges; j++)
+        if (judge_prefers_itself(&c.judge, &c.judges[j])) judge_warn_self_preference(&c.judges[j]);
     for (int j = 0; j < c.n_judges; j++) {
         char name[64];
         snprintf(name, sizeof name, c.n_judges > 1 ? "judge-%d.jsonl" : "judge.jsonl", j);
@@ -150,13 +154,14 @@ int cmd_judge(int argc, char **argv) {
     } else {
         s = per[0];
     }
-    printf("judge: %d answers (%d never validly judged), %d judgments (%d unusable): similarity mean %.1f median %.1f "
+    printf("judge: %d answers (%d never validly judged, %d of them errors), %d judgments (%d unusable): similarity mean %.1f median %.1f "
            "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
-           "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f ($%.4f new) -> %s\n",
-           s.answers, s.unjudged_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
+           "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f paid now, $%.4f reused from the cache -> %s\n",
+           s.answers, s.unjudged_answers, s.failed_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
            s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
            s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70, s.exact_match, s.rouge_l, s.chrf,
-           s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.cost_usd, s.client.new_cost_usd, metrics);
+           s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.new_cost_usd, s.client.cost_usd - s.client.new_cost_usd,
+           metrics);
     for (int j = 0; j < c.n_judges; j++) judge_summary_free(&per[j]);
     free(metrics);
     cache_close(cache);

@@ -20,6 +20,23 @@ static int fail(Ledger *l, const char *what) {
     return -1;
 }
 
+// A ledger written before the paid / reused split gets its columns (zero: those runs did not record them).
+static int add_columns(sqlite3 *db, char **err) {
+    static const char *const cols[] = {"cache_hits", "new_prompt_tokens", "new_completion_tokens", "reused_usd"};
+    static const char *const types[] = {"INTEGER", "INTEGER", "INTEGER", "REAL"};
+    for (int i = 0; i < 4; i++) {
+        sqlite3_stmt *st;
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('stages') WHERE name='%s'", cols[i]);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+        int present = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        snprintf(sql, sizeof sql, "ALTER TABLE stages ADD COLUMN %s %s DEFAULT 0", cols[i], types[i]);
+        if (!present && sqlite3_exec(db, sql, NULL, NULL, err) != SQLITE_OK) return -1;
+    }
+    return 0;
+}
+
 Ledger *ledger_open(const char *path) {
     Ledger *l = ld_xcalloc(1, sizeof *l);
     l->path = ld_xstrdup(path);
@@ -28,11 +45,12 @@ Ledger *ledger_open(const char *path) {
         "CREATE TABLE IF NOT EXISTS stages(round INTEGER NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL,"
         " started TEXT, finished TEXT, seconds REAL DEFAULT 0, inputs TEXT, outputs TEXT, requests INTEGER DEFAULT 0,"
         " prompt_tokens INTEGER DEFAULT 0, completion_tokens INTEGER DEFAULT 0, usd REAL DEFAULT 0, new_usd REAL DEFAULT 0,"
-        " detail TEXT, seq INTEGER, PRIMARY KEY(round, stage));"
+        " detail TEXT, seq INTEGER, cache_hits INTEGER DEFAULT 0, new_prompt_tokens INTEGER DEFAULT 0,"
+        " new_completion_tokens INTEGER DEFAULT 0, reused_usd REAL DEFAULT 0, PRIMARY KEY(round, stage));"
         "CREATE TABLE IF NOT EXISTS run(key TEXT PRIMARY KEY, value TEXT);";
     char *err = NULL;
     if (sqlite3_open(path, &l->db) != SQLITE_OK || sqlite3_busy_timeout(l->db, 10000) != SQLITE_OK ||
-        sqlite3_exec(l->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+        sqlite3_exec(l->db, schema, NULL, NULL, &err) != SQLITE_OK || add_columns(l->db, &err)) {
         ld_set_error("%s: cannot open the ledger: %s", path, err ? err : sqlite3_errmsg(l->db));
         sqlite3_free(err);
         ledger_close(l);
@@ -77,7 +95,8 @@ int ledger_finish(Ledger *l, const StageRow *r) {
     now_utc(now, sizeof now);
     sqlite3_stmt *st;
     const char *sql = "UPDATE stages SET status=?3, finished=?4, seconds=seconds+?5, outputs=?6, requests=?7, prompt_tokens=?8,"
-                      " completion_tokens=?9, usd=?10, new_usd=new_usd+?11, detail=?12 WHERE round=?1 AND stage=?2";
+                      " completion_tokens=?9, usd=?10, new_usd=?11, detail=?12, cache_hits=?13, new_prompt_tokens=?14,"
+                      " new_completion_tokens=?15, reused_usd=?16 WHERE round=?1 AND stage=?2";
     if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) return fail(l, "finish");
     sqlite3_bind_int(st, 1, r->round);
     sqlite3_bind_text(st, 2, r->stage, -1, SQLITE_STATIC);
@@ -91,6 +110,10 @@ int ledger_finish(Ledger *l, const StageRow *r) {
     sqlite3_bind_double(st, 10, r->usd);
     sqlite3_bind_double(st, 11, r->new_usd);
     sqlite3_bind_text(st, 12, r->detail ? r->detail : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 13, r->cache_hits);
+    sqlite3_bind_int64(st, 14, r->new_prompt_tokens);
+    sqlite3_bind_int64(st, 15, r->new_completion_tokens);
+    sqlite3_bind_double(st, 16, r->reused_usd);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : fail(l, "finish");
     sqlite3_finalize(st);
     return rc;
@@ -155,7 +178,8 @@ int ledger_rows(Ledger *l, StageRow **rows, int *n) {
     sqlite3_stmt *st;
     *rows = NULL, *n = 0;
     const char *sql = "SELECT round, stage, status, started, finished, seconds, requests, prompt_tokens, completion_tokens, usd,"
-                      " new_usd, inputs, outputs, detail FROM stages ORDER BY round, seq";
+                      " new_usd, inputs, outputs, detail, cache_hits, new_prompt_tokens, new_completion_tokens, reused_usd FROM stages"
+                      " ORDER BY round, seq";
     if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) return fail(l, "read");
     while (sqlite3_step(st) == SQLITE_ROW) {
         *rows = ld_xrealloc(*rows, sizeof(StageRow) * (size_t)(*n + 1));
@@ -173,6 +197,9 @@ int ledger_rows(Ledger *l, StageRow **rows, int *n) {
         r->usd = sqlite3_column_double(st, 9);
         r->new_usd = sqlite3_column_double(st, 10);
         r->inputs = col_dup(st, 11), r->outputs = col_dup(st, 12), r->detail = col_dup(st, 13);
+        r->cache_hits = sqlite3_column_int64(st, 14);
+        r->new_prompt_tokens = sqlite3_column_int64(st, 15), r->new_completion_tokens = sqlite3_column_int64(st, 16);
+        r->reused_usd = sqlite3_column_double(st, 17);
     }
     sqlite3_finalize(st);
     return 0;

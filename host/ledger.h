@@ -12,8 +12,11 @@ typedef struct {
     char status[12];  // running | done | failed | skipped
     char started[32], finished[32];
     double seconds;
-    long requests, prompt_tokens, completion_tokens;
-    double usd, new_usd;  // what the stage's replies cost / what was paid in the run that did it
+    // The service's replies to the stage's last run: paid (sent, new) and reused from the response cache.
+    long requests, cache_hits;                           // requests sent / replies reused
+    long prompt_tokens, completion_tokens;               // of every reply, reused ones included
+    long new_prompt_tokens, new_completion_tokens;       // of the replies paid for
+    double usd, new_usd, reused_usd;                     // what the used replies cost / paid (unusable ones too) / reused
     char *inputs, *outputs, *detail;  // JSON text (heap)
 } StageRow;
 

@@ -102,7 +102,7 @@ static void gather(Run *r, Facts *f) {
     // break-even: what one request costs at the API vs on the local model
     const StageRow *ce = find_row(f, 0, "ceiling");
     double answers = detail_num(ce, "answers"), usd = detail_num(ce, "answer_usd");
-    if (answers > 0 && !isnan(usd)) {
+    if (ce && !strcmp(ce->status, "done") && answers > 0 && !isnan(usd)) {  // a failed ceiling measured nothing
         f->api_usd_per_request = usd / answers;
     } else {  // no ceiling: the test prompts and references at 4 characters a token
         char tp[4096];
@@ -390,19 +390,26 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     }
     bp(&h, "</table><p class=\"note\">Every dropped pair is in data/round-NN.dropped.jsonl with its reason.</p>\n");
 
-    // cost and time
-    bp(&h, "<h2>Tokens, dollars and time per stage</h2>\n<table><tr><th>round</th><th>stage</th><th>status</th><th>seconds</th>"
-           "<th>requests</th><th>prompt tokens</th><th>completion tokens</th><th>dollars</th></tr>\n");
-    bp(&m, "\n## Tokens, dollars and time per stage\n\n| round | stage | status | seconds | requests | prompt tokens | completion tokens | dollars |\n"
-           "| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    // cost and time: what each stage's last run paid beside what it reused from the cache, which add up to what its
+    // replies are worth (requests paid count the attempts sent, replies reused the jobs answered from the cache)
+    bp(&h, "<h2>Tokens, dollars and time per stage</h2>\n<table><tr><th rowspan=\"2\">round</th><th rowspan=\"2\">stage</th>"
+           "<th rowspan=\"2\">status</th><th rowspan=\"2\">seconds</th><th colspan=\"3\">paid now</th><th colspan=\"3\">reused from "
+           "the cache</th></tr>\n<tr><th>requests</th><th>tokens (prompt + completion)</th><th>dollars</th><th>replies</th>"
+           "<th>tokens (prompt + completion)</th><th>dollars</th></tr>\n");
+    bp(&m, "\n## Tokens, dollars and time per stage\n\n| round | stage | status | seconds | paid now: requests | tokens (prompt + "
+           "completion) | dollars | reused from the cache: replies | tokens (prompt + completion) | dollars |\n"
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     double usd = 0, svc_s = 0, stu_s = 0;
     long tok = 0;
     for (int i = 0; i < f.n_rows; i++) {
         const StageRow *w = &f.rows[i];
-        bp(&h, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%ld</td><td>%ld</td><td>%ld</td><td>$%.4f</td></tr>\n", w->round,
-           w->stage, w->status, w->seconds, w->requests, w->prompt_tokens, w->completion_tokens, w->usd);
-        bp(&m, "| %d | %s | %s | %.1f | %ld | %ld | %ld | $%.4f |\n", w->round, w->stage, w->status, w->seconds, w->requests, w->prompt_tokens,
-           w->completion_tokens, w->usd);
+        long rp = w->prompt_tokens - w->new_prompt_tokens, rc = w->completion_tokens - w->new_completion_tokens;
+        double ru = w->reused_usd;
+        bp(&h, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%ld</td><td>%ld + %ld</td><td>$%.4f</td><td>%ld</td>"
+               "<td>%ld + %ld</td><td>$%.4f</td></tr>\n", w->round, w->stage, w->status, w->seconds, w->requests, w->new_prompt_tokens,
+           w->new_completion_tokens, w->new_usd, w->cache_hits, rp, rc, ru);
+        bp(&m, "| %d | %s | %s | %.1f | %ld | %ld + %ld | $%.4f | %ld | %ld + %ld | $%.4f |\n", w->round, w->stage, w->status, w->seconds,
+           w->requests, w->new_prompt_tokens, w->new_completion_tokens, w->new_usd, w->cache_hits, rp, rc, ru);
         usd += w->usd, tok += w->prompt_tokens + w->completion_tokens;
         if (!strcmp(w->stage, "train") || !strcmp(w->stage, "infer")) stu_s += w->seconds;
         else svc_s += w->seconds;
@@ -412,8 +419,9 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     LlmCache *cache = cache_open(cp);
     double paid = cache ? cache_total_cost(cache) : NAN;
     cache_close(cache);
-    bp(&h, "</table>\n<p class=\"note\">Dollars are what each stage's replies are worth; a reply reused from the response cache "
-           "(a rerun, a resume, the same judge prompt in a later round) is paid only once.</p>\n<p>Service LLM: %ld tokens in replies "
+    bp(&h, "</table>\n<p class=\"note\">Paid now: what the stage's last run sent to the service. Reused from the cache: replies "
+           "paid for once before (by a run killed half-way, a rerun, the same judge prompt in a later round) and not paid again.</p>\n"
+           "<p>Service LLM: %ld tokens in replies "
            "worth $%.4f; <b>$%.4f paid</b>. Compute: %.0f s training and inferring the student, %.0f s in service-LLM stages.</p>\n",
        tok, usd, paid, stu_s, svc_s);
     bp(&m, "\nService LLM: %ld tokens in replies worth $%.4f; $%.4f paid (each distinct request once). Compute: %.0f s training and "

@@ -3,12 +3,14 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,12 +22,26 @@
 
 // ---- config ----------------------------------------------------------------------------------------------
 
-static int file_needed(const char *path, const char *key, const char *file) {
-    if (path && !ld_file_exists(path)) {
-        ld_set_error("%s: '%s' names %s, which does not exist", file, key, path);
+// What a path key must name. A model is either kind: an HF directory (config.json in it) or a GGUF file.
+typedef enum { PATH_FILE, PATH_MODEL } PathKind;
+
+static int path_needed(const char *path, const char *key, PathKind kind, const char *file) {
+    if (!path) return 0;
+    const char *want = kind == PATH_FILE ? "a file" : "an HF model directory or a GGUF file";
+    if (ld_file_exists(path)) return 0;
+    if (!ld_is_dir(path)) {
+        ld_set_error("%s: '%s' names %s, which does not exist (it must be %s)", file, key, path, want);
         return -1;
     }
-    return 0;
+    if (kind == PATH_FILE) {
+        ld_set_error("%s: '%s' names %s, a directory (it must be %s)", file, key, path, want);
+        return -1;
+    }
+    char *cfg = ld_path_join(path, "config.json");
+    int ok = ld_file_exists(cfg);
+    free(cfg);
+    if (!ok) ld_set_error("%s: '%s' names the directory %s, which holds no config.json (it must be %s)", file, key, path, want);
+    return ok ? 0 : -1;
 }
 
 static int get_bool(const cJSON *o, const char *key, const char *path, int def, int *out, const char *file) {
@@ -119,15 +135,15 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
             cfg_get_int(r->st.local, "port", "service.local", 18765, 1, 65535, &r->local_port, f) ||
             cfg_get_int(r->st.local, "parallel", "service.local", 8, 1, 256, &r->local_parallel, f) ||
             cfg_get_int(r->st.local, "ctx", "service.local", 2048, 64, 1 << 20, &r->local_ctx, f) ||
-            file_needed(r->local_model, "service.local.model", f))
+            path_needed(r->local_model, "service.local.model", PATH_MODEL, f))
             return -1;
         if (r->st.service.wire != WIRE_OPENAI) {
             ld_set_error("%s: 'service.local' serves the OpenAI wire format: service.provider must be openai", f);
             return -1;
         }
     }
-    if (file_needed(r->coverage, "run.coverage", f) || file_needed(r->test, "run.test", f) ||
-        file_needed(r->student, "student.model", f))
+    if (path_needed(r->coverage, "run.coverage", PATH_FILE, f) || path_needed(r->test, "run.test", PATH_FILE, f) ||
+        path_needed(r->student, "student.model", PATH_MODEL, f))
         return -1;
     Records rec;  // the data must read cleanly before anything starts
     if (records_read(r->coverage, 1, &rec)) return -1;
@@ -156,7 +172,8 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
 
 // ---- processes -------------------------------------------------------------------------------------------
 
-static pid_t spawn(Run *r, char *const argv[]) {
+// out_fd >= 0: the child's stdout and stderr go there (a log file); else they are the run's.
+static pid_t spawn(Run *r, char *const argv[], int out_fd) {
     fflush(NULL);
     pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
@@ -166,6 +183,7 @@ static pid_t spawn(Run *r, char *const argv[]) {
     if (pid == 0) {  // the child dies with the run (a kill -9 of the run takes its stages along)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
+        if (out_fd >= 0 && (dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)) _exit(127);
         execv(r->self_exe, argv);
         fprintf(stderr, "run: cannot start %s: %s\n", r->self_exe, strerror(errno));
         _exit(127);
@@ -174,7 +192,7 @@ static pid_t spawn(Run *r, char *const argv[]) {
 }
 
 static int spawn_wait(Run *r, char *const argv[], const char *what) {
-    pid_t pid = spawn(r, argv);
+    pid_t pid = spawn(r, argv, -1);
     if (pid < 0) return -1;
     int status;
     while (waitpid(pid, &status, 0) < 0)
@@ -188,20 +206,22 @@ static int spawn_wait(Run *r, char *const argv[], const char *what) {
     return -1;
 }
 
+// The probe is an in-memory file the child reads through /proc/self/fd: a check writes nothing anywhere (a
+// scratch file in /tmp outlived every run killed during the check).
 static int check_train_settings(Run *r) {
-    char tmpl[] = "/tmp/llamaduo-train-check-XXXXXX";
-    int fd = mkstemp(tmpl);
-    if (fd < 0) return 0;  // nowhere to write the probe: training itself will check
+    int fd = memfd_create("student.train", 0);  // inherited by the child: no close-on-exec
+    if (fd < 0) return 0;  // no probe: training itself will check
     cJSON *t = r->train ? cJSON_Duplicate(r->train, 1) : cJSON_CreateObject(), *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "train", t);
     char *txt = cJSON_Print(root);
     cJSON_Delete(root);
     ssize_t w = write(fd, txt, strlen(txt));
-    close(fd);
     free(txt);
-    char *argv[] = {"llamaduo", "train", "--config", tmpl, "--check", NULL};
+    char probe[64];
+    snprintf(probe, sizeof probe, "/proc/self/fd/%d", fd);
+    char *argv[] = {"llamaduo", "train", "--config", probe, "--check", NULL};
     int rc = w < 0 ? 0 : spawn_wait(r, argv, "checking student.train");
-    unlink(tmpl);
+    close(fd);
     if (rc) ld_set_error("%s: 'student.train' is not valid (`llamaduo train` said why above)", r->config_path);
     return rc;
 }
@@ -222,6 +242,19 @@ static int http_ok(const char *url) {
     return ok;
 }
 
+static char *pathf(const Run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// The last lines of a log, to stderr: why a child that wrote only to its log failed.
+static void print_tail(const char *path, int lines) {
+    size_t n;
+    char *t = ld_read_file(path, &n);
+    if (!t) return;
+    size_t start = n && t[n - 1] == '\n' ? n - 1 : n;  // the last newline ends the last line
+    for (int k = 0; start > 0 && !(t[start - 1] == '\n' && ++k == lines); start--) {}
+    fprintf(stderr, "%s%s", t + start, n && t[n - 1] != '\n' ? "\n" : "");
+    free(t);
+}
+
 // A service the run serves itself starts when a stage first needs it.
 static int ensure_service(Run *r) {
     if (!r->local_model || r->local_pid > 0) return 0;
@@ -236,18 +269,30 @@ static int ensure_service(Run *r) {
         ld_set_error("port %d is already in use: set service.local.port to a free one", r->local_port);
         return -1;
     }
-    fprintf(stderr, "run: starting the local service: %s on port %d\n", r->local_model, r->local_port);
-    r->local_pid = spawn(r, argv);
-    if (r->local_pid < 0) return -1;
-    for (int i = 0; i < 1200 && !http_ok(health); i++) {
+    // its log is the run's, kept in the run directory (appended across resumes), not mixed into the console
+    char *log = pathf(r, "logs/serve.log");
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ld_set_error("%s: cannot write the local service's log: %s", log, strerror(errno));
+        free(log);
+        return -1;
+    }
+    fprintf(stderr, "run: starting the local service: %s on port %d (log: %s)\n", r->local_model, r->local_port, log);
+    r->local_pid = spawn(r, argv, fd);
+    close(fd);
+    int rc = r->local_pid < 0 ? -1 : 0;
+    for (int i = 0; i < 1200 && !rc && !http_ok(health); i++) {
         int status;
         if (waitpid(r->local_pid, &status, WNOHANG) == r->local_pid) {
             r->local_pid = -1;
-            ld_set_error("the local service (llamaduo serve) exited while starting; its message is above");
-            return -1;
+            print_tail(log, 5);
+            ld_set_error("the local service (llamaduo serve) exited while starting; its last lines are above (all of it: %s)", log);
+            rc = -1;
         }
         usleep(100 * 1000);
     }
+    free(log);
+    if (rc) return -1;
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", r->local_port);
     static char base[64];  // lives as long as the process: the provider configs point at it
     memcpy(base, url, sizeof base);
@@ -266,7 +311,6 @@ static void stop_service(Run *r) {
 
 // ---- the directory ----------------------------------------------------------------------------------------
 
-static char *pathf(const Run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static char *pathf(const Run *r, const char *fmt, ...) {
     char rel[512];
     va_list ap;
@@ -276,21 +320,62 @@ static char *pathf(const Run *r, const char *fmt, ...) {
     return ld_path_join(r->dir, rel);
 }
 
-int run_open(Run *r, const char *dir_override) {
-    if (dir_override) free(r->dir), r->dir = ld_xstrdup(dir_override);
-    char *data = pathf(r, "data"), *rounds = pathf(r, "rounds"), *cfg = pathf(r, "config.yaml"), *ledger = pathf(r, "ledger.sqlite");
-    int rc = -1;
-    if (ld_mkdir_p(data) || ld_mkdir_p(rounds)) goto done;
+// A directory keeps the config it was started with: another one would mix two runs' records.
+static int same_config(const Run *r) {
+    char *cfg = pathf(r, "config.yaml");
+    int same = 1;
     if (ld_file_exists(cfg)) {
         char *old = ld_read_file(cfg, NULL);
-        int same = old && !strcmp(old, r->config_text);
+        same = old && !strcmp(old, r->config_text);
         free(old);
-        if (!same) {
+        if (!same)
             ld_set_error("%s was started with another config (%s): resume it with that one, or set run.dir to a new directory",
                          r->dir, cfg);
-            goto done;
-        }
-    } else {
+    }
+    free(cfg);
+    return same;
+}
+
+static void set_dir(Run *r, const char *dir_override) {
+    if (dir_override) free(r->dir), r->dir = ld_xstrdup(dir_override);
+}
+
+// The key the client will read: set and not empty.
+static int key_set(const ProviderConfig *p, const char *where, const char *file) {
+    if (!p->api_key_env || !p->api_key_env[0]) return 0;
+    const char *v = getenv(p->api_key_env);
+    if (v && v[0]) return 0;
+    ld_set_error("%s: '%s.api_key_env' names %s, which is not set in the environment (the API key for %s)", file, where,
+                 p->api_key_env, p->model);
+    return -1;
+}
+
+static int keys_set(const Run *r) {
+    if (key_set(&r->st.service, "service", r->config_path)) return -1;
+    if (r->st.judge_is_service) return 0;
+    const cJSON *ju = cJSON_GetObjectItemCaseSensitive(r->root, "judge");
+    int listed = cJSON_GetObjectItemCaseSensitive(ju, "services") != NULL;
+    for (int j = 0; j < r->st.n_judges; j++) {
+        char where[48];
+        if (listed) snprintf(where, sizeof where, "judge.services[%d]", j);
+        else snprintf(where, sizeof where, "judge.service");
+        if (key_set(&r->st.judges[j], where, r->config_path)) return -1;
+    }
+    return 0;
+}
+
+int run_check(Run *r, const char *dir_override) {
+    set_dir(r, dir_override);
+    return keys_set(r) || !same_config(r) ? -1 : 0;
+}
+
+int run_open(Run *r, const char *dir_override) {
+    set_dir(r, dir_override);
+    char *data = pathf(r, "data"), *rounds = pathf(r, "rounds"), *logs = pathf(r, "logs"), *cfg = pathf(r, "config.yaml");
+    char *ledger = pathf(r, "ledger.sqlite");
+    int rc = -1;
+    if (!same_config(r) || ld_mkdir_p(data) || ld_mkdir_p(rounds) || ld_mkdir_p(logs)) goto done;
+    if (!ld_file_exists(cfg)) {
         char *tmp;
         FILE *f = ld_atomic_open(cfg, &tmp);  // the config holds key variable names, never keys
         if (!f || ld_atomic_commit(f, tmp, cfg, fputs(r->config_text, f) >= 0)) goto done;
@@ -298,7 +383,7 @@ int run_open(Run *r, const char *dir_override) {
     r->ledger = ledger_open(ledger);
     rc = r->ledger ? 0 : -1;
 done:
-    free(data), free(rounds), free(cfg), free(ledger);
+    free(data), free(rounds), free(logs), free(cfg), free(ledger);
     return rc;
 }
 
@@ -347,21 +432,20 @@ static int stage_begin(Stage *s, Run *r, int round, const char *stage, const cha
     return rc;
 }
 
-static void add_usage(ClientStats *to, const ClientStats *from) {
-    to->requests_sent += from->requests_sent, to->cache_hits += from->cache_hits;
-    to->prompt_tokens += from->prompt_tokens, to->completion_tokens += from->completion_tokens;
-    to->cost_usd += from->cost_usd, to->new_cost_usd += from->new_cost_usd;
-}
-
 static int stage_end(Stage *s, int ok, const char *const *outputs, int n_outputs) {
     StageRow row = {0};
     row.round = s->round;
     snprintf(row.stage, sizeof row.stage, "%s", s->stage);
     snprintf(row.status, sizeof row.status, "%s", ok ? "done" : "failed");
     row.seconds = ld_time_s() - s->t0;
-    row.requests = s->usage.requests_sent, row.prompt_tokens = s->usage.prompt_tokens, row.completion_tokens = s->usage.completion_tokens;
+    row.requests = s->usage.requests_sent, row.cache_hits = s->usage.cache_hits;
+    row.prompt_tokens = s->usage.prompt_tokens, row.completion_tokens = s->usage.completion_tokens;
+    row.new_prompt_tokens = s->usage.new_prompt_tokens, row.new_completion_tokens = s->usage.new_completion_tokens;
     row.usd = s->usage.cost_usd, row.new_usd = s->usage.new_cost_usd;
+    // what the used replies were worth, less the part paid now (unusable replies are paid but not used)
+    row.reused_usd = fmax(s->usage.cost_usd - (s->usage.new_cost_usd - s->usage.unusable_cost_usd), 0);
     row.outputs = ok ? files_hash_json(outputs, n_outputs) : NULL;
+    if (!ok) cJSON_AddStringToObject(s->detail, "error", ld_last_error());  // why, for status and the report
     row.detail = cJSON_PrintUnformatted(s->detail);
     cJSON_Delete(s->detail);
     int rc = ledger_finish(s->r->ledger, &row);
@@ -458,8 +542,11 @@ static int stage_split(Run *r) {
 // Judges answers with every configured judge (several: per-judge files and the combination).
 static int judge_answers(Run *r, Stage *s, LlmCache *cache, const Records *test, const char *answers, const char *judge_path,
                          const char *metrics_path, JudgeSummary *out) {
-    JudgeSummary per[MAX_JUDGES];
+    JudgeSummary per[MAX_JUDGES] = {0};
     const char *models[MAX_JUDGES];
+    for (int j = 0; j < r->st.n_judges && !r->warned_self_preference; j++)  // a fact of the config: once per run
+        if (judge_prefers_itself(&r->st.judge, &r->st.judges[j])) judge_warn_self_preference(&r->st.judges[j]);
+    r->warned_self_preference = 1;
     for (int j = 0; j < r->st.n_judges; j++) {
         char *jp = ld_xstrdup(judge_path), *mp = ld_xstrdup(metrics_path);
         if (r->st.n_judges > 1) {  // judge.jsonl -> judge.jsonl.N, metrics.json -> metrics.json.N
@@ -471,8 +558,11 @@ static int judge_answers(Run *r, Stage *s, LlmCache *cache, const Records *test,
         ClientLimits lim = stage_limits(r, &r->st.judge_limits[j]);
         int rc = judge_run(&r->st.judges[j], &lim, cache, &r->st.judge, test, answers, jp, mp, &per[j]);
         free(jp), free(mp);
-        if (rc) return -1;
-        add_usage(&s->usage, &per[j].client);
+        client_stats_add(&s->usage, &per[j].client);  // what was sent is recorded, whether the judge failed or not
+        if (rc) {
+            for (int k = 0; k < j; k++) judge_summary_free(&per[k]);
+            return -1;
+        }
         models[j] = r->st.judges[j].model;
     }
     if (r->st.n_judges == 1) {
@@ -525,16 +615,17 @@ static int stage_ceiling(Run *r) {
             cJSON_AddNumberToObject(c.answers[i], "sample", 0);
         }
         ClientLimits lim = stage_limits(r, &r->st.limits);
-        ClientStats st;
+        ClientStats st = {0};
+        // the answers are written even when none came (each with its error); a service that answered none fails the stage
         ok = llm_run(&r->st.service, &lim, cache, jobs, test.n, ceiling_done, &c, &st) == 0 &&
-             jsonl_write_atomic(ans, c.answers, test.n) == 0;
-        add_usage(&s.usage, &st);
+             jsonl_write_atomic(ans, c.answers, test.n) == 0 && !stage_all_failed("ceiling", &r->st.service, &lim, &st, test.n);
+        client_stats_add(&s.usage, &st);
         // what answering alone cost: the API's price of one request, for the break-even estimate
         cJSON_AddNumberToObject(s.detail, "answers", test.n);
         cJSON_AddNumberToObject(s.detail, "answer_usd", st.cost_usd);
         cJSON_AddNumberToObject(s.detail, "answer_prompt_tokens", (double)st.prompt_tokens);
         cJSON_AddNumberToObject(s.detail, "answer_completion_tokens", (double)st.completion_tokens);
-        JudgeSummary js;
+        JudgeSummary js = {0};
         if (ok && judge_answers(r, &s, cache, &test, ans, jp, mp, &js) == 0) {
             cJSON_AddNumberToObject(s.detail, "similarity_mean", js.similarity.mean);
             cJSON_AddNumberToObject(s.detail, "precision_mean", js.precision.mean);
@@ -578,10 +669,12 @@ static int stage_synth(Run *r, int round) {
         SynthConfig cfg = r->st.synth;
         cfg.round = round, cfg.calls = synth_calls(r, round);
         ClientLimits lim = stage_limits(r, &r->st.limits);
-        SynthSummary sum;
-        ok = synth_run(&r->st.service, &lim, cache, &cfg, &seeds, prior, n_prior, &test, out, drop, &sum) == 0;
+        SynthSummary sum = {0};
+        // a service that answered no call at all fails the stage (a round without new data would go on silently)
+        ok = synth_run(&r->st.service, &lim, cache, &cfg, &seeds, prior, n_prior, &test, out, drop, &sum) == 0 &&
+             !(sum.calls_ok == 0 && stage_all_failed("synth", &r->st.service, &lim, &sum.client, cfg.calls));
+        client_stats_add(&s.usage, &sum.client);  // what was sent is recorded, whether the stage failed or not
         if (ok) {
-            add_usage(&s.usage, &sum.client);
             cJSON_AddNumberToObject(s.detail, "calls", cfg.calls);
             cJSON_AddNumberToObject(s.detail, "calls_failed", sum.calls_failed);
             cJSON_AddNumberToObject(s.detail, "returned", sum.returned);
@@ -708,7 +801,7 @@ static int stage_judge(Run *r, int round) {
     Records test = {0};
     LlmCache *cache = ok ? open_cache(r) : NULL;
     ok = ok && cache && records_read(te, 1, &test) == 0;
-    JudgeSummary js;
+    JudgeSummary js = {0};
     if (ok && judge_answers(r, &s, cache, &test, ans, jp, mp, &js) == 0) {
         cJSON_AddNumberToObject(s.detail, "similarity_mean", js.similarity.mean);
         cJSON_AddNumberToObject(s.detail, "precision_mean", js.precision.mean);
@@ -765,6 +858,8 @@ static int stage_report(Run *r) {
 }
 
 int run_stage(Run *r, const char *stage, int round) {
+    // a stage that asks the service needs its keys: said before any work, not after a ledger row is begun
+    if ((!strcmp(stage, "ceiling") || !strcmp(stage, "synth") || !strcmp(stage, "judge")) && keys_set(r)) return -1;
     if (!strcmp(stage, "split")) return stage_split(r);
     if (!strcmp(stage, "ceiling")) return stage_ceiling(r);
     if (!strcmp(stage, "report")) return stage_report(r);
@@ -816,17 +911,31 @@ fail:
     return -1;
 }
 
+// What a stage's replies were worth beyond what its last run paid: the replies reused from the cache.
+static long reused_tokens(const StageRow *w) {
+    return w->prompt_tokens + w->completion_tokens - w->new_prompt_tokens - w->new_completion_tokens;
+}
+
 int run_status(Run *r) {
     StageRow *rows;
     int n;
     if (ledger_rows(r->ledger, &rows, &n)) return -1;
     printf("run %s (config %s)\n", r->dir, r->config_path);
-    printf("%-6s %-8s %-8s %9s %9s %12s %10s\n", "round", "stage", "status", "seconds", "requests", "tokens", "dollars");
+    printf("%-6s %-8s %-8s %9s %9s %9s %11s %11s %10s %10s\n", "round", "stage", "status", "seconds", "req paid", "req cached",
+           "tok paid", "tok cached", "$ paid", "$ cached");
     double usd = 0, secs = 0;
     for (int i = 0; i < n; i++) {
-        printf("%-6d %-8s %-8s %9.1f %9ld %12ld %10.4f\n", rows[i].round, rows[i].stage, rows[i].status, rows[i].seconds, rows[i].requests,
-               rows[i].prompt_tokens + rows[i].completion_tokens, rows[i].usd);
-        usd += rows[i].usd, secs += rows[i].seconds;
+        const StageRow *w = &rows[i];
+        printf("%-6d %-8s %-8s %9.1f %9ld %9ld %11ld %11ld %10.4f %10.4f\n", w->round, w->stage, w->status, w->seconds, w->requests,
+               w->cache_hits, w->new_prompt_tokens + w->new_completion_tokens, reused_tokens(w), w->new_usd, w->reused_usd);
+        usd += w->usd, secs += w->seconds;
+    }
+    printf("(paid: sent to the service when the stage last ran; cached: replies reused from the response cache, paid once before)\n");
+    for (int i = 0; i < n; i++) {
+        cJSON *d = strcmp(rows[i].status, "failed") ? NULL : cJSON_Parse(rows[i].detail);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(d, "error");
+        if (cJSON_IsString(e)) printf("round %d: %s failed: %s\n", rows[i].round, rows[i].stage, e->valuestring);
+        cJSON_Delete(d);
     }
     for (int t = 1; t <= r->max_rounds; t++) {
         char *mp = pathf(r, "rounds/%02d/metrics.json", t);

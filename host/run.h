@@ -33,10 +33,15 @@ typedef struct Run {
     // report
     double local_monthly_usd, local_usd_per_hour;
     Ledger *ledger;
+    int warned_self_preference;  // the judge-wrote-the-data warning, said once per run
 } Run;
 
 // Reads and checks the whole config (nothing is written). -1 with an error naming the key and reason.
 int run_load(const char *config_path, const char *self_exe, Run *r);
+// What a run needs beyond a readable config, checked before anything is written: every API key variable the
+// config names is set, and the run directory (dir_override replaces run.dir), if it exists, was started with
+// this config. -1 with an error naming the key or the directory.
+int run_check(Run *r, const char *dir_override);
 // Opens (creating) the run directory: config.yaml copy, ledger. A directory started with another config is
 // refused. dir_override replaces run.dir.
 int run_open(Run *r, const char *dir_override);

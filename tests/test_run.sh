@@ -21,6 +21,7 @@ server() {  # server NAME: a fault server logging to $T/NAME.log; sets PORT
   for _ in $(seq 100); do [ -f "$T/$1.port" ] && break; sleep 0.05; done
   PORT=$(cat "$T/$1.port")
 }
+free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
 config() {  # config FILE PORT DIR
   cat >"$1" <<YAML
@@ -101,6 +102,9 @@ assert d["train3"]["records"] > d["train2"]["records"] > d["train1"]["records"] 
 PY
 "$BIN" status "$T/clean" >"$T/status.out" 2>&1 && grep -q "maximum of 3 rounds" "$T/status.out" && grep -q "round 3: similarity" "$T/status.out" &&
   ok "status prints stages, scores and the stop reason" || bad "status: $(cat "$T/status.out")"
+# the service judges its own data (the ceiling and three rounds of judging): the warning is a fact of the config
+n_warn=$(grep -c "self-preference" "$T/clean.out")
+[ "$n_warn" = 1 ] && ok "the self-preference warning is printed once per run" || bad "the self-preference warning printed $n_warn times"
 sleep 1  # the fault server logs an answer once the client outlived --liveness: let the last entries land
 n_before=$(wc -l <"$T/clean.log")
 "$BIN" run "$T/clean.yaml" >"$T/again.out" 2>&1 && grep -q "already finished" "$T/again.out" && [ "$(wc -l <"$T/clean.log")" = "$n_before" ] &&
@@ -159,6 +163,28 @@ for f in rounds/01/metrics.json rounds/02/metrics.json rounds/03/metrics.json da
   cmp -s "$T/clean/$f" "$T/crash/$f" || { same=0; bad "$f differs after the crashes"; }
 done
 [ $same = 1 ] && ok "same records, answers, judgments, metrics and adapters as the uninterrupted run"
+# the resumed stages answered part of their requests from the cache: paid and reused are shown apart, and add up
+"$BIN" status "$T/crash" >"$T/crash-status.out" 2>&1
+python3 - "$T/crash" "$T/crash-status.out" <<'PY' && ok "status: requests, tokens and dollars paid now beside those reused from the cache" || bad "paid / reused columns: $(cat "$T/crash-status.out")"
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1] + "/ledger.sqlite")
+rows = db.execute("select round, stage, requests, cache_hits, prompt_tokens + completion_tokens, new_prompt_tokens + new_completion_tokens,"
+                  " usd, new_usd, reused_usd from stages").fetchall()
+status = {(int(f[0]), f[1]): f for f in (l.split() for l in open(sys.argv[2])) if len(f) == 10 and f[0].isdigit()}
+assert "req cached" in open(sys.argv[2]).read()
+reused = 0
+for rnd, stage, req, hits, tok, new_tok, usd, new_usd, reused_usd in rows:
+    # no unusable replies here, so what was paid and what was reused add up to what the replies are worth
+    assert 0 <= new_tok <= tok and abs(new_usd + reused_usd - usd) < 1e-9, (stage, tok, new_tok, usd, new_usd, reused_usd)
+    assert (hits == 0) == (tok == new_tok) == (reused_usd == 0), (stage, hits, tok, new_tok, reused_usd)  # reused replies bring their tokens
+    f = status[(rnd, stage)]
+    assert (int(f[4]), int(f[5]), int(f[6]), int(f[7])) == (req, hits, new_tok, tok - new_tok), (f, req, hits, new_tok, tok)
+    assert abs(float(f[8]) - new_usd) < 1e-4 and abs(float(f[9]) - reused_usd) < 1e-4, (f, new_usd, reused_usd)
+    reused += hits
+assert reused > 0, rows  # the killed stages were resumed from the cache
+PY
+grep -q "reused from the cache" "$T/crash/report.md" && grep -q "paid now" "$T/crash/report.html" &&
+  ok "the report labels what was paid now and what was reused from the cache" || bad "report: no paid / reused columns"
 sleep 1  # answers are logged once the client outlived --liveness
 [ "$(answered_twice "$T/crash.log")" = 0 ] && ok "no request answered twice across the crashes" || bad "$(answered_twice "$T/crash.log") requests answered twice"
 
@@ -237,6 +263,11 @@ try_config() {  # try_config NAME EXPECTED-TEXT SED-EXPRESSION
 try_config "unknown key" "unknown key 'run.max_round'" 's/  max_rounds: 3/  max_round: 3/'
 try_config "wrong type" "'run.samples' must be a number" 's/  samples: 2/  samples: two/'
 try_config "missing file" "does not exist" 's|coverage: .*|coverage: /nonexistent/data.jsonl|'
+try_config "a directory as the coverage file" "'run.coverage' names $T, a directory (it must be a file)" "s|coverage: .*|coverage: $T|"
+try_config "a directory without config.json as the student" "'student.model' names the directory $T, which holds no config.json" \
+  "s|model: .*llama.gguf|model: $T|"
+try_config "a missing student" "'student.model' names $T/none.gguf, which does not exist (it must be an HF model directory or a GGUF file)" \
+  "s|model: .*llama.gguf|model: $T/none.gguf|"
 try_config "threshold out of range" "'judge.threshold' is 150, outside" 's/  threshold: 90/  threshold: 150/'
 try_config "a budget of 0" "budget_usd' is 0" 's/  patience: 5/  patience: 5\n  budget_usd: 0/'
 try_config "bad student.train" "student.train" 's/train: {epochs: 2/train: {epochz: 2/'
@@ -246,17 +277,84 @@ try_config "unknown retrain" "'run.retrain' is 'sometimes'" 's/  patience: 5/  p
   ok "a run directory started with another config is refused" || bad "config mismatch: $(cat "$T/bad.out")"
 
 # 6. the shipped configs read cleanly (the demo, the four task families for three providers, the template)
+# (--check needs the key variables they name set; the values are never sent)
+keys=$(grep -ho "api_key_env: *[A-Z_]*" "$SRC"/configs/*.yaml "$SRC"/configs/tasks/*.yaml | awk '{print $2}' | sort -u | sed 's/$/=set-for-the-check/')
 n_ok=0; n_cfg=0
 for c in "$SRC"/configs/demo.yaml "$SRC"/configs/tasks/*.yaml; do
   n_cfg=$((n_cfg + 1))
-  (cd "$SRC" && "$BIN" run --check "$c") >"$T/check.out" 2>&1 && n_ok=$((n_ok + 1)) || echo "  $c: $(tail -1 "$T/check.out")"
+  (cd "$SRC" && env $keys "$BIN" run --check "$c") >"$T/check.out" 2>&1 && n_ok=$((n_ok + 1)) || echo "  $c: $(tail -1 "$T/check.out")"
 done
 sed "s|coverage: data/my-task.jsonl|coverage: configs/data/classify.jsonl|" "$SRC/configs/template.yaml" >"$T/template.yaml"
-n_cfg=$((n_cfg + 1)); (cd "$SRC" && "$BIN" run --check "$T/template.yaml") >"$T/check.out" 2>&1 && n_ok=$((n_ok + 1)) || echo "  template: $(tail -1 "$T/check.out")"
+n_cfg=$((n_cfg + 1)); (cd "$SRC" && env $keys "$BIN" run --check "$T/template.yaml") >"$T/check.out" 2>&1 && n_ok=$((n_ok + 1)) || echo "  template: $(tail -1 "$T/check.out")"
 [ $n_ok = $n_cfg ] && [ $n_cfg -ge 14 ] && ok "all $n_cfg shipped configs pass run --check" || bad "$n_ok of $n_cfg shipped configs pass run --check"
 for f in summarize classify closed_qa coding; do
   [ "$(grep -c . "$SRC/configs/data/$f.jsonl")" -ge 40 ] || bad "configs/data/$f.jsonl has fewer than 40 records"
 done
+
+# 7. run --check: every key variable the config names is set, and the directory it reports is the one the run would use
+env -u LD_FAKE_KEY "$BIN" run --check "$T/clean.yaml" >"$T/check.out" 2>&1; [ $? != 0 ] &&
+  grep -q "'service.api_key_env' names LD_FAKE_KEY, which is not set" "$T/check.out" &&
+  ok "run --check refuses a config whose key variable is unset" || bad "run --check without the key: $(cat "$T/check.out")"
+sed "s|dir: $T/clean|dir: $T/nokey|; s|^judge:$|judge:\n  services:\n    - {provider: openai, base_url: \"http://127.0.0.1:1/v1\", model: judge-b, api_key_env: LD_OTHER_KEY}|" \
+  "$T/clean.yaml" >"$T/judges.yaml"
+"$BIN" run --check "$T/judges.yaml" >"$T/check.out" 2>&1; [ $? != 0 ] && grep -q "'judge.services\[0\].api_key_env' names LD_OTHER_KEY" "$T/check.out" &&
+  ok "run --check names a judge's unset key variable" || bad "run --check with a judge's key unset: $(cat "$T/check.out")"
+"$BIN" run "$T/judges.yaml" >"$T/check.out" 2>&1; [ $? != 0 ] && grep -q "LD_OTHER_KEY" "$T/check.out" && [ ! -e "$T/nokey" ] &&
+  ok "run with a key variable unset stops before any work" || bad "run with a judge's key unset: $(tail -3 "$T/check.out")"
+"$BIN" run --check "$T/clean.yaml" --dir "$T/elsewhere" >"$T/check.out" 2>&1 && grep -q "run directory $T/elsewhere," "$T/check.out" &&
+  ok "run --check --dir reports that directory" || bad "run --check --dir: $(cat "$T/check.out")"
+"$BIN" run --check "$T/clean.yaml" --dir "$T/crash" >"$T/check.out" 2>&1; [ $? != 0 ] && grep -q "started with another config" "$T/check.out" &&
+  ok "run --check refuses a directory started with another config" || bad "run --check --dir of another run: $(cat "$T/check.out")"
+
+# 8. a service that is down: the first stage stops at once with the service, its URL and the error on one line; status
+#    and the ledger show what happened, not garbage
+DOWN=$(free_port)
+sed "s|dir: $T/clean|dir: $T/down|; s|127.0.0.1:[0-9]*|127.0.0.1:$DOWN|; s|max_attempts: 4|max_attempts: 2|" "$T/clean.yaml" >"$T/down.yaml"
+t0=$(date +%s)
+"$BIN" run "$T/down.yaml" >"$T/down.out" 2>&1; rc=$?
+[ $rc != 0 ] && [ $(($(date +%s) - t0)) -lt 60 ] && grep -q "ceiling: all 6 requests to teacher-1 (anthropic, http://127.0.0.1:$DOWN) failed.*: Couldn't connect to server" "$T/down.out" &&
+  ! grep -q "judge: pass" "$T/down.out" && ok "a service that is down stops the run at once, naming the service, its URL and the error" ||
+  bad "service down: rc $rc: $(tail -5 "$T/down.out")"
+env -u LD_FAKE_KEY "$BIN" status "$T/down" >"$T/down-status.out" 2>&1
+python3 - "$T/down" "$T/down-status.out" <<'PY' && ok "status and the ledger after a failed service stage: zeros and the error, no garbage" || bad "status after a failed stage: $(cat "$T/down-status.out")"
+import json, math, sqlite3, sys
+out = open(sys.argv[2]).read()
+row = [l.split() for l in out.splitlines() if l.split()[:3] == ["0", "ceiling", "failed"]]
+assert len(row) == 1 and len(row[0]) == 10, out
+assert all(float(x) == 0 for x in row[0][5:]), row  # nothing answered: no tokens, no dollars, nothing reused
+assert 0 <= int(row[0][4]) <= 12, row  # requests sent: at most 2 attempts for each of the 6
+assert "ceiling failed: ceiling: all 6 requests" in out, out
+db = sqlite3.connect(sys.argv[1] + "/ledger.sqlite")
+for stage, p, c, usd, detail in db.execute("select stage, prompt_tokens, completion_tokens, usd, detail from stages"):
+    assert p == c == 0 and usd == 0, (stage, p, c, usd)
+    for k, v in json.loads(detail).items():
+        assert not isinstance(v, float) or (math.isfinite(v) and (v == 0 or abs(v) > 1e-100) and abs(v) < 1e12), (stage, k, v)
+PY
+
+# 9. an HF model directory as the student and a local model as the teacher (service.local, a GGUF), the judge the
+#    fault server: one short round; the run's own logs (the local service's, the training check's) stay in the run
+#    directory, and nothing is left in /tmp (watched with strace where it is installed)
+server hf; TEACH=$(free_port)
+sed -e "s|dir: $T/clean|dir: $T/hf|; s|max_rounds: 3|max_rounds: 1|; s|model: $SRC/tests/fixtures/tiny/llama.gguf|model: $SRC/tests/fixtures/tiny/llama|" \
+    -e "s|^service:$|service:\n  local: {model: $SRC/tests/fixtures/tiny/llama.gguf, port: $TEACH, parallel: 4, ctx: 256}|" \
+    -e "/^  provider: anthropic$/d; /^  base_url: /d; /^  api_key_env: /d" \
+    -e "s|^judge:$|judge:\n  service: {provider: anthropic, base_url: \"http://127.0.0.1:$PORT\", model: judge-1, api_key_env: LD_FAKE_KEY}|" \
+    "$T/clean.yaml" >"$T/hf.yaml"
+sed -i "s|^  model: teacher-1$|  model: teacher-1\n  max_tokens: 8|" "$T/hf.yaml"  # short ceiling answers
+TRACE=(); command -v strace >/dev/null && TRACE=(strace -f --seccomp-bpf -e trace=openat,creat,mkdir,rename -o "$T/hf.trace")
+"${TRACE[@]}" "$BIN" run "$T/hf.yaml" >"$T/hf.out" 2>&1 && grep -q "stopped after round 1" "$T/hf.out" &&
+  [ -s "$T/hf/rounds/01/adapter/adapter_model.safetensors" ] && [ -s "$T/hf/data/ceiling.metrics.json" ] && [ -s "$T/hf/rounds/01/metrics.json" ] &&
+  ok "a run with an HF model directory as the student and a local GGUF teacher" || bad "HF student run: $(tail -5 "$T/hf.out")"
+grep -q "serve: teacher-1 on http://127.0.0.1:$TEACH" "$T/hf/logs/serve.log" && ! grep -q "serve: teacher-1 on" "$T/hf.out" &&
+  grep -q "log: $T/hf/logs/serve.log" "$T/hf.out" && ok "the local service's log is in the run directory (logs/serve.log), not on the console" ||
+  bad "serve log: $(ls "$T/hf/logs" 2>&1) $(grep serve "$T/hf.out" | head -3)"
+if [ ${#TRACE[@]} = 0 ]; then
+  echo "skip nothing left in /tmp: strace is not installed"
+elif grep -q '"/tmp/llamaduo' "$T/hf.trace"; then
+  bad "the run wrote in /tmp: $(grep -o '"/tmp/llamaduo[^"]*"' "$T/hf.trace" | sort -u | head -3)"
+else
+  ok "the run writes nothing of its own in /tmp (the training check reads its settings from memory)"
+fi
 
 if grep -rqa "$LD_FAKE_KEY" "$T"; then bad "the API key reached disk: $(grep -rla "$LD_FAKE_KEY" "$T")"; else ok "the key is in no file"; fi
 echo "$pass passed, $fail failed"

@@ -33,6 +33,13 @@ static void open_run(const char *arg, const char *dir, Run *r) {
     if (rc) die("%s", ld_last_error());
 }
 
+// The loop's own: the keys are checked too, and before the directory is created.
+static void open_loop(const char *arg, const char *dir, Run *r) {
+    int rc = ld_is_dir(arg) ? run_from_dir(arg, self_exe(), r) || run_check(r, NULL)
+                            : run_load(arg, self_exe(), r) || run_check(r, dir) || run_open(r, NULL);
+    if (rc) die("%s", ld_last_error());
+}
+
 int cmd_run(int argc, char **argv) {
     Args a = {argc, argv, 1, "run"};
     const char *target = NULL, *dir = NULL;
@@ -56,12 +63,12 @@ int cmd_run(int argc, char **argv) {
     if (!target) die("run needs a config file or a run directory (see llamaduo run --help)");
     Run r;
     if (check) {  // the whole config, as the run would read it; nothing written, nothing sent
-        if (run_load(target, self_exe(), &r)) die("%s", ld_last_error());
+        if (run_load(target, self_exe(), &r) || run_check(&r, dir)) die("%s", ld_last_error());
         printf("%s: ok (run directory %s, %d rounds at most)\n", target, r.dir, r.max_rounds);
         run_close(&r);
         return 0;
     }
-    open_run(target, dir, &r);
+    open_loop(target, dir, &r);
     int rc = run_loop(&r);
     if (rc) fprintf(stderr, "llamaduo run: %s\nllamaduo run: rerun the same command to resume where it stopped\n", ld_last_error());
     run_close(&r);

@@ -26,7 +26,8 @@ static const char *k_run_help =
     "lands in the run directory (run.dir, default runs/<config name>): ledger.sqlite, cache.sqlite, data/, rounds/NN/,\n"
     "report.html and report.md. Rerunning on the same directory resumes: finished stages are skipped and no service\n"
     "request is paid twice. configs/template.yaml documents every key; the whole config is checked before any work.\n"
-    "--check reads and checks the config only. Each stage alone: llamaduo synth|train|infer|judge --run DIR --round N; llamaduo report DIR; llamaduo status DIR.\n";
+    "--check reads and checks the config only (its paths, student.train, every API key variable it names, and the run\n"
+    "directory, --dir's if given); nothing is written or sent. Each stage alone: llamaduo synth|train|infer|judge --run DIR --round N; llamaduo report DIR; llamaduo status DIR.\n";
 
 static void open_run(const char *arg, const char *dir, Run *r) {
     int rc = ld_is_dir(arg) ? run_from_dir(arg, self_exe(), r) : (run_load(arg, self_exe(), r) || run_open(r, dir));

@@ -173,8 +173,7 @@ float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *m
         a->g = buf((size_t)T * F), a->u = buf((size_t)T * F), a->h = buf((size_t)T * F);
         lin_fwd(a->g, a->ax[LT_GATE], a->xn2, &w->w_gate, NULL, &P[LT_GATE], DROP(LT_GATE), s, r, T, D, F);
         lin_fwd(a->u, a->ax[LT_UP], a->xn2, &w->w_up, NULL, &P[LT_UP], DROP(LT_UP), s, r, T, D, F);
-        if (c->act == ACT_SILU) k_swiglu(a->h, a->g, a->u, (size_t)T * F);
-        else k_geglu_tanh(a->h, a->g, a->u, (size_t)T * F);
+        k_gated(c->act, a->h, a->g, a->u, (size_t)T * F);
         float *dn = buf((size_t)T * D);
         lin_fwd(dn, a->ax[LT_DOWN], a->h, &w->w_down, NULL, &P[LT_DOWN], DROP(LT_DOWN), s, r, T, F, D);
         if (w->post_ffn_norm) {
@@ -218,8 +217,7 @@ float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *m
         }
         memset(dF, 0, sizeof(float) * (size_t)T * F);
         lin_bwd(dF, ddn, a->h, a->ax[LT_DOWN], &w->w_down, &P[LT_DOWN], GP(LT_DOWN), W ? &W->w_down : NULL, NULL, DROP(LT_DOWN), s, r, T, F, D);
-        if (c->act == ACT_SILU) k_swiglu_backward(dG, dU, dF, a->g, a->u, (size_t)T * F);
-        else k_geglu_tanh_backward(dG, dU, dF, a->g, a->u, (size_t)T * F);
+        k_gated_backward(c->act, dG, dU, dF, a->g, a->u, (size_t)T * F);
         memset(dn_in, 0, sizeof(float) * (size_t)T * D);
         lin_bwd(dn_in, dG, a->xn2, a->ax[LT_GATE], &w->w_gate, &P[LT_GATE], GP(LT_GATE), W ? &W->w_gate : NULL, NULL, DROP(LT_GATE), s, r, T, D, F);
         lin_bwd(dn_in, dU, a->xn2, a->ax[LT_UP], &w->w_up, &P[LT_UP], GP(LT_UP), W ? &W->w_up : NULL, NULL, DROP(LT_UP), s, r, T, D, F);

@@ -110,9 +110,7 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
             lora_apply(m->adapter, l, LT_GATE, g, xb, n);
             lora_apply(m->adapter, l, LT_UP, u, xb, n);
         }
-        if (c->act == ACT_SILU) k_swiglu(g, g, u, (size_t)n * F);
-        else if (c->act == ACT_GELU_TANH) k_geglu_tanh(g, g, u, (size_t)n * F);
-        else k_geglu_erf(g, g, u, (size_t)n * F);
+        k_gated(c->act, g, g, u, (size_t)n * F);
         k_matmul_q(xb, g, w->w_down.data, w->w_down.type, NULL, n, F, D);
         if (m->adapter) lora_apply(m->adapter, l, LT_DOWN, xb, g, n);
         if (w->post_ffn_norm) k_rmsnorm(xb, xb, w->post_ffn_norm, n, D, c->norm_eps, c->norm_plus_one);

@@ -135,7 +135,7 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
         OK(kc_add_rmsnorm(xb, x, xb, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention; xb = ffn_norm(x)
         LIN(gt, xb, w->w_gate, NULL, l, LT_GATE, D, F);
         LIN(u, xb, w->w_up, NULL, l, LT_UP, D, F);
-        OK(c->act == ACT_SILU ? kc_swiglu(gt, gt, u, (size_t)n * F) : kc_geglu_tanh(gt, gt, u, (size_t)n * F));
+        OK(kc_gated(c->act, gt, gt, u, (size_t)n * F));
         LIN(xb, gt, w->w_down, NULL, l, LT_DOWN, F, D);
         if (w->post_ffn_norm) OK(kc_rmsnorm(xb, xb, w->post_ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
         if (l + 1 < c->n_layers)  // x += ffn; xb = the next layer's attn_norm(x)

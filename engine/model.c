@@ -238,10 +238,12 @@ int model_config_from_hf_json(const char *json, size_t len, const char *path, Mo
     c->tied_embeddings = tie ? cJSON_IsTrue(tie) : (c->arch >= ARCH_GEMMA);
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
     if (c->arch == ARCH_LLAMA && cJSON_IsTrue(ab)) c->qkv_bias = c->o_bias = 1;
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "hidden_activation");
-    if (!cJSON_IsString(act)) act = cJSON_GetObjectItemCaseSensitive(cfg, "hidden_act");
+    // transformers' rules: Gemma 2 and 3 read hidden_activation (tanh GELU when absent); Gemma reads hidden_act,
+    // where "gelu" (what Gemma's releases wrote) means the tanh approximation; the others read hidden_act
+    int gemma_v1 = c->arch == ARCH_GEMMA;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, c->arch > ARCH_GEMMA ? "hidden_activation" : "hidden_act");
     if (cJSON_IsString(act)) {
-        const char *a = act->valuestring;
+        const char *a = gemma_v1 && !strcmp(act->valuestring, "gelu") ? "gelu_pytorch_tanh" : act->valuestring;
         if (!strcmp(a, "silu") || !strcmp(a, "swish")) c->act = ACT_SILU;
         else if (!strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_new") || !strcmp(a, "gelu_fast")) c->act = ACT_GELU_TANH;
         else if (!strcmp(a, "gelu")) c->act = ACT_GELU_ERF;

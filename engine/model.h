@@ -3,11 +3,11 @@
 #pragma once
 #include <stdint.h>
 
+#include "activation.h"
 #include "dtype.h"
 #include "tokenizer.h"
 
 typedef enum { ARCH_LLAMA, ARCH_QWEN2, ARCH_GEMMA, ARCH_GEMMA2, ARCH_GEMMA3 } Arch;
-typedef enum { ACT_SILU, ACT_GELU_TANH, ACT_GELU_ERF } Activation;
 typedef enum { ROPE_DEFAULT, ROPE_LINEAR, ROPE_LLAMA3 } RopeScaling;
 
 typedef struct {

@@ -217,7 +217,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
         OK(kc_rmsnorm(xn, x, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
         LIN(a->gt, a->ax[LT_GATE], xn, w->w_gate, NULL, l, LT_GATE, D, F);
         LIN(a->u, a->ax[LT_UP], xn, w->w_up, NULL, l, LT_UP, D, F);
-        OK(c->act == ACT_SILU ? kc_swiglu(hb, a->gt, a->u, (size_t)T * F) : kc_geglu_tanh(hb, a->gt, a->u, (size_t)T * F));
+        OK(kc_gated(c->act, hb, a->gt, a->u, (size_t)T * F));
         float *dn = NEW(T * D);
         LIN(dn, a->ax[LT_DOWN], hb, w->w_down, NULL, l, LT_DOWN, F, D);
         if (w->post_ffn_norm) {
@@ -265,10 +265,9 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
             OK(kc_rmsnorm_backward(dbranch, NULL, dx, a->dn_pre, w->post_ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
             ddn = dbranch;
         }
-        OK(c->act == ACT_SILU ? kc_swiglu(hb, a->gt, a->u, (size_t)T * F) : kc_geglu_tanh(hb, a->gt, a->u, (size_t)T * F));
+        OK(kc_gated(c->act, hb, a->gt, a->u, (size_t)T * F));
         LIN_BWD(dF, ddn, hb, w->w_down, l, LT_DOWN, F, D);
-        OK(c->act == ACT_SILU ? kc_swiglu_backward(dG, dU, dF, a->gt, a->u, (size_t)T * F)
-                              : kc_geglu_tanh_backward(dG, dU, dF, a->gt, a->u, (size_t)T * F));
+        OK(kc_gated_backward(c->act, dG, dU, dF, a->gt, a->u, (size_t)T * F));
         OK(kc_rmsnorm(xn, a->xmid, w->ffn_norm, T, D, c->norm_eps, c->norm_plus_one));
         LIN_BWD(dn_in, dG, xn, w->w_gate, l, LT_GATE, D, F);
         LIN_BWD(tmp, dU, xn, w->w_up, l, LT_UP, D, F);

@@ -4,6 +4,7 @@
 #pragma once
 #include <stddef.h>
 
+#include "activation.h"
 #include "dtype.h"
 
 // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when bias != NULL). OpenBLAS sgemm.
@@ -26,10 +27,8 @@ void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, in
 // of HF checkpoints. angle = pos[t] * inv_freq[i] for i < head_dim/2.
 void k_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
 
-// Gated activations, elementwise over n: h = act(gate) * up.
-void k_swiglu(float *h, const float *gate, const float *up, size_t n);       // act = silu
-void k_geglu_tanh(float *h, const float *gate, const float *up, size_t n);   // act = tanh-approximate gelu
-void k_geglu_erf(float *h, const float *gate, const float *up, size_t n);    // act = exact (erf) gelu
+// Gated activation, elementwise over n: h = act(gate) * up (SwiGLU, GeGLU tanh or erf; activation.h).
+void k_gated(Activation act, float *h, const float *gate, const float *up, size_t n);
 
 // x = cap * tanh(x / cap), in place.
 void k_softcap(float *x, size_t n, float cap);
@@ -72,8 +71,8 @@ void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, c
                         int plus_one);
 // The gradient of a rotation is the inverse rotation: in place on dx[T, n_heads, head_dim].
 void k_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
-void k_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
-void k_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+// dgate = dh · up · act'(gate), dup = dh · act(gate)
+void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
 // y = cap·tanh(x/cap) given y: dx = dy · (1 − (y/cap)²), in place on dy allowed
 void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
 // Attention backward over the same per-token key ranges as k_attention (keys/values of a training batch live

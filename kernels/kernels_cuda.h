@@ -6,6 +6,7 @@
 #pragma once
 #include <stddef.h>
 
+#include "activation.h"
 #include "dtype.h"
 
 const char *kc_last_error(void);
@@ -29,10 +30,8 @@ int kc_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, in
 int kc_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
 int kc_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
 int kc_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
-int kc_swiglu(float *h, const float *gate, const float *up, size_t n);
-int kc_geglu_tanh(float *h, const float *gate, const float *up, size_t n);
-int kc_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
-int kc_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+int kc_gated(Activation act, float *h, const float *gate, const float *up, size_t n);
+int kc_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
 int kc_softcap(float *x, size_t n, float cap);
 int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
              float weight_decay, int step);

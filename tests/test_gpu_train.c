@@ -122,7 +122,7 @@ int main(void) {
         printf("test_gpu_train: skipped: no CUDA device here (run on a GPU machine: tools/gpu_check.sh)\n");
         return 77;
     }
-    const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
+    const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3", "llama_gelu", "gemma_gelu"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f, 0);
     check("llama", 0.3f, 0);  // LoRA dropout: the same masks on both paths
     check("gemma3", 0.3f, 0);

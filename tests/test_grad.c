@@ -59,12 +59,11 @@ static void rope_f(void *c, const float *x, float *y) {
 }
 
 // ---- gated activations (through gate, then up)
-typedef struct { size_t n; int gelu, wrt_up; const float *other; } ActCtx;
+typedef struct { size_t n; Activation act; int wrt_up; const float *other; } ActCtx;
 static void act_f(void *c, const float *x, float *y) {
     ActCtx *a = c;
     const float *g = a->wrt_up ? a->other : x, *u = a->wrt_up ? x : a->other;
-    if (a->gelu) k_geglu_tanh(y, g, u, a->n);
-    else k_swiglu(y, g, u, a->n);
+    k_gated(a->act, y, g, u, a->n);
 }
 
 // ---- softcap
@@ -151,15 +150,16 @@ int main(void) {
         RopeCtx c = {T, H, hd, pos, inv};
         check_grad("rope", rope_f, &c, x, 64, 64, R, g);
     }
-    for (int gelu = 0; gelu < 2; gelu++) {  // SwiGLU / GeGLU
+    for (int act = ACT_SILU; act <= ACT_GELU_ERF; act++) {  // SwiGLU / GeGLU tanh / GeGLU erf
+        static const char *names[][2] = {{"swiglu d gate", "swiglu d up"}, {"geglu tanh d gate", "geglu tanh d up"},
+                                         {"geglu erf d gate", "geglu erf d up"}};
         size_t n = 40;
         float gt[40], up[40], R[40], dg[40], du[40];
         fill(gt, n, 3), fill(up, n, 2), fill(R, n, 1);
-        if (gelu) k_geglu_tanh_backward(dg, du, R, gt, up, n);
-        else k_swiglu_backward(dg, du, R, gt, up, n);
-        ActCtx cg = {n, gelu, 0, up}, cu = {n, gelu, 1, gt};
-        check_grad(gelu ? "geglu d gate" : "swiglu d gate", act_f, &cg, gt, n, n, R, dg);
-        check_grad(gelu ? "geglu d up" : "swiglu d up", act_f, &cu, up, n, n, R, du);
+        k_gated_backward((Activation)act, dg, du, R, gt, up, n);
+        ActCtx cg = {n, (Activation)act, 0, up}, cu = {n, (Activation)act, 1, gt};
+        check_grad(names[act][0], act_f, &cg, gt, n, n, R, dg);
+        check_grad(names[act][1], act_f, &cu, up, n, n, R, du);
     }
     {  // softcap
         size_t n = 30;

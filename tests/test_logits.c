@@ -134,5 +134,7 @@ int main(void) {
     check_model("gemma", NULL);
     check_model("gemma2", NULL);
     check_model("gemma3", "gemma3.gguf");
+    check_model("llama_gelu", NULL);  // hidden_act "gelu": exact GELU
+    check_model("gemma_gelu", NULL);  // hidden_act "gelu" on Gemma: transformers reads the tanh approximation
     return test_finish("test_logits");
 }

@@ -355,7 +355,7 @@ static void check_dropout(void) {
 int main(void) {
     check_adapter_files();
     check_dropout();
-    const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"};
+    const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3", "llama_gelu", "gemma_gelu"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
     check_rslora();
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_full(models[i]);

@@ -4,11 +4,14 @@ the reference logits transformers computes for them (fp32), into tests/fixtures/
 
 Also writes GGUF copies of some (with llama.cpp's conventions: Q/K rows permuted for llama, Gemma norms
 stored as 1 + w) so the test can check that an HF directory and a GGUF of the same weights agree.
-Rerun: python3 tools/make_model_fixtures.py   (needs torch, transformers, tokenizers, gguf, numpy)
+Rerun: python3 tools/make_model_fixtures.py [NAME ...]   (needs torch, transformers, tokenizers, gguf, numpy)
+With names, only those fixtures are rewritten (the others' random draws are still made, so each model gets the
+same weights either way).
 """
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import torch
@@ -53,6 +56,12 @@ SPECS = {
     "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, dict(
         num_hidden_layers=3, head_dim=32, sliding_window=5, query_pre_attn_scalar=32,
         layer_types=["sliding_attention", "sliding_attention", "full_attention"])),
+    # exact (erf) GELU in a Llama-style MLP; and a Gemma config with hidden_act "gelu" and no hidden_activation,
+    # as Gemma's own releases wrote it, which transformers reads as the tanh approximation
+    "llama_gelu": (tf.LlamaConfig, tf.LlamaForCausalLM, dict(num_hidden_layers=2, rms_norm_eps=1e-5, rope_theta=10000.0,
+                                                              tie_word_embeddings=False, hidden_act="gelu")),
+    "gemma_gelu": (tf.GemmaConfig, tf.GemmaForCausalLM, dict(num_hidden_layers=2, head_dim=32, num_key_value_heads=1,
+                                                              hidden_act="gelu", hidden_activation=None)),
 }
 
 
@@ -134,9 +143,10 @@ def write_gguf(path, arch, model, cfg, tok):
 
 
 def main():
-    if os.path.isdir(OUT):
+    only = set(sys.argv[1:])
+    if not only and os.path.isdir(OUT):
         shutil.rmtree(OUT)
-    os.makedirs(OUT)
+    os.makedirs(OUT, exist_ok=True)
     tok = make_tokenizer()
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 300, (1, 24), generator=gen)
@@ -145,8 +155,17 @@ def main():
         cfg = cfg_cls(**{**COMMON, **extra, "initializer_range": 0.08})
         model = model_cls(cfg).float().eval()
         perturb_norms(model, gen)
+        if only and name not in only:
+            continue
         d = os.path.join(OUT, name)
         model.save_pretrained(d, safe_serialization=True)
+        if name == "gemma_gelu":  # transformers saves its reading (gelu_pytorch_tanh); keep the file as released
+            with open(os.path.join(d, "config.json")) as f:
+                saved = json.load(f)
+            saved["hidden_act"] = "gelu"
+            saved.pop("hidden_activation", None)
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(saved, f, indent=2)
         tok.save(os.path.join(d, "tokenizer.json"))
         with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
             json.dump({"chat_template": CHATML, "eos_token": "<|im_end|>", "bos_token": None}, f)

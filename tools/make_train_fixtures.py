@@ -19,9 +19,11 @@ tests/fixtures/tiny/, written to tests/fixtures/train/<model>.safetensors:
 Packing follows HF's padding-free convention: position ids restart at each record, and attention never
 crosses a record (transformers' flash/sdpa paths with position_ids do the same).
 Also tests/fixtures/train/llama_peft_adapter/: the adapter as PEFT saves it (names, shapes, config).
-Rerun: python3 tools/make_train_fixtures.py  (needs torch, transformers, peft, safetensors)
+Rerun: python3 tools/make_train_fixtures.py [NAME ...]  (needs torch, transformers, peft, safetensors); with names,
+only those models' fixtures are rewritten.
 """
 import os
+import sys
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -48,7 +50,7 @@ def main():
             targets[i] = tokens[i + 1]
         off += n
     positions = torch.cat([torch.arange(n) for n in lens])
-    for name in ("llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3"):
+    for name in sys.argv[1:] or ("llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3", "llama_gelu", "gemma_gelu"):
         torch.manual_seed(len(name))  # PEFT draws lora_A from the global generator
         model = AutoModelForCausalLM.from_pretrained(os.path.join(TINY, name), dtype=torch.float32, attn_implementation="eager")
         model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS))

@@ -3,29 +3,9 @@
 
 #include "../kernels.h"
 
-void k_swiglu(float *h, const float *gate, const float *up, size_t n) {
+void k_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {
 #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        h[i] = g / (1.0f + expf(-g)) * up[i];
-    }
-}
-
-void k_geglu_tanh(float *h, const float *gate, const float *up, size_t n) {
-    const float k = 0.7978845608028654f;  // sqrt(2/pi)
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        h[i] = 0.5f * g * (1.0f + tanhf(k * (g + 0.044715f * g * g * g))) * up[i];
-    }
-}
-
-void k_geglu_erf(float *h, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        h[i] = 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * up[i];
-    }
+    for (size_t i = 0; i < n; i++) h[i] = ld_act(act, gate[i]) * up[i];
 }
 
 void k_softcap(float *x, size_t n, float cap) {
@@ -44,22 +24,11 @@ float k_logsumexp(const float *x, int n) {
     return m + (float)log(s);
 }
 
-void k_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), silu = g * sg;
-        dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-        dup[i] = dh[i] * silu;
-    }
-}
-
-void k_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-    const float k = 0.7978845608028654f;
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], inner = k * (g + 0.044715f * g * g * g), th = tanhf(inner);
-        float gelu = 0.5f * g * (1.0f + th);
-        float dgelu = 0.5f * (1.0f + th) + 0.5f * g * (1.0f - th * th) * k * (1.0f + 3.0f * 0.044715f * g * g);
-        dgate[i] = dh[i] * up[i] * dgelu;
-        dup[i] = dh[i] * gelu;
+        float g = gate[i];
+        dgate[i] = dh[i] * up[i] * ld_act_grad(act, g);
+        dup[i] = dh[i] * ld_act(act, g);
     }
 }
 

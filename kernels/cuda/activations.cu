@@ -1,36 +1,19 @@
-// Gated activations, soft-cap and AdamW, elementwise (kernels/cpu/activations.c, adamw.c), formula for formula.
+// Gated activations (the formulas of activation.h), soft-cap and AdamW, elementwise (kernels/cpu/activations.c,
+// adamw.c), formula for formula.
 #include "common.cuh"
 
-#define GELU_K 0.7978845608028654f  // sqrt(2/pi)
-
-__global__ static void swiglu_kernel(float *h, const float *gate, const float *up, size_t n) {
+__global__ static void gated_kernel(Activation act, float *h, const float *gate, const float *up, size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) h[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    if (i < n) h[i] = ld_act(act, gate[i]) * up[i];
 }
 
-__global__ static void geglu_kernel(float *h, const float *gate, const float *up, size_t n) {
+__global__ static void gated_bwd_kernel(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up,
+                                        size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = gate[i];
-    h[i] = 0.5f * g * (1.0f + tanhf(GELU_K * (g + 0.044715f * g * g * g))) * up[i];
-}
-
-__global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), silu = g * sg, d = dh[i];
-    dgate[i] = d * up[i] * sg * (1.0f + g * (1.0f - sg));
-    dup[i] = d * silu;
-}
-
-__global__ static void geglu_bwd_kernel(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float g = gate[i], th = tanhf(GELU_K * (g + 0.044715f * g * g * g)), d = dh[i];
-    float gelu = 0.5f * g * (1.0f + th);
-    float dgelu = 0.5f * (1.0f + th) + 0.5f * g * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * 0.044715f * g * g);
-    dgate[i] = d * up[i] * dgelu;
-    dup[i] = d * gelu;
+    float g = gate[i], d = dh[i];
+    dgate[i] = d * up[i] * ld_act_grad(act, g);
+    dup[i] = d * ld_act(act, g);
 }
 
 __global__ static void softcap_kernel(float *x, size_t n, float cap) {
@@ -56,13 +39,11 @@ __global__ static void adamw_kernel(float *p, const float *g, float *m, float *v
         return 0;                                                   \
     } while (0)
 
-extern "C" int kc_swiglu(float *h, const float *gate, const float *up, size_t n) { LAUNCH("swiglu", swiglu_kernel, n, h, gate, up, n); }
-extern "C" int kc_geglu_tanh(float *h, const float *gate, const float *up, size_t n) { LAUNCH("geglu_tanh", geglu_kernel, n, h, gate, up, n); }
-extern "C" int kc_swiglu_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-    LAUNCH("swiglu_backward", swiglu_bwd_kernel, n, dgate, dup, dh, gate, up, n);
+extern "C" int kc_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {
+    LAUNCH("gated", gated_kernel, n, act, h, gate, up, n);
 }
-extern "C" int kc_geglu_tanh_backward(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-    LAUNCH("geglu_tanh_backward", geglu_bwd_kernel, n, dgate, dup, dh, gate, up, n);
+extern "C" int kc_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    LAUNCH("gated_backward", gated_bwd_kernel, n, act, dgate, dup, dh, gate, up, n);
 }
 extern "C" int kc_softcap(float *x, size_t n, float cap) { LAUNCH("softcap", softcap_kernel, n, x, n, cap); }
 extern "C" int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,

@@ -3,7 +3,8 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 
-#include "dtype.h"  // before the C block below: it brings its own C++-safe includes
+#include "activation.h"  // these two before the C block below: they bring their own C++-safe includes
+#include "dtype.h"
 
 extern "C" {
 #include "kernels_cuda.h"

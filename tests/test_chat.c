@@ -75,7 +75,7 @@ static void check_errors(void) {
 // Special-token text inside a message stays text: only the template's own markers become special tokens.
 static void check_protected(void) {
     char p[1024];
-    snprintf(p, sizeof p, "%s/data/tokenizers/qwen3/tokenizer.json", LD_SHARED);
+    if (!test_shared(p, sizeof p, "special-token text stays text (qwen3 tokenizer)", "data/tokenizers/qwen3/tokenizer.json")) return;
     Tokenizer *tok = tok_load_hf_file(p);
     CHECK(tok != NULL, "%s", ld_last_error());
     if (!tok) return;

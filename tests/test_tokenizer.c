@@ -18,10 +18,13 @@ static int same_ids(const int *a, int na, const cJSON *b) {
 
 static void check_tokenizer(const char *name) {
     char path[1024];
-    if (!strcmp(name, "metaspace"))  // trained by the fixture script: the Mistral / Llama 2 layout
+    if (!strcmp(name, "metaspace")) {  // trained by the fixture script: the Mistral / Llama 2 layout
         snprintf(path, sizeof path, "%s/tokenizers/metaspace.tokenizer.json", LD_FIXTURES);
-    else
-        snprintf(path, sizeof path, "%s/data/tokenizers/%s/tokenizer.json", LD_SHARED, name);
+    } else {
+        char rel[128];
+        snprintf(rel, sizeof rel, "data/tokenizers/%s/tokenizer.json", name);
+        if (!test_shared(path, sizeof path, name, rel)) return;
+    }
     double t0 = ld_time_s();
     Tokenizer *tok = tok_load_hf_file(path);
     CHECK(tok != NULL, "%s: load failed: %s", name, ld_last_error());

@@ -13,6 +13,13 @@ int test_finish(const char *name) {
     return 0;
 }
 
+const char *test_shared(char *buf, size_t cap, const char *what, const char *rel) {
+    snprintf(buf, cap, "%s/%s", LD_SHARED, rel);
+    if (ld_file_exists(buf)) return buf;
+    printf("SKIPPED: %s: needs the shared data, %s is missing\n", what, buf);
+    return NULL;
+}
+
 char *test_read(const char *path) {
     char *s = ld_read_file(path, NULL);
     if (!s) {

@@ -10,24 +10,32 @@
 #include "util.h"
 
 void api_error_set(ApiError *e, int status, const char *type, const char *param, const char *code, const char *fmt, ...) {
-    e->status = status, e->type = type, e->param = param, e->code = code;
+    e->status = status, e->type = type, e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
 }
 
+// cJSON escapes control characters but passes other bytes through: what is not UTF-8 (a request's own bytes
+// echoed in an error, a message cut mid-character at its buffer's end) is replaced so the body stays valid.
+static char *print_json(cJSON *o) {
+    char *raw = cJSON_PrintUnformatted(o), *s = ld_utf8_repair(raw, strlen(raw), NULL);
+    free(raw);
+    cJSON_Delete(o);
+    return s;
+}
+
 char *api_error_json(const ApiError *e) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(err, "message", e->message);
     cJSON_AddStringToObject(err, "type", e->type ? e->type : "invalid_request_error");
-    if (e->param) cJSON_AddStringToObject(err, "param", e->param);
+    if (e->param[0]) cJSON_AddStringToObject(err, "param", e->param);
     else cJSON_AddNullToObject(err, "param");
     if (e->code) cJSON_AddStringToObject(err, "code", e->code);
     else cJSON_AddNullToObject(err, "code");
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    return s;
+    return print_json(root);
 }
 
 void api_request_free(ApiRequest *r) {
@@ -91,6 +99,29 @@ static char *content_text(const cJSON *c) {
     return s;
 }
 
+// Every top-level field this server knows: used, a documented no-op (user, metadata), or refused by name
+// further on when set (tools, logprobs, ...). Anything else is refused unless the server ignores unknown fields.
+static int known_field(ApiKind kind, const char *name) {
+    static const char *const known[] = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
+                                        "stream_options", "seed", "stop", "response_format", "frequency_penalty", "presence_penalty",
+                                        "user", "metadata", "tools", "functions", "logit_bias", "audio", "logprobs", NULL};
+    if (!strcmp(name, kind == API_CHAT ? "messages" : "prompt")) return 1;
+    for (int i = 0; known[i]; i++)
+        if (!strcmp(name, known[i])) return 1;
+    return 0;
+}
+
+// A field set to null asks for nothing, known or not.
+static int check_fields(const cJSON *root, ApiKind kind, const ApiLimits *lim, ApiError *err) {
+    for (const cJSON *f = root->child; f; f = f->next)
+        if (!cJSON_IsNull(f) && !lim->ignore_unknown_fields && !known_field(kind, f->string))
+            return bad(err, f->string, "Unrecognized request argument supplied: %s (this server refuses fields it does not know)", f->string);
+    const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user"), *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+    if (user && !cJSON_IsNull(user) && !cJSON_IsString(user)) return bad(err, "user", "'user' must be a string");
+    if (meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta)) return bad(err, "metadata", "'metadata' must be an object");
+    return 0;
+}
+
 int api_parse_request(const char *body, size_t len, ApiKind kind, const ApiLimits *lim, ApiRequest *r, ApiError *err) {
     memset(r, 0, sizeof *r);
     r->kind = kind, r->max_tokens = -1, r->temperature = 1.0, r->top_p = 1.0, r->n = 1;
@@ -104,6 +135,7 @@ int api_parse_request(const char *body, size_t len, ApiKind kind, const ApiLimit
         bad(err, NULL, "the request body must be a JSON object");
         goto done;
     }
+    if (check_fields(root, kind, lim, err)) goto done;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsString(model)) {
         bad(err, "model", "'model' is required and must be a string");
@@ -161,6 +193,8 @@ int api_parse_request(const char *body, size_t len, ApiKind kind, const ApiLimit
     }
     r->max_tokens = mt == unset ? -1 : mt;
     if (num_field(root, "temperature", 0, 2, &r->temperature, err) || num_field(root, "top_p", 0, 1, &r->top_p, err) ||
+        num_field(root, "frequency_penalty", -2, 2, &r->frequency_penalty, err) ||
+        num_field(root, "presence_penalty", -2, 2, &r->presence_penalty, err) ||
         int_field(root, "n", 1, lim->max_n, &r->n, err) || bool_field(root, "stream", &r->stream, err))
         goto done;
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
@@ -272,16 +306,13 @@ char *api_response_json(ApiKind kind, const char *id, long created, const char *
         cJSON_AddItemToArray(arr, c);
     }
     add_usage(o, prompt_tokens, completion_tokens);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    return print_json(o);
 }
 
 static char *event(cJSON *o) {
-    char *j = cJSON_PrintUnformatted(o), *s = ld_xmalloc(strlen(j) + 9);
+    char *j = print_json(o), *s = ld_xmalloc(strlen(j) + 9);
     sprintf(s, "data: %s\n\n", j);
     free(j);
-    cJSON_Delete(o);
     return s;
 }
 
@@ -318,7 +349,5 @@ char *api_models_json(const char *model, long created) {
     cJSON_AddNumberToObject(m, "created", (double)created);
     cJSON_AddStringToObject(m, "owned_by", "llamaduo");
     cJSON_AddItemToArray(arr, m);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    return print_json(o);
 }

@@ -1,6 +1,7 @@
 // defines: the OpenAI-compatible HTTP API's messages — requests to /v1/chat/completions and /v1/completions
 // parsed and checked (every refusal an OpenAI-style error naming the parameter), and the response, stream-chunk,
-// model-list and error bodies the official clients expect. Plain data: no model, no sockets.
+// model-list and error bodies the official clients expect. Every body printed is valid UTF-8 JSON (bytes that
+// are not UTF-8, in a request's fields echoed back, say, become U+FFFD). Plain data: no model, no sockets.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +13,7 @@ typedef struct {
     int max_messages;
     int max_tokens;    // per choice
     int max_n;         // choices per request
+    int ignore_unknown_fields;  // 0: a request field this server does not know is refused by name (400)
 } ApiLimits;
 
 typedef struct {
@@ -26,6 +28,7 @@ typedef struct {
     char *prompt;  // completions
     int max_tokens;  // -1: not given
     double temperature, top_p;
+    double frequency_penalty, presence_penalty;  // -2..2, 0 off (engine/sampler.h)
     int has_seed;
     uint64_t seed;
     char **stop;
@@ -40,7 +43,7 @@ typedef struct {
     int status;  // HTTP status
     char message[512];
     const char *type;   // invalid_request_error, authentication_error, ...
-    const char *param;  // the offending parameter, or NULL
+    char param[128];    // the offending parameter, or "" (null in the body)
     const char *code;   // e.g. context_length_exceeded, model_not_found, or NULL
 } ApiError;
 

@@ -1,27 +1,45 @@
 // libFuzzer: an HTTP request body for `llamaduo serve` (the OpenAI request parser), then the JSON-schema matcher
-// its response_format compiles to, fed arbitrary bytes. Input: kind byte (even chat, odd completions), the body,
-// a NUL, then the bytes for the matcher.
+// its response_format compiles to, fed arbitrary bytes. Input: kind byte (even chat, odd completions; bit 1:
+// unknown fields ignored), the body, a NUL, then the bytes for the matcher. Every refusal's body must be valid
+// UTF-8 JSON, whatever bytes the request echoed.
+#include <cjson/cJSON.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json_constraint.h"
 #include "openai_api.h"
+#include "util.h"
+
+static int valid_utf8(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
+        if (!l) return 0;
+        i += (size_t)l;
+    }
+    return 1;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     const char *body = (const char *)data + 1;
     size_t n = size - 1, blen = 0;
     while (blen < n && body[blen]) blen++;
-    ApiLimits lim = {1 << 20, 64, 4096, 8};
+    ApiLimits lim = {1 << 20, 64, 4096, 8, (data[0] >> 1) & 1};
     ApiRequest r;
     ApiError err;
     if (api_parse_request(body, blen, (data[0] & 1) ? API_COMPLETION : API_CHAT, &lim, &r, &err)) {
         if (err.status < 400 || err.status > 499 || !err.message[0]) abort();  // every refusal is a 4xx with a reason
-        free(api_error_json(&err));
+        char *e = api_error_json(&err);
+        cJSON *back = cJSON_Parse(e);
+        if (!back || !valid_utf8(e)) abort();
+        cJSON_Delete(back);
+        free(e);
         return 0;
     }
     if (r.n < 1 || r.n > lim.max_n || (r.max_tokens != -1 && (r.max_tokens < 1 || r.max_tokens > lim.max_tokens))) abort();
+    if (!(r.frequency_penalty >= -2 && r.frequency_penalty <= 2 && r.presence_penalty >= -2 && r.presence_penalty <= 2)) abort();
     JsonSchema *s = r.json_mode == 2 ? json_schema_compile(r.json_schema) : json_schema_any_object();
     if (s) {
         JsonMatcher *m = json_matcher_new(s);

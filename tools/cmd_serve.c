@@ -1,6 +1,9 @@
-// llamaduo serve: the model behind an OpenAI-compatible HTTP API (libmicrohttpd, a thread per connection).
-// One engine thread owns the model: requests wait in a bounded queue, their sequences join the running batch
-// between decode steps, and their text flows back to the connection threads (whole, or as server-sent events).
+// llamaduo serve: the model behind an OpenAI-compatible HTTP API (libmicrohttpd: epoll, a fixed pool of
+// event-loop threads). One engine thread owns the model: requests wait in a bounded queue, their sequences join
+// the running batch between decode steps, and their text flows back to the connections (whole, or as
+// server-sent events). No HTTP thread waits for the engine: a connection whose answer is not ready is suspended
+// and the engine resumes it when there is something to send. Connections are limited in number (in all and per
+// client address) and in time (headers, body), so slow or idle clients cannot starve the others.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <arpa/inet.h>
@@ -9,8 +12,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +38,13 @@ static const char *k_help =
     "  --max-body BYTES        request body limit (default 1048576)\n"
     "  --max-messages N        messages per request (default 256)\n"
     "  --max-n N               choices per request (default 8)\n"
+    "  --ignore-unknown-fields accept request fields this server does not know (default: refused, 400)\n"
+    "  --max-connections N     open connections in all (default 4096, kept under the descriptor limit)\n"
+    "  --max-connections-per-client N   open connections from one client address (default 256)\n"
+    "  --header-timeout S      seconds a connection has to send its request line and headers, from when it\n"
+    "                          opens or its previous answer was sent (default 10)\n"
+    "  --body-timeout S        seconds to send the body once the headers are in (default 30)\n"
+    "  --http-threads N        event-loop threads for the connections (default 4)\n"
     "  --drain S               on SIGTERM, seconds to let requests in flight finish (default 30)\n"
     "  --chat-template FAMILY  override the model's chat template family\n"
     "  --device auto|cuda|cpu  where the model runs (default auto: the GPU when one is found)\n"
@@ -43,7 +57,6 @@ typedef struct Server Server;
 typedef struct Job {
     Server *srv;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     int refs;  // the connection's and the engine's
     ApiRequest req;
     int *prompt, n_prompt;
@@ -51,14 +64,26 @@ typedef struct Job {
     GenSeq *seqs;
     JsonMatcher **matchers;
     int n, next_admit, n_done, cancelled, in_engine;
+    struct MHD_Connection *conn;  // touched by the engine only while suspended: MHD frees no suspended connection
+    int fd, suspended;            // the connection's socket; suspended: out of MHD's event loop, waiting for us
     // streaming: events not yet sent
     char *sse;
     size_t sse_len, sse_cap, sse_sent;
-    int *role_sent, stream_ended;
+    int *role_sent;
     char id[48];
     long created;
     struct Job *next;
 } Job;
+
+// One TCP connection from accept to close (MHD's socket context), for the deadlines MHD does not keep: its
+// timeout is reset by every byte, so a client sending a header byte every few seconds would hold it forever.
+typedef enum { PHASE_HEADERS, PHASE_BODY, PHASE_ANSWER, PHASE_CLOSING } ConnPhase;
+typedef struct Conn {
+    int fd;
+    ConnPhase phase;
+    double since;  // when the phase began (ld_time_s)
+    struct Conn *prev, *next;
+} Conn;
 
 struct Server {
     Model *m;
@@ -77,6 +102,13 @@ struct Server {
     int stopping, engine_exit;
     int running;  // sequences in the engine, as the engine thread last saw (read under mu)
     long next_id;
+    double last_watch;  // when the engine thread last looked for clients that hung up
+    // open connections and their deadlines, kept by the reaper thread
+    pthread_mutex_t conn_mu;
+    pthread_cond_t conn_cv;
+    Conn *conns;
+    int n_conns, reaper_exit;
+    double header_timeout, body_timeout;
 };
 
 static void job_release(Job *j) {
@@ -89,12 +121,28 @@ static void job_release(Job *j) {
     api_request_free(&j->req);
     free(j->seqs), free(j->matchers), free(j->prompt), free(j->sse), free(j->role_sent);
     pthread_mutex_destroy(&j->mu);
-    pthread_cond_destroy(&j->cv);
     free(j);
 }
 
+// The engine has something for the connection (j->mu held): MHD takes it up again in its event loop.
+static void job_wake(Job *j) {
+    if (!j->suspended) return;
+    j->suspended = 0;
+    MHD_resume_connection(j->conn);
+}
+
+// The connection waits for the engine (j->mu held; only from an MHD callback, the one place MHD allows it).
+static void job_sleep(Job *j) {
+    j->suspended = 1;
+    MHD_suspend_connection(j->conn);
+}
+
+// MHD is closing the connection itself (j->mu held): nothing may resume it any more.
+static void job_detach(Job *j) { j->suspended = 0; }
+
 static void sse_append(Job *j, char *ev) {  // takes ev; j->mu held
     size_t n = strlen(ev);
+    if (j->sse_sent == j->sse_len) j->sse_sent = j->sse_len = 0;  // all sent: the buffer starts over
     if (j->sse_len + n + 1 > j->sse_cap) j->sse = ld_xrealloc(j->sse, j->sse_cap = (j->sse_len + n + 1) * 2);
     memcpy(j->sse + j->sse_len, ev, n + 1);
     j->sse_len += n;
@@ -122,7 +170,7 @@ static void on_text(void *ctx, GenSeq *s, const char *bytes, int n) {
     if (j->req.kind == API_CHAT && !j->role_sent[index])
         sse_append(j, api_chunk_event(API_CHAT, j->id, j->created, j->srv->name, index, 1, "", NULL)), j->role_sent[index] = 1;
     sse_append(j, api_chunk_event(j->req.kind, j->id, j->created, j->srv->name, index, 0, piece, NULL));
-    pthread_cond_broadcast(&j->cv);
+    job_wake(j);
     pthread_mutex_unlock(&j->mu);
     free(piece);
 }
@@ -142,7 +190,7 @@ static void on_done(void *ctx, GenSeq *s) {
             sse_append(j, ld_xstrdup("data: [DONE]\n\n"));
         }
     }
-    pthread_cond_broadcast(&j->cv);
+    if (j->req.stream || j->n_done == j->n) job_wake(j);  // a whole answer goes out at once
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -159,17 +207,37 @@ static void queue_unlink(Server *s, Job *j) {  // s->mu held
     for (Job *t = s->head; t; t = t->next) s->tail = t;
 }
 
-static void mark_cancelled(Job *j) {  // s->mu held; wakes the connection thread waiting on the job
+static void mark_cancelled(Job *j) {  // wakes the connection waiting on the job
     pthread_mutex_lock(&j->mu);
     j->cancelled = 1;
-    pthread_cond_broadcast(&j->cv);
+    job_wake(j);
     pthread_mutex_unlock(&j->mu);
+}
+
+// A suspended connection is out of MHD's event loop, so MHD would not see its client hang up: the engine thread
+// looks for it and cancels the job, which frees its slots or its place in the queue.
+static void watch_job(Job *j) {
+    pthread_mutex_lock(&j->mu);
+    if (j->suspended && !j->cancelled) {
+        struct pollfd p = {j->fd, POLLRDHUP, 0};
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) j->cancelled = 1, job_wake(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void cancel_hung_up(Server *s) {  // s->mu held; about every 100 ms
+    double now = ld_time_s();
+    if (now - s->last_watch < 0.1) return;
+    s->last_watch = now;
+    for (Job *j = s->head; j; j = j->next) watch_job(j);
+    for (int a = 0; a < s->n_active; a++) watch_job(s->active[a]);
 }
 
 static void *engine_main(void *arg) {
     Server *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
+        cancel_hung_up(s);
         for (Job *j = s->head, *next; j; j = next) {  // cancelled before any of its sequences ran
             next = j->next;
             if (j->cancelled && !j->in_engine) queue_unlink(s, j), job_release(j);
@@ -232,13 +300,68 @@ static void job_cancel(Job *j) {
     pthread_mutex_unlock(&s->mu);
 }
 
+// ---- connections: deadlines -------------------------------------------------------------------------------
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode what) {
+    Server *s = cls;
+    Conn *k = *socket_context;
+    pthread_mutex_lock(&s->conn_mu);
+    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k = ld_xcalloc(1, sizeof *k);
+        k->fd = ci ? ci->connect_fd : -1, k->phase = PHASE_HEADERS, k->since = ld_time_s();
+        if ((k->next = s->conns)) k->next->prev = k;
+        s->conns = k, s->n_conns++;
+        *socket_context = k;
+    } else if (k) {  // closed: MHD closes the socket after this returns, so the reaper never sees a reused fd
+        if (k->prev) k->prev->next = k->next;
+        else s->conns = k->next;
+        if (k->next) k->next->prev = k->prev;
+        s->n_conns--;
+        free(k);
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+static void conn_phase(Server *s, struct MHD_Connection *c, ConnPhase phase) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    Conn *k = ci ? ci->socket_context : NULL;
+    if (!k) return;
+    pthread_mutex_lock(&s->conn_mu);
+    if (k->phase != PHASE_CLOSING) k->phase = phase, k->since = ld_time_s();
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+// Past its deadline a connection's socket is shut down: MHD's event loop then reads the end of the stream and
+// closes it as if the client had (the descriptor stays MHD's to close).
+static void *reaper_main(void *arg) {
+    Server *s = arg;
+    pthread_mutex_lock(&s->conn_mu);
+    while (!s->reaper_exit) {
+        double now = ld_time_s();
+        for (Conn *k = s->conns; k; k = k->next) {
+            double limit = k->phase == PHASE_HEADERS ? s->header_timeout : k->phase == PHASE_BODY ? s->body_timeout : 0;
+            if (limit > 0 && now - k->since > limit) shutdown(k->fd, SHUT_RDWR), k->phase = PHASE_CLOSING;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 250 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &until);
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+    return NULL;
+}
+
 // ---- HTTP -------------------------------------------------------------------------------------------------
 
-typedef struct {
+typedef struct {  // one request on a connection (MHD's con_cls)
     char *body;
     size_t len, cap;
     int too_big;
-} Upload;
+    Job *job;  // handed to the engine, its whole answer not sent yet
+} Request;
 
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *json) {  // takes json
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
@@ -250,32 +373,21 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *jso
 
 static enum MHD_Result send_error(struct MHD_Connection *c, const ApiError *e) { return send_json(c, e->status, api_error_json(e)); }
 
-static int client_gone(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci) return 0;
-    struct pollfd p = {ci->connect_fd, POLLRDHUP, 0};
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
-}
-
+// MHD calls this whenever the connection can take more; it never waits: with nothing to send yet, the
+// connection is suspended until the engine has more.
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     Job *j = cls;
     pthread_mutex_lock(&j->mu);
-    while (j->sse_sent == j->sse_len && j->n_done < j->n && !j->cancelled) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 200 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&j->cv, &j->mu, &until);
-    }
-    ssize_t n;
+    ssize_t n = 0;
     if (j->sse_sent < j->sse_len) {
         n = (ssize_t)(j->sse_len - j->sse_sent < max ? j->sse_len - j->sse_sent : max);
         memcpy(buf, j->sse + j->sse_sent, (size_t)n);
         j->sse_sent += (size_t)n;
-    } else {
+    } else if (j->cancelled || j->n_done == j->n) {
         n = j->cancelled ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
-        j->stream_ended = 1;
+    } else {
+        job_sleep(j);
     }
     pthread_mutex_unlock(&j->mu);
     return n;
@@ -284,6 +396,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 static void stream_done(void *cls) {  // the response is gone: finished, or the client hung up
     Job *j = cls;
     pthread_mutex_lock(&j->mu);
+    job_detach(j);
     int unfinished = j->n_done < j->n;
     pthread_mutex_unlock(&j->mu);
     if (unfinished) job_cancel(j);
@@ -314,46 +427,32 @@ static char *render_prompt(Server *s, const ApiRequest *r, int **ids, int *n, Ap
     return NULL;
 }
 
-static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, ApiKind kind, const Upload *u) {
-    ApiError err = {0};
-    if (u->too_big) {
-        api_error_set(&err, 413, "invalid_request_error", NULL, NULL, "the request body is larger than %zu bytes", s->lim.max_body);
-        return send_error(c, &err);
-    }
+// The request as a job ready for the engine, or NULL with *err filled.
+static Job *job_new(Server *s, ApiKind kind, const Request *q, ApiError *err) {
     Job *j = ld_xcalloc(1, sizeof *j);
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
     j->srv = s, j->refs = 1;
-    if (api_parse_request(u->body ? u->body : "", u->len, kind, &s->lim, &j->req, &err)) {
-        job_release(j);
-        return send_error(c, &err);
-    }
+    if (api_parse_request(q->body ? q->body : "", q->len, kind, &s->lim, &j->req, err)) goto refused;
     ApiRequest *r = &j->req;
     if (strcmp(r->model, s->name)) {
-        api_error_set(&err, 404, "invalid_request_error", "model", "model_not_found", "The model '%s' does not exist; this server serves '%s'",
+        api_error_set(err, 404, "invalid_request_error", "model", "model_not_found", "The model '%s' does not exist; this server serves '%s'",
                       r->model, s->name);
-        job_release(j);
-        return send_error(c, &err);
+        goto refused;
     }
-    if (render_prompt(s, r, &j->prompt, &j->n_prompt, &err)) {
-        job_release(j);
-        return send_error(c, &err);
-    }
+    if (render_prompt(s, r, &j->prompt, &j->n_prompt, err)) goto refused;
     int max_new = r->max_tokens > 0 ? r->max_tokens : s->lim.max_tokens;
     if (r->max_tokens < 0 && j->n_prompt + max_new > s->ctx_len) max_new = s->ctx_len - j->n_prompt;  // default: what fits
     if (j->n_prompt + max_new > s->ctx_len || max_new < 1) {
-        api_error_set(&err, 400, "invalid_request_error", "messages", "context_length_exceeded",
+        api_error_set(err, 400, "invalid_request_error", "messages", "context_length_exceeded",
                       "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d "
                       "in the completion).", s->ctx_len, j->n_prompt + (max_new > 0 ? max_new : 1), j->n_prompt, max_new > 0 ? max_new : 1);
-        job_release(j);
-        return send_error(c, &err);
+        goto refused;
     }
     if (r->json_mode) {
         j->schema = r->json_mode == 2 ? json_schema_compile(r->json_schema) : json_schema_any_object();
         if (!j->schema) {
-            api_error_set(&err, 400, "invalid_request_error", "response_format", NULL, "response_format: %s", ld_last_error());
-            job_release(j);
-            return send_error(c, &err);
+            api_error_set(err, 400, "invalid_request_error", "response_format", NULL, "response_format: %s", ld_last_error());
+            goto refused;
         }
     }
     j->n = r->n;
@@ -362,6 +461,7 @@ static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, Ap
     j->role_sent = ld_xcalloc((size_t)j->n, sizeof(int));
     SamplerParams sp = sampler_defaults();
     sp.temperature = (float)r->temperature, sp.top_p = (float)r->top_p, sp.seed = r->has_seed ? r->seed : 0;
+    sp.frequency_penalty = (float)r->frequency_penalty, sp.presence_penalty = (float)r->presence_penalty;
     for (int i = 0; i < j->n; i++) {
         if (j->schema) j->matchers[i] = json_matcher_new(j->schema);
         j->seqs[i] = (GenSeq){.prompt = j->prompt, .n_prompt = j->n_prompt, .max_new_tokens = max_new, .sampler = sp,
@@ -370,16 +470,23 @@ static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, Ap
                               .on_text = on_text, .on_done = on_done, .ctx = j, .slot = -1};
     }
     j->created = (long)time(NULL);
+    return j;
+refused:
+    job_release(j);
+    return NULL;
+}
+
+// Into the queue (the engine then holds a reference too), or -1 with *err filled: busy or stopping.
+static int job_enqueue(Server *s, Job *j, ApiError *err) {
     pthread_mutex_lock(&s->mu);
     if (s->stopping || s->queued >= s->queue_limit) {
         int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
-        if (stopping) api_error_set(&err, 503, "server_error", NULL, NULL, "the server is shutting down");
-        else api_error_set(&err, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded", "the server is busy: %d requests are waiting; retry shortly", s->queue_limit);
-        job_release(j);
-        return send_error(c, &err);
+        if (stopping) api_error_set(err, 503, "server_error", NULL, NULL, "the server is shutting down");
+        else api_error_set(err, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded", "the server is busy: %d requests are waiting; retry shortly", s->queue_limit);
+        return -1;
     }
-    snprintf(j->id, sizeof j->id, "%s-%ld%06ld", kind == API_CHAT ? "chatcmpl" : "cmpl", (long)time(NULL), s->next_id++);
+    snprintf(j->id, sizeof j->id, "%s-%ld%06ld", j->req.kind == API_CHAT ? "chatcmpl" : "cmpl", (long)time(NULL), s->next_id++);
     j->refs = 2;  // the connection's and the engine's
     if (s->tail) s->tail->next = j;
     else s->head = j;
@@ -387,107 +494,229 @@ static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, Ap
     s->queued++;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    return 0;
+}
 
-    if (r->stream) {
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j, stream_done);
-        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
-        MHD_destroy_response(resp);
-        return ret;
-    }
+// A whole (non-streamed) answer: sent once the engine is done with every choice; until then the connection
+// sleeps (MHD calls again when the engine resumes it).
+static enum MHD_Result send_answer(Server *s, struct MHD_Connection *c, Request *q) {
+    Job *j = q->job;
     pthread_mutex_lock(&j->mu);
-    while (j->n_done < j->n && !j->cancelled) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 200 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &until) == ETIMEDOUT && client_gone(c)) {
-            pthread_mutex_unlock(&j->mu);
-            job_cancel(j);  // the client hung up: free its slots
-            pthread_mutex_lock(&j->mu);
-            break;
-        }
-    }
-    int complete = j->n_done == j->n;
+    int complete = j->n_done == j->n, waiting = !complete && !j->cancelled;
+    if (waiting) job_sleep(j);
     pthread_mutex_unlock(&j->mu);
+    if (waiting) return MHD_YES;
     enum MHD_Result ret;
     if (!complete) {
+        ApiError err = {0};
         api_error_set(&err, 503, "server_error", NULL, NULL, "the request was cancelled");
         ret = send_error(c, &err);
     } else {
         ApiChoice *ch = ld_xcalloc((size_t)j->n, sizeof(ApiChoice));
         for (int i = 0; i < j->n; i++) ch[i] = (ApiChoice){j->seqs[i].text ? j->seqs[i].text : "", finish_name(j->seqs[i].finish)};
-        ret = send_json(c, 200, api_response_json(kind, j->id, j->created, s->name, ch, j->n, j->n_prompt, completion_tokens(j)));
+        ret = send_json(c, 200, api_response_json(j->req.kind, j->id, j->created, s->name, ch, j->n, j->n_prompt, completion_tokens(j)));
         free(ch);
     }
+    q->job = NULL;
     job_release(j);
     return ret;
 }
 
+static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, ApiKind kind, Request *q) {
+    ApiError err = {0};
+    if (q->too_big) {
+        api_error_set(&err, 413, "invalid_request_error", NULL, NULL, "the request body is larger than %zu bytes", s->lim.max_body);
+        return send_error(c, &err);
+    }
+    Job *j = job_new(s, kind, q, &err);
+    if (!j) return send_error(c, &err);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    j->conn = c, j->fd = ci ? ci->connect_fd : -1;
+    if (job_enqueue(s, j, &err)) {
+        job_release(j);
+        return send_error(c, &err);
+    }
+    if (!j->req.stream) {
+        q->job = j;
+        return send_answer(s, c, q);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j, stream_done);
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+// 'Authorization: Bearer <key>'; the scheme's name is case-insensitive (RFC 7235), spaces after it one or more.
 static int authorized(Server *s, struct MHD_Connection *c) {
     if (!s->api_key) return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7)) return 0;
+    if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
     const char *k = h + 7;
+    while (*k == ' ') k++;
     size_t a = strlen(k), b = strlen(s->api_key);
     unsigned diff = a != b;
     for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned)(k[i] ^ s->api_key[i]);  // constant time in the key
     return !diff;
 }
 
+static enum MHD_Result send_health(Server *s, struct MHD_Connection *c) {  // liveness plus load
+    pthread_mutex_lock(&s->mu);
+    int active = s->running, queued = s->queued, stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&s->conn_mu);
+    int conns = s->n_conns;
+    pthread_mutex_unlock(&s->conn_mu);
+    char *b = ld_xmalloc(128);
+    snprintf(b, 128, "{\"status\":\"%s\",\"active\":%d,\"queued\":%d,\"connections\":%d}", stopping ? "stopping" : "ok", active, queued,
+             conns);
+    return send_json(c, 200, b);
+}
+
+// Everything the headers alone decide is answered before any of the body is read: the route, the method, the
+// key. (A body over the limit is read and dropped, then answered 413: a client still sending when the
+// connection closes would see the reset, not the answer.) Returns 0 to go on reading, or 1 with *ret the
+// queued answer.
+static int answer_from_headers(Server *s, struct MHD_Connection *c, const char *url, const char *method, enum MHD_Result *ret) {
+    ApiError err = {0};
+    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    int health = !strcmp(url, "/health"), models = !strcmp(url, "/v1/models");
+    int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions");
+    if (!health && !models && !completion) api_error_set(&err, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
+    else if (!((health || models) ? get : post)) api_error_set(&err, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
+    else if (!health && !authorized(s, c))
+        api_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
+    else return 0;
+    *ret = send_error(c, &err);
+    return 1;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method, const char *version,
                                   const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
     Server *s = cls;
-    Upload *u = *con_cls;
-    if (!u) {
-        *con_cls = ld_xcalloc(1, sizeof(Upload));
+    Request *q = *con_cls;
+    if (!q) {  // the headers are in
+        conn_phase(s, c, PHASE_BODY);
+        enum MHD_Result ret;
+        if (answer_from_headers(s, c, url, method, &ret)) return ret;
+        *con_cls = ld_xcalloc(1, sizeof(Request));
         return MHD_YES;
     }
     if (*upload_size) {  // body arrives in pieces; past the limit it is read and dropped
-        if (u->len + *upload_size > s->lim.max_body) {
-            u->too_big = 1;
+        if (q->len + *upload_size > s->lim.max_body) {
+            q->too_big = 1;
         } else {
-            if (u->len + *upload_size + 1 > u->cap) u->body = ld_xrealloc(u->body, u->cap = (u->len + *upload_size + 1) * 2);
-            memcpy(u->body + u->len, upload, *upload_size);
-            u->len += *upload_size;
-            u->body[u->len] = 0;
+            if (q->len + *upload_size + 1 > q->cap) q->body = ld_xrealloc(q->body, q->cap = (q->len + *upload_size + 1) * 2);
+            memcpy(q->body + q->len, upload, *upload_size);
+            q->len += *upload_size;
+            q->body[q->len] = 0;
         }
         *upload_size = 0;
         return MHD_YES;
     }
-    ApiError err = {0};
-    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
-    if (!strcmp(url, "/health")) {
-        if (get) {  // liveness plus load: sequences decoding and requests waiting
-            pthread_mutex_lock(&s->mu);
-            int active = s->running, queued = s->queued, stopping = s->stopping;
-            pthread_mutex_unlock(&s->mu);
-            char *b = ld_xmalloc(96);
-            snprintf(b, 96, "{\"status\":\"%s\",\"active\":%d,\"queued\":%d}", stopping ? "stopping" : "ok", active, queued);
-            return send_json(c, 200, b);
-        }
-    } else if (!strcmp(url, "/v1/models") || !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions")) {
-        if (!authorized(s, c)) {
-            api_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
-            return send_error(c, &err);
-        }
-        if (get && !strcmp(url, "/v1/models")) return send_json(c, 200, api_models_json(s->name, (long)time(NULL)));
-        if (post && strcmp(url, "/v1/models")) return handle_completion(s, c, !strcmp(url, "/v1/chat/completions") ? API_CHAT : API_COMPLETION, u);
-    } else {
-        api_error_set(&err, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
-        return send_error(c, &err);
-    }
-    api_error_set(&err, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
-    return send_error(c, &err);
+    if (q->job) return send_answer(s, c, q);  // resumed by the engine
+    conn_phase(s, c, PHASE_ANSWER);
+    if (!strcmp(url, "/health")) return send_health(s, c);
+    if (!strcmp(url, "/v1/models")) return send_json(c, 200, api_models_json(s->name, (long)time(NULL)));
+    return handle_completion(s, c, !strcmp(url, "/v1/chat/completions") ? API_CHAT : API_COMPLETION, q);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
-    (void)cls, (void)c, (void)why;
-    Upload *u = *con_cls;
-    if (u) free(u->body), free(u);
+    (void)why;
+    Server *s = cls;
+    Request *q = *con_cls;
+    if (q && q->job) {  // the connection closed before its answer went out
+        pthread_mutex_lock(&q->job->mu);
+        job_detach(q->job);
+        pthread_mutex_unlock(&q->job->mu);
+        job_cancel(q->job);
+        job_release(q->job);
+    }
+    if (q) free(q->body), free(q);
     *con_cls = NULL;
+    conn_phase(s, c, PHASE_HEADERS);  // a kept-alive connection: the next request's headers are due
+}
+
+// MHD's messages, at most one a second: a client opening connections past its limit would otherwise write a
+// line for each.
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static double last = -1;
+    static long dropped;
+    (void)cls;
+    pthread_mutex_lock(&mu);
+    double now = ld_time_s();
+    if (last >= 0 && now - last < 1.0) {
+        dropped++;
+    } else {
+        if (dropped) fprintf(stderr, "serve: (%ld more messages from the HTTP library in the last second)\n", dropped);
+        fprintf(stderr, "serve: ");
+        vfprintf(stderr, fmt, ap);
+        last = now, dropped = 0;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+// Each connection holds a descriptor: the soft limit is raised as far as the hard one allows, and the
+// connection limit kept under it with room for the model's files and the engine's.
+static int fit_connection_limit(int want) {
+    struct rlimit rl;
+    rlim_t reserve = 256, need = (rlim_t)want + reserve;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return want;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur >= need) return want;
+    int fit = rl.rlim_cur > 2 * reserve ? (int)(rl.rlim_cur - reserve) : (int)(rl.rlim_cur / 2);
+    fprintf(stderr, "serve: the descriptor limit is %lu: at most %d connections (not %d)\n", (unsigned long)rl.rlim_cur, fit, want);
+    return fit;
+}
+
+static struct MHD_Daemon *start_http(Server *s, const char *host, int port, int http_threads, int max_conns, int per_client) {
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("--host %s: not an IPv4 address", host);
+    // MHD's own timeout restarts with every byte and is off while a connection is suspended: it only ends
+    // connections that stall outright (a client that stops reading its answer); the reaper keeps the deadlines
+    unsigned idle = (unsigned)(s->header_timeout > s->body_timeout ? s->header_timeout : s->body_timeout);
+    return MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
+                            on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)http_threads,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_client,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+}
+
+// SIGTERM: no new connections or requests, those in flight get up to drain seconds, the rest are cancelled
+// (which resumes every suspended connection: MHD must not be stopped with one suspended).
+static void stop_server(Server *s, struct MHD_Daemon *d, pthread_t engine, int drain) {
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;  // new requests get 503
+    pthread_mutex_unlock(&s->mu);
+    MHD_socket ls = MHD_quiesce_daemon(d);  // stop accepting connections
+    double t0 = ld_time_s();
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int busy = s->head || s->n_active;
+        pthread_mutex_unlock(&s->mu);
+        if (!busy || ld_time_s() - t0 > drain) break;
+        usleep(50 * 1000);
+    }
+    pthread_mutex_lock(&s->mu);  // whatever is left is cancelled
+    for (Job *j = s->head; j; j = j->next) mark_cancelled(j);
+    for (int i = 0; i < s->n_active; i++) mark_cancelled(s->active[i]);
+    s->engine_exit = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(engine, NULL);
+    MHD_stop_daemon(d);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -495,7 +724,8 @@ int cmd_serve(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *host = "127.0.0.1", *key_env = NULL, *name = NULL, *tmpl = NULL, *device = "auto",
                *precision = "fp32";
     int port = 8080, parallel = 8, ctx = 2048, queue = 64, max_tokens = 2048, max_body = 1 << 20, max_messages = 256, max_n = 8,
-        drain = 30, threads = 0;
+        drain = 30, threads = 0, ignore_unknown = 0, max_conns = 4096, per_client = 256, header_timeout = 10, body_timeout = 30,
+        http_threads = 4;
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
             printf("%s", k_help);
@@ -508,11 +738,17 @@ int cmd_serve(int argc, char **argv) {
             arg_int(&a, "--ctx", &ctx, 16, 1 << 20) || arg_int(&a, "--queue", &queue, 0, 1 << 20) ||
             arg_int(&a, "--max-tokens", &max_tokens, 1, 1 << 20) || arg_int(&a, "--max-body", &max_body, 1024, 1 << 30) ||
             arg_int(&a, "--max-messages", &max_messages, 1, 1 << 20) || arg_int(&a, "--max-n", &max_n, 1, 128) ||
+            (arg_flag(&a, "--ignore-unknown-fields") && (ignore_unknown = 1)) ||
+            arg_int(&a, "--max-connections", &max_conns, 1, 1 << 20) ||
+            arg_int(&a, "--max-connections-per-client", &per_client, 1, 1 << 20) ||
+            arg_int(&a, "--header-timeout", &header_timeout, 1, 3600) || arg_int(&a, "--body-timeout", &body_timeout, 1, 3600) ||
+            arg_int(&a, "--http-threads", &http_threads, 1, 256) ||
             arg_int(&a, "--drain", &drain, 0, 86400) || arg_int(&a, "--threads", &threads, 1, 1024))
             continue;
         arg_unknown(&a);
     }
     Server s = {0};
+    char *own_name = NULL;
     if (key_env) {
         s.api_key = getenv(key_env);
         if (!s.api_key || !*s.api_key) die("--api-key-env %s: the environment variable is not set", key_env);
@@ -532,17 +768,21 @@ int cmd_serve(int argc, char **argv) {
         memcpy(n, slash, L - (size_t)(slash - base));
         n[L - (size_t)(slash - base)] = 0;
         if (strlen(n) > 5 && !strcmp(n + strlen(n) - 5, ".gguf")) n[strlen(n) - 5] = 0;
-        name = n;
+        name = own_name = n;
     }
     s.name = name;
     s.ctx_len = ctx < s.m->cfg.max_pos ? ctx : s.m->cfg.max_pos;
-    s.lim = (ApiLimits){(size_t)max_body, max_messages, max_tokens, max_n};
+    s.lim = (ApiLimits){(size_t)max_body, max_messages, max_tokens, max_n, ignore_unknown};
     s.queue_limit = queue;
+    s.header_timeout = header_timeout, s.body_timeout = body_timeout;
     s.n_stop_ids = gen_default_stop_ids(s.m, s.stop_ids, 16);
     int use_gpu = device_choose(device), bf16 = precision_bf16(precision);
     if (!(s.eng = gen_engine_new(s.m, parallel, s.ctx_len, 512, use_gpu, bf16))) die("%s", ld_last_error());
+    max_conns = fit_connection_limit(max_conns);
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
+    pthread_mutex_init(&s.conn_mu, NULL);
+    pthread_cond_init(&s.conn_cv, NULL);
     // SIGTERM / SIGINT are taken by sigwait below: blocked here, before any thread starts, so all inherit it
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -550,48 +790,28 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-    pthread_t engine;
+    pthread_t engine, reaper;
     pthread_create(&engine, NULL, engine_main, &s);
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("--host %s: not an IPv4 address", host);
-    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                                            (uint16_t)port, NULL, NULL, on_request, &s, MHD_OPTION_SOCK_ADDR, &addr,
-                                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                                            (unsigned)600, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+    pthread_create(&reaper, NULL, reaper_main, &s);
+    struct MHD_Daemon *d = start_http(&s, host, port, http_threads, max_conns, per_client);
     if (!d) die("cannot listen on %s:%d (in use, or not allowed)", host, port);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    fprintf(stderr, "serve: %s on http://%s:%u/v1 (%d parallel, context %d, queue %d%s)\n", s.name, host,
-            di ? di->port : (unsigned)port, parallel, s.ctx_len, queue, s.api_key ? ", API key required" : "");
+    fprintf(stderr, "serve: %s on http://%s:%u/v1 (%d parallel, context %d, queue %d, %d connections, %d per client%s)\n", s.name, host,
+            di ? di->port : (unsigned)port, parallel, s.ctx_len, queue, max_conns, per_client, s.api_key ? ", API key required" : "");
     int sig;
     sigwait(&sigs, &sig);
     fprintf(stderr, "serve: %s: finishing requests in flight (up to %ds)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT", drain);
-    pthread_mutex_lock(&s.mu);
-    s.stopping = 1;  // new requests get 503
-    pthread_mutex_unlock(&s.mu);
-    MHD_socket ls = MHD_quiesce_daemon(d);  // stop accepting connections
-    double t0 = ld_time_s();
-    for (;;) {
-        pthread_mutex_lock(&s.mu);
-        int busy = s.head || s.n_active;
-        pthread_mutex_unlock(&s.mu);
-        if (!busy || ld_time_s() - t0 > drain) break;
-        usleep(50 * 1000);
-    }
-    pthread_mutex_lock(&s.mu);  // whatever is left is cancelled
-    for (Job *j = s.head; j; j = j->next) mark_cancelled(j);
-    for (int i = 0; i < s.n_active; i++) mark_cancelled(s.active[i]);
-    s.engine_exit = 1;
-    pthread_cond_signal(&s.cv);
-    pthread_mutex_unlock(&s.mu);
-    pthread_join(engine, NULL);
-    MHD_stop_daemon(d);  // joins the connection threads (streams see their jobs cancelled or done)
-    if (ls != MHD_INVALID_SOCKET) close(ls);
+    stop_server(&s, d, engine, drain);
+    pthread_mutex_lock(&s.conn_mu);
+    s.reaper_exit = 1;
+    pthread_cond_signal(&s.conn_cv);
+    pthread_mutex_unlock(&s.conn_mu);
+    pthread_join(reaper, NULL);
     fprintf(stderr, "serve: stopped\n");
     gen_engine_free(s.eng);
     free(s.active);
     if (s.has_ct) chat_template_free(&s.ct);
     model_free(s.m);
+    free(own_name);
     return 0;
 }

@@ -85,7 +85,7 @@ static void check_generate(int sampled) {
     gp.max_new_tokens = 20, gp.max_batch = 3, gp.stop_ids = &stop, gp.n_stop_ids = stop >= 0;
     if (sampled)  // every filter on: the same RNG draws and choices on both paths
         gp.sampler.temperature = 0.9f, gp.sampler.top_k = 50, gp.sampler.top_p = 0.95f, gp.sampler.min_p = 0.02f, gp.sampler.repeat_penalty = 1.2f,
-        gp.sampler.seed = 7;
+        gp.sampler.frequency_penalty = 0.4f, gp.sampler.presence_penalty = 0.3f, gp.sampler.seed = 7;
     CHECK(generate(m, cpu, 4, &gp, NULL, NULL) == 0, "cpu generate: %s", ld_last_error());
     gp.use_gpu = 1;
     CHECK(generate(m, gpu, 4, &gp, NULL, NULL) == 0, "gpu generate: %s", ld_last_error());
@@ -95,7 +95,8 @@ static void check_generate(int sampled) {
         total += gpu[i].n_tokens;
         gen_request_free(&cpu[i]), gen_request_free(&gpu[i]);
     }
-    const char *how = sampled ? "sampled (T 0.9, top-k 50, top-p 0.95, min-p 0.02, penalty 1.2)" : "greedy";
+    const char *how = sampled ? "sampled (T 0.9, top-k 50, top-p 0.95, min-p 0.02, penalties: repetition 1.2, frequency 0.4, presence 0.3)"
+                              : "greedy";
     printf("%s generation, 4 prompts in 3 slots: GPU tokens %s the CPU's (%d tokens)\n", how, same ? "equal" : "DIFFER from", total);
     CHECK(same, "GPU %s generation differs from the CPU's", how);
     model_free(m);

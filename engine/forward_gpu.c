@@ -106,7 +106,7 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
     float *lg = g->logits;
     g->n_logits = 0;
     int *d_hi = d_pos;  // a token sees its own sequence up to its position
-#define OK(call) (err |= (call) != 0)
+#define OK(call) (err = err || (call) != 0)  // the first failure stops every later launch
 #define LIN(y, xin, Wt, bias, l, t, in, out)                                                                                 \
     do {                                                                                                                   \
         float *A_ = W->lora_A ? W->lora_A[(l) * LT_COUNT + (t)] : NULL, *B_ = W->lora_B ? W->lora_B[(l) * LT_COUNT + (t)] : NULL; \

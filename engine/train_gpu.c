@@ -140,7 +140,7 @@ static void acts_free(Acts *a) {
 }
 
 #define NEW(n) gpu_zeros((size_t)(n), &err)
-#define OK(call) (err |= (call) != 0)
+#define OK(call) (err = err || (call) != 0)  // the first failure stops every later launch
 
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed) {
     const Model *m = g->m;

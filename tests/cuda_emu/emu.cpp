@@ -191,7 +191,19 @@ void set_max_dynamic_smem(const void *kernel, int bytes) {
     g_smem_allowed.push_back({kernel, bytes});
 }
 
+// Fault injection for tests (emu_inject_faults): the Nth launch fails, or every cudaMalloc from the Nth on; what is
+// launched after an injected failure is counted (an engine that stops at its first error launches nothing more).
+static long g_launches, g_mallocs, g_fail_launch, g_fail_malloc, g_after_fault;
+static int g_faulted;
+
 void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const std::function<void()> &body) {
+    g_launches++;
+    if (g_faulted) g_after_fault++;
+    if (g_fail_launch && g_launches == g_fail_launch) {
+        g_faulted = 1;
+        g_last = cudaErrorLaunchFailure;
+        return;
+    }
     unsigned n = block.x * block.y * block.z;
     if (n == 0 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
         g_last = cudaErrorInvalidConfiguration;
@@ -225,7 +237,20 @@ static cudaError_t set_last(cudaError_t e) {
     return e;
 }
 
+extern "C" void emu_inject_faults(long fail_launch, long fail_malloc) {
+    emu::g_launches = emu::g_mallocs = emu::g_after_fault = 0;
+    emu::g_fail_launch = fail_launch, emu::g_fail_malloc = fail_malloc, emu::g_faulted = 0;
+}
+extern "C" long emu_launches(void) { return emu::g_launches; }
+extern "C" long emu_mallocs(void) { return emu::g_mallocs; }
+extern "C" long emu_launches_after_fault(void) { return emu::g_after_fault; }
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
+    if (++emu::g_mallocs >= emu::g_fail_malloc && emu::g_fail_malloc) {  // out of memory from then on
+        emu::g_faulted = 1;
+        *p = NULL;
+        return set_last(cudaErrorMemoryAllocation);
+    }
     *p = malloc(bytes ? bytes : 1);
     return set_last(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }

@@ -24,6 +24,9 @@ void llm_job_clear(LlmJob *j) {
 }
 
 void client_stats_add(ClientStats *to, const ClientStats *from) {
+    int to_empty = !to->requests_sent && !to->cache_hits && !to->failures && !to->skipped_budget;
+    // all failed only if every call did (a re-ask pass that fails after a good first pass is not a dead service)
+    to->all_failed = to_empty ? from->all_failed : to->all_failed && from->all_failed;
     if (!to->first_error[0]) memcpy(to->first_error, from->first_error, sizeof to->first_error);
     to->requests_sent += from->requests_sent, to->retries += from->retries, to->cache_hits += from->cache_hits;
     to->failures += from->failures, to->skipped_budget += from->skipped_budget;
@@ -31,7 +34,7 @@ void client_stats_add(ClientStats *to, const ClientStats *from) {
     to->new_prompt_tokens += from->new_prompt_tokens, to->new_completion_tokens += from->new_completion_tokens;
     to->cost_usd += from->cost_usd, to->new_cost_usd += from->new_cost_usd, to->unusable_cost_usd += from->unusable_cost_usd;
     to->usage_estimated += from->usage_estimated, to->utf8_repaired += from->utf8_repaired;
-    to->all_failed |= from->all_failed, to->gave_up |= from->gave_up;
+    to->gave_up |= from->gave_up;
     to->commit_lag_max_s = fmax(to->commit_lag_max_s, from->commit_lag_max_s);
     to->wall_s += from->wall_s;
     if (from->busiest_window > to->busiest_window) to->busiest_window = from->busiest_window;

@@ -1,4 +1,5 @@
-// defines: ModelConfig (every architectural detail the forward pass needs), Model (fp32 weights in HF layout)
+// defines: ModelConfig (every architectural detail the forward pass needs), Model (weights in HF layout, each kept
+// in its file's format: fp32, f16, bf16 or a ggml block format)
 // and loading from an HF directory (config.json + safetensors, sharded or not) or a GGUF file.
 #pragma once
 #include <stdint.h>

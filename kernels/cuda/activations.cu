@@ -1,5 +1,5 @@
-// Gated activations (the formulas of activation.h), soft-cap and AdamW, elementwise (kernels/cpu/activations.c,
-// adamw.c), formula for formula.
+// Gated activations (the formulas of activation.h) and soft-cap, elementwise (kernels/cpu/activations.c), formula
+// for formula.
 #include "common.cuh"
 
 __global__ static void gated_kernel(Activation act, float *h, const float *gate, const float *up, size_t n) {
@@ -21,16 +21,6 @@ __global__ static void softcap_kernel(float *x, size_t n, float cap) {
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
 
-__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
-                                    float eps, float weight_decay, float step_size, float bc2_sqrt) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float pi = p[i] * (1.0f - lr * weight_decay), gi = g[i];
-    float mi = beta1 * m[i] + (1.0f - beta1) * gi, vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-    m[i] = mi, v[i] = vi;
-    p[i] = pi - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
-}
-
 #define LAUNCH(name, kernel, n, ...)                                \
     do {                                                            \
         if (!(n)) return 0;                                         \
@@ -46,8 +36,3 @@ extern "C" int kc_gated_backward(Activation act, float *dgate, float *dup, const
     LAUNCH("gated_backward", gated_bwd_kernel, n, act, dgate, dup, dh, gate, up, n);
 }
 extern "C" int kc_softcap(float *x, size_t n, float cap) { LAUNCH("softcap", softcap_kernel, n, x, n, cap); }
-extern "C" int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
-                        float weight_decay, int step) {
-    float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);  // on the host, as torch does
-    LAUNCH("adamw", adamw_kernel, n, p, g, m, v, n, lr, beta1, beta2, eps, weight_decay, lr / bc1, sqrtf(bc2));
-}

@@ -450,7 +450,9 @@ def hostile():
 
 
 def load():
-    s = Server(TINY, "--parallel", "16", "--queue", "256")
+    # one thread: the tiny model gains nothing from more, and OpenMP threads spinning on a shared machine would
+    # measure the neighbours
+    s = Server(TINY, "--parallel", "16", "--queue", "256", "--threads", "1")
     prompts = [f"request {i} says " + " ".join(str(i * 7 + k) for k in range(i % 5 + 1)) for i in range(16)]
 
     def ask(p, timeout=60):
@@ -521,8 +523,9 @@ def load():
         slow.stop()
         print(f"load: slow connections: {slow.opened} opened, {len(slow.lifetimes)} closed by the server at the header deadline "
               f"(median after {sorted(slow.lifetimes)[len(slow.lifetimes) // 2] if slow.lifetimes else 0:.1f} s); the server held "
-              f"{min(held)} to {max(held)} connections", flush=True)
-        check(min(held) >= 1900, f"the server held about 2,000 slow connections throughout ({min(held)} to {max(held)})")
+              f"{min(held)} to {max(held)} connections (median {sorted(held)[len(held) // 2]})", flush=True)
+        # all 2,000 reach their deadline together, so a sample can fall in the moment before they are reopened
+        check(sorted(held)[len(held) // 2] >= 2000, f"the server held 2,000 slow connections ({min(held)} to {max(held)})")
     check(s.stop() == 0, "SIGTERM after the load exits 0")
 
 if __name__ == "__main__":

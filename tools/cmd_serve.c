@@ -684,11 +684,14 @@ static struct MHD_Daemon *start_http(Server *s, const char *host, int port, int 
     // MHD's own timeout restarts with every byte and is off while a connection is suspended: it only ends
     // connections that stall outright (a client that stops reading its answer); the reaper keeps the deadlines
     unsigned idle = (unsigned)(s->header_timeout > s->body_timeout ? s->header_timeout : s->body_timeout);
+    // a connection's buffers over 32 KiB are mapped apart and unmapped at close (smaller ones come from malloc,
+    // whose arenas keep every page thousands of short-lived connections ever touched): memory stays flat
     return MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
                             on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)http_threads,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_client,
-                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10),
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }

@@ -141,6 +141,15 @@ int ld_utf8_char_len(const uint8_t *s, size_t n) {
     return r > 0 ? (int)r : 0;
 }
 
+long ld_utf8_invalid_at(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
+        if (!l) return (long)i;
+        i += (size_t)l;
+    }
+    return -1;
+}
+
 char *ld_utf8_repair(const char *s, size_t n, size_t *out_len) {
     char *o = ld_xmalloc(n * 3 + 1);
     size_t k = 0;

@@ -40,5 +40,6 @@ double ld_time_s(void);  // monotonic seconds
 // UTF-8: the length of the valid character at s (1..4), or 0 when invalid or truncated; and a copy of s
 // with every invalid byte replaced by U+FFFD (as HF decoders do). *out_len may be NULL.
 int ld_utf8_char_len(const uint8_t *s, size_t n);
+long ld_utf8_invalid_at(const char *s, size_t n);  // byte offset of the first invalid sequence, or -1 when all valid
 char *ld_utf8_repair(const char *s, size_t n, size_t *out_len);
 

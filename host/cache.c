@@ -1,5 +1,6 @@
 #include "cache.h"
 
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,14 @@ int cache_get(LlmCache *c, const char *key, LlmReply *out, double *cost) {
     memset(out, 0, sizeof *out);
     out->text = ld_xstrdup((const char *)sqlite3_column_text(c->get, 0));
     out->finish_reason = ld_xstrdup((const char *)sqlite3_column_text(c->get, 1));
-    out->prompt_tokens = sqlite3_column_int64(c->get, 2);
-    out->completion_tokens = sqlite3_column_int64(c->get, 3);
+    // rows are clamped as replies are checked (a cache written by an older build may hold a server's claims)
+    long long pt = sqlite3_column_int64(c->get, 2), ct = sqlite3_column_int64(c->get, 3);
+    out->prompt_tokens = (long)(pt < 0 ? 0 : pt > LD_USAGE_MAX ? LD_USAGE_MAX : pt);
+    out->completion_tokens = (long)(ct < 0 ? 0 : ct > LD_USAGE_MAX ? LD_USAGE_MAX : ct);
     const unsigned char *t = sqlite3_column_text(c->get, 4);
     out->received_at = ld_xstrdup(t ? (const char *)t : "");
-    *cost = sqlite3_column_double(c->get, 5);
+    double usd = sqlite3_column_double(c->get, 5);
+    *cost = isfinite(usd) && usd > 0 ? usd : 0;
     return 1;
 }
 

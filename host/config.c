@@ -262,6 +262,10 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
         cfg_get_choice(svc, "invalid_utf8", path, (const char *const[]){"drop", "repair", NULL}, &l->repair_utf8, file))
         return -1;
     l->max_reply_bytes = (size_t)(reply_mb * 1048576);
+    if (l->retry_after_wait && l->deadline_s <= 0) {  // a hostile Retry-After of 1e9 s would hang the run
+        ld_set_error("%s: '%s.long_retry_after: wait' needs '%s.deadline_s', the longest a stage may wait", file, path, path);
+        return -1;
+    }
     if (cJSON_GetObjectItemCaseSensitive(svc, "budget_usd") && budget <= 0) {
         ld_set_error("%s: '%s.budget_usd' is 0: no request could ever be sent (leave it out for no cap)", file, path);
         return -1;

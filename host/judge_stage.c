@@ -129,9 +129,10 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             jobs[q].req = (LlmRequest){.messages = &msgs[q], .n_messages = 1, .json_mode = 1, .json_schema = k_judge_schema};
         }
         ClientStats st = {0};
-        // nothing answered at all: asking again (the passes below) would only repeat the same failure
-        int failed = llm_run(p, l, cache, jobs, nj, NULL, NULL, &st);
+        ClientLimits next = client_limits_continue(l, &sum->client);  // the passes share one budget and deadline
+        int failed = llm_run(p, &next, cache, jobs, nj, NULL, NULL, &st);
         client_stats_add(&sum->client, &st);
+        // nothing answered at all: asking again (the passes below) would only repeat the same failure
         if (failed || (!replied && stage_all_failed("judge", p, l, &st, nj))) {
             rc = -1;
         } else {

@@ -23,6 +23,13 @@ void llm_job_clear(LlmJob *j) {
     j->error = NULL;
 }
 
+ClientLimits client_limits_continue(const ClientLimits *l, const ClientStats *so_far) {
+    ClientLimits next = *l;
+    next.spent_before_usd += so_far->cost_usd + so_far->unusable_cost_usd;
+    next.elapsed_before_s += so_far->wall_s;
+    return next;
+}
+
 void client_stats_add(ClientStats *to, const ClientStats *from) {
     int to_empty = !to->requests_sent && !to->cache_hits && !to->failures && !to->skipped_budget;
     // all failed only if every call did (a re-ask pass that fails after a good first pass is not a dead service)
@@ -70,12 +77,16 @@ static size_t on_body(char *p, size_t sz, size_t nm, void *ud) {
     return n;
 }
 
-// Retry-After is delta-seconds or an HTTP date (RFC 9110). Anything else (inf, nan, words) is ignored.
+// Retry-After is delta-seconds (digits, a fraction tolerated) or an HTTP date (RFC 9110). Anything else (inf,
+// nan, hex, "12abc", a date without its weekday) is ignored.
 static double parse_retry_after(const char *v) {
-    while (*v == ' ' || *v == '\t') v++;
-    char *end;
-    double s = strtod(v, &end);
-    if (end != v && (*v >= '0' && *v <= '9') && isfinite(s) && s >= 0) return fmin(s, 1e9);
+    v += strspn(v, " \t");
+    size_t digits = strspn(v, "0123456789");
+    if (digits) {
+        size_t n = digits + (v[digits] == '.' ? 1 + strspn(v + digits + 1, "0123456789") : 0);
+        if (v[n + strspn(v + n, " \t\r\n")]) return -1;
+        return fmin(strtod(v, NULL), 1e9);
+    }
     time_t t = curl_getdate(v, NULL);
     return t > 0 ? fmin(fmax(0, difftime(t, time(NULL))), 1e9) : -1;
 }
@@ -164,17 +175,6 @@ static int holds_json_object(const char *text) {
     return 0;
 }
 
-// Byte offset of the first invalid UTF-8 sequence, or -1.
-static long utf8_invalid_at(const char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
-        if (!l) return (long)i;
-        i += (size_t)l;
-    }
-    return -1;
-}
-
 static void set_error(LlmJob *j, const char *msg) {
     free(j->error);
     j->error = ld_xstrdup(msg);
@@ -202,6 +202,7 @@ typedef struct {
     int failed_jobs, mixed_errors;    // jobs that ended failed; whether their errors differ
     int *attempted_and_failed;        // per job: some attempt failed (for "every request fails the same way")
     int distinct_failing, announced, told_long_wait;
+    int awaiting_retry;               // queued jobs that have failed an attempt (the probes of a refusing service)
     char url[512];
     ClientStats st;
 } Client;
@@ -239,10 +240,11 @@ static void give_up(Client *c) {
     snprintf(why, sizeof why, "not sent: every request to the service failed: %s", c->st.first_error);
     c->st.gave_up = 1;
     for (int q = 0; q < c->qn; q++) {
-        set_error(&c->jobs[c->queue[q]], why);
-        finish(c, &c->jobs[c->queue[q]], JOB_FAILED);
+        LlmJob *job = &c->jobs[c->queue[q]];
+        if (job->attempts == 0) set_error(job, why);  // a retry keeps its own last error
+        finish(c, job, JOB_FAILED);
     }
-    c->qn = 0;
+    c->qn = c->awaiting_retry = 0;
 }
 
 static void fail_job(Client *c, int j, const char *err, int refused) {
@@ -252,6 +254,7 @@ static void fail_job(Client *c, int j, const char *err, int refused) {
     if (looks_down(c)) give_up(c);
 }
 
+// A request's worst case: its estimated prompt and the reply at its maximum.
 static double est_cost(const Client *c, long prompt_tokens) {
     return provider_cost(c->p, prompt_tokens, c->p->max_tokens);
 }
@@ -289,7 +292,7 @@ static void send_request(Client *c, int j, HttpRequest *http, char *ckey, long e
     for (int i = 0; i < c->conc && !f; i++)
         if (c->fl[i].job < 0) f = &c->fl[i];
     *f = (Flight){.job = j, .http = *http, .key = ckey, .buf = f->buf, .cap = f->cap, .max_len = c->lim->max_reply_bytes,
-                  .retry_after = -1, .sent_at = now, .est_tokens = est, .est_usd = est_cost(c, est)};
+                  .retry_after = -1, .sent_at = now, .est_tokens = est, .est_usd = est_cost(c, est - c->p->max_tokens)};
     f->easy = curl_easy_init();
     for (int h = 0; h < http->n_headers; h++) f->headers = curl_slist_append(f->headers, http->headers[h]);
     if (c->key) {
@@ -335,11 +338,13 @@ static void start_ready(Client *c, double now, double *wake) {
             qi++;
             continue;
         }
-        if (looks_down(c) && job->attempts == 0) {  // only the retries probe a service that refuses everything
+        // only the retries probe a service that refuses everything (while there are any: a budget may end them)
+        if (looks_down(c) && job->attempts == 0 && (c->awaiting_retry > 0 || c->active > 0)) {
             qi++;
             continue;
         }
         c->queue[qi] = c->queue[--c->qn];  // take it out of the queue (order among ready jobs does not matter)
+        if (job->attempts > 0) c->awaiting_retry--;
         HttpRequest http;
         if (provider_build(c->p, &job->req, &http)) {
             set_error(job, ld_last_error());
@@ -358,6 +363,7 @@ static void start_ready(Client *c, double now, double *wake) {
         double at = window_next(&c->win, c->lim, est, now);
         if (at > now) {  // the window is full: put it back and sleep until a slot frees
             c->queue[c->qn++] = j;
+            if (job->attempts > 0) c->awaiting_retry++;
             c->ready[j] = at;
             *wake = fmin(*wake, at);
             free(ckey);
@@ -371,12 +377,15 @@ static void start_ready(Client *c, double now, double *wake) {
 }
 
 // Usage a server claims is believed only when plausible for the request and the reply: a prompt has no more
-// tokens than bytes (plus a template's worth), a reply no more than its maximum (or its bytes). Otherwise the
-// counts are estimated from the sizes, at ~4 bytes a token, and the reply says so.
+// tokens than bytes (plus a template's worth), a reply no more than its maximum (or its bytes), and neither has
+// fewer than one token per 32 bytes (no tokenizer packs more; a reply costing nothing would slip past the
+// budget). Otherwise the counts are estimated from the sizes, at ~4 bytes a token, and the reply says so.
 static void check_usage(const Client *c, const Flight *f, LlmReply *r, size_t reply_bytes) {
     long body = (long)strlen(f->http.body), text = (long)reply_bytes;
     long max_completion = (c->p->max_tokens > text ? c->p->max_tokens : text) + 64;
-    if (r->usage_known && r->prompt_tokens <= body + 4096 && r->completion_tokens <= max_completion) return;
+    if (r->usage_known && r->prompt_tokens <= body + 4096 && r->completion_tokens <= max_completion &&
+        r->prompt_tokens >= body / 32 && r->completion_tokens >= text / 32)
+        return;
     r->prompt_tokens = body / 4 + 1;
     r->completion_tokens = text / 4 + 1 < c->p->max_tokens ? text / 4 + 1 : c->p->max_tokens;
     r->usage_estimated = 1;
@@ -407,7 +416,7 @@ static ReplyVerdict judge_2xx(Client *c, Flight *f, LlmJob *job, char *err, size
         return REPLY_RETRY;
     }
     double usd = reply_cost(c, f, &job->reply, strlen(job->reply.text));
-    long bad = utf8_invalid_at(job->reply.text);
+    long bad = ld_utf8_invalid_at(job->reply.text, strlen(job->reply.text));
     if (bad >= 0 && c->lim->repair_utf8) {
         char *fixed = ld_utf8_repair(job->reply.text, strlen(job->reply.text), NULL);
         free(job->reply.text);
@@ -533,6 +542,7 @@ static void drain_finished(Client *c) {
         note_failure(c, j, err, refused);
         c->ready[j] = ld_time_s() + back;
         c->queue[c->qn++] = j;
+        c->awaiting_retry++;
         c->st.retries++;
     }
 }
@@ -596,7 +606,8 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
         curl_global_init(CURL_GLOBAL_DEFAULT);
         curl_ready = 1;
     }
-    if (lim->deadline_s > 0) c.deadline = t_start + lim->deadline_s;
+    if (lim->deadline_s > 0) c.deadline = t_start + lim->deadline_s - lim->elapsed_before_s;
+    c.spent = lim->spent_before_usd;
     client_init(&c, jobs, n);
     int running;
     while (c.finished < n) {

@@ -25,6 +25,7 @@ typedef struct {
     double deadline_s;         // no attempt starts or is waited for past this many seconds of one llm_run (0 = none)
     size_t max_reply_bytes;    // a longer reply body is aborted mid-transfer
     int repair_utf8;           // invalid UTF-8 in a reply: 0 = the request fails ("invalid UTF-8"), 1 = U+FFFD
+    double spent_before_usd, elapsed_before_s;  // what earlier calls of the same stage used of budget and deadline
 } ClientLimits;
 
 typedef enum { JOB_PENDING, JOB_OK, JOB_FAILED, JOB_SKIPPED_BUDGET } JobStatus;
@@ -67,5 +68,8 @@ typedef void (*JobDoneFn)(void *ctx, LlmJob *job);
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done,
             void *ctx, ClientStats *stats);
 void llm_job_clear(LlmJob *j);
+// The limits for a stage's next call (a re-ask, a judge pass): the budget and the deadline carry on from the
+// calls summed in `so_far` instead of starting afresh.
+ClientLimits client_limits_continue(const ClientLimits *l, const ClientStats *so_far);
 // Adds one call's counts to a stage's running totals (the busiest windows are maxima).
 void client_stats_add(ClientStats *to, const ClientStats *from);

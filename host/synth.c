@@ -121,7 +121,8 @@ static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, Ll
         again[q].req = jobs[c].req;
     }
     ClientStats st;
-    int rc = nw ? llm_run(p, l, cache, again, nw, NULL, NULL, &st) : 0;
+    ClientLimits next = client_limits_continue(l, &sum->client);
+    int rc = nw ? llm_run(p, &next, cache, again, nw, NULL, NULL, &st) : 0;
     if (nw && rc == 0) {
         fprintf(stderr, "synth: %d replies off the {\"contents\"} contract asked again (retry %d)\n", nw, reask);
         client_stats_add(&sum->client, &st);

@@ -478,12 +478,7 @@ static void check_service_down(void) {
 static int file_is_utf8_jsonl(const char *path) {
     size_t n;
     char *s = ld_read_file(path, &n);
-    int ok = s != NULL;
-    for (size_t i = 0; ok && i < n;) {
-        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
-        ok = l > 0;
-        i += (size_t)l;
-    }
+    int ok = s != NULL && ld_utf8_invalid_at(s, n) < 0;
     for (char *line = ok ? strtok(s, "\n") : NULL; line; line = strtok(NULL, "\n")) {
         cJSON *o = cJSON_Parse(line);
         ok &= cJSON_IsObject(o);

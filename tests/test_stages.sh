@@ -160,6 +160,18 @@ synth:
 try_config "out of range" "'judge.threshold' is 150, outside" "$base
 judge:
   threshold: 150"
+try_config "waiting out any Retry-After without a deadline" "needs 'service.deadline_s'" "service:
+  provider: openai
+  model: m
+  long_retry_after: wait
+task:
+  description: d"
+try_config "unknown choice" "'service.invalid_utf8' is 'ignore' (drop or repair)" "service:
+  provider: openai
+  model: m
+  invalid_utf8: ignore
+task:
+  description: d"
 try_config "budget of 0" "budget_usd' is 0" "service:
   provider: openai
   model: m

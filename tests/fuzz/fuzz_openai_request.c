@@ -11,15 +11,7 @@
 #include "openai_api.h"
 #include "util.h"
 
-static int valid_utf8(const char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        int l = ld_utf8_char_len((const uint8_t *)s + i, n - i);
-        if (!l) return 0;
-        i += (size_t)l;
-    }
-    return 1;
-}
+static int valid_utf8(const char *s) { return ld_utf8_invalid_at(s, strlen(s)) < 0; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;

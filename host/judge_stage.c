@@ -314,3 +314,36 @@ int judge_combine(const JudgeSummary *per, const char *const *models, int n_judg
     c->exact_match = per[0].exact_match, c->rouge_l = per[0].rouge_l, c->chrf = per[0].chrf;
     return rc;
 }
+
+char *judge_file_for(const char *path, int judge) {
+    const char *base = strrchr(path, '/'), *dot = strrchr(base ? base : path, '.');
+    size_t stem = dot ? (size_t)(dot - path) : strlen(path), n = strlen(path) + 16;
+    char *out = ld_xmalloc(n);
+    snprintf(out, n, "%.*s-%d%s", (int)stem, path, judge, dot ? dot : "");
+    return out;
+}
+
+int judge_all(const ProviderConfig *judges, const ClientLimits *limits, int n_judges, LlmCache *cache, const JudgeConfig *cfg,
+              const Records *test, const char *answers, const char *judge_path, const char *metrics_path, JudgeSummary *per,
+              JudgeSummary *out, ClientStats *usage) {
+    memset(out, 0, sizeof *out);
+    const char **models = ld_xmalloc(sizeof(char *) * (size_t)n_judges);
+    int rc = 0;
+    for (int j = 0; j < n_judges && !rc; j++) {
+        char *jp = n_judges > 1 ? judge_file_for(judge_path, j) : ld_xstrdup(judge_path);
+        char *mp = n_judges > 1 ? judge_file_for(metrics_path, j) : ld_xstrdup(metrics_path);
+        rc = judge_run(&judges[j], &limits[j], cache, cfg, test, answers, jp, mp, &per[j]);
+        free(jp), free(mp);
+        if (usage) client_stats_add(usage, &per[j].client);
+        models[j] = judges[j].model;
+    }
+    if (!rc && n_judges == 1) {
+        *out = per[0];
+        memset(&per[0], 0, sizeof per[0]);
+    } else if (!rc) {
+        rc = judge_combine(per, models, n_judges, cfg->threshold, metrics_path, out);
+        for (int j = 0; j < n_judges; j++) out->judgments += per[j].judgments, out->invalid_judgments += per[j].invalid_judgments;
+    }
+    free(models);
+    return rc;
+}

@@ -37,6 +37,17 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
               const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
               JudgeSummary *sum);
 
+// A judge's own file when there are several: "-N" before the extension (judge.jsonl -> judge-0.jsonl,
+// data/ceiling.metrics.json -> data/ceiling.metrics-0.json). Heap.
+char *judge_file_for(const char *path, int judge);
+// Every judge over the answers. One judge writes judge_path and metrics_path; several write their own files
+// (judge_file_for) and the combination to metrics_path. per[n_judges] gets each judge's summary (the caller frees
+// them; with one judge it is moved to *out). Each call's requests are added to *usage (may be NULL), sent
+// whether the judge then failed or not.
+int judge_all(const ProviderConfig *judges, const ClientLimits *limits, int n_judges, LlmCache *cache, const JudgeConfig *cfg,
+              const Records *test, const char *answers, const char *judge_path, const char *metrics_path, JudgeSummary *per,
+              JudgeSummary *out, ClientStats *usage);
+
 // 1 when this judge also wrote the training data: it may prefer its own style (self-preference).
 int judge_prefers_itself(const JudgeConfig *cfg, const ProviderConfig *judge);
 // The console warning for that (once per run or command is enough: it is a fact about the config).

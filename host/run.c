@@ -542,34 +542,14 @@ static int stage_split(Run *r) {
 // Judges answers with every configured judge (several: per-judge files and the combination).
 static int judge_answers(Run *r, Stage *s, LlmCache *cache, const Records *test, const char *answers, const char *judge_path,
                          const char *metrics_path, JudgeSummary *out) {
-    JudgeSummary per[MAX_JUDGES] = {0};
-    const char *models[MAX_JUDGES];
     for (int j = 0; j < r->st.n_judges && !r->warned_self_preference; j++)  // a fact of the config: once per run
         if (judge_prefers_itself(&r->st.judge, &r->st.judges[j])) judge_warn_self_preference(&r->st.judges[j]);
     r->warned_self_preference = 1;
-    for (int j = 0; j < r->st.n_judges; j++) {
-        char *jp = ld_xstrdup(judge_path), *mp = ld_xstrdup(metrics_path);
-        if (r->st.n_judges > 1) {  // judge.jsonl -> judge.jsonl.N, metrics.json -> metrics.json.N
-            char suffix[16];
-            snprintf(suffix, sizeof suffix, ".%d", j);
-            jp = ld_xrealloc(jp, strlen(jp) + 16), mp = ld_xrealloc(mp, strlen(mp) + 16);
-            strcat(jp, suffix), strcat(mp, suffix);
-        }
-        ClientLimits lim = stage_limits(r, &r->st.judge_limits[j]);
-        int rc = judge_run(&r->st.judges[j], &lim, cache, &r->st.judge, test, answers, jp, mp, &per[j]);
-        free(jp), free(mp);
-        client_stats_add(&s->usage, &per[j].client);  // what was sent is recorded, whether the judge failed or not
-        if (rc) {
-            for (int k = 0; k < j; k++) judge_summary_free(&per[k]);
-            return -1;
-        }
-        models[j] = r->st.judges[j].model;
-    }
-    if (r->st.n_judges == 1) {
-        *out = per[0];
-        return 0;
-    }
-    int rc = judge_combine(per, models, r->st.n_judges, r->st.judge.threshold, metrics_path, out);
+    JudgeSummary per[MAX_JUDGES] = {0};
+    ClientLimits lim[MAX_JUDGES];
+    for (int j = 0; j < r->st.n_judges; j++) lim[j] = stage_limits(r, &r->st.judge_limits[j]);
+    int rc = judge_all(r->st.judges, lim, r->st.n_judges, cache, &r->st.judge, test, answers, judge_path, metrics_path, per, out,
+                       &s->usage);
     for (int j = 0; j < r->st.n_judges; j++) judge_summary_free(&per[j]);
     return rc;
 }

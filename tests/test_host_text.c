@@ -9,6 +9,7 @@
 #include "dedup.h"
 #include "decontam.h"
 #include "judge.h"
+#include "judge_stage.h"
 #include "metrics.h"
 #include "records.h"
 #include "test_util.h"
@@ -173,7 +174,20 @@ static void check_records(void) {
     unlink(path);
 }
 
+// Several judges' files: one naming for `run` and `judge`, "-N" before the extension.
+static void check_judge_files(void) {
+    const char *cases[][3] = {{"runs/x/rounds/01/judge.jsonl", "runs/x/rounds/01/judge-0.jsonl", "0"},
+                              {"runs/x/data/ceiling.metrics.json", "runs/x/data/ceiling.metrics-2.json", "2"},
+                              {"out.d/judge", "out.d/judge-1", "1"}};
+    for (int i = 0; i < 3; i++) {
+        char *got = judge_file_for(cases[i][0], atoi(cases[i][2]));
+        CHECK(!strcmp(got, cases[i][1]), "judge file for %s: %s, want %s", cases[i][0], got, cases[i][1]);
+        free(got);
+    }
+}
+
 int main(void) {
+    check_judge_files();
     check_records();
     check_normalize();
     check_dedup();

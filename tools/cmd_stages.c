@@ -131,29 +131,15 @@ int cmd_judge(int argc, char **argv) {
     LlmCache *cache = open_cache(out_dir, cache_path);
     char *metrics = ld_path_join(out_dir, "metrics.json");
     JudgeSummary per[MAX_JUDGES] = {0}, s = {0};
-    const char *models[MAX_JUDGES];
     for (int j = 0; j < c.n_judges; j++)
         if (judge_prefers_itself(&c.judge, &c.judges[j])) judge_warn_self_preference(&c.judges[j]);
-    for (int j = 0; j < c.n_judges; j++) {
-        char name[64];
-        snprintf(name, sizeof name, c.n_judges > 1 ? "judge-%d.jsonl" : "judge.jsonl", j);
-        char *out = ld_path_join(out_dir, name);
-        snprintf(name, sizeof name, "metrics-%d.json", j);
-        char *m = c.n_judges > 1 ? ld_path_join(out_dir, name) : ld_xstrdup(metrics);
-        if (judge_run(&c.judges[j], &c.judge_limits[j], cache, &c.judge, &tst, answers, out, m, &per[j])) die("%s", ld_last_error());
-        models[j] = c.judges[j].model;
-        free(out), free(m);
-    }
-    if (c.n_judges > 1) {
-        if (judge_combine(per, models, c.n_judges, c.judge.threshold, metrics, &s)) die("%s", ld_last_error());
-        for (int j = 0; j < c.n_judges; j++)
-            printf("judge %d (%s): similarity mean %.1f, precision mean %.1f, %d answers never validly judged\n", j, models[j],
-                   per[j].similarity.mean, per[j].precision.mean, per[j].unjudged_answers);
-        s.judgments = 0;
-        for (int j = 0; j < c.n_judges; j++) s.judgments += per[j].judgments, s.invalid_judgments += per[j].invalid_judgments;
-    } else {
-        s = per[0];
-    }
+    char *judge_path = ld_path_join(out_dir, "judge.jsonl");
+    if (judge_all(c.judges, c.judge_limits, c.n_judges, cache, &c.judge, &tst, answers, judge_path, metrics, per, &s, NULL))
+        die("%s", ld_last_error());
+    free(judge_path);
+    for (int j = 0; c.n_judges > 1 && j < c.n_judges; j++)
+        printf("judge %d (%s): similarity mean %.1f, precision mean %.1f, %d answers never validly judged\n", j, c.judges[j].model,
+               per[j].similarity.mean, per[j].precision.mean, per[j].unjudged_answers);
     printf("judge: %d answers (%d never validly judged, %d of them errors), %d judgments (%d unusable): similarity mean %.1f median %.1f "
            "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
            "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f paid now, $%.4f reused from the cache -> %s\n",
@@ -163,6 +149,7 @@ int cmd_judge(int argc, char **argv) {
            s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.new_cost_usd, s.client.cost_usd - s.client.new_cost_usd,
            metrics);
     for (int j = 0; j < c.n_judges; j++) judge_summary_free(&per[j]);
+    judge_summary_free(&s);
     free(metrics);
     cache_close(cache);
     records_free(&tst);

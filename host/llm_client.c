@@ -59,7 +59,6 @@ typedef struct {
     int too_big;        // the body passed max_len and the transfer was aborted
     double retry_after; // seconds from a Retry-After header, -1 when none
     double sent_at;
-    long est_tokens;
     double est_usd;     // reserved against the budget while in flight
 } Flight;
 
@@ -287,12 +286,12 @@ static int settle_without_sending(Client *c, int j, const char *ckey, double now
     return 0;
 }
 
-static void send_request(Client *c, int j, HttpRequest *http, char *ckey, long est, double now) {
+static void send_request(Client *c, int j, HttpRequest *http, char *ckey, long prompt_est, double now) {
     Flight *f = NULL;
     for (int i = 0; i < c->conc && !f; i++)
         if (c->fl[i].job < 0) f = &c->fl[i];
     *f = (Flight){.job = j, .http = *http, .key = ckey, .buf = f->buf, .cap = f->cap, .max_len = c->lim->max_reply_bytes,
-                  .retry_after = -1, .sent_at = now, .est_tokens = est, .est_usd = est_cost(c, est - c->p->max_tokens)};
+                  .retry_after = -1, .sent_at = now, .est_usd = est_cost(c, prompt_est)};
     f->easy = curl_easy_init();
     for (int h = 0; h < http->n_headers; h++) f->headers = curl_slist_append(f->headers, http->headers[h]);
     if (c->key) {
@@ -358,7 +357,7 @@ static void start_ready(Client *c, double now, double *wake) {
             http_request_free(&http);
             continue;
         }
-        long est = estimate_prompt_tokens(&job->req) + c->p->max_tokens;  // the reply at its maximum
+        long prompt_est = estimate_prompt_tokens(&job->req), est = prompt_est + c->p->max_tokens;  // the reply at its maximum
         window_prune(&c->win, now, c->lim->window_s);
         double at = window_next(&c->win, c->lim, est, now);
         if (at > now) {  // the window is full: put it back and sleep until a slot frees
@@ -372,7 +371,7 @@ static void start_ready(Client *c, double now, double *wake) {
         }
         window_add(&c->win, c->lim, now, est);
         note_window(c);
-        send_request(c, j, &http, ckey, est, now);
+        send_request(c, j, &http, ckey, prompt_est, now);
     }
 }
 

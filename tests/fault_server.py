@@ -230,21 +230,17 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps(entry) + "\n")
             self.pending_entry = None
 
-
-def send_huge(self):
-    """200 MB of JSON-looking bytes, chunked, made as they are sent; stops when the client hangs up."""
-    self.send_response(200)
-    self.send_header("Content-Type", "application/json")
-    self.send_header("Transfer-Encoding", "chunked")
-    self.end_headers()
-    chunk, head = b"x" * (1 << 20), b'{"pad": "'
-    self.wfile.write(b"%x\r\n%s\r\n" % (len(head), head))
-    for _ in range(200):
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-    self.wfile.write(b"0\r\n\r\n")
-
-
-Handler.send_huge = send_huge
+    def send_huge(self):
+        """200 MB of JSON-looking bytes, chunked, made as they are sent; stops when the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk, head = b"x" * (1 << 20), b'{"pad": "'
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(head), head))
+        for _ in range(200):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
 
 
 def main():

@@ -1,5 +1,6 @@
-// defines: the KV cache and the batched forward pass (CPU path): any mix of sequences and positions in one
-// call, so prefill of many prompts and one decode step of many sequences are the same operation.
+// defines: the KV cache and the batched forward pass on the CPU backend (the model itself: transformer.h): any mix
+// of sequences and positions in one call, so prefill of many prompts and one decode step of many sequences are the
+// same operation.
 #pragma once
 #include <stdint.h>
 

@@ -25,13 +25,14 @@ int gpu_model_logits_row(GpuModel *g, int row, float *dst) { return (void)g, (vo
 #include "cuda_device.h"
 #include "gpu_weights.h"
 #include "kernels_cuda.h"
-#include "lora.h"
+#include "transformer.h"
 
 struct GpuModel {
     const Model *m;
     GpuWeights *w;
+    Lora *adapter;             // the model's adapter on the device, or NULL
     int n_slots, ctx;
-    float *k_cache, *v_cache;  // [n_layers][n_slots][ctx][Hkv*hd]
+    KvSpace kv;                // [n_layers][n_slots * ctx][Hkv*hd]
     float *logits;             // [n_logits, V]: the last forward's wanted rows when kept on the device
     int n_logits, cap_logits;  // rows held, rows allocated
 };
@@ -44,14 +45,14 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
     const ModelConfig *c = &m->cfg;
     GpuModel *g = ld_xcalloc(1, sizeof *g);
     g->m = m, g->n_slots = n_slots, g->ctx = ctx;
-    if (!(g->w = gpu_weights_upload(m, m->adapter, wt))) {
-        free(g);
+    if (!(g->w = gpu_weights_upload(m, wt)) || (m->adapter && !(g->adapter = gpu_lora_new(m->adapter, 1)))) {
+        gpu_model_free(g);
         return NULL;
     }
-    size_t n = (size_t)c->n_layers * n_slots * ctx * c->n_kv_heads * c->head_dim;
-    int err = 0;
-    g->k_cache = gpu_zeros(n, &err), g->v_cache = gpu_zeros(n, &err);
-    if (err) {
+    g->kv.rows = (size_t)n_slots * ctx;
+    size_t n = (size_t)c->n_layers * g->kv.rows * c->n_kv_heads * c->head_dim;
+    g->kv.k = ld_backend_cuda.alloc(sizeof(float) * n), g->kv.v = ld_backend_cuda.alloc(sizeof(float) * n);
+    if (!g->kv.k || !g->kv.v) {
         ld_set_error("cannot allocate a GPU KV cache of %.1f GiB (%d sequences x %d positions): %s", 2.0 * n * sizeof(float) / (1 << 30),
                      n_slots, ctx, kc_last_error());
         gpu_model_free(g);
@@ -62,103 +63,45 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
 
 void gpu_model_free(GpuModel *g) {
     if (!g) return;
-    kc_free(g->k_cache), kc_free(g->v_cache), kc_free(g->logits);
+    kc_free(g->kv.k), kc_free(g->kv.v), kc_free(g->logits);
+    gpu_lora_free(g->adapter);
     gpu_weights_free(g->w);
     free(g);
 }
 
+// The kept rows' buffer grows to the widest batch seen.
+static int reserve_logits(GpuModel *g, int n_out) {
+    if (n_out <= g->cap_logits) return 0;
+    kc_free(g->logits);
+    g->cap_logits = 0;
+    if (!(g->logits = kc_alloc(sizeof(float) * (size_t)n_out * g->m->cfg.vocab))) return -1;
+    g->cap_logits = n_out;
+    return 0;
+}
+
 int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int *pos, int n, const uint8_t *want, float *logits) {
-    const Model *m = g->m;
-    const ModelConfig *c = &m->cfg;
-    const GpuWeights *W = g->w;
-    int D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, F = c->ffn_dim, V = c->vocab;
-    int qd = Hq * hd, kvd = Hkv * hd, r = W->lora_rank, err = 0;
+    const ModelConfig *c = &g->m->cfg;
+    const Backend *be = &ld_backend_cuda;
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= V || slot[i] < 0 || slot[i] >= g->n_slots || pos[i] < 0 || pos[i] >= g->ctx) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab || slot[i] < 0 || slot[i] >= g->n_slots || pos[i] < 0 || pos[i] >= g->ctx) {
             ld_set_error("token %d (id %d, sequence %d, position %d) is outside the vocabulary or the context", i, tokens[i], slot[i], pos[i]);
             return -1;
         }
-    // per-token cache rows (within one layer's [n_slots * ctx] block) and key ranges
-    int *row = ld_xmalloc(sizeof(int) * (size_t)n), *base = ld_xmalloc(sizeof(int) * (size_t)n), *lo_g = ld_xcalloc((size_t)n, sizeof(int));
-    int *lo_l = ld_xmalloc(sizeof(int) * (size_t)n), *out_rows = ld_xmalloc(sizeof(int) * (size_t)n), n_out = 0;
-    for (int i = 0; i < n; i++) {
-        base[i] = slot[i] * g->ctx, row[i] = base[i] + pos[i];
-        lo_l[i] = c->sliding_window && pos[i] - c->sliding_window + 1 > 0 ? pos[i] - c->sliding_window + 1 : 0;
+    int *out_rows = ld_xmalloc(sizeof(int) * (size_t)(n ? n : 1)), n_out = 0;
+    for (int i = 0; i < n; i++)
         if (!want || want[i]) out_rows[n_out++] = i;
-    }
-    int *ints[] = {(int *)tokens, (int *)pos, row, base, lo_g, lo_l, out_rows};
-    int *d_int[7] = {0};
-    for (int k = 0; k < 7 && !err; k++) {
-        d_int[k] = kc_alloc(sizeof(int) * (size_t)(n ? n : 1));
-        err = !d_int[k] || kc_upload(d_int[k], ints[k], sizeof(int) * (size_t)n);
-    }
-    int *d_tok = d_int[0], *d_pos = d_int[1], *d_row = d_int[2], *d_base = d_int[3], *d_lo_g = d_int[4], *d_lo_l = d_int[5], *d_out = d_int[6];
-    float *x = gpu_zeros((size_t)n * D, &err), *xb = gpu_zeros((size_t)n * D, &err), *q = gpu_zeros((size_t)n * qd, &err);
-    float *k = gpu_zeros((size_t)n * kvd, &err), *v = gpu_zeros((size_t)n * kvd, &err), *att = gpu_zeros((size_t)n * qd, &err);
-    float *gt = gpu_zeros((size_t)n * F, &err), *u = gpu_zeros((size_t)n * F, &err), *ax = gpu_zeros((size_t)n * (r ? r : 1), &err);
-    float *xo = gpu_zeros((size_t)(n_out ? n_out : 1) * D, &err);
-    if (!err && n_out > g->cap_logits) {  // the kept rows' buffer grows to the widest batch seen
-        kc_free(g->logits);
-        g->cap_logits = 0;
-        if (!(g->logits = kc_alloc(sizeof(float) * (size_t)n_out * V))) err = 1;
-        else g->cap_logits = n_out;
-    }
-    float *lg = g->logits;
+    Transformer t = {.be = be, .cfg = c, .w = g->w->w, .adapter = g->adapter};
+    TokenPlan plan = {0};
+    int *d_out = be->alloc(sizeof(int) * (size_t)(n_out ? n_out : 1));
     g->n_logits = 0;
-    int *d_hi = d_pos;  // a token sees its own sequence up to its position
-#define OK(call) (err = err || (call) != 0)  // the first failure stops every later launch
-#define LIN(y, xin, Wt, bias, l, t, in, out)                                                                                 \
-    do {                                                                                                                   \
-        float *A_ = W->lora_A ? W->lora_A[(l) * LT_COUNT + (t)] : NULL, *B_ = W->lora_B ? W->lora_B[(l) * LT_COUNT + (t)] : NULL; \
-        OK(kc_lora_linear(y, ax, xin, Wt, W->wt, A_, B_, W->lora_scale, n, in, out, r));                                      \
-        OK(kc_add_bias(y, bias, n, out));                                                                                  \
-    } while (0)
-    OK(kc_embedding(x, W->embed, W->wt, d_tok, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
-    for (int l = 0; l < c->n_layers && !err; l++) {
-        const GpuLayer *w = &W->layers[l];
-        int local = c->layer_local[l];
-        const float *inv = local ? W->inv_local : W->inv_global;
-        float *kc_l = g->k_cache + (size_t)l * g->n_slots * g->ctx * kvd, *vc_l = g->v_cache + (size_t)l * g->n_slots * g->ctx * kvd;
-        if (l == 0) OK(kc_rmsnorm(xb, x, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));  // later layers: fused below
-        LIN(q, xb, w->wq, w->bq, l, LT_Q, D, qd);
-        LIN(k, xb, w->wk, w->bk, l, LT_K, D, kvd);
-        LIN(v, xb, w->wv, w->bv, l, LT_V, D, kvd);
-        if (c->qk_norm) {
-            OK(kc_rmsnorm(q, q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
-            OK(kc_rmsnorm(k, k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
-        }
-        OK(kc_rope(q, d_pos, inv, n, Hq, hd)), OK(kc_rope(k, d_pos, inv, n, Hkv, hd));
-        OK(kc_scatter_rows(kc_l, k, d_row, n, kvd)), OK(kc_scatter_rows(vc_l, v, d_row, n, kvd));
-        OK(kc_attention(att, q, kc_l, vc_l, d_base, local ? d_lo_l : d_lo_g, d_hi, n, Hq, Hkv, hd, c->attn_scale, c->attn_softcap));
-        LIN(xb, att, w->wo, w->bo, l, LT_O, qd, D);
-        if (w->post_attn_norm) OK(kc_rmsnorm(xb, xb, w->post_attn_norm, n, D, c->norm_eps, c->norm_plus_one));
-        OK(kc_add_rmsnorm(xb, x, xb, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention; xb = ffn_norm(x)
-        LIN(gt, xb, w->w_gate, NULL, l, LT_GATE, D, F);
-        LIN(u, xb, w->w_up, NULL, l, LT_UP, D, F);
-        OK(kc_gated(c->act, gt, gt, u, (size_t)n * F));
-        LIN(xb, gt, w->w_down, NULL, l, LT_DOWN, F, D);
-        if (w->post_ffn_norm) OK(kc_rmsnorm(xb, xb, w->post_ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
-        if (l + 1 < c->n_layers)  // x += ffn; xb = the next layer's attn_norm(x)
-            OK(kc_add_rmsnorm(xb, x, xb, W->layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one));
-        else
-            OK(kc_add(x, xb, (size_t)n * D));
-    }
-#undef LIN
-    if (n_out && !err) {
-        OK(kc_gather_rows(xo, x, d_out, n_out, D));
-        OK(kc_rmsnorm(xo, xo, W->final_norm, n_out, D, c->norm_eps, c->norm_plus_one));
-        OK(kc_lora_linear(lg, NULL, xo, W->lm_head, W->wt, NULL, NULL, 0, n_out, D, V, 0));
-        if (c->final_softcap > 0) OK(kc_softcap(lg, (size_t)n_out * V, c->final_softcap));
-        if (logits) OK(kc_download(logits, lg, sizeof(float) * (size_t)n_out * V));
-        if (!err) g->n_logits = n_out;
-    }
-#undef OK
-    if (err) ld_set_error("GPU forward pass: %s", kc_last_error());
-    float *bufs[] = {x, xb, q, k, v, att, gt, u, ax, xo};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kc_free(bufs[i]);
-    for (int i = 0; i < 7; i++) kc_free(d_int[i]);
-    free(row), free(base), free(lo_g), free(lo_l), free(out_rows);
-    return err ? -1 : 0;
+    int rc = !d_out || be->upload(d_out, out_rows, sizeof(int) * (size_t)n_out) || reserve_logits(g, n_out) ||
+             token_plan_cached(be, c, tokens, slot, pos, n, g->ctx, &plan) || transformer_logits(&t, &plan, &g->kv, d_out, n_out, g->logits) ||
+             (logits && n_out && kc_download(logits, g->logits, sizeof(float) * (size_t)n_out * c->vocab));
+    if (!rc) g->n_logits = n_out;
+    else ld_set_error("GPU forward pass: %s", kc_last_error());
+    token_plan_free(be, &plan);
+    kc_free(d_out), free(out_rows);
+    return rc ? -1 : 0;
 }
 
 int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked) {

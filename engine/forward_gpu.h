@@ -1,5 +1,6 @@
-// defines: the batched forward pass (forward.h's contract) on a CUDA GPU: the model's weights (fp32, or bf16 with
-// fp32 accumulation), the model's adapter (fp32) applied unmerged, and a KV cache of n_slots × ctx positions on the device; logits come back to the host.
+// defines: the batched forward pass (forward.h's contract) on the CUDA backend (the model itself: transformer.h):
+// the model's weights (fp32, or bf16 with fp32 accumulation), the model's adapter (fp32) applied unmerged, and a KV
+// cache of n_slots × ctx positions on the device; logits come back to the host or stay for sampling there.
 #pragma once
 #include <stdint.h>
 

@@ -6,27 +6,20 @@
 #include "kernels_cuda.h"
 #include "util.h"
 
-float *gpu_upload_floats(const float *h, size_t n, int *err) {
+static float *upload_floats(const float *h, size_t n, int *err) {
     if (!h || *err) return NULL;
     float *d = kc_alloc(sizeof(float) * (n ? n : 1));
     if (!d || kc_upload(d, h, sizeof(float) * n)) *err = 1;
     return d;
 }
 
-float *gpu_zeros(size_t n, int *err) {
-    if (*err) return NULL;
-    float *d = kc_alloc(sizeof(float) * (n ? n : 1));
-    if (!d || kc_fill(d, 0, n)) *err = 1;
-    return d;
-}
-
 // One matrix in precision wt, converted a block of rows at a time (the host never holds a whole fp32 copy of
 // a large embedding table).
-static void *upload_linear(const Linear *w, int rows, int cols, LdDtype wt, int *err) {
-    if (*err) return NULL;
+static Linear upload_linear(const Linear *w, int rows, int cols, LdDtype wt, int *err) {
+    if (*err) return (Linear){0};
     size_t esz = wt == LD_BF16 ? 2 : 4, row_bytes = ld_dtype_nbytes(w->type, (uint64_t)cols);
     char *d = kc_alloc(esz * (size_t)rows * cols);
-    if (!d) return *err = 1, NULL;
+    if (!d) return *err = 1, (Linear){0};
     int block = 256;
     float *f = ld_xmalloc(sizeof(float) * (size_t)block * cols);
     uint16_t *h = wt == LD_BF16 ? ld_xmalloc(sizeof(uint16_t) * (size_t)block * cols) : NULL;
@@ -39,44 +32,35 @@ static void *upload_linear(const Linear *w, int rows, int cols, LdDtype wt, int 
         if (kc_upload(d + esz * (size_t)r0 * cols, h ? (void *)h : (void *)f, esz * ne)) *err = 1;
     }
     free(f), free(h);
-    return d;
+    return (Linear){d, wt, esz * (size_t)cols};
 }
 
-GpuWeights *gpu_weights_upload(const Model *m, const Lora *adapter, LdDtype wt) {
+static void upload_layer(const LayerWeights *w, LayerWeights *d, const ModelConfig *c, LdDtype wt, int *err) {
+    int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim;
+    d->attn_norm = upload_floats(w->attn_norm, D, err), d->ffn_norm = upload_floats(w->ffn_norm, D, err);
+    d->post_attn_norm = upload_floats(w->post_attn_norm, D, err), d->post_ffn_norm = upload_floats(w->post_ffn_norm, D, err);
+    d->q_norm = upload_floats(w->q_norm, hd, err), d->k_norm = upload_floats(w->k_norm, hd, err);
+    d->bq = upload_floats(w->bq, qd, err), d->bk = upload_floats(w->bk, kvd, err);
+    d->bv = upload_floats(w->bv, kvd, err), d->bo = upload_floats(w->bo, D, err);
+    d->wq = upload_linear(&w->wq, qd, D, wt, err), d->wk = upload_linear(&w->wk, kvd, D, wt, err);
+    d->wv = upload_linear(&w->wv, kvd, D, wt, err), d->wo = upload_linear(&w->wo, D, qd, wt, err);
+    d->w_gate = upload_linear(&w->w_gate, F, D, wt, err), d->w_up = upload_linear(&w->w_up, F, D, wt, err);
+    d->w_down = upload_linear(&w->w_down, D, F, wt, err);
+}
+
+GpuWeights *gpu_weights_upload(const Model *m, LdDtype wt) {
     const ModelConfig *c = &m->cfg;
-    int D = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, F = c->ffn_dim, V = c->vocab, err = 0;
+    int D = c->dim, hd = c->head_dim, V = c->vocab, err = 0;
     GpuWeights *g = ld_xcalloc(1, sizeof *g);
+    ModelWeights *w = &g->w;
     g->n_layers = c->n_layers, g->wt = wt;
-    g->embed = upload_linear(&m->embed, V, D, wt, &err);
-    g->lm_head = c->tied_embeddings ? g->embed : upload_linear(&m->lm_head, V, D, wt, &err);
-    g->final_norm = gpu_upload_floats(m->final_norm, D, &err);
-    g->inv_global = gpu_upload_floats(m->inv_freq_global, hd / 2, &err);
-    g->inv_local = gpu_upload_floats(m->inv_freq_local, hd / 2, &err);
-    g->layers = ld_xcalloc((size_t)c->n_layers, sizeof(GpuLayer));
-    for (int l = 0; l < c->n_layers && !err; l++) {
-        const LayerWeights *w = &m->layers[l];
-        GpuLayer *d = &g->layers[l];
-        d->attn_norm = gpu_upload_floats(w->attn_norm, D, &err), d->ffn_norm = gpu_upload_floats(w->ffn_norm, D, &err);
-        d->post_attn_norm = gpu_upload_floats(w->post_attn_norm, D, &err), d->post_ffn_norm = gpu_upload_floats(w->post_ffn_norm, D, &err);
-        d->q_norm = gpu_upload_floats(w->q_norm, hd, &err), d->k_norm = gpu_upload_floats(w->k_norm, hd, &err);
-        d->bq = gpu_upload_floats(w->bq, qd, &err), d->bk = gpu_upload_floats(w->bk, kvd, &err);
-        d->bv = gpu_upload_floats(w->bv, kvd, &err), d->bo = gpu_upload_floats(w->bo, D, &err);
-        d->wq = upload_linear(&w->wq, qd, D, wt, &err), d->wk = upload_linear(&w->wk, kvd, D, wt, &err);
-        d->wv = upload_linear(&w->wv, kvd, D, wt, &err), d->wo = upload_linear(&w->wo, D, qd, wt, &err);
-        d->w_gate = upload_linear(&w->w_gate, F, D, wt, &err), d->w_up = upload_linear(&w->w_up, F, D, wt, &err);
-        d->w_down = upload_linear(&w->w_down, D, F, wt, &err);
-    }
-    if (adapter && !err) {
-        int n = c->n_layers * LT_COUNT;
-        g->lora_A = ld_xcalloc((size_t)n, sizeof(float *)), g->lora_B = ld_xcalloc((size_t)n, sizeof(float *));
-        g->lora_rank = adapter->rank, g->lora_scale = adapter->scale;
-        for (int i = 0; i < n && !err; i++) {
-            const LoraPair *p = &adapter->w[i];
-            if (!p->A) continue;
-            g->lora_A[i] = gpu_upload_floats(p->A, (size_t)adapter->rank * p->in, &err);
-            g->lora_B[i] = gpu_upload_floats(p->B, (size_t)p->out * adapter->rank, &err);
-        }
-    }
+    w->embed = upload_linear(&m->embed, V, D, wt, &err);
+    w->lm_head = c->tied_embeddings ? w->embed : upload_linear(&m->lm_head, V, D, wt, &err);
+    w->final_norm = upload_floats(m->final_norm, D, &err);
+    w->inv_freq_global = upload_floats(m->inv_freq_global, hd / 2, &err);
+    w->inv_freq_local = upload_floats(m->inv_freq_local, hd / 2, &err);
+    w->layers = ld_xcalloc((size_t)c->n_layers, sizeof(LayerWeights));
+    for (int l = 0; l < c->n_layers && !err; l++) upload_layer(&m->layers[l], &w->layers[l], c, wt, &err);
     if (err) {
         ld_set_error("uploading the model to the GPU: %s", kc_last_error());
         gpu_weights_free(g);
@@ -87,15 +71,67 @@ GpuWeights *gpu_weights_upload(const Model *m, const Lora *adapter, LdDtype wt) 
 
 void gpu_weights_free(GpuWeights *g) {
     if (!g) return;
-    if (g->lm_head != g->embed) kc_free(g->lm_head);
-    kc_free(g->embed), kc_free(g->final_norm), kc_free(g->inv_global), kc_free(g->inv_local);
-    for (int l = 0; g->layers && l < g->n_layers; l++) {
-        GpuLayer *d = &g->layers[l];
-        void *all[] = {d->attn_norm, d->wq, d->wk, d->wv, d->wo, d->bq, d->bk, d->bv, d->bo, d->q_norm, d->k_norm, d->post_attn_norm,
-                       d->ffn_norm, d->w_gate, d->w_up, d->w_down, d->post_ffn_norm};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free(all[i]);
+    ModelWeights *w = &g->w;
+    if (w->lm_head.data != w->embed.data) kc_free((void *)w->lm_head.data);
+    kc_free((void *)w->embed.data), kc_free(w->final_norm), kc_free((void *)w->inv_freq_global), kc_free((void *)w->inv_freq_local);
+    for (int l = 0; w->layers && l < g->n_layers; l++) {
+        LayerWeights *d = &w->layers[l];
+        const void *all[] = {d->attn_norm, d->wq.data, d->wk.data, d->wv.data, d->wo.data, d->bq, d->bk, d->bv, d->bo, d->q_norm,
+                             d->k_norm, d->post_attn_norm, d->ffn_norm, d->w_gate.data, d->w_up.data, d->w_down.data, d->post_ffn_norm};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free((void *)all[i]);
     }
-    for (int i = 0; g->lora_A && i < g->n_layers * LT_COUNT; i++) kc_free(g->lora_A[i]), kc_free(g->lora_B[i]);
-    free(g->lora_A), free(g->lora_B), free(g->layers), free(g);
+    free(w->layers), free(g);
+}
+
+Lora *gpu_lora_new(const Lora *like, int copy_values) {
+    Lora *d = ld_xcalloc(1, sizeof *d);
+    *d = *like;
+    d->w = ld_xcalloc((size_t)like->n_layers * LT_COUNT, sizeof(LoraPair));
+    int err = 0;
+    for (int i = 0; i < like->n_layers * LT_COUNT && !err; i++) {
+        const LoraPair *p = &like->w[i];
+        if (!p->A) continue;
+        size_t na = (size_t)like->rank * p->in, nb = (size_t)p->out * like->rank;
+        d->w[i].in = p->in, d->w[i].out = p->out;
+        d->w[i].A = kc_alloc(sizeof(float) * na), d->w[i].B = kc_alloc(sizeof(float) * nb);
+        err = !d->w[i].A || !d->w[i].B;
+        if (!err) err = copy_values ? kc_upload(d->w[i].A, p->A, sizeof(float) * na) || kc_upload(d->w[i].B, p->B, sizeof(float) * nb)
+                                    : kc_fill(d->w[i].A, 0, na) || kc_fill(d->w[i].B, 0, nb);
+    }
+    if (err) {
+        ld_set_error("uploading the adapter to the GPU: %s", kc_last_error());
+        gpu_lora_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void gpu_lora_free(Lora *d) {
+    if (!d) return;
+    for (int i = 0; i < d->n_layers * LT_COUNT; i++) kc_free(d->w[i].A), kc_free(d->w[i].B);
+    free(d->w), free(d);
+}
+
+int gpu_lora_transfer(Lora *host, Lora *dev, int to_host) {
+    for (int i = 0; i < dev->n_layers * LT_COUNT; i++) {
+        LoraPair *h = &host->w[i], *d = &dev->w[i];
+        if (!d->A) continue;
+        size_t na = sizeof(float) * dev->rank * d->in, nb = sizeof(float) * d->out * dev->rank;
+        int rc = to_host ? kc_download(h->A, d->A, na) || kc_download(h->B, d->B, nb) : kc_upload(d->A, h->A, na) || kc_upload(d->B, h->B, nb);
+        if (rc) {
+            ld_set_error("copying the adapter %s the GPU: %s", to_host ? "from" : "to", kc_last_error());
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int gpu_lora_fill(Lora *d, float value) {
+    for (int i = 0; i < d->n_layers * LT_COUNT; i++)
+        if (d->w[i].A && (kc_fill(d->w[i].A, value, (size_t)d->rank * d->w[i].in) || kc_fill(d->w[i].B, value, (size_t)d->w[i].out * d->rank))) {
+            ld_set_error("GPU adapter: %s", kc_last_error());
+            return -1;
+        }
+    return 0;
 }
 #endif

@@ -156,16 +156,6 @@ done:
     return l;
 }
 
-void lora_apply(const Lora *l, int layer, LoraTarget t, float *y, const float *x, int T) {
-    const LoraPair *p = &l->w[layer * LT_COUNT + t];
-    if (!p->A) return;
-    float *ax = ld_xmalloc(sizeof(float) * (size_t)T * l->rank), *d = ld_xmalloc(sizeof(float) * (size_t)T * p->out);
-    k_matmul(ax, x, p->A, NULL, T, p->in, l->rank);
-    k_matmul(d, ax, p->B, NULL, T, l->rank, p->out);
-    for (size_t i = 0; i < (size_t)T * p->out; i++) y[i] += l->scale * d[i];
-    free(ax), free(d);
-}
-
 void lora_scale(Lora *l, float s) {
     for (int i = 0; i < l->n_layers * LT_COUNT; i++)
         if (l->w[i].A) {

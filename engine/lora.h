@@ -1,6 +1,5 @@
 // defines: LoRA adapters on the linear layers, PEFT's layout and names — A [r, in], B [out, r],
-// y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with s = alpha/r (or alpha/sqrt(r) for rsLoRA) — and the training loss with its
-// gradients through the whole model on the CPU path.
+// y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with s = alpha/r (or alpha/sqrt(r) for rsLoRA) — and their PEFT files.
 #pragma once
 #include "model.h"
 
@@ -31,5 +30,4 @@ void lora_scale(Lora *l, float s);  // every A and B times s
 // (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ...), loadable by PEFT.
 int lora_save_peft(const Lora *l, const char *dir, const char *base_model);
 Lora *lora_load_peft(const ModelConfig *c, const char *dir);  // NULL with an error naming the file and problem
-// y[T,out] += s·(x·Aᵀ)·Bᵀ for one layer's target (no-op when untargeted)
-void lora_apply(const Lora *l, int layer, LoraTarget t, float *y, const float *x, int T);
+

@@ -1,6 +1,6 @@
-// defines: LoRA training on a CUDA GPU — the same loss, gradients (LoRA dropout's masks included) and AdamW as
-// backprop.c / optim.c, with the model's frozen weights (fp32, or bf16 for mixed precision), the adapter, its
-// gradients and moments (always fp32) living on the device.
+// defines: LoRA training on the CUDA backend — the model's loss and gradients (transformer.h, LoRA dropout's masks
+// included) and AdamW as optim.c, with the model's frozen weights (fp32, or bf16 for mixed precision), the adapter,
+// its gradients and moments (always fp32) living on the device.
 #pragma once
 #include "backprop.h"
 

@@ -4,17 +4,14 @@
 #pragma once
 #include <math.h>
 
+#include "host_device.h"
+
 typedef enum {
     ACT_SILU,       // x·σ(x) (Llama, Qwen, Mistral: hidden_act "silu")
     ACT_GELU_TANH,  // tanh-approximate GELU (Gemma; hidden_act "gelu_pytorch_tanh", "gelu_new", "gelu_fast")
     ACT_GELU_ERF,   // exact GELU, 0.5·x·(1 + erf(x/√2)) (hidden_act "gelu")
 } Activation;
 
-#ifdef __CUDACC__
-#define LD_HOST_DEVICE __host__ __device__
-#else
-#define LD_HOST_DEVICE
-#endif
 
 #define LD_SQRT_2_OVER_PI 0.7978845608028654f
 #define LD_INV_SQRT_2 0.7071067811865476f

@@ -3,6 +3,7 @@
 // All tensors are row-major fp32; shapes are given as [rows, cols].
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "activation.h"
 #include "dtype.h"
@@ -36,13 +37,31 @@ void k_softcap(float *x, size_t n, float cap);
 // x += y, elementwise.
 void k_add(float *x, const float *y, size_t n);
 
-// Attention for T query tokens, each against its own key/value range (KV cache rows kv_lo[t]..kv_hi[t]
-// inclusive) so one call serves many sequences of different lengths, causal masks and sliding windows.
-//   out[T, Hq*hd], q[T, Hq*hd]; k_rows[t], v_rows[t] point at a cache laid out [positions, Hkv*hd].
+// y[T,N] += alpha · x[T,K] · w[N,K]ᵀ
+void k_matmul_add(float *y, const float *x, const float *w, float alpha, int T, int K, int N);
+
+// The LoRA linear: y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ, W's rows in format wt;
+// ax[T,r] keeps x·Aᵀ for the backward pass. A NULL: the plain linear. W NULL: only the adapter's term, added to y.
+void k_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
+                   float s, int T, int in, int out, int r);
+
+// x[T,D] = table[tokens]·scale, the table's rows in format tt.
+void k_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
+
+// LoRA dropout: y = x·mask/(1-p), the mask dropout_mask.h's function of (stream, element index). y may be x.
+void k_dropout(float *y, const float *x, size_t n, float p, uint64_t stream);
+
+// dst[dst_rows[i]] = src[i]  /  dst[i] = src[src_rows[i]], n rows of width floats (KV-cache writes, picking rows).
+void k_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
+void k_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
+
+// Attention for T query tokens, each against its own key/value range (rows kv_lo[t]..kv_hi[t] inclusive, counted
+// from row kv_base[t] of k and v; kv_base NULL: from row 0) so one call serves many sequences of a KV cache of
+// different lengths, packed training records, causal masks and sliding windows.
+//   out[T, Hq*hd], q[T, Hq*hd]; k, v laid out [rows, Hkv*hd].
 //   Grouped-query: query head h reads kv head h / (Hq/Hkv). score = scale·q·k, then softcap (when > 0).
-void k_attention(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
-                 const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
-                 float softcap);
+void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                 const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
 
 // Numerically stable log-softmax statistics of one row: returns logsumexp(x[0..n)).
 float k_logsumexp(const float *x, int n);
@@ -66,6 +85,14 @@ void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, cons
                        int N);
 // dx[T,K] += dy[T,N] · W[N,K] with W's rows in format wt (the input gradient through a frozen weight)
 void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N);
+// The LoRA linear's backward: dx[T,in] += dy·W + s·(dy·B)·A (W NULL: the adapter's share alone);
+// dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy (fp32 W; NULL: frozen); dB[out,r] += s·dyᵀ·ax;
+// dA[r,in] += (s·dy·B)ᵀ·x (NULL: not wanted). dyB[T,r] is scratch.
+void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
+                            const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
+                            int r);
+// dtable[tokens] += dx[T,D]·scale (an fp32 table's gradient)
+void k_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // dx (may alias nothing), dw += (dw may be NULL)
 void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
                         int plus_one);

@@ -5,6 +5,7 @@
 // is never silent).
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 #include "activation.h"
 #include "dtype.h"
@@ -52,15 +53,17 @@ int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
 // x[T,D] = table[tokens]·scale (table F32 or BF16);  backward (F32 table): dtable[tokens] += dx·scale
 int kc_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
 int kc_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
-// y[T,out] = x[T,in]·W[out,in]ᵀ + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ; ax[T,r] keeps x·Aᵀ (A NULL: the plain linear; W
-// NULL: only the adapter's term, added to y). W is F32 (cuBLAS, true fp32) or BF16 (cuBLASLt: x rounded to bf16,
-// fp32 accumulation and result); A, B and the low-rank products are always fp32. Backward: dx written (W NULL:
-// the adapter's share alone; through a BF16 W, dy is rounded to bf16 for that GEMM), dA/dB accumulated, dyB
-// [T,r] scratch; no dW (the base is frozen).
-int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
-                   int out, int r);
-int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax, const void *W,
-                            LdDtype wt, const float *A, const float *B, float s, int T, int in, int out, int r);
+// kernels.h k_lora_linear: y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ; ax[T,r] keeps x·Aᵀ (A
+// NULL: the plain linear; W NULL: only the adapter's term, added to y). W is F32 (cuBLAS, true fp32) or BF16
+// (cuBLASLt: x rounded to bf16, fp32 accumulation and result); A, B and the low-rank products are always fp32.
+// Backward (k_lora_linear_backward): dx accumulated (W NULL: the adapter's share alone; through a BF16 W, dy is
+// rounded to bf16 for that GEMM), dA/dB accumulated (NULL: not wanted), dyB [T,r] scratch; dW and dbias must be NULL
+// (the base is frozen on the GPU).
+int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
+                   float s, int T, int in, int out, int r);
+int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
+                            const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
+                            int r);
 // The head and its loss fused (kernels.h k_linear_cross_entropy): logits = x[T,D]·W[V,D]ᵀ (W F32 or BF16),
 // soft-capped when softcap > 0, mean cross-entropy over the rows whose target (targets: on the host) is not
 // ignore_index, chunk_rows counted rows at a time — only [chunk_rows, V] logits ever exist on the device, and
@@ -81,7 +84,7 @@ int kc_from_bf16(float *dst, const void *src, size_t n);
 int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
 // y = x·mask/(1-p) with the mask a hash of (stream, element index): LoRA dropout (y may be x)
-int kc_dropout(float *y, const float *x, size_t n, float p, unsigned long long stream);
+int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream);
 
 // Token choice for n_rows rows of logits[n_rows, V] (modified in place by the penalties), row r by rows[r]: its
 // repetition penalty over the distinct tokens penalized[n_penalized] (the host's sampler_penalized list), then

@@ -79,6 +79,12 @@ static void compare(const char *what, const float *gpu, const float *cpu, size_t
     }
 }
 
+static void check(int ok, const char *what) {
+    g_checks++;
+    if (!ok) g_fail++;
+    printf("%s %s\n", ok ? "ok  " : "FAIL", what);
+}
+
 static void check_rc(int rc, const char *what) {
     if (rc) {
         printf("FAIL %s: %s\n", what, kc_last_error());
@@ -233,7 +239,6 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     float *q = rnd((size_t)T * Hq * hd, 1), *k = rnd((size_t)rows * stride, 1), *v = rnd((size_t)rows * stride, 1);
     float *ref = malloc(sizeof(float) * T * Hq * hd);
     int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T), *base = malloc(sizeof(int) * T);
-    const float **kr = malloc(sizeof(float *) * T), **vr = malloc(sizeof(float *) * T);
     for (int t = 0; t < T; t++) {
         if (layout == 0) {  // causal within records of `rec` tokens, optional sliding window
             base[t] = 0, hi[t] = t, lo[t] = t / rec * rec;
@@ -241,10 +246,9 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
             base[t] = 40 * t, lo[t] = 0, hi[t] = (t * 13) % 39;
         }
         if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
-        kr[t] = k + (size_t)base[t] * stride, vr[t] = v + (size_t)base[t] * stride;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    k_attention(ref, q, kr, vr, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+    k_attention(ref, q, k, v, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
     float *dq = up(q, sizeof(float) * T * Hq * hd), *dk = up(k, sizeof(float) * rows * stride), *dv = up(v, sizeof(float) * rows * stride);
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T), *dbase = up(base, sizeof(int) * T);
     float *dout = poisoned((size_t)T * Hq * hd);
@@ -263,7 +267,7 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
         compare(name, gp, ref, (size_t)T * Hq * hd, 1e-5);
         free(gp);
     }
-    free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(kr), free(vr), free(g);
+    free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(g);
     kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout);
 }
 
@@ -321,6 +325,15 @@ static void test_embedding(int T, int V, int D, float scale) {
     char name[96];
     snprintf(name, sizeof name, "embedding [%d tokens of %d, dim %d]", T, V, D);
     compare(name, g, ref, (size_t)T * D, 1e-6);
+    {  // the CPU reference of the same contract
+        float *cx = malloc(sizeof(float) * T * D), *cdt = calloc((size_t)V * D, sizeof(float));
+        k_embedding(cx, table, LD_F32, tok, T, D, scale);
+        k_embedding_backward(cdt, dx, tok, T, D, scale);
+        snprintf(name, sizeof name, "CPU embedding and backward [%d tokens of %d, dim %d]", T, V, D);
+        compare(name, cx, ref, (size_t)T * D, 1e-6);
+        compare(name, cdt, rdt, (size_t)V * D, 1e-6);
+        free(cx), free(cdt);
+    }
     {  // a bf16 table: exactly the rounded rows, scaled
         uint16_t *bits = bf16_bits(table, (size_t)V * D);
         void *dtab16 = up(bits, sizeof(uint16_t) * V * D);
@@ -340,6 +353,39 @@ static void test_embedding(int T, int V, int D, float scale) {
     kc_free(dtab), kc_free(ddx), kc_free(out), kc_free(gdt), kc_free(dtok);
 }
 
+// Dropout's mask and the row scatter/gather: the GPU and the CPU reference give the same bits.
+static void test_dropout_rows(size_t n, int width) {
+    float *x = rnd(n, 1), *cy = malloc(sizeof(float) * n);
+    float *gx = up(x, sizeof(float) * n), *gy = poisoned(n);
+    uint64_t stream = 0x1234567890abcdefull ^ n;
+    k_dropout(cy, x, n, 0.3f, stream);
+    check_rc(kc_dropout(gy, gx, n, 0.3f, stream), "dropout");
+    float *hy = down(gy, n);
+    size_t kept = 0, same = 0;
+    for (size_t i = 0; i < n; i++) kept += cy[i] != 0, same += memcmp(&hy[i], &cy[i], sizeof(float)) == 0;
+    char name[128];
+    snprintf(name, sizeof name, "dropout p 0.3 [%zu]: GPU and CPU masks bit for bit", n);
+    check(same == n, name);
+    snprintf(name, sizeof name, "dropout p 0.3 [%zu]: share kept", n);
+    check(fabs((double)kept / n - 0.7) < 0.02, name);
+    int rows = (int)(n / width), *perm = malloc(sizeof(int) * rows);
+    for (int i = 0; i < rows; i++) perm[i] = (i * 7 + 3) % rows;  // a permutation when rows is not a multiple of 7
+    float *cs = calloc(n, sizeof(float)), *cg = calloc(n, sizeof(float));
+    k_scatter_rows(cs, x, perm, rows, width);
+    k_gather_rows(cg, cs, perm, rows, width);
+    int *gperm = up(perm, sizeof(int) * rows);
+    float *gs = poisoned(n), *gg = poisoned(n);
+    kc_fill(gs, 0, n), kc_fill(gg, 0, n);
+    check_rc(kc_scatter_rows(gs, gx, gperm, rows, width), "scatter_rows");
+    check_rc(kc_gather_rows(gg, gs, gperm, rows, width), "gather_rows");
+    float *hs = down(gs, n), *hg = down(gg, n);
+    snprintf(name, sizeof name, "scatter/gather rows [%d x %d]", rows, width);
+    check(!memcmp(hs, cs, sizeof(float) * n) && !memcmp(hg, x, sizeof(float) * rows * width) && !memcmp(cg, x, sizeof(float) * rows * width),
+          name);
+    free(x), free(cy), free(hy), free(perm), free(cs), free(cg), free(hs), free(hg);
+    kc_free(gx), kc_free(gy), kc_free(gperm), kc_free(gs), kc_free(gg);
+}
+
 // C[M,N] = op(A)·op(B) in double: the independent reference for the cuBLAS paths
 static void ref_gemm(float *C, const float *A, int ta, const float *B, int tb, int M, int N, int K, float alpha, float beta) {
     for (int i = 0; i < M; i++)
@@ -352,16 +398,38 @@ static void ref_gemm(float *C, const float *A, int ta, const float *B, int tb, i
 
 // The reference sequence of the LoRA linear forward and backward, in double, given (possibly bf16-rounded) base
 // inputs: xb/Wb for the base product, dyb for the base's share of dx; the adapter's terms always in fp32 inputs.
+// dx accumulates onto what it holds; y gets the bias.
 static void ref_lora(float *y, float *ax, float *dx, float *dyB, float *dA, float *dB, const float *x, const float *xb, const float *W,
-                     const float *A, const float *B, const float *dy, const float *dyb, float s, int T, int in, int out, int r) {
+                     const float *bias, const float *A, const float *B, const float *dy, const float *dyb, float s, int T, int in, int out,
+                     int r) {
     ref_gemm(y, xb, 0, W, 1, T, out, in, 1, 0);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < out; o++) y[(size_t)t * out + o] += bias[o];
     ref_gemm(ax, x, 0, A, 1, T, r, in, 1, 0);
     ref_gemm(y, ax, 0, B, 1, T, out, r, s, 1);
-    ref_gemm(dx, dyb, 0, W, 0, T, in, out, 1, 0);
+    ref_gemm(dx, dyb, 0, W, 0, T, in, out, 1, 1);
     ref_gemm(dyB, dy, 0, B, 0, T, r, out, s, 0);
     ref_gemm(dx, dyB, 0, A, 0, T, in, r, 1, 1);
     ref_gemm(dB, dy, 1, ax, 0, out, r, T, s, 0);
     ref_gemm(dA, dyB, 1, x, 0, r, in, T, 1, 0);
+}
+
+// The CPU reference of the same contract (kernels/cpu/lora_linear.c) against the double reference: fp32 W.
+static void check_cpu_lora(const float *x, const float *W, const float *bias, const float *A, const float *B, const float *dy,
+                           const float *dx0, const float *y_ref, const float *dx_ref, const float *dA_ref, const float *dB_ref, float s, int T,
+                           int in, int out, int r) {
+    float *y = calloc((size_t)T * out, sizeof(float)), *ax = calloc((size_t)T * r, sizeof(float)), *dyB = calloc((size_t)T * r, sizeof(float));
+    float *dx = malloc(sizeof(float) * T * in), *dA = calloc((size_t)r * in, sizeof(float)), *dB = calloc((size_t)out * r, sizeof(float));
+    memcpy(dx, dx0, sizeof(float) * T * in);
+    k_lora_linear(y, ax, x, W, LD_F32, bias, A, B, s, T, in, out, r);
+    k_lora_linear_backward(dx, NULL, NULL, dA, dB, dyB, dy, x, ax, W, LD_F32, A, B, s, T, in, out, r);
+    char name[128];
+    snprintf(name, sizeof name, "CPU LoRA linear y, dx, dA, dB [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, y, y_ref, (size_t)T * out, 1e-5);
+    compare(name, dx, dx_ref, (size_t)T * in, 1e-5);
+    compare(name, dA, dA_ref, (size_t)r * in, 1e-5);
+    compare(name, dB, dB_ref, (size_t)out * r, 1e-5);
+    free(y), free(ax), free(dyB), free(dx), free(dA), free(dB);
 }
 
 // bf16: W on the device in bf16; checked against the fp32 reference (1e-2) and against the reference on the
@@ -369,19 +437,23 @@ static void ref_lora(float *y, float *ax, float *dx, float *dyB, float *dA, floa
 static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     float s = 2.0f;
     float *x = rnd((size_t)T * in, 1), *W = rnd((size_t)out * in, 0.1f), *A = rnd((size_t)r * in, 0.1f), *B = rnd((size_t)out * r, 0.1f);
+    float *bias = rnd((size_t)out, 1), *dx0 = rnd((size_t)T * in, 1);
     float *dy = rnd((size_t)T * out, 1), *y = calloc((size_t)T * out, sizeof(float)), *ax = calloc((size_t)T * r, sizeof(float));
-    float *dx = calloc((size_t)T * in, sizeof(float)), *dyB = calloc((size_t)T * r, sizeof(float));
+    float *dx = malloc(sizeof(float) * T * in), *dyB = calloc((size_t)T * r, sizeof(float));
     float *dA = calloc((size_t)r * in, sizeof(float)), *dB = calloc((size_t)out * r, sizeof(float));
-    ref_lora(y, ax, dx, dyB, dA, dB, x, x, W, A, B, dy, dy, s, T, in, out, r);
+    memcpy(dx, dx0, sizeof(float) * T * in);
+    ref_lora(y, ax, dx, dyB, dA, dB, x, x, W, bias, A, B, dy, dy, s, T, in, out, r);
+    if (!bf16) check_cpu_lora(x, W, bias, A, B, dy, dx0, y, dx, dA, dB, s, T, in, out, r);
     uint16_t *W16 = bf16 ? bf16_bits(W, (size_t)out * in) : NULL;
     float *gx = up(x, sizeof(float) * T * in), *gA = up(A, sizeof(float) * r * in), *gB = up(B, sizeof(float) * out * r);
     void *gW = bf16 ? up(W16, sizeof(uint16_t) * out * in) : up(W, sizeof(float) * out * in);
-    float *gdy = up(dy, sizeof(float) * T * out), *gy = poisoned((size_t)T * out), *gax = poisoned((size_t)T * r), *gdx = poisoned((size_t)T * in);
+    float *gbias = up(bias, sizeof(float) * out), *gdx = up(dx0, sizeof(float) * T * in);
+    float *gdy = up(dy, sizeof(float) * T * out), *gy = poisoned((size_t)T * out), *gax = poisoned((size_t)T * r);
     float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear(gy, gax, gx, gW, wt, gA, gB, s, T, in, out, r), "lora_linear");
-    check_rc(kc_lora_linear_backward(gdx, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r), "lora_linear_backward");
+    check_rc(kc_lora_linear(gy, gax, gx, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear");
+    check_rc(kc_lora_linear_backward(gdx, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r), "lora_linear_backward");
     float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r);
     char name[128];
     const char *p = bf16 ? "bf16 W" : "fp32";
@@ -397,17 +469,18 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     if (bf16) {  // the same products on the rounded inputs: only accumulation order may differ
         float *xb = bf16_round(x, (size_t)T * in), *Wb = bf16_round(W, (size_t)out * in), *dyb = bf16_round(dy, (size_t)T * out);
         memset(y, 0, sizeof(float) * T * out), memset(dA, 0, sizeof(float) * r * in), memset(dB, 0, sizeof(float) * out * r);
-        ref_lora(y, ax, dx, dyB, dA, dB, x, xb, Wb, A, B, dy, dyb, s, T, in, out, r);
+        memcpy(dx, dx0, sizeof(float) * T * in);
+        ref_lora(y, ax, dx, dyB, dA, dB, x, xb, Wb, bias, A, B, dy, dyb, s, T, in, out, r);
         snprintf(name, sizeof name, "LoRA linear y, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
         compare(name, hy, y, (size_t)T * out, 1e-5);
         snprintf(name, sizeof name, "LoRA linear dx, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
         compare(name, hdx, dx, (size_t)T * in, 1e-5);
         free(xb), free(Wb), free(dyb);
     }
-    free(x), free(W), free(W16), free(A), free(B), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA), free(dB), free(hy), free(hdx),
-        free(hdA), free(hdB);
-    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx), kc_free(gdyB), kc_free(gdA),
-        kc_free(gdB);
+    free(x), free(W), free(W16), free(A), free(B), free(bias), free(dx0), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA), free(dB),
+        free(hy), free(hdx), free(hdA), free(hdB);
+    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gbias), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx), kc_free(gdyB),
+        kc_free(gdA), kc_free(gdB);
 }
 
 // The fused head + loss against the unfused CPU sequence (full logits, soft-cap, cross-entropy, and back), with
@@ -545,6 +618,7 @@ int main(void) {
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
     test_embedding(7, 320, 64, 1.0f);
+    test_dropout_rows(100000, 50);
     test_embedding(300, 97, 576, 24.0f);
     for (int bf16 = 0; bf16 < 2; bf16++) {
         test_lora_linear(1, 64, 96, 4, bf16);

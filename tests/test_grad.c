@@ -79,10 +79,7 @@ typedef struct { int T, Hq, Hkv, hd, wrt; float scale, cap; const float *q, *k, 
 static void att_f(void *c, const float *x, float *y) {
     AttCtx *a = c;
     const float *q = a->wrt == 0 ? x : a->q, *k = a->wrt == 1 ? x : a->k, *v = a->wrt == 2 ? x : a->v;
-    const float **kr = malloc(sizeof(float *) * a->T), **vr = malloc(sizeof(float *) * a->T);
-    for (int t = 0; t < a->T; t++) kr[t] = k, vr[t] = v;
-    k_attention(y, q, kr, vr, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale, a->cap);
-    free(kr), free(vr);
+    k_attention(y, q, k, v, NULL, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale, a->cap);
 }
 
 // ---- cross-entropy (L = loss itself: R = [1])

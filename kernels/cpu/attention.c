@@ -4,9 +4,8 @@
 
 #include "../kernels.h"
 
-void k_attention(float *out, const float *q, const float *const *k_rows, const float *const *v_rows,
-                 const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
-                 float softcap) {
+void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                 const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd;
     int max_len = 1;
     for (int t = 0; t < T; t++)
@@ -20,7 +19,8 @@ void k_attention(float *out, const float *q, const float *const *k_rows, const f
                 const float *qh = q + ((size_t)t * Hq + h) * hd;
                 float *oh = out + ((size_t)t * Hq + h) * hd;
                 int kvh = h / group, lo = kv_lo[t], n = kv_hi[t] - lo + 1;
-                const float *kb = k_rows[t] + (size_t)kvh * hd, *vb = v_rows[t] + (size_t)kvh * hd;
+                size_t first = ((size_t)(kv_base ? kv_base[t] : 0) * Hkv + kvh) * hd;
+                const float *kb = k + first, *vb = v + first;
                 float m = -INFINITY;
                 for (int j = 0; j < n; j++) {
                     const float *kr = kb + (size_t)(lo + j) * kv_stride;

@@ -14,22 +14,28 @@ static void blas_single_threaded(void) {
     }
 }
 
-void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N) {
+// y[T, n0:n1] = alpha·x·w[n0:n1]ᵀ + beta·y: one thread's share of the output columns
+static void matmul_cols(float *y, const float *x, const float *w, float alpha, float beta, int T, int K, int N, int n0, int n1) {
+    if (T == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, alpha, w + (size_t)n0 * K, K, x, 1, beta, y + n0, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n1 - n0, K, alpha, x, K, w + (size_t)n0 * K, K, beta, y + n0, N);
+}
+
+// The output columns split across OpenMP threads (whole cache lines each); tiny products stay on one thread,
+// where threading costs more than it saves.
+static void matmul_threaded(float *y, const float *x, const float *w, const float *bias, float alpha, float beta, int T, int K, int N) {
     blas_single_threaded();
     int nt = omp_get_max_threads();
-    if ((long)T * K * N < 1L << 18) nt = 1;  // tiny products: threading costs more than it saves
+    if ((long)T * K * N < 1L << 18) nt = 1;
 #pragma omp parallel num_threads(nt)
     {
         int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         int chunk = (N + nth - 1) / nth;
-        chunk = (chunk + 15) / 16 * 16;  // whole cache lines of y per thread
+        chunk = (chunk + 15) / 16 * 16;
         int n0 = tid * chunk, n1 = n0 + chunk > N ? N : n0 + chunk;
         if (n0 < n1) {
-            if (T == 1)
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, K, 1.0f, w + (size_t)n0 * K, K, x, 1, 0.0f, y + n0, 1);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n1 - n0, K, 1.0f, x, K, w + (size_t)n0 * K, K,
-                            0.0f, y + n0, N);
+            matmul_cols(y, x, w, alpha, beta, T, K, N, n0, n1);
             if (bias)
                 for (int t = 0; t < T; t++)
                     for (int n = n0; n < n1; n++) y[(size_t)t * N + n] += bias[n];
@@ -37,6 +43,13 @@ void k_matmul(float *y, const float *x, const float *w, const float *bias, int T
     }
 }
 
+void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N) {
+    matmul_threaded(y, x, w, bias, 1.0f, 0.0f, T, K, N);
+}
+
+void k_matmul_add(float *y, const float *x, const float *w, float alpha, int T, int K, int N) {
+    matmul_threaded(y, x, w, NULL, alpha, 1.0f, T, K, N);
+}
 
 void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float *bias, int T, int K, int N) {
     if (wt == LD_F32) {

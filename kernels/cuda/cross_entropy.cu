@@ -68,14 +68,15 @@ extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W,
         goto done;
     for (int c0 = 0; c0 < n; c0 += C) {
         int m = n - c0 < C ? n - c0 : C;
-        if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, W, wt, NULL, NULL, 0, m, D, V, 0)) goto done;
+        if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, W, wt, NULL, NULL, NULL, 0, m, D, V, 0)) goto done;
         head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / n, dx != NULL);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) {
             kc_set_error("linear_cross_entropy", e);
             goto done;
         }
-        if (dx && (kc_lora_linear_backward(dxc, NULL, NULL, NULL, logits, xc, NULL, W, wt, NULL, NULL, 0, m, D, V, 0) ||
+        if (dx && (kc_fill(dxc, 0, (size_t)m * D) ||
+                   kc_lora_linear_backward(dxc, NULL, NULL, NULL, NULL, NULL, logits, xc, NULL, W, wt, NULL, NULL, 0, m, D, V, 0) ||
                    kc_scatter_rows(dx, dxc, d_rows + c0, m, D)))
             goto done;
     }

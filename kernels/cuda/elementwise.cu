@@ -1,6 +1,7 @@
 // Small elementwise ops the GPU training step strings together: residual adds, bias rows, scaling, and the sum of
 // squares for the global gradient norm (reduced in a fixed order: deterministic).
 #include "common.cuh"
+#include "dropout_mask.h"
 
 __global__ static void add_kernel(float *x, const float *y, size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -95,17 +96,14 @@ extern "C" int kc_gather_rows(float *dst, const float *src, const int *src_rows,
     return 0;
 }
 
-// LoRA dropout's mask (engine/backprop.c drop_keep, bit for bit): element e is kept when a hash of (stream, e) clears
-// p, then scaled by 1/(1-p); the mask is a function, so the backward pass recomputes it. y may be x.
-__global__ static void dropout_kernel(float *y, const float *x, size_t n, float p, float k, unsigned long long stream) {
+// LoRA dropout (dropout_mask.h, the CPU reference's mask bit for bit), scaled by 1/(1-p). y may be x.
+__global__ static void dropout_kernel(float *y, const float *x, size_t n, float p, float k, uint64_t stream) {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= n) return;
-    unsigned long long h = stream ^ ((unsigned long long)e * 0x9e3779b97f4a7c15ull);
-    h ^= h >> 33, h *= 0xff51afd7ed558ccdull, h ^= h >> 33, h *= 0xc4ceb9fe1a85ec53ull, h ^= h >> 33;
-    y[e] = (double)(h >> 11) * (1.0 / 9007199254740992.0) >= (double)p ? x[e] * k : 0.0f;
+    y[e] = ld_dropout_keep(stream, e, p) ? x[e] * k : 0.0f;
 }
 
-extern "C" int kc_dropout(float *y, const float *x, size_t n, float p, unsigned long long stream) {
+extern "C" int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream) {
     if (!n) return 0;
     dropout_kernel<<<kc_blocks(n, 256), 256>>>(y, x, n, p, 1.0f / (1.0f - p), stream);
     KC_CHECK_LAUNCH("dropout");

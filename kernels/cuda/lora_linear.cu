@@ -1,4 +1,5 @@
-// The LoRA linear y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ forward and backward (dx, dA, dB; no dW for the frozen base).
+// The LoRA linear y = x·Wᵀ + bias + s·(x·Aᵀ)·Bᵀ forward and backward (dx accumulated, dA, dB; no dW: the base is
+// frozen on the GPU). The contract of kernels/cpu/lora_linear.c.
 // fp32 W: cuBLAS sgemm in true fp32 (no TF32), the path the CPU reference is matched against at 1e-5.
 // bf16 W (mixed precision): the activation (x, or dy going back) is rounded to bf16 into a scratch buffer and
 // the base GEMM runs on cuBLASLt with bf16 inputs, fp32 accumulation and an fp32 result; the low-rank path
@@ -93,15 +94,17 @@ static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int
     return 0;
 }
 
-// The base product with W[out,in] stored as wt, replacing C: forward C[T,out] = act[T,in]·Wᵀ, backward C[T,in] =
-// act[T,out]·W. For a bf16 W the activation is rounded to bf16 into a buffer from the caching allocator first.
-static int base_gemm(const char *what, int backward, float *C, const float *act, const void *W, LdDtype wt, int T, int in, int out) {
+// The base product with W[out,in] stored as wt: forward C[T,out] = act[T,in]·Wᵀ, backward C[T,in] += act[T,out]·W
+// (beta 0 replaces C, 1 accumulates). For a bf16 W the activation is rounded to bf16 into a buffer from the caching
+// allocator first.
+static int base_gemm(const char *what, int backward, float *C, const float *act, const void *W, LdDtype wt, int T, int in, int out,
+                     float beta) {
     int N = backward ? in : out, K = backward ? out : in, transW = !backward;
-    if (wt == LD_F32) return gemm(what, 0, transW, T, N, K, 1.0f, act, K, (const float *)W, in, 0.0f, C, N);
+    if (wt == LD_F32) return gemm(what, 0, transW, T, N, K, 1.0f, act, K, (const float *)W, in, beta, C, N);
     size_t n = (size_t)T * K;
     __nv_bfloat16 *a16 = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * n);
     int rc = !a16 || lt() || kc_to_bf16(a16, act, n) ? -1
-                                                     : gemm_bf16(what, 0, transW, T, N, K, 1.0f, a16, K, (const __nv_bfloat16 *)W, in, 0.0f, C, N);
+                                                     : gemm_bf16(what, 0, transW, T, N, K, 1.0f, a16, K, (const __nv_bfloat16 *)W, in, beta, C, N);
     kc_free(a16);
     return rc;
 }
@@ -112,26 +115,31 @@ static int check_type(const char *what, LdDtype wt) {
     return -1;
 }
 
-// y[T,out] = x[T,in]·W[out,in]ᵀ + s·ax·B[out,r]ᵀ with ax[T,r] = x·A[r,in]ᵀ kept for the backward pass
-extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
-                              int in, int out, int r) {
+// y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·ax·B[out,r]ᵀ with ax[T,r] = x·A[r,in]ᵀ kept for the backward pass
+extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
+                              const float *B, float s, int T, int in, int out, int r) {
     if (blas() || check_type("lora_linear", wt)) return -1;
-    if (W && base_gemm("lora_linear W", 0, y, x, W, wt, T, in, out)) return -1;
+    if (W && (base_gemm("lora_linear W", 0, y, x, W, wt, T, in, out, 0.0f) || kc_add_bias(y, bias, T, out))) return -1;
     if (!A) return 0;
     if (gemm("lora_linear A", 0, 1, T, r, in, 1.0f, x, in, A, in, 0.0f, ax, r)) return -1;
     return gemm("lora_linear B", 0, 1, T, out, r, s, ax, r, B, r, 1.0f, y, out);
 }
 
-// dx[T,in] = dy·W + s·(dy·B)·A;  dB[out,r] += s·dyᵀ·ax;  dA[r,in] += s·(dy·B)ᵀ·x.  dyB is scratch [T,r].
-extern "C" int kc_lora_linear_backward(float *dx, float *dA, float *dB, float *dyB, const float *dy, const float *x, const float *ax,
-                                       const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out, int r) {
+// dx[T,in] += dy·W + s·(dy·B)·A;  dB[out,r] += s·dyᵀ·ax;  dA[r,in] += s·(dy·B)ᵀ·x.  dyB is scratch [T,r].
+extern "C" int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy,
+                                       const float *x, const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s,
+                                       int T, int in, int out, int r) {
     if (blas() || check_type("lora_linear_backward", wt)) return -1;
-    if (W && base_gemm("lora_linear_backward dx", 1, dx, dy, W, wt, T, in, out)) return -1;
+    if (dW || dbias) {
+        kc_set_error_msg("lora_linear_backward", "no gradient of the base weight on the GPU (full fine-tuning runs on the CPU)");
+        return -1;
+    }
+    if (W && base_gemm("lora_linear_backward dx", 1, dx, dy, W, wt, T, in, out, 1.0f)) return -1;
     if (!A) return 0;
     if (gemm("lora_linear_backward dyB", 0, 0, T, r, out, s, dy, out, B, r, 0.0f, dyB, r) ||
-        gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, W ? 1.0f : 0.0f, dx, in) ||
-        gemm("lora_linear_backward dB", 1, 0, out, r, T, s, dy, out, ax, r, 1.0f, dB, r) ||
-        gemm("lora_linear_backward dA", 1, 0, r, in, T, 1.0f, dyB, r, x, in, 1.0f, dA, in))
+        gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, 1.0f, dx, in) ||
+        (dB && gemm("lora_linear_backward dB", 1, 0, out, r, T, s, dy, out, ax, r, 1.0f, dB, r)) ||
+        (dA && gemm("lora_linear_backward dA", 1, 0, r, in, T, 1.0f, dyB, r, x, in, 1.0f, dA, in)))
         return -1;
     return 0;
 }

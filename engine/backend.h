@@ -1,0 +1,69 @@
+// defines: Backend, the ops the model (transformer.h) is written against, each with the contract of its kernel in
+// kernels.h: the CPU backend runs kernels/cpu, the CUDA backend kernels/cuda. Pointers are in the backend's memory
+// (host memory for the CPU, device memory for CUDA) unless an op says otherwise. Every op returns 0, or -1 with the
+// backend's error (last_error()); the model stops at the first failure.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "activation.h"
+#include "dtype.h"
+
+typedef struct Backend {
+    const char *name;
+    int weight_grads;  // whether the ops can accumulate gradients of the base weights (full fine-tuning)
+    const char *(*last_error)(void);
+    // memory: alloc gives zeroed bytes (NULL on failure); upload/download copy from/to the host
+    void *(*alloc)(size_t bytes);
+    void (*release)(void *p);
+    int (*upload)(void *dst, const void *host, size_t bytes);
+    int (*download)(void *host, const void *src, size_t bytes);
+    int (*copy)(float *dst, const float *src, size_t n);
+    int (*fill)(float *x, float value, size_t n);
+    // activations kept between the passes in bf16 (n values); NULL where the backend keeps them as they are
+    int (*to_bf16)(void *dst, const float *src, size_t n);
+    int (*from_bf16)(float *dst, const void *src, size_t n);
+    // ops
+    int (*embedding)(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
+    int (*embedding_backward)(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
+    int (*rmsnorm)(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
+    int (*add_rmsnorm)(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
+    int (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
+    int (*lora_linear)(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
+                       float s, int T, int in, int out, int r);
+    int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
+                                const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
+                                int out, int r);
+    int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream);
+    int (*rope)(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+    int (*rope_backward)(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+    // kv_base NULL: the keys are rows 0.. of k/v, this call's own tokens (a packed batch); lse[T,Hq] may be NULL
+    int (*attention)(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                     const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+    // over a packed batch, given the forward's out and lse: dq written, dk/dv accumulated
+    int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                              const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
+                              float scale, float softcap);
+    int (*gated)(Activation act, float *h, const float *gate, const float *up, size_t n);
+    int (*gated_backward)(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+    int (*add)(float *x, const float *y, size_t n);
+    int (*softcap)(float *x, size_t n, float cap);
+    int (*scatter_rows)(float *dst, const float *src, const int *dst_rows, int n, int width);
+    int (*gather_rows)(float *dst, const float *src, const int *src_rows, int n, int width);
+    // targets on the host; dw (NULL: frozen head) accumulated; *loss and *n_counted on the host
+    int (*linear_cross_entropy)(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
+                                float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted);
+} Backend;
+
+// The ops whose kernels share the op's name and signature (kernels/cpu's k_<op> behind a cpu_<op> wrapper that
+// returns 0, kernels/cuda's kc_<op> as it is): a backend's table lists them as LD_BACKEND_OPS(its naming), then
+// attention and linear_cross_entropy by hand.
+#define LD_BACKEND_OPS(X)                                                                                              \
+    X(embedding) X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linear_backward) \
+    X(dropout) X(rope) X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(scatter_rows)  \
+    X(gather_rows)
+
+extern const Backend ld_backend_cpu;
+#ifdef LLAMADUO_HAVE_CUDA
+extern const Backend ld_backend_cuda;
+#endif

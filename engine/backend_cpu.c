@@ -1,0 +1,131 @@
+// The CPU backend: backend.h's ops on host memory, each the kernels/cpu reference of its CUDA twin.
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "kernels.h"
+#include "util.h"
+
+static const char *cpu_error(void) { return ld_last_error(); }
+
+static void *cpu_alloc(size_t bytes) {
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) ld_set_error("out of memory allocating %.1f MiB", bytes / 1048576.0);
+    return p;
+}
+static void cpu_release(void *p) { free(p); }
+static int cpu_memcpy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+    return 0;
+}
+static int cpu_copy(float *dst, const float *src, size_t n) { return cpu_memcpy(dst, src, sizeof(float) * n); }
+static int cpu_fill(float *x, float value, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = value;
+    return 0;
+}
+
+static int cpu_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale) {
+    k_embedding(x, table, tt, tokens, T, D, scale);
+    return 0;
+}
+static int cpu_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale) {
+    k_embedding_backward(dtable, dx, tokens, T, D, scale);
+    return 0;
+}
+static int cpu_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one) {
+    k_rmsnorm(y, x, w, T, D, eps, plus_one);
+    return 0;
+}
+static int cpu_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
+    k_add_rmsnorm(y, x, d, w, T, D, eps, plus_one);
+    return 0;
+}
+static int cpu_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
+                                int plus_one) {
+    k_rmsnorm_backward(dx, dw, dy, x, w, T, D, eps, plus_one);
+    return 0;
+}
+static int cpu_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
+                           const float *B, float s, int T, int in, int out, int r) {
+    k_lora_linear(y, ax, x, W, wt, bias, A, B, s, T, in, out, r);
+    return 0;
+}
+static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy,
+                                    const float *x, const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s,
+                                    int T, int in, int out, int r) {
+    if (dW && W && wt != LD_F32) {
+        ld_set_error("a weight's gradient needs the weight in fp32 (model_make_trainable)");
+        return -1;
+    }
+    k_lora_linear_backward(dx, dW, dbias, dA, dB, dyB, dy, x, ax, W, wt, A, B, s, T, in, out, r);
+    return 0;
+}
+static int cpu_dropout(float *y, const float *x, size_t n, float p, uint64_t stream) {
+    k_dropout(y, x, n, p, stream);
+    return 0;
+}
+static int cpu_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
+    k_rope(x, pos, inv_freq, T, n_heads, head_dim);
+    return 0;
+}
+static int cpu_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
+    k_rope_backward(dx, pos, inv_freq, T, n_heads, head_dim);
+    return 0;
+}
+// lse is not kept: the CPU backward recomputes the softmax
+static int cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                         const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+    k_attention(out, q, k, v, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    return 0;
+}
+static int cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                                  const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
+                                  float scale, float softcap) {
+    k_attention_backward(dq, dk, dv, dout, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    return 0;
+}
+static int cpu_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {
+    k_gated(act, h, gate, up, n);
+    return 0;
+}
+static int cpu_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+    k_gated_backward(act, dgate, dup, dh, gate, up, n);
+    return 0;
+}
+static int cpu_add(float *x, const float *y, size_t n) {
+    k_add(x, y, n);
+    return 0;
+}
+static int cpu_softcap(float *x, size_t n, float cap) {
+    k_softcap(x, n, cap);
+    return 0;
+}
+static int cpu_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width) {
+    k_scatter_rows(dst, src, dst_rows, n, width);
+    return 0;
+}
+static int cpu_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {
+    k_gather_rows(dst, src, src_rows, n, width);
+    return 0;
+}
+static int cpu_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,
+                                    int V, float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted) {
+    *loss = k_linear_cross_entropy(dx, dw, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, n_counted);
+    return 0;
+}
+
+#define CPU_OP(op) .op = cpu_##op,
+const Backend ld_backend_cpu = {
+    .name = "cpu",
+    .weight_grads = 1,
+    .last_error = cpu_error,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_memcpy,
+    .download = cpu_memcpy,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    LD_BACKEND_OPS(CPU_OP)
+    .attention = cpu_attention,
+    .linear_cross_entropy = cpu_linear_cross_entropy,
+};

@@ -1,0 +1,43 @@
+// The CUDA backend: backend.h's ops on device memory, launched through kernels_cuda.h (built with LLAMADUO_HAVE_CUDA).
+#ifdef LLAMADUO_HAVE_CUDA
+#include "backend.h"
+#include "kernels_cuda.h"
+
+static void *cuda_alloc(size_t bytes) {
+    void *p = kc_alloc(bytes ? bytes : 1);
+    if (p && kc_fill(p, 0, (bytes + sizeof(float) - 1) / sizeof(float))) {
+        kc_free(p);
+        return NULL;
+    }
+    return p;
+}
+// the tiled kernel for a packed batch (it keeps lse for the backward), the per-token one over a KV cache
+static int cuda_attention(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                          const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+    if (!kv_base) return kc_attention_packed(out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    return kc_attention(out, q, k, v, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+}
+static int cuda_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,
+                                     int V, float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted) {
+    (void)dw;  // never asked for: weight_grads is 0
+    return kc_linear_cross_entropy(dx, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, loss, n_counted);
+}
+
+#define CUDA_OP(op) .op = kc_##op,
+const Backend ld_backend_cuda = {
+    .name = "cuda",
+    .weight_grads = 0,
+    .last_error = kc_last_error,
+    .alloc = cuda_alloc,
+    .release = kc_free,
+    .upload = kc_upload,
+    .download = kc_download,
+    .copy = kc_copy,
+    .fill = kc_fill,
+    .to_bf16 = kc_to_bf16,
+    .from_bf16 = kc_from_bf16,
+    LD_BACKEND_OPS(CUDA_OP)
+    .attention = cuda_attention,
+    .linear_cross_entropy = cuda_linear_cross_entropy,
+};
+#endif

@@ -1,0 +1,195 @@
+// The backward pass of the model, once for every backend: from the fused loss's gradient back through the final
+// norm, each block in reverse (recomputing its normed inputs and gated activation from what the forward kept) and
+// the embedding; the adapter's gradients, and with full fine-tuning every weight's, accumulate.
+#include <math.h>
+#include <stdlib.h>
+
+#include "dropout_mask.h"
+#include "transformer.h"
+#include "util.h"
+
+#define TRY(call)                      \
+    do {                               \
+        if ((call) != 0) return -1;    \
+    } while (0)
+
+typedef struct {
+    const Transformer *t;
+    const TokenPlan *p;
+    const TrainStep *step;
+    float *dx;                    // [n, D] the gradient of the residual stream
+    float *xn, *tmp, *dbr, *dn;   // [n, D] recomputed normed input, a block's input gradient, branch gradient, norm input gradient
+    float *h, *dF, *dG, *dU;      // [n, F]
+    float *dq, *datt, *dk, *dv;   // [n, qd] [n, qd] [n, kvd] [n, kvd]
+    float *dqk;                   // [n, qd] q/k norms' input gradient
+    float *xd, *dxd, *dyB;        // [n, widest] dropout's masked input and its gradient; [n, r] adapter scratch
+} Bwd;
+
+static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
+
+static int bwd_alloc(Bwd *b) {
+    const ModelConfig *c = b->t->cfg;
+    const Lora *ad = b->t->adapter;
+    size_t n = b->p->n, D = c->dim, F = c->ffn_dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t wide = D > qd ? D : qd;
+    wide = wide > F ? wide : F;
+    int dropping = ad && b->step->dropout > 0;
+    struct { float **buf; size_t len; int want; } all[] = {
+        {&b->dx, n * D, 1}, {&b->xn, n * D, 1}, {&b->tmp, n * D, 1}, {&b->dbr, n * D, 1}, {&b->dn, n * D, 1},
+        {&b->h, n * F, 1}, {&b->dF, n * F, 1}, {&b->dG, n * F, 1}, {&b->dU, n * F, 1},
+        {&b->dq, n * qd, 1}, {&b->datt, n * qd, 1}, {&b->dk, n * kvd, 1}, {&b->dv, n * kvd, 1}, {&b->dqk, n * qd, c->qk_norm},
+        {&b->xd, n * wide, dropping}, {&b->dxd, n * wide, dropping}, {&b->dyB, n * (ad ? ad->rank : 0), ad != NULL},
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i].want && !(*all[i].buf = floats(b->t->be, all[i].len))) return -1;
+    return 0;
+}
+
+static void bwd_free(Bwd *b) {
+    float *all[] = {b->dx, b->xn, b->tmp, b->dbr, b->dn, b->h, b->dF, b->dG, b->dU, b->dq, b->datt, b->dk, b->dv, b->dqk, b->xd, b->dxd, b->dyB};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b->t->be->release(all[i]);
+}
+
+// dx[n,in] += the input gradient of linear() on layer l's target (transformer_forward.c): through the base weight,
+// and through the adapter and its dropout mask; the adapter's gradients, and the weight's (dW, dbias) when given,
+// accumulate.
+static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, const float *dy, const float *x, const float *ax,
+                           const Linear *W, Linear *dW, float *dbias, int in, int out) {
+    const Backend *be = b->t->be;
+    const Lora *ad = b->t->adapter;
+    const LoraPair *pr = adapter_pair(ad, l, target);
+    LoraPair *g = pr && b->step->adapter_grad ? &b->step->adapter_grad->w[l * LT_COUNT + target] : NULL;
+    float *dw = dW ? (float *)dW->data : NULL, *gA = g ? g->A : NULL, *gB = g ? g->B : NULL;
+    int n = b->p->n;
+    if (!pr) return be->lora_linear_backward(dx, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0);
+    float drop = b->step->dropout, s = ad->scale;
+    if (drop <= 0)
+        return be->lora_linear_backward(dx, dw, dbias, gA, gB, b->dyB, dy, x, ax, W->data, W->type, pr->A, pr->B, s, n, in, out, ad->rank);
+    // the adapter saw the masked input: its share of dx goes back through the same mask
+    uint64_t stream = ld_dropout_stream(b->step->dropout_seed, l, target);
+    size_t len = (size_t)n * in;
+    TRY(be->lora_linear_backward(dx, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0));
+    TRY(be->dropout(b->xd, x, len, drop, stream));
+    TRY(be->fill(b->dxd, 0, len));
+    TRY(be->lora_linear_backward(b->dxd, NULL, NULL, gA, gB, b->dyB, dy, b->xd, ax, NULL, W->type, pr->A, pr->B, s, n, in, out, ad->rank));
+    TRY(be->dropout(b->dxd, b->dxd, len, drop, stream));
+    return be->add(dx, b->dxd, len);
+}
+
+// The gradient at a branch's linear output: through Gemma 2/3's post norm (weight gradient into dw) when there is one.
+static int branch_grad(const Bwd *b, const float *post_norm, float *dw, const float *pre, const float **dy) {
+    const ModelConfig *c = b->t->cfg;
+    *dy = b->dx;
+    if (!post_norm) return 0;
+    *dy = b->dbr;
+    return b->t->be->rmsnorm_backward(b->dbr, dw, b->dx, pre, post_norm, b->p->n, c->dim, c->norm_eps, c->norm_plus_one);
+}
+
+// dx += the gradient through norm(x_in) whose input gradient is in b->dn (norm weight's gradient into dw).
+static int norm_into_stream(const Bwd *b, float *dw, const float *x_in, const float *w) {
+    const ModelConfig *c = b->t->cfg;
+    int n = b->p->n, D = c->dim;
+    TRY(b->t->be->rmsnorm_backward(b->tmp, dw, b->dn, x_in, w, n, D, c->norm_eps, c->norm_plus_one));
+    return b->t->be->add(b->dx, b->tmp, (size_t)n * D);
+}
+
+// The MLP half of block l: x_out = xmid + post_ffn_norm(down(act(gate(xn)) · up(xn))), xn = ffn_norm(xmid).
+static int mlp_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *gw) {
+    const Transformer *t = b->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    const LayerWeights *w = &t->w.layers[l];
+    int n = b->p->n, D = c->dim, F = c->ffn_dim;
+    const float *ddn;
+    TRY(branch_grad(b, w->post_ffn_norm, gw ? gw->post_ffn_norm : NULL, a->dn_pre, &ddn));
+    TRY(be->gated(c->act, b->h, a->gt, a->u, (size_t)n * F));
+    TRY(be->fill(b->dF, 0, (size_t)n * F));
+    TRY(linear_backward(b, l, LT_DOWN, b->dF, ddn, b->h, a->ax[LT_DOWN], &w->w_down, gw ? &gw->w_down : NULL, NULL, F, D));
+    TRY(be->gated_backward(c->act, b->dG, b->dU, b->dF, a->gt, a->u, (size_t)n * F));
+    TRY(be->rmsnorm(b->xn, a->xmid, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
+    TRY(be->fill(b->dn, 0, (size_t)n * D));
+    TRY(linear_backward(b, l, LT_GATE, b->dn, b->dG, b->xn, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, D, F));
+    TRY(linear_backward(b, l, LT_UP, b->dn, b->dU, b->xn, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, D, F));
+    return norm_into_stream(b, gw ? gw->ffn_norm : NULL, a->xmid, w->ffn_norm);
+}
+
+// dq and dk back through rope and Gemma 3's q/k norms (in place).
+static int qk_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *gw) {
+    const Transformer *t = b->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    const LayerWeights *w = &t->w.layers[l];
+    int n = b->p->n, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads;
+    const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
+    TRY(be->rope_backward(b->dq, b->p->pos, inv, n, Hq, hd));
+    TRY(be->rope_backward(b->dk, b->p->pos, inv, n, Hkv, hd));
+    if (!c->qk_norm) return 0;
+    TRY(be->rmsnorm_backward(b->dqk, gw ? gw->q_norm : NULL, b->dq, a->q_pre, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
+    TRY(be->copy(b->dq, b->dqk, (size_t)n * Hq * hd));
+    TRY(be->rmsnorm_backward(b->dqk, gw ? gw->k_norm : NULL, b->dk, a->k_pre, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
+    return be->copy(b->dk, b->dqk, (size_t)n * Hkv * hd);
+}
+
+// The attention half of block l: xmid = xin + post_attn_norm(o(attention(q, k, v))), q/k/v from attn_norm(xin).
+static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *gw) {
+    const Transformer *t = b->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    const LayerWeights *w = &t->w.layers[l];
+    int n = b->p->n, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, qd = Hq * hd, kvd = Hkv * hd;
+    const float *dob;
+    TRY(branch_grad(b, w->post_attn_norm, gw ? gw->post_attn_norm : NULL, a->o_pre, &dob));
+    TRY(be->fill(b->datt, 0, (size_t)n * qd));
+    TRY(linear_backward(b, l, LT_O, b->datt, dob, a->att, a->ax[LT_O], &w->wo, gw ? &gw->wo : NULL, gw ? gw->bo : NULL, qd, D));
+    TRY(be->fill(b->dk, 0, (size_t)n * kvd));
+    TRY(be->fill(b->dv, 0, (size_t)n * kvd));
+    const int *lo = c->layer_local[l] ? b->p->lo_local : b->p->lo_global;
+    TRY(be->attention_backward(b->dq, b->dk, b->dv, b->datt, a->q, a->k, a->v, a->att, a->lse, lo, b->p->hi, n, Hq, Hkv, hd, c->attn_scale,
+                               c->attn_softcap));
+    TRY(qk_backward(b, l, a, gw));
+    TRY(be->rmsnorm(b->xn, a->xin, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
+    TRY(be->fill(b->dn, 0, (size_t)n * D));
+    TRY(linear_backward(b, l, LT_Q, b->dn, b->dq, b->xn, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, D, qd));
+    TRY(linear_backward(b, l, LT_K, b->dn, b->dk, b->xn, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, D, kvd));
+    TRY(linear_backward(b, l, LT_V, b->dn, b->dv, b->xn, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, D, kvd));
+    return norm_into_stream(b, gw ? gw->attn_norm : NULL, a->xin, w->attn_norm);
+}
+
+static int run_backward(Bwd *b, const Activations *a) {
+    const Transformer *t = b->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    ModelWeights *gw = b->step->weight_grad;
+    int n = b->p->n, D = c->dim;
+    TRY(bwd_alloc(b));
+    TRY(be->rmsnorm_backward(b->dx, gw ? gw->final_norm : NULL, a->dx_final, a->x_final, t->w.final_norm, n, D, c->norm_eps,
+                             c->norm_plus_one));
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        LayerActs *la = &a->layers[l];
+        LayerWeights *lw = gw ? &gw->layers[l] : NULL;
+        if (t->bf16_acts) TRY(layer_acts_convert(t, la, n, 0));
+        TRY(mlp_backward(b, l, la, lw));
+        TRY(attention_backward(b, l, la, lw));
+    }
+    if (!gw) return 0;
+    return be->embedding_backward((float *)gw->embed.data, b->dx, b->p->tokens, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f);
+}
+
+int transformer_backward(const Transformer *t, const TokenPlan *p, const Activations *a, const TrainStep *step) {
+    Bwd b = {.t = t, .p = p, .step = step};
+    int rc = run_backward(&b, a);
+    bwd_free(&b);
+    return rc;
+}
+
+float transformer_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, int *n_counted) {
+    if (step && step->weight_grad && !t->be->weight_grads) {
+        ld_set_error("full fine-tuning (every weight's gradient) runs on the CPU backend, not on %s", t->be->name);
+        return NAN;
+    }
+    Activations *a = NULL;
+    float loss = transformer_forward_loss(t, p, targets, step, step ? &a : NULL, n_counted);
+    if (step && !isnan(loss) && transformer_backward(t, p, a, step)) loss = NAN;
+    activations_free(t, a);
+    return loss;
+}

@@ -1,0 +1,292 @@
+// The forward pass of the model, once for every backend: embedding, each block (attention and gated MLP, with the
+// architectures' options: biases, q/k norms, sandwich norms, sliding windows, soft-caps) and the head, as logits
+// (inference over a KV cache) or as the fused loss (training and evaluation over a packed batch).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dropout_mask.h"
+#include "transformer.h"
+#include "util.h"
+
+#define TRY(call)                      \
+    do {                               \
+        if ((call) != 0) return -1;    \
+    } while (0)
+
+ModelWeights model_weights(const Model *m) {
+    return (ModelWeights){m->embed, m->lm_head, m->final_norm, m->inv_freq_global, m->inv_freq_local, m->layers};
+}
+
+const LoraPair *adapter_pair(const Lora *adapter, int layer, LoraTarget target) {
+    if (!adapter) return NULL;
+    const LoraPair *p = &adapter->w[layer * LT_COUNT + target];
+    return p->A ? p : NULL;
+}
+
+// One call's state: the residual stream and the work buffers every block reuses.
+typedef struct {
+    const Transformer *t;
+    const TokenPlan *p;
+    const KvSpace *kv;  // inference: the cache the blocks write and read; NULL for a packed batch
+    const TrainStep *step;
+    int keep;           // a training step: each block keeps its LayerActs
+    float *x, *xn, *br;  // [n, D] residual stream, normed input of the next sub-block, branch output
+    float *h;            // [n, F] gated activation
+    float *xd;           // [n, widest] dropout's masked adapter input
+} Fwd;
+
+static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
+
+static int widest(const ModelConfig *c) {
+    int qd = c->n_heads * c->head_dim, w = c->dim > qd ? c->dim : qd;
+    return w > c->ffn_dim ? w : c->ffn_dim;
+}
+
+// y[n,out] = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ on layer l's target; ax[n,r] keeps drop(x)·Aᵀ. Dropout touches the
+// adapter's input only, as PEFT applies it.
+static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, const float *x, const Linear *W, const float *bias, int in,
+                  int out) {
+    const Backend *be = f->t->be;
+    const Lora *ad = f->t->adapter;
+    const LoraPair *pr = adapter_pair(ad, l, target);
+    int n = f->p->n;
+    float drop = f->step ? f->step->dropout : 0;
+    if (!pr) return be->lora_linear(y, NULL, x, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0);
+    if (drop <= 0) return be->lora_linear(y, ax, x, W->data, W->type, bias, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
+    TRY(be->lora_linear(y, NULL, x, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0));
+    TRY(be->dropout(f->xd, x, (size_t)n * in, drop, ld_dropout_stream(f->step->dropout_seed, l, target)));
+    return be->lora_linear(y, ax, f->xd, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
+}
+
+// ---- what a block keeps ----------------------------------------------------------------------------------
+
+// The buffers of a block's activations with their widths: the always-needed ones, then what only the backward
+// reads (kept when training).
+static int acts_alloc(const Fwd *f, int l, LayerActs *a) {
+    const ModelConfig *c = f->t->cfg;
+    const Backend *be = f->t->be;
+    const Lora *ad = f->t->adapter;
+    size_t n = f->p->n, D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim;
+    const LayerWeights *w = &f->t->w.layers[l];
+    struct { float **buf; size_t width; int want; } all[] = {
+        {&a->q, qd, 1}, {&a->k, kvd, 1}, {&a->v, kvd, 1}, {&a->att, qd, 1}, {&a->gt, F, 1}, {&a->u, F, 1},
+        {&a->xin, D, f->keep}, {&a->xmid, D, f->keep}, {&a->lse, (size_t)c->n_heads, f->keep},
+        {&a->q_pre, qd, f->keep && c->qk_norm}, {&a->k_pre, kvd, f->keep && c->qk_norm},
+        {&a->o_pre, D, f->keep && w->post_attn_norm}, {&a->dn_pre, D, f->keep && w->post_ffn_norm},
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i].want && !(*all[i].buf = floats(be, n * all[i].width))) return -1;
+    for (int t = 0; t < LT_COUNT && ad; t++)
+        if (!(a->ax[t] = floats(be, n * ad->rank))) return -1;
+    return 0;
+}
+
+// What the backward reads from a block, with each buffer's width (the ones bf16_acts narrows between the passes).
+static int acts_kept(const ModelConfig *c, LayerActs *a, float ***field, size_t *width) {
+    size_t D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim;
+    float **f[] = {&a->xin, &a->q_pre, &a->k_pre, &a->q, &a->k, &a->v, &a->att, &a->o_pre, &a->xmid, &a->gt, &a->u, &a->dn_pre};
+    size_t w[] = {D, qd, kvd, qd, kvd, kvd, qd, D, D, F, F, D};
+    int count = 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (*f[i]) field[count] = f[i], width[count++] = w[i];
+    return count;
+}
+
+int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16) {
+    const Backend *be = t->be;
+    float **field[16];
+    size_t width[16];
+    int count = acts_kept(t->cfg, a, field, width);
+    for (int i = 0; i < count; i++) {
+        size_t len = width[i] * (size_t)n;
+        void *to = be->alloc((to_bf16 ? 2 : 4) * (len ? len : 1));
+        if (!to || (to_bf16 ? be->to_bf16(to, *field[i], len) : be->from_bf16(to, *field[i], len))) {
+            be->release(to);
+            return -1;
+        }
+        be->release(*field[i]);
+        *field[i] = to;
+    }
+    return 0;
+}
+
+static void layer_acts_free(const Backend *be, LayerActs *a) {
+    float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->lse, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->release(all[i]);
+    for (int t = 0; t < LT_COUNT; t++) be->release(a->ax[t]);
+    memset(a, 0, sizeof *a);
+}
+
+void activations_free(const Transformer *t, Activations *a) {
+    if (!a) return;
+    for (int l = 0; a->layers && l < t->cfg->n_layers; l++) layer_acts_free(t->be, &a->layers[l]);
+    t->be->release(a->x_final), t->be->release(a->dx_final);
+    free(a->layers), free(a);
+}
+
+// ---- a block ------------------------------------------------------------------------------------------
+
+// q and k of one block: projections, Gemma 3's norms over head_dim (the pre-norm values kept for the backward),
+// rotary positions.
+static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
+    const Transformer *t = f->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    const LayerWeights *w = &t->w.layers[l];
+    int n = f->p->n, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, qd = Hq * hd, kvd = Hkv * hd;
+    TRY(linear(f, l, LT_Q, a->q, a->ax[LT_Q], f->xn, &w->wq, w->bq, D, qd));
+    TRY(linear(f, l, LT_K, a->k, a->ax[LT_K], f->xn, &w->wk, w->bk, D, kvd));
+    TRY(linear(f, l, LT_V, a->v, a->ax[LT_V], f->xn, &w->wv, w->bv, D, kvd));
+    if (c->qk_norm) {
+        if (a->q_pre) {
+            TRY(be->copy(a->q_pre, a->q, (size_t)n * qd));
+            TRY(be->copy(a->k_pre, a->k, (size_t)n * kvd));
+        }
+        TRY(be->rmsnorm(a->q, a->q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
+        TRY(be->rmsnorm(a->k, a->k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
+    }
+    const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
+    TRY(be->rope(a->q, f->p->pos, inv, n, Hq, hd));
+    return be->rope(a->k, f->p->pos, inv, n, Hkv, hd);
+}
+
+// att = softmax(q·kᵀ)·v over each token's key range: the batch's own keys, or the cache's after writing this
+// call's keys and values into it.
+static int attend(const Fwd *f, int l, LayerActs *a) {
+    const ModelConfig *c = f->t->cfg;
+    const Backend *be = f->t->be;
+    const TokenPlan *p = f->p;
+    int n = p->n, kvd = c->n_kv_heads * c->head_dim;
+    const float *k = a->k, *v = a->v;
+    if (f->kv) {
+        float *kc = f->kv->k + (size_t)l * f->kv->rows * kvd, *vc = f->kv->v + (size_t)l * f->kv->rows * kvd;
+        TRY(be->scatter_rows(kc, a->k, p->kv_row, n, kvd));
+        TRY(be->scatter_rows(vc, a->v, p->kv_row, n, kvd));
+        k = kc, v = vc;
+    }
+    const int *lo = c->layer_local[l] ? p->lo_local : p->lo_global;
+    return be->attention(a->att, a->lse, a->q, k, v, p->kv_base, lo, p->hi, n, c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale,
+                         c->attn_softcap);
+}
+
+// br = post_norm(linear output) on Gemma 2/3 (the pre-norm output kept in pre when training), else the output itself.
+static int branch_out(const Fwd *f, int l, LoraTarget target, const float *x, const Linear *W, const float *bias, const float *post_norm,
+                      float *ax, float *pre, int in) {
+    const ModelConfig *c = f->t->cfg;
+    int n = f->p->n, D = c->dim;
+    float *o = post_norm && pre ? pre : f->br;
+    TRY(linear(f, l, target, o, ax, x, W, bias, in, D));
+    if (!post_norm) return 0;
+    return f->t->be->rmsnorm(f->br, o, post_norm, n, D, c->norm_eps, c->norm_plus_one);
+}
+
+// One block. On entry f->xn holds attn_norm(x) (the previous block's fused add); on exit x holds the block's output
+// and f->xn the next block's attn_norm of it.
+static int block_forward(const Fwd *f, int l, LayerActs *a) {
+    const Transformer *t = f->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    const LayerWeights *w = &t->w.layers[l];
+    int n = f->p->n, D = c->dim, F = c->ffn_dim, qd = c->n_heads * c->head_dim;
+    if (a->xin) TRY(be->copy(a->xin, f->x, (size_t)n * D));
+    TRY(attention_inputs(f, l, a));
+    TRY(attend(f, l, a));
+    TRY(branch_out(f, l, LT_O, a->att, &w->wo, w->bo, w->post_attn_norm, a->ax[LT_O], a->o_pre, qd));
+    TRY(be->add_rmsnorm(f->xn, f->x, f->br, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention
+    if (a->xmid) TRY(be->copy(a->xmid, f->x, (size_t)n * D));
+    TRY(linear(f, l, LT_GATE, a->gt, a->ax[LT_GATE], f->xn, &w->w_gate, NULL, D, F));
+    TRY(linear(f, l, LT_UP, a->u, a->ax[LT_UP], f->xn, &w->w_up, NULL, D, F));
+    TRY(be->gated(c->act, f->h, a->gt, a->u, (size_t)n * F));
+    TRY(branch_out(f, l, LT_DOWN, f->h, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
+    if (l + 1 == c->n_layers) return be->add(f->x, f->br, (size_t)n * D);
+    return be->add_rmsnorm(f->xn, f->x, f->br, t->w.layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one);
+}
+
+// ---- the whole stack --------------------------------------------------------------------------------------
+
+static void fwd_free(Fwd *f) {
+    const Backend *be = f->t->be;
+    be->release(f->x), be->release(f->xn), be->release(f->br), be->release(f->h), be->release(f->xd);
+}
+
+// Embedding, then every block; kept (keep != NULL) gets each block's activations, else one set is reused.
+static int run_blocks(Fwd *f, LayerActs *kept) {
+    const Transformer *t = f->t;
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    size_t n = f->p->n, D = c->dim;
+    int dropping = f->step && f->step->dropout > 0 && t->adapter;
+    if (!(f->x = floats(be, n * D)) || !(f->xn = floats(be, n * D)) || !(f->br = floats(be, n * D)) || !(f->h = floats(be, n * c->ffn_dim)))
+        return -1;
+    if (dropping && !(f->xd = floats(be, n * widest(c)))) return -1;
+    TRY(be->embedding(f->x, t->w.embed.data, t->w.embed.type, f->p->tokens, (int)n, (int)D, c->embed_scale ? sqrtf((float)D) : 1.0f));
+    TRY(be->rmsnorm(f->xn, f->x, t->w.layers[0].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one));
+    LayerActs scratch = {0};
+    int rc = 0;
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        LayerActs *a = kept ? &kept[l] : &scratch;
+        if (kept || l == 0) rc = acts_alloc(f, l, a);
+        if (!rc) rc = block_forward(f, l, a);
+        if (!rc && kept && t->bf16_acts) rc = layer_acts_convert(t, a, (int)n, 1);
+    }
+    layer_acts_free(be, &scratch);
+    return rc;
+}
+
+int transformer_logits(const Transformer *t, const TokenPlan *p, const KvSpace *kv, const int *out_rows, int n_out, float *logits) {
+    const Backend *be = t->be;
+    const ModelConfig *c = t->cfg;
+    Fwd f = {.t = t, .p = p, .kv = kv};
+    int D = c->dim, V = c->vocab, rc = run_blocks(&f, NULL);
+    float *xo = rc || !n_out ? NULL : floats(be, (size_t)n_out * D);
+    if (!rc && n_out) {
+        rc = !xo || be->gather_rows(xo, f.x, out_rows, n_out, D) || be->rmsnorm(xo, xo, t->w.final_norm, n_out, D, c->norm_eps, c->norm_plus_one) ||
+             be->lora_linear(logits, NULL, xo, t->w.lm_head.data, t->w.lm_head.type, NULL, NULL, NULL, 0, n_out, D, V, 0) ||
+             (c->final_softcap > 0 && be->softcap(logits, (size_t)n_out * V, c->final_softcap));
+    }
+    be->release(xo);
+    fwd_free(&f);
+    return rc ? -1 : 0;
+}
+
+// Rows of logits per chunk of the fused head + loss: about 32 MiB of them whatever the vocabulary.
+static int head_rows(int vocab) {
+    int rows = (int)((8u << 20) / (unsigned)(vocab > 0 ? vocab : 1));
+    return rows < 16 ? 16 : rows;
+}
+
+// The final norm and the fused head + loss (never the whole [n, V] logits); a training step also gets the gradient
+// at the norm's output in dxf and the head's weight gradient.
+static int head_loss(const Fwd *f, const int *targets, float *xf, float *dxf, float *loss, int *n_counted) {
+    const Transformer *t = f->t;
+    const ModelConfig *c = t->cfg;
+    const TrainStep *st = f->step;
+    int n = f->p->n, D = c->dim, V = c->vocab;
+    float *dw = st && st->weight_grad ? (float *)st->weight_grad->lm_head.data : NULL;
+    TRY(t->be->rmsnorm(xf, f->x, t->w.final_norm, n, D, c->norm_eps, c->norm_plus_one));
+    return t->be->linear_cross_entropy(dxf, dw, xf, t->w.lm_head.data, t->w.lm_head.type, targets, n, D, V, c->final_softcap, -100,
+                                       head_rows(V), loss, n_counted);
+}
+
+float transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, Activations **keep,
+                               int *n_counted) {
+    const Backend *be = t->be;
+    size_t n = p->n, D = t->cfg->dim;
+    Fwd f = {.t = t, .p = p, .step = step, .keep = keep != NULL};
+    Activations *a = keep ? ld_xcalloc(1, sizeof *a) : NULL;
+    if (a) a->layers = ld_xcalloc((size_t)t->cfg->n_layers, sizeof(LayerActs));
+    float loss = NAN, *xf = NULL;
+    int rc = run_blocks(&f, a ? a->layers : NULL);
+    if (!rc) rc = !(xf = floats(be, n * D)) || (a && !(a->dx_final = floats(be, n * D)));
+    if (!rc) rc = head_loss(&f, targets, xf, a ? a->dx_final : NULL, &loss, n_counted);
+    be->release(xf);
+    if (a && !rc) a->x_final = f.x, f.x = NULL;  // the backward starts from the final norm's input
+    fwd_free(&f);
+    if (rc) {
+        activations_free(t, a);
+        return NAN;
+    }
+    if (keep) *keep = a;
+    return loss;
+}

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include "config.h"
 #include "records.h"
 #include "report.h"
+#include "train_options.h"
 #include "util.h"
 
 // ---- config ----------------------------------------------------------------------------------------------
@@ -55,7 +55,6 @@ static int get_bool(const cJSON *o, const char *key, const char *path, int def, 
     return 0;
 }
 
-// `llamaduo train --check` validates the student's training settings exactly as training will read them.
 static int check_train_settings(Run *r);
 
 int run_load(const char *config_path, const char *self_exe, Run *r) {
@@ -206,23 +205,44 @@ static int spawn_wait(Run *r, char *const argv[], const char *what) {
     return -1;
 }
 
-// The probe is an in-memory file the child reads through /proc/self/fd: a check writes nothing anywhere (a
-// scratch file in /tmp outlived every run killed during the check).
+// A child's argv, built by argument rather than counted by hand: argv_add appends its NULL-terminated list, and
+// a list that outgrows the room is refused by spawn_argv instead of overflowing.
+typedef struct {
+    char *v[40];
+    int n, overflow;
+} Argv;
+
+static void argv_add(Argv *a, ...) {
+    va_list ap;
+    va_start(ap, a);
+    for (char *s = va_arg(ap, char *); s; s = va_arg(ap, char *)) {
+        if (a->n + 1 >= (int)(sizeof a->v / sizeof a->v[0])) a->overflow = 1;
+        else a->v[a->n++] = s, a->v[a->n] = NULL;
+    }
+    va_end(ap);
+}
+
+static int spawn_argv(Run *r, Argv *a, const char *what) {
+    if (a->overflow) {
+        ld_set_error("%s: more arguments than the launcher has room for", what);
+        return -1;
+    }
+    return spawn_wait(r, a->v, what);
+}
+
+// student.train read and checked by the trainer's own schema (engine/train_options.h), as `llamaduo train` will
+// read it; model, train and out are the loop's to fill in.
 static int check_train_settings(Run *r) {
-    int fd = memfd_create("student.train", 0);  // inherited by the child: no close-on-exec
-    if (fd < 0) return 0;  // no probe: training itself will check
-    cJSON *t = r->train ? cJSON_Duplicate(r->train, 1) : cJSON_CreateObject(), *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "train", t);
-    char *txt = cJSON_Print(root);
-    cJSON_Delete(root);
-    ssize_t w = write(fd, txt, strlen(txt));
-    free(txt);
-    char probe[64];
-    snprintf(probe, sizeof probe, "/proc/self/fd/%d", fd);
-    char *argv[] = {"llamaduo", "train", "--config", probe, "--check", NULL};
-    int rc = w < 0 ? 0 : spawn_wait(r, argv, "checking student.train");
-    close(fd);
-    if (rc) ld_set_error("%s: 'student.train' is not valid (`llamaduo train` said why above)", r->config_path);
+    TrainOptions o;
+    train_options_init(&o);
+    int rc = r->train ? train_options_from_json(&o, r->train, "student.train", r->config_path) : 0;
+    if (!rc && train_options_check(&o, 0)) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        ld_set_error("%s: student.train: %s", r->config_path, why);
+        rc = -1;
+    }
+    train_options_free(&o);
     return rc;
 }
 
@@ -729,12 +749,11 @@ static int stage_train(Run *r, int round) {
         free(txt);
     }
     if (ok) {
-        char *argv[10] = {"llamaduo", "train", "--config", yaml};
-        int k = 4;
-        if (ld_is_dir(ck)) argv[k++] = "--resume";  // a kill -9 left a checkpoint: continue from it
-        if (r->retrain_continue && round > 1) argv[k++] = "--init-adapter", argv[k++] = prev;
-        argv[k] = NULL;
-        ok = spawn_wait(r, argv, "llamaduo train") == 0;
+        Argv a = {0};
+        argv_add(&a, "llamaduo", "train", "--config", yaml, NULL);
+        if (ld_is_dir(ck)) argv_add(&a, "--resume", NULL);  // a kill -9 left a checkpoint: continue from it
+        if (r->retrain_continue && round > 1) argv_add(&a, "--init-adapter", prev, NULL);
+        ok = spawn_argv(r, &a, "llamaduo train") == 0;
     }
     cJSON_AddNumberToObject(s.detail, "records", n_records);
     int rc = stage_end(&s, ok, outs, 2);
@@ -757,14 +776,11 @@ static int stage_infer(Run *r, int round) {
     snprintf(seed, sizeof seed, "%d", r->infer_seed);
     snprintf(batch, sizeof batch, "%d", r->infer_batch);
     snprintf(threads, sizeof threads, "%d", r->threads);
-    char *argv[28] = {"llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te,
-                      "--samples", k, "--output", out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch,
-                      "--precision", (char *)r->infer_precision};
-    int n = 0;
-    while (argv[n]) n++;  // the rest of the array is NULL: room for the optional flags
-    if (r->threads) argv[n++] = "--threads", argv[n++] = threads;
-    argv[n] = NULL;
-    int ok = spawn_wait(r, argv, "llamaduo generate") == 0;
+    Argv a = {0};
+    argv_add(&a, "llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te, "--samples", k, "--output", out,
+             "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision, NULL);
+    if (r->threads) argv_add(&a, "--threads", threads, NULL);
+    int ok = spawn_argv(r, &a, "llamaduo generate") == 0;
     int rc = stage_end(&s, ok, outs, 1);
     free(te), free(adapter), free(a_st), free(out);
     return rc;

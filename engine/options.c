@@ -1,0 +1,158 @@
+#include "options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define FIELD(dst, o, T) ((T *)((char *)(dst) + (o)->offset))
+
+void options_defaults(const OptionSpec *spec, void *dst) {
+    for (const OptionSpec *o = spec; o->key; o++) {
+        if (o->type == OPT_STR || o->type == OPT_CHOICE) *FIELD(dst, o, char *) = o->def ? ld_xstrdup(o->def) : NULL;
+        else if (o->type == OPT_NUM) *FIELD(dst, o, double) = o->def ? strtod(o->def, NULL) : 0;
+        else *FIELD(dst, o, int) = o->def ? atoi(o->def) : 0;
+    }
+}
+
+void options_free(const OptionSpec *spec, void *dst) {
+    for (const OptionSpec *o = spec; o->key; o++)
+        if (o->type == OPT_STR || o->type == OPT_CHOICE) {
+            free(*FIELD(dst, o, char *));
+            *FIELD(dst, o, char *) = NULL;
+        }
+}
+
+// "--tokens-per-step" names the key "tokens_per_step"
+static int flag_is(const char *flag, const char *key) {
+    if (strncmp(flag, "--", 2)) return 0;
+    for (flag += 2; *flag && *key; flag++, key++)
+        if (*flag != (*key == '_' ? '-' : *key)) return 0;
+    return !*flag && !*key;
+}
+
+const OptionSpec *options_find_flag(const OptionSpec *spec, const char *flag) {
+    for (const OptionSpec *o = spec; o->key; o++)
+        if (flag_is(flag, o->key)) return o;
+    return NULL;
+}
+
+static int choice_ok(const char *choices, const char *v) {
+    size_t n = strlen(v);
+    for (const char *c = choices; c && *c;) {
+        const char *bar = strchr(c, '|');
+        size_t len = bar ? (size_t)(bar - c) : strlen(c);
+        if (len == n && !strncmp(c, v, n)) return 1;
+        c = bar ? bar + 1 : NULL;
+    }
+    return 0;
+}
+
+static int set_number(const OptionSpec *o, void *dst, double v, const char *origin) {
+    if (!(v >= o->min && v <= o->max) || (o->type == OPT_INT && v != floor(v))) {
+        ld_set_error("%s: '%s' must be %s in [%g, %g], not %g", origin, o->key, o->type == OPT_INT ? "a whole number" : "a number", o->min,
+                     o->max, v);
+        return -1;
+    }
+    if (o->type == OPT_INT) *FIELD(dst, o, int) = (int)v;
+    else *FIELD(dst, o, double) = v;
+    return 0;
+}
+
+static int set_string(const OptionSpec *o, void *dst, const char *v, const char *origin) {
+    if (o->type == OPT_CHOICE && !choice_ok(o->choices, v)) {
+        ld_set_error("%s: '%s' must be one of %s, not '%s'", origin, o->key, o->choices, v);
+        return -1;
+    }
+    char **f = FIELD(dst, o, char *);
+    free(*f);
+    *f = o->type == OPT_STR && !*v ? NULL : ld_xstrdup(v);  // an empty path means "not given"
+    return 0;
+}
+
+int options_set_text(const OptionSpec *o, void *dst, const char *text, const char *origin) {
+    if (o->type == OPT_STR || o->type == OPT_CHOICE) return set_string(o, dst, text, origin);
+    if (o->type == OPT_BOOL) {
+        int yes = !strcmp(text, "true") || !strcmp(text, "1"), no = !strcmp(text, "false") || !strcmp(text, "0");
+        if (!yes && !no) {
+            ld_set_error("%s: '%s' must be true or false, not '%s'", origin, o->key, text);
+            return -1;
+        }
+        *FIELD(dst, o, int) = yes;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (end == text || *end || errno) {
+        ld_set_error("%s: '%s' must be a number, not '%s'", origin, o->key, text);
+        return -1;
+    }
+    return set_number(o, dst, v, origin);
+}
+
+static int set_json(const OptionSpec *o, void *dst, const cJSON *v, const char *origin) {
+    if (o->type == OPT_BOOL) {
+        if (!cJSON_IsBool(v)) {
+            ld_set_error("%s: '%s' must be true or false", origin, o->key);
+            return -1;
+        }
+        *FIELD(dst, o, int) = cJSON_IsTrue(v);
+        return 0;
+    }
+    if (o->type == OPT_STR || o->type == OPT_CHOICE) {
+        if (!cJSON_IsString(v)) {
+            ld_set_error("%s: '%s' must be a string", origin, o->key);
+            return -1;
+        }
+        return set_string(o, dst, v->valuestring, origin);
+    }
+    if (!cJSON_IsNumber(v)) {
+        ld_set_error("%s: '%s' must be a number", origin, o->key);
+        return -1;
+    }
+    return set_number(o, dst, v->valuedouble, origin);
+}
+
+static const OptionSpec *find_key(const OptionSpec *spec, const char *key) {
+    for (const OptionSpec *o = spec; o->key; o++)
+        if (!strcmp(o->key, key)) return o;
+    return NULL;
+}
+
+int options_from_json(const OptionSpec *spec, void *dst, const cJSON *obj, const char *section, const char *file) {
+    if (!cJSON_IsObject(obj)) {
+        ld_set_error("%s: '%s' must be a mapping", file, section);
+        return -1;
+    }
+    char origin[512];
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        const OptionSpec *o = find_key(spec, c->string);
+        snprintf(origin, sizeof origin, "%s: %s", file, section);
+        if (!o) {
+            char known[1024] = "";
+            for (const OptionSpec *k = spec; k->key; k++)
+                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", k == spec ? "" : ", ", k->key);
+            ld_set_error("%s: unknown key '%s.%s' (known: %s)", file, section, c->string, known);
+            return -1;
+        }
+        if (set_json(o, dst, c, origin)) return -1;
+    }
+    return 0;
+}
+
+void options_help(const OptionSpec *spec, FILE *out) {
+    for (const OptionSpec *o = spec; o->key; o++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", o->key);
+        for (char *p = flag; *p; p++) *p = *p == '_' ? '-' : *p;
+        const char *arg = o->type == OPT_BOOL ? "" : o->type == OPT_CHOICE ? o->choices : o->type == OPT_STR ? "TEXT" : "N";
+        char head[128];
+        snprintf(head, sizeof head, "%s %s", flag, arg);
+        fprintf(out, "  %-34s %s", head, o->help);
+        if (o->def && *o->def && o->type != OPT_BOOL) fprintf(out, " (default %s)", o->def);
+        fputc('\n', out);
+    }
+}

@@ -1,0 +1,403 @@
+#include "trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backprop.h"
+#include "cuda_device.h"
+#include "export.h"
+#include "optim.h"
+#include "train_gpu.h"
+#include "util.h"
+
+typedef struct {  // records packed greedily into one sequence of at most tokens_per_step tokens
+    int *tokens, *targets, *positions, *starts, n_records, T;
+} Packed;
+
+struct Trainer;
+// Where the steps run: the CPU backend with AdamW on the host, or the GPU with the adapter and its state there.
+typedef struct {
+    void (*zero_grad)(struct Trainer *t);
+    float (*loss)(struct Trainer *t, const TrainBatch *b, int *n_counted, int training);
+    void (*scale_grad)(struct Trainer *t, float s);
+    double (*adamw)(struct Trainer *t, float lr);
+    int (*state_to_host)(struct Trainer *t);    // before a checkpoint is written
+    int (*state_from_host)(struct Trainer *t);  // after one is read
+} StepOps;
+
+struct Trainer {
+    Model *m;
+    const TrainOptions *o;
+    const TrainData *train, *val;
+    int full;
+    Lora *lora, *grad;  // LoRA: the adapter and its gradients (host)
+    Model *mgrad;       // full fine-tuning: every weight's gradient
+    AdamW *opt;
+    GpuTrainer *gpu;
+    const StepOps *ops;
+    Packed **epochs;  // [epochs][n_packed[e]]: every epoch's shuffled packing, laid out up front for the schedule
+    int *n_packed, total, warm;
+    Packed *vb;
+    int nvb, start_step;
+    size_t n_params;
+    char *mpath;
+};
+
+// ---- the step runners -------------------------------------------------------------------------------------
+
+static TrainBatch batch_of(const Packed *p) { return (TrainBatch){p->tokens, p->targets, p->positions, p->starts, p->T, p->n_records}; }
+
+static void cpu_zero_grad(Trainer *t) { adamw_zero_grad(t->opt); }
+static float cpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
+    return train_loss_and_grad(t->m, t->lora, training ? t->grad : NULL, training ? t->mgrad : NULL, b, n_counted);
+}
+static void cpu_scale_grad(Trainer *t, float s) { adamw_scale_grad(t->opt, s); }
+static double cpu_adamw(Trainer *t, float lr) {
+    return adamw_step(t->opt, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
+}
+static int cpu_state(Trainer *t) { return (void)t, 0; }  // the optimiser's state is the host's already
+static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state};
+
+static void gpu_zero_grad(Trainer *t) { gpu_trainer_zero_grad(t->gpu); }
+static float gpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
+    return gpu_trainer_loss_and_grad(t->gpu, b, n_counted, training, t->lora->dropout_seed);
+}
+static void gpu_scale_grad(Trainer *t, float s) { gpu_trainer_scale_grad(t->gpu, s); }
+static double gpu_adamw(Trainer *t, float lr) {
+    return gpu_trainer_adamw(t->gpu, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
+}
+static int gpu_to_host(Trainer *t) { return gpu_trainer_save_state(t->gpu, t->opt); }
+static int gpu_from_host(Trainer *t) { return gpu_trainer_load_state(t->gpu, t->opt); }
+static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host};
+
+// ---- data ---------------------------------------------------------------------------------------------------
+
+static int pack(const TrainData *d, const int *order, int n, int cap, Packed **out) {
+    int nb = 0, i = 0;
+    *out = NULL;
+    while (i < n) {
+        Packed p = {0};
+        p.tokens = ld_xmalloc(sizeof(int) * (size_t)cap), p.targets = ld_xmalloc(sizeof(int) * (size_t)cap);
+        p.positions = ld_xmalloc(sizeof(int) * (size_t)cap), p.starts = ld_xmalloc(sizeof(int) * (size_t)cap);
+        while (i < n && (p.T == 0 || p.T + d->v[order[i]].n <= cap)) {
+            const TrainRecord *r = &d->v[order[i]];
+            int len = r->n < cap ? r->n : cap;
+            p.starts[p.n_records++] = p.T;
+            for (int k = 0; k < len; k++) {
+                p.tokens[p.T + k] = r->ids[k];
+                p.targets[p.T + k] = k + 1 < len ? r->targets[k] : -100;
+                p.positions[p.T + k] = k;
+            }
+            p.T += len;
+            i++;
+        }
+        *out = ld_xrealloc(*out, sizeof(Packed) * (size_t)(nb + 1));
+        (*out)[nb++] = p;
+    }
+    return nb;
+}
+
+static void free_packed(Packed *p, int n) {
+    for (int i = 0; i < n; i++) free(p[i].tokens), free(p[i].targets), free(p[i].positions), free(p[i].starts);
+    free(p);
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+// Every epoch's own shuffled order, packed; the step count follows.
+static void pack_epochs(Trainer *t) {
+    const TrainOptions *o = t->o;
+    int n = t->train->n, *order = ld_xmalloc(sizeof(int) * (size_t)n);
+    t->epochs = ld_xcalloc((size_t)o->epochs, sizeof(Packed *));
+    t->n_packed = ld_xcalloc((size_t)o->epochs, sizeof(int));
+    for (int ep = 0; ep < o->epochs; ep++) {
+        uint64_t srng = ((uint64_t)o->seed << 20) ^ (uint64_t)(ep + 1) * 0x9e3779b97f4a7c15ull;
+        for (int i = 0; i < n; i++) order[i] = i;
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)(rng_next(&srng) % (uint64_t)(i + 1)), k = order[i];
+            order[i] = order[j], order[j] = k;
+        }
+        t->n_packed[ep] = pack(t->train, order, n, o->tokens_per_step, &t->epochs[ep]);
+        t->total += (t->n_packed[ep] + o->grad_accum - 1) / o->grad_accum;
+    }
+    if (t->val && t->val->n) {
+        order = ld_xrealloc(order, sizeof(int) * (size_t)t->val->n);
+        for (int i = 0; i < t->val->n; i++) order[i] = i;
+        t->nvb = pack(t->val, order, t->val->n, o->tokens_per_step, &t->vb);
+    }
+    free(order);
+    t->warm = (int)ceil(o->warmup * t->total);
+}
+
+// ---- the trained parameters -------------------------------------------------------------------------------
+
+// LoRA as PEFT initialises it: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0.
+static void lora_init_peft(Lora *l, int seed) {
+    uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)seed;
+    for (int i = 0; i < l->n_layers * LT_COUNT; i++) {
+        LoraPair *p = &l->w[i];
+        if (!p->A) continue;
+        float bound = 1.0f / sqrtf((float)p->in);
+        for (size_t k = 0; k < (size_t)l->rank * p->in; k++) p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
+    }
+}
+
+// An earlier adapter's values (the loop's retrain: continue): same rank and targets.
+static int lora_init_from(Lora *l, const ModelConfig *c, const char *dir, const char *targets) {
+    Lora *init = lora_load_peft(c, dir);
+    if (!init) return -1;
+    int rc = 0;
+    if (init->rank != l->rank) {
+        ld_set_error("%s: rank %d, but this training uses rank %d", dir, init->rank, l->rank);
+        rc = -1;
+    }
+    for (int i = 0; i < l->n_layers * LT_COUNT && !rc; i++) {
+        LoraPair *p = &l->w[i], *q = &init->w[i];
+        if (!p->A != !q->A) {
+            ld_set_error("%s: targets other modules than targets %s", dir, targets);
+            rc = -1;
+        } else if (p->A) {
+            memcpy(p->A, q->A, sizeof(float) * (size_t)l->rank * p->in);
+            memcpy(p->B, q->B, sizeof(float) * (size_t)l->rank * p->out);
+        }
+    }
+    lora_free(init);
+    return rc;
+}
+
+static int make_params(Trainer *t) {
+    const TrainOptions *o = t->o;
+    Param *params;
+    int n;
+    if (t->full) {
+        model_make_trainable(t->m);
+        t->mgrad = model_grad_new(t->m);
+        n = model_params(t->m, t->mgrad, &params);
+    } else {
+        unsigned mask = (unsigned)train_targets_mask(o->targets);
+        t->lora = lora_new(&t->m->cfg, o->rank, (float)o->alpha, o->rslora, mask);
+        t->grad = lora_new(&t->m->cfg, o->rank, (float)o->alpha, o->rslora, mask);
+        lora_init_peft(t->lora, o->seed);
+        t->lora->dropout = (float)o->dropout;
+        if (o->init_adapter && lora_init_from(t->lora, &t->m->cfg, o->init_adapter, o->targets)) return -1;
+        n = lora_params(t->lora, t->grad, &params);
+    }
+    t->opt = adamw_new(params, n);
+    for (int i = 0; i < n; i++) t->n_params += params[i].n;
+    return 0;
+}
+
+// The GPU for LoRA when asked (cuda) or found (auto); full fine-tuning runs on the CPU.
+static int pick_device(Trainer *t) {
+    const char *dev = t->o->device;
+    t->ops = &k_cpu_steps;
+    if (!(!strcmp(dev, "cuda") || (!strcmp(dev, "auto") && !t->full && ld_cuda_device_count() > 0))) return 0;
+    if (!(t->gpu = gpu_trainer_new(t->m, t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        ld_set_error("device cuda: %s", why);
+        return -1;
+    }
+    t->ops = &k_gpu_steps;
+    return 0;
+}
+
+Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val) {
+    Trainer *t = ld_xcalloc(1, sizeof *t);
+    t->m = m, t->o = o, t->train = train, t->val = val, t->full = !strcmp(o->method, "full");
+    t->mpath = ld_path_join(o->out, "metrics.jsonl");
+    pack_epochs(t);
+    if (make_params(t) || pick_device(t) || ld_mkdir_p(o->out)) {
+        trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void trainer_info(const Trainer *t, TrainerInfo *out) {
+    *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu"};
+    if (t->gpu) ld_cuda_device_describe(0, out->device, sizeof out->device);
+}
+
+void trainer_free(Trainer *t) {
+    if (!t) return;
+    for (int ep = 0; t->epochs && ep < t->o->epochs; ep++) free_packed(t->epochs[ep], t->n_packed[ep]);
+    free(t->epochs), free(t->n_packed);
+    free_packed(t->vb, t->nvb);
+    gpu_trainer_free(t->gpu);
+    lora_free(t->lora), lora_free(t->grad), adamw_free(t->opt), model_free(t->mgrad);
+    free(t->mpath), free(t);
+}
+
+// ---- checkpoints ----------------------------------------------------------------------------------------
+
+// The trained weights, AdamW's moments and step (state.safetensors) and the data position (state.json) in
+// DIR/checkpoint — written beside, then renamed over the old one, so a kill -9 leaves either the old or the new
+// checkpoint, never half of one.
+static int save_checkpoint(const char *dir, const AdamW *opt, int step) {
+    char *ck = ld_path_join(dir, "checkpoint"), *tmp = ld_path_join(dir, "checkpoint.tmp");
+    int rc = ld_remove_tree(tmp) || ld_mkdir_p(tmp) ? -1 : 0;
+    char *st = ld_path_join(tmp, "state.safetensors"), *js = ld_path_join(tmp, "state.json"), *jtmp;
+    if (!rc) rc = adamw_save(opt, st);
+    FILE *f = rc ? NULL : ld_atomic_open(js, &jtmp);
+    if (f) rc = ld_atomic_commit(f, jtmp, js, fprintf(f, "{\"step\": %d}\n", step) > 0);
+    else rc = -1;
+    if (!rc && (ld_remove_tree(ck) || rename(tmp, ck))) rc = -1;
+    if (rc) ld_set_error("%s: cannot write the checkpoint", ck);
+    free(st), free(js), free(ck), free(tmp);
+    return rc;
+}
+
+static int load_checkpoint(const char *dir, AdamW *opt, int *step) {
+    char *ck = ld_path_join(dir, "checkpoint"), *st = ld_path_join(ck, "state.safetensors"), *js = ld_path_join(ck, "state.json");
+    int rc = -1;
+    char *txt = ld_read_file(js, NULL);
+    cJSON *j = txt ? cJSON_Parse(txt) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    if (!cJSON_IsNumber(s)) ld_set_error("%s: no usable checkpoint to resume from", ck);
+    else if (!adamw_load(opt, st)) rc = 0, *step = s->valueint;
+    cJSON_Delete(j);
+    free(txt), free(ck), free(st), free(js);
+    return rc;
+}
+
+// metrics.jsonl keeps the lines of the steps up to the checkpoint; the steps after it are done again.
+static int trim_metrics(const char *path, int upto) {
+    char *txt = ld_read_file(path, NULL), *tmp, *save = NULL;
+    FILE *f = txt ? ld_atomic_open(path, &tmp) : NULL;
+    if (!f) {
+        free(txt);
+        return txt ? -1 : 0;  // no metrics yet: nothing to keep
+    }
+    int ok = 1;
+    for (char *line = strtok_r(txt, "\n", &save); line && ok; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "step");
+        if (cJSON_IsNumber(st) && st->valueint <= upto) ok = fprintf(f, "%s\n", line) > 0;
+        cJSON_Delete(j);
+    }
+    free(txt);
+    return ld_atomic_commit(f, tmp, path, ok);
+}
+
+int trainer_resume(Trainer *t) {
+    if (load_checkpoint(t->o->out, t->opt, &t->start_step) || t->ops->state_from_host(t) || trim_metrics(t->mpath, t->start_step)) return -1;
+    return t->start_step;
+}
+
+// ---- the run ----------------------------------------------------------------------------------------------
+
+static double eval_loss(Trainer *t) {
+    double sum = 0;
+    long cnt = 0;
+    for (int i = 0; i < t->nvb; i++) {
+        TrainBatch b = batch_of(&t->vb[i]);
+        int c;
+        float loss = t->ops->loss(t, &b, &c, 0);
+        if (isnan(loss)) return NAN;
+        sum += (double)loss * c, cnt += c;
+    }
+    return cnt ? sum / cnt : NAN;
+}
+
+static float lr_at(const Trainer *t, int step) {
+    const TrainOptions *o = t->o;
+    float lr = (float)o->lr, span = fmaxf(1, (float)(t->total - t->warm));
+    if (step < t->warm) return lr * (step + 1) / t->warm;
+    if (!strcmp(o->schedule, "cosine")) return lr * 0.5f * (1 + cosf((float)M_PI * (step - t->warm) / span));
+    if (!strcmp(o->schedule, "linear")) return lr * (1 - (float)(step - t->warm) / span);
+    return lr;
+}
+
+// One optimiser step over micro-batches b0.. of an epoch: the mean of their mean losses, or NAN with an error.
+static double train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, long *tokens, TrainProgress *p) {
+    const TrainOptions *o = t->o;
+    t->ops->zero_grad(t);
+    if (t->lora) t->lora->dropout_seed = ((uint64_t)o->seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
+    double loss = 0;
+    int nmb = 0;
+    for (int b = b0; b < npb && b < b0 + o->grad_accum; b++, nmb++) {
+        TrainBatch tb = batch_of(&pb[b]);
+        int c;
+        loss += t->ops->loss(t, &tb, &c, 1);
+        *tokens += pb[b].T;
+    }
+    loss /= nmb;
+    if (nmb > 1) t->ops->scale_grad(t, 1.0f / nmb);
+    p->lr = lr_at(t, step);
+    p->grad_norm = t->ops->adamw(t, (float)p->lr);
+    if (isnan(loss)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        ld_set_error("training step %d: %s", step + 1, why);
+    }
+    return loss;
+}
+
+static void write_metrics(FILE *mf, const TrainProgress *p) {
+    fprintf(mf, "{\"step\": %d, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %ld, \"tokens_per_s\": %.1f", p->step,
+            p->epoch, p->loss, p->lr, p->grad_norm, p->tokens, p->tokens_per_s);
+    if (p->evaluated) fprintf(mf, ", \"val_loss\": %.6f", p->val_loss);
+    fprintf(mf, "}\n");
+    fflush(mf);
+}
+
+// The validation loss before training (step 0), reported and written like a step.
+static void eval_before(Trainer *t, FILE *mf, void (*on_step)(const TrainProgress *, void *), void *ctx) {
+    if (!t->nvb || t->start_step) return;
+    TrainProgress p = {.total = t->total, .evaluated = 1, .val_loss = eval_loss(t)};
+    fprintf(mf, "{\"step\": 0, \"val_loss\": %.6f}\n", p.val_loss);
+    if (on_step) on_step(&p, ctx);
+}
+
+int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void *ctx) {
+    const TrainOptions *o = t->o;
+    FILE *mf = fopen(t->mpath, t->start_step ? "a" : "w");
+    if (!mf) {
+        ld_set_error("%s: cannot write", t->mpath);
+        return -1;
+    }
+    eval_before(t, mf, on_step, ctx);
+    int step = 0, rc = 0;
+    double t0 = ld_time_s();
+    long tokens = 0;  // this run's (a resumed run counts from the checkpoint)
+    for (int ep = 0; ep < o->epochs && !rc; ep++) {
+        const Packed *pb = t->epochs[ep];
+        int npb = t->n_packed[ep];
+        for (int b0 = 0; b0 < npb && !rc; b0 += o->grad_accum, step++) {
+            if (step < t->start_step) continue;  // done before the checkpoint
+            TrainProgress p = {.step = step + 1, .total = t->total, .epoch = ep + 1};
+            p.loss = train_step(t, pb, npb, b0, step, &tokens, &p);
+            if (isnan(p.loss)) {
+                rc = -1;
+                break;
+            }
+            double dt = ld_time_s() - t0;
+            p.tokens = tokens, p.tokens_per_s = tokens / dt, p.eta_s = dt / (step + 1 - t->start_step) * (t->total - step - 1);
+            p.evaluated = t->nvb && ((o->eval_every && p.step % o->eval_every == 0) || (!o->eval_every && b0 + o->grad_accum >= npb) ||
+                                     p.step == t->total);
+            if (p.evaluated) p.val_loss = eval_loss(t);
+            write_metrics(mf, &p);
+            if (on_step) on_step(&p, ctx);
+            if (o->save_every && p.step % o->save_every == 0 && p.step < t->total &&
+                (t->ops->state_to_host(t) || save_checkpoint(o->out, t->opt, p.step)))
+                rc = -1;
+        }
+    }
+    fclose(mf);
+    return rc;
+}
+
+int trainer_save(Trainer *t, char **path) {
+    const TrainOptions *o = t->o;
+    if (t->ops->state_to_host(t)) return -1;  // the trained values live on the GPU until now
+    *path = ld_path_join(o->out, t->full ? (model_gguf(t->m) ? "model.gguf" : "model") : "adapter");
+    int nt, nm, rc = !t->full ? lora_save_peft(t->lora, *path, o->model)
+                     : model_gguf(t->m) ? export_gguf(t->m, NULL, LD_F32, *path, &nt, &nm) : export_hf(t->m, NULL, *path, &nt, &nm);
+    return rc;
+}

@@ -53,10 +53,6 @@ static int cpu_lora_linear(float *y, float *ax, const float *x, const void *W, L
 static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy,
                                     const float *x, const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s,
                                     int T, int in, int out, int r) {
-    if (dW && W && wt != LD_F32) {
-        ld_set_error("a weight's gradient needs the weight in fp32 (model_make_trainable)");
-        return -1;
-    }
     k_lora_linear_backward(dx, dW, dbias, dA, dB, dyB, dy, x, ax, W, wt, A, B, s, T, in, out, r);
     return 0;
 }

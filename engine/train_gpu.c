@@ -74,11 +74,12 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     TrainStep step = {.adapter_grad = g->dP, .dropout = g->dropout, .dropout_seed = dropout_seed};
     TokenPlan plan;
     float loss = NAN;
-    if (!token_plan_packed(be, c, b, &plan)) loss = transformer_loss(&t, &plan, b->targets, training ? &step : NULL, n_counted);
+    int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||
+             kc_sync();
     token_plan_free(be, &plan);
-    if (!isnan(loss) && kc_sync()) loss = NAN;
-    if (isnan(loss)) ld_set_error("GPU training step: %s", kc_last_error());
-    return loss;
+    if (rc) ld_set_error("GPU training step: %s", kc_last_error());
+    else if (isnan(loss)) ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
+    return rc ? NAN : loss;
 }
 
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {

@@ -68,10 +68,10 @@ typedef struct {
     uint64_t dropout_seed;      // the masks are a function of it (dropout_mask.h)
 } TrainStep;
 
-// The mean cross-entropy over the plan's tokens with targets[n] (host; -100: not counted), *n_counted the tokens
-// that count. step NULL: evaluation (no dropout, no backward). Otherwise the gradients are accumulated through the
-// backward pass. NAN with the backend's error on failure.
-float transformer_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, int *n_counted);
+// *loss gets the mean cross-entropy over the plan's tokens with targets[n] (host; -100: not counted), *n_counted
+// the tokens that count. step NULL: evaluation (no dropout, no backward). Otherwise the gradients are accumulated
+// through the backward pass. 0 (the loss itself may be NaN: a diverged run), or -1 with the backend's error.
+int transformer_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, float *loss, int *n_counted);
 
 // ---- between the two passes (transformer_forward.c keeps these, transformer_backward.c reads them)
 
@@ -87,9 +87,9 @@ typedef struct {
 } Activations;
 
 // The forward of a training step (step != NULL: *keep gets what the backward needs, the head's weight gradient
-// accumulated) or of an evaluation (step NULL, keep NULL). NAN with the backend's error on failure.
-float transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, Activations **keep,
-                               int *n_counted);
+// accumulated) or of an evaluation (step NULL, keep NULL). 0, or -1 with the backend's error.
+int transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, Activations **keep,
+                             float *loss, int *n_counted);
 int transformer_backward(const Transformer *t, const TokenPlan *p, const Activations *a, const TrainStep *step);
 // Between bf16 and fp32 in place (t->bf16_acts), and freeing.
 int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16);

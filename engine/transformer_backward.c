@@ -182,14 +182,14 @@ int transformer_backward(const Transformer *t, const TokenPlan *p, const Activat
     return rc;
 }
 
-float transformer_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, int *n_counted) {
+int transformer_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, float *loss, int *n_counted) {
     if (step && step->weight_grad && !t->be->weight_grads) {
         ld_set_error("full fine-tuning (every weight's gradient) runs on the CPU backend, not on %s", t->be->name);
-        return NAN;
+        return -1;
     }
     Activations *a = NULL;
-    float loss = transformer_forward_loss(t, p, targets, step, step ? &a : NULL, n_counted);
-    if (step && !isnan(loss) && transformer_backward(t, p, a, step)) loss = NAN;
+    int rc = transformer_forward_loss(t, p, targets, step, step ? &a : NULL, loss, n_counted);
+    if (!rc && step) rc = transformer_backward(t, p, a, step);
     activations_free(t, a);
-    return loss;
+    return rc;
 }

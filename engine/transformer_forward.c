@@ -269,24 +269,24 @@ static int head_loss(const Fwd *f, const int *targets, float *xf, float *dxf, fl
                                        head_rows(V), loss, n_counted);
 }
 
-float transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, Activations **keep,
-                               int *n_counted) {
+int transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, Activations **keep,
+                             float *loss, int *n_counted) {
     const Backend *be = t->be;
     size_t n = p->n, D = t->cfg->dim;
     Fwd f = {.t = t, .p = p, .step = step, .keep = keep != NULL};
     Activations *a = keep ? ld_xcalloc(1, sizeof *a) : NULL;
     if (a) a->layers = ld_xcalloc((size_t)t->cfg->n_layers, sizeof(LayerActs));
-    float loss = NAN, *xf = NULL;
+    float *xf = NULL;
     int rc = run_blocks(&f, a ? a->layers : NULL);
     if (!rc) rc = !(xf = floats(be, n * D)) || (a && !(a->dx_final = floats(be, n * D)));
-    if (!rc) rc = head_loss(&f, targets, xf, a ? a->dx_final : NULL, &loss, n_counted);
+    if (!rc) rc = head_loss(&f, targets, xf, a ? a->dx_final : NULL, loss, n_counted);
     be->release(xf);
     if (a && !rc) a->x_final = f.x, f.x = NULL;  // the backward starts from the final norm's input
     fwd_free(&f);
     if (rc) {
         activations_free(t, a);
-        return NAN;
+        return -1;
     }
     if (keep) *keep = a;
-    return loss;
+    return 0;
 }

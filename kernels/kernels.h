@@ -77,8 +77,9 @@ int k_sample_row(const float *logits, int V, float temperature, int top_k, float
 // logits[t] -= (float)(count·frequency + presence), the sum computed in double.
 void k_penalize_counts(float *logits, const int *tokens, const int *counts, int n, float frequency, float presence);
 
-// ---- backward passes (training). Each takes the forward's inputs and dy, writes dx; parameter gradients
-// are accumulated (+=) so micro-batches can add up. Shapes as in the forward ops.
+// ---- backward passes (training). Each takes the forward's inputs and dy and writes dx, unless it says dx += (then
+// the caller zeroes it first); parameter gradients are accumulated (+=) so micro-batches can add up. Shapes as in
+// the forward ops.
 
 // dx[T,K] = dy[T,N] · w[N,K];  dw[N,K] += dyᵀ · x  (dw may be NULL: frozen weight);  dbias[N] += Σ_t dy
 void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K,

@@ -11,9 +11,6 @@
 #include "safetensors.h"
 #include "util.h"
 
-static const char *k_target_names[LT_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-
-const char *lora_target_name(LoraTarget t) { return k_target_names[t]; }
 
 Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask) {
     Lora *l = ld_xcalloc(1, sizeof *l);
@@ -53,7 +50,7 @@ void lora_zero(Lora *l) {
 
 static void peft_name(char *out, size_t cap, int layer, LoraTarget t, char ab) {
     snprintf(out, cap, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer, t <= LT_O ? "self_attn" : "mlp",
-             k_target_names[t], ab);
+             lora_target_name((LoraTarget)t), ab);
 }
 
 int lora_save_peft(const Lora *l, const char *dir, const char *base_model) {
@@ -90,7 +87,7 @@ int lora_save_peft(const Lora *l, const char *dir, const char *base_model) {
     cJSON_AddBoolToObject(c, "fan_in_fan_out", 0);
     cJSON_AddBoolToObject(c, "inference_mode", 1);
     for (int t = 0; t < LT_COUNT; t++)
-        if (mask & (1u << t)) cJSON_AddItemToArray(targets, cJSON_CreateString(k_target_names[t]));
+        if (mask & (1u << t)) cJSON_AddItemToArray(targets, cJSON_CreateString(lora_target_name((LoraTarget)t)));
     char *txt = cJSON_Print(c), *cp = ld_path_join(dir, "adapter_config.json"), *tmp;
     cJSON_Delete(c);
     FILE *f = ld_atomic_open(cp, &tmp);
@@ -121,7 +118,7 @@ Lora *lora_load_peft(const ModelConfig *c, const char *dir) {
     if (cJSON_IsString(targets) && !strcmp(targets->valuestring, "all-linear")) mask = (1u << LT_COUNT) - 1;
     for (const cJSON *t = cJSON_IsArray(targets) ? targets->child : NULL; t; t = t->next)
         for (int k = 0; k < LT_COUNT; k++)
-            if (cJSON_IsString(t) && !strcmp(t->valuestring, k_target_names[k])) mask |= 1u << k;
+            if (cJSON_IsString(t) && !strcmp(t->valuestring, lora_target_name((LoraTarget)k))) mask |= 1u << k;
     if (!mask) {
         ld_set_error("%s: target_modules names none of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj", cp);
         goto done;

@@ -1,9 +1,9 @@
 // defines: LoRA adapters on the linear layers, PEFT's layout and names — A [r, in], B [out, r],
 // y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with s = alpha/r (or alpha/sqrt(r) for rsLoRA) — and their PEFT files.
 #pragma once
+#include "lora_targets.h"
 #include "model.h"
 
-typedef enum { LT_Q, LT_K, LT_V, LT_O, LT_GATE, LT_UP, LT_DOWN, LT_COUNT } LoraTarget;
 
 typedef struct {
     float *A, *B;  // [r, in], [out, r]; NULL when the layer's linear is not targeted
@@ -19,7 +19,6 @@ typedef struct Lora {
     LoraPair *w;  // [n_layers][LT_COUNT]
 } Lora;
 
-const char *lora_target_name(LoraTarget t);  // PEFT's module names: q_proj ... down_proj
 // Zero-initialised adapter (A and B zero) on the targets in mask (bit LT_*).
 Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask);
 void lora_free(Lora *l);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lora.h"
+#include "lora_targets.h"
 #include "util.h"
 
 #define T(field) offsetof(TrainOptions, field)

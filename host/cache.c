@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "util.h"
 #include "text.h"
 
 struct LlmCache {

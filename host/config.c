@@ -6,7 +6,7 @@
 #include <string.h>
 #include <yaml.h>
 
-#include "engine/util.h"
+#include "util.h"
 
 static cJSON *scalar(const yaml_event_t *e) {
     const char *v = (const char *)e->data.scalar.value;

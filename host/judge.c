@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "util.h"
 
 char *judge_prompt(const char *instruction, const char *reference, const char *candidate) {
     static const char *fmt =

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "util.h"
 #include "metrics.h"
 
 // The rubric as a JSON Schema, for providers with schema-constrained output (validated here anyway).

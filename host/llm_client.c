@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine/util.h"
+#include "util.h"
 
 ClientLimits client_limits_default(void) {
     return (ClientLimits){.concurrency = 16, .rpm = 0, .tpm = 0, .window_s = 60, .max_attempts = 6, .timeout_s = 120,

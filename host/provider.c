@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "util.h"
 
 static const char *k_wire[] = {"openai", "anthropic", "gemini"};
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/util.h"
+#include "util.h"
 
 int jsonl_read(const char *path, cJSON ***items, int **lines, int *n, int allow_empty) {
     *items = NULL;

@@ -9,6 +9,7 @@
 #include "cache.h"
 #include "records.h"
 #include "run.h"
+#include "run_paths.h"
 #include "util.h"
 
 // ---- what the report shows, gathered from the run directory ----------------------------------------------
@@ -80,12 +81,12 @@ static void gather(Run *r, Facts *f) {
     const StageRow *split = find_row(f, 0, "split");
     f->n_train = (int)detail_num(split, "train"), f->n_test = (int)detail_num(split, "test");
     char p[4096];
-    snprintf(p, sizeof p, "%s/data/ceiling.metrics.json", r->dir);
+    snprintf(p, sizeof p, "%s/" RUN_CEILING_METRICS, r->dir);
     f->ceiling = scores_from(p);
     f->rounds = ld_xcalloc((size_t)r->max_rounds + 1, sizeof(RoundInfo));
     for (int t = 1; t <= r->max_rounds; t++) {
         RoundInfo *ri = &f->rounds[f->n_rounds];
-        snprintf(p, sizeof p, "%s/rounds/%02d/metrics.json", r->dir, t);
+        snprintf(p, sizeof p, "%s/" RUN_METRICS, r->dir, t);
         ri->s = scores_from(p);
         const StageRow *tr = find_row(f, t, "train"), *sy = find_row(f, t, "synth");
         if (!ri->s.present && !tr) continue;
@@ -106,7 +107,7 @@ static void gather(Run *r, Facts *f) {
         f->api_usd_per_request = usd / answers;
     } else {  // no ceiling: the test prompts and references at 4 characters a token
         char tp[4096];
-        snprintf(tp, sizeof tp, "%s/data/coverage.test.jsonl", r->dir);
+        snprintf(tp, sizeof tp, "%s/" RUN_COVERAGE_TEST, r->dir);
         Records t;
         double in = 0, out = 0;
         if (!records_read(tp, 1, &t)) {
@@ -257,15 +258,15 @@ static double v_data(const RoundInfo *r, int k) { return k ? r->synth_kept : r->
 
 static void sample_answers(Run *r, const Facts *f, Buf *h, Buf *m) {
     char p[4096];
-    snprintf(p, sizeof p, "%s/data/coverage.test.jsonl", r->dir);
+    snprintf(p, sizeof p, "%s/" RUN_COVERAGE_TEST, r->dir);
     Records test;
     if (records_read(p, 1, &test)) return;
     int last = f->n_rounds ? f->rounds[f->n_rounds - 1].round : 0;
-    snprintf(p, sizeof p, "%s/rounds/%02d/infer.jsonl", r->dir, last);
+    snprintf(p, sizeof p, "%s/" RUN_INFER, r->dir, last);
     cJSON **stu = NULL, **svc = NULL;
     int *ln, n_stu = 0, n_svc = 0;
     if (last && jsonl_read(p, &stu, &ln, &n_stu, 1) == 0) free(ln);
-    snprintf(p, sizeof p, "%s/data/ceiling.answers.jsonl", r->dir);
+    snprintf(p, sizeof p, "%s/" RUN_CEILING_ANSWERS, r->dir);
     if (ld_file_exists(p) && jsonl_read(p, &svc, &ln, &n_svc, 1) == 0) free(ln);
     bp(h, "<h2>Sample answers (test prompts, round %d)</h2>\n<table class=\"samples\"><tr><th>prompt</th><th>reference</th>"
           "<th>student</th><th>service LLM</th></tr>\n", last);
@@ -415,7 +416,7 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
         else svc_s += w->seconds;
     }
     char cp[4096];
-    snprintf(cp, sizeof cp, "%s/cache.sqlite", r->dir);
+    snprintf(cp, sizeof cp, "%s/" RUN_CACHE, r->dir);
     LlmCache *cache = cache_open(cp);
     double paid = cache ? cache_total_cost(cache) : NAN;
     cache_close(cache);

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "records.h"
 #include "report.h"
+#include "run_paths.h"
 #include "train_options.h"
 #include "util.h"
 
@@ -290,7 +291,7 @@ static int ensure_service(Run *r) {
         return -1;
     }
     // its log is the run's, kept in the run directory (appended across resumes), not mixed into the console
-    char *log = pathf(r, "logs/serve.log");
+    char *log = pathf(r, RUN_SERVE_LOG);
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         ld_set_error("%s: cannot write the local service's log: %s", log, strerror(errno));
@@ -342,7 +343,7 @@ static char *pathf(const Run *r, const char *fmt, ...) {
 
 // A directory keeps the config it was started with: another one would mix two runs' records.
 static int same_config(const Run *r) {
-    char *cfg = pathf(r, "config.yaml");
+    char *cfg = pathf(r, RUN_CONFIG);
     int same = 1;
     if (ld_file_exists(cfg)) {
         char *old = ld_read_file(cfg, NULL);
@@ -391,8 +392,8 @@ int run_check(Run *r, const char *dir_override) {
 
 int run_open(Run *r, const char *dir_override) {
     set_dir(r, dir_override);
-    char *data = pathf(r, "data"), *rounds = pathf(r, "rounds"), *logs = pathf(r, "logs"), *cfg = pathf(r, "config.yaml");
-    char *ledger = pathf(r, "ledger.sqlite");
+    char *data = pathf(r, RUN_DATA_DIR), *rounds = pathf(r, RUN_ROUNDS_DIR), *logs = pathf(r, RUN_LOGS_DIR), *cfg = pathf(r, RUN_CONFIG);
+    char *ledger = pathf(r, RUN_LEDGER);
     int rc = -1;
     if (!same_config(r) || ld_mkdir_p(data) || ld_mkdir_p(rounds) || ld_mkdir_p(logs)) goto done;
     if (!ld_file_exists(cfg)) {
@@ -408,7 +409,7 @@ done:
 }
 
 int run_from_dir(const char *dir, const char *self_exe, Run *r) {
-    char *cfg = ld_path_join(dir, "config.yaml");
+    char *cfg = ld_path_join(dir, RUN_CONFIG);
     if (!ld_file_exists(cfg)) {
         ld_set_error("%s: not a run directory (no config.yaml)", dir);
         free(cfg);
@@ -503,7 +504,7 @@ static ClientLimits stage_limits(Run *r, const ClientLimits *base) {
 }
 
 static LlmCache *open_cache(Run *r) {
-    char *p = pathf(r, "cache.sqlite");
+    char *p = pathf(r, RUN_CACHE);
     LlmCache *c = cache_open(p);
     free(p);
     return c;
@@ -521,7 +522,7 @@ static int write_records(const char *path, Records *rec, const int *idx, int n) 
 
 static int stage_split(Run *r) {
     if (skip_done(r, 0, "split")) return 0;
-    char *tr = pathf(r, "data/coverage.train.jsonl"), *te = pathf(r, "data/coverage.test.jsonl");
+    char *tr = pathf(r, RUN_COVERAGE_TRAIN), *te = pathf(r, RUN_COVERAGE_TEST);
     const char *ins[] = {r->coverage, r->test ? r->test : r->coverage}, *outs[] = {tr, te};
     Stage s;
     stage_begin(&s, r, 0, "split", ins, 2);
@@ -588,8 +589,8 @@ static void ceiling_done(void *ctx, LlmJob *job) {
 // The service LLM answers the test prompts itself, judged the same way: the ceiling the student aims at.
 static int stage_ceiling(Run *r) {
     if (!r->ceiling || skip_done(r, 0, "ceiling")) return 0;
-    char *te = pathf(r, "data/coverage.test.jsonl"), *ans = pathf(r, "data/ceiling.answers.jsonl");
-    char *jp = pathf(r, "data/ceiling.judge.jsonl"), *mp = pathf(r, "data/ceiling.metrics.json");
+    char *te = pathf(r, RUN_COVERAGE_TEST), *ans = pathf(r, RUN_CEILING_ANSWERS);
+    char *jp = pathf(r, RUN_CEILING_JUDGE), *mp = pathf(r, RUN_CEILING_METRICS);
     const char *ins[] = {te}, *outs[] = {ans, mp};
     int ok = ensure_service(r) == 0;
     Stage s;
@@ -649,8 +650,8 @@ static int synth_calls(const Run *r, int round) {
 
 static int stage_synth(Run *r, int round) {
     if (skip_done(r, round, "synth")) return 0;
-    char *tr = pathf(r, "data/coverage.train.jsonl"), *te = pathf(r, "data/coverage.test.jsonl");
-    char *out = pathf(r, "data/round-%02d.synth.jsonl", round), *drop = pathf(r, "data/round-%02d.dropped.jsonl", round);
+    char *tr = pathf(r, RUN_COVERAGE_TRAIN), *te = pathf(r, RUN_COVERAGE_TEST);
+    char *out = pathf(r, RUN_SYNTH, round), *drop = pathf(r, RUN_DROPPED, round);
     const char *ins[] = {tr, te}, *outs[] = {out, drop};
     int ok = ensure_service(r) == 0;
     Stage s;
@@ -660,7 +661,7 @@ static int stage_synth(Run *r, int round) {
     LlmCache *cache = ok ? open_cache(r) : NULL;
     ok = ok && cache && records_read(tr, 1, &seeds) == 0 && records_read(te, 1, &test) == 0;
     for (int t = 2; t < round && ok; t++) {  // earlier rounds' data: nothing new may repeat it
-        char *p = pathf(r, "data/round-%02d.synth.jsonl", t);
+        char *p = pathf(r, RUN_SYNTH, t);
         ok = records_read(p, 0, &prior[n_prior]) == 0;
         if (ok) n_prior++;
         free(p);
@@ -710,15 +711,15 @@ static int append_file(FILE *f, const char *path) {
 
 static int stage_train(Run *r, int round) {
     if (skip_done(r, round, "train")) return 0;
-    char *dir = pathf(r, "rounds/%02d", round), *data = pathf(r, "rounds/%02d/train.jsonl", round);
-    char *yaml = pathf(r, "rounds/%02d/train.yaml", round), *ck = pathf(r, "rounds/%02d/checkpoint", round);
-    char *a_st = pathf(r, "rounds/%02d/adapter/adapter_model.safetensors", round), *a_cf = pathf(r, "rounds/%02d/adapter/adapter_config.json", round);
-    char *prev = pathf(r, "rounds/%02d/adapter", round - 1), *cov = pathf(r, "data/coverage.train.jsonl");
+    char *dir = pathf(r, RUN_ROUND, round), *data = pathf(r, RUN_TRAIN_DATA, round);
+    char *yaml = pathf(r, RUN_TRAIN_CONFIG, round), *ck = pathf(r, RUN_CHECKPOINT, round);
+    char *a_st = pathf(r, RUN_ADAPTER_WEIGHTS, round), *a_cf = pathf(r, RUN_ADAPTER_CONFIG, round);
+    char *prev = pathf(r, RUN_ADAPTER, round - 1), *cov = pathf(r, RUN_COVERAGE_TRAIN);
     const char **ins = ld_xcalloc((size_t)round + 2, sizeof(char *)), *outs[] = {a_st, a_cf};
     char **synth = ld_xcalloc((size_t)round + 1, sizeof(char *));
     int n_in = 0;
     ins[n_in++] = cov;
-    for (int t = 2; t <= round; t++) ins[n_in++] = synth[t] = pathf(r, "data/round-%02d.synth.jsonl", t);
+    for (int t = 2; t <= round; t++) ins[n_in++] = synth[t] = pathf(r, RUN_SYNTH, t);
     Stage s;
     stage_begin(&s, r, round, "train", ins, n_in);
     int ok = ld_mkdir_p(dir) == 0, n_records = 0;
@@ -764,8 +765,8 @@ static int stage_train(Run *r, int round) {
 
 static int stage_infer(Run *r, int round) {
     if (skip_done(r, round, "infer")) return 0;
-    char *te = pathf(r, "data/coverage.test.jsonl"), *adapter = pathf(r, "rounds/%02d/adapter", round);
-    char *a_st = pathf(r, "rounds/%02d/adapter/adapter_model.safetensors", round), *out = pathf(r, "rounds/%02d/infer.jsonl", round);
+    char *te = pathf(r, RUN_COVERAGE_TEST), *adapter = pathf(r, RUN_ADAPTER, round);
+    char *a_st = pathf(r, RUN_ADAPTER_WEIGHTS, round), *out = pathf(r, RUN_INFER, round);
     const char *ins[] = {te, a_st}, *outs[] = {out};
     Stage s;
     stage_begin(&s, r, round, "infer", ins, 2);
@@ -788,8 +789,8 @@ static int stage_infer(Run *r, int round) {
 
 static int stage_judge(Run *r, int round) {
     if (skip_done(r, round, "judge")) return 0;
-    char *te = pathf(r, "data/coverage.test.jsonl"), *ans = pathf(r, "rounds/%02d/infer.jsonl", round);
-    char *jp = pathf(r, "rounds/%02d/judge.jsonl", round), *mp = pathf(r, "rounds/%02d/metrics.json", round);
+    char *te = pathf(r, RUN_COVERAGE_TEST), *ans = pathf(r, RUN_INFER, round);
+    char *jp = pathf(r, RUN_JUDGE, round), *mp = pathf(r, RUN_METRICS, round);
     const char *ins[] = {te, ans}, *outs[] = {mp};
     int ok = ensure_service(r) == 0;
     Stage s;
@@ -825,7 +826,7 @@ static const char *decide(Run *r, int round, char *why, size_t cap) {
     double best = -1;
     int best_round = 0;
     for (int t = 1; t <= round; t++) {
-        char *mp = pathf(r, "rounds/%02d/metrics.json", t);
+        char *mp = pathf(r, RUN_METRICS, t);
         cJSON *m = json_read_file(mp);
         free(mp);
         double score = (stat_of(m, "similarity", "mean") + stat_of(m, "precision", "mean")) / 2;
@@ -846,7 +847,7 @@ static const char *decide(Run *r, int round, char *why, size_t cap) {
 }
 
 static int stage_report(Run *r) {
-    char *html = pathf(r, "report.html"), *md = pathf(r, "report.md");
+    char *html = pathf(r, RUN_REPORT_HTML), *md = pathf(r, RUN_REPORT_MD);
     int rc = report_write(r, html, md);
     if (!rc) fprintf(stderr, "run: report -> %s, %s\n", html, md);
     free(html), free(md);
@@ -934,7 +935,7 @@ int run_status(Run *r) {
         cJSON_Delete(d);
     }
     for (int t = 1; t <= r->max_rounds; t++) {
-        char *mp = pathf(r, "rounds/%02d/metrics.json", t);
+        char *mp = pathf(r, RUN_METRICS, t);
         cJSON *m = json_read_file(mp);
         free(mp);
         if (!m) continue;

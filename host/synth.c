@@ -6,7 +6,7 @@
 
 #include "decontam.h"
 #include "dedup.h"
-#include "engine/util.h"
+#include "util.h"
 #include "text.h"
 
 char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask) {

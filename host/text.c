@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <utf8proc.h>
 
-#include "engine/util.h"
+#include "util.h"
 
 char *text_normalize(const char *s) {
     utf8proc_uint8_t *m = NULL;

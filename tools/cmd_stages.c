@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "run_paths.h"
 #include "stage_config.h"
 #include "util.h"
 
@@ -18,7 +19,7 @@ static void load_stage_config(const char *path, Loaded *c) {
 }
 
 static LlmCache *open_cache(const char *dir, const char *path) {
-    char *p = path ? ld_xstrdup(path) : ld_path_join(dir, "cache.sqlite");
+    char *p = path ? ld_xstrdup(path) : ld_path_join(dir, RUN_CACHE);
     LlmCache *c = cache_open(p);
     if (!c) die("%s", ld_last_error());
     free(p);
@@ -71,9 +72,9 @@ int cmd_synth(int argc, char **argv) {
     if (ld_mkdir_p(out_dir)) die("%s", ld_last_error());
     LlmCache *cache = open_cache(out_dir, cache_path);
     char name[64];
-    snprintf(name, sizeof name, "round-%02d.synth.jsonl", round);
+    snprintf(name, sizeof name, RUN_SYNTH_NAME, round);
     char *out = ld_path_join(out_dir, name);
-    snprintf(name, sizeof name, "round-%02d.dropped.jsonl", round);
+    snprintf(name, sizeof name, RUN_DROPPED_NAME, round);
     char *drop = ld_path_join(out_dir, name);
     SynthSummary s = {0};
     if (synth_run(&c.service, &c.limits, cache, &c.synth, &seeds, pr, n_prior, &tst, out, drop, &s)) die("%s", ld_last_error());
@@ -129,11 +130,11 @@ int cmd_judge(int argc, char **argv) {
     if (records_read(test, 1, &tst)) die("%s", ld_last_error());
     if (ld_mkdir_p(out_dir)) die("%s", ld_last_error());
     LlmCache *cache = open_cache(out_dir, cache_path);
-    char *metrics = ld_path_join(out_dir, "metrics.json");
+    char *metrics = ld_path_join(out_dir, RUN_METRICS_NAME);
     JudgeSummary per[MAX_JUDGES] = {0}, s = {0};
     for (int j = 0; j < c.n_judges; j++)
         if (judge_prefers_itself(&c.judge, &c.judges[j])) judge_warn_self_preference(&c.judges[j]);
-    char *judge_path = ld_path_join(out_dir, "judge.jsonl");
+    char *judge_path = ld_path_join(out_dir, RUN_JUDGE_NAME);
     if (judge_all(c.judges, c.judge_limits, c.n_judges, cache, &c.judge, &tst, answers, judge_path, metrics, per, &s, NULL))
         die("%s", ld_last_error());
     free(judge_path);

@@ -1,0 +1,18 @@
+// defines: the LoRA linear and its backward on cuBLAS / cuBLASLt (kernels.h k_lora_linear)
+// (kernels/cuda/lora_linear.cu; each returns 0, or -1 with kc_last_error()).
+#pragma once
+#include <stddef.h>
+
+#include "dtype.h"
+
+// kernels.h k_lora_linear: y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ; ax[T,r] keeps x·Aᵀ (A
+// NULL: the plain linear; W NULL: only the adapter's term, added to y). W is F32 (cuBLAS, true fp32) or BF16
+// (cuBLASLt: x rounded to bf16, fp32 accumulation and result); A, B and the low-rank products are always fp32.
+// Backward (k_lora_linear_backward): dx accumulated (W NULL: the adapter's share alone; through a BF16 W, dy is
+// rounded to bf16 for that GEMM), dA/dB accumulated (NULL: not wanted), dyB [T,r] scratch; dW and dbias must be NULL
+// (the base is frozen on the GPU).
+int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
+                   float s, int T, int in, int out, int r);
+int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
+                            const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
+                            int r);

@@ -11,9 +11,12 @@
 
 void options_defaults(const OptionSpec *spec, void *dst) {
     for (const OptionSpec *o = spec; o->key; o++) {
-        if (o->type == OPT_STR || o->type == OPT_CHOICE) *FIELD(dst, o, char *) = o->def ? ld_xstrdup(o->def) : NULL;
-        else if (o->type == OPT_NUM) *FIELD(dst, o, double) = o->def ? strtod(o->def, NULL) : 0;
-        else *FIELD(dst, o, int) = o->def ? atoi(o->def) : 0;
+        if (o->type == OPT_STR || o->type == OPT_CHOICE)
+            *FIELD(dst, o, char *) = o->def ? ld_xstrdup(o->def) : NULL;
+        else if (o->type == OPT_NUM)
+            *FIELD(dst, o, double) = o->def ? strtod(o->def, NULL) : 0;
+        else
+            *FIELD(dst, o, int) = o->def ? atoi(o->def) : 0;
     }
 }
 
@@ -56,8 +59,10 @@ static int set_number(const OptionSpec *o, void *dst, double v, const char *orig
                      o->max, v);
         return -1;
     }
-    if (o->type == OPT_INT) *FIELD(dst, o, int) = (int)v;
-    else *FIELD(dst, o, double) = v;
+    if (o->type == OPT_INT)
+        *FIELD(dst, o, int) = (int)v;
+    else
+        *FIELD(dst, o, double) = v;
     return 0;
 }
 

@@ -8,19 +8,19 @@
 #include <cjson/cJSON.h>
 
 typedef enum {
-    OPT_INT,     // int, within [min, max]
-    OPT_NUM,     // double, within [min, max]
-    OPT_BOOL,    // int 0/1: a bare flag on the command line, true/false in a config
-    OPT_STR,     // char * (owned), any text; "" in a config means not given
+    OPT_INT,  // int, within [min, max]
+    OPT_NUM,  // double, within [min, max]
+    OPT_BOOL,  // int 0/1: a bare flag on the command line, true/false in a config
+    OPT_STR,  // char * (owned), any text; "" in a config means not given
     OPT_CHOICE,  // char * (owned), one of choices ("a|b|c")
 } OptType;
 
 typedef struct {
-    const char *key;      // the config key (the flag is --key with '-' for '_')
+    const char *key;  // the config key (the flag is --key with '-' for '_')
     OptType type;
-    size_t offset;        // of the field in the options struct
-    double min, max;      // OPT_INT, OPT_NUM
-    const char *def;      // the default as text; NULL: none (strings NULL, numbers 0)
+    size_t offset;  // of the field in the options struct
+    double min, max;  // OPT_INT, OPT_NUM
+    const char *def;  // the default as text; NULL: none (strings NULL, numbers 0)
     const char *choices;  // OPT_CHOICE
     const char *help;
 } OptionSpec;

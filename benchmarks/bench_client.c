@@ -23,10 +23,14 @@ int main(int argc, char **argv) {
     int n = 600, conc = 64, rpm = 600;
     double window = 60;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--requests")) n = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--concurrency")) conc = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--rpm")) rpm = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--window")) window = atof(argv[i + 1]);
+        if (!strcmp(argv[i], "--requests"))
+            n = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--concurrency"))
+            conc = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--rpm"))
+            rpm = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--window"))
+            window = atof(argv[i + 1]);
     }
     ProviderConfig p = {.wire = WIRE_OPENAI, .base_url = argv[1], .model = "bench", .temperature = 0, .max_tokens = 16};
     ClientLimits l = client_limits_default();
@@ -36,7 +40,7 @@ int main(int argc, char **argv) {
     l.use_cache = 0;
     LlmJob *jobs = calloc((size_t)n, sizeof(LlmJob));
     LlmMessage *msgs = calloc((size_t)n, sizeof(LlmMessage));
-    char (*texts)[64] = calloc((size_t)n, 64);
+    char(*texts)[64] = calloc((size_t)n, 64);
     for (int i = 0; i < n; i++) {
         snprintf(texts[i], 64, "bench request %d", i);
         msgs[i] = (LlmMessage){"user", texts[i]};
@@ -50,10 +54,11 @@ int main(int argc, char **argv) {
     }
     double cpu = cpu_s() - c0;
     double achieved = n / st.wall_s * window;  // requests are paced evenly, so the whole run is steady state
-    printf("{\"requests\": %d, \"concurrency\": %d, \"limit_per_window\": %d, \"window_s\": %g, \"wall_s\": %.2f, "
-           "\"achieved_per_window\": %.1f, \"share_of_limit\": %.3f, \"busiest_window_sent\": %d, \"failures\": %ld, "
-           "\"client_cpu_ms_per_request\": %.3f}\n",
-           n, conc, rpm, window, st.wall_s, achieved, achieved / rpm, st.busiest_window, st.failures, cpu * 1000 / n);
+    printf(
+        "{\"requests\": %d, \"concurrency\": %d, \"limit_per_window\": %d, \"window_s\": %g, \"wall_s\": %.2f, "
+        "\"achieved_per_window\": %.1f, \"share_of_limit\": %.3f, \"busiest_window_sent\": %d, \"failures\": %ld, "
+        "\"client_cpu_ms_per_request\": %.3f}\n",
+        n, conc, rpm, window, st.wall_s, achieved, achieved / rpm, st.busiest_window, st.failures, cpu * 1000 / n);
     for (int i = 0; i < n; i++) llm_job_clear(&jobs[i]);
     free(jobs), free(msgs), free(texts);
     return 0;

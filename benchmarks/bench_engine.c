@@ -27,7 +27,8 @@ static Result run(const Model *m, int B, int P, int D) {
     float *logits = malloc(sizeof(float) * (size_t)B * V);
     double t0 = ld_time_s();
     for (int s = 0; s < B; s++) {
-        for (int i = 0; i < P; i++) tok[i] = (int)((1103515245u * (unsigned)(i + 7 * s) + 12345u) % (unsigned)(V - 300)) + 100, slot[i] = s, pos[i] = i;
+        for (int i = 0; i < P; i++)
+            tok[i] = (int)((1103515245u * (unsigned)(i + 7 * s) + 12345u) % (unsigned)(V - 300)) + 100, slot[i] = s, pos[i] = i;
         memset(want, 0, (size_t)P);
         want[P - 1] = 1;
         model_forward(m, kv, tok, slot, pos, P, want, logits);
@@ -50,10 +51,14 @@ int main(int argc, char **argv) {
     }
     int threads = omp_get_max_threads(), B = 16, P = 128, D = 32;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--batch")) B = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--prompt-tokens")) P = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--decode-tokens")) D = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch"))
+            B = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--prompt-tokens"))
+            P = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--decode-tokens"))
+            D = atoi(argv[i + 1]);
     }
     omp_set_num_threads(threads);
     Model *m = model_load(argv[1]);
@@ -63,9 +68,10 @@ int main(int argc, char **argv) {
     }
     run(m, 1, 16, 4);  // warm-up: page in the weights
     Result r1 = run(m, 1, P, D), rb = run(m, B, P, D);
-    printf("{\"engine\": \"llamaduo\", \"threads\": %d, \"batch\": %d, \"prompt_tokens\": %d, \"decode_tokens\": %d, "
-           "\"prefill_tps_b1\": %.1f, \"decode_tps_b1\": %.2f, \"prefill_tps_bn\": %.1f, \"decode_tps_bn\": %.2f}\n",
-           threads, B, P, D, r1.prefill_tps, r1.decode_tps, rb.prefill_tps, rb.decode_tps);
+    printf(
+        "{\"engine\": \"llamaduo\", \"threads\": %d, \"batch\": %d, \"prompt_tokens\": %d, \"decode_tokens\": %d, "
+        "\"prefill_tps_b1\": %.1f, \"decode_tps_b1\": %.2f, \"prefill_tps_bn\": %.1f, \"decode_tps_bn\": %.2f}\n",
+        threads, B, P, D, r1.prefill_tps, r1.decode_tps, rb.prefill_tps, rb.decode_tps);
     model_free(m);
     return 0;
 }

@@ -32,8 +32,8 @@ typedef struct Backend {
     int (*lora_linear)(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                        float s, int T, int in, int out, int r);
     int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
-                                const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
-                                int out, int r);
+                                const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
+                                int r);
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream);
     int (*rope)(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
     int (*rope_backward)(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
@@ -58,10 +58,10 @@ typedef struct Backend {
 // The ops whose kernels share the op's name and signature (kernels/cpu's k_<op> behind a cpu_<op> wrapper that
 // returns 0, kernels/cuda's kc_<op> as it is): a backend's table lists them as LD_BACKEND_OPS(its naming), then
 // attention and linear_cross_entropy by hand.
-#define LD_BACKEND_OPS(X)                                                                                              \
-    X(embedding) X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linear_backward) \
-    X(dropout) X(rope) X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(scatter_rows)  \
-    X(gather_rows)
+#define LD_BACKEND_OPS(X)                                                                                                         \
+    X(embedding)                                                                                                                  \
+    X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linear_backward) X(dropout) X(rope) \
+        X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(scatter_rows) X(gather_rows)
 
 extern const Backend ld_backend_cpu;
 #ifdef LLAMADUO_HAVE_CUDA

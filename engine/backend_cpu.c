@@ -50,9 +50,9 @@ static int cpu_lora_linear(float *y, float *ax, const float *x, const void *W, L
     k_lora_linear(y, ax, x, W, wt, bias, A, B, s, T, in, out, r);
     return 0;
 }
-static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy,
-                                    const float *x, const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s,
-                                    int T, int in, int out, int r) {
+static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
+                                    const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
+                                    int out, int r) {
     k_lora_linear_backward(dx, dW, dbias, dA, dB, dyB, dy, x, ax, W, wt, A, B, s, T, in, out, r);
     return 0;
 }
@@ -121,7 +121,6 @@ const Backend ld_backend_cpu = {
     .download = cpu_memcpy,
     .copy = cpu_copy,
     .fill = cpu_fill,
-    LD_BACKEND_OPS(CPU_OP)
-    .attention = cpu_attention,
+    LD_BACKEND_OPS(CPU_OP).attention = cpu_attention,
     .linear_cross_entropy = cpu_linear_cross_entropy,
 };

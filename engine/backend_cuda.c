@@ -36,8 +36,7 @@ const Backend ld_backend_cuda = {
     .fill = kc_fill,
     .to_bf16 = kc_to_bf16,
     .from_bf16 = kc_from_bf16,
-    LD_BACKEND_OPS(CUDA_OP)
-    .attention = cuda_attention,
+    LD_BACKEND_OPS(CUDA_OP).attention = cuda_attention,
     .linear_cross_entropy = cuda_linear_cross_entropy,
 };
 #endif

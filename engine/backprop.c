@@ -24,8 +24,10 @@ float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *m
     TokenPlan plan;
     float loss = NAN;
     if (token_plan_packed(be, &m->cfg, b, &plan)) return NAN;
-    if (transformer_loss(&t, &plan, b->targets, grad || mg ? &step : NULL, &loss, n_counted)) loss = NAN;
-    else if (isnan(loss)) ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
+    if (transformer_loss(&t, &plan, b->targets, grad || mg ? &step : NULL, &loss, n_counted))
+        loss = NAN;
+    else if (isnan(loss))
+        ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
     token_plan_free(be, &plan);
     return loss;
 }

@@ -61,24 +61,31 @@ int chat_template_init(ChatTemplate *t, const char *jinja, const char *override_
         snprintf(head, sizeof head, "%s", jinja);
         for (char *c = head; *c; c++)
             if (*c == '\n') *c = ' ';
-        ld_set_error("unrecognised chat template \"%s...\"; pick a family with --chat-template "
-                     "llama3|gemma|chatml|mistral", head);
+        ld_set_error(
+            "unrecognised chat template \"%s...\"; pick a family with --chat-template "
+            "llama3|gemma|chatml|mistral",
+            head);
         return -1;
     }
     switch (t->family) {
-    case CHAT_LLAMA3: t->bos = ld_xstrdup("<|begin_of_text|>"); break;
-    case CHAT_GEMMA: t->bos = ld_xstrdup("<bos>"); break;
-    case CHAT_MISTRAL:
-        t->bos = ld_xstrdup("<s>");
-        t->eos = ld_xstrdup("</s>");
-        break;
-    case CHAT_CHATML:
-        if (jinja) {
-            t->default_system = find_default_system(jinja);
-            t->think_prefix = strstr(jinja, "</think>") && strstr(jinja, "reasoning_content");
-        }
-        break;
-    default: break;
+        case CHAT_LLAMA3:
+            t->bos = ld_xstrdup("<|begin_of_text|>");
+            break;
+        case CHAT_GEMMA:
+            t->bos = ld_xstrdup("<bos>");
+            break;
+        case CHAT_MISTRAL:
+            t->bos = ld_xstrdup("<s>");
+            t->eos = ld_xstrdup("</s>");
+            break;
+        case CHAT_CHATML:
+            if (jinja) {
+                t->default_system = find_default_system(jinja);
+                t->think_prefix = strstr(jinja, "</think>") && strstr(jinja, "reasoning_content");
+            }
+            break;
+        default:
+            break;
     }
     return 0;
 }
@@ -156,8 +163,10 @@ int chat_render(const ChatTemplate *t, const ChatMessage *msgs, int n, int add_g
         int is_asst = !strcmp(role, "assistant");
         if ((t->family == CHAT_GEMMA || t->family == CHAT_MISTRAL) && i > first) {
             if (!strcmp(role, "system") || (is_asst == !strcmp(msgs[i - 1].role, "assistant"))) {
-                ld_set_error("message %d: %s conversations must alternate user/assistant after an optional "
-                             "leading system message", i + 1, k_names[t->family]);
+                ld_set_error(
+                    "message %d: %s conversations must alternate user/assistant after an optional "
+                    "leading system message",
+                    i + 1, k_names[t->family]);
                 chat_rendered_free(out);
                 return -1;
             }
@@ -169,51 +178,51 @@ int chat_render(const ChatTemplate *t, const ChatMessage *msgs, int n, int add_g
         }
         size_t turn_start;
         switch (t->family) {
-        case CHAT_LLAMA3:
-            puts_(&b, "<|start_header_id|>");
-            puts_(&b, role);
-            puts_(&b, "<|end_header_id|>\n\n");
-            turn_start = out->len;
-            put_content(&b, msgs[i].content, 1);
-            puts_(&b, "<|eot_id|>");
-            break;
-        case CHAT_GEMMA:
-            puts_(&b, "<start_of_turn>");
-            puts_(&b, is_asst ? "model" : role);
-            puts_(&b, "\n");
-            if (i == first && system) {
-                put_content(&b, system, 0);
-                puts_(&b, "\n\n");
-            }
-            turn_start = out->len;
-            put_content(&b, msgs[i].content, 1);
-            puts_(&b, "<end_of_turn>\n");
-            break;
-        case CHAT_CHATML:
-            puts_(&b, "<|im_start|>");
-            puts_(&b, role);
-            puts_(&b, "\n");
-            turn_start = out->len;
-            if (is_asst && t->think_prefix && i > last_user) puts_(&b, "<think>\n\n</think>\n\n");
-            put_content(&b, msgs[i].content, 0);
-            puts_(&b, "<|im_end|>\n");
-            break;
-        default:  // mistral
-            if (is_asst) {
+            case CHAT_LLAMA3:
+                puts_(&b, "<|start_header_id|>");
+                puts_(&b, role);
+                puts_(&b, "<|end_header_id|>\n\n");
                 turn_start = out->len;
-                put_content(&b, msgs[i].content, 0);
-                puts_(&b, t->eos);
-            } else {
-                puts_(&b, "[INST] ");
+                put_content(&b, msgs[i].content, 1);
+                puts_(&b, "<|eot_id|>");
+                break;
+            case CHAT_GEMMA:
+                puts_(&b, "<start_of_turn>");
+                puts_(&b, is_asst ? "model" : role);
+                puts_(&b, "\n");
                 if (i == first && system) {
                     put_content(&b, system, 0);
                     puts_(&b, "\n\n");
                 }
                 turn_start = out->len;
+                put_content(&b, msgs[i].content, 1);
+                puts_(&b, "<end_of_turn>\n");
+                break;
+            case CHAT_CHATML:
+                puts_(&b, "<|im_start|>");
+                puts_(&b, role);
+                puts_(&b, "\n");
+                turn_start = out->len;
+                if (is_asst && t->think_prefix && i > last_user) puts_(&b, "<think>\n\n</think>\n\n");
                 put_content(&b, msgs[i].content, 0);
-                puts_(&b, " [/INST]");
-            }
-            break;
+                puts_(&b, "<|im_end|>\n");
+                break;
+            default:  // mistral
+                if (is_asst) {
+                    turn_start = out->len;
+                    put_content(&b, msgs[i].content, 0);
+                    puts_(&b, t->eos);
+                } else {
+                    puts_(&b, "[INST] ");
+                    if (i == first && system) {
+                        put_content(&b, system, 0);
+                        puts_(&b, "\n\n");
+                    }
+                    turn_start = out->len;
+                    put_content(&b, msgs[i].content, 0);
+                    puts_(&b, " [/INST]");
+                }
+                break;
         }
         if (is_asst) {
             // the trained span: content and the end-of-turn marker, not the trailing newline
@@ -225,10 +234,17 @@ int chat_render(const ChatTemplate *t, const ChatMessage *msgs, int n, int add_g
     }
     if (add_gen) {
         switch (t->family) {
-        case CHAT_LLAMA3: puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n"); break;
-        case CHAT_GEMMA: puts_(&b, "<start_of_turn>model\n"); break;
-        case CHAT_CHATML: puts_(&b, "<|im_start|>assistant\n"); break;
-        default: break;
+            case CHAT_LLAMA3:
+                puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+                break;
+            case CHAT_GEMMA:
+                puts_(&b, "<start_of_turn>model\n");
+                break;
+            case CHAT_CHATML:
+                puts_(&b, "<|im_start|>assistant\n");
+                break;
+            default:
+                break;
         }
     }
     return 0;

@@ -13,17 +13,17 @@ typedef struct {
 typedef struct {
     ChatFamily family;
     char *default_system;  // chatml templates that insert a system prompt when none is given (SmolLM2, Qwen2.5)
-    int think_prefix;      // Qwen3: assistant turns after the last user turn carry an empty <think> block
-    char *bos;             // BOS text the template starts with (llama3, gemma, mistral), or NULL
-    char *eos;             // text closing an assistant turn for mistral ("</s>")
+    int think_prefix;  // Qwen3: assistant turns after the last user turn carry an empty <think> block
+    char *bos;  // BOS text the template starts with (llama3, gemma, mistral), or NULL
+    char *eos;  // text closing an assistant turn for mistral ("</s>")
 } ChatTemplate;
 
 typedef struct {
     char *text;
     size_t len;
-    size_t *content_spans;   // [2*n_content] byte ranges holding message contents (no special tokens there)
+    size_t *content_spans;  // [2*n_content] byte ranges holding message contents (no special tokens there)
     int n_content;
-    size_t *assistant_spans; // [2*n_assistant] assistant content + end-of-turn marker: the trained tokens
+    size_t *assistant_spans;  // [2*n_assistant] assistant content + end-of-turn marker: the trained tokens
     int n_assistant;
 } ChatRendered;
 

@@ -77,8 +77,10 @@ static int copy_file(const char *src, const char *dst) {
 
 int export_hf(Model *m, const Lora *l, const char *out, int *n_tensors, int *n_merged) {
     if (!ld_is_dir(m->path)) {
-        ld_set_error("%s: an HF directory export needs an HF base model (its config and tokenizer files are copied); "
-                     "export this GGUF base as GGUF", m->path);
+        ld_set_error(
+            "%s: an HF directory export needs an HF base model (its config and tokenizer files are copied); "
+            "export this GGUF base as GGUF",
+            m->path);
         return -1;
     }
     if (ld_mkdir_p(out)) return -1;
@@ -87,8 +89,10 @@ int export_hf(Model *m, const Lora *l, const char *out, int *n_tensors, int *n_m
     StWriteTensor *ts = ld_xcalloc((size_t)e.n, sizeof(StWriteTensor));
     for (int i = 0; i < e.n; i++) {
         ts[i] = (StWriteTensor){e.t[i].hf, NULL, e.t[i].lin ? 2 : 1, {0}};
-        if (e.t[i].lin) ts[i].shape[0] = e.t[i].rows, ts[i].shape[1] = e.t[i].cols;
-        else ts[i].shape[0] = e.t[i].cols;
+        if (e.t[i].lin)
+            ts[i].shape[0] = e.t[i].rows, ts[i].shape[1] = e.t[i].cols;
+        else
+            ts[i].shape[0] = e.t[i].cols;
     }
     char *dst = ld_path_join(out, "model.safetensors");
     int rc = st_write_f32_stream(dst, ts, e.n, produce_hf, &e);
@@ -107,17 +111,29 @@ int export_hf(Model *m, const Lora *l, const char *out, int *n_tensors, int *n_m
 int export_gguf(Model *m, const Lora *l, LdDtype type, const char *out_path, int *n_tensors, int *n_merged) {
     const Gguf *base = model_gguf(m);
     if (!base) {
-        ld_set_error("%s: a GGUF export needs a GGUF base model (its tokenizer and metadata are carried over); convert the base "
-                     "with llama.cpp's convert_hf_to_gguf.py and export against that — an adapter applies to either", m->path);
+        ld_set_error(
+            "%s: a GGUF export needs a GGUF base model (its tokenizer and metadata are carried over); convert the base "
+            "with llama.cpp's convert_hf_to_gguf.py and export against that — an adapter applies to either",
+            m->path);
         return -1;
     }
     uint32_t file_type;  // llama.cpp's LLAMA_FTYPE of the whole file
     switch (type) {
-    case LD_F32: file_type = 0; break;
-    case LD_F16: file_type = 1; break;
-    case LD_Q8_0: file_type = 7; break;
-    case LD_BF16: file_type = 32; break;
-    default: ld_set_error("GGUF export writes F32, F16, BF16 or Q8_0, not %s", ld_dtype_name(type)); return -1;
+        case LD_F32:
+            file_type = 0;
+            break;
+        case LD_F16:
+            file_type = 1;
+            break;
+        case LD_Q8_0:
+            file_type = 7;
+            break;
+        case LD_BF16:
+            file_type = 32;
+            break;
+        default:
+            ld_set_error("GGUF export writes F32, F16, BF16 or Q8_0, not %s", ld_dtype_name(type));
+            return -1;
     }
     Exporter e = {m, l, NULL, 0, 0, 1, NULL, NULL};
     e.n = model_tensors(m, &e.t);
@@ -128,8 +144,10 @@ int export_gguf(Model *m, const Lora *l, LdDtype type, const char *out_path, int
         LdDtype tt = t->lin ? type : LD_F32;
         if (t->lin && !ld_dtype_nbytes(tt, (uint64_t)t->cols)) tt = LD_F16;  // rows not whole blocks
         ot[i] = (GgufOutTensor){t->gguf, tt, t->lin ? 2 : 1, {0}};
-        if (t->lin) ot[i].shape[0] = t->rows, ot[i].shape[1] = t->cols;
-        else ot[i].shape[0] = t->cols;
+        if (t->lin)
+            ot[i].shape[0] = t->rows, ot[i].shape[1] = t->cols;
+        else
+            ot[i].shape[0] = t->cols;
         size_t numel = (size_t)(t->lin ? t->rows * t->cols : t->cols);
         if (numel > biggest) biggest = numel;
     }

@@ -15,8 +15,8 @@ KVCache *kv_new(const ModelConfig *c, int n_slots, int ctx) {
     kv->k = malloc(n * sizeof(float));
     kv->v = malloc(n * sizeof(float));
     if (!kv->k || !kv->v) {
-        ld_set_error("cannot allocate a KV cache of %.1f GiB (%d sequences x %d positions)",
-                     2.0 * n * sizeof(float) / (1 << 30), n_slots, ctx);
+        ld_set_error("cannot allocate a KV cache of %.1f GiB (%d sequences x %d positions)", 2.0 * n * sizeof(float) / (1 << 30), n_slots,
+                     ctx);
         kv_free(kv);
         return NULL;
     }
@@ -30,8 +30,8 @@ void kv_free(KVCache *kv) {
     free(kv);
 }
 
-int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slot, const int *pos, int n,
-                  const uint8_t *want, float *logits) {
+int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slot, const int *pos, int n, const uint8_t *want,
+                  float *logits) {
     const ModelConfig *c = &m->cfg;
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= c->vocab) {

@@ -17,5 +17,5 @@ void kv_free(KVCache *kv);
 // Runs n tokens. Token i belongs to cache slot slot[i] at position pos[i]; positions 0..pos[i]-1 of that
 // slot must already be in the cache or earlier in this batch. For every i with want[i] (all when want is
 // NULL) one row of logits [vocab] is written to `logits`, in order. Returns 0, or -1 with an error.
-int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slot, const int *pos, int n,
-                  const uint8_t *want, float *logits);
+int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slot, const int *pos, int n, const uint8_t *want,
+                  float *logits);

@@ -17,7 +17,9 @@ void gpu_model_free(GpuModel *g) { (void)g; }
 int gpu_model_forward(GpuModel *g, const int *t, const int *s, const int *p, int n, const uint8_t *w, float *l) {
     return (void)g, (void)t, (void)s, (void)p, (void)n, (void)w, (void)l, -1;
 }
-int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked) { return (void)g, (void)rows, (void)n_rows, (void)picked, -1; }
+int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked) {
+    return (void)g, (void)rows, (void)n_rows, (void)picked, -1;
+}
 int gpu_model_logits_row(GpuModel *g, int row, float *dst) { return (void)g, (void)row, (void)dst, -1; }
 
 #else
@@ -30,10 +32,10 @@ int gpu_model_logits_row(GpuModel *g, int row, float *dst) { return (void)g, (vo
 struct GpuModel {
     const Model *m;
     GpuWeights *w;
-    Lora *adapter;             // the model's adapter on the device, or NULL
+    Lora *adapter;  // the model's adapter on the device, or NULL
     int n_slots, ctx;
-    KvSpace kv;                // [n_layers][n_slots * ctx][Hkv*hd]
-    float *logits;             // [n_logits, V]: the last forward's wanted rows when kept on the device
+    KvSpace kv;  // [n_layers][n_slots * ctx][Hkv*hd]
+    float *logits;  // [n_logits, V]: the last forward's wanted rows when kept on the device
     int n_logits, cap_logits;  // rows held, rows allocated
 };
 
@@ -84,7 +86,8 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
     const Backend *be = &ld_backend_cuda;
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab || slot[i] < 0 || slot[i] >= g->n_slots || pos[i] < 0 || pos[i] >= g->ctx) {
-            ld_set_error("token %d (id %d, sequence %d, position %d) is outside the vocabulary or the context", i, tokens[i], slot[i], pos[i]);
+            ld_set_error("token %d (id %d, sequence %d, position %d) is outside the vocabulary or the context", i, tokens[i], slot[i],
+                         pos[i]);
             return -1;
         }
     int *out_rows = ld_xmalloc(sizeof(int) * (size_t)(n ? n : 1)), n_out = 0;
@@ -95,10 +98,13 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
     int *d_out = be->alloc(sizeof(int) * (size_t)(n_out ? n_out : 1));
     g->n_logits = 0;
     int rc = !d_out || be->upload(d_out, out_rows, sizeof(int) * (size_t)n_out) || reserve_logits(g, n_out) ||
-             token_plan_cached(be, c, tokens, slot, pos, n, g->ctx, &plan) || transformer_logits(&t, &plan, &g->kv, d_out, n_out, g->logits) ||
+             token_plan_cached(be, c, tokens, slot, pos, n, g->ctx, &plan) ||
+             transformer_logits(&t, &plan, &g->kv, d_out, n_out, g->logits) ||
              (logits && n_out && kc_download(logits, g->logits, sizeof(float) * (size_t)n_out * c->vocab));
-    if (!rc) g->n_logits = n_out;
-    else ld_set_error("GPU forward pass: %s", kc_last_error());
+    if (!rc)
+        g->n_logits = n_out;
+    else
+        ld_set_error("GPU forward pass: %s", kc_last_error());
     token_plan_free(be, &plan);
     kc_free(d_out), free(out_rows);
     return rc ? -1 : 0;

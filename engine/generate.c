@@ -14,8 +14,8 @@ GenParams gen_defaults(void) {
 }
 
 int gen_default_stop_ids(const Model *m, int *ids, int cap) {
-    static const char *eot[] = {"<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end_of_text|>", "<|endoftext|>",
-                                "</s>", "<eos>", "<|eom_id|>"};
+    static const char *eot[] = {"<|eot_id|>",    "<|im_end|>", "<end_of_turn>", "<|end_of_text|>",
+                                "<|endoftext|>", "</s>",       "<eos>",         "<|eom_id|>"};
     int n = 0;
     if (tok_eos(m->tok) >= 0 && n < cap) ids[n++] = tok_eos(m->tok);
     for (size_t i = 0; i < sizeof eot / sizeof eot[0]; i++) {
@@ -28,26 +28,26 @@ int gen_default_stop_ids(const Model *m, int *ids, int cap) {
 }
 
 typedef struct {
-    GenSeq *seq;    // NULL when the slot is free
-    int n_fed;      // tokens of this sequence already in the cache
-    int *hist;      // prompt + generated tokens
+    GenSeq *seq;  // NULL when the slot is free
+    int n_fed;  // tokens of this sequence already in the cache
+    int *hist;  // prompt + generated tokens
     int n_hist;
-    char *bytes;    // generated text bytes
+    char *bytes;  // generated text bytes
     size_t n_bytes, cap_bytes, n_streamed;
     uint64_t rng;
 } Slot;
 
 struct GenEngine {
     const Model *m;
-    KVCache *kv;     // the CPU path's cache ...
-    GpuModel *gpu;   // ... or the model and its cache on the GPU
+    KVCache *kv;  // the CPU path's cache ...
+    GpuModel *gpu;  // ... or the model and its cache on the GPU
     int n_slots, ctx_len, chunk, V;
     Slot *slots;
     int *tok, *sl, *ps, *owner;  // one forward call's batch
     uint8_t *want;
-    float *logits;   // [n_slots, V]: the wanted rows on the host (on the GPU path, only rows the host decides)
-    int *row_slot;   // [n_slots]: the slot of each wanted row
-    int *picked;     // [n_slots]: each row's token (GPU path), -1 where a JSON constraint allows nothing
+    float *logits;  // [n_slots, V]: the wanted rows on the host (on the GPU path, only rows the host decides)
+    int *row_slot;  // [n_slots]: the slot of each wanted row
+    int *picked;  // [n_slots]: each row's token (GPU path), -1 where a JSON constraint allows nothing
     KcSampleRow *sample_rows;
     char **tok_bytes;  // every token's text bytes (for stop strings and JSON constraints)
     int *tok_len;
@@ -128,7 +128,8 @@ GenEngine *gen_engine_new(const Model *m, int n_slots, int ctx_len, int prefill_
     if (n_slots < 1) n_slots = 1;
     KVCache *kv = NULL;
     GpuModel *gpu = NULL;
-    if (use_gpu ? !(gpu = gpu_model_new(m, n_slots, ctx_len, gpu_bf16 ? LD_BF16 : LD_F32)) : !(kv = kv_new(&m->cfg, n_slots, ctx_len))) return NULL;
+    if (use_gpu ? !(gpu = gpu_model_new(m, n_slots, ctx_len, gpu_bf16 ? LD_BF16 : LD_F32)) : !(kv = kv_new(&m->cfg, n_slots, ctx_len)))
+        return NULL;
     GenEngine *e = ld_xcalloc(1, sizeof *e);
     e->m = m, e->kv = kv, e->gpu = gpu, e->n_slots = n_slots, e->ctx_len = ctx_len, e->V = m->cfg.vocab;
     e->chunk = prefill_chunk > 0 ? prefill_chunk : 512;
@@ -224,9 +225,12 @@ static int constrain(const GenEngine *e, const GenSeq *q, float *lg) {
     int complete = json_matcher_complete(q->json), left = 0;
     for (int t = 0; t < e->V; t++) {
         int ok;
-        if (is_stop_id(q, t)) ok = complete;
-        else if (!e->tok_text[t]) ok = 0;
-        else ok = json_matcher_accepts(q->json, e->tok_bytes[t], (size_t)e->tok_len[t]);
+        if (is_stop_id(q, t))
+            ok = complete;
+        else if (!e->tok_text[t])
+            ok = 0;
+        else
+            ok = json_matcher_accepts(q->json, e->tok_bytes[t], (size_t)e->tok_len[t]);
         if (!ok) lg[t] = -INFINITY;
         left += ok;
     }
@@ -248,8 +252,13 @@ static int pick_on_gpu(GenEngine *e, int n_rows) {
         Slot *x = &e->slots[e->row_slot[r]];
         const SamplerParams *p = &x->seq->sampler;
         KcSampleRow *s = &e->sample_rows[r];
-        *s = (KcSampleRow){.temperature = p->temperature, .top_p = p->top_p, .min_p = p->min_p, .repeat_penalty = p->repeat_penalty,
-                           .frequency_penalty = p->frequency_penalty, .presence_penalty = p->presence_penalty, .top_k = p->top_k};
+        *s = (KcSampleRow){.temperature = p->temperature,
+                           .top_p = p->top_p,
+                           .min_p = p->min_p,
+                           .repeat_penalty = p->repeat_penalty,
+                           .frequency_penalty = p->frequency_penalty,
+                           .presence_penalty = p->presence_penalty,
+                           .top_k = p->top_k};
         if (x->seq->json) {  // decided on the host: the device only takes a cheap argmax
             s->temperature = 0, s->repeat_penalty = 1.0f, s->frequency_penalty = s->presence_penalty = 0;
             continue;
@@ -270,8 +279,10 @@ static int pick_on_gpu(GenEngine *e, int n_rows) {
         if (!q->json && e->picked[r] >= 0) continue;
         if (gpu_model_logits_row(e->gpu, r, lg)) goto done;
         if (q->json)
-            e->picked[r] = constrain(e, q, lg) ? sampler_sample(&q->sampler, &x->rng, lg, e->V, x->hist, x->n_hist, x->n_hist - q->n_prompt) : -1;
-        else e->picked[r] = k_sample_row(lg, e->V, s->temperature, s->top_k, s->top_p, s->min_p, s->u);  // already penalised
+            e->picked[r] =
+                constrain(e, q, lg) ? sampler_sample(&q->sampler, &x->rng, lg, e->V, x->hist, x->n_hist, x->n_hist - q->n_prompt) : -1;
+        else
+            e->picked[r] = k_sample_row(lg, e->V, s->temperature, s->top_k, s->top_p, s->min_p, s->u);  // already penalised
     }
     rc = 0;
 done:
@@ -319,7 +330,8 @@ int gen_engine_step(GenEngine *e) {
             t = e->picked[row];
         } else {
             float *lg = e->logits + (size_t)row * V;
-            t = q->json && !constrain(e, q, lg) ? -1 : sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist, x->n_hist - q->n_prompt);
+            t = q->json && !constrain(e, q, lg) ? -1
+                                                : sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist, x->n_hist - q->n_prompt);
         }
         if (t < 0) {  // the JSON constraint allows no token here
             finish(x, FINISH_STOP, x->n_bytes, 1);
@@ -395,8 +407,8 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
     if (n == 0) return 0;
     long ctx_len = (long)max_prompt + p->max_new_tokens;
     if (ctx_len > m->cfg.max_pos) {
-        ld_set_error("a prompt of %d tokens plus %d new tokens exceeds the model's context of %d", max_prompt,
-                     p->max_new_tokens, m->cfg.max_pos);
+        ld_set_error("a prompt of %d tokens plus %d new tokens exceeds the model's context of %d", max_prompt, p->max_new_tokens,
+                     m->cfg.max_pos);
         return -1;
     }
     GenEngine *e = gen_engine_new(m, p->max_batch < n ? p->max_batch : n, (int)ctx_len, p->prefill_chunk, p->use_gpu, p->gpu_bf16);
@@ -408,10 +420,18 @@ int generate(const Model *m, GenRequest *reqs, int n, const GenParams *p, GenStr
         while (next < n && gen_engine_free_slots(e) > 0) {  // admit new requests into free slots
             BatchSeq *bs = &seqs[next];
             bs->b = &b, bs->index = next;
-            bs->seq = (GenSeq){.prompt = reqs[next].prompt, .n_prompt = reqs[next].n_prompt, .max_new_tokens = p->max_new_tokens,
-                               .sampler = p->sampler, .seed_stream = reqs[next].seed_stream, .stop_strings = p->stop_strings,
-                               .n_stop_strings = p->n_stop_strings, .stop_ids = p->stop_ids, .n_stop_ids = p->n_stop_ids,
-                               .on_text = stream ? batch_text : NULL, .on_done = batch_done, .ctx = bs};
+            bs->seq = (GenSeq){.prompt = reqs[next].prompt,
+                               .n_prompt = reqs[next].n_prompt,
+                               .max_new_tokens = p->max_new_tokens,
+                               .sampler = p->sampler,
+                               .seed_stream = reqs[next].seed_stream,
+                               .stop_strings = p->stop_strings,
+                               .n_stop_strings = p->n_stop_strings,
+                               .stop_ids = p->stop_ids,
+                               .n_stop_ids = p->n_stop_ids,
+                               .on_text = stream ? batch_text : NULL,
+                               .on_done = batch_done,
+                               .ctx = bs};
             next++;
             if (gen_engine_add(e, &bs->seq)) rc = -1;
         }

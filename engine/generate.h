@@ -15,12 +15,12 @@ struct GenSeq {
     int n_prompt;
     int max_new_tokens;
     SamplerParams sampler;
-    uint64_t seed_stream;               // RNG stream of this sequence (the sample index, say)
-    const char *const *stop_strings;    // generation ends before any of these (not included in the text)
+    uint64_t seed_stream;  // RNG stream of this sequence (the sample index, say)
+    const char *const *stop_strings;  // generation ends before any of these (not included in the text)
     int n_stop_strings;
-    const int *stop_ids;                // EOS / end-of-turn tokens (not included in the text)
+    const int *stop_ids;  // EOS / end-of-turn tokens (not included in the text)
     int n_stop_ids;
-    JsonMatcher *json;                  // constrained decoding: only tokens keeping a schema-valid JSON prefix
+    JsonMatcher *json;  // constrained decoding: only tokens keeping a schema-valid JSON prefix
     // Text bytes as they become final (held back while they could start a stop string), valid UTF-8.
     void (*on_text)(void *ctx, GenSeq *s, const char *bytes, int n);
     void (*on_done)(void *ctx, GenSeq *s);  // the sequence finished (outputs set); its slot is free again
@@ -60,10 +60,10 @@ typedef struct {
     int n_stop_strings;
     const int *stop_ids;
     int n_stop_ids;
-    int max_batch;     // sequences decoded at once
-    int prefill_chunk; // prompt tokens per forward call
-    int use_gpu;       // decode on the CUDA device
-    int gpu_bf16;      // with its weights in bf16 (mixed precision) rather than fp32
+    int max_batch;  // sequences decoded at once
+    int prefill_chunk;  // prompt tokens per forward call
+    int use_gpu;  // decode on the CUDA device
+    int gpu_bf16;  // with its weights in bf16 (mixed precision) rather than fp32
     // Called each time a request finishes: requests done so far, their generated tokens so far.
     void (*progress)(void *ctx, int done, int total, long tokens);
     void *progress_ctx;

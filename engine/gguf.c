@@ -41,18 +41,65 @@ static int rd_scalar(Rd *r, GgufType t, GgufKv *kv, const char *key) {
     if (need(r, (uint64_t)k_scalar_size[t], key)) return -1;
     const uint8_t *p = r->p;
     switch (t) {
-    case GGUF_U8: kv->v.u = p[0]; break;
-    case GGUF_I8: kv->v.i = (int8_t)p[0]; break;
-    case GGUF_BOOL: kv->v.u = p[0] != 0; break;
-    case GGUF_U16: { uint16_t x; memcpy(&x, p, 2); kv->v.u = x; break; }
-    case GGUF_I16: { int16_t x; memcpy(&x, p, 2); kv->v.i = x; break; }
-    case GGUF_U32: { uint32_t x; memcpy(&x, p, 4); kv->v.u = x; break; }
-    case GGUF_I32: { int32_t x; memcpy(&x, p, 4); kv->v.i = x; break; }
-    case GGUF_F32: { float x; memcpy(&x, p, 4); kv->v.f = x; break; }
-    case GGUF_U64: { uint64_t x; memcpy(&x, p, 8); kv->v.u = x; break; }
-    case GGUF_I64: { int64_t x; memcpy(&x, p, 8); kv->v.i = x; break; }
-    case GGUF_F64: { double x; memcpy(&x, p, 8); kv->v.f = x; break; }
-    default: return -1;
+        case GGUF_U8:
+            kv->v.u = p[0];
+            break;
+        case GGUF_I8:
+            kv->v.i = (int8_t)p[0];
+            break;
+        case GGUF_BOOL:
+            kv->v.u = p[0] != 0;
+            break;
+        case GGUF_U16: {
+            uint16_t x;
+            memcpy(&x, p, 2);
+            kv->v.u = x;
+            break;
+        }
+        case GGUF_I16: {
+            int16_t x;
+            memcpy(&x, p, 2);
+            kv->v.i = x;
+            break;
+        }
+        case GGUF_U32: {
+            uint32_t x;
+            memcpy(&x, p, 4);
+            kv->v.u = x;
+            break;
+        }
+        case GGUF_I32: {
+            int32_t x;
+            memcpy(&x, p, 4);
+            kv->v.i = x;
+            break;
+        }
+        case GGUF_F32: {
+            float x;
+            memcpy(&x, p, 4);
+            kv->v.f = x;
+            break;
+        }
+        case GGUF_U64: {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            kv->v.u = x;
+            break;
+        }
+        case GGUF_I64: {
+            int64_t x;
+            memcpy(&x, p, 8);
+            kv->v.i = x;
+            break;
+        }
+        case GGUF_F64: {
+            double x;
+            memcpy(&x, p, 8);
+            kv->v.f = x;
+            break;
+        }
+        default:
+            return -1;
     }
     r->p += k_scalar_size[t];
     return 0;
@@ -60,18 +107,41 @@ static int rd_scalar(Rd *r, GgufType t, GgufKv *kv, const char *key) {
 
 static int ggml_type(uint32_t t, LdDtype *out) {
     switch (t) {
-    case 0: *out = LD_F32; return 0;
-    case 1: *out = LD_F16; return 0;
-    case 2: *out = LD_Q4_0; return 0;
-    case 3: *out = LD_Q4_1; return 0;
-    case 6: *out = LD_Q5_0; return 0;
-    case 7: *out = LD_Q5_1; return 0;
-    case 8: *out = LD_Q8_0; return 0;
-    case 12: *out = LD_Q4_K; return 0;
-    case 13: *out = LD_Q5_K; return 0;
-    case 14: *out = LD_Q6_K; return 0;
-    case 30: *out = LD_BF16; return 0;
-    default: return -1;
+        case 0:
+            *out = LD_F32;
+            return 0;
+        case 1:
+            *out = LD_F16;
+            return 0;
+        case 2:
+            *out = LD_Q4_0;
+            return 0;
+        case 3:
+            *out = LD_Q4_1;
+            return 0;
+        case 6:
+            *out = LD_Q5_0;
+            return 0;
+        case 7:
+            *out = LD_Q5_1;
+            return 0;
+        case 8:
+            *out = LD_Q8_0;
+            return 0;
+        case 12:
+            *out = LD_Q4_K;
+            return 0;
+        case 13:
+            *out = LD_Q5_K;
+            return 0;
+        case 14:
+            *out = LD_Q6_K;
+            return 0;
+        case 30:
+            *out = LD_BF16;
+            return 0;
+        default:
+            return -1;
     }
 }
 
@@ -122,8 +192,8 @@ int gguf_parse(const uint8_t *buf, size_t size, const char *path, Gguf *g) {
     if (rd_u64(&r, &n_tensors, "tensor count") || rd_u64(&r, &n_kv, "metadata count")) return -1;
     // Every kv and tensor info takes at least 8 bytes: bounds the counts by the file size.
     if (n_kv > size / 8 || n_tensors > size / 8) {
-        ld_set_error("%s: GGUF counts (%llu tensors, %llu keys) exceed the file size", path,
-                     (unsigned long long)n_tensors, (unsigned long long)n_kv);
+        ld_set_error("%s: GGUF counts (%llu tensors, %llu keys) exceed the file size", path, (unsigned long long)n_tensors,
+                     (unsigned long long)n_kv);
         return -1;
     }
     g->kvs = ld_xcalloc(n_kv + 1, sizeof(GgufKv));
@@ -206,8 +276,8 @@ int gguf_parse(const uint8_t *buf, size_t size, const char *path, Gguf *g) {
         }
         t->nbytes = ld_dtype_nbytes(t->dtype, numel);
         if (numel && !t->nbytes) {
-            ld_set_error("%s: tensor '%s': %llu elements is not a whole number of %s blocks", path, t->name,
-                         (unsigned long long)numel, ld_dtype_name(t->dtype));
+            ld_set_error("%s: tensor '%s': %llu elements is not a whole number of %s blocks", path, t->name, (unsigned long long)numel,
+                         ld_dtype_name(t->dtype));
             goto fail_off;
         }
     }
@@ -216,8 +286,8 @@ int gguf_parse(const uint8_t *buf, size_t size, const char *path, Gguf *g) {
     for (int k = 0; k < g->n_tensors; k++) {
         TensorRef *t = &g->tensors[k];
         if (offsets[k] > size - data_start || t->nbytes > size - data_start - offsets[k]) {
-            ld_set_error("%s: tensor '%s': data (offset %llu, %zu bytes) runs past the end of the file", path,
-                         t->name, (unsigned long long)offsets[k], t->nbytes);
+            ld_set_error("%s: tensor '%s': data (offset %llu, %zu bytes) runs past the end of the file", path, t->name,
+                         (unsigned long long)offsets[k], t->nbytes);
             goto fail_off;
         }
         t->data = buf + data_start + offsets[k];
@@ -252,9 +322,19 @@ int64_t gguf_get_int(const Gguf *g, const char *key, int64_t def) {
     const GgufKv *kv = gguf_get(g, key);
     if (!kv) return def;
     switch (kv->type) {
-    case GGUF_U8: case GGUF_U16: case GGUF_U32: case GGUF_U64: case GGUF_BOOL: return (int64_t)kv->v.u;
-    case GGUF_I8: case GGUF_I16: case GGUF_I32: case GGUF_I64: return kv->v.i;
-    default: return def;
+        case GGUF_U8:
+        case GGUF_U16:
+        case GGUF_U32:
+        case GGUF_U64:
+        case GGUF_BOOL:
+            return (int64_t)kv->v.u;
+        case GGUF_I8:
+        case GGUF_I16:
+        case GGUF_I32:
+        case GGUF_I64:
+            return kv->v.i;
+        default:
+            return def;
     }
 }
 
@@ -279,16 +359,52 @@ const TensorRef *gguf_find(const Gguf *g, const char *name) {
 double gguf_arr_num(const GgufKv *kv, uint64_t i) {
     const uint8_t *p = kv->arr + i * (uint64_t)k_scalar_size[kv->arr_type];
     switch (kv->arr_type) {
-    case GGUF_U8: case GGUF_BOOL: return p[0];
-    case GGUF_I8: return (int8_t)p[0];
-    case GGUF_U16: { uint16_t x; memcpy(&x, p, 2); return x; }
-    case GGUF_I16: { int16_t x; memcpy(&x, p, 2); return x; }
-    case GGUF_U32: { uint32_t x; memcpy(&x, p, 4); return x; }
-    case GGUF_I32: { int32_t x; memcpy(&x, p, 4); return x; }
-    case GGUF_F32: { float x; memcpy(&x, p, 4); return x; }
-    case GGUF_U64: { uint64_t x; memcpy(&x, p, 8); return (double)x; }
-    case GGUF_I64: { int64_t x; memcpy(&x, p, 8); return (double)x; }
-    case GGUF_F64: { double x; memcpy(&x, p, 8); return x; }
-    default: return 0;
+        case GGUF_U8:
+        case GGUF_BOOL:
+            return p[0];
+        case GGUF_I8:
+            return (int8_t)p[0];
+        case GGUF_U16: {
+            uint16_t x;
+            memcpy(&x, p, 2);
+            return x;
+        }
+        case GGUF_I16: {
+            int16_t x;
+            memcpy(&x, p, 2);
+            return x;
+        }
+        case GGUF_U32: {
+            uint32_t x;
+            memcpy(&x, p, 4);
+            return x;
+        }
+        case GGUF_I32: {
+            int32_t x;
+            memcpy(&x, p, 4);
+            return x;
+        }
+        case GGUF_F32: {
+            float x;
+            memcpy(&x, p, 4);
+            return x;
+        }
+        case GGUF_U64: {
+            uint64_t x;
+            memcpy(&x, p, 8);
+            return (double)x;
+        }
+        case GGUF_I64: {
+            int64_t x;
+            memcpy(&x, p, 8);
+            return (double)x;
+        }
+        case GGUF_F64: {
+            double x;
+            memcpy(&x, p, 8);
+            return x;
+        }
+        default:
+            return 0;
     }
 }

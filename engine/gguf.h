@@ -4,8 +4,20 @@
 #include "util.h"
 
 typedef enum {
-    GGUF_U8 = 0, GGUF_I8, GGUF_U16, GGUF_I16, GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL, GGUF_STRING, GGUF_ARRAY,
-    GGUF_U64, GGUF_I64, GGUF_F64, GGUF_TYPE_COUNT
+    GGUF_U8 = 0,
+    GGUF_I8,
+    GGUF_U16,
+    GGUF_I16,
+    GGUF_U32,
+    GGUF_I32,
+    GGUF_F32,
+    GGUF_BOOL,
+    GGUF_STRING,
+    GGUF_ARRAY,
+    GGUF_U64,
+    GGUF_I64,
+    GGUF_F64,
+    GGUF_TYPE_COUNT
 } GgufType;
 
 typedef struct {
@@ -23,9 +35,9 @@ typedef struct {
         int64_t i;
         double f;
         GgufStr s;
-    } v;                  // scalar value (integers widened, floats as double)
-    const uint8_t *arr;   // array payload inside the map (numbers: packed little-endian)
-    GgufStr *arr_strs;    // array of strings, decoded
+    } v;  // scalar value (integers widened, floats as double)
+    const uint8_t *arr;  // array payload inside the map (numbers: packed little-endian)
+    GgufStr *arr_strs;  // array of strings, decoded
 } GgufKv;
 
 typedef struct Gguf {

@@ -10,11 +10,16 @@ static const int k_elem_size[GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8
 
 int gguf_type_id(LdDtype t) {
     switch (t) {
-    case LD_F32: return 0;
-    case LD_F16: return 1;
-    case LD_Q8_0: return 8;
-    case LD_BF16: return 30;
-    default: return -1;
+        case LD_F32:
+            return 0;
+        case LD_F16:
+            return 1;
+        case LD_Q8_0:
+            return 8;
+        case LD_BF16:
+            return 30;
+        default:
+            return -1;
     }
 }
 
@@ -25,17 +30,25 @@ static int put_str(FILE *f, const char *s, uint64_t n) { return put_u64(f, n) &&
 
 static int put_scalar(FILE *f, const GgufKv *kv) {
     switch (kv->type) {
-    case GGUF_STRING: return put_str(f, kv->v.s.ptr, kv->v.s.len);
-    case GGUF_F32: { float x = (float)kv->v.f; return put(f, &x, 4); }
-    case GGUF_F64: return put(f, &kv->v.f, 8);
-    case GGUF_I8: case GGUF_I16: case GGUF_I32: case GGUF_I64: {
-        int64_t x = kv->v.i;  // little-endian: the low bytes are the narrower value
-        return put(f, &x, (size_t)k_elem_size[kv->type]);
-    }
-    default: {
-        uint64_t x = kv->v.u;
-        return put(f, &x, (size_t)k_elem_size[kv->type]);
-    }
+        case GGUF_STRING:
+            return put_str(f, kv->v.s.ptr, kv->v.s.len);
+        case GGUF_F32: {
+            float x = (float)kv->v.f;
+            return put(f, &x, 4);
+        }
+        case GGUF_F64:
+            return put(f, &kv->v.f, 8);
+        case GGUF_I8:
+        case GGUF_I16:
+        case GGUF_I32:
+        case GGUF_I64: {
+            int64_t x = kv->v.i;  // little-endian: the low bytes are the narrower value
+            return put(f, &x, (size_t)k_elem_size[kv->type]);
+        }
+        default: {
+            uint64_t x = kv->v.u;
+            return put(f, &x, (size_t)k_elem_size[kv->type]);
+        }
     }
 }
 

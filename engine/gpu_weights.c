@@ -76,8 +76,9 @@ void gpu_weights_free(GpuWeights *g) {
     kc_free((void *)w->embed.data), kc_free(w->final_norm), kc_free((void *)w->inv_freq_global), kc_free((void *)w->inv_freq_local);
     for (int l = 0; w->layers && l < g->n_layers; l++) {
         LayerWeights *d = &w->layers[l];
-        const void *all[] = {d->attn_norm, d->wq.data, d->wk.data, d->wv.data, d->wo.data, d->bq, d->bk, d->bv, d->bo, d->q_norm,
-                             d->k_norm, d->post_attn_norm, d->ffn_norm, d->w_gate.data, d->w_up.data, d->w_down.data, d->post_ffn_norm};
+        const void *all[] = {d->attn_norm, d->wq.data,     d->wk.data,   d->wv.data,     d->wo.data,      d->bq,
+                             d->bk,        d->bv,          d->bo,        d->q_norm,      d->k_norm,       d->post_attn_norm,
+                             d->ffn_norm,  d->w_gate.data, d->w_up.data, d->w_down.data, d->post_ffn_norm};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kc_free((void *)all[i]);
     }
     free(w->layers), free(g);
@@ -95,8 +96,9 @@ Lora *gpu_lora_new(const Lora *like, int copy_values) {
         d->w[i].in = p->in, d->w[i].out = p->out;
         d->w[i].A = kc_alloc(sizeof(float) * na), d->w[i].B = kc_alloc(sizeof(float) * nb);
         err = !d->w[i].A || !d->w[i].B;
-        if (!err) err = copy_values ? kc_upload(d->w[i].A, p->A, sizeof(float) * na) || kc_upload(d->w[i].B, p->B, sizeof(float) * nb)
-                                    : kc_fill(d->w[i].A, 0, na) || kc_fill(d->w[i].B, 0, nb);
+        if (!err)
+            err = copy_values ? kc_upload(d->w[i].A, p->A, sizeof(float) * na) || kc_upload(d->w[i].B, p->B, sizeof(float) * nb)
+                              : kc_fill(d->w[i].A, 0, na) || kc_fill(d->w[i].B, 0, nb);
     }
     if (err) {
         ld_set_error("uploading the adapter to the GPU: %s", kc_last_error());
@@ -117,7 +119,8 @@ int gpu_lora_transfer(Lora *host, Lora *dev, int to_host) {
         LoraPair *h = &host->w[i], *d = &dev->w[i];
         if (!d->A) continue;
         size_t na = sizeof(float) * dev->rank * d->in, nb = sizeof(float) * d->out * dev->rank;
-        int rc = to_host ? kc_download(h->A, d->A, na) || kc_download(h->B, d->B, nb) : kc_upload(d->A, h->A, na) || kc_upload(d->B, h->B, nb);
+        int rc =
+            to_host ? kc_download(h->A, d->A, na) || kc_download(h->B, d->B, nb) : kc_upload(d->A, h->A, na) || kc_upload(d->B, h->B, nb);
         if (rc) {
             ld_set_error("copying the adapter %s the GPU: %s", to_host ? "from" : "to", kc_last_error());
             return -1;
@@ -128,7 +131,8 @@ int gpu_lora_transfer(Lora *host, Lora *dev, int to_host) {
 
 int gpu_lora_fill(Lora *d, float value) {
     for (int i = 0; i < d->n_layers * LT_COUNT; i++)
-        if (d->w[i].A && (kc_fill(d->w[i].A, value, (size_t)d->rank * d->w[i].in) || kc_fill(d->w[i].B, value, (size_t)d->w[i].out * d->rank))) {
+        if (d->w[i].A &&
+            (kc_fill(d->w[i].A, value, (size_t)d->rank * d->w[i].in) || kc_fill(d->w[i].B, value, (size_t)d->w[i].out * d->rank))) {
             ld_set_error("GPU adapter: %s", kc_last_error());
             return -1;
         }

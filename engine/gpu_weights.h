@@ -7,7 +7,7 @@
 #include "transformer.h"
 
 typedef struct {
-    LdDtype wt;      // of embed, lm_head and the layers' matrices: LD_F32 or LD_BF16
+    LdDtype wt;  // of embed, lm_head and the layers' matrices: LD_F32 or LD_BF16
     ModelWeights w;  // device pointers
     int n_layers;
 } GpuWeights;

@@ -201,9 +201,9 @@ typedef struct {
     const JsonSchema *s;
     uint64_t seen;  // F_OBJ: properties given
     uint64_t cand;  // F_KEY / F_LIT: names or texts still matching
-    int pos;        // F_KEY / F_LIT: bytes matched; F_NUM: length; F_STR: hex digits left
-    int count;      // F_ARR: items so far; F_STR: characters so far
-    int prop;       // F_OBJ: the property whose value comes next (-1: undeclared key)
+    int pos;  // F_KEY / F_LIT: bytes matched; F_NUM: length; F_STR: hex digits left
+    int count;  // F_ARR: items so far; F_STR: characters so far
+    int prop;  // F_OBJ: the property whose value comes next (-1: undeclared key)
 } Frame;
 
 struct JsonMatcher {
@@ -245,147 +245,166 @@ static int step(JsonMatcher *m, int c) {
         Frame *f = &m->f[m->depth - 1];
         const JsonSchema *s = f->s;
         switch (f->kind) {
-        case F_VALUE:
-            if (is_ws(c)) return 0;
-            if (s->n_enum) {
-                uint64_t cand = 0;
-                for (int i = 0; i < s->n_enum; i++) cand |= 1ull << i;
-                *f = (Frame){.kind = F_LIT, .s = s, .cand = cand};
+            case F_VALUE:
+                if (is_ws(c)) return 0;
+                if (s->n_enum) {
+                    uint64_t cand = 0;
+                    for (int i = 0; i < s->n_enum; i++) cand |= 1ull << i;
+                    *f = (Frame){.kind = F_LIT, .s = s, .cand = cand};
+                    continue;
+                }
+                if (c == '{' && (s->types & T_OBJECT)) return *f = (Frame){.kind = F_OBJ, .st = O_START, .s = s, .prop = -1}, 0;
+                if (c == '[' && (s->types & T_ARRAY)) return *f = (Frame){.kind = F_ARR, .st = A_START, .s = s}, 0;
+                if (c == '"' && (s->types & T_STRING)) return *f = (Frame){.kind = F_STR, .st = S_CHAR, .s = s}, 0;
+                if ((c == '-' || (c >= '0' && c <= '9')) && (s->types & (T_NUMBER | T_INTEGER))) {
+                    *f = (Frame){.kind = F_NUM, .st = N_START, .s = s};
+                    continue;
+                }
+                if ((c == 't' || c == 'f') && (s->types & T_BOOLEAN))
+                    return *f = (Frame){.kind = F_LIT, .s = s, .cand = c == 't' ? 1 : 2, .pos = 1}, 0;
+                if (c == 'n' && (s->types & T_NULL)) return *f = (Frame){.kind = F_LIT, .s = s, .cand = 4, .pos = 1}, 0;
+                return -1;
+            case F_LIT: {
+                static const char *const lits[] = {"true", "false", "null"};
+                uint64_t next = 0, ended = 0;
+                for (int i = 0; i < 64; i++) {
+                    if (!(f->cand >> i & 1)) continue;
+                    const char *t = s->n_enum ? s->enum_texts[i] : lits[i];
+                    int L = (int)strlen(t);
+                    if (f->pos < L && t[f->pos] == c) next |= 1ull << i;
+                    if (f->pos == L) ended = 1;
+                }
+                if (next) return f->cand = next, f->pos++, 0;
+                if (!ended) return -1;
+                pop_value(m);
                 continue;
             }
-            if (c == '{' && (s->types & T_OBJECT)) return *f = (Frame){.kind = F_OBJ, .st = O_START, .s = s, .prop = -1}, 0;
-            if (c == '[' && (s->types & T_ARRAY)) return *f = (Frame){.kind = F_ARR, .st = A_START, .s = s}, 0;
-            if (c == '"' && (s->types & T_STRING)) return *f = (Frame){.kind = F_STR, .st = S_CHAR, .s = s}, 0;
-            if ((c == '-' || (c >= '0' && c <= '9')) && (s->types & (T_NUMBER | T_INTEGER))) {
-                *f = (Frame){.kind = F_NUM, .st = N_START, .s = s};
+            case F_NUM: {
+                int digit = c >= '0' && c <= '9', integer = !(s->types & T_NUMBER);
+                int st = f->st, ns = -1;
+                switch (st) {
+                    case N_START:
+                        ns = c == '-' ? N_MINUS : c == '0' ? N_ZERO : digit ? N_INT : -1;
+                        break;
+                    case N_MINUS:
+                        ns = c == '0' ? N_ZERO : digit ? N_INT : -1;
+                        break;
+                    case N_ZERO:
+                        ns = !integer && c == '.' ? N_DOT : !integer && (c == 'e' || c == 'E') ? N_E : -1;
+                        break;
+                    case N_INT:
+                        ns = digit ? N_INT : !integer && c == '.' ? N_DOT : !integer && (c == 'e' || c == 'E') ? N_E : -1;
+                        break;
+                    case N_DOT:
+                        ns = digit ? N_FRAC : -1;
+                        break;
+                    case N_FRAC:
+                        ns = digit ? N_FRAC : (c == 'e' || c == 'E') ? N_E : -1;
+                        break;
+                    case N_E:
+                        ns = (c == '+' || c == '-') ? N_ESIGN : digit ? N_EXP : -1;
+                        break;
+                    case N_ESIGN:
+                    case N_EXP:
+                        ns = digit ? N_EXP : -1;
+                        break;
+                }
+                if (ns >= 0 && f->pos < 32) return f->st = (uint8_t)ns, f->pos++, 0;
+                if (ns >= 0 || !num_complete(st)) return -1;
+                pop_value(m);
                 continue;
             }
-            if ((c == 't' || c == 'f') && (s->types & T_BOOLEAN)) return *f = (Frame){.kind = F_LIT, .s = s, .cand = c == 't' ? 1 : 2, .pos = 1}, 0;
-            if (c == 'n' && (s->types & T_NULL)) return *f = (Frame){.kind = F_LIT, .s = s, .cand = 4, .pos = 1}, 0;
-            return -1;
-        case F_LIT: {
-            static const char *const lits[] = {"true", "false", "null"};
-            uint64_t next = 0, ended = 0;
-            for (int i = 0; i < 64; i++) {
-                if (!(f->cand >> i & 1)) continue;
-                const char *t = s->n_enum ? s->enum_texts[i] : lits[i];
-                int L = (int)strlen(t);
-                if (f->pos < L && t[f->pos] == c) next |= 1ull << i;
-                if (f->pos == L) ended = 1;
-            }
-            if (next) return f->cand = next, f->pos++, 0;
-            if (!ended) return -1;
-            pop_value(m);
-            continue;
-        }
-        case F_NUM: {
-            int digit = c >= '0' && c <= '9', integer = !(s->types & T_NUMBER);
-            int st = f->st, ns = -1;
-            switch (st) {
-            case N_START: ns = c == '-' ? N_MINUS : c == '0' ? N_ZERO : digit ? N_INT : -1; break;
-            case N_MINUS: ns = c == '0' ? N_ZERO : digit ? N_INT : -1; break;
-            case N_ZERO: ns = !integer && c == '.' ? N_DOT : !integer && (c == 'e' || c == 'E') ? N_E : -1; break;
-            case N_INT: ns = digit ? N_INT : !integer && c == '.' ? N_DOT : !integer && (c == 'e' || c == 'E') ? N_E : -1; break;
-            case N_DOT: ns = digit ? N_FRAC : -1; break;
-            case N_FRAC: ns = digit ? N_FRAC : (c == 'e' || c == 'E') ? N_E : -1; break;
-            case N_E: ns = (c == '+' || c == '-') ? N_ESIGN : digit ? N_EXP : -1; break;
-            case N_ESIGN: case N_EXP: ns = digit ? N_EXP : -1; break;
-            }
-            if (ns >= 0 && f->pos < 32) return f->st = (uint8_t)ns, f->pos++, 0;
-            if (ns >= 0 || !num_complete(st)) return -1;
-            pop_value(m);
-            continue;
-        }
-        case F_STR:
-        case F_KEY:
-            if (f->st == S_ESC) {
-                if (f->kind == F_KEY && f->s->n_props) return -1;  // declared names are matched without escapes
-                if (c == 'u') return f->st = S_HEX, f->pos = 4, 0;
-                return strchr("\"\\/bfnrt", c) && c ? (f->st = S_CHAR, 0) : -1;
-            }
-            if (f->st == S_HEX) {  // (the escape was counted as one character at its backslash)
-                if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return -1;
-                // no surrogate halves (\uD800-\uDFFF): alone they are text many parsers refuse; raw UTF-8 says it all
-                if (f->pos == 3 && (f->cand == 'd' || f->cand == 'D') && !(c >= '0' && c <= '7')) return -1;
-                if (f->pos == 4) f->cand = (uint64_t)c;
-                if (--f->pos == 0) f->st = S_CHAR;
-                return 0;
-            }
-            if ((unsigned char)c < 0x20) return -1;
-            if (f->kind == F_KEY && f->s->n_props) {  // a declared property not given yet
-                const JsonSchema *o = f->s;
-                if (c == '"') {
+            case F_STR:
+            case F_KEY:
+                if (f->st == S_ESC) {
+                    if (f->kind == F_KEY && f->s->n_props) return -1;  // declared names are matched without escapes
+                    if (c == 'u') return f->st = S_HEX, f->pos = 4, 0;
+                    return strchr("\"\\/bfnrt", c) && c ? (f->st = S_CHAR, 0) : -1;
+                }
+                if (f->st == S_HEX) {  // (the escape was counted as one character at its backslash)
+                    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) return -1;
+                    // no surrogate halves (\uD800-\uDFFF): alone they are text many parsers refuse; raw UTF-8 says it all
+                    if (f->pos == 3 && (f->cand == 'd' || f->cand == 'D') && !(c >= '0' && c <= '7')) return -1;
+                    if (f->pos == 4) f->cand = (uint64_t)c;
+                    if (--f->pos == 0) f->st = S_CHAR;
+                    return 0;
+                }
+                if ((unsigned char)c < 0x20) return -1;
+                if (f->kind == F_KEY && f->s->n_props) {  // a declared property not given yet
+                    const JsonSchema *o = f->s;
+                    if (c == '"') {
+                        for (int i = 0; i < o->n_props; i++)
+                            if ((f->cand >> i & 1) && (int)strlen(o->prop_names[i]) == f->pos) {
+                                Frame *obj = &m->f[m->depth - 2];
+                                obj->prop = i, obj->seen |= 1ull << i, obj->st = O_COLON;
+                                m->depth--;
+                                return 0;
+                            }
+                        return -1;
+                    }
+                    uint64_t next = 0;
                     for (int i = 0; i < o->n_props; i++)
-                        if ((f->cand >> i & 1) && (int)strlen(o->prop_names[i]) == f->pos) {
-                            Frame *obj = &m->f[m->depth - 2];
-                            obj->prop = i, obj->seen |= 1ull << i, obj->st = O_COLON;
-                            m->depth--;
-                            return 0;
-                        }
+                        if ((f->cand >> i & 1) && (int)strlen(o->prop_names[i]) > f->pos && o->prop_names[i][f->pos] == c)
+                            next |= 1ull << i;
+                    if (!next) return -1;
+                    f->cand = next, f->pos++;
+                    return 0;
+                }
+                if (f->kind == F_STR && c != '"' && (c & 0xC0) != 0x80) {  // a new character (not a UTF-8 continuation)
+                    if (f->s->max_length >= 0 && f->count >= f->s->max_length) return -1;
+                    f->count++;
+                }
+                if (c == '\\') return f->st = S_ESC, 0;
+                if (c == '"') {
+                    if (f->kind == F_STR && f->count < f->s->min_length) return -1;
+                    if (f->kind == F_KEY) {
+                        Frame *obj = &m->f[m->depth - 2];
+                        obj->prop = -1, obj->st = O_COLON;
+                        m->depth--;
+                    } else {
+                        pop_value(m);
+                    }
+                }
+                return 0;
+            case F_OBJ:
+                if (is_ws(c)) return 0;
+                if (f->st == O_START || f->st == O_NEED_KEY) {
+                    if (c == '"') {
+                        uint64_t left = 0;
+                        for (int i = 0; i < s->n_props; i++)
+                            if (!(f->seen >> i & 1)) left |= 1ull << i;
+                        if (s->n_props && !left) return -1;
+                        return push(m, (Frame){.kind = F_KEY, .st = S_CHAR, .s = s, .cand = left});
+                    }
+                    if (c == '}' && f->st == O_START && !(s->required & ~f->seen)) return pop_value(m), 0;
                     return -1;
                 }
-                uint64_t next = 0;
-                for (int i = 0; i < o->n_props; i++)
-                    if ((f->cand >> i & 1) && (int)strlen(o->prop_names[i]) > f->pos && o->prop_names[i][f->pos] == c) next |= 1ull << i;
-                if (!next) return -1;
-                f->cand = next, f->pos++;
-                return 0;
-            }
-            if (f->kind == F_STR && c != '"' && (c & 0xC0) != 0x80) {  // a new character (not a UTF-8 continuation)
-                if (f->s->max_length >= 0 && f->count >= f->s->max_length) return -1;
+                if (f->st == O_COLON) {
+                    if (c != ':') return -1;
+                    f->st = O_AFTER_VALUE;
+                    return push(m, (Frame){.kind = F_VALUE, .s = f->prop >= 0 ? s->props[f->prop] : &k_any});
+                }
+                // O_AFTER_VALUE
+                if (c == ',') {
+                    int left = !s->n_props;
+                    for (int i = 0; i < s->n_props; i++) left |= !(f->seen >> i & 1);
+                    return left ? (f->st = O_NEED_KEY, 0) : -1;
+                }
+                if (c == '}' && !(s->required & ~f->seen)) return pop_value(m), 0;
+                return -1;
+            case F_ARR:
+                if (is_ws(c)) return 0;
+                if (f->st == A_START && c == ']') return s->min_items == 0 ? (pop_value(m), 0) : -1;
+                if (f->st == A_AFTER) {
+                    if (c == ']') return f->count >= s->min_items ? (pop_value(m), 0) : -1;
+                    if (c == ',' && (s->max_items < 0 || f->count < s->max_items)) return f->st = A_NEED_VALUE, 0;
+                    return -1;
+                }
+                if (s->max_items >= 0 && f->count >= s->max_items) return -1;
                 f->count++;
-            }
-            if (c == '\\') return f->st = S_ESC, 0;
-            if (c == '"') {
-                if (f->kind == F_STR && f->count < f->s->min_length) return -1;
-                if (f->kind == F_KEY) {
-                    Frame *obj = &m->f[m->depth - 2];
-                    obj->prop = -1, obj->st = O_COLON;
-                    m->depth--;
-                } else {
-                    pop_value(m);
-                }
-            }
-            return 0;
-        case F_OBJ:
-            if (is_ws(c)) return 0;
-            if (f->st == O_START || f->st == O_NEED_KEY) {
-                if (c == '"') {
-                    uint64_t left = 0;
-                    for (int i = 0; i < s->n_props; i++)
-                        if (!(f->seen >> i & 1)) left |= 1ull << i;
-                    if (s->n_props && !left) return -1;
-                    return push(m, (Frame){.kind = F_KEY, .st = S_CHAR, .s = s, .cand = left});
-                }
-                if (c == '}' && f->st == O_START && !(s->required & ~f->seen)) return pop_value(m), 0;
-                return -1;
-            }
-            if (f->st == O_COLON) {
-                if (c != ':') return -1;
-                f->st = O_AFTER_VALUE;
-                return push(m, (Frame){.kind = F_VALUE, .s = f->prop >= 0 ? s->props[f->prop] : &k_any});
-            }
-            // O_AFTER_VALUE
-            if (c == ',') {
-                int left = !s->n_props;
-                for (int i = 0; i < s->n_props; i++) left |= !(f->seen >> i & 1);
-                return left ? (f->st = O_NEED_KEY, 0) : -1;
-            }
-            if (c == '}' && !(s->required & ~f->seen)) return pop_value(m), 0;
-            return -1;
-        case F_ARR:
-            if (is_ws(c)) return 0;
-            if (f->st == A_START && c == ']') return s->min_items == 0 ? (pop_value(m), 0) : -1;
-            if (f->st == A_AFTER) {
-                if (c == ']') return f->count >= s->min_items ? (pop_value(m), 0) : -1;
-                if (c == ',' && (s->max_items < 0 || f->count < s->max_items)) return f->st = A_NEED_VALUE, 0;
-                return -1;
-            }
-            if (s->max_items >= 0 && f->count >= s->max_items) return -1;
-            f->count++;
-            f->st = A_AFTER;
-            if (push(m, (Frame){.kind = F_VALUE, .s = sub_or_any(s->items)})) return -1;
-            continue;  // the byte starts the item
+                f->st = A_AFTER;
+                if (push(m, (Frame){.kind = F_VALUE, .s = sub_or_any(s->items)})) return -1;
+                continue;  // the byte starts the item
         }
         return -1;
     }

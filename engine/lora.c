@@ -11,7 +11,6 @@
 #include "safetensors.h"
 #include "util.h"
 
-
 Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask) {
     Lora *l = ld_xcalloc(1, sizeof *l);
     l->rank = rank;
@@ -57,7 +56,7 @@ int lora_save_peft(const Lora *l, const char *dir, const char *base_model) {
     if (ld_mkdir_p(dir)) return -1;
     int n = 0;
     StWriteTensor *ts = ld_xcalloc((size_t)l->n_layers * LT_COUNT * 2, sizeof(StWriteTensor));
-    char (*names)[160] = ld_xcalloc((size_t)l->n_layers * LT_COUNT * 2, 160);
+    char(*names)[160] = ld_xcalloc((size_t)l->n_layers * LT_COUNT * 2, 160);
     unsigned mask = 0;
     for (int i = 0; i < l->n_layers; i++)
         for (int t = 0; t < LT_COUNT; t++) {
@@ -104,13 +103,14 @@ Lora *lora_load_peft(const ModelConfig *c, const char *dir) {
     cJSON *cfg = txt ? cJSON_Parse(txt) : NULL;
     free(txt);
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(cfg, "r"), *alpha = cJSON_GetObjectItemCaseSensitive(cfg, "lora_alpha");
-    const cJSON *targets = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules"), *type = cJSON_GetObjectItemCaseSensitive(cfg, "peft_type");
+    const cJSON *targets = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules"),
+                *type = cJSON_GetObjectItemCaseSensitive(cfg, "peft_type");
     if (!cfg) {
         if (ld_file_exists(cp)) ld_set_error("%s: not valid JSON", cp);
         goto done;
     }
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "LORA") || !cJSON_IsNumber(r) || r->valueint < 1 ||
-        r->valueint > 4096 || !cJSON_IsNumber(alpha)) {
+    if (!cJSON_IsString(type) || strcmp(type->valuestring, "LORA") || !cJSON_IsNumber(r) || r->valueint < 1 || r->valueint > 4096 ||
+        !cJSON_IsNumber(alpha)) {
         ld_set_error("%s: not a LoRA adapter config (peft_type LORA, r and lora_alpha needed)", cp);
         goto done;
     }

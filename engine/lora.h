@@ -4,7 +4,6 @@
 #include "lora_targets.h"
 #include "model.h"
 
-
 typedef struct {
     float *A, *B;  // [r, in], [out, r]; NULL when the layer's linear is not targeted
     int in, out;
@@ -14,7 +13,7 @@ typedef struct Lora {
     int rank, n_layers;
     float scale, alpha;
     int rslora;
-    float dropout;          // on the adapter's input while training (0 = off)
+    float dropout;  // on the adapter's input while training (0 = off)
     uint64_t dropout_seed;  // set per step by the trainer: the masks are a function of it
     LoraPair *w;  // [n_layers][LT_COUNT]
 } Lora;
@@ -29,4 +28,3 @@ void lora_scale(Lora *l, float s);  // every A and B times s
 // (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight ...), loadable by PEFT.
 int lora_save_peft(const Lora *l, const char *dir, const char *base_model);
 Lora *lora_load_peft(const ModelConfig *c, const char *dir);  // NULL with an error naming the file and problem
-

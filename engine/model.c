@@ -134,7 +134,7 @@ static int arch_from_hf(const char *mt, Arch *a) {
     static const struct {
         const char *name;
         Arch arch;
-    } map[] = {{"llama", ARCH_LLAMA}, {"mistral", ARCH_LLAMA}, {"qwen2", ARCH_QWEN2},     {"gemma", ARCH_GEMMA},
+    } map[] = {{"llama", ARCH_LLAMA},   {"mistral", ARCH_LLAMA},      {"qwen2", ARCH_QWEN2},  {"gemma", ARCH_GEMMA},
                {"gemma2", ARCH_GEMMA2}, {"gemma3_text", ARCH_GEMMA3}, {"gemma3", ARCH_GEMMA3}};
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
         if (!strcmp(mt, map[i].name)) {
@@ -162,16 +162,14 @@ static void arch_defaults(ModelConfig *c) {
 }
 
 static int check_sizes(ModelConfig *c, const char *path) {
-    if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 ||
-        c->ffn_dim <= 0 || c->vocab <= 0) {
+    if (c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->ffn_dim <= 0 || c->vocab <= 0) {
         ld_set_error("%s: model sizes must be positive", path);
         return -1;
     }
     // Bounds far above any real checkpoint: a corrupt file must not make us allocate gigabytes of nothing.
-    if (c->dim > 65536 || c->n_layers > 1024 || c->n_heads > 1024 || c->ffn_dim > 1 << 20 || c->vocab > 1 << 23 ||
-        c->max_pos > 1 << 24) {
-        ld_set_error("%s: implausible model sizes (dim %d, layers %d, heads %d, ffn %d, vocab %d, context %d)", path,
-                     c->dim, c->n_layers, c->n_heads, c->ffn_dim, c->vocab, c->max_pos);
+    if (c->dim > 65536 || c->n_layers > 1024 || c->n_heads > 1024 || c->ffn_dim > 1 << 20 || c->vocab > 1 << 23 || c->max_pos > 1 << 24) {
+        ld_set_error("%s: implausible model sizes (dim %d, layers %d, heads %d, ffn %d, vocab %d, context %d)", path, c->dim, c->n_layers,
+                     c->n_heads, c->ffn_dim, c->vocab, c->max_pos);
         return -1;
     }
     if (c->n_heads % c->n_kv_heads) {
@@ -208,19 +206,17 @@ int model_config_from_hf_json(const char *json, size_t len, const char *path, Mo
         goto done;
     }
     if (arch_from_hf(mt->valuestring, &c->arch)) {
-        ld_set_error("%s: unsupported architecture '%s' (llama, mistral, qwen2, gemma, gemma2, gemma3 are supported)",
-                     path, mt->valuestring);
+        ld_set_error("%s: unsupported architecture '%s' (llama, mistral, qwen2, gemma, gemma2, gemma3 are supported)", path,
+                     mt->valuestring);
         goto done;
     }
     const cJSON *cfg = root;
     const cJSON *text_cfg = cJSON_GetObjectItemCaseSensitive(root, "text_config");  // multimodal Gemma 3
     if (!strcmp(mt->valuestring, "gemma3") && cJSON_IsObject(text_cfg)) cfg = text_cfg;
-    if (cfg_int(cfg, "hidden_size", INT32_MIN, &c->dim, path) ||
-        cfg_int(cfg, "num_hidden_layers", INT32_MIN, &c->n_layers, path) ||
+    if (cfg_int(cfg, "hidden_size", INT32_MIN, &c->dim, path) || cfg_int(cfg, "num_hidden_layers", INT32_MIN, &c->n_layers, path) ||
         cfg_int(cfg, "num_attention_heads", INT32_MIN, &c->n_heads, path) ||
         cfg_int(cfg, "num_key_value_heads", c->n_heads, &c->n_kv_heads, path) ||
-        cfg_int(cfg, "intermediate_size", INT32_MIN, &c->ffn_dim, path) ||
-        cfg_int(cfg, "vocab_size", INT32_MIN, &c->vocab, path) ||
+        cfg_int(cfg, "intermediate_size", INT32_MIN, &c->ffn_dim, path) || cfg_int(cfg, "vocab_size", INT32_MIN, &c->vocab, path) ||
         cfg_int(cfg, "max_position_embeddings", 8192, &c->max_pos, path))
         goto done;
     if (c->n_heads <= 0) {
@@ -244,9 +240,12 @@ int model_config_from_hf_json(const char *json, size_t len, const char *path, Mo
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, c->arch > ARCH_GEMMA ? "hidden_activation" : "hidden_act");
     if (cJSON_IsString(act)) {
         const char *a = gemma_v1 && !strcmp(act->valuestring, "gelu") ? "gelu_pytorch_tanh" : act->valuestring;
-        if (!strcmp(a, "silu") || !strcmp(a, "swish")) c->act = ACT_SILU;
-        else if (!strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_new") || !strcmp(a, "gelu_fast")) c->act = ACT_GELU_TANH;
-        else if (!strcmp(a, "gelu")) c->act = ACT_GELU_ERF;
+        if (!strcmp(a, "silu") || !strcmp(a, "swish"))
+            c->act = ACT_SILU;
+        else if (!strcmp(a, "gelu_pytorch_tanh") || !strcmp(a, "gelu_new") || !strcmp(a, "gelu_fast"))
+            c->act = ACT_GELU_TANH;
+        else if (!strcmp(a, "gelu"))
+            c->act = ACT_GELU_ERF;
         else {
             ld_set_error("%s: unsupported activation '%s'", path, a);
             goto done;
@@ -260,8 +259,7 @@ int model_config_from_hf_json(const char *json, size_t len, const char *path, Mo
     c->final_softcap = (float)v;
     // sliding window: Gemma 2/3 always; Mistral/Qwen2 only when the config turns it on
     const cJSON *usw = cJSON_GetObjectItemCaseSensitive(cfg, "use_sliding_window");
-    int sw_on = c->arch == ARCH_GEMMA2 || c->arch == ARCH_GEMMA3 || (c->arch == ARCH_LLAMA && !usw) ||
-                cJSON_IsTrue(usw);
+    int sw_on = c->arch == ARCH_GEMMA2 || c->arch == ARCH_GEMMA3 || (c->arch == ARCH_LLAMA && !usw) || cJSON_IsTrue(usw);
     if (sw_on && cfg_int(cfg, "sliding_window", 0, &c->sliding_window, path)) goto done;
     if (c->arch == ARCH_LLAMA && c->sliding_window)
         for (int i = 0; i < c->n_layers; i++) c->layer_local[i] = 1;  // Mistral: every layer windowed
@@ -292,8 +290,7 @@ int model_config_from_hf_json(const char *json, size_t len, const char *path, Mo
     double local_theta;
     if (cfg_float(cfg, "rope_local_base_freq", c->arch == ARCH_GEMMA3 ? 1e4 : theta, &local_theta, path)) goto done;
     if (rp_full || rp_slide) {
-        if (parse_rope(rp_full, theta, &c->rope_global, path) || parse_rope(rp_slide, local_theta, &c->rope_local, path))
-            goto done;
+        if (parse_rope(rp_full, theta, &c->rope_global, path) || parse_rope(rp_slide, local_theta, &c->rope_local, path)) goto done;
     } else if (rp) {
         if (parse_rope(rp, theta, &c->rope_global, path)) goto done;
         c->rope_local = c->rope_global;
@@ -478,14 +475,14 @@ int model_tensors(Model *m, ModelTensor **out) {
     const char *px = m->hf_prefix[0] ? m->hf_prefix : "model.";
     int cap = 3 + c->n_layers * 17, n = 0;
     ModelTensor *t = ld_xcalloc((size_t)cap, sizeof *t);
-#define ADD(HF, GG, LAYER, TARGET, LIN, VEC, ROWS, COLS, PRESENT, NORM, QK)                                          \
-    do {                                                                                                             \
-        if (!(PRESENT)) break;                                                                                       \
-        ModelTensor *added = &t[n++];                                                                                    \
-        snprintf(added->hf, sizeof added->hf, "%s", HF);                                                                     \
-        snprintf(added->gguf, sizeof added->gguf, "%s", GG);                                                                 \
-        added->layer = LAYER, added->target = TARGET, added->lin = LIN, added->vec = VEC, added->rows = ROWS, added->cols = COLS;            \
-        added->is_norm = NORM, added->qk_heads = QK;                                                                         \
+#define ADD(HF, GG, LAYER, TARGET, LIN, VEC, ROWS, COLS, PRESENT, NORM, QK)                                                       \
+    do {                                                                                                                          \
+        if (!(PRESENT)) break;                                                                                                    \
+        ModelTensor *added = &t[n++];                                                                                             \
+        snprintf(added->hf, sizeof added->hf, "%s", HF);                                                                          \
+        snprintf(added->gguf, sizeof added->gguf, "%s", GG);                                                                      \
+        added->layer = LAYER, added->target = TARGET, added->lin = LIN, added->vec = VEC, added->rows = ROWS, added->cols = COLS; \
+        added->is_norm = NORM, added->qk_heads = QK;                                                                              \
     } while (0)
     char hf[128], gg[64];
     snprintf(hf, sizeof hf, "%sembed_tokens.weight", px);
@@ -585,8 +582,11 @@ Model *model_grad_new(const Model *m) {
     ModelTensor *t;
     int n = model_tensors(g, &t);
     for (int i = 0; i < n; i++) {
-        if (t[i].lin) *t[i].lin = (Linear){own(g, ld_xcalloc((size_t)(t[i].rows * t[i].cols), sizeof(float))), LD_F32, sizeof(float) * (size_t)t[i].cols};
-        else *t[i].vec = own(g, ld_xcalloc((size_t)t[i].cols, sizeof(float)));
+        if (t[i].lin)
+            *t[i].lin =
+                (Linear){own(g, ld_xcalloc((size_t)(t[i].rows * t[i].cols), sizeof(float))), LD_F32, sizeof(float) * (size_t)t[i].cols};
+        else
+            *t[i].vec = own(g, ld_xcalloc((size_t)t[i].cols, sizeof(float)));
     }
     free(t);
     if (g->cfg.tied_embeddings) g->lm_head = g->embed;
@@ -688,8 +688,7 @@ Model *model_load(const char *path) {
         if (!m->tok) goto fail;
         m->chat_template = gguf_get_str(files->gguf, "tokenizer.chat_template");
         const TensorRef *rf = gguf_find(files->gguf, "rope_freqs.weight");
-        if (rf && rf->dtype == LD_F32 && rf->n_dims == 1 && rf->shape[0] == m->cfg.head_dim / 2)
-            freq_factors = (const float *)rf->data;
+        if (rf && rf->dtype == LD_F32 && rf->n_dims == 1 && rf->shape[0] == m->cfg.head_dim / 2) freq_factors = (const float *)rf->data;
     }
     if (tok_vocab_size(m->tok) > m->cfg.vocab) {
         ld_set_error("%s: tokenizer has %d tokens but the model's vocabulary is %d", path, tok_vocab_size(m->tok), m->cfg.vocab);

@@ -22,16 +22,16 @@ typedef struct {
     Arch arch;
     int vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_pos;
     float norm_eps;
-    int norm_plus_one;     // Gemma: RMSNorm scales by (1 + w)
-    int embed_scale;       // Gemma: embeddings × sqrt(dim)
+    int norm_plus_one;  // Gemma: RMSNorm scales by (1 + w)
+    int embed_scale;  // Gemma: embeddings × sqrt(dim)
     Activation act;
     int qkv_bias, o_bias;  // Qwen2: q/k/v; Llama attention_bias: all four
-    int qk_norm;           // Gemma 3: RMSNorm of q and k over head_dim
-    int sandwich_norms;    // Gemma 2/3: post-attention and post-feedforward norms before each residual add
-    float attn_scale;      // multiplies q·k
+    int qk_norm;  // Gemma 3: RMSNorm of q and k over head_dim
+    int sandwich_norms;  // Gemma 2/3: post-attention and post-feedforward norms before each residual add
+    float attn_scale;  // multiplies q·k
     float attn_softcap, final_softcap;  // 0 = off
-    int sliding_window;                 // keys with i - j < W; 0 = off
-    uint8_t *layer_local;               // [n_layers] 1 = sliding-window layer (uses rope_local)
+    int sliding_window;  // keys with i - j < W; 0 = off
+    uint8_t *layer_local;  // [n_layers] 1 = sliding-window layer (uses rope_local)
     RopeParams rope_global, rope_local;
     int tied_embeddings;
 } ModelConfig;
@@ -46,27 +46,27 @@ typedef struct {
 
 typedef struct {
     // Shapes (D = dim, Hq/Hkv = heads, hd = head_dim, F = ffn_dim); linear weights are [out, in].
-    float *attn_norm;                  // [D]
-    Linear wq, wk, wv, wo;             // [Hq*hd, D] [Hkv*hd, D] [Hkv*hd, D] [D, Hq*hd]
-    float *bq, *bk, *bv, *bo;          // optional biases
-    float *q_norm, *k_norm;            // [hd] (Gemma 3)
-    float *post_attn_norm;             // [D] (Gemma 2/3)
-    float *ffn_norm;                   // [D]
-    Linear w_gate, w_up, w_down;       // [F, D] [F, D] [D, F]
-    float *post_ffn_norm;              // [D] (Gemma 2/3)
+    float *attn_norm;  // [D]
+    Linear wq, wk, wv, wo;  // [Hq*hd, D] [Hkv*hd, D] [Hkv*hd, D] [D, Hq*hd]
+    float *bq, *bk, *bv, *bo;  // optional biases
+    float *q_norm, *k_norm;  // [hd] (Gemma 3)
+    float *post_attn_norm;  // [D] (Gemma 2/3)
+    float *ffn_norm;  // [D]
+    Linear w_gate, w_up, w_down;  // [F, D] [F, D] [D, F]
+    float *post_ffn_norm;  // [D] (Gemma 2/3)
 } LayerWeights;
 
 typedef struct {
     char *path;
     ModelConfig cfg;
-    Linear embed;       // [vocab, D]
+    Linear embed;  // [vocab, D]
     float *final_norm;  // [D]
-    Linear lm_head;     // [vocab, D]; the same as embed when tied
+    Linear lm_head;  // [vocab, D]; the same as embed when tied
     LayerWeights *layers;
     float *inv_freq_global, *inv_freq_local;  // [hd/2]
     Tokenizer *tok;
     char *chat_template;  // Jinja text from tokenizer_config.json / GGUF, or NULL
-    char hf_prefix[32];   // HF tensor-name prefix of the loaded files ("model.", "language_model.model." ...)
+    char hf_prefix[32];  // HF tensor-name prefix of the loaded files ("model.", "language_model.model." ...)
     struct Lora *adapter;  // a LoRA applied on top of the weights without merging (owned: freed with the model)
     // owned storage
     void **blocks;
@@ -89,13 +89,13 @@ const char *arch_name(Arch a);
 // One weight of a model as the files name it (the table loading, full fine-tuning and export share).
 typedef struct {
     char hf[128], gguf[64];  // names in an HF directory (with the model's prefix) and in a GGUF
-    int layer;               // -1: embeddings, final norm, lm_head
-    int target;              // the LoraTarget of a layer's linear, else -1
-    Linear *lin;             // a linear weight [rows, cols] ...
-    float **vec;             // ... or a vector [cols] (rows 0)
+    int layer;  // -1: embeddings, final norm, lm_head
+    int target;  // the LoraTarget of a layer's linear, else -1
+    Linear *lin;  // a linear weight [rows, cols] ...
+    float **vec;  // ... or a vector [cols] (rows 0)
     int64_t rows, cols;
-    int is_norm;             // an RMSNorm weight (GGUF files hold Gemma's as 1 + w)
-    int qk_heads;            // Q/K of llama-arch GGUFs: rows interleaved per head over this many heads (0: not)
+    int is_norm;  // an RMSNorm weight (GGUF files hold Gemma's as 1 + w)
+    int qk_heads;  // Q/K of llama-arch GGUFs: rows interleaved per head over this many heads (0: not)
 } ModelTensor;
 // The weights present in m's architecture, in file order; lm_head only when untied. Pointers into m.
 int model_tensors(Model *m, ModelTensor **out);

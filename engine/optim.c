@@ -74,19 +74,18 @@ double adamw_step(AdamW *o, float lr, float beta1, float beta2, float eps, float
     if (clip < 1.0f) adamw_scale_grad(o, clip);
     o->step++;
     for (int i = 0; i < o->n; i++)
-        k_adamw(o->v[i].p, o->v[i].g, o->m[i], o->s[i], o->v[i].n, lr, beta1, beta2, eps, o->v[i].decay ? weight_decay : 0,
-                o->step);
+        k_adamw(o->v[i].p, o->v[i].g, o->m[i], o->s[i], o->v[i].n, lr, beta1, beta2, eps, o->v[i].decay ? weight_decay : 0, o->step);
     return norm;
 }
 
 int adamw_save(const AdamW *o, const char *path) {
     StWriteTensor *ts = ld_xcalloc((size_t)o->n * 3 + 1, sizeof(StWriteTensor));
-    char (*names)[168] = ld_xcalloc((size_t)o->n * 3, 168);
+    char(*names)[168] = ld_xcalloc((size_t)o->n * 3, 168);
     float step = (float)o->step;  // exact for any realistic step count (< 2^24)
     int k = 0;
     for (int part = 0; part < 3; part++)
         for (int i = 0; i < o->n; i++, k++) {
-            snprintf(names[k], 168, "%c.%s", "pms"[part], o->v[i].name);
+            snprintf(names[k], 168, "%c.%s", "pms"[part], o -> v[i].name);
             ts[k] = (StWriteTensor){names[k], part == 0 ? o->v[i].p : part == 1 ? o->m[i] : o->s[i], 1, {(int64_t)o->v[i].n}};
         }
     ts[k++] = (StWriteTensor){"adam_step", &step, 1, {1}};
@@ -103,7 +102,7 @@ int adamw_load(AdamW *o, const char *path) {
     for (int part = 0; part < 3 && !rc; part++)
         for (int i = 0; i < o->n && !rc; i++) {
             char name[168];
-            snprintf(name, sizeof name, "%c.%s", "pms"[part], o->v[i].name);
+            snprintf(name, sizeof name, "%c.%s", "pms"[part], o -> v[i].name);
             const TensorRef *t = st_find(&st, name);
             if (!t || t->dtype != LD_F32 || t->nbytes != sizeof(float) * o->v[i].n) {
                 ld_set_error("%s: tensor %s is %s (a checkpoint of other settings?)", path, name, t ? "of another size" : "missing");

@@ -19,7 +19,7 @@ typedef struct AdamW {
     Param *v;
     int n;
     float **m, **s;  // first and second moment estimates, per parameter
-    int step;        // optimiser steps taken (bias correction counts from 1)
+    int step;  // optimiser steps taken (bias correction counts from 1)
 } AdamW;
 
 AdamW *adamw_new(Param *v, int n);  // takes v

@@ -1,8 +1,8 @@
 #include "safetensors.h"
 
 #include <cjson/cJSON.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define ST_MAX_HEADER (100u * 1024 * 1024)  // the format's own limit
@@ -48,8 +48,7 @@ int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out
         return -1;
     }
     if (hlen > size - 8) {
-        ld_set_error("%s: safetensors header length %llu runs past the end of the file (%zu bytes)", path,
-                     (unsigned long long)hlen, size);
+        ld_set_error("%s: safetensors header length %llu runs past the end of the file (%zu bytes)", path, (unsigned long long)hlen, size);
         return -1;
     }
     const uint8_t *data = buf + 8 + hlen;
@@ -69,8 +68,7 @@ int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out
         cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
         cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
         cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-        if (!cJSON_IsObject(e) || !cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off) ||
-            cJSON_GetArraySize(off) != 2) {
+        if (!cJSON_IsObject(e) || !cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
             ld_set_error("%s: tensor '%s': entry needs dtype, shape and data_offsets", path, e->string);
             goto fail;
         }
@@ -87,8 +85,7 @@ int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out
         uint64_t numel = 1;
         for (int i = 0; i < nd; i++) {
             cJSON *d = cJSON_GetArrayItem(sh, i);
-            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 4e15 ||
-                d->valuedouble != (double)(int64_t)d->valuedouble) {
+            if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 4e15 || d->valuedouble != (double)(int64_t)d->valuedouble) {
                 ld_set_error("%s: tensor '%s': bad shape", path, e->string);
                 goto fail;
             }
@@ -102,15 +99,13 @@ int st_parse(const uint8_t *buf, size_t size, const char *path, SafeTensors *out
         cJSON *o0 = cJSON_GetArrayItem(off, 0), *o1 = cJSON_GetArrayItem(off, 1);
         if (!cJSON_IsNumber(o0) || !cJSON_IsNumber(o1) || o0->valuedouble < 0 || o1->valuedouble < o0->valuedouble ||
             o1->valuedouble > (double)data_size) {
-            ld_set_error("%s: tensor '%s': data_offsets out of range (data section is %zu bytes)", path, e->string,
-                         data_size);
+            ld_set_error("%s: tensor '%s': data_offsets out of range (data section is %zu bytes)", path, e->string, data_size);
             goto fail;
         }
         size_t begin = (size_t)o0->valuedouble, end = (size_t)o1->valuedouble;
         size_t want = ld_dtype_nbytes(t->dtype, numel);
         if (want != end - begin) {
-            ld_set_error("%s: tensor '%s': shape x dtype is %zu bytes but data_offsets span %zu", path, e->string,
-                         want, end - begin);
+            ld_set_error("%s: tensor '%s': shape x dtype is %zu bytes but data_offsets span %zu", path, e->string, want, end - begin);
             goto fail;
         }
         t->data = data + begin;
@@ -166,8 +161,7 @@ int st_write_f32(const char *path, const StWriteTensor *tensors, int n) {
     return st_write_f32_stream(path, tensors, n, from_memory, (void *)tensors);
 }
 
-int st_write_f32_stream(const char *path, const StWriteTensor *tensors, int n, int (*produce)(int i, float *dst, void *ctx),
-                        void *ctx) {
+int st_write_f32_stream(const char *path, const StWriteTensor *tensors, int n, int (*produce)(int i, float *dst, void *ctx), void *ctx) {
     cJSON *h = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(h, "__metadata__");
     cJSON_AddStringToObject(meta, "format", "pt");
     size_t off = 0, biggest = 1;

@@ -30,5 +30,4 @@ typedef struct {
 int st_write_f32(const char *path, const StWriteTensor *tensors, int n);
 // The same with each tensor's data made on demand by produce(i, dst) (data unused), so a model larger than
 // memory can be written one tensor at a time. A non-zero return from produce fails the write.
-int st_write_f32_stream(const char *path, const StWriteTensor *tensors, int n, int (*produce)(int i, float *dst, void *ctx),
-                        void *ctx);
+int st_write_f32_stream(const char *path, const StWriteTensor *tensors, int n, int (*produce)(int i, float *dst, void *ctx), void *ctx);

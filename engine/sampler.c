@@ -6,8 +6,15 @@
 #include "util.h"
 
 SamplerParams sampler_defaults(void) {
-    return (SamplerParams){.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .repeat_penalty = 1.0f,
-                           .repeat_last_n = 64, .frequency_penalty = 0.0f, .presence_penalty = 0.0f, .seed = 0};
+    return (SamplerParams){.temperature = 0.0f,
+                           .top_k = 0,
+                           .top_p = 1.0f,
+                           .min_p = 0.0f,
+                           .repeat_penalty = 1.0f,
+                           .repeat_last_n = 64,
+                           .frequency_penalty = 0.0f,
+                           .presence_penalty = 0.0f,
+                           .seed = 0};
 }
 
 static uint64_t splitmix64(uint64_t *s) {
@@ -62,7 +69,8 @@ void sampler_penalize(const SamplerParams *p, float *logits, int V, const int *h
     if (n_hist <= 0) return;
     int *toks = ld_xmalloc(sizeof(int) * 2 * (size_t)n_hist), *counts = toks + n_hist;
     int n = sampler_penalized(p, history, n_hist, V, toks);
-    for (int i = 0; i < n; i++) logits[toks[i]] = logits[toks[i]] > 0 ? logits[toks[i]] / p->repeat_penalty : logits[toks[i]] * p->repeat_penalty;
+    for (int i = 0; i < n; i++)
+        logits[toks[i]] = logits[toks[i]] > 0 ? logits[toks[i]] / p->repeat_penalty : logits[toks[i]] * p->repeat_penalty;
     if (n_gen > n_hist) n_gen = n_hist;
     n = sampler_counted(p, history + n_hist - n_gen, n_gen, V, toks, counts);
     k_penalize_counts(logits, toks, counts, n, p->frequency_penalty, p->presence_penalty);

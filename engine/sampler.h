@@ -4,12 +4,12 @@
 #include <stdint.h>
 
 typedef struct {
-    float temperature;     // <= 0: greedy
-    int top_k;             // 0: off
-    float top_p;           // 1: off
-    float min_p;           // 0: off
+    float temperature;  // <= 0: greedy
+    int top_k;  // 0: off
+    float top_p;  // 1: off
+    float min_p;  // 0: off
     float repeat_penalty;  // 1: off (divides positive logits, multiplies negative ones of seen tokens)
-    int repeat_last_n;     // how far back the penalty looks (0: whole history)
+    int repeat_last_n;  // how far back the penalty looks (0: whole history)
     // OpenAI's: logit[t] -= count[t]·frequency_penalty + (count[t] > 0)·presence_penalty, count[t] how often t
     // came among the tokens generated so far (not the prompt); 0: off. Applied after the repetition penalty.
     float frequency_penalty, presence_penalty;

@@ -12,7 +12,7 @@ typedef struct {
     LdDtype dtype;
     int n_dims;
     int64_t shape[LD_MAX_DIMS];  // outermost first, as HF/PyTorch write it: a linear weight is [out, in]
-    const uint8_t *data;         // inside the file's memory map
+    const uint8_t *data;  // inside the file's memory map
     size_t nbytes;
 } TensorRef;
 

@@ -30,18 +30,18 @@ typedef struct {
 struct Tokenizer {
     int byte_level;  // BPE over raw bytes (vocab stored de-mapped); else over UTF-8 characters
     int n_vocab;
-    char **text;     // [n_vocab] token bytes (raw bytes for byte-level; ▁ form for SentencePiece style)
+    char **text;  // [n_vocab] token bytes (raw bytes for byte-level; ▁ form for SentencePiece style)
     uint32_t *len;
     uint8_t *special, *is_added;
     char **owned_text;  // strings allocated here
-    StrMap vocab;       // model vocabulary: bytes -> id
-    U64Map merges;      // (left id, right id) -> (rank, merged id)
+    StrMap vocab;  // model vocabulary: bytes -> id
+    U64Map merges;  // (left id, right id) -> (rank, merged id)
     int byte_fallback, ignore_merges, unk_id, fuse_unk;
     int byte_tok[256];  // <0xNN> ids for byte fallback (-1 when absent)
     // normalizer
     int nfc;
     char *replace_from, *replace_to;  // e.g. " " -> "▁"
-    char *prepend;                    // e.g. "▁"
+    char *prepend;  // e.g. "▁"
     // pre-tokenizer
     PreStep *steps;
     int n_steps;
@@ -114,8 +114,7 @@ static pcre2_code *compile_re(const char *pat, int literal, const char *name) {
     return re;
 }
 
-static const char *k_gpt2_regex =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char *k_gpt2_regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 static const char *k_llama3_regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -316,10 +315,14 @@ static int parse_pretok(Tokenizer *t, const cJSON *p, const char *name) {
             return -1;
         }
         SplitBehavior b;
-        if (!strcmp(beh, "Isolated")) b = SPLIT_ISOLATED;
-        else if (!strcmp(beh, "MergedWithPrevious")) b = SPLIT_MERGED_PREV;
-        else if (!strcmp(beh, "MergedWithNext")) b = SPLIT_MERGED_NEXT;
-        else if (!strcmp(beh, "Removed")) b = SPLIT_REMOVED;
+        if (!strcmp(beh, "Isolated"))
+            b = SPLIT_ISOLATED;
+        else if (!strcmp(beh, "MergedWithPrevious"))
+            b = SPLIT_MERGED_PREV;
+        else if (!strcmp(beh, "MergedWithNext"))
+            b = SPLIT_MERGED_NEXT;
+        else if (!strcmp(beh, "Removed"))
+            b = SPLIT_REMOVED;
         else {
             ld_set_error("%s: unsupported Split behavior '%s'", name, beh);
             return -1;
@@ -337,8 +340,10 @@ static int parse_pretok(Tokenizer *t, const cJSON *p, const char *name) {
         }
         free(t->metaspace);
         t->metaspace = ld_xstrdup(rep);
-        if (scheme) t->metaspace_prepend = !strcmp(scheme, "always") ? 2 : !strcmp(scheme, "first") ? 1 : 0;
-        else t->metaspace_prepend = json_bool(p, "add_prefix_space", 1) ? 2 : 0;  // files older than prepend_scheme
+        if (scheme)
+            t->metaspace_prepend = !strcmp(scheme, "always") ? 2 : !strcmp(scheme, "first") ? 1 : 0;
+        else
+            t->metaspace_prepend = json_bool(p, "add_prefix_space", 1) ? 2 : 0;  // files older than prepend_scheme
         if (json_bool(p, "split", 1)) return add_step(t, rep, 1, SPLIT_MERGED_NEXT, name);
         return 0;
     }
@@ -482,8 +487,7 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *name) {
                 goto fail;
             }
             add_merge(t, s, (size_t)(sp - s), sp + 1, strlen(sp + 1), rank);
-        } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
-                   cJSON_IsString(m->child->next)) {
+        } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) && cJSON_IsString(m->child->next)) {
             const char *a = m->child->valuestring, *b = m->child->next->valuestring;
             add_merge(t, a, strlen(a), b, strlen(b), rank);
         } else {
@@ -554,8 +558,7 @@ Tokenizer *tok_load_gguf(const Gguf *g) {
     const GgufKv *scores = gguf_get(g, "tokenizer.ggml.scores");
     const GgufKv *merges = gguf_get(g, "tokenizer.ggml.merges");
     Tokenizer *t = tok_new();
-    if (!model || !toks || toks->type != GGUF_ARRAY || toks->arr_type != GGUF_STRING || !toks->arr_len ||
-        toks->arr_len > 10000000) {
+    if (!model || !toks || toks->type != GGUF_ARRAY || toks->arr_type != GGUF_STRING || !toks->arr_len || toks->arr_len > 10000000) {
         ld_set_error("%s: GGUF has no usable tokenizer (tokenizer.ggml.model / tokens missing)", name);
         goto fail;
     }
@@ -658,8 +661,7 @@ Tokenizer *tok_load_gguf(const Gguf *g) {
         ld_set_error("%s: tokenizer special token id out of range", name);
         goto fail;
     }
-    if (t->bos_id >= 0 && gguf_get_int(g, "tokenizer.ggml.add_bos_token", !t->byte_level))
-        t->prefix_ids[t->n_prefix++] = t->bos_id;
+    if (t->bos_id >= 0 && gguf_get_int(g, "tokenizer.ggml.add_bos_token", !t->byte_level)) t->prefix_ids[t->n_prefix++] = t->bos_id;
     if (t->eos_id >= 0 && gguf_get_int(g, "tokenizer.ggml.add_eos_token", 0)) t->suffix_ids[t->n_suffix++] = t->eos_id;
     free(model);
     return t;
@@ -832,10 +834,23 @@ static void split_step(const PreStep *st, const char *buf, SpanVec *in, SpanVec 
                 continue;
             }
             switch (st->behavior) {
-            case SPLIT_ISOLATED: sv_push(out, last, ms); sv_push(out, ms, me); last = me; break;
-            case SPLIT_MERGED_PREV: sv_push(out, last, me); last = me; break;
-            case SPLIT_MERGED_NEXT: sv_push(out, last, ms); last = ms; break;
-            case SPLIT_REMOVED: sv_push(out, last, ms); last = me; break;
+                case SPLIT_ISOLATED:
+                    sv_push(out, last, ms);
+                    sv_push(out, ms, me);
+                    last = me;
+                    break;
+                case SPLIT_MERGED_PREV:
+                    sv_push(out, last, me);
+                    last = me;
+                    break;
+                case SPLIT_MERGED_NEXT:
+                    sv_push(out, last, ms);
+                    last = ms;
+                    break;
+                case SPLIT_REMOVED:
+                    sv_push(out, last, ms);
+                    last = me;
+                    break;
             }
             off = ov[1];
         }
@@ -904,8 +919,10 @@ static char *apply_metaspace(const Tokenizer *t, char *buf, size_t *len, int fir
     size_t k = 0;
     if (prepend) memcpy(o, t->metaspace, rl), k = rl;
     for (size_t i = 0; i < *len; i++) {
-        if (buf[i] == ' ') memcpy(o + k, t->metaspace, rl), k += rl;
-        else o[k++] = buf[i];
+        if (buf[i] == ' ')
+            memcpy(o + k, t->metaspace, rl), k += rl;
+        else
+            o[k++] = buf[i];
     }
     o[k] = 0;
     free(buf);
@@ -956,8 +973,7 @@ static int in_spans(size_t pos, const size_t *spans, int n_spans) {
     return 0;
 }
 
-int tok_encode_protected(const Tokenizer *t, const char *text, size_t len, int flags, const size_t *spans,
-                         int n_spans, int **out) {
+int tok_encode_protected(const Tokenizer *t, const char *text, size_t len, int flags, const size_t *spans, int n_spans, int **out) {
     size_t n;
     char *s = ld_utf8_repair(text, len, &n);
     IntVec iv = {0};

@@ -68,8 +68,7 @@ int train_record_from_chat(const Model *m, const ChatTemplate *t, const ChatMess
     out->n = all.n;
     out->ids = all.v;
     out->targets = ld_xmalloc(sizeof(int) * (size_t)(all.n + 1));
-    for (int i = 0; i < all.n; i++)
-        out->targets[i] = i + 1 < all.n && (full_sequence || trained[i + 1]) ? all.v[i + 1] : -100;
+    for (int i = 0; i < all.n; i++) out->targets[i] = i + 1 < all.n && (full_sequence || trained[i + 1]) ? all.v[i + 1] : -100;
     free(trained);
     return 0;
 }

@@ -13,6 +13,5 @@ typedef struct {
 } TrainRecord;
 
 // -1 with an error (bad roles, nothing to train on).
-int train_record_from_chat(const Model *m, const ChatTemplate *t, const ChatMessage *msgs, int n_msgs, int full_sequence,
-                           TrainRecord *out);
+int train_record_from_chat(const Model *m, const ChatTemplate *t, const ChatMessage *msgs, int n_msgs, int full_sequence, TrainRecord *out);
 void train_record_free(TrainRecord *r);

@@ -35,11 +35,11 @@ int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)
 
 struct GpuTrainer {
     const Model *m;
-    int step;           // AdamW steps taken
+    int step;  // AdamW steps taken
     float dropout;
-    GpuWeights *w;      // the frozen base
-    Lora *P, *dP;       // the adapter and its gradients on the device
-    Lora *mP, *vP;      // AdamW's moments, shaped like the adapter
+    GpuWeights *w;  // the frozen base
+    Lora *P, *dP;  // the adapter and its gradients on the device
+    Lora *mP, *vP;  // AdamW's moments, shaped like the adapter
 };
 
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
@@ -77,8 +77,10 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||
              kc_sync();
     token_plan_free(be, &plan);
-    if (rc) ld_set_error("GPU training step: %s", kc_last_error());
-    else if (isnan(loss)) ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
+    if (rc)
+        ld_set_error("GPU training step: %s", kc_last_error());
+    else if (isnan(loss))
+        ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
     return rc ? NAN : loss;
 }
 
@@ -139,8 +141,10 @@ static int transfer_state(GpuTrainer *g, AdamW *opt, int to_host) {
                 }
         }
     }
-    if (to_host) opt->step = g->step;
-    else g->step = opt->step;
+    if (to_host)
+        opt->step = g->step;
+    else
+        g->step = opt->step;
     return 0;
 }
 

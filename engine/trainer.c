@@ -23,7 +23,7 @@ typedef struct {
     float (*loss)(struct Trainer *t, const TrainBatch *b, int *n_counted, int training);
     void (*scale_grad)(struct Trainer *t, float s);
     double (*adamw)(struct Trainer *t, float lr);
-    int (*state_to_host)(struct Trainer *t);    // before a checkpoint is written
+    int (*state_to_host)(struct Trainer *t);  // before a checkpoint is written
     int (*state_from_host)(struct Trainer *t);  // after one is read
 } StepOps;
 
@@ -33,7 +33,7 @@ struct Trainer {
     const TrainData *train, *val;
     int full;
     Lora *lora, *grad;  // LoRA: the adapter and its gradients (host)
-    Model *mgrad;       // full fine-tuning: every weight's gradient
+    Model *mgrad;  // full fine-tuning: every weight's gradient
     AdamW *opt;
     GpuTrainer *gpu;
     const StepOps *ops;
@@ -143,7 +143,8 @@ static void lora_init_peft(Lora *l, int seed) {
         LoraPair *p = &l->w[i];
         if (!p->A) continue;
         float bound = 1.0f / sqrtf((float)p->in);
-        for (size_t k = 0; k < (size_t)l->rank * p->in; k++) p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
+        for (size_t k = 0; k < (size_t)l->rank * p->in; k++)
+            p->A[k] = ((float)(rng_next(&rng) >> 11) / 9007199254740992.0f * 2 - 1) * bound;
     }
 }
 
@@ -245,8 +246,10 @@ static int save_checkpoint(const char *dir, const AdamW *opt, int step) {
     char *st = ld_path_join(tmp, "state.safetensors"), *js = ld_path_join(tmp, "state.json"), *jtmp;
     if (!rc) rc = adamw_save(opt, st);
     FILE *f = rc ? NULL : ld_atomic_open(js, &jtmp);
-    if (f) rc = ld_atomic_commit(f, jtmp, js, fprintf(f, "{\"step\": %d}\n", step) > 0);
-    else rc = -1;
+    if (f)
+        rc = ld_atomic_commit(f, jtmp, js, fprintf(f, "{\"step\": %d}\n", step) > 0);
+    else
+        rc = -1;
     if (!rc && (ld_remove_tree(ck) || rename(tmp, ck))) rc = -1;
     if (rc) ld_set_error("%s: cannot write the checkpoint", ck);
     free(st), free(js), free(ck), free(tmp);
@@ -259,8 +262,10 @@ static int load_checkpoint(const char *dir, AdamW *opt, int *step) {
     char *txt = ld_read_file(js, NULL);
     cJSON *j = txt ? cJSON_Parse(txt) : NULL;
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
-    if (!cJSON_IsNumber(s)) ld_set_error("%s: no usable checkpoint to resume from", ck);
-    else if (!adamw_load(opt, st)) rc = 0, *step = s->valueint;
+    if (!cJSON_IsNumber(s))
+        ld_set_error("%s: no usable checkpoint to resume from", ck);
+    else if (!adamw_load(opt, st))
+        rc = 0, *step = s->valueint;
     cJSON_Delete(j);
     free(txt), free(ck), free(st), free(js);
     return rc;
@@ -286,7 +291,8 @@ static int trim_metrics(const char *path, int upto) {
 }
 
 int trainer_resume(Trainer *t) {
-    if (load_checkpoint(t->o->out, t->opt, &t->start_step) || t->ops->state_from_host(t) || trim_metrics(t->mpath, t->start_step)) return -1;
+    if (load_checkpoint(t->o->out, t->opt, &t->start_step) || t->ops->state_from_host(t) || trim_metrics(t->mpath, t->start_step))
+        return -1;
     return t->start_step;
 }
 
@@ -340,8 +346,8 @@ static double train_step(Trainer *t, const Packed *pb, int npb, int b0, int step
 }
 
 static void write_metrics(FILE *mf, const TrainProgress *p) {
-    fprintf(mf, "{\"step\": %d, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %ld, \"tokens_per_s\": %.1f", p->step,
-            p->epoch, p->loss, p->lr, p->grad_norm, p->tokens, p->tokens_per_s);
+    fprintf(mf, "{\"step\": %d, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %ld, \"tokens_per_s\": %.1f",
+            p->step, p->epoch, p->loss, p->lr, p->grad_norm, p->tokens, p->tokens_per_s);
     if (p->evaluated) fprintf(mf, ", \"val_loss\": %.6f", p->val_loss);
     fprintf(mf, "}\n");
     fflush(mf);
@@ -397,7 +403,9 @@ int trainer_save(Trainer *t, char **path) {
     const TrainOptions *o = t->o;
     if (t->ops->state_to_host(t)) return -1;  // the trained values live on the GPU until now
     *path = ld_path_join(o->out, t->full ? (model_gguf(t->m) ? "model.gguf" : "model") : "adapter");
-    int nt, nm, rc = !t->full ? lora_save_peft(t->lora, *path, o->model)
-                     : model_gguf(t->m) ? export_gguf(t->m, NULL, LD_F32, *path, &nt, &nm) : export_hf(t->m, NULL, *path, &nt, &nm);
+    int nt, nm,
+        rc = !t->full           ? lora_save_peft(t->lora, *path, o->model)
+             : model_gguf(t->m) ? export_gguf(t->m, NULL, LD_F32, *path, &nt, &nm)
+                                : export_hf(t->m, NULL, *path, &nt, &nm);
     return rc;
 }

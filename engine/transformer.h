@@ -11,10 +11,10 @@
 // A model's weights where a backend holds them (host memory for the CPU, device memory for CUDA), model.h's
 // layout. Also the shape of full fine-tuning's gradients (every weight fp32).
 typedef struct {
-    Linear embed, lm_head;                          // [vocab, D]; lm_head is embed when tied
-    float *final_norm;                              // [D]
+    Linear embed, lm_head;  // [vocab, D]; lm_head is embed when tied
+    float *final_norm;  // [D]
     const float *inv_freq_global, *inv_freq_local;  // [hd/2]
-    LayerWeights *layers;                           // [n_layers]
+    LayerWeights *layers;  // [n_layers]
 } ModelWeights;
 
 ModelWeights model_weights(const Model *m);  // a view of m's own (host) weights
@@ -24,15 +24,15 @@ typedef struct {
     const ModelConfig *cfg;
     ModelWeights w;
     const Lora *adapter;  // A and B in the backend's memory, applied unmerged; NULL: the base alone
-    int bf16_acts;        // a training step keeps its activations in bf16 between the passes (be->to_bf16)
+    int bf16_acts;  // a training step keeps its activations in bf16 between the passes (be->to_bf16)
 } Transformer;
 
 // Where each of one call's n tokens sits and which keys it sees: arrays [n] in the backend's memory.
 typedef struct {
     int n;
-    int *tokens, *pos;               // ids; RoPE positions
+    int *tokens, *pos;  // ids; RoPE positions
     int *lo_global, *lo_local, *hi;  // key rows lo..hi (inclusive) on global and on sliding-window layers
-    int *kv_row, *kv_base;           // KV-cache calls: the token's row in a layer's cache, its sequence's first row
+    int *kv_row, *kv_base;  // KV-cache calls: the token's row in a layer's cache, its sequence's first row
 } TokenPlan;
 
 // A batch of packed records (host memory): tokens[T], targets[T] (-100 = not trained), positions[T] restarting at
@@ -62,10 +62,10 @@ int transformer_logits(const Transformer *t, const TokenPlan *p, const KvSpace *
 
 // What a training step asks besides the loss; every pointer in the backend's memory.
 typedef struct {
-    Lora *adapter_grad;         // accumulated (+=) gradients of the adapter's A and B, or NULL
+    Lora *adapter_grad;  // accumulated (+=) gradients of the adapter's A and B, or NULL
     ModelWeights *weight_grad;  // accumulated gradients of every weight (full fine-tuning, be->weight_grads), or NULL
-    float dropout;              // LoRA dropout on the adapter's inputs (0: off)
-    uint64_t dropout_seed;      // the masks are a function of it (dropout_mask.h)
+    float dropout;  // LoRA dropout on the adapter's inputs (0: off)
+    uint64_t dropout_seed;  // the masks are a function of it (dropout_mask.h)
 } TrainStep;
 
 // *loss gets the mean cross-entropy over the plan's tokens with targets[n] (host; -100: not counted), *n_counted
@@ -77,13 +77,13 @@ int transformer_loss(const Transformer *t, const TokenPlan *p, const int *target
 
 typedef struct {  // what one block's forward keeps; its normed inputs and gated activation are recomputed
     float *xin, *q_pre, *k_pre, *q, *k, *v, *att, *lse, *o_pre, *xmid, *gt, *u, *dn_pre;  // lse [n, Hq]
-    float *ax[LT_COUNT];                                                                   // [n, r] drop(x)·Aᵀ
+    float *ax[LT_COUNT];  // [n, r] drop(x)·Aᵀ
 } LayerActs;
 
 typedef struct {
     LayerActs *layers;  // [n_layers]
-    float *x_final;     // [n, D] the residual stream into the final norm
-    float *dx_final;    // [n, D] the loss's gradient at the final norm's output
+    float *x_final;  // [n, D] the residual stream into the final norm
+    float *dx_final;  // [n, D] the loss's gradient at the final norm's output
 } Activations;
 
 // The forward of a training step (step != NULL: *keep gets what the backward needs, the head's weight gradient

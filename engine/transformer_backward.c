@@ -8,21 +8,21 @@
 #include "transformer.h"
 #include "util.h"
 
-#define TRY(call)                      \
-    do {                               \
-        if ((call) != 0) return -1;    \
+#define TRY(call)                   \
+    do {                            \
+        if ((call) != 0) return -1; \
     } while (0)
 
 typedef struct {
     const Transformer *t;
     const TokenPlan *p;
     const TrainStep *step;
-    float *dx;                    // [n, D] the gradient of the residual stream
-    float *xn, *tmp, *dbr, *dn;   // [n, D] recomputed normed input, a block's input gradient, branch gradient, norm input gradient
-    float *h, *dF, *dG, *dU;      // [n, F]
-    float *dq, *datt, *dk, *dv;   // [n, qd] [n, qd] [n, kvd] [n, kvd]
-    float *dqk;                   // [n, qd] q/k norms' input gradient
-    float *xd, *dxd, *dyB;        // [n, widest] dropout's masked input and its gradient; [n, r] adapter scratch
+    float *dx;  // [n, D] the gradient of the residual stream
+    float *xn, *tmp, *dbr, *dn;  // [n, D] recomputed normed input, a block's input gradient, branch gradient, norm input gradient
+    float *h, *dF, *dG, *dU;  // [n, F]
+    float *dq, *datt, *dk, *dv;  // [n, qd] [n, qd] [n, kvd] [n, kvd]
+    float *dqk;  // [n, qd] q/k norms' input gradient
+    float *xd, *dxd, *dyB;  // [n, widest] dropout's masked input and its gradient; [n, r] adapter scratch
 } Bwd;
 
 static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
@@ -34,11 +34,28 @@ static int bwd_alloc(Bwd *b) {
     size_t wide = D > qd ? D : qd;
     wide = wide > F ? wide : F;
     int dropping = ad && b->step->dropout > 0;
-    struct { float **buf; size_t len; int want; } all[] = {
-        {&b->dx, n * D, 1}, {&b->xn, n * D, 1}, {&b->tmp, n * D, 1}, {&b->dbr, n * D, 1}, {&b->dn, n * D, 1},
-        {&b->h, n * F, 1}, {&b->dF, n * F, 1}, {&b->dG, n * F, 1}, {&b->dU, n * F, 1},
-        {&b->dq, n * qd, 1}, {&b->datt, n * qd, 1}, {&b->dk, n * kvd, 1}, {&b->dv, n * kvd, 1}, {&b->dqk, n * qd, c->qk_norm},
-        {&b->xd, n * wide, dropping}, {&b->dxd, n * wide, dropping}, {&b->dyB, n * (ad ? ad->rank : 0), ad != NULL},
+    struct {
+        float **buf;
+        size_t len;
+        int want;
+    } all[] = {
+        {&b->dx, n * D, 1},
+        {&b->xn, n * D, 1},
+        {&b->tmp, n * D, 1},
+        {&b->dbr, n * D, 1},
+        {&b->dn, n * D, 1},
+        {&b->h, n * F, 1},
+        {&b->dF, n * F, 1},
+        {&b->dG, n * F, 1},
+        {&b->dU, n * F, 1},
+        {&b->dq, n * qd, 1},
+        {&b->datt, n * qd, 1},
+        {&b->dk, n * kvd, 1},
+        {&b->dv, n * kvd, 1},
+        {&b->dqk, n * qd, c->qk_norm},
+        {&b->xd, n * wide, dropping},
+        {&b->dxd, n * wide, dropping},
+        {&b->dyB, n * (ad ? ad->rank : 0), ad != NULL},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].want && !(*all[i].buf = floats(b->t->be, all[i].len))) return -1;
@@ -46,7 +63,8 @@ static int bwd_alloc(Bwd *b) {
 }
 
 static void bwd_free(Bwd *b) {
-    float *all[] = {b->dx, b->xn, b->tmp, b->dbr, b->dn, b->h, b->dF, b->dG, b->dU, b->dq, b->datt, b->dk, b->dv, b->dqk, b->xd, b->dxd, b->dyB};
+    float *all[] = {b->dx, b->xn,   b->tmp, b->dbr, b->dn,  b->h,  b->dF,  b->dG, b->dU,
+                    b->dq, b->datt, b->dk,  b->dv,  b->dqk, b->xd, b->dxd, b->dyB};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b->t->be->release(all[i]);
 }
 

@@ -9,9 +9,9 @@
 #include "transformer.h"
 #include "util.h"
 
-#define TRY(call)                      \
-    do {                               \
-        if ((call) != 0) return -1;    \
+#define TRY(call)                   \
+    do {                            \
+        if ((call) != 0) return -1; \
     } while (0)
 
 ModelWeights model_weights(const Model *m) {
@@ -30,10 +30,10 @@ typedef struct {
     const TokenPlan *p;
     const KvSpace *kv;  // inference: the cache the blocks write and read; NULL for a packed batch
     const TrainStep *step;
-    int keep;           // a training step: each block keeps its LayerActs
+    int keep;  // a training step: each block keeps its LayerActs
     float *x, *xn, *br;  // [n, D] residual stream, normed input of the next sub-block, branch output
-    float *h;            // [n, F] gated activation
-    float *xd;           // [n, widest] dropout's masked adapter input
+    float *h;  // [n, F] gated activation
+    float *xd;  // [n, widest] dropout's masked adapter input
 } Fwd;
 
 static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
@@ -69,11 +69,24 @@ static int acts_alloc(const Fwd *f, int l, LayerActs *a) {
     const Lora *ad = f->t->adapter;
     size_t n = f->p->n, D = c->dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim, F = c->ffn_dim;
     const LayerWeights *w = &f->t->w.layers[l];
-    struct { float **buf; size_t width; int want; } all[] = {
-        {&a->q, qd, 1}, {&a->k, kvd, 1}, {&a->v, kvd, 1}, {&a->att, qd, 1}, {&a->gt, F, 1}, {&a->u, F, 1},
-        {&a->xin, D, f->keep}, {&a->xmid, D, f->keep}, {&a->lse, (size_t)c->n_heads, f->keep},
-        {&a->q_pre, qd, f->keep && c->qk_norm}, {&a->k_pre, kvd, f->keep && c->qk_norm},
-        {&a->o_pre, D, f->keep && w->post_attn_norm}, {&a->dn_pre, D, f->keep && w->post_ffn_norm},
+    struct {
+        float **buf;
+        size_t width;
+        int want;
+    } all[] = {
+        {&a->q, qd, 1},
+        {&a->k, kvd, 1},
+        {&a->v, kvd, 1},
+        {&a->att, qd, 1},
+        {&a->gt, F, 1},
+        {&a->u, F, 1},
+        {&a->xin, D, f->keep},
+        {&a->xmid, D, f->keep},
+        {&a->lse, (size_t)c->n_heads, f->keep},
+        {&a->q_pre, qd, f->keep && c->qk_norm},
+        {&a->k_pre, kvd, f->keep && c->qk_norm},
+        {&a->o_pre, D, f->keep && w->post_attn_norm},
+        {&a->dn_pre, D, f->keep && w->post_ffn_norm},
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].want && !(*all[i].buf = floats(be, n * all[i].width))) return -1;
@@ -241,7 +254,8 @@ int transformer_logits(const Transformer *t, const TokenPlan *p, const KvSpace *
     int D = c->dim, V = c->vocab, rc = run_blocks(&f, NULL);
     float *xo = rc || !n_out ? NULL : floats(be, (size_t)n_out * D);
     if (!rc && n_out) {
-        rc = !xo || be->gather_rows(xo, f.x, out_rows, n_out, D) || be->rmsnorm(xo, xo, t->w.final_norm, n_out, D, c->norm_eps, c->norm_plus_one) ||
+        rc = !xo || be->gather_rows(xo, f.x, out_rows, n_out, D) ||
+             be->rmsnorm(xo, xo, t->w.final_norm, n_out, D, c->norm_eps, c->norm_plus_one) ||
              be->lora_linear(logits, NULL, xo, t->w.lm_head.data, t->w.lm_head.type, NULL, NULL, NULL, 0, n_out, D, V, 0) ||
              (c->final_softcap > 0 && be->softcap(logits, (size_t)n_out * V, c->final_softcap));
     }

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
 #include "text.h"
+#include "util.h"
 
 struct LlmCache {
     sqlite3 *db;
@@ -30,10 +30,13 @@ LlmCache *cache_open(const char *path) {
         "CREATE TABLE IF NOT EXISTS unusable (key TEXT, cost REAL, reason TEXT, created TEXT DEFAULT (datetime('now')))";
     char *err = NULL;
     if (sqlite3_exec(c->db, schema, NULL, NULL, &err) != SQLITE_OK ||
-        sqlite3_prepare_v2(c->db, "SELECT text, finish_reason, prompt_tokens, completion_tokens, created, cost FROM responses WHERE key = ?",
-                           -1, &c->get, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO responses (key, wire, model, request, text, finish_reason, "
-                           "prompt_tokens, completion_tokens, cost, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", -1, &c->put, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db,
+                           "SELECT text, finish_reason, prompt_tokens, completion_tokens, created, cost FROM responses WHERE key = ?", -1,
+                           &c->get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db,
+                           "INSERT OR REPLACE INTO responses (key, wire, model, request, text, finish_reason, "
+                           "prompt_tokens, completion_tokens, cost, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           -1, &c->put, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "INSERT INTO unusable (key, cost, reason) VALUES (?, ?, ?)", -1, &c->put_unusable, NULL) != SQLITE_OK) {
         ld_set_error("%s: response cache: %s", path, err ? err : sqlite3_errmsg(c->db));
         sqlite3_free(err);

@@ -175,8 +175,7 @@ int cfg_get_str(const cJSON *obj, const char *key, const char *path, const char 
     return 0;
 }
 
-int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def, double lo, double hi, double *out,
-                const char *file) {
+int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def, double lo, double hi, double *out, const char *file) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v)) {
         if (isnan(def)) {
@@ -226,10 +225,26 @@ static int cfg_get_choice(const cJSON *obj, const char *key, const char *path, c
 }
 
 int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderConfig *p, ClientLimits *l) {
-    static const char *const keys[] = {"provider", "base_url", "model", "api_key_env", "temperature", "max_tokens",
-                                       "price_in_per_mtok", "price_out_per_mtok", "concurrency", "requests_per_minute",
-                                       "tokens_per_minute", "max_attempts", "timeout_s", "budget_usd", "retry_after_max_s",
-                                       "long_retry_after", "deadline_s", "max_reply_mb", "invalid_utf8", NULL};
+    static const char *const keys[] = {"provider",
+                                       "base_url",
+                                       "model",
+                                       "api_key_env",
+                                       "temperature",
+                                       "max_tokens",
+                                       "price_in_per_mtok",
+                                       "price_out_per_mtok",
+                                       "concurrency",
+                                       "requests_per_minute",
+                                       "tokens_per_minute",
+                                       "max_attempts",
+                                       "timeout_s",
+                                       "budget_usd",
+                                       "retry_after_max_s",
+                                       "long_retry_after",
+                                       "deadline_s",
+                                       "max_reply_mb",
+                                       "invalid_utf8",
+                                       NULL};
     if (cfg_check_keys(svc, path, keys, file)) return -1;
     const char *wire;
     memset(p, 0, sizeof *p);
@@ -243,8 +258,7 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
                                               "https://generativelanguage.googleapis.com"};
     double budget, reply_mb;
     if (cfg_get_str(svc, "base_url", path, default_url[p->wire], &p->base_url, file) ||
-        cfg_get_str(svc, "model", path, NULL, &p->model, file) ||
-        cfg_get_str(svc, "api_key_env", path, "", &p->api_key_env, file) ||
+        cfg_get_str(svc, "model", path, NULL, &p->model, file) || cfg_get_str(svc, "api_key_env", path, "", &p->api_key_env, file) ||
         cfg_get_num(svc, "temperature", path, 0.7, 0, 2, &p->temperature, file) ||
         cfg_get_int(svc, "max_tokens", path, 1024, 1, 1 << 20, &p->max_tokens, file) ||
         cfg_get_num(svc, "price_in_per_mtok", path, 0, 0, 1e6, &p->price_in_per_mtok, file) ||

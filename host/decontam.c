@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
 #include "text.h"
+#include "util.h"
 
 typedef struct {
     uint64_t key;
@@ -91,8 +91,10 @@ double decontam_overlap(const Decontam *dc, const char *text, int *ref_id) {
         size_t lo = 0, hi = d->count;
         while (lo < hi) {
             size_t mid = (lo + hi) / 2;
-            if (d->grams[mid].key < g[i]) lo = mid + 1;
-            else hi = mid;
+            if (d->grams[mid].key < g[i])
+                lo = mid + 1;
+            else
+                hi = mid;
         }
         for (size_t j = lo; j < d->count && d->grams[j].key == g[i]; j++) {
             if (j > lo && d->grams[j].ref == d->grams[j - 1].ref) continue;  // one hit per reference

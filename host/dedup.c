@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
 #include "text.h"
+#include "util.h"
 
 typedef struct {
     uint64_t *v;  // sorted, unique shingle hashes
@@ -63,9 +63,12 @@ static double jaccard(const Shingles *a, const Shingles *b) {
     if (!a->n && !b->n) return 1.0;
     int i = 0, j = 0, inter = 0;
     while (i < a->n && j < b->n) {
-        if (a->v[i] == b->v[j]) inter++, i++, j++;
-        else if (a->v[i] < b->v[j]) i++;
-        else j++;
+        if (a->v[i] == b->v[j])
+            inter++, i++, j++;
+        else if (a->v[i] < b->v[j])
+            i++;
+        else
+            j++;
     }
     return (double)inter / (a->n + b->n - inter);
 }

@@ -9,7 +9,7 @@ typedef enum { DEDUP_UNIQUE, DEDUP_EXACT, DEDUP_NEAR } DedupVerdict;
 
 typedef struct {
     DedupVerdict verdict;
-    int match_id;    // id of the earlier record it duplicates (-1 when unique)
+    int match_id;  // id of the earlier record it duplicates (-1 when unique)
     double jaccard;  // shingle Jaccard with that record (1 for exact)
 } DedupResult;
 

@@ -98,8 +98,10 @@ ScoreStats score_stats(const double *values, int count) {
     ScoreStats s = {0};
     double *v = ld_xmalloc(sizeof(double) * (size_t)(count + 1));
     for (int i = 0; i < count; i++) {
-        if (isnan(values[i])) s.n_invalid++;
-        else v[s.n++] = values[i];
+        if (isnan(values[i]))
+            s.n_invalid++;
+        else
+            v[s.n++] = values[i];
     }
     if (s.n) {
         double sum = 0;

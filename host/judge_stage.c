@@ -5,15 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
 #include "metrics.h"
+#include "util.h"
 
 // The rubric as a JSON Schema, for providers with schema-constrained output (validated here anyway).
 static const char *k_judge_schema =
     "{\"type\":\"object\",\"properties\":{"
-    "\"similarity_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\",\"maxLength\":400}},"
+    "\"similarity_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\","
+    "\"maxLength\":400}},"
     "\"required\":[\"score\",\"reason\"]},"
-    "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\",\"maxLength\":400}},"
+    "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\","
+    "\"maxLength\":400}},"
     "\"required\":[\"score\",\"reason\"]}},\"required\":[\"similarity_assessment\",\"precision_assessment\"]}";
 
 typedef struct {
@@ -47,9 +49,9 @@ static int read_answers(const char *path, const Records *test, Answer **out, int
             ld_set_error("%s:%d: answer id '%s' is not in the test set", path, lines[i], ids);
             rc = -1;
         } else {
-            (*out)[(*n)++] = (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0,
-                                      ld_xstrdup(cJSON_IsString(tx) ? tx->valuestring : ""), ti,
-                                      cJSON_IsString(er) ? ld_xstrdup(er->valuestring) : NULL};
+            (*out)[(*n)++] =
+                (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0, ld_xstrdup(cJSON_IsString(tx) ? tx->valuestring : ""), ti,
+                         cJSON_IsString(er) ? ld_xstrdup(er->valuestring) : NULL};
         }
     }
     for (int i = 0; i < count; i++) cJSON_Delete(items[i]);
@@ -79,20 +81,21 @@ int judge_prefers_itself(const JudgeConfig *cfg, const ProviderConfig *judge) {
 }
 
 void judge_warn_self_preference(const ProviderConfig *judge) {
-    fprintf(stderr, "judge: warning: the judge (%s) also wrote the training data; it may prefer its own style "
-                    "(self-preference) — consider a different judge model\n", judge->model);
+    fprintf(stderr,
+            "judge: warning: the judge (%s) also wrote the training data; it may prefer its own style "
+            "(self-preference) — consider a different judge model\n",
+            judge->model);
 }
 
 int stage_all_failed(const char *what, const ProviderConfig *p, const ClientLimits *l, const ClientStats *st, int n) {
     if (!st->all_failed) return 0;
-    ld_set_error("%s: all %d requests to %s (%s, %s) failed, after up to %d attempt(s) each: %s", what, n, p->model,
-                 wire_name(p->wire), p->base_url, l->max_attempts, st->first_error[0] ? st->first_error : "no reply");
+    ld_set_error("%s: all %d requests to %s (%s, %s) failed, after up to %d attempt(s) each: %s", what, n, p->model, wire_name(p->wire),
+                 p->base_url, l->max_attempts, st->first_error[0] ? st->first_error : "no reply");
     return 1;
 }
 
-int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,
-              const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
-              JudgeSummary *sum) {
+int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg, const Records *test,
+              const char *answers_path, const char *out_jsonl, const char *metrics_path, JudgeSummary *sum) {
     memset(sum, 0, sizeof *sum);
     Answer *ans;
     int na;
@@ -122,8 +125,10 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             prompts[q] = ld_xmalloc(n);
             // The judgment number makes the M judgments distinct requests (providers without a seed
             // parameter would otherwise be answered once, from the cache, M times).
-            if (attempt) snprintf(prompts[q], n, "%s\n\n(judgment %d; retry %d: the previous reply was unusable)", base, m + 1, attempt);
-            else snprintf(prompts[q], n, "%s\n\n(judgment %d)", base, m + 1);
+            if (attempt)
+                snprintf(prompts[q], n, "%s\n\n(judgment %d; retry %d: the previous reply was unusable)", base, m + 1, attempt);
+            else
+                snprintf(prompts[q], n, "%s\n\n(judgment %d)", base, m + 1);
             free(base);
             msgs[q] = (LlmMessage){"user", prompts[q]};
             jobs[q].req = (LlmRequest){.messages = &msgs[q], .n_messages = 1, .json_mode = 1, .json_schema = k_judge_schema};
@@ -252,8 +257,8 @@ void judge_summary_free(JudgeSummary *s) {
     s->answer_similarity = s->answer_precision = NULL;
 }
 
-int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold,
-                  const char *metrics_path, JudgeSummary *c) {
+int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold, const char *metrics_path,
+                  JudgeSummary *c) {
     memset(c, 0, sizeof *c);
     int na = per[0].answers;
     double *sim = ld_xmalloc(sizeof(double) * (size_t)na), *prec = ld_xmalloc(sizeof(double) * (size_t)na);
@@ -295,8 +300,10 @@ int judge_combine(const JudgeSummary *per, const char *const *models, int n_judg
     double vals[4] = {r_s / pairs, r_p / pairs, mad_s / pairs, mad_p / pairs};
     const char *names[4] = {"similarity_pearson", "precision_pearson", "similarity_mean_abs_diff", "precision_mean_abs_diff"};
     for (int k = 0; k < 4; k++) {
-        if (isnan(vals[k])) cJSON_AddNullToObject(ag, names[k]);  // too few answers, or no spread
-        else cJSON_AddNumberToObject(ag, names[k], vals[k]);
+        if (isnan(vals[k]))
+            cJSON_AddNullToObject(ag, names[k]);  // too few answers, or no spread
+        else
+            cJSON_AddNumberToObject(ag, names[k], vals[k]);
     }
     cJSON_AddNumberToObject(mj, "answers", na);
     cJSON_AddNumberToObject(mj, "unjudged_answers", c->unjudged_answers);

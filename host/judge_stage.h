@@ -9,8 +9,8 @@
 
 typedef struct {
     int judgments_per_answer;  // M
-    int max_rejudge;           // extra asks for one judgment whose replies were unusable
-    double threshold;          // pass rule: mean similarity and mean precision >= threshold
+    int max_rejudge;  // extra asks for one judgment whose replies were unusable
+    double threshold;  // pass rule: mean similarity and mean precision >= threshold
     const char *generator_model;  // the model that wrote the training data, for the self-preference warning
 } JudgeConfig;
 
@@ -27,15 +27,14 @@ typedef struct {
 void judge_summary_free(JudgeSummary *s);
 // Several judges: per-judge results, their agreement (Pearson r and mean absolute difference of per-answer
 // scores, averaged over judge pairs) and the pass rule on the per-answer means across judges -> metrics_path.
-int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold,
-                  const char *metrics_path, JudgeSummary *combined);
+int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold, const char *metrics_path,
+                  JudgeSummary *combined);
 
 // answers: JSONL lines {"id", "sample", "text"} (llamaduo generate --input test --samples K); a line with
 // "error" (an answer that failed) is not judged. A service that answers none of the judge's requests fails the
 // stage with its error rather than asking again.
-int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg,
-              const Records *test, const char *answers_path, const char *out_jsonl, const char *metrics_path,
-              JudgeSummary *sum);
+int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const JudgeConfig *cfg, const Records *test,
+              const char *answers_path, const char *out_jsonl, const char *metrics_path, JudgeSummary *sum);
 
 // A judge's own file when there are several: "-N" before the extension (judge.jsonl -> judge-0.jsonl,
 // data/ceiling.metrics.json -> data/ceiling.metrics-0.json). Heap.

@@ -77,9 +77,10 @@ int ledger_begin(Ledger *l, int round, const char *stage, const char *inputs_jso
     char now[32];
     now_utc(now, sizeof now);
     sqlite3_stmt *st;
-    const char *sql = "INSERT INTO stages(round, stage, status, started, inputs, seq) VALUES(?1, ?2, 'running', ?3, ?4,"
-                      " (SELECT COALESCE(MAX(seq), 0) + 1 FROM stages))"
-                      " ON CONFLICT(round, stage) DO UPDATE SET status='running', started=?3, inputs=?4, finished=NULL";
+    const char *sql =
+        "INSERT INTO stages(round, stage, status, started, inputs, seq) VALUES(?1, ?2, 'running', ?3, ?4,"
+        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM stages))"
+        " ON CONFLICT(round, stage) DO UPDATE SET status='running', started=?3, inputs=?4, finished=NULL";
     if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) return fail(l, "begin");
     sqlite3_bind_int(st, 1, round);
     sqlite3_bind_text(st, 2, stage, -1, SQLITE_STATIC);
@@ -94,9 +95,10 @@ int ledger_finish(Ledger *l, const StageRow *r) {
     char now[32];
     now_utc(now, sizeof now);
     sqlite3_stmt *st;
-    const char *sql = "UPDATE stages SET status=?3, finished=?4, seconds=seconds+?5, outputs=?6, requests=?7, prompt_tokens=?8,"
-                      " completion_tokens=?9, usd=?10, new_usd=?11, detail=?12, cache_hits=?13, new_prompt_tokens=?14,"
-                      " new_completion_tokens=?15, reused_usd=?16 WHERE round=?1 AND stage=?2";
+    const char *sql =
+        "UPDATE stages SET status=?3, finished=?4, seconds=seconds+?5, outputs=?6, requests=?7, prompt_tokens=?8,"
+        " completion_tokens=?9, usd=?10, new_usd=?11, detail=?12, cache_hits=?13, new_prompt_tokens=?14,"
+        " new_completion_tokens=?15, reused_usd=?16 WHERE round=?1 AND stage=?2";
     if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) return fail(l, "finish");
     sqlite3_bind_int(st, 1, r->round);
     sqlite3_bind_text(st, 2, r->stage, -1, SQLITE_STATIC);
@@ -177,9 +179,10 @@ static char *col_dup(sqlite3_stmt *st, int i) {
 int ledger_rows(Ledger *l, StageRow **rows, int *n) {
     sqlite3_stmt *st;
     *rows = NULL, *n = 0;
-    const char *sql = "SELECT round, stage, status, started, finished, seconds, requests, prompt_tokens, completion_tokens, usd,"
-                      " new_usd, inputs, outputs, detail, cache_hits, new_prompt_tokens, new_completion_tokens, reused_usd FROM stages"
-                      " ORDER BY round, seq";
+    const char *sql =
+        "SELECT round, stage, status, started, finished, seconds, requests, prompt_tokens, completion_tokens, usd,"
+        " new_usd, inputs, outputs, detail, cache_hits, new_prompt_tokens, new_completion_tokens, reused_usd FROM stages"
+        " ORDER BY round, seq";
     if (sqlite3_prepare_v2(l->db, sql, -1, &st, NULL) != SQLITE_OK) return fail(l, "read");
     while (sqlite3_step(st) == SQLITE_ROW) {
         *rows = ld_xrealloc(*rows, sizeof(StageRow) * (size_t)(*n + 1));

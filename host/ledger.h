@@ -13,10 +13,10 @@ typedef struct {
     char started[32], finished[32];
     double seconds;
     // The service's replies to the stage's last run: paid (sent, new) and reused from the response cache.
-    long requests, cache_hits;                           // requests sent / replies reused
-    long prompt_tokens, completion_tokens;               // of every reply, reused ones included
-    long new_prompt_tokens, new_completion_tokens;       // of the replies paid for
-    double usd, new_usd, reused_usd;                     // what the used replies cost / paid (unusable ones too) / reused
+    long requests, cache_hits;  // requests sent / replies reused
+    long prompt_tokens, completion_tokens;  // of every reply, reused ones included
+    long new_prompt_tokens, new_completion_tokens;  // of the replies paid for
+    double usd, new_usd, reused_usd;  // what the used replies cost / paid (unusable ones too) / reused
     char *inputs, *outputs, *detail;  // JSON text (heap)
 } StageRow;
 

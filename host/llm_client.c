@@ -11,10 +11,21 @@
 #include "util.h"
 
 ClientLimits client_limits_default(void) {
-    return (ClientLimits){.concurrency = 16, .rpm = 0, .tpm = 0, .window_s = 60, .max_attempts = 6, .timeout_s = 120,
-                          .backoff_base_s = 1, .backoff_max_s = 60, .budget_usd = 0, .use_cache = 1,
-                          .retry_after_max_s = 120, .retry_after_wait = 0, .deadline_s = 0,
-                          .max_reply_bytes = (size_t)16 << 20, .repair_utf8 = 0};
+    return (ClientLimits){.concurrency = 16,
+                          .rpm = 0,
+                          .tpm = 0,
+                          .window_s = 60,
+                          .max_attempts = 6,
+                          .timeout_s = 120,
+                          .backoff_base_s = 1,
+                          .backoff_max_s = 60,
+                          .budget_usd = 0,
+                          .use_cache = 1,
+                          .retry_after_max_s = 120,
+                          .retry_after_wait = 0,
+                          .deadline_s = 0,
+                          .max_reply_bytes = (size_t)16 << 20,
+                          .repair_utf8 = 0};
 }
 
 void llm_job_clear(LlmJob *j) {
@@ -56,10 +67,10 @@ typedef struct {
     char *key;
     char *buf;
     size_t len, cap, max_len;
-    int too_big;        // the body passed max_len and the transfer was aborted
-    double retry_after; // seconds from a Retry-After header, -1 when none
+    int too_big;  // the body passed max_len and the transfer was aborted
+    double retry_after;  // seconds from a Retry-After header, -1 when none
     double sent_at;
-    double est_usd;     // reserved against the budget while in flight
+    double est_usd;  // reserved against the budget while in flight
 } Flight;
 
 static size_t on_body(char *p, size_t sz, size_t nm, void *ud) {
@@ -196,12 +207,12 @@ typedef struct {
     int *queue, qn;
     Window win;
     uint64_t rng;
-    double deadline;                  // absolute; 0 = none
-    double spent, reserved;           // for the budget: every reply's cost so far, estimates in flight
-    int failed_jobs, mixed_errors;    // jobs that ended failed; whether their errors differ
-    int *attempted_and_failed;        // per job: some attempt failed (for "every request fails the same way")
+    double deadline;  // absolute; 0 = none
+    double spent, reserved;  // for the budget: every reply's cost so far, estimates in flight
+    int failed_jobs, mixed_errors;  // jobs that ended failed; whether their errors differ
+    int *attempted_and_failed;  // per job: some attempt failed (for "every request fails the same way")
     int distinct_failing, announced, told_long_wait;
-    int awaiting_retry;               // queued jobs that have failed an attempt (the probes of a refusing service)
+    int awaiting_retry;  // queued jobs that have failed an attempt (the probes of a refusing service)
     char url[512];
     ClientStats st;
 } Client;
@@ -219,8 +230,10 @@ static void finish(Client *c, LlmJob *job, JobStatus status) {
 // every failure so far is the same refusal (a connection error, a timeout or an HTTP error status; a reply the
 // service did give, however bad, means it is up).
 static void note_failure(Client *c, int j, const char *err, int refused) {
-    if (!c->st.first_error[0]) snprintf(c->st.first_error, sizeof c->st.first_error, "%s", err);
-    else if (strncmp(c->st.first_error, err, sizeof c->st.first_error - 1)) c->mixed_errors = 1;
+    if (!c->st.first_error[0])
+        snprintf(c->st.first_error, sizeof c->st.first_error, "%s", err);
+    else if (strncmp(c->st.first_error, err, sizeof c->st.first_error - 1))
+        c->mixed_errors = 1;
     if (!refused) c->mixed_errors = 1;
     if (!c->attempted_and_failed[j]) c->attempted_and_failed[j] = 1, c->distinct_failing++;
     int enough = c->distinct_failing >= (c->n < 3 ? c->n : 3);
@@ -254,9 +267,7 @@ static void fail_job(Client *c, int j, const char *err, int refused) {
 }
 
 // A request's worst case: its estimated prompt and the reply at its maximum.
-static double est_cost(const Client *c, long prompt_tokens) {
-    return provider_cost(c->p, prompt_tokens, c->p->max_tokens);
-}
+static double est_cost(const Client *c, long prompt_tokens) { return provider_cost(c->p, prompt_tokens, c->p->max_tokens); }
 
 // A job taken from the queue that needs no transfer: a cache hit, the budget or the deadline. 1 when handled.
 static int settle_without_sending(Client *c, int j, const char *ckey, double now) {
@@ -290,8 +301,15 @@ static void send_request(Client *c, int j, HttpRequest *http, char *ckey, long p
     Flight *f = NULL;
     for (int i = 0; i < c->conc && !f; i++)
         if (c->fl[i].job < 0) f = &c->fl[i];
-    *f = (Flight){.job = j, .http = *http, .key = ckey, .buf = f->buf, .cap = f->cap, .max_len = c->lim->max_reply_bytes,
-                  .retry_after = -1, .sent_at = now, .est_usd = est_cost(c, prompt_est)};
+    *f = (Flight){.job = j,
+                  .http = *http,
+                  .key = ckey,
+                  .buf = f->buf,
+                  .cap = f->cap,
+                  .max_len = c->lim->max_reply_bytes,
+                  .retry_after = -1,
+                  .sent_at = now,
+                  .est_usd = est_cost(c, prompt_est)};
     f->easy = curl_easy_init();
     for (int h = 0; h < http->n_headers; h++) f->headers = curl_slist_append(f->headers, http->headers[h]);
     if (c->key) {
@@ -382,8 +400,8 @@ static void start_ready(Client *c, double now, double *wake) {
 static void check_usage(const Client *c, const Flight *f, LlmReply *r, size_t reply_bytes) {
     long body = (long)strlen(f->http.body), text = (long)reply_bytes;
     long max_completion = (c->p->max_tokens > text ? c->p->max_tokens : text) + 64;
-    if (r->usage_known && r->prompt_tokens <= body + 4096 && r->completion_tokens <= max_completion &&
-        r->prompt_tokens >= body / 32 && r->completion_tokens >= text / 32)
+    if (r->usage_known && r->prompt_tokens <= body + 4096 && r->completion_tokens <= max_completion && r->prompt_tokens >= body / 32 &&
+        r->completion_tokens >= text / 32)
         return;
     r->prompt_tokens = body / 4 + 1;
     r->completion_tokens = text / 4 + 1 < c->p->max_tokens ? text / 4 + 1 : c->p->max_tokens;
@@ -490,13 +508,13 @@ static double retry_delay(Client *c, const Flight *f, const LlmJob *job, char *e
     }
     if (f->retry_after >= 0) back = fmax(back, f->retry_after);
     if (c->deadline > 0 && ld_time_s() + back > c->deadline) {
-        snprintf(err + used, errcap - used, "; the next attempt (in %.0f s) would start past the stage deadline (deadline_s %g)",
-                 back, l->deadline_s);
+        snprintf(err + used, errcap - used, "; the next attempt (in %.0f s) would start past the stage deadline (deadline_s %g)", back,
+                 l->deadline_s);
         return -1;
     }
     if (f->retry_after > l->retry_after_max_s && !c->told_long_wait++)
-        fprintf(stderr, "service %s (%s): %s; waiting %.0f s as its Retry-After asks (long_retry_after: wait)\n",
-                wire_name(c->p->wire), c->p->model, err, f->retry_after);
+        fprintf(stderr, "service %s (%s): %s; waiting %.0f s as its Retry-After asks (long_retry_after: wait)\n", wire_name(c->p->wire),
+                c->p->model, err, f->retry_after);
     return back;
 }
 
@@ -588,8 +606,8 @@ static void client_free(Client *c) {
     curl_multi_cleanup(c->multi);
 }
 
-int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done,
-            void *ctx, ClientStats *stats) {
+int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
+            ClientStats *stats) {
     if (stats) *stats = (ClientStats){0};
     Client c = {.p = p, .lim = lim, .cache = cache, .jobs = jobs, .n = n, .done = done, .ctx = ctx};
     double t_start = ld_time_s();

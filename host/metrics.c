@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
 #include "text.h"
+#include "util.h"
 
 int metric_exact_match(const char *candidate, const char *reference) {
     char *a = text_normalize(candidate), *b = text_normalize(reference);
@@ -31,8 +31,7 @@ double metric_rouge_l(const char *candidate, const char *reference) {
     if (m && n) {
         int *prev = ld_xcalloc((size_t)n + 1, sizeof(int)), *cur = ld_xcalloc((size_t)n + 1, sizeof(int));
         for (int i = 1; i <= m; i++) {  // longest common subsequence, two rows
-            for (int j = 1; j <= n; j++)
-                cur[j] = a[i - 1] == b[j - 1] ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
+            for (int j = 1; j <= n; j++) cur[j] = a[i - 1] == b[j - 1] ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
             int *t = prev;
             prev = cur;
             cur = t;
@@ -90,9 +89,12 @@ double metric_chrf(const char *candidate, const char *reference) {
             qsort(b, (size_t)nb, 8, cmp_u64);
             int i = 0, j = 0, match = 0;  // multiset intersection
             while (i < na && j < nb) {
-                if (a[i] == b[j]) match++, i++, j++;
-                else if (a[i] < b[j]) i++;
-                else j++;
+                if (a[i] == b[j])
+                    match++, i++, j++;
+                else if (a[i] < b[j])
+                    i++;
+                else
+                    j++;
             }
             psum += (double)match / na;
             rsum += (double)match / nb;

@@ -31,10 +31,14 @@ char *api_error_json(const ApiError *e) {
     cJSON *root = cJSON_CreateObject(), *err = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(err, "message", e->message);
     cJSON_AddStringToObject(err, "type", e->type ? e->type : "invalid_request_error");
-    if (e->param[0]) cJSON_AddStringToObject(err, "param", e->param);
-    else cJSON_AddNullToObject(err, "param");
-    if (e->code) cJSON_AddStringToObject(err, "code", e->code);
-    else cJSON_AddNullToObject(err, "code");
+    if (e->param[0])
+        cJSON_AddStringToObject(err, "param", e->param);
+    else
+        cJSON_AddNullToObject(err, "param");
+    if (e->code)
+        cJSON_AddStringToObject(err, "code", e->code);
+    else
+        cJSON_AddNullToObject(err, "code");
     return print_json(root);
 }
 
@@ -61,7 +65,8 @@ static int num_field(const cJSON *root, const char *name, double lo, double hi, 
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad(err, name, "'%s' must be a number", name);
-    if (v->valuedouble < lo || v->valuedouble > hi) return bad(err, name, "'%s' must be between %g and %g, got %g", name, lo, hi, v->valuedouble);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return bad(err, name, "'%s' must be between %g and %g, got %g", name, lo, hi, v->valuedouble);
     *out = v->valuedouble;
     return 0;
 }
@@ -70,7 +75,8 @@ static int int_field(const cJSON *root, const char *name, int lo, int hi, int *o
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
     if (!v || cJSON_IsNull(v)) return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) return bad(err, name, "'%s' must be an integer", name);
-    if (v->valuedouble < lo || v->valuedouble > hi) return bad(err, name, "'%s' must be between %d and %d, got %.0f", name, lo, hi, v->valuedouble);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return bad(err, name, "'%s' must be between %d and %d, got %.0f", name, lo, hi, v->valuedouble);
     *out = (int)v->valuedouble;
     return 0;
 }
@@ -102,9 +108,27 @@ static char *content_text(const cJSON *c) {
 // Every top-level field this server knows: used, a documented no-op (user, metadata), or refused by name
 // further on when set (tools, logprobs, ...). Anything else is refused unless the server ignores unknown fields.
 static int known_field(ApiKind kind, const char *name) {
-    static const char *const known[] = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
-                                        "stream_options", "seed", "stop", "response_format", "frequency_penalty", "presence_penalty",
-                                        "user", "metadata", "tools", "functions", "logit_bias", "audio", "logprobs", NULL};
+    static const char *const known[] = {"model",
+                                        "max_tokens",
+                                        "max_completion_tokens",
+                                        "temperature",
+                                        "top_p",
+                                        "n",
+                                        "stream",
+                                        "stream_options",
+                                        "seed",
+                                        "stop",
+                                        "response_format",
+                                        "frequency_penalty",
+                                        "presence_penalty",
+                                        "user",
+                                        "metadata",
+                                        "tools",
+                                        "functions",
+                                        "logit_bias",
+                                        "audio",
+                                        "logprobs",
+                                        NULL};
     if (!strcmp(name, kind == API_CHAT ? "messages" : "prompt")) return 1;
     for (int i = 0; known[i]; i++)
         if (!strcmp(name, known[i])) return 1;
@@ -115,7 +139,8 @@ static int known_field(ApiKind kind, const char *name) {
 static int check_fields(const cJSON *root, ApiKind kind, const ApiLimits *lim, ApiError *err) {
     for (const cJSON *f = root->child; f; f = f->next)
         if (!cJSON_IsNull(f) && !lim->ignore_unknown_fields && !known_field(kind, f->string))
-            return bad(err, f->string, "Unrecognized request argument supplied: %s (this server refuses fields it does not know)", f->string);
+            return bad(err, f->string, "Unrecognized request argument supplied: %s (this server refuses fields it does not know)",
+                       f->string);
     const cJSON *user = cJSON_GetObjectItemCaseSensitive(root, "user"), *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
     if (user && !cJSON_IsNull(user) && !cJSON_IsString(user)) return bad(err, "user", "'user' must be a string");
     if (meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta)) return bad(err, "metadata", "'metadata' must be an object");
@@ -194,8 +219,8 @@ int api_parse_request(const char *body, size_t len, ApiKind kind, const ApiLimit
     r->max_tokens = mt == unset ? -1 : mt;
     if (num_field(root, "temperature", 0, 2, &r->temperature, err) || num_field(root, "top_p", 0, 1, &r->top_p, err) ||
         num_field(root, "frequency_penalty", -2, 2, &r->frequency_penalty, err) ||
-        num_field(root, "presence_penalty", -2, 2, &r->presence_penalty, err) ||
-        int_field(root, "n", 1, lim->max_n, &r->n, err) || bool_field(root, "stream", &r->stream, err))
+        num_field(root, "presence_penalty", -2, 2, &r->presence_penalty, err) || int_field(root, "n", 1, lim->max_n, &r->n, err) ||
+        bool_field(root, "stream", &r->stream, err))
         goto done;
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
     if (seed && !cJSON_IsNull(seed)) {
@@ -288,8 +313,8 @@ static void add_usage(cJSON *o, int prompt_tokens, int completion_tokens) {
     cJSON_AddNumberToObject(u, "total_tokens", prompt_tokens + completion_tokens);
 }
 
-char *api_response_json(ApiKind kind, const char *id, long created, const char *model, const ApiChoice *choices, int n,
-                        int prompt_tokens, int completion_tokens) {
+char *api_response_json(ApiKind kind, const char *id, long created, const char *model, const ApiChoice *choices, int n, int prompt_tokens,
+                        int completion_tokens) {
     cJSON *o = envelope(kind, id, created, model, 0), *arr = cJSON_AddArrayToObject(o, "choices");
     for (int i = 0; i < n; i++) {
         cJSON *c = cJSON_CreateObject();
@@ -328,8 +353,10 @@ char *api_chunk_event(ApiKind kind, const char *id, long created, const char *mo
         cJSON_AddStringToObject(c, "text", text ? text : "");
     }
     cJSON_AddNullToObject(c, "logprobs");
-    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
-    else cJSON_AddNullToObject(c, "finish_reason");
+    if (finish)
+        cJSON_AddStringToObject(c, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(c, "finish_reason");
     cJSON_AddItemToArray(arr, c);
     return event(o);
 }

@@ -9,10 +9,10 @@
 typedef enum { API_CHAT, API_COMPLETION } ApiKind;
 
 typedef struct {
-    size_t max_body;   // bytes
+    size_t max_body;  // bytes
     int max_messages;
-    int max_tokens;    // per choice
-    int max_n;         // choices per request
+    int max_tokens;  // per choice
+    int max_n;  // choices per request
     int ignore_unknown_fields;  // 0: a request field this server does not know is refused by name (400)
 } ApiLimits;
 
@@ -35,16 +35,16 @@ typedef struct {
     int n_stop;
     int n;
     int stream, include_usage;
-    int json_mode;      // 0 text, 1 json_object, 2 json_schema
+    int json_mode;  // 0 text, 1 json_object, 2 json_schema
     char *json_schema;  // the schema's JSON text (json_mode 2)
 } ApiRequest;
 
 typedef struct {
     int status;  // HTTP status
     char message[512];
-    const char *type;   // invalid_request_error, authentication_error, ...
-    char param[128];    // the offending parameter, or "" (null in the body)
-    const char *code;   // e.g. context_length_exceeded, model_not_found, or NULL
+    const char *type;  // invalid_request_error, authentication_error, ...
+    char param[128];  // the offending parameter, or "" (null in the body)
+    const char *code;  // e.g. context_length_exceeded, model_not_found, or NULL
 } ApiError;
 
 // 0, or -1 with *err filled (status 400 for bad JSON, types or values).
@@ -60,8 +60,8 @@ typedef struct {
 } ApiChoice;
 
 // A whole (non-streamed) response body.
-char *api_response_json(ApiKind kind, const char *id, long created, const char *model, const ApiChoice *choices, int n,
-                        int prompt_tokens, int completion_tokens);
+char *api_response_json(ApiKind kind, const char *id, long created, const char *model, const ApiChoice *choices, int n, int prompt_tokens,
+                        int completion_tokens);
 // One server-sent event "data: {...}\n\n" of a streamed response: the assistant role (first chunk of a chat
 // choice, role != 0), a piece of text, or the finish reason (finish != NULL).
 char *api_chunk_event(ApiKind kind, const char *id, long created, const char *model, int index, int role, const char *text,

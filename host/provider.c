@@ -31,7 +31,9 @@ static char *join_url(const char *base, const char *path) {
 }
 
 char *provider_key_header(const ProviderConfig *p, const char *key) {
-    const char *fmt = p->wire == WIRE_OPENAI ? "Authorization: Bearer %s" : p->wire == WIRE_ANTHROPIC ? "x-api-key: %s" : "x-goog-api-key: %s";
+    const char *fmt = p->wire == WIRE_OPENAI      ? "Authorization: Bearer %s"
+                      : p->wire == WIRE_ANTHROPIC ? "x-api-key: %s"
+                                                  : "x-goog-api-key: %s";
     size_t n = strlen(fmt) + strlen(key) + 1;
     char *h = ld_xmalloc(n);
     snprintf(h, n, fmt, key);
@@ -139,8 +141,7 @@ void http_request_free(HttpRequest *h) {
 static int usage_count(const cJSON *usage, const char *k, long *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(usage, k);
     *out = 0;
-    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= LD_USAGE_MAX) || v->valuedouble != floor(v->valuedouble))
-        return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= LD_USAGE_MAX) || v->valuedouble != floor(v->valuedouble)) return 0;
     *out = (long)v->valuedouble;
     return 1;
 }
@@ -199,8 +200,10 @@ char *provider_error_message(const char *body, size_t len, long status) {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");  // all three nest {"error": {"message"}}
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
     char buf[512];
-    if (cJSON_IsString(m)) snprintf(buf, sizeof buf, "HTTP %ld: %s", status, m->valuestring);
-    else snprintf(buf, sizeof buf, "HTTP %ld", status);
+    if (cJSON_IsString(m))
+        snprintf(buf, sizeof buf, "HTTP %ld: %s", status, m->valuestring);
+    else
+        snprintf(buf, sizeof buf, "HTTP %ld", status);
     cJSON_Delete(root);
     return ld_utf8_repair(buf, strlen(buf), NULL);  // it ends up in JSON records (and the cut may split a character)
 }

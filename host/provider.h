@@ -8,7 +8,7 @@ typedef enum { WIRE_OPENAI, WIRE_ANTHROPIC, WIRE_GEMINI } WireFormat;
 
 typedef struct {
     WireFormat wire;
-    const char *base_url;     // e.g. https://api.openai.com/v1, https://api.anthropic.com, https://generativelanguage.googleapis.com
+    const char *base_url;  // e.g. https://api.openai.com/v1, https://api.anthropic.com, https://generativelanguage.googleapis.com
     const char *model;
     const char *api_key_env;  // the NAME of the environment variable holding the key (never the key)
     double temperature;
@@ -24,9 +24,9 @@ typedef struct {
 typedef struct {
     const LlmMessage *messages;
     int n_messages;
-    int json_mode;            // ask for a JSON object (JSON mode / schema where the provider has it)
+    int json_mode;  // ask for a JSON object (JSON mode / schema where the provider has it)
     const char *json_schema;  // optional JSON Schema text (OpenAI json_schema, Gemini responseSchema)
-    int seed;                 // optional sampling seed (OpenAI); also salts the cache key
+    int seed;  // optional sampling seed (OpenAI); also salts the cache key
 } LlmRequest;
 
 typedef struct {
@@ -40,7 +40,7 @@ typedef struct {
 typedef struct {
     char *text;  // the assistant's text
     long prompt_tokens, completion_tokens;
-    int usage_known;      // the reply carried both counts as whole numbers in [0, LD_USAGE_MAX]
+    int usage_known;  // the reply carried both counts as whole numbers in [0, LD_USAGE_MAX]
     int usage_estimated;  // the client replaced missing or implausible counts with estimates
     char *finish_reason;
     char *received_at;  // UTC time the provider's answer arrived (kept by the cache: a replay keeps it)

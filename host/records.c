@@ -69,8 +69,8 @@ int records_read(const char *path, int require_response, Records *out) {
         int k = 0;
         for (cJSON *m = msgs->child; m && !rc; m = m->next, k++) {
             const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *c = cJSON_GetObjectItemCaseSensitive(m, "content");
-            if (!cJSON_IsString(role) || (strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant") &&
-                                          strcmp(role->valuestring, "system"))) {
+            if (!cJSON_IsString(role) ||
+                (strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "system"))) {
                 ld_set_error("%s:%d: message %d: unknown role%s%s", path, lineno, k + 1, cJSON_IsString(role) ? " " : "",
                              cJSON_IsString(role) ? role->valuestring : "");
                 rc = -1;
@@ -95,9 +95,12 @@ int records_read(const char *path, int require_response, Records *out) {
         if (rc) break;
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
         char buf[64];
-        if (cJSON_IsString(id)) r.id = ld_xstrdup(id->valuestring);
-        else if (cJSON_IsNumber(id)) snprintf(buf, sizeof buf, "%.17g", id->valuedouble), r.id = ld_xstrdup(buf);
-        else snprintf(buf, sizeof buf, "line-%d", lineno), r.id = ld_xstrdup(buf);
+        if (cJSON_IsString(id))
+            r.id = ld_xstrdup(id->valuestring);
+        else if (cJSON_IsNumber(id))
+            snprintf(buf, sizeof buf, "%.17g", id->valuedouble), r.id = ld_xstrdup(buf);
+        else
+            snprintf(buf, sizeof buf, "line-%d", lineno), r.id = ld_xstrdup(buf);
         out->v[out->n++] = r;
         items[i] = NULL;  // the record owns it now
     }

@@ -6,8 +6,8 @@
 typedef struct {
     char *id;
     const char *instruction;  // the last user message before the answer
-    const char *response;     // the final assistant message (the reference), or NULL
-    cJSON *json;              // the whole record (owns the strings above)
+    const char *response;  // the final assistant message (the reference), or NULL
+    cJSON *json;  // the whole record (owns the strings above)
 } Record;
 
 typedef struct {

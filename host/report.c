@@ -155,11 +155,20 @@ static void esc(Buf *b, const char *t, size_t max) {  // HTML text, cut at max b
     size_t i = 0;
     for (; t && t[i] && i < max; i++) {
         switch (t[i]) {
-        case '<': bp(b, "&lt;"); break;
-        case '>': bp(b, "&gt;"); break;
-        case '&': bp(b, "&amp;"); break;
-        case '"': bp(b, "&quot;"); break;
-        default: bp(b, "%c", t[i]);
+            case '<':
+                bp(b, "&lt;");
+                break;
+            case '>':
+                bp(b, "&gt;");
+                break;
+            case '&':
+                bp(b, "&amp;");
+                break;
+            case '"':
+                bp(b, "&quot;");
+                break;
+            default:
+                bp(b, "%c", t[i]);
         }
     }
     if (t && t[i]) bp(b, "…");
@@ -189,8 +198,10 @@ enum { W = 640, H = 260, L = 48, R = 16, T = 16, B = 40 };
 static const char *const k_grey = "#7f7f7f";
 
 static void axes(Buf *b, const char *id, const char *title, double ymax, const char *yfmt, int n_x, const int *labels) {
-    bp(b, "<figure><svg id=\"%s\" class=\"chart\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" "
-          "aria-label=\"%s\">\n", id, W, H, W, H, title);
+    bp(b,
+       "<figure><svg id=\"%s\" class=\"chart\" viewBox=\"0 0 %d %d\" width=\"%d\" height=\"%d\" role=\"img\" "
+       "aria-label=\"%s\">\n",
+       id, W, H, W, H, title);
     for (int k = 0; k <= 4; k++) {
         double y = T + (H - T - B) * (1 - k / 4.0);
         bp(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, y, W - R, y);
@@ -226,21 +237,25 @@ static void bar_chart(Buf *b, const char *id, const char *title, const Facts *f,
             double v = value(&f->rounds[i], k);
             if (isnan(v)) continue;
             double x = L + slot * i + slot * 0.15 + bw * k, y = ypos(v, ymax);
-            bp(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>round %d, %s: %.3g</title></rect>\n",
+            bp(b,
+               "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>round %d, %s: "
+               "%.3g</title></rect>\n",
                x, y, bw - 2, H - B - y, colors[k], f->rounds[i].round, names[k], v);
             double sd = spread ? spread(&f->rounds[i], k) : NAN;
             if (!isnan(sd) && sd > 0) {
                 double cx = x + (bw - 2) / 2;
-                bp(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", cx, ypos(v - sd, ymax), cx, ypos(v + sd, ymax));
+                bp(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222\"/>\n", cx, ypos(v - sd, ymax), cx,
+                   ypos(v + sd, ymax));
             }
         }
     for (int k = 0; k < n_refs; k++) {
         if (isnan(refs[k])) continue;
         double y = ypos(refs[k], ymax);
-        bp(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-dasharray=\"6 4\"/>"
-              "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" fill=\"%s\">%s</text>\n",
-           L, y, W - R, y, k == n_refs - 1 ? k_grey : colors[k % n_series], W - R - 2, y - 3, k == n_refs - 1 ? k_grey : colors[k % n_series],
-           ref_names[k]);
+        bp(b,
+           "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-dasharray=\"6 4\"/>"
+           "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" fill=\"%s\">%s</text>\n",
+           L, y, W - R, y, k == n_refs - 1 ? k_grey : colors[k % n_series], W - R - 2, y - 3,
+           k == n_refs - 1 ? k_grey : colors[k % n_series], ref_names[k]);
     }
     legend(b, names, colors, n_series);
     bp(b, "</svg><figcaption>%s</figcaption></figure>\n", title);
@@ -268,9 +283,12 @@ static void sample_answers(Run *r, const Facts *f, Buf *h, Buf *m) {
     if (last && jsonl_read(p, &stu, &ln, &n_stu, 1) == 0) free(ln);
     snprintf(p, sizeof p, "%s/" RUN_CEILING_ANSWERS, r->dir);
     if (ld_file_exists(p) && jsonl_read(p, &svc, &ln, &n_svc, 1) == 0) free(ln);
-    bp(h, "<h2>Sample answers (test prompts, round %d)</h2>\n<table class=\"samples\"><tr><th>prompt</th><th>reference</th>"
-          "<th>student</th><th>service LLM</th></tr>\n", last);
-    bp(m, "\n## Sample answers (test prompts, round %d)\n\n| prompt | reference | student | service LLM |\n| --- | --- | --- | --- |\n", last);
+    bp(h,
+       "<h2>Sample answers (test prompts, round %d)</h2>\n<table class=\"samples\"><tr><th>prompt</th><th>reference</th>"
+       "<th>student</th><th>service LLM</th></tr>\n",
+       last);
+    bp(m, "\n## Sample answers (test prompts, round %d)\n\n| prompt | reference | student | service LLM |\n| --- | --- | --- | --- |\n",
+       last);
     for (int i = 0; i < test.n && i < 6; i++) {
         const char *sa = "", *va = "";
         for (int k = 0; k < n_stu; k++) {
@@ -280,7 +298,8 @@ static void sample_answers(Run *r, const Facts *f, Buf *h, Buf *m) {
         }
         for (int k = 0; k < n_svc; k++) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(svc[k], "id");
-            if (cJSON_IsString(id) && !strcmp(id->valuestring, test.v[i].id)) va = cJSON_GetObjectItemCaseSensitive(svc[k], "text")->valuestring;
+            if (cJSON_IsString(id) && !strcmp(id->valuestring, test.v[i].id))
+                va = cJSON_GetObjectItemCaseSensitive(svc[k], "text")->valuestring;
         }
         const char *cells[] = {test.v[i].instruction, test.v[i].response, sa, va};
         bp(h, "<tr>");
@@ -314,11 +333,12 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     gather(r, &f);
     Buf h = {0}, m = {0};
     char a[16], b2[16], c[16], d[16], e[16], g[16];
-    bp(&h, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>llamaduo run %s</title>\n<style>\n"
-           "body{font-family:system-ui,sans-serif;max-width:980px;margin:24px auto;padding:0 16px;color:#222}\n"
-           "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;"
-           "vertical-align:top}th{background:#f4f4f4}table.samples td{text-align:left;max-width:220px;white-space:pre-wrap}\n"
-           "figure{margin:8px 0 24px}figcaption{font-size:13px;color:#555}.note{color:#555;font-size:14px}\n</style></head><body>\n",
+    bp(&h,
+       "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>llamaduo run %s</title>\n<style>\n"
+       "body{font-family:system-ui,sans-serif;max-width:980px;margin:24px auto;padding:0 16px;color:#222}\n"
+       "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;"
+       "vertical-align:top}th{background:#f4f4f4}table.samples td{text-align:left;max-width:220px;white-space:pre-wrap}\n"
+       "figure{margin:8px 0 24px}figcaption{font-size:13px;color:#555}.note{color:#555;font-size:14px}\n</style></head><body>\n",
        r->dir);
     bp(&h, "<h1>Migration report: %s</h1>\n<p>Student <b>", r->dir);
     esc(&h, r->student, 300);
@@ -327,8 +347,10 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     bp(&h, "</b>. Data: %d training seeds, %d held-out test prompts, %d answer(s) each. <b>", f.n_train, f.n_test, r->samples);
     esc(&h, f.stop_reason ? f.stop_reason : "The run has not finished.", 400);
     bp(&h, "</b></p>\n");
-    bp(&m, "# Migration report: %s\n\nStudent **%s**, service LLM **%s**. Data: %d training seeds, %d held-out test prompts, %d answer(s) "
-           "each. **%s**\n", r->dir, r->student, r->st.service.model, f.n_train, f.n_test, r->samples,
+    bp(&m,
+       "# Migration report: %s\n\nStudent **%s**, service LLM **%s**. Data: %d training seeds, %d held-out test prompts, %d answer(s) "
+       "each. **%s**\n",
+       r->dir, r->student, r->st.service.model, f.n_train, f.n_test, r->samples,
        f.stop_reason ? f.stop_reason : "The run has not finished.");
 
     // scores
@@ -336,22 +358,28 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     static const char *const score_names[] = {"similarity", "precision"}, *score_colors[] = {"#1f77b4", "#ff7f0e"};
     double refs[] = {f.ceiling.present ? f.ceiling.sim_mean : NAN, f.ceiling.present ? f.ceiling.prec_mean : NAN, r->st.judge.threshold};
     const char *ref_names[] = {"service similarity (ceiling)", "service precision (ceiling)", "pass threshold"};
-    bar_chart(&h, "chart-scores", "Mean judge scores (1–100) per round, whiskers ± 1 sd; dashed: the service LLM's own answers and the pass threshold",
-              &f, 2, score_names, score_colors, v_scores, v_sd, 100, "%.0f", refs, ref_names, 3);
+    bar_chart(&h, "chart-scores",
+              "Mean judge scores (1–100) per round, whiskers ± 1 sd; dashed: the service LLM's own answers and the pass threshold", &f, 2,
+              score_names, score_colors, v_scores, v_sd, 100, "%.0f", refs, ref_names, 3);
     static const char *const share_names[] = {"similarity ≥ 50", "similarity ≥ 70", "precision ≥ 50", "precision ≥ 70"};
     static const char *const share_colors[] = {"#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78"};
     bar_chart(&h, "chart-shares", "Share of answers scoring at least 50 and 70", &f, 4, share_names, share_colors, v_shares, NULL, 1,
               "%.2f", NULL, NULL, 0);
-    bp(&h, "<table><tr><th>round</th><th>similarity mean</th><th>median</th><th>sd</th><th>≥50</th><th>≥70</th><th>precision mean</th>"
-           "<th>median</th><th>sd</th><th>≥50</th><th>≥70</th><th>exact match</th><th>ROUGE-L</th><th>chrF</th><th>pass</th></tr>\n");
-    bp(&m, "\n## Judge scores per round\n\n| round | similarity mean (sd) | ≥50 / ≥70 | precision mean (sd) | ≥50 / ≥70 | exact | ROUGE-L | chrF | pass |\n"
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    bp(&h,
+       "<table><tr><th>round</th><th>similarity mean</th><th>median</th><th>sd</th><th>≥50</th><th>≥70</th><th>precision mean</th>"
+       "<th>median</th><th>sd</th><th>≥50</th><th>≥70</th><th>exact match</th><th>ROUGE-L</th><th>chrF</th><th>pass</th></tr>\n");
+    bp(&m,
+       "\n## Judge scores per round\n\n| round | similarity mean (sd) | ≥50 / ≥70 | precision mean (sd) | ≥50 / ≥70 | exact | ROUGE-L | "
+       "chrF | pass |\n"
+       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (int i = 0; i <= f.n_rounds; i++) {
         const Scores *s = i < f.n_rounds ? &f.rounds[i].s : &f.ceiling;
         if (!s->present) continue;
         char label[32];
-        if (i < f.n_rounds) snprintf(label, sizeof label, "%d", f.rounds[i].round);
-        else snprintf(label, sizeof label, "service (ceiling)");
+        if (i < f.n_rounds)
+            snprintf(label, sizeof label, "%d", f.rounds[i].round);
+        else
+            snprintf(label, sizeof label, "service (ceiling)");
         bp(&h, "<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>", label, f1(s->sim_mean, a), f1(s->sim_median, b2),
            f1(s->sim_sd, c), pct(s->sim_ge50, d), pct(s->sim_ge70, e));
         bp(&h, "<td>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>", f1(s->prec_mean, a), f1(s->prec_median, b2), f1(s->prec_sd, c),
@@ -378,14 +406,17 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     for (int i = 0; i < f.n_rounds; i++) dmax = fmax(dmax, fmax(f.rounds[i].train_records, f.rounds[i].synth_kept));
     dmax = ceil(dmax / 10) * 10;
     bar_chart(&h, "chart-data", "Training data per round", &f, 2, data_names, data_colors, v_data, NULL, dmax, "%.0f", NULL, NULL, 0);
-    bp(&h, "<table><tr><th>round</th><th>trained on</th><th>synth calls</th><th>pairs returned</th><th>kept</th><th>invalid</th>"
-           "<th>exact duplicates</th><th>near duplicates</th><th>contaminated (test overlap)</th></tr>\n");
-    bp(&m, "\n## Data per round\n\n| round | trained on | synth calls | returned | kept | invalid | exact dup | near dup | contaminated |\n"
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    bp(&h,
+       "<table><tr><th>round</th><th>trained on</th><th>synth calls</th><th>pairs returned</th><th>kept</th><th>invalid</th>"
+       "<th>exact duplicates</th><th>near duplicates</th><th>contaminated (test overlap)</th></tr>\n");
+    bp(&m,
+       "\n## Data per round\n\n| round | trained on | synth calls | returned | kept | invalid | exact dup | near dup | contaminated |\n"
+       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (int i = 0; i < f.n_rounds; i++) {
         const RoundInfo *ri = &f.rounds[i];
         bp(&h, "<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", ri->round,
-           ri->train_records, ri->synth_calls, ri->synth_returned, ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup, ri->contaminated);
+           ri->train_records, ri->synth_calls, ri->synth_returned, ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup,
+           ri->contaminated);
         bp(&m, "| %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", ri->round, ri->train_records, ri->synth_calls, ri->synth_returned,
            ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup, ri->contaminated);
     }
@@ -393,40 +424,49 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
 
     // cost and time: what each stage's last run paid beside what it reused from the cache, which add up to what its
     // replies are worth (requests paid count the attempts sent, replies reused the jobs answered from the cache)
-    bp(&h, "<h2>Tokens, dollars and time per stage</h2>\n<table><tr><th rowspan=\"2\">round</th><th rowspan=\"2\">stage</th>"
-           "<th rowspan=\"2\">status</th><th rowspan=\"2\">seconds</th><th colspan=\"3\">paid now</th><th colspan=\"3\">reused from "
-           "the cache</th></tr>\n<tr><th>requests</th><th>tokens (prompt + completion)</th><th>dollars</th><th>replies</th>"
-           "<th>tokens (prompt + completion)</th><th>dollars</th></tr>\n");
-    bp(&m, "\n## Tokens, dollars and time per stage\n\n| round | stage | status | seconds | paid now: requests | tokens (prompt + "
-           "completion) | dollars | reused from the cache: replies | tokens (prompt + completion) | dollars |\n"
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    bp(&h,
+       "<h2>Tokens, dollars and time per stage</h2>\n<table><tr><th rowspan=\"2\">round</th><th rowspan=\"2\">stage</th>"
+       "<th rowspan=\"2\">status</th><th rowspan=\"2\">seconds</th><th colspan=\"3\">paid now</th><th colspan=\"3\">reused from "
+       "the cache</th></tr>\n<tr><th>requests</th><th>tokens (prompt + completion)</th><th>dollars</th><th>replies</th>"
+       "<th>tokens (prompt + completion)</th><th>dollars</th></tr>\n");
+    bp(&m,
+       "\n## Tokens, dollars and time per stage\n\n| round | stage | status | seconds | paid now: requests | tokens (prompt + "
+       "completion) | dollars | reused from the cache: replies | tokens (prompt + completion) | dollars |\n"
+       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     double usd = 0, svc_s = 0, stu_s = 0;
     long tok = 0;
     for (int i = 0; i < f.n_rows; i++) {
         const StageRow *w = &f.rows[i];
         long rp = w->prompt_tokens - w->new_prompt_tokens, rc = w->completion_tokens - w->new_completion_tokens;
         double ru = w->reused_usd;
-        bp(&h, "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%ld</td><td>%ld + %ld</td><td>$%.4f</td><td>%ld</td>"
-               "<td>%ld + %ld</td><td>$%.4f</td></tr>\n", w->round, w->stage, w->status, w->seconds, w->requests, w->new_prompt_tokens,
-           w->new_completion_tokens, w->new_usd, w->cache_hits, rp, rc, ru);
+        bp(&h,
+           "<tr><td>%d</td><td>%s</td><td>%s</td><td>%.1f</td><td>%ld</td><td>%ld + %ld</td><td>$%.4f</td><td>%ld</td>"
+           "<td>%ld + %ld</td><td>$%.4f</td></tr>\n",
+           w->round, w->stage, w->status, w->seconds, w->requests, w->new_prompt_tokens, w->new_completion_tokens, w->new_usd,
+           w->cache_hits, rp, rc, ru);
         bp(&m, "| %d | %s | %s | %.1f | %ld | %ld + %ld | $%.4f | %ld | %ld + %ld | $%.4f |\n", w->round, w->stage, w->status, w->seconds,
            w->requests, w->new_prompt_tokens, w->new_completion_tokens, w->new_usd, w->cache_hits, rp, rc, ru);
         usd += w->usd, tok += w->prompt_tokens + w->completion_tokens;
-        if (!strcmp(w->stage, "train") || !strcmp(w->stage, "infer")) stu_s += w->seconds;
-        else svc_s += w->seconds;
+        if (!strcmp(w->stage, "train") || !strcmp(w->stage, "infer"))
+            stu_s += w->seconds;
+        else
+            svc_s += w->seconds;
     }
     char cp[4096];
     snprintf(cp, sizeof cp, "%s/" RUN_CACHE, r->dir);
     LlmCache *cache = cache_open(cp);
     double paid = cache ? cache_total_cost(cache) : NAN;
     cache_close(cache);
-    bp(&h, "</table>\n<p class=\"note\">Paid now: what the stage's last run sent to the service. Reused from the cache: replies "
-           "paid for once before (by a run killed half-way, a rerun, the same judge prompt in a later round) and not paid again.</p>\n"
-           "<p>Service LLM: %ld tokens in replies "
-           "worth $%.4f; <b>$%.4f paid</b>. Compute: %.0f s training and inferring the student, %.0f s in service-LLM stages.</p>\n",
+    bp(&h,
+       "</table>\n<p class=\"note\">Paid now: what the stage's last run sent to the service. Reused from the cache: replies "
+       "paid for once before (by a run killed half-way, a rerun, the same judge prompt in a later round) and not paid again.</p>\n"
+       "<p>Service LLM: %ld tokens in replies "
+       "worth $%.4f; <b>$%.4f paid</b>. Compute: %.0f s training and inferring the student, %.0f s in service-LLM stages.</p>\n",
        tok, usd, paid, stu_s, svc_s);
-    bp(&m, "\nService LLM: %ld tokens in replies worth $%.4f; $%.4f paid (each distinct request once). Compute: %.0f s training and "
-           "inferring the student, %.0f s in service-LLM stages.\n", tok, usd, paid, stu_s, svc_s);
+    bp(&m,
+       "\nService LLM: %ld tokens in replies worth $%.4f; $%.4f paid (each distinct request once). Compute: %.0f s training and "
+       "inferring the student, %.0f s in service-LLM stages.\n",
+       tok, usd, paid, stu_s, svc_s);
 
     // break-even
     bp(&h, "<h2>Break-even</h2>\n");
@@ -434,14 +474,17 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     char be[512];
     double diff = f.api_usd_per_request - f.local_usd_per_request;
     if (r->local_monthly_usd <= 0 && diff > 0)
-        snprintf(be, sizeof be, "With no fixed monthly cost for the local machine (report.local_monthly_usd), the local model is cheaper "
-                                "from the first request.");
+        snprintf(be, sizeof be,
+                 "With no fixed monthly cost for the local machine (report.local_monthly_usd), the local model is cheaper "
+                 "from the first request.");
     else if (diff <= 0)
         snprintf(be, sizeof be, "At these prices the local model never costs less per request than the API.");
     else
         snprintf(be, sizeof be, "The local model costs less than the API from about %.0f requests per month.", r->local_monthly_usd / diff);
-    bp(&h, "<p>One request at the API: $%.6f (%s); on the local model: $%.6f (%.3f s of inference at $%g/hour) plus $%g per month "
-           "fixed. %s</p>\n", f.api_usd_per_request, f.api_estimated ? "estimated from the test set's lengths" : "measured on the test prompts",
+    bp(&h,
+       "<p>One request at the API: $%.6f (%s); on the local model: $%.6f (%.3f s of inference at $%g/hour) plus $%g per month "
+       "fixed. %s</p>\n",
+       f.api_usd_per_request, f.api_estimated ? "estimated from the test set's lengths" : "measured on the test prompts",
        f.local_usd_per_request, f.infer_s_per_answer, r->local_usd_per_hour, r->local_monthly_usd, be);
     bp(&m, "One request at the API: $%.6f (%s); on the local model: $%.6f (%.3f s at $%g/hour) plus $%g per month fixed. %s\n",
        f.api_usd_per_request, f.api_estimated ? "estimated" : "measured", f.local_usd_per_request, f.infer_s_per_answer,

@@ -80,8 +80,9 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
         return -1;
     }
     if (!rep) rep = empty;
-    static const char *const run_keys[] = {"dir", "coverage", "test", "test_ratio", "split_seed", "max_rounds", "patience",
-                                           "min_improvement", "budget_usd", "synth_growth", "retrain", "samples", "ceiling", NULL};
+    static const char *const run_keys[] = {
+        "dir",        "coverage",     "test",    "test_ratio", "split_seed", "max_rounds", "patience", "min_improvement",
+        "budget_usd", "synth_growth", "retrain", "samples",    "ceiling",    NULL};
     static const char *const stu_keys[] = {"model", "threads", "train", "infer", NULL};
     static const char *const inf_keys[] = {"max_tokens", "temperature", "seed", "batch", "precision", NULL};
     static const char *const rep_keys[] = {"local_monthly_usd", "local_usd_per_hour", NULL};
@@ -201,8 +202,10 @@ static int spawn_wait(Run *r, char *const argv[], const char *what) {
             return -1;
         }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
-    if (WIFEXITED(status)) ld_set_error("%s failed (exit status %d; its message is above)", what, WEXITSTATUS(status));
-    else ld_set_error("%s was killed by signal %d", what, WTERMSIG(status));
+    if (WIFEXITED(status))
+        ld_set_error("%s failed (exit status %d; its message is above)", what, WEXITSTATUS(status));
+    else
+        ld_set_error("%s was killed by signal %d", what, WTERMSIG(status));
     return -1;
 }
 
@@ -217,8 +220,10 @@ static void argv_add(Argv *a, ...) {
     va_list ap;
     va_start(ap, a);
     for (char *s = va_arg(ap, char *); s; s = va_arg(ap, char *)) {
-        if (a->n + 1 >= (int)(sizeof a->v / sizeof a->v[0])) a->overflow = 1;
-        else a->v[a->n++] = s, a->v[a->n] = NULL;
+        if (a->n + 1 >= (int)(sizeof a->v / sizeof a->v[0]))
+            a->overflow = 1;
+        else
+            a->v[a->n++] = s, a->v[a->n] = NULL;
     }
     va_end(ap);
 }
@@ -283,8 +288,8 @@ static int ensure_service(Run *r) {
     snprintf(port, sizeof port, "%d", r->local_port);
     snprintf(par, sizeof par, "%d", r->local_parallel);
     snprintf(ctx, sizeof ctx, "%d", r->local_ctx);
-    char *argv[] = {"llamaduo", "serve", "--model", (char *)r->local_model, "--port", port, "--parallel", par, "--ctx", ctx,
-                    "--name", (char *)r->st.service.model, "--queue", "4096", NULL};
+    char *argv[] = {"llamaduo", "serve", "--model", (char *)r->local_model,      "--port",  port,   "--parallel", par,
+                    "--ctx",    ctx,     "--name",  (char *)r->st.service.model, "--queue", "4096", NULL};
     snprintf(health, sizeof health, "http://127.0.0.1:%d/health", r->local_port);
     if (http_ok(health)) {
         ld_set_error("port %d is already in use: set service.local.port to a free one", r->local_port);
@@ -350,8 +355,8 @@ static int same_config(const Run *r) {
         same = old && !strcmp(old, r->config_text);
         free(old);
         if (!same)
-            ld_set_error("%s was started with another config (%s): resume it with that one, or set run.dir to a new directory",
-                         r->dir, cfg);
+            ld_set_error("%s was started with another config (%s): resume it with that one, or set run.dir to a new directory", r->dir,
+                         cfg);
     }
     free(cfg);
     return same;
@@ -366,8 +371,8 @@ static int key_set(const ProviderConfig *p, const char *where, const char *file)
     if (!p->api_key_env || !p->api_key_env[0]) return 0;
     const char *v = getenv(p->api_key_env);
     if (v && v[0]) return 0;
-    ld_set_error("%s: '%s.api_key_env' names %s, which is not set in the environment (the API key for %s)", file, where,
-                 p->api_key_env, p->model);
+    ld_set_error("%s: '%s.api_key_env' names %s, which is not set in the environment (the API key for %s)", file, where, p->api_key_env,
+                 p->model);
     return -1;
 }
 
@@ -378,8 +383,10 @@ static int keys_set(const Run *r) {
     int listed = cJSON_GetObjectItemCaseSensitive(ju, "services") != NULL;
     for (int j = 0; j < r->st.n_judges; j++) {
         char where[48];
-        if (listed) snprintf(where, sizeof where, "judge.services[%d]", j);
-        else snprintf(where, sizeof where, "judge.service");
+        if (listed)
+            snprintf(where, sizeof where, "judge.services[%d]", j);
+        else
+            snprintf(where, sizeof where, "judge.service");
         if (key_set(&r->st.judges[j], where, r->config_path)) return -1;
     }
     return 0;
@@ -448,8 +455,10 @@ static int stage_begin(Stage *s, Run *r, int round, const char *stage, const cha
     char *in = files_hash_json(inputs, n_inputs);
     int rc = ledger_begin(r->ledger, round, stage, in);
     free(in);
-    if (round) fprintf(stderr, "run: round %d: %s\n", round, stage);
-    else fprintf(stderr, "run: %s\n", stage);
+    if (round)
+        fprintf(stderr, "run: round %d: %s\n", round, stage);
+    else
+        fprintf(stderr, "run: %s\n", stage);
     return rc;
 }
 
@@ -476,8 +485,10 @@ static int stage_end(Stage *s, int ok, const char *const *outputs, int n_outputs
 
 static int skip_done(Run *r, int round, const char *stage) {
     if (!ledger_is_done(r->ledger, round, stage)) return 0;
-    if (round) fprintf(stderr, "run: round %d: %s already done\n", round, stage);
-    else fprintf(stderr, "run: %s already done\n", stage);
+    if (round)
+        fprintf(stderr, "run: round %d: %s already done\n", round, stage);
+    else
+        fprintf(stderr, "run: %s already done\n", stage);
     return 1;
 }
 
@@ -569,8 +580,8 @@ static int judge_answers(Run *r, Stage *s, LlmCache *cache, const Records *test,
     JudgeSummary per[MAX_JUDGES] = {0};
     ClientLimits lim[MAX_JUDGES];
     for (int j = 0; j < r->st.n_judges; j++) lim[j] = stage_limits(r, &r->st.judge_limits[j]);
-    int rc = judge_all(r->st.judges, lim, r->st.n_judges, cache, &r->st.judge, test, answers, judge_path, metrics_path, per, out,
-                       &s->usage);
+    int rc =
+        judge_all(r->st.judges, lim, r->st.n_judges, cache, &r->st.judge, test, answers, judge_path, metrics_path, per, out, &s->usage);
     for (int j = 0; j < r->st.n_judges; j++) judge_summary_free(&per[j]);
     return rc;
 }
@@ -644,9 +655,7 @@ static int stage_ceiling(Run *r) {
     return rc;
 }
 
-static int synth_calls(const Run *r, int round) {
-    return (int)lround(r->st.synth.calls * pow(r->synth_growth, round - 2));
-}
+static int synth_calls(const Run *r, int round) { return (int)lround(r->st.synth.calls * pow(r->synth_growth, round - 2)); }
 
 static int stage_synth(Run *r, int round) {
     if (skip_done(r, round, "synth")) return 0;
@@ -778,8 +787,9 @@ static int stage_infer(Run *r, int round) {
     snprintf(batch, sizeof batch, "%d", r->infer_batch);
     snprintf(threads, sizeof threads, "%d", r->threads);
     Argv a = {0};
-    argv_add(&a, "llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te, "--samples", k, "--output", out,
-             "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision, NULL);
+    argv_add(&a, "llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te, "--samples", k, "--output",
+             out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision,
+             NULL);
     if (r->threads) argv_add(&a, "--threads", threads, NULL);
     int ok = spawn_argv(r, &a, "llamaduo generate") == 0;
     int rc = stage_end(&s, ok, outs, 1);
@@ -838,11 +848,15 @@ static const char *decide(Run *r, int round, char *why, size_t cap) {
         }
         if (!isnan(score) && score > best + r->min_improvement) best = score, best_round = t;
     }
-    if (round >= r->max_rounds) snprintf(why, cap, "the maximum of %d rounds was reached", r->max_rounds);
-    else if (r->budget_usd > 0 && spent(r) >= r->budget_usd) snprintf(why, cap, "the budget of $%g is spent", r->budget_usd);
+    if (round >= r->max_rounds)
+        snprintf(why, cap, "the maximum of %d rounds was reached", r->max_rounds);
+    else if (r->budget_usd > 0 && spent(r) >= r->budget_usd)
+        snprintf(why, cap, "the budget of $%g is spent", r->budget_usd);
     else if (round - best_round >= r->patience)
-        snprintf(why, cap, "no improvement of more than %g points for %d rounds (best: round %d)", r->min_improvement, r->patience, best_round);
-    else return NULL;
+        snprintf(why, cap, "no improvement of more than %g points for %d rounds (best: round %d)", r->min_improvement, r->patience,
+                 best_round);
+    else
+        return NULL;
     return why;
 }
 
@@ -918,8 +932,8 @@ int run_status(Run *r) {
     int n;
     if (ledger_rows(r->ledger, &rows, &n)) return -1;
     printf("run %s (config %s)\n", r->dir, r->config_path);
-    printf("%-6s %-8s %-8s %9s %9s %9s %11s %11s %10s %10s\n", "round", "stage", "status", "seconds", "req paid", "req cached",
-           "tok paid", "tok cached", "$ paid", "$ cached");
+    printf("%-6s %-8s %-8s %9s %9s %9s %11s %11s %10s %10s\n", "round", "stage", "status", "seconds", "req paid", "req cached", "tok paid",
+           "tok cached", "$ paid", "$ cached");
     double usd = 0, secs = 0;
     for (int i = 0; i < n; i++) {
         const StageRow *w = &rows[i];
@@ -945,8 +959,8 @@ int run_status(Run *r) {
         cJSON_Delete(m);
     }
     char *reason = ledger_get(r->ledger, "stop_reason");
-    printf("%s; %.0f s of stages; service replies worth $%.4f used, $%.4f paid\n", reason ? reason : "not finished (llamaduo run resumes it)",
-           secs, usd, spent(r));
+    printf("%s; %.0f s of stages; service replies worth $%.4f used, $%.4f paid\n",
+           reason ? reason : "not finished (llamaduo run resumes it)", secs, usd, spent(r));
     free(reason);
     ledger_rows_free(rows, n);
     return 0;

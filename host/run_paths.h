@@ -18,7 +18,7 @@
 #define RUN_CEILING_ANSWERS "data/ceiling.answers.jsonl"  // the service's own answers: the score to match
 #define RUN_CEILING_JUDGE "data/ceiling.judge.jsonl"
 #define RUN_CEILING_METRICS "data/ceiling.metrics.json"
-#define RUN_SYNTH_NAME "round-%02d.synth.jsonl"      // in data/ of a run, or the --out of `llamaduo synth`
+#define RUN_SYNTH_NAME "round-%02d.synth.jsonl"  // in data/ of a run, or the --out of `llamaduo synth`
 #define RUN_DROPPED_NAME "round-%02d.dropped.jsonl"  // synthesis's rejects with the reason
 #define RUN_SYNTH RUN_DATA_DIR "/" RUN_SYNTH_NAME
 #define RUN_DROPPED RUN_DATA_DIR "/" RUN_DROPPED_NAME

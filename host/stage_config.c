@@ -13,8 +13,16 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
     for (int i = 0; extra_top && extra_top[i] && nt < 15; i++) top[nt++] = extra_top[i];
     top[nt] = NULL;
     static const char *const task_keys[] = {"description", NULL};
-    static const char *const synth_keys[] = {"calls", "pairs_per_call", "seed", "max_instruction_chars", "max_response_chars",
-                                             "dedup_threshold", "decontam_ngram", "decontam_threshold", "max_reask", NULL};
+    static const char *const synth_keys[] = {"calls",
+                                             "pairs_per_call",
+                                             "seed",
+                                             "max_instruction_chars",
+                                             "max_response_chars",
+                                             "dedup_threshold",
+                                             "decontam_ngram",
+                                             "decontam_threshold",
+                                             "max_reask",
+                                             NULL};
     static const char *const judge_keys[] = {"judgments_per_answer", "max_rejudge", "threshold", "service", "services", NULL};
     cJSON *svc = cJSON_GetObjectItemCaseSensitive(root, "service");
     const cJSON *task = cJSON_GetObjectItemCaseSensitive(root, "task");
@@ -57,8 +65,7 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
         cfg_get_num(sy, "dedup_threshold", "synth", 0.8, 0.01, 1, &c->synth.dedup_threshold, path) ||
         cfg_get_int(sy, "decontam_ngram", "synth", 8, 1, 64, &c->synth.decontam_ngram, path) ||
         cfg_get_num(sy, "decontam_threshold", "synth", 0.5, 0.01, 1, &c->synth.decontam_threshold, path) ||
-        cfg_get_int(sy, "max_reask", "synth", 2, 0, 20, &c->synth.max_reask, path) ||
-        cfg_check_keys(ju, "judge", judge_keys, path) ||
+        cfg_get_int(sy, "max_reask", "synth", 2, 0, 20, &c->synth.max_reask, path) || cfg_check_keys(ju, "judge", judge_keys, path) ||
         cfg_get_int(ju, "judgments_per_answer", "judge", 1, 1, 100, &c->judge.judgments_per_answer, path) ||
         cfg_get_int(ju, "max_rejudge", "judge", 3, 0, 20, &c->judge.max_rejudge, path) ||
         cfg_get_num(ju, "threshold", "judge", 90, 1, 100, &c->judge.threshold, path))

@@ -6,8 +6,8 @@
 
 #include "decontam.h"
 #include "dedup.h"
-#include "util.h"
 #include "text.h"
+#include "util.h"
 
 char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask) {
     static const char *fmt =
@@ -106,9 +106,8 @@ static int follows_contract(const LlmJob *j) {
 
 // The calls whose reply was JSON but not the contract, asked once more with a retry marker: a distinct request,
 // so neither this run nor a rerun is answered with the cached off-contract reply again.
-static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
-                              const Records *seeds, const int *order, LlmJob *jobs, LlmMessage *msgs, char **prompts,
-                              int calls, int reask, SynthSummary *sum) {
+static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg, const Records *seeds,
+                              const int *order, LlmJob *jobs, LlmMessage *msgs, char **prompts, int calls, int reask, SynthSummary *sum) {
     int *which = ld_xmalloc(sizeof(int) * (size_t)calls), nw = 0;
     for (int c = 0; c < calls; c++)
         if (jobs[c].status == JOB_OK && !follows_contract(&jobs[c])) which[nw++] = c;
@@ -138,9 +137,8 @@ static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, Ll
     return rc;
 }
 
-int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
-              const Records *seeds, const Records *prior, int n_prior, const Records *test, const char *out_path,
-              const char *dropped_path, SynthSummary *sum) {
+int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg, const Records *seeds,
+              const Records *prior, int n_prior, const Records *test, const char *out_path, const char *dropped_path, SynthSummary *sum) {
     memset(sum, 0, sizeof *sum);
     int calls = cfg->calls;
     int *order = seed_order(seeds->n, calls, cfg->seed, cfg->round);
@@ -202,12 +200,16 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             int idx = 0;
             for (cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "contents")->child; e; e = e->next, idx++) {
                 sum->returned++;
-                const cJSON *ins = cJSON_GetObjectItemCaseSensitive(e, "instruction"), *res = cJSON_GetObjectItemCaseSensitive(e, "response");
+                const cJSON *ins = cJSON_GetObjectItemCaseSensitive(e, "instruction"),
+                            *res = cJSON_GetObjectItemCaseSensitive(e, "response");
                 const char *is = cJSON_IsString(ins) ? ins->valuestring : NULL, *rs = cJSON_IsString(res) ? res->valuestring : NULL;
                 char why[300] = "";
-                if (!is || !rs) snprintf(why, sizeof why, "invalid: instruction and response must be strings");
-                else if (!*is || strspn(is, " \t\r\n") == strlen(is)) snprintf(why, sizeof why, "invalid: empty instruction");
-                else if (!*rs || strspn(rs, " \t\r\n") == strlen(rs)) snprintf(why, sizeof why, "invalid: empty response");
+                if (!is || !rs)
+                    snprintf(why, sizeof why, "invalid: instruction and response must be strings");
+                else if (!*is || strspn(is, " \t\r\n") == strlen(is))
+                    snprintf(why, sizeof why, "invalid: empty instruction");
+                else if (!*rs || strspn(rs, " \t\r\n") == strlen(rs))
+                    snprintf(why, sizeof why, "invalid: empty response");
                 else if ((int)strlen(is) > cfg->max_instruction_chars)
                     snprintf(why, sizeof why, "invalid: instruction of %zu characters (limit %d)", strlen(is), cfg->max_instruction_chars);
                 else if ((int)strlen(rs) > cfg->max_response_chars)
@@ -219,8 +221,10 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                     DedupResult dr = dedup_check(dd, t);
                     int ref;
                     double ov = decontam_overlap(dc, t, &ref);
-                    const char *dup_of = dr.match_id >= 0 ? kept_ids[dr.match_id]
-                                         : dr.match_id <= -1000000 ? "earlier round" : dr.match_id < 0 ? seeds->v[-1 - dr.match_id].id : "";
+                    const char *dup_of = dr.match_id >= 0          ? kept_ids[dr.match_id]
+                                         : dr.match_id <= -1000000 ? "earlier round"
+                                         : dr.match_id < 0         ? seeds->v[-1 - dr.match_id].id
+                                                                   : "";
                     if (dr.verdict == DEDUP_EXACT) {
                         snprintf(why, sizeof why, "duplicate of %s (exact after normalisation)", dup_of);
                         sum->exact_dup++;

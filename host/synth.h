@@ -16,7 +16,7 @@ typedef struct {
     double dedup_threshold;  // shingle Jaccard for near-duplicates
     int decontam_ngram;
     double decontam_threshold;  // share of a pair's n-grams found in one test record
-    int max_reask;              // re-asks (with a marker, so not the cached reply) for a reply off the contract
+    int max_reask;  // re-asks (with a marker, so not the cached reply) for a reply off the contract
 } SynthConfig;
 
 typedef struct {
@@ -26,8 +26,7 @@ typedef struct {
 } SynthSummary;
 
 // seeds: the training seeds; prior: earlier data (may be NULL/empty); test: the held-out split.
-int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg,
-              const Records *seeds, const Records *prior, int n_prior, const Records *test, const char *out_path,
-              const char *dropped_path, SynthSummary *sum);
+int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg, const Records *seeds,
+              const Records *prior, int n_prior, const Records *test, const char *out_path, const char *dropped_path, SynthSummary *sum);
 // The prompt for one call (heap), shared with tests; reask > 0 adds the retry marker.
 char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask);

@@ -7,11 +7,10 @@
 #include "host_device.h"
 
 typedef enum {
-    ACT_SILU,       // x·σ(x) (Llama, Qwen, Mistral: hidden_act "silu")
+    ACT_SILU,  // x·σ(x) (Llama, Qwen, Mistral: hidden_act "silu")
     ACT_GELU_TANH,  // tanh-approximate GELU (Gemma; hidden_act "gelu_pytorch_tanh", "gelu_new", "gelu_fast")
-    ACT_GELU_ERF,   // exact GELU, 0.5·x·(1 + erf(x/√2)) (hidden_act "gelu")
+    ACT_GELU_ERF,  // exact GELU, 0.5·x·(1 + erf(x/√2)) (hidden_act "gelu")
 } Activation;
-
 
 #define LD_SQRT_2_OVER_PI 0.7978845608028654f
 #define LD_INV_SQRT_2 0.7071067811865476f

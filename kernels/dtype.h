@@ -9,8 +9,24 @@
 #endif
 
 typedef enum {
-    LD_F32, LD_F16, LD_BF16, LD_F64, LD_I64, LD_I32, LD_I16, LD_I8, LD_U8, LD_BOOL,
-    LD_Q4_0, LD_Q4_1, LD_Q5_0, LD_Q5_1, LD_Q8_0, LD_Q4_K, LD_Q5_K, LD_Q6_K,
+    LD_F32,
+    LD_F16,
+    LD_BF16,
+    LD_F64,
+    LD_I64,
+    LD_I32,
+    LD_I16,
+    LD_I8,
+    LD_U8,
+    LD_BOOL,
+    LD_Q4_0,
+    LD_Q4_1,
+    LD_Q5_0,
+    LD_Q5_1,
+    LD_Q8_0,
+    LD_Q4_K,
+    LD_Q5_K,
+    LD_Q6_K,
     LD_DTYPE_COUNT
 } LdDtype;
 

@@ -60,8 +60,8 @@ void k_gather_rows(float *dst, const float *src, const int *src_rows, int n, int
 // different lengths, packed training records, causal masks and sliding windows.
 //   out[T, Hq*hd], q[T, Hq*hd]; k, v laid out [rows, Hkv*hd].
 //   Grouped-query: query head h reads kv head h / (Hq/Hkv). score = scale·q·k, then softcap (when > 0).
-void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                 const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                 int Hq, int Hkv, int hd, float scale, float softcap);
 
 // Numerically stable log-softmax statistics of one row: returns logsumexp(x[0..n)).
 float k_logsumexp(const float *x, int n);
@@ -82,8 +82,7 @@ void k_penalize_counts(float *logits, const int *tokens, const int *counts, int 
 // the forward ops.
 
 // dx[T,K] = dy[T,N] · w[N,K];  dw[N,K] += dyᵀ · x  (dw may be NULL: frozen weight);  dbias[N] += Σ_t dy
-void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K,
-                       int N);
+void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K, int N);
 // dx[T,K] += dy[T,N] · W[N,K] with W's rows in format wt (the input gradient through a frozen weight)
 void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N);
 // The LoRA linear's backward: dx[T,in] += dy·W + s·(dy·B)·A (W NULL: the adapter's share alone);
@@ -95,8 +94,7 @@ void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float
 // dtable[tokens] += dx[T,D]·scale (an fp32 table's gradient)
 void k_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // dx (may alias nothing), dw += (dw may be NULL)
-void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
-                        int plus_one);
+void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
 // The gradient of a rotation is the inverse rotation: in place on dx[T, n_heads, head_dim].
 void k_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
 // dgate = dh · up · act'(gate), dup = dh · act(gate)
@@ -105,25 +103,23 @@ void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh,
 void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
 // Attention backward over the same per-token key ranges as k_attention (keys/values of a training batch live
 // in one [positions, Hkv*hd] buffer). dq is written; dk/dv (same layout as k/v) are accumulated.
-void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                          const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
-                          float softcap);
+void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                          const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
 // Mean cross-entropy over rows whose target is not ignore_index; dlogits = (softmax − onehot) / n_counted
 // (0 rows for ignored ones). Returns the mean loss; *n_counted gets the number of rows that count.
-float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index,
-                      int *n_counted);
+float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index, int *n_counted);
 
 // The head and its loss fused: logits = x[T,D]·w[V,D]ᵀ (w in format wt), soft-capped when softcap > 0, and the
 // mean cross-entropy over rows whose target is not ignore_index — computed chunk_rows counted rows at a time,
 // so the [T, V] logits are never held and ignored rows are never multiplied. dx[T,D] is written (0 on ignored
 // rows; NULL: loss only); dw[V,D] (fp32 w only, NULL: frozen head) is accumulated. Same result as k_matmul_q +
 // k_softcap + k_cross_entropy and their backward passes.
-float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D,
-                             int V, float softcap, int ignore_index, int chunk_rows, int *n_counted);
+float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D, int V,
+                             float softcap, int ignore_index, int chunk_rows, int *n_counted);
 
 // AdamW (torch semantics: decoupled weight decay, bias correction) on n parameters; m and v are the fp32
 // moment estimates; step counts from 1.
-void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
-             float weight_decay, int step);
+void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+             int step);
 double k_sumsq(const float *x, size_t n);  // Σ x², for the global gradient norm
 void k_scale(float *x, size_t n, float s);

@@ -6,16 +6,16 @@
 // or -1 with kc_last_error() naming the kernel and CUDA's reason (a failed launch is never silent).
 #pragma once
 
-#include "cuda/memory.h"
-#include "cuda/rmsnorm.h"
-#include "cuda/rope.h"
 #include "cuda/activations.h"
 #include "cuda/adamw.h"
 #include "cuda/attention.h"
 #include "cuda/attention_backward.h"
-#include "cuda/embedding.h"
-#include "cuda/lora_linear.h"
+#include "cuda/convert.h"
 #include "cuda/cross_entropy.h"
 #include "cuda/elementwise.h"
-#include "cuda/convert.h"
+#include "cuda/embedding.h"
+#include "cuda/lora_linear.h"
+#include "cuda/memory.h"
+#include "cuda/rmsnorm.h"
+#include "cuda/rope.h"
 #include "cuda/sample.h"

@@ -77,7 +77,8 @@ static void safetensors_cases(void) {
     char *buf = ld_xmalloc(n + 64);
 
     expect_fail(model_dir_with("st_trunc_header", "model.safetensors", st, 4), "safetensors shorter than 8 bytes", "model.safetensors");
-    expect_fail(model_dir_with("st_trunc_data", "model.safetensors", st, n / 2), "safetensors truncated mid-data", "data_offsets out of range");
+    expect_fail(model_dir_with("st_trunc_data", "model.safetensors", st, n / 2), "safetensors truncated mid-data",
+                "data_offsets out of range");
     memcpy(buf, st, n);
     uint64_t big = n * 4;
     memcpy(buf, &big, 8);
@@ -104,14 +105,17 @@ static void config_cases(void) {
     const char *broken = "{\"model_type\": \"llama\", \"hidden_size\": ";
     expect_fail(model_dir_with("cfg_broken", "config.json", broken, strlen(broken)), "config.json broken JSON", "config.json");
     const char *arch = "{\"model_type\": \"gpt_neox\"}";
-    expect_fail(model_dir_with("cfg_arch", "config.json", arch, strlen(arch)), "unknown architecture", "unsupported architecture 'gpt_neox'");
+    expect_fail(model_dir_with("cfg_arch", "config.json", arch, strlen(arch)), "unknown architecture",
+                "unsupported architecture 'gpt_neox'");
     const char *missing = "{\"model_type\": \"llama\", \"num_hidden_layers\": 2}";
     expect_fail(model_dir_with("cfg_missing", "config.json", missing, strlen(missing)), "config.json missing key", "missing 'hidden_size'");
-    const char *lying = "{\"model_type\": \"llama\", \"hidden_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
-                        "\"num_key_value_heads\": 2, \"intermediate_size\": 96, \"vocab_size\": 320}";
+    const char *lying =
+        "{\"model_type\": \"llama\", \"hidden_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+        "\"num_key_value_heads\": 2, \"intermediate_size\": 96, \"vocab_size\": 320}";
     expect_fail(model_dir_with("cfg_lying", "config.json", lying, strlen(lying)), "config disagrees with weights", "has shape");
-    const char *heads = "{\"model_type\": \"llama\", \"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 3, "
-                        "\"num_key_value_heads\": 2, \"intermediate_size\": 96, \"vocab_size\": 320}";
+    const char *heads =
+        "{\"model_type\": \"llama\", \"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 3, "
+        "\"num_key_value_heads\": 2, \"intermediate_size\": 96, \"vocab_size\": 320}";
     expect_fail(model_dir_with("cfg_heads", "config.json", heads, strlen(heads)), "heads not a multiple of kv heads", "multiple");
     expect_fail(model_dir_with("cfg_absent", "config.json", NULL, 0), "config.json absent", "config.json");
     const char *tok = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [7]}}";

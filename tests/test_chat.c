@@ -34,7 +34,8 @@ static void check_fixtures(void) {
         ChatRendered r;
         CHECK(chat_render(&t, m, k, add_gen, &r) == 0, "%s: render failed: %s", name, ld_last_error());
         const char *want = cJSON_GetObjectItem(rec, "text")->valuestring;
-        CHECK(!strcmp(r.text, want), "%s (%s): rendering differs\n--- want\n%s\n--- got\n%s", name, chat_family_name(t.family), want, r.text);
+        CHECK(!strcmp(r.text, want), "%s (%s): rendering differs\n--- want\n%s\n--- got\n%s", name, chat_family_name(t.family), want,
+              r.text);
         // every assistant span holds exactly that message's (trimmed) content plus the end-of-turn marker
         int a = 0;
         for (int i = 0; i < k; i++)
@@ -43,7 +44,8 @@ static void check_fixtures(void) {
                 if (a >= r.n_assistant) break;
                 size_t s = r.assistant_spans[2 * a], e = r.assistant_spans[2 * a + 1];
                 const char *eot = chat_end_of_turn(&t);
-                CHECK(e - s >= strlen(eot) && !memcmp(r.text + e - strlen(eot), eot, strlen(eot)), "%s: span does not end with %s", name, eot);
+                CHECK(e - s >= strlen(eot) && !memcmp(r.text + e - strlen(eot), eot, strlen(eot)), "%s: span does not end with %s", name,
+                      eot);
                 a++;
             }
         chat_rendered_free(&r);

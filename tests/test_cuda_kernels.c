@@ -116,7 +116,8 @@ static void test_rmsnorm(int T, int D, int plus_one) {
 
 // the residual add fused with the norm, y written over d as the forward pass does
 static void test_add_rmsnorm(int T, int D, int plus_one) {
-    float *x = rnd((size_t)T * D, 2), *d = rnd((size_t)T * D, 1), *w = rnd(D, 1), *ry = malloc(sizeof(float) * T * D), *rx = malloc(sizeof(float) * T * D);
+    float *x = rnd((size_t)T * D, 2), *d = rnd((size_t)T * D, 1), *w = rnd(D, 1), *ry = malloc(sizeof(float) * T * D),
+          *rx = malloc(sizeof(float) * T * D);
     memcpy(rx, x, sizeof(float) * T * D);
     k_add_rmsnorm(ry, rx, d, w, T, D, 1e-6f, plus_one);
     float *gx = up(x, sizeof(float) * T * D), *gd = up(d, sizeof(float) * T * D), *gw = up(w, sizeof(float) * D);
@@ -284,13 +285,15 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     }
     float scale = 1.0f / sqrtf((float)hd);
     k_attention_backward(rdq, rdk, rdv, dout, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, softcap);
-    float *dq_ = up(q, sizeof(float) * nq), *dk_ = up(k, sizeof(float) * nk), *dv_ = up(v, sizeof(float) * nk), *ddo = up(dout, sizeof(float) * nq);
+    float *dq_ = up(q, sizeof(float) * nq), *dk_ = up(k, sizeof(float) * nk), *dv_ = up(v, sizeof(float) * nk),
+          *ddo = up(dout, sizeof(float) * nq);
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
     float *gq = poisoned(nq), *gk = kc_alloc(sizeof(float) * nk), *gv = kc_alloc(sizeof(float) * nk);
     kc_fill(gk, 0, nk), kc_fill(gv, 0, nk);
     float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
     check_rc(kc_attention_packed(gout, glse, dq_, dk_, dv_, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
-    check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_backward");
+    check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
+             "attention_backward");
     kc_free(gout), kc_free(glse);
     float *hq = down(gq, nq), *hk = down(gk, nk), *hv = down(gv, nk);
     char name[128];
@@ -298,8 +301,8 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     float *got[] = {hq, hk, hv}, *ref[] = {rdq, rdk, rdv};
     size_t ns[] = {nq, nk, nk};
     for (int i = 0; i < 3; i++) {
-        snprintf(name, sizeof name, "attention backward %s: T %d, %d/%d heads, hd %d%s%s", parts[i], T, Hq, Hkv, hd, window ? ", window" : "",
-                 softcap > 0 ? ", softcap" : "");
+        snprintf(name, sizeof name, "attention backward %s: T %d, %d/%d heads, hd %d%s%s", parts[i], T, Hq, Hkv, hd,
+                 window ? ", window" : "", softcap > 0 ? ", softcap" : "");
         compare(name, got[i], ref[i], ns[i], 1e-5);
     }
     free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(lo), free(hi), free(hq), free(hk), free(hv);
@@ -307,7 +310,8 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
 }
 
 static void test_embedding(int T, int V, int D, float scale) {
-    float *table = rnd((size_t)V * D, 1), *table_bf = bf16_round(table, (size_t)V * D), *dx = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D), *rdt = calloc((size_t)V * D, sizeof(float));
+    float *table = rnd((size_t)V * D, 1), *table_bf = bf16_round(table, (size_t)V * D), *dx = rnd((size_t)T * D, 1),
+          *ref = malloc(sizeof(float) * T * D), *rdt = calloc((size_t)V * D, sizeof(float));
     int *tok = malloc(sizeof(int) * T);
     for (int t = 0; t < T; t++) tok[t] = (t * 31) % V;  // repeats when T > V
     for (int t = 0; t < T; t++)
@@ -380,8 +384,9 @@ static void test_dropout_rows(size_t n, int width) {
     check_rc(kc_gather_rows(gg, gs, gperm, rows, width), "gather_rows");
     float *hs = down(gs, n), *hg = down(gg, n);
     snprintf(name, sizeof name, "scatter/gather rows [%d x %d]", rows, width);
-    check(!memcmp(hs, cs, sizeof(float) * n) && !memcmp(hg, x, sizeof(float) * rows * width) && !memcmp(cg, x, sizeof(float) * rows * width),
-          name);
+    check(
+        !memcmp(hs, cs, sizeof(float) * n) && !memcmp(hg, x, sizeof(float) * rows * width) && !memcmp(cg, x, sizeof(float) * rows * width),
+        name);
     free(x), free(cy), free(hy), free(perm), free(cs), free(cg), free(hs), free(hg);
     kc_free(gx), kc_free(gy), kc_free(gperm), kc_free(gs), kc_free(gg);
 }
@@ -391,7 +396,8 @@ static void ref_gemm(float *C, const float *A, int ta, const float *B, int tb, i
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double s = 0;
-            for (int p = 0; p < K; p++) s += (double)(ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p]) * (tb ? B[(size_t)j * K + p] : B[(size_t)p * N + j]);
+            for (int p = 0; p < K; p++)
+                s += (double)(ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p]) * (tb ? B[(size_t)j * K + p] : B[(size_t)p * N + j]);
             C[(size_t)i * N + j] = (float)(alpha * s + beta * C[(size_t)i * N + j]);
         }
 }
@@ -416,9 +422,10 @@ static void ref_lora(float *y, float *ax, float *dx, float *dyB, float *dA, floa
 
 // The CPU reference of the same contract (kernels/cpu/lora_linear.c) against the double reference: fp32 W.
 static void check_cpu_lora(const float *x, const float *W, const float *bias, const float *A, const float *B, const float *dy,
-                           const float *dx0, const float *y_ref, const float *dx_ref, const float *dA_ref, const float *dB_ref, float s, int T,
-                           int in, int out, int r) {
-    float *y = calloc((size_t)T * out, sizeof(float)), *ax = calloc((size_t)T * r, sizeof(float)), *dyB = calloc((size_t)T * r, sizeof(float));
+                           const float *dx0, const float *y_ref, const float *dx_ref, const float *dA_ref, const float *dB_ref, float s,
+                           int T, int in, int out, int r) {
+    float *y = calloc((size_t)T * out, sizeof(float)), *ax = calloc((size_t)T * r, sizeof(float)),
+          *dyB = calloc((size_t)T * r, sizeof(float));
     float *dx = malloc(sizeof(float) * T * in), *dA = calloc((size_t)r * in, sizeof(float)), *dB = calloc((size_t)out * r, sizeof(float));
     memcpy(dx, dx0, sizeof(float) * T * in);
     k_lora_linear(y, ax, x, W, LD_F32, bias, A, B, s, T, in, out, r);
@@ -453,8 +460,10 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
     check_rc(kc_lora_linear(gy, gax, gx, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear");
-    check_rc(kc_lora_linear_backward(gdx, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r), "lora_linear_backward");
-    float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r);
+    check_rc(kc_lora_linear_backward(gdx, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
+             "lora_linear_backward");
+    float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in),
+          *hdB = down(gdB, (size_t)out * r);
     char name[128];
     const char *p = bf16 ? "bf16 W" : "fp32";
     double bound = bf16 ? 1e-2 : 1e-5;
@@ -477,10 +486,10 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
         compare(name, hdx, dx, (size_t)T * in, 1e-5);
         free(xb), free(Wb), free(dyb);
     }
-    free(x), free(W), free(W16), free(A), free(B), free(bias), free(dx0), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA), free(dB),
-        free(hy), free(hdx), free(hdA), free(hdB);
-    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gbias), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx), kc_free(gdyB),
-        kc_free(gdA), kc_free(gdB);
+    free(x), free(W), free(W16), free(A), free(B), free(bias), free(dx0), free(dy), free(y), free(ax), free(dx), free(dyB), free(dA),
+        free(dB), free(hy), free(hdx), free(hdA), free(hdB);
+    kc_free(gx), kc_free(gW), kc_free(gA), kc_free(gB), kc_free(gbias), kc_free(gdy), kc_free(gy), kc_free(gax), kc_free(gdx),
+        kc_free(gdyB), kc_free(gdA), kc_free(gdB);
 }
 
 // The fused head + loss against the unfused CPU sequence (full logits, soft-cap, cross-entropy, and back), with
@@ -498,7 +507,8 @@ static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk,
     uint16_t *W16 = bf16 ? bf16_bits(W, (size_t)V * D) : NULL;
     void *gW = bf16 ? up(W16, sizeof(uint16_t) * V * D) : up(W, sizeof(float) * V * D);
     float *gx = up(x, sizeof(float) * T * D), *gdx = poisoned((size_t)T * D);
-    check_rc(kc_linear_cross_entropy(gdx, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, &loss, &nc), "linear_cross_entropy");
+    check_rc(kc_linear_cross_entropy(gdx, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, &loss, &nc),
+             "linear_cross_entropy");
     float *hdx = down(gdx, (size_t)T * D);
     char name[128];
     double bound = bf16 ? 1e-2 : 1e-5;
@@ -573,7 +583,8 @@ static void test_sample(int n_rows, int V, float scale, int grid) {
            grid ? ", ties" : "", same, n_rows, host);
     if (same != n_rows) g_fail++;
     g_checks++;
-    printf("%s sample [%d rows x %d]: %d/%d penalised rows equal the CPU's\n", penalised == n_rows ? "ok  " : "FAIL", n_rows, V, penalised, n_rows);
+    printf("%s sample [%d rows x %d]: %d/%d penalised rows equal the CPU's\n", penalised == n_rows ? "ok  " : "FAIL", n_rows, V, penalised,
+           n_rows);
     if (penalised != n_rows) g_fail++;
     free(x), free(ref), free(rows), free(pen), free(cnt_tok), free(cnt), free(picked), free(back);
     kc_free(d);

@@ -22,8 +22,8 @@ static void check_count_penalties(void) {
           counts[0], toks[1], counts[1]);
     float l[4] = {1.0f, 2.0f, 3.0f, 4.0f};
     CHECK(sampler_sample(&p, NULL, l, 4, hist, 6, 4) == 3, "frequency penalty: greedy pick changed");
-    CHECK(l[0] == 1.0f && l[1] == 0.25f && l[2] == 2.25f && l[3] == 4.0f, "frequency + presence: %g %g %g %g, want 1 0.25 2.25 4", l[0], l[1],
-          l[2], l[3]);
+    CHECK(l[0] == 1.0f && l[1] == 0.25f && l[2] == 2.25f && l[3] == 4.0f, "frequency + presence: %g %g %g %g, want 1 0.25 2.25 4", l[0],
+          l[1], l[2], l[3]);
     SamplerParams pres = sampler_defaults();
     pres.presence_penalty = 2.0f;
     float q[3] = {0.0f, 3.0f, 2.5f};
@@ -35,8 +35,8 @@ static void check_count_penalties(void) {
     p.repeat_penalty = 2.0f, p.repeat_last_n = 0;  // the repetition penalty first (over prompt and answer), then the counts
     float r[4] = {1.0f, 2.0f, 3.0f, 4.0f};
     sampler_penalize(&p, r, 4, hist, 6, 4);
-    CHECK(r[0] == 1.0f && r[1] == -0.75f && r[2] == 0.75f && r[3] == 2.0f, "repetition then frequency: %g %g %g %g, want 1 -0.75 0.75 2", r[0],
-          r[1], r[2], r[3]);
+    CHECK(r[0] == 1.0f && r[1] == -0.75f && r[2] == 0.75f && r[3] == 2.0f, "repetition then frequency: %g %g %g %g, want 1 -0.75 0.75 2",
+          r[0], r[1], r[2], r[3]);
 }
 
 static void check_sampler(void) {
@@ -53,7 +53,8 @@ static void check_sampler(void) {
         counts[sampler_sample(&p, &rng, l, 4, NULL, 0, 0)]++;
     }
     const double want[4] = {0.5, 0.3, 0.15, 0.05};
-    for (int k = 0; k < 4; k++) CHECK(fabs(counts[k] / (double)N - want[k]) < 0.01, "token %d sampled %.3f, want %.2f", k, counts[k] / (double)N, want[k]);
+    for (int k = 0; k < 4; k++)
+        CHECK(fabs(counts[k] / (double)N - want[k]) < 0.01, "token %d sampled %.3f, want %.2f", k, counts[k] / (double)N, want[k]);
     struct {
         const char *what;
         SamplerParams p;
@@ -86,7 +87,8 @@ static void check_sampler(void) {
     for (int i = 0; i < 50; i++) {
         float x[4], y[4], z[4];
         memcpy(x, base, sizeof x), memcpy(y, base, sizeof y), memcpy(z, base, sizeof z);
-        int sa = sampler_sample(&p, &a, x, 4, NULL, 0, 0), sb = sampler_sample(&p, &b, y, 4, NULL, 0, 0), sc = sampler_sample(&p, &c2, z, 4, NULL, 0, 0);
+        int sa = sampler_sample(&p, &a, x, 4, NULL, 0, 0), sb = sampler_sample(&p, &b, y, 4, NULL, 0, 0),
+            sc = sampler_sample(&p, &c2, z, 4, NULL, 0, 0);
         same &= sa == sb;
         diff |= sa != sc;
     }
@@ -130,7 +132,8 @@ static void check_generation(void) {
         generate(m, &solo, 1, &one, NULL, NULL);
         CHECK(solo.n_tokens == batch[i].n_tokens && !memcmp(solo.tokens, batch[i].tokens, sizeof(int) * solo.n_tokens),
               "prompt %d: batched answer differs from the solo one", i);
-        CHECK(batch[i].finish == FINISH_LENGTH && batch[i].n_tokens == 24, "prompt %d: %d tokens, finish %d", i, batch[i].n_tokens, batch[i].finish);
+        CHECK(batch[i].finish == FINISH_LENGTH && batch[i].n_tokens == 24, "prompt %d: %d tokens, finish %d", i, batch[i].n_tokens,
+              batch[i].finish);
         CHECK(st.len[i] == strlen(batch[i].text) && !memcmp(st.buf[i], batch[i].text, st.len[i]), "prompt %d: streamed text differs", i);
         // stop string: a piece from the middle of the answer cuts it right before its first occurrence
         // (random weights emit arbitrary bytes: take a stop string of printable ASCII from the answer)

@@ -59,8 +59,9 @@ static long model_new_in_child(const Model *m, long k) {
         GpuModel *g = gpu_model_new(m, 2, 32, LD_F32);
         long mallocs = emu_mallocs();
         int clean = k ? g == NULL && strstr(ld_last_error(), "memory") && emu_launches_after_fault() == 0 : g != NULL;
-        if (!clean) fprintf(stderr, "out of memory at allocation %ld: model %p, %ld launches after, '%s'\n", k, (void *)g,
-                            emu_launches_after_fault(), ld_last_error());
+        if (!clean)
+            fprintf(stderr, "out of memory at allocation %ld: model %p, %ld launches after, '%s'\n", k, (void *)g,
+                    emu_launches_after_fault(), ld_last_error());
         if (write(fd[1], &mallocs, sizeof mallocs) != sizeof mallocs) _exit(3);
         _exit(clean ? 0 : 1);
     }

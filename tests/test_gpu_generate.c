@@ -49,13 +49,13 @@ static void check_logits(const char *name, const char *adapter, int bf16) {
     for (int i = 0; i < 14; i++) tok[i] = 3 + (i * 53) % (V - 3), slot[i] = i < 9 ? 0 : 1, pos[i] = i < 9 ? i : i - 9;
     float *a = malloc(sizeof(float) * 14 * V), *b = malloc(sizeof(float) * 14 * V);
     double worst = 0;
-    CHECK(model_forward(m, kv, tok, slot, pos, 14, NULL, a) == 0 && gpu_model_forward(g, tok, slot, pos, 14, NULL, b) == 0, "%s: prefill: %s",
-          name, ld_last_error());
+    CHECK(model_forward(m, kv, tok, slot, pos, 14, NULL, a) == 0 && gpu_model_forward(g, tok, slot, pos, 14, NULL, b) == 0,
+          "%s: prefill: %s", name, ld_last_error());
     worst = fmax(worst, rel(b, a, (size_t)14 * V));
     for (int step = 0; step < 3; step++) {  // one token per sequence; only the last row of each wanted
         int t2[2] = {7 + step, 11 + step}, s2[2] = {0, 1}, p2[2] = {9 + step, 5 + step};
-        CHECK(model_forward(m, kv, t2, s2, p2, 2, NULL, a) == 0 && gpu_model_forward(g, t2, s2, p2, 2, NULL, b) == 0, "%s: decode: %s", name,
-              ld_last_error());
+        CHECK(model_forward(m, kv, t2, s2, p2, 2, NULL, a) == 0 && gpu_model_forward(g, t2, s2, p2, 2, NULL, b) == 0, "%s: decode: %s",
+              name, ld_last_error());
         worst = fmax(worst, rel(b, a, (size_t)2 * V));
     }
     printf("%-12s%s%s GPU vs CPU logits (2 sequences, prefill + 3 decode steps): worst rel err %.2e\n", name, adapter ? " + adapter" : "",
@@ -84,8 +84,8 @@ static void check_generate(int sampled) {
     GenParams gp = gen_defaults();
     gp.max_new_tokens = 20, gp.max_batch = 3, gp.stop_ids = &stop, gp.n_stop_ids = stop >= 0;
     if (sampled)  // every filter on: the same RNG draws and choices on both paths
-        gp.sampler.temperature = 0.9f, gp.sampler.top_k = 50, gp.sampler.top_p = 0.95f, gp.sampler.min_p = 0.02f, gp.sampler.repeat_penalty = 1.2f,
-        gp.sampler.frequency_penalty = 0.4f, gp.sampler.presence_penalty = 0.3f, gp.sampler.seed = 7;
+        gp.sampler.temperature = 0.9f, gp.sampler.top_k = 50, gp.sampler.top_p = 0.95f, gp.sampler.min_p = 0.02f,
+        gp.sampler.repeat_penalty = 1.2f, gp.sampler.frequency_penalty = 0.4f, gp.sampler.presence_penalty = 0.3f, gp.sampler.seed = 7;
     CHECK(generate(m, cpu, 4, &gp, NULL, NULL) == 0, "cpu generate: %s", ld_last_error());
     gp.use_gpu = 1;
     CHECK(generate(m, gpu, 4, &gp, NULL, NULL) == 0, "gpu generate: %s", ld_last_error());
@@ -95,8 +95,8 @@ static void check_generate(int sampled) {
         total += gpu[i].n_tokens;
         gen_request_free(&cpu[i]), gen_request_free(&gpu[i]);
     }
-    const char *how = sampled ? "sampled (T 0.9, top-k 50, top-p 0.95, min-p 0.02, penalties: repetition 1.2, frequency 0.4, presence 0.3)"
-                              : "greedy";
+    const char *how =
+        sampled ? "sampled (T 0.9, top-k 50, top-p 0.95, min-p 0.02, penalties: repetition 1.2, frequency 0.4, presence 0.3)" : "greedy";
     printf("%s generation, 4 prompts in 3 slots: GPU tokens %s the CPU's (%d tokens)\n", how, same ? "equal" : "DIFFER from", total);
     CHECK(same, "GPU %s generation differs from the CPU's", how);
     model_free(m);
@@ -121,8 +121,8 @@ static void check_smollm2(int bf16) {
     float *a = malloc(sizeof(float) * (size_t)n * V), *b = malloc(sizeof(float) * (size_t)n * V);
     KVCache *kv = kv_new(&m->cfg, 1, n);
     GpuModel *g = gpu_model_new(m, 1, n, bf16 ? LD_BF16 : LD_F32);
-    CHECK(g && model_forward(m, kv, tok, slot, pos, n, NULL, a) == 0 && gpu_model_forward(g, tok, slot, pos, n, NULL, b) == 0, "smollm2: %s",
-          ld_last_error());
+    CHECK(g && model_forward(m, kv, tok, slot, pos, n, NULL, a) == 0 && gpu_model_forward(g, tok, slot, pos, n, NULL, b) == 0,
+          "smollm2: %s", ld_last_error());
     int agree = 0;
     for (int t = 0; t < n; t++) {
         int ia = 0, ib = 0;
@@ -133,8 +133,8 @@ static void check_smollm2(int bf16) {
         agree += ia == ib;
     }
     double e = rel(b, a, (size_t)n * V);
-    printf("SmolLM2 on the GPU%s vs the CPU, %d tokens teacher-forced: argmax agrees at %.1f%%, logits rel err %.2e\n", bf16 ? " (bf16)" : "", n,
-           100.0 * agree / n, e);
+    printf("SmolLM2 on the GPU%s vs the CPU, %d tokens teacher-forced: argmax agrees at %.1f%%, logits rel err %.2e\n",
+           bf16 ? " (bf16)" : "", n, 100.0 * agree / n, e);
     CHECK(agree >= 0.98 * n, "SmolLM2%s: argmax agreement %d/%d under 98%%", bf16 ? " bf16" : "", agree, n);
     free(tok), free(slot), free(pos), free(a), free(b), free(txt);
     cJSON_Delete(fx);

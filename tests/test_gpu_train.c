@@ -39,7 +39,8 @@ static void check(const char *name, float dropout, int bf16) {
         return;
     }
     unsigned all = (1u << LT_COUNT) - 1;
-    Lora *cpu = lora_new(&m->cfg, 4, 8.0f, 0, all), *grad = lora_new(&m->cfg, 4, 8.0f, 0, all), *gpu_out = lora_new(&m->cfg, 4, 8.0f, 0, all);
+    Lora *cpu = lora_new(&m->cfg, 4, 8.0f, 0, all), *grad = lora_new(&m->cfg, 4, 8.0f, 0, all),
+         *gpu_out = lora_new(&m->cfg, 4, 8.0f, 0, all);
     for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
         LoraPair *w = &cpu->w[i];
         snprintf(p, sizeof p, "lora.%d.%s.A", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
@@ -67,7 +68,8 @@ static void check(const char *name, float dropout, int bf16) {
             float lc = train_loss_and_grad(m, cpu, grad, NULL, &b, &c1), lg = gpu_trainer_loss_and_grad(g, &b, &c2, 1, cpu->dropout_seed);
             double e = fabs((double)lg - lc) / fabs(lc);
             if (!(e <= worst)) worst = e;
-            double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f), ngpu = gpu_trainer_adamw(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
+            double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f),
+                   ngpu = gpu_trainer_adamw(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
             if (step == 0) printf("%-12s%s step 1: loss CPU %.6f GPU %.6f, grad norm CPU %.6f GPU %.6f\n", name, tag, lc, lg, nc, ngpu);
             CHECK(fabs(ngpu - nc) / nc < adapter_bound, "%s%s step %d: grad norm GPU %.7f CPU %.7f", name, tag, step, ngpu, nc);
         }

@@ -15,8 +15,7 @@ static void fill(float *x, size_t n, float scale) {
 typedef void (*ForwardFn)(void *ctx, const float *x, float *y);
 
 // Compares an analytic gradient g[n] of L(x) = Σ_i R_i y_i(x) with central differences.
-static double check_grad(const char *name, ForwardFn f, void *ctx, float *x, size_t n, size_t ny, const float *R,
-                         const float *g) {
+static double check_grad(const char *name, ForwardFn f, void *ctx, float *x, size_t n, size_t ny, const float *R, const float *g) {
     float *y = malloc(sizeof(float) * ny);
     double worst = 0, num2 = 0, den2 = 0;
     for (size_t i = 0; i < n; i++) {
@@ -41,17 +40,39 @@ static double check_grad(const char *name, ForwardFn f, void *ctx, float *x, siz
 }
 
 // ---- matmul: x and w
-typedef struct { int T, K, N; const float *w, *x; } MatCtx;
-static void mm_x(void *c, const float *x, float *y) { MatCtx *m = c; k_matmul(y, x, m->w, NULL, m->T, m->K, m->N); }
-static void mm_w(void *c, const float *w, float *y) { MatCtx *m = c; k_matmul(y, m->x, w, NULL, m->T, m->K, m->N); }
+typedef struct {
+    int T, K, N;
+    const float *w, *x;
+} MatCtx;
+static void mm_x(void *c, const float *x, float *y) {
+    MatCtx *m = c;
+    k_matmul(y, x, m->w, NULL, m->T, m->K, m->N);
+}
+static void mm_w(void *c, const float *w, float *y) {
+    MatCtx *m = c;
+    k_matmul(y, m->x, w, NULL, m->T, m->K, m->N);
+}
 
 // ---- rmsnorm: x and w
-typedef struct { int T, D, plus_one; const float *w, *x; } NormCtx;
-static void rn_x(void *c, const float *x, float *y) { NormCtx *m = c; k_rmsnorm(y, x, m->w, m->T, m->D, 1e-5f, m->plus_one); }
-static void rn_w(void *c, const float *w, float *y) { NormCtx *m = c; k_rmsnorm(y, m->x, w, m->T, m->D, 1e-5f, m->plus_one); }
+typedef struct {
+    int T, D, plus_one;
+    const float *w, *x;
+} NormCtx;
+static void rn_x(void *c, const float *x, float *y) {
+    NormCtx *m = c;
+    k_rmsnorm(y, x, m->w, m->T, m->D, 1e-5f, m->plus_one);
+}
+static void rn_w(void *c, const float *w, float *y) {
+    NormCtx *m = c;
+    k_rmsnorm(y, m->x, w, m->T, m->D, 1e-5f, m->plus_one);
+}
 
 // ---- rope
-typedef struct { int T, H, hd; const int *pos; const float *inv; } RopeCtx;
+typedef struct {
+    int T, H, hd;
+    const int *pos;
+    const float *inv;
+} RopeCtx;
 static void rope_f(void *c, const float *x, float *y) {
     RopeCtx *r = c;
     memcpy(y, x, sizeof(float) * (size_t)r->T * r->H * r->hd);
@@ -59,7 +80,12 @@ static void rope_f(void *c, const float *x, float *y) {
 }
 
 // ---- gated activations (through gate, then up)
-typedef struct { size_t n; Activation act; int wrt_up; const float *other; } ActCtx;
+typedef struct {
+    size_t n;
+    Activation act;
+    int wrt_up;
+    const float *other;
+} ActCtx;
 static void act_f(void *c, const float *x, float *y) {
     ActCtx *a = c;
     const float *g = a->wrt_up ? a->other : x, *u = a->wrt_up ? x : a->other;
@@ -67,7 +93,10 @@ static void act_f(void *c, const float *x, float *y) {
 }
 
 // ---- softcap
-typedef struct { size_t n; float cap; } CapCtx;
+typedef struct {
+    size_t n;
+    float cap;
+} CapCtx;
 static void cap_f(void *c, const float *x, float *y) {
     CapCtx *a = c;
     memcpy(y, x, sizeof(float) * a->n);
@@ -75,7 +104,12 @@ static void cap_f(void *c, const float *x, float *y) {
 }
 
 // ---- attention: q, k, v over two packed sequences (no attention across the boundary), window, soft-cap
-typedef struct { int T, Hq, Hkv, hd, wrt; float scale, cap; const float *q, *k, *v; const int *lo, *hi; } AttCtx;
+typedef struct {
+    int T, Hq, Hkv, hd, wrt;
+    float scale, cap;
+    const float *q, *k, *v;
+    const int *lo, *hi;
+} AttCtx;
 static void att_f(void *c, const float *x, float *y) {
     AttCtx *a = c;
     const float *q = a->wrt == 0 ? x : a->q, *k = a->wrt == 1 ? x : a->k, *v = a->wrt == 2 ? x : a->v;
@@ -83,11 +117,22 @@ static void att_f(void *c, const float *x, float *y) {
 }
 
 // ---- cross-entropy (L = loss itself: R = [1])
-typedef struct { int T, V; const int *tgt; } CeCtx;
-static void ce_f(void *c, const float *x, float *y) { CeCtx *e = c; y[0] = k_cross_entropy(NULL, x, e->tgt, e->T, e->V, -100, NULL); }
+typedef struct {
+    int T, V;
+    const int *tgt;
+} CeCtx;
+static void ce_f(void *c, const float *x, float *y) {
+    CeCtx *e = c;
+    y[0] = k_cross_entropy(NULL, x, e->tgt, e->T, e->V, -100, NULL);
+}
 
 // ---- the fused head + loss (chunked): L = its loss, with respect to x and to the head's weight
-typedef struct { int T, D, V, chunk; float cap; const float *x, *w; const int *tgt; } LceCtx;
+typedef struct {
+    int T, D, V, chunk;
+    float cap;
+    const float *x, *w;
+    const int *tgt;
+} LceCtx;
 static void lce_x(void *c, const float *x, float *y) {
     LceCtx *e = c;
     y[0] = k_linear_cross_entropy(NULL, NULL, x, e->w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, NULL);
@@ -148,8 +193,8 @@ int main(void) {
         check_grad("rope", rope_f, &c, x, 64, 64, R, g);
     }
     for (int act = ACT_SILU; act <= ACT_GELU_ERF; act++) {  // SwiGLU / GeGLU tanh / GeGLU erf
-        static const char *names[][2] = {{"swiglu d gate", "swiglu d up"}, {"geglu tanh d gate", "geglu tanh d up"},
-                                         {"geglu erf d gate", "geglu erf d up"}};
+        static const char *names[][2] = {
+            {"swiglu d gate", "swiglu d up"}, {"geglu tanh d gate", "geglu tanh d up"}, {"geglu erf d gate", "geglu erf d up"}};
         size_t n = 40;
         float gt[40], up[40], R[40], dg[40], du[40];
         fill(gt, n, 3), fill(up, n, 2), fill(R, n, 1);

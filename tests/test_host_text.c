@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dedup.h"
 #include "decontam.h"
+#include "dedup.h"
 #include "judge.h"
 #include "judge_stage.h"
 #include "metrics.h"
@@ -31,7 +31,8 @@ static void check_dedup(void) {
     CHECK(r.verdict == DEDUP_EXACT && r.match_id == 2, "exact duplicate after normalisation not found (%d)", r.verdict);
     // 9 of 11 distinct words shared: J = 9/11 = 0.818 >= 0.8 -> near duplicate
     r = dedup_check(d, "alpha beta gamma delta epsilon zeta eta theta iota lambda");
-    CHECK(r.verdict == DEDUP_NEAR && r.match_id == 1 && fabs(r.jaccard - 9.0 / 11) < 1e-9, "J=0.818 not near (%d, %.3f)", r.verdict, r.jaccard);
+    CHECK(r.verdict == DEDUP_NEAR && r.match_id == 1 && fabs(r.jaccard - 9.0 / 11) < 1e-9, "J=0.818 not near (%d, %.3f)", r.verdict,
+          r.jaccard);
     // 8 of 12 shared: J = 0.667 < 0.8 -> unique
     r = dedup_check(d, "alpha beta gamma delta epsilon zeta eta theta mu nu");
     CHECK(r.verdict == DEDUP_UNIQUE, "J=0.667 flagged (%d, %.3f)", r.verdict, r.jaccard);
@@ -45,14 +46,14 @@ static void check_dedup(void) {
     Dedup *f = dedup_new(0.7, 3, 128);
     char buf[512];
     for (int i = 0; i < 500; i++) {
-        snprintf(buf, sizeof buf, "record %d talks about topic %d with words w%d x%d y%d z%d and more filler text here", i,
-                 i * 7, i, i + 1, i * 3, i * 5);
+        snprintf(buf, sizeof buf, "record %d talks about topic %d with words w%d x%d y%d z%d and more filler text here", i, i * 7, i, i + 1,
+                 i * 3, i * 5);
         dedup_add(f, buf, i);
     }
     int found = 0, false_pos = 0;
     for (int i = 0; i < 500; i += 10) {
-        snprintf(buf, sizeof buf, "record %d talks about topic %d with words w%d x%d y%d z%d and more filler text there", i,
-                 i * 7, i, i + 1, i * 3, i * 5);
+        snprintf(buf, sizeof buf, "record %d talks about topic %d with words w%d x%d y%d z%d and more filler text there", i, i * 7, i,
+                 i + 1, i * 3, i * 5);
         r = dedup_check(f, buf);
         found += r.verdict == DEDUP_NEAR && r.match_id == i;
         snprintf(buf, sizeof buf, "an unrelated sentence number %d about cooking pasta with garlic and olive oil", i);
@@ -104,8 +105,12 @@ static void check_judge(void) {
         int ok;
         double sim, prec;
     } cases[] = {
-        {"{\"similarity_assessment\": {\"score\": 85, \"reason\": \"close\"}, \"precision_assessment\": {\"score\": 90, \"reason\": \"ok\"}}", 1, 85, 90},
-        {"Here is my grading:\n```json\n{\"similarity_assessment\": {\"score\": \"85.5\", \"reason\": \"x\"},\n \"precision_assessment\": {\"score\": \"70/100\", \"reason\": \"y\"}}\n```\nHope it helps.", 1, 85.5, 70},
+        {"{\"similarity_assessment\": {\"score\": 85, \"reason\": \"close\"}, \"precision_assessment\": {\"score\": 90, \"reason\": "
+         "\"ok\"}}",
+         1, 85, 90},
+        {"Here is my grading:\n```json\n{\"similarity_assessment\": {\"score\": \"85.5\", \"reason\": \"x\"},\n \"precision_assessment\": "
+         "{\"score\": \"70/100\", \"reason\": \"y\"}}\n```\nHope it helps.",
+         1, 85.5, 70},
         {"{\"note\": {\"a\": 1}} then {\"similarity_assessment\": {\"score\": 1}, \"precision_assessment\": {\"score\": 100}}", 1, 1, 100},
         {"{\"similarity_assessment\": {\"score\": 150}, \"precision_assessment\": {\"score\": 90}}", 0, 0, 0},
         {"{\"similarity_assessment\": {\"score\": 0}, \"precision_assessment\": {\"score\": 90}}", 0, 0, 0},
@@ -119,7 +124,8 @@ static void check_judge(void) {
         char err[256];
         int rc = judge_parse(cases[i].reply, &s, err, sizeof err);
         CHECK((rc == 0) == cases[i].ok, "judge case %zu: rc %d (%s)", i, rc, err);
-        if (rc == 0 && cases[i].ok) CHECK(s.similarity == cases[i].sim && s.precision == cases[i].prec, "judge case %zu: %g %g", i, s.similarity, s.precision);
+        if (rc == 0 && cases[i].ok)
+            CHECK(s.similarity == cases[i].sim && s.precision == cases[i].prec, "judge case %zu: %g %g", i, s.similarity, s.precision);
         if (rc != 0) CHECK(err[0] != 0, "judge case %zu: no reason", i);
         judge_scores_free(&s);
     }
@@ -145,7 +151,8 @@ static void check_records(void) {
     struct {
         const char *text, *needle;
     } cases[] = {
-        {"{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n{oops\n", ":2: not a JSON object"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n{oops\n",
+         ":2: not a JSON object"},
         {"{\"messages\": [{\"role\": \"robot\", \"content\": \"q\"}]}\n", ":1: message 1: unknown role robot"},
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"\"}]}\n", ":1: message 1: empty content"},
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n", ":1: no assistant message"},
@@ -160,16 +167,19 @@ static void check_records(void) {
         fclose(f);
         Records r;
         CHECK(records_read(path, 1, &r) != 0, "bad records case %zu accepted", i);
-        CHECK(strstr(ld_last_error(), path) && strstr(ld_last_error(), cases[i].needle), "case %zu: '%s' lacks '%s'", i,
-              ld_last_error(), cases[i].needle);
+        CHECK(strstr(ld_last_error(), path) && strstr(ld_last_error(), cases[i].needle), "case %zu: '%s' lacks '%s'", i, ld_last_error(),
+              cases[i].needle);
     }
     FILE *f = fopen(path, "w");
-    fputs("{\"id\": \"a\", \"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", \"content\": \"q\"}, "
-          "{\"role\": \"assistant\", \"content\": \"r\"}]}\n", f);
+    fputs(
+        "{\"id\": \"a\", \"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", \"content\": \"q\"}, "
+        "{\"role\": \"assistant\", \"content\": \"r\"}]}\n",
+        f);
     fclose(f);
     Records r;
     CHECK(records_read(path, 1, &r) == 0 && r.n == 1 && !strcmp(r.v[0].instruction, "q") && !strcmp(r.v[0].response, "r") &&
-          !strcmp(r.v[0].id, "a"), "a good record: %s", ld_last_error());
+              !strcmp(r.v[0].id, "a"),
+          "a good record: %s", ld_last_error());
     records_free(&r);
     unlink(path);
 }

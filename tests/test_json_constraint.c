@@ -117,12 +117,14 @@ int main(void) {
         "\"required\":[\"score\",\"reason\"]},"
         "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\"}},"
         "\"required\":[\"score\",\"reason\"]}},\"required\":[\"similarity_assessment\",\"precision_assessment\"]}";
-    const char *synth = "{\"type\":\"object\",\"properties\":{\"contents\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
-                        "\"properties\":{\"instruction\":{\"type\":\"string\"},\"response\":{\"type\":\"string\"}},"
-                        "\"required\":[\"instruction\",\"response\"]}}},\"required\":[\"contents\"]}";
-    const char *mixed = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\"},\"ab\":{\"enum\":[\"x\",\"xy\",1,12,true,null]},"
-                        "\"list\":{\"type\":\"array\",\"items\":{\"type\":[\"integer\",\"null\"]},\"minItems\":1,\"maxItems\":3},"
-                        "\"flag\":{\"type\":\"boolean\"},\"free\":{\"type\":\"object\"}},\"required\":[\"list\"]}";
+    const char *synth =
+        "{\"type\":\"object\",\"properties\":{\"contents\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
+        "\"properties\":{\"instruction\":{\"type\":\"string\"},\"response\":{\"type\":\"string\"}},"
+        "\"required\":[\"instruction\",\"response\"]}}},\"required\":[\"contents\"]}";
+    const char *mixed =
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\"},\"ab\":{\"enum\":[\"x\",\"xy\",1,12,true,null]},"
+        "\"list\":{\"type\":\"array\",\"items\":{\"type\":[\"integer\",\"null\"]},\"minItems\":1,\"maxItems\":3},"
+        "\"flag\":{\"type\":\"boolean\"},\"free\":{\"type\":\"object\"}},\"required\":[\"list\"]}";
     struct {
         const char *schema, *doc;
         int want;
@@ -133,17 +135,20 @@ int main(void) {
         {NULL, "{\"a\":1}}", 0},
         {NULL, "{\"a\":01}", 0},
         {NULL, "{\"a\":\"line\nbreak\"}", 0},  // raw control characters are not JSON
-        {judge, "{\"similarity_assessment\": {\"score\": 80, \"reason\": \"close\"}, \"precision_assessment\": {\"reason\": \"ok\", \"score\": 7}}", 2},
+        {judge,
+         "{\"similarity_assessment\": {\"score\": 80, \"reason\": \"close\"}, \"precision_assessment\": {\"reason\": \"ok\", \"score\": "
+         "7}}",
+         2},
         {judge, "{\"similarity_assessment\": {\"score\": 80.5", 0},  // integer
-        {judge, "{\"similarity_assessment\": {\"score\": 80}", 0},    // reason required
-        {judge, "{\"similarity\"", 0},                                 // undeclared key
+        {judge, "{\"similarity_assessment\": {\"score\": 80}", 0},  // reason required
+        {judge, "{\"similarity\"", 0},  // undeclared key
         {judge, "{\"precision_assessment\": {\"score\": 1, \"reason\": \"\"}, \"precision_assessment\"", 0},  // twice
         {judge, "{\"precision_assessment\": {\"score\": 1, \"reason\": \"\"}}", 0},  // similarity required
         {synth, "{\"contents\": [{\"instruction\": \"a\", \"response\": \"b\"}]}", 2},
         {synth, "{\"contents\": [{\"instruction\": \"a\"}]}", 0},
         {mixed, "{\"list\": [1, null, 3]}", 2},
         {mixed, "{\"list\": [1, null, 3, 4]}", 0},  // maxItems
-        {mixed, "{\"list\": []}", 0},               // minItems
+        {mixed, "{\"list\": []}", 0},  // minItems
         {mixed, "{\"ab\": \"xy\", \"list\": [0]}", 2},
         {mixed, "{\"ab\": 12, \"list\": [0]}", 2},
         {mixed, "{\"ab\": 123", 0},

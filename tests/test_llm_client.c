@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include "llm_client.h"
@@ -37,8 +37,8 @@ static void start_server(void) {
     snprintf(g_log, sizeof g_log, "%s/server.jsonl", g_dir);
     g_server = fork();
     if (g_server == 0) {
-        execlp("python3", "python3", LD_SOURCE "/tests/fault_server.py", "--port-file", port_file, "--log", g_log,
-               "--slow", "3", "--expect-key-env", "LD_TEST_KEY", (char *)NULL);
+        execlp("python3", "python3", LD_SOURCE "/tests/fault_server.py", "--port-file", port_file, "--log", g_log, "--slow", "3",
+               "--expect-key-env", "LD_TEST_KEY", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 200 && !ld_file_exists(port_file); i++) usleep(50000);
@@ -85,8 +85,14 @@ static void on_done(void *ctx, LlmJob *j) {
 static ProviderConfig provider(WireFormat w) {
     static char base[128];
     snprintf(base, sizeof base, "%s%s", g_base, w == WIRE_OPENAI ? "/v1" : "");
-    return (ProviderConfig){.wire = w, .base_url = base, .model = "test-model", .api_key_env = "LD_TEST_KEY",
-                            .temperature = 0.2, .max_tokens = 64, .price_in_per_mtok = 2.5, .price_out_per_mtok = 10};
+    return (ProviderConfig){.wire = w,
+                            .base_url = base,
+                            .model = "test-model",
+                            .api_key_env = "LD_TEST_KEY",
+                            .temperature = 0.2,
+                            .max_tokens = 64,
+                            .price_in_per_mtok = 2.5,
+                            .price_out_per_mtok = 10};
 }
 
 static ClientLimits fast_limits(void) {
@@ -100,7 +106,8 @@ static ClientLimits fast_limits(void) {
 
 static void make_jobs(LlmJob *jobs, LlmMessage *msgs, char texts[][128], int n, const char *prefix, const char *const *faults) {
     for (int i = 0; i < n; i++) {
-        snprintf(texts[i], 128, "%s request %d %s%s", prefix, i, faults && faults[i] ? "FAULTS:" : "", faults && faults[i] ? faults[i] : "");
+        snprintf(texts[i], 128, "%s request %d %s%s", prefix, i, faults && faults[i] ? "FAULTS:" : "",
+                 faults && faults[i] ? faults[i] : "");
         msgs[2 * i] = (LlmMessage){"system", "You are a test."};
         msgs[2 * i + 1] = (LlmMessage){"user", texts[i]};
         memset(&jobs[i], 0, sizeof jobs[i]);
@@ -109,8 +116,8 @@ static void make_jobs(LlmJob *jobs, LlmMessage *msgs, char texts[][128], int n, 
 }
 
 static void check_wires_and_faults(LlmCache *cache) {
-    const char *faults[] = {NULL, "429", "429ra", "500,503", "reset", "trunc", "invalid", "slow", "nojson,nojson",
-                            "400", "500,500,500,500,500,500"};
+    const char *faults[] = {
+        NULL, "429", "429ra", "500,503", "reset", "trunc", "invalid", "slow", "nojson,nojson", "400", "500,500,500,500,500,500"};
     int n = sizeof faults / sizeof faults[0];
     for (int w = 0; w < 3; w++) {
         ProviderConfig p = provider((WireFormat)w);
@@ -137,8 +144,8 @@ static void check_wires_and_faults(LlmCache *cache) {
               "%s: 400 must fail fast with the provider's message (attempts %d, %s)", wire_name(p.wire), jobs[n - 2].attempts,
               jobs[n - 2].error ? jobs[n - 2].error : "");
         CHECK(jobs[n - 1].attempts == l.max_attempts, "%s: persistent 500 tried %d times", wire_name(p.wire), jobs[n - 1].attempts);
-        printf("%-9s: %d jobs, %ld requests, %ld retries, %ld failures, $%.6f; longest arrival-to-commit %.1f ms\n",
-               wire_name(p.wire), n, st.requests_sent, st.retries, st.failures, st.cost_usd, st.commit_lag_max_s * 1e3);
+        printf("%-9s: %d jobs, %ld requests, %ld retries, %ld failures, $%.6f; longest arrival-to-commit %.1f ms\n", wire_name(p.wire), n,
+               st.requests_sent, st.retries, st.failures, st.cost_usd, st.commit_lag_max_s * 1e3);
         for (int i = 0; i < n; i++) llm_job_clear(&jobs[i]);
     }
     // Retry-After: the second attempt of the 429ra request came at least a second after the first
@@ -148,7 +155,8 @@ static void check_wires_and_faults(LlmCache *cache) {
     for (int i = 0; i < lg.n; i++) {
         cJSON *e = lg.e[i];
         if (!cJSON_IsTrue(cJSON_GetObjectItem(e, "key_ok"))) key_bad++;
-        if (!strcmp(cJSON_GetObjectItem(e, "fault")->valuestring, "429ra")) first = cJSON_GetObjectItem(e, "t")->valuedouble;
+        if (!strcmp(cJSON_GetObjectItem(e, "fault")->valuestring, "429ra"))
+            first = cJSON_GetObjectItem(e, "t")->valuedouble;
         else if (first >= 0 && cJSON_GetObjectItem(e, "attempt")->valueint == 1) {
             for (int k = 0; k < i; k++)
                 if (!strcmp(cJSON_GetObjectItem(lg.e[k], "hash")->valuestring, cJSON_GetObjectItem(e, "hash")->valuestring) &&
@@ -186,10 +194,10 @@ static void check_cache_rerun(LlmCache *cache) {
     ClientStats st;
     llm_run(&p, &l, cache, jobs, n, NULL, NULL, &st);
     Log after = read_log();
-    CHECK(st.cache_hits == n && st.requests_sent == 0 && after.n == before.n, "rerun: %ld cache hits, %ld requests sent",
-          st.cache_hits, st.requests_sent);
-    CHECK(st.new_cost_usd == 0 && st.cost_usd > 0, "rerun: replayed replies keep their cost (%g) and cost nothing new (%g)",
-          st.cost_usd, st.new_cost_usd);
+    CHECK(st.cache_hits == n && st.requests_sent == 0 && after.n == before.n, "rerun: %ld cache hits, %ld requests sent", st.cache_hits,
+          st.requests_sent);
+    CHECK(st.new_cost_usd == 0 && st.cost_usd > 0, "rerun: replayed replies keep their cost (%g) and cost nothing new (%g)", st.cost_usd,
+          st.new_cost_usd);
     for (int i = 0; i < n; i++) {
         CHECK(jobs[i].status == JOB_OK && jobs[i].cached && strstr(jobs[i].reply.text, "echo"), "rerun job %d not from cache", i);
         llm_job_clear(&jobs[i]);
@@ -227,8 +235,8 @@ static void check_rate_and_concurrency(void) {
         int inf = cJSON_GetObjectItem(lg.e[i], "inflight")->valueint;
         if (inf > max_inflight) max_inflight = inf;
     }
-    printf("rate: %d requests in %.2fs at %d per %.0fs window: busiest window held %d, most in flight %d\n", n, dt, l.rpm,
-           l.window_s, worst, max_inflight);
+    printf("rate: %d requests in %.2fs at %d per %.0fs window: busiest window held %d, most in flight %d\n", n, dt, l.rpm, l.window_s,
+           worst, max_inflight);
     CHECK(st.busiest_window <= l.rpm, "client sent %d requests within one window (limit %d)", st.busiest_window, l.rpm);
     CHECK(worst <= l.rpm, "rate window exceeded: %d requests within %.1fs (limit %d)", worst, l.window_s, l.rpm);
     CHECK(max_inflight <= l.concurrency, "concurrency exceeded: %d in flight (limit %d)", max_inflight, l.concurrency);
@@ -255,8 +263,8 @@ static void check_token_limit(void) {
     double t0 = ld_time_s();
     llm_run(&p, &l, NULL, jobs, n, NULL, NULL, &st);
     double dt = ld_time_s() - t0;
-    printf("tokens: %d requests at %d tokens per %.1fs: busiest window held %ld tokens (%d requests), %.2fs\n", n, l.tpm,
-           l.window_s, st.busiest_window_tokens, st.busiest_window, dt);
+    printf("tokens: %d requests at %d tokens per %.1fs: busiest window held %ld tokens (%d requests), %.2fs\n", n, l.tpm, l.window_s,
+           st.busiest_window_tokens, st.busiest_window, dt);
     CHECK(st.busiest_window_tokens <= l.tpm, "token window exceeded: %ld > %d", st.busiest_window_tokens, l.tpm);
     CHECK(dt >= 1.4, "12 requests at 3 per 0.5 s window finished in %.2fs", dt);
     for (int i = 0; i < n; i++) {
@@ -324,7 +332,8 @@ static void check_retry_after_cap(void) {
     run_faults(&p, &l, NULL, "retry-after-wait", faults, 1, jobs, msgs, texts, &st);
     dt = ld_time_s() - t0;
     CHECK(jobs[0].status == JOB_FAILED && strstr(jobs[0].error, "deadline") && dt < 5,
-          "long_retry_after: wait must stop at the deadline (status %d, %.1fs, %s)", jobs[0].status, dt, jobs[0].error ? jobs[0].error : "");
+          "long_retry_after: wait must stop at the deadline (status %d, %.1fs, %s)", jobs[0].status, dt,
+          jobs[0].error ? jobs[0].error : "");
     llm_job_clear(&jobs[0]);
     printf("retry-after: 86400 s and a date a day ahead fail at once, inf ignored, wait stops at the deadline\n");
 }
@@ -408,8 +417,8 @@ static void check_reply_cap(void) {
     run_faults(&p, &l, NULL, "reply-cap", faults, 1, jobs, msgs, texts, &st);
     long grew = max_rss_kb() - rss0;
     CHECK(jobs[0].status == JOB_OK && jobs[0].attempts == 2 && st.unusable_cost_usd > 0,
-          "a 200 MB reply must be cut at 1 MB and asked again (status %d, %d attempts, $%g unusable)", jobs[0].status,
-          jobs[0].attempts, st.unusable_cost_usd);
+          "a 200 MB reply must be cut at 1 MB and asked again (status %d, %d attempts, $%g unusable)", jobs[0].status, jobs[0].attempts,
+          st.unusable_cost_usd);
     CHECK(grew < 32 * 1024, "a 200 MB reply grew the client by %ld kB", grew);
     printf("reply cap: 200 MB body aborted at 1 MB in %.2fs, peak memory +%ld kB\n", ld_time_s() - t0, grew);
     llm_job_clear(&jobs[0]);
@@ -436,7 +445,8 @@ static void check_unusable_paid(void) {
     }
     CHECK(fabs(st.unusable_cost_usd - unusable) < 1e-12 && fabs(st.new_cost_usd - used - unusable) < 1e-12,
           "stats: $%g unusable (jobs $%g), $%g paid now", st.unusable_cost_usd, unusable, st.new_cost_usd);
-    CHECK(fabs(cache_total_cost(cache) - used - unusable) < 1e-12, "the cache's total ($%g) leaves out unusable replies", cache_total_cost(cache));
+    CHECK(fabs(cache_total_cost(cache) - used - unusable) < 1e-12, "the cache's total ($%g) leaves out unusable replies",
+          cache_total_cost(cache));
     cache_close(cache);
     printf("unusable: prose, HTML, a number and empty choices cost $%.6f, counted\n", unusable);
 }
@@ -469,9 +479,10 @@ static void check_service_down(void) {
         failed += jobs[i].status == JOB_FAILED && strstr(jobs[i].error, "connect");
         llm_job_clear(&jobs[i]);
     }
-    CHECK(st.all_failed && st.gave_up && strstr(st.first_error, "connect") && failed == n && st.requests_sent <= l.concurrency * l.max_attempts,
-          "a service that is down: all_failed %d, gave_up %d, '%s', %d failed, %ld requests", st.all_failed, st.gave_up,
-          st.first_error, failed, st.requests_sent);
+    CHECK(st.all_failed && st.gave_up && strstr(st.first_error, "connect") && failed == n &&
+              st.requests_sent <= l.concurrency * l.max_attempts,
+          "a service that is down: all_failed %d, gave_up %d, '%s', %d failed, %ld requests", st.all_failed, st.gave_up, st.first_error,
+          failed, st.requests_sent);
     printf("service down: %d jobs ended after %ld connection attempts\n", n, st.requests_sent);
 }
 
@@ -496,7 +507,8 @@ static void check_synth_replies(LlmCache *cache) {
     snprintf(test_path, sizeof test_path, "%s/test.jsonl", g_dir);
     snprintf(out, sizeof out, "%s/synth.jsonl", g_dir);
     snprintf(drop, sizeof drop, "%s/dropped.jsonl", g_dir);
-    const char *rec = "{\"id\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"fine\"}]}\n";
+    const char *rec =
+        "{\"id\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"},{\"role\":\"assistant\",\"content\":\"fine\"}]}\n";
     FILE *f = fopen(seeds_path, "w");
     fprintf(f, rec, "s1", "Turn this into a date FAULTS:offcontract");
     fprintf(f, rec, "s2", "Turn that into a date FAULTS:badutf8");
@@ -506,16 +518,24 @@ static void check_synth_replies(LlmCache *cache) {
     fclose(f);
     Records seeds, test;
     CHECK(records_read(seeds_path, 1, &seeds) == 0 && records_read(test_path, 1, &test) == 0, "%s", ld_last_error());
-    SynthConfig cfg = {.task = "dates", .round = 2, .calls = 2, .pairs_per_call = 3, .seed = 1, .max_instruction_chars = 4000,
-                       .max_response_chars = 8000, .dedup_threshold = 0.8, .decontam_ngram = 8, .decontam_threshold = 0.5,
+    SynthConfig cfg = {.task = "dates",
+                       .round = 2,
+                       .calls = 2,
+                       .pairs_per_call = 3,
+                       .seed = 1,
+                       .max_instruction_chars = 4000,
+                       .max_response_chars = 8000,
+                       .dedup_threshold = 0.8,
+                       .decontam_ngram = 8,
+                       .decontam_threshold = 0.5,
                        .max_reask = 2};
     ProviderConfig p = provider(WIRE_OPENAI);
     ClientLimits l = fast_limits();
     SynthSummary sum;
     CHECK(synth_run(&p, &l, cache, &cfg, &seeds, NULL, 0, &test, out, drop, &sum) == 0, "synth: %s", ld_last_error());
     char *drops = ld_read_file(drop, NULL);
-    CHECK(sum.reasked == 1 && sum.calls_ok == 1 && sum.kept >= 3, "the off-contract reply must be asked again (%d re-asked, %d ok, %d kept)",
-          sum.reasked, sum.calls_ok, sum.kept);
+    CHECK(sum.reasked == 1 && sum.calls_ok == 1 && sum.kept >= 3,
+          "the off-contract reply must be asked again (%d re-asked, %d ok, %d kept)", sum.reasked, sum.calls_ok, sum.kept);
     CHECK(drops && strstr(drops, "invalid UTF-8"), "the invalid UTF-8 reply must be dropped with its reason: %s", drops ? drops : "");
     CHECK(file_is_utf8_jsonl(out) && file_is_utf8_jsonl(drop), "synth wrote a line that is not valid UTF-8 JSON");
     char *first = ld_read_file(out, NULL);
@@ -570,8 +590,10 @@ static void check_request_shapes(void) {
     cJSON *contents = cJSON_GetObjectItem(b, "contents"), *gc = cJSON_GetObjectItem(b, "generationConfig");
     CHECK(cJSON_GetArraySize(contents) == 3 && !strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(contents, 1), "role")->valuestring, "model"),
           "gemini roles user/model");
-    CHECK(cJSON_GetObjectItem(b, "systemInstruction") && !strcmp(cJSON_GetObjectItem(gc, "responseMimeType")->valuestring, "application/json") &&
-          cJSON_GetObjectItem(gc, "responseSchema") && cJSON_GetObjectItem(gc, "maxOutputTokens")->valueint == 99, "gemini generationConfig");
+    CHECK(cJSON_GetObjectItem(b, "systemInstruction") &&
+              !strcmp(cJSON_GetObjectItem(gc, "responseMimeType")->valuestring, "application/json") &&
+              cJSON_GetObjectItem(gc, "responseSchema") && cJSON_GetObjectItem(gc, "maxOutputTokens")->valueint == 99,
+          "gemini generationConfig");
     kh = provider_key_header(&p, "K");
     CHECK(!strcmp(kh, "x-goog-api-key: K") && !strstr(h.url, "key="), "gemini key in a header, never the URL");
     free(kh), cJSON_Delete(b), http_request_free(&h);

@@ -77,8 +77,8 @@ static void check(const char *name) {
             double eb = rel(g->B, (const float *)need(&st, p)->data, 4 * (size_t)g->out);
             if (ea > worst) worst = ea;
             if (eb > worst) worst = eb;
-            CHECK(ea < 1e-4 && eb < 1e-4, "%s layer %d %s: gradient rel err A %.2e B %.2e", name, l,
-                  lora_target_name((LoraTarget)t), ea, eb);
+            CHECK(ea < 1e-4 && eb < 1e-4, "%s layer %d %s: gradient rel err A %.2e B %.2e", name, l, lora_target_name((LoraTarget)t), ea,
+                  eb);
         }
     printf("%-12s loss %.6f (PEFT %.6f, %d targets); worst LoRA gradient rel err %.2e\n", name, loss, want, counted, worst);
     CHECK(fabsf(loss - want) / want < 1e-5, "%s: loss %.7f vs PEFT %.7f", name, loss, want);
@@ -295,8 +295,8 @@ static void check_adapter_files(void) {
     snprintf(p, sizeof p, "rm -rf %s", out);
     if (system(p)) fprintf(stderr, "could not remove %s\n", out);
     // a broken adapter is refused with the file named
-    CHECK(lora_load_peft(&m->cfg, "/nonexistent-adapter") == NULL && strstr(ld_last_error(), "adapter_config.json"),
-          "missing adapter: %s", ld_last_error());
+    CHECK(lora_load_peft(&m->cfg, "/nonexistent-adapter") == NULL && strstr(ld_last_error(), "adapter_config.json"), "missing adapter: %s",
+          ld_last_error());
     lora_free(back);
     st_close(&ours), st_close(&theirs), st_close(&fx);
     free(tokens), free(starts), free(slot), free(pos), free(lg);
@@ -330,7 +330,9 @@ static void check_dropout(void) {
     float base = train_loss_and_grad(m, l, g, NULL, &b, &c);
     CHECK(fabsf(base - plain) > 1e-4f, "dropout did not change the training loss (%f vs %f)", base, plain);
     CHECK(fabsf(train_loss_and_grad(m, l, NULL, NULL, &b, &c) - plain) < 1e-6f, "evaluation must not drop");
-    struct { int layer, target, b, idx; } probes[] = {{0, LT_Q, 0, 5}, {1, LT_DOWN, 0, 17}, {0, LT_UP, 1, 30}, {1, LT_V, 1, 3}, {1, LT_GATE, 0, 100}};
+    struct {
+        int layer, target, b, idx;
+    } probes[] = {{0, LT_Q, 0, 5}, {1, LT_DOWN, 0, 17}, {0, LT_UP, 1, 30}, {1, LT_V, 1, 3}, {1, LT_GATE, 0, 100}};
     double worst = 0;
     for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++) {
         LoraPair *w = &l->w[probes[k].layer * LT_COUNT + probes[k].target], *gw = &g->w[probes[k].layer * LT_COUNT + probes[k].target];

@@ -28,7 +28,8 @@ int main(void) {
         for (int i = 0; i < nb; i++) {
             uint8_t *b = raw + (size_t)i * bb;
             uint16_t d = f16_bits(0.01f + (float)rand() / RAND_MAX * 0.1f), m = f16_bits(-0.05f - (float)rand() / RAND_MAX * 0.1f);
-            if (t == LD_Q6_K) memcpy(b + 208, &d, 2);
+            if (t == LD_Q6_K)
+                memcpy(b + 208, &d, 2);
             else if (t != LD_F16 && t != LD_BF16) {
                 memcpy(b, &d, 2);
                 if (t == LD_Q4_1 || t == LD_Q5_1 || t == LD_Q4_K || t == LD_Q5_K) memcpy(b + 2, &m, 2);
@@ -75,7 +76,8 @@ int main(void) {
     printf("F16 encoding: %d of %d values and midpoints misrounded\n", bad16, 4 * 0x7c00);
     CHECK(bad16 == 0, "f32 -> f16 misrounds %d values", bad16);
     int bad_bf = 0;  // bf16: the midpoint between 1.0 and its successor goes to even (1.0), just above it goes up
-    bad_bf += ld_f32_to_bf16(1.0f) != 0x3f80 || ld_f32_to_bf16(1.00390625f) != 0x3f80 || ld_f32_to_bf16(nextafterf(1.00390625f, 2.0f)) != 0x3f81;
+    bad_bf +=
+        ld_f32_to_bf16(1.0f) != 0x3f80 || ld_f32_to_bf16(1.00390625f) != 0x3f80 || ld_f32_to_bf16(nextafterf(1.00390625f, 2.0f)) != 0x3f81;
     bad_bf += ld_f32_to_bf16(1.01171875f) != 0x3f82 || (ld_f32_to_bf16(NAN) & 0x7fff) <= 0x7f80;
     CHECK(bad_bf == 0, "f32 -> bf16 rounding wrong (%d cases)", bad_bf);
     // Q8_0: scale d = max|x|/127 stored as f16 (ggml's reference): every element comes back within half a step

@@ -36,11 +36,9 @@ static void check_dequant(const char *model_path, cJSON *refs) {
         double sum = 0, sumabs = 0, maxdiff = 0;
         for (size_t i = 0; i < n; i++) sum += x[i], sumabs += fabs(x[i]);
         int i = 0;
-        for (cJSON *v = cJSON_GetObjectItem(r, "first")->child; v; v = v->next, i++)
-            maxdiff = fmax(maxdiff, fabs(x[i] - v->valuedouble));
+        for (cJSON *v = cJSON_GetObjectItem(r, "first")->child; v; v = v->next, i++) maxdiff = fmax(maxdiff, fabs(x[i] - v->valuedouble));
         double want = cJSON_GetObjectItem(r, "sumabs")->valuedouble;
-        printf("  dequant %-6s %-28s max diff (first 256) %.2e, sum|x| rel diff %.2e\n", type, name, maxdiff,
-               fabs(sumabs - want) / want);
+        printf("  dequant %-6s %-28s max diff (first 256) %.2e, sum|x| rel diff %.2e\n", type, name, maxdiff, fabs(sumabs - want) / want);
         CHECK(maxdiff < 1e-6 && fabs(sumabs - want) / want < 1e-6, "%s: %s dequantisation differs from gguf-py", type, name);
         (void)sum;
         free(x);
@@ -118,18 +116,18 @@ static void check_model(const char *name, double ref_tol) {
     double ppl = exp(nll), cpp_ppl = exp(cpp_nll), hf_ppl = exp(hf_nll);
     int hf_cpp = 0;  // how far the fp32 reference itself is from llama.cpp's quantised-activation arithmetic
     for (int t = 0; t < T; t++) hf_cpp += hf_arg[t] == cpp_arg[t];
-    printf("  argmax agreement: %.1f%% with HF, %.1f%% with llama.cpp (HF itself: %.1f%% with llama.cpp)\n",
-           100.0 * agree_hf / T, 100.0 * agree_cpp / T, 100.0 * hf_cpp / T);
+    printf("  argmax agreement: %.1f%% with HF, %.1f%% with llama.cpp (HF itself: %.1f%% with llama.cpp)\n", 100.0 * agree_hf / T,
+           100.0 * agree_cpp / T, 100.0 * hf_cpp / T);
     printf("  perplexity %.4f; HF %.4f; llama.cpp %.4f (ours %.2f%% off, HF %.2f%% off)\n", ppl, hf_ppl, cpp_ppl,
            100 * fabs(ppl / cpp_ppl - 1), 100 * fabs(hf_ppl / cpp_ppl - 1));
     CHECK((double)agree_hf / T >= 0.99, "%s: argmax differs from HF", name);
     CHECK(fabs(ppl / hf_ppl - 1) < 1e-4, "%s: perplexity %.5f differs from HF's %.5f", name, ppl, hf_ppl);
     // Against llama.cpp: at least as close as the fp32 reference is (its activations are quantised to 8 bits,
     // so near-tied positions flip), and the 1% perplexity bound wherever HF meets it too.
-    CHECK(agree_cpp >= hf_cpp - T / 100, "%s: argmax agrees with llama.cpp at %.1f%%, HF at %.1f%%", name,
-          100.0 * agree_cpp / T, 100.0 * hf_cpp / T);
-    CHECK(fabs(ppl / cpp_ppl - 1) < fmax(0.01, fabs(hf_ppl / cpp_ppl - 1) + 0.002), "%s: perplexity %.4f vs llama.cpp %.4f",
-          name, ppl, cpp_ppl);
+    CHECK(agree_cpp >= hf_cpp - T / 100, "%s: argmax agrees with llama.cpp at %.1f%%, HF at %.1f%%", name, 100.0 * agree_cpp / T,
+          100.0 * hf_cpp / T);
+    CHECK(fabs(ppl / cpp_ppl - 1) < fmax(0.01, fabs(hf_ppl / cpp_ppl - 1) + 0.002), "%s: perplexity %.4f vs llama.cpp %.4f", name, ppl,
+          cpp_ppl);
     free(hf_arg), free(cpp_arg), free(logits), free(slot), free(pos), free(ids), free(want_ids);
     kv_free(kv);
     model_free(m);

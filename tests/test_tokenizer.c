@@ -41,7 +41,8 @@ static void check_tokenizer(const char *name) {
         if (!same_ids(ids, k, cJSON_GetObjectItem(rec, "ids"))) {
             if (bad++ < 3) {
                 char *got = cJSON_PrintUnformatted(cJSON_GetObjectItem(rec, "ids"));
-                fprintf(stderr, "%s: ids differ for %s\n  want %s\n  got ", name, cJSON_PrintUnformatted(cJSON_GetObjectItem(rec, "text")), got);
+                fprintf(stderr, "%s: ids differ for %s\n  want %s\n  got ", name, cJSON_PrintUnformatted(cJSON_GetObjectItem(rec, "text")),
+                        got);
                 for (int i = 0; i < k; i++) fprintf(stderr, "%d,", ids[i]);
                 fprintf(stderr, "\n");
                 free(got);
@@ -64,8 +65,8 @@ static void check_tokenizer(const char *name) {
         n++;
     }
     double t2 = ld_time_s();
-    printf("%s: %d strings, load %.2fs, encode %.2fs; mismatches: %d (specials parsed), %d (plain), round trip %d/%d\n",
-           name, n, t1 - t0, t2 - t1, bad, bad_plain, roundtrip, roundtrip_checked);
+    printf("%s: %d strings, load %.2fs, encode %.2fs; mismatches: %d (specials parsed), %d (plain), round trip %d/%d\n", name, n, t1 - t0,
+           t2 - t1, bad, bad_plain, roundtrip, roundtrip_checked);
     CHECK(n >= 2000, "%s: corpus has only %d strings", name, n);
     CHECK(bad == 0 && bad_plain == 0, "%s: token ids differ from HF tokenizers", name);
     CHECK(roundtrip == 0, "%s: round trip failures", name);
@@ -93,8 +94,7 @@ static void check_gguf_gemma3(void) {
         cJSON *rec = cJSON_Parse(line);
         const char *text = cJSON_GetObjectItem(rec, "text")->valuestring;
         int *ids, k = tok_encode(tok, text, strlen(text), TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &ids);
-        if (!same_ids(ids, k, cJSON_GetObjectItem(rec, "ids")) && bad++ < 3)
-            fprintf(stderr, "gemma3 GGUF: ids differ for %s\n", text);
+        if (!same_ids(ids, k, cJSON_GetObjectItem(rec, "ids")) && bad++ < 3) fprintf(stderr, "gemma3 GGUF: ids differ for %s\n", text);
         free(ids);
         cJSON_Delete(rec);
     }
@@ -107,11 +107,16 @@ static void check_gguf_gemma3(void) {
 
 static void check_bad_input(void) {
     const char *cases[] = {
-        "", "{", "[]", "{\"model\": 3}", "{\"model\": {\"type\": \"BPE\", \"vocab\": []}}",
+        "",
+        "{",
+        "[]",
+        "{\"model\": 3}",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": []}}",
         "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}",
         "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -4}}}",
         "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"ab\"]}}",
-        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, "
+        "\"behavior\": \"Isolated\"}}",
         "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"added_tokens\": [{\"id\": \"x\"}]}",
         "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}, \"normalizer\": {\"type\": \"Lowercase\"}}",
     };

@@ -9,8 +9,8 @@
 typedef struct {
     int argc;
     char **argv;
-    int i;           // next argument
-    const char *cmd; // subcommand name, for messages
+    int i;  // next argument
+    const char *cmd;  // subcommand name, for messages
 } Args;
 
 // Returns 1 and sets *val when argv[i] is `name VALUE` or `name=VALUE`; advances. Exits 2 on a missing value.

@@ -21,9 +21,11 @@ int cmd_chat(int argc, char **argv) {
     o.gen.sampler.seed = (uint64_t)getpid();
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
-            printf("usage: llamaduo chat --model PATH [options]\n\nType a message and press Enter; /reset starts over, "
-                   "/exit (or end of input) quits.\nDefaults here: --temperature 0.7 --top-p 0.95, seed from the "
-                   "process id.\n\n%s", k_gen_options_help);
+            printf(
+                "usage: llamaduo chat --model PATH [options]\n\nType a message and press Enter; /reset starts over, "
+                "/exit (or end of input) quits.\nDefaults here: --temperature 0.7 --top-p 0.95, seed from the "
+                "process id.\n\n%s",
+                k_gen_options_help);
             return 0;
         }
         if (gen_options_parse(&a, &o)) continue;

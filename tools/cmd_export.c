@@ -1,7 +1,7 @@
 // llamaduo export: a base model with a LoRA adapter merged in (or a fully fine-tuned model re-encoded) written as an
 // HF model directory or a GGUF.
-#include <strings.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli.h"
 #include "export.h"
@@ -33,11 +33,16 @@ int cmd_export(int argc, char **argv) {
     if (!format) format = ld_is_dir(model) ? "hf" : "gguf";
     if (strcmp(format, "hf") && strcmp(format, "gguf")) die("--format must be hf or gguf, not '%s'", format);
     LdDtype t;
-    if (!strcasecmp(type, "f16")) t = LD_F16;
-    else if (!strcasecmp(type, "bf16")) t = LD_BF16;
-    else if (!strcasecmp(type, "q8_0")) t = LD_Q8_0;
-    else if (!strcasecmp(type, "f32")) t = LD_F32;
-    else die("--type must be f16, bf16, q8_0 or f32, not '%s'", type);
+    if (!strcasecmp(type, "f16"))
+        t = LD_F16;
+    else if (!strcasecmp(type, "bf16"))
+        t = LD_BF16;
+    else if (!strcasecmp(type, "q8_0"))
+        t = LD_Q8_0;
+    else if (!strcasecmp(type, "f32"))
+        t = LD_F32;
+    else
+        die("--type must be f16, bf16, q8_0 or f32, not '%s'", type);
     Model *m = load_model_or_die(model);
     Lora *l = NULL;
     if (adapter && !(l = lora_load_peft(&m->cfg, adapter))) die("%s", ld_last_error());

@@ -23,8 +23,8 @@ typedef struct {
     int n_ids;
 } Prompt;
 
-static void build_prompt(const Model *m, const ChatTemplate *ct, const GenOptions *o, cJSON *msgs, const char *text,
-                         Prompt *out, const char *where) {
+static void build_prompt(const Model *m, const ChatTemplate *ct, const GenOptions *o, cJSON *msgs, const char *text, Prompt *out,
+                         const char *where) {
     if (o->raw && text) {
         out->n_ids = tok_encode(m->tok, text, strlen(text), TOK_ADD_SPECIAL | TOK_PARSE_SPECIAL, &out->ids);
         return;
@@ -67,7 +67,8 @@ static void progress(void *ctx, int done, int total, long tokens) {
     double dt = ld_time_s() - p->t0;
     double rate = dt > 0 ? tokens / dt : 0, eta = done ? dt * (total - done) / done : 0;
     if (p->tty)
-        fprintf(stderr, "\rgenerate: %d/%d answers, %ld generated tokens, %.1f generated tok/s, ETA %.0fs   ", done, total, tokens, rate, eta);
+        fprintf(stderr, "\rgenerate: %d/%d answers, %ld generated tokens, %.1f generated tok/s, ETA %.0fs   ", done, total, tokens, rate,
+                eta);
     else if (done == total || done % 16 == 0)
         fprintf(stderr, "generate: %d/%d answers, %ld generated tokens, %.1f generated tok/s, ETA %.0fs\n", done, total, tokens, rate, eta);
     if (p->tty && done == total) fprintf(stderr, "\n");

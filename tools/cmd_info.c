@@ -29,11 +29,11 @@ int cmd_info(int argc, char **argv) {
     const ModelConfig *c = &m->cfg;
     int local = 0;
     for (int i = 0; i < c->n_layers; i++) local += c->layer_local[i];
-    printf("architecture: %s\nlayers: %d (%d sliding-window, window %d)\ndim: %d, ffn: %d, heads: %d q / %d kv, head_dim %d\n"
-           "vocab: %d, context: %d, tied embeddings: %s\nrope theta: %g (local %g)\nsoft-caps: attention %g, final %g\n",
-           arch_name(c->arch), c->n_layers, local, c->sliding_window, c->dim, c->ffn_dim, c->n_heads, c->n_kv_heads,
-           c->head_dim, c->vocab, c->max_pos, c->tied_embeddings ? "yes" : "no", c->rope_global.theta, c->rope_local.theta,
-           c->attn_softcap, c->final_softcap);
+    printf(
+        "architecture: %s\nlayers: %d (%d sliding-window, window %d)\ndim: %d, ffn: %d, heads: %d q / %d kv, head_dim %d\n"
+        "vocab: %d, context: %d, tied embeddings: %s\nrope theta: %g (local %g)\nsoft-caps: attention %g, final %g\n",
+        arch_name(c->arch), c->n_layers, local, c->sliding_window, c->dim, c->ffn_dim, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab,
+        c->max_pos, c->tied_embeddings ? "yes" : "no", c->rope_global.theta, c->rope_local.theta, c->attn_softcap, c->final_softcap);
     ChatTemplate ct;
     if (chat_template_init(&ct, m->chat_template, NULL) == 0) {
         printf("chat template: %s\n", chat_family_name(ct.family));

@@ -15,12 +15,13 @@ int cmd_perplexity(int argc, char **argv) {
     int ctx = 512, threads = 0, per_token = 0;
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
-            printf("usage: llamaduo perplexity --model PATH --file TEXT [--adapter DIR] [--ctx N] [--threads N] [--per-token]\n\n"
-                   "Splits the tokenised file into windows of N tokens (default 512; each starts with BOS when the\n"
-                   "tokenizer adds one) and scores every token after the first of each window. Prints one JSON\n"
-                   "line: {\"tokens\", \"windows\", \"nll\", \"ppl\"}; --per-token first prints one line per position\n"
-                   "{\"window\", \"pos\", \"token\", \"argmax\", \"nll\"} (the model's top prediction for the next token),\n"
-                   "for comparing engines teacher-forced on the same ids.\n");
+            printf(
+                "usage: llamaduo perplexity --model PATH --file TEXT [--adapter DIR] [--ctx N] [--threads N] [--per-token]\n\n"
+                "Splits the tokenised file into windows of N tokens (default 512; each starts with BOS when the\n"
+                "tokenizer adds one) and scores every token after the first of each window. Prints one JSON\n"
+                "line: {\"tokens\", \"windows\", \"nll\", \"ppl\"}; --per-token first prints one line per position\n"
+                "{\"window\", \"pos\", \"token\", \"argmax\", \"nll\"} (the model's top prediction for the next token),\n"
+                "for comparing engines teacher-forced on the same ids.\n");
             return 0;
         }
         if (arg_flag(&a, "--per-token")) {
@@ -28,8 +29,7 @@ int cmd_perplexity(int argc, char **argv) {
             continue;
         }
         if (arg_value(&a, "--model", &model) || arg_value(&a, "--file", &file) || arg_value(&a, "--adapter", &adapter) ||
-            arg_int(&a, "--ctx", &ctx, 2, 1 << 20) ||
-            arg_int(&a, "--threads", &threads, 1, 1024))
+            arg_int(&a, "--ctx", &ctx, 2, 1 << 20) || arg_int(&a, "--threads", &threads, 1, 1024))
             continue;
         arg_unknown(&a);
     }
@@ -77,7 +77,9 @@ int cmd_perplexity(int argc, char **argv) {
             }
         }
         double dt = ld_time_s() - t0;
-        fprintf(stderr, isatty(2) ? "\rperplexity: window %d/%d, ppl so far %.4f, %.0f tok/s   " : "perplexity: window %d/%d, ppl so far %.4f, %.0f tok/s\n",
+        fprintf(stderr,
+                isatty(2) ? "\rperplexity: window %d/%d, ppl so far %.4f, %.0f tok/s   "
+                          : "perplexity: window %d/%d, ppl so far %.4f, %.0f tok/s\n",
                 w + 1, windows, exp(nll / scored), (w + 1) * ctx / dt);
     }
     if (isatty(2)) fprintf(stderr, "\n");

@@ -27,7 +27,8 @@ static const char *k_run_help =
     "report.html and report.md. Rerunning on the same directory resumes: finished stages are skipped and no service\n"
     "request is paid twice. configs/template.yaml documents every key; the whole config is checked before any work.\n"
     "--check reads and checks the config only (its paths, student.train, every API key variable it names, and the run\n"
-    "directory, --dir's if given); nothing is written or sent. Each stage alone: llamaduo synth|train|infer|judge --run DIR --round N; llamaduo report DIR; llamaduo status DIR.\n";
+    "directory, --dir's if given); nothing is written or sent. Each stage alone: llamaduo synth|train|infer|judge --run DIR --round N; "
+    "llamaduo report DIR; llamaduo status DIR.\n";
 
 static void open_run(const char *arg, const char *dir, Run *r) {
     int rc = ld_is_dir(arg) ? run_from_dir(arg, self_exe(), r) : (run_load(arg, self_exe(), r) || run_open(r, dir));
@@ -78,8 +79,9 @@ int cmd_run(int argc, char **argv) {
 
 int cmd_status(int argc, char **argv) {
     if (argc != 2 || argv[1][0] == '-') {
-        printf("usage: llamaduo status RUN_DIR\n\nWhere a run stands: every stage with its status, time, requests, tokens and dollars,\n"
-               "the scores of each judged round, and why the run stopped.\n");
+        printf(
+            "usage: llamaduo status RUN_DIR\n\nWhere a run stands: every stage with its status, time, requests, tokens and dollars,\n"
+            "the scores of each judged round, and why the run stopped.\n");
         return argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
     }
     Run r;
@@ -121,8 +123,9 @@ int run_stage_command(int argc, char **argv, const char *stage) {
 
 int cmd_infer(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        printf("usage: llamaduo infer --run DIR --round N\n\nThe round's adapter answers the run's test prompts (student.infer settings,\n"
-               "run.samples answers each) -> DIR/rounds/NN/infer.jsonl. For other inputs use llamaduo generate.\n");
+        printf(
+            "usage: llamaduo infer --run DIR --round N\n\nThe round's adapter answers the run's test prompts (student.infer settings,\n"
+            "run.samples answers each) -> DIR/rounds/NN/infer.jsonl. For other inputs use llamaduo generate.\n");
         return argc < 2 ? 2 : 0;
     }
     return run_stage_command(argc, argv, "infer");

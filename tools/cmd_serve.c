@@ -5,8 +5,8 @@
 // and the engine resumes it when there is something to send. Connections are limited in number (in all and per
 // client address) and in time (headers, body), so slow or idle clients cannot starve the others.
 #define _GNU_SOURCE
-#include <errno.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -65,7 +65,7 @@ typedef struct Job {
     JsonMatcher **matchers;
     int n, next_admit, n_done, cancelled, in_engine;
     struct MHD_Connection *conn;  // touched by the engine only while suspended: MHD frees no suspended connection
-    int fd, suspended;            // the connection's socket; suspended: out of MHD's event loop, waiting for us
+    int fd, suspended;  // the connection's socket; suspended: out of MHD's event loop, waiting for us
     // streaming: events not yet sent
     char *sse;
     size_t sse_len, sse_cap, sse_sent;
@@ -314,8 +314,10 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         s->conns = k, s->n_conns++;
         *socket_context = k;
     } else if (k) {  // closed: MHD closes the socket after this returns, so the reaper never sees a reused fd
-        if (k->prev) k->prev->next = k->next;
-        else s->conns = k->next;
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            s->conns = k->next;
         if (k->next) k->next->prev = k->prev;
         s->n_conns--;
         free(k);
@@ -435,8 +437,8 @@ static Job *job_new(Server *s, ApiKind kind, const Request *q, ApiError *err) {
     if (api_parse_request(q->body ? q->body : "", q->len, kind, &s->lim, &j->req, err)) goto refused;
     ApiRequest *r = &j->req;
     if (strcmp(r->model, s->name)) {
-        api_error_set(err, 404, "invalid_request_error", "model", "model_not_found", "The model '%s' does not exist; this server serves '%s'",
-                      r->model, s->name);
+        api_error_set(err, 404, "invalid_request_error", "model", "model_not_found",
+                      "The model '%s' does not exist; this server serves '%s'", r->model, s->name);
         goto refused;
     }
     if (render_prompt(s, r, &j->prompt, &j->n_prompt, err)) goto refused;
@@ -445,7 +447,8 @@ static Job *job_new(Server *s, ApiKind kind, const Request *q, ApiError *err) {
     if (j->n_prompt + max_new > s->ctx_len || max_new < 1) {
         api_error_set(err, 400, "invalid_request_error", "messages", "context_length_exceeded",
                       "This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the messages, %d "
-                      "in the completion).", s->ctx_len, j->n_prompt + (max_new > 0 ? max_new : 1), j->n_prompt, max_new > 0 ? max_new : 1);
+                      "in the completion).",
+                      s->ctx_len, j->n_prompt + (max_new > 0 ? max_new : 1), j->n_prompt, max_new > 0 ? max_new : 1);
         goto refused;
     }
     if (r->json_mode) {
@@ -464,10 +467,20 @@ static Job *job_new(Server *s, ApiKind kind, const Request *q, ApiError *err) {
     sp.frequency_penalty = (float)r->frequency_penalty, sp.presence_penalty = (float)r->presence_penalty;
     for (int i = 0; i < j->n; i++) {
         if (j->schema) j->matchers[i] = json_matcher_new(j->schema);
-        j->seqs[i] = (GenSeq){.prompt = j->prompt, .n_prompt = j->n_prompt, .max_new_tokens = max_new, .sampler = sp,
-                              .seed_stream = (uint64_t)i, .stop_strings = (const char *const *)r->stop, .n_stop_strings = r->n_stop,
-                              .stop_ids = s->stop_ids, .n_stop_ids = s->n_stop_ids, .json = j->matchers[i],
-                              .on_text = on_text, .on_done = on_done, .ctx = j, .slot = -1};
+        j->seqs[i] = (GenSeq){.prompt = j->prompt,
+                              .n_prompt = j->n_prompt,
+                              .max_new_tokens = max_new,
+                              .sampler = sp,
+                              .seed_stream = (uint64_t)i,
+                              .stop_strings = (const char *const *)r->stop,
+                              .n_stop_strings = r->n_stop,
+                              .stop_ids = s->stop_ids,
+                              .n_stop_ids = s->n_stop_ids,
+                              .json = j->matchers[i],
+                              .on_text = on_text,
+                              .on_done = on_done,
+                              .ctx = j,
+                              .slot = -1};
     }
     j->created = (long)time(NULL);
     return j;
@@ -482,14 +495,19 @@ static int job_enqueue(Server *s, Job *j, ApiError *err) {
     if (s->stopping || s->queued >= s->queue_limit) {
         int stopping = s->stopping;
         pthread_mutex_unlock(&s->mu);
-        if (stopping) api_error_set(err, 503, "server_error", NULL, NULL, "the server is shutting down");
-        else api_error_set(err, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded", "the server is busy: %d requests are waiting; retry shortly", s->queue_limit);
+        if (stopping)
+            api_error_set(err, 503, "server_error", NULL, NULL, "the server is shutting down");
+        else
+            api_error_set(err, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded",
+                          "the server is busy: %d requests are waiting; retry shortly", s->queue_limit);
         return -1;
     }
     snprintf(j->id, sizeof j->id, "%s-%ld%06ld", j->req.kind == API_CHAT ? "chatcmpl" : "cmpl", (long)time(NULL), s->next_id++);
     j->refs = 2;  // the connection's and the engine's
-    if (s->tail) s->tail->next = j;
-    else s->head = j;
+    if (s->tail)
+        s->tail->next = j;
+    else
+        s->head = j;
     s->tail = j;
     s->queued++;
     pthread_cond_signal(&s->cv);
@@ -583,11 +601,15 @@ static int answer_from_headers(Server *s, struct MHD_Connection *c, const char *
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     int health = !strcmp(url, "/health"), models = !strcmp(url, "/v1/models");
     int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions");
-    if (!health && !models && !completion) api_error_set(&err, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
-    else if (!((health || models) ? get : post)) api_error_set(&err, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
+    if (!health && !models && !completion)
+        api_error_set(&err, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
+    else if (!((health || models) ? get : post))
+        api_error_set(&err, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
     else if (!health && !authorized(s, c))
-        api_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
-    else return 0;
+        api_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
+                      "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
+    else
+        return 0;
     *ret = send_error(c, &err);
     return 1;
 }
@@ -688,12 +710,10 @@ static struct MHD_Daemon *start_http(Server *s, const char *host, int port, int 
     // whose arenas keep every page thousands of short-lived connections ever touched): memory stays flat
     return MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
                             on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)http_threads,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_client,
-                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10),
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)http_threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_client, MHD_OPTION_CONNECTION_TIMEOUT, idle,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10), MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
 
 // SIGTERM: no new connections or requests, those in flight get up to drain seconds, the rest are cancelled
@@ -726,9 +746,8 @@ int cmd_serve(int argc, char **argv) {
     Args a = {argc, argv, 1, "serve"};
     const char *model = NULL, *adapter = NULL, *host = "127.0.0.1", *key_env = NULL, *name = NULL, *tmpl = NULL, *device = "auto",
                *precision = "fp32";
-    int port = 8080, parallel = 8, ctx = 2048, queue = 64, max_tokens = 2048, max_body = 1 << 20, max_messages = 256, max_n = 8,
-        drain = 30, threads = 0, ignore_unknown = 0, max_conns = 4096, per_client = 256, header_timeout = 10, body_timeout = 30,
-        http_threads = 4;
+    int port = 8080, parallel = 8, ctx = 2048, queue = 64, max_tokens = 2048, max_body = 1 << 20, max_messages = 256, max_n = 8, drain = 30,
+        threads = 0, ignore_unknown = 0, max_conns = 4096, per_client = 256, header_timeout = 10, body_timeout = 30, http_threads = 4;
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
             printf("%s", k_help);
@@ -736,17 +755,16 @@ int cmd_serve(int argc, char **argv) {
         }
         if (arg_value(&a, "--model", &model) || arg_value(&a, "--adapter", &adapter) || arg_value(&a, "--host", &host) ||
             arg_value(&a, "--api-key-env", &key_env) || arg_value(&a, "--device", &device) || arg_value(&a, "--precision", &precision) ||
-            arg_value(&a, "--name", &name) || arg_value(&a, "--chat-template", &tmpl) ||
-            arg_int(&a, "--port", &port, 0, 65535) || arg_int(&a, "--parallel", &parallel, 1, 1024) ||
-            arg_int(&a, "--ctx", &ctx, 16, 1 << 20) || arg_int(&a, "--queue", &queue, 0, 1 << 20) ||
-            arg_int(&a, "--max-tokens", &max_tokens, 1, 1 << 20) || arg_int(&a, "--max-body", &max_body, 1024, 1 << 30) ||
-            arg_int(&a, "--max-messages", &max_messages, 1, 1 << 20) || arg_int(&a, "--max-n", &max_n, 1, 128) ||
-            (arg_flag(&a, "--ignore-unknown-fields") && (ignore_unknown = 1)) ||
+            arg_value(&a, "--name", &name) || arg_value(&a, "--chat-template", &tmpl) || arg_int(&a, "--port", &port, 0, 65535) ||
+            arg_int(&a, "--parallel", &parallel, 1, 1024) || arg_int(&a, "--ctx", &ctx, 16, 1 << 20) ||
+            arg_int(&a, "--queue", &queue, 0, 1 << 20) || arg_int(&a, "--max-tokens", &max_tokens, 1, 1 << 20) ||
+            arg_int(&a, "--max-body", &max_body, 1024, 1 << 30) || arg_int(&a, "--max-messages", &max_messages, 1, 1 << 20) ||
+            arg_int(&a, "--max-n", &max_n, 1, 128) || (arg_flag(&a, "--ignore-unknown-fields") && (ignore_unknown = 1)) ||
             arg_int(&a, "--max-connections", &max_conns, 1, 1 << 20) ||
             arg_int(&a, "--max-connections-per-client", &per_client, 1, 1 << 20) ||
             arg_int(&a, "--header-timeout", &header_timeout, 1, 3600) || arg_int(&a, "--body-timeout", &body_timeout, 1, 3600) ||
-            arg_int(&a, "--http-threads", &http_threads, 1, 256) ||
-            arg_int(&a, "--drain", &drain, 0, 86400) || arg_int(&a, "--threads", &threads, 1, 1024))
+            arg_int(&a, "--http-threads", &http_threads, 1, 256) || arg_int(&a, "--drain", &drain, 0, 86400) ||
+            arg_int(&a, "--threads", &threads, 1, 1024))
             continue;
         arg_unknown(&a);
     }

@@ -35,14 +35,15 @@ int cmd_synth(int argc, char **argv) {
     while (a.i < argc) {
         const char *v;
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
-            printf("usage: llamaduo synth --config C.yaml --train SEEDS.jsonl --test TEST.jsonl --out-dir DIR [options]\n\n"
-                   "Asks the service LLM (config: service) for new pairs like the seeds (config: task, synth), validates,\n"
-                   "deduplicates against the seeds, every --prior file and themselves, decontaminates against the test\n"
-                   "split, and writes DIR/round-NN.synth.jsonl and DIR/round-NN.dropped.jsonl (each drop with its reason).\n"
-                   "  --prior FILE.jsonl   earlier data to deduplicate against (repeatable)\n"
-                   "  --round N            round number (default 1): part of every request and record id\n"
-                   "  --cache PATH         response cache (default DIR/cache.sqlite); a rerun never pays twice\n"
-                   "  --no-cache           do not read the cache (replies are still stored)\n");
+            printf(
+                "usage: llamaduo synth --config C.yaml --train SEEDS.jsonl --test TEST.jsonl --out-dir DIR [options]\n\n"
+                "Asks the service LLM (config: service) for new pairs like the seeds (config: task, synth), validates,\n"
+                "deduplicates against the seeds, every --prior file and themselves, decontaminates against the test\n"
+                "split, and writes DIR/round-NN.synth.jsonl and DIR/round-NN.dropped.jsonl (each drop with its reason).\n"
+                "  --prior FILE.jsonl   earlier data to deduplicate against (repeatable)\n"
+                "  --round N            round number (default 1): part of every request and record id\n"
+                "  --cache PATH         response cache (default DIR/cache.sqlite); a rerun never pays twice\n"
+                "  --no-cache           do not read the cache (replies are still stored)\n");
             return 0;
         }
         if (arg_value(&a, "--config", &config) || arg_value(&a, "--train", &train) || arg_value(&a, "--test", &test) ||
@@ -78,13 +79,14 @@ int cmd_synth(int argc, char **argv) {
     char *drop = ld_path_join(out_dir, name);
     SynthSummary s = {0};
     if (synth_run(&c.service, &c.limits, cache, &c.synth, &seeds, pr, n_prior, &tst, out, drop, &s)) die("%s", ld_last_error());
-    printf("synth: round %d: %d calls (%d ok, %d failed), %d pairs returned: %d kept, %d invalid, %d duplicates, "
-           "%d near-duplicates, %d contaminated; paid now: %ld requests, %ld+%ld tokens, $%.4f; reused from the cache: %ld "
-           "replies, %ld+%ld tokens, $%.4f -> %s\n",
-           round, c.synth.calls, s.calls_ok, s.calls_failed, s.returned, s.kept, s.invalid, s.exact_dup, s.near_dup,
-           s.contaminated, s.client.requests_sent, s.client.new_prompt_tokens, s.client.new_completion_tokens,
-           s.client.new_cost_usd, s.client.cache_hits, s.client.prompt_tokens - s.client.new_prompt_tokens,
-           s.client.completion_tokens - s.client.new_completion_tokens, s.client.cost_usd - s.client.new_cost_usd, out);
+    printf(
+        "synth: round %d: %d calls (%d ok, %d failed), %d pairs returned: %d kept, %d invalid, %d duplicates, "
+        "%d near-duplicates, %d contaminated; paid now: %ld requests, %ld+%ld tokens, $%.4f; reused from the cache: %ld "
+        "replies, %ld+%ld tokens, $%.4f -> %s\n",
+        round, c.synth.calls, s.calls_ok, s.calls_failed, s.returned, s.kept, s.invalid, s.exact_dup, s.near_dup, s.contaminated,
+        s.client.requests_sent, s.client.new_prompt_tokens, s.client.new_completion_tokens, s.client.new_cost_usd, s.client.cache_hits,
+        s.client.prompt_tokens - s.client.new_prompt_tokens, s.client.completion_tokens - s.client.new_completion_tokens,
+        s.client.cost_usd - s.client.new_cost_usd, out);
     cache_close(cache);
     records_free(&seeds), records_free(&tst);
     for (int i = 0; i < n_prior; i++) records_free(&pr[i]);
@@ -100,15 +102,16 @@ int cmd_judge(int argc, char **argv) {
     int no_cache = 0;
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
-            printf("usage: llamaduo judge --config C.yaml --test TEST.jsonl --answers ANSWERS.jsonl --out-dir DIR [options]\n\n"
-                   "Has the judge (config: judge.service, else service) grade every answer M times (judge.judgments_per_answer)\n"
-                   "(with judge.services, a list, every judge does: judge-N.jsonl, metrics-N.json, and metrics.json with\n"
-                   "their agreement and the pass rule on the per-answer means across judges)\n"
-                   "for similarity to the reference and precision on the instruction, 1-100; writes DIR/judge.jsonl (every\n"
-                   "judgment) and DIR/metrics.json (mean, median, std, share >= 50 / >= 70, exact match, ROUGE-L, chrF, pass).\n"
-                   "ANSWERS.jsonl is what `llamaduo generate --input TEST.jsonl --samples K` writes.\n"
-                   "  --cache PATH   response cache (default DIR/cache.sqlite)\n"
-                   "  --no-cache     do not read the cache\n");
+            printf(
+                "usage: llamaduo judge --config C.yaml --test TEST.jsonl --answers ANSWERS.jsonl --out-dir DIR [options]\n\n"
+                "Has the judge (config: judge.service, else service) grade every answer M times (judge.judgments_per_answer)\n"
+                "(with judge.services, a list, every judge does: judge-N.jsonl, metrics-N.json, and metrics.json with\n"
+                "their agreement and the pass rule on the per-answer means across judges)\n"
+                "for similarity to the reference and precision on the instruction, 1-100; writes DIR/judge.jsonl (every\n"
+                "judgment) and DIR/metrics.json (mean, median, std, share >= 50 / >= 70, exact match, ROUGE-L, chrF, pass).\n"
+                "ANSWERS.jsonl is what `llamaduo generate --input TEST.jsonl --samples K` writes.\n"
+                "  --cache PATH   response cache (default DIR/cache.sqlite)\n"
+                "  --no-cache     do not read the cache\n");
             return 0;
         }
         if (arg_value(&a, "--config", &config) || arg_value(&a, "--test", &test) || arg_value(&a, "--answers", &answers) ||
@@ -141,14 +144,15 @@ int cmd_judge(int argc, char **argv) {
     for (int j = 0; c.n_judges > 1 && j < c.n_judges; j++)
         printf("judge %d (%s): similarity mean %.1f, precision mean %.1f, %d answers never validly judged\n", j, c.judges[j].model,
                per[j].similarity.mean, per[j].precision.mean, per[j].unjudged_answers);
-    printf("judge: %d answers (%d never validly judged, %d of them errors), %d judgments (%d unusable): similarity mean %.1f median %.1f "
-           "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
-           "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f paid now, $%.4f reused from the cache -> %s\n",
-           s.answers, s.unjudged_answers, s.failed_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
-           s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
-           s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70, s.exact_match, s.rouge_l, s.chrf,
-           s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.new_cost_usd, s.client.cost_usd - s.client.new_cost_usd,
-           metrics);
+    printf(
+        "judge: %d answers (%d never validly judged, %d of them errors), %d judgments (%d unusable): similarity mean %.1f median %.1f "
+        "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
+        "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f paid now, $%.4f reused from the cache -> %s\n",
+        s.answers, s.unjudged_answers, s.failed_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
+        s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
+        s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70, s.exact_match, s.rouge_l, s.chrf,
+        s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.new_cost_usd, s.client.cost_usd - s.client.new_cost_usd,
+        metrics);
     for (int j = 0; j < c.n_judges; j++) judge_summary_free(&per[j]);
     judge_summary_free(&s);
     free(metrics);

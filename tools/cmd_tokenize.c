@@ -48,10 +48,14 @@ int cmd_tokenize(int argc, char **argv) {
         if (arg_value(&a, "--model", &model) || arg_value(&a, "--tokenizer", &tokjson) || arg_value(&a, "--input", &input) ||
             arg_value(&a, "--text", &text))
             continue;
-        if (arg_flag(&a, "--decode")) decode = 1;
-        else if (arg_flag(&a, "--special")) flags |= TOK_PARSE_SPECIAL;
-        else if (arg_flag(&a, "--add-special")) flags |= TOK_ADD_SPECIAL;
-        else arg_unknown(&a);
+        if (arg_flag(&a, "--decode"))
+            decode = 1;
+        else if (arg_flag(&a, "--special"))
+            flags |= TOK_PARSE_SPECIAL;
+        else if (arg_flag(&a, "--add-special"))
+            flags |= TOK_ADD_SPECIAL;
+        else
+            arg_unknown(&a);
     }
     if (!model == !tokjson) die("tokenize needs exactly one of --model PATH or --tokenizer tokenizer.json");
     Tokenizer *t = load_tokenizer(model, tokjson);
@@ -100,8 +104,7 @@ int cmd_tokenize(int argc, char **argv) {
             }
             free(v);
         } else {
-            fprintf(stderr, "llamaduo: error: %s:%d: expected %s\n", name, lineno,
-                    decode ? "{\"ids\": [..]}" : "{\"text\": \"..\"}");
+            fprintf(stderr, "llamaduo: error: %s:%d: expected %s\n", name, lineno, decode ? "{\"ids\": [..]}" : "{\"text\": \"..\"}");
             rc = 1;
         }
         cJSON_Delete(j);

@@ -73,8 +73,10 @@ static int parse_option(Args *a, TrainOptions *o) {
     snprintf(flag, sizeof flag, "%.*s", eq ? (int)(eq - arg) : (int)strlen(arg), arg);
     const OptionSpec *s = options_find_flag(k_train_options, flag);
     if (!s) return 0;
-    if (s->type == OPT_BOOL && !eq) v = "true", a->i++;
-    else arg_value(a, flag, &v);
+    if (s->type == OPT_BOOL && !eq)
+        v = "true", a->i++;
+    else
+        arg_value(a, flag, &v);
     if (options_set_text(s, o, v, flag)) die("%s", ld_last_error());
     return 1;
 }
@@ -82,7 +84,8 @@ static int parse_option(Args *a, TrainOptions *o) {
 static void apply_yaml(const char *path, TrainOptions *o) {
     cJSON *root = config_load(path);
     static const char *const top[] = {"train", NULL};
-    if (!root || cfg_check_keys(root, "", top, path) || train_options_from_json(o, cJSON_GetObjectItemCaseSensitive(root, "train"), "train", path))
+    if (!root || cfg_check_keys(root, "", top, path) ||
+        train_options_from_json(o, cJSON_GetObjectItemCaseSensitive(root, "train"), "train", path))
         die("%s", ld_last_error());
     cJSON_Delete(root);
 }
@@ -95,21 +98,25 @@ static void print_step(const TrainProgress *p, void *ctx) {
         fprintf(stderr, "train: validation loss before training %.4f\n", p->val_loss);
         return;
     }
-    fprintf(stderr, "%strain: step %d/%d epoch %d loss %.4f lr %.2e |g| %.3f %.0f tok/s ETA %.0fs%s", tty ? "\r" : "", p->step, p->total, p->epoch,
-            p->loss, p->lr, p->grad_norm, p->tokens_per_s, p->eta_s, tty && !p->evaluated ? "   " : "\n");
+    fprintf(stderr, "%strain: step %d/%d epoch %d loss %.4f lr %.2e |g| %.3f %.0f tok/s ETA %.0fs%s", tty ? "\r" : "", p->step, p->total,
+            p->epoch, p->loss, p->lr, p->grad_norm, p->tokens_per_s, p->eta_s, tty && !p->evaluated ? "   " : "\n");
     if (p->evaluated) fprintf(stderr, "train: validation loss %.4f\n", p->val_loss);
 }
 
 static void print_setup(const Trainer *t, const TrainOptions *o) {
     TrainerInfo in;
     trainer_info(t, &in);
-    if (in.on_gpu) fprintf(stderr, "train: on the GPU (%s), base weights in %s\n", in.device, o->precision);
+    if (in.on_gpu)
+        fprintf(stderr, "train: on the GPU (%s), base weights in %s\n", in.device, o->precision);
     else if (!strcmp(o->device, "auto") && !strcmp(o->method, "full") && ld_cuda_device_count() > 0)
         fprintf(stderr, "train: on the CPU (the GPU path has no full fine-tuning yet)\n");
     fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; ", in.records,
             in.val_records, in.per_epoch, o->tokens_per_step, o->epochs, in.total_steps);
-    if (!strcmp(o->method, "full")) fprintf(stderr, "full fine-tuning of %.1fM parameters\n", in.n_params / 1e6);
-    else fprintf(stderr, "LoRA r=%d alpha=%g dropout=%g on %s (%.2fM parameters)\n", o->rank, o->alpha, o->dropout, o->targets, in.n_params / 1e6);
+    if (!strcmp(o->method, "full"))
+        fprintf(stderr, "full fine-tuning of %.1fM parameters\n", in.n_params / 1e6);
+    else
+        fprintf(stderr, "LoRA r=%d alpha=%g dropout=%g on %s (%.2fM parameters)\n", o->rank, o->alpha, o->dropout, o->targets,
+                in.n_params / 1e6);
 }
 
 static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int *check) {
@@ -125,9 +132,12 @@ static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int 
             exit(0);
         }
         if (arg_value(&a, "--config", &v) || parse_option(&a, o)) continue;
-        if (arg_flag(&a, "--resume")) *resume = 1;
-        else if (arg_flag(&a, "--check")) *check = 1;
-        else arg_unknown(&a);
+        if (arg_flag(&a, "--resume"))
+            *resume = 1;
+        else if (arg_flag(&a, "--check"))
+            *check = 1;
+        else
+            arg_unknown(&a);
     }
 }
 
@@ -163,8 +173,8 @@ int cmd_train(int argc, char **argv) {
     double t0 = ld_time_s();
     char *out = NULL;
     if (trainer_run(t, print_step, &tty) || trainer_save(t, &out)) die("%s", ld_last_error());
-    fprintf(stderr, "train: done in %.1fs; %s -> %s, metrics -> %s/metrics.jsonl\n", ld_time_s() - t0, !strcmp(o.method, "full") ? "model" : "adapter",
-            out, o.out);
+    fprintf(stderr, "train: done in %.1fs; %s -> %s, metrics -> %s/metrics.jsonl\n", ld_time_s() - t0,
+            !strcmp(o.method, "full") ? "model" : "adapter", out, o.out);
     free(out);
     trainer_free(t);
     free_dataset(&train), free_dataset(&val);

@@ -39,8 +39,7 @@ void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, fl
     }
 }
 
-float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index,
-                      int *n_counted) {
+float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index, int *n_counted) {
     int n = 0;
     for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
     double loss = 0;

@@ -2,8 +2,8 @@
 
 #include "../kernels.h"
 
-void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
-             float weight_decay, int step) {
+void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+             int step) {
     // torch.optim.AdamW, operation for operation: decoupled decay, then the bias-corrected update
     float bc1 = 1.0f - powf(beta1, (float)step), bc2 = 1.0f - powf(beta2, (float)step);
     float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);

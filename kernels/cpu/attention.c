@@ -4,8 +4,8 @@
 
 #include "../kernels.h"
 
-void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                 const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                 int Hq, int Hkv, int hd, float scale, float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd;
     int max_len = 1;
     for (int t = 0; t < T; t++)
@@ -46,9 +46,8 @@ void k_attention(float *out, const float *q, const float *k, const float *v, con
     }
 }
 
-void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                          const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
-                          float softcap) {
+void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+                          const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd, max_len = 1;
     size_t kv_n = 0;
     for (int t = 0; t < T; t++) {

@@ -7,8 +7,8 @@
 
 #include "kernels.h"
 
-float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D,
-                             int V, float softcap, int ignore_index, int chunk_rows, int *n_counted) {
+float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D, int V,
+                             float softcap, int ignore_index, int chunk_rows, int *n_counted) {
     int n = 0;
     for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
     if (n_counted) *n_counted = n;

@@ -82,8 +82,7 @@ void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float
     }
 }
 
-void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K,
-                       int N) {
+void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K, int N) {
     if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
     if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
     if (dbias)
@@ -112,7 +111,8 @@ void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt
         for (int ti = 0; ti < n_tiles; ti++) {  // mine += dy[:, n0:n0+R] · W[n0:n0+R, :]
             int n0 = ti * R, rows = N - n0 < R ? N - n0 : R;
             const float *src = tile;
-            if (wt == LD_F32) src = (const float *)w + (size_t)n0 * K;
+            if (wt == LD_F32)
+                src = (const float *)w + (size_t)n0 * K;
             else
                 for (int r = 0; r < rows; r++)
                     ld_dequantize_row(wt, (const uint8_t *)w + (size_t)(n0 + r) * row_bytes, tile + (size_t)r * K, K);

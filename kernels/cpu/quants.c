@@ -10,12 +10,11 @@ static const struct {
     const char *name;
     int block_elems, block_bytes;
 } k_types[LD_DTYPE_COUNT] = {
-    [LD_F32] = {"F32", 1, 4},     [LD_F16] = {"F16", 1, 2},       [LD_BF16] = {"BF16", 1, 2},
-    [LD_F64] = {"F64", 1, 8},     [LD_I64] = {"I64", 1, 8},       [LD_I32] = {"I32", 1, 4},
-    [LD_I16] = {"I16", 1, 2},     [LD_I8] = {"I8", 1, 1},         [LD_U8] = {"U8", 1, 1},
-    [LD_BOOL] = {"BOOL", 1, 1},   [LD_Q4_0] = {"Q4_0", 32, 18},   [LD_Q4_1] = {"Q4_1", 32, 20},
-    [LD_Q5_0] = {"Q5_0", 32, 22}, [LD_Q5_1] = {"Q5_1", 32, 24},   [LD_Q8_0] = {"Q8_0", 32, 34},
-    [LD_Q4_K] = {"Q4_K", 256, 144}, [LD_Q5_K] = {"Q5_K", 256, 176}, [LD_Q6_K] = {"Q6_K", 256, 210},
+    [LD_F32] = {"F32", 1, 4},       [LD_F16] = {"F16", 1, 2},       [LD_BF16] = {"BF16", 1, 2},   [LD_F64] = {"F64", 1, 8},
+    [LD_I64] = {"I64", 1, 8},       [LD_I32] = {"I32", 1, 4},       [LD_I16] = {"I16", 1, 2},     [LD_I8] = {"I8", 1, 1},
+    [LD_U8] = {"U8", 1, 1},         [LD_BOOL] = {"BOOL", 1, 1},     [LD_Q4_0] = {"Q4_0", 32, 18}, [LD_Q4_1] = {"Q4_1", 32, 20},
+    [LD_Q5_0] = {"Q5_0", 32, 22},   [LD_Q5_1] = {"Q5_1", 32, 24},   [LD_Q8_0] = {"Q8_0", 32, 34}, [LD_Q4_K] = {"Q4_K", 256, 144},
+    [LD_Q5_K] = {"Q5_K", 256, 176}, [LD_Q6_K] = {"Q6_K", 256, 210},
 };
 
 const char *ld_dtype_name(LdDtype t) { return t < LD_DTYPE_COUNT ? k_types[t].name : "?"; }
@@ -30,9 +29,7 @@ size_t ld_dtype_nbytes(LdDtype t, uint64_t n) {
     return (size_t)(blocks * bb);
 }
 
-int ld_dtype_is_weight(LdDtype t) {
-    return t == LD_F32 || t == LD_F16 || t == LD_BF16 || (t >= LD_Q4_0 && t <= LD_Q6_K);
-}
+int ld_dtype_is_weight(LdDtype t) { return t == LD_F32 || t == LD_F16 || t == LD_BF16 || (t >= LD_Q4_0 && t <= LD_Q6_K); }
 
 static float rd_f16(const uint8_t *p) {
     uint16_t h;
@@ -139,37 +136,56 @@ void ld_dequantize(LdDtype t, const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     size_t be = (size_t)k_types[t].block_elems, bb = (size_t)k_types[t].block_bytes, nb = n / be;
     switch (t) {
-    case LD_F32: memcpy(dst, src, n * 4); return;
-    case LD_F16:
-        for (size_t i = 0; i < n; i++) dst[i] = rd_f16(s + 2 * i);
-        return;
-    case LD_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = ld_bf16_to_f32(h);
-        }
-        return;
-    default: break;
+        case LD_F32:
+            memcpy(dst, src, n * 4);
+            return;
+        case LD_F16:
+            for (size_t i = 0; i < n; i++) dst[i] = rd_f16(s + 2 * i);
+            return;
+        case LD_BF16:
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h;
+                memcpy(&h, s + 2 * i, 2);
+                dst[i] = ld_bf16_to_f32(h);
+            }
+            return;
+        default:
+            break;
     }
 #pragma omp parallel for if (nb > 4096)
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *b = s + i * bb;
         float *y = dst + i * be;
         switch (t) {
-        case LD_Q4_0: deq_q4_0(b, y); break;
-        case LD_Q4_1: deq_q4_1(b, y); break;
-        case LD_Q5_0: deq_q5(b, y, 0); break;
-        case LD_Q5_1: deq_q5(b, y, 1); break;
-        case LD_Q8_0: deq_q8_0(b, y); break;
-        case LD_Q4_K: deq_q4_k(b, y); break;
-        case LD_Q5_K: deq_q5_k(b, y); break;
-        case LD_Q6_K: deq_q6_k(b, y); break;
-        default: break;
+            case LD_Q4_0:
+                deq_q4_0(b, y);
+                break;
+            case LD_Q4_1:
+                deq_q4_1(b, y);
+                break;
+            case LD_Q5_0:
+                deq_q5(b, y, 0);
+                break;
+            case LD_Q5_1:
+                deq_q5(b, y, 1);
+                break;
+            case LD_Q8_0:
+                deq_q8_0(b, y);
+                break;
+            case LD_Q4_K:
+                deq_q4_k(b, y);
+                break;
+            case LD_Q5_K:
+                deq_q5_k(b, y);
+                break;
+            case LD_Q6_K:
+                deq_q6_k(b, y);
+                break;
+            default:
+                break;
         }
     }
 }
-
 
 // ---- row dequantisation with AVX2 (the scalar block code above stays the reference) --------------------
 #if defined(__AVX2__) && defined(__FMA__)
@@ -229,8 +245,10 @@ static void row_q5(const uint8_t *b, float *y, int nb, int has_min) {
         memcpy(&qh, b + off, 4);
         __m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
         __m256i q = _mm256_or_si256(nibbles_lo_hi(b + off + 4), hi);
-        if (has_min) store32_u8_fma(y, q, _mm256_set1_ps(rd_f16(b)), _mm256_set1_ps(rd_f16(b + 2)));
-        else store32_i8(y, _mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(rd_f16(b)));
+        if (has_min)
+            store32_u8_fma(y, q, _mm256_set1_ps(rd_f16(b)), _mm256_set1_ps(rd_f16(b + 2)));
+        else
+            store32_i8(y, _mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_set1_ps(rd_f16(b)));
     }
 }
 static void row_q4_k(const uint8_t *b, float *y, int nb) {
@@ -262,8 +280,10 @@ static void row_q6_k(const uint8_t *b, float *y, int nb) {
             __m256i q[4] = {
                 _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)),
                 _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)),
             };
             for (int g = 0; g < 4; g++) {  // group g covers y[32g .. 32g+32): scales sc[2g] (first 16), sc[2g+1]
                 __m256i v = _mm256_sub_epi8(q[g], k32);
@@ -301,17 +321,38 @@ void ld_dequantize_row(LdDtype t, const void *src, float *y, int K) {
 #if defined(__AVX2__) && defined(__FMA__)
     const uint8_t *b = src;
     switch (t) {
-    case LD_F32: memcpy(y, src, sizeof(float) * (size_t)K); return;
-    case LD_BF16: row_bf16(b, y, K); return;
-    case LD_F16: row_f16(b, y, K); return;
-    case LD_Q8_0: row_q8_0(b, y, K / 32); return;
-    case LD_Q4_0: row_q4_0(b, y, K / 32); return;
-    case LD_Q4_1: row_q4_1(b, y, K / 32); return;
-    case LD_Q5_0: row_q5(b, y, K / 32, 0); return;
-    case LD_Q5_1: row_q5(b, y, K / 32, 1); return;
-    case LD_Q4_K: row_q4_k(b, y, K / 256); return;
-    case LD_Q6_K: row_q6_k(b, y, K / 256); return;
-    default: break;
+        case LD_F32:
+            memcpy(y, src, sizeof(float) * (size_t)K);
+            return;
+        case LD_BF16:
+            row_bf16(b, y, K);
+            return;
+        case LD_F16:
+            row_f16(b, y, K);
+            return;
+        case LD_Q8_0:
+            row_q8_0(b, y, K / 32);
+            return;
+        case LD_Q4_0:
+            row_q4_0(b, y, K / 32);
+            return;
+        case LD_Q4_1:
+            row_q4_1(b, y, K / 32);
+            return;
+        case LD_Q5_0:
+            row_q5(b, y, K / 32, 0);
+            return;
+        case LD_Q5_1:
+            row_q5(b, y, K / 32, 1);
+            return;
+        case LD_Q4_K:
+            row_q4_k(b, y, K / 256);
+            return;
+        case LD_Q6_K:
+            row_q6_k(b, y, K / 256);
+            return;
+        default:
+            break;
     }
 #endif
     ld_dequantize(t, src, y, (size_t)K);  // the reference block code (a row is too small to be threaded)
@@ -326,7 +367,7 @@ uint16_t ld_f32_to_f16(float f) {
     if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));  // inf / NaN
     int e = (int)exp - 127 + 15;
     if (e >= 31) return (uint16_t)(sign | 0x7c00);  // overflow: inf
-    if (e <= 0) {                                   // subnormal half (or zero)
+    if (e <= 0) {  // subnormal half (or zero)
         if (e < -10) return (uint16_t)sign;
         mant |= 0x800000;
         int shift = 14 - e;
@@ -342,30 +383,33 @@ uint16_t ld_f32_to_f16(float f) {
 int ld_quantize(LdDtype t, const float *src, void *dst, size_t n) {
     uint8_t *o = dst;
     switch (t) {
-    case LD_F32: memcpy(dst, src, n * sizeof(float)); return 0;
-    case LD_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = ld_f32_to_f16(src[i]);
-            memcpy(o + 2 * i, &h, 2);
-        }
-        return 0;
-    case LD_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h = ld_f32_to_bf16(src[i]);
-            memcpy(o + 2 * i, &h, 2);
-        }
-        return 0;
-    case LD_Q8_0:  // per 32: d = max|x| / 127 (stored f16), q = round(x / d)
-        for (size_t b = 0; b < n / 32; b++, o += 34) {
-            const float *x = src + b * 32;
-            float amax = 0;
-            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
-            float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-            uint16_t dh = ld_f32_to_f16(d);
-            memcpy(o, &dh, 2);
-            for (int i = 0; i < 32; i++) o[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
-        }
-        return 0;
-    default: return -1;
+        case LD_F32:
+            memcpy(dst, src, n * sizeof(float));
+            return 0;
+        case LD_F16:
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h = ld_f32_to_f16(src[i]);
+                memcpy(o + 2 * i, &h, 2);
+            }
+            return 0;
+        case LD_BF16:
+            for (size_t i = 0; i < n; i++) {
+                uint16_t h = ld_f32_to_bf16(src[i]);
+                memcpy(o + 2 * i, &h, 2);
+            }
+            return 0;
+        case LD_Q8_0:  // per 32: d = max|x| / 127 (stored f16), q = round(x / d)
+            for (size_t b = 0; b < n / 32; b++, o += 34) {
+                const float *x = src + b * 32;
+                float amax = 0;
+                for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+                float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+                uint16_t dh = ld_f32_to_f16(d);
+                memcpy(o, &dh, 2);
+                for (int i = 0; i < 32; i++) o[2 + i] = (uint8_t)(int8_t)roundf(x[i] * id);
+            }
+            return 0;
+        default:
+            return -1;
     }
 }

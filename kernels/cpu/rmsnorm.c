@@ -19,8 +19,7 @@ void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, in
     k_rmsnorm(y, x, w, T, D, eps, plus_one);
 }
 
-void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
-                        int plus_one) {
+void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one) {
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * D, *dyr = dy + (size_t)t * D;
         float *dxr = dx + (size_t)t * D;

@@ -21,12 +21,12 @@ __global__ static void softcap_kernel(float *x, size_t n, float cap) {
     if (i < n) x[i] = cap * tanhf(x[i] / cap);
 }
 
-#define LAUNCH(name, kernel, n, ...)                                \
-    do {                                                            \
-        if (!(n)) return 0;                                         \
-        kernel<<<kc_blocks((n), 256), 256>>>(__VA_ARGS__);          \
-        KC_CHECK_LAUNCH(name);                                      \
-        return 0;                                                   \
+#define LAUNCH(name, kernel, n, ...)                       \
+    do {                                                   \
+        if (!(n)) return 0;                                \
+        kernel<<<kc_blocks((n), 256), 256>>>(__VA_ARGS__); \
+        KC_CHECK_LAUNCH(name);                             \
+        return 0;                                          \
     } while (0)
 
 extern "C" int kc_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {

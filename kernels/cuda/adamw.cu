@@ -2,8 +2,8 @@
 // on the host as torch does.
 #include "common.cuh"
 
-__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
-                                    float eps, float weight_decay, float step_size, float bc2_sqrt) {
+__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
+                                    float weight_decay, float step_size, float bc2_sqrt) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     float pi = p[i] * (1.0f - lr * weight_decay), gi = g[i];

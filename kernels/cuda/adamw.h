@@ -3,5 +3,5 @@
 #pragma once
 #include <stddef.h>
 
-int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps,
-             float weight_decay, int step);
+int kc_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+             int step);

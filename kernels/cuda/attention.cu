@@ -12,8 +12,8 @@
 #define THREADS 128
 #define MAX_HD 256
 
-__global__ static void attention_kernel(float *out, const float *q, const float *k, const float *v, const int *kv_base,
-                                        const int *kv_lo, const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
+__global__ static void attention_kernel(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
+                                        const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
     __shared__ float qs[MAX_HD], ks[TILE][MAX_HD], vs[TILE][MAX_HD], p[TILE];
     int t = blockIdx.x / Hq, h = blockIdx.x % Hq, kvh = h / (Hq / Hkv);
     int lo = kv_lo[t], hi = kv_hi[t], stride = Hkv * hd;
@@ -76,9 +76,9 @@ extern "C" int kc_attention(float *out, const float *q, const float *k, const fl
 // One block: queries q0..q0+31 of head h; warp w owns queries q0 + 8w .. q0 + 8w + 7, lane l owns output dims
 // l, l + 32, ... Each tile of 32 keys is loaded once for all 32 queries; lane j scores key j for each of its
 // warp's queries, then the tile's probabilities are broadcast lane by lane into the running outputs.
-__global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(float *out, float *lse, const float *q, const float *k,
-                                                                            const float *v, const int *kv_lo, const int *kv_hi, int T,
-                                                                            int Hq, int Hkv, int hd, float scale, float softcap) {
+__global__ static void __launch_bounds__(ATT_THREADS)
+    attention_packed_kernel(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi,
+                            int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     extern __shared__ float smem[];
     float *Qs = smem, *Ks = Qs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // [32][hd], [32][hd+1], [32][hd]
     int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
@@ -88,12 +88,12 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(fl
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
     int qlo[ATT_ROWS], qhi[ATT_ROWS];
     float m[ATT_ROWS], l[ATT_ROWS], acc[ATT_ROWS][ATT_DIMS];
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ATT_ROWS; r++) {
         int i = warp * ATT_ROWS + r;
         qlo[r] = i < nq ? kv_lo[q0 + i] : 1, qhi[r] = i < nq ? kv_hi[q0 + i] : 0;  // an empty range past the end
         m[r] = -INFINITY, l[r] = 0.0f;
-        #pragma unroll
+#pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) acc[r][c] = 0.0f;
     }
     for (int j0 = klo; j0 <= khi; j0 += ATT_TILE) {
@@ -103,7 +103,7 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(fl
         att_load_rows(Vs, hd, v, stride, kvh * hd, j0, nk, hd);
         __syncthreads();
         int j = j0 + lane;
-        #pragma unroll
+#pragma unroll
         for (int r = 0; r < ATT_ROWS; r++) {
             const float *qr = Qs + (warp * ATT_ROWS + r) * hd;
             float s = -INFINITY;
@@ -113,12 +113,12 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(fl
             float corr = expf(m[r] - m_new), p = s == -INFINITY ? 0.0f : expf(s - m_new);
             l[r] = l[r] * corr + att_warp_sum(p);
             m[r] = m_new;
-            #pragma unroll
+#pragma unroll
             for (int c = 0; c < ATT_DIMS; c++) acc[r][c] *= corr;
             for (int jj = 0; jj < nk; jj++) {
                 float pj = __shfl_sync(0xffffffffu, p, jj);
                 if (pj == 0.0f) continue;  // the same for every lane: no divergence
-                #pragma unroll
+#pragma unroll
                 for (int c = 0; c < ATT_DIMS; c++) {
                     int d = lane + 32 * c;
                     if (d < hd) acc[r][c] += pj * Vs[jj * hd + d];
@@ -126,12 +126,12 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(fl
             }
         }
     }
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ATT_ROWS; r++) {
         int i = warp * ATT_ROWS + r;
         if (i >= nq) continue;
         float *o = out + ((size_t)(q0 + i) * Hq + h) * hd;
-        #pragma unroll
+#pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) {
             int d = lane + 32 * c;
             if (d < hd) o[d] = l[r] > 0.0f ? acc[r][c] / l[r] : 0.0f;
@@ -140,8 +140,8 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_packed_kernel(fl
     }
 }
 
-extern "C" int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi,
-                                   int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+extern "C" int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo,
+                                   const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv) {
         kc_set_error("attention_packed", cudaErrorInvalidValue);
         return -1;
@@ -149,8 +149,8 @@ extern "C" int kc_attention_packed(float *out, float *lse, const float *q, const
     if (T <= 0) return 0;
     size_t smem = sizeof(float) * ATT_TILE * (3 * (size_t)hd + 1);
     cudaFuncSetAttribute(attention_packed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    attention_packed_kernel<<<dim3((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), ATT_THREADS, smem>>>(out, lse, q, k, v, kv_lo, kv_hi,
-                                                                                                            T, Hq, Hkv, hd, scale, softcap);
+    attention_packed_kernel<<<dim3((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), ATT_THREADS, smem>>>(
+        out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     KC_CHECK_LAUNCH("attention_packed");
     return 0;
 }

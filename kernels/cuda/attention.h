@@ -7,8 +7,8 @@
 // at row kv_base[t], laid out [rows, Hkv*hd]) through shared memory in tiles with an online softmax; no score
 // matrix is stored. GQA (Hq a multiple of Hkv), head_dim up to 256, soft-cap (> 0), any per-token range (causal,
 // sliding window, packed records, many sequences of a KV cache).
-int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                 const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                 int Hq, int Hkv, int hd, float scale, float softcap);
 // The same over one packed batch's k/v buffers (row t of k/v is token t; training, a single sequence's prefill):
 // blocks of 32 queries share each tile of 32 keys. lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
 int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi, int T,

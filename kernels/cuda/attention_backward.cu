@@ -29,10 +29,9 @@ __device__ static inline float att_dscore(float s, float p, float dp, float delt
     return ds * scale;
 }
 
-__global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float *dq, const float *dout, const float *q, const float *k,
-                                                                        const float *v, const float *lse, const float *delta,
-                                                                        const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
-                                                                        float scale, float softcap) {
+__global__ static void __launch_bounds__(ATT_THREADS)
+    attention_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, const float *delta,
+                        const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     extern __shared__ float smem[];
     float *Qs = smem, *dOs = Qs + ATT_TILE * hd, *Ks = dOs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // Ks, Vs pitch hd+1
     int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
@@ -43,12 +42,12 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float 
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
     int qlo[ATT_ROWS], qhi[ATT_ROWS];
     float L[ATT_ROWS], Dl[ATT_ROWS], acc[ATT_ROWS][ATT_DIMS];
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ATT_ROWS; r++) {
         int i = warp * ATT_ROWS + r;
         qlo[r] = i < nq ? kv_lo[q0 + i] : 1, qhi[r] = i < nq ? kv_hi[q0 + i] : 0;
         L[r] = i < nq ? lse[(size_t)(q0 + i) * Hq + h] : INFINITY, Dl[r] = i < nq ? delta[(size_t)(q0 + i) * Hq + h] : 0.0f;
-        #pragma unroll
+#pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) acc[r][c] = 0.0f;
     }
     for (int j0 = klo; j0 <= khi; j0 += ATT_TILE) {
@@ -58,7 +57,7 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float 
         att_load_rows(Vs, hd + 1, v, stride, kvh * hd, j0, nk, hd);
         __syncthreads();
         int j = j0 + lane;
-        #pragma unroll
+#pragma unroll
         for (int r = 0; r < ATT_ROWS; r++) {
             int i = warp * ATT_ROWS + r;
             float ds = 0.0f;
@@ -71,7 +70,7 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float 
             for (int jj = 0; jj < nk; jj++) {
                 float dj = __shfl_sync(0xffffffffu, ds, jj);
                 if (dj == 0.0f) continue;  // the same for every lane
-                #pragma unroll
+#pragma unroll
                 for (int c = 0; c < ATT_DIMS; c++) {
                     int d = lane + 32 * c;
                     if (d < hd) acc[r][c] += dj * Ks[jj * (hd + 1) + d];
@@ -79,11 +78,11 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dq_kernel(float 
             }
         }
     }
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ATT_ROWS; r++) {
         int i = warp * ATT_ROWS + r;
         if (i >= nq) continue;
-        #pragma unroll
+#pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) {
             int d = lane + 32 * c;
             if (d < hd) dq[((size_t)(q0 + i) * Hq + h) * hd + d] = acc[r][c];
@@ -96,16 +95,18 @@ __device__ static int lower_bound(const int *a, int n, int x) {
     int lo = 0, hi = n;
     while (lo < hi) {
         int mid = (lo + hi) / 2;
-        if (a[mid] < x) lo = mid + 1;
-        else hi = mid;
+        if (a[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
 
-__global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float *dk, float *dv, const float *dout, const float *q,
-                                                                         const float *k, const float *v, const float *lse,
-                                                                         const float *delta, const int *kv_lo, const int *kv_hi, int T,
-                                                                         int Hq, int Hkv, int hd, float scale, float softcap) {
+__global__ static void __launch_bounds__(ATT_THREADS)
+    attention_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse,
+                         const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
+                         float softcap) {
     extern __shared__ float smem[];
     // Ks, Vs [32][hd] (a warp's row, read by all lanes); Qs, dOs [32][hd+1] (a lane's row each); per-query values
     float *Ks = smem, *Vs = Ks + ATT_TILE * hd, *Qs = Vs + ATT_TILE * hd, *dOs = Qs + ATT_TILE * (hd + 1);
@@ -122,9 +123,9 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float
         t_last = lower_bound(kv_lo, T, j0 + nk) - 1;
     }
     float accK[ATT_ROWS][ATT_DIMS], accV[ATT_ROWS][ATT_DIMS];
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ATT_ROWS; r++)
-        #pragma unroll
+#pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) accK[r][c] = accV[r][c] = 0.0f;
     __syncthreads();
     for (int g = 0; g < group; g++) {
@@ -140,10 +141,10 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float
                 qlo_s[i] = i < nq ? kv_lo[t0 + i] : 1, qhi_s[i] = i < nq ? kv_hi[t0 + i] : 0;
             }
             __syncthreads();
-            #pragma unroll
+#pragma unroll
             for (int r = 0; r < ATT_ROWS; r++) {
                 int jk = warp * ATT_ROWS + r, j = j0 + jk;  // this row's key; lane = query t0 + lane
-                if (jk >= nk) continue;                    // the same for the whole warp
+                if (jk >= nk) continue;  // the same for the whole warp
                 float p = 0.0f, ds = 0.0f;
                 if (lane < nq && j >= qlo_s[lane] && j <= qhi_s[lane]) {
                     float s = att_score(Qs + lane * (hd + 1), Ks + jk * hd, hd, scale, softcap);
@@ -155,7 +156,7 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float
                 for (int ii = 0; ii < nq; ii++) {
                     float pi = __shfl_sync(0xffffffffu, p, ii), di = __shfl_sync(0xffffffffu, ds, ii);
                     if (pi == 0.0f && di == 0.0f) continue;  // the same for every lane
-                    #pragma unroll
+#pragma unroll
                     for (int c = 0; c < ATT_DIMS; c++) {
                         int d = lane + 32 * c;
                         if (d < hd) accV[r][c] += pi * dOs[ii * (hd + 1) + d], accK[r][c] += di * Qs[ii * (hd + 1) + d];
@@ -164,12 +165,12 @@ __global__ static void __launch_bounds__(ATT_THREADS) attention_dkv_kernel(float
             }
         }
     }
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < ATT_ROWS; r++) {
         int jk = warp * ATT_ROWS + r;
         if (jk >= nk) continue;
         size_t at = (size_t)(j0 + jk) * stride + (size_t)kvh * hd;
-        #pragma unroll
+#pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) {
             int d = lane + 32 * c;
             if (d < hd) dk[at + d] += accK[r][c], dv[at + d] += accV[r][c];
@@ -191,7 +192,8 @@ extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const floa
     size_t smem = sizeof(float) * ATT_TILE * (4 * (size_t)hd + 2) + 4 * sizeof(float) * ATT_TILE;
     dim3 grid_q((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), grid_k((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hkv);
     if (!delta) goto done;
-    attention_delta_kernel<<<(unsigned)((rows + ATT_THREADS / 32 - 1) / (ATT_THREADS / 32)), ATT_THREADS>>>(delta, dout, out, (int)rows, hd);
+    attention_delta_kernel<<<(unsigned)((rows + ATT_THREADS / 32 - 1) / (ATT_THREADS / 32)), ATT_THREADS>>>(delta, dout, out, (int)rows,
+                                                                                                            hd);
     KC_CHECK_LAUNCH_GOTO("attention_backward (delta)", done);
     cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_dq_kernel<<<grid_q, ATT_THREADS, smem>>>(dq, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);

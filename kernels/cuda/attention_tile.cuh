@@ -7,8 +7,8 @@
 
 #define ATT_TILE 32
 #define ATT_THREADS 128
-#define ATT_ROWS 8   // rows (queries or keys) per warp: ATT_TILE / (ATT_THREADS / 32)
-#define ATT_DIMS 8   // head dims per lane: 256 / 32
+#define ATT_ROWS 8  // rows (queries or keys) per warp: ATT_TILE / (ATT_THREADS / 32)
+#define ATT_DIMS 8  // head dims per lane: 256 / 32
 #define MAX_HD 256
 
 __device__ static inline float att_warp_max(float v) {

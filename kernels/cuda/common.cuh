@@ -14,20 +14,20 @@ void kc_set_error(const char *what, cudaError_t e);
 void kc_set_error_msg(const char *what, const char *reason);  // library failures (cuBLAS statuses)
 
 // After a launch: the launch itself and (for asynchronous faults) nothing else is waited for.
-#define KC_CHECK_LAUNCH(name)                                       \
-    do {                                                            \
-        cudaError_t e_ = cudaGetLastError();                        \
-        if (e_ != cudaSuccess) return kc_set_error(name, e_), -1;   \
+#define KC_CHECK_LAUNCH(name)                                     \
+    do {                                                          \
+        cudaError_t e_ = cudaGetLastError();                      \
+        if (e_ != cudaSuccess) return kc_set_error(name, e_), -1; \
     } while (0)
 
 // The same inside a function that must release what it holds: records the error and jumps to its cleanup label.
-#define KC_CHECK_LAUNCH_GOTO(name, label)                                     \
-    do {                                                                      \
-        cudaError_t e_ = cudaGetLastError();                                  \
-        if (e_ != cudaSuccess) {                                              \
-            kc_set_error(name, e_);                                           \
-            goto label;                                                       \
-        }                                                                     \
+#define KC_CHECK_LAUNCH_GOTO(name, label)    \
+    do {                                     \
+        cudaError_t e_ = cudaGetLastError(); \
+        if (e_ != cudaSuccess) {             \
+            kc_set_error(name, e_);          \
+            goto label;                      \
+        }                                    \
     } while (0)
 
 static inline unsigned kc_blocks(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }

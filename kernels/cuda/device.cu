@@ -19,7 +19,6 @@ extern "C" int ld_cuda_device_count(void) {
 extern "C" int ld_cuda_device_describe(int i, char *buf, int cap) {
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, i) != cudaSuccess) return -1;
-    snprintf(buf, (size_t)cap, "%s, sm_%d%d, %.1f GiB", p.name, p.major, p.minor,
-             (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    snprintf(buf, (size_t)cap, "%s, sm_%d%d, %.1f GiB", p.name, p.major, p.minor, (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
     return 0;
 }

@@ -7,9 +7,13 @@
 template <typename Elem>
 __device__ static float as_float(Elem v);
 template <>
-__device__ float as_float<float>(float v) { return v; }
+__device__ float as_float<float>(float v) {
+    return v;
+}
 template <>
-__device__ float as_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ float as_float<__nv_bfloat16>(__nv_bfloat16 v) {
+    return __bfloat162float(v);
+}
 
 template <typename Elem>
 __global__ static void embed_fwd(float *x, const Elem *table, const int *tokens, int D, float scale, size_t n) {
@@ -33,8 +37,10 @@ extern "C" int kc_embedding(float *x, const void *table, LdDtype tt, const int *
         return -1;
     }
     if (!n) return 0;
-    if (tt == LD_F32) embed_fwd<<<kc_blocks(n, 256), 256>>>(x, (const float *)table, tokens, D, scale, n);
-    else embed_fwd<<<kc_blocks(n, 256), 256>>>(x, (const __nv_bfloat16 *)table, tokens, D, scale, n);
+    if (tt == LD_F32)
+        embed_fwd<<<kc_blocks(n, 256), 256>>>(x, (const float *)table, tokens, D, scale, n);
+    else
+        embed_fwd<<<kc_blocks(n, 256), 256>>>(x, (const __nv_bfloat16 *)table, tokens, D, scale, n);
     KC_CHECK_LAUNCH("embedding");
     return 0;
 }

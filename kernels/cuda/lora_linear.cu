@@ -46,8 +46,8 @@ static int lt(void) {
 static int gemm(const char *what, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                 int ldb, float beta, float *C, int ldc) {
     // row-major C = op(A)·op(B)  ⇔  column-major Cᵀ = op(B)ᵀ·op(A)ᵀ
-    cublasStatus_t st = cublasSgemm(g_blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
-                                    ldb, A, lda, &beta, C, ldc);
+    cublasStatus_t st = cublasSgemm(g_blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ldb,
+                                    A, lda, &beta, C, ldc);
     if (st != CUBLAS_STATUS_SUCCESS) {
         kc_set_error_msg(what, cublasGetStatusString(st));
         return -1;
@@ -103,8 +103,9 @@ static int base_gemm(const char *what, int backward, float *C, const float *act,
     if (wt == LD_F32) return gemm(what, 0, transW, T, N, K, 1.0f, act, K, (const float *)W, in, beta, C, N);
     size_t n = (size_t)T * K;
     __nv_bfloat16 *a16 = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * n);
-    int rc = !a16 || lt() || kc_to_bf16(a16, act, n) ? -1
-                                                     : gemm_bf16(what, 0, transW, T, N, K, 1.0f, a16, K, (const __nv_bfloat16 *)W, in, beta, C, N);
+    int rc = !a16 || lt() || kc_to_bf16(a16, act, n)
+                 ? -1
+                 : gemm_bf16(what, 0, transW, T, N, K, 1.0f, a16, K, (const __nv_bfloat16 *)W, in, beta, C, N);
     kc_free(a16);
     return rc;
 }

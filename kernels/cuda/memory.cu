@@ -124,8 +124,10 @@ extern "C" void *kc_alloc(size_t bytes) {
 extern "C" void kc_free(void *p) {
     if (!p) return;
     size_t c = mem_remove(p);
-    if (c) cache_put(p, c);
-    else cudaFree(p);  // not from kc_alloc: nothing to keep
+    if (c)
+        cache_put(p, c);
+    else
+        cudaFree(p);  // not from kc_alloc: nothing to keep
 }
 
 extern "C" void kc_mem_stats(size_t *now, size_t *peak) {

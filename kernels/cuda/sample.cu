@@ -20,8 +20,8 @@ extern "C" {
 
 // Penalty lists are flattened over the rows: row b's repetition tokens rep_tok[rep_off[b] .. rep_off[b+1]) and
 // its counted tokens cnt_tok / cnt over [cnt_off[b] .. cnt_off[b+1]).
-__global__ static void penalize_kernel(float *logits, int V, const int *rep_off, const int *rep_tok, const float *rep_pen, const int *cnt_off,
-                                       const int *cnt_tok, const int *cnt, const float *freq, const float *pres) {
+__global__ static void penalize_kernel(float *logits, int V, const int *rep_off, const int *rep_tok, const float *rep_pen,
+                                       const int *cnt_off, const int *cnt_tok, const int *cnt, const float *freq, const float *pres) {
     float *x = logits + (size_t)blockIdx.x * V, rp = rep_pen[blockIdx.x];
     for (int k = rep_off[blockIdx.x] + threadIdx.x; k < rep_off[blockIdx.x + 1]; k += blockDim.x) {
         int t = rep_tok[k];  // distinct within a row: no two threads touch the same logit
@@ -42,9 +42,9 @@ __device__ static void arg_better(float &v, int &i, float ov, int oi) {
     if (ov > v || (ov == v && oi < i)) v = ov, i = oi;
 }
 
-__global__ static void __launch_bounds__(SAMPLE_THREADS) sample_kernel(int *picked, const float *logits, int V, const float *temperature,
-                                                                      const int *top_k, const float *top_p, const float *min_p,
-                                                                      const double *u) {
+__global__ static void __launch_bounds__(SAMPLE_THREADS)
+    sample_kernel(int *picked, const float *logits, int V, const float *temperature, const int *top_k, const float *top_p,
+                  const float *min_p, const double *u) {
     __shared__ float key[SAMPLE_CAP];
     __shared__ int id[SAMPLE_CAP];
     __shared__ float part_v[32];
@@ -169,13 +169,14 @@ extern "C" int kc_sample(int *picked, float *logits, int n_rows, int V, const Kc
             fp[r] = s->frequency_penalty, pp[r] = s->presence_penalty;
             int nr = repeat_count(s), nc = counted_count(s);
             if (nr) memcpy(rtok + roff[r], s->penalized, sizeof(int) * (size_t)nr);
-            if (nc) memcpy(ctok + coff[r], s->counted, sizeof(int) * (size_t)nc), memcpy(cnt + coff[r], s->counts, sizeof(int) * (size_t)nc);
+            if (nc)
+                memcpy(ctok + coff[r], s->counted, sizeof(int) * (size_t)nc), memcpy(cnt + coff[r], s->counts, sizeof(int) * (size_t)nc);
             roff[r + 1] = roff[r] + nr, coff[r + 1] = coff[r] + nc;
         }
         if (kc_upload(d, h, bytes)) goto done;
         size_t o_temp = 8 * n, o_tp = o_temp + 4 * n, o_mp = o_tp + 4 * n, o_pen = o_mp + 4 * n, o_fp = o_pen + 4 * n, o_pp = o_fp + 4 * n,
-               o_tk = o_pp + 4 * n, o_pk = o_tk + 4 * n, o_roff = o_pk + 4 * n, o_coff = o_roff + 4 * (n + 1), o_rtok = o_coff + 4 * (n + 1),
-               o_ctok = o_rtok + 4 * (size_t)n_rep, o_cnt = o_ctok + 4 * (size_t)n_cnt;
+               o_tk = o_pp + 4 * n, o_pk = o_tk + 4 * n, o_roff = o_pk + 4 * n, o_coff = o_roff + 4 * (n + 1),
+               o_rtok = o_coff + 4 * (n + 1), o_ctok = o_rtok + 4 * (size_t)n_rep, o_cnt = o_ctok + 4 * (size_t)n_cnt;
         if (n_rep || n_cnt) {
             penalize_kernel<<<n_rows, 64>>>(logits, V, (const int *)(d + o_roff), (const int *)(d + o_rtok), (const float *)(d + o_pen),
                                             (const int *)(d + o_coff), (const int *)(d + o_ctok), (const int *)(d + o_cnt),

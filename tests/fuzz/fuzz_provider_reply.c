@@ -16,8 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         LlmReply r;
         char err[256];
         int rc = provider_parse(&p, (const char *)data, size, &r, err, sizeof err);
-        if (r.usage_known && (r.prompt_tokens < 0 || r.prompt_tokens > LD_USAGE_MAX || r.completion_tokens < 0 ||
-                              r.completion_tokens > LD_USAGE_MAX))
+        if (r.usage_known &&
+            (r.prompt_tokens < 0 || r.prompt_tokens > LD_USAGE_MAX || r.completion_tokens < 0 || r.completion_tokens > LD_USAGE_MAX))
             abort();
         if (rc == 0) {
             if (!valid_utf8(r.finish_reason)) abort();

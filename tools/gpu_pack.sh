@@ -13,12 +13,12 @@ STATIC=(-Wl,-Bstatic -lopenblas -lpcre2-8 -lutf8proc -Wl,-Bdynamic)
 CUDA=(-L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lcublasLt -lstdc++ -lpthread)
 for t in test_gpu_train test_gpu_generate; do
   gcc -o .gpu/stage/$t build/tests/CMakeFiles/$t.dir/$t.c.o build/tests/CMakeFiles/$t.dir/test_util.c.o build/libllamaduo_core.a \
-      build/libllamaduo_cuda.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
+      build/libllamaduo_cuda.a build/libllamaduo_train_options.a build/libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
 done
 gcc -o .gpu/stage/bench_gpu build/benchmarks/CMakeFiles/bench_gpu.dir/bench_gpu.c.o build/libllamaduo_core.a build/libllamaduo_cuda.a \
-    "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
+    build/libllamaduo_train_options.a build/libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
 (cd build && gcc -o ../.gpu/stage/llamaduo $(cat CMakeFiles/llamaduo.dir/objects1) libllamaduo_core.a libllamaduo_host.a \
-    libllamaduo_core.a libllamaduo_cuda.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm -lcurl -lsqlite3 -lcrypto -lyaml \
+    libllamaduo_core.a libllamaduo_cuda.a libllamaduo_train_options.a libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm -lcurl -lsqlite3 -lcrypto -lyaml \
     -lmicrohttpd "${CUDA[@]}")
 # every shared library they need beyond glibc and CUDA's own (found on the GPU machine)
 for b in .gpu/stage/test_gpu_train .gpu/stage/test_gpu_generate .gpu/stage/llamaduo .gpu/stage/bench_gpu; do

@@ -1,0 +1,106 @@
+// The option schemas (base/options.h) through the training options: defaults, command-line text and config values
+// checked the same way, errors that name the option and its source, the cross-option checks, the help text.
+#include <string.h>
+
+#include "test_util.h"
+#include "train_options.h"
+#include "util.h"
+
+static int err_has(const char *s) { return strstr(ld_last_error(), s) != NULL; }
+
+static void test_defaults_and_text(void) {
+    TrainOptions o;
+    train_options_init(&o);
+    CHECK(o.rank == 8 && o.epochs == 3 && o.tokens_per_step == 1024 && o.save_every == 20, "integer defaults");
+    CHECK(o.dropout == 0.05 && o.warmup == 0.1 && o.max_grad_norm == 1.0 && o.alpha < 0 && o.lr < 0, "number defaults");
+    CHECK(!strcmp(o.method, "lora") && !strcmp(o.schedule, "cosine") && !strcmp(o.targets, "all-linear") && !o.model, "string defaults");
+    const OptionSpec *rank = options_find_flag(k_train_options, "--rank"), *tps = options_find_flag(k_train_options, "--tokens-per-step");
+    CHECK(rank && tps && !strcmp(tps->key, "tokens_per_step"), "flags map to keys, '-' for '_'");
+    CHECK(!options_find_flag(k_train_options, "--tokens_per_step") && !options_find_flag(k_train_options, "rank"), "only --dashed flags");
+    CHECK(options_set_text(rank, &o, "16", "--rank") == 0 && o.rank == 16, "a value from the command line");
+    CHECK(options_set_text(rank, &o, "0", "--rank") && err_has("--rank: 'rank' must be a whole number in [1, 1024], not 0"), "%s",
+          ld_last_error());
+    CHECK(options_set_text(rank, &o, "2.5", "--rank") && err_has("whole number"), "a fraction for an integer");
+    CHECK(options_set_text(rank, &o, "8x", "--rank") && err_has("must be a number, not '8x'"), "%s", ld_last_error());
+    const OptionSpec *sched = options_find_flag(k_train_options, "--schedule"), *rs = options_find_flag(k_train_options, "--rslora");
+    CHECK(options_set_text(sched, &o, "linear", "--schedule") == 0 && !strcmp(o.schedule, "linear"), "a choice");
+    CHECK(options_set_text(sched, &o, "cos", "--schedule") && err_has("one of cosine|linear|constant, not 'cos'"), "%s", ld_last_error());
+    CHECK(options_set_text(rs, &o, "true", "--rslora") == 0 && o.rslora == 1, "a boolean");
+    CHECK(options_set_text(rs, &o, "yes", "--rslora") && err_has("true or false"), "a boolean's bad value");
+    CHECK(o.rank == 16, "a refused value leaves the option as it was");
+    train_options_free(&o);
+}
+
+static cJSON *parse(const char *json) {
+    cJSON *j = cJSON_Parse(json);
+    if (!j) fprintf(stderr, "bad test JSON: %s\n", json), exit(1);
+    return j;
+}
+
+static void test_config(void) {
+    TrainOptions o;
+    train_options_init(&o);
+    cJSON *j = parse("{\"rank\": 4, \"lr\": 0.001, \"rslora\": true, \"targets\": \"q_proj,v_proj\", \"val\": \"\"}");
+    CHECK(train_options_from_json(&o, j, "student.train", "run.yaml") == 0, "%s", ld_last_error());
+    CHECK(o.rank == 4 && o.lr == 0.001 && o.rslora && !strcmp(o.targets, "q_proj,v_proj") && !o.val, "values from a config");
+    cJSON_Delete(j);
+    j = parse("{\"epochz\": 2}");
+    CHECK(train_options_from_json(&o, j, "student.train", "run.yaml") && err_has("run.yaml: unknown key 'student.train.epochz' (known: model,"),
+          "%s", ld_last_error());
+    cJSON_Delete(j);
+    j = parse("{\"rank\": \"8\"}");
+    CHECK(train_options_from_json(&o, j, "train", "t.yaml") && err_has("t.yaml: train: 'rank' must be a number"), "%s", ld_last_error());
+    cJSON_Delete(j);
+    j = parse("{\"dropout\": 0.99}");
+    CHECK(train_options_from_json(&o, j, "train", "t.yaml") && err_has("'dropout' must be a number in [0, 0.95], not 0.99"), "%s",
+          ld_last_error());
+    cJSON_Delete(j);
+    j = parse("[1]");
+    CHECK(train_options_from_json(&o, j, "train", "t.yaml") && err_has("'train' must be a mapping"), "%s", ld_last_error());
+    cJSON_Delete(j);
+    train_options_free(&o);
+}
+
+static void test_checks(void) {
+    TrainOptions o;
+    train_options_init(&o);
+    CHECK(train_options_check(&o, 1) && err_has("needs model, train and out"), "paths asked for");
+    CHECK(train_options_check(&o, 0) == 0 && o.alpha == 16 && o.lr == 2e-4, "defaults filled in: alpha 2 x rank, LoRA's lr");
+    train_options_free(&o), train_options_init(&o);
+    options_set_text(options_find_flag(k_train_options, "--method"), &o, "full", "--method");
+    CHECK(train_options_check(&o, 0) == 0 && o.lr == 1e-5, "full fine-tuning's lr");
+    options_set_text(options_find_flag(k_train_options, "--device"), &o, "cuda", "--device");
+    CHECK(train_options_check(&o, 0) && err_has("full fine-tuning runs on the CPU"), "%s", ld_last_error());
+    train_options_free(&o), train_options_init(&o);
+    options_set_text(options_find_flag(k_train_options, "--targets"), &o, "q_proj,,zz", "--targets");
+    CHECK(train_options_check(&o, 0) && err_has("unknown module 'zz'"), "%s", ld_last_error());
+    CHECK(train_targets_mask("all-linear") == 127 && train_targets_mask("q_proj,down_proj") == (1 | 64) && train_targets_mask(",") < 0,
+          "target masks");
+    train_options_free(&o);
+}
+
+static void test_help(void) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    options_help(k_train_options, f);
+    fclose(f);
+    int lines = 0;
+    for (const OptionSpec *o = k_train_options; o->key; o++, lines++) {
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", o->key);
+        for (char *p = flag; *p; p++) *p = *p == '_' ? '-' : *p;
+        CHECK(strstr(buf, flag) != NULL, "help names %s", flag);
+    }
+    CHECK(strstr(buf, "--schedule cosine|linear|constant") && strstr(buf, "(default 1024)"), "help shows choices and defaults");
+    CHECK(lines > 25, "the schema has every training option (%d)", lines);
+    free(buf);
+}
+
+int main(void) {
+    test_defaults_and_text();
+    test_config();
+    test_checks();
+    test_help();
+    return test_finish("test_options");
+}

@@ -1,6 +1,8 @@
 // defines: table-driven option schemas: each option once (key, type, range or choices, default, help), read from
 // a command line's `--key value` and from a config's mapping (YAML through host/config.c, or JSON) with the same
-// checks and messages, and turned into help text. A schema fills a plain C struct through field offsets.
+// checks and messages, and turned into help text. A schema fills a plain C struct through field offsets. Strings and
+// mappings are not copied: they point into the config's tree, argv or the schema's defaults, and live as long as
+// those.
 #pragma once
 #include <stddef.h>
 #include <stdio.h>
@@ -13,9 +15,12 @@ typedef enum {
     OPT_BOOL,  // int 0/1: a bare flag on the command line, true/false in a config
     OPT_STR,  // char * (owned), any text; "" in a config means not given
     OPT_CHOICE,  // char * (owned), one of choices ("a|b|c")
+    OPT_MAP,     // const cJSON *: a mapping read by someone else (student.train)
+    OPT_LIST,    // const cJSON *: a list read by someone else (judge.services)
+    OPT_SECTION, // a nested mapping whose keys are the rows of sub (student.infer), into the same struct
 } OptType;
 
-typedef struct {
+typedef struct OptionSpec {
     const char *key;  // the config key (the flag is --key with '-' for '_')
     OptType type;
     size_t offset;  // of the field in the options struct
@@ -23,16 +28,18 @@ typedef struct {
     const char *def;  // the default as text; NULL: none (strings NULL, numbers 0)
     const char *choices;  // OPT_CHOICE
     const char *help;
+    const struct OptionSpec *sub;  // OPT_SECTION
+    int required;                  // a config mapping that is given must hold it
 } OptionSpec;
 
 // spec[] ends with a {NULL} row. Every function returns 0, or -1 with an error naming the option and the source.
 void options_defaults(const OptionSpec *spec, void *dst);
-void options_free(const OptionSpec *spec, void *dst);  // the owned strings
 // The spec row whose flag is `flag` ("--tokens-per-step"), or NULL.
 const OptionSpec *options_find_flag(const OptionSpec *spec, const char *flag);
-int options_set_text(const OptionSpec *o, void *dst, const char *text, const char *origin);
-// Every key of the mapping obj (section names it in messages, file is the config's path); unknown keys are refused
-// with the known ones listed.
+// A command-line value for option o; messages name it by its flag.
+int options_set_text(const OptionSpec *o, void *dst, const char *text);
+// Every key of the mapping obj (section names it in messages, as 'section.key', file is the config's path);
+// unknown keys are refused with the known ones listed. obj NULL: nothing given (the defaults stand).
 int options_from_json(const OptionSpec *spec, void *dst, const cJSON *obj, const char *section, const char *file);
 // `  --key VALUE   help (default D)` lines, one per option.
 void options_help(const OptionSpec *spec, FILE *out);

@@ -17,12 +17,12 @@ void gpu_trainer_free(GpuTrainer *g) { (void)g; }
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n, int training, uint64_t seed) {
     return (void)g, (void)b, (void)n, (void)training, (void)seed, NAN;
 }
-void gpu_trainer_zero_grad(GpuTrainer *g) { (void)g; }
+int gpu_trainer_zero_grad(GpuTrainer *g) { return (void)g, -1; }
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps, float wd, float mn) {
     return (void)g, (void)lr, (void)b1, (void)b2, (void)eps, (void)wd, (void)mn, NAN;
 }
 int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
-void gpu_trainer_scale_grad(GpuTrainer *g, float s) { (void)g, (void)s; }
+int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return (void)g, (void)s, -1; }
 int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *o) { return (void)g, (void)o, -1; }
 int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)g, (void)o, -1; }
 
@@ -64,7 +64,7 @@ void gpu_trainer_free(GpuTrainer *g) {
     free(g);
 }
 
-void gpu_trainer_zero_grad(GpuTrainer *g) { gpu_lora_fill(g->dP, 0); }
+int gpu_trainer_zero_grad(GpuTrainer *g) { return gpu_lora_fill(g->dP, 0); }
 
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed) {
     const Backend *be = &ld_backend_cuda;
@@ -113,11 +113,15 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, floa
     return norm;
 }
 
-void gpu_trainer_scale_grad(GpuTrainer *g, float s) {
+int gpu_trainer_scale_grad(GpuTrainer *g, float s) {
     for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
         LoraPair *d = &g->dP->w[i];
-        if (d->A) kc_scale(d->A, (size_t)g->dP->rank * d->in, s), kc_scale(d->B, (size_t)d->out * g->dP->rank, s);
+        if (d->A && (kc_scale(d->A, (size_t)g->dP->rank * d->in, s) || kc_scale(d->B, (size_t)d->out * g->dP->rank, s))) {
+            ld_set_error("GPU gradient scaling: %s", kc_last_error());
+            return -1;
+        }
     }
+    return 0;
 }
 
 // Walks the pairs in lora_params() order (layer, target, A then B), copying values and moments either way.

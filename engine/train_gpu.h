@@ -14,12 +14,12 @@ void gpu_trainer_free(GpuTrainer *g);
 // applying with the masks of dropout_seed (the CPU path's lora->dropout_seed). training 0: the loss alone
 // (evaluation: no dropout, no backward pass, gradients untouched).
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed);
-void gpu_trainer_zero_grad(GpuTrainer *g);
+int gpu_trainer_zero_grad(GpuTrainer *g);  // 0, or -1 with an error
 // Clip to global norm max_norm (0: off), then one AdamW step (torch semantics). Returns the norm before clipping.
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm);
 // Copies the adapter back into `lora` (same shape as the one given at creation). 0, or -1 with an error.
 int gpu_trainer_download(GpuTrainer *g, Lora *lora);
-void gpu_trainer_scale_grad(GpuTrainer *g, float s);
+int gpu_trainer_scale_grad(GpuTrainer *g, float s);  // 0, or -1 with an error
 // The adapter and its AdamW state to/from an optimiser over lora_params() of the same adapter (checkpoints,
 // resume): values, moments and the step.
 struct AdamW;

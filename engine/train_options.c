@@ -50,7 +50,6 @@ void train_options_init(TrainOptions *o) {
     o->alpha = -1, o->lr = -1;
 }
 
-void train_options_free(TrainOptions *o) { options_free(k_train_options, o); }
 
 int train_options_from_json(TrainOptions *o, const cJSON *train, const char *section, const char *file) {
     return options_from_json(k_train_options, o, train, section, file);

@@ -6,8 +6,8 @@
 #include "options.h"
 
 typedef struct {
-    char *model, *train, *val, *out, *init_adapter, *chat_template;  // paths and names (NULL: not given)
-    char *method, *device, *precision, *targets, *schedule, *long_records;
+    const char *model, *train, *val, *out, *init_adapter, *chat_template;  // paths and names (NULL: not given)
+    const char *method, *device, *precision, *targets, *schedule, *long_records;
     int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_sequence_loss, seed, eval_every, save_every, threads;
     double alpha, lr, warmup, weight_decay, max_grad_norm, dropout;  // alpha, lr < 0: the defaults for rank and method
 } TrainOptions;
@@ -15,7 +15,6 @@ typedef struct {
 extern const OptionSpec k_train_options[];
 
 void train_options_init(TrainOptions *o);  // the defaults
-void train_options_free(TrainOptions *o);
 // A config's mapping of training settings (`train:` of `llamaduo train --config`, `student.train` of a run config;
 // section and file name it in messages).
 int train_options_from_json(TrainOptions *o, const cJSON *train, const char *section, const char *file);

@@ -19,9 +19,9 @@ typedef struct {  // records packed greedily into one sequence of at most tokens
 struct Trainer;
 // Where the steps run: the CPU backend with AdamW on the host, or the GPU with the adapter and its state there.
 typedef struct {
-    void (*zero_grad)(struct Trainer *t);
+    int (*zero_grad)(struct Trainer *t);
     float (*loss)(struct Trainer *t, const TrainBatch *b, int *n_counted, int training);
-    void (*scale_grad)(struct Trainer *t, float s);
+    int (*scale_grad)(struct Trainer *t, float s);
     double (*adamw)(struct Trainer *t, float lr);
     int (*state_to_host)(struct Trainer *t);  // before a checkpoint is written
     int (*state_from_host)(struct Trainer *t);  // after one is read
@@ -49,22 +49,22 @@ struct Trainer {
 
 static TrainBatch batch_of(const Packed *p) { return (TrainBatch){p->tokens, p->targets, p->positions, p->starts, p->T, p->n_records}; }
 
-static void cpu_zero_grad(Trainer *t) { adamw_zero_grad(t->opt); }
+static int cpu_zero_grad(Trainer *t) { return adamw_zero_grad(t->opt), 0; }
 static float cpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
     return train_loss_and_grad(t->m, t->lora, training ? t->grad : NULL, training ? t->mgrad : NULL, b, n_counted);
 }
-static void cpu_scale_grad(Trainer *t, float s) { adamw_scale_grad(t->opt, s); }
+static int cpu_scale_grad(Trainer *t, float s) { return adamw_scale_grad(t->opt, s), 0; }
 static double cpu_adamw(Trainer *t, float lr) {
     return adamw_step(t->opt, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
 }
 static int cpu_state(Trainer *t) { return (void)t, 0; }  // the optimiser's state is the host's already
 static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state};
 
-static void gpu_zero_grad(Trainer *t) { gpu_trainer_zero_grad(t->gpu); }
+static int gpu_zero_grad(Trainer *t) { return gpu_trainer_zero_grad(t->gpu); }
 static float gpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
     return gpu_trainer_loss_and_grad(t->gpu, b, n_counted, training, t->lora->dropout_seed);
 }
-static void gpu_scale_grad(Trainer *t, float s) { gpu_trainer_scale_grad(t->gpu, s); }
+static int gpu_scale_grad(Trainer *t, float s) { return gpu_trainer_scale_grad(t->gpu, s); }
 static double gpu_adamw(Trainer *t, float lr) {
     return gpu_trainer_adamw(t->gpu, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
 }
@@ -320,29 +320,34 @@ static float lr_at(const Trainer *t, int step) {
     return lr;
 }
 
-// One optimiser step over micro-batches b0.. of an epoch: the mean of their mean losses, or NAN with an error.
-static double train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, long *tokens, TrainProgress *p) {
+static int step_failed(int step) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", ld_last_error());
+    ld_set_error("training step %d: %s", step + 1, why);
+    return -1;
+}
+
+// One optimiser step over micro-batches b0.. of an epoch; p gets the mean of their mean losses, the learning rate
+// and the gradient norm. Stops at the first failure: 0, or -1 with an error naming the step.
+static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, long *tokens, TrainProgress *p) {
     const TrainOptions *o = t->o;
-    t->ops->zero_grad(t);
+    if (t->ops->zero_grad(t)) return step_failed(step);
     if (t->lora) t->lora->dropout_seed = ((uint64_t)o->seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
     double loss = 0;
     int nmb = 0;
     for (int b = b0; b < npb && b < b0 + o->grad_accum; b++, nmb++) {
         TrainBatch tb = batch_of(&pb[b]);
         int c;
-        loss += t->ops->loss(t, &tb, &c, 1);
+        float l = t->ops->loss(t, &tb, &c, 1);
+        if (isnan(l)) return step_failed(step);
+        loss += l;
         *tokens += pb[b].T;
     }
-    loss /= nmb;
-    if (nmb > 1) t->ops->scale_grad(t, 1.0f / nmb);
+    if (nmb > 1 && t->ops->scale_grad(t, 1.0f / nmb)) return step_failed(step);
+    p->loss = loss / nmb;
     p->lr = lr_at(t, step);
     p->grad_norm = t->ops->adamw(t, (float)p->lr);
-    if (isnan(loss)) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", ld_last_error());
-        ld_set_error("training step %d: %s", step + 1, why);
-    }
-    return loss;
+    return isnan(p->grad_norm) ? step_failed(step) : 0;
 }
 
 static void write_metrics(FILE *mf, const TrainProgress *p) {
@@ -378,16 +383,15 @@ int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void
         for (int b0 = 0; b0 < npb && !rc; b0 += o->grad_accum, step++) {
             if (step < t->start_step) continue;  // done before the checkpoint
             TrainProgress p = {.step = step + 1, .total = t->total, .epoch = ep + 1};
-            p.loss = train_step(t, pb, npb, b0, step, &tokens, &p);
-            if (isnan(p.loss)) {
-                rc = -1;
-                break;
-            }
+            if ((rc = train_step(t, pb, npb, b0, step, &tokens, &p))) break;
             double dt = ld_time_s() - t0;
             p.tokens = tokens, p.tokens_per_s = tokens / dt, p.eta_s = dt / (step + 1 - t->start_step) * (t->total - step - 1);
             p.evaluated = t->nvb && ((o->eval_every && p.step % o->eval_every == 0) || (!o->eval_every && b0 + o->grad_accum >= npb) ||
                                      p.step == t->total);
-            if (p.evaluated) p.val_loss = eval_loss(t);
+            if (p.evaluated && isnan(p.val_loss = eval_loss(t))) {
+                rc = step_failed(step);  // a validation pass that failed (or diverged): no step after it is trusted
+                break;
+            }
             write_metrics(mf, &p);
             if (on_step) on_step(&p, ctx);
             if (o->save_every && p.step % o->save_every == 0 && p.step < t->total &&

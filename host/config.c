@@ -157,7 +157,7 @@ int cfg_check_keys(const cJSON *obj, const char *path, const char *const *allowe
     return 0;
 }
 
-int cfg_get_str(const cJSON *obj, const char *key, const char *path, const char *def, const char **out, const char *file) {
+static int cfg_get_str(const cJSON *obj, const char *key, const char *path, const char *def, const char **out, const char *file) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v)) {
         if (!def) {
@@ -175,7 +175,7 @@ int cfg_get_str(const cJSON *obj, const char *key, const char *path, const char 
     return 0;
 }
 
-int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def, double lo, double hi, double *out, const char *file) {
+static int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def, double lo, double hi, double *out, const char *file) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v || cJSON_IsNull(v)) {
         if (isnan(def)) {
@@ -197,7 +197,7 @@ int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def,
     return 0;
 }
 
-int cfg_get_int(const cJSON *obj, const char *key, const char *path, int def, int lo, int hi, int *out, const char *file) {
+static int cfg_get_int(const cJSON *obj, const char *key, const char *path, int def, int lo, int hi, int *out, const char *file) {
     double d;
     if (cfg_get_num(obj, key, path, def, lo, hi, &d, file)) return -1;
     if (d != floor(d)) {

@@ -12,9 +12,6 @@ cJSON *config_load(const char *path);  // NULL with ld_last_error()
 
 // Strict readers: `path` names the key for errors ("service.max_tokens"). Each returns 0 or -1 with an error.
 int cfg_check_keys(const cJSON *obj, const char *path, const char *const *allowed, const char *file);
-int cfg_get_str(const cJSON *obj, const char *key, const char *path, const char *def, const char **out, const char *file);
-int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def, double lo, double hi, double *out, const char *file);
-int cfg_get_int(const cJSON *obj, const char *key, const char *path, int def, int lo, int hi, int *out, const char *file);
 
 // The `service` section: one provider with its limits.
 int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderConfig *p, ClientLimits *l);

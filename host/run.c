@@ -7,6 +7,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "options.h"
 #include "records.h"
 #include "report.h"
 #include "run_paths.h"
@@ -45,18 +47,57 @@ static int path_needed(const char *path, const char *key, PathKind kind, const c
     return ok ? 0 : -1;
 }
 
-static int get_bool(const cJSON *o, const char *key, const char *path, int def, int *out, const char *file) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v) return *out = def, 0;
-    if (!cJSON_IsBool(v)) {
-        ld_set_error("%s: '%s.%s' must be true or false", file, path, key);
-        return -1;
-    }
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
-
 static int check_train_settings(Run *r);
+
+// ---- the run config's own sections (service, task, synth and judge: stage_config.c) ---------------------
+
+#define R(field) offsetof(Run, field)
+static const OptionSpec k_loop_options[] = {
+    {"dir", OPT_STR, R(config_dir), 0, 0, NULL, NULL, "the run directory (default runs/<config name>)"},
+    {"coverage", OPT_STR, R(coverage), 0, 0, NULL, NULL, "the team's seed examples (JSONL chat records)", NULL, 1},
+    {"test", OPT_STR, R(test), 0, 0, NULL, NULL, "a held-out test file (default: split from coverage)"},
+    {"test_ratio", OPT_NUM, R(test_ratio), 0.01, 0.9, "0.2", NULL, "share of coverage held out for testing"},
+    {"split_seed", OPT_INT, R(split_seed), 0, 2147483647, "1", NULL, "the train/test split's seed"},
+    {"max_rounds", OPT_INT, R(max_rounds), 1, 1000, "3", NULL, "rounds at most"},
+    {"patience", OPT_INT, R(patience), 1, 1000, "2", NULL, "rounds without improvement before stopping"},
+    {"min_improvement", OPT_NUM, R(min_improvement), 0, 100, "0.5", NULL, "the mean score's gain that counts as improvement"},
+    {"budget_usd", OPT_NUM, R(budget_usd), 0, 1e9, "0", NULL, "service spend at most (leave out for no cap)"},
+    {"synth_growth", OPT_NUM, R(synth_growth), 1, 100, "2", NULL, "synth.calls grows by this factor each round"},
+    {"retrain", OPT_CHOICE, R(retrain), 0, 0, "base", "base|continue", "each round from the base model, or from the last adapter"},
+    {"samples", OPT_INT, R(samples), 1, 64, "2", NULL, "answers per test prompt"},
+    {"ceiling", OPT_BOOL, R(ceiling), 0, 1, "1", NULL, "judge the service LLM's own answers: the score to match"},
+    {NULL}};
+static const OptionSpec k_infer_options[] = {
+    {"max_tokens", OPT_INT, R(infer_max_tokens), 1, 1 << 20, "256", NULL, "new tokens per answer"},
+    {"temperature", OPT_NUM, R(infer_temperature), 0, 2, "0.7", NULL, "sampling temperature"},
+    {"seed", OPT_INT, R(infer_seed), 0, 2147483647, "1", NULL, "sampling seed"},
+    {"batch", OPT_INT, R(infer_batch), 1, 4096, "16", NULL, "sequences decoded together"},
+    {"precision", OPT_CHOICE, R(infer_precision), 0, 0, "fp32", "fp32|bf16", "the GPU's weights when answering"},
+    {NULL}};
+static const OptionSpec k_student_options[] = {
+    {"model", OPT_STR, R(student), 0, 0, NULL, NULL, "the small model to tune: an HF directory or a GGUF file", NULL, 1},
+    {"threads", OPT_INT, R(threads), 0, 1024, "0", NULL, "CPU threads of the student's stages (0: all)"},
+    {"train", OPT_MAP, R(train), 0, 0, NULL, NULL, "`llamaduo train` settings (engine/train_options.c)"},
+    {"infer", OPT_SECTION, 0, 0, 0, NULL, NULL, "how the student answers the test prompts", k_infer_options},
+    {NULL}};
+static const OptionSpec k_report_options[] = {
+    {"local_monthly_usd", OPT_NUM, R(local_monthly_usd), 0, 1e9, "0", NULL, "the local model's monthly cost, for the comparison"},
+    {"local_usd_per_hour", OPT_NUM, R(local_usd_per_hour), 0, 1e6, "0", NULL, "or its cost per GPU hour"},
+    {NULL}};
+static const OptionSpec k_local_options[] = {
+    {"model", OPT_STR, R(local_model), 0, 0, NULL, NULL, "the model the run serves as its service LLM", NULL, 1},
+    {"port", OPT_INT, R(local_port), 1, 65535, "18765", NULL, "its port"},
+    {"parallel", OPT_INT, R(local_parallel), 1, 256, "8", NULL, "sequences it decodes together"},
+    {"ctx", OPT_INT, R(local_ctx), 64, 1 << 20, "2048", NULL, "its context per sequence"},
+    {NULL}};
+#undef R
+
+typedef struct {
+    const char *name;
+    const OptionSpec *spec;
+} RunSection;
+static const RunSection k_run_sections[] = {
+    {"run", k_loop_options}, {"student", k_student_options}, {"report", k_report_options}, {"service.local", k_local_options}, {NULL, NULL}};
 
 int run_load(const char *config_path, const char *self_exe, Run *r) {
     memset(r, 0, sizeof *r);
@@ -71,73 +112,24 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
     static const char *const extra[] = {"run", "student", "report", NULL};
     if (stage_config_parse(r->root, config_path, extra, 1, &r->st)) return -1;
     const char *f = config_path;
-    cJSON *empty = cJSON_CreateObject();
-    cJSON_AddItemToObject(r->root, "__empty", empty);  // freed with the tree
     const cJSON *run = cJSON_GetObjectItemCaseSensitive(r->root, "run"), *stu = cJSON_GetObjectItemCaseSensitive(r->root, "student");
-    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(r->root, "report");
     if (!run || !stu) {
         ld_set_error("%s: a run config needs 'run' (coverage data and loop rules) and 'student' (the model to tune) sections", f);
         return -1;
     }
-    if (!rep) rep = empty;
-    static const char *const run_keys[] = {
-        "dir",        "coverage",     "test",    "test_ratio", "split_seed", "max_rounds", "patience", "min_improvement",
-        "budget_usd", "synth_growth", "retrain", "samples",    "ceiling",    NULL};
-    static const char *const stu_keys[] = {"model", "threads", "train", "infer", NULL};
-    static const char *const inf_keys[] = {"max_tokens", "temperature", "seed", "batch", "precision", NULL};
-    static const char *const rep_keys[] = {"local_monthly_usd", "local_usd_per_hour", NULL};
-    static const char *const loc_keys[] = {"model", "port", "parallel", "ctx", NULL};
-    const char *dir = NULL, *retrain;
-    const cJSON *inf = cJSON_GetObjectItemCaseSensitive(stu, "infer");
-    if (!inf) inf = empty;
-    r->train = cJSON_GetObjectItemCaseSensitive(stu, "train");
-    if (cfg_check_keys(run, "run", run_keys, f) || cfg_check_keys(stu, "student", stu_keys, f) ||
-        cfg_check_keys(inf, "student.infer", inf_keys, f) || cfg_check_keys(rep, "report", rep_keys, f) ||
-        cfg_get_str(run, "dir", "run", NULL, &dir, f) || cfg_get_str(run, "coverage", "run", NULL, &r->coverage, f) ||
-        cfg_get_str(run, "test", "run", "", &r->test, f) || cfg_get_num(run, "test_ratio", "run", 0.2, 0.01, 0.9, &r->test_ratio, f) ||
-        cfg_get_int(run, "split_seed", "run", 1, 0, 2147483647, &r->split_seed, f) ||
-        cfg_get_int(run, "max_rounds", "run", 3, 1, 1000, &r->max_rounds, f) ||
-        cfg_get_int(run, "patience", "run", 2, 1, 1000, &r->patience, f) ||
-        cfg_get_num(run, "min_improvement", "run", 0.5, 0, 100, &r->min_improvement, f) ||
-        cfg_get_num(run, "budget_usd", "run", 0, 0, 1e9, &r->budget_usd, f) ||
-        cfg_get_num(run, "synth_growth", "run", 2, 1, 100, &r->synth_growth, f) ||
-        cfg_get_str(run, "retrain", "run", "base", &retrain, f) || cfg_get_int(run, "samples", "run", 2, 1, 64, &r->samples, f) ||
-        get_bool(run, "ceiling", "run", 1, &r->ceiling, f) || cfg_get_str(stu, "model", "student", NULL, &r->student, f) ||
-        cfg_get_int(stu, "threads", "student", 0, 0, 1024, &r->threads, f) ||
-        cfg_get_int(inf, "max_tokens", "student.infer", 256, 1, 1 << 20, &r->infer_max_tokens, f) ||
-        cfg_get_num(inf, "temperature", "student.infer", 0.7, 0, 2, &r->infer_temperature, f) ||
-        cfg_get_int(inf, "seed", "student.infer", 1, 0, 2147483647, &r->infer_seed, f) ||
-        cfg_get_int(inf, "batch", "student.infer", 16, 1, 4096, &r->infer_batch, f) ||
-        cfg_get_str(inf, "precision", "student.infer", "fp32", &r->infer_precision, f) ||
-        cfg_get_num(rep, "local_monthly_usd", "report", 0, 0, 1e9, &r->local_monthly_usd, f) ||
-        cfg_get_num(rep, "local_usd_per_hour", "report", 0, 0, 1e6, &r->local_usd_per_hour, f))
-        return -1;
+    for (int i = 0; k_run_sections[i].spec; i++) options_defaults(k_run_sections[i].spec, r);
+    for (int i = 0; k_run_sections[i].spec; i++) {
+        const RunSection *sec = &k_run_sections[i];
+        const cJSON *obj = strcmp(sec->name, "service.local") ? cJSON_GetObjectItemCaseSensitive(r->root, sec->name) : r->st.local;
+        if (options_from_json(sec->spec, r, obj, sec->name, f)) return -1;
+    }
     if (cJSON_GetObjectItemCaseSensitive(run, "budget_usd") && r->budget_usd <= 0) {
         ld_set_error("%s: 'run.budget_usd' is 0: no service request could be made (leave it out for no cap)", f);
         return -1;
     }
-    if (strcmp(retrain, "base") && strcmp(retrain, "continue")) {
-        ld_set_error("%s: 'run.retrain' is '%s' (base: each round from the base model; continue: from the last adapter)", f, retrain);
-        return -1;
-    }
-    r->retrain_continue = !strcmp(retrain, "continue");
-    if (strcmp(r->infer_precision, "fp32") && strcmp(r->infer_precision, "bf16")) {
-        ld_set_error("%s: 'student.infer.precision' is '%s' (fp32 or bf16: the GPU's weights when answering)", f, r->infer_precision);
-        return -1;
-    }
-    if (!*r->test) r->test = NULL;
-    if (r->train && !cJSON_IsObject(r->train)) {
-        ld_set_error("%s: 'student.train' must be a mapping of `llamaduo train` settings", f);
-        return -1;
-    }
+    r->retrain_continue = !strcmp(r->retrain, "continue");
     if (r->st.local) {
-        if (cfg_check_keys(r->st.local, "service.local", loc_keys, f) ||
-            cfg_get_str(r->st.local, "model", "service.local", NULL, &r->local_model, f) ||
-            cfg_get_int(r->st.local, "port", "service.local", 18765, 1, 65535, &r->local_port, f) ||
-            cfg_get_int(r->st.local, "parallel", "service.local", 8, 1, 256, &r->local_parallel, f) ||
-            cfg_get_int(r->st.local, "ctx", "service.local", 2048, 64, 1 << 20, &r->local_ctx, f) ||
-            path_needed(r->local_model, "service.local.model", PATH_MODEL, f))
-            return -1;
+        if (path_needed(r->local_model, "service.local.model", PATH_MODEL, f)) return -1;
         if (r->st.service.wire != WIRE_OPENAI) {
             ld_set_error("%s: 'service.local' serves the OpenAI wire format: service.provider must be openai", f);
             return -1;
@@ -157,8 +149,8 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
         ld_set_error("%s: %d record(s) cannot be split into train and test", r->coverage, n);
         return -1;
     }
-    if (dir) {
-        r->dir = ld_xstrdup(dir);
+    if (r->config_dir) {
+        r->dir = ld_xstrdup(r->config_dir);
     } else {  // runs/<config file name without .yaml>
         const char *base = strrchr(config_path, '/');
         base = base ? base + 1 : config_path;
@@ -248,7 +240,6 @@ static int check_train_settings(Run *r) {
         ld_set_error("%s: student.train: %s", r->config_path, why);
         rc = -1;
     }
-    train_options_free(&o);
     return rc;
 }
 

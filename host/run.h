@@ -17,8 +17,8 @@ typedef struct Run {
     char *dir, *config_path, *config_text;
     cJSON *root;
     StageConfig st;
-    // run
-    const char *coverage, *test;
+    // run (the option tables in run.c fill these; strings point into root)
+    const char *config_dir, *coverage, *test, *retrain;
     double test_ratio;
     int split_seed, max_rounds, patience, samples, ceiling, retrain_continue;
     double min_improvement, budget_usd, synth_growth;

@@ -1,10 +1,36 @@
 #include "stage_config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config.h"
+#include "options.h"
 #include "util.h"
+
+#define S(field) offsetof(StageConfig, field)
+static const OptionSpec k_task_options[] = {
+    {"description", OPT_STR, S(synth.task), 0, 0, NULL, NULL, "what the task is, in words", NULL, 1},
+    {NULL}};
+static const OptionSpec k_synth_options[] = {
+    {"calls", OPT_INT, S(synth.calls), 1, 1000000, "20", NULL, "requests for synthetic pairs in round 2 (grows by run.synth_growth)"},
+    {"pairs_per_call", OPT_INT, S(synth.pairs_per_call), 1, 100, "5", NULL, "pairs asked for in each request"},
+    {"seed", OPT_INT, S(synth.seed), 0, 2147483647, "1", NULL, "which seeds each request shows"},
+    {"max_instruction_chars", OPT_INT, S(synth.max_instruction_chars), 1, 1 << 24, "4000", NULL, "longest instruction kept"},
+    {"max_response_chars", OPT_INT, S(synth.max_response_chars), 1, 1 << 24, "8000", NULL, "longest response kept"},
+    {"dedup_threshold", OPT_NUM, S(synth.dedup_threshold), 0.01, 1, "0.8", NULL, "shingle Jaccard that makes a near-duplicate"},
+    {"decontam_ngram", OPT_INT, S(synth.decontam_ngram), 1, 64, "8", NULL, "n-gram length of decontamination"},
+    {"decontam_threshold", OPT_NUM, S(synth.decontam_threshold), 0.01, 1, "0.5", NULL, "share of n-grams found in a test record"},
+    {"max_reask", OPT_INT, S(synth.max_reask), 0, 20, "2", NULL, "re-asks of a reply off the contract"},
+    {NULL}};
+static const OptionSpec k_judge_options[] = {
+    {"judgments_per_answer", OPT_INT, S(judge.judgments_per_answer), 1, 100, "1", NULL, "judgments of each answer (M)"},
+    {"max_rejudge", OPT_INT, S(judge.max_rejudge), 0, 20, "3", NULL, "extra asks for a judgment whose replies were unusable"},
+    {"threshold", OPT_NUM, S(judge.threshold), 1, 100, "90", NULL, "pass rule: mean similarity and precision at least this"},
+    {"service", OPT_MAP, S(judge_service), 0, 0, NULL, NULL, "the judge, when it is not the service LLM"},
+    {"services", OPT_LIST, S(judge_services), 0, 0, NULL, NULL, "several judges: per-judge scores and their agreement"},
+    {NULL}};
+#undef S
 
 int stage_config_parse(cJSON *root, const char *path, const char *const *extra_top, int allow_local, StageConfig *c) {
     memset(c, 0, sizeof *c);
@@ -12,18 +38,6 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
     int nt = 4;
     for (int i = 0; extra_top && extra_top[i] && nt < 15; i++) top[nt++] = extra_top[i];
     top[nt] = NULL;
-    static const char *const task_keys[] = {"description", NULL};
-    static const char *const synth_keys[] = {"calls",
-                                             "pairs_per_call",
-                                             "seed",
-                                             "max_instruction_chars",
-                                             "max_response_chars",
-                                             "dedup_threshold",
-                                             "decontam_ngram",
-                                             "decontam_threshold",
-                                             "max_reask",
-                                             NULL};
-    static const char *const judge_keys[] = {"judgments_per_answer", "max_rejudge", "threshold", "service", "services", NULL};
     cJSON *svc = cJSON_GetObjectItemCaseSensitive(root, "service");
     const cJSON *task = cJSON_GetObjectItemCaseSensitive(root, "task");
     const cJSON *sy = cJSON_GetObjectItemCaseSensitive(root, "synth");
@@ -51,27 +65,12 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
         if (!cJSON_GetObjectItemCaseSensitive(svc, "provider")) cJSON_AddStringToObject(svc, "provider", "openai");
         if (!cJSON_GetObjectItemCaseSensitive(svc, "model")) cJSON_AddStringToObject(svc, "model", "local");
     }
-    cJSON *empty = cJSON_CreateObject();
-    if (!sy) sy = empty;
-    if (!ju) ju = empty;
-    int seed, rc = -1;
-    if (cfg_service(svc, "service", path, &c->service, &c->limits) || cfg_check_keys(task, "task", task_keys, path) ||
-        cfg_get_str(task, "description", "task", NULL, &c->synth.task, path) || cfg_check_keys(sy, "synth", synth_keys, path) ||
-        cfg_get_int(sy, "calls", "synth", 20, 1, 1000000, &c->synth.calls, path) ||
-        cfg_get_int(sy, "pairs_per_call", "synth", 5, 1, 100, &c->synth.pairs_per_call, path) ||
-        cfg_get_int(sy, "seed", "synth", 1, 0, 2147483647, &seed, path) ||
-        cfg_get_int(sy, "max_instruction_chars", "synth", 4000, 1, 1 << 24, &c->synth.max_instruction_chars, path) ||
-        cfg_get_int(sy, "max_response_chars", "synth", 8000, 1, 1 << 24, &c->synth.max_response_chars, path) ||
-        cfg_get_num(sy, "dedup_threshold", "synth", 0.8, 0.01, 1, &c->synth.dedup_threshold, path) ||
-        cfg_get_int(sy, "decontam_ngram", "synth", 8, 1, 64, &c->synth.decontam_ngram, path) ||
-        cfg_get_num(sy, "decontam_threshold", "synth", 0.5, 0.01, 1, &c->synth.decontam_threshold, path) ||
-        cfg_get_int(sy, "max_reask", "synth", 2, 0, 20, &c->synth.max_reask, path) || cfg_check_keys(ju, "judge", judge_keys, path) ||
-        cfg_get_int(ju, "judgments_per_answer", "judge", 1, 1, 100, &c->judge.judgments_per_answer, path) ||
-        cfg_get_int(ju, "max_rejudge", "judge", 3, 0, 20, &c->judge.max_rejudge, path) ||
-        cfg_get_num(ju, "threshold", "judge", 90, 1, 100, &c->judge.threshold, path))
+    int rc = -1;
+    options_defaults(k_task_options, c), options_defaults(k_synth_options, c), options_defaults(k_judge_options, c);
+    if (cfg_service(svc, "service", path, &c->service, &c->limits) || options_from_json(k_task_options, c, task, "task", path) ||
+        options_from_json(k_synth_options, c, sy, "synth", path) || options_from_json(k_judge_options, c, ju, "judge", path))
         goto done;
-    c->synth.seed = (unsigned)seed;
-    const cJSON *jsvc = cJSON_GetObjectItemCaseSensitive(ju, "service"), *jlist = cJSON_GetObjectItemCaseSensitive(ju, "services");
+    const cJSON *jsvc = c->judge_service, *jlist = c->judge_services;
     if (jsvc && jlist) {
         ld_set_error("%s: give either 'judge.service' or 'judge.services', not both", path);
         goto done;
@@ -99,6 +98,5 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
     c->judge.generator_model = c->service.model;
     rc = 0;
 done:
-    cJSON_Delete(empty);
     return rc;
 }

@@ -15,6 +15,7 @@ typedef struct {
     SynthConfig synth;
     JudgeConfig judge;
     cJSON *local;  // service.local (a model the run serves itself), detached from the tree, or NULL
+    const cJSON *judge_service, *judge_services;  // judge.service / judge.services as given (read into judges[])
 } StageConfig;
 
 // root: the whole config (kept alive by the caller: strings point into it). extra_top: more allowed

@@ -268,12 +268,12 @@ try_config "a directory without config.json as the student" "'student.model' nam
   "s|model: .*llama.gguf|model: $T|"
 try_config "a missing student" "'student.model' names $T/none.gguf, which does not exist (it must be an HF model directory or a GGUF file)" \
   "s|model: .*llama.gguf|model: $T/none.gguf|"
-try_config "threshold out of range" "'judge.threshold' is 150, outside" 's/  threshold: 90/  threshold: 150/'
+try_config "threshold out of range" "'judge.threshold' must be a number in \[1, 100\], not 150" 's/  threshold: 90/  threshold: 150/'
 try_config "a budget of 0" "budget_usd' is 0" 's/  patience: 5/  patience: 5\n  budget_usd: 0/'
 try_config "bad student.train" "unknown key 'student.train.epochz'" 's/train: {epochs: 2/train: {epochz: 2/'
-try_config "student.train out of range" "'rank' must be a whole number in \[1, 1024\], not 0" 's/train: {epochs: 2/train: {rank: 0, epochs: 2/'
+try_config "student.train out of range" "'student.train.rank' must be a whole number in \[1, 1024\], not 0" 's/train: {epochs: 2/train: {rank: 0, epochs: 2/'
 try_config "student.train with a bad target" "student.train: targets: unknown module 'qproj'" "s/train: {epochs: 2/train: {targets: 'qproj', epochs: 2/"
-try_config "unknown retrain" "'run.retrain' is 'sometimes'" 's/  patience: 5/  patience: 5\n  retrain: sometimes/'
+try_config "unknown retrain" "'run.retrain' must be one of base|continue, not 'sometimes'" 's/  patience: 5/  patience: 5\n  retrain: sometimes/'
 [ "$(wc -l <"$T/bad.log")" = "$n_before" ] && ok "no request sent for a bad config" || bad "a bad config sent requests"
 "$BIN" run "$T/crash.yaml" --dir "$T/clean" >"$T/bad.out" 2>&1; [ $? != 0 ] && grep -q "started with another config" "$T/bad.out" &&
   ok "a run directory started with another config is refused" || bad "config mismatch: $(cat "$T/bad.out")"

@@ -157,7 +157,7 @@ synth:
 try_config "wrong type" "'synth.calls' must be a number" "$base
 synth:
   calls: many"
-try_config "out of range" "'judge.threshold' is 150, outside" "$base
+try_config "out of range" "'judge.threshold' must be a number in \[1, 100\], not 150" "$base
 judge:
   threshold: 150"
 try_config "waiting out any Retry-After without a deadline" "needs 'service.deadline_s'" "service:

@@ -77,17 +77,18 @@ static int parse_option(Args *a, TrainOptions *o) {
         v = "true", a->i++;
     else
         arg_value(a, flag, &v);
-    if (options_set_text(s, o, v, flag)) die("%s", ld_last_error());
+    if (options_set_text(s, o, v)) die("%s", ld_last_error());
     return 1;
 }
 
+static cJSON *g_config;  // the options' strings point into it: freed when training is done
+
 static void apply_yaml(const char *path, TrainOptions *o) {
-    cJSON *root = config_load(path);
+    cJSON *root = g_config = config_load(path);
     static const char *const top[] = {"train", NULL};
     if (!root || cfg_check_keys(root, "", top, path) ||
         train_options_from_json(o, cJSON_GetObjectItemCaseSensitive(root, "train"), "train", path))
         die("%s", ld_last_error());
-    cJSON_Delete(root);
 }
 
 // A step's line: overwritten in place on a terminal, one line each otherwise (logs), and a line of its own for
@@ -149,7 +150,7 @@ int cmd_train(int argc, char **argv) {
     parse_args(argc, argv, &o, &resume, &check);
     if (train_options_check(&o, !check)) die("%s", ld_last_error());
     if (check) {
-        train_options_free(&o);
+        cJSON_Delete(g_config);
         return 0;
     }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
@@ -180,6 +181,6 @@ int cmd_train(int argc, char **argv) {
     free_dataset(&train), free_dataset(&val);
     chat_template_free(&ct);
     model_free(m);
-    train_options_free(&o);
+    cJSON_Delete(g_config);
     return 0;
 }

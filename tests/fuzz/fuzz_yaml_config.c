@@ -17,7 +17,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         TrainOptions o;
         train_options_init(&o);
         if (!train_options_from_json(&o, train, "train", "fuzz.yaml")) train_options_check(&o, 1);
-        train_options_free(&o);
     }
     cJSON_Delete(root);
     return 0;

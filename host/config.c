@@ -1,11 +1,13 @@
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
+#include "options.h"
 #include "util.h"
 
 static cJSON *scalar(const yaml_event_t *e) {
@@ -157,133 +159,61 @@ int cfg_check_keys(const cJSON *obj, const char *path, const char *const *allowe
     return 0;
 }
 
-static int cfg_get_str(const cJSON *obj, const char *key, const char *path, const char *def, const char **out, const char *file) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (!def) {
-            ld_set_error("%s: missing '%s.%s'", file, path, key);
-            return -1;
-        }
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsString(v)) {
-        ld_set_error("%s: '%s.%s' must be a string", file, path, key);
-        return -1;
-    }
-    *out = v->valuestring;
-    return 0;
-}
+// One service section as given; cfg_service turns it into a ProviderConfig and its ClientLimits.
+typedef struct {
+    const char *provider, *base_url, *model, *api_key_env, *long_retry_after, *invalid_utf8;
+    double temperature, price_in, price_out, timeout_s, budget_usd, retry_after_max_s, deadline_s, max_reply_mb;
+    int max_tokens, concurrency, rpm, tpm, max_attempts;
+} ServiceOptions;
 
-static int cfg_get_num(const cJSON *obj, const char *key, const char *path, double def, double lo, double hi, double *out, const char *file) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!v || cJSON_IsNull(v)) {
-        if (isnan(def)) {
-            ld_set_error("%s: missing '%s.%s'", file, path, key);
-            return -1;
-        }
-        *out = def;
-        return 0;
-    }
-    if (!cJSON_IsNumber(v)) {
-        ld_set_error("%s: '%s.%s' must be a number", file, path, key);
-        return -1;
-    }
-    if (!(v->valuedouble >= lo && v->valuedouble <= hi)) {
-        ld_set_error("%s: '%s.%s' is %g, outside [%g, %g]", file, path, key, v->valuedouble, lo, hi);
-        return -1;
-    }
-    *out = v->valuedouble;
-    return 0;
-}
-
-static int cfg_get_int(const cJSON *obj, const char *key, const char *path, int def, int lo, int hi, int *out, const char *file) {
-    double d;
-    if (cfg_get_num(obj, key, path, def, lo, hi, &d, file)) return -1;
-    if (d != floor(d)) {
-        ld_set_error("%s: '%s.%s' must be a whole number", file, path, key);
-        return -1;
-    }
-    *out = (int)d;
-    return 0;
-}
-
-// A string that must be one of `choices` (NULL-terminated; the first is the default): *out gets its index.
-static int cfg_get_choice(const cJSON *obj, const char *key, const char *path, const char *const *choices, int *out, const char *file) {
-    const char *v;
-    if (cfg_get_str(obj, key, path, choices[0], &v, file)) return -1;
-    char list[256] = "";
-    for (int i = 0; choices[i]; i++) {
-        if (!strcmp(v, choices[i])) {
-            *out = i;
-            return 0;
-        }
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? " or " : "", choices[i]);
-    }
-    ld_set_error("%s: '%s.%s' is '%s' (%s)", file, path, key, v, list);
-    return -1;
-}
+#define V(field) offsetof(ServiceOptions, field)
+static const OptionSpec k_service_options[] = {
+    {"provider", OPT_CHOICE, V(provider), 0, 0, NULL, "openai|anthropic|gemini", "the wire format (openai: any Chat Completions endpoint)", NULL,
+     1},
+    {"base_url", OPT_STR, V(base_url), 0, 0, NULL, NULL, "default per provider; vLLM, llama.cpp, Ollama, OpenRouter: their /v1 URL"},
+    {"model", OPT_STR, V(model), 0, 0, NULL, NULL, "the service's model name", NULL, 1},
+    {"api_key_env", OPT_STR, V(api_key_env), 0, 0, "", NULL, "the NAME of the variable holding the key (never the key)"},
+    {"temperature", OPT_NUM, V(temperature), 0, 2, "0.7", NULL, "sampling temperature"},
+    {"max_tokens", OPT_INT, V(max_tokens), 1, 1 << 20, "1024", NULL, "the reply's length at most"},
+    {"price_in_per_mtok", OPT_NUM, V(price_in), 0, 1e6, "0", NULL, "dollars per million prompt tokens"},
+    {"price_out_per_mtok", OPT_NUM, V(price_out), 0, 1e6, "0", NULL, "dollars per million completion tokens"},
+    {"concurrency", OPT_INT, V(concurrency), 1, 4096, "16", NULL, "requests in flight"},
+    {"requests_per_minute", OPT_INT, V(rpm), 0, 1 << 30, "0", NULL, "never exceeded in any 60 s window (0: no cap)"},
+    {"tokens_per_minute", OPT_INT, V(tpm), 0, 1 << 30, "0", NULL, "estimated before sending (0: no cap)"},
+    {"max_attempts", OPT_INT, V(max_attempts), 1, 100, "6", NULL, "attempts of one request (429, 5xx, timeouts, unusable replies)"},
+    {"timeout_s", OPT_NUM, V(timeout_s), 0.1, 3600, "120", NULL, "one request's time at most"},
+    {"budget_usd", OPT_NUM, V(budget_usd), 0, 1e9, "0", NULL, "no new request once this much is spent (leave out for no cap)"},
+    {"retry_after_max_s", OPT_NUM, V(retry_after_max_s), 0, 7 * 86400, "120", NULL, "the longest Retry-After honoured"},
+    {"long_retry_after", OPT_CHOICE, V(long_retry_after), 0, 0, "fail", "fail|wait", "a longer one fails the request, or is waited out"},
+    {"deadline_s", OPT_NUM, V(deadline_s), 0, 1e8, "0", NULL, "the longest a stage may take (0: none)"},
+    {"max_reply_mb", OPT_NUM, V(max_reply_mb), 0.001, 4096, "16", NULL, "a reply's size at most"},
+    {"invalid_utf8", OPT_CHOICE, V(invalid_utf8), 0, 0, "drop", "drop|repair", "a reply with invalid UTF-8 is retried, or repaired"},
+    {NULL}};
+#undef V
 
 int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderConfig *p, ClientLimits *l) {
-    static const char *const keys[] = {"provider",
-                                       "base_url",
-                                       "model",
-                                       "api_key_env",
-                                       "temperature",
-                                       "max_tokens",
-                                       "price_in_per_mtok",
-                                       "price_out_per_mtok",
-                                       "concurrency",
-                                       "requests_per_minute",
-                                       "tokens_per_minute",
-                                       "max_attempts",
-                                       "timeout_s",
-                                       "budget_usd",
-                                       "retry_after_max_s",
-                                       "long_retry_after",
-                                       "deadline_s",
-                                       "max_reply_mb",
-                                       "invalid_utf8",
-                                       NULL};
-    if (cfg_check_keys(svc, path, keys, file)) return -1;
-    const char *wire;
+    ServiceOptions o;
+    options_defaults(k_service_options, &o);
+    if (options_from_json(k_service_options, &o, svc, path, file)) return -1;
     memset(p, 0, sizeof *p);
     *l = client_limits_default();
-    if (cfg_get_str(svc, "provider", path, NULL, &wire, file)) return -1;
-    if (wire_from_name(wire, &p->wire)) {
-        ld_set_error("%s: '%s.provider' is '%s' (openai, anthropic or gemini)", file, path, wire);
-        return -1;
-    }
+    wire_from_name(o.provider, &p->wire);  // one of the schema's choices
     static const char *const default_url[] = {"https://api.openai.com/v1", "https://api.anthropic.com",
                                               "https://generativelanguage.googleapis.com"};
-    double budget, reply_mb;
-    if (cfg_get_str(svc, "base_url", path, default_url[p->wire], &p->base_url, file) ||
-        cfg_get_str(svc, "model", path, NULL, &p->model, file) || cfg_get_str(svc, "api_key_env", path, "", &p->api_key_env, file) ||
-        cfg_get_num(svc, "temperature", path, 0.7, 0, 2, &p->temperature, file) ||
-        cfg_get_int(svc, "max_tokens", path, 1024, 1, 1 << 20, &p->max_tokens, file) ||
-        cfg_get_num(svc, "price_in_per_mtok", path, 0, 0, 1e6, &p->price_in_per_mtok, file) ||
-        cfg_get_num(svc, "price_out_per_mtok", path, 0, 0, 1e6, &p->price_out_per_mtok, file) ||
-        cfg_get_int(svc, "concurrency", path, 16, 1, 4096, &l->concurrency, file) ||
-        cfg_get_int(svc, "requests_per_minute", path, 0, 0, 1 << 30, &l->rpm, file) ||
-        cfg_get_int(svc, "tokens_per_minute", path, 0, 0, 1 << 30, &l->tpm, file) ||
-        cfg_get_int(svc, "max_attempts", path, 6, 1, 100, &l->max_attempts, file) ||
-        cfg_get_num(svc, "timeout_s", path, 120, 0.1, 3600, &l->timeout_s, file) ||
-        cfg_get_num(svc, "budget_usd", path, 0, 0, 1e9, &budget, file) ||
-        cfg_get_num(svc, "retry_after_max_s", path, l->retry_after_max_s, 0, 7 * 86400, &l->retry_after_max_s, file) ||
-        cfg_get_choice(svc, "long_retry_after", path, (const char *const[]){"fail", "wait", NULL}, &l->retry_after_wait, file) ||
-        cfg_get_num(svc, "deadline_s", path, 0, 0, 1e8, &l->deadline_s, file) ||
-        cfg_get_num(svc, "max_reply_mb", path, 16, 0.001, 4096, &reply_mb, file) ||
-        cfg_get_choice(svc, "invalid_utf8", path, (const char *const[]){"drop", "repair", NULL}, &l->repair_utf8, file))
-        return -1;
-    l->max_reply_bytes = (size_t)(reply_mb * 1048576);
+    p->base_url = o.base_url ? o.base_url : default_url[p->wire];
+    p->model = o.model, p->api_key_env = o.api_key_env, p->temperature = o.temperature, p->max_tokens = o.max_tokens;
+    p->price_in_per_mtok = o.price_in, p->price_out_per_mtok = o.price_out;
+    l->concurrency = o.concurrency, l->rpm = o.rpm, l->tpm = o.tpm, l->max_attempts = o.max_attempts, l->timeout_s = o.timeout_s;
+    l->retry_after_max_s = o.retry_after_max_s, l->retry_after_wait = !strcmp(o.long_retry_after, "wait"), l->deadline_s = o.deadline_s;
+    l->max_reply_bytes = (size_t)(o.max_reply_mb * 1048576), l->repair_utf8 = !strcmp(o.invalid_utf8, "repair");
     if (l->retry_after_wait && l->deadline_s <= 0) {  // a hostile Retry-After of 1e9 s would hang the run
         ld_set_error("%s: '%s.long_retry_after: wait' needs '%s.deadline_s', the longest a stage may wait", file, path, path);
         return -1;
     }
-    if (cJSON_GetObjectItemCaseSensitive(svc, "budget_usd") && budget <= 0) {
+    if (cJSON_GetObjectItemCaseSensitive(svc, "budget_usd") && o.budget_usd <= 0) {
         ld_set_error("%s: '%s.budget_usd' is 0: no request could ever be sent (leave it out for no cap)", file, path);
         return -1;
     }
-    l->budget_usd = budget;
+    l->budget_usd = o.budget_usd;
     return 0;
 }

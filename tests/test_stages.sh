@@ -166,7 +166,7 @@ try_config "waiting out any Retry-After without a deadline" "needs 'service.dead
   long_retry_after: wait
 task:
   description: d"
-try_config "unknown choice" "'service.invalid_utf8' is 'ignore' (drop or repair)" "service:
+try_config "unknown choice" "'service.invalid_utf8' must be one of drop|repair, not 'ignore'" "service:
   provider: openai
   model: m
   invalid_utf8: ignore
@@ -178,7 +178,7 @@ try_config "budget of 0" "budget_usd' is 0" "service:
   budget_usd: 0
 task:
   description: d"
-try_config "unknown provider" "'service.provider' is 'openia'" "service:
+try_config "unknown provider" "'service.provider' must be one of openai|anthropic|gemini, not 'openia'" "service:
   provider: openia
   model: m
 task:

@@ -67,7 +67,11 @@ static int set_string(const OptionSpec *o, void *dst, const char *v, const char 
         ld_set_error("%s must be one of %s, not '%s'", name, o->choices, v);
         return -1;
     }
-    *FIELD(dst, o, const char *) = o->type == OPT_STR && !*v ? NULL : v;  // an empty path means "not given"
+    if (o->type == OPT_STR && !*v && o->required) {
+        ld_set_error("%s must not be empty", name);
+        return -1;
+    }
+    *FIELD(dst, o, const char *) = o->type == OPT_STR && !*v ? o->def : v;  // "" means "not given"
     return 0;
 }
 
@@ -142,13 +146,14 @@ int options_from_json(const OptionSpec *spec, void *dst, const cJSON *obj, const
             unknown_key(spec, file, section, c->string);
             return -1;
         }
+        if (cJSON_IsNull(c)) continue;  // `key:` with nothing after it: the default
         char path[256], name[320];
         snprintf(path, sizeof path, "%s%s%s", section, *section ? "." : "", o->key);
         snprintf(name, sizeof name, "%s: '%s'", file, path);
         if (o->type == OPT_SECTION ? options_from_json(o->sub, dst, c, path, file) : set_json(o, dst, c, name)) return -1;
     }
     for (const OptionSpec *o = spec; o->key; o++)
-        if (o->required && !cJSON_GetObjectItemCaseSensitive(obj, o->key)) {
+        if (o->required && (!cJSON_GetObjectItemCaseSensitive(obj, o->key) || cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(obj, o->key)))) {
             ld_set_error("%s: missing '%s%s%s'", file, section, *section ? "." : "", o->key);
             return -1;
         }

@@ -13,8 +13,8 @@ typedef enum {
     OPT_INT,  // int, within [min, max]
     OPT_NUM,  // double, within [min, max]
     OPT_BOOL,  // int 0/1: a bare flag on the command line, true/false in a config
-    OPT_STR,  // char * (owned), any text; "" in a config means not given
-    OPT_CHOICE,  // char * (owned), one of choices ("a|b|c")
+    OPT_STR,  // const char *, any text; "" means not given (the default, or NULL)
+    OPT_CHOICE,  // const char *, one of choices ("a|b|c")
     OPT_MAP,     // const cJSON *: a mapping read by someone else (student.train)
     OPT_LIST,    // const cJSON *: a list read by someone else (judge.services)
     OPT_SECTION, // a nested mapping whose keys are the rows of sub (student.infer), into the same struct
@@ -39,7 +39,8 @@ const OptionSpec *options_find_flag(const OptionSpec *spec, const char *flag);
 // A command-line value for option o; messages name it by its flag.
 int options_set_text(const OptionSpec *o, void *dst, const char *text);
 // Every key of the mapping obj (section names it in messages, as 'section.key', file is the config's path);
-// unknown keys are refused with the known ones listed. obj NULL: nothing given (the defaults stand).
+// unknown keys are refused with the known ones listed; a key given as null (`key:` left empty) keeps its default.
+// obj NULL: nothing given (the defaults stand).
 int options_from_json(const OptionSpec *spec, void *dst, const cJSON *obj, const char *section, const char *file);
 // `  --key VALUE   help (default D)` lines, one per option.
 void options_help(const OptionSpec *spec, FILE *out);

@@ -1,9 +1,7 @@
-#define _GNU_SOURCE  // nftw
 #include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,20 +211,5 @@ int ld_atomic_commit(FILE *f, char *tmp, const char *path, int ok) {
         return -1;
     }
     free(tmp);
-    return 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-int ld_remove_tree(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0) return 0;
-    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-        ld_set_error("%s: cannot remove: %s", path, strerror(errno));
-        return -1;
-    }
     return 0;
 }

@@ -34,7 +34,6 @@ int ld_is_dir(const char *path);
 int ld_file_exists(const char *path);
 char *ld_path_join(const char *dir, const char *name);  // heap string
 int ld_mkdir_p(const char *path);  // mkdir -p; -1 with an error naming it
-int ld_remove_tree(const char *path);  // rm -rf (no shell); a path that does not exist is fine
 
 double ld_time_s(void);  // monotonic seconds
 

@@ -1,5 +1,6 @@
 #include "train_options.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,14 +19,14 @@ const OptionSpec k_train_options[] = {
     {"precision", OPT_CHOICE, T(precision), 0, 0, "fp32", "fp32|bf16",
      "the frozen base on the GPU (bf16: half the memory, fp32 accumulation)"},
     {"rank", OPT_INT, T(rank), 1, 1024, "8", NULL, "LoRA rank"},
-    {"alpha", OPT_NUM, T(alpha), -1, 1e6, NULL, NULL, "LoRA alpha (default 2 x rank)"},
+    {"alpha", OPT_NUM, T(alpha), 0, 1e6, "nan", NULL, "LoRA alpha (default 2 x rank)"},
     {"rslora", OPT_BOOL, T(rslora), 0, 1, NULL, NULL, "scale by alpha/sqrt(rank) (rsLoRA)"},
     {"dropout", OPT_NUM, T(dropout), 0, 0.95, "0.05", NULL, "LoRA dropout on the adapter's input while training"},
     {"targets", OPT_STR, T(targets), 0, 0, "all-linear", NULL,
      "all-linear or a comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
     {"init_adapter", OPT_STR, T(init_adapter), 0, 0, NULL, NULL, "start from this PEFT adapter's values (same rank and targets)"},
     {"epochs", OPT_INT, T(epochs), 1, 100000, "3", NULL, "passes over the data"},
-    {"lr", OPT_NUM, T(lr), -1, 10, NULL, NULL, "peak learning rate (default 2e-4 LoRA, 1e-5 full)"},
+    {"lr", OPT_NUM, T(lr), 0, 10, "nan", NULL, "peak learning rate (default 2e-4 LoRA, 1e-5 full)"},
     {"schedule", OPT_CHOICE, T(schedule), 0, 0, "cosine", "cosine|linear|constant", "learning-rate schedule after warmup"},
     {"warmup", OPT_NUM, T(warmup), 0, 1, "0.1", NULL, "share of steps warming up linearly"},
     {"weight_decay", OPT_NUM, T(weight_decay), 0, 10, "0", NULL, "AdamW weight decay"},
@@ -46,8 +47,7 @@ const OptionSpec k_train_options[] = {
 
 void train_options_init(TrainOptions *o) {
     memset(o, 0, sizeof *o);
-    options_defaults(k_train_options, o);
-    o->alpha = -1, o->lr = -1;
+    options_defaults(k_train_options, o);  // alpha and lr NaN: not given
 }
 
 
@@ -89,7 +89,7 @@ int train_options_check(TrainOptions *o, int need_paths) {
         return -1;
     }
     if (train_targets_mask(o->targets) < 0) return -1;
-    if (o->lr < 0) o->lr = full ? 1e-5 : 2e-4;
-    if (o->alpha < 0) o->alpha = 2.0 * o->rank;
+    if (isnan(o->lr)) o->lr = full ? 1e-5 : 2e-4;
+    if (isnan(o->alpha)) o->alpha = 2.0 * o->rank;
     return 0;
 }

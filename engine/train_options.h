@@ -9,7 +9,7 @@ typedef struct {
     const char *model, *train, *val, *out, *init_adapter, *chat_template;  // paths and names (NULL: not given)
     const char *method, *device, *precision, *targets, *schedule, *long_records;
     int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_sequence_loss, seed, eval_every, save_every, threads;
-    double alpha, lr, warmup, weight_decay, max_grad_norm, dropout;  // alpha, lr < 0: the defaults for rank and method
+    double alpha, lr, warmup, weight_decay, max_grad_norm, dropout;  // alpha, lr NaN: the defaults for rank and method
 } TrainOptions;
 
 extern const OptionSpec k_train_options[];

@@ -1,5 +1,6 @@
 #include "trainer.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,7 +132,7 @@ static void pack_epochs(Trainer *t) {
         t->nvb = pack(t->val, order, t->val->n, o->tokens_per_step, &t->vb);
     }
     free(order);
-    t->warm = (int)ceil(o->warmup * t->total);
+    t->warm = (int)ceilf((float)o->warmup * t->total);  // in float, as every earlier build: the same schedule
 }
 
 // ---- the trained parameters -------------------------------------------------------------------------------
@@ -237,35 +238,45 @@ void trainer_free(Trainer *t) {
 
 // ---- checkpoints ----------------------------------------------------------------------------------------
 
-// The trained weights, AdamW's moments and step (state.safetensors) and the data position (state.json) in
-// DIR/checkpoint — written beside, then renamed over the old one, so a kill -9 leaves either the old or the new
-// checkpoint, never half of one.
+// DIR/checkpoint holds the trained weights with AdamW's moments and step (state-N.safetensors, written atomically)
+// and state.json naming the current one with the data position (replaced atomically after it): a kill -9 at any
+// point leaves a state.json that names a complete state file. Older state files go after the switch.
+static void remove_old_states(const char *ck, const char *keep) {
+    DIR *d = opendir(ck);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, "state-", 6) || strcmp(e->d_name, keep) == 0) continue;
+        char *p = ld_path_join(ck, e->d_name);
+        remove(p);
+        free(p);
+    }
+    if (d) closedir(d);
+}
+
 static int save_checkpoint(const char *dir, const AdamW *opt, int step) {
-    char *ck = ld_path_join(dir, "checkpoint"), *tmp = ld_path_join(dir, "checkpoint.tmp");
-    int rc = ld_remove_tree(tmp) || ld_mkdir_p(tmp) ? -1 : 0;
-    char *st = ld_path_join(tmp, "state.safetensors"), *js = ld_path_join(tmp, "state.json"), *jtmp;
-    if (!rc) rc = adamw_save(opt, st);
-    FILE *f = rc ? NULL : ld_atomic_open(js, &jtmp);
-    if (f)
-        rc = ld_atomic_commit(f, jtmp, js, fprintf(f, "{\"step\": %d}\n", step) > 0);
-    else
-        rc = -1;
-    if (!rc && (ld_remove_tree(ck) || rename(tmp, ck))) rc = -1;
-    if (rc) ld_set_error("%s: cannot write the checkpoint", ck);
-    free(st), free(js), free(ck), free(tmp);
+    char *ck = ld_path_join(dir, "checkpoint"), name[64], *tmp;
+    snprintf(name, sizeof name, "state-%d.safetensors", step);
+    char *st = ld_path_join(ck, name), *js = ld_path_join(ck, "state.json");
+    int rc = ld_mkdir_p(ck) || adamw_save(opt, st) ? -1 : 0;
+    FILE *f = rc ? NULL : ld_atomic_open(js, &tmp);
+    if (f) rc = ld_atomic_commit(f, tmp, js, fprintf(f, "{\"step\": %d, \"state\": \"%s\"}\n", step, name) > 0);
+    else rc = -1;
+    if (!rc) remove_old_states(ck, name);
+    else ld_set_error("%s: cannot write the checkpoint", ck);
+    free(st), free(js), free(ck);
     return rc;
 }
 
 static int load_checkpoint(const char *dir, AdamW *opt, int *step) {
-    char *ck = ld_path_join(dir, "checkpoint"), *st = ld_path_join(ck, "state.safetensors"), *js = ld_path_join(ck, "state.json");
+    char *ck = ld_path_join(dir, "checkpoint"), *js = ld_path_join(ck, "state.json");
     int rc = -1;
     char *txt = ld_read_file(js, NULL);
     cJSON *j = txt ? cJSON_Parse(txt) : NULL;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
-    if (!cJSON_IsNumber(s))
-        ld_set_error("%s: no usable checkpoint to resume from", ck);
-    else if (!adamw_load(opt, st))
-        rc = 0, *step = s->valueint;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *file = cJSON_GetObjectItemCaseSensitive(j, "state");
+    // a checkpoint of an earlier build holds state.safetensors and no name
+    const char *name = cJSON_IsString(file) && !strchr(file->valuestring, '/') ? file->valuestring : "state.safetensors";
+    char *st = ld_path_join(ck, name);
+    if (!cJSON_IsNumber(s)) ld_set_error("%s: no usable checkpoint to resume from", ck);
+    else if (!adamw_load(opt, st)) rc = 0, *step = s->valueint;
     cJSON_Delete(j);
     free(txt), free(ck), free(st), free(js);
     return rc;
@@ -298,6 +309,7 @@ int trainer_resume(Trainer *t) {
 
 // ---- the run ----------------------------------------------------------------------------------------------
 
+// The validation loss over every counted target, or NAN with an error.
 static double eval_loss(Trainer *t) {
     double sum = 0;
     long cnt = 0;
@@ -308,6 +320,7 @@ static double eval_loss(Trainer *t) {
         if (isnan(loss)) return NAN;
         sum += (double)loss * c, cnt += c;
     }
+    if (!cnt) ld_set_error("the validation records have no target token to score");
     return cnt ? sum / cnt : NAN;
 }
 
@@ -358,12 +371,19 @@ static void write_metrics(FILE *mf, const TrainProgress *p) {
     fflush(mf);
 }
 
-// The validation loss before training (step 0), reported and written like a step.
-static void eval_before(Trainer *t, FILE *mf, void (*on_step)(const TrainProgress *, void *), void *ctx) {
-    if (!t->nvb || t->start_step) return;
+// The validation loss before training (step 0), reported and written like a step. 0, or -1 with an error.
+static int eval_before(Trainer *t, FILE *mf, void (*on_step)(const TrainProgress *, void *), void *ctx) {
+    if (!t->nvb || t->start_step) return 0;
     TrainProgress p = {.total = t->total, .evaluated = 1, .val_loss = eval_loss(t)};
+    if (isnan(p.val_loss)) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        ld_set_error("validation before training: %s", why);
+        return -1;
+    }
     fprintf(mf, "{\"step\": 0, \"val_loss\": %.6f}\n", p.val_loss);
     if (on_step) on_step(&p, ctx);
+    return 0;
 }
 
 int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void *ctx) {
@@ -373,8 +393,7 @@ int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void
         ld_set_error("%s: cannot write", t->mpath);
         return -1;
     }
-    eval_before(t, mf, on_step, ctx);
-    int step = 0, rc = 0;
+    int step = 0, rc = eval_before(t, mf, on_step, ctx);
     double t0 = ld_time_s();
     long tokens = 0;  // this run's (a resumed run counts from the checkpoint)
     for (int ep = 0; ep < o->epochs && !rc; ep++) {

@@ -192,6 +192,10 @@ static const OptionSpec k_service_options[] = {
 #undef V
 
 int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderConfig *p, ClientLimits *l) {
+    if (!svc) {
+        ld_set_error("%s: missing '%s'", file, path);
+        return -1;
+    }
     ServiceOptions o;
     options_defaults(k_service_options, &o);
     if (options_from_json(k_service_options, &o, svc, path, file)) return -1;

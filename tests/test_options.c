@@ -1,5 +1,6 @@
 // The option schemas (base/options.h) through the training options: defaults, command-line text and config values
 // checked the same way, errors that name the option and its source, the cross-option checks, the help text.
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@ static void test_defaults_and_text(void) {
     TrainOptions o;
     train_options_init(&o);
     CHECK(o.rank == 8 && o.epochs == 3 && o.tokens_per_step == 1024 && o.save_every == 20, "integer defaults");
-    CHECK(o.dropout == 0.05 && o.warmup == 0.1 && o.max_grad_norm == 1.0 && o.alpha < 0 && o.lr < 0, "number defaults");
+    CHECK(o.dropout == 0.05 && o.warmup == 0.1 && o.max_grad_norm == 1.0 && isnan(o.alpha) && isnan(o.lr), "number defaults (alpha and lr: not given)");
     CHECK(!strcmp(o.method, "lora") && !strcmp(o.schedule, "cosine") && !strcmp(o.targets, "all-linear") && !o.model, "string defaults");
     const OptionSpec *rank = options_find_flag(k_train_options, "--rank"), *tps = options_find_flag(k_train_options, "--tokens-per-step");
     CHECK(rank && tps && !strcmp(tps->key, "tokens_per_step"), "flags map to keys, '-' for '_'");
@@ -57,6 +58,24 @@ static void test_config(void) {
     cJSON_Delete(j);
     j = parse("[1]");
     CHECK(train_options_from_json(&o, j, "train", "t.yaml") && err_has("'train' must be a mapping"), "%s", ld_last_error());
+    cJSON_Delete(j);
+}
+
+// "" means "not given": the default where there is one, refused where the key is required; null keeps the default.
+static void test_empty_and_null(void) {
+    TrainOptions o;
+    train_options_init(&o);
+    cJSON *j = parse("{\"targets\": \"\", \"val\": \"\", \"rank\": null, \"schedule\": null}");
+    CHECK(train_options_from_json(&o, j, "train", "t.yaml") == 0, "%s", ld_last_error());
+    CHECK(!strcmp(o.targets, "all-linear") && !o.val && o.rank == 8 && !strcmp(o.schedule, "cosine"), "empty and null keep the defaults");
+    CHECK(train_options_check(&o, 0) == 0, "the defaults check: %s", ld_last_error());
+    cJSON_Delete(j);
+    CHECK(options_set_text(options_find_flag(k_train_options, "--targets"), &o, "") == 0 && !strcmp(o.targets, "all-linear"),
+          "--targets '' is the default");
+    static const OptionSpec k_name[] = {{"name", OPT_STR, 0, 0, 0, NULL, NULL, "needed", NULL, 1}, {NULL}};
+    struct { const char *name; } n = {"x"};
+    j = parse("{\"name\": \"\"}");
+    CHECK(options_from_json(k_name, &n, j, "task", "c.yaml") && err_has("c.yaml: 'task.name' must not be empty"), "%s", ld_last_error());
     cJSON_Delete(j);
 }
 
@@ -131,12 +150,16 @@ static void test_sections(void) {
     j = parse("{}");
     CHECK(options_from_json(k_req, &d, j, "top", "c.yaml") && err_has("c.yaml: missing 'top.a'"), "a required key: %s", ld_last_error());
     cJSON_Delete(j);
+    j = parse("{\"a\": null}");
+    CHECK(options_from_json(k_req, &d, j, "top", "c.yaml") && err_has("c.yaml: missing 'top.a'"), "a required key given as null");
+    cJSON_Delete(j);
 }
 
 int main(void) {
     test_sections();
     test_defaults_and_text();
     test_config();
+    test_empty_and_null();
     test_checks();
     test_help();
     return test_finish("test_options");

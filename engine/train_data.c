@@ -1,8 +1,10 @@
 #include "train_data.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "records.h"
 #include "util.h"
 
 typedef struct {
@@ -77,4 +79,62 @@ void train_record_free(TrainRecord *r) {
     free(r->ids);
     free(r->targets);
     memset(r, 0, sizeof *r);
+}
+
+// One record's messages as ChatMessages (records_read has checked their form).
+static int record_tokens(const Model *m, const ChatTemplate *t, const Record *rec, int full_sequence, TrainRecord *out) {
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(rec->json, "messages");
+    int n = cJSON_GetArraySize(msgs), k = 0;
+    ChatMessage *cm = ld_xcalloc((size_t)(n ? n : 1), sizeof(ChatMessage));
+    for (const cJSON *x = msgs->child; x; x = x->next, k++)
+        cm[k] = (ChatMessage){cJSON_GetObjectItemCaseSensitive(x, "role")->valuestring,
+                              cJSON_GetObjectItemCaseSensitive(x, "content")->valuestring};
+    int rc = train_record_from_chat(m, t, cm, n, full_sequence, out);
+    free(cm);
+    return rc;
+}
+
+int train_data_load(const Model *m, const ChatTemplate *t, const char *path, int full_sequence, int max_len, const char *long_records,
+                    TrainData *d) {
+    memset(d, 0, sizeof *d);
+    Records recs;
+    if (records_read(path, 1, &recs)) return -1;
+    d->v = ld_xcalloc((size_t)(recs.n ? recs.n : 1), sizeof(TrainRecord));
+    int rc = 0;
+    for (int i = 0; i < recs.n && !rc; i++) {
+        TrainRecord r;
+        if (record_tokens(m, t, &recs.v[i], full_sequence, &r)) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", ld_last_error());
+            ld_set_error("%s: record %s: %s", path, recs.v[i].id, why);
+            rc = -1;
+        } else if (r.n <= max_len) {
+            d->v[d->n++] = r;
+        } else if (!strcmp(long_records, "error")) {
+            ld_set_error("%s: record %s has %d tokens, more than max_len %d", path, recs.v[i].id, r.n, max_len);
+            train_record_free(&r);
+            rc = -1;
+        } else if (!strcmp(long_records, "skip")) {
+            d->skipped++;
+            train_record_free(&r);
+        } else {  // truncate: the cut record ends untrained
+            r.n = max_len;
+            r.targets[r.n - 1] = -100;
+            d->truncated++;
+            d->v[d->n++] = r;
+        }
+    }
+    records_free(&recs);
+    if (!rc && !d->n) {
+        ld_set_error("%s: no usable records (%d longer than max_len %d were skipped)", path, d->skipped, max_len);
+        rc = -1;
+    }
+    if (rc) train_data_free(d);
+    return rc;
+}
+
+void train_data_free(TrainData *d) {
+    for (int i = 0; i < d->n; i++) train_record_free(&d->v[i]);
+    free(d->v);
+    memset(d, 0, sizeof *d);
 }

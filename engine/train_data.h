@@ -15,3 +15,16 @@ typedef struct {
 // -1 with an error (bad roles, nothing to train on).
 int train_record_from_chat(const Model *m, const ChatTemplate *t, const ChatMessage *msgs, int n_msgs, int full_sequence, TrainRecord *out);
 void train_record_free(TrainRecord *r);
+
+typedef struct {
+    TrainRecord *v;
+    int n;
+    int skipped, truncated;  // records longer than max_len left out or cut (long_records)
+} TrainData;
+
+// Every chat record of a JSONL file (records.h) as training tokens. A record longer than max_len is skipped,
+// truncated or refused as long_records says ("skip", "truncate", "error"). -1 with an error naming the file and
+// the record, or saying that nothing usable is left.
+int train_data_load(const Model *m, const ChatTemplate *t, const char *path, int full_sequence, int max_len, const char *long_records,
+                    TrainData *out);
+void train_data_free(TrainData *d);

@@ -6,11 +6,6 @@
 #include "train_data.h"
 #include "train_options.h"
 
-typedef struct {
-    TrainRecord *v;
-    int n;
-} TrainData;
-
 typedef struct {  // the run as set up, for the caller's summary line
     int records, val_records, per_epoch, total_steps, on_gpu;
     size_t n_params;

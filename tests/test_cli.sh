@@ -99,9 +99,9 @@ bad_data "an unknown role" "bad-train.jsonl:1: message 1: unknown role robot" '{
 bad_data "empty content" "bad-train.jsonl:2: message 2: empty content" "$good"'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}\n'
 bad_data "an empty dataset" "bad-train.jsonl: no records" "\n"
 "$BIN" train --model "$TINY" --train "$DATES/dates.val.jsonl" --out "$T/trlong" --epochs 1 --max-len 12 --long-records error >"$T/out" 2>"$T/err"
-[ $? != 0 ] && grep -q "more than --max-len 12" "$T/err" && ok "a record over --max-len is an error when asked" || bad "long record error: $(cat "$T/err")"
+[ $? != 0 ] && grep -q "more than max_len 12" "$T/err" && ok "a record over --max-len is an error when asked" || bad "long record error: $(cat "$T/err")"
 "$BIN" train --model "$TINY" --train "$DATES/dates.val.jsonl" --out "$T/trlong" --epochs 1 --max-len 12 >"$T/out" 2>"$T/err"
-[ $? != 0 ] && grep -q "no usable records (40 longer than --max-len 12 were skipped)" "$T/err" && ok "skipped records are counted, never silent" || bad "skip report: $(cat "$T/err")"
+[ $? != 0 ] && grep -q "no usable records (40 longer than max_len 12 were skipped)" "$T/err" && ok "skipped records are counted, never silent" || bad "skip report: $(cat "$T/err")"
 
 # full fine-tuning: every weight trains (GGUF base -> DIR/model.gguf carrying the base's metadata), resumes
 # exactly, and the result exports to Q8_0 and runs

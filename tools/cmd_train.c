@@ -1,5 +1,5 @@
-// llamaduo train: turns the command line (and a YAML config's `train:` section) into TrainOptions, reads the
-// records, and runs engine/trainer.h, printing its progress.
+// llamaduo train: turns the command line (and a YAML config's `train:` section) into TrainOptions and runs
+// engine/trainer.h on the records engine/train_data.h reads, printing its progress.
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,7 +7,6 @@
 #include "cli.h"
 #include "config.h"
 #include "cuda_device.h"
-#include "records.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -20,50 +19,11 @@ static const char *k_help_tail =
     "  --resume                           continue after a crash from DIR/checkpoint, with the same losses\n"
     "  --check                            check the settings and exit (nothing is loaded or written)\n";
 
-typedef struct {
-    TrainRecord *v;
-    int n, skipped, truncated;
-} Dataset;
-
-static void load_dataset(const Model *m, const ChatTemplate *ct, const char *path, const TrainOptions *o, Dataset *d) {
-    memset(d, 0, sizeof *d);
-    Records recs;
-    if (records_read(path, 1, &recs)) die("%s", ld_last_error());
-    d->v = ld_xcalloc((size_t)recs.n, sizeof(TrainRecord));
-    for (int i = 0; i < recs.n; i++) {
-        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(recs.v[i].json, "messages");
-        int n = cJSON_GetArraySize(msgs), k = 0;
-        ChatMessage *cm = ld_xcalloc((size_t)n, sizeof(ChatMessage));
-        for (const cJSON *x = msgs->child; x; x = x->next, k++)
-            cm[k] = (ChatMessage){cJSON_GetObjectItemCaseSensitive(x, "role")->valuestring,
-                                  cJSON_GetObjectItemCaseSensitive(x, "content")->valuestring};
-        TrainRecord r;
-        if (train_record_from_chat(m, ct, cm, n, o->full_sequence_loss, &r)) die("%s: record %s: %s", path, recs.v[i].id, ld_last_error());
-        free(cm);
-        if (r.n > o->max_len) {
-            if (!strcmp(o->long_records, "error"))
-                die("%s: record %s has %d tokens, more than --max-len %d", path, recs.v[i].id, r.n, o->max_len);
-            if (!strcmp(o->long_records, "skip")) {
-                d->skipped++;
-                train_record_free(&r);
-                continue;
-            }
-            r.n = o->max_len;  // truncate
-            r.targets[r.n - 1] = -100;
-            d->truncated++;
-        }
-        d->v[d->n++] = r;
-    }
-    records_free(&recs);
-    if (!d->n) die("%s: no usable records (%d longer than --max-len %d were skipped)", path, d->skipped, o->max_len);
+static void load_data(const Model *m, const ChatTemplate *ct, const char *path, const TrainOptions *o, TrainData *d) {
+    if (train_data_load(m, ct, path, o->full_sequence_loss, o->max_len, o->long_records, d)) die("%s", ld_last_error());
     if (d->skipped || d->truncated)
         fprintf(stderr, "train: %s: %d records longer than %d tokens %s\n", path, d->skipped + d->truncated, o->max_len,
                 d->skipped ? "skipped" : "truncated");
-}
-
-static void free_dataset(Dataset *d) {
-    for (int i = 0; i < d->n; i++) train_record_free(&d->v[i]);
-    free(d->v);
 }
 
 // One schema option from argv[i] (`--key VALUE`, `--key=VALUE`, or a bare `--flag` for a boolean): 1 when it was one.
@@ -158,11 +118,10 @@ int cmd_train(int argc, char **argv) {
     Model *m = load_model_or_die(o.model);
     ChatTemplate ct;
     chat_template_or_die(m, o.chat_template, &ct);
-    Dataset train, val = {0};
-    load_dataset(m, &ct, o.train, &o, &train);
-    if (o.val) load_dataset(m, &ct, o.val, &o, &val);
-    TrainData td = {train.v, train.n}, vd = {val.v, val.n};
-    Trainer *t = trainer_new(m, &o, &td, &vd);
+    TrainData train, val = {0};
+    load_data(m, &ct, o.train, &o, &train);
+    if (o.val) load_data(m, &ct, o.val, &o, &val);
+    Trainer *t = trainer_new(m, &o, &train, &val);
     if (!t) die("%s", ld_last_error());
     if (resume) {
         int after = trainer_resume(t);
@@ -178,7 +137,7 @@ int cmd_train(int argc, char **argv) {
             !strcmp(o.method, "full") ? "model" : "adapter", out, o.out);
     free(out);
     trainer_free(t);
-    free_dataset(&train), free_dataset(&val);
+    train_data_free(&train), train_data_free(&val);
     chat_template_free(&ct);
     model_free(m);
     cJSON_Delete(g_config);

@@ -240,11 +240,13 @@ void trainer_free(Trainer *t) {
 
 // DIR/checkpoint holds the trained weights with AdamW's moments and step (state-N.safetensors, written atomically)
 // and state.json naming the current one with the data position (replaced atomically after it): a kill -9 at any
-// point leaves a state.json that names a complete state file. Older state files go after the switch.
+// point leaves a state.json that names a complete state file (or none yet: then there is nothing to resume from).
+// Older state files go after the switch, the single state.safetensors of an earlier build's layout too.
 static void remove_old_states(const char *ck, const char *keep) {
     DIR *d = opendir(ck);
     for (struct dirent *e; d && (e = readdir(d));) {
-        if (strncmp(e->d_name, "state-", 6) || strcmp(e->d_name, keep) == 0) continue;
+        int state = !strncmp(e->d_name, "state-", 6) || !strcmp(e->d_name, "state.safetensors");
+        if (!state || strcmp(e->d_name, keep) == 0) continue;
         char *p = ld_path_join(ck, e->d_name);
         remove(p);
         free(p);

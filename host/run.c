@@ -752,7 +752,7 @@ static int stage_train(Run *r, int round) {
     if (ok) {
         Argv a = {0};
         argv_add(&a, "llamaduo", "train", "--config", yaml, NULL);
-        if (ld_is_dir(ck)) argv_add(&a, "--resume", NULL);  // a kill -9 left a checkpoint: continue from it
+        if (ld_file_exists(ck)) argv_add(&a, "--resume", NULL);  // a kill -9 left a checkpoint: continue from it
         if (r->retrain_continue && round > 1) argv_add(&a, "--init-adapter", prev, NULL);
         ok = spawn_argv(r, &a, "llamaduo train") == 0;
     }

@@ -26,7 +26,7 @@
 #define RUN_ROUND "rounds/%02d"
 #define RUN_TRAIN_DATA "rounds/%02d/train.jsonl"  // every record the round trains on
 #define RUN_TRAIN_CONFIG "rounds/%02d/train.yaml"
-#define RUN_CHECKPOINT "rounds/%02d/checkpoint"
+#define RUN_CHECKPOINT "rounds/%02d/checkpoint/state.json"  // names the state a resumed training starts from
 #define RUN_ADAPTER "rounds/%02d/adapter"
 #define RUN_ADAPTER_WEIGHTS "rounds/%02d/adapter/adapter_model.safetensors"
 #define RUN_ADAPTER_CONFIG "rounds/%02d/adapter/adapter_config.json"

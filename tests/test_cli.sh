@@ -85,6 +85,18 @@ if [ $killed_rc = 137 ] && [ $resume_rc = 0 ] && grep -q "resuming after step" "
 else
   bad "resume: killed rc $killed_rc, resume rc $resume_rc, $(diff <(curve "$T/full/metrics.jsonl") <(curve "$T/killed/metrics.jsonl") | head -3)"
 fi
+# a checkpoint in the layout of earlier builds (state.safetensors and {"step"} alone) still resumes, and is replaced
+"$BIN" train "${TR_ARGS[@]}" --out "$T/oldck" --save-every 25 2>/dev/null
+n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$T/oldck/checkpoint/state.json")
+mv "$T/oldck/checkpoint/state-$n.safetensors" "$T/oldck/checkpoint/state.safetensors" && echo "{\"step\": $n}" >"$T/oldck/checkpoint/state.json"
+rm -rf "$T/oldck/adapter"
+"$BIN" train "${TR_ARGS[@]}" --out "$T/oldck" --resume --save-every 10 2>"$T/err"
+if [ $? = 0 ] && cmp -s "$T/full/adapter/adapter_model.safetensors" "$T/oldck/adapter/adapter_model.safetensors" &&
+   [ "$(ls "$T/oldck/checkpoint")" = "$(printf 'state-%s.safetensors\nstate.json' "$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step'])" "$T/oldck/checkpoint/state.json")")" ]; then
+  ok "a checkpoint of the earlier layout resumes to the same adapter, and only the newest state is kept"
+else
+  bad "old-layout resume: $(tail -2 "$T/err"); $(ls "$T/oldck/checkpoint" | tr '\n' ' ')"
+fi
 "$BIN" train "${TR_ARGS[@]}" --out "$T/nockpt" --resume >"$T/out" 2>"$T/err"
 [ $? != 0 ] && grep -q "no usable checkpoint" "$T/err" && ok "--resume without a checkpoint is a clear error" || bad "resume without checkpoint: $(cat "$T/err")"
 

@@ -95,5 +95,8 @@ int transformer_backward(const Transformer *t, const TokenPlan *p, const Activat
 int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16);
 void activations_free(const Transformer *t, Activations *a);
 
+// The widest input of any linear (dim, Hq*hd or ffn_dim): the width of dropout's masked-input buffers.
+int transformer_widest_input(const ModelConfig *c);
+
 // The adapter's pair on (layer, target), or NULL when there is no adapter or it does not target that linear.
 const LoraPair *adapter_pair(const Lora *adapter, int layer, LoraTarget target);

@@ -31,8 +31,7 @@ static int bwd_alloc(Bwd *b) {
     const ModelConfig *c = b->t->cfg;
     const Lora *ad = b->t->adapter;
     size_t n = b->p->n, D = c->dim, F = c->ffn_dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t wide = D > qd ? D : qd;
-    wide = wide > F ? wide : F;
+    size_t wide = (size_t)transformer_widest_input(c);
     int dropping = ad && b->step->dropout > 0;
     struct {
         float **buf;

@@ -38,7 +38,7 @@ typedef struct {
 
 static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
 
-static int widest(const ModelConfig *c) {
+int transformer_widest_input(const ModelConfig *c) {
     int qd = c->n_heads * c->head_dim, w = c->dim > qd ? c->dim : qd;
     return w > c->ffn_dim ? w : c->ffn_dim;
 }
@@ -232,7 +232,7 @@ static int run_blocks(Fwd *f, LayerActs *kept) {
     int dropping = f->step && f->step->dropout > 0 && t->adapter;
     if (!(f->x = floats(be, n * D)) || !(f->xn = floats(be, n * D)) || !(f->br = floats(be, n * D)) || !(f->h = floats(be, n * c->ffn_dim)))
         return -1;
-    if (dropping && !(f->xd = floats(be, n * widest(c)))) return -1;
+    if (dropping && !(f->xd = floats(be, n * transformer_widest_input(c)))) return -1;
     TRY(be->embedding(f->x, t->w.embed.data, t->w.embed.type, f->p->tokens, (int)n, (int)D, c->embed_scale ? sqrtf((float)D) : 1.0f));
     TRY(be->rmsnorm(f->xn, f->x, t->w.layers[0].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one));
     LayerActs scratch = {0};

@@ -13,7 +13,7 @@ void options_defaults(const OptionSpec *spec, void *dst) {
     for (const OptionSpec *o = spec; o->key; o++) {
         if (o->type == OPT_SECTION)
             options_defaults(o->sub, dst);
-        else if (o->type == OPT_MAP || o->type == OPT_LIST)
+        else if (o->type == OPT_MAP || o->type == OPT_LIST || o->type == OPT_VALUE)
             *FIELD(dst, o, const cJSON *) = NULL;
         else if (o->type == OPT_STR || o->type == OPT_CHOICE)
             *FIELD(dst, o, const char *) = o->def;
@@ -79,7 +79,7 @@ int options_set_text(const OptionSpec *o, void *dst, const char *text) {
     char name[80];
     snprintf(name, sizeof name, "--%s", o->key);
     for (char *p = name; *p; p++) *p = *p == '_' ? '-' : *p;
-    if (o->type == OPT_MAP || o->type == OPT_LIST || o->type == OPT_SECTION) {
+    if (o->type == OPT_MAP || o->type == OPT_LIST || o->type == OPT_VALUE || o->type == OPT_SECTION) {
         ld_set_error("%s is a section of a config file, not a command-line option", name);
         return -1;
     }
@@ -115,7 +115,7 @@ static int set_json(const OptionSpec *o, void *dst, const cJSON *v, const char *
         return -1;
     }
     if (o->type == OPT_BOOL) *FIELD(dst, o, int) = cJSON_IsTrue(v);
-    else if (o->type == OPT_MAP || o->type == OPT_LIST) *FIELD(dst, o, const cJSON *) = v;
+    else if (o->type == OPT_MAP || o->type == OPT_LIST || o->type == OPT_VALUE) *FIELD(dst, o, const cJSON *) = v;
     else if (o->type == OPT_STR || o->type == OPT_CHOICE) return set_string(o, dst, v->valuestring, name);
     else return set_number(o, dst, v->valuedouble, name);
     return 0;
@@ -165,7 +165,7 @@ void options_help(const OptionSpec *spec, FILE *out) {
         char flag[64];
         snprintf(flag, sizeof flag, "--%s", o->key);
         for (char *p = flag; *p; p++) *p = *p == '_' ? '-' : *p;
-        if (o->type == OPT_MAP || o->type == OPT_LIST || o->type == OPT_SECTION) continue;  // config sections have no flag
+        if (o->type == OPT_MAP || o->type == OPT_LIST || o->type == OPT_VALUE || o->type == OPT_SECTION) continue;  // config sections have no flag
         const char *arg = o->type == OPT_BOOL ? "" : o->type == OPT_CHOICE ? o->choices : o->type == OPT_STR ? "TEXT" : "N";
         char head[128];
         snprintf(head, sizeof head, "%s %s", flag, arg);

@@ -15,9 +15,10 @@ typedef enum {
     OPT_BOOL,  // int 0/1: a bare flag on the command line, true/false in a config
     OPT_STR,  // const char *, any text; "" means not given (the default, or NULL)
     OPT_CHOICE,  // const char *, one of choices ("a|b|c")
-    OPT_MAP,     // const cJSON *: a mapping read by someone else (student.train)
-    OPT_LIST,    // const cJSON *: a list read by someone else (judge.services)
-    OPT_SECTION, // a nested mapping whose keys are the rows of sub (student.infer), into the same struct
+    OPT_MAP,  // const cJSON *: a mapping read by someone else (student.train)
+    OPT_LIST,  // const cJSON *: a list read by someone else (judge.services)
+    OPT_VALUE,  // const cJSON *: any value read by someone else (judge.pass: a string, a list or a mapping)
+    OPT_SECTION,  // a nested mapping whose keys are the rows of sub (student.infer), into the same struct
 } OptType;
 
 typedef struct OptionSpec {
@@ -29,7 +30,7 @@ typedef struct OptionSpec {
     const char *choices;  // OPT_CHOICE
     const char *help;
     const struct OptionSpec *sub;  // OPT_SECTION
-    int required;                  // a config mapping that is given must hold it
+    int required;  // a config mapping that is given must hold it
 } OptionSpec;
 
 // spec[] ends with a {NULL} row. Every function returns 0, or -1 with an error naming the option and the source.

@@ -213,3 +213,15 @@ int ld_atomic_commit(FILE *f, char *tmp, const char *path, int ok) {
     free(tmp);
     return 0;
 }
+
+char *ld_utf8_prefix(const char *s, size_t max) {
+    size_t n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;  // s[n] continues a character: cut before it
+    }
+    char *o = ld_xmalloc(n + 1);
+    memcpy(o, s, n);
+    o[n] = 0;
+    return o;
+}

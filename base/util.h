@@ -42,3 +42,5 @@ double ld_time_s(void);  // monotonic seconds
 int ld_utf8_char_len(const uint8_t *s, size_t n);
 long ld_utf8_invalid_at(const char *s, size_t n);  // byte offset of the first invalid sequence, or -1 when all valid
 char *ld_utf8_repair(const char *s, size_t n, size_t *out_len);
+// A copy of at most max bytes of s, cut at a character boundary (for excerpts in messages and records).
+char *ld_utf8_prefix(const char *s, size_t max);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
+#include "answer_scores.h"
 #include "util.h"
 
 // The rubric as a JSON Schema, for providers with schema-constrained output (validated here anyway).
@@ -17,53 +17,6 @@ static const char *k_judge_schema =
     "\"precision_assessment\":{\"type\":\"object\",\"properties\":{\"score\":{\"type\":\"integer\"},\"reason\":{\"type\":\"string\","
     "\"maxLength\":400}},"
     "\"required\":[\"score\",\"reason\"]}},\"required\":[\"similarity_assessment\",\"precision_assessment\"]}";
-
-typedef struct {
-    char *id;
-    int sample;
-    char *text;
-    int test_index;
-    char *error;  // the answer itself failed (heap), or NULL
-} Answer;
-
-static int read_answers(const char *path, const Records *test, Answer **out, int *n) {
-    cJSON **items;
-    int *lines, count, rc = 0;
-    *out = NULL;
-    *n = 0;
-    if (jsonl_read(path, &items, &lines, &count, 0)) return -1;
-    *out = ld_xcalloc((size_t)count, sizeof(Answer));
-    for (int i = 0; i < count && !rc; i++) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[i], "id"), *tx = cJSON_GetObjectItemCaseSensitive(items[i], "text"),
-                    *sm = cJSON_GetObjectItemCaseSensitive(items[i], "sample"), *er = cJSON_GetObjectItemCaseSensitive(items[i], "error");
-        char idbuf[64];
-        const char *ids = cJSON_IsString(id) ? id->valuestring : NULL;
-        if (cJSON_IsNumber(id)) snprintf(idbuf, sizeof idbuf, "%.17g", id->valuedouble), ids = idbuf;
-        int ti = -1;
-        for (int k = 0; ids && k < test->n && ti < 0; k++)
-            if (!strcmp(test->v[k].id, ids)) ti = k;
-        if (!ids || (!cJSON_IsString(tx) && !cJSON_IsString(er))) {
-            ld_set_error("%s:%d: an answer needs \"id\" and \"text\" (or \"error\")", path, lines[i]);
-            rc = -1;
-        } else if (ti < 0) {
-            ld_set_error("%s:%d: answer id '%s' is not in the test set", path, lines[i], ids);
-            rc = -1;
-        } else {
-            (*out)[(*n)++] =
-                (Answer){ld_xstrdup(ids), cJSON_IsNumber(sm) ? sm->valueint : 0, ld_xstrdup(cJSON_IsString(tx) ? tx->valuestring : ""), ti,
-                         cJSON_IsString(er) ? ld_xstrdup(er->valuestring) : NULL};
-        }
-    }
-    for (int i = 0; i < count; i++) cJSON_Delete(items[i]);
-    free(items), free(lines);
-    if (rc) {
-        for (int i = 0; i < *n; i++) free((*out)[i].id), free((*out)[i].text), free((*out)[i].error);
-        free(*out);
-        *out = NULL;
-        *n = 0;
-    }
-    return rc;
-}
 
 static cJSON *stats_json(const ScoreStats *s) {
     cJSON *o = cJSON_CreateObject();
@@ -99,7 +52,7 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     memset(sum, 0, sizeof *sum);
     Answer *ans;
     int na;
-    if (read_answers(answers_path, test, &ans, &na)) return -1;
+    if (answers_read(answers_path, test, &ans, &na)) return -1;
     int M = cfg->judgments_per_answer, total = na * M;
     JudgeScores *scores = ld_xcalloc((size_t)total, sizeof(JudgeScores));
     int *valid = ld_xcalloc((size_t)total, sizeof(int)), *tries = ld_xcalloc((size_t)total, sizeof(int));
@@ -170,7 +123,6 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     if (rc == 0) {
         cJSON **lines = ld_xmalloc(sizeof(cJSON *) * (size_t)(total + 1));
         double *sim = ld_xmalloc(sizeof(double) * (size_t)na), *prec = ld_xmalloc(sizeof(double) * (size_t)na);
-        double em = 0, rl = 0, cf = 0;
         for (int a = 0; a < na; a++) {
             double s = 0, pr = 0;
             int nv = 0;
@@ -201,10 +153,6 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             sum->failed_answers += ans[a].error != NULL;
             sim[a] = nv ? s / nv : NAN;
             prec[a] = nv ? pr / nv : NAN;
-            const char *ref = test->v[ans[a].test_index].response ? test->v[ans[a].test_index].response : "";
-            em += metric_exact_match(ans[a].text, ref);
-            rl += metric_rouge_l(ans[a].text, ref);
-            cf += metric_chrf(ans[a].text, ref);
         }
         sum->answers = na;
         sum->judgments = total;
@@ -215,8 +163,6 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         sum->similarity = score_stats(sim, na);
         sum->precision = score_stats(prec, na);
         sum->unjudged_answers = sum->similarity.n_invalid;
-        sum->exact_match = em / na, sum->rouge_l = rl / na, sum->chrf = cf / na;
-        sum->pass = sum->similarity.n > 0 && sum->similarity.mean >= cfg->threshold && sum->precision.mean >= cfg->threshold;
         cJSON *mj = cJSON_CreateObject();
         cJSON_AddStringToObject(mj, "judge_model", p->model);
         cJSON_AddNumberToObject(mj, "answers", na);
@@ -226,11 +172,6 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         cJSON_AddNumberToObject(mj, "invalid_judgments", sum->invalid_judgments);
         cJSON_AddItemToObject(mj, "similarity", stats_json(&sum->similarity));
         cJSON_AddItemToObject(mj, "precision", stats_json(&sum->precision));
-        cJSON_AddNumberToObject(mj, "exact_match", sum->exact_match);
-        cJSON_AddNumberToObject(mj, "rouge_l", sum->rouge_l);
-        cJSON_AddNumberToObject(mj, "chrf", sum->chrf);
-        cJSON_AddNumberToObject(mj, "threshold", cfg->threshold);
-        cJSON_AddBoolToObject(mj, "pass", sum->pass);
         cJSON_AddNumberToObject(mj, "prompt_tokens", (double)sum->client.prompt_tokens);
         cJSON_AddNumberToObject(mj, "completion_tokens", (double)sum->client.completion_tokens);
         cJSON_AddNumberToObject(mj, "cost_usd", sum->client.cost_usd);
@@ -246,8 +187,8 @@ int judge_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         judge_scores_free(&scores[k]);
         free(errors[k]);
     }
-    for (int a = 0; a < na; a++) free(ans[a].id), free(ans[a].text), free(ans[a].error);
-    free(ans), free(scores), free(valid), free(tries), free(errors);
+    answers_free(ans, na);
+    free(scores), free(valid), free(tries), free(errors);
     return rc;
 }
 
@@ -257,8 +198,7 @@ void judge_summary_free(JudgeSummary *s) {
     s->answer_similarity = s->answer_precision = NULL;
 }
 
-int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold, const char *metrics_path,
-                  JudgeSummary *c) {
+int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, const char *metrics_path, JudgeSummary *c) {
     memset(c, 0, sizeof *c);
     int na = per[0].answers;
     double *sim = ld_xmalloc(sizeof(double) * (size_t)na), *prec = ld_xmalloc(sizeof(double) * (size_t)na);
@@ -275,7 +215,7 @@ int judge_combine(const JudgeSummary *per, const char *const *models, int n_judg
     c->precision = score_stats(prec, na);
     c->unjudged_answers = c->similarity.n_invalid;
     c->failed_answers = per[0].failed_answers;  // the same answers for every judge
-    c->pass = c->similarity.n > 0 && c->similarity.mean >= threshold && c->precision.mean >= threshold;
+    c->answer_similarity = sim, c->answer_precision = prec;  // the means across judges, for the per-answer scores
     cJSON *mj = cJSON_CreateObject(), *judges = cJSON_AddArrayToObject(mj, "judges");
     for (int j = 0; j < n_judges; j++) {
         cJSON *o = cJSON_CreateObject();
@@ -309,16 +249,9 @@ int judge_combine(const JudgeSummary *per, const char *const *models, int n_judg
     cJSON_AddNumberToObject(mj, "unjudged_answers", c->unjudged_answers);
     cJSON_AddItemToObject(mj, "similarity", stats_json(&c->similarity));
     cJSON_AddItemToObject(mj, "precision", stats_json(&c->precision));
-    cJSON_AddNumberToObject(mj, "exact_match", per[0].exact_match);
-    cJSON_AddNumberToObject(mj, "rouge_l", per[0].rouge_l);
-    cJSON_AddNumberToObject(mj, "chrf", per[0].chrf);
-    cJSON_AddNumberToObject(mj, "threshold", threshold);
-    cJSON_AddBoolToObject(mj, "pass", c->pass);
     cJSON_AddNumberToObject(mj, "cost_usd", c->client.cost_usd);
     int rc = jsonl_write_atomic(metrics_path, &mj, 1);
     cJSON_Delete(mj);
-    free(sim), free(prec);
-    c->exact_match = per[0].exact_match, c->rouge_l = per[0].rouge_l, c->chrf = per[0].chrf;
     return rc;
 }
 
@@ -331,9 +264,10 @@ char *judge_file_for(const char *path, int judge) {
 }
 
 int judge_all(const ProviderConfig *judges, const ClientLimits *limits, int n_judges, LlmCache *cache, const JudgeConfig *cfg,
-              const Records *test, const char *answers, const char *judge_path, const char *metrics_path, JudgeSummary *per,
-              JudgeSummary *out, ClientStats *usage) {
+              const Records *test, const char *answers, const char *judge_path, const char *scores_path, const char *metrics_path,
+              JudgeSummary *per, JudgeSummary *out, ClientStats *usage) {
     memset(out, 0, sizeof *out);
+    if (cfg->method == JUDGE_METRIC) return answer_scores_write(cfg, test, answers, NULL, NULL, scores_path, metrics_path, out);
     const char **models = ld_xmalloc(sizeof(char *) * (size_t)n_judges);
     int rc = 0;
     for (int j = 0; j < n_judges && !rc; j++) {
@@ -348,9 +282,12 @@ int judge_all(const ProviderConfig *judges, const ClientLimits *limits, int n_ju
         *out = per[0];
         memset(&per[0], 0, sizeof per[0]);
     } else if (!rc) {
-        rc = judge_combine(per, models, n_judges, cfg->threshold, metrics_path, out);
+        rc = judge_combine(per, models, n_judges, metrics_path, out);
         for (int j = 0; j < n_judges; j++) out->judgments += per[j].judgments, out->invalid_judgments += per[j].invalid_judgments;
     }
     free(models);
+    char *first = n_judges > 1 ? judge_file_for(judge_path, 0) : ld_xstrdup(judge_path);  // the critiques' source
+    if (!rc) rc = answer_scores_write(cfg, test, answers, out, first, scores_path, metrics_path, out);
+    free(first);
     return rc;
 }

@@ -5,21 +5,26 @@
 #pragma once
 #include "judge.h"
 #include "llm_client.h"
+#include "pass_rule.h"
 #include "records.h"
+#include "task_check.h"
 
 typedef struct {
     int judgments_per_answer;  // M
     int max_rejudge;  // extra asks for one judgment whose replies were unusable
-    double threshold;  // pass rule: mean similarity and mean precision >= threshold
+    double threshold;  // the default pass rule: mean similarity and mean precision >= threshold
     const char *generator_model;  // the model that wrote the training data, for the self-preference warning
+    JudgeMethod method;  // llm: the judge is asked; metric: only the metrics and checks; both
+    const PassRule *rule;  // judge.pass
+    const TaskCheck *check;  // task.check (may configure nothing)
 } JudgeConfig;
 
 typedef struct {
     ScoreStats similarity, precision;
     int answers, unjudged_answers, judgments, invalid_judgments;
     int failed_answers;  // answers that are errors (a request that failed): never judged, counted as unjudged
-    double exact_match, rouge_l, chrf;
-    int pass;
+    double measure[MEASURE_COUNT];  // the share of answers for each metric and check measure (NaN: not computed)
+    int pass;  // the pass rule held
     ClientStats client;
     double *answer_similarity, *answer_precision;  // [answers] per-answer means (NaN when never judged), heap
 } JudgeSummary;
@@ -27,8 +32,7 @@ typedef struct {
 void judge_summary_free(JudgeSummary *s);
 // Several judges: per-judge results, their agreement (Pearson r and mean absolute difference of per-answer
 // scores, averaged over judge pairs) and the pass rule on the per-answer means across judges -> metrics_path.
-int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, double threshold, const char *metrics_path,
-                  JudgeSummary *combined);
+int judge_combine(const JudgeSummary *per, const char *const *models, int n_judges, const char *metrics_path, JudgeSummary *combined);
 
 // answers: JSONL lines {"id", "sample", "text"} (llamaduo generate --input test --samples K); a line with
 // "error" (an answer that failed) is not judged. A service that answers none of the judge's requests fails the
@@ -42,10 +46,11 @@ char *judge_file_for(const char *path, int judge);
 // Every judge over the answers. One judge writes judge_path and metrics_path; several write their own files
 // (judge_file_for) and the combination to metrics_path. per[n_judges] gets each judge's summary (the caller frees
 // them; with one judge it is moved to *out). Each call's requests are added to *usage (may be NULL), sent
-// whether the judge then failed or not.
+// whether the judge then failed or not. With judge.method metric no judge is asked. Then every measure and the
+// pass rule (answer_scores.h): per answer to scores_path, aggregated into metrics_path.
 int judge_all(const ProviderConfig *judges, const ClientLimits *limits, int n_judges, LlmCache *cache, const JudgeConfig *cfg,
-              const Records *test, const char *answers, const char *judge_path, const char *metrics_path, JudgeSummary *per,
-              JudgeSummary *out, ClientStats *usage);
+              const Records *test, const char *answers, const char *judge_path, const char *scores_path, const char *metrics_path,
+              JudgeSummary *per, JudgeSummary *out, ClientStats *usage);
 
 // 1 when this judge also wrote the training data: it may prefer its own style (self-preference).
 int judge_prefers_itself(const JudgeConfig *cfg, const ProviderConfig *judge);

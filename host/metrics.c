@@ -7,11 +7,18 @@
 #include "text.h"
 #include "util.h"
 
+static void trimmed(const char *s, const char **start, size_t *len) {
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    *start = s, *len = n;
+}
+
 int metric_exact_match(const char *candidate, const char *reference) {
-    char *a = text_normalize(candidate), *b = text_normalize(reference);
-    int eq = !strcmp(a, b);
-    free(a), free(b);
-    return eq;
+    const char *a, *b;
+    size_t na, nb;
+    trimmed(candidate, &a, &na), trimmed(reference, &b, &nb);
+    return na == nb && !memcmp(a, b, na);
 }
 
 static uint64_t *word_hashes(const char *s, int *n) {
@@ -22,6 +29,14 @@ static uint64_t *word_hashes(const char *s, int *n) {
     for (int i = 0; i < *n; i++) h[i] = text_hash(norm + st[i], (size_t)ln[i], 0);
     free(st), free(ln), free(norm);
     return h;
+}
+
+int metric_normalized_exact_match(const char *candidate, const char *reference) {
+    int m, n;  // the same words in the same order: case, spacing and punctuation aside
+    uint64_t *a = word_hashes(candidate, &m), *b = word_hashes(reference, &n);
+    int eq = m == n && !memcmp(a, b, sizeof(uint64_t) * (size_t)m);
+    free(a), free(b);
+    return eq;
 }
 
 double metric_rouge_l(const char *candidate, const char *reference) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "pass_rule.h"
 #include "records.h"
 #include "run.h"
 #include "run_paths.h"
@@ -269,6 +270,140 @@ static double v_shares(const RoundInfo *r, int k) {
 }
 static double v_data(const RoundInfo *r, int k) { return k ? r->synth_kept : r->train_records; }
 
+// ---- the pass rule per round, and what each round's synthesis aimed at ------------------------------------
+
+typedef struct {
+    const char *text;
+    double value;
+    int held;
+} Condition;
+
+static int leaf_conditions(const cJSON *rule, Condition *out, int n, int cap) {
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(rule, "condition");
+    if (cJSON_IsString(c)) {
+        if (n < cap)
+            out[n] = (Condition){c->valuestring, num(rule, "value", NULL), cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rule, "held"))};
+        return n + 1;
+    }
+    for (const cJSON *e = cJSON_GetObjectItemCaseSensitive(rule, "conditions") ? cJSON_GetObjectItemCaseSensitive(rule, "conditions")->child
+                                                                               : NULL;
+         e; e = e->next)
+        n = leaf_conditions(e, out, n, cap);
+    return n;
+}
+
+static void rule_rows(Run *r, const Facts *f, Buf *h, Buf *m) {
+    char *rule = pass_rule_describe(&r->st.rule), p[4096];
+    bp(h, "<h2>The pass rule</h2>\n<p><b>");
+    esc(h, rule, 400);
+    bp(h,
+       "</b> (judge.method %s). Each condition's value per round:</p>\n<table><tr><th>round</th><th>condition</th><th>value</th>"
+       "<th>held</th><th>probe of training records (this round's adapter)</th></tr>\n",
+       r->st.judge_method);
+    bp(m,
+       "\n## The pass rule\n\n**%s** (judge.method %s)\n\n| round | condition | value | held | probe |\n| --- | --- | --- | --- | --- |\n",
+       rule, r->st.judge_method);
+    free(rule);
+    for (int i = 0; i <= f->n_rounds; i++) {
+        int t = i < f->n_rounds ? f->rounds[i].round : 0;
+        if (t)
+            snprintf(p, sizeof p, "%s/" RUN_METRICS, r->dir, t);
+        else
+            snprintf(p, sizeof p, "%s/" RUN_CEILING_METRICS, r->dir);
+        cJSON *mj = json_read_file(p);
+        Condition c[32];
+        int n = mj ? leaf_conditions(cJSON_GetObjectItemCaseSensitive(mj, "rule"), c, 0, 32) : 0;
+        char probe[160] = "";
+        if (t) {
+            snprintf(p, sizeof p, "%s/" RUN_PROBE_METRICS, r->dir, t);
+            cJSON *pj = json_read_file(p);
+            Condition pc[32];
+            int pn = pj ? leaf_conditions(cJSON_GetObjectItemCaseSensitive(pj, "rule"), pc, 0, 32) : 0;
+            for (int k = 0, o = 0; k < pn && k < 4 && o < (int)sizeof probe; k++)
+                o += snprintf(probe + o, sizeof probe - (size_t)o, "%s%s %.3g", k ? ", " : "", pc[k].text, pc[k].value);
+            cJSON_Delete(pj);
+        }
+        for (int k = 0; k < n && k < 32; k++) {
+            char label[32], v[32];
+            snprintf(label, sizeof label, t ? "%d" : "service (ceiling)", t);
+            snprintf(v, sizeof v, "%.3g", c[k].value);
+            bp(h, "<tr><td>%s</td><td>", k ? "" : label);
+            esc(h, c[k].text, 200);
+            bp(h, "</td><td>%s</td><td>%s</td><td>", isnan(c[k].value) ? "not measured" : v, c[k].held ? "yes" : "no");
+            esc(h, k ? "" : probe, 200);
+            bp(h, "</td></tr>\n");
+            bp(m, "| %s | %s | %s | %s | %s |\n", k ? "" : label, c[k].text, isnan(c[k].value) ? "not measured" : v,
+               c[k].held ? "yes" : "no", k ? "" : probe);
+        }
+        cJSON_Delete(mj);
+    }
+    bp(h, "</table>\n");
+}
+
+static int by_score(const void *a, const void *b) {
+    double x = num(*(cJSON *const *)a, "score", NULL), y = num(*(cJSON *const *)b, "score", NULL);
+    return x < y ? -1 : x > y;
+}
+
+// Round t's synthesis: the probe answers it aimed at (worst first, with their critiques) and the pairs kept per item.
+static void targeted_round(Run *r, int t, Buf *h, Buf *m) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/" RUN_PROBE_SCORES, r->dir, t - 1);
+    cJSON **items, **kept = NULL;
+    int *ln, n, nk = 0;
+    if (!ld_file_exists(p) || jsonl_read(p, &items, &ln, &n, 1)) return;
+    free(ln);
+    snprintf(p, sizeof p, "%s/" RUN_SYNTH, r->dir, t);
+    if (ld_file_exists(p) && jsonl_read(p, &kept, &ln, &nk, 1) == 0) free(ln);
+    qsort(items, (size_t)n, sizeof(cJSON *), by_score);
+    bp(h,
+       "<h3>Round %d: targeted at the round %d probe</h3>\n<table class=\"samples\"><tr><th>probe item</th><th>score</th>"
+       "<th>what was wrong (critique)</th><th>pairs kept from it</th></tr>\n",
+       t, t - 1);
+    bp(m, "\n### Round %d: targeted at the round %d probe\n\n| probe item | score | critique | pairs kept |\n| --- | --- | --- | --- |\n",
+       t, t - 1);
+    for (int i = 0; i < n && i < 8; i++) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[i], "id"), *cr = cJSON_GetObjectItemCaseSensitive(items[i], "critique");
+        if (!cJSON_IsString(id) || num(items[i], "score", NULL) >= 1) continue;
+        int from = 0;
+        for (int k = 0; k < nk; k++) {
+            const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id");
+            from += cJSON_IsString(pid) && !strcmp(pid->valuestring, id->valuestring);
+        }
+        char sc[32];
+        snprintf(sc, sizeof sc, "%.2f", num(items[i], "score", NULL));
+        bp(h, "<tr><td>");
+        esc(h, id->valuestring, 80);
+        bp(h, "</td><td>%s</td><td>", sc);
+        esc(h, cJSON_IsString(cr) ? cr->valuestring : "", 300);
+        bp(h, "</td><td>%d</td></tr>\n", from);
+        bp(m, "| %s | %s | ", id->valuestring, sc);
+        md_cell(m, cJSON_IsString(cr) ? cr->valuestring : "", 200);
+        bp(m, " | %d |\n", from);
+    }
+    bp(h, "</table>\n");
+    for (int i = 0; i < n; i++) cJSON_Delete(items[i]);
+    for (int k = 0; k < nk; k++) cJSON_Delete(kept[k]);
+    free(items), free(kept);
+}
+
+static void targeting(Run *r, const Facts *f, Buf *h, Buf *m) {
+    int any = 0;
+    char p[4096];
+    for (int i = 0; i < f->n_rounds && !any; i++) {
+        snprintf(p, sizeof p, "%s/" RUN_PROBE_SCORES, r->dir, f->rounds[i].round);
+        any = ld_file_exists(p);
+    }
+    if (!any) return;
+    bp(h,
+       "<h2>What synthesis aimed at</h2>\n<p class=\"note\">After a round that did not pass, the student answered a probe of its "
+       "own training records; the next round's synthesis drew seeds toward the worst of them and showed the critique. Each kept "
+       "pair names its probe item (probe_id) in data/round-NN.synth.jsonl.</p>\n");
+    bp(m, "\n## What synthesis aimed at\n");
+    for (int i = 0; i < f->n_rounds; i++)
+        if (f->rounds[i].round >= 2) targeted_round(r, f->rounds[i].round, h, m);
+}
+
 // ---- the report ---------------------------------------------------------------------------------------------
 
 static void sample_answers(Run *r, const Facts *f, Buf *h, Buf *m) {
@@ -421,6 +556,8 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
            ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup, ri->contaminated);
     }
     bp(&h, "</table><p class=\"note\">Every dropped pair is in data/round-NN.dropped.jsonl with its reason.</p>\n");
+    rule_rows(r, &f, &h, &m);
+    targeting(r, &f, &h, &m);
 
     // cost and time: what each stage's last run paid beside what it reused from the cache, which add up to what its
     // replies are worth (requests paid count the attempts sent, replies reused the jobs answered from the cache)

@@ -65,6 +65,7 @@ static const OptionSpec k_loop_options[] = {
     {"synth_growth", OPT_NUM, R(synth_growth), 1, 100, "2", NULL, "synth.calls grows by this factor each round"},
     {"retrain", OPT_CHOICE, R(retrain), 0, 0, "base", "base|continue", "each round from the base model, or from the last adapter"},
     {"samples", OPT_INT, R(samples), 1, 64, "2", NULL, "answers per test prompt"},
+    {"probe", OPT_INT, R(probe), 0, 1000000, "16", NULL, "training records the student answers after each round (targeted synthesis)"},
     {"ceiling", OPT_BOOL, R(ceiling), 0, 1, "1", NULL, "judge the service LLM's own answers: the score to match"},
     {NULL}};
 static const OptionSpec k_infer_options[] = {
@@ -96,8 +97,11 @@ typedef struct {
     const char *name;
     const OptionSpec *spec;
 } RunSection;
-static const RunSection k_run_sections[] = {
-    {"run", k_loop_options}, {"student", k_student_options}, {"report", k_report_options}, {"service.local", k_local_options}, {NULL, NULL}};
+static const RunSection k_run_sections[] = {{"run", k_loop_options},
+                                            {"student", k_student_options},
+                                            {"report", k_report_options},
+                                            {"service.local", k_local_options},
+                                            {NULL, NULL}};
 
 int run_load(const char *config_path, const char *self_exe, Run *r) {
     memset(r, 0, sizeof *r);
@@ -128,6 +132,10 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
         return -1;
     }
     r->retrain_continue = !strcmp(r->retrain, "continue");
+    if (!strcmp(r->st.synth.strategy, "targeted") && r->probe == 0) {
+        ld_set_error("%s: 'synth.strategy' targeted needs a probe: 'run.probe' is 0 (set it, or synth.strategy: uniform)", f);
+        return -1;
+    }
     if (r->st.local) {
         if (path_needed(r->local_model, "service.local.model", PATH_MODEL, f)) return -1;
         if (r->st.service.wire != WIRE_OPENAI) {
@@ -423,6 +431,7 @@ void run_close(Run *r) {
     stop_service(r);
     ledger_close(r->ledger);
     cJSON_Delete(r->st.local);
+    stage_config_free(&r->st);
     cJSON_Delete(r->root);
     free(r->dir), free(r->config_path), free(r->config_text);
     memset(r, 0, sizeof *r);
@@ -564,17 +573,39 @@ static int stage_split(Run *r) {
 
 // Judges answers with every configured judge (several: per-judge files and the combination).
 static int judge_answers(Run *r, Stage *s, LlmCache *cache, const Records *test, const char *answers, const char *judge_path,
-                         const char *metrics_path, JudgeSummary *out) {
-    for (int j = 0; j < r->st.n_judges && !r->warned_self_preference; j++)  // a fact of the config: once per run
+                         const char *scores_path, const char *metrics_path, JudgeSummary *out) {
+    for (int j = 0; j < r->st.n_judges && !r->warned_self_preference && r->st.judge.method != JUDGE_METRIC; j++)  // once per run
         if (judge_prefers_itself(&r->st.judge, &r->st.judges[j])) judge_warn_self_preference(&r->st.judges[j]);
     r->warned_self_preference = 1;
     JudgeSummary per[MAX_JUDGES] = {0};
     ClientLimits lim[MAX_JUDGES];
     for (int j = 0; j < r->st.n_judges; j++) lim[j] = stage_limits(r, &r->st.judge_limits[j]);
-    int rc =
-        judge_all(r->st.judges, lim, r->st.n_judges, cache, &r->st.judge, test, answers, judge_path, metrics_path, per, out, &s->usage);
+    int rc = judge_all(r->st.judges, lim, r->st.n_judges, cache, &r->st.judge, test, answers, judge_path, scores_path, metrics_path, per,
+                       out, &s->usage);
     for (int j = 0; j < r->st.n_judges; j++) judge_summary_free(&per[j]);
     return rc;
+}
+
+// What the ledger keeps of a scoring: the judge's means (when asked), each measure and whether the rule held.
+static void add_scores_detail(cJSON *d, const JudgeSummary *js) {
+    if (js->similarity.n) {
+        cJSON_AddNumberToObject(d, "similarity_mean", js->similarity.mean);
+        cJSON_AddNumberToObject(d, "precision_mean", js->precision.mean);
+    }
+    for (int m = MEASURE_EXACT_MATCH; m < MEASURE_COUNT; m++)
+        if (!isnan(js->measure[m])) cJSON_AddNumberToObject(d, k_measures[m].name, js->measure[m]);
+    cJSON_AddBoolToObject(d, "pass", js->pass);
+}
+
+// "similarity 81.2, precision 84.0, exact_match 0.75, checker 0.80" (the measures that were computed).
+static void scores_line(const JudgeSummary *js, char *buf, size_t cap) {
+    int k = 0;
+    buf[0] = 0;
+    if (js->similarity.n) k = snprintf(buf, cap, "similarity %.1f, precision %.1f, ", js->similarity.mean, js->precision.mean);
+    for (int m = MEASURE_EXACT_MATCH; m < MEASURE_COUNT && k < (int)cap; m++)
+        if (!isnan(js->measure[m]) && m != MEASURE_ROUGE_L && m != MEASURE_CHRF)
+            k += snprintf(buf + k, cap - (size_t)k, "%s %.2f, ", k_measures[m].name, js->measure[m]);
+    if (k >= 2 && k < (int)cap) buf[k - 2] = 0;
 }
 
 typedef struct {
@@ -592,7 +623,7 @@ static void ceiling_done(void *ctx, LlmJob *job) {
 static int stage_ceiling(Run *r) {
     if (!r->ceiling || skip_done(r, 0, "ceiling")) return 0;
     char *te = pathf(r, RUN_COVERAGE_TEST), *ans = pathf(r, RUN_CEILING_ANSWERS);
-    char *jp = pathf(r, RUN_CEILING_JUDGE), *mp = pathf(r, RUN_CEILING_METRICS);
+    char *jp = pathf(r, RUN_CEILING_JUDGE), *mp = pathf(r, RUN_CEILING_METRICS), *sp = pathf(r, RUN_CEILING_SCORES);
     const char *ins[] = {te}, *outs[] = {ans, mp};
     int ok = ensure_service(r) == 0;
     Stage s;
@@ -629,9 +660,8 @@ static int stage_ceiling(Run *r) {
         cJSON_AddNumberToObject(s.detail, "answer_prompt_tokens", (double)st.prompt_tokens);
         cJSON_AddNumberToObject(s.detail, "answer_completion_tokens", (double)st.completion_tokens);
         JudgeSummary js = {0};
-        if (ok && judge_answers(r, &s, cache, &test, ans, jp, mp, &js) == 0) {
-            cJSON_AddNumberToObject(s.detail, "similarity_mean", js.similarity.mean);
-            cJSON_AddNumberToObject(s.detail, "precision_mean", js.precision.mean);
+        if (ok && judge_answers(r, &s, cache, &test, ans, jp, sp, mp, &js) == 0) {
+            add_scores_detail(s.detail, &js);
             judge_summary_free(&js);
         } else {
             ok = 0;
@@ -642,8 +672,37 @@ static int stage_ceiling(Run *r) {
     if (cache) cache_close(cache);
     records_free(&test);
     int rc = stage_end(&s, ok, outs, 2);
-    free(te), free(ans), free(jp), free(mp);
+    free(te), free(ans), free(jp), free(mp), free(sp);
     return rc;
+}
+
+// The last probe's findings, one per seed (a seed's worst sample), or NULL when there was no probe.
+static SynthTarget *probe_targets(const char *scores_path, const Records *seeds, int *n_probed) {
+    cJSON **items;
+    int *lines, n;
+    *n_probed = 0;
+    if (!ld_file_exists(scores_path) || jsonl_read(scores_path, &items, &lines, &n, 1)) return NULL;
+    SynthTarget *t = ld_xcalloc((size_t)seeds->n + 1, sizeof(SynthTarget));
+    for (int k = 0; k < n; k++) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[k], "id"), *sc = cJSON_GetObjectItemCaseSensitive(items[k], "score");
+        const cJSON *an = cJSON_GetObjectItemCaseSensitive(items[k], "answer"),
+                    *cr = cJSON_GetObjectItemCaseSensitive(items[k], "critique");
+        for (int i = 0; cJSON_IsString(id) && cJSON_IsNumber(sc) && i < seeds->n; i++) {
+            if (strcmp(seeds->v[i].id, id->valuestring) || (t[i].probed && t[i].score <= sc->valuedouble)) continue;
+            *n_probed += !t[i].probed;
+            free((char *)t[i].answer), free((char *)t[i].critique);
+            t[i] = (SynthTarget){1, sc->valuedouble, ld_xstrdup(cJSON_IsString(an) ? an->valuestring : ""),
+                                 ld_xstrdup(cJSON_IsString(cr) ? cr->valuestring : "")};
+        }
+    }
+    for (int k = 0; k < n; k++) cJSON_Delete(items[k]);
+    free(items), free(lines);
+    return t;
+}
+
+static void probe_targets_free(SynthTarget *t, int n) {
+    for (int i = 0; t && i < n; i++) free((char *)t[i].answer), free((char *)t[i].critique);
+    free(t);
 }
 
 static int synth_calls(const Run *r, int round) { return (int)lround(r->st.synth.calls * pow(r->synth_growth, round - 2)); }
@@ -652,14 +711,19 @@ static int stage_synth(Run *r, int round) {
     if (skip_done(r, round, "synth")) return 0;
     char *tr = pathf(r, RUN_COVERAGE_TRAIN), *te = pathf(r, RUN_COVERAGE_TEST);
     char *out = pathf(r, RUN_SYNTH, round), *drop = pathf(r, RUN_DROPPED, round);
-    const char *ins[] = {tr, te}, *outs[] = {out, drop};
+    char *probe = pathf(r, RUN_PROBE_SCORES, round - 1);
+    int targeted = !strcmp(r->st.synth.strategy, "targeted") && ld_file_exists(probe);
+    const char *ins[] = {tr, te, probe}, *outs[] = {out, drop};
     int ok = ensure_service(r) == 0;
     Stage s;
-    stage_begin(&s, r, round, "synth", ins, 2);
+    stage_begin(&s, r, round, "synth", ins, targeted ? 3 : 2);
     Records seeds = {0}, test = {0}, *prior = ld_xcalloc((size_t)round, sizeof(Records));
-    int n_prior = 0;
+    int n_prior = 0, n_probed = 0;
     LlmCache *cache = ok ? open_cache(r) : NULL;
     ok = ok && cache && records_read(tr, 1, &seeds) == 0 && records_read(te, 1, &test) == 0;
+    SynthTarget *targets = ok && targeted ? probe_targets(probe, &seeds, &n_probed) : NULL;
+    if (!strcmp(r->st.synth.strategy, "targeted") && !targets && ok)
+        fprintf(stderr, "run: round %d: synth: no probe of round %d (%s): seeds drawn uniformly\n", round, round - 1, probe);
     for (int t = 2; t < round && ok; t++) {  // earlier rounds' data: nothing new may repeat it
         char *p = pathf(r, RUN_SYNTH, t);
         ok = records_read(p, 0, &prior[n_prior]) == 0;
@@ -668,7 +732,7 @@ static int stage_synth(Run *r, int round) {
     }
     if (ok) {
         SynthConfig cfg = r->st.synth;
-        cfg.round = round, cfg.calls = synth_calls(r, round);
+        cfg.round = round, cfg.calls = synth_calls(r, round), cfg.targets = targets;
         ClientLimits lim = stage_limits(r, &r->st.limits);
         SynthSummary sum = {0};
         // a service that answered no call at all fails the stage (a round without new data would go on silently)
@@ -684,14 +748,23 @@ static int stage_synth(Run *r, int round) {
             cJSON_AddNumberToObject(s.detail, "exact_duplicates", sum.exact_dup);
             cJSON_AddNumberToObject(s.detail, "near_duplicates", sum.near_dup);
             cJSON_AddNumberToObject(s.detail, "contaminated", sum.contaminated);
+            cJSON_AddNumberToObject(s.detail, "failed_check", sum.failed_check);
+            cJSON_AddStringToObject(s.detail, "strategy", targets ? "targeted" : "uniform");
+            cJSON_AddNumberToObject(s.detail, "targeted_calls", sum.targeted_calls);
+            fprintf(stderr, "run: round %d: synth: %d calls (%d targeted at the round %d probe's answers), %d pairs kept of %d returned",
+                    round, cfg.calls, sum.targeted_calls, round - 1, sum.kept, sum.returned);
+            if (task_check_verifies(&r->st.check)) fprintf(stderr, ", %d failed the task's checker", sum.failed_check);
+            fprintf(stderr, "\n");
         }
     }
     if (cache) cache_close(cache);
-    records_free(&seeds), records_free(&test);
+    records_free(&test);
     for (int i = 0; i < n_prior; i++) records_free(&prior[i]);
+    probe_targets_free(targets, seeds.n);
+    records_free(&seeds);
     free(prior);
     int rc = stage_end(&s, ok, outs, 2);
-    free(tr), free(te), free(out), free(drop);
+    free(tr), free(te), free(out), free(drop), free(probe);
     return rc;
 }
 
@@ -763,57 +836,112 @@ static int stage_train(Run *r, int round) {
     return rc;
 }
 
-static int stage_infer(Run *r, int round) {
-    if (skip_done(r, round, "infer")) return 0;
-    char *te = pathf(r, RUN_COVERAGE_TEST), *adapter = pathf(r, RUN_ADAPTER, round);
-    char *a_st = pathf(r, RUN_ADAPTER_WEIGHTS, round), *out = pathf(r, RUN_INFER, round);
-    const char *ins[] = {te, a_st}, *outs[] = {out};
-    Stage s;
-    stage_begin(&s, r, round, "infer", ins, 2);
+// The student answers input (chat records) with round's adapter: `llamaduo generate`, K samples each.
+static int student_answers(Run *r, int round, const char *input, const char *output, int samples) {
+    char *adapter = pathf(r, RUN_ADAPTER, round);
     char k[16], mt[16], temp[32], seed[16], batch[16], threads[16];
-    snprintf(k, sizeof k, "%d", r->samples);
+    snprintf(k, sizeof k, "%d", samples);
     snprintf(mt, sizeof mt, "%d", r->infer_max_tokens);
     snprintf(temp, sizeof temp, "%g", r->infer_temperature);
     snprintf(seed, sizeof seed, "%d", r->infer_seed);
     snprintf(batch, sizeof batch, "%d", r->infer_batch);
     snprintf(threads, sizeof threads, "%d", r->threads);
     Argv a = {0};
-    argv_add(&a, "llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", te, "--samples", k, "--output",
-             out, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision,
+    argv_add(&a, "llamaduo", "generate", "--model", (char *)r->student, "--adapter", adapter, "--input", input, "--samples", k, "--output",
+             output, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision,
              NULL);
     if (r->threads) argv_add(&a, "--threads", threads, NULL);
-    int ok = spawn_argv(r, &a, "llamaduo generate") == 0;
+    int rc = spawn_argv(r, &a, "llamaduo generate");
+    free(adapter);
+    return rc;
+}
+
+static int stage_infer(Run *r, int round) {
+    if (skip_done(r, round, "infer")) return 0;
+    char *te = pathf(r, RUN_COVERAGE_TEST), *a_st = pathf(r, RUN_ADAPTER_WEIGHTS, round), *out = pathf(r, RUN_INFER, round);
+    const char *ins[] = {te, a_st}, *outs[] = {out};
+    Stage s;
+    stage_begin(&s, r, round, "infer", ins, 2);
+    int ok = student_answers(r, round, te, out, r->samples) == 0;
     int rc = stage_end(&s, ok, outs, 1);
-    free(te), free(adapter), free(a_st), free(out);
+    free(te), free(a_st), free(out);
     return rc;
 }
 
 static int stage_judge(Run *r, int round) {
     if (skip_done(r, round, "judge")) return 0;
     char *te = pathf(r, RUN_COVERAGE_TEST), *ans = pathf(r, RUN_INFER, round);
-    char *jp = pathf(r, RUN_JUDGE, round), *mp = pathf(r, RUN_METRICS, round);
-    const char *ins[] = {te, ans}, *outs[] = {mp};
-    int ok = ensure_service(r) == 0;
+    char *jp = pathf(r, RUN_JUDGE, round), *mp = pathf(r, RUN_METRICS, round), *sp = pathf(r, RUN_SCORES, round);
+    const char *ins[] = {te, ans}, *outs[] = {mp, sp};
+    int ok = r->st.judge.method == JUDGE_METRIC || ensure_service(r) == 0;  // metrics alone need no service
     Stage s;
     stage_begin(&s, r, round, "judge", ins, 2);
     Records test = {0};
     LlmCache *cache = ok ? open_cache(r) : NULL;
     ok = ok && cache && records_read(te, 1, &test) == 0;
     JudgeSummary js = {0};
-    if (ok && judge_answers(r, &s, cache, &test, ans, jp, mp, &js) == 0) {
-        cJSON_AddNumberToObject(s.detail, "similarity_mean", js.similarity.mean);
-        cJSON_AddNumberToObject(s.detail, "precision_mean", js.precision.mean);
-        cJSON_AddBoolToObject(s.detail, "pass", js.pass);
-        fprintf(stderr, "run: round %d: similarity %.1f, precision %.1f (pass at %g: %s), exact match %.2f\n", round, js.similarity.mean,
-                js.precision.mean, r->st.judge.threshold, js.pass ? "yes" : "no", js.exact_match);
+    if (ok && judge_answers(r, &s, cache, &test, ans, jp, sp, mp, &js) == 0) {
+        add_scores_detail(s.detail, &js);
+        char line[512], *rule = pass_rule_describe(&r->st.rule);
+        scores_line(&js, line, sizeof line);
+        fprintf(stderr, "run: round %d: %s; pass rule (%s): %s\n", round, line, rule, js.pass ? "held" : "not met");
+        free(rule);
         judge_summary_free(&js);
     } else {
         ok = 0;
     }
     if (cache) cache_close(cache);
     records_free(&test);
-    int rc = stage_end(&s, ok, outs, 1);
-    free(te), free(ans), free(jp), free(mp);
+    int rc = stage_end(&s, ok, outs, 2);
+    free(te), free(ans), free(jp), free(mp), free(sp);
+    return rc;
+}
+
+// A seeded draw of up to n of the training seeds, in file order: the probe of one round (never the test split).
+static int draw_probe(Run *r, int round, const Records *seeds, const char *path) {
+    int n = seeds->n < r->probe ? seeds->n : r->probe, *idx = ld_xmalloc(sizeof(int) * (size_t)(seeds->n + 1));
+    for (int i = 0; i < seeds->n; i++) idx[i] = i;
+    uint64_t st = 0x2545f4914f6cdd1dull ^ ((uint64_t)r->split_seed << 20) ^ (uint64_t)round;
+    for (int i = 0; i < n; i++) {  // a partial Fisher-Yates: the first n places
+        st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+        int j = i + (int)(st % (uint64_t)(seeds->n - i)), t = idx[i];
+        idx[i] = idx[j], idx[j] = t;
+    }
+    int rc = write_records(path, (Records *)seeds, idx, n);
+    free(idx);
+    return rc;
+}
+
+// After a round that did not pass, the student answers a probe of its own training records, scored like the test
+// set: what the next round's targeted synthesis aims at.
+static int stage_probe(Run *r, int round) {
+    if (skip_done(r, round, "probe")) return 0;
+    char *tr = pathf(r, RUN_COVERAGE_TRAIN), *a_st = pathf(r, RUN_ADAPTER_WEIGHTS, round), *probe = pathf(r, RUN_PROBE, round);
+    char *ans = pathf(r, RUN_PROBE_ANSWERS, round), *jp = pathf(r, RUN_PROBE_JUDGE, round);
+    char *sp = pathf(r, RUN_PROBE_SCORES, round), *mp = pathf(r, RUN_PROBE_METRICS, round);
+    const char *ins[] = {tr, a_st}, *outs[] = {sp, mp};
+    int ok = r->st.judge.method == JUDGE_METRIC || ensure_service(r) == 0;
+    Stage s;
+    stage_begin(&s, r, round, "probe", ins, 2);
+    Records seeds = {0}, items = {0};
+    ok = ok && records_read(tr, 1, &seeds) == 0 && draw_probe(r, round, &seeds, probe) == 0 && records_read(probe, 1, &items) == 0 &&
+         student_answers(r, round, probe, ans, 1) == 0;
+    LlmCache *cache = ok ? open_cache(r) : NULL;
+    JudgeSummary js = {0};
+    if (ok && cache && judge_answers(r, &s, cache, &items, ans, jp, sp, mp, &js) == 0) {
+        add_scores_detail(s.detail, &js);
+        cJSON_AddNumberToObject(s.detail, "items", items.n);
+        char line[512];
+        scores_line(&js, line, sizeof line);
+        fprintf(stderr, "run: round %d: probe of %d training records: %s\n", round, items.n, line);
+        judge_summary_free(&js);
+    } else {
+        ok = 0;
+    }
+    if (cache) cache_close(cache);
+    records_free(&seeds), records_free(&items);
+    int rc = stage_end(&s, ok, outs, 2);
+    free(tr), free(a_st), free(probe), free(ans), free(jp), free(sp), free(mp);
     return rc;
 }
 
@@ -830,11 +958,13 @@ static const char *decide(Run *r, int round, char *why, size_t cap) {
         char *mp = pathf(r, RUN_METRICS, t);
         cJSON *m = json_read_file(mp);
         free(mp);
-        double score = (stat_of(m, "similarity", "mean") + stat_of(m, "precision", "mean")) / 2;
+        double score = pass_rule_score(&r->st.rule, m);
         int pass = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass"));
         cJSON_Delete(m);
         if (t == round && pass) {
-            snprintf(why, cap, "the pass rule held in round %d (mean similarity and precision >= %g)", round, r->st.judge.threshold);
+            char *rule = pass_rule_describe(&r->st.rule);
+            snprintf(why, cap, "the pass rule held in round %d (%s)", round, rule);
+            free(rule);
             return why;
         }
         if (!isnan(score) && score > best + r->min_improvement) best = score, best_round = t;
@@ -861,7 +991,8 @@ static int stage_report(Run *r) {
 
 int run_stage(Run *r, const char *stage, int round) {
     // a stage that asks the service needs its keys: said before any work, not after a ledger row is begun
-    if ((!strcmp(stage, "ceiling") || !strcmp(stage, "synth") || !strcmp(stage, "judge")) && keys_set(r)) return -1;
+    if ((!strcmp(stage, "ceiling") || !strcmp(stage, "synth") || !strcmp(stage, "judge") || !strcmp(stage, "probe")) && keys_set(r))
+        return -1;
     if (!strcmp(stage, "split")) return stage_split(r);
     if (!strcmp(stage, "ceiling")) return stage_ceiling(r);
     if (!strcmp(stage, "report")) return stage_report(r);
@@ -873,7 +1004,8 @@ int run_stage(Run *r, const char *stage, int round) {
     if (!strcmp(stage, "train")) return stage_train(r, round);
     if (!strcmp(stage, "infer")) return stage_infer(r, round);
     if (!strcmp(stage, "judge")) return stage_judge(r, round);
-    ld_set_error("unknown stage '%s' (split, ceiling, synth, train, infer, judge, report)", stage);
+    if (!strcmp(stage, "probe")) return stage_probe(r, round);
+    ld_set_error("unknown stage '%s' (split, ceiling, synth, train, infer, judge, probe, report)", stage);
     return -1;
 }
 
@@ -900,6 +1032,8 @@ int run_loop(Run *r) {
         }
         if ((round >= 2 && stage_synth(r, round)) || stage_train(r, round) || stage_infer(r, round) || stage_judge(r, round)) goto fail;
         reason = decide(r, round, why, sizeof why);
+        // going on: what the student gets wrong on its own training data aims the next round's synthesis
+        if (!reason && !strcmp(r->st.synth.strategy, "targeted") && stage_probe(r, round)) goto fail;
     }
     char rounds[16];
     snprintf(rounds, sizeof rounds, "%d", reason ? round - 1 : r->max_rounds);

@@ -21,6 +21,7 @@ typedef struct Run {
     const char *config_dir, *coverage, *test, *retrain;
     double test_ratio;
     int split_seed, max_rounds, patience, samples, ceiling, retrain_continue;
+    int probe;  // training records the student answers after each round, for targeted synthesis
     double min_improvement, budget_usd, synth_growth;
     // student
     const char *student, *infer_precision;  // infer_precision: fp32 | bf16, the GPU's weights when answering
@@ -48,7 +49,7 @@ int run_open(Run *r, const char *dir_override);
 void run_close(Run *r);
 // The whole loop, resuming where the directory stands. 0 when it ran to a stop rule.
 int run_loop(Run *r);
-// One stage on its own: split | ceiling | synth | train | infer | judge | report (round for synth..judge).
+// One stage on its own: split | ceiling | synth | train | infer | judge | probe | report (round for synth..probe).
 int run_stage(Run *r, const char *stage, int round);
 // Loads a run from its directory's config.yaml.
 int run_from_dir(const char *dir, const char *self_exe, Run *r);

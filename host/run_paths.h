@@ -18,6 +18,7 @@
 #define RUN_CEILING_ANSWERS "data/ceiling.answers.jsonl"  // the service's own answers: the score to match
 #define RUN_CEILING_JUDGE "data/ceiling.judge.jsonl"
 #define RUN_CEILING_METRICS "data/ceiling.metrics.json"
+#define RUN_CEILING_SCORES "data/ceiling.scores.jsonl"
 #define RUN_SYNTH_NAME "round-%02d.synth.jsonl"  // in data/ of a run, or the --out of `llamaduo synth`
 #define RUN_DROPPED_NAME "round-%02d.dropped.jsonl"  // synthesis's rejects with the reason
 #define RUN_SYNTH RUN_DATA_DIR "/" RUN_SYNTH_NAME
@@ -33,5 +34,13 @@
 #define RUN_INFER "rounds/%02d/infer.jsonl"
 #define RUN_JUDGE_NAME "judge.jsonl"
 #define RUN_METRICS_NAME "metrics.json"
+#define RUN_SCORES_NAME "scores.jsonl"  // every measure of each answer, its score and what was wrong with it
 #define RUN_JUDGE "rounds/%02d/" RUN_JUDGE_NAME
 #define RUN_METRICS "rounds/%02d/" RUN_METRICS_NAME
+#define RUN_SCORES "rounds/%02d/" RUN_SCORES_NAME
+// the probe: training records the student answers after a round, scored like the test set, for targeted synthesis
+#define RUN_PROBE "rounds/%02d/probe.jsonl"
+#define RUN_PROBE_ANSWERS "rounds/%02d/probe.infer.jsonl"
+#define RUN_PROBE_JUDGE "rounds/%02d/probe.judge.jsonl"
+#define RUN_PROBE_SCORES "rounds/%02d/probe.scores.jsonl"
+#define RUN_PROBE_METRICS "rounds/%02d/probe.metrics.json"

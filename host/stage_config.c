@@ -9,8 +9,20 @@
 #include "util.h"
 
 #define S(field) offsetof(StageConfig, field)
+static const OptionSpec k_check_options[] = {
+    {"labels", OPT_LIST, S(check.labels), 0, 0, NULL, NULL, "the answers allowed: an answer must be one of them, and the reference's"},
+    {"regex", OPT_STR, S(check.regex), 0, 0, NULL, NULL, "a PCRE2 pattern the answer (trimmed) must match"},
+    {"json", OPT_BOOL, S(check.json), 0, 1, "0", NULL, "the answer must be valid JSON"},
+    {"json_schema", OPT_MAP, S(check.json_schema), 0, 0, NULL, NULL, "a JSON schema the answer must fit"},
+    {"command", OPT_STR, S(check.command.command), 0, 0, NULL, NULL,
+     "a checker program: JSONL {id, prompt, reference, answer} on stdin, {id, score} lines out"},
+    {"timeout_s", OPT_NUM, S(check.command.timeout_s), 0.1, 86400, "60", NULL, "the checker's time limit per batch"},
+    {"reference_free", OPT_BOOL, S(check.reference_free), 0, 1, "0", NULL,
+     "the checker decides a pair without a reference: synthetic pairs are verified by it"},
+    {NULL}};
 static const OptionSpec k_task_options[] = {
     {"description", OPT_STR, S(synth.task), 0, 0, NULL, NULL, "what the task is, in words", NULL, 1},
+    {"check", OPT_SECTION, 0, 0, 0, NULL, NULL, "the task's own checks of an answer", k_check_options},
     {NULL}};
 static const OptionSpec k_synth_options[] = {
     {"calls", OPT_INT, S(synth.calls), 1, 1000000, "20", NULL, "requests for synthetic pairs in round 2 (grows by run.synth_growth)"},
@@ -22,11 +34,17 @@ static const OptionSpec k_synth_options[] = {
     {"decontam_ngram", OPT_INT, S(synth.decontam_ngram), 1, 64, "8", NULL, "n-gram length of decontamination"},
     {"decontam_threshold", OPT_NUM, S(synth.decontam_threshold), 0.01, 1, "0.5", NULL, "share of n-grams found in a test record"},
     {"max_reask", OPT_INT, S(synth.max_reask), 0, 20, "2", NULL, "re-asks of a reply off the contract"},
+    {"strategy", OPT_CHOICE, S(synth.strategy), 0, 0, "targeted", "targeted|uniform",
+     "seeds drawn toward the last probe's worst answers, shown with their critiques; or uniformly"},
     {NULL}};
 static const OptionSpec k_judge_options[] = {
     {"judgments_per_answer", OPT_INT, S(judge.judgments_per_answer), 1, 100, "1", NULL, "judgments of each answer (M)"},
     {"max_rejudge", OPT_INT, S(judge.max_rejudge), 0, 20, "3", NULL, "extra asks for a judgment whose replies were unusable"},
-    {"threshold", OPT_NUM, S(judge.threshold), 1, 100, "90", NULL, "pass rule: mean similarity and precision at least this"},
+    {"method", OPT_CHOICE, S(judge_method), 0, 0, "llm", "llm|metric|both",
+     "who scores: the judge LLM, the metrics and checks only, or both"},
+    {"pass", OPT_VALUE, S(judge_pass), 0, 0, NULL, NULL,
+     "the pass rule: a condition ('exact_match >= 0.9'), a list (all), or {all|any: [...]}"},
+    {"threshold", OPT_NUM, S(judge.threshold), 1, 100, "90", NULL, "the default pass rule: mean similarity and precision at least this"},
     {"service", OPT_MAP, S(judge_service), 0, 0, NULL, NULL, "the judge, when it is not the service LLM"},
     {"services", OPT_LIST, S(judge_services), 0, 0, NULL, NULL, "several judges: per-judge scores and their agreement"},
     {NULL}};
@@ -96,7 +114,18 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
         c->judge_is_service = 1;
     }
     c->judge.generator_model = c->service.model;
+    c->judge.method = !strcmp(c->judge_method, "metric") ? JUDGE_METRIC : !strcmp(c->judge_method, "both") ? JUDGE_BOTH : JUDGE_LLM;
+    if (task_check_prepare(&c->check, path) ||
+        pass_rule_parse(c->judge_pass, c->judge.threshold, c->judge.method, c->check.has, path, &c->rule))
+        goto done;
+    c->judge.rule = &c->rule, c->judge.check = &c->check;
+    c->synth.check = &c->check;
     rc = 0;
 done:
     return rc;
+}
+
+void stage_config_free(StageConfig *c) {
+    task_check_free(&c->check);
+    pass_rule_free(&c->rule);
 }

@@ -13,7 +13,11 @@ typedef struct {
     int n_judges;
     int judge_is_service;  // no judge.service(s): the service judges
     SynthConfig synth;
-    JudgeConfig judge;
+    JudgeConfig judge;  // its rule and check point at the two below
+    TaskCheck check;  // task.check
+    PassRule rule;  // judge.pass
+    const char *judge_method;
+    const cJSON *judge_pass;
     cJSON *local;  // service.local (a model the run serves itself), detached from the tree, or NULL
     const cJSON *judge_service, *judge_services;  // judge.service / judge.services as given (read into judges[])
 } StageConfig;
@@ -21,3 +25,4 @@ typedef struct {
 // root: the whole config (kept alive by the caller: strings point into it). extra_top: more allowed
 // top-level sections (NULL-terminated) or NULL. service.local is accepted only when allow_local.
 int stage_config_parse(cJSON *root, const char *path, const char *const *extra_top, int allow_local, StageConfig *c);
+void stage_config_free(StageConfig *c);  // the compiled check and rule

@@ -9,7 +9,39 @@
 #include "text.h"
 #include "util.h"
 
-char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask) {
+int synth_is_targeted(const SynthTarget *t) { return t && t->probed && t->score < 1; }
+
+static char *targeted_prompt(const SynthConfig *cfg, const Record *seed, const SynthTarget *t, int call) {
+    static const char *fmt =
+        "You are writing training data for a small language model that must learn one task.\n\n"
+        "Task: %s\n\n"
+        "Here is one example of the task.\n<instruction>\n%s\n</instruction>\n<response>\n%s\n</response>\n\n"
+        "The small model answered this example with:\n<student_answer>\n%.2000s\n</student_answer>\n"
+        "What was wrong with its answer: %s\n\n"
+        "Write %d new examples of the same task that teach exactly what the small model got wrong here. Each must be "
+        "similar to the example in context and structure but different in content from it and from each other, with a "
+        "correct response in the same style as the example response. Keep each instruction concise.\n\n"
+        "Reply with only this JSON object and nothing else:\n"
+        "{\"contents\": [{\"instruction\": \"...\", \"response\": \"...\"}]}\n\n"
+        "(round %d, request %d, targeted)";
+    char *answer = ld_utf8_prefix(t->answer ? t->answer : "", 2000), *critique = ld_utf8_prefix(t->critique ? t->critique : "", 2000);
+    size_t n =
+        strlen(fmt) + strlen(cfg->task) + strlen(seed->instruction) + strlen(seed->response) + strlen(answer) + strlen(critique) + 160;
+    char *s = ld_xmalloc(n);
+    snprintf(s, n, fmt, cfg->task, seed->instruction, seed->response, answer, critique, cfg->pairs_per_call, cfg->round, call);
+    free(answer), free(critique);
+    return s;
+}
+
+char *synth_prompt(const SynthConfig *cfg, const Record *seed, const SynthTarget *target, int call, int reask) {
+    if (synth_is_targeted(target)) {
+        char *base = targeted_prompt(cfg, seed, target, call);
+        if (!reask) return base;
+        size_t n = strlen(base) + 96;
+        char *s = ld_xrealloc(base, n);
+        snprintf(s + strlen(s), 96, " (retry %d: the previous reply did not follow the JSON contract)", reask);
+        return s;
+    }
     static const char *fmt =
         "You are writing training data for a small language model that must learn one task.\n\n"
         "Task: %s\n\n"
@@ -33,19 +65,40 @@ static const char *k_synth_schema =
     "\"properties\":{\"instruction\":{\"type\":\"string\"},\"response\":{\"type\":\"string\"}},"
     "\"required\":[\"instruction\",\"response\"]}}},\"required\":[\"contents\"]}";
 
-// Seed order for a round: a seeded shuffle, reshuffled each time the calls cycle through all seeds, so a
-// seed is used again only after every other one has been.
-static int *seed_order(int n_seeds, int calls, unsigned seed, int round) {
+// A seed's weight in a targeted draw: the probe's failures first, every other seed still possible.
+static double target_weight(const SynthTarget *t) { return t && t->probed ? 1.0 - t->score + 0.05 : 0.05; }
+
+static uint64_t xorshift(uint64_t *s) {
+    *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
+    return *s;
+}
+
+// Seed order for a round. Uniform: a seeded shuffle, drawn again each time the calls cycle through all seeds, so a
+// seed is used again only after every other one has been. Targeted: each call draws its seed with probability in
+// proportion to its weight, so a failing category gets most calls even when it has few seeds (each call's prompt
+// differs by its number, and the pairs it returns are deduplicated like any others).
+static int *seed_order(int n_seeds, int calls, unsigned seed, int round, const SynthTarget *targets) {
     int *order = ld_xmalloc(sizeof(int) * (size_t)(calls + 1));
     int *perm = ld_xmalloc(sizeof(int) * (size_t)n_seeds);
     uint64_t s = ((uint64_t)seed << 32) ^ (uint64_t)round ^ 0x9e3779b97f4a7c15ull;
     for (int c = 0; c < calls; c++) {
         if (c % n_seeds == 0) {
-            for (int i = 0; i < n_seeds; i++) perm[i] = i;
-            for (int i = n_seeds - 1; i > 0; i--) {
-                s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-                int j = (int)(s % (uint64_t)(i + 1)), t = perm[i];
-                perm[i] = perm[j], perm[j] = t;
+            if (targets) {
+                double total = 0;
+                for (int i = 0; i < n_seeds; i++) total += target_weight(&targets[i]);
+                for (int i = 0; i < n_seeds; i++) {  // n_seeds independent draws by weight
+                    double u = ((double)(xorshift(&s) >> 11) + 0.5) / 9007199254740992.0 * total, acc = 0;
+                    int k = 0;
+                    while (k < n_seeds - 1 && (acc += target_weight(&targets[k])) < u) k++;
+                    perm[i] = k;
+                }
+            } else {  // Fisher-Yates, as every earlier build drew it: a resumed run asks the same requests
+                for (int i = 0; i < n_seeds; i++) perm[i] = i;
+                for (int i = n_seeds - 1; i > 0; i--) {
+                    int j = (int)(xorshift(&s) % (uint64_t)(i + 1));
+                    int t = perm[i];
+                    perm[i] = perm[j], perm[j] = t;
+                }
             }
         }
         order[c] = perm[c % n_seeds];
@@ -115,7 +168,7 @@ static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, Ll
     for (int q = 0; q < nw; q++) {
         int c = which[q];
         free(prompts[c]);
-        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c, reask);
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], cfg->targets ? &cfg->targets[order[c]] : NULL, c, reask);
         msgs[c] = (LlmMessage){"user", prompts[c]};
         again[q].req = jobs[c].req;
     }
@@ -137,16 +190,101 @@ static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, Ll
     return rc;
 }
 
+// Why a returned pair is unusable as data (heap), or NULL.
+static char *invalid_reason(const SynthConfig *cfg, const char *is, const char *rs) {
+    char why[300] = "";
+    if (!is || !rs)
+        snprintf(why, sizeof why, "invalid: instruction and response must be strings");
+    else if (!*is || strspn(is, " \t\r\n") == strlen(is))
+        snprintf(why, sizeof why, "invalid: empty instruction");
+    else if (!*rs || strspn(rs, " \t\r\n") == strlen(rs))
+        snprintf(why, sizeof why, "invalid: empty response");
+    else if ((int)strlen(is) > cfg->max_instruction_chars)
+        snprintf(why, sizeof why, "invalid: instruction of %zu characters (limit %d)", strlen(is), cfg->max_instruction_chars);
+    else if ((int)strlen(rs) > cfg->max_response_chars)
+        snprintf(why, sizeof why, "invalid: response of %zu characters (limit %d)", strlen(rs), cfg->max_response_chars);
+    return why[0] ? ld_xstrdup(why) : NULL;
+}
+
+typedef struct {
+    int call, idx;
+    const char *is, *rs;  // point into the reply's JSON
+    char *why;  // dropped, and why (heap), or NULL
+    int unused;
+} Candidate;
+
+// The task's checks that need no reference, on every well-formed pair at once (one run of a checker command).
+static void verify_candidates(const SynthConfig *cfg, Candidate *cand, int n, SynthSummary *sum) {
+    if (!cfg->check || !task_check_verifies(cfg->check)) return;
+    CheckItem *items = ld_xcalloc((size_t)n + 1, sizeof(CheckItem));
+    int *which = ld_xcalloc((size_t)n + 1, sizeof(int)), m = 0;
+    char **ids = ld_xcalloc((size_t)n + 1, sizeof(char *));
+    for (int q = 0; q < n; q++) {
+        if (cand[q].why) continue;
+        char id[48];
+        snprintf(id, sizeof id, "c%04d-%d", cand[q].call, cand[q].idx);
+        ids[m] = ld_xstrdup(id);
+        items[m] = (CheckItem){ids[m], cand[q].is, NULL, cand[q].rs};
+        which[m++] = q;
+    }
+    int *ok = ld_xcalloc((size_t)m + 1, sizeof(int));
+    char **why = ld_xcalloc((size_t)m + 1, sizeof(char *));
+    if (task_check_verify(cfg->check, items, m, ok, why)) {  // a checker that fails refuses every pair: never a silent pass
+        char msg[400];
+        snprintf(msg, sizeof msg, "failed the task's checker: %s", ld_last_error());
+        for (int i = 0; i < m; i++) ok[i] = 0, why[i] = ld_xstrdup(msg);
+        fprintf(stderr, "synth: warning: %s\n", ld_last_error());
+    }
+    for (int i = 0; i < m; i++) {
+        if (!ok[i])
+            cand[which[i]].why = why[i], sum->failed_check++;
+        else
+            free(why[i]);
+        free(ids[i]);
+    }
+    free(items), free(which), free(ids), free(ok), free(why);
+}
+
+// A kept pair as a chat record, with its lineage (the seed, and for a targeted call the probe item and critique).
+static cJSON *synth_record(const char *id, const char *is, const char *rs, const char *model, const char *seed_id, int round,
+                           const char *prompt_hash, const char *created, const SynthTarget *target) {
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "id", id);
+    cJSON *m = cJSON_AddArrayToObject(r, "messages"), *u = cJSON_CreateObject(), *a = cJSON_CreateObject();
+    cJSON_AddStringToObject(u, "role", "user");
+    cJSON_AddStringToObject(u, "content", is);
+    cJSON_AddStringToObject(a, "role", "assistant");
+    cJSON_AddStringToObject(a, "content", rs);
+    cJSON_AddItemToArray(m, u);
+    cJSON_AddItemToArray(m, a);
+    cJSON_AddStringToObject(r, "source", "synth");
+    cJSON_AddStringToObject(r, "generator", model);
+    cJSON_AddStringToObject(r, "seed_id", seed_id);
+    cJSON_AddNumberToObject(r, "round", round);
+    cJSON_AddStringToObject(r, "prompt_hash", prompt_hash);
+    cJSON_AddStringToObject(r, "created", created ? created : "");
+    if (target) {  // the probe item this pair was written to fix, and what was wrong there
+        cJSON_AddStringToObject(r, "probe_id", seed_id);
+        cJSON_AddNumberToObject(r, "probe_score", target->score);
+        char *excerpt = ld_utf8_prefix(target->critique ? target->critique : "", 300);
+        cJSON_AddStringToObject(r, "critique", excerpt);
+        free(excerpt);
+    }
+    return r;
+}
+
 int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg, const Records *seeds,
               const Records *prior, int n_prior, const Records *test, const char *out_path, const char *dropped_path, SynthSummary *sum) {
     memset(sum, 0, sizeof *sum);
     int calls = cfg->calls;
-    int *order = seed_order(seeds->n, calls, cfg->seed, cfg->round);
+    int *order = seed_order(seeds->n, calls, cfg->seed, cfg->round, cfg->targets);
     LlmJob *jobs = ld_xcalloc((size_t)calls, sizeof(LlmJob));
     LlmMessage *msgs = ld_xcalloc((size_t)calls, sizeof(LlmMessage));
     char **prompts = ld_xcalloc((size_t)calls, sizeof(char *));
     for (int c = 0; c < calls; c++) {
-        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], c, 0);
+        const SynthTarget *t = cfg->targets ? &cfg->targets[order[c]] : NULL;
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], t, c, 0);
+        sum->targeted_calls += synth_is_targeted(t);
         msgs[c] = (LlmMessage){"user", prompts[c]};
         jobs[c].req = (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1, .json_schema = k_synth_schema};
     }
@@ -173,10 +311,11 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             decontam_add_reference(dc, t, i);
             free(t);
         }
-        cJSON **kept = NULL, **drop = NULL;
-        int n_kept = 0, n_drop = 0;
+        cJSON **kept = NULL, **drop = NULL, **objs = ld_xcalloc((size_t)calls + 1, sizeof(cJSON *));
+        int n_kept = 0, n_drop = 0, n_cand = 0;
         char **kept_ids = NULL;
-        for (int c = 0; c < calls; c++) {
+        Candidate *cand = NULL;
+        for (int c = 0; c < calls; c++) {  // every pair returned, checked for form; failed calls dropped whole
             const Record *seed = &seeds->v[order[c]];
             LlmJob *j = &jobs[c];
             if (j->status != JOB_OK) {
@@ -187,7 +326,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                 drop[n_drop++] = dropped(c, -1, seed->id, why, NULL, NULL);
                 continue;
             }
-            cJSON *obj = find_contents(j->reply.text);
+            cJSON *obj = objs[c] = find_contents(j->reply.text);
             if (!obj) {
                 sum->calls_failed++;
                 drop = ld_xrealloc(drop, sizeof(cJSON *) * (size_t)(n_drop + 1));
@@ -195,81 +334,72 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                 continue;
             }
             sum->calls_ok++;
-            const char *prompt_part[] = {prompts[c]};
-            char *prompt_hash = text_sha256_hex(prompt_part, 1);
             int idx = 0;
             for (cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, "contents")->child; e; e = e->next, idx++) {
                 sum->returned++;
+                cand = ld_xrealloc(cand, sizeof(Candidate) * (size_t)(n_cand + 1));
+                Candidate *k = &cand[n_cand++];
+                *k = (Candidate){c, idx, NULL, NULL, NULL, 0};
                 const cJSON *ins = cJSON_GetObjectItemCaseSensitive(e, "instruction"),
                             *res = cJSON_GetObjectItemCaseSensitive(e, "response");
-                const char *is = cJSON_IsString(ins) ? ins->valuestring : NULL, *rs = cJSON_IsString(res) ? res->valuestring : NULL;
-                char why[300] = "";
-                if (!is || !rs)
-                    snprintf(why, sizeof why, "invalid: instruction and response must be strings");
-                else if (!*is || strspn(is, " \t\r\n") == strlen(is))
-                    snprintf(why, sizeof why, "invalid: empty instruction");
-                else if (!*rs || strspn(rs, " \t\r\n") == strlen(rs))
-                    snprintf(why, sizeof why, "invalid: empty response");
-                else if ((int)strlen(is) > cfg->max_instruction_chars)
-                    snprintf(why, sizeof why, "invalid: instruction of %zu characters (limit %d)", strlen(is), cfg->max_instruction_chars);
-                else if ((int)strlen(rs) > cfg->max_response_chars)
-                    snprintf(why, sizeof why, "invalid: response of %zu characters (limit %d)", strlen(rs), cfg->max_response_chars);
-                if (why[0]) {
-                    sum->invalid++;
-                } else {
-                    char *t = pair_text(is, rs);
-                    DedupResult dr = dedup_check(dd, t);
-                    int ref;
-                    double ov = decontam_overlap(dc, t, &ref);
-                    const char *dup_of = dr.match_id >= 0          ? kept_ids[dr.match_id]
-                                         : dr.match_id <= -1000000 ? "earlier round"
-                                         : dr.match_id < 0         ? seeds->v[-1 - dr.match_id].id
-                                                                   : "";
-                    if (dr.verdict == DEDUP_EXACT) {
-                        snprintf(why, sizeof why, "duplicate of %s (exact after normalisation)", dup_of);
-                        sum->exact_dup++;
-                    } else if (dr.verdict == DEDUP_NEAR) {
-                        snprintf(why, sizeof why, "near-duplicate of %s (Jaccard %.2f >= %.2f)", dup_of, dr.jaccard, cfg->dedup_threshold);
-                        sum->near_dup++;
-                    } else if (ov >= cfg->decontam_threshold) {
-                        snprintf(why, sizeof why, "contaminated: %.0f%% of its %d-grams are in test record %s", 100 * ov,
-                                 cfg->decontam_ngram, test->v[ref].id);
-                        sum->contaminated++;
-                    } else {
-                        char id[96];
-                        snprintf(id, sizeof id, "synth-r%02d-c%04d-%d", cfg->round, c, idx);
-                        cJSON *r = cJSON_CreateObject();
-                        cJSON_AddStringToObject(r, "id", id);
-                        cJSON *m = cJSON_AddArrayToObject(r, "messages"), *u = cJSON_CreateObject(), *a = cJSON_CreateObject();
-                        cJSON_AddStringToObject(u, "role", "user");
-                        cJSON_AddStringToObject(u, "content", is);
-                        cJSON_AddStringToObject(a, "role", "assistant");
-                        cJSON_AddStringToObject(a, "content", rs);
-                        cJSON_AddItemToArray(m, u);
-                        cJSON_AddItemToArray(m, a);
-                        cJSON_AddStringToObject(r, "source", "synth");
-                        cJSON_AddStringToObject(r, "generator", p->model);
-                        cJSON_AddStringToObject(r, "seed_id", seed->id);
-                        cJSON_AddNumberToObject(r, "round", cfg->round);
-                        cJSON_AddStringToObject(r, "prompt_hash", prompt_hash);
-                        cJSON_AddStringToObject(r, "created", j->reply.received_at ? j->reply.received_at : "");
-                        dedup_add(dd, t, n_kept);
-                        kept = ld_xrealloc(kept, sizeof(cJSON *) * (size_t)(n_kept + 1));
-                        kept_ids = ld_xrealloc(kept_ids, sizeof(char *) * (size_t)(n_kept + 1));
-                        kept_ids[n_kept] = ld_xstrdup(id);
-                        kept[n_kept++] = r;
-                        sum->kept++;
-                    }
-                    free(t);
-                }
-                if (why[0]) {
-                    drop = ld_xrealloc(drop, sizeof(cJSON *) * (size_t)(n_drop + 1));
-                    drop[n_drop++] = dropped(c, idx, seed->id, why, is, rs);
-                }
+                k->is = cJSON_IsString(ins) ? ins->valuestring : NULL, k->rs = cJSON_IsString(res) ? res->valuestring : NULL;
+                k->why = invalid_reason(cfg, k->is, k->rs);
+                sum->invalid += k->why != NULL;
             }
-            free(prompt_hash);
-            cJSON_Delete(obj);
         }
+        verify_candidates(cfg, cand, n_cand, sum);
+        for (int q = 0; q < n_cand; q++) {
+            Candidate *k = &cand[q];
+            int c = k->call;
+            const Record *seed = &seeds->v[order[c]];
+            const SynthTarget *tg = cfg->targets ? &cfg->targets[order[c]] : NULL;
+            char why[300] = "";
+            if (k->why) {
+                snprintf(why, sizeof why, "%s", k->why);
+            } else {
+                char *t = pair_text(k->is, k->rs);
+                DedupResult dr = dedup_check(dd, t);
+                int ref;
+                double ov = decontam_overlap(dc, t, &ref);
+                const char *dup_of = dr.match_id >= 0          ? kept_ids[dr.match_id]
+                                     : dr.match_id <= -1000000 ? "earlier round"
+                                     : dr.match_id < 0         ? seeds->v[-1 - dr.match_id].id
+                                                               : "";
+                if (dr.verdict == DEDUP_EXACT) {
+                    snprintf(why, sizeof why, "duplicate of %s (exact after normalisation)", dup_of);
+                    sum->exact_dup++;
+                } else if (dr.verdict == DEDUP_NEAR) {
+                    snprintf(why, sizeof why, "near-duplicate of %s (Jaccard %.2f >= %.2f)", dup_of, dr.jaccard, cfg->dedup_threshold);
+                    sum->near_dup++;
+                } else if (ov >= cfg->decontam_threshold) {
+                    snprintf(why, sizeof why, "contaminated: %.0f%% of its %d-grams are in test record %s", 100 * ov, cfg->decontam_ngram,
+                             test->v[ref].id);
+                    sum->contaminated++;
+                } else {
+                    char id[96];
+                    snprintf(id, sizeof id, "synth-r%02d-c%04d-%d", cfg->round, c, k->idx);
+                    const char *prompt_part[] = {prompts[c]};
+                    char *prompt_hash = text_sha256_hex(prompt_part, 1);
+                    cJSON *r = synth_record(id, k->is, k->rs, p->model, seed->id, cfg->round, prompt_hash, jobs[c].reply.received_at,
+                                            synth_is_targeted(tg) ? tg : NULL);
+                    free(prompt_hash);
+                    dedup_add(dd, t, n_kept);
+                    kept = ld_xrealloc(kept, sizeof(cJSON *) * (size_t)(n_kept + 1));
+                    kept_ids = ld_xrealloc(kept_ids, sizeof(char *) * (size_t)(n_kept + 1));
+                    kept_ids[n_kept] = ld_xstrdup(id);
+                    kept[n_kept++] = r;
+                    sum->kept++;
+                }
+                free(t);
+            }
+            if (why[0]) {
+                drop = ld_xrealloc(drop, sizeof(cJSON *) * (size_t)(n_drop + 1));
+                drop[n_drop++] = dropped(c, k->idx, seed->id, why, k->is, k->rs);
+            }
+            free(k->why);
+        }
+        for (int c = 0; c < calls; c++) cJSON_Delete(objs[c]);
+        free(objs), free(cand);
         if (jsonl_write_atomic(out_path, kept, n_kept) || jsonl_write_atomic(dropped_path, drop, n_drop)) rc = -1;
         for (int i = 0; i < n_kept; i++) cJSON_Delete(kept[i]), free(kept_ids[i]);
         for (int i = 0; i < n_drop; i++) cJSON_Delete(drop[i]);

@@ -4,9 +4,21 @@
 // near-duplicates) against itself and all earlier data, and decontaminated against the test split. Every
 // dropped pair is written with its reason. Outputs are assembled in call order from the replies, so a rerun
 // after a crash (answered from the response cache) writes the same records.
+// Targeted (synth.strategy: targeted): seeds are drawn with weight toward the training records the student answered
+// worst in the last round's probe, and each such call shows the student's answer and what was wrong with it,
+// asking for pairs that teach exactly that. With a task check that needs no reference, every pair is checked
+// before it joins the data, and the wrong ones are dropped with the reason.
 #pragma once
 #include "llm_client.h"
 #include "records.h"
+#include "task_check.h"
+
+// What the probe found for one seed (synth targets: one per seed, in seed order).
+typedef struct {
+    int probed;  // the seed was in the probe
+    double score;  // its answer's score in 0..1 (the worst of its samples)
+    const char *answer, *critique;  // the student's answer and what was wrong with it
+} SynthTarget;
 
 typedef struct {
     const char *task;  // what the task is, in words
@@ -17,16 +29,24 @@ typedef struct {
     int decontam_ngram;
     double decontam_threshold;  // share of a pair's n-grams found in one test record
     int max_reask;  // re-asks (with a marker, so not the cached reply) for a reply off the contract
+    const char *strategy;  // targeted | uniform (synth.strategy)
+    const SynthTarget *targets;  // [seeds] from the last probe, or NULL: uniform
+    const TaskCheck *check;  // verifies pairs when it needs no reference (may be NULL)
 } SynthConfig;
 
 typedef struct {
     int calls_ok, calls_failed, returned, kept, invalid, exact_dup, near_dup, contaminated;
     int reasked;  // requests asked again because the reply broke the {"contents"} contract
+    int targeted_calls;  // calls that showed a probe answer and its critique
+    int failed_check;  // pairs the task's checker refused
     ClientStats client;
 } SynthSummary;
 
 // seeds: the training seeds; prior: earlier data (may be NULL/empty); test: the held-out split.
 int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg, const Records *seeds,
               const Records *prior, int n_prior, const Records *test, const char *out_path, const char *dropped_path, SynthSummary *sum);
-// The prompt for one call (heap), shared with tests; reask > 0 adds the retry marker.
-char *synth_prompt(const SynthConfig *cfg, const Record *seed, int call, int reask);
+// The prompt for one call (heap), shared with tests; reask > 0 adds the retry marker; target (may be NULL) makes it a
+// targeted prompt when the probe found the seed's answer wanting.
+char *synth_prompt(const SynthConfig *cfg, const Record *seed, const SynthTarget *target, int call, int reask);
+// 1 when a call on this seed is targeted: probed and scored below full marks.
+int synth_is_targeted(const SynthTarget *t);

@@ -17,7 +17,7 @@ from the request hash, plus an exact duplicate and a test-contaminated pair; a j
 object with scores made from the request hash; anything else gets {"echo": hash}. Every request is logged as one JSON line (--log) with its body hash,
 attempt number, fault and whether it was answered, the requests in flight and whether the key header
 matched --expect-key (the key itself is never written).
-Usage: fault_server.py --port-file FILE --log FILE [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
+Usage: fault_server.py --port-file FILE --log FILE [--log-bodies] [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
 """
 import argparse
 import hashlib
@@ -159,6 +159,8 @@ class Handler(BaseHTTPRequestHandler):
                              "numcontent", "nochoices")
         entry = {"t": arrived, "hash": h, "wire": wire, "attempt": attempt, "fault": fault, "answered": answered,
                  "inflight": inflight, "key_ok": key_ok}
+        if ARGS.log_bodies:
+            entry["body"] = body  # what the client sent, for tests of what may never leave (test data, PII)
         if fault == "none" and ARGS.liveness:
             self.pending_entry = entry  # logged once we know the client lived to receive it (see respond_ok)
         else:
@@ -248,6 +250,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--log-bodies", action="store_true", help="log every request body too")
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--slow", type=float, default=3.0)
     ap.add_argument("--expect-key-env", default=None)

@@ -61,6 +61,7 @@ int cmd_run(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 // `--run DIR [--round N]`: a stage of a run directory on its own (synth, train, judge, infer)
 int has_run_flag(int argc, char **argv);
 int run_stage_command(int argc, char **argv, const char *stage);

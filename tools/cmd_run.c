@@ -131,6 +131,17 @@ int cmd_infer(int argc, char **argv) {
     return run_stage_command(argc, argv, "infer");
 }
 
+int cmd_probe(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        printf(
+            "usage: llamaduo probe --run DIR --round N\n\nThe round's adapter answers a probe of run.probe training records (never the\n"
+            "test split), scored like the test set -> DIR/rounds/NN/probe.scores.jsonl and probe.metrics.json: what the\n"
+            "next round's targeted synthesis (synth.strategy: targeted) aims at.\n");
+        return argc < 2 ? 2 : 0;
+    }
+    return run_stage_command(argc, argv, "probe");
+}
+
 int has_run_flag(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--run") || !strncmp(argv[i], "--run=", 6)) return 1;

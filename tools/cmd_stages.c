@@ -91,6 +91,7 @@ int cmd_synth(int argc, char **argv) {
     records_free(&seeds), records_free(&tst);
     for (int i = 0; i < n_prior; i++) records_free(&pr[i]);
     free(pr), free(out), free(drop);
+    stage_config_free(&L.s);
     cJSON_Delete(L.root);
     return 0;
 }
@@ -137,27 +138,33 @@ int cmd_judge(int argc, char **argv) {
     JudgeSummary per[MAX_JUDGES] = {0}, s = {0};
     for (int j = 0; j < c.n_judges; j++)
         if (judge_prefers_itself(&c.judge, &c.judges[j])) judge_warn_self_preference(&c.judges[j]);
-    char *judge_path = ld_path_join(out_dir, RUN_JUDGE_NAME);
-    if (judge_all(c.judges, c.judge_limits, c.n_judges, cache, &c.judge, &tst, answers, judge_path, metrics, per, &s, NULL))
+    char *judge_path = ld_path_join(out_dir, RUN_JUDGE_NAME), *scores = ld_path_join(out_dir, RUN_SCORES_NAME);
+    if (judge_all(c.judges, c.judge_limits, c.n_judges, cache, &c.judge, &tst, answers, judge_path, scores, metrics, per, &s, NULL))
         die("%s", ld_last_error());
-    free(judge_path);
+    free(judge_path), free(scores);
     for (int j = 0; c.n_judges > 1 && j < c.n_judges; j++)
         printf("judge %d (%s): similarity mean %.1f, precision mean %.1f, %d answers never validly judged\n", j, c.judges[j].model,
                per[j].similarity.mean, per[j].precision.mean, per[j].unjudged_answers);
-    printf(
-        "judge: %d answers (%d never validly judged, %d of them errors), %d judgments (%d unusable): similarity mean %.1f median %.1f "
-        "sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; exact %.2f "
-        "ROUGE-L %.3f chrF %.3f; %s (threshold %g); $%.4f paid now, $%.4f reused from the cache -> %s\n",
-        s.answers, s.unjudged_answers, s.failed_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
-        s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
-        s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70, s.exact_match, s.rouge_l, s.chrf,
-        s.pass ? "PASS" : "below the pass rule", c.judge.threshold, s.client.new_cost_usd, s.client.cost_usd - s.client.new_cost_usd,
-        metrics);
+    if (c.judge.method != JUDGE_METRIC)
+        printf(
+            "judge: %d answers (%d never validly judged, %d of them errors), %d judgments (%d unusable): similarity mean %.1f median "
+            "%.1f sd %.1f >=50 %.0f%% >=70 %.0f%%; precision mean %.1f median %.1f sd %.1f >=50 %.0f%% >=70 %.0f%%\n",
+            s.answers, s.unjudged_answers, s.failed_answers, s.judgments, s.invalid_judgments, s.similarity.mean, s.similarity.median,
+            s.similarity.std, 100 * s.similarity.share_ge50, 100 * s.similarity.share_ge70, s.precision.mean, s.precision.median,
+            s.precision.std, 100 * s.precision.share_ge50, 100 * s.precision.share_ge70);
+    printf("metrics:");
+    for (int m = MEASURE_EXACT_MATCH; m < MEASURE_COUNT; m++)
+        if (!isnan(s.measure[m])) printf(" %s %.3f", k_measures[m].name, s.measure[m]);
+    char *rule = pass_rule_describe(c.judge.rule);
+    printf("; %s (%s); $%.4f paid now, $%.4f reused from the cache -> %s\n", s.pass ? "PASS" : "below the pass rule", rule,
+           s.client.new_cost_usd, s.client.cost_usd - s.client.new_cost_usd, metrics);
+    free(rule);
     for (int j = 0; j < c.n_judges; j++) judge_summary_free(&per[j]);
     judge_summary_free(&s);
     free(metrics);
     cache_close(cache);
     records_free(&tst);
+    stage_config_free(&L.s);
     cJSON_Delete(L.root);
     return 0;
 }

@@ -19,6 +19,7 @@ static const Command k_commands[] = {
     {"run", cmd_run, "the closed migration loop over a run directory (resumable)"},
     {"status", cmd_status, "where a run stands"},
     {"infer", cmd_infer, "a run round's adapter answers the test prompts"},
+    {"probe", cmd_probe, "a run round's adapter answers a probe of its training records (what synthesis aims at)"},
     {"report", cmd_report, "a run's HTML and Markdown report"},
     {"tokenize", cmd_tokenize, "text <-> token ids with a model's tokenizer (JSONL in, JSONL out)"},
     {"perplexity", cmd_perplexity, "perplexity and mean NLL of a model over a text file"},

@@ -292,50 +292,50 @@ static int leaf_conditions(const cJSON *rule, Condition *out, int n, int cap) {
     return n;
 }
 
+static int round_conditions(Run *r, const char *fmt, int t, Condition *c, int cap, cJSON **keep) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/", r->dir);
+    snprintf(p + strlen(p), sizeof p - strlen(p), fmt, t);
+    *keep = json_read_file(p);
+    return *keep ? leaf_conditions(cJSON_GetObjectItemCaseSensitive(*keep, "rule"), c, 0, cap) : 0;
+}
+
+static const char *value_text(double v, char *buf) {
+    if (isnan(v)) return "not measured";
+    snprintf(buf, 32, "%.3g", v);
+    return buf;
+}
+
 static void rule_rows(Run *r, const Facts *f, Buf *h, Buf *m) {
-    char *rule = pass_rule_describe(&r->st.rule), p[4096];
+    char *rule = pass_rule_describe(&r->st.rule);
     bp(h, "<h2>The pass rule</h2>\n<p><b>");
     esc(h, rule, 400);
     bp(h,
-       "</b> (judge.method %s). Each condition's value per round:</p>\n<table><tr><th>round</th><th>condition</th><th>value</th>"
-       "<th>held</th><th>probe of training records (this round's adapter)</th></tr>\n",
+       "</b> (judge.method %s). Each condition's value per round, on the test set and on the probe of training records the "
+       "round's adapter answered after it:</p>\n<table><tr><th>round</th><th>condition</th><th>test value</th><th>held</th>"
+       "<th>probe value</th></tr>\n",
        r->st.judge_method);
     bp(m,
-       "\n## The pass rule\n\n**%s** (judge.method %s)\n\n| round | condition | value | held | probe |\n| --- | --- | --- | --- | --- |\n",
+       "\n## The pass rule\n\n**%s** (judge.method %s)\n\n| round | condition | test value | held | probe value |\n| --- | --- | --- | --- "
+       "| --- |\n",
        rule, r->st.judge_method);
     free(rule);
     for (int i = 0; i <= f->n_rounds; i++) {
         int t = i < f->n_rounds ? f->rounds[i].round : 0;
-        if (t)
-            snprintf(p, sizeof p, "%s/" RUN_METRICS, r->dir, t);
-        else
-            snprintf(p, sizeof p, "%s/" RUN_CEILING_METRICS, r->dir);
-        cJSON *mj = json_read_file(p);
-        Condition c[32];
-        int n = mj ? leaf_conditions(cJSON_GetObjectItemCaseSensitive(mj, "rule"), c, 0, 32) : 0;
-        char probe[160] = "";
-        if (t) {
-            snprintf(p, sizeof p, "%s/" RUN_PROBE_METRICS, r->dir, t);
-            cJSON *pj = json_read_file(p);
-            Condition pc[32];
-            int pn = pj ? leaf_conditions(cJSON_GetObjectItemCaseSensitive(pj, "rule"), pc, 0, 32) : 0;
-            for (int k = 0, o = 0; k < pn && k < 4 && o < (int)sizeof probe; k++)
-                o += snprintf(probe + o, sizeof probe - (size_t)o, "%s%s %.3g", k ? ", " : "", pc[k].text, pc[k].value);
-            cJSON_Delete(pj);
-        }
+        Condition c[32], pc[32];
+        cJSON *mj, *pj = NULL;
+        int n = round_conditions(r, t ? RUN_METRICS : RUN_CEILING_METRICS, t, c, 32, &mj);
+        int pn = t ? round_conditions(r, RUN_PROBE_METRICS, t, pc, 32, &pj) : 0;
         for (int k = 0; k < n && k < 32; k++) {
-            char label[32], v[32];
+            char label[32], v[32], pv[32];
             snprintf(label, sizeof label, t ? "%d" : "service (ceiling)", t);
-            snprintf(v, sizeof v, "%.3g", c[k].value);
+            const char *probe = k < pn ? value_text(pc[k].value, pv) : "";
             bp(h, "<tr><td>%s</td><td>", k ? "" : label);
             esc(h, c[k].text, 200);
-            bp(h, "</td><td>%s</td><td>%s</td><td>", isnan(c[k].value) ? "not measured" : v, c[k].held ? "yes" : "no");
-            esc(h, k ? "" : probe, 200);
-            bp(h, "</td></tr>\n");
-            bp(m, "| %s | %s | %s | %s | %s |\n", k ? "" : label, c[k].text, isnan(c[k].value) ? "not measured" : v,
-               c[k].held ? "yes" : "no", k ? "" : probe);
+            bp(h, "</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", value_text(c[k].value, v), c[k].held ? "yes" : "no", probe);
+            bp(m, "| %s | %s | %s | %s | %s |\n", k ? "" : label, c[k].text, v, c[k].held ? "yes" : "no", probe);
         }
-        cJSON_Delete(mj);
+        cJSON_Delete(mj), cJSON_Delete(pj);
     }
     bp(h, "</table>\n");
 }
@@ -343,6 +343,35 @@ static void rule_rows(Run *r, const Facts *f, Buf *h, Buf *m) {
 static int by_score(const void *a, const void *b) {
     double x = num(*(cJSON *const *)a, "score", NULL), y = num(*(cJSON *const *)b, "score", NULL);
     return x < y ? -1 : x > y;
+}
+
+// The round's kept pairs that a targeted call wrote, each with the probe item it came from.
+static void kept_lineage(cJSON **kept, int nk, Buf *h, Buf *m) {
+    int shown = 0;
+    for (int k = 0; k < nk && shown < 8; k++) {
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id"),
+                    *msgs = cJSON_GetObjectItemCaseSensitive(kept[k], "messages");
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, 0), "content");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, 1), "content");
+        if (!cJSON_IsString(pid) || !cJSON_IsString(u) || !cJSON_IsString(a)) continue;
+        if (!shown++) {
+            bp(h, "<table class=\"samples\"><tr><th>synthetic pair kept: instruction</th><th>response</th><th>from probe item</th></tr>\n");
+            bp(m, "\n| synthetic pair kept: instruction | response | from probe item |\n| --- | --- | --- |\n");
+        }
+        bp(h, "<tr><td>");
+        esc(h, u->valuestring, 300);
+        bp(h, "</td><td>");
+        esc(h, a->valuestring, 300);
+        bp(h, "</td><td>");
+        esc(h, pid->valuestring, 80);
+        bp(h, "</td></tr>\n");
+        bp(m, "| ");
+        md_cell(m, u->valuestring, 160);
+        bp(m, " | ");
+        md_cell(m, a->valuestring, 160);
+        bp(m, " | %s |\n", pid->valuestring);
+    }
+    if (shown) bp(h, "</table>\n");
 }
 
 // Round t's synthesis: the probe answers it aimed at (worst first, with their critiques) and the pairs kept per item.
@@ -382,6 +411,7 @@ static void targeted_round(Run *r, int t, Buf *h, Buf *m) {
         bp(m, " | %d |\n", from);
     }
     bp(h, "</table>\n");
+    kept_lineage(kept, nk, h, m);
     for (int i = 0; i < n; i++) cJSON_Delete(items[i]);
     for (int k = 0; k < nk; k++) cJSON_Delete(kept[k]);
     free(items), free(kept);

@@ -1078,9 +1078,17 @@ int run_status(Run *r) {
         cJSON *m = json_read_file(mp);
         free(mp);
         if (!m) continue;
-        printf("round %d: similarity %.1f, precision %.1f, exact match %.2f, pass %s\n", t, stat_of(m, "similarity", "mean"),
-               stat_of(m, "precision", "mean"), cJSON_GetObjectItemCaseSensitive(m, "exact_match")->valuedouble,
-               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass")) ? "yes" : "no");
+        char line[512] = "";
+        int k = 0;
+        if (!isnan(stat_of(m, "similarity", "mean")))
+            k = snprintf(line, sizeof line, "similarity %.1f, precision %.1f, ", stat_of(m, "similarity", "mean"),
+                         stat_of(m, "precision", "mean"));
+        for (int q = MEASURE_EXACT_MATCH; q < MEASURE_COUNT && k < (int)sizeof line; q++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, k_measures[q].name);
+            if (cJSON_IsNumber(v) && q != MEASURE_ROUGE_L && q != MEASURE_CHRF)
+                k += snprintf(line + k, sizeof line - (size_t)k, "%s %.2f, ", k_measures[q].name, v->valuedouble);
+        }
+        printf("round %d: %spass %s\n", t, line, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass")) ? "yes" : "no");
         cJSON_Delete(m);
     }
     char *reason = ledger_get(r->ledger, "stop_reason");

@@ -114,8 +114,32 @@ assert -1 <= a["similarity_pearson"] <= 1 and a["similarity_mean_abs_diff"] >= 0
 means = [json.load(open(os.path.join(d, f"metrics-{k}.json")))["similarity"]["mean"] for k in (0, 1)]
 assert abs(m["similarity"]["mean"] - sum(means) / 2) < 1e-9, (m["similarity"], means)  # every answer judged by both
 assert m["pass"] == (m["similarity"]["mean"] >= 60 and m["precision"]["mean"] >= 60)
+assert m["pass_rule"] == "similarity.mean >= 60 and precision.mean >= 60", m["pass_rule"]
 assert os.path.exists(os.path.join(d, "judge-0.jsonl")) and os.path.exists(os.path.join(d, "judge-1.jsonl"))
 PY
+
+# 3b. judge.method both: the judge and the metrics, a rule over both; metric: no judge request at all
+sed 's/^  threshold: 60$/  method: both\n  pass: {all: [similarity.median >= 1, {any: [exact_match >= 0.5, rouge_l >= 0.2]}]}/' "$T/clean.yaml" >"$T/both.yaml"
+"$BIN" judge --config "$T/both.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/both" >"$T/both.out" 2>&1 &&
+python3 - "$T/both" <<'PY' && ok "judge.method both: a rule over judge scores and metrics, each condition's value in metrics.json" || bad "method both: $(tail -3 "$T/both.out")"
+import json, sys
+d = sys.argv[1]
+m = json.load(open(d + "/metrics.json"))
+assert m["method"] == "both" and m["similarity"]["answers"] > 0, m
+top = m["rule"]
+assert top["combine"] == "all" and top["conditions"][0]["condition"] == "similarity.median >= 1", top
+inner = top["conditions"][1]
+assert inner["combine"] == "any" and [c["value"] for c in inner["conditions"]] == [m["exact_match"], m["rouge_l"]], inner
+held = m["similarity"]["median"] >= 1 and (m["exact_match"] >= 0.5 or m["rouge_l"] >= 0.2)
+assert m["pass"] == held == top["held"], (m["pass"], held)
+s = [json.loads(l) for l in open(d + "/scores.jsonl")]
+assert len(s) == 18 and all("similarity" in x and "exact_match" in x and x["critique"].startswith("similarity:") for x in s), s[0]
+PY
+n0=$(wc -l <"$T/clean.log")
+sed 's/^  threshold: 60$/  method: metric\n  pass: exact_match >= 0.9/' "$T/clean.yaml" >"$T/metric.yaml"
+"$BIN" judge --config "$T/metric.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/metric" >"$T/metric.out" 2>&1 &&
+  grep -q "below the pass rule (exact_match >= 0.9)" "$T/metric.out" && [ "$(wc -l <"$T/clean.log")" = "$n0" ] && [ ! -e "$T/metric/judge.jsonl" ] &&
+  ok "judge.method metric: scored without a single request" || bad "method metric: $(tail -3 "$T/metric.out")"
 
 # 4. answers that are errors (a request that failed) are never sent to the judge; a judge that is down fails the
 #    stage at once with the service, its URL and the error, and writes no metrics

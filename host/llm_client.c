@@ -57,6 +57,7 @@ void client_stats_add(ClientStats *to, const ClientStats *from) {
     to->wall_s += from->wall_s;
     if (from->busiest_window > to->busiest_window) to->busiest_window = from->busiest_window;
     if (from->busiest_window_tokens > to->busiest_window_tokens) to->busiest_window_tokens = from->busiest_window_tokens;
+    for (int k = 0; k < PII_KINDS; k++) to->scrubbed[k] += from->scrubbed[k];
 }
 
 typedef struct {
@@ -213,11 +214,18 @@ typedef struct {
     int *attempted_and_failed;  // per job: some attempt failed (for "every request fails the same way")
     int distinct_failing, announced, told_long_wait;
     int awaiting_retry;  // queued jobs that have failed an attempt (the probes of a refusing service)
+    ScrubMap **maps;  // per job, with a privacy scrubber: its placeholders (in memory only)
     char url[512];
     ClientStats st;
 } Client;
 
 static void finish(Client *c, LlmJob *job, JobStatus status) {
+    ScrubMap *map = c->maps ? c->maps[job - c->jobs] : NULL;
+    if (status == JOB_OK && map && !job->req.keep_placeholders && job->reply.text) {  // the reply in the team's own terms again
+        char *t = scrub_restore(map, job->reply.text);
+        free(job->reply.text);
+        job->reply.text = t;
+    }
     job->status = status;
     c->finished++;
     if (status == JOB_OK) c->ok_jobs++;
@@ -606,6 +614,57 @@ static void client_free(Client *c) {
     curl_multi_cleanup(c->multi);
 }
 
+// The scrubbed copies of every job's messages, swapped in for the run (originals kept to swap back).
+typedef struct {
+    const LlmMessage **orig;
+    LlmMessage **copy;
+} Scrubbed;
+
+static void unscrub_jobs(Client *c, Scrubbed *sc) {
+    for (int j = 0; j < c->n; j++) {
+        for (int k = 0; sc->copy[j] && k < c->jobs[j].req.n_messages; k++)
+            if (sc->copy[j][k].content != sc->orig[j][k].content) free((char *)sc->copy[j][k].content);
+        if (sc->copy[j]) c->jobs[j].req.messages = sc->orig[j];
+        free(sc->copy[j]);
+        scrub_map_free(c->maps[j]);
+    }
+    free(sc->orig), free(sc->copy), free(c->maps);
+    c->maps = NULL;
+}
+
+// Before anything leaves: user and assistant messages get placeholders; a system message that matches is refused.
+static int scrub_jobs(Client *c, Scrubbed *sc) {
+    const Scrubber *s = c->lim->privacy;
+    sc->orig = ld_xcalloc((size_t)c->n + 1, sizeof *sc->orig);
+    sc->copy = ld_xcalloc((size_t)c->n + 1, sizeof *sc->copy);
+    c->maps = ld_xcalloc((size_t)c->n + 1, sizeof(ScrubMap *));
+    for (int j = 0; j < c->n; j++) {
+        LlmRequest *r = &c->jobs[j].req;
+        sc->orig[j] = r->messages;
+        sc->copy[j] = ld_xcalloc((size_t)r->n_messages + 1, sizeof(LlmMessage));
+        c->maps[j] = scrub_map_new();
+        for (int k = 0; k < r->n_messages; k++) {
+            sc->copy[j][k] = r->messages[k];
+            int kind;
+            if (!strcmp(r->messages[k].role, "system")) {
+                if (scrub_find(s, r->messages[k].content, &kind) == 0) {
+                    ld_set_error(
+                        "privacy: the system message of request %d holds %s data (%s); it is not rewritten, so the "
+                        "request is refused before sending: remove it from the prompt, or from privacy.kinds",
+                        j + 1, k_pii_names[kind], kind == PII_TERM ? "a term from privacy.terms" : "a pattern's match");
+                    r->messages = sc->copy[j];
+                    unscrub_jobs(c, sc);
+                    return -1;
+                }
+                continue;
+            }
+            sc->copy[j][k].content = scrub_text(s, r->messages[k].content, c->maps[j], c->st.scrubbed);
+        }
+        r->messages = sc->copy[j];
+    }
+    return 0;
+}
+
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
             ClientStats *stats) {
     if (stats) *stats = (ClientStats){0};
@@ -618,6 +677,8 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
             return -1;
         }
     }
+    Scrubbed sc = {0};
+    if (lim->privacy && scrub_jobs(&c, &sc)) return -1;
     static int curl_ready;
     if (!curl_ready) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -643,6 +704,7 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
     c.st.wall_s = ld_time_s() - t_start;
     final_sums(&c);
     client_free(&c);
+    if (c.maps) unscrub_jobs(&c, &sc);
     if (stats) *stats = c.st;
     return 0;
 }

@@ -9,6 +9,7 @@
 // every request fails the same way the client says so on one line and gives up after one request's attempts.
 #pragma once
 #include "cache.h"
+#include "privacy.h"
 #include "provider.h"
 
 typedef struct {
@@ -26,6 +27,7 @@ typedef struct {
     size_t max_reply_bytes;  // a longer reply body is aborted mid-transfer
     int repair_utf8;  // invalid UTF-8 in a reply: 0 = the request fails ("invalid UTF-8"), 1 = U+FFFD
     double spent_before_usd, elapsed_before_s;  // what earlier calls of the same stage used of budget and deadline
+    const Scrubber *privacy;  // when set, every user and assistant message is scrubbed before it leaves (privacy.h)
 } ClientLimits;
 
 typedef enum { JOB_PENDING, JOB_OK, JOB_FAILED, JOB_SKIPPED_BUDGET } JobStatus;
@@ -56,6 +58,7 @@ typedef struct {
     char first_error[256];  // the first failure (with all_failed: what the service is doing)
     double commit_lag_max_s;  // the longest time from a reply's arrival to its commit to the cache
     double wall_s;
+    long scrubbed[PII_KINDS];  // finds replaced by placeholders, by kind, over every request of the call
     int busiest_window;  // most requests sent within any one rate window
     long busiest_window_tokens;  // most (estimated) tokens sent within any one rate window
 } ClientStats;
@@ -63,7 +66,8 @@ typedef struct {
 ClientLimits client_limits_default(void);
 // Called on the calling thread as each job finishes (ok, failed or skipped), in completion order.
 typedef void (*JobDoneFn)(void *ctx, LlmJob *job);
-// Runs every job to a result or a recorded failure. -1 (nothing sent) when the key's variable is unset.
+// Runs every job to a result or a recorded failure. -1 (nothing sent) when the key's variable is unset, or when a
+// system message matches a privacy pattern (system messages are not rewritten: the request is refused whole).
 // *stats is always written (zeroed first), whatever the return.
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
             ClientStats *stats);

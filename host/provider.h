@@ -27,6 +27,7 @@ typedef struct {
     int json_mode;  // ask for a JSON object (JSON mode / schema where the provider has it)
     const char *json_schema;  // optional JSON Schema text (OpenAI json_schema, Gemini responseSchema)
     int seed;  // optional sampling seed (OpenAI); also salts the cache key
+    int keep_placeholders;  // with a privacy scrubber: the reply keeps <EMAIL_1>-style placeholders (synthetic data)
 } LlmRequest;
 
 typedef struct {

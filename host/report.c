@@ -434,6 +434,38 @@ static void targeting(Run *r, const Facts *f, Buf *h, Buf *m) {
         if (f->rounds[i].round >= 2) targeted_round(r, f->rounds[i].round, h, m);
 }
 
+// What the privacy scrubber replaced before any request left, by kind, summed over every stage's last run.
+static void privacy_summary(Run *r, const Facts *f, Buf *h, Buf *m) {
+    double total[PII_KINDS] = {0}, all = 0;
+    for (int i = 0; i < f->n_rows; i++) {
+        cJSON *d = cJSON_Parse(f->rows[i].detail);
+        for (int k = 0; k < PII_KINDS; k++) {
+            double v = num(cJSON_GetObjectItemCaseSensitive(d, "scrubbed"), k_pii_names[k], NULL);
+            if (!isnan(v)) total[k] += v, all += v;
+        }
+        cJSON_Delete(d);
+    }
+    bp(h, "<h2>Privacy</h2>\n<p>");
+    bp(m, "\n## Privacy\n\n");
+    if (!r->st.scrubber) {
+        bp(h, "Off (privacy.enabled, or no remote service): requests were sent as written.</p>\n");
+        bp(m, "Off (privacy.enabled, or no remote service): requests were sent as written.\n");
+        return;
+    }
+    bp(h, "Replaced with placeholders before sending: <b>%.0f</b> finds", all);
+    bp(m, "Replaced with placeholders before sending: **%.0f** finds", all);
+    for (int k = 0, first = 1; k < PII_KINDS; k++)
+        if (total[k]) {
+            bp(h, "%s%.0f %s", first ? " (" : ", ", total[k], k_pii_names[k]);
+            bp(m, "%s%.0f %s", first ? " (" : ", ", total[k], k_pii_names[k]);
+            first = 0;
+        }
+    bp(h, "%s. The mapping stayed in memory; synthetic pairs keep %s.</p>\n", all ? ")" : "",
+       r->st.privacy.surrogates ? "realistic stand-ins" : "the placeholders");
+    bp(m, "%s. The mapping stayed in memory; synthetic pairs keep %s.\n", all ? ")" : "",
+       r->st.privacy.surrogates ? "realistic stand-ins" : "the placeholders");
+}
+
 // ---- the report ---------------------------------------------------------------------------------------------
 
 static void sample_answers(Run *r, const Facts *f, Buf *h, Buf *m) {
@@ -634,6 +666,8 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
        "\nService LLM: %ld tokens in replies worth $%.4f; $%.4f paid (each distinct request once). Compute: %.0f s training and "
        "inferring the student, %.0f s in service-LLM stages.\n",
        tok, usd, paid, stu_s, svc_s);
+
+    privacy_summary(r, &f, &h, &m);
 
     // break-even
     bp(&h, "<h2>Break-even</h2>\n");

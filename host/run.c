@@ -476,6 +476,12 @@ static int stage_end(Stage *s, int ok, const char *const *outputs, int n_outputs
     row.reused_usd = fmax(s->usage.cost_usd - (s->usage.new_cost_usd - s->usage.unusable_cost_usd), 0);
     row.outputs = ok ? files_hash_json(outputs, n_outputs) : NULL;
     if (!ok) cJSON_AddStringToObject(s->detail, "error", ld_last_error());  // why, for status and the report
+    cJSON *scrubbed = NULL;  // what privacy replaced before sending, by kind (counts only: never the finds)
+    for (int k = 0; k < PII_KINDS; k++)
+        if (s->usage.scrubbed[k]) {
+            if (!scrubbed) scrubbed = cJSON_AddObjectToObject(s->detail, "scrubbed");
+            cJSON_AddNumberToObject(scrubbed, k_pii_names[k], (double)s->usage.scrubbed[k]);
+        }
     row.detail = cJSON_PrintUnformatted(s->detail);
     cJSON_Delete(s->detail);
     int rc = ledger_finish(s->r->ledger, &row);

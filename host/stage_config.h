@@ -3,6 +3,7 @@
 // Shared by `llamaduo synth` / `judge` and the loop's config (which adds its own sections).
 #pragma once
 #include "judge_stage.h"
+#include "privacy.h"
 #include "synth.h"
 
 enum { MAX_JUDGES = 8 };
@@ -18,11 +19,15 @@ typedef struct {
     PassRule rule;  // judge.pass
     const char *judge_method;
     const cJSON *judge_pass;
+    PrivacyConfig privacy;  // privacy: (on by default when a service is remote)
+    const cJSON *privacy_enabled;
+    Scrubber *scrubber;  // the compiled privacy patterns, or NULL when privacy is off; every limits struct points at it
     cJSON *local;  // service.local (a model the run serves itself), detached from the tree, or NULL
     const cJSON *judge_service, *judge_services;  // judge.service / judge.services as given (read into judges[])
 } StageConfig;
 
-// root: the whole config (kept alive by the caller: strings point into it). extra_top: more allowed
+// root: the whole config (kept alive by the caller: strings point into it). The top-level sections are service, task,
+// synth, judge and privacy; extra_top: more allowed
 // top-level sections (NULL-terminated) or NULL. service.local is accepted only when allow_local.
 int stage_config_parse(cJSON *root, const char *path, const char *const *extra_top, int allow_local, StageConfig *c);
 void stage_config_free(StageConfig *c);  // the compiled check and rule

@@ -286,7 +286,9 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], t, c, 0);
         sum->targeted_calls += synth_is_targeted(t);
         msgs[c] = (LlmMessage){"user", prompts[c]};
-        jobs[c].req = (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1, .json_schema = k_synth_schema};
+        // a scrubbed seed's placeholders stay in the pairs: the team's originals never enter synthetic data
+        jobs[c].req =
+            (LlmRequest){.messages = &msgs[c], .n_messages = 1, .json_mode = 1, .json_schema = k_synth_schema, .keep_placeholders = 1};
     }
     Progress pg = {ld_time_s(), 0, calls};
     int rc = llm_run(p, l, cache, jobs, calls, on_done, &pg, &sum->client);
@@ -380,8 +382,11 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                     snprintf(id, sizeof id, "synth-r%02d-c%04d-%d", cfg->round, c, k->idx);
                     const char *prompt_part[] = {prompts[c]};
                     char *prompt_hash = text_sha256_hex(prompt_part, 1);
-                    cJSON *r = synth_record(id, k->is, k->rs, p->model, seed->id, cfg->round, prompt_hash, jobs[c].reply.received_at,
+                    char *is = cfg->surrogates ? scrub_surrogates(k->is, id) : ld_xstrdup(k->is);
+                    char *rs = cfg->surrogates ? scrub_surrogates(k->rs, id) : ld_xstrdup(k->rs);
+                    cJSON *r = synth_record(id, is, rs, p->model, seed->id, cfg->round, prompt_hash, jobs[c].reply.received_at,
                                             synth_is_targeted(tg) ? tg : NULL);
+                    free(is), free(rs);
                     free(prompt_hash);
                     dedup_add(dd, t, n_kept);
                     kept = ld_xrealloc(kept, sizeof(cJSON *) * (size_t)(n_kept + 1));

@@ -32,6 +32,7 @@ typedef struct {
     const char *strategy;  // targeted | uniform (synth.strategy)
     const SynthTarget *targets;  // [seeds] from the last probe, or NULL: uniform
     const TaskCheck *check;  // verifies pairs when it needs no reference (may be NULL)
+    int surrogates;  // privacy placeholders in kept pairs become realistic stand-ins (privacy.surrogates)
 } SynthConfig;
 
 typedef struct {

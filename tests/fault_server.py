@@ -13,7 +13,8 @@ huge (a 200 MB chunked body); numcontent, nochoices (a 200 whose content is a nu
 empty, usage included); offcontract (for synthesis prompts: JSON without "contents", unless retried).
 
 Successful answers follow the request: a synthesis prompt (asking for {"contents": ...}) gets N pairs made
-from the request hash, plus an exact duplicate and a test-contaminated pair; a judge prompt gets a rubric
+from the request hash, plus an exact duplicate and a test-contaminated pair (and, when the prompt carries
+privacy placeholders such as <EMAIL_1>, a pair that reuses them; other answers echo them too); a judge prompt gets a rubric
 object with scores made from the request hash; anything else gets {"echo": hash}. Every request is logged as one JSON line (--log) with its body hash,
 attempt number, fault and whether it was answered, the requests in flight and whether the key header
 matched --expect-key (the key itself is never written).
@@ -85,11 +86,15 @@ def client_gone(sock):
 
 
 def make_answer(text, h):
+    placeholders = sorted(set(re.findall(r"<[A-Z][A-Z0-9_]*_\d+>", text)))  # a scrubbed request's: echoed back
     if '{"contents":' in text:
         m = re.search(r"Write (\d+) new examples", text)
         n = int(m.group(1)) if m else 3
         pairs = [{"instruction": f"Synthetic instruction {h[:8]} number {i}: turn the {i}th of May into a date",
                   "response": f"The date for item {i} of batch {h[:8]} is 2024-05-{i + 1:02d}."} for i in range(n)]
+        if placeholders:
+            pairs.append({"instruction": f"Batch {h[:8]}: write to " + " and ".join(placeholders),
+                          "response": "Written to " + ", ".join(placeholders) + "."})
         if n >= 3:
             pairs.append(dict(pairs[0]))  # an exact duplicate within the reply
             pairs.append({"instruction": "What is the capital of France?", "response": "The capital of France is Paris."})
@@ -99,7 +104,7 @@ def make_answer(text, h):
         v = int(h[:8], 16)
         return json.dumps({"similarity_assessment": {"score": 30 + v % 71, "reason": "compared with the reference"},
                            "precision_assessment": {"score": 20 + (v >> 8) % 81, "reason": "checked the instruction"}})
-    return json.dumps({"echo": h})
+    return json.dumps({"echo": h, "placeholders": placeholders} if placeholders else {"echo": h})
 
 
 class Handler(BaseHTTPRequestHandler):

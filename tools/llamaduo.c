@@ -25,6 +25,7 @@ static const Command k_commands[] = {
     {"perplexity", cmd_perplexity, "perplexity and mean NLL of a model over a text file"},
     {"synth", cmd_synth, "have the service LLM write training pairs like the seeds (validated, deduplicated)"},
     {"judge", cmd_judge, "have the service LLM grade answers against the references"},
+    {"scrub", cmd_scrub, "show what the privacy scrubber would replace in a JSONL file before sending"},
     {"info", cmd_info, "describe a model file and the compute devices found"},
 };
 

@@ -36,6 +36,7 @@ static const OptionSpec k_synth_options[] = {
     {"max_reask", OPT_INT, S(synth.max_reask), 0, 20, "2", NULL, "re-asks of a reply off the contract"},
     {"strategy", OPT_CHOICE, S(synth.strategy), 0, 0, "targeted", "targeted|uniform",
      "seeds drawn toward the last probe's worst answers, shown with their critiques; or uniformly"},
+    {"target_share", OPT_NUM, S(synth.target_share), 0.05, 1, "0.5", NULL, "the share of calls aimed at the probe's failures"},
     {NULL}};
 static const OptionSpec k_judge_options[] = {
     {"judgments_per_answer", OPT_INT, S(judge.judgments_per_answer), 1, 100, "1", NULL, "judgments of each answer (M)"},

@@ -1,5 +1,6 @@
 #include "synth.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,45 +66,68 @@ static const char *k_synth_schema =
     "\"properties\":{\"instruction\":{\"type\":\"string\"},\"response\":{\"type\":\"string\"}},"
     "\"required\":[\"instruction\",\"response\"]}}},\"required\":[\"contents\"]}";
 
-// A seed's weight in a targeted draw: the probe's failures first, every other seed still possible.
-static double target_weight(const SynthTarget *t) { return t && t->probed ? 1.0 - t->score + 0.05 : 0.05; }
-
 static uint64_t xorshift(uint64_t *s) {
     *s ^= *s << 13, *s ^= *s >> 7, *s ^= *s << 17;
     return *s;
 }
 
-// Seed order for a round. Uniform: a seeded shuffle, drawn again each time the calls cycle through all seeds, so a
-// seed is used again only after every other one has been. Targeted: each call draws its seed with probability in
-// proportion to its weight, so a failing category gets most calls even when it has few seeds (each call's prompt
-// differs by its number, and the pairs it returns are deduplicated like any others).
-static int *seed_order(int n_seeds, int calls, unsigned seed, int round, const SynthTarget *targets) {
-    int *order = ld_xmalloc(sizeof(int) * (size_t)(calls + 1));
-    int *perm = ld_xmalloc(sizeof(int) * (size_t)n_seeds);
-    uint64_t s = ((uint64_t)seed << 32) ^ (uint64_t)round ^ 0x9e3779b97f4a7c15ull;
-    for (int c = 0; c < calls; c++) {
-        if (c % n_seeds == 0) {
-            if (targets) {
-                double total = 0;
-                for (int i = 0; i < n_seeds; i++) total += target_weight(&targets[i]);
-                for (int i = 0; i < n_seeds; i++) {  // n_seeds independent draws by weight
-                    double u = ((double)(xorshift(&s) >> 11) + 0.5) / 9007199254740992.0 * total, acc = 0;
-                    int k = 0;
-                    while (k < n_seeds - 1 && (acc += target_weight(&targets[k])) < u) k++;
-                    perm[i] = k;
-                }
-            } else {  // Fisher-Yates, as every earlier build drew it: a resumed run asks the same requests
-                for (int i = 0; i < n_seeds; i++) perm[i] = i;
-                for (int i = n_seeds - 1; i > 0; i--) {
-                    int j = (int)(xorshift(&s) % (uint64_t)(i + 1));
-                    int t = perm[i];
-                    perm[i] = perm[j], perm[j] = t;
-                }
-            }
-        }
-        order[c] = perm[c % n_seeds];
+// A seeded shuffle of n indices (Fisher-Yates, as every earlier build drew it: a resumed run asks the same requests).
+static void shuffle(int *perm, int n, uint64_t *s) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(xorshift(s) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
     }
-    free(perm);
+}
+
+typedef struct {
+    double key;
+    int index;
+} Keyed;
+
+static int cmp_keyed(const void *a, const void *b) {
+    double x = ((const Keyed *)a)->key, y = ((const Keyed *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+// The failing probe items, worst first by a weighted draw without replacement (Efraimidis-Spirakis keys
+// -log(u)/w with w = 1 - score + 0.05): a seed answered wrong in every sample comes before one half right.
+static int failing_order(const SynthTarget *t, int n_seeds, uint64_t *s, int *out) {
+    Keyed *k = ld_xmalloc(sizeof(Keyed) * (size_t)(n_seeds + 1));
+    int n = 0;
+    for (int i = 0; i < n_seeds; i++)
+        if (synth_is_targeted(&t[i])) {
+            double u = ((double)(xorshift(s) >> 11) + 0.5) / 9007199254740992.0;  // in (0, 1)
+            k[n++] = (Keyed){-log(u) / (1.0 - t[i].score + 0.05), i};
+        }
+    qsort(k, (size_t)n, sizeof(Keyed), cmp_keyed);
+    for (int i = 0; i < n; i++) out[i] = k[i].index;
+    free(k);
+    return n;
+}
+
+// Seed order for a round, and which calls are targeted. Uniform: a seeded shuffle, drawn again each time the calls
+// cycle through all seeds, so a seed is used again only after every other one has been. Targeted: a share of the
+// calls (synth.target_share, spread evenly) cycles through the probe's failing seeds, worst first, each shown with
+// the student's answer and critique; the rest are drawn as uniform ones, so the data stays as varied as the seeds.
+// With nothing failing on the probe, every call is uniform.
+static int *seed_order(const SynthConfig *cfg, int n_seeds, int calls, const SynthTarget **call_target) {
+    int *order = ld_xmalloc(sizeof(int) * (size_t)(calls + 1));
+    int *perm = ld_xmalloc(sizeof(int) * (size_t)n_seeds), *fail = ld_xmalloc(sizeof(int) * (size_t)(n_seeds + 1));
+    uint64_t s = ((uint64_t)cfg->seed << 32) ^ (uint64_t)cfg->round ^ 0x9e3779b97f4a7c15ull, ts = s ^ 0x5bd1e995ull;
+    int n_fail = cfg->targets ? failing_order(cfg->targets, n_seeds, &ts, fail) : 0, u = 0, t = 0;
+    for (int c = 0; c < calls; c++) {
+        call_target[c] = NULL;
+        int aimed = n_fail && (int)floor((c + 1) * cfg->target_share) > (int)floor(c * cfg->target_share);
+        if (aimed) {
+            order[c] = fail[t++ % n_fail];
+            call_target[c] = &cfg->targets[order[c]];
+            continue;
+        }
+        if (u % n_seeds == 0) shuffle(perm, n_seeds, &s);
+        order[c] = perm[u++ % n_seeds];
+    }
+    free(perm), free(fail);
     return order;
 }
 
@@ -160,7 +184,8 @@ static int follows_contract(const LlmJob *j) {
 // The calls whose reply was JSON but not the contract, asked once more with a retry marker: a distinct request,
 // so neither this run nor a rerun is answered with the cached off-contract reply again.
 static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, const SynthConfig *cfg, const Records *seeds,
-                              const int *order, LlmJob *jobs, LlmMessage *msgs, char **prompts, int calls, int reask, SynthSummary *sum) {
+                              const int *order, const SynthTarget *const *call_target, LlmJob *jobs, LlmMessage *msgs, char **prompts,
+                              int calls, int reask, SynthSummary *sum) {
     int *which = ld_xmalloc(sizeof(int) * (size_t)calls), nw = 0;
     for (int c = 0; c < calls; c++)
         if (jobs[c].status == JOB_OK && !follows_contract(&jobs[c])) which[nw++] = c;
@@ -168,7 +193,7 @@ static int reask_off_contract(const ProviderConfig *p, const ClientLimits *l, Ll
     for (int q = 0; q < nw; q++) {
         int c = which[q];
         free(prompts[c]);
-        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], cfg->targets ? &cfg->targets[order[c]] : NULL, c, reask);
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], call_target[c], c, reask);
         msgs[c] = (LlmMessage){"user", prompts[c]};
         again[q].req = jobs[c].req;
     }
@@ -277,14 +302,14 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
               const Records *prior, int n_prior, const Records *test, const char *out_path, const char *dropped_path, SynthSummary *sum) {
     memset(sum, 0, sizeof *sum);
     int calls = cfg->calls;
-    int *order = seed_order(seeds->n, calls, cfg->seed, cfg->round, cfg->targets);
+    const SynthTarget **call_target = ld_xcalloc((size_t)calls + 1, sizeof(SynthTarget *));
+    int *order = seed_order(cfg, seeds->n, calls, call_target);
     LlmJob *jobs = ld_xcalloc((size_t)calls, sizeof(LlmJob));
     LlmMessage *msgs = ld_xcalloc((size_t)calls, sizeof(LlmMessage));
     char **prompts = ld_xcalloc((size_t)calls, sizeof(char *));
     for (int c = 0; c < calls; c++) {
-        const SynthTarget *t = cfg->targets ? &cfg->targets[order[c]] : NULL;
-        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], t, c, 0);
-        sum->targeted_calls += synth_is_targeted(t);
+        prompts[c] = synth_prompt(cfg, &seeds->v[order[c]], call_target[c], c, 0);
+        sum->targeted_calls += call_target[c] != NULL;
         msgs[c] = (LlmMessage){"user", prompts[c]};
         // a scrubbed seed's placeholders stay in the pairs: the team's originals never enter synthetic data
         jobs[c].req =
@@ -293,7 +318,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
     Progress pg = {ld_time_s(), 0, calls};
     int rc = llm_run(p, l, cache, jobs, calls, on_done, &pg, &sum->client);
     for (int reask = 1; rc == 0 && reask <= cfg->max_reask; reask++)
-        rc = reask_off_contract(p, l, cache, cfg, seeds, order, jobs, msgs, prompts, calls, reask, sum);
+        rc = reask_off_contract(p, l, cache, cfg, seeds, order, call_target, jobs, msgs, prompts, calls, reask, sum);
     if (rc == 0) {
         Dedup *dd = dedup_new(cfg->dedup_threshold, 3, 128);
         for (int i = 0; i < seeds->n; i++) {  // all earlier data: the seeds and every prior round
@@ -354,7 +379,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
             Candidate *k = &cand[q];
             int c = k->call;
             const Record *seed = &seeds->v[order[c]];
-            const SynthTarget *tg = cfg->targets ? &cfg->targets[order[c]] : NULL;
+            const SynthTarget *tg = call_target[c];
             char why[300] = "";
             if (k->why) {
                 snprintf(why, sizeof why, "%s", k->why);
@@ -384,8 +409,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                     char *prompt_hash = text_sha256_hex(prompt_part, 1);
                     char *is = cfg->surrogates ? scrub_surrogates(k->is, id) : ld_xstrdup(k->is);
                     char *rs = cfg->surrogates ? scrub_surrogates(k->rs, id) : ld_xstrdup(k->rs);
-                    cJSON *r = synth_record(id, is, rs, p->model, seed->id, cfg->round, prompt_hash, jobs[c].reply.received_at,
-                                            synth_is_targeted(tg) ? tg : NULL);
+                    cJSON *r = synth_record(id, is, rs, p->model, seed->id, cfg->round, prompt_hash, jobs[c].reply.received_at, tg);
                     free(is), free(rs);
                     free(prompt_hash);
                     dedup_add(dd, t, n_kept);
@@ -416,6 +440,6 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         llm_job_clear(&jobs[c]);
         free(prompts[c]);
     }
-    free(jobs), free(msgs), free(prompts), free(order);
+    free(jobs), free(msgs), free(prompts), free(order), free(call_target);
     return rc;
 }

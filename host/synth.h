@@ -4,9 +4,9 @@
 // near-duplicates) against itself and all earlier data, and decontaminated against the test split. Every
 // dropped pair is written with its reason. Outputs are assembled in call order from the replies, so a rerun
 // after a crash (answered from the response cache) writes the same records.
-// Targeted (synth.strategy: targeted): seeds are drawn with weight toward the training records the student answered
-// worst in the last round's probe, and each such call shows the student's answer and what was wrong with it,
-// asking for pairs that teach exactly that. With a task check that needs no reference, every pair is checked
+// Targeted (synth.strategy: targeted): a share of the calls cycles through the training records the student answered
+// wrong in the last round's probe, worst first, and each such call shows the student's answer and what was wrong
+// with it, asking for pairs that teach exactly that; the other calls are drawn uniformly. With a task check that needs no reference, every pair is checked
 // before it joins the data, and the wrong ones are dropped with the reason.
 #pragma once
 #include "llm_client.h"
@@ -31,6 +31,7 @@ typedef struct {
     int max_reask;  // re-asks (with a marker, so not the cached reply) for a reply off the contract
     const char *strategy;  // targeted | uniform (synth.strategy)
     const SynthTarget *targets;  // [seeds] from the last probe, or NULL: uniform
+    double target_share;  // of the calls, the share aimed at the probe's failures (synth.target_share)
     const TaskCheck *check;  // verifies pairs when it needs no reference (may be NULL)
     int surrogates;  // privacy placeholders in kept pairs become realistic stand-ins (privacy.surrogates)
 } SynthConfig;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The loop learns from its failures (host/answer_scores.c, host/synth.c, the probe stage in host/run.c): a task with
 # two categories whose checker fails every "beta" answer, scored by metric rules alone (no judge request). The
-# targeted synthesis of round 2 draws most of its seeds from beta (against beta's base rate among the seeds),
+# targeted synthesis of round 2 aims half its calls at beta's failures and so draws most of its seeds from beta
+# (against beta's base rate among the seeds),
 # shows the critique, and names the probe item in each pair's lineage; a uniform run on the same data does not
 # aim. The fault server's log of every request body holds no test prompt, reference or answer in any synthesis
 # request. Bad pass rules are refused at run --check; a checker that crashes stops the stage naming it.
@@ -106,9 +107,9 @@ u, uc = seed_categories(f"{T}/uniform.log")
 share_t, share_u = t.count("beta") / len(t), u.count("beta") / len(u)
 print(f"beta: {base:.2f} of the seeds; {share_t:.2f} of targeted calls ({len(t)}), {share_u:.2f} of uniform calls ({len(u)})")
 assert len(t) == len(u) == 12, (len(t), len(u))
-assert share_t >= 0.6 and share_t >= base + 0.3, (share_t, base)
+assert share_t > 0.5 and share_t >= base + 0.25, (share_t, base)  # most seeds from the failing category
 assert share_u < share_t and uc == 0, (share_u, uc)
-assert tc == t.count("beta"), (tc, t)  # every targeted call carries the checker's critique
+assert tc == 6, (tc, t)  # synth.target_share 0.5 of 12 calls carry the student's answer and the checker's critique
 kept = [json.loads(l) for l in open(f"{T}/targeted/data/round-02.synth.jsonl")]
 lineage = [r for r in kept if "probe_id" in r]
 assert lineage and all(r["probe_id"].startswith("beta") and r["probe_score"] == 0 and "beta rule" in r["critique"] for r in lineage), kept

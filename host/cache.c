@@ -11,7 +11,7 @@
 
 struct LlmCache {
     sqlite3 *db;
-    sqlite3_stmt *get, *put, *put_unusable;
+    sqlite3_stmt *get, *put, *put_unusable, *batch_get, *batch_put;
 };
 
 LlmCache *cache_open(const char *path) {
@@ -27,7 +27,9 @@ LlmCache *cache_open(const char *path) {
         "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, wire TEXT, model TEXT, request TEXT,"
         " text TEXT, finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost REAL,"
         " created TEXT DEFAULT (datetime('now')));"
-        "CREATE TABLE IF NOT EXISTS unusable (key TEXT, cost REAL, reason TEXT, created TEXT DEFAULT (datetime('now')))";
+        "CREATE TABLE IF NOT EXISTS unusable (key TEXT, cost REAL, reason TEXT, created TEXT DEFAULT (datetime('now')));"
+        "CREATE TABLE IF NOT EXISTS batches (batch_key TEXT PRIMARY KEY, batch_id TEXT, state TEXT,"
+        " updated TEXT DEFAULT (datetime('now')))";
     char *err = NULL;
     if (sqlite3_exec(c->db, schema, NULL, NULL, &err) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db,
@@ -37,7 +39,10 @@ LlmCache *cache_open(const char *path) {
                            "INSERT OR REPLACE INTO responses (key, wire, model, request, text, finish_reason, "
                            "prompt_tokens, completion_tokens, cost, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            -1, &c->put, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(c->db, "INSERT INTO unusable (key, cost, reason) VALUES (?, ?, ?)", -1, &c->put_unusable, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(c->db, "INSERT INTO unusable (key, cost, reason) VALUES (?, ?, ?)", -1, &c->put_unusable, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "SELECT batch_id, state FROM batches WHERE batch_key = ?", -1, &c->batch_get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO batches (batch_key, batch_id, state, updated) VALUES (?, ?, ?, datetime('now'))",
+                           -1, &c->batch_put, NULL) != SQLITE_OK) {
         ld_set_error("%s: response cache: %s", path, err ? err : sqlite3_errmsg(c->db));
         sqlite3_free(err);
         cache_close(c);
@@ -51,6 +56,8 @@ void cache_close(LlmCache *c) {
     sqlite3_finalize(c->get);
     sqlite3_finalize(c->put);
     sqlite3_finalize(c->put_unusable);
+    sqlite3_finalize(c->batch_get);
+    sqlite3_finalize(c->batch_put);
     sqlite3_close(c->db);
     free(c);
 }
@@ -118,4 +125,29 @@ double cache_total_cost(LlmCache *c) {
     if (sqlite3_step(st) == SQLITE_ROW) usd = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
     return usd;
+}
+
+char *cache_batch_get(LlmCache *c, const char *batch_key, char **state) {
+    char *id = NULL;
+    *state = NULL;
+    sqlite3_reset(c->batch_get);
+    sqlite3_bind_text(c->batch_get, 1, batch_key, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(c->batch_get) == SQLITE_ROW) {
+        const char *i = (const char *)sqlite3_column_text(c->batch_get, 0), *s = (const char *)sqlite3_column_text(c->batch_get, 1);
+        id = ld_xstrdup(i ? i : "");
+        *state = ld_xstrdup(s ? s : "");
+    }
+    sqlite3_reset(c->batch_get);
+    return id;
+}
+
+int cache_batch_put(LlmCache *c, const char *batch_key, const char *batch_id, const char *state) {
+    sqlite3_reset(c->batch_put);
+    sqlite3_bind_text(c->batch_put, 1, batch_key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(c->batch_put, 2, batch_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(c->batch_put, 3, state, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(c->batch_put) == SQLITE_DONE ? 0 : -1;
+    if (rc) ld_set_error("response cache: cannot record batch %s: %s", batch_id, sqlite3_errmsg(c->db));
+    sqlite3_reset(c->batch_put);
+    return rc;
 }

@@ -18,3 +18,7 @@ double cache_total_cost(LlmCache *c);
 int cache_put(LlmCache *c, const char *key, const ProviderConfig *p, const char *request_body, const LlmReply *r, double cost);
 // Records what a reply that could not be used (not JSON, no text, too large, invalid UTF-8) cost.
 int cache_put_unusable(LlmCache *c, const char *key, double cost, const char *reason);
+// The batches a stage submitted (host/batch.c), by the hash of their requests: recorded before the first poll, so a
+// run killed while waiting attaches to them when rerun. The id (heap, "" while submitting) and *state (heap), or NULL.
+char *cache_batch_get(LlmCache *c, const char *batch_key, char **state);
+int cache_batch_put(LlmCache *c, const char *batch_key, const char *batch_id, const char *state);

@@ -161,15 +161,16 @@ int cfg_check_keys(const cJSON *obj, const char *path, const char *const *allowe
 
 // One service section as given; cfg_service turns it into a ProviderConfig and its ClientLimits.
 typedef struct {
-    const char *provider, *base_url, *model, *api_key_env, *long_retry_after, *invalid_utf8;
+    const char *provider, *base_url, *model, *api_key_env, *long_retry_after, *invalid_utf8, *batch_unanswered;
     double temperature, price_in, price_out, timeout_s, budget_usd, retry_after_max_s, deadline_s, max_reply_mb;
-    int max_tokens, concurrency, rpm, tpm, max_attempts;
+    double batch_poll_s, batch_deadline_h, batch_price_factor;
+    int max_tokens, concurrency, rpm, tpm, max_attempts, batch, batch_max_requests;
 } ServiceOptions;
 
 #define V(field) offsetof(ServiceOptions, field)
 static const OptionSpec k_service_options[] = {
-    {"provider", OPT_CHOICE, V(provider), 0, 0, NULL, "openai|anthropic|gemini", "the wire format (openai: any Chat Completions endpoint)", NULL,
-     1},
+    {"provider", OPT_CHOICE, V(provider), 0, 0, NULL, "openai|anthropic|gemini", "the wire format (openai: any Chat Completions endpoint)",
+     NULL, 1},
     {"base_url", OPT_STR, V(base_url), 0, 0, NULL, NULL, "default per provider; vLLM, llama.cpp, Ollama, OpenRouter: their /v1 URL"},
     {"model", OPT_STR, V(model), 0, 0, NULL, NULL, "the service's model name", NULL, 1},
     {"api_key_env", OPT_STR, V(api_key_env), 0, 0, "", NULL, "the NAME of the variable holding the key (never the key)"},
@@ -188,6 +189,13 @@ static const OptionSpec k_service_options[] = {
     {"deadline_s", OPT_NUM, V(deadline_s), 0, 1e8, "0", NULL, "the longest a stage may take (0: none)"},
     {"max_reply_mb", OPT_NUM, V(max_reply_mb), 0.001, 4096, "16", NULL, "a reply's size at most"},
     {"invalid_utf8", OPT_CHOICE, V(invalid_utf8), 0, 0, "drop", "drop|repair", "a reply with invalid UTF-8 is retried, or repaired"},
+    {"batch", OPT_BOOL, V(batch), 0, 1, "0", NULL, "send through the provider's batch API: half the price, within 24 hours"},
+    {"batch_poll_s", OPT_NUM, V(batch_poll_s), 0.01, 3600, "30", NULL, "how often a batch's state is asked"},
+    {"batch_deadline_h", OPT_NUM, V(batch_deadline_h), 0.0001, 168, "25", NULL, "the longest a stage waits for its batches"},
+    {"batch_price_factor", OPT_NUM, V(batch_price_factor), 0, 1, "0.5", NULL, "the batch price as a share of the listed one"},
+    {"batch_max_requests", OPT_INT, V(batch_max_requests), 1, 50000, "50000", NULL, "requests per batch at most"},
+    {"batch_unanswered", OPT_CHOICE, V(batch_unanswered), 0, 0, "resubmit", "resubmit|fail",
+     "requests an expired or partly failed batch left: in a new batch, or failed"},
     {NULL}};
 #undef V
 
@@ -207,6 +215,14 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
     p->base_url = o.base_url ? o.base_url : default_url[p->wire];
     p->model = o.model, p->api_key_env = o.api_key_env, p->temperature = o.temperature, p->max_tokens = o.max_tokens;
     p->price_in_per_mtok = o.price_in, p->price_out_per_mtok = o.price_out;
+    p->batch = o.batch, p->batch_poll_s = o.batch_poll_s, p->batch_deadline_s = o.batch_deadline_h * 3600;
+    p->batch_price_factor = o.batch_price_factor, p->batch_max_requests = o.batch_max_requests;
+    p->batch_resubmit = !strcmp(o.batch_unanswered, "resubmit");
+    if (p->batch && p->wire != WIRE_OPENAI) {
+        ld_set_error("%s: '%s.batch' is implemented for provider openai (its Batch API); %s batches are not yet", file, path,
+                     wire_name(p->wire));
+        return -1;
+    }
     l->concurrency = o.concurrency, l->rpm = o.rpm, l->tpm = o.tpm, l->max_attempts = o.max_attempts, l->timeout_s = o.timeout_s;
     l->retry_after_max_s = o.retry_after_max_s, l->retry_after_wait = !strcmp(o.long_retry_after, "wait"), l->deadline_s = o.deadline_s;
     l->max_reply_bytes = (size_t)(o.max_reply_mb * 1048576), l->repair_utf8 = !strcmp(o.invalid_utf8, "repair");

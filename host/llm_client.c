@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "batch.h"
 #include "util.h"
 
 ClientLimits client_limits_default(void) {
@@ -679,6 +680,12 @@ int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, L
     }
     Scrubbed sc = {0};
     if (lim->privacy && scrub_jobs(&c, &sc)) return -1;
+    if (p->batch) {  // the provider's batch API (host/batch.c), the same scrubbed requests and cache keys
+        int rc = batch_run(p, lim, cache, jobs, n, done, ctx, c.key, c.maps, &c.st);
+        if (c.maps) unscrub_jobs(&c, &sc);
+        if (stats) *stats = c.st;
+        return rc;
+    }
     static int curl_ready;
     if (!curl_ready) {
         curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -14,6 +14,12 @@ typedef struct {
     double temperature;
     int max_tokens;
     double price_in_per_mtok, price_out_per_mtok;  // dollars per million prompt / completion tokens
+    // the provider's batch API instead of one call per request (host/batch.c): half the price, within a day
+    int batch;
+    double batch_poll_s, batch_deadline_s;  // poll interval; the longest a stage waits for its batches
+    double batch_price_factor;  // the batch price as a share of the synchronous one (0.5 at OpenAI)
+    int batch_max_requests;  // requests per batch at most (the provider's limit: 50,000 at OpenAI)
+    int batch_resubmit;  // requests an expired or partly failed batch did not answer: submitted again (else failed)
 } ProviderConfig;
 
 typedef struct {

@@ -18,7 +18,7 @@ privacy placeholders such as <EMAIL_1>, a pair that reuses them; other answers e
 object with scores made from the request hash; anything else gets {"echo": hash}. Every request is logged as one JSON line (--log) with its body hash,
 attempt number, fault and whether it was answered, the requests in flight and whether the key header
 matched --expect-key (the key itself is never written).
-Usage: fault_server.py --port-file FILE --log FILE [--log-bodies] [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
+The OpenAI Batch API is served too (tests/fault_batches.py). Usage: fault_server.py --port-file FILE --log FILE [--log-bodies] [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
 """
 import argparse
 import hashlib
@@ -30,6 +30,8 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fault_batches  # the OpenAI Batch API (files, batches, polls, results)
 
 LOCK = threading.Lock()
 ATTEMPTS = {}
@@ -119,9 +121,24 @@ class Handler(BaseHTTPRequestHandler):
         # ACK (~40 ms), and a client killed in that time looks like one that received the answer and lost it
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def batch_log(self, entry):
+        entry["t"] = time.time()
+        with open(ARGS.log, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def do_GET(self):
+        self.log_bodies = ARGS.log_bodies
+        if not fault_batches.handle(self, "GET", self.path, b"", reply, make_answer, hashlib, self.batch_log):
+            self.send_error(404, "no such route")
+
     def do_POST(self):
         arrived = time.time()
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.log_bodies = ARGS.log_bodies
+        if "/files" in self.path or "/batches" in self.path:
+            if not fault_batches.handle(self, "POST", self.path, raw, reply, make_answer, hashlib, self.batch_log):
+                self.send_error(404, "no such route")
+            return
         try:
             body = json.loads(raw)
             group = (last_user_text(self.path, body)[1] or "").split(" ")[0]

@@ -1,0 +1,442 @@
+#include "batch.h"
+
+#include <curl/curl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "text.h"
+#include "util.h"
+
+// ---- one synchronous HTTP call, retried on 429, 5xx and connection errors ----------------------------------
+
+typedef struct {
+    char *buf;
+    size_t len, cap, max;
+} Body;
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud) {
+    Body *b = ud;
+    size_t n = sz * nm;
+    if (b->len + n > b->max) return 0;
+    if (b->len + n + 1 > b->cap) b->buf = ld_xrealloc(b->buf, b->cap = (b->len + n + 1) * 2);
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    b->buf[b->len] = 0;
+    return n;
+}
+
+typedef struct {
+    const ProviderConfig *p;
+    const ClientLimits *lim;
+    const char *key;
+} Api;
+
+// method GET or POST; body JSON (content type set), or mime (multipart), or neither. The reply body (heap) and
+// status; -1 with an error naming the call when every attempt failed.
+static int api_call(const Api *a, const char *method, const char *url, const char *json, curl_mime *mime, char **out, long *status) {
+    char *auth = a->key ? provider_key_header(a->p, a->key) : NULL;
+    int rc = -1;
+    for (int attempt = 0; attempt < a->lim->max_attempts && rc; attempt++) {
+        if (attempt) nanosleep(&(struct timespec){(time_t)fmin(a->lim->backoff_base_s * (1 << attempt), 30), 0}, NULL);
+        CURL *e = curl_easy_init();
+        struct curl_slist *h = auth ? curl_slist_append(NULL, auth) : NULL;
+        if (json) h = curl_slist_append(h, "Content-Type: application/json");
+        Body b = {NULL, 0, 0, (size_t)1 << 30};
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(a->lim->timeout_s * 1000));
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        if (json) curl_easy_setopt(e, CURLOPT_POSTFIELDS, json);
+        if (mime) curl_easy_setopt(e, CURLOPT_MIMEPOST, mime);
+        if (!strcmp(method, "POST") && !json && !mime) curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        CURLcode cc = curl_easy_perform(e);
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(e);
+        if (cc == CURLE_OK && *status < 300) {
+            *out = b.buf ? b.buf : ld_xstrdup("");
+            rc = 0;
+        } else if (cc == CURLE_OK && *status != 429 && *status < 500) {  // the provider refused it: asking again will not help
+            char *msg = provider_error_message(b.buf ? b.buf : "", b.len, *status);
+            ld_set_error("batch API %s %s: HTTP %ld: %s", method, url, *status, msg);
+            free(msg), free(b.buf);
+            break;
+        } else {
+            if (cc != CURLE_OK)
+                ld_set_error("batch API %s %s: %s", method, url, curl_easy_strerror(cc));
+            else
+                ld_set_error("batch API %s %s: HTTP %ld", method, url, *status);
+            free(b.buf);
+        }
+    }
+    free(auth);
+    return rc;
+}
+
+static cJSON *api_json(const Api *a, const char *method, const char *url, const char *json) {
+    char *text;
+    long status;
+    if (api_call(a, method, url, json, NULL, &text, &status)) return NULL;
+    cJSON *o = cJSON_Parse(text);
+    if (!o) ld_set_error("batch API %s %s: the reply is not JSON", method, url);
+    free(text);
+    return o;
+}
+
+static char *url_of(const Api *a, const char *fmt, const char *arg) {
+    size_t n = strlen(a->p->base_url) + strlen(fmt) + (arg ? strlen(arg) : 0) + 8;
+    char *u = ld_xmalloc(n), path[512];
+    snprintf(path, sizeof path, fmt, arg ? arg : "");
+    snprintf(u, n, "%s%s", a->p->base_url, path);
+    return u;
+}
+
+static const char *str_of(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+// ---- the requests of one llm_run, deduplicated by cache key ---------------------------------------------------
+
+typedef struct {
+    char *key, *body;  // the cache key (the batch line's custom_id) and the request body
+    int *jobs, n_jobs;  // the jobs asking exactly this
+    int settled;  // answered, or failed for good
+    char *error;  // the last reason it was not answered (heap)
+} Req;
+
+typedef struct {
+    const ProviderConfig *p;
+    const ClientLimits *lim;
+    LlmCache *cache;
+    LlmJob *jobs;
+    JobDoneFn done;
+    void *ctx;
+    ScrubMap *const *maps;
+    ClientStats *st;
+    Api api;
+    double deadline;
+} Run;
+
+static void settle_job(Run *r, int j, JobStatus status, const LlmReply *reply, double cost, const char *error) {
+    LlmJob *job = &r->jobs[j];
+    job->status = status, job->cost = cost;
+    if (reply) {
+        job->reply = (LlmReply){ld_xstrdup(reply->text ? reply->text : ""),
+                                reply->prompt_tokens,
+                                reply->completion_tokens,
+                                reply->usage_known,
+                                reply->usage_estimated,
+                                reply->finish_reason ? ld_xstrdup(reply->finish_reason) : NULL,
+                                reply->received_at ? ld_xstrdup(reply->received_at) : NULL};
+        if (r->maps && r->maps[j] && !job->req.keep_placeholders) {  // in the team's own terms again
+            char *t = scrub_restore(r->maps[j], job->reply.text);
+            free(job->reply.text);
+            job->reply.text = t;
+        }
+        r->st->cost_usd += cost, r->st->prompt_tokens += reply->prompt_tokens, r->st->completion_tokens += reply->completion_tokens;
+    }
+    if (error) free(job->error), job->error = ld_xstrdup(error);
+    if (status == JOB_FAILED) r->st->failures++;
+    if (status == JOB_SKIPPED_BUDGET) r->st->skipped_budget++;
+    if (r->done) r->done(r->ctx, job);
+}
+
+static void settle_req(Run *r, Req *q, JobStatus status, const LlmReply *reply, double cost, const char *error) {
+    for (int k = 0; k < q->n_jobs; k++) settle_job(r, q->jobs[k], status, reply, cost, error);
+    q->settled = 1;
+}
+
+static int cmp_req_key(const void *a, const void *b) { return strcmp((*(Req *const *)a)->key, (*(Req *const *)b)->key); }
+
+static Req *find_req(Req **sorted, int m, const char *key) {
+    int lo = 0, hi = m - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(sorted[mid]->key, key);
+        if (!c) return sorted[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return NULL;
+}
+
+// ---- one batch: submitted (or found again), polled to its end, its results read -------------------------------
+
+static char *batch_key(const Run *r, Req **qs, int m, int attempt) {
+    size_t len = 64;
+    for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + 1;
+    char *all = ld_xmalloc(len), *o = all;
+    o += sprintf(o, "%s\n%s\n%d\n", r->p->base_url, r->p->model, attempt);
+    for (int i = 0; i < m; i++) o += sprintf(o, "%s\n", qs[i]->key);
+    const char *parts[] = {all};
+    char *k = text_sha256_hex(parts, 1);
+    free(all);
+    return k;
+}
+
+// A batch this run's requests were submitted in before a kill, found by its metadata in the provider's list.
+static char *find_listed(Run *r, const char *bkey) {
+    char *u = url_of(&r->api, "/batches?limit=100", NULL);
+    cJSON *list = api_json(&r->api, "GET", u, NULL);
+    free(u);
+    char *id = NULL;
+    for (const cJSON *b = cJSON_GetObjectItemCaseSensitive(list, "data") ? cJSON_GetObjectItemCaseSensitive(list, "data")->child : NULL;
+         b && !id; b = b->next) {
+        const char *mk = str_of(cJSON_GetObjectItemCaseSensitive(b, "metadata"), "llamaduo_batch");
+        if (mk && !strcmp(mk, bkey) && str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
+    }
+    cJSON_Delete(list);
+    return id;
+}
+
+static char *submit(Run *r, Req **qs, int m, const char *bkey) {
+    if (cache_batch_put(r->cache, bkey, "", "submitting")) return NULL;  // a kill from here on: found by metadata
+    size_t len = 1;
+    for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + strlen(qs[i]->body) + 96;
+    char *jsonl = ld_xmalloc(len), *o = jsonl;
+    for (int i = 0; i < m; i++)  // the body last and verbatim: the provider answers exactly what a single call would send
+        o += sprintf(o, "{\"custom_id\":\"%s\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":%s}\n", qs[i]->key,
+                     qs[i]->body);
+    CURL *e = curl_easy_init();
+    curl_mime *mime = curl_mime_init(e);
+    curl_mimepart *part = curl_mime_addpart(mime);
+    curl_mime_name(part, "purpose");
+    curl_mime_data(part, "batch", CURL_ZERO_TERMINATED);
+    part = curl_mime_addpart(mime);
+    curl_mime_name(part, "file");
+    curl_mime_filename(part, "requests.jsonl");
+    curl_mime_type(part, "application/jsonl");
+    curl_mime_data(part, jsonl, (size_t)(o - jsonl));
+    char *u = url_of(&r->api, "/files", NULL), *text = NULL, *id = NULL;
+    long status;
+    int rc = api_call(&r->api, "POST", u, NULL, mime, &text, &status);
+    curl_mime_free(mime);
+    curl_easy_cleanup(e);
+    free(u), free(jsonl);
+    cJSON *file = rc ? NULL : cJSON_Parse(text);
+    free(text);
+    const char *fid = str_of(file, "id");
+    if (fid) {
+        cJSON *req = cJSON_CreateObject(), *meta;
+        cJSON_AddStringToObject(req, "input_file_id", fid);
+        cJSON_AddStringToObject(req, "endpoint", "/v1/chat/completions");
+        cJSON_AddStringToObject(req, "completion_window", "24h");
+        meta = cJSON_AddObjectToObject(req, "metadata");
+        cJSON_AddStringToObject(meta, "llamaduo_batch", bkey);
+        char *body = cJSON_PrintUnformatted(req);
+        u = url_of(&r->api, "/batches", NULL);
+        cJSON *b = api_json(&r->api, "POST", u, body);
+        if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
+        free(u), free(body);
+        cJSON_Delete(b), cJSON_Delete(req);
+    } else if (!rc) {
+        ld_set_error("batch API: the file upload's reply has no id");
+    }
+    cJSON_Delete(file);
+    if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
+    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    return id;
+}
+
+static cJSON *poll_to_end(Run *r, const char *id) {
+    char *u = url_of(&r->api, "/batches/%s", id), last[160] = "";
+    for (;;) {
+        cJSON *b = api_json(&r->api, "GET", u, NULL);
+        const char *s = str_of(b, "status");
+        if (!s) {
+            if (b) ld_set_error("batch %s: a state without a status", id);
+            cJSON_Delete(b);
+            free(u);
+            return NULL;
+        }
+        const cJSON *rc = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
+        char now[160];
+        snprintf(now, sizeof now, "%s, %.0f of %.0f done, %.0f failed", s,
+                 cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "completed")),
+                 cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "total")),
+                 cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "failed")));
+        if (strcmp(now, last)) fprintf(stderr, "batch: %s %s\n", id, now), snprintf(last, sizeof last, "%s", now);
+        if (!strcmp(s, "completed") || !strcmp(s, "expired") || !strcmp(s, "failed") || !strcmp(s, "cancelled")) {
+            free(u);
+            return b;
+        }
+        cJSON_Delete(b);
+        if (ld_time_s() > r->deadline) {
+            ld_set_error("batch %s is still %s after the stage's wait (service.batch_deadline_h): rerun to attach to it again", id, s);
+            free(u);
+            return NULL;
+        }
+        nanosleep(&(struct timespec){(time_t)r->p->batch_poll_s, (long)(fmod(r->p->batch_poll_s, 1) * 1e9)}, NULL);
+    }
+}
+
+// One output or error file: every line settled against its request (answers cached as they are read).
+static int read_results(Run *r, const char *file_id, Req **sorted, int m, const char *batch_id) {
+    char *u = url_of(&r->api, "/files/%s/content", file_id), *text;
+    long status;
+    int rc = api_call(&r->api, "GET", u, NULL, NULL, &text, &status);
+    free(u);
+    if (rc) return -1;
+    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        cJSON *o = cJSON_Parse(line);
+        Req *q = str_of(o, "custom_id") ? find_req(sorted, m, str_of(o, "custom_id")) : NULL;
+        const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response"), *err = cJSON_GetObjectItemCaseSensitive(o, "error");
+        double code = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(resp, "status_code"));
+        if (!q || q->settled) {
+            cJSON_Delete(o);
+            continue;  // not ours, or answered already
+        }
+        char why[400];
+        if (code == 200) {
+            char *body = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(resp, "body")), e[256];
+            LlmReply reply = {0};
+            if (provider_parse(r->p, body, strlen(body), &reply, e, sizeof e) == 0) {
+                double cost = provider_cost(r->p, reply.prompt_tokens, reply.completion_tokens) * r->p->batch_price_factor;
+                r->st->new_cost_usd += cost, r->st->new_prompt_tokens += reply.prompt_tokens;
+                r->st->new_completion_tokens += reply.completion_tokens;
+                if (r->cache) cache_put(r->cache, q->key, r->p, q->body, &reply, cost);
+                settle_req(r, q, JOB_OK, &reply, cost, NULL);
+            } else {
+                snprintf(why, sizeof why, "batch %s: unusable reply: %s", batch_id, e);
+                free(q->error), q->error = ld_xstrdup(why);
+            }
+            llm_reply_free(&reply);
+            free(body);
+        } else {
+            const char *msg =
+                str_of(err, "message")
+                    ? str_of(err, "message")
+                    : str_of(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "body"), "error"), "message");
+            snprintf(why, sizeof why, "batch %s: %s%s%s", batch_id, str_of(err, "code") ? str_of(err, "code") : "HTTP error",
+                     msg ? ": " : "", msg ? msg : "");
+            free(q->error), q->error = ld_xstrdup(why);
+        }
+        cJSON_Delete(o);
+    }
+    free(text);
+    return 0;
+}
+
+// Submits (or finds again) the batch of these requests, waits for its end and settles what it answered. The
+// requests it left unanswered stay open (resubmitted by the caller); a failed or cancelled batch settles them failed.
+static int one_batch(Run *r, Req **qs, int m, int attempt) {
+    char *bkey = batch_key(r, qs, m, attempt), *state = NULL, *id = cache_batch_get(r->cache, bkey, &state);
+    int rc = 0;
+    if (id && !strcmp(state, "ended")) {  // read before: whatever it left is open again
+        free(id), free(state), free(bkey);
+        return 0;
+    }
+    if (id && !*id) free(id), id = find_listed(r, bkey);  // killed between its upload and its record
+    if (id)
+        fprintf(stderr, "batch: attaching to %s (submitted before)\n", id);
+    else
+        id = submit(r, qs, m, bkey);
+    cJSON *b = id ? poll_to_end(r, id) : NULL;
+    if (!b) rc = -1;
+    Req **sorted = ld_xmalloc(sizeof(Req *) * (size_t)(m + 1));
+    memcpy(sorted, qs, sizeof(Req *) * (size_t)m);
+    qsort(sorted, (size_t)m, sizeof(Req *), cmp_req_key);
+    const char *status = str_of(b, "status");
+    if (b && (str_of(b, "output_file_id") && read_results(r, str_of(b, "output_file_id"), sorted, m, id))) rc = -1;
+    if (b && !rc && str_of(b, "error_file_id") && read_results(r, str_of(b, "error_file_id"), sorted, m, id)) rc = -1;
+    if (b && !rc && (!strcmp(status, "failed") || !strcmp(status, "cancelled"))) {
+        const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(b, "errors"), "data"), 0);
+        char why[400];
+        snprintf(why, sizeof why, "batch %s %s%s%s", id, !strcmp(status, "failed") ? "failed" : "was cancelled",
+                 str_of(e0, "message") ? ": " : "", str_of(e0, "message") ? str_of(e0, "message") : "");
+        for (int i = 0; i < m; i++)
+            if (!qs[i]->settled) settle_req(r, qs[i], JOB_FAILED, NULL, 0, why);
+        ld_set_error("%s", why);  // the stage fails: no silent partial result, nothing resubmitted
+        rc = -1;
+    }
+    if (b) cache_batch_put(r->cache, bkey, id, "ended");
+    cJSON_Delete(b);
+    free(sorted), free(id), free(state), free(bkey);
+    return rc;
+}
+
+// ---- the whole call --------------------------------------------------------------------------------------------
+
+static int collect(Run *r, int n, Req **out) {
+    Req *qs = NULL;
+    int nq = 0;
+    for (int j = 0; j < n; j++) {
+        HttpRequest http;
+        if (provider_build(r->p, &r->jobs[j].req, &http)) {
+            settle_job(r, j, JOB_FAILED, NULL, 0, ld_last_error());
+            continue;
+        }
+        char *key = cache_key(r->p, &http);
+        LlmReply cached = {0};
+        double cost = 0;
+        if (r->lim->use_cache && r->cache && cache_get(r->cache, key, &cached, &cost) == 1) {
+            r->jobs[j].cached = 1, r->st->cache_hits++;
+            settle_job(r, j, JOB_OK, &cached, cost, NULL);
+            llm_reply_free(&cached);
+            free(key);
+        } else {
+            int q = 0;
+            while (q < nq && strcmp(qs[q].key, key)) q++;
+            if (q == nq) {
+                qs = ld_xrealloc(qs, sizeof(Req) * (size_t)(nq + 1));
+                qs[nq++] = (Req){key, ld_xstrdup(http.body), NULL, 0, 0, NULL};
+            } else {
+                free(key);
+            }
+            qs[q].jobs = ld_xrealloc(qs[q].jobs, sizeof(int) * (size_t)(qs[q].n_jobs + 1));
+            qs[q].jobs[qs[q].n_jobs++] = j;
+        }
+        http_request_free(&http);
+    }
+    *out = qs;
+    return nq;
+}
+
+int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
+              const char *key, ScrubMap *const *maps, ClientStats *st) {
+    static int curl_ready;
+    if (!curl_ready) curl_global_init(CURL_GLOBAL_DEFAULT), curl_ready = 1;
+    if (!cache) {
+        ld_set_error("service.batch needs the response cache: it records the batches so a rerun attaches to them");
+        return -1;
+    }
+    double t0 = ld_time_s();
+    Run r = {p, lim, cache, jobs, done, ctx, maps, st, {p, lim, key}, t0 + p->batch_deadline_s};
+    Req *qs;
+    int nq = collect(&r, n, &qs), rc = 0;
+    for (int attempt = 0; rc == 0 && attempt < lim->max_attempts; attempt++) {
+        Req **open = ld_xmalloc(sizeof(Req *) * (size_t)(nq + 1));
+        int m = 0;
+        for (int i = 0; i < nq; i++)
+            if (!qs[i].settled) open[m++] = &qs[i];
+        if (m && attempt) fprintf(stderr, "batch: %d request(s) left unanswered: submitted again (attempt %d)\n", m, attempt + 1);
+        for (int s = 0; s < m && rc == 0; s += p->batch_max_requests)
+            rc = one_batch(&r, open + s, m - s < p->batch_max_requests ? m - s : p->batch_max_requests, attempt);
+        free(open);
+        if (!m || !p->batch_resubmit) break;
+    }
+    int ok = 0;
+    for (int i = 0; i < nq; i++) {
+        if (!qs[i].settled && rc == 0)
+            settle_req(&r, &qs[i], JOB_FAILED, NULL, 0, qs[i].error ? qs[i].error : "not answered by its batches");
+        free(qs[i].key), free(qs[i].body), free(qs[i].jobs), free(qs[i].error);
+    }
+    free(qs);
+    for (int j = 0; j < n; j++) ok += jobs[j].status == JOB_OK;
+    st->all_failed = n > 0 && ok == 0 && st->failures > 0;
+    if (st->all_failed && !st->first_error[0]) {
+        for (int j = 0; j < n && !st->first_error[0]; j++)
+            if (jobs[j].error) snprintf(st->first_error, sizeof st->first_error, "%s", jobs[j].error);
+    }
+    st->wall_s = ld_time_s() - t0;
+    return rc;
+}

@@ -1,0 +1,16 @@
+// defines: requests sent through a provider's batch API instead of one call each (service.batch: true): half the
+// price, answered within a day. OpenAI's Batch API: the requests as a JSONL file uploaded to /files (purpose batch),
+// a batch created on it with /batches (metadata names the requests' hash), polled, then its output and error files
+// read back, in any order, by custom_id (the request's cache key: no content). Every batch is recorded in the
+// response cache before its first poll (and marked "submitting" before its upload), so a run killed while waiting
+// attaches to its batches when rerun — found by id, or by their metadata in the provider's batch list — and nothing
+// is paid twice. Replies already in the cache are not submitted; each reply is committed to the cache as it is read.
+// An expired or partly failed batch keeps what finished and submits the rest again (service.batch_unanswered); a
+// failed or cancelled one is a clear error. Costs are counted at the batch price (service.batch_price_factor).
+#pragma once
+#include "llm_client.h"
+
+// What llm_run does when p->batch is set, after its key check and privacy scrubbing: maps[n] (or NULL) the
+// scrubbed requests' placeholders, for mapping replies back. Fills *st as llm_run does.
+int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
+              const char *key, ScrubMap *const *maps, ClientStats *st);

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# service.batch: true (host/batch.c) against the fault server's OpenAI Batch API (tests/fault_batches.py): synthesis
+# and judging through batches end with the same records, judgments and metrics as the synchronous path, at the
+# batch price; expired and partly failed batches finish with nothing lost (the rest resubmitted); failed and
+# cancelled batches are clear errors; a run killed while waiting attaches to its batch when rerun (no new
+# submission, nothing paid twice); replies already cached are not submitted again.
+# Usage: test_batch.sh BUILD_DIR SOURCE_DIR
+set -u
+BIN="$1/llamaduo"; SRC="$2"
+T=$(mktemp -d); pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
+pass=0; fail=0
+ok() { pass=$((pass+1)); echo "ok   $1"; }
+bad() { fail=$((fail+1)); echo "FAIL $1"; }
+export LD_FAKE_KEY="sk-llamaduo-FAKE-b47c0e12"
+
+rm -f "$T/port"; touch "$T/service.log"
+python3 "$SRC/tests/fault_server.py" --port-file "$T/port" --log "$T/service.log" --expect-key-env LD_FAKE_KEY &
+pids+=($!)
+for _ in $(seq 100); do [ -f "$T/port" ] && break; sleep 0.05; done
+PORT=$(cat "$T/port")
+
+for i in $(seq 10); do
+  echo "{\"id\": \"s$i\", \"messages\": [{\"role\": \"user\", \"content\": \"Convert day $i of May 2024 to ISO format\"}, {\"role\": \"assistant\", \"content\": \"2024-05-$(printf %02d "$i")\"}]}"
+done >"$T/seeds.jsonl"
+for i in $(seq 6); do
+  echo "{\"id\": \"t$i\", \"messages\": [{\"role\": \"user\", \"content\": \"Convert day $i of June 2023 to ISO format\"}, {\"role\": \"assistant\", \"content\": \"2023-06-0$i\"}]}"
+done >"$T/test.jsonl"
+for i in $(seq 6); do for k in 0 1; do echo "{\"id\": \"t$i\", \"sample\": $k, \"text\": \"answer $k for t$i\"}"; done; done >"$T/answers.jsonl"
+marked() {  # marked END: the answers with a marker the fault server's batches read (their end)
+  sed "s/\"text\": \"answer/\"text\": \"BATCH:$1 answer/" "$T/answers.jsonl" >"$T/answers-$1.jsonl"
+}
+config() {  # config FILE BATCH [words for the task description]
+  cat >"$1" <<YAML
+service:
+  provider: openai
+  base_url: http://127.0.0.1:$PORT/v1
+  model: teacher-1
+  api_key_env: LD_FAKE_KEY
+  price_in_per_mtok: 2
+  price_out_per_mtok: 8
+  batch: $2
+  batch_poll_s: 0.05
+  max_attempts: 3
+task:
+  description: Convert free-text dates to ISO 8601 dates. $3
+synth:
+  calls: 6
+  pairs_per_call: 3
+judge:
+  judgments_per_answer: 2
+YAML
+}
+strip() { python3 -c "import json,sys; [print(json.dumps({k:v for k,v in json.loads(l).items() if k!='created'})) for l in open(sys.argv[1])]" "$1"; }
+config "$T/sync.yaml" false ""; config "$T/batch.yaml" true ""
+for mode in sync batch; do
+  "$BIN" synth --config "$T/$mode.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/$mode" --round 2 >"$T/$mode.synth.out" 2>&1 &&
+  "$BIN" judge --config "$T/$mode.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/$mode" >"$T/$mode.judge.out" 2>&1 ||
+    bad "$mode stages: $(tail -3 "$T/$mode.synth.out" "$T/$mode.judge.out")"
+done
+diff <(strip "$T/sync/round-02.synth.jsonl") <(strip "$T/batch/round-02.synth.jsonl") >/dev/null &&
+  diff "$T/sync/round-02.dropped.jsonl" "$T/batch/round-02.dropped.jsonl" >/dev/null &&
+  diff "$T/sync/judge.jsonl" "$T/batch/judge.jsonl" >/dev/null &&
+  ok "batch synthesis and judging write the same records, drops and judgments as the synchronous path" || bad "batch vs sync differ"
+python3 - "$T" <<'PY' && ok "the same metrics, at the batch price (half), through uploads, batches, polls and downloads" || bad "metrics or price"
+import json, sys
+T = sys.argv[1]
+a, b = json.load(open(f"{T}/sync/metrics.json")), json.load(open(f"{T}/batch/metrics.json"))
+for k in ("similarity", "precision", "exact_match", "pass"):
+    assert a[k] == b[k], (k, a[k], b[k])
+assert abs(b["cost_usd"] - a["cost_usd"] / 2) < 1e-9 and a["cost_usd"] > 0, (a["cost_usd"], b["cost_usd"])
+log = [json.loads(l) for l in open(f"{T}/service.log")]
+calls = [e["batch_api"] for e in log if "batch_api" in e]
+assert calls.count("create") == 2 and calls.count("upload") == 2 and "poll" in calls and "download" in calls, calls
+PY
+
+# expired and partly failed batches: what finished is kept, the rest goes in a new batch, nothing is lost
+for end in expired partial; do
+  marked $end
+  "$BIN" judge --config "$T/batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-$end.jsonl" --out-dir "$T/$end" >"$T/$end.out" 2>&1 &&
+  python3 - "$T/$end" "$T/$end.out" <<'PY' && ok "a batch that ends $end: the rest resubmitted, every judgment made" || bad "$end: $(tail -4 "$T/$end.out")"
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1] + "/judge.jsonl")]
+assert len(lines) == 24 and all(l["valid"] for l in lines), [l for l in lines if not l["valid"]][:2]
+out = open(sys.argv[2]).read()
+assert "submitted again" in out, out
+PY
+done
+# failed and cancelled batches are errors naming the batch; the stage fails
+for end in failed cancelled; do
+  marked $end
+  "$BIN" judge --config "$T/batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-$end.jsonl" --out-dir "$T/$end" >"$T/$end.out" 2>&1
+  rc=$?
+  want=$([ "$end" = failed ] && echo "failed: injected: the batch failed validation" || echo "was cancelled")
+  [ $rc -ne 0 ] && grep -q "batch batch-[0-9]* $want" "$T/$end.out" && ok "a $end batch is a clear error naming it" ||
+    bad "$end (rc $rc): $(tail -3 "$T/$end.out")"
+done
+
+# killed while waiting: the rerun attaches to the batch (found in the cache) and submits nothing new
+config "$T/kill.yaml" true ""
+sed -i 's/batch_poll_s: 0.05/batch_poll_s: 1/' "$T/kill.yaml"
+sed 's/"text": "answer/"text": "killed: answer/' "$T/answers.jsonl" >"$T/answers-kill.jsonl"  # requests no other test sent
+"$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill1.out" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q "submitted" "$T/kill1.out" 2>/dev/null && break; sleep 0.05; done
+kill -9 $pid; wait $pid 2>/dev/null
+n_create=$(grep -c '"create"' "$T/service.log")
+"$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill2.out" 2>&1 &&
+  grep -q "attaching to batch-" "$T/kill2.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+  [ "$(grep -c '"valid":true' "$T/kill/judge.jsonl")" = 24 ] &&
+  ok "killed while waiting, the rerun attaches to its batch: no new submission" || bad "attach: $(tail -3 "$T/kill2.out")"
+n_create=$(grep -c '"create"' "$T/service.log")
+"$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill3.out" 2>&1 &&
+  [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && ok "a rerun after the batch ended is answered from the cache" || bad "rerun: $(tail -2 "$T/kill3.out")"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

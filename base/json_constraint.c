@@ -103,6 +103,10 @@ static JsonSchema *compile(const cJSON *n, const char *where, int depth) {
             snprintf(path, sizeof path, "%s[]", where);
             if (!(s->items = compile(k, path, depth + 1))) goto fail;
         } else if (!strcmp(key, "enum") || !strcmp(key, "const")) {
+            if (s->enum_texts) {  // a second enum or const (or both): their values would not fit the first's list
+                ld_set_error("schema at %s: give enum or const once, not both or twice", where);
+                goto fail;
+            }
             const cJSON *vals = !strcmp(key, "const") ? NULL : k;
             if (vals && (!cJSON_IsArray(vals) || !cJSON_GetArraySize(vals) || cJSON_GetArraySize(vals) > 64)) {
                 ld_set_error("schema at %s: enum must list 1 to 64 values", where);

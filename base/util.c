@@ -15,10 +15,12 @@
 static _Thread_local char g_error[1024];
 
 void ld_set_error(const char *fmt, ...) {
+    char msg[sizeof g_error];  // formatted apart first: the last error may be one of the arguments
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_error, sizeof g_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(g_error, msg, sizeof msg);
 }
 
 const char *ld_last_error(void) { return g_error[0] ? g_error : "unknown error"; }

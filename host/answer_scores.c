@@ -67,10 +67,12 @@ static char **judge_reasons(const char *judge_jsonl, const Answer *ans, int na) 
         if (a >= na || out[a] || !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(items[k], "valid"))) continue;
         const cJSON *sr = cJSON_GetObjectItemCaseSensitive(items[k], "similarity_reason"),
                     *pr = cJSON_GetObjectItemCaseSensitive(items[k], "precision_reason");
-        char buf[1200];
-        snprintf(buf, sizeof buf, "similarity: %s; precision: %s", cJSON_IsString(sr) ? sr->valuestring : "",
-                 cJSON_IsString(pr) ? pr->valuestring : "");
-        out[a] = ld_xstrdup(buf);
+        char *s = ld_utf8_prefix(cJSON_IsString(sr) ? sr->valuestring : "", 500),
+             *p = ld_utf8_prefix(cJSON_IsString(pr) ? pr->valuestring : "", 500);
+        size_t n = strlen(s) + strlen(p) + 32;  // each reason cut at a character boundary, so the critique stays UTF-8
+        out[a] = ld_xmalloc(n);
+        snprintf(out[a], n, "similarity: %s; precision: %s", s, p);
+        free(s), free(p);
     }
     for (int k = 0; k < n; k++) cJSON_Delete(items[k]);
     free(items), free(lines);
@@ -103,6 +105,26 @@ static double item_score(const PassRule *rule, double *const v[MEASURE_COUNT], i
     for (int m = 0; m < MEASURE_COUNT; m++)
         if (v[m] && pass_rule_uses(rule, (Measure)m) && !isnan(v[m][i])) s += v[m][i], n++;
     return n ? s / n : NAN;
+}
+
+// Whether the pass rule holds on this answer alone: each measure read as if the answer were the whole test set
+// (a judge score as its mean and median, >= 50 and >= 70 as shares of 1 or 0). What targeting counts as wrong.
+static int item_passes(const PassRule *rule, double *const v[MEASURE_COUNT], int i) {
+    cJSON *m = cJSON_CreateObject(), *report;
+    for (int k = 0; k < MEASURE_COUNT; k++) {
+        if (!v[k] || isnan(v[k][i])) continue;
+        if (k_measures[k].source == FROM_JUDGE) {
+            double score = 100 * v[k][i];
+            cJSON *o = cJSON_AddObjectToObject(m, k_measures[k].name);
+            cJSON_AddNumberToObject(o, "mean", score), cJSON_AddNumberToObject(o, "median", score);
+            cJSON_AddNumberToObject(o, "share_ge50", score >= 50), cJSON_AddNumberToObject(o, "share_ge70", score >= 70);
+        } else {
+            cJSON_AddNumberToObject(m, k_measures[k].name, v[k][i]);
+        }
+    }
+    int held = pass_rule_eval(rule, m, &report);
+    cJSON_Delete(report), cJSON_Delete(m);
+    return held;
 }
 
 static void add_number_or_null(cJSON *o, const char *key, double v) {
@@ -179,6 +201,7 @@ int answer_scores_write(const JudgeConfig *cfg, const Records *test, const char 
             for (int m = 0; m < MEASURE_COUNT; m++)
                 if (v[m] && (m > MEASURE_PRECISION || judged)) add_number_or_null(o, k_measures[m].name, v[m][a]);
             add_number_or_null(o, "score", item_score(cfg->rule, v, a));
+            cJSON_AddBoolToObject(o, "passed", item_passes(cfg->rule, v, a));
             cJSON_AddStringToObject(o, "answer", items[a].answer);
             char *why = reasons[a] ? ld_xstrdup(reasons[a])
                                    : metric_critique(&ans[a], items[a].reference, v, a, checker_reasons ? checker_reasons[a] : NULL);

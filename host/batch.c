@@ -135,7 +135,7 @@ static void settle_job(Run *r, int j, JobStatus status, const LlmReply *reply, d
                                 reply->finish_reason ? ld_xstrdup(reply->finish_reason) : NULL,
                                 reply->received_at ? ld_xstrdup(reply->received_at) : NULL};
         if (r->maps && r->maps[j] && !job->req.keep_placeholders) {  // in the team's own terms again
-            char *t = scrub_restore(r->maps[j], job->reply.text);
+            char *t = scrub_restore(r->maps[j], job->reply.text, job->req.json_mode);
             free(job->reply.text);
             job->reply.text = t;
         }
@@ -277,53 +277,77 @@ static cJSON *poll_to_end(Run *r, const char *id) {
     }
 }
 
-// One output or error file: every line settled against its request (answers cached as they are read).
+int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, const char *batch_id, BatchResultFn fn, void *ctx) {
+    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        cJSON *o = cJSON_Parse(line);
+        BatchResult res = {str_of(o, "custom_id"), 0, {0}, ""};
+        const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response"), *err = cJSON_GetObjectItemCaseSensitive(o, "error");
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(resp, "status_code"), *body = cJSON_GetObjectItemCaseSensitive(resp, "body");
+        if (!res.custom_id) {
+            cJSON_Delete(o);
+            continue;  // no request to settle: a line that is not ours
+        }
+        if (cJSON_IsNumber(code) && code->valuedouble == 200 && cJSON_IsObject(body)) {
+            char *b = cJSON_PrintUnformatted(body), e[256];
+            if (provider_parse(p, b, strlen(b), &res.reply, e, sizeof e)) {
+                snprintf(res.why, sizeof res.why, "batch %s: unusable reply: %s", batch_id, e);
+            } else if (ld_utf8_invalid_at(res.reply.text, strlen(res.reply.text)) >= 0 && !repair_utf8) {
+                snprintf(res.why, sizeof res.why, "batch %s: the reply is not valid UTF-8", batch_id);
+            } else {
+                char *fixed = ld_utf8_repair(res.reply.text, strlen(res.reply.text), NULL);
+                free(res.reply.text), res.reply.text = fixed;
+                res.ok = 1;
+            }
+            free(b);
+        } else {
+            const cJSON *be = cJSON_GetObjectItemCaseSensitive(body, "error");
+            const char *msg = str_of(err, "message") ? str_of(err, "message") : str_of(be, "message");
+            snprintf(res.why, sizeof res.why, "batch %s: %s%s%.300s", batch_id, str_of(err, "code") ? str_of(err, "code") : "HTTP error",
+                     msg ? ": " : "", msg ? msg : "");
+        }
+        fn(ctx, &res);
+        llm_reply_free(&res.reply);
+        cJSON_Delete(o);
+    }
+    return 0;
+}
+
+typedef struct {
+    Run *r;
+    Req **sorted;
+    int m;
+} Settling;
+
+// One result: the request it answers is settled (the reply cached first), or keeps the reason it was not answered.
+static void on_result(void *ctx, BatchResult *res) {
+    Settling *s = ctx;
+    Req *q = find_req(s->sorted, s->m, res->custom_id);
+    if (!q || q->settled) return;  // not ours, or answered already
+    if (!res->ok) {
+        free(q->error), q->error = ld_xstrdup(res->why);
+        return;
+    }
+    Run *r = s->r;
+    double cost = provider_cost(r->p, res->reply.prompt_tokens, res->reply.completion_tokens) * r->p->batch_price_factor;
+    r->st->new_cost_usd += cost, r->st->new_prompt_tokens += res->reply.prompt_tokens;
+    r->st->new_completion_tokens += res->reply.completion_tokens;
+    if (r->cache) cache_put(r->cache, q->key, r->p, q->body, &res->reply, cost);
+    settle_req(r, q, JOB_OK, &res->reply, cost, NULL);
+}
+
+// One output or error file, downloaded and settled line by line.
 static int read_results(Run *r, const char *file_id, Req **sorted, int m, const char *batch_id) {
     char *u = url_of(&r->api, "/files/%s/content", file_id), *text;
     long status;
     int rc = api_call(&r->api, "GET", u, NULL, NULL, &text, &status);
     free(u);
     if (rc) return -1;
-    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        cJSON *o = cJSON_Parse(line);
-        Req *q = str_of(o, "custom_id") ? find_req(sorted, m, str_of(o, "custom_id")) : NULL;
-        const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response"), *err = cJSON_GetObjectItemCaseSensitive(o, "error");
-        double code = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(resp, "status_code"));
-        if (!q || q->settled) {
-            cJSON_Delete(o);
-            continue;  // not ours, or answered already
-        }
-        char why[400];
-        if (code == 200) {
-            char *body = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(resp, "body")), e[256];
-            LlmReply reply = {0};
-            if (provider_parse(r->p, body, strlen(body), &reply, e, sizeof e) == 0) {
-                double cost = provider_cost(r->p, reply.prompt_tokens, reply.completion_tokens) * r->p->batch_price_factor;
-                r->st->new_cost_usd += cost, r->st->new_prompt_tokens += reply.prompt_tokens;
-                r->st->new_completion_tokens += reply.completion_tokens;
-                if (r->cache) cache_put(r->cache, q->key, r->p, q->body, &reply, cost);
-                settle_req(r, q, JOB_OK, &reply, cost, NULL);
-            } else {
-                snprintf(why, sizeof why, "batch %s: unusable reply: %s", batch_id, e);
-                free(q->error), q->error = ld_xstrdup(why);
-            }
-            llm_reply_free(&reply);
-            free(body);
-        } else {
-            const char *msg =
-                str_of(err, "message")
-                    ? str_of(err, "message")
-                    : str_of(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "body"), "error"), "message");
-            snprintf(why, sizeof why, "batch %s: %s%s%s", batch_id, str_of(err, "code") ? str_of(err, "code") : "HTTP error",
-                     msg ? ": " : "", msg ? msg : "");
-            free(q->error), q->error = ld_xstrdup(why);
-        }
-        cJSON_Delete(o);
-    }
+    Settling s = {r, sorted, m};
+    rc = batch_results_parse(r->p, r->lim->repair_utf8, text, batch_id, on_result, &s);
     free(text);
-    return 0;
+    return rc;
 }
 
 // Submits (or finds again) the batch of these requests, waits for its end and settles what it answered. The

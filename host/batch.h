@@ -14,3 +14,15 @@
 // scrubbed requests' placeholders, for mapping replies back. Fills *st as llm_run does.
 int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
               const char *key, ScrubMap *const *maps, ClientStats *st);
+
+// One line of a batch's output or error file: the request it answers (custom_id), and its reply or why there is none.
+typedef struct {
+    const char *custom_id;
+    int ok;
+    LlmReply reply;  // ok: parsed as a synchronous reply would be (valid UTF-8, or repaired with repair_utf8)
+    char why[400];  // not ok: the error, naming the batch
+} BatchResult;
+typedef void (*BatchResultFn)(void *ctx, BatchResult *r);
+// Every line of text (modified: cut at newlines) given to fn; lines without a custom_id are skipped. Shared with
+// the fuzz target.
+int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, const char *batch_id, BatchResultFn fn, void *ctx);

@@ -61,12 +61,18 @@ static char **clean_env(void) {
     return env;
 }
 
-// Last non-empty line of a file, for the error message (at most cap-1 bytes).
+// Last non-empty line of a file, for the error message (at most cap-1 bytes; only the file's last 64 KiB are read).
 static void last_line(const char *path, char *out, size_t cap) {
-    size_t len = 0;
-    char *t = ld_read_file(path, &len);
     out[0] = 0;
-    if (!t) return;
+    FILE *f = fopen(path, "rb");
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f), from = size > 65536 ? size - 65536 : 0;
+    fseek(f, from, SEEK_SET);
+    char *t = ld_xmalloc((size_t)(size - from) + 1);
+    size_t len = fread(t, 1, (size_t)(size - from), f);
+    t[len] = 0;
+    fclose(f);
     while (len && (t[len - 1] == '\n' || t[len - 1] == '\r' || t[len - 1] == ' ')) t[--len] = 0;
     char *nl = strrchr(t, '\n');
     snprintf(out, cap, "%s", nl ? nl + 1 : t);
@@ -169,7 +175,7 @@ static int parse_output(const CheckerCommand *c, char *text, const IdIndex *ix, 
         if (nl) *nl = 0;
         line++;
         if (strspn(p, " \t\r") == strlen(p)) continue;
-        cJSON *o = cJSON_Parse(p);
+        cJSON *o = cJSON_ParseWithOpts(p, NULL, 1);  // the whole line: trailing garbage is garbage
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id"), *sc = cJSON_GetObjectItemCaseSensitive(o, "score"),
                     *why = cJSON_GetObjectItemCaseSensitive(o, "reason");
         int k = cJSON_IsString(id) ? find_id(ix, id->valuestring) : -1;

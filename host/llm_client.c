@@ -223,7 +223,7 @@ typedef struct {
 static void finish(Client *c, LlmJob *job, JobStatus status) {
     ScrubMap *map = c->maps ? c->maps[job - c->jobs] : NULL;
     if (status == JOB_OK && map && !job->req.keep_placeholders && job->reply.text) {  // the reply in the team's own terms again
-        char *t = scrub_restore(map, job->reply.text);
+        char *t = scrub_restore(map, job->reply.text, job->req.json_mode);  // in a JSON reply, as JSON string text
         free(job->reply.text);
         job->reply.text = t;
     }
@@ -644,6 +644,7 @@ static int scrub_jobs(Client *c, Scrubbed *sc) {
         sc->orig[j] = r->messages;
         sc->copy[j] = ld_xcalloc((size_t)r->n_messages + 1, sizeof(LlmMessage));
         c->maps[j] = scrub_map_new();
+        for (int k = 0; k < r->n_messages; k++) scrub_map_reserve(c->maps[j], r->messages[k].content);  // placeholders already written
         for (int k = 0; k < r->n_messages; k++) {
             sc->copy[j][k] = r->messages[k];
             int kind;
@@ -660,6 +661,12 @@ static int scrub_jobs(Client *c, Scrubbed *sc) {
                 continue;
             }
             sc->copy[j][k].content = scrub_text(s, r->messages[k].content, c->maps[j], c->st.scrubbed);
+            if (!sc->copy[j][k].content) {  // it could not be searched whole: refused, never sent half scrubbed
+                sc->copy[j][k].content = r->messages[k].content;
+                r->messages = sc->copy[j];
+                unscrub_jobs(c, sc);
+                return -1;
+            }
         }
         r->messages = sc->copy[j];
     }

@@ -34,8 +34,11 @@ static const char *const k_patterns[PII_KINDS] = {
         "|(?<![:\\w])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![:\\w])"
         "|(?<![:\\w])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4}(?![:\\w])",
     // not part of a longer run of digit groups (a card number that failed its checksum is no phone number)
-    [PII_PHONE] = "(?<![\\w+])(?<!\\d[ .-])(?:\\+\\d{1,3}[ .-]?)?(?:\\(\\d{2,4}\\)[ .-]?|\\d{2,4}[ .-])\\d{3,4}[ .-]?\\d{3,4}"
-                  "(?![\\w-])(?![ .-]?\\d)",
+    // also unseparated: E.164 (+15551234567), national with a trunk 0 (07700900123), and ten-digit NANP (5551234567)
+    [PII_PHONE] =
+        "(?<![\\w+])(?<!\\d[ .-])(?:\\+\\d{1,3}[ .-]?)?(?:\\(\\d{2,4}\\)[ .-]?|\\d{2,4}[ .-])\\d{3,4}[ .-]?\\d{3,4}"
+        "(?![\\w-])(?![ .-]?\\d)"
+        "|(?<![\\w+])\\+\\d{10,14}(?!\\w)|(?<![\\w+])0\\d{9,10}(?!\\w)|(?<![\\w+])[2-9]\\d{2}[2-9]\\d{6}(?!\\w)",
 };
 
 typedef struct {
@@ -54,11 +57,27 @@ typedef struct {
     char *placeholder, *original;
 } MapEntry;
 
+typedef struct {
+    char name[48];
+    int next;  // the last number given (or found already written in the request)
+} Counter;
+
 struct ScrubMap {
     MapEntry *e;
     int n;
-    int next[PII_KINDS + 16];  // per placeholder name: the next number (custom names share the last slots by index)
+    Counter *ctr;  // per placeholder name
+    int n_ctr;
 };
+
+static Counter *counter(ScrubMap *m, const char *name, size_t len) {
+    for (int i = 0; i < m->n_ctr; i++)
+        if (strlen(m->ctr[i].name) == len && !memcmp(m->ctr[i].name, name, len)) return &m->ctr[i];
+    m->ctr = ld_xrealloc(m->ctr, sizeof(Counter) * (size_t)(m->n_ctr + 1));
+    Counter *c = &m->ctr[m->n_ctr++];
+    snprintf(c->name, sizeof c->name, "%.*s", (int)(len < sizeof c->name ? len : sizeof c->name - 1), name);
+    c->next = 0;
+    return c;
+}
 
 static pcre2_code *compile(const char *pattern, uint32_t opts, const char *what, const char *file) {
     int err;
@@ -154,8 +173,13 @@ Scrubber *scrubber_new(const PrivacyConfig *c, const char *file) {
         scrubber_free(s);
         return NULL;
     }
-    if (n_terms) add_pattern(s, PII_TERM, "TERM", compile(tp, PCRE2_CASELESS, "privacy.terms", file));
+    pcre2_code *terms = n_terms ? compile(tp, PCRE2_CASELESS, "privacy.terms", file) : NULL;
     free(tp);
+    if (n_terms && !terms) {  // too many or too long terms for one pattern, or a term that is not UTF-8
+        scrubber_free(s);
+        return NULL;
+    }
+    if (terms) add_pattern(s, PII_TERM, "TERM", terms);
     int i = 0;
     for (const cJSON *e = c->patterns ? c->patterns->child : NULL; e; e = e->next, i++) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name"), *rx = cJSON_GetObjectItemCaseSensitive(e, "regex");
@@ -176,6 +200,18 @@ Scrubber *scrubber_new(const PrivacyConfig *c, const char *file) {
         for (const char *q = name->valuestring; *q && k < sizeof up - 1; q++)
             up[k++] = isalnum((unsigned char)*q) ? (char)toupper(*q) : '_';
         up[k] = 0;
+        int taken = 0;  // one counter per placeholder name: a second pattern of the same name would reuse numbers
+        for (int q = 0; q < s->n; q++) taken |= !strcmp(s->p[q].name, up);
+        for (int q = 0; q < PII_CUSTOM; q++) taken |= k_placeholder[q] && !strcmp(k_placeholder[q], up);
+        if (taken) {
+            ld_set_error(
+                "%s: 'privacy.patterns[%d].name' is %s, a name already in use (built-in: EMAIL, PHONE, IP, IBAN, CARD, URL, KEY, "
+                "TERM)",
+                file, i, up);
+            pcre2_code_free(re);
+            scrubber_free(s);
+            return NULL;
+        }
         add_pattern(s, PII_CUSTOM, up, re);
     }
     return s;
@@ -195,8 +231,23 @@ ScrubMap *scrub_map_new(void) { return ld_xcalloc(1, sizeof(ScrubMap)); }
 void scrub_map_free(ScrubMap *m) {
     if (!m) return;
     for (int i = 0; i < m->n; i++) free(m->e[i].placeholder), free(m->e[i].original);
-    free(m->e);
+    free(m->e), free(m->ctr);
     free(m);
+}
+
+void scrub_map_reserve(ScrubMap *m, const char *text) {
+    for (const char *p = strchr(text, '<'); p; p = strchr(p + 1, '<')) {  // <NAME_12>: numbering goes on above 12
+        size_t n = strspn(p + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+        const char *us = NULL;
+        for (size_t i = n; i > 0 && !us; i--)
+            if (p[i] == '_') us = p + i;
+        if (!us || us == p + 1 || p[1 + n] != '>' || us == p + n) continue;
+        char *end;
+        long num = strtol(us + 1, &end, 10);
+        if (end != p + 1 + n || num <= 0 || num > 1000000) continue;
+        Counter *c = counter(m, p + 1, (size_t)(us - p - 1));
+        if (num > c->next) c->next = (int)num;
+    }
 }
 
 // ---- validators: a match that fails its checksum is no find ----------------------------------------------
@@ -247,13 +298,14 @@ static int valid(PiiKind k, const char *s, size_t n) {
 
 // ---- scrubbing --------------------------------------------------------------------------------------------
 
-static const char *placeholder_for(ScrubMap *m, const Pattern *p, int slot, const char *orig, size_t n) {
-    for (int i = 0; i < m->n; i++)
-        if (strlen(m->e[i].original) == n && !memcmp(m->e[i].original, orig, n) &&
-            !strncmp(m->e[i].placeholder + 1, p->name, strlen(p->name)))
+static const char *placeholder_for(ScrubMap *m, const Pattern *p, const char *orig, size_t n) {
+    size_t nl = strlen(p->name);
+    for (int i = 0; i < m->n; i++)  // the same string of the same kind: the same placeholder
+        if (strlen(m->e[i].original) == n && !memcmp(m->e[i].original, orig, n) && !strncmp(m->e[i].placeholder + 1, p->name, nl) &&
+            m->e[i].placeholder[1 + nl] == '_')
             return m->e[i].placeholder;
     char ph[96];
-    snprintf(ph, sizeof ph, "<%s_%d>", p->name, ++m->next[slot]);
+    snprintf(ph, sizeof ph, "<%s_%d>", p->name, ++counter(m, p->name, nl)->next);
     m->e = ld_xrealloc(m->e, sizeof(MapEntry) * (size_t)(m->n + 1));
     char *o = ld_xmalloc(n + 1);
     memcpy(o, orig, n);
@@ -262,42 +314,63 @@ static const char *placeholder_for(ScrubMap *m, const Pattern *p, int slot, cons
     return m->e[m->n - 1].placeholder;
 }
 
-// One pattern over text: every valid match replaced (heap).
-static char *replace_all(const Pattern *p, int slot, const char *text, ScrubMap *m, long *count) {
-    size_t len = strlen(text), cap = len + 64, out_n = 0, at = 0;
-    char *out = ld_xmalloc(cap);
+typedef struct {
+    char *s;
+    size_t n, cap;
+} Out;
+
+static void put(Out *o, const char *p, size_t n) {
+    if (o->n + n + 1 > o->cap) o->s = ld_xrealloc(o->s, o->cap = (o->n + n + 1) * 2);
+    memcpy(o->s + o->n, p, n);
+    o->n += n;
+    o->s[o->n] = 0;
+}
+
+// One pattern over text: every valid match replaced (heap). NULL when the matcher fails (a match, depth or heap
+// limit): scrubbing fails closed, the request is refused rather than sent half scrubbed.
+static char *replace_all(const Pattern *p, const char *text, ScrubMap *m, long *count) {
+    size_t len = strlen(text), at = 0;
+    Out o = {ld_xmalloc(len + 64), 0, len + 64};
+    o.s[0] = 0;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(p->re, NULL);
-    while (at <= len && pcre2_match(p->re, (PCRE2_SPTR)text, len, at, 0, md, NULL) >= 0) {
+    int rc;
+    while (at <= len && (rc = pcre2_match(p->re, (PCRE2_SPTR)text, len, at, 0, md, NULL)) >= 0) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t s = ov[0], e = ov[1];
         int ok = e > s && valid(p->kind, text + s, e - s);
-        const char *ph = ok ? placeholder_for(m, p, slot, text + s, e - s) : NULL;
-        size_t keep = ok ? s - at : (e > s ? e : s + 1) - at;
-        if (keep > len - at) keep = len - at;
-        size_t need = out_n + keep + (ph ? strlen(ph) : 0) + 1;
-        if (need > cap) out = ld_xrealloc(out, cap = need * 2);
-        memcpy(out + out_n, text + at, keep);
-        out_n += keep;
-        if (ph) memcpy(out + out_n, ph, strlen(ph)), out_n += strlen(ph), (*count)++;
-        at = ok ? e : (e > s ? e : s + 1);
-        while (at < len && ((unsigned char)text[at] & 0xC0) == 0x80) out[out_n++] = text[at++];  // stay on a character boundary
+        size_t next = ok || e > s ? e : s + 1;  // an empty match moves on by one character
+        while (next < len && ((unsigned char)text[next] & 0xC0) == 0x80) next++;
+        if (next > len) next = len;
+        if (ok) {
+            put(&o, text + at, s - at);
+            const char *ph = placeholder_for(m, p, text + s, e - s);
+            put(&o, ph, strlen(ph));
+            (*count)++;
+        } else {
+            put(&o, text + at, next - at);
+        }
+        at = next;
+        if (at >= len) break;
     }
     pcre2_match_data_free(md);
-    if (at < len) {
-        if (out_n + (len - at) + 1 > cap) out = ld_xrealloc(out, cap = out_n + (len - at) + 1);
-        memcpy(out + out_n, text + at, len - at);
-        out_n += len - at;
+    if (at < len && rc != PCRE2_ERROR_NOMATCH && rc < 0) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(rc, msg, sizeof msg);
+        ld_set_error("privacy: the %s pattern could not search the text (%s): the request is refused, not sent half scrubbed", p->name,
+                     (const char *)msg);
+        free(o.s);
+        return NULL;
     }
-    out[out_n] = 0;
-    return out;
+    if (at < len) put(&o, text + at, len - at);
+    return o.s;
 }
 
 char *scrub_text(const Scrubber *s, const char *text, ScrubMap *m, long counts[PII_KINDS]) {
-    char *cur = ld_xstrdup(text);
-    for (int i = 0; i < s->n; i++) {
+    char *cur = ld_utf8_invalid_at(text, strlen(text)) >= 0 ? ld_utf8_repair(text, strlen(text), NULL) : ld_xstrdup(text);
+    scrub_map_reserve(m, cur);  // placeholders the text already holds are never given out again
+    for (int i = 0; i < s->n && cur; i++) {
         long found = 0;
-        int slot = s->p[i].kind == PII_CUSTOM ? PII_KINDS + (i % 16) : (int)s->p[i].kind;
-        char *next = replace_all(&s->p[i], slot, cur, m, &found);
+        char *next = replace_all(&s->p[i], cur, m, &found);
         free(cur);
         cur = next;
         if (counts) counts[s->p[i].kind] += found;
@@ -309,8 +382,12 @@ int scrub_find(const Scrubber *s, const char *text, int *kind) {
     ScrubMap *m = scrub_map_new();
     long counts[PII_KINDS] = {0};
     char *t = scrub_text(s, text, m, counts);
-    free(t);
     scrub_map_free(m);
+    if (!t) {  // it could not be searched: treat it as holding something
+        if (kind) *kind = PII_CUSTOM;
+        return 0;
+    }
+    free(t);
     for (int k = 0; k < PII_KINDS; k++)
         if (counts[k]) {
             if (kind) *kind = k;
@@ -335,11 +412,22 @@ static char *replace_literal(const char *text, const char *from, const char *to)
     return out;
 }
 
-char *scrub_restore(const ScrubMap *m, const char *text) {
+// s as the inside of a JSON string (heap).
+static char *json_escaped(const char *s) {
+    cJSON *str = cJSON_CreateString(s);
+    char *q = cJSON_PrintUnformatted(str), *inner = ld_xstrdup(q + 1);
+    inner[strlen(inner) - 1] = 0;  // without the quotes
+    free(q);
+    cJSON_Delete(str);
+    return inner;
+}
+
+char *scrub_restore(const ScrubMap *m, const char *text, int json) {
     char *cur = ld_xstrdup(text);
     for (int i = m ? m->n - 1 : -1; i >= 0; i--) {  // <EMAIL_12> before <EMAIL_1>: the later, longer ones first
-        char *next = replace_literal(cur, m->e[i].placeholder, m->e[i].original);
-        free(cur);
+        char *orig = json ? json_escaped(m->e[i].original) : ld_xstrdup(m->e[i].original);
+        char *next = replace_literal(cur, m->e[i].placeholder, orig);
+        free(cur), free(orig);
         cur = next;
     }
     return cur;
@@ -410,6 +498,10 @@ char *scrub_surrogates(const char *text, const char *salt) {
 static void scrub_strings(const Scrubber *s, cJSON *node, ScrubMap *m, long *counts) {
     if (cJSON_IsString(node)) {
         char *t = scrub_text(s, node->valuestring, m, counts);
+        if (!t) {
+            fprintf(stderr, "scrub: %s\n", ld_last_error());
+            t = ld_xstrdup("<NOT SEARCHABLE>");
+        }
         cJSON_SetValuestring(node, t);
         free(t);
     }
@@ -431,7 +523,8 @@ int privacy_report_file(const Scrubber *s, const char *path, int show, FILE *out
         records_with += found > 0;
         for (int e = 0; e < m->n; e++) {
             int k = 0;
-            while (k < PII_CUSTOM && (!k_placeholder[k] || strncmp(m->e[e].placeholder + 1, k_placeholder[k], strlen(k_placeholder[k])))) k++;
+            while (k < PII_CUSTOM && (!k_placeholder[k] || strncmp(m->e[e].placeholder + 1, k_placeholder[k], strlen(k_placeholder[k]))))
+                k++;
             if (shown[k]++ < 3) fprintf(out, "%s:%d: %s %s -> %s\n", path, lines[i], k_pii_names[k], m->e[e].original, m->e[e].placeholder);
         }
         if (show && found) {

@@ -32,12 +32,16 @@ int scrubber_surrogates(const Scrubber *s);
 ScrubMap *scrub_map_new(void);
 void scrub_map_free(ScrubMap *m);
 // text with every find replaced by its placeholder in m (the same string, the same placeholder); counts[kind]
-// incremented per find (may be NULL). Heap.
+// incremented per find (may be NULL). Invalid UTF-8 is repaired first. Heap; NULL (with an error) when a pattern
+// could not search the text (a match limit): the caller refuses the request rather than send it half scrubbed.
 char *scrub_text(const Scrubber *s, const char *text, ScrubMap *m, long counts[PII_KINDS]);
+// Placeholder-like strings text already holds (<EMAIL_3>): m numbers its own above them, so they never collide.
+void scrub_map_reserve(ScrubMap *m, const char *text);
 // The first find in text (kind out), or -1: for what must not leave unscrubbed.
 int scrub_find(const Scrubber *s, const char *text, int *kind);
-// text with m's placeholders back to what they stand for (heap).
-char *scrub_restore(const ScrubMap *m, const char *text);
+// text with m's placeholders back to what they stand for (heap); json: text is JSON, so the originals go in escaped
+// as string content (a name with a quote keeps the reply parseable).
+char *scrub_restore(const ScrubMap *m, const char *text, int json);
 // `llamaduo scrub`: every string of every JSONL record in path scrubbed as a request would be (each record its own
 // mapping), printed to out: counts by kind, the first finds of each kind, and with show every scrubbed record.
 int privacy_report_file(const Scrubber *s, const char *path, int show, FILE *out);

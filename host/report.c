@@ -332,8 +332,9 @@ static void rule_rows(Run *r, const Facts *f, Buf *h, Buf *m) {
             const char *probe = k < pn ? value_text(pc[k].value, pv) : "";
             bp(h, "<tr><td>%s</td><td>", k ? "" : label);
             esc(h, c[k].text, 200);
-            bp(h, "</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", value_text(c[k].value, v), c[k].held ? "yes" : "no", probe);
-            bp(m, "| %s | %s | %s | %s | %s |\n", k ? "" : label, c[k].text, v, c[k].held ? "yes" : "no", probe);
+            const char *value = value_text(c[k].value, v);
+            bp(h, "</td><td>%s</td><td>%s</td><td>%s</td></tr>\n", value, c[k].held ? "yes" : "no", probe);
+            bp(m, "| %s | %s | %s | %s | %s |\n", k ? "" : label, c[k].text, value, c[k].held ? "yes" : "no", probe);
         }
         cJSON_Delete(mj), cJSON_Delete(pj);
     }
@@ -393,7 +394,7 @@ static void targeted_round(Run *r, int t, Buf *h, Buf *m) {
        t, t - 1);
     for (int i = 0; i < n && i < 8; i++) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[i], "id"), *cr = cJSON_GetObjectItemCaseSensitive(items[i], "critique");
-        if (!cJSON_IsString(id) || num(items[i], "score", NULL) >= 1) continue;
+        if (!cJSON_IsString(id) || !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(items[i], "passed"))) continue;  // aimed at
         int from = 0;
         for (int k = 0; k < nk; k++) {
             const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id");
@@ -666,6 +667,14 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
        "\nService LLM: %ld tokens in replies worth $%.4f; $%.4f paid (each distinct request once). Compute: %.0f s training and "
        "inferring the student, %.0f s in service-LLM stages.\n",
        tok, usd, paid, stu_s, svc_s);
+    if (r->st.service.batch) {  // what the dollars above are: the batch price, not the listed one
+        bp(&h,
+           "<p>Service requests went through the provider's batch API: every dollar above is at the batch price, %.0f%% "
+           "of the listed one ($%g / $%g per million prompt / completion tokens).</p>\n",
+           100 * r->st.service.batch_price_factor, r->st.service.price_in_per_mtok, r->st.service.price_out_per_mtok);
+        bp(&m, "\nService requests went through the batch API: every dollar above is at the batch price, %.0f%% of the listed one.\n",
+           100 * r->st.service.batch_price_factor);
+    }
 
     privacy_summary(r, &f, &h, &m);
 

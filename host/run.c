@@ -693,11 +693,17 @@ static SynthTarget *probe_targets(const char *scores_path, const Records *seeds,
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[k], "id"), *sc = cJSON_GetObjectItemCaseSensitive(items[k], "score");
         const cJSON *an = cJSON_GetObjectItemCaseSensitive(items[k], "answer"),
                     *cr = cJSON_GetObjectItemCaseSensitive(items[k], "critique");
+        int failed = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(items[k], "passed"));  // the rule, on this answer alone
         for (int i = 0; cJSON_IsString(id) && cJSON_IsNumber(sc) && i < seeds->n; i++) {
-            if (strcmp(seeds->v[i].id, id->valuestring) || (t[i].probed && t[i].score <= sc->valuedouble)) continue;
+            if (strcmp(seeds->v[i].id, id->valuestring)) continue;
+            failed |= t[i].failed;
+            if (t[i].probed && t[i].score <= sc->valuedouble) {  // a better sample: the worst one's answer stays
+                t[i].failed = failed;
+                continue;
+            }
             *n_probed += !t[i].probed;
             free((char *)t[i].answer), free((char *)t[i].critique);
-            t[i] = (SynthTarget){1, sc->valuedouble, ld_xstrdup(cJSON_IsString(an) ? an->valuestring : ""),
+            t[i] = (SynthTarget){1, failed, sc->valuedouble, ld_xstrdup(cJSON_IsString(an) ? an->valuestring : ""),
                                  ld_xstrdup(cJSON_IsString(cr) ? cr->valuestring : "")};
         }
     }

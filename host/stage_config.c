@@ -73,7 +73,7 @@ static int privacy_setup(StageConfig *c, const char *path) {
     if (!c->scrubber) return -1;
     c->limits.privacy = c->scrubber;
     for (int j = 0; j < c->n_judges; j++) c->judge_limits[j].privacy = c->scrubber;
-    c->synth.surrogates = c->privacy.surrogates;
+    c->synth.surrogates = c->privacy.surrogates, c->synth.privacy = c->scrubber;
     return 0;
 }
 

@@ -10,7 +10,7 @@
 #include "text.h"
 #include "util.h"
 
-int synth_is_targeted(const SynthTarget *t) { return t && t->probed && t->score < 1; }
+int synth_is_targeted(const SynthTarget *t) { return t && t->probed && t->failed; }
 
 static char *targeted_prompt(const SynthConfig *cfg, const Record *seed, const SynthTarget *t, int call) {
     static const char *fmt =
@@ -271,8 +271,9 @@ static void verify_candidates(const SynthConfig *cfg, Candidate *cand, int n, Sy
 }
 
 // A kept pair as a chat record, with its lineage (the seed, and for a targeted call the probe item and critique).
-static cJSON *synth_record(const char *id, const char *is, const char *rs, const char *model, const char *seed_id, int round,
+static cJSON *synth_record(const SynthConfig *cfg, const char *id, const char *is, const char *rs, const char *model, const char *seed_id,
                            const char *prompt_hash, const char *created, const SynthTarget *target) {
+    int round = cfg->round;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "id", id);
     cJSON *m = cJSON_AddArrayToObject(r, "messages"), *u = cJSON_CreateObject(), *a = cJSON_CreateObject();
@@ -291,7 +292,16 @@ static cJSON *synth_record(const char *id, const char *is, const char *rs, const
     if (target) {  // the probe item this pair was written to fix, and what was wrong there
         cJSON_AddStringToObject(r, "probe_id", seed_id);
         cJSON_AddNumberToObject(r, "probe_score", target->score);
-        char *excerpt = ld_utf8_prefix(target->critique ? target->critique : "", 300);
+        char *critique = ld_xstrdup(target->critique ? target->critique : "");
+        if (cfg->privacy) {  // it quotes the reference and the judge's reasons: synthetic data never holds the originals
+            ScrubMap *m = scrub_map_new();
+            char *t = scrub_text(cfg->privacy, critique, m, NULL);
+            scrub_map_free(m);
+            free(critique);
+            critique = t ? t : ld_xstrdup("");
+        }
+        char *excerpt = ld_utf8_prefix(critique, 300);
+        free(critique);
         cJSON_AddStringToObject(r, "critique", excerpt);
         free(excerpt);
     }
@@ -409,7 +419,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                     char *prompt_hash = text_sha256_hex(prompt_part, 1);
                     char *is = cfg->surrogates ? scrub_surrogates(k->is, id) : ld_xstrdup(k->is);
                     char *rs = cfg->surrogates ? scrub_surrogates(k->rs, id) : ld_xstrdup(k->rs);
-                    cJSON *r = synth_record(id, is, rs, p->model, seed->id, cfg->round, prompt_hash, jobs[c].reply.received_at, tg);
+                    cJSON *r = synth_record(cfg, id, is, rs, p->model, seed->id, prompt_hash, jobs[c].reply.received_at, tg);
                     free(is), free(rs);
                     free(prompt_hash);
                     dedup_add(dd, t, n_kept);

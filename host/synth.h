@@ -16,7 +16,8 @@
 // What the probe found for one seed (synth targets: one per seed, in seed order).
 typedef struct {
     int probed;  // the seed was in the probe
-    double score;  // its answer's score in 0..1 (the worst of its samples)
+    int failed;  // its answer (one of its samples) did not pass the rule on its own: a call may aim at it
+    double score;  // its answer's score in 0..1 (the worst of its samples), for the order
     const char *answer, *critique;  // the student's answer and what was wrong with it
 } SynthTarget;
 
@@ -34,6 +35,7 @@ typedef struct {
     double target_share;  // of the calls, the share aimed at the probe's failures (synth.target_share)
     const TaskCheck *check;  // verifies pairs when it needs no reference (may be NULL)
     int surrogates;  // privacy placeholders in kept pairs become realistic stand-ins (privacy.surrogates)
+    const Scrubber *privacy;  // when set, the critique a pair's lineage keeps is stored scrubbed
 } SynthConfig;
 
 typedef struct {
@@ -50,5 +52,5 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
 // The prompt for one call (heap), shared with tests; reask > 0 adds the retry marker; target (may be NULL) makes it a
 // targeted prompt when the probe found the seed's answer wanting.
 char *synth_prompt(const SynthConfig *cfg, const Record *seed, const SynthTarget *target, int call, int reask);
-// 1 when a call on this seed is targeted: probed and scored below full marks.
+// 1 when a call may aim at this seed: probed, and its answer failed the rule on its own.
 int synth_is_targeted(const SynthTarget *t);

@@ -113,5 +113,30 @@ n_create=$(grep -c '"create"' "$T/service.log")
 "$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill3.out" 2>&1 &&
   [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && ok "a rerun after the batch ended is answered from the cache" || bad "rerun: $(tail -2 "$T/kill3.out")"
 
+# the whole loop with service.batch: the same metrics every round as the synchronous loop, the report at the batch price
+head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
+for mode in false true; do
+  cat >"$T/run-$mode.yaml" <<YAML
+run: {dir: $T/run-$mode, coverage: $T/coverage.jsonl, test_ratio: 0.25, max_rounds: 2, patience: 5, samples: 1, probe: 4}
+student:
+  model: $SRC/tests/fixtures/tiny/llama.gguf
+  threads: 1
+  train: {epochs: 1, lr: 0.01, tokens_per_step: 128, max_len: 128, dropout: 0}
+  infer: {max_tokens: 12, temperature: 0.8, seed: 3, batch: 8}
+$(sed -n '/^service:/,$p' "$T/sync.yaml" | sed "s/  batch: false/  batch: $mode/")
+YAML
+  "$BIN" run "$T/run-$mode.yaml" >"$T/run-$mode.out" 2>&1 || bad "run batch=$mode: $(tail -3 "$T/run-$mode.out")"
+done
+python3 - "$T" <<'PY' && ok "llamaduo run with service.batch: the same metrics each round, the report at the batch price" || bad "run with batches"
+import json, sys
+T = sys.argv[1]
+for t in (1, 2):
+    a, b = (json.load(open(f"{T}/run-{m}/rounds/{t:02d}/metrics.json")) for m in ("false", "true"))
+    for k in ("similarity", "precision", "exact_match", "pass"):
+        assert a[k] == b[k], (t, k, a[k], b[k])
+h = open(f"{T}/run-true/report.html").read()
+assert "batch price, 50% of the listed one" in h
+PY
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

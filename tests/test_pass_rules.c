@@ -158,6 +158,7 @@ static void test_checker_command(void) {
         {"range.py", "import json, sys\nfor l in sys.stdin:\n    print(json.dumps({'id': json.loads(l)['id'], 'score': 7}))\n",
          "outside 0..1", 10},
         {"unknown.py", "print('{\"id\": \"zzz\", \"score\": 1}')\n", "names id 'zzz'", 10},
+        {"trailing.py", "print('{\"id\": \"a#0\", \"score\": 1}xyz')\n", "output line 1 is not", 10},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *cmd = script(bad[i].name, bad[i].body);
@@ -212,6 +213,12 @@ static void test_task_checks(void) {
     TaskCheck bs = {.json_schema = bad_schema};
     CHECK(task_check_prepare(&bs, "t.yaml") == -1 && strstr(ld_last_error(), "task.check.json_schema"), "bad schema: %s", ld_last_error());
     task_check_free(&bs);
+    cJSON *twice = cJSON_Parse("{\"enum\":[\"a\",\"b\"],\"const\":\"c\"}");
+    TaskCheck tw = {.json_schema = twice};
+    CHECK(task_check_prepare(&tw, "t.yaml") == -1 && strstr(ld_last_error(), "enum or const once"), "enum and const together: %s",
+          ld_last_error());
+    task_check_free(&tw);
+    cJSON_Delete(twice);
     cJSON *empty = cJSON_Parse("[]");
     TaskCheck el = {.labels = empty};
     CHECK(task_check_prepare(&el, "t.yaml") == -1 && strstr(ld_last_error(), "task.check.labels"), "empty labels");

@@ -62,11 +62,69 @@ static void test_kinds(void) {
     ScrubMap *m = scrub_map_new();
     char *x = scrub_text(s, "jane@a.io wrote to bob@b.io; cc jane@a.io", m, NULL);
     CHECK(!strcmp(x, "<EMAIL_1> wrote to <EMAIL_2>; cc <EMAIL_1>"), "stable placeholders: %s", x);
-    char *back = scrub_restore(m, "Reply sent to <EMAIL_2> (and <EMAIL_1>), not <EMAIL_3>");
+    char *back = scrub_restore(m, "Reply sent to <EMAIL_2> (and <EMAIL_1>), not <EMAIL_3>", 0);
     CHECK(!strcmp(back, "Reply sent to bob@b.io (and jane@a.io), not <EMAIL_3>"), "restored: %s", back);
     free(x), free(back);
     scrub_map_free(m);
     scrubber_free(s);
+}
+
+// What the review found: each a way PII could have left, or the scrubber could have crashed.
+static void test_hostile_text(void) {
+    Scrubber *s = make("{}");
+    char *t;
+    CHECK(finds(s, "mail joe.bloggs@corp.com caf\xe9", PII_EMAIL, &t) == 1 && t && !strstr(t, "joe.bloggs"),
+          "invalid UTF-8 elsewhere does not turn scrubbing off: %s", t ? t : "(null)");
+    free(t);
+    CHECK(finds(s, "call +15551234567, 07700900123 or 4155550132", PII_PHONE, &t) == 3, "unseparated phone numbers: %s", t);
+    free(t);
+    ScrubMap *m = scrub_map_new();
+    scrub_map_reserve(m, "the student wrote <EMAIL_1> and <EMAIL_2>");
+    char *x = scrub_text(s, "reference: ann@x.io", m, NULL);
+    CHECK(!strcmp(x, "reference: <EMAIL_3>"), "placeholders already in the request are never given out again: %s", x);
+    char *back = scrub_restore(m, "{\"reason\": \"<EMAIL_3> and <EMAIL_1>\"}", 0);
+    CHECK(!strcmp(back, "{\"reason\": \"ann@x.io and <EMAIL_1>\"}"), "only its own placeholders are mapped back: %s", back);
+    free(x), free(back);
+    scrub_map_free(m);
+    scrubber_free(s);
+
+    s = make("{\"terms\": [\"O\\\"Brien\"]}");
+    m = scrub_map_new();
+    x = scrub_text(s, "ask O\"Brien", m, NULL);
+    back = scrub_restore(m, "{\"reason\": \"see <TERM_1>\"}", 1);
+    cJSON *j = cJSON_Parse(back);
+    CHECK(j && !strcmp(cJSON_GetObjectItem(j, "reason")->valuestring, "see O\"Brien"), "a JSON reply stays JSON when mapped back: %s", back);
+    cJSON_Delete(j);
+    free(x), free(back);
+    scrub_map_free(m);
+    scrubber_free(s);
+
+    s = make("{\"patterns\": [{\"name\": \"acct\", \"regex\": \"\\\\d*\"}]}");
+    char text[128] = "";
+    for (int i = 0; i < 28; i++) strcat(text, "1 ");
+    strcat(text, "\xe2\x82\xac\xe2\x82\xac");  // empty matches next to multibyte characters (was a heap overflow)
+    CHECK(finds(s, text, PII_CUSTOM, &t) == 28 && t && strstr(t, "<ACCT_1>") && strstr(t, "\xe2\x82\xac\xe2\x82\xac"), "empty matches: %s", t);
+    free(t);
+    scrubber_free(s);
+
+    s = make("{\"patterns\": [{\"name\": \"acct\", \"regex\": \"(x+x+)+y|ACCT\\\\d+\"}]}");
+    char slow[128];
+    memset(slow, 'x', 60);
+    strcpy(slow + 60, " ACCT12345");
+    m = scrub_map_new();
+    x = scrub_text(s, slow, m, NULL);
+    CHECK(x == NULL && strstr(ld_last_error(), "refused"), "a pattern past its match limit fails closed: %s", x ? x : ld_last_error());
+    free(x);
+    scrub_map_free(m);
+    scrubber_free(s);
+
+    CHECK(!make("{\"patterns\": [{\"name\": \"id\", \"regex\": \"A\\\\d+\"}, {\"name\": \"id\", \"regex\": \"B\\\\d+\"}]}") &&
+              strstr(ld_last_error(), "already in use"),
+          "two patterns of one name are refused: %s", ld_last_error());
+    CHECK(!make("{\"patterns\": [{\"name\": \"email\", \"regex\": \"x\"}]}") && strstr(ld_last_error(), "already in use"),
+          "a built-in name is refused");
+    CHECK(!make("{\"terms\": [\"caf\xe9\"]}") && strstr(ld_last_error(), "privacy.terms"), "a term that is not UTF-8 is refused: %s",
+          ld_last_error());
 }
 
 static void test_terms_patterns(void) {
@@ -134,6 +192,7 @@ static void test_system_refused(void) {
 int main(void) {
     test_kinds();
     test_terms_patterns();
+    test_hostile_text();
     test_surrogates();
     test_system_refused();
     return test_finish("test_privacy");

@@ -425,6 +425,26 @@ static int collect(Run *r, int n, Req **out) {
     return nq;
 }
 
+// The budget (service.budget_usd, run.budget_usd): a batch whose requests could cost more than what is left (each
+// at its prompt's size, 4 bytes a token, and the reply at max_tokens, at the batch price) is not submitted; its
+// requests are skipped as a synchronous call skips them. A batch found again (submitted before) was paid for then.
+static int over_budget(Run *r, Req **qs, int m, int attempt) {
+    if (r->lim->budget_usd <= 0) return 0;
+    char *bkey = batch_key(r, qs, m, attempt), *state = NULL, *id = cache_batch_get(r->cache, bkey, &state);
+    int found = id != NULL;
+    free(bkey), free(state), free(id);
+    if (found) return 0;  // submitted before: found again, not paid again
+    double est = 0;
+    for (int i = 0; i < m; i++) est += provider_cost(r->p, (long)strlen(qs[i]->body) / 4 + 1, r->p->max_tokens) * r->p->batch_price_factor;
+    double left = r->lim->budget_usd - r->lim->spent_before_usd - r->st->new_cost_usd;
+    if (est <= left) return 0;
+    char why[200];
+    snprintf(why, sizeof why, "skipped: the budget has $%.4f left, a batch of %d request(s) could cost $%.4f", left > 0 ? left : 0, m, est);
+    for (int i = 0; i < m; i++) settle_req(r, qs[i], JOB_SKIPPED_BUDGET, NULL, 0, why);
+    fprintf(stderr, "batch: %s\n", why);
+    return 1;
+}
+
 int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
               const char *key, ScrubMap *const *maps, ClientStats *st) {
     static int curl_ready;
@@ -443,8 +463,11 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
         for (int i = 0; i < nq; i++)
             if (!qs[i].settled) open[m++] = &qs[i];
         if (m && attempt) fprintf(stderr, "batch: %d request(s) left unanswered: submitted again (attempt %d)\n", m, attempt + 1);
-        for (int s = 0; s < m && rc == 0; s += p->batch_max_requests)
-            rc = one_batch(&r, open + s, m - s < p->batch_max_requests ? m - s : p->batch_max_requests, attempt);
+        for (int s = 0; s < m && rc == 0; s += p->batch_max_requests) {
+            int k = m - s < p->batch_max_requests ? m - s : p->batch_max_requests;
+            if (over_budget(&r, open + s, k, attempt)) continue;
+            rc = one_batch(&r, open + s, k, attempt);
+        }
         free(open);
         if (!m || !p->batch_resubmit) break;
     }

@@ -113,6 +113,14 @@ n_create=$(grep -c '"create"' "$T/service.log")
 "$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill3.out" 2>&1 &&
   [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && ok "a rerun after the batch ended is answered from the cache" || bad "rerun: $(tail -2 "$T/kill3.out")"
 
+# a budget the batch could exceed: nothing submitted, the requests skipped as a synchronous stage skips them
+sed 's/  batch: true/  batch: true\n  budget_usd: 0.0001/' "$T/batch.yaml" >"$T/budget.yaml"
+n_create=$(grep -c '"create"' "$T/service.log")
+sed 's/"text": "answer/"text": "budget: answer/' "$T/answers.jsonl" >"$T/answers-budget.jsonl"
+"$BIN" judge --config "$T/budget.yaml" --test "$T/test.jsonl" --answers "$T/answers-budget.jsonl" --out-dir "$T/budget" >"$T/budget.out" 2>&1
+grep -q "skipped: the budget has" "$T/budget.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+  ok "a batch that could pass the budget is not submitted" || bad "budget: $(tail -3 "$T/budget.out")"
+
 # the whole loop with service.batch: the same metrics every round as the synchronous loop, the report at the batch price
 head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
 for mode in false true; do

@@ -32,6 +32,7 @@ typedef struct {
     const ProviderConfig *p;
     const ClientLimits *lim;
     const char *key;
+    const char *version;  // a header every call of this provider carries (anthropic-version), or NULL
 } Api;
 
 // method GET or POST; body JSON (content type set), or mime (multipart), or neither. The reply body (heap) and
@@ -44,6 +45,7 @@ static int api_call(const Api *a, const char *method, const char *url, const cha
         CURL *e = curl_easy_init();
         struct curl_slist *h = auth ? curl_slist_append(NULL, auth) : NULL;
         if (json) h = curl_slist_append(h, "Content-Type: application/json");
+        if (a->version) h = curl_slist_append(h, a->version);
         Body b = {NULL, 0, 0, (size_t)1 << 30};
         curl_easy_setopt(e, CURLOPT_URL, url);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
@@ -196,7 +198,7 @@ static char *find_listed(Run *r, const char *bkey) {
     return id;
 }
 
-static char *submit(Run *r, Req **qs, int m, const char *bkey) {
+static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
     if (cache_batch_put(r->cache, bkey, "", "submitting")) return NULL;  // a kill from here on: found by metadata
     size_t len = 1;
     for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + strlen(qs[i]->body) + 96;
@@ -245,10 +247,169 @@ static char *submit(Run *r, Req **qs, int m, const char *bkey) {
     return id;
 }
 
+// ---- Anthropic's Message Batches ---------------------------------------------------------------------------------
+
+static void utc_now(char *out, size_t cap) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+// Anthropic batches carry no metadata: one killed between its creation and its record is found by its size among
+// the batches created since the "submitting@TIME" mark, and only when exactly one fits.
+static char *find_listed_anthropic(Run *r, const char *since, int m) {
+    char *u = url_of(&r->api, "/v1/messages/batches?limit=100", NULL), *id = NULL;
+    cJSON *list = api_json(&r->api, "GET", u, NULL);
+    free(u);
+    int fits = 0;
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(list, "data");
+    for (const cJSON *b = data ? data->child : NULL; b; b = b->next) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
+        double total = 0;
+        for (const cJSON *k = c ? c->child : NULL; k; k = k->next) total += cJSON_GetNumberValue(k);
+        const char *created = str_of(b, "created_at");
+        if (!created || strncmp(created, since, 19) < 0 || total != m || !str_of(b, "id")) continue;
+        if (!fits++) id = ld_xstrdup(str_of(b, "id"));
+    }
+    cJSON_Delete(list);
+    if (fits > 1) free(id), id = NULL;  // ambiguous: submitted anew rather than attached to another run's batch
+    return id;
+}
+
+static char *submit_anthropic(Run *r, Req **qs, int m, const char *bkey) {
+    char mark[48] = "submitting@";
+    utc_now(mark + strlen(mark), sizeof mark - strlen(mark));
+    if (cache_batch_put(r->cache, bkey, "", mark)) return NULL;
+    size_t len = 32;
+    for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + strlen(qs[i]->body) + 40;
+    char *body = ld_xmalloc(len), *o = body;
+    o += sprintf(o, "{\"requests\":[");
+    for (int i = 0; i < m; i++)  // params verbatim: what a single call would send
+        o += sprintf(o, "%s{\"custom_id\":\"%s\",\"params\":%s}", i ? "," : "", qs[i]->key, qs[i]->body);
+    sprintf(o, "]}");
+    char *u = url_of(&r->api, "/v1/messages/batches", NULL), *id = NULL;
+    cJSON *b = api_json(&r->api, "POST", u, body);
+    if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
+    free(u), free(body);
+    cJSON_Delete(b);
+    if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
+    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    return id;
+}
+
+// Anthropic's state in OpenAI's terms: processing_status ended is the end; results_url says where the results are.
+static cJSON *as_openai_state(cJSON *b) {
+    const char *ps = str_of(b, "processing_status");
+    if (!ps) return b;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
+    double done = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(c, "succeeded")), total = 0;
+    for (const cJSON *k = c ? c->child : NULL; k; k = k->next) total += cJSON_GetNumberValue(k);
+    cJSON *counts = cJSON_CreateObject();
+    cJSON_AddNumberToObject(counts, "completed", done);
+    cJSON_AddNumberToObject(counts, "total", total);
+    cJSON_AddNumberToObject(counts, "failed", total - done - cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(c, "processing")));
+    cJSON_DeleteItemFromObject(b, "request_counts");
+    cJSON_AddItemToObject(b, "request_counts", counts);
+    cJSON_AddStringToObject(b, "status", !strcmp(ps, "ended") ? "completed" : ps);
+    return b;
+}
+
+// ---- Gemini's batch mode (inline requests, a long-running operation) -------------------------------------------
+
+// The batch's display name carries the requests' hash: a batch killed between its creation and its record is found
+// by it in the list of batches.
+static char *find_listed_gemini(Run *r, const char *bkey) {
+    char *u = url_of(&r->api, "/v1beta/batches?pageSize=100", NULL), *id = NULL, want[80];
+    snprintf(want, sizeof want, "llamaduo-%.40s", bkey);
+    cJSON *list = api_json(&r->api, "GET", u, NULL);
+    free(u);
+    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(list, "operations");
+    for (const cJSON *o = ops ? ops->child : NULL; o && !id; o = o->next) {
+        const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+        const char *dn = str_of(md, "displayName") ? str_of(md, "displayName") : str_of(md, "display_name");
+        if (dn && !strcmp(dn, want) && str_of(o, "name")) id = ld_xstrdup(str_of(o, "name"));
+    }
+    cJSON_Delete(list);
+    return id;
+}
+
+static char *submit_gemini(Run *r, Req **qs, int m, const char *bkey) {
+    if (cache_batch_put(r->cache, bkey, "", "submitting")) return NULL;
+    size_t len = 256;
+    for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + strlen(qs[i]->body) + 48;
+    char *body = ld_xmalloc(len), *o = body;
+    o += sprintf(o, "{\"batch\":{\"display_name\":\"llamaduo-%.40s\",\"input_config\":{\"requests\":{\"requests\":[", bkey);
+    for (int i = 0; i < m; i++)  // each request verbatim: what a single generateContent call would send
+        o += sprintf(o, "%s{\"request\":%s,\"metadata\":{\"key\":\"%s\"}}", i ? "," : "", qs[i]->body, qs[i]->key);
+    sprintf(o, "]}}}}");
+    char path[512], *id = NULL;
+    snprintf(path, sizeof path, "/v1beta/models/%s:batchGenerateContent", r->p->model);
+    char *u = url_of(&r->api, "%s", path);
+    cJSON *op = api_json(&r->api, "POST", u, body);
+    if (str_of(op, "name")) id = ld_xstrdup(str_of(op, "name"));
+    free(u), free(body);
+    cJSON_Delete(op);
+    if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
+    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    return id;
+}
+
+// Gemini's operation in OpenAI's terms: metadata.state (BATCH_STATE_* or JOB_STATE_*) as the status; the inline
+// responses, each {response | error, metadata: {key}}, rewritten as OpenAI result lines in "_results".
+static cJSON *gemini_as_openai(cJSON *op) {
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(op, "metadata");
+    const char *state = str_of(md, "state");
+    if (!state) return op;
+    const char *st = strrchr(state, '_') ? strrchr(state, '_') + 1 : state;
+    static const char *const map[][2] = {{"SUCCEEDED", "completed"}, {"FAILED", "failed"},       {"CANCELLED", "cancelled"},
+                                         {"EXPIRED", "expired"},     {"PENDING", "in_progress"}, {"RUNNING", "in_progress"}};
+    const char *status = "in_progress";
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(st, map[i][0])) status = map[i][1];
+    cJSON_AddStringToObject(op, "status", status);
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(md, "batchStats");
+    cJSON *counts = cJSON_AddObjectToObject(op, "request_counts");
+    cJSON_AddNumberToObject(counts, "completed", atof(str_of(bs, "successfulRequestCount") ? str_of(bs, "successfulRequestCount") : "0"));
+    cJSON_AddNumberToObject(counts, "total", atof(str_of(bs, "requestCount") ? str_of(bs, "requestCount") : "0"));
+    cJSON_AddNumberToObject(counts, "failed", atof(str_of(bs, "failedRequestCount") ? str_of(bs, "failedRequestCount") : "0"));
+    const cJSON *resp = cJSON_GetObjectItemCaseSensitive(op, "response"),
+                *outer = cJSON_GetObjectItemCaseSensitive(resp, "inlinedResponses");
+    const cJSON *items = cJSON_GetObjectItemCaseSensitive(outer, "inlinedResponses");
+    if (!cJSON_IsArray(items)) return op;
+    char *lines = ld_xstrdup("");
+    size_t n = 0;
+    for (const cJSON *it = items->child; it; it = it->next) {
+        cJSON *line = cJSON_CreateObject();
+        const char *key = str_of(cJSON_GetObjectItemCaseSensitive(it, "metadata"), "key");
+        cJSON_AddStringToObject(line, "custom_id", key ? key : "");
+        const cJSON *rsp = cJSON_GetObjectItemCaseSensitive(it, "response"), *err = cJSON_GetObjectItemCaseSensitive(it, "error");
+        if (cJSON_IsObject(rsp)) {
+            cJSON *r = cJSON_AddObjectToObject(line, "response");
+            cJSON_AddNumberToObject(r, "status_code", 200);
+            cJSON_AddItemToObject(r, "body", cJSON_Duplicate(rsp, 1));
+        } else {
+            cJSON *e = cJSON_AddObjectToObject(line, "error");
+            cJSON_AddStringToObject(e, "code", "error");
+            cJSON_AddStringToObject(e, "message", str_of(err, "message") ? str_of(err, "message") : "no response");
+        }
+        char *t = cJSON_PrintUnformatted(line);
+        lines = ld_xrealloc(lines, n + strlen(t) + 2);
+        n += (size_t)sprintf(lines + n, "%s\n", t);
+        free(t);
+        cJSON_Delete(line);
+    }
+    cJSON_AddStringToObject(op, "_results", lines);
+    free(lines);
+    return op;
+}
+
 static cJSON *poll_to_end(Run *r, const char *id) {
-    char *u = url_of(&r->api, "/batches/%s", id), last[160] = "";
+    const char *fmt = r->p->wire == WIRE_ANTHROPIC ? "/v1/messages/batches/%s" : r->p->wire == WIRE_GEMINI ? "/v1beta/%s" : "/batches/%s";
+    char *u = url_of(&r->api, fmt, id), last[160] = "";
     for (;;) {
-        cJSON *b = api_json(&r->api, "GET", u, NULL);
+        cJSON *got = api_json(&r->api, "GET", u, NULL);
+        cJSON *b = r->p->wire == WIRE_GEMINI ? gemini_as_openai(got) : as_openai_state(got);
         const char *s = str_of(b, "status");
         if (!s) {
             if (b) ld_set_error("batch %s: a state without a status", id);
@@ -282,14 +443,25 @@ int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, co
         nl = strchr(line, '\n');
         if (nl) *nl = 0;
         cJSON *o = cJSON_Parse(line);
-        BatchResult res = {str_of(o, "custom_id"), 0, {0}, ""};
+        BatchResult res = {str_of(o, "custom_id"), 0, 0, {0}, ""};
         const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response"), *err = cJSON_GetObjectItemCaseSensitive(o, "error");
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(resp, "status_code"), *body = cJSON_GetObjectItemCaseSensitive(resp, "body");
+        double status = cJSON_IsNumber(code) ? code->valuedouble : 0;
+        const cJSON *result = cJSON_GetObjectItemCaseSensitive(o, "result");  // Anthropic: {type, message | error}
+        const char *type = str_of(result, "type");
+        if (cJSON_IsObject(result)) {  // read in OpenAI's terms below
+            status = type && !strcmp(type, "succeeded") ? 200 : 0;
+            body = cJSON_GetObjectItemCaseSensitive(result, "message");
+            err = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(result, "error"), "error");
+            res.cancelled = type && !strcmp(type, "canceled");
+        }
         if (!res.custom_id) {
             cJSON_Delete(o);
             continue;  // no request to settle: a line that is not ours
         }
-        if (cJSON_IsNumber(code) && code->valuedouble == 200 && cJSON_IsObject(body)) {
+        if (cJSON_IsObject(result) && status != 200 && !err) {  // canceled, expired
+            snprintf(res.why, sizeof res.why, "batch %s: %s", batch_id, type ? type : "a result without a type");
+        } else if (status == 200 && cJSON_IsObject(body)) {
             char *b = cJSON_PrintUnformatted(body), e[256];
             if (provider_parse(p, b, strlen(b), &res.reply, e, sizeof e)) {
                 snprintf(res.why, sizeof res.why, "batch %s: unusable reply: %s", batch_id, e);
@@ -304,8 +476,8 @@ int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, co
         } else {
             const cJSON *be = cJSON_GetObjectItemCaseSensitive(body, "error");
             const char *msg = str_of(err, "message") ? str_of(err, "message") : str_of(be, "message");
-            snprintf(res.why, sizeof res.why, "batch %s: %s%s%.300s", batch_id, str_of(err, "code") ? str_of(err, "code") : "HTTP error",
-                     msg ? ": " : "", msg ? msg : "");
+            const char *kind = str_of(err, "code") ? str_of(err, "code") : str_of(err, "type") ? str_of(err, "type") : "HTTP error";
+            snprintf(res.why, sizeof res.why, "batch %s: %s%s%.300s", batch_id, kind, msg ? ": " : "", msg ? msg : "");
         }
         fn(ctx, &res);
         llm_reply_free(&res.reply);
@@ -318,12 +490,14 @@ typedef struct {
     Run *r;
     Req **sorted;
     int m;
+    int cancelled;  // some request came back canceled (Anthropic): its batch was cancelled
 } Settling;
 
 // One result: the request it answers is settled (the reply cached first), or keeps the reason it was not answered.
 static void on_result(void *ctx, BatchResult *res) {
     Settling *s = ctx;
     Req *q = find_req(s->sorted, s->m, res->custom_id);
+    s->cancelled |= res->cancelled;
     if (!q || q->settled) return;  // not ours, or answered already
     if (!res->ok) {
         free(q->error), q->error = ld_xstrdup(res->why);
@@ -337,15 +511,17 @@ static void on_result(void *ctx, BatchResult *res) {
     settle_req(r, q, JOB_OK, &res->reply, cost, NULL);
 }
 
-// One output or error file, downloaded and settled line by line.
-static int read_results(Run *r, const char *file_id, Req **sorted, int m, const char *batch_id) {
-    char *u = url_of(&r->api, "/files/%s/content", file_id), *text;
+// One output or error file (OpenAI: a file id; Anthropic: the results_url), downloaded and settled line by line.
+// *cancelled: some request came back canceled.
+static int read_results(Run *r, const char *file, Req **sorted, int m, const char *batch_id, int *cancelled) {
+    char *u = r->p->wire == WIRE_ANTHROPIC ? ld_xstrdup(file) : url_of(&r->api, "/files/%s/content", file), *text;
     long status;
     int rc = api_call(&r->api, "GET", u, NULL, NULL, &text, &status);
     free(u);
     if (rc) return -1;
-    Settling s = {r, sorted, m};
+    Settling s = {r, sorted, m, 0};
     rc = batch_results_parse(r->p, r->lim->repair_utf8, text, batch_id, on_result, &s);
+    *cancelled |= s.cancelled;
     free(text);
     return rc;
 }
@@ -359,21 +535,39 @@ static int one_batch(Run *r, Req **qs, int m, int attempt) {
         free(id), free(state), free(bkey);
         return 0;
     }
-    if (id && !*id) free(id), id = find_listed(r, bkey);  // killed between its upload and its record
+    WireFormat w = r->p->wire;
+    int cancelled = 0;
+    if (id && !*id) {  // killed between its upload and its record
+        free(id);
+        id = w == WIRE_ANTHROPIC ? find_listed_anthropic(r, state + strlen("submitting@"), m)
+             : w == WIRE_GEMINI  ? find_listed_gemini(r, bkey)
+                                 : find_listed(r, bkey);
+    }
     if (id)
         fprintf(stderr, "batch: attaching to %s (submitted before)\n", id);
     else
-        id = submit(r, qs, m, bkey);
+        id = w == WIRE_ANTHROPIC ? submit_anthropic(r, qs, m, bkey)
+             : w == WIRE_GEMINI  ? submit_gemini(r, qs, m, bkey)
+                                 : submit_openai(r, qs, m, bkey);
     cJSON *b = id ? poll_to_end(r, id) : NULL;
     if (!b) rc = -1;
     Req **sorted = ld_xmalloc(sizeof(Req *) * (size_t)(m + 1));
     memcpy(sorted, qs, sizeof(Req *) * (size_t)m);
     qsort(sorted, (size_t)m, sizeof(Req *), cmp_req_key);
     const char *status = str_of(b, "status");
-    if (b && (str_of(b, "output_file_id") && read_results(r, str_of(b, "output_file_id"), sorted, m, id))) rc = -1;
-    if (b && !rc && str_of(b, "error_file_id") && read_results(r, str_of(b, "error_file_id"), sorted, m, id)) rc = -1;
+    if (b && (str_of(b, "output_file_id") && read_results(r, str_of(b, "output_file_id"), sorted, m, id, &cancelled))) rc = -1;
+    if (b && !rc && str_of(b, "error_file_id") && read_results(r, str_of(b, "error_file_id"), sorted, m, id, &cancelled)) rc = -1;
+    if (b && !rc && str_of(b, "results_url") && read_results(r, str_of(b, "results_url"), sorted, m, id, &cancelled)) rc = -1;
+    if (b && !rc && str_of(b, "_results")) {  // Gemini: the responses came inline with the operation
+        char *text = ld_xstrdup(str_of(b, "_results"));
+        Settling st = {r, sorted, m, 0};
+        rc = batch_results_parse(r->p, r->lim->repair_utf8, text, id, on_result, &st);
+        free(text);
+    }
+    if (b && !rc && cancelled) status = "cancelled";
     if (b && !rc && (!strcmp(status, "failed") || !strcmp(status, "cancelled"))) {
         const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(b, "errors"), "data"), 0);
+        if (!e0) e0 = cJSON_GetObjectItemCaseSensitive(b, "error");  // Gemini: the operation's error
         char why[400];
         snprintf(why, sizeof why, "batch %s %s%s%s", id, !strcmp(status, "failed") ? "failed" : "was cancelled",
                  str_of(e0, "message") ? ": " : "", str_of(e0, "message") ? str_of(e0, "message") : "");
@@ -454,7 +648,16 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
         return -1;
     }
     double t0 = ld_time_s();
-    Run r = {p, lim, cache, jobs, done, ctx, maps, st, {p, lim, key}, t0 + p->batch_deadline_s};
+    Run r = {p,
+             lim,
+             cache,
+             jobs,
+             done,
+             ctx,
+             maps,
+             st,
+             {p, lim, key, p->wire == WIRE_ANTHROPIC ? "anthropic-version: 2023-06-01" : NULL},
+             t0 + p->batch_deadline_s};
     Req *qs;
     int nq = collect(&r, n, &qs), rc = 0;
     for (int attempt = 0; rc == 0 && attempt < lim->max_attempts; attempt++) {

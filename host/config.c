@@ -218,11 +218,6 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
     p->batch = o.batch, p->batch_poll_s = o.batch_poll_s, p->batch_deadline_s = o.batch_deadline_h * 3600;
     p->batch_price_factor = o.batch_price_factor, p->batch_max_requests = o.batch_max_requests;
     p->batch_resubmit = !strcmp(o.batch_unanswered, "resubmit");
-    if (p->batch && p->wire != WIRE_OPENAI) {
-        ld_set_error("%s: '%s.batch' is implemented for provider openai (its Batch API); %s batches are not yet", file, path,
-                     wire_name(p->wire));
-        return -1;
-    }
     l->concurrency = o.concurrency, l->rpm = o.rpm, l->tpm = o.tpm, l->max_attempts = o.max_attempts, l->timeout_s = o.timeout_s;
     l->retry_after_max_s = o.retry_after_max_s, l->retry_after_wait = !strcmp(o.long_retry_after, "wait"), l->deadline_s = o.deadline_s;
     l->max_reply_bytes = (size_t)(o.max_reply_mb * 1048576), l->repair_utf8 = !strcmp(o.invalid_utf8, "repair");

@@ -1,10 +1,16 @@
-"""The OpenAI Batch API for tests/fault_server.py: POST /v1/files (multipart, purpose "batch"), POST /v1/batches,
+"""The OpenAI Batch API and Anthropic's Message Batches for tests/fault_server.py. OpenAI: POST /v1/files (multipart, purpose "batch"), POST /v1/batches,
 GET /v1/batches/{id} (each poll moves a batch on: validating, in_progress, finalizing, then its end), GET /v1/batches
 (the list, with metadata), POST /v1/batches/{id}/cancel, GET /v1/files/{id}/content. Results come back in shuffled
 order. A marker in any request of a batch picks its end: BATCH:expired (half the requests answered, the rest
 "batch_expired" in the error file), BATCH:failed (status failed, errors), BATCH:cancelled, BATCH:partial (every third
 request answered with a 500 in the error file); otherwise completed. The answers are what the synchronous endpoint
-would give (the same make_answer)."""
+would give (the same make_answer). Anthropic: POST /v1/messages/batches ({requests: [{custom_id, params}]}), GET
+/v1/messages/batches/{id} (in_progress, then ended with a results_url), GET .../results (JSONL {custom_id, result:
+{type: succeeded | errored | canceled | expired}}, shuffled), GET /v1/messages/batches (the list); the same markers,
+BATCH:failed refusing the batch at creation as Anthropic refuses an invalid one. Gemini: POST
+/v1beta/models/{model}:batchGenerateContent (inline requests, each with metadata.key), GET /v1beta/batches/{id} (a
+long-running operation: BATCH_STATE_PENDING, RUNNING, then its end with the responses inline), GET /v1beta/batches
+(the list); BATCH:failed ends in BATCH_STATE_FAILED with an error."""
 import json
 import random
 import re
@@ -83,6 +89,149 @@ def _public(b):
     return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls")}
 
 
+ANTHROPIC = {}
+
+
+def _anthropic_results(batch, reply, make_answer, hashlib):
+    end = _end_of(batch)
+    rows = []
+    for i, (cid, body, raw) in enumerate(batch["requests"]):
+        text = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        if end in ("expired", "cancelled") and i % 2 == 1:
+            rows.append({"custom_id": cid, "result": {"type": "expired" if end == "expired" else "canceled"}})
+        elif end == "partial" and i % 3 == 2:
+            rows.append({"custom_id": cid, "result": {"type": "errored", "error": {"type": "error",
+                         "error": {"type": "api_error", "message": "injected"}}}})
+        else:
+            answer = make_answer(text, hashlib.sha256(raw).hexdigest()[:16])
+            rows.append({"custom_id": cid, "result": {"type": "succeeded", "message": reply("anthropic", answer, len(text) // 4 + 1)}})
+    random.Random(batch["id"]).shuffle(rows)
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _anthropic_public(b):
+    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls", "results")}
+
+
+def _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log, send):
+    if method == "POST" and p.endswith("/v1/messages/batches"):
+        body = json.loads(raw)
+        reqs = body.get("requests") or []
+        texts = [[m for m in r["params"]["messages"] if m["role"] == "user"][-1]["content"] for r in reqs]
+        if any("BATCH:failed" in t for t in texts):
+            send(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "injected: the batch failed validation"}})
+            return True
+        bid = f"msgbatch_{len(ANTHROPIC) + 1:04d}"
+        # the params as a single call sends them (compact JSON, the client's order): the same answer's hash
+        raws = [json.dumps(r["params"], separators=(",", ":"), ensure_ascii=False).encode() for r in reqs]
+        ANTHROPIC[bid] = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
+                          "request_counts": {"processing": len(reqs), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+                          "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()), "results_url": None,
+                          "requests": [(r["custom_id"], r["params"], raw) for r, raw in zip(reqs, raws)], "texts": texts, "polls": 0}
+        log({"batch_api": "create", "batch": bid, "requests": len(reqs)})
+        send(200, _anthropic_public(ANTHROPIC[bid]))
+        return True
+    m = re.match(r".*/v1/messages/batches/([^/]+)/results$", p)
+    if method == "GET" and m and m.group(1) in ANTHROPIC:
+        b = ANTHROPIC[m.group(1)]
+        log({"batch_api": "download", "batch": b["id"]})
+        send(200, b["results"])
+        return True
+    m = re.match(r".*/v1/messages/batches/([^/]+)$", p)
+    if method == "GET" and m:
+        b = ANTHROPIC.get(m.group(1))
+        if b is None:
+            send(404, {"type": "error", "error": {"type": "not_found_error", "message": "no such batch"}})
+            return True
+        b["polls"] += 1
+        if b["processing_status"] == "in_progress" and b["polls"] >= 2:
+            b["results"] = _anthropic_results(b, reply, make_answer, hashlib)
+            rows = [json.loads(l) for l in b["results"].decode().splitlines()]
+            kinds = [r["result"]["type"] for r in rows]
+            b["request_counts"] = {"processing": 0, "succeeded": kinds.count("succeeded"), "errored": kinds.count("errored"),
+                                   "canceled": kinds.count("canceled"), "expired": kinds.count("expired")}
+            b["processing_status"] = "ended"
+            host = handler.headers.get("Host", "127.0.0.1")
+            b["results_url"] = f"http://{host}{p}/results"
+        log({"batch_api": "poll", "batch": b["id"], "status": b["processing_status"]})
+        send(200, _anthropic_public(b))
+        return True
+    if method == "GET" and p.endswith("/v1/messages/batches"):
+        send(200, {"data": [_anthropic_public(b) for b in reversed(list(ANTHROPIC.values()))], "has_more": False})
+        return True
+    return False
+
+
+GEMINI = {}
+
+
+def _gemini_finish(b, reply, make_answer, hashlib):
+    end = _end_of(b)
+    items = []
+    for i, (key, req, raw) in enumerate(b["requests"]):
+        text = req["contents"][-1]["parts"][0]["text"]
+        if end == "failed" or (end in ("expired", "cancelled") and i % 2 == 1):
+            continue
+        if end == "partial" and i % 3 == 2:
+            items.append({"error": {"code": 500, "message": "injected"}, "metadata": {"key": key}})
+            continue
+        answer = make_answer(text, hashlib.sha256(raw).hexdigest()[:16])
+        items.append({"response": reply("gemini", answer, len(text) // 4 + 1), "metadata": {"key": key}})
+    random.Random(b["name"]).shuffle(items)
+    state = {"completed": "SUCCEEDED", "partial": "SUCCEEDED", "expired": "EXPIRED", "failed": "FAILED", "cancelled": "CANCELLED"}[end]
+    b["metadata"]["state"] = "BATCH_STATE_" + state
+    b["metadata"]["batchStats"] = {"requestCount": str(len(b["requests"])), "successfulRequestCount": str(sum("response" in x for x in items)),
+                                   "failedRequestCount": str(sum("error" in x for x in items))}
+    b["done"] = True
+    if end == "failed":
+        b["error"] = {"code": 400, "message": "injected: the batch failed validation"}
+    else:
+        b["response"] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput",
+                         "inlinedResponses": {"inlinedResponses": items}}
+
+
+def _gemini_public(b):
+    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls")}
+
+
+def _handle_gemini(handler, method, p, raw, reply, make_answer, hashlib, log, send):
+    m = re.match(r".*/v1beta/models/([^/:]+):batchGenerateContent$", p)
+    if method == "POST" and m:
+        batch = json.loads(raw)["batch"]
+        reqs = batch["input_config"]["requests"]["requests"]
+        name = f"batches/{len(GEMINI) + 1:06d}"
+        raws = [json.dumps(r["request"], separators=(",", ":"), ensure_ascii=False).encode() for r in reqs]
+        GEMINI[name] = {"name": name, "metadata": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+                                                   "model": "models/" + m.group(1), "displayName": batch.get("display_name"),
+                                                   "state": "BATCH_STATE_PENDING", "batchStats": {"requestCount": str(len(reqs))}},
+                        "requests": [(r["metadata"]["key"], r["request"], raw) for r, raw in zip(reqs, raws)],
+                        "texts": [r["request"]["contents"][-1]["parts"][0]["text"] for r in reqs], "polls": 0}
+        log({"batch_api": "create", "batch": name, "requests": len(reqs)})
+        send(200, _gemini_public(GEMINI[name]))
+        return True
+    m = re.match(r".*/v1beta/(batches/[^/]+)$", p)
+    if method == "GET" and m:
+        b = GEMINI.get(m.group(1))
+        if b is None:
+            send(404, {"error": {"code": 404, "message": "no such batch", "status": "NOT_FOUND"}})
+            return True
+        b["polls"] += 1
+        if not b.get("done"):
+            if b["polls"] == 1:
+                b["metadata"]["state"] = "BATCH_STATE_RUNNING"
+            else:
+                _gemini_finish(b, reply, make_answer, hashlib)
+        log({"batch_api": "poll", "batch": b["name"], "status": b["metadata"]["state"]})
+        if b.get("done"):
+            log({"batch_api": "download", "batch": b["name"]})
+        send(200, _gemini_public(b))
+        return True
+    if method == "GET" and p.endswith("/v1beta/batches"):
+        send(200, {"operations": [_gemini_public(b) for b in reversed(list(GEMINI.values()))]})
+        return True
+    return False
+
+
 def handle(handler, method, path, raw, reply, make_answer, hashlib, log):
     """Answers a batch API call; False when the path is not one (the caller goes on)."""
     def send(code, obj):
@@ -94,6 +243,10 @@ def handle(handler, method, path, raw, reply, make_answer, hashlib, log):
         handler.wfile.write(payload)
     p = path.split("?")[0]
     with LOCK:
+        if "/v1/messages/batches" in p:
+            return _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log, send)
+        if "/v1beta/" in p and ("batches" in p or ":batchGenerateContent" in p):
+            return _handle_gemini(handler, method, p, raw, reply, make_answer, hashlib, log, send)
         if method == "POST" and p.endswith("/v1/files"):
             purpose, data = _multipart_file(raw, handler.headers.get("Content-Type", ""))
             if purpose != "batch" or data is None:

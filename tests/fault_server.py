@@ -135,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         arrived = time.time()
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.log_bodies = ARGS.log_bodies
-        if "/files" in self.path or "/batches" in self.path:
+        if "/files" in self.path or "/batches" in self.path or ":batchGenerateContent" in self.path:
             if not fault_batches.handle(self, "POST", self.path, raw, reply, make_answer, hashlib, self.batch_log):
                 self.send_error(404, "no such route")
             return

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# service.batch: true (host/batch.c) against the fault server's OpenAI Batch API (tests/fault_batches.py): synthesis
+# service.batch: true (host/batch.c) against the fault server's OpenAI Batch API, Anthropic Message Batches and
+# Gemini batch mode (tests/fault_batches.py), each: synthesis
 # and judging through batches end with the same records, judgments and metrics as the synchronous path, at the
 # batch price; expired and partly failed batches finish with nothing lost (the rest resubmitted); failed and
 # cancelled batches are clear errors; a run killed while waiting attaches to its batch when rerun (no new
@@ -30,11 +31,13 @@ for i in $(seq 6); do for k in 0 1; do echo "{\"id\": \"t$i\", \"sample\": $k, \
 marked() {  # marked END: the answers with a marker the fault server's batches read (their end)
   sed "s/\"text\": \"answer/\"text\": \"BATCH:$1 answer/" "$T/answers.jsonl" >"$T/answers-$1.jsonl"
 }
-config() {  # config FILE BATCH [words for the task description]
+config() {  # config FILE BATCH [WIRE]
+  local wire=${3:-openai} url="http://127.0.0.1:$PORT/v1"
+  [ "$wire" != openai ] && url="http://127.0.0.1:$PORT"
   cat >"$1" <<YAML
 service:
-  provider: openai
-  base_url: http://127.0.0.1:$PORT/v1
+  provider: $wire
+  base_url: $url
   model: teacher-1
   api_key_env: LD_FAKE_KEY
   price_in_per_mtok: 2
@@ -43,7 +46,7 @@ service:
   batch_poll_s: 0.05
   max_attempts: 3
 task:
-  description: Convert free-text dates to ISO 8601 dates. $3
+  description: Convert free-text dates to ISO 8601 dates.
 synth:
   calls: 6
   pairs_per_call: 3
@@ -52,49 +55,57 @@ judge:
 YAML
 }
 strip() { python3 -c "import json,sys; [print(json.dumps({k:v for k,v in json.loads(l).items() if k!='created'})) for l in open(sys.argv[1])]" "$1"; }
-config "$T/sync.yaml" false ""; config "$T/batch.yaml" true ""
-for mode in sync batch; do
-  "$BIN" synth --config "$T/$mode.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$T/$mode" --round 2 >"$T/$mode.synth.out" 2>&1 &&
-  "$BIN" judge --config "$T/$mode.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/$mode" >"$T/$mode.judge.out" 2>&1 ||
-    bad "$mode stages: $(tail -3 "$T/$mode.synth.out" "$T/$mode.judge.out")"
-done
-diff <(strip "$T/sync/round-02.synth.jsonl") <(strip "$T/batch/round-02.synth.jsonl") >/dev/null &&
-  diff "$T/sync/round-02.dropped.jsonl" "$T/batch/round-02.dropped.jsonl" >/dev/null &&
-  diff "$T/sync/judge.jsonl" "$T/batch/judge.jsonl" >/dev/null &&
-  ok "batch synthesis and judging write the same records, drops and judgments as the synchronous path" || bad "batch vs sync differ"
-python3 - "$T" <<'PY' && ok "the same metrics, at the batch price (half), through uploads, batches, polls and downloads" || bad "metrics or price"
+for wire in openai anthropic gemini; do
+  config "$T/$wire-sync.yaml" false $wire; config "$T/$wire-batch.yaml" true $wire
+  n0=$(grep -c '"create"' "$T/service.log")
+  for mode in sync batch; do
+    d="$T/$wire-$mode"
+    "$BIN" synth --config "$d.yaml" --train "$T/seeds.jsonl" --test "$T/test.jsonl" --out-dir "$d" --round 2 >"$d.synth.out" 2>&1 &&
+    "$BIN" judge --config "$d.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$d" >"$d.judge.out" 2>&1 ||
+      bad "$wire $mode stages: $(tail -3 "$d.synth.out" "$d.judge.out")"
+  done
+  diff <(strip "$T/$wire-sync/round-02.synth.jsonl") <(strip "$T/$wire-batch/round-02.synth.jsonl") >/dev/null &&
+    diff "$T/$wire-sync/round-02.dropped.jsonl" "$T/$wire-batch/round-02.dropped.jsonl" >/dev/null &&
+    diff "$T/$wire-sync/judge.jsonl" "$T/$wire-batch/judge.jsonl" >/dev/null &&
+    ok "$wire: batch synthesis and judging write the same records, drops and judgments as the synchronous path" ||
+    bad "$wire: batch vs sync differ"
+  python3 - "$T" "$wire" "$n0" <<'PY' && ok "$wire: the same metrics, at the batch price (half), in two batches" || bad "$wire: metrics or price"
 import json, sys
-T = sys.argv[1]
-a, b = json.load(open(f"{T}/sync/metrics.json")), json.load(open(f"{T}/batch/metrics.json"))
+T, wire, n0 = sys.argv[1], sys.argv[2], int(sys.argv[3])
+a, b = json.load(open(f"{T}/{wire}-sync/metrics.json")), json.load(open(f"{T}/{wire}-batch/metrics.json"))
 for k in ("similarity", "precision", "exact_match", "pass"):
     assert a[k] == b[k], (k, a[k], b[k])
 assert abs(b["cost_usd"] - a["cost_usd"] / 2) < 1e-9 and a["cost_usd"] > 0, (a["cost_usd"], b["cost_usd"])
-log = [json.loads(l) for l in open(f"{T}/service.log")]
-calls = [e["batch_api"] for e in log if "batch_api" in e]
-assert calls.count("create") == 2 and calls.count("upload") == 2 and "poll" in calls and "download" in calls, calls
+calls = [e["batch_api"] for e in map(json.loads, open(f"{T}/service.log")) if "batch_api" in e]
+assert calls.count("create") - n0 == 2 and "poll" in calls and "download" in calls, calls
 PY
 
-# expired and partly failed batches: what finished is kept, the rest goes in a new batch, nothing is lost
-for end in expired partial; do
-  marked $end
-  "$BIN" judge --config "$T/batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-$end.jsonl" --out-dir "$T/$end" >"$T/$end.out" 2>&1 &&
-  python3 - "$T/$end" "$T/$end.out" <<'PY' && ok "a batch that ends $end: the rest resubmitted, every judgment made" || bad "$end: $(tail -4 "$T/$end.out")"
+  # expired and partly failed batches: what finished is kept, the rest goes in a new batch, nothing is lost
+  for end in expired partial; do
+    marked $end
+    "$BIN" judge --config "$T/$wire-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-$end.jsonl" --out-dir "$T/$wire-$end" \
+      >"$T/$wire-$end.out" 2>&1 &&
+    python3 - "$T/$wire-$end" "$T/$wire-$end.out" <<'PY' && ok "$wire: a batch that ends $end: the rest resubmitted, every judgment made" ||
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1] + "/judge.jsonl")]
 assert len(lines) == 24 and all(l["valid"] for l in lines), [l for l in lines if not l["valid"]][:2]
 out = open(sys.argv[2]).read()
 assert "submitted again" in out, out
 PY
+      bad "$wire $end: $(tail -4 "$T/$wire-$end.out")"
+  done
+  # failed and cancelled batches are errors naming the batch; the stage fails
+  for end in failed cancelled; do
+    marked $end
+    "$BIN" judge --config "$T/$wire-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-$end.jsonl" --out-dir "$T/$wire-$end" \
+      >"$T/$wire-$end.out" 2>&1
+    rc=$?
+    want=$([ "$end" = failed ] && echo "injected: the batch failed validation" || echo "was cancelled")
+    [ $rc -ne 0 ] && grep -q -- "$want" "$T/$wire-$end.out" && ok "$wire: a $end batch is a clear error" ||
+      bad "$wire $end (rc $rc): $(tail -3 "$T/$wire-$end.out")"
+  done
 done
-# failed and cancelled batches are errors naming the batch; the stage fails
-for end in failed cancelled; do
-  marked $end
-  "$BIN" judge --config "$T/batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-$end.jsonl" --out-dir "$T/$end" >"$T/$end.out" 2>&1
-  rc=$?
-  want=$([ "$end" = failed ] && echo "failed: injected: the batch failed validation" || echo "was cancelled")
-  [ $rc -ne 0 ] && grep -q "batch batch-[0-9]* $want" "$T/$end.out" && ok "a $end batch is a clear error naming it" ||
-    bad "$end (rc $rc): $(tail -3 "$T/$end.out")"
-done
+cp "$T/openai-batch.yaml" "$T/batch.yaml"; cp "$T/openai-sync.yaml" "$T/sync.yaml"
 
 # killed while waiting: the rerun attaches to the batch (found in the cache) and submits nothing new
 config "$T/kill.yaml" true ""
@@ -112,6 +123,30 @@ n_create=$(grep -c '"create"' "$T/service.log")
 n_create=$(grep -c '"create"' "$T/service.log")
 "$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill3.out" 2>&1 &&
   [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && ok "a rerun after the batch ended is answered from the cache" || bad "rerun: $(tail -2 "$T/kill3.out")"
+
+# killed between sending a batch and recording it: found again in the provider's list (OpenAI by metadata, Anthropic
+# by size and time, Gemini by display name), no second submission
+for wire in openai anthropic gemini; do
+  sed 's/batch_poll_s: 0.05/batch_poll_s: 1/' "$T/$wire-batch.yaml" >"$T/$wire-lost.yaml"
+  sed "s/\"text\": \"answer/\"text\": \"lost $wire: answer/" "$T/answers.jsonl" >"$T/answers-lost-$wire.jsonl"
+  sleep 1; since=$(date -u +%Y-%m-%dT%H:%M:%SZ)  # what the client marks before sending (earlier batches are older)
+  "$BIN" judge --config "$T/$wire-lost.yaml" --test "$T/test.jsonl" --answers "$T/answers-lost-$wire.jsonl" --out-dir "$T/$wire-lost" \
+    >"$T/$wire-lost1.out" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do grep -q "submitted" "$T/$wire-lost1.out" 2>/dev/null && break; sleep 0.05; done
+  kill -9 $pid; wait $pid 2>/dev/null
+  python3 - "$T/$wire-lost/cache.sqlite" "$since" <<'PY'  # as if the kill came before the batch's id was recorded
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("update batches set batch_id = '', state = ? where state = 'submitted'", ("submitting@" + sys.argv[2],))
+db.commit()
+PY
+  n_create=$(grep -c '"create"' "$T/service.log")
+  "$BIN" judge --config "$T/$wire-lost.yaml" --test "$T/test.jsonl" --answers "$T/answers-lost-$wire.jsonl" --out-dir "$T/$wire-lost" \
+    >"$T/$wire-lost2.out" 2>&1 && grep -q "attaching to" "$T/$wire-lost2.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+    ok "$wire: a batch whose id the kill left unrecorded is found in the provider's list, not submitted again" ||
+    bad "$wire lost id: $(tail -3 "$T/$wire-lost2.out")"
+done
 
 # a budget the batch could exceed: nothing submitted, the requests skipped as a synchronous stage skips them
 sed 's/  batch: true/  batch: true\n  budget_usd: 0.0001/' "$T/batch.yaml" >"$T/budget.yaml"

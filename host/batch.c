@@ -619,6 +619,19 @@ static int collect(Run *r, int n, Req **out) {
     return nq;
 }
 
+// How many of the next requests one batch takes: at most batch_max_requests, and within the provider's size limit
+// (OpenAI's input file 200 MB, Anthropic's request 256 MB, Gemini's inline requests 20 MB; a margin kept for framing).
+static int batch_size(const ProviderConfig *p, Req **qs, int left) {
+    size_t limit = p->wire == WIRE_GEMINI ? (size_t)19 << 20 : p->wire == WIRE_ANTHROPIC ? (size_t)250 << 20 : (size_t)190 << 20, bytes = 0;
+    int k = 0;
+    while (k < left && k < p->batch_max_requests) {
+        size_t b = strlen(qs[k]->body) + strlen(qs[k]->key) + 96;
+        if (k && bytes + b > limit) break;
+        bytes += b, k++;
+    }
+    return k;
+}
+
 // The budget (service.budget_usd, run.budget_usd): a batch whose requests could cost more than what is left (each
 // at its prompt's size, 4 bytes a token, and the reply at max_tokens, at the batch price) is not submitted; its
 // requests are skipped as a synchronous call skips them. A batch found again (submitted before) was paid for then.
@@ -666,8 +679,8 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
         for (int i = 0; i < nq; i++)
             if (!qs[i].settled) open[m++] = &qs[i];
         if (m && attempt) fprintf(stderr, "batch: %d request(s) left unanswered: submitted again (attempt %d)\n", m, attempt + 1);
-        for (int s = 0; s < m && rc == 0; s += p->batch_max_requests) {
-            int k = m - s < p->batch_max_requests ? m - s : p->batch_max_requests;
+        for (int s = 0, k; s < m && rc == 0; s += k) {
+            k = batch_size(p, open + s, m - s);
             if (over_budget(&r, open + s, k, attempt)) continue;
             rc = one_batch(&r, open + s, k, attempt);
         }

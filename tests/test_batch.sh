@@ -156,30 +156,44 @@ sed 's/"text": "answer/"text": "budget: answer/' "$T/answers.jsonl" >"$T/answers
 grep -q "skipped: the budget has" "$T/budget.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
   ok "a batch that could pass the budget is not submitted" || bad "budget: $(tail -3 "$T/budget.out")"
 
-# the whole loop with service.batch: the same metrics every round as the synchronous loop, the report at the batch price
+# batches split at batch_max_requests: five batches for 24 requests, the same judgments
+sed 's/  batch_poll_s: 0.05/  batch_poll_s: 0.05\n  batch_max_requests: 5/' "$T/openai-batch.yaml" >"$T/split.yaml"
+n_create=$(grep -c '"create"' "$T/service.log")
+sed 's/"text": "answer/"text": "split: answer/' "$T/answers.jsonl" >"$T/answers-split.jsonl"
+"$BIN" judge --config "$T/split.yaml" --test "$T/test.jsonl" --answers "$T/answers-split.jsonl" --out-dir "$T/split" >"$T/split.out" 2>&1 &&
+  [ $(( $(grep -c '"create"' "$T/service.log") - n_create )) = 5 ] && [ "$(grep -c '"valid":true' "$T/split/judge.jsonl")" = 24 ] &&
+  ok "24 requests at batch_max_requests 5: five batches, every judgment made" || bad "split: $(tail -3 "$T/split.out")"
+
+# the whole loop with service.batch on each wire: the same metrics every round as the synchronous loop, the report at
+# the batch price
 head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
-for mode in false true; do
-  cat >"$T/run-$mode.yaml" <<YAML
-run: {dir: $T/run-$mode, coverage: $T/coverage.jsonl, test_ratio: 0.25, max_rounds: 2, patience: 5, samples: 1, probe: 4}
+for wire in openai anthropic gemini; do
+  for mode in false true; do
+    cat >"$T/run-$wire-$mode.yaml" <<YAML
+run: {dir: $T/run-$wire-$mode, coverage: $T/coverage.jsonl, test_ratio: 0.25, max_rounds: 2, patience: 5, samples: 1, probe: 4}
 student:
   model: $SRC/tests/fixtures/tiny/llama.gguf
   threads: 1
   train: {epochs: 1, lr: 0.01, tokens_per_step: 128, max_len: 128, dropout: 0}
   infer: {max_tokens: 12, temperature: 0.8, seed: 3, batch: 8}
-$(sed -n '/^service:/,$p' "$T/sync.yaml" | sed "s/  batch: false/  batch: $mode/")
+$(sed -n '/^service:/,$p' "$T/$wire-sync.yaml" | sed "s/  batch: false/  batch: $mode/")
 YAML
-  "$BIN" run "$T/run-$mode.yaml" >"$T/run-$mode.out" 2>&1 || bad "run batch=$mode: $(tail -3 "$T/run-$mode.out")"
-done
-python3 - "$T" <<'PY' && ok "llamaduo run with service.batch: the same metrics each round, the report at the batch price" || bad "run with batches"
+    "$BIN" run "$T/run-$wire-$mode.yaml" >"$T/run-$wire-$mode.out" 2>&1 || bad "run $wire batch=$mode: $(tail -3 "$T/run-$wire-$mode.out")"
+  done
+  python3 - "$T" "$wire" <<'PY' && ok "$wire: llamaduo run with service.batch: the same metrics each round, the report at the batch price" || bad "$wire: run with batches"
 import json, sys
-T = sys.argv[1]
+T, wire = sys.argv[1], sys.argv[2]
 for t in (1, 2):
-    a, b = (json.load(open(f"{T}/run-{m}/rounds/{t:02d}/metrics.json")) for m in ("false", "true"))
+    a, b = (json.load(open(f"{T}/run-{wire}-{m}/rounds/{t:02d}/metrics.json")) for m in ("false", "true"))
     for k in ("similarity", "precision", "exact_match", "pass"):
         assert a[k] == b[k], (t, k, a[k], b[k])
-h = open(f"{T}/run-true/report.html").read()
+for f in ("data/round-02.synth.jsonl", "data/ceiling.answers.jsonl"):
+    x, y = (open(f"{T}/run-{wire}-{m}/{f}").read().count("\n") for m in ("false", "true"))
+    assert x == y and x > 0, (f, x, y)
+h = open(f"{T}/run-{wire}-true/report.html").read()
 assert "batch price, 50% of the listed one" in h
 PY
+done
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

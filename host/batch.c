@@ -652,6 +652,36 @@ static int over_budget(Run *r, Req **qs, int m, int attempt) {
     return 1;
 }
 
+// batch_unanswered: sync — what the batches left goes through the synchronous client at the full price. The
+// requests are already scrubbed (so that client scrubs nothing more); each reply is mapped back and settled here.
+static int send_one_by_one(Run *r, Req *qs, int nq) {
+    int n = 0;
+    for (int i = 0; i < nq; i++) n += !qs[i].settled;
+    if (!n) return 0;
+    fprintf(stderr, "batch: %d request(s) the batches left unanswered: sent one by one at the full price\n", n);
+    LlmJob *tmp = ld_xcalloc((size_t)n, sizeof(LlmJob));
+    Req **of = ld_xmalloc(sizeof(Req *) * (size_t)n);
+    for (int i = 0, k = 0; i < nq; i++)
+        if (!qs[i].settled) tmp[k] = (LlmJob){.req = r->jobs[qs[i].jobs[0]].req}, of[k++] = &qs[i];
+    ProviderConfig one = *r->p;
+    one.batch = 0;
+    ClientLimits lim = *r->lim;
+    lim.privacy = NULL;
+    ClientStats st;
+    int rc = llm_run(&one, &lim, r->cache, tmp, n, NULL, NULL, &st);
+    r->st->requests_sent += st.requests_sent, r->st->new_cost_usd += st.new_cost_usd;
+    r->st->new_prompt_tokens += st.new_prompt_tokens, r->st->new_completion_tokens += st.new_completion_tokens;
+    for (int k = 0; k < n; k++) {
+        if (rc == 0 && tmp[k].status == JOB_OK)
+            settle_req(r, of[k], JOB_OK, &tmp[k].reply, tmp[k].cost, NULL);
+        else if (rc == 0)
+            settle_req(r, of[k], tmp[k].status, NULL, 0, tmp[k].error ? tmp[k].error : "not answered");
+        llm_job_clear(&tmp[k]);
+    }
+    free(tmp), free(of);
+    return rc;
+}
+
 int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
               const char *key, ScrubMap *const *maps, ClientStats *st) {
     static int curl_ready;
@@ -685,8 +715,9 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
             rc = one_batch(&r, open + s, k, attempt);
         }
         free(open);
-        if (!m || !p->batch_resubmit) break;
+        if (!m || p->batch_unanswered != 1) break;
     }
+    if (rc == 0 && p->batch_unanswered == 2) rc = send_one_by_one(&r, qs, nq);
     int ok = 0;
     for (int i = 0; i < nq; i++) {
         if (!qs[i].settled && rc == 0)

@@ -194,8 +194,8 @@ static const OptionSpec k_service_options[] = {
     {"batch_deadline_h", OPT_NUM, V(batch_deadline_h), 0.0001, 168, "25", NULL, "the longest a stage waits for its batches"},
     {"batch_price_factor", OPT_NUM, V(batch_price_factor), 0, 1, "0.5", NULL, "the batch price as a share of the listed one"},
     {"batch_max_requests", OPT_INT, V(batch_max_requests), 1, 50000, "50000", NULL, "requests per batch at most"},
-    {"batch_unanswered", OPT_CHOICE, V(batch_unanswered), 0, 0, "resubmit", "resubmit|fail",
-     "requests an expired or partly failed batch left: in a new batch, or failed"},
+    {"batch_unanswered", OPT_CHOICE, V(batch_unanswered), 0, 0, "resubmit", "resubmit|sync|fail",
+     "requests an expired or partly failed batch left: in a new batch, one by one at the full price, or failed"},
     {NULL}};
 #undef V
 
@@ -217,7 +217,7 @@ int cfg_service(const cJSON *svc, const char *path, const char *file, ProviderCo
     p->price_in_per_mtok = o.price_in, p->price_out_per_mtok = o.price_out;
     p->batch = o.batch, p->batch_poll_s = o.batch_poll_s, p->batch_deadline_s = o.batch_deadline_h * 3600;
     p->batch_price_factor = o.batch_price_factor, p->batch_max_requests = o.batch_max_requests;
-    p->batch_resubmit = !strcmp(o.batch_unanswered, "resubmit");
+    p->batch_unanswered = !strcmp(o.batch_unanswered, "resubmit") ? 1 : !strcmp(o.batch_unanswered, "sync") ? 2 : 0;
     l->concurrency = o.concurrency, l->rpm = o.rpm, l->tpm = o.tpm, l->max_attempts = o.max_attempts, l->timeout_s = o.timeout_s;
     l->retry_after_max_s = o.retry_after_max_s, l->retry_after_wait = !strcmp(o.long_retry_after, "wait"), l->deadline_s = o.deadline_s;
     l->max_reply_bytes = (size_t)(o.max_reply_mb * 1048576), l->repair_utf8 = !strcmp(o.invalid_utf8, "repair");

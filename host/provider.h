@@ -19,7 +19,7 @@ typedef struct {
     double batch_poll_s, batch_deadline_s;  // poll interval; the longest a stage waits for its batches
     double batch_price_factor;  // the batch price as a share of the synchronous one (0.5 at OpenAI)
     int batch_max_requests;  // requests per batch at most (the provider's limit: 50,000 at OpenAI)
-    int batch_resubmit;  // requests an expired or partly failed batch did not answer: submitted again (else failed)
+    int batch_unanswered;  // what an expired or partly failed batch did not answer: 0 failed, 1 submitted again, 2 sent one by one
 } ProviderConfig;
 
 typedef struct {

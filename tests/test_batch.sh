@@ -94,6 +94,13 @@ assert "submitted again" in out, out
 PY
       bad "$wire $end: $(tail -4 "$T/$wire-$end.out")"
   done
+  # batch_unanswered: sync — what an expired batch left is sent one by one, every judgment made
+  sed 's/  batch_poll_s: 0.05/  batch_poll_s: 0.05\n  batch_unanswered: sync/' "$T/$wire-batch.yaml" >"$T/$wire-sync-rest.yaml"
+  sed 's/"text": "BATCH:expired answer/"text": "BATCH:expired rest: answer/' "$T/answers-expired.jsonl" >"$T/answers-rest.jsonl"
+  "$BIN" judge --config "$T/$wire-sync-rest.yaml" --test "$T/test.jsonl" --answers "$T/answers-rest.jsonl" --out-dir "$T/$wire-rest" \
+    >"$T/$wire-rest.out" 2>&1 && grep -q "sent one by one at the full price" "$T/$wire-rest.out" &&
+    [ "$(grep -c '"valid":true' "$T/$wire-rest/judge.jsonl")" = 24 ] &&
+    ok "$wire: batch_unanswered sync: what an expired batch left is sent one by one" || bad "$wire sync rest: $(tail -3 "$T/$wire-rest.out")"
   # failed and cancelled batches are errors naming the batch; the stage fails
   for end in failed cancelled; do
     marked $end

@@ -171,6 +171,10 @@ static Req *find_req(Req **sorted, int m, const char *key) {
 
 // ---- one batch: submitted (or found again), polled to its end, its results read -------------------------------
 
+static void note(const Run *r, const char *id, const char *state) {
+    if (r->lim->on_batch) r->lim->on_batch(r->lim->on_batch_ctx, id, state);
+}
+
 static char *batch_key(const Run *r, Req **qs, int m, int attempt) {
     size_t len = 64;
     for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + 1;
@@ -243,7 +247,7 @@ static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
     }
     cJSON_Delete(file);
     if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
-    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m), note(r, id, "submitted");
     return id;
 }
 
@@ -294,7 +298,7 @@ static char *submit_anthropic(Run *r, Req **qs, int m, const char *bkey) {
     free(u), free(body);
     cJSON_Delete(b);
     if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
-    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m), note(r, id, "submitted");
     return id;
 }
 
@@ -351,7 +355,7 @@ static char *submit_gemini(Run *r, Req **qs, int m, const char *bkey) {
     free(u), free(body);
     cJSON_Delete(op);
     if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
-    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m), note(r, id, "submitted");
     return id;
 }
 
@@ -576,7 +580,7 @@ static int one_batch(Run *r, Req **qs, int m, int attempt) {
         ld_set_error("%s", why);  // the stage fails: no silent partial result, nothing resubmitted
         rc = -1;
     }
-    if (b) cache_batch_put(r->cache, bkey, id, "ended");
+    if (b) cache_batch_put(r->cache, bkey, id, "ended"), note(r, id, status ? status : "ended");
     cJSON_Delete(b);
     free(sorted), free(id), free(state), free(bkey);
     return rc;

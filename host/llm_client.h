@@ -28,6 +28,9 @@ typedef struct {
     int repair_utf8;  // invalid UTF-8 in a reply: 0 = the request fails ("invalid UTF-8"), 1 = U+FFFD
     double spent_before_usd, elapsed_before_s;  // what earlier calls of the same stage used of budget and deadline
     const Scrubber *privacy;  // when set, every user and assistant message is scrubbed before it leaves (privacy.h)
+    // with service.batch: told each batch's id and state as it changes (submitted before its first poll, then ended)
+    void (*on_batch)(void *ctx, const char *batch_id, const char *state);
+    void *on_batch_ctx;
 } ClientLimits;
 
 typedef enum { JOB_PENDING, JOB_OK, JOB_FAILED, JOB_SKIPPED_BUDGET } JobStatus;

@@ -510,8 +510,18 @@ static double spent(Run *r) {
 }
 
 // The client's budget for one stage: what is left of the run's and the service's own cap.
+// A batch's id in the ledger as soon as it is submitted (and its end), beside the cache's own record: status and the
+// report can name it, and a user can look it up at the provider.
+static void note_batch(void *ctx, const char *batch_id, const char *state) {
+    Run *r = ctx;
+    char key[300];
+    snprintf(key, sizeof key, "batch %s", batch_id);
+    ledger_set(r->ledger, key, state);
+}
+
 static ClientLimits stage_limits(Run *r, const ClientLimits *base) {
     ClientLimits l = *base;
+    l.on_batch = note_batch, l.on_batch_ctx = r;
     if (r->budget_usd > 0) {
         double left = r->budget_usd - spent(r);
         if (left < 0.000001) left = 0.000001;

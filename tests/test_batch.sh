@@ -199,6 +199,9 @@ for f in ("data/round-02.synth.jsonl", "data/ceiling.answers.jsonl"):
     assert x == y and x > 0, (f, x, y)
 h = open(f"{T}/run-{wire}-true/report.html").read()
 assert "batch price, 50% of the listed one" in h
+import sqlite3
+noted = dict(sqlite3.connect(f"{T}/run-{wire}-true/ledger.sqlite").execute("select key, value from run where key like 'batch %'"))
+assert len(noted) >= 3 and set(noted.values()) == {"completed"}, noted  # every batch in the ledger, with its end
 PY
 done
 

@@ -37,10 +37,11 @@ typedef struct {
 
 // method GET or POST; body JSON (content type set), or mime (multipart), or neither. The reply body (heap) and
 // status; -1 with an error naming the call when every attempt failed.
-static int api_call(const Api *a, const char *method, const char *url, const char *json, curl_mime *mime, char **out, long *status) {
+static int api_call_n(const Api *a, int attempts, const char *method, const char *url, const char *json, curl_mime *mime, char **out,
+                      long *status) {
     char *auth = a->key ? provider_key_header(a->p, a->key) : NULL;
     int rc = -1;
-    for (int attempt = 0; attempt < a->lim->max_attempts && rc; attempt++) {
+    for (int attempt = 0; attempt < attempts && rc; attempt++) {
         if (attempt) nanosleep(&(struct timespec){(time_t)fmin(a->lim->backoff_base_s * (1 << attempt), 30), 0}, NULL);
         CURL *e = curl_easy_init();
         struct curl_slist *h = auth ? curl_slist_append(NULL, auth) : NULL;
@@ -78,6 +79,22 @@ static int api_call(const Api *a, const char *method, const char *url, const cha
     }
     free(auth);
     return rc;
+}
+
+static int api_call(const Api *a, const char *method, const char *url, const char *json, curl_mime *mime, char **out, long *status) {
+    return api_call_n(a, a->lim->max_attempts, method, url, json, mime, out, status);
+}
+
+// A batch's creation is sent once: a timeout after the provider created it, retried, would create a second paid
+// batch. A failed creation leaves the batch "submitting": the rerun looks for it in the provider's list.
+static cJSON *api_create(const Api *a, const char *url, const char *json, curl_mime *mime) {
+    char *text;
+    long status;
+    if (api_call_n(a, 1, "POST", url, json, mime, &text, &status)) return NULL;
+    cJSON *o = cJSON_Parse(text);
+    if (!o) ld_set_error("batch API POST %s: the reply is not JSON", url);
+    free(text);
+    return o;
 }
 
 static cJSON *api_json(const Api *a, const char *method, const char *url, const char *json) {
@@ -176,7 +193,7 @@ static void note(const Run *r, const char *id, const char *state) {
 }
 
 static char *batch_key(const Run *r, Req **qs, int m, int attempt) {
-    size_t len = 64;
+    size_t len = strlen(r->p->base_url) + strlen(r->p->model) + 32;
     for (int i = 0; i < m; i++) len += strlen(qs[i]->key) + 1;
     char *all = ld_xmalloc(len), *o = all;
     o += sprintf(o, "%s\n%s\n%d\n", r->p->base_url, r->p->model, attempt);
@@ -238,7 +255,7 @@ static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
         cJSON_AddStringToObject(meta, "llamaduo_batch", bkey);
         char *body = cJSON_PrintUnformatted(req);
         u = url_of(&r->api, "/batches", NULL);
-        cJSON *b = api_json(&r->api, "POST", u, body);
+        cJSON *b = api_create(&r->api, u, body, NULL);
         if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
         free(u), free(body);
         cJSON_Delete(b), cJSON_Delete(req);
@@ -262,22 +279,32 @@ static void utc_now(char *out, size_t cap) {
 
 // Anthropic batches carry no metadata: one killed between its creation and its record is found by its size among
 // the batches created since the "submitting@TIME" mark, and only when exactly one fits.
-static char *find_listed_anthropic(Run *r, const char *since, int m) {
+static time_t utc_seconds(const char *iso) {  // "2026-12-01T17:20:00..." (the fraction and zone ignored: UTC)
+    struct tm tm = {0};
+    if (!iso || sscanf(iso, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6) return 0;
+    tm.tm_year -= 1900, tm.tm_mon -= 1;
+    return timegm(&tm);
+}
+
+// *ambiguous: more than one batch fits (attaching to another run's batch, or sending a second one, are both wrong).
+static char *find_listed_anthropic(Run *r, const char *since, int m, int *ambiguous) {
     char *u = url_of(&r->api, "/v1/messages/batches?limit=100", NULL), *id = NULL;
     cJSON *list = api_json(&r->api, "GET", u, NULL);
     free(u);
     int fits = 0;
+    time_t from = utc_seconds(since) - 120;  // the provider's clock may run behind this machine's
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(list, "data");
     for (const cJSON *b = data ? data->child : NULL; b; b = b->next) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
         double total = 0;
         for (const cJSON *k = c ? c->child : NULL; k; k = k->next) total += cJSON_GetNumberValue(k);
         const char *created = str_of(b, "created_at");
-        if (!created || strncmp(created, since, 19) < 0 || total != m || !str_of(b, "id")) continue;
+        if (!created || utc_seconds(created) < from || total != m || !str_of(b, "id")) continue;
         if (!fits++) id = ld_xstrdup(str_of(b, "id"));
     }
     cJSON_Delete(list);
-    if (fits > 1) free(id), id = NULL;  // ambiguous: submitted anew rather than attached to another run's batch
+    *ambiguous = fits > 1;
+    if (fits > 1) free(id), id = NULL;
     return id;
 }
 
@@ -293,7 +320,7 @@ static char *submit_anthropic(Run *r, Req **qs, int m, const char *bkey) {
         o += sprintf(o, "%s{\"custom_id\":\"%s\",\"params\":%s}", i ? "," : "", qs[i]->key, qs[i]->body);
     sprintf(o, "]}");
     char *u = url_of(&r->api, "/v1/messages/batches", NULL), *id = NULL;
-    cJSON *b = api_json(&r->api, "POST", u, body);
+    cJSON *b = api_create(&r->api, u, body, NULL);
     if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
     free(u), free(body);
     cJSON_Delete(b);
@@ -350,7 +377,7 @@ static char *submit_gemini(Run *r, Req **qs, int m, const char *bkey) {
     char path[512], *id = NULL;
     snprintf(path, sizeof path, "/v1beta/models/%s:batchGenerateContent", r->p->model);
     char *u = url_of(&r->api, "%s", path);
-    cJSON *op = api_json(&r->api, "POST", u, body);
+    cJSON *op = api_create(&r->api, u, body, NULL);
     if (str_of(op, "name")) id = ld_xstrdup(str_of(op, "name"));
     free(u), free(body);
     cJSON_Delete(op);
@@ -382,11 +409,14 @@ static cJSON *gemini_as_openai(cJSON *op) {
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(outer, "inlinedResponses");
     if (!cJSON_IsArray(items)) return op;
     char *lines = ld_xstrdup("");
-    size_t n = 0;
+    size_t n = 0, n_items = 0;
     for (const cJSON *it = items->child; it; it = it->next) {
         cJSON *line = cJSON_CreateObject();
         const char *key = str_of(cJSON_GetObjectItemCaseSensitive(it, "metadata"), "key");
-        cJSON_AddStringToObject(line, "custom_id", key ? key : "");
+        char pos[32];
+        snprintf(pos, sizeof pos, "#%d", (int)n_items);  // no key echoed: its place in the request order
+        n_items++;
+        cJSON_AddStringToObject(line, "custom_id", key ? key : pos);
         const cJSON *rsp = cJSON_GetObjectItemCaseSensitive(it, "response"), *err = cJSON_GetObjectItemCaseSensitive(it, "error");
         if (cJSON_IsObject(rsp)) {
             cJSON *r = cJSON_AddObjectToObject(line, "response");
@@ -494,82 +524,80 @@ typedef struct {
     Run *r;
     Req **sorted;
     int m;
+    char **order;  // the batch's request keys as sent, for results that name their place ("#3") instead of their key
+    int n_order;
     int cancelled;  // some request came back canceled (Anthropic): its batch was cancelled
+    int write_failed;  // a reply could not be committed to the cache: the batch is not marked read
 } Settling;
 
 // One result: the request it answers is settled (the reply cached first), or keeps the reason it was not answered.
+// A reply that came back but cannot be used was paid for all the same: counted, and recorded as unusable.
 static void on_result(void *ctx, BatchResult *res) {
     Settling *s = ctx;
-    Req *q = find_req(s->sorted, s->m, res->custom_id);
+    const char *key = res->custom_id;
+    if (key[0] == '#') {
+        int i = atoi(key + 1);
+        key = i >= 0 && i < s->n_order ? s->order[i] : "";
+    }
+    Req *q = find_req(s->sorted, s->m, key);
     s->cancelled |= res->cancelled;
     if (!q || q->settled) return;  // not ours, or answered already
-    if (!res->ok) {
-        free(q->error), q->error = ld_xstrdup(res->why);
-        return;
-    }
     Run *r = s->r;
     double cost = provider_cost(r->p, res->reply.prompt_tokens, res->reply.completion_tokens) * r->p->batch_price_factor;
+    if (!res->ok) {
+        free(q->error), q->error = ld_xstrdup(res->why);
+        if (cost > 0) {  // a reply with usage that could not be used
+            r->st->new_cost_usd += cost, r->st->unusable_cost_usd += cost;
+            if (cache_put_unusable(r->cache, q->key, cost, res->why)) s->write_failed = 1;
+        }
+        return;
+    }
     r->st->new_cost_usd += cost, r->st->new_prompt_tokens += res->reply.prompt_tokens;
     r->st->new_completion_tokens += res->reply.completion_tokens;
-    if (r->cache) cache_put(r->cache, q->key, r->p, q->body, &res->reply, cost);
+    if (cache_put(r->cache, q->key, r->p, q->body, &res->reply, cost)) s->write_failed = 1;
     settle_req(r, q, JOB_OK, &res->reply, cost, NULL);
 }
 
 // One output or error file (OpenAI: a file id; Anthropic: the results_url), downloaded and settled line by line.
 // *cancelled: some request came back canceled.
-static int read_results(Run *r, const char *file, Req **sorted, int m, const char *batch_id, int *cancelled) {
+static int read_results(Run *r, const char *file, Settling *s, const char *batch_id) {
     char *u = r->p->wire == WIRE_ANTHROPIC ? ld_xstrdup(file) : url_of(&r->api, "/files/%s/content", file), *text;
     long status;
     int rc = api_call(&r->api, "GET", u, NULL, NULL, &text, &status);
     free(u);
     if (rc) return -1;
-    Settling s = {r, sorted, m, 0};
-    rc = batch_results_parse(r->p, r->lim->repair_utf8, text, batch_id, on_result, &s);
-    *cancelled |= s.cancelled;
+    rc = batch_results_parse(r->p, r->lim->repair_utf8, text, batch_id, on_result, s);
     free(text);
     return rc;
 }
 
-// Submits (or finds again) the batch of these requests, waits for its end and settles what it answered. The
-// requests it left unanswered stay open (resubmitted by the caller); a failed or cancelled batch settles them failed.
-static int one_batch(Run *r, Req **qs, int m, int attempt) {
-    char *bkey = batch_key(r, qs, m, attempt), *state = NULL, *id = cache_batch_get(r->cache, bkey, &state);
-    int rc = 0;
-    if (id && !strcmp(state, "ended")) {  // read before: whatever it left is open again
-        free(id), free(state), free(bkey);
-        return 0;
-    }
-    WireFormat w = r->p->wire;
-    int cancelled = 0;
-    if (id && !*id) {  // killed between its upload and its record
-        free(id);
-        id = w == WIRE_ANTHROPIC ? find_listed_anthropic(r, state + strlen("submitting@"), m)
-             : w == WIRE_GEMINI  ? find_listed_gemini(r, bkey)
-                                 : find_listed(r, bkey);
-    }
-    if (id)
-        fprintf(stderr, "batch: attaching to %s (submitted before)\n", id);
-    else
-        id = w == WIRE_ANTHROPIC ? submit_anthropic(r, qs, m, bkey)
-             : w == WIRE_GEMINI  ? submit_gemini(r, qs, m, bkey)
-                                 : submit_openai(r, qs, m, bkey);
-    cJSON *b = id ? poll_to_end(r, id) : NULL;
-    if (!b) rc = -1;
+// Waits for a submitted batch's end and settles what it answered, reading every result file; only then is it marked
+// read ("ended"), so a download that fails leaves it to be read again by the rerun. The requests it left unanswered
+// stay open (for the caller to resubmit); a failed or cancelled batch settles them failed and fails the stage.
+static int finish_batch(Run *r, const char *bkey, const char *id, Req **qs, int m) {
+    cJSON *b = poll_to_end(r, id);
+    if (!b) return -1;
     Req **sorted = ld_xmalloc(sizeof(Req *) * (size_t)(m + 1));
     memcpy(sorted, qs, sizeof(Req *) * (size_t)m);
     qsort(sorted, (size_t)m, sizeof(Req *), cmp_req_key);
+    Settling set = {r, sorted, m, NULL, 0, 0, 0};
+    set.order = cache_batch_members(r->cache, bkey, &set.n_order);
     const char *status = str_of(b, "status");
-    if (b && (str_of(b, "output_file_id") && read_results(r, str_of(b, "output_file_id"), sorted, m, id, &cancelled))) rc = -1;
-    if (b && !rc && str_of(b, "error_file_id") && read_results(r, str_of(b, "error_file_id"), sorted, m, id, &cancelled)) rc = -1;
-    if (b && !rc && str_of(b, "results_url") && read_results(r, str_of(b, "results_url"), sorted, m, id, &cancelled)) rc = -1;
-    if (b && !rc && str_of(b, "_results")) {  // Gemini: the responses came inline with the operation
+    int rc = 0;
+    static const char *const files[] = {"output_file_id", "error_file_id", "results_url"};
+    for (int f = 0; f < 3 && !rc; f++)
+        if (str_of(b, files[f])) rc = read_results(r, str_of(b, files[f]), &set, id);
+    if (!rc && str_of(b, "_results")) {  // Gemini: the responses came inline with the operation
         char *text = ld_xstrdup(str_of(b, "_results"));
-        Settling st = {r, sorted, m, 0};
-        rc = batch_results_parse(r->p, r->lim->repair_utf8, text, id, on_result, &st);
+        rc = batch_results_parse(r->p, r->lim->repair_utf8, text, id, on_result, &set);
         free(text);
     }
-    if (b && !rc && cancelled) status = "cancelled";
-    if (b && !rc && (!strcmp(status, "failed") || !strcmp(status, "cancelled"))) {
+    if (!rc && set.write_failed) {
+        ld_set_error("batch %s: a reply could not be written to the response cache: rerun to read the batch again", id);
+        rc = -1;
+    }
+    if (!rc && set.cancelled) status = "cancelled";
+    if (!rc && (!strcmp(status, "failed") || !strcmp(status, "cancelled"))) {
         const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(b, "errors"), "data"), 0);
         if (!e0) e0 = cJSON_GetObjectItemCaseSensitive(b, "error");  // Gemini: the operation's error
         char why[400];
@@ -577,12 +605,90 @@ static int one_batch(Run *r, Req **qs, int m, int attempt) {
                  str_of(e0, "message") ? ": " : "", str_of(e0, "message") ? str_of(e0, "message") : "");
         for (int i = 0; i < m; i++)
             if (!qs[i]->settled) settle_req(r, qs[i], JOB_FAILED, NULL, 0, why);
+        cache_batch_put(r->cache, bkey, id, "ended"), note(r, id, status);
         ld_set_error("%s", why);  // the stage fails: no silent partial result, nothing resubmitted
         rc = -1;
+    } else if (!rc) {
+        cache_batch_put(r->cache, bkey, id, "ended"), note(r, id, status);
     }
-    if (b) cache_batch_put(r->cache, bkey, id, "ended"), note(r, id, status ? status : "ended");
+    for (int i = 0; i < set.n_order; i++) free(set.order[i]);
+    free(set.order), free(sorted);
     cJSON_Delete(b);
-    free(sorted), free(id), free(state), free(bkey);
+    return rc;
+}
+
+// A batch key never used before: an ended batch of the same requests (a rerun's resubmission) gets a new one.
+static char *fresh_batch_key(Run *r, Req **qs, int m, int attempt) {
+    for (int salt = 0;; salt++) {
+        char *k = batch_key(r, qs, m, attempt * 1000 + salt), *state = NULL, *id = cache_batch_get(r->cache, k, &state);
+        free(state);
+        if (!id) return k;
+        free(id), free(k);
+    }
+}
+
+// Sends these requests as one batch (its requests recorded first, so a rerun finds it whatever happens next), then
+// finishes it.
+static int one_batch(Run *r, Req **qs, int m, int attempt) {
+    char *bkey = fresh_batch_key(r, qs, m, attempt), **keys = ld_xmalloc(sizeof(char *) * (size_t)(m + 1));
+    for (int i = 0; i < m; i++) keys[i] = qs[i]->key;
+    int rc = cache_batch_add_members(r->cache, bkey, keys, m);
+    free(keys);
+    WireFormat w = r->p->wire;
+    char *id = rc                    ? NULL
+               : w == WIRE_ANTHROPIC ? submit_anthropic(r, qs, m, bkey)
+               : w == WIRE_GEMINI    ? submit_gemini(r, qs, m, bkey)
+                                     : submit_openai(r, qs, m, bkey);
+    rc = id ? finish_batch(r, bkey, id, qs, m) : -1;
+    free(id), free(bkey);
+    return rc;
+}
+
+// Before anything is sent: every batch not yet read that holds one of these open requests (a run killed while it
+// waited, whatever the attempt or the split) is found again and read. One whose id a kill left unrecorded is looked
+// up in the provider's list; one that was never sent is dropped, its requests staying open.
+static int attach_pending(Run *r, Req *qs, int nq) {
+    Req **sorted = ld_xmalloc(sizeof(Req *) * (size_t)(nq + 1));
+    for (int i = 0; i < nq; i++) sorted[i] = &qs[i];
+    qsort(sorted, (size_t)nq, sizeof(Req *), cmp_req_key);
+    int rc = 0;
+    for (int i = 0; i < nq && !rc; i++) {
+        char *bkey = qs[i].settled ? NULL : cache_batch_of(r->cache, qs[i].key);
+        if (!bkey) continue;
+        int nk;
+        char **keys = cache_batch_members(r->cache, bkey, &nk), *state = NULL, *id = cache_batch_get(r->cache, bkey, &state);
+        Req **group = ld_xmalloc(sizeof(Req *) * (size_t)(nk + 1));
+        int g = 0;
+        for (int k = 0; k < nk; k++) {
+            Req *q = find_req(sorted, nq, keys[k]);
+            if (q && !q->settled) group[g++] = q;
+        }
+        if (id && !*id) {  // killed between sending it and recording its id
+            int ambiguous = 0;
+            free(id);
+            id = r->p->wire == WIRE_ANTHROPIC ? find_listed_anthropic(r, strchr(state, '@') ? strchr(state, '@') + 1 : "", nk, &ambiguous)
+                 : r->p->wire == WIRE_GEMINI  ? find_listed_gemini(r, bkey)
+                                              : find_listed(r, bkey);
+            if (ambiguous) {
+                ld_set_error(
+                    "batch: a batch of %d requests was sent but its id not recorded, and several of the provider's batches "
+                    "fit it: look at them in the provider's console (and cancel the extra one) before rerunning",
+                    nk);
+                rc = -1;
+            } else if (id) {
+                cache_batch_put(r->cache, bkey, id, "submitted");  // found: recorded at once, a second kill needs no search
+            } else {
+                cache_batch_put(r->cache, bkey, "", "ended");  // never created: its requests go in a new batch
+            }
+        }
+        if (!rc && id && *id && g) {
+            fprintf(stderr, "batch: attaching to %s (submitted before, %d request(s) still open)\n", id, g);
+            rc = finish_batch(r, bkey, id, group, g);
+        }
+        for (int k = 0; k < nk; k++) free(keys[k]);
+        free(keys), free(group), free(id), free(state), free(bkey);
+    }
+    free(sorted);
     return rc;
 }
 
@@ -638,13 +744,9 @@ static int batch_size(const ProviderConfig *p, Req **qs, int left) {
 
 // The budget (service.budget_usd, run.budget_usd): a batch whose requests could cost more than what is left (each
 // at its prompt's size, 4 bytes a token, and the reply at max_tokens, at the batch price) is not submitted; its
-// requests are skipped as a synchronous call skips them. A batch found again (submitted before) was paid for then.
-static int over_budget(Run *r, Req **qs, int m, int attempt) {
+// requests are skipped as a synchronous call skips them. (A batch found again by attach_pending was paid for then.)
+static int over_budget(Run *r, Req **qs, int m) {
     if (r->lim->budget_usd <= 0) return 0;
-    char *bkey = batch_key(r, qs, m, attempt), *state = NULL, *id = cache_batch_get(r->cache, bkey, &state);
-    int found = id != NULL;
-    free(bkey), free(state), free(id);
-    if (found) return 0;  // submitted before: found again, not paid again
     double est = 0;
     for (int i = 0; i < m; i++) est += provider_cost(r->p, (long)strlen(qs[i]->body) / 4 + 1, r->p->max_tokens) * r->p->batch_price_factor;
     double left = r->lim->budget_usd - r->lim->spent_before_usd - r->st->new_cost_usd;
@@ -671,6 +773,8 @@ static int send_one_by_one(Run *r, Req *qs, int nq) {
     one.batch = 0;
     ClientLimits lim = *r->lim;
     lim.privacy = NULL;
+    lim.spent_before_usd += r->st->new_cost_usd;  // the batches' spending and time count against the same budget and deadline
+    lim.elapsed_before_s += ld_time_s() - (r->deadline - r->p->batch_deadline_s);
     ClientStats st;
     int rc = llm_run(&one, &lim, r->cache, tmp, n, NULL, NULL, &st);
     r->st->requests_sent += st.requests_sent, r->st->new_cost_usd += st.new_cost_usd;
@@ -706,7 +810,7 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
              {p, lim, key, p->wire == WIRE_ANTHROPIC ? "anthropic-version: 2023-06-01" : NULL},
              t0 + p->batch_deadline_s};
     Req *qs;
-    int nq = collect(&r, n, &qs), rc = 0;
+    int nq = collect(&r, n, &qs), rc = attach_pending(&r, qs, nq);
     for (int attempt = 0; rc == 0 && attempt < lim->max_attempts; attempt++) {
         Req **open = ld_xmalloc(sizeof(Req *) * (size_t)(nq + 1));
         int m = 0;
@@ -715,7 +819,7 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
         if (m && attempt) fprintf(stderr, "batch: %d request(s) left unanswered: submitted again (attempt %d)\n", m, attempt + 1);
         for (int s = 0, k; s < m && rc == 0; s += k) {
             k = batch_size(p, open + s, m - s);
-            if (over_budget(&r, open + s, k, attempt)) continue;
+            if (over_budget(&r, open + s, k)) continue;
             rc = one_batch(&r, open + s, k, attempt);
         }
         free(open);

@@ -11,7 +11,7 @@
 
 struct LlmCache {
     sqlite3 *db;
-    sqlite3_stmt *get, *put, *put_unusable, *batch_get, *batch_put;
+    sqlite3_stmt *get, *put, *put_unusable, *batch_get, *batch_put, *member_put, *member_of, *members;
 };
 
 LlmCache *cache_open(const char *path) {
@@ -29,7 +29,8 @@ LlmCache *cache_open(const char *path) {
         " created TEXT DEFAULT (datetime('now')));"
         "CREATE TABLE IF NOT EXISTS unusable (key TEXT, cost REAL, reason TEXT, created TEXT DEFAULT (datetime('now')));"
         "CREATE TABLE IF NOT EXISTS batches (batch_key TEXT PRIMARY KEY, batch_id TEXT, state TEXT,"
-        " updated TEXT DEFAULT (datetime('now')))";
+        " updated TEXT DEFAULT (datetime('now')));"
+        "CREATE TABLE IF NOT EXISTS batch_members (request_key TEXT, batch_key TEXT, PRIMARY KEY (request_key, batch_key))";
     char *err = NULL;
     if (sqlite3_exec(c->db, schema, NULL, NULL, &err) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db,
@@ -42,7 +43,15 @@ LlmCache *cache_open(const char *path) {
         sqlite3_prepare_v2(c->db, "INSERT INTO unusable (key, cost, reason) VALUES (?, ?, ?)", -1, &c->put_unusable, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "SELECT batch_id, state FROM batches WHERE batch_key = ?", -1, &c->batch_get, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(c->db, "INSERT OR REPLACE INTO batches (batch_key, batch_id, state, updated) VALUES (?, ?, ?, datetime('now'))",
-                           -1, &c->batch_put, NULL) != SQLITE_OK) {
+                           -1, &c->batch_put, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "INSERT OR IGNORE INTO batch_members (request_key, batch_key) VALUES (?, ?)", -1, &c->member_put, NULL) !=
+            SQLITE_OK ||
+        sqlite3_prepare_v2(c->db,
+                           "SELECT m.batch_key FROM batch_members m JOIN batches b ON b.batch_key = m.batch_key"
+                           " WHERE m.request_key = ? AND b.state != 'ended' ORDER BY m.rowid DESC LIMIT 1",
+                           -1, &c->member_of, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db, "SELECT request_key FROM batch_members WHERE batch_key = ? ORDER BY rowid", -1, &c->members, NULL) !=
+            SQLITE_OK) {
         ld_set_error("%s: response cache: %s", path, err ? err : sqlite3_errmsg(c->db));
         sqlite3_free(err);
         cache_close(c);
@@ -58,6 +67,9 @@ void cache_close(LlmCache *c) {
     sqlite3_finalize(c->put_unusable);
     sqlite3_finalize(c->batch_get);
     sqlite3_finalize(c->batch_put);
+    sqlite3_finalize(c->member_put);
+    sqlite3_finalize(c->member_of);
+    sqlite3_finalize(c->members);
     sqlite3_close(c->db);
     free(c);
 }
@@ -150,4 +162,40 @@ int cache_batch_put(LlmCache *c, const char *batch_key, const char *batch_id, co
     if (rc) ld_set_error("response cache: cannot record batch %s: %s", batch_id, sqlite3_errmsg(c->db));
     sqlite3_reset(c->batch_put);
     return rc;
+}
+
+int cache_batch_add_members(LlmCache *c, const char *batch_key, char *const *request_keys, int n) {
+    int rc = sqlite3_exec(c->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+    for (int i = 0; i < n && !rc; i++) {
+        sqlite3_reset(c->member_put);
+        sqlite3_bind_text(c->member_put, 1, request_keys[i], -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(c->member_put, 2, batch_key, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(c->member_put) == SQLITE_DONE ? 0 : -1;
+    }
+    sqlite3_reset(c->member_put);
+    if (sqlite3_exec(c->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL) != SQLITE_OK) rc = -1;
+    if (rc) ld_set_error("response cache: cannot record a batch's requests: %s", sqlite3_errmsg(c->db));
+    return rc;
+}
+
+char *cache_batch_of(LlmCache *c, const char *request_key) {
+    char *k = NULL;
+    sqlite3_reset(c->member_of);
+    sqlite3_bind_text(c->member_of, 1, request_key, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(c->member_of) == SQLITE_ROW) k = ld_xstrdup((const char *)sqlite3_column_text(c->member_of, 0));
+    sqlite3_reset(c->member_of);
+    return k;
+}
+
+char **cache_batch_members(LlmCache *c, const char *batch_key, int *n) {
+    char **keys = NULL;
+    *n = 0;
+    sqlite3_reset(c->members);
+    sqlite3_bind_text(c->members, 1, batch_key, -1, SQLITE_TRANSIENT);
+    while (sqlite3_step(c->members) == SQLITE_ROW) {
+        keys = ld_xrealloc(keys, sizeof(char *) * (size_t)(*n + 1));
+        keys[(*n)++] = ld_xstrdup((const char *)sqlite3_column_text(c->members, 0));
+    }
+    sqlite3_reset(c->members);
+    return keys;
 }

@@ -3,14 +3,16 @@ GET /v1/batches/{id} (each poll moves a batch on: validating, in_progress, final
 (the list, with metadata), POST /v1/batches/{id}/cancel, GET /v1/files/{id}/content. Results come back in shuffled
 order. A marker in any request of a batch picks its end: BATCH:expired (half the requests answered, the rest
 "batch_expired" in the error file), BATCH:failed (status failed, errors), BATCH:cancelled, BATCH:partial (every third
-request answered with a 500 in the error file); otherwise completed. The answers are what the synchronous endpoint
+request answered with a 500 in the error file); otherwise completed. BATCH:nodownload makes the first three downloads
+of its result files fail. The answers are what the synchronous endpoint
 would give (the same make_answer). Anthropic: POST /v1/messages/batches ({requests: [{custom_id, params}]}), GET
 /v1/messages/batches/{id} (in_progress, then ended with a results_url), GET .../results (JSONL {custom_id, result:
 {type: succeeded | errored | canceled | expired}}, shuffled), GET /v1/messages/batches (the list); the same markers,
 BATCH:failed refusing the batch at creation as Anthropic refuses an invalid one. Gemini: POST
 /v1beta/models/{model}:batchGenerateContent (inline requests, each with metadata.key), GET /v1beta/batches/{id} (a
 long-running operation: BATCH_STATE_PENDING, RUNNING, then its end with the responses inline), GET /v1beta/batches
-(the list); BATCH:failed ends in BATCH_STATE_FAILED with an error."""
+(the list); BATCH:failed ends in BATCH_STATE_FAILED with an error; BATCH:nokeys answers without the metadata keys, in
+request order."""
 import json
 import random
 import re
@@ -80,7 +82,8 @@ def _finish(batch, reply, make_answer, hashlib):
     for rows, key in ((out, "output_file_id"), (err, "error_file_id")):
         if rows:
             fid = _new_id("file", FILES)
-            FILES[fid] = {"purpose": "batch_output", "data": "".join(json.dumps(r) + "\n" for r in rows).encode()}
+            FILES[fid] = {"purpose": "batch_output", "data": "".join(json.dumps(r) + "\n" for r in rows).encode(),
+                          "fail_downloads": 3 if "BATCH:nodownload" in "\n".join(batch["texts"]) else 0}
             batch[key] = fid
     batch["request_counts"] = {"total": len(batch["requests"]), "completed": len(out), "failed": len(err)}
 
@@ -177,7 +180,11 @@ def _gemini_finish(b, reply, make_answer, hashlib):
             continue
         answer = make_answer(text, hashlib.sha256(raw).hexdigest()[:16])
         items.append({"response": reply("gemini", answer, len(text) // 4 + 1), "metadata": {"key": key}})
-    random.Random(b["name"]).shuffle(items)
+    if "BATCH:nokeys" in "\n".join(b["texts"]):  # as the real service has been seen to answer: no keys, in request order
+        for x in items:
+            x.pop("metadata", None)
+    else:
+        random.Random(b["name"]).shuffle(items)
     state = {"completed": "SUCCEEDED", "partial": "SUCCEEDED", "expired": "EXPIRED", "failed": "FAILED", "cancelled": "CANCELLED"}[end]
     b["metadata"]["state"] = "BATCH_STATE_" + state
     b["metadata"]["batchStats"] = {"requestCount": str(len(b["requests"])), "successfulRequestCount": str(sum("response" in x for x in items)),
@@ -304,7 +311,11 @@ def handle(handler, method, path, raw, reply, make_answer, hashlib, log):
         m = re.match(r".*/v1/files/([^/]+)/content$", p)
         if method == "GET" and m:
             f = FILES.get(m.group(1))
-            if f is None:
+            if f is not None and f.get("fail_downloads", 0) > 0:  # BATCH:nodownload: the first three downloads fail
+                f["fail_downloads"] -= 1
+                log({"batch_api": "download_failed", "file": m.group(1)})
+                send(500, {"error": {"message": "injected: download failed"}})
+            elif f is None:
                 send(404, {"error": {"message": "no such file"}})
             else:
                 log({"batch_api": "download", "file": m.group(1)})

@@ -131,11 +131,40 @@ n_create=$(grep -c '"create"' "$T/service.log")
 "$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill3.out" 2>&1 &&
   [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && ok "a rerun after the batch ended is answered from the cache" || bad "rerun: $(tail -2 "$T/kill3.out")"
 
+# killed while waiting on a resubmitted batch (attempt 2): the rerun reads that batch, it sends nothing new
+sed 's/batch_poll_s: 0.05/batch_poll_s: 1/' "$T/openai-batch.yaml" >"$T/resub.yaml"
+sed 's/"text": "answer/"text": "BATCH:expired resub: answer/' "$T/answers.jsonl" >"$T/answers-resub.jsonl"
+"$BIN" judge --config "$T/resub.yaml" --test "$T/test.jsonl" --answers "$T/answers-resub.jsonl" --out-dir "$T/resub" >"$T/resub1.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q "submitted again" "$T/resub1.out" 2>/dev/null && grep -c "submitted (" "$T/resub1.out" | grep -q 2 && break; sleep 0.05; done
+kill -9 $pid; wait $pid 2>/dev/null
+n_create=$(grep -c '"create"' "$T/service.log")
+"$BIN" judge --config "$T/resub.yaml" --test "$T/test.jsonl" --answers "$T/answers-resub.jsonl" --out-dir "$T/resub" >"$T/resub2.out" 2>&1 &&
+  grep -q "attaching to" "$T/resub2.out" && [ "$(grep -c '"valid":true' "$T/resub/judge.jsonl")" = 24 ] &&
+  python3 - "$T/service.log" "$n_create" <<'PY' && ok "killed while waiting on a resubmitted batch, the rerun reads it: nothing sent twice" || bad "resubmitted: $(tail -3 "$T/resub2.out")"
+import json, sys
+creates = [e for e in map(json.loads, open(sys.argv[1])) if e.get("batch_api") == "create"]
+new = creates[int(sys.argv[2]):]
+# only what the attached batch itself left unanswered may go out again: never its requests
+assert all(e["requests"] <= 6 for e in new), new
+PY
+
+# a download that fails every attempt fails the stage, and the rerun reads the same batch (not a new one)
+sed 's/"text": "answer/"text": "BATCH:nodownload answer/' "$T/answers.jsonl" >"$T/answers-nodl.jsonl"
+n_create=$(grep -c '"create"' "$T/service.log")
+"$BIN" judge --config "$T/openai-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-nodl.jsonl" --out-dir "$T/nodl" >"$T/nodl1.out" 2>&1
+rc=$?
+"$BIN" judge --config "$T/openai-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-nodl.jsonl" --out-dir "$T/nodl" >"$T/nodl2.out" 2>&1 &&
+  [ $rc -ne 0 ] && grep -q "content: HTTP 500" "$T/nodl1.out" && grep -q "attaching to" "$T/nodl2.out" &&
+  [ "$(( $(grep -c '"create"' "$T/service.log") - n_create ))" = 1 ] && [ "$(grep -c '"valid":true' "$T/nodl/judge.jsonl")" = 24 ] &&
+  ok "a result download that keeps failing fails the stage; the rerun reads the same batch" || bad "download (rc $rc): $(tail -2 "$T/nodl1.out" "$T/nodl2.out")"
+
 # killed between sending a batch and recording it: found again in the provider's list (OpenAI by metadata, Anthropic
 # by size and time, Gemini by display name), no second submission
 for wire in openai anthropic gemini; do
   sed 's/batch_poll_s: 0.05/batch_poll_s: 1/' "$T/$wire-batch.yaml" >"$T/$wire-lost.yaml"
-  sed "s/\"text\": \"answer/\"text\": \"lost $wire: answer/" "$T/answers.jsonl" >"$T/answers-lost-$wire.jsonl"
+  # 5 answers, 10 judgments: a batch size no other test sends (Anthropic's list is searched by size and time)
+  head -5 "$T/answers.jsonl" | sed "s/\"text\": \"answer/\"text\": \"lost $wire: answer/" >"$T/answers-lost-$wire.jsonl"
   sleep 1; since=$(date -u +%Y-%m-%dT%H:%M:%SZ)  # what the client marks before sending (earlier batches are older)
   "$BIN" judge --config "$T/$wire-lost.yaml" --test "$T/test.jsonl" --answers "$T/answers-lost-$wire.jsonl" --out-dir "$T/$wire-lost" \
     >"$T/$wire-lost1.out" 2>&1 &
@@ -154,6 +183,13 @@ PY
     ok "$wire: a batch whose id the kill left unrecorded is found in the provider's list, not submitted again" ||
     bad "$wire lost id: $(tail -3 "$T/$wire-lost2.out")"
 done
+
+# Gemini responses without their metadata keys: matched by their place in the request order
+sed 's/"text": "answer/"text": "BATCH:nokeys answer/' "$T/answers.jsonl" >"$T/answers-nokeys.jsonl"
+"$BIN" judge --config "$T/gemini-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-nokeys.jsonl" --out-dir "$T/nokeys" >"$T/nokeys.out" 2>&1 &&
+  "$BIN" judge --config "$T/gemini-sync.yaml" --test "$T/test.jsonl" --answers "$T/answers-nokeys.jsonl" --out-dir "$T/nokeys-sync" >"$T/nokeys-sync.out" 2>&1 &&
+  diff "$T/nokeys/judge.jsonl" "$T/nokeys-sync/judge.jsonl" >/dev/null &&
+  ok "gemini: responses without their keys are matched by request order: the synchronous judgments" || bad "gemini no keys: $(tail -3 "$T/nokeys.out")"
 
 # a budget the batch could exceed: nothing submitted, the requests skipped as a synchronous stage skips them
 sed 's/  batch: true/  batch: true\n  budget_usd: 0.0001/' "$T/batch.yaml" >"$T/budget.yaml"

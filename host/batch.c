@@ -477,7 +477,7 @@ int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, co
         nl = strchr(line, '\n');
         if (nl) *nl = 0;
         cJSON *o = cJSON_Parse(line);
-        BatchResult res = {str_of(o, "custom_id"), 0, 0, {0}, ""};
+        BatchResult res = {str_of(o, "custom_id"), 0, 0, 0, {0}, ""};
         const cJSON *resp = cJSON_GetObjectItemCaseSensitive(o, "response"), *err = cJSON_GetObjectItemCaseSensitive(o, "error");
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(resp, "status_code"), *body = cJSON_GetObjectItemCaseSensitive(resp, "body");
         double status = cJSON_IsNumber(code) ? code->valuedouble : 0;
@@ -511,6 +511,8 @@ int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, co
             const cJSON *be = cJSON_GetObjectItemCaseSensitive(body, "error");
             const char *msg = str_of(err, "message") ? str_of(err, "message") : str_of(be, "message");
             const char *kind = str_of(err, "code") ? str_of(err, "code") : str_of(err, "type") ? str_of(err, "type") : "HTTP error";
+            res.permanent = (status >= 400 && status < 500 && status != 408 && status != 429) ||
+                            (str_of(err, "type") && !strcmp(str_of(err, "type"), "invalid_request_error"));
             snprintf(res.why, sizeof res.why, "batch %s: %s%s%.300s", batch_id, kind, msg ? ": " : "", msg ? msg : "");
         }
         fn(ctx, &res);
@@ -544,6 +546,10 @@ static void on_result(void *ctx, BatchResult *res) {
     if (!q || q->settled) return;  // not ours, or answered already
     Run *r = s->r;
     double cost = provider_cost(r->p, res->reply.prompt_tokens, res->reply.completion_tokens) * r->p->batch_price_factor;
+    if (!res->ok && res->permanent) {  // refused as a request: failed now, not resubmitted round after round
+        settle_req(s->r, q, JOB_FAILED, NULL, 0, res->why);
+        return;
+    }
     if (!res->ok) {
         free(q->error), q->error = ld_xstrdup(res->why);
         if (cost > 0) {  // a reply with usage that could not be used

@@ -24,6 +24,7 @@ typedef struct {
     const char *custom_id;
     int ok;
     int cancelled;  // Anthropic: the request was canceled (its batch was cancelled)
+    int permanent;  // the provider refused the request itself (a 4xx, an invalid request): sending it again cannot help
     LlmReply reply;  // ok: parsed as a synchronous reply would be (valid UTF-8, or repaired with repair_utf8)
     char why[400];  // not ok: the error, naming the batch
 } BatchResult;

@@ -3,7 +3,7 @@ GET /v1/batches/{id} (each poll moves a batch on: validating, in_progress, final
 (the list, with metadata), POST /v1/batches/{id}/cancel, GET /v1/files/{id}/content. Results come back in shuffled
 order. A marker in any request of a batch picks its end: BATCH:expired (half the requests answered, the rest
 "batch_expired" in the error file), BATCH:failed (status failed, errors), BATCH:cancelled, BATCH:partial (every third
-request answered with a 500 in the error file); otherwise completed. BATCH:nodownload makes the first three downloads
+request answered with a 500 in the error file); otherwise completed. BATCH:refused answers every third with a 400. BATCH:nodownload makes the first three downloads
 of its result files fail. The answers are what the synchronous endpoint
 would give (the same make_answer). Anthropic: POST /v1/messages/batches ({requests: [{custom_id, params}]}), GET
 /v1/messages/batches/{id} (in_progress, then ended with a results_url), GET .../results (JSONL {custom_id, result:
@@ -48,7 +48,7 @@ def _new_id(prefix, table):
 
 def _end_of(batch):
     text = "\n".join(batch["texts"])
-    for end in ("expired", "failed", "cancelled", "partial"):
+    for end in ("expired", "failed", "cancelled", "partial", "refused"):
         if f"BATCH:{end}" in text:
             return end
     return "completed"
@@ -66,8 +66,9 @@ def _finish(batch, reply, make_answer, hashlib):
                 code = "batch_expired" if end == "expired" else "batch_cancelled"
                 err.append({"id": f"r{i}", "custom_id": cid, "response": None, "error": {"code": code, "message": "not run"}})
             continue
-        if end == "partial" and i % 3 == 2:
-            err.append({"id": f"r{i}", "custom_id": cid, "response": {"status_code": 500, "body": {"error": {"message": "injected"}}},
+        if end in ("partial", "refused") and i % 3 == 2:
+            code = 500 if end == "partial" else 400  # refused: the request itself is invalid
+            err.append({"id": f"r{i}", "custom_id": cid, "response": {"status_code": code, "body": {"error": {"message": "injected"}}},
                         "error": None})
             continue
         answer = make_answer(text, h)
@@ -75,8 +76,8 @@ def _finish(batch, reply, make_answer, hashlib):
                     "response": {"status_code": 200, "body": reply("openai", answer, len(text) // 4 + 1)}, "error": None})
     random.Random(batch["id"]).shuffle(out)  # results come back in any order
     random.Random(batch["id"] + "e").shuffle(err)
-    batch["status"] = {"completed": "completed", "partial": "completed", "expired": "expired", "failed": "failed",
-                       "cancelled": "cancelled"}[end]
+    batch["status"] = {"completed": "completed", "partial": "completed", "refused": "completed", "expired": "expired",
+                       "failed": "failed", "cancelled": "cancelled"}[end]
     if end == "failed":
         batch["errors"] = {"data": [{"code": "invalid_request", "message": "injected: the batch failed validation"}]}
     for rows, key in ((out, "output_file_id"), (err, "error_file_id")):

@@ -184,6 +184,14 @@ PY
     bad "$wire lost id: $(tail -3 "$T/$wire-lost2.out")"
 done
 
+# a request the provider refuses as invalid (a 400 in the error file) fails at once: not resubmitted
+sed 's/"text": "answer/"text": "BATCH:refused answer/' "$T/answers.jsonl" >"$T/answers-refused.jsonl"
+sed 's/  max_attempts: 3/  max_attempts: 3\nX/' "$T/openai-batch.yaml" | sed '/^X$/d' >"$T/refused.yaml"
+sed -i 's/^judge:$/judge:\n  max_rejudge: 0/' "$T/refused.yaml"
+"$BIN" judge --config "$T/refused.yaml" --test "$T/test.jsonl" --answers "$T/answers-refused.jsonl" --out-dir "$T/refused" >"$T/refused.out" 2>&1 &&
+  ! grep -q "submitted again" "$T/refused.out" && [ "$(grep -c '"valid":false' "$T/refused/judge.jsonl")" = 8 ] &&
+  ok "requests refused as invalid fail at once, not resubmitted" || bad "refused: $(tail -3 "$T/refused.out")"
+
 # Gemini responses without their metadata keys: matched by their place in the request order
 sed 's/"text": "answer/"text": "BATCH:nokeys answer/' "$T/answers.jsonl" >"$T/answers-nokeys.jsonl"
 "$BIN" judge --config "$T/gemini-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-nokeys.jsonl" --out-dir "$T/nokeys" >"$T/nokeys.out" 2>&1 &&

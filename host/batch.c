@@ -153,11 +153,7 @@ static void settle_job(Run *r, int j, JobStatus status, const LlmReply *reply, d
                                 reply->usage_estimated,
                                 reply->finish_reason ? ld_xstrdup(reply->finish_reason) : NULL,
                                 reply->received_at ? ld_xstrdup(reply->received_at) : NULL};
-        if (r->maps && r->maps[j] && !job->req.keep_placeholders) {  // in the team's own terms again
-            char *t = scrub_restore(r->maps[j], job->reply.text, job->req.json_mode);
-            free(job->reply.text);
-            job->reply.text = t;
-        }
+        if (r->maps) llm_job_unscrub(job, r->maps[j]);
         r->st->cost_usd += cost, r->st->prompt_tokens += reply->prompt_tokens, r->st->completion_tokens += reply->completion_tokens;
     }
     if (error) free(job->error), job->error = ld_xstrdup(error);
@@ -190,6 +186,16 @@ static Req *find_req(Req **sorted, int m, const char *key) {
 
 static void note(const Run *r, const char *id, const char *state) {
     if (r->lim->on_batch) r->lim->on_batch(r->lim->on_batch_ctx, id, state);
+}
+
+// A batch the provider took (id, or NULL when it did not): recorded before its first poll, counted, said and noted.
+static char *submitted(Run *r, const char *bkey, char *id, int m) {
+    if (!id) return NULL;
+    if (cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;
+    r->st->requests_sent += m;
+    fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m);
+    note(r, id, "submitted");
+    return id;
 }
 
 static char *batch_key(const Run *r, Req **qs, int m, int attempt) {
@@ -263,9 +269,7 @@ static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
         ld_set_error("batch API: the file upload's reply has no id");
     }
     cJSON_Delete(file);
-    if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
-    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m), note(r, id, "submitted");
-    return id;
+    return submitted(r, bkey, id, m);
 }
 
 // ---- Anthropic's Message Batches ---------------------------------------------------------------------------------
@@ -324,9 +328,7 @@ static char *submit_anthropic(Run *r, Req **qs, int m, const char *bkey) {
     if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
     free(u), free(body);
     cJSON_Delete(b);
-    if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
-    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m), note(r, id, "submitted");
-    return id;
+    return submitted(r, bkey, id, m);
 }
 
 // Anthropic's state in OpenAI's terms: processing_status ended is the end; results_url says where the results are.
@@ -381,9 +383,7 @@ static char *submit_gemini(Run *r, Req **qs, int m, const char *bkey) {
     if (str_of(op, "name")) id = ld_xstrdup(str_of(op, "name"));
     free(u), free(body);
     cJSON_Delete(op);
-    if (id && cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;  // recorded before the first poll
-    if (id) r->st->requests_sent += m, fprintf(stderr, "batch: %s submitted (%d requests)\n", id, m), note(r, id, "submitted");
-    return id;
+    return submitted(r, bkey, id, m);
 }
 
 // Gemini's operation in OpenAI's terms: metadata.state (BATCH_STATE_* or JOB_STATE_*) as the status; the inline

@@ -220,13 +220,15 @@ typedef struct {
     ClientStats st;
 } Client;
 
+void llm_job_unscrub(LlmJob *job, const ScrubMap *map) {
+    if (!map || job->req.keep_placeholders || !job->reply.text) return;
+    char *t = scrub_restore(map, job->reply.text, job->req.json_mode);  // in a JSON reply, as JSON string text
+    free(job->reply.text);
+    job->reply.text = t;
+}
+
 static void finish(Client *c, LlmJob *job, JobStatus status) {
-    ScrubMap *map = c->maps ? c->maps[job - c->jobs] : NULL;
-    if (status == JOB_OK && map && !job->req.keep_placeholders && job->reply.text) {  // the reply in the team's own terms again
-        char *t = scrub_restore(map, job->reply.text, job->req.json_mode);  // in a JSON reply, as JSON string text
-        free(job->reply.text);
-        job->reply.text = t;
-    }
+    if (status == JOB_OK && c->maps) llm_job_unscrub(job, c->maps[job - c->jobs]);
     job->status = status;
     c->finished++;
     if (status == JOB_OK) c->ok_jobs++;

@@ -75,6 +75,9 @@ typedef void (*JobDoneFn)(void *ctx, LlmJob *job);
 int llm_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache, LlmJob *jobs, int n, JobDoneFn done, void *ctx,
             ClientStats *stats);
 void llm_job_clear(LlmJob *j);
+// A reply in the team's own terms again: the scrubbed request's placeholders mapped back (map NULL: nothing to do),
+// unless the request keeps them (synthetic data). Shared by the synchronous client and the batch runner.
+void llm_job_unscrub(LlmJob *job, const ScrubMap *map);
 // The limits for a stage's next call (a re-ask, a judge pass): the budget and the deadline carry on from the
 // calls summed in `so_far` instead of starting afresh.
 ClientLimits client_limits_continue(const ClientLimits *l, const ClientStats *so_far);

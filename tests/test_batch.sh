@@ -6,20 +6,10 @@
 # cancelled batches are clear errors; a run killed while waiting attaches to its batch when rerun (no new
 # submission, nothing paid twice); replies already cached are not submitted again.
 # Usage: test_batch.sh BUILD_DIR SOURCE_DIR
-set -u
-BIN="$1/llamaduo"; SRC="$2"
-T=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-b47c0e12"
 
-rm -f "$T/port"; touch "$T/service.log"
-python3 "$SRC/tests/fault_server.py" --port-file "$T/port" --log "$T/service.log" --expect-key-env LD_FAKE_KEY &
-pids+=($!)
-for _ in $(seq 100); do [ -f "$T/port" ] && break; sleep 0.05; done
-PORT=$(cat "$T/port")
+fault_server service
 
 for i in $(seq 10); do
   echo "{\"id\": \"s$i\", \"messages\": [{\"role\": \"user\", \"content\": \"Convert day $i of May 2024 to ISO format\"}, {\"role\": \"assistant\", \"content\": \"2024-05-$(printf %02d "$i")\"}]}"
@@ -249,5 +239,4 @@ assert len(noted) >= 3 and set(noted.values()) == {"completed"}, noted  # every 
 PY
 done
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -6,20 +6,10 @@
 # never the originals; the service's answers that reuse a placeholder are mapped back; the report counts the finds by
 # kind; `llamaduo scrub` finds all 200 in the seeds and none in the shipped task data.
 # Usage: test_privacy.sh BUILD_DIR SOURCE_DIR
-set -u
-BIN="$1/llamaduo"; SRC="$2"
-T=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-5e2c77d0"
 
-rm -f "$T/port"; touch "$T/service.log"
-python3 "$SRC/tests/fault_server.py" --port-file "$T/port" --log "$T/service.log" --log-bodies --expect-key-env LD_FAKE_KEY &
-pids+=($!)
-for _ in $(seq 100); do [ -f "$T/port" ] && break; sleep 0.05; done
-PORT=$(cat "$T/port")
+fault_server service --log-bodies
 
 python3 - "$T" <<'PY'
 import json, random, string, sys
@@ -184,5 +174,4 @@ sed 's/^privacy:$/privacy:\n  enabled: maybe/' "$T/run.yaml" >"$T/bad.yaml"
 sed 's/^privacy:$/privacy:\n  kinds: [email, passport]/' "$T/run.yaml" >"$T/bad.yaml"
 "$BIN" run "$T/bad.yaml" --check 2>&1 | grep -q "'privacy.kinds' names 'passport'" && ok "an unknown kind is refused" || bad "privacy.kinds"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -5,22 +5,10 @@
 # report (and, where Debian's headless Chromium is installed, the report rendered and its charts found in the
 # screenshot); bad configs refused before any work.
 # Usage: test_run.sh BUILD_DIR SOURCE_DIR
-set -u
-BIN="$1/llamaduo"; SRC="$2"
-T=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-7c1e55aa"
 
-server() {  # server NAME: a fault server logging to $T/NAME.log; sets PORT
-  rm -f "$T/$1.port"; touch "$T/$1.log"
-  python3 "$SRC/tests/fault_server.py" --port-file "$T/$1.port" --log "$T/$1.log" --latency 0.03 --liveness 0.5 --expect-key-env LD_FAKE_KEY &
-  pids+=($!)
-  for _ in $(seq 100); do [ -f "$T/$1.port" ] && break; sleep 0.05; done
-  PORT=$(cat "$T/$1.port")
-}
+server() { fault_server "$1" --latency 0.03 --liveness 0.5; }  # server NAME: logs to $T/NAME.log; sets PORT
 free_port() { python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
 config() {  # config FILE PORT DIR
@@ -362,5 +350,4 @@ else
 fi
 
 if grep -rqa "$LD_FAKE_KEY" "$T"; then bad "the API key reached disk: $(grep -rla "$LD_FAKE_KEY" "$T")"; else ok "the key is in no file"; fi
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

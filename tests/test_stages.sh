@@ -3,22 +3,10 @@
 # and metrics equal an uninterrupted run's while the server answered no request twice; bad configs are
 # refused before any work; a recognisable fake key is found in no file written.
 # Usage: test_stages.sh BUILD_DIR SOURCE_DIR
-set -u
-BIN="$1/llamaduo"; SRC="$2"
-T=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-9d2e41b7"
 
-server() {  # server NAME: starts a fault server logging to $T/NAME.log; sets PORT
-  rm -f "$T/$1.port"; touch "$T/$1.log"
-  python3 "$SRC/tests/fault_server.py" --port-file "$T/$1.port" --log "$T/$1.log" --latency 0.08 --liveness 0.5 --expect-key-env LD_FAKE_KEY &
-  pids+=($!)
-  for _ in $(seq 100); do [ -f "$T/$1.port" ] && break; sleep 0.05; done
-  PORT=$(cat "$T/$1.port")
-}
+server() { fault_server "$1" --latency 0.08 --liveness 0.5; }  # server NAME: logs to $T/NAME.log; sets PORT
 config() {  # config FILE PORT
   cat >"$1" <<YAML
 service:
@@ -219,5 +207,4 @@ unset LD_FAKE_KEY
 # 5. the key is in no file written (outputs, caches, logs)
 if grep -rqa "sk-llamaduo-FAKE-9d2e41b7" "$T"; then bad "the API key reached disk: $(grep -rla sk-llamaduo-FAKE-9d2e41b7 "$T")"; else ok "the key is in no file"; fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -7,20 +7,10 @@
 # aim. The fault server's log of every request body holds no test prompt, reference or answer in any synthesis
 # request. Bad pass rules are refused at run --check; a checker that crashes stops the stage naming it.
 # Usage: test_targeted.sh BUILD_DIR SOURCE_DIR
-set -u
-BIN="$1/llamaduo"; SRC="$2"
-T=$(mktemp -d); pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$T"' EXIT
-pass=0; fail=0
-ok() { pass=$((pass+1)); echo "ok   $1"; }
-bad() { fail=$((fail+1)); echo "FAIL $1"; }
+source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-3d9a01bb"
 
-rm -f "$T/port"; touch "$T/service.log"
-python3 "$SRC/tests/fault_server.py" --port-file "$T/port" --log "$T/service.log" --log-bodies --expect-key-env LD_FAKE_KEY &
-pids+=($!)
-for _ in $(seq 100); do [ -f "$T/port" ] && break; sleep 0.05; done
-PORT=$(cat "$T/port")
+fault_server service --log-bodies
 
 python3 - "$T/coverage.jsonl" <<'PY'
 import json, sys
@@ -177,5 +167,4 @@ rc=$?
   ! grep -q '"pass": *true' "$T/crash/rounds/01/metrics.json" 2>/dev/null &&
   ok "a checker that crashes stops the run with its name" || bad "crashing checker (rc $rc): $(tail -3 "$T/crash.out")"
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

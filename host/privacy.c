@@ -50,7 +50,6 @@ typedef struct {
 struct Scrubber {
     Pattern *p;
     int n;
-    int surrogates;
 };
 
 typedef struct {
@@ -146,7 +145,6 @@ static char *terms_pattern(const PrivacyConfig *c, const char *file, int *n_term
 
 Scrubber *scrubber_new(const PrivacyConfig *c, const char *file) {
     Scrubber *s = ld_xcalloc(1, sizeof *s);
-    s->surrogates = c->surrogates;
     for (const cJSON *e = c->kinds ? c->kinds->child : NULL; e; e = e->next) {
         int known = 0;
         for (int k = 0; k < PII_TERM && cJSON_IsString(e); k++) known |= !strcmp(e->valuestring, k_pii_names[k]);
@@ -223,8 +221,6 @@ void scrubber_free(Scrubber *s) {
     free(s->p);
     free(s);
 }
-
-int scrubber_surrogates(const Scrubber *s) { return s && s->surrogates; }
 
 ScrubMap *scrub_map_new(void) { return ld_xcalloc(1, sizeof(ScrubMap)); }
 

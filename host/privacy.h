@@ -27,7 +27,6 @@ typedef struct ScrubMap ScrubMap;  // one request's placeholders and what they s
 // Compiles the configured patterns; NULL with an error naming the privacy key in file.
 Scrubber *scrubber_new(const PrivacyConfig *c, const char *file);
 void scrubber_free(Scrubber *s);
-int scrubber_surrogates(const Scrubber *s);
 
 ScrubMap *scrub_map_new(void);
 void scrub_map_free(ScrubMap *m);

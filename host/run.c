@@ -693,10 +693,9 @@ static int stage_ceiling(Run *r) {
 }
 
 // The last probe's findings, one per seed (a seed's worst sample), or NULL when there was no probe.
-static SynthTarget *probe_targets(const char *scores_path, const Records *seeds, int *n_probed) {
+static SynthTarget *probe_targets(const char *scores_path, const Records *seeds) {
     cJSON **items;
     int *lines, n;
-    *n_probed = 0;
     if (!ld_file_exists(scores_path) || jsonl_read(scores_path, &items, &lines, &n, 1)) return NULL;
     SynthTarget *t = ld_xcalloc((size_t)seeds->n + 1, sizeof(SynthTarget));
     for (int k = 0; k < n; k++) {
@@ -711,7 +710,6 @@ static SynthTarget *probe_targets(const char *scores_path, const Records *seeds,
                 t[i].failed = failed;
                 continue;
             }
-            *n_probed += !t[i].probed;
             free((char *)t[i].answer), free((char *)t[i].critique);
             t[i] = (SynthTarget){1, failed, sc->valuedouble, ld_xstrdup(cJSON_IsString(an) ? an->valuestring : ""),
                                  ld_xstrdup(cJSON_IsString(cr) ? cr->valuestring : "")};
@@ -740,10 +738,10 @@ static int stage_synth(Run *r, int round) {
     Stage s;
     stage_begin(&s, r, round, "synth", ins, targeted ? 3 : 2);
     Records seeds = {0}, test = {0}, *prior = ld_xcalloc((size_t)round, sizeof(Records));
-    int n_prior = 0, n_probed = 0;
+    int n_prior = 0;
     LlmCache *cache = ok ? open_cache(r) : NULL;
     ok = ok && cache && records_read(tr, 1, &seeds) == 0 && records_read(te, 1, &test) == 0;
-    SynthTarget *targets = ok && targeted ? probe_targets(probe, &seeds, &n_probed) : NULL;
+    SynthTarget *targets = ok && targeted ? probe_targets(probe, &seeds) : NULL;
     if (!strcmp(r->st.synth.strategy, "targeted") && !targets && ok)
         fprintf(stderr, "run: round %d: synth: no probe of round %d (%s): seeds drawn uniformly\n", round, round - 1, probe);
     for (int t = 2; t < round && ok; t++) {  // earlier rounds' data: nothing new may repeat it

@@ -235,7 +235,6 @@ typedef struct {
     int call, idx;
     const char *is, *rs;  // point into the reply's JSON
     char *why;  // dropped, and why (heap), or NULL
-    int unused;
 } Candidate;
 
 // The task's checks that need no reference, on every well-formed pair at once (one run of a checker command).
@@ -376,7 +375,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                 sum->returned++;
                 cand = ld_xrealloc(cand, sizeof(Candidate) * (size_t)(n_cand + 1));
                 Candidate *k = &cand[n_cand++];
-                *k = (Candidate){c, idx, NULL, NULL, NULL, 0};
+                *k = (Candidate){c, idx, NULL, NULL, NULL};
                 const cJSON *ins = cJSON_GetObjectItemCaseSensitive(e, "instruction"),
                             *res = cJSON_GetObjectItemCaseSensitive(e, "response");
                 k->is = cJSON_IsString(ins) ? ins->valuestring : NULL, k->rs = cJSON_IsString(res) ? res->valuestring : NULL;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "http_server.h"
 #include "openai_api.h"
 #include "util.h"
 
@@ -75,16 +76,6 @@ typedef struct Job {
     struct Job *next;
 } Job;
 
-// One TCP connection from accept to close (MHD's socket context), for the deadlines MHD does not keep: its
-// timeout is reset by every byte, so a client sending a header byte every few seconds would hold it forever.
-typedef enum { PHASE_HEADERS, PHASE_BODY, PHASE_ANSWER, PHASE_CLOSING } ConnPhase;
-typedef struct Conn {
-    int fd;
-    ConnPhase phase;
-    double since;  // when the phase began (ld_time_s)
-    struct Conn *prev, *next;
-} Conn;
-
 struct Server {
     Model *m;
     ChatTemplate ct;
@@ -103,12 +94,7 @@ struct Server {
     int running;  // sequences in the engine, as the engine thread last saw (read under mu)
     long next_id;
     double last_watch;  // when the engine thread last looked for clients that hung up
-    // open connections and their deadlines, kept by the reaper thread
-    pthread_mutex_t conn_mu;
-    pthread_cond_t conn_cv;
-    Conn *conns;
-    int n_conns, reaper_exit;
-    double header_timeout, body_timeout;
+    HttpServer *http;
 };
 
 static void job_release(Job *j) {
@@ -300,62 +286,6 @@ static void job_cancel(Job *j) {
     pthread_mutex_unlock(&s->mu);
 }
 
-// ---- connections: deadlines -------------------------------------------------------------------------------
-
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode what) {
-    Server *s = cls;
-    Conn *k = *socket_context;
-    pthread_mutex_lock(&s->conn_mu);
-    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-        k = ld_xcalloc(1, sizeof *k);
-        k->fd = ci ? ci->connect_fd : -1, k->phase = PHASE_HEADERS, k->since = ld_time_s();
-        if ((k->next = s->conns)) k->next->prev = k;
-        s->conns = k, s->n_conns++;
-        *socket_context = k;
-    } else if (k) {  // closed: MHD closes the socket after this returns, so the reaper never sees a reused fd
-        if (k->prev)
-            k->prev->next = k->next;
-        else
-            s->conns = k->next;
-        if (k->next) k->next->prev = k->prev;
-        s->n_conns--;
-        free(k);
-        *socket_context = NULL;
-    }
-    pthread_mutex_unlock(&s->conn_mu);
-}
-
-static void conn_phase(Server *s, struct MHD_Connection *c, ConnPhase phase) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    Conn *k = ci ? ci->socket_context : NULL;
-    if (!k) return;
-    pthread_mutex_lock(&s->conn_mu);
-    if (k->phase != PHASE_CLOSING) k->phase = phase, k->since = ld_time_s();
-    pthread_mutex_unlock(&s->conn_mu);
-}
-
-// Past its deadline a connection's socket is shut down: MHD's event loop then reads the end of the stream and
-// closes it as if the client had (the descriptor stays MHD's to close).
-static void *reaper_main(void *arg) {
-    Server *s = arg;
-    pthread_mutex_lock(&s->conn_mu);
-    while (!s->reaper_exit) {
-        double now = ld_time_s();
-        for (Conn *k = s->conns; k; k = k->next) {
-            double limit = k->phase == PHASE_HEADERS ? s->header_timeout : k->phase == PHASE_BODY ? s->body_timeout : 0;
-            if (limit > 0 && now - k->since > limit) shutdown(k->fd, SHUT_RDWR), k->phase = PHASE_CLOSING;
-        }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 250 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &until);
-    }
-    pthread_mutex_unlock(&s->conn_mu);
-    return NULL;
-}
-
 // ---- HTTP -------------------------------------------------------------------------------------------------
 
 typedef struct {  // one request on a connection (MHD's con_cls)
@@ -364,16 +294,6 @@ typedef struct {  // one request on a connection (MHD's con_cls)
     int too_big;
     Job *job;  // handed to the engine, its whole answer not sent yet
 } Request;
-
-static enum MHD_Result send_json(struct MHD_Connection *c, int status, char *json) {  // takes json
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
-static enum MHD_Result send_error(struct MHD_Connection *c, const ApiError *e) { return send_json(c, e->status, api_error_json(e)); }
 
 // MHD calls this whenever the connection can take more; it never waits: with nothing to send yet, the
 // connection is suspended until the engine has more.
@@ -528,11 +448,11 @@ static enum MHD_Result send_answer(Server *s, struct MHD_Connection *c, Request 
     if (!complete) {
         ApiError err = {0};
         api_error_set(&err, 503, "server_error", NULL, NULL, "the request was cancelled");
-        ret = send_error(c, &err);
+        ret = http_send_error(c, &err);
     } else {
         ApiChoice *ch = ld_xcalloc((size_t)j->n, sizeof(ApiChoice));
         for (int i = 0; i < j->n; i++) ch[i] = (ApiChoice){j->seqs[i].text ? j->seqs[i].text : "", finish_name(j->seqs[i].finish)};
-        ret = send_json(c, 200, api_response_json(j->req.kind, j->id, j->created, s->name, ch, j->n, j->n_prompt, completion_tokens(j)));
+        ret = http_send_json(c, 200, api_response_json(j->req.kind, j->id, j->created, s->name, ch, j->n, j->n_prompt, completion_tokens(j)));
         free(ch);
     }
     q->job = NULL;
@@ -544,15 +464,15 @@ static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, Ap
     ApiError err = {0};
     if (q->too_big) {
         api_error_set(&err, 413, "invalid_request_error", NULL, NULL, "the request body is larger than %zu bytes", s->lim.max_body);
-        return send_error(c, &err);
+        return http_send_error(c, &err);
     }
     Job *j = job_new(s, kind, q, &err);
-    if (!j) return send_error(c, &err);
+    if (!j) return http_send_error(c, &err);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     j->conn = c, j->fd = ci ? ci->connect_fd : -1;
     if (job_enqueue(s, j, &err)) {
         job_release(j);
-        return send_error(c, &err);
+        return http_send_error(c, &err);
     }
     if (!j->req.stream) {
         q->job = j;
@@ -566,30 +486,15 @@ static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, Ap
     return ret;
 }
 
-// 'Authorization: Bearer <key>'; the scheme's name is case-insensitive (RFC 7235), spaces after it one or more.
-static int authorized(Server *s, struct MHD_Connection *c) {
-    if (!s->api_key) return 1;
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
-    const char *k = h + 7;
-    while (*k == ' ') k++;
-    size_t a = strlen(k), b = strlen(s->api_key);
-    unsigned diff = a != b;
-    for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned)(k[i] ^ s->api_key[i]);  // constant time in the key
-    return !diff;
-}
-
 static enum MHD_Result send_health(Server *s, struct MHD_Connection *c) {  // liveness plus load
     pthread_mutex_lock(&s->mu);
     int active = s->running, queued = s->queued, stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);
-    pthread_mutex_lock(&s->conn_mu);
-    int conns = s->n_conns;
-    pthread_mutex_unlock(&s->conn_mu);
+    int conns = http_connections(s->http);
     char *b = ld_xmalloc(128);
     snprintf(b, 128, "{\"status\":\"%s\",\"active\":%d,\"queued\":%d,\"connections\":%d}", stopping ? "stopping" : "ok", active, queued,
              conns);
-    return send_json(c, 200, b);
+    return http_send_json(c, 200, b);
 }
 
 // Everything the headers alone decide is answered before any of the body is read: the route, the method, the
@@ -605,12 +510,12 @@ static int answer_from_headers(Server *s, struct MHD_Connection *c, const char *
         api_error_set(&err, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
     else if (!((health || models) ? get : post))
         api_error_set(&err, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
-    else if (!health && !authorized(s, c))
+    else if (!health && !http_bearer_ok(c, s->api_key))
         api_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
                       "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
     else
         return 0;
-    *ret = send_error(c, &err);
+    *ret = http_send_error(c, &err);
     return 1;
 }
 
@@ -620,7 +525,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     Server *s = cls;
     Request *q = *con_cls;
     if (!q) {  // the headers are in
-        conn_phase(s, c, PHASE_BODY);
         enum MHD_Result ret;
         if (answer_from_headers(s, c, url, method, &ret)) return ret;
         *con_cls = ld_xcalloc(1, sizeof(Request));
@@ -639,15 +543,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (q->job) return send_answer(s, c, q);  // resumed by the engine
-    conn_phase(s, c, PHASE_ANSWER);
     if (!strcmp(url, "/health")) return send_health(s, c);
-    if (!strcmp(url, "/v1/models")) return send_json(c, 200, api_models_json(s->name, (long)time(NULL)));
+    if (!strcmp(url, "/v1/models")) return http_send_json(c, 200, api_models_json(s->name, (long)time(NULL)));
     return handle_completion(s, c, !strcmp(url, "/v1/chat/completions") ? API_CHAT : API_COMPLETION, q);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
-    (void)why;
-    Server *s = cls;
+    (void)cls, (void)c, (void)why;
     Request *q = *con_cls;
     if (q && q->job) {  // the connection closed before its answer went out
         pthread_mutex_lock(&q->job->mu);
@@ -658,71 +560,15 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     }
     if (q) free(q->body), free(q);
     *con_cls = NULL;
-    conn_phase(s, c, PHASE_HEADERS);  // a kept-alive connection: the next request's headers are due
-}
-
-// MHD's messages, at most one a second: a client opening connections past its limit would otherwise write a
-// line for each.
-static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    static double last = -1;
-    static long dropped;
-    (void)cls;
-    pthread_mutex_lock(&mu);
-    double now = ld_time_s();
-    if (last >= 0 && now - last < 1.0) {
-        dropped++;
-    } else {
-        if (dropped) fprintf(stderr, "serve: (%ld more messages from the HTTP library in the last second)\n", dropped);
-        fprintf(stderr, "serve: ");
-        vfprintf(stderr, fmt, ap);
-        last = now, dropped = 0;
-    }
-    pthread_mutex_unlock(&mu);
-}
-
-// Each connection holds a descriptor: the soft limit is raised as far as the hard one allows, and the
-// connection limit kept under it with room for the model's files and the engine's.
-static int fit_connection_limit(int want) {
-    struct rlimit rl;
-    rlim_t reserve = 256, need = (rlim_t)want + reserve;
-    if (getrlimit(RLIMIT_NOFILE, &rl)) return want;
-    if (rl.rlim_cur < need) {
-        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur >= need) return want;
-    int fit = rl.rlim_cur > 2 * reserve ? (int)(rl.rlim_cur - reserve) : (int)(rl.rlim_cur / 2);
-    fprintf(stderr, "serve: the descriptor limit is %lu: at most %d connections (not %d)\n", (unsigned long)rl.rlim_cur, fit, want);
-    return fit;
-}
-
-static struct MHD_Daemon *start_http(Server *s, const char *host, int port, int http_threads, int max_conns, int per_client) {
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("--host %s: not an IPv4 address", host);
-    // MHD's own timeout restarts with every byte and is off while a connection is suspended: it only ends
-    // connections that stall outright (a client that stops reading its answer); the reaper keeps the deadlines
-    unsigned idle = (unsigned)(s->header_timeout > s->body_timeout ? s->header_timeout : s->body_timeout);
-    // a connection's buffers over 32 KiB are mapped apart and unmapped at close (smaller ones come from malloc,
-    // whose arenas keep every page thousands of short-lived connections ever touched): memory stays flat
-    return MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
-                            on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &addr,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)http_threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conns,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)per_client, MHD_OPTION_CONNECTION_TIMEOUT, idle,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10), MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
 }
 
 // SIGTERM: no new connections or requests, those in flight get up to drain seconds, the rest are cancelled
 // (which resumes every suspended connection: MHD must not be stopped with one suspended).
-static void stop_server(Server *s, struct MHD_Daemon *d, pthread_t engine, int drain) {
+static void stop_server(Server *s, pthread_t engine, int drain) {
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;  // new requests get 503
     pthread_mutex_unlock(&s->mu);
-    MHD_socket ls = MHD_quiesce_daemon(d);  // stop accepting connections
+    http_quiesce(s->http);  // stop accepting connections
     double t0 = ld_time_s();
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -738,8 +584,7 @@ static void stop_server(Server *s, struct MHD_Daemon *d, pthread_t engine, int d
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(engine, NULL);
-    MHD_stop_daemon(d);
-    if (ls != MHD_INVALID_SOCKET) close(ls);
+    http_stop(s->http);
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -795,15 +640,11 @@ int cmd_serve(int argc, char **argv) {
     s.ctx_len = ctx < s.m->cfg.max_pos ? ctx : s.m->cfg.max_pos;
     s.lim = (ApiLimits){(size_t)max_body, max_messages, max_tokens, max_n, ignore_unknown};
     s.queue_limit = queue;
-    s.header_timeout = header_timeout, s.body_timeout = body_timeout;
     s.n_stop_ids = gen_default_stop_ids(s.m, s.stop_ids, 16);
     int use_gpu = device_choose(device), bf16 = precision_bf16(precision);
     if (!(s.eng = gen_engine_new(s.m, parallel, s.ctx_len, 512, use_gpu, bf16))) die("%s", ld_last_error());
-    max_conns = fit_connection_limit(max_conns);
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
-    pthread_mutex_init(&s.conn_mu, NULL);
-    pthread_cond_init(&s.conn_cv, NULL);
     // SIGTERM / SIGINT are taken by sigwait below: blocked here, before any thread starts, so all inherit it
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -811,23 +652,18 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
-    pthread_t engine, reaper;
+    pthread_t engine;
     pthread_create(&engine, NULL, engine_main, &s);
-    pthread_create(&reaper, NULL, reaper_main, &s);
-    struct MHD_Daemon *d = start_http(&s, host, port, http_threads, max_conns, per_client);
-    if (!d) die("cannot listen on %s:%d (in use, or not allowed)", host, port);
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    s.http = http_start((HttpOptions){"serve", host, port, http_threads, max_conns, per_client, header_timeout, body_timeout, on_request,
+                                      on_completed, &s});
+    if (!s.http) die("%s", ld_last_error());
     fprintf(stderr, "serve: %s on http://%s:%u/v1 (%d parallel, context %d, queue %d, %d connections, %d per client%s)\n", s.name, host,
-            di ? di->port : (unsigned)port, parallel, s.ctx_len, queue, max_conns, per_client, s.api_key ? ", API key required" : "");
+            http_port(s.http), parallel, s.ctx_len, queue, http_max_connections(s.http), per_client,
+            s.api_key ? ", API key required" : "");
     int sig;
     sigwait(&sigs, &sig);
     fprintf(stderr, "serve: %s: finishing requests in flight (up to %ds)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT", drain);
-    stop_server(&s, d, engine, drain);
-    pthread_mutex_lock(&s.conn_mu);
-    s.reaper_exit = 1;
-    pthread_cond_signal(&s.conn_cv);
-    pthread_mutex_unlock(&s.conn_mu);
-    pthread_join(reaper, NULL);
+    stop_server(&s, engine, drain);
     fprintf(stderr, "serve: stopped\n");
     gen_engine_free(s.eng);
     free(s.active);

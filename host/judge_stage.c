@@ -30,7 +30,8 @@ static cJSON *stats_json(const ScoreStats *s) {
 }
 
 int judge_prefers_itself(const JudgeConfig *cfg, const ProviderConfig *judge) {
-    return cfg->generator_model && !strcmp(cfg->generator_model, judge->model);
+    // with judge.method metric no model judges, so there is no preference to warn of
+    return cfg->method != JUDGE_METRIC && cfg->generator_model && !strcmp(cfg->generator_model, judge->model);
 }
 
 void judge_warn_self_preference(const ProviderConfig *judge) {

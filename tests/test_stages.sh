@@ -123,10 +123,12 @@ assert m["pass"] == held == top["held"], (m["pass"], held)
 s = [json.loads(l) for l in open(d + "/scores.jsonl")]
 assert len(s) == 18 and all("similarity" in x and "exact_match" in x and x["critique"].startswith("similarity:") for x in s), s[0]
 PY
-n0=$(wc -l <"$T/clean.log")
+# (the server logs an answer --liveness seconds after sending it, so "no request" is judged by arrival time, not line count)
+t0=$(python3 -c "import time; print(time.time())")
 sed 's/^  threshold: 60$/  method: metric\n  pass: exact_match >= 0.9/' "$T/clean.yaml" >"$T/metric.yaml"
 "$BIN" judge --config "$T/metric.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/metric" >"$T/metric.out" 2>&1 &&
-  grep -q "below the pass rule (exact_match >= 0.9)" "$T/metric.out" && [ "$(wc -l <"$T/clean.log")" = "$n0" ] && [ ! -e "$T/metric/judge.jsonl" ] &&
+  grep -q "below the pass rule (exact_match >= 0.9)" "$T/metric.out" && [ ! -e "$T/metric/judge.jsonl" ] && sleep 0.6 &&
+  python3 -c "import json, sys; sys.exit(any(json.loads(l)['t'] >= $t0 for l in open('$T/clean.log')))" &&
   ok "judge.method metric: scored without a single request" || bad "method metric: $(tail -3 "$T/metric.out")"
 
 # 4. answers that are errors (a request that failed) are never sent to the judge; a judge that is down fails the
@@ -145,7 +147,7 @@ PY
 DOWN=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 sed "s|127.0.0.1:[0-9]*|127.0.0.1:$DOWN|; s|max_attempts: 4|max_attempts: 2|" "$T/clean.yaml" >"$T/down.yaml"
 "$BIN" judge --config "$T/down.yaml" --test "$T/test.jsonl" --answers "$T/answers.jsonl" --out-dir "$T/down" >"$T/down.out" 2>&1; rc=$?
-[ $rc != 0 ] && grep -q "judge: all 54 requests to teacher-1 (anthropic, http://127.0.0.1:$DOWN) failed.*: Couldn't connect to server" "$T/down.out" &&
+[ $rc = 1 ] && grep -q "judge: all 54 requests to teacher-1 (anthropic, http://127.0.0.1:$DOWN) failed.*: Couldn't connect to server" "$T/down.out" &&
   [ "$(grep -c "judge: pass" "$T/down.out")" = 0 ] && [ ! -e "$T/down/metrics.json" ] &&
   ok "a judge that is down fails the stage at once with its URL and error" || bad "judge down: rc $rc: $(tail -4 "$T/down.out")"
 

@@ -139,9 +139,17 @@ int cmd_judge(int argc, char **argv) {
     for (int j = 0; j < c.n_judges; j++)
         if (judge_prefers_itself(&c.judge, &c.judges[j])) judge_warn_self_preference(&c.judges[j]);
     char *judge_path = ld_path_join(out_dir, RUN_JUDGE_NAME), *scores = ld_path_join(out_dir, RUN_SCORES_NAME);
-    if (judge_all(c.judges, c.judge_limits, c.n_judges, cache, &c.judge, &tst, answers, judge_path, scores, metrics, per, &s, NULL))
-        die("%s", ld_last_error());
+    int failed = judge_all(c.judges, c.judge_limits, c.n_judges, cache, &c.judge, &tst, answers, judge_path, scores, metrics, per, &s, NULL);
     free(judge_path), free(scores);
+    if (failed) {  // everything freed before dying, so the sanitizer build's leak check stays quiet on this error path
+        char *why = ld_xstrdup(ld_last_error());
+        for (int j = 0; j < c.n_judges; j++) judge_summary_free(&per[j]);
+        judge_summary_free(&s);
+        free(metrics), cache_close(cache), records_free(&tst), stage_config_free(&L.s), cJSON_Delete(L.root);
+        fprintf(stderr, "llamaduo: error: %s\n", why);
+        free(why);
+        return 1;
+    }
     for (int j = 0; c.n_judges > 1 && j < c.n_judges; j++)
         printf("judge %d (%s): similarity mean %.1f, precision mean %.1f, %d answers never validly judged\n", j, c.judges[j].model,
                per[j].similarity.mean, per[j].precision.mean, per[j].unjudged_answers);

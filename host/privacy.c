@@ -3,13 +3,44 @@
 
 #include <ctype.h>
 #include <pcre2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "options.h"
 #include "records.h"
 #include "text.h"
 #include "util.h"
+
+typedef struct {
+    const cJSON *enabled;
+    PrivacyConfig c;
+} PrivacyOptions;
+
+#define P(field) offsetof(PrivacyOptions, field)
+static const OptionSpec k_privacy_options[] = {
+    {"enabled", OPT_VALUE, P(enabled), 0, 0, NULL, NULL, "scrub before any request leaves (default: on when a service is remote)"},
+    {"kinds", OPT_LIST, P(c.kinds), 0, 0, NULL, NULL, "what to look for: email, phone, ip, iban, card, url, api_key (default all)"},
+    {"terms", OPT_LIST, P(c.terms), 0, 0, NULL, NULL, "names and terms of your own (whole words, any case)"},
+    {"terms_file", OPT_STR, P(c.terms_file), 0, 0, NULL, NULL, "more terms, one per line"},
+    {"patterns", OPT_LIST, P(c.patterns), 0, 0, NULL, NULL, "your own {name, regex} (PCRE2)"},
+    {"surrogates", OPT_BOOL, P(c.surrogates), 0, 1, "0", NULL, "synthetic pairs get realistic stand-ins instead of placeholders"},
+    {NULL}};
+#undef P
+
+int privacy_config_read(const cJSON *section, const char *file, int default_on, PrivacyConfig *c) {
+    PrivacyOptions o;
+    options_defaults(k_privacy_options, &o);
+    if (options_from_json(k_privacy_options, &o, section, "privacy", file)) return -1;
+    if (o.enabled && !cJSON_IsBool(o.enabled)) {
+        ld_set_error("%s: 'privacy.enabled' must be true or false", file);
+        return -1;
+    }
+    *c = o.c;
+    c->enabled = o.enabled ? cJSON_IsTrue(o.enabled) : default_on;
+    return 0;
+}
 
 const char *const k_pii_names[PII_KINDS] = {"email", "phone", "ip", "iban", "card", "url", "api_key", "term", "custom"};
 static const char *const k_placeholder[PII_KINDS] = {"EMAIL", "PHONE", "IP", "IBAN", "CARD", "URL", "KEY", "TERM", NULL};

@@ -21,6 +21,10 @@ typedef struct {
     int surrogates;  // synthetic records get stand-ins instead of placeholders
 } PrivacyConfig;
 
+// The privacy: section (NULL: not given) into c; enabled is its `enabled`, else default_on. -1 with an error naming
+// the key in file.
+int privacy_config_read(const cJSON *section, const char *file, int default_on, PrivacyConfig *c);
+
 typedef struct Scrubber Scrubber;
 typedef struct ScrubMap ScrubMap;  // one request's placeholders and what they stand for
 

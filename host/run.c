@@ -1,9 +1,7 @@
 #define _GNU_SOURCE
 #include "run.h"
 
-#include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -106,7 +104,7 @@ static const RunSection k_run_sections[] = {{"run", k_loop_options},
 int run_load(const char *config_path, const char *self_exe, Run *r) {
     memset(r, 0, sizeof *r);
     r->self_exe = self_exe;
-    r->local_pid = -1;
+    r->local.pid = -1;
     r->config_path = ld_xstrdup(config_path);
     size_t len;
     r->config_text = ld_read_file(config_path, &len);
@@ -173,8 +171,7 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
 
 // ---- processes -------------------------------------------------------------------------------------------
 
-// out_fd >= 0: the child's stdout and stderr go there (a log file); else they are the run's.
-static pid_t spawn(Run *r, char *const argv[], int out_fd) {
+static pid_t spawn(Run *r, char *const argv[]) {
     fflush(NULL);
     pid_t parent = getpid(), pid = fork();
     if (pid < 0) {
@@ -184,7 +181,6 @@ static pid_t spawn(Run *r, char *const argv[], int out_fd) {
     if (pid == 0) {  // the child dies with the run (a kill -9 of the run takes its stages along)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
-        if (out_fd >= 0 && (dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)) _exit(127);
         execv(r->self_exe, argv);
         fprintf(stderr, "run: cannot start %s: %s\n", r->self_exe, strerror(errno));
         _exit(127);
@@ -193,7 +189,7 @@ static pid_t spawn(Run *r, char *const argv[], int out_fd) {
 }
 
 static int spawn_wait(Run *r, char *const argv[], const char *what) {
-    pid_t pid = spawn(r, argv, -1);
+    pid_t pid = spawn(r, argv);
     if (pid < 0) return -1;
     int status;
     while (waitpid(pid, &status, 0) < 0)
@@ -251,88 +247,29 @@ static int check_train_settings(Run *r) {
     return rc;
 }
 
-static size_t discard(void *p, size_t s, size_t n, void *u) {
-    (void)p, (void)u;
-    return s * n;
-}
-
-static int http_ok(const char *url) {
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 2L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    long code = 0;
-    int ok = curl_easy_perform(c) == CURLE_OK && curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code == 200;
-    curl_easy_cleanup(c);
-    return ok;
-}
-
 static char *pathf(const Run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-// The last lines of a log, to stderr: why a child that wrote only to its log failed.
-static void print_tail(const char *path, int lines) {
-    size_t n;
-    char *t = ld_read_file(path, &n);
-    if (!t) return;
-    size_t start = n && t[n - 1] == '\n' ? n - 1 : n;  // the last newline ends the last line
-    for (int k = 0; start > 0 && !(t[start - 1] == '\n' && ++k == lines); start--) {}
-    fprintf(stderr, "%s%s", t + start, n && t[n - 1] != '\n' ? "\n" : "");
-    free(t);
-}
-
-// A service the run serves itself starts when a stage first needs it.
+// A service the run serves itself starts when a stage first needs it; its log is the run's, kept in the run
+// directory (appended across resumes), not mixed into the console.
 static int ensure_service(Run *r) {
-    if (!r->local_model || r->local_pid > 0) return 0;
-    char port[16], par[16], ctx[16], url[64], health[64];
+    if (!r->local_model || r->local.pid > 0) return 0;
+    char port[16], par[16], ctx[16];
     snprintf(port, sizeof port, "%d", r->local_port);
     snprintf(par, sizeof par, "%d", r->local_parallel);
     snprintf(ctx, sizeof ctx, "%d", r->local_ctx);
     char *argv[] = {"llamaduo", "serve", "--model", (char *)r->local_model,      "--port",  port,   "--parallel", par,
                     "--ctx",    ctx,     "--name",  (char *)r->st.service.model, "--queue", "4096", NULL};
-    snprintf(health, sizeof health, "http://127.0.0.1:%d/health", r->local_port);
-    if (http_ok(health)) {
-        ld_set_error("port %d is already in use: set service.local.port to a free one", r->local_port);
-        return -1;
-    }
-    // its log is the run's, kept in the run directory (appended across resumes), not mixed into the console
     char *log = pathf(r, RUN_SERVE_LOG);
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        ld_set_error("%s: cannot write the local service's log: %s", log, strerror(errno));
-        free(log);
-        return -1;
-    }
     fprintf(stderr, "run: starting the local service: %s on port %d (log: %s)\n", r->local_model, r->local_port, log);
-    r->local_pid = spawn(r, argv, fd);
-    close(fd);
-    int rc = r->local_pid < 0 ? -1 : 0;
-    for (int i = 0; i < 1200 && !rc && !http_ok(health); i++) {
-        int status;
-        if (waitpid(r->local_pid, &status, WNOHANG) == r->local_pid) {
-            r->local_pid = -1;
-            print_tail(log, 5);
-            ld_set_error("the local service (llamaduo serve) exited while starting; its last lines are above (all of it: %s)", log);
-            rc = -1;
-        }
-        usleep(100 * 1000);
-    }
+    int rc = local_server_start(r->self_exe, argv, r->local_port, log, 120, &r->local);
     free(log);
     if (rc) return -1;
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", r->local_port);
-    static char base[64];  // lives as long as the process: the provider configs point at it
-    memcpy(base, url, sizeof base);
-    r->st.service.base_url = base;
-    if (r->st.judge_is_service) r->st.judges[0].base_url = base;
+    r->st.service.base_url = r->local.base_url;  // r lives as long as the provider configs that point at it
+    if (r->st.judge_is_service) r->st.judges[0].base_url = r->local.base_url;
     return 0;
 }
 
-static void stop_service(Run *r) {
-    if (r->local_pid <= 0) return;
-    kill(r->local_pid, SIGTERM);
-    int status;
-    waitpid(r->local_pid, &status, 0);
-    r->local_pid = -1;
-}
+static void stop_service(Run *r) { local_server_stop(&r->local); }
 
 // ---- the directory ----------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "ledger.h"
+#include "local_server.h"
 #include "stage_config.h"
 
 typedef struct Run {
@@ -30,7 +31,8 @@ typedef struct Run {
     const cJSON *train;  // student.train: `llamaduo train` settings
     // a service the run starts itself (service.local)
     const char *local_model;
-    int local_port, local_parallel, local_ctx, local_pid;
+    int local_port, local_parallel, local_ctx;
+    LocalServer local;  // service.local, once started
     // report
     double local_monthly_usd, local_usd_per_hour;
     Ledger *ledger;

@@ -49,25 +49,13 @@ static const OptionSpec k_judge_options[] = {
     {"service", OPT_MAP, S(judge_service), 0, 0, NULL, NULL, "the judge, when it is not the service LLM"},
     {"services", OPT_LIST, S(judge_services), 0, 0, NULL, NULL, "several judges: per-judge scores and their agreement"},
     {NULL}};
-static const OptionSpec k_privacy_options[] = {
-    {"enabled", OPT_VALUE, S(privacy_enabled), 0, 0, NULL, NULL, "scrub before any request leaves (default: on when a service is remote)"},
-    {"kinds", OPT_LIST, S(privacy.kinds), 0, 0, NULL, NULL, "what to look for: email, phone, ip, iban, card, url, api_key (default all)"},
-    {"terms", OPT_LIST, S(privacy.terms), 0, 0, NULL, NULL, "names and terms of your own (whole words, any case)"},
-    {"terms_file", OPT_STR, S(privacy.terms_file), 0, 0, NULL, NULL, "more terms, one per line"},
-    {"patterns", OPT_LIST, S(privacy.patterns), 0, 0, NULL, NULL, "your own {name, regex} (PCRE2)"},
-    {"surrogates", OPT_BOOL, S(privacy.surrogates), 0, 1, "0", NULL, "synthetic pairs get realistic stand-ins instead of placeholders"},
-    {NULL}};
 #undef S
 
 // privacy.enabled: given (true or false), or on when any service the stages call is remote (not service.local).
-static int privacy_setup(StageConfig *c, const char *path) {
-    if (c->privacy_enabled && !cJSON_IsBool(c->privacy_enabled)) {
-        ld_set_error("%s: 'privacy.enabled' must be true or false", path);
-        return -1;
-    }
+static int privacy_setup(StageConfig *c, const cJSON *section, const char *path) {
     int remote = !c->local;
     for (int j = 0; j < c->n_judges && !c->judge_is_service; j++) remote = 1;  // a judge of its own is never service.local
-    c->privacy.enabled = c->privacy_enabled ? cJSON_IsTrue(c->privacy_enabled) : remote;
+    if (privacy_config_read(section, path, remote, &c->privacy)) return -1;
     if (!c->privacy.enabled) return 0;
     c->scrubber = scrubber_new(&c->privacy, path);
     if (!c->scrubber) return -1;
@@ -113,10 +101,8 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
     int rc = -1;
     const cJSON *pv = cJSON_GetObjectItemCaseSensitive(root, "privacy");
     options_defaults(k_task_options, c), options_defaults(k_synth_options, c), options_defaults(k_judge_options, c);
-    options_defaults(k_privacy_options, c);
     if (cfg_service(svc, "service", path, &c->service, &c->limits) || options_from_json(k_task_options, c, task, "task", path) ||
-        options_from_json(k_synth_options, c, sy, "synth", path) || options_from_json(k_judge_options, c, ju, "judge", path) ||
-        options_from_json(k_privacy_options, c, pv, "privacy", path))
+        options_from_json(k_synth_options, c, sy, "synth", path) || options_from_json(k_judge_options, c, ju, "judge", path))
         goto done;
     const cJSON *jsvc = c->judge_service, *jlist = c->judge_services;
     if (jsvc && jlist) {
@@ -150,7 +136,7 @@ int stage_config_parse(cJSON *root, const char *path, const char *const *extra_t
         goto done;
     c->judge.rule = &c->rule, c->judge.check = &c->check;
     c->synth.check = &c->check;
-    if (privacy_setup(c, path)) goto done;
+    if (privacy_setup(c, pv, path)) goto done;
     rc = 0;
 done:
     return rc;

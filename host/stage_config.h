@@ -20,7 +20,6 @@ typedef struct {
     const char *judge_method;
     const cJSON *judge_pass;
     PrivacyConfig privacy;  // privacy: (on by default when a service is remote)
-    const cJSON *privacy_enabled;
     Scrubber *scrubber;  // the compiled privacy patterns, or NULL when privacy is off; every limits struct points at it
     cJSON *local;  // service.local (a model the run serves itself), detached from the tree, or NULL
     const cJSON *judge_service, *judge_services;  // judge.service / judge.services as given (read into judges[])

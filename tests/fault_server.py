@@ -18,7 +18,9 @@ privacy placeholders such as <EMAIL_1>, a pair that reuses them; other answers e
 object with scores made from the request hash; anything else gets {"echo": hash}. Every request is logged as one JSON line (--log) with its body hash,
 attempt number, fault and whether it was answered, the requests in flight and whether the key header
 matched --expect-key (the key itself is never written).
-The OpenAI Batch API is served too (tests/fault_batches.py). Usage: fault_server.py --port-file FILE --log FILE [--log-bodies] [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
+OpenAI requests with "stream": true get server-sent events (the answer in three pieces, then [DONE]); the legacy
+/v1/completions is answered too. The OpenAI Batch API is served too (tests/fault_batches.py).
+Usage: fault_server.py --port-file FILE --log FILE [--port N] [--log-bodies] [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
 """
 import argparse
 import hashlib
@@ -41,6 +43,8 @@ INFLIGHT = {}  # by group: the first word of the user text, so one test's stragg
 def last_user_text(path, body):
     if path.endswith("/chat/completions"):
         return "openai", [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+    if path.endswith("/completions"):  # the legacy Completions API: a prompt, text back
+        return "openai-completions", body["prompt"]
     if path.endswith("/v1/messages"):
         return "anthropic", [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
     if ":generateContent" in path:
@@ -49,6 +53,9 @@ def last_user_text(path, body):
 
 
 def reply(wire, text, prompt_tokens, completion_tokens=7):
+    if wire == "openai-completions":
+        return {"id": "x", "object": "text_completion", "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
     if wire == "openai":
         return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                 "finish_reason": "stop"}], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}
@@ -223,6 +230,9 @@ class Handler(BaseHTTPRequestHandler):
             answer = answer.replace('": "', '": "BADUTF8', 1)
         if fault == "offcontract" and not retried:
             answer = json.dumps({"pairs": "the wrong key"})
+        if body.get("stream") and wire.startswith("openai"):
+            self.send_stream(wire, answer)
+            return
         usage = {"usageneg": -1000000, "usagehuge": 1e30}.get(fault)
         if fault in ("numcontent", "nochoices"):
             payload = json.dumps(unusable_reply(wire, fault, len(text) // 4 + 1)).encode()
@@ -254,6 +264,28 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps(entry) + "\n")
             self.pending_entry = None
 
+    def send_stream(self, wire, answer):
+        """Server-sent events as OpenAI streams them: the answer in three pieces, a little apart, then [DONE]."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        k = max(1, len(answer) // 3)
+        pieces = [answer[i:i + k] for i in range(0, len(answer), k)]
+        chat = wire == "openai"
+        for i, piece in enumerate(pieces):
+            choice = {"index": 0, "delta": {"role": "assistant", "content": piece} if i == 0 else {"content": piece}} if chat else \
+                {"index": 0, "text": piece}
+            choice["finish_reason"] = "stop" if i == len(pieces) - 1 else None
+            event = {"id": "x", "object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
+            data = b"data: " + json.dumps(event).encode() + b"\n\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+            time.sleep(0.01)
+        done = b"data: [DONE]\n\n"
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+        self.wfile.flush()
+
     def send_huge(self):
         """200 MB of JSON-looking bytes, chunked, made as they are sent; stops when the client hangs up."""
         self.send_response(200)
@@ -271,6 +303,7 @@ def main():
     global ARGS
     ap = argparse.ArgumentParser()
     ap.add_argument("--port-file", required=True)
+    ap.add_argument("--port", type=int, default=0, help="listen here (0: any free port); the port file says which")
     ap.add_argument("--log", required=True)
     ap.add_argument("--log-bodies", action="store_true", help="log every request body too")
     ap.add_argument("--latency", type=float, default=0.0)
@@ -282,7 +315,8 @@ def main():
     class Server(ThreadingHTTPServer):
         request_queue_size = 512  # many clients connect at once: the default backlog of 5 drops SYNs
 
-    srv = Server(("127.0.0.1", 0), Handler)
+    Server.allow_reuse_address = True  # a server restarted on its old port (a service that comes back)
+    srv = Server(("127.0.0.1", ARGS.port), Handler)
     srv.daemon_threads = True
     with open(ARGS.port_file + ".tmp", "w") as f:
         f.write(str(srv.server_address[1]))

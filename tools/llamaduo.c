@@ -16,6 +16,8 @@ static const Command k_commands[] = {
     {"train", cmd_train, "fine-tune a LoRA adapter on chat records (writes a PEFT adapter)"},
     {"export", cmd_export, "merge a LoRA adapter into its base model; write an HF directory or a GGUF"},
     {"serve", cmd_serve, "serve the model behind an OpenAI-compatible HTTP API"},
+    {"proxy", cmd_proxy, "one endpoint in front of the service LLM and the student: forward, shadow, canary, failover, capture"},
+    {"capture", cmd_capture, "what the proxy captured: coverage data for a run, shadow pairs, counts"},
     {"run", cmd_run, "the closed migration loop over a run directory (resumable)"},
     {"status", cmd_status, "where a run stands"},
     {"infer", cmd_infer, "a run round's adapter answers the test prompts"},

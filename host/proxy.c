@@ -1,0 +1,749 @@
+// The proxy's request flow. One thread per connection (host/http_server.c), so a request's thread may wait on
+// its upstream: the service first (with retries, the breaker asked each time), the student when the route or a
+// failure says so. A streamed answer is relayed as it arrives; a stream's last event waits until its capture is
+// committed, so a client that saw the end of an answer has its pair stored.
+#define _GNU_SOURCE
+#include "proxy.h"
+
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http_server.h"
+#include "local_server.h"
+#include "proxy_metrics.h"
+#include "upstream.h"
+#include "util.h"
+
+typedef struct ShadowJob {
+    long capture_id;
+    char *url, *body;
+    ScrubMap *map;  // the request's placeholders, so the two answers are scrubbed alike
+    struct ShadowJob *next;
+} ShadowJob;
+
+typedef struct {
+    const ProxyConfig *c;
+    const char *service_key, *client_key;  // service.api_key_env's and proxy.api_key_env's: never written anywhere
+    char student_url[256];
+    HttpServer *http;
+    Breaker breaker;
+    pthread_mutex_t mu;  // the breaker, the canary shares, the shadow queue, stopping
+    pthread_cond_t shadow_cv;
+    ShadowJob *shadow_head, *shadow_tail;
+    int shadow_queued, stopping;
+    pthread_t *shadow_threads;
+    CaptureDb *capture;
+    Scrubber *scrubber;
+    unsigned long long sample_state;
+    ProxyMetrics m;
+} Proxy;
+
+typedef struct {  // one request (MHD's con_cls)
+    Proxy *p;
+    int refs;  // the connection's, and a streamed response's (MHD may free either first)
+    const char *bearer;  // the client's token, sent on to the service with forward_client_key (MHD's memory)
+    char *body;
+    size_t len, cap;
+    int too_big, route, stream, chat, fd;
+    double t0;
+    Answerer by;
+    Upstream *up;  // the answer being relayed
+    size_t relayed;
+    cJSON *req;  // the request's JSON
+    int capture_due, shadow_due, finished;
+} Req;
+
+// ---- small pieces -----------------------------------------------------------------------------------------
+
+// A line on stderr, at most one a second: a service that is down would otherwise write one per request.
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static double last = -1;
+    static long dropped;
+    pthread_mutex_lock(&mu);
+    double now = ld_time_s();
+    if (last >= 0 && now - last < 1.0) {
+        dropped++;
+    } else {
+        if (dropped) fprintf(stderr, "proxy: (%ld more such lines in the last second)\n", dropped);
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "proxy: ");
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, "\n");
+        va_end(ap);
+        last = now, dropped = 0;
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+static int find_route(const ProxyConfig *c, const char *model) {
+    int any = -1;
+    for (int i = 0; i < c->n_routes; i++) {
+        if (model && !strcmp(c->routes[i].model, model)) return i;
+        if (!strcmp(c->routes[i].model, "*")) any = i;
+    }
+    return any;
+}
+
+// Canary: the student's share accumulates per request and is paid out whole, so over n requests the student
+// answers share * n of them, within one, evenly spread.
+static int canary_to_student(Proxy *p, int route) {
+    pthread_mutex_lock(&p->mu);
+    Route *r = (Route *)&p->c->routes[route];
+    r->canary_due += r->share;
+    int student = r->canary_due >= 1;
+    if (student) r->canary_due -= 1;
+    pthread_mutex_unlock(&p->mu);
+    return student;
+}
+
+static int sampled(Proxy *p) {  // capture.sample of forwarded pairs (xorshift: no lock-free rand in libc)
+    if (p->c->capture_sample >= 1) return 1;
+    pthread_mutex_lock(&p->mu);
+    unsigned long long x = p->sample_state;
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    p->sample_state = x;
+    pthread_mutex_unlock(&p->mu);
+    return (double)(x >> 11) / 9007199254740992.0 < p->c->capture_sample;
+}
+
+static char *join_url(const char *base, const char *path) {  // base ends in /v1; path is /v1/...
+    size_t n = strlen(base);
+    while (n && base[n - 1] == '/') n--;
+    const char *rest = !strncmp(path, "/v1", 3) ? path + 3 : path;
+    char *u = ld_xmalloc(n + strlen(rest) + 1);
+    memcpy(u, base, n);
+    strcpy(u + n, rest);
+    return u;
+}
+
+static char *body_for_student(const Req *q, int force_no_stream) {
+    cJSON *b = cJSON_Duplicate(q->req, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(b, "model");
+    cJSON_AddStringToObject(b, "model", q->p->c->student_name);
+    if (force_no_stream) cJSON_DeleteItemFromObjectCaseSensitive(b, "stream"), cJSON_DeleteItemFromObjectCaseSensitive(b, "stream_options");
+    char *s = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return s;
+}
+
+static int client_gone(int fd) {  // a thread blocked on its upstream would not otherwise see its client hang up
+    struct pollfd pf = {fd, POLLRDHUP, 0};
+    return fd >= 0 && poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+// ---- the answer's text, for capture -----------------------------------------------------------------------
+
+static void add_text(char **acc, size_t *len, const char *piece) {
+    if (!piece) return;
+    size_t n = strlen(piece);
+    *acc = ld_xrealloc(*acc, *len + n + 1);
+    memcpy(*acc + *len, piece, n + 1);
+    *len += n;
+}
+
+static const char *choice_text(const cJSON *choice, int chat, int delta) {
+    const cJSON *t = chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, delta ? "delta" : "message"), "content")
+                          : cJSON_GetObjectItemCaseSensitive(choice, "text");
+    return cJSON_IsString(t) ? t->valuestring : NULL;
+}
+
+static const cJSON *first_choice(const cJSON *o) {
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
+    for (const cJSON *c = cJSON_IsArray(ch) ? ch->child : NULL; c; c = c->next) {
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(c, "index");
+        if (!i || (cJSON_IsNumber(i) && i->valuedouble == 0)) return c;
+    }
+    return NULL;
+}
+
+// The first choice's text from a whole body or from the events of a stream; NULL when there is none.
+static char *answer_text(const char *body, size_t len, int chat, int stream) {
+    char *acc = NULL;
+    size_t n = 0;
+    if (!stream) {
+        cJSON *o = cJSON_ParseWithLength(body, len);
+        add_text(&acc, &n, choice_text(first_choice(o), chat, 0));
+        cJSON_Delete(o);
+        return acc;
+    }
+    for (const char *l = body; l < body + len;) {
+        const char *end = memchr(l, '\n', (size_t)(body + len - l));
+        if (!end) end = body + len;
+        if (end - l > 6 && !strncmp(l, "data: ", 6) && strncmp(l + 6, "[DONE]", 6)) {
+            cJSON *o = cJSON_ParseWithLength(l + 6, (size_t)(end - l - 6));
+            add_text(&acc, &n, choice_text(first_choice(o), chat, 1));
+            cJSON_Delete(o);
+        }
+        l = end + 1;
+    }
+    return acc;
+}
+
+// The request's conversation, scrubbed, as the capture stores it: chat messages (text parts joined), or a
+// completion's prompt as one user message. NULL when scrubbing failed or there is nothing to keep.
+static char *scrubbed_messages(Proxy *p, const Req *q, ScrubMap *map) {
+    cJSON *out = cJSON_CreateArray();
+    int ok = 1;
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(q->req, "messages");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(q->req, "prompt");
+    const cJSON *list = q->chat ? msgs : NULL;
+    for (const cJSON *m = cJSON_IsArray(list) ? list->child : NULL; m && ok; m = m->next) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        char *text = NULL;
+        size_t n = 0;
+        if (cJSON_IsString(content)) add_text(&text, &n, content->valuestring);
+        for (const cJSON *part = cJSON_IsArray(content) ? content->child : NULL; part; part = part->next)
+            add_text(&text, &n, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(part, "text")));
+        char *clean = text && cJSON_IsString(role) ? scrub_text(p->scrubber, text, map, NULL) : NULL;
+        ok = clean != NULL;
+        if (clean) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "role", role->valuestring);
+            cJSON_AddStringToObject(o, "content", clean);
+            cJSON_AddItemToArray(out, o);
+        }
+        free(text), free(clean);
+    }
+    if (!q->chat && ok) {
+        char *clean = cJSON_IsString(prompt) ? scrub_text(p->scrubber, prompt->valuestring, map, NULL) : NULL;
+        ok = clean != NULL;
+        if (clean) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "role", "user");
+            cJSON_AddStringToObject(o, "content", clean);
+            cJSON_AddItemToArray(out, o);
+        }
+        free(clean);
+    }
+    char *s = ok && cJSON_GetArraySize(out) ? cJSON_PrintUnformatted(out) : NULL;
+    cJSON_Delete(out);
+    return s;
+}
+
+static void shadow_enqueue(Proxy *p, const Req *q, long id, ScrubMap *map);
+
+// The service's answer stored (and for shadow routes handed to the student): called once the whole answer is in
+// and before the client has all of it.
+static void capture_answer(Req *q) {
+    Proxy *p = q->p;
+    if (!q->capture_due || q->finished) return;
+    q->finished = 1;
+    size_t len;
+    const char *body = upstream_body(q->up, &len);
+    char *text = answer_text(body, len, q->chat, q->stream);
+    ScrubMap *map = scrub_map_new();
+    char *messages = text ? scrubbed_messages(p, q, map) : NULL;
+    char *answer = messages ? scrub_text(p->scrubber, text, map, NULL) : NULL;
+    long id = -1;
+    if (answer) {
+        const Route *r = &p->c->routes[q->route];
+        CaptureRow row = {r->model, k_route_modes[r->mode], k_answerers[q->by], messages, answer, ld_time_s() - q->t0};
+        id = capture_put(p->capture, &row);
+        if (id < 0) say("%s", ld_last_error());
+    }
+    proxy_metrics_add(&p->m, id >= 0 ? &p->m.captured : &p->m.capture_errors, 1);
+    if (id >= 0 && q->shadow_due)
+        shadow_enqueue(p, q, id, map);
+    else
+        scrub_map_free(map);
+    free(text), free(messages), free(answer);
+}
+
+// ---- shadowing --------------------------------------------------------------------------------------------
+
+static void shadow_enqueue(Proxy *p, const Req *q, long id, ScrubMap *map) {
+    pthread_mutex_lock(&p->mu);
+    int full = p->shadow_queued >= p->c->shadow_queue || p->stopping;
+    if (!full) {
+        ShadowJob *j = ld_xcalloc(1, sizeof *j);
+        j->capture_id = id, j->map = map, j->body = body_for_student(q, 1);
+        j->url = join_url(p->student_url, q->chat ? "/v1/chat/completions" : "/v1/completions");
+        if (p->shadow_tail)
+            p->shadow_tail->next = j;
+        else
+            p->shadow_head = j;
+        p->shadow_tail = j, p->shadow_queued++;
+        pthread_cond_signal(&p->shadow_cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (full) scrub_map_free(map), proxy_metrics_add(&p->m, &p->m.shadow_dropped, 1);
+}
+
+static void shadow_answer(Proxy *p, ShadowJob *j) {
+    double t0 = ld_time_s();
+    UpstreamRequest ur = {j->url, j->body, strlen(j->body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20};
+    Upstream *u = upstream_start(&ur);
+    int ok = !upstream_wait_all(u) && upstream_status(u) == 200;
+    size_t len;
+    const char *body = upstream_body(u, &len);
+    char *text = ok ? answer_text(body, len, strstr(j->url, "/chat/") != NULL, 0) : NULL;
+    char *clean = text ? scrub_text(p->scrubber, text, j->map, NULL) : NULL;
+    char why[320];
+    snprintf(why, sizeof why, "%s", upstream_failed(u) ? upstream_error(u) : clean ? "" : "the student's answer had no text");
+    if (!upstream_failed(u) && upstream_status(u) != 200) snprintf(why, sizeof why, "the student answered HTTP %ld", upstream_status(u));
+    if (capture_set_shadow(p->capture, j->capture_id, clean, clean ? NULL : why, ld_time_s() - t0)) say("%s", ld_last_error());
+    proxy_metrics_add(&p->m, clean ? &p->m.shadow_ok : &p->m.shadow_failed, 1);
+    upstream_free(u);
+    free(text), free(clean);
+}
+
+static void *shadow_main(void *arg) {
+    Proxy *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->shadow_head && !p->stopping) pthread_cond_wait(&p->shadow_cv, &p->mu);
+        ShadowJob *j = p->shadow_head;
+        if (!j) break;  // stopping, and nothing left
+        if (!(p->shadow_head = j->next)) p->shadow_tail = NULL;
+        p->shadow_queued--;
+        pthread_mutex_unlock(&p->mu);
+        shadow_answer(p, j);
+        scrub_map_free(j->map), free(j->url), free(j->body), free(j);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+// ---- upstreams --------------------------------------------------------------------------------------------
+
+static int service_failure(const Upstream *u) {  // what the breaker counts and failover answers for
+    long s = upstream_status(u);
+    return !s || s == 429 || s >= 500;
+}
+
+static double retry_wait(const Proxy *p, const Upstream *u, int attempt) {  // -1: do not try again
+    const char *ra = upstream_status(u) == 429 ? upstream_header(u, "Retry-After") : NULL;
+    if (ra) {
+        char *end;
+        double v = strtod(ra, &end);
+        return end != ra && v >= 0 && isfinite(v) && v <= p->c->retry_after_max_s ? v : -1;
+    }
+    double base = 0.05 * (1 << attempt);
+    return base > 1 ? 1 : base;
+}
+
+// The service's answer with its headers in, or NULL when it failed (*last: its last failed answer, if it had a
+// status, for relaying when there is no failover; *why: the failover reason).
+static Upstream *ask_service(Proxy *p, Req *q, const char *path, Upstream **last, FailoverReason *why) {
+    *last = NULL;
+    char *url = join_url(p->c->service_url, path), auth[4096] = "";
+    const char *key = p->c->forward_client_key ? q->bearer : p->service_key;
+    if (key) snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+    Upstream *ok = NULL;
+    for (int attempt = 0; attempt < p->c->max_attempts && !ok; attempt++) {
+        pthread_mutex_lock(&p->mu);
+        int allowed = breaker_allow(&p->breaker, ld_time_s());
+        pthread_mutex_unlock(&p->mu);
+        if (!allowed) {
+            *why = FAILOVER_BREAKER;
+            break;
+        }
+        UpstreamRequest ur = {url,  q->body, q->len, key ? auth : NULL, p->c->connect_timeout_s, p->c->timeout_s, p->c->first_byte_timeout_s,
+                              16 << 20};
+        Upstream *u = upstream_start(&ur);
+        upstream_wait_headers(u);
+        int failed = service_failure(u);
+        if (failed && upstream_status(u)) upstream_wait_all(u);  // an error body is short: relayed whole if it stands
+        pthread_mutex_lock(&p->mu);
+        breaker_result(&p->breaker, !failed, ld_time_s());
+        pthread_mutex_unlock(&p->mu);
+        if (!failed) {
+            ok = u;
+            break;
+        }
+        *why = upstream_status(u) ? FAILOVER_STATUS : FAILOVER_ERROR;
+        if (upstream_status(u))
+            say("the service answered HTTP %ld (attempt %d of %d)", upstream_status(u), attempt + 1, p->c->max_attempts);
+        else
+            say("the service failed: %s (attempt %d of %d)", upstream_error(u), attempt + 1, p->c->max_attempts);
+        upstream_free(*last);
+        *last = u;
+        double wait = attempt + 1 < p->c->max_attempts ? retry_wait(p, u, attempt) : -1;
+        if (wait < 0) break;
+        proxy_metrics_add(&p->m, &p->m.retries, 1);
+        usleep((useconds_t)(wait * 1e6));
+    }
+    memset(auth, 0, sizeof auth);
+    free(url);
+    return ok;
+}
+
+static Upstream *ask_student(Proxy *p, Req *q, const char *path) {
+    char *url = join_url(p->student_url, path), *body = body_for_student(q, 0);
+    UpstreamRequest ur = {url, body, strlen(body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20};
+    Upstream *u = upstream_start(&ur);
+    upstream_wait_headers(u);
+    free(url), free(body);
+    if (!upstream_failed(u) && upstream_status(u) != 200 && upstream_status(u) < 500) return u;  // the client's error: relayed
+    if (upstream_failed(u) || upstream_status(u) != 200) {
+        if (upstream_status(u)) upstream_wait_all(u);
+        if (upstream_failed(u))
+            say("the student failed: %s", upstream_error(u));
+        else
+            say("the student answered HTTP %ld", upstream_status(u));
+        upstream_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+// ---- answering --------------------------------------------------------------------------------------------
+
+static void add_headers(struct MHD_Response *r, const Req *q, int failover) {
+    MHD_add_response_header(r, "X-Llamaduo-Answered-By", k_answerers[q->by]);
+    MHD_add_response_header(r, "X-Llamaduo-Route", q->p->c->routes[q->route].model);
+    if (failover) MHD_add_response_header(r, "X-Llamaduo-Failover", "true");
+}
+
+static enum MHD_Result send_error_from(Req *q, struct MHD_Connection *c, const ApiError *e) {
+    proxy_metrics_request(&q->p->m, q->route >= 0 ? q->route : 0, BY_NONE, e->status, ld_time_s() - q->t0);
+    return http_send_error(c, e);
+}
+
+// MHD pulls a stream's bytes here (its thread may wait): relayed as they come, except a final "data: [DONE]",
+// held until the answer is captured.
+static ssize_t relay_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    Req *q = cls;
+    for (;;) {
+        size_t len;
+        const char *body = upstream_body(q->up, &len);
+        int done = upstream_done(q->up);
+        size_t upto = len;
+        if (!done && q->capture_due) {
+            const char *end = memmem(body + q->relayed, len - q->relayed, "data: [DONE]", 12);
+            if (end) upto = (size_t)(end - body);
+        }
+        if (done && !upstream_failed(q->up)) capture_answer(q);
+        if (upto > q->relayed) {
+            size_t n = upto - q->relayed < max ? upto - q->relayed : max;
+            memcpy(buf, body + q->relayed, n);
+            q->relayed += n;
+            return (ssize_t)n;
+        }
+        if (done) return upstream_failed(q->up) ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+        if (client_gone(q->fd)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        upstream_pump(q->up, 0.2);
+    }
+}
+
+static void req_release(Req *q) {
+    pthread_mutex_lock(&q->p->mu);
+    int left = --q->refs;
+    pthread_mutex_unlock(&q->p->mu);
+    if (left) return;
+    proxy_metrics_add(&q->p->m, &q->p->m.in_flight, -1);
+    upstream_free(q->up);
+    cJSON_Delete(q->req);
+    free(q->body), free(q);
+}
+
+static void relay_done(void *cls) {  // the stream is over, sent or not
+    Req *q = cls;
+    proxy_metrics_request(&q->p->m, q->route, q->by, upstream_failed(q->up) ? 0 : 200, ld_time_s() - q->t0);
+    req_release(q);
+}
+
+static enum MHD_Result relay(Req *q, struct MHD_Connection *c, int failover) {
+    Upstream *u = q->up;
+    long status = upstream_status(u);
+    struct MHD_Response *r;
+    if (q->stream && status == 200) {
+        pthread_mutex_lock(&q->p->mu);
+        q->refs++;
+        pthread_mutex_unlock(&q->p->mu);
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, relay_reader, q, relay_done);
+        MHD_add_response_header(r, "Content-Type", "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+    } else {
+        if (upstream_wait_all(u) && !q->stream) {  // broke mid-answer: nothing whole to give
+            ApiError e = {0};
+            api_error_set(&e, 502, "server_error", NULL, NULL, "the %s's answer broke off: %s", k_answerers[q->by], upstream_error(u));
+            return send_error_from(q, c, &e);
+        }
+        if (status == 200) capture_answer(q);
+        size_t len;
+        const char *body = upstream_body(u, &len);
+        r = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+        const char *type = upstream_content_type(u);
+        MHD_add_response_header(r, "Content-Type", *type ? type : "application/json");
+        proxy_metrics_request(&q->p->m, q->route, q->by, (int)status, ld_time_s() - q->t0);
+    }
+    add_headers(r, q, failover);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+// Who answers, and the answer relayed: the route's mode picks the service or the student; a failing service is
+// answered for by the student where the route fails over; a failing canary student by the service.
+static enum MHD_Result answer_completion(Req *q, struct MHD_Connection *c, const char *path) {
+    Proxy *p = q->p;
+    ApiError e = {0};
+    q->req = cJSON_ParseWithLength(q->body ? q->body : "", q->len);
+    if (!cJSON_IsObject(q->req)) {
+        api_error_set(&e, 400, "invalid_request_error", NULL, NULL, "the request body is not a JSON object");
+        return send_error_from(q, c, &e);
+    }
+    const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(q->req, "model"));
+    q->route = find_route(p->c, model);
+    if (q->route < 0) {
+        api_error_set(&e, 404, "invalid_request_error", "model", "model_not_found", "The model '%s' has no route on this proxy", model ? model : "");
+        return send_error_from(q, c, &e);
+    }
+    const Route *r = &p->c->routes[q->route];
+    q->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(q->req, "stream"));
+    q->chat = !strcmp(path, "/v1/chat/completions");
+    int student = r->mode == MODE_LOCAL || (r->mode == MODE_CANARY && canary_to_student(p, q->route)), failover = 0;
+    if (student) {
+        q->by = BY_STUDENT;
+        if ((q->up = ask_student(p, q, path))) return relay(q, c, 0);
+        if (r->mode != MODE_CANARY) {
+            api_error_set(&e, 503, "server_error", NULL, NULL, "the local model could not answer (see the proxy's log)");
+            return send_error_from(q, c, &e);
+        }
+        proxy_metrics_add(&p->m, &p->m.student_fallbacks, 1);
+    }
+    Upstream *last = NULL;
+    FailoverReason why = FAILOVER_ERROR;
+    q->by = BY_SERVICE;
+    q->up = ask_service(p, q, path, &last, &why);
+    if (q->up) {
+        upstream_free(last);
+        q->capture_due = p->capture && upstream_status(q->up) == 200 && (r->mode == MODE_SHADOW || sampled(p));
+        q->shadow_due = r->mode == MODE_SHADOW;
+        return relay(q, c, 0);
+    }
+    if (r->failover && !student) {
+        proxy_metrics_add(&p->m, &p->m.failovers[q->route][why], 1);
+        q->by = BY_STUDENT, failover = 1;
+        if ((q->up = ask_student(p, q, path))) {
+            upstream_free(last);
+            return relay(q, c, failover);
+        }
+    }
+    if (last && !failover) {  // the service's own error, as it sent it
+        q->by = BY_SERVICE, q->up = last;
+        return relay(q, c, 0);
+    }
+    upstream_free(last);
+    if (why == FAILOVER_BREAKER)
+        api_error_set(&e, 503, "server_error", NULL, NULL, "the service is failing (its circuit breaker is open)%s",
+                      failover ? " and the local model could not answer" : "");
+    else
+        api_error_set(&e, 502, "server_error", NULL, NULL, "the service could not be reached%s", failover ? ", nor the local model" : "");
+    return send_error_from(q, c, &e);
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, const char *type, char *text) {  // takes text
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_health(Proxy *p, struct MHD_Connection *c) {
+    pthread_mutex_lock(&p->mu);
+    BreakerState b = p->breaker.state;
+    int stopping = p->stopping, shadow = p->shadow_queued;
+    pthread_mutex_unlock(&p->mu);
+    char *s = ld_xmalloc(256);
+    snprintf(s, 256, "{\"status\":\"%s\",\"breaker\":\"%s\",\"connections\":%d,\"shadow_queued\":%d}", stopping ? "stopping" : "ok",
+             breaker_state_name(b), http_connections(p->http), shadow);
+    return http_send_json(c, 200, s);
+}
+
+static enum MHD_Result send_metrics(Proxy *p, struct MHD_Connection *c) {
+    pthread_mutex_lock(&p->mu);
+    BreakerState b = p->breaker.state;
+    long opened = p->breaker.times_opened;
+    pthread_mutex_unlock(&p->mu);
+    return send_text(c, "text/plain; version=0.0.4", proxy_metrics_text(&p->m, p->c, b, opened));
+}
+
+// Everything the headers decide is answered before the body is read: the route, the method, the key.
+static int answer_from_headers(Proxy *p, struct MHD_Connection *c, const char *url, const char *method, enum MHD_Result *ret) {
+    ApiError e = {0};
+    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    int open_route = !strcmp(url, "/health") || !strcmp(url, "/metrics");
+    int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions");
+    if (!open_route && !completion)
+        api_error_set(&e, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
+    else if (!(open_route ? get : post))
+        api_error_set(&e, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
+    else if (completion && !http_bearer_ok(c, p->client_key))
+        api_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
+    else if (completion && p->c->forward_client_key && !http_bearer(c))
+        api_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "send your service API key as 'Authorization: Bearer <key>'");
+    else
+        return 0;
+    *ret = http_send_error(c, &e);
+    return 1;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method, const char *version,
+                                  const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    Proxy *p = cls;
+    Req *q = *con_cls;
+    if (!q) {
+        enum MHD_Result ret;
+        if (answer_from_headers(p, c, url, method, &ret)) return ret;
+        q = *con_cls = ld_xcalloc(1, sizeof(Req));
+        q->p = p, q->refs = 1, q->t0 = ld_time_s(), q->route = -1;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        q->fd = ci ? ci->connect_fd : -1;
+        proxy_metrics_add(&p->m, &p->m.in_flight, 1);
+        return MHD_YES;
+    }
+    if (*upload_size) {  // past the limit the body is read and dropped, then answered 413
+        if (q->len + *upload_size > (size_t)p->c->max_body) {
+            q->too_big = 1;
+        } else {
+            if (q->len + *upload_size + 1 > q->cap) q->body = ld_xrealloc(q->body, q->cap = (q->len + *upload_size + 1) * 2);
+            memcpy(q->body + q->len, upload, *upload_size);
+            q->len += *upload_size;
+            q->body[q->len] = 0;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!strcmp(url, "/health")) return send_health(p, c);
+    if (!strcmp(url, "/metrics")) return send_metrics(p, c);
+    if (q->too_big) {
+        ApiError e = {0};
+        api_error_set(&e, 413, "invalid_request_error", NULL, NULL, "the request body is larger than %d bytes", p->c->max_body);
+        return send_error_from(q, c, &e);
+    }
+    pthread_mutex_lock(&p->mu);
+    int stopping = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (stopping) {
+        ApiError e = {0};
+        api_error_set(&e, 503, "server_error", NULL, NULL, "the proxy is shutting down");
+        return send_error_from(q, c, &e);
+    }
+    q->bearer = http_bearer(c);
+    return answer_completion(q, c, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
+    (void)cls, (void)c, (void)why;
+    if (*con_cls) req_release(*con_cls);
+    *con_cls = NULL;
+}
+
+// ---- running ----------------------------------------------------------------------------------------------
+
+// The student as a `llamaduo serve` child of the proxy, on a free port.
+static int start_student(const ProxyConfig *c, const char *self_exe, LocalServer *ls) {
+    int port = local_server_free_port();
+    if (port < 0) {
+        ld_set_error("no free port for the student's server");
+        return -1;
+    }
+    char port_s[16], par[16], ctx[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    snprintf(par, sizeof par, "%d", c->student_parallel);
+    snprintf(ctx, sizeof ctx, "%d", c->student_ctx);
+    char *argv[20] = {"llamaduo", "serve", "--model", (char *)c->student_model, "--port", port_s, "--parallel", par, "--ctx", ctx,
+                      "--name", (char *)c->student_name, "--device", (char *)c->student_device, "--queue", "4096"};
+    int n = 16;
+    if (c->student_adapter) argv[n++] = "--adapter", argv[n++] = (char *)c->student_adapter;
+    fprintf(stderr, "proxy: starting the student: %s%s%s on port %d (log: %s)\n", c->student_model, c->student_adapter ? " + " : "",
+            c->student_adapter ? c->student_adapter : "", port, c->student_log);
+    return local_server_start(self_exe, argv, port, c->student_log, 300, ls);
+}
+
+// Captured pairs are scrubbed of secrets always (URLs with credentials, API keys), and of personal data too when
+// the config's privacy section is on.
+static Scrubber *capture_scrubber(const ProxyConfig *c, const char *path, cJSON **kinds) {
+    PrivacyConfig pc = c->privacy;
+    if (!pc.enabled) {
+        *kinds = cJSON_CreateArray();
+        cJSON_AddItemToArray(*kinds, cJSON_CreateString("url"));
+        cJSON_AddItemToArray(*kinds, cJSON_CreateString("api_key"));
+        pc = (PrivacyConfig){.enabled = 1, .kinds = *kinds};
+    }
+    return scrubber_new(&pc, path);
+}
+
+static void wait_drained(Proxy *p, double drain_s) {
+    for (double t0 = ld_time_s(); ld_time_s() - t0 < drain_s; usleep(50 * 1000)) {
+        pthread_mutex_lock(&p->m.mu);
+        long busy = p->m.in_flight;
+        pthread_mutex_unlock(&p->m.mu);
+        if (!busy) return;
+    }
+}
+
+int proxy_run(const ProxyConfig *c, const char *config_path, const char *self_exe) {
+    Proxy p = {.c = c, .sample_state = 0x9E3779B97F4A7C15ULL};
+    p.service_key = c->service_key_env ? getenv(c->service_key_env) : NULL;
+    p.client_key = c->api_key_env ? getenv(c->api_key_env) : NULL;
+    cJSON *kinds = NULL;
+    LocalServer student = {.pid = -1};
+    int rc = -1;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.shadow_cv, NULL);
+    proxy_metrics_init(&p.m);
+    breaker_init(&p.breaker, c->breaker_failures, c->breaker_window_s, c->breaker_cooldown_s);
+    // SIGTERM / SIGINT are taken by sigwait below: blocked before any thread starts, so all inherit it
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (!(p.scrubber = capture_scrubber(c, config_path, &kinds))) goto done;
+    if (c->capture_db && *c->capture_db && !(p.capture = capture_open(c->capture_db))) goto done;
+    if (c->student_model && start_student(c, self_exe, &student)) goto done;
+    snprintf(p.student_url, sizeof p.student_url, "%s", c->student_model ? student.base_url : c->student_url ? c->student_url : "");
+    p.shadow_threads = ld_xcalloc((size_t)c->shadow_workers, sizeof(pthread_t));
+    for (int i = 0; i < c->shadow_workers; i++) pthread_create(&p.shadow_threads[i], NULL, shadow_main, &p);
+    p.http = http_start((HttpOptions){"proxy", c->host, c->port, 0, c->max_connections, c->per_client, c->header_timeout_s, c->body_timeout_s,
+                                      on_request, on_completed, &p});
+    if (p.http) {
+        fprintf(stderr, "proxy: on http://%s:%u/v1 -> service %s%s%s; %d route(s); capture %s\n", c->host, http_port(p.http), c->service_url,
+                *p.student_url ? ", student " : "", p.student_url, c->n_routes, p.capture ? c->capture_db : "off");
+        for (int i = 0; i < c->n_routes; i++)
+            fprintf(stderr, "proxy:   model %s: %s%s\n", c->routes[i].model, k_route_modes[c->routes[i].mode],
+                    c->routes[i].failover ? ", failover to the student" : "");
+        int sig;
+        sigwait(&sigs, &sig);
+        fprintf(stderr, "proxy: %s: finishing requests in flight (up to %.0fs)\n", sig == SIGTERM ? "SIGTERM" : "SIGINT", c->drain_s);
+        pthread_mutex_lock(&p.mu);
+        p.stopping = 1;
+        pthread_mutex_unlock(&p.mu);
+        http_quiesce(p.http);
+        wait_drained(&p, c->drain_s);
+        http_stop(p.http);
+        rc = 0;
+    }
+    pthread_mutex_lock(&p.mu);
+    p.stopping = 1;  // the shadow workers finish what is queued, then end
+    pthread_cond_broadcast(&p.shadow_cv);
+    pthread_mutex_unlock(&p.mu);
+    for (int i = 0; i < c->shadow_workers; i++) pthread_join(p.shadow_threads[i], NULL);
+    free(p.shadow_threads);
+    if (rc == 0) fprintf(stderr, "proxy: stopped\n");
+done:
+    local_server_stop(&student);
+    capture_close(p.capture);
+    scrubber_free(p.scrubber);
+    cJSON_Delete(kinds);
+    breaker_free(&p.breaker);
+    return rc;
+}

@@ -378,3 +378,52 @@ char *api_models_json(const char *model, long created) {
     cJSON_AddItemToArray(arr, m);
     return print_json(o);
 }
+
+// ---- a reply's text (what the proxy captures) -------------------------------------------------------------
+
+static void append_text(char **acc, size_t *len, const char *piece) {
+    if (!piece) return;
+    size_t n = strlen(piece);
+    *acc = ld_xrealloc(*acc, *len + n + 1);
+    memcpy(*acc + *len, piece, n + 1);
+    *len += n;
+}
+
+static const char *choice_text(const cJSON *choice, int chat, int delta) {
+    const cJSON *t = chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, delta ? "delta" : "message"), "content")
+                          : cJSON_GetObjectItemCaseSensitive(choice, "text");
+    return cJSON_IsString(t) ? t->valuestring : NULL;
+}
+
+static const cJSON *first_choice(const cJSON *o) {
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
+    for (const cJSON *c = cJSON_IsArray(ch) ? ch->child : NULL; c; c = c->next) {
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(c, "index");
+        if (!i || (cJSON_IsNumber(i) && i->valuedouble == 0)) return c;
+    }
+    return NULL;
+}
+
+char *api_reply_text(const char *body, size_t len, ApiKind kind, int stream) {
+    int chat = kind == API_CHAT;
+    char *acc = NULL;
+    size_t n = 0;
+    if (!stream) {
+        cJSON *o = cJSON_ParseWithLength(body, len);
+        append_text(&acc, &n, choice_text(first_choice(o), chat, 0));
+        cJSON_Delete(o);
+        return acc;
+    }
+    for (const char *l = body; l < body + len;) {
+        const char *end = memchr(l, '\n', (size_t)(body + len - l));
+        if (!end) end = body + len;
+        if (end - l > 6 && !strncmp(l, "data: ", 6) && strncmp(l + 6, "[DONE]", 6)) {
+            cJSON *o = cJSON_ParseWithLength(l + 6, (size_t)(end - l - 6));
+            append_text(&acc, &n, choice_text(first_choice(o), chat, 1));
+            cJSON_Delete(o);
+        }
+        l = end + 1;
+    }
+    return acc;
+}
+

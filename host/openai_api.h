@@ -68,3 +68,6 @@ char *api_chunk_event(ApiKind kind, const char *id, long created, const char *mo
                       const char *finish);
 char *api_usage_event(ApiKind kind, const char *id, long created, const char *model, int prompt_tokens, int completion_tokens);
 char *api_models_json(const char *model, long created);
+// The first choice's text from a reply: a whole body, or the events of a stream (data: lines, deltas joined).
+// NULL when there is none. Outside input: anything is accepted, nothing is trusted.
+char *api_reply_text(const char *body, size_t len, ApiKind kind, int stream);

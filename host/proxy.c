@@ -141,7 +141,7 @@ static int client_gone(int fd) {  // a thread blocked on its upstream would not 
     return fd >= 0 && poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-// ---- the answer's text, for capture -----------------------------------------------------------------------
+// ---- capture ---------------------------------------------------------------------------------------------
 
 static void add_text(char **acc, size_t *len, const char *piece) {
     if (!piece) return;
@@ -149,44 +149,6 @@ static void add_text(char **acc, size_t *len, const char *piece) {
     *acc = ld_xrealloc(*acc, *len + n + 1);
     memcpy(*acc + *len, piece, n + 1);
     *len += n;
-}
-
-static const char *choice_text(const cJSON *choice, int chat, int delta) {
-    const cJSON *t = chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, delta ? "delta" : "message"), "content")
-                          : cJSON_GetObjectItemCaseSensitive(choice, "text");
-    return cJSON_IsString(t) ? t->valuestring : NULL;
-}
-
-static const cJSON *first_choice(const cJSON *o) {
-    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
-    for (const cJSON *c = cJSON_IsArray(ch) ? ch->child : NULL; c; c = c->next) {
-        const cJSON *i = cJSON_GetObjectItemCaseSensitive(c, "index");
-        if (!i || (cJSON_IsNumber(i) && i->valuedouble == 0)) return c;
-    }
-    return NULL;
-}
-
-// The first choice's text from a whole body or from the events of a stream; NULL when there is none.
-static char *answer_text(const char *body, size_t len, int chat, int stream) {
-    char *acc = NULL;
-    size_t n = 0;
-    if (!stream) {
-        cJSON *o = cJSON_ParseWithLength(body, len);
-        add_text(&acc, &n, choice_text(first_choice(o), chat, 0));
-        cJSON_Delete(o);
-        return acc;
-    }
-    for (const char *l = body; l < body + len;) {
-        const char *end = memchr(l, '\n', (size_t)(body + len - l));
-        if (!end) end = body + len;
-        if (end - l > 6 && !strncmp(l, "data: ", 6) && strncmp(l + 6, "[DONE]", 6)) {
-            cJSON *o = cJSON_ParseWithLength(l + 6, (size_t)(end - l - 6));
-            add_text(&acc, &n, choice_text(first_choice(o), chat, 1));
-            cJSON_Delete(o);
-        }
-        l = end + 1;
-    }
-    return acc;
 }
 
 // The request's conversation, scrubbed, as the capture stores it: chat messages (text parts joined), or a
@@ -240,7 +202,7 @@ static void capture_answer(Req *q) {
     q->finished = 1;
     size_t len;
     const char *body = upstream_body(q->up, &len);
-    char *text = answer_text(body, len, q->chat, q->stream);
+    char *text = api_reply_text(body, len, q->chat ? API_CHAT : API_COMPLETION, q->stream);
     ScrubMap *map = scrub_map_new();
     char *messages = text ? scrubbed_messages(p, q, map) : NULL;
     char *answer = messages ? scrub_text(p->scrubber, text, map, NULL) : NULL;
@@ -286,7 +248,7 @@ static void shadow_answer(Proxy *p, ShadowJob *j) {
     int ok = !upstream_wait_all(u) && upstream_status(u) == 200;
     size_t len;
     const char *body = upstream_body(u, &len);
-    char *text = ok ? answer_text(body, len, strstr(j->url, "/chat/") != NULL, 0) : NULL;
+    char *text = ok ? api_reply_text(body, len, strstr(j->url, "/chat/") ? API_CHAT : API_COMPLETION, 0) : NULL;
     char *clean = text ? scrub_text(p->scrubber, text, j->map, NULL) : NULL;
     char why[320];
     snprintf(why, sizeof why, "%s", upstream_failed(u) ? upstream_error(u) : clean ? "" : "the student's answer had no text");

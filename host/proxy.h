@@ -56,6 +56,7 @@ typedef struct {
 
 // Reads and checks the whole config (every key, the routes, the key variables); -1 with an error naming the key.
 int proxy_config_load(const char *path, ProxyConfig *c);
+int proxy_config_parse(cJSON *root, const char *path, ProxyConfig *c);  // takes root (proxy_config_free frees it)
 void proxy_config_free(ProxyConfig *c);
 
 // Runs the proxy until SIGTERM or SIGINT: starts the student when it is a model to serve (self_exe serves it),

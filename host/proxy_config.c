@@ -134,9 +134,17 @@ static int check_keys(const ProxyConfig *c, const char *path) {
 }
 
 int proxy_config_load(const char *path, ProxyConfig *c) {
+    cJSON *root = config_load(path);
+    if (!root) {
+        memset(c, 0, sizeof *c);
+        return -1;
+    }
+    return proxy_config_parse(root, path, c);
+}
+
+int proxy_config_parse(cJSON *root, const char *path, ProxyConfig *c) {
     memset(c, 0, sizeof *c);
-    c->root = config_load(path);
-    if (!c->root) return -1;
+    c->root = root;
     static const char *const top[] = {"proxy", "service", "student", "routes", "breaker", "capture", "shadow", "privacy", NULL};
     if (cfg_check_keys(c->root, "", top, path)) return -1;
     struct {
@@ -165,6 +173,12 @@ int proxy_config_load(const char *path, ProxyConfig *c) {
                      path);
         return -1;
     }
+    const char *paths[2] = {c->student_model, c->student_adapter}, *names[2] = {"student.model", "student.adapter"};
+    for (int i = 0; i < 2; i++)
+        if (paths[i] && !ld_file_exists(paths[i]) && !ld_is_dir(paths[i])) {
+            ld_set_error("%s: %s: %s does not exist", path, names[i], paths[i]);
+            return -1;
+        }
     return check_keys(c, path);
 }
 

@@ -9,7 +9,7 @@ nojson (a reply without a JSON object); and, for judge prompts, badscore (scores
 (grades in words, no JSON), which hold only while the prompt carries no "retry N" marker.
 Hostile ones: ra86400, rainf, radate (429 with Retry-After 86400, "inf", an HTTP date a day ahead);
 usageneg, usagehuge (usage of -1000000 and 1e30 tokens); badutf8 (the answer carries the bytes ff fe);
-huge (a 200 MB chunked body); numcontent, nochoices (a 200 whose content is a number / whose choices are
+huge (a 200 MB chunked body); slowstream (a streamed answer's pieces 0.4 s apart); numcontent, nochoices (a 200 whose content is a number / whose choices are
 empty, usage included); offcontract (for synthesis prompts: JSON without "contents", unless retried).
 
 Successful answers follow the request: a synthesis prompt (asking for {"contents": ...}) gets N pairs made
@@ -184,7 +184,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(ARGS.latency)
         if client_gone(self.connection):
             fault = "client_gone"  # killed while waiting: it never gets this answer, so asking again is fine
-        answered = fault in ("none", "slow", "nojson", "badscore", "prose", "usageneg", "usagehuge", "offcontract", "badutf8",
+        answered = fault in ("none", "slow", "slowstream", "nojson", "badscore", "prose", "usageneg", "usagehuge", "offcontract", "badutf8",
                              "numcontent", "nochoices")
         entry = {"t": arrived, "hash": h, "wire": wire, "attempt": attempt, "fault": fault, "answered": answered,
                  "inflight": inflight, "key_ok": key_ok}
@@ -231,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
         if fault == "offcontract" and not retried:
             answer = json.dumps({"pairs": "the wrong key"})
         if body.get("stream") and wire.startswith("openai"):
-            self.send_stream(wire, answer)
+            self.send_stream(wire, answer, 0.4 if fault == "slowstream" else 0.01)
             return
         usage = {"usageneg": -1000000, "usagehuge": 1e30}.get(fault)
         if fault in ("numcontent", "nochoices"):
@@ -264,8 +264,8 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(json.dumps(entry) + "\n")
             self.pending_entry = None
 
-    def send_stream(self, wire, answer):
-        """Server-sent events as OpenAI streams them: the answer in three pieces, a little apart, then [DONE]."""
+    def send_stream(self, wire, answer, gap):
+        """Server-sent events as OpenAI streams them: the answer in three pieces, gap seconds apart, then [DONE]."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -281,7 +281,7 @@ class Handler(BaseHTTPRequestHandler):
             data = b"data: " + json.dumps(event).encode() + b"\n\n"
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
-            time.sleep(0.01)
+            time.sleep(gap)
         done = b"data: [DONE]\n\n"
         self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
         self.wfile.flush()

@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from pyharness import bad, check, finish, free_port, ok
+
 try:
     import openai
 except ImportError:
@@ -34,32 +36,6 @@ BIN = os.path.join(sys.argv[1], "llamaduo")
 SRC = sys.argv[2]
 SMOL = os.path.join(SRC, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 TINY = os.path.join(SRC, "tests", "fixtures", "tiny", "llama.gguf")
-passed = failed = 0
-
-
-def ok(name):
-    global passed
-    passed += 1
-    print("ok  ", name, flush=True)
-
-
-def bad(name, why=""):
-    global failed
-    failed += 1
-    print("FAIL", name, why, flush=True)
-
-
-def check(cond, name, why=""):
-    (ok if cond else bad)(name, *([why] if not cond else []))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
 
 class Server:
     def __init__(self, model, *args, env=None):
@@ -534,5 +510,4 @@ if __name__ == "__main__":
     else:
         functional()
         hostile()
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    finish()

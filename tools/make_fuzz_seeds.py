@@ -13,7 +13,7 @@ TINY = os.path.join(ROOT, "tests", "fixtures", "tiny")
 
 
 def main():
-    # the seeds this script writes (judge_reply, provider_reply, yaml_config are written by hand)
+    # the seeds this script writes (judge_reply, provider_reply, yaml_config, api_reply are written by hand)
     for d in ("safetensors", "gguf", "tokenizer_json", "hf_config", "openai_request"):
         shutil.rmtree(os.path.join(SEEDS, d), ignore_errors=True)
         os.makedirs(os.path.join(SEEDS, d))

@@ -1,10 +1,11 @@
 // libFuzzer: YAML config reading, the strict service-section checks, the stage sections (task.check compiled:
 // labels, PCRE2 regex, JSON schema; judge.method and the judge.pass rule, evaluated against a fixed metrics object)
-// and the training options' schema (student.train / train:) on whatever parses.
+// the training options' schema (student.train / train:) and the proxy's config on whatever parses.
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "config.h"
+#include "proxy.h"
 #include "stage_config.h"
 #include "train_options.h"
 
@@ -37,6 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     stage_config_free(&st);
     cJSON_Delete(st.local);
+    ProxyConfig pc;
+    proxy_config_parse(cJSON_Duplicate(root, 1), "fuzz.yaml", &pc);
+    proxy_config_free(&pc);
     cJSON_Delete(root);
     return 0;
 }

@@ -2,6 +2,7 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -163,7 +164,9 @@ HttpServer *http_start(HttpOptions o) {
     pthread_create(&h->reaper, NULL, reaper_main, h);
     // MHD's own timeout restarts with every byte and is off while a connection is suspended: it only ends
     // connections that stall outright (a client that stops reading its answer); the reaper keeps the deadlines
-    unsigned idle = (unsigned)(o.header_timeout > o.body_timeout ? o.header_timeout : o.body_timeout);
+    // (a handler that waits, as the proxy's do on their upstream, must stay under it: MHD checks it when they return)
+    double longer = o.header_timeout > o.body_timeout ? o.header_timeout : o.body_timeout;
+    unsigned idle = (unsigned)ceil(o.idle_timeout > 0 ? o.idle_timeout : longer);
     unsigned flags = MHD_USE_ERROR_LOG |
                      (o.threads ? MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME : MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD);
     // a connection's buffers over 32 KiB are mapped apart and unmapped at close (smaller ones come from malloc,
@@ -218,6 +221,17 @@ void http_stop(HttpServer *h) {
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
     free(h);
+}
+
+void http_body_add(HttpBody *b, const char *piece, size_t n, size_t max) {
+    if (b->too_big || b->len + n > max) {
+        b->too_big = 1;
+        return;
+    }
+    if (b->len + n + 1 > b->cap) b->data = ld_xrealloc(b->data, b->cap = (b->len + n + 1) * 2);
+    memcpy(b->data + b->len, piece, n);
+    b->len += n;
+    b->data[b->len] = 0;
 }
 
 enum MHD_Result http_send_json(struct MHD_Connection *c, int status, char *json) {

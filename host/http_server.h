@@ -14,6 +14,7 @@ typedef struct {
     int threads;  // event-loop threads (handlers never block; connections are suspended); 0: a thread per connection
     int max_connections, per_client;
     double header_timeout, body_timeout;  // seconds for a request's line and headers, then for its body
+    double idle_timeout;  // a connection making no progress at all is closed after this (0: the longer of the two)
     MHD_AccessHandlerCallback on_request;  // called with cls
     MHD_RequestCompletedCallback on_completed;  // may be NULL
     void *cls;
@@ -30,6 +31,15 @@ int http_max_connections(const HttpServer *h);  // as fitted to the descriptor l
 // Stops accepting connections (those open go on); then http_stop ends the rest and frees h.
 void http_quiesce(HttpServer *h);
 void http_stop(HttpServer *h);
+
+// A request body arriving in pieces: past max bytes it is read and dropped (too_big), to be answered 413 once it
+// is all in (a client still sending when the connection closed would see a reset, not the answer).
+typedef struct {
+    char *data;  // NUL-terminated
+    size_t len, cap;
+    int too_big;
+} HttpBody;
+void http_body_add(HttpBody *b, const char *piece, size_t n, size_t max);
 
 enum MHD_Result http_send_json(struct MHD_Connection *c, int status, char *json);  // takes json
 enum MHD_Result http_send_error(struct MHD_Connection *c, const ApiError *e);

@@ -68,6 +68,9 @@ int local_server_start(const char *self_exe, char *const argv[], int port, const
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent) _exit(127);
+        sigset_t none;  // a parent that takes its signals with sigwait has them blocked; the server must get them
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
         execv(self_exe, argv);
         fprintf(stderr, "cannot start %s: %s\n", self_exe, strerror(errno));
@@ -93,11 +96,17 @@ int local_server_start(const char *self_exe, char *const argv[], int port, const
     return 0;
 }
 
+// SIGTERM lets it finish what is in flight; one still there after 60 s (hung while loading, say) is killed.
 void local_server_stop(LocalServer *s) {
     if (s->pid <= 0) return;
     kill(s->pid, SIGTERM);
     int status;
-    while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {}
+    for (double t0 = ld_time_s(); waitpid(s->pid, &status, WNOHANG) == 0; usleep(50 * 1000))
+        if (ld_time_s() - t0 > 60) {
+            kill(s->pid, SIGKILL);
+            while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR) {}
+            break;
+        }
     s->pid = -1;
 }
 

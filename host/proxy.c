@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "http_server.h"
@@ -38,6 +39,7 @@ typedef struct {
     pthread_cond_t shadow_cv;
     ShadowJob *shadow_head, *shadow_tail;
     int shadow_queued, stopping;
+    int abort;  // past the drain: every upstream wait ends (atomic)
     pthread_t *shadow_threads;
     CaptureDb *capture;
     Scrubber *scrubber;
@@ -49,9 +51,8 @@ typedef struct {  // one request (MHD's con_cls)
     Proxy *p;
     int refs;  // the connection's, and a streamed response's (MHD may free either first)
     const char *bearer;  // the client's token, sent on to the service with forward_client_key (MHD's memory)
-    char *body;
-    size_t len, cap;
-    int too_big, route, stream, chat, fd;
+    HttpBody body;
+    int route, stream, chat, fd;
     double t0;
     Answerer by;
     Upstream *up;  // the answer being relayed
@@ -243,7 +244,7 @@ static void shadow_enqueue(Proxy *p, const Req *q, long id, ScrubMap *map) {
 
 static void shadow_answer(Proxy *p, ShadowJob *j) {
     double t0 = ld_time_s();
-    UpstreamRequest ur = {j->url, j->body, strlen(j->body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20};
+    UpstreamRequest ur = {j->url, j->body, strlen(j->body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20, &p->abort};
     Upstream *u = upstream_start(&ur);
     int ok = !upstream_wait_all(u) && upstream_status(u) == 200;
     size_t len;
@@ -269,7 +270,10 @@ static void *shadow_main(void *arg) {
         if (!(p->shadow_head = j->next)) p->shadow_tail = NULL;
         p->shadow_queued--;
         pthread_mutex_unlock(&p->mu);
-        shadow_answer(p, j);
+        if (!__atomic_load_n(&p->abort, __ATOMIC_ACQUIRE))
+            shadow_answer(p, j);
+        else  // past the drain the rest are dropped, and the store says so
+            capture_set_shadow(p->capture, j->capture_id, NULL, "dropped: the proxy stopped before the student answered", 0);
         scrub_map_free(j->map), free(j->url), free(j->body), free(j);
         pthread_mutex_lock(&p->mu);
     }
@@ -296,46 +300,53 @@ static double retry_wait(const Proxy *p, const Upstream *u, int attempt) {  // -
 }
 
 // The service's answer with its headers in, or NULL when it failed (*last: its last failed answer, if it had a
-// status, for relaying when there is no failover; *why: the failover reason).
+// status, for relaying when there is no failover; *why: the failover reason). Tried again only where it cannot
+// be paid twice: a 429 or a 5xx, or a request that never went out; a timeout or a reset after sending is not.
+// The breaker hears one verdict per request, whatever its attempts.
 static Upstream *ask_service(Proxy *p, Req *q, const char *path, Upstream **last, FailoverReason *why) {
     *last = NULL;
+    pthread_mutex_lock(&p->mu);
+    int allowed = breaker_allow(&p->breaker, ld_time_s());
+    pthread_mutex_unlock(&p->mu);
+    if (!allowed) {
+        *why = FAILOVER_BREAKER;
+        return NULL;
+    }
     char *url = join_url(p->c->service_url, path), auth[4096] = "";
     const char *key = p->c->forward_client_key ? q->bearer : p->service_key;
     if (key) snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
     Upstream *ok = NULL;
-    for (int attempt = 0; attempt < p->c->max_attempts && !ok; attempt++) {
-        pthread_mutex_lock(&p->mu);
-        int allowed = breaker_allow(&p->breaker, ld_time_s());
-        pthread_mutex_unlock(&p->mu);
-        if (!allowed) {
-            *why = FAILOVER_BREAKER;
-            break;
-        }
-        UpstreamRequest ur = {url,  q->body, q->len, key ? auth : NULL, p->c->connect_timeout_s, p->c->timeout_s, p->c->first_byte_timeout_s,
-                              16 << 20};
+    for (int attempt = 0; attempt < p->c->max_attempts; attempt++) {
+        // a whole answer's headers come only once it is written: the first-byte limit is a stream's
+        UpstreamRequest ur = {url,      q->body.data, q->body.len, key ? auth : NULL, p->c->connect_timeout_s, p->c->timeout_s,
+                              q->stream ? p->c->first_byte_timeout_s : 0, 16 << 20, &p->abort};
         Upstream *u = upstream_start(&ur);
         upstream_wait_headers(u);
-        int failed = service_failure(u);
-        if (failed && upstream_status(u)) upstream_wait_all(u);  // an error body is short: relayed whole if it stands
-        pthread_mutex_lock(&p->mu);
-        breaker_result(&p->breaker, !failed, ld_time_s());
-        pthread_mutex_unlock(&p->mu);
-        if (!failed) {
+        if (!service_failure(u)) {
             ok = u;
             break;
         }
-        *why = upstream_status(u) ? FAILOVER_STATUS : FAILOVER_ERROR;
-        if (upstream_status(u))
-            say("the service answered HTTP %ld (attempt %d of %d)", upstream_status(u), attempt + 1, p->c->max_attempts);
+        long status = upstream_status(u);
+        *why = status ? FAILOVER_STATUS : FAILOVER_ERROR;
+        if (status)
+            say("the service answered HTTP %ld (attempt %d of %d)", status, attempt + 1, p->c->max_attempts);
         else
             say("the service failed: %s (attempt %d of %d)", upstream_error(u), attempt + 1, p->c->max_attempts);
-        upstream_free(*last);
-        *last = u;
-        double wait = attempt + 1 < p->c->max_attempts ? retry_wait(p, u, attempt) : -1;
+        double wait = attempt + 1 < p->c->max_attempts && (status || upstream_unsent(u)) ? retry_wait(p, u, attempt) : -1;
+        if (status) {
+            upstream_wait_all(u);  // an error body is short: relayed whole if it stands
+            upstream_free(*last);
+            *last = u;
+        } else {
+            upstream_free(u);
+        }
         if (wait < 0) break;
         proxy_metrics_add(&p->m, &p->m.retries, 1);
         usleep((useconds_t)(wait * 1e6));
     }
+    pthread_mutex_lock(&p->mu);
+    breaker_result(&p->breaker, ok != NULL, ld_time_s());
+    pthread_mutex_unlock(&p->mu);
     memset(auth, 0, sizeof auth);
     free(url);
     return ok;
@@ -343,7 +354,7 @@ static Upstream *ask_service(Proxy *p, Req *q, const char *path, Upstream **last
 
 static Upstream *ask_student(Proxy *p, Req *q, const char *path) {
     char *url = join_url(p->student_url, path), *body = body_for_student(q, 0);
-    UpstreamRequest ur = {url, body, strlen(body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20};
+    UpstreamRequest ur = {url, body, strlen(body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20, &p->abort};
     Upstream *u = upstream_start(&ur);
     upstream_wait_headers(u);
     free(url), free(body);
@@ -362,7 +373,26 @@ static Upstream *ask_student(Proxy *p, Req *q, const char *path) {
 
 // ---- answering --------------------------------------------------------------------------------------------
 
+// The upstream's headers a client's SDK acts on (when to retry, its limits, the request's id) pass through.
+static void pass_headers(struct MHD_Response *r, const Upstream *u) {
+    static const char *const keep[] = {"retry-after", "x-ratelimit-", "x-request-id", "openai-", "request-id", NULL};
+    for (const char *l = upstream_headers(u), *end; *l; l = end + 1) {
+        end = strchr(l, '\n');
+        const char *colon = memchr(l, ':', (size_t)(end - l));
+        int wanted = 0;
+        for (int i = 0; keep[i] && colon && !wanted; i++) wanted = !strncasecmp(l, keep[i], strlen(keep[i]));
+        if (!wanted || colon - l > 100 || end - colon > 1000) continue;
+        char name[128], value[1024];
+        snprintf(name, sizeof name, "%.*s", (int)(colon - l), l);
+        const char *v = colon + 1;
+        while (*v == ' ' && v < end) v++;
+        snprintf(value, sizeof value, "%.*s", (int)(end - v), v);
+        MHD_add_response_header(r, name, value);
+    }
+}
+
 static void add_headers(struct MHD_Response *r, const Req *q, int failover) {
+    pass_headers(r, q->up);
     MHD_add_response_header(r, "X-Llamaduo-Answered-By", k_answerers[q->by]);
     MHD_add_response_header(r, "X-Llamaduo-Route", q->p->c->routes[q->route].model);
     if (failover) MHD_add_response_header(r, "X-Llamaduo-Failover", "true");
@@ -384,8 +414,10 @@ static ssize_t relay_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         int done = upstream_done(q->up);
         size_t upto = len;
         if (!done && q->capture_due) {
-            const char *end = memmem(body + q->relayed, len - q->relayed, "data: [DONE]", 12);
-            if (end) upto = (size_t)(end - body);
+            // an event's start (JSON escapes a newline, so an answer's own text cannot make one)
+            size_t from = q->relayed ? q->relayed - 1 : 0;  // its newline may have gone out already
+            const char *end = memmem(body + from, len - from, "\ndata: [DONE]", 13);
+            if (end) upto = (size_t)(end - body) + 1;
         }
         if (done && !upstream_failed(q->up)) capture_answer(q);
         if (upto > q->relayed) {
@@ -408,7 +440,7 @@ static void req_release(Req *q) {
     proxy_metrics_add(&q->p->m, &q->p->m.in_flight, -1);
     upstream_free(q->up);
     cJSON_Delete(q->req);
-    free(q->body), free(q);
+    free(q->body.data), free(q);
 }
 
 static void relay_done(void *cls) {  // the stream is over, sent or not
@@ -453,7 +485,7 @@ static enum MHD_Result relay(Req *q, struct MHD_Connection *c, int failover) {
 static enum MHD_Result answer_completion(Req *q, struct MHD_Connection *c, const char *path) {
     Proxy *p = q->p;
     ApiError e = {0};
-    q->req = cJSON_ParseWithLength(q->body ? q->body : "", q->len);
+    q->req = cJSON_ParseWithLength(q->body.data ? q->body.data : "", q->body.len);
     if (!cJSON_IsObject(q->req)) {
         api_error_set(&e, 400, "invalid_request_error", NULL, NULL, "the request body is not a JSON object");
         return send_error_from(q, c, &e);
@@ -570,21 +602,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         proxy_metrics_add(&p->m, &p->m.in_flight, 1);
         return MHD_YES;
     }
-    if (*upload_size) {  // past the limit the body is read and dropped, then answered 413
-        if (q->len + *upload_size > (size_t)p->c->max_body) {
-            q->too_big = 1;
-        } else {
-            if (q->len + *upload_size + 1 > q->cap) q->body = ld_xrealloc(q->body, q->cap = (q->len + *upload_size + 1) * 2);
-            memcpy(q->body + q->len, upload, *upload_size);
-            q->len += *upload_size;
-            q->body[q->len] = 0;
-        }
+    if (*upload_size) {  // the body arrives in pieces (http_body_add)
+        http_body_add(&q->body, upload, *upload_size, (size_t)p->c->max_body);
         *upload_size = 0;
         return MHD_YES;
     }
     if (!strcmp(url, "/health")) return send_health(p, c);
     if (!strcmp(url, "/metrics")) return send_metrics(p, c);
-    if (q->too_big) {
+    if (q->body.too_big) {
         ApiError e = {0};
         api_error_set(&e, 413, "invalid_request_error", NULL, NULL, "the request body is larger than %d bytes", p->c->max_body);
         return send_error_from(q, c, &e);
@@ -592,9 +617,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     pthread_mutex_lock(&p->mu);
     int stopping = p->stopping;
     pthread_mutex_unlock(&p->mu);
-    if (stopping) {
+    pthread_mutex_lock(&p->m.mu);
+    long busy = p->m.in_flight;
+    pthread_mutex_unlock(&p->m.mu);
+    if (stopping || busy > p->c->max_in_flight) {
         ApiError e = {0};
-        api_error_set(&e, 503, "server_error", NULL, NULL, "the proxy is shutting down");
+        if (stopping)
+            api_error_set(&e, 503, "server_error", NULL, NULL, "the proxy is shutting down");
+        else
+            api_error_set(&e, 429, "rate_limit_exceeded", NULL, "rate_limit_exceeded", "the proxy is busy: %d requests are being answered; retry shortly",
+                          p->c->max_in_flight);
         return send_error_from(q, c, &e);
     }
     q->bearer = http_bearer(c);
@@ -642,6 +674,18 @@ static Scrubber *capture_scrubber(const ProxyConfig *c, const char *path, cJSON 
     return scrubber_new(&pc, path);
 }
 
+// A URL for the console: user:password@ (credentials in the URL) left out.
+static char *url_without_credentials(const char *url) {
+    const char *scheme = strstr(url, "://"), *host = scheme ? scheme + 3 : url;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    char *out = ld_xmalloc(strlen(url) + 8);
+    if (at && (!slash || at < slash))
+        sprintf(out, "%.*s***@%s", (int)(host - url), url, at + 1);
+    else
+        strcpy(out, url);
+    return out;
+}
+
 static void wait_drained(Proxy *p, double drain_s) {
     for (double t0 = ld_time_s(); ld_time_s() - t0 < drain_s; usleep(50 * 1000)) {
         pthread_mutex_lock(&p->m.mu);
@@ -670,16 +714,19 @@ int proxy_run(const ProxyConfig *c, const char *config_path, const char *self_ex
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (!(p.scrubber = capture_scrubber(c, config_path, &kinds))) goto done;
-    if (c->capture_db && *c->capture_db && !(p.capture = capture_open(c->capture_db))) goto done;
+    if (c->capture && !(p.capture = capture_open(c->capture_db))) goto done;
     if (c->student_model && start_student(c, self_exe, &student)) goto done;
     snprintf(p.student_url, sizeof p.student_url, "%s", c->student_model ? student.base_url : c->student_url ? c->student_url : "");
     p.shadow_threads = ld_xcalloc((size_t)c->shadow_workers, sizeof(pthread_t));
     for (int i = 0; i < c->shadow_workers; i++) pthread_create(&p.shadow_threads[i], NULL, shadow_main, &p);
     p.http = http_start((HttpOptions){"proxy", c->host, c->port, 0, c->max_connections, c->per_client, c->header_timeout_s, c->body_timeout_s,
-                                      on_request, on_completed, &p});
+                                      (c->timeout_s > c->student_timeout_s ? c->timeout_s : c->student_timeout_s) + 10, on_request,
+                                      on_completed, &p});
     if (p.http) {
-        fprintf(stderr, "proxy: on http://%s:%u/v1 -> service %s%s%s; %d route(s); capture %s\n", c->host, http_port(p.http), c->service_url,
+        char *service = url_without_credentials(c->service_url);
+        fprintf(stderr, "proxy: on http://%s:%u/v1 -> service %s%s%s; %d route(s); capture %s\n", c->host, http_port(p.http), service,
                 *p.student_url ? ", student " : "", p.student_url, c->n_routes, p.capture ? c->capture_db : "off");
+        free(service);
         for (int i = 0; i < c->n_routes; i++)
             fprintf(stderr, "proxy:   model %s: %s%s\n", c->routes[i].model, k_route_modes[c->routes[i].mode],
                     c->routes[i].failover ? ", failover to the student" : "");
@@ -691,6 +738,7 @@ int proxy_run(const ProxyConfig *c, const char *config_path, const char *self_ex
         pthread_mutex_unlock(&p.mu);
         http_quiesce(p.http);
         wait_drained(&p, c->drain_s);
+        __atomic_store_n(&p.abort, 1, __ATOMIC_RELEASE);  // what is still waiting on an upstream ends now
         http_stop(p.http);
         rc = 0;
     }

@@ -31,7 +31,7 @@ typedef struct {
     const char *host;
     int port, max_connections, per_client;
     double header_timeout_s, body_timeout_s, drain_s;
-    int max_body;
+    int max_body, max_in_flight;
     const char *api_key_env;  // the proxy's own clients must send this key
     // service:
     const char *service_url, *service_key_env;
@@ -46,6 +46,7 @@ typedef struct {
     int n_routes;
     int breaker_failures;
     double breaker_window_s, breaker_cooldown_s;
+    int capture;
     const char *capture_db;
     double capture_sample;
     int shadow_workers, shadow_queue;

@@ -17,6 +17,7 @@ static const OptionSpec k_listen_options[] = {
     {"api_key_env", OPT_STR, C(api_key_env), 0, 0, NULL, NULL, "clients must send 'Authorization: Bearer' with the key in this variable"},
     {"max_body", OPT_INT, C(max_body), 1024, 1 << 30, "1048576", NULL, "a request body's bytes at most (413 past it)"},
     {"max_connections", OPT_INT, C(max_connections), 1, 65536, "1024", NULL, "open connections in all (a thread each)"},
+    {"max_in_flight", OPT_INT, C(max_in_flight), 1, 65536, "512", NULL, "requests being answered at once; past it 429"},
     {"max_connections_per_client", OPT_INT, C(per_client), 1, 65536, "256", NULL, "open connections from one address"},
     {"header_timeout_s", OPT_NUM, C(header_timeout_s), 0.1, 3600, "10", NULL, "a request's line and headers within this"},
     {"body_timeout_s", OPT_NUM, C(body_timeout_s), 0.1, 3600, "30", NULL, "its body within this"},
@@ -27,9 +28,9 @@ static const OptionSpec k_service_options[] = {
     {"api_key_env", OPT_STR, C(service_key_env), 0, 0, NULL, NULL, "the NAME of the variable with the service key"},
     {"forward_client_key", OPT_BOOL, C(forward_client_key), 0, 1, "0", NULL, "send the client's own bearer token to the service"},
     {"connect_timeout_s", OPT_NUM, C(connect_timeout_s), 0.01, 600, "3", NULL, "connecting at most"},
-    {"first_byte_timeout_s", OPT_NUM, C(first_byte_timeout_s), 0.01, 3600, "30", NULL, "the answer's headers at most this long after sending"},
+    {"first_byte_timeout_s", OPT_NUM, C(first_byte_timeout_s), 0.01, 3600, "30", NULL, "a stream's first bytes at most this long after sending"},
     {"timeout_s", OPT_NUM, C(timeout_s), 0.1, 86400, "600", NULL, "a whole answer (a stream too) at most"},
-    {"max_attempts", OPT_INT, C(max_attempts), 1, 10, "2", NULL, "tries of one request on 429, 5xx or no connection"},
+    {"max_attempts", OPT_INT, C(max_attempts), 1, 10, "2", NULL, "tries of one request on 429, 5xx or no connection (not after a timeout)"},
     {"retry_after_max_s", OPT_NUM, C(retry_after_max_s), 0, 600, "2", NULL, "the longest Retry-After waited before trying again"},
     {NULL}};
 static const OptionSpec k_student_options[] = {
@@ -49,7 +50,8 @@ static const OptionSpec k_breaker_options[] = {
     {"cooldown_s", OPT_NUM, C(breaker_cooldown_s), 0.01, 86400, "15", NULL, "open this long, then one request probes the service"},
     {NULL}};
 static const OptionSpec k_capture_options[] = {
-    {"db", OPT_STR, C(capture_db), 0, 0, "proxy-capture.sqlite", NULL, "the SQLite file forwarded pairs go to (\"\": no capture)"},
+    {"enabled", OPT_BOOL, C(capture), 0, 1, "1", NULL, "store forwarded pairs (false: nothing is stored)"},
+    {"db", OPT_STR, C(capture_db), 0, 0, "proxy-capture.sqlite", NULL, "the SQLite file they go to"},
     {"sample", OPT_NUM, C(capture_sample), 0, 1, "1", NULL, "the share of forwarded pairs kept"},
     {NULL}};
 static const OptionSpec k_shadow_options[] = {

@@ -22,6 +22,7 @@ struct Upstream {
     char error[CURL_ERROR_SIZE];
     char content_type[128];
     double started, header_timeout_s;
+    const int *abort;
 };
 
 static void append(char **buf, size_t *len, size_t *cap, const char *p, size_t n) {
@@ -72,8 +73,32 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx) {
     return bytes;
 }
 
+// One connection cache (and DNS and TLS sessions) for every exchange of the process: a request reuses a kept-alive
+// connection to its upstream instead of paying a new TCP and TLS handshake. The share is locked per kind of data.
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+static CURLSH *g_share;
+static pthread_mutex_t g_share_mu[CURL_LOCK_DATA_LAST];
+
+static void share_lock(CURL *h, curl_lock_data what, curl_lock_access access, void *ctx) {
+    (void)h, (void)access, (void)ctx;
+    pthread_mutex_lock(&g_share_mu[what]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data what, void *ctx) {
+    (void)h, (void)ctx;
+    pthread_mutex_unlock(&g_share_mu[what]);
+}
+
+static void curl_init_once(void) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&g_share_mu[i], NULL);
+    g_share = curl_share_init();
+    curl_share_setopt(g_share, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(g_share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(g_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+}
 
 Upstream *upstream_start(const UpstreamRequest *r) {
     pthread_once(&g_curl_once, curl_init_once);
@@ -81,6 +106,7 @@ Upstream *upstream_start(const UpstreamRequest *r) {
     u->max_bytes = r->max_bytes ? r->max_bytes : (size_t)16 << 20;
     u->started = ld_time_s();
     u->header_timeout_s = r->header_timeout_s > 0 ? r->header_timeout_s : r->timeout_s;
+    u->abort = r->abort;
     u->easy = curl_easy_init();
     u->multi = curl_multi_init();
     CURL *e = u->easy;
@@ -97,17 +123,23 @@ Upstream *upstream_start(const UpstreamRequest *r) {
     u->headers = curl_slist_append(u->headers, "Expect:");  // no 100-continue round trip
     if (r->body) {
         u->headers = curl_slist_append(u->headers, "Content-Type: application/json");
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, r->body);  // a copy: the caller's body may go before the exchange ends
     }
     if (r->auth) u->headers = curl_slist_append(u->headers, r->auth);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, u->headers);
+    curl_easy_setopt(e, CURLOPT_SHARE, g_share);
     curl_multi_add_handle(u->multi, e);
     return u;
 }
 
 // One round of the transfer: waits up to max_wait_s for the socket, then moves what is ready.
 static void step(Upstream *u, double max_wait_s) {
+    if (u->abort && __atomic_load_n(u->abort, __ATOMIC_ACQUIRE)) {  // ends it here: freeing it aborts the transfer
+        u->done = u->failed = 1;
+        snprintf(u->error, sizeof u->error, "cancelled: the proxy is stopping");
+        return;
+    }
     int running = 0, ms = (int)(max_wait_s * 1000);
     curl_multi_perform(u->multi, &running);
     if (running && ms > 0) {
@@ -163,6 +195,13 @@ int upstream_wait_all(Upstream *u) {
 long upstream_status(const Upstream *u) { return u->status; }
 const char *upstream_content_type(const Upstream *u) { return u->content_type; }
 int upstream_done(const Upstream *u) { return u->done; }
+const char *upstream_headers(const Upstream *u) { return u->resp_headers ? u->resp_headers : ""; }
+
+int upstream_unsent(const Upstream *u) {
+    long sent = 0;  // the request's bytes issued so far
+    curl_easy_getinfo(u->easy, CURLINFO_REQUEST_SIZE, &sent);
+    return u->failed && !u->status && sent == 0;
+}
 int upstream_failed(const Upstream *u) { return u->failed; }
 const char *upstream_error(const Upstream *u) { return u->error[0] ? u->error : "no error"; }
 double upstream_elapsed_s(const Upstream *u) { return ld_time_s() - u->started; }

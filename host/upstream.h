@@ -15,6 +15,7 @@ typedef struct {
     double connect_timeout_s, timeout_s;  // the connection; the whole exchange
     double header_timeout_s;  // the status line and headers at most this long after the start (0: timeout_s)
     size_t max_bytes;  // a longer body ends the exchange as failed
+    const int *abort;  // when it reads non-zero (another thread sets it), every wait ends and the exchange fails
 } UpstreamRequest;
 
 Upstream *upstream_start(const UpstreamRequest *r);
@@ -29,6 +30,9 @@ const char *upstream_header(const Upstream *u, const char *name);  // a response
 int upstream_pump(Upstream *u, double max_wait_s);
 int upstream_wait_all(Upstream *u);  // pumps to the end; 0 ok, -1 failed
 int upstream_done(const Upstream *u);  // ended, well or not
+// It failed before a byte of the request went out (no connection): sending it again cannot make it twice.
+int upstream_unsent(const Upstream *u);
+const char *upstream_headers(const Upstream *u);  // the response's header lines, "Name: value\n" each
 int upstream_failed(const Upstream *u);  // the exchange broke (not an HTTP error status: that is a complete answer)
 const char *upstream_error(const Upstream *u);  // why it failed ("Couldn't connect to server", ...)
 // The body received so far (*len bytes, NUL-terminated); the caller's read position is its own.

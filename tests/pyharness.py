@@ -28,6 +28,16 @@ def free_port():
     return p
 
 
+def need_openai(suite):
+    """The official client, or the suite ends saying how to get it."""
+    try:
+        import openai
+        return openai
+    except ImportError:
+        print(f"{suite} needs the openai package (PyPI): bash tools/setup.sh installs it into .venv")
+        sys.exit(1)
+
+
 def finish():
     print(f"{counts['passed']} passed, {counts['failed']} failed")
     sys.exit(1 if counts["failed"] else 0)

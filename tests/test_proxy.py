@@ -27,13 +27,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from pyharness import bad, check, finish, ok
+from pyharness import bad, check, finish, need_openai, ok
 
-try:
-    import openai
-except ImportError:
-    print("test_proxy needs the openai package (PyPI): bash tools/setup.sh installs it into .venv")
-    sys.exit(1)
+openai = need_openai("test_proxy")
 
 BIN = os.path.join(sys.argv[1], "llamaduo")
 SRC = sys.argv[2]
@@ -330,15 +326,23 @@ def failover(px, fs):
     raw, _ = chat(c, "any-model", "FAULTS:503,503 answer anyway")
     check(answered_by(raw) == "student" and raw.headers.get("x-llamaduo-failover") == "true", "failover: two 503s, the student answers")
     settle(px, c)
+    log_before = sum(1 for _ in open(os.path.join(T, "fault.log")))
     t0 = time.monotonic()
-    raw, _ = chat(c, "any-model", "FAULTS:slow,slow answer in time", max_tokens=4)
+    pieces, _ = stream_pieces(c, "any-model", "FAULTS:slow,slow answer in time", max_tokens=4)
     took = time.monotonic() - t0
-    check(answered_by(raw) == "student" and 2 <= took < 3.5,
-          f"failover: a service past first_byte_timeout_s (1 s, twice): the student, in {took:.1f} s")
+    sent = [json.loads(l)["fault"] for l in open(os.path.join(T, "fault.log"))][log_before:]
+    check(pieces is not None and took < 2 and sent.count("slow") == 1,
+          f"failover: a stream past first_byte_timeout_s (1 s): the student, in {took:.1f} s, and the request was not sent twice", str(sent))
     settle(px, c)
     before = px.metrics().get("llamaduo_proxy_retries_total", 0)
     raw, _ = chat(c, "any-model", "FAULTS:429 try again")
     check(answered_by(raw) == "service" and px.metrics()["llamaduo_proxy_retries_total"] > before, "a 429 is retried: the service answers")
+    settle(px, c)
+    try:
+        c.chat.completions.create(model="svc-model", messages=user("FAULTS:429ra,429ra slow down"))
+        bad("no failover: the service's 429 reaches the client with its Retry-After")
+    except openai.RateLimitError as e:
+        check(e.response.headers.get("retry-after") == "1", "no failover: the service's 429 (after a retry) reaches the client with its Retry-After")
     settle(px, c)
     try:
         c.chat.completions.create(model="svc-model", messages=user("FAULTS:503,503 no failover here"))
@@ -366,6 +370,11 @@ def failover(px, fs):
         bad("no failover, the service down: an OpenAI-style error")
     except openai.APIStatusError as e:
         check(e.status_code in (502, 503) and e.body and "message" in e.body, "no failover, the service down: a 502/503 OpenAI-style error")
+    try:
+        stream_pieces(c, "svc-model", "down, no failover, streamed")
+        bad("no failover, the service down, streamed: an OpenAI-style error")
+    except openai.APIStatusError as e:
+        check(e.status_code in (502, 503), "no failover, the service down, streamed: a 502/503 OpenAI-style error")
     fs2 = FaultServer(port)
     time.sleep(1.2)  # breaker.cooldown_s
     raw, _ = chat(c, "any-model", "are you back")
@@ -405,12 +414,14 @@ capture:
     check(n == 50, f"capture: all 50 acknowledged pairs (10 streamed) survive a kill -9 ({n})", out.stderr)
     log = [json.loads(l) for l in open(os.path.join(T, "fault.log"))][n_before:]
     check(len(log) >= 50 and all(e["key_ok"] for e in log), "forward_client_key: the client's key reached the service")
-    px = Proxy("b2", open(px.config).read())
+    px = Proxy("b2", open(px.config).read().replace("capture:\n", "capture:\n  enabled: false\n").replace("capture-b", "capture-off"))
     try:
         px.client(key=SERVICE_KEY).chat.completions.create(model="other", messages=user("x"))
         bad("a model without a route: 404")
     except openai.NotFoundError as e:
         check("no route" in str(e), "a model without a route: 404, model_not_found")
+    raw, _ = chat(px.client(key=SERVICE_KEY), "gpt-x", "not to be kept")
+    check(answered_by(raw) == "service" and not glob.glob(f"{T}/capture-off*"), "capture.enabled false: answered, and nothing stored")
     check(px.stop() == 0, "SIGTERM: the proxy exits 0")
 
 

@@ -24,13 +24,9 @@ import sys
 import threading
 import time
 
-from pyharness import bad, check, finish, free_port, ok
+from pyharness import bad, check, finish, free_port, need_openai, ok
 
-try:
-    import openai
-except ImportError:
-    print("test_serve needs the openai package (PyPI): bash tools/setup.sh installs it into .venv")
-    sys.exit(1)
+openai = need_openai("test_serve")
 
 BIN = os.path.join(sys.argv[1], "llamaduo")
 SRC = sys.argv[2]

@@ -289,9 +289,7 @@ static void job_cancel(Job *j) {
 // ---- HTTP -------------------------------------------------------------------------------------------------
 
 typedef struct {  // one request on a connection (MHD's con_cls)
-    char *body;
-    size_t len, cap;
-    int too_big;
+    HttpBody body;
     Job *job;  // handed to the engine, its whole answer not sent yet
 } Request;
 
@@ -354,7 +352,7 @@ static Job *job_new(Server *s, ApiKind kind, const Request *q, ApiError *err) {
     Job *j = ld_xcalloc(1, sizeof *j);
     pthread_mutex_init(&j->mu, NULL);
     j->srv = s, j->refs = 1;
-    if (api_parse_request(q->body ? q->body : "", q->len, kind, &s->lim, &j->req, err)) goto refused;
+    if (api_parse_request(q->body.data ? q->body.data : "", q->body.len, kind, &s->lim, &j->req, err)) goto refused;
     ApiRequest *r = &j->req;
     if (strcmp(r->model, s->name)) {
         api_error_set(err, 404, "invalid_request_error", "model", "model_not_found",
@@ -462,7 +460,7 @@ static enum MHD_Result send_answer(Server *s, struct MHD_Connection *c, Request 
 
 static enum MHD_Result handle_completion(Server *s, struct MHD_Connection *c, ApiKind kind, Request *q) {
     ApiError err = {0};
-    if (q->too_big) {
+    if (q->body.too_big) {
         api_error_set(&err, 413, "invalid_request_error", NULL, NULL, "the request body is larger than %zu bytes", s->lim.max_body);
         return http_send_error(c, &err);
     }
@@ -530,15 +528,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = ld_xcalloc(1, sizeof(Request));
         return MHD_YES;
     }
-    if (*upload_size) {  // body arrives in pieces; past the limit it is read and dropped
-        if (q->len + *upload_size > s->lim.max_body) {
-            q->too_big = 1;
-        } else {
-            if (q->len + *upload_size + 1 > q->cap) q->body = ld_xrealloc(q->body, q->cap = (q->len + *upload_size + 1) * 2);
-            memcpy(q->body + q->len, upload, *upload_size);
-            q->len += *upload_size;
-            q->body[q->len] = 0;
-        }
+    if (*upload_size) {  // the body arrives in pieces (http_body_add)
+        http_body_add(&q->body, upload, *upload_size, s->lim.max_body);
         *upload_size = 0;
         return MHD_YES;
     }
@@ -558,7 +549,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
         job_cancel(q->job);
         job_release(q->job);
     }
-    if (q) free(q->body), free(q);
+    if (q) free(q->body.data), free(q);
     *con_cls = NULL;
 }
 
@@ -654,8 +645,8 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     pthread_t engine;
     pthread_create(&engine, NULL, engine_main, &s);
-    s.http = http_start((HttpOptions){"serve", host, port, http_threads, max_conns, per_client, header_timeout, body_timeout, on_request,
-                                      on_completed, &s});
+    s.http = http_start((HttpOptions){"serve", host, port, http_threads, max_conns, per_client, header_timeout, body_timeout, 0,
+                                      on_request, on_completed, &s});
     if (!s.http) die("%s", ld_last_error());
     fprintf(stderr, "serve: %s on http://%s:%u/v1 (%d parallel, context %d, queue %d, %d connections, %d per client%s)\n", s.name, host,
             http_port(s.http), parallel, s.ctx_len, queue, http_max_connections(s.http), per_client,

@@ -16,7 +16,8 @@ build/llamaduo proxy "$D/proxy.yaml" 2>"$D/proxy.log" &
 PX=$!
 for _ in $(seq 100); do grep -q "proxy: on" "$D/proxy.log" && break; sleep 0.05; done
 PROXY=$(grep -o "http://127.0.0.1:[0-9]*/v1" "$D/proxy.log" | head -1)
-python3 benchmarks/bench_proxy.py "$SERVICE" 50 2 >/dev/null  # warm-up: connections, caches
+python3 benchmarks/bench_proxy.py "$SERVICE" 50 2 >/dev/null  # warm-up of both: connections, threads, caches
+python3 benchmarks/bench_proxy.py "$PROXY" 50 2 >/dev/null
 direct=$(python3 benchmarks/bench_proxy.py "$SERVICE" "$RATE" "$SECONDS_EACH")
 proxied=$(python3 benchmarks/bench_proxy.py "$PROXY" "$RATE" "$SECONDS_EACH")
 captured=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from captures').fetchone()[0])" "$D/capture.sqlite")

@@ -16,6 +16,13 @@ struct CaptureDb {
     sqlite3 *db;
     sqlite3_stmt *put, *shadow;
     pthread_mutex_t mu;  // one connection for every request thread: a statement is used by one at a time
+    // The WAL is copied into the database by a thread of its own, on its own connection: a checkpoint fsyncs,
+    // and in the committing thread (SQLite's default) it would hold up every request behind the lock.
+    sqlite3 *checkpoint_db;
+    pthread_t checkpointer;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    int stop, has_checkpointer;
 };
 
 static const char *k_schema =
@@ -33,6 +40,22 @@ static sqlite3 *open_db(const char *path, int flags) {
     }
     sqlite3_busy_timeout(db, 5000);
     return db;
+}
+
+static void *checkpoint_main(void *arg) {
+    CaptureDb *c = arg;
+    pthread_mutex_lock(&c->stop_mu);
+    while (!c->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&c->stop_cv, &c->stop_mu, &until);
+        pthread_mutex_unlock(&c->stop_mu);
+        sqlite3_wal_checkpoint_v2(c->checkpoint_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);  // writers go on meanwhile
+        pthread_mutex_lock(&c->stop_mu);
+    }
+    pthread_mutex_unlock(&c->stop_mu);
+    return NULL;
 }
 
 CaptureDb *capture_open(const char *path) {
@@ -53,11 +76,29 @@ CaptureDb *capture_open(const char *path) {
         capture_close(c);
         return NULL;
     }
+    pthread_mutex_init(&c->stop_mu, NULL);
+    pthread_cond_init(&c->stop_cv, NULL);
+    if ((c->checkpoint_db = open_db(path, SQLITE_OPEN_READWRITE))) {  // (without it, SQLite checkpoints as it commits)
+        sqlite3_exec(db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
+        pthread_create(&c->checkpointer, NULL, checkpoint_main, c);
+        c->has_checkpointer = 1;
+    }
     return c;
 }
 
 void capture_close(CaptureDb *c) {
     if (!c) return;
+    if (c->has_checkpointer) {
+        pthread_mutex_lock(&c->stop_mu);
+        c->stop = 1;
+        pthread_cond_signal(&c->stop_cv);
+        pthread_mutex_unlock(&c->stop_mu);
+        pthread_join(c->checkpointer, NULL);
+        sqlite3_wal_checkpoint_v2(c->checkpoint_db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        sqlite3_close(c->checkpoint_db);
+        pthread_mutex_destroy(&c->stop_mu);
+        pthread_cond_destroy(&c->stop_cv);
+    }
     sqlite3_finalize(c->put), sqlite3_finalize(c->shadow);
     sqlite3_close(c->db);
     pthread_mutex_destroy(&c->mu);

@@ -322,17 +322,19 @@ static Upstream *ask_service(Proxy *p, Req *q, const char *path, Upstream **last
                               q->stream ? p->c->first_byte_timeout_s : 0, 16 << 20, &p->abort};
         Upstream *u = upstream_start(&ur);
         upstream_wait_headers(u);
-        if (!service_failure(u)) {
+        // a whole answer is read here, so one that breaks off is a failure the student can still answer for
+        int broke = !service_failure(u) && !q->stream && upstream_wait_all(u);
+        if (!service_failure(u) && !broke) {
             ok = u;
             break;
         }
-        long status = upstream_status(u);
+        long status = broke ? 0 : upstream_status(u);
         *why = status ? FAILOVER_STATUS : FAILOVER_ERROR;
         if (status)
             say("the service answered HTTP %ld (attempt %d of %d)", status, attempt + 1, p->c->max_attempts);
         else
             say("the service failed: %s (attempt %d of %d)", upstream_error(u), attempt + 1, p->c->max_attempts);
-        double wait = attempt + 1 < p->c->max_attempts && (status || upstream_unsent(u)) ? retry_wait(p, u, attempt) : -1;
+        double wait = attempt + 1 < p->c->max_attempts && (status || (!broke && upstream_unsent(u))) ? retry_wait(p, u, attempt) : -1;
         if (status) {
             upstream_wait_all(u);  // an error body is short: relayed whole if it stands
             upstream_free(*last);
@@ -357,6 +359,7 @@ static Upstream *ask_student(Proxy *p, Req *q, const char *path) {
     UpstreamRequest ur = {url, body, strlen(body), NULL, p->c->connect_timeout_s, p->c->student_timeout_s, 0, 16 << 20, &p->abort};
     Upstream *u = upstream_start(&ur);
     upstream_wait_headers(u);
+    if (!q->stream) upstream_wait_all(u);  // a whole answer that breaks off fails here, before anything is sent
     free(url), free(body);
     if (!upstream_failed(u) && upstream_status(u) != 200 && upstream_status(u) < 500) return u;  // the client's error: relayed
     if (upstream_failed(u) || upstream_status(u) != 200) {
@@ -461,7 +464,7 @@ static enum MHD_Result relay(Req *q, struct MHD_Connection *c, int failover) {
         MHD_add_response_header(r, "Content-Type", "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
     } else {
-        if (upstream_wait_all(u) && !q->stream) {  // broke mid-answer: nothing whole to give
+        if (upstream_wait_all(u) && !q->stream) {  // (ask_service and ask_student have read it whole: a safeguard)
             ApiError e = {0};
             api_error_set(&e, 502, "server_error", NULL, NULL, "the %s's answer broke off: %s", k_answerers[q->by], upstream_error(u));
             return send_error_from(q, c, &e);

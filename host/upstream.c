@@ -18,7 +18,7 @@ struct Upstream {
     char *resp_headers;  // "Name: value\n" lines of the final response
     size_t hlen, hcap;
     long status;
-    int headers_done, done, failed, too_big;
+    int headers_done, done, failed, too_big, sent;  // sent: some of the request's body went out
     char error[CURL_ERROR_SIZE];
     char content_type[128];
     double started, header_timeout_s;
@@ -75,6 +75,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ctx) {
 
 // One connection cache (and DNS and TLS sessions) for every exchange of the process: a request reuses a kept-alive
 // connection to its upstream instead of paying a new TCP and TLS handshake. The share is locked per kind of data.
+static int on_progress(void *ctx, curl_off_t dl_total, curl_off_t dl_now, curl_off_t ul_total, curl_off_t ul_now) {
+    (void)dl_total, (void)dl_now, (void)ul_total;
+    if (ul_now > 0) ((Upstream *)ctx)->sent = 1;
+    return 0;
+}
+
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLSH *g_share;
 static pthread_mutex_t g_share_mu[CURL_LOCK_DATA_LAST];
@@ -117,6 +123,9 @@ Upstream *upstream_start(const UpstreamRequest *r) {
     curl_easy_setopt(e, CURLOPT_WRITEDATA, u);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, u);
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, u);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(r->connect_timeout_s * 1000));
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(r->timeout_s * 1000));
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");  // relayed decoded: the client gets what it would from the service
@@ -198,9 +207,9 @@ int upstream_done(const Upstream *u) { return u->done; }
 const char *upstream_headers(const Upstream *u) { return u->resp_headers ? u->resp_headers : ""; }
 
 int upstream_unsent(const Upstream *u) {
-    long sent = 0;  // the request's bytes issued so far
+    long sent = 0;  // the request's bytes issued, as curl counts them (after the fact), or the upload's progress
     curl_easy_getinfo(u->easy, CURLINFO_REQUEST_SIZE, &sent);
-    return u->failed && !u->status && sent == 0;
+    return u->failed && !u->status && !sent && !u->sent;
 }
 int upstream_failed(const Upstream *u) { return u->failed; }
 const char *upstream_error(const Upstream *u) { return u->error[0] ? u->error : "no error"; }

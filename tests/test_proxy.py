@@ -334,6 +334,14 @@ def failover(px, fs):
     check(pieces is not None and took < 2 and sent.count("slow") == 1,
           f"failover: a stream past first_byte_timeout_s (1 s): the student, in {took:.1f} s, and the request was not sent twice", str(sent))
     settle(px, c)
+    log_before = sum(1 for _ in open(os.path.join(T, "fault.log")))
+    raw, _ = chat(c, "any-model", "FAULTS:reset,reset cut me off", max_tokens=4)
+    sent = [json.loads(l)["fault"] for l in open(os.path.join(T, "fault.log"))][log_before:]
+    # (libcurl itself sends once more when a kept-alive connection dies before any byte of the answer: the
+    # idle-close race; the proxy adds no attempt of its own after a request went out)
+    check(answered_by(raw) == "student" and 1 <= len(sent) <= 2 and set(sent) == {"reset"},
+          "failover: a connection reset after sending: the student answers, no retry of the proxy's own", str(sent))
+    settle(px, c)
     before = px.metrics().get("llamaduo_proxy_retries_total", 0)
     raw, _ = chat(c, "any-model", "FAULTS:429 try again")
     check(answered_by(raw) == "service" and px.metrics()["llamaduo_proxy_retries_total"] > before, "a 429 is retried: the service answers")

@@ -504,6 +504,10 @@ Tokenizer *tok_load_hf_json(const char *json, size_t len, const char *name) {
     for (const cJSON *a = added ? added->child : NULL; a; a = a->next, k++) {
         int id = cJSON_GetObjectItemCaseSensitive(a, "id")->valueint;
         const char *c = json_str(a, "content");
+        if (t->is_added[id]) {  // a second entry would free the text the first one points to
+            ld_set_error("%s: added token id %d appears twice in added_tokens", name, id);
+            goto fail;
+        }
         free(t->owned_text[id]);
         t->owned_text[id] = ld_xstrdup(c);
         t->text[id] = t->owned_text[id];

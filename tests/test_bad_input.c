@@ -121,6 +121,11 @@ static void config_cases(void) {
     const char *tok = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [7]}}";
     expect_fail(model_dir_with("tok_broken", "tokenizer.json", tok, strlen(tok)), "tokenizer.json malformed merge", "tokenizer.json");
     expect_fail(model_dir_with("tok_absent", "tokenizer.json", NULL, 0), "tokenizer.json absent", "tokenizer.json");
+    // (found by fuzz_tokenizer_json: the second entry freed the text the first pointed to)
+    const char *twice =
+        "{\"added_tokens\": [{\"id\": 0, \"content\": \"<a>\", \"special\": true}, {\"id\": 0, \"content\": \"<b>\"}],"
+        " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}}";
+    expect_fail(model_dir_with("tok_twice", "tokenizer.json", twice, strlen(twice)), "an added token id twice", "appears twice in added_tokens");
 }
 
 static void gguf_cases(void) {

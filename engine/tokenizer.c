@@ -591,7 +591,12 @@ Tokenizer *tok_load_gguf(const Gguf *g) {
     alloc_vocab(t, n);
     int n_added = 0;
     for (int i = 0; i < n; i++) {
-        int ty = types ? (int)gguf_arr_num(types, (uint64_t)i) : 1;
+        double type = types ? gguf_arr_num(types, (uint64_t)i) : 1;
+        if (!(type >= 0 && type <= 6)) {  // llama.cpp's token types are 0..6; past int's range the cast itself is undefined
+            ld_set_error("%s: tokenizer.ggml.token_type[%d] is %g, not a token type (0 to 6)", name, i, type);
+            goto fail;
+        }
+        int ty = (int)type;
         GgufStr s = toks->arr_strs[i];
         if (ty == 3 || ty == 4 || ty == 2) {  // control, user-defined, unknown: literal text, matched whole
             free(t->owned_text[i]);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http_server.h"
@@ -543,6 +544,42 @@ static enum MHD_Result answer_completion(Req *q, struct MHD_Connection *c, const
     return send_error_from(q, c, &e);
 }
 
+// GET /v1/models: the service's own list; when it cannot give one, the routes' model names and the student's.
+static enum MHD_Result answer_models(Req *q, struct MHD_Connection *c) {
+    Proxy *p = q->p;
+    char *url = join_url(p->c->service_url, "/v1/models"), auth[4096] = "";
+    const char *key = p->c->forward_client_key ? q->bearer : p->service_key;
+    if (key) snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+    UpstreamRequest ur = {url, NULL, 0, key ? auth : NULL, p->c->connect_timeout_s, p->c->first_byte_timeout_s, 0, 1 << 20, &p->abort};
+    Upstream *u = upstream_start(&ur);
+    memset(auth, 0, sizeof auth);
+    free(url);
+    if (!upstream_wait_all(u) && upstream_status(u) == 200) {
+        size_t len;
+        const char *body = upstream_body(u, &len);
+        char *copy = ld_xmalloc(len + 1);
+        memcpy(copy, body, len + 1);
+        upstream_free(u);
+        return http_send_json(c, 200, copy);
+    }
+    upstream_free(u);
+    cJSON *list = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(list, "data");
+    cJSON_AddStringToObject(list, "object", "list");
+    for (int i = 0; i <= p->c->n_routes; i++) {
+        const char *id = i < p->c->n_routes ? p->c->routes[i].model : *p->student_url ? p->c->student_name : "*";
+        if (!strcmp(id, "*")) continue;
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "id", id);
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", (double)time(NULL));
+        cJSON_AddStringToObject(m, "owned_by", i < p->c->n_routes ? "llamaduo-proxy" : "llamaduo-student");
+        cJSON_AddItemToArray(data, m);
+    }
+    char *json = cJSON_PrintUnformatted(list);
+    cJSON_Delete(list);
+    return http_send_json(c, 200, json);
+}
+
 static enum MHD_Result send_text(struct MHD_Connection *c, const char *type, char *text) {  // takes text
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(r, "Content-Type", type);
@@ -575,14 +612,14 @@ static int answer_from_headers(Proxy *p, struct MHD_Connection *c, const char *u
     ApiError e = {0};
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     int open_route = !strcmp(url, "/health") || !strcmp(url, "/metrics");
-    int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions");
-    if (!open_route && !completion)
+    int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions"), models = !strcmp(url, "/v1/models");
+    if (!open_route && !completion && !models)
         api_error_set(&e, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
-    else if (!(open_route ? get : post))
+    else if (!(open_route || models ? get : post))
         api_error_set(&e, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
-    else if (completion && !http_bearer_ok(c, p->client_key))
+    else if (!open_route && !http_bearer_ok(c, p->client_key))
         api_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
-    else if (completion && p->c->forward_client_key && !http_bearer(c))
+    else if (!open_route && p->c->forward_client_key && !http_bearer(c))
         api_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "send your service API key as 'Authorization: Bearer <key>'");
     else
         return 0;
@@ -633,6 +670,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return send_error_from(q, c, &e);
     }
     q->bearer = http_bearer(c);
+    if (!strcmp(url, "/v1/models")) return answer_models(q, c);
     return answer_completion(q, c, url);
 }
 

@@ -230,6 +230,8 @@ def refusals(px):
     status, body = px.post_raw("/v1/chat/completions", b"{" + b'"x": "' + b"a" * 70000 + b'"}')
     check(status == 413 and "larger than 65536" in json.loads(body)["error"]["message"], "a body over proxy.max_body: 413")
     check(px.get("/v1/chat/completions")[0] == 405 and px.get("/nowhere")[0] == 404, "a wrong method 405, an unknown path 404")
+    ids = sorted(m.id for m in px.client().models.list())  # the fault server has no list: the routes' names and the student's
+    check(ids == ["canary-model", "local-model", "shadow-model", "student", "svc-model"], f"/v1/models: {ids}")
 
 
 def local_and_canary(px):

@@ -24,8 +24,10 @@ cmake --build build-fuzz -j"$JOBS" --target fuzz_all >/dev/null
 for f in build-fuzz/tests/fuzz/fuzz_*; do
   name=$(basename "$f")
   mkdir -p "build-fuzz/corpus-$name"
+  # tests/fuzz/regressions: inputs that once crashed a target, run every time
   "$f" -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=0 \
-     "build-fuzz/corpus-$name" tests/fuzz/seeds/"${name#fuzz_}" >"build-fuzz/$name.log" 2>&1 ||
+     "build-fuzz/corpus-$name" tests/fuzz/seeds/"${name#fuzz_}" $(ls -d tests/fuzz/regressions/"${name#fuzz_}" 2>/dev/null) \
+     >"build-fuzz/$name.log" 2>&1 ||
     { tail -40 "build-fuzz/$name.log"; echo "$name: FOUND A CRASH"; exit 1; }
   echo "$name: $(grep -c . "build-fuzz/$name.log") log lines, no finding"
 done

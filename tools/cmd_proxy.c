@@ -12,9 +12,9 @@
 
 static const char *k_proxy_help =
     "usage: llamaduo proxy CONFIG.yaml [--port N] [--check]\n\n"
-    "One OpenAI-compatible endpoint (POST /v1/chat/completions, /v1/completions; GET /health, /metrics) in front of the\n"
-    "service LLM and the migrated student. Point the app's base URL at it. Per route (the model name clients send),\n"
-    "a mode: forward (to the service), shadow (forward; the student answers too, in the background; both recorded),\n"
+    "One OpenAI-compatible endpoint (POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics)\n"
+    "in front of the service LLM and the migrated student. Point the app's base URL at it. Per route (the model name\n"
+    "clients send), "    "a mode: forward (to the service), shadow (forward; the student answers too, in the background; both recorded),\n"
     "canary (routes[].share of requests answered by the student), local (the student only). With routes[].failover,\n"
     "the student answers when the service fails (5xx, 429 past the retries, a timeout, no connection) or its circuit\n"
     "breaker is open; the header X-Llamaduo-Answered-By says who answered. Forwarded pairs are captured, scrubbed,\n"

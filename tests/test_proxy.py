@@ -432,6 +432,15 @@ capture:
         check("no route" in str(e), "a model without a route: 404, model_not_found")
     raw, _ = chat(px.client(key=SERVICE_KEY), "gpt-x", "not to be kept")
     check(answered_by(raw) == "service" and not glob.glob(f"{T}/capture-off*"), "capture.enabled false: answered, and nothing stored")
+    px.stop()
+    px = Proxy("b3", open(px.config).read().replace("  enabled: false\n", "  sample: 0.3\n").replace("capture-off", "capture-sampled"))
+    c = px.client(key=SERVICE_KEY)  # one client, its connections pooled (a client each would pass the per-address limit)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: chat(c, "gpt-x", f"sampled {i}"), range(600)))
+    out = llamaduo("capture", "stats", "--db", f"{T}/capture-sampled.sqlite")
+    m = re.search(r"gpt-x  forward  service: (\d+)", out.stdout)
+    kept = int(m.group(1)) / 600 if m else -1
+    check(abs(kept - 0.3) <= 0.06, f"capture.sample 0.3: {kept:.3f} of 600 forwarded pairs kept", out.stdout + out.stderr)
     check(px.stop() == 0, "SIGTERM: the proxy exits 0")
 
 

@@ -223,6 +223,20 @@ void http_stop(HttpServer *h) {
     free(h);
 }
 
+int http_route_check(struct MHD_Connection *c, const char *url, const char *method, const HttpRoute *routes, const char *key, ApiError *e) {
+    const HttpRoute *path = routes;
+    while (path->path && strcmp(path->path, url)) path++;
+    if (!path->path)
+        api_error_set(e, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
+    else if (strcmp(path->method, method))
+        api_error_set(e, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
+    else if (path->needs_key && !http_bearer_ok(c, key))
+        api_error_set(e, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
+    else
+        return 0;
+    return -1;
+}
+
 void http_body_add(HttpBody *b, const char *piece, size_t n, size_t max) {
     if (b->too_big || b->len + n > max) {
         b->too_big = 1;

@@ -32,6 +32,15 @@ int http_max_connections(const HttpServer *h);  // as fitted to the descriptor l
 void http_quiesce(HttpServer *h);
 void http_stop(HttpServer *h);
 
+// What a server answers: a path (one method each), and whether the caller's key is required there.
+typedef struct {
+    const char *path, *method;
+    int needs_key;
+} HttpRoute;
+// 0 when url and method name one of routes (ended by a {NULL} row) and the bearer key is right where it is
+// needed (key NULL: none is); else *e is the 404, 405 or 401 to send.
+int http_route_check(struct MHD_Connection *c, const char *url, const char *method, const HttpRoute *routes, const char *key, ApiError *e);
+
 // A request body arriving in pieces: past max bytes it is read and dropped (too_big), to be answered 413 once it
 // is all in (a client still sending when the connection closed would see a reset, not the answer).
 typedef struct {

@@ -609,20 +609,18 @@ static enum MHD_Result send_metrics(Proxy *p, struct MHD_Connection *c) {
 
 // Everything the headers decide is answered before the body is read: the route, the method, the key.
 static int answer_from_headers(Proxy *p, struct MHD_Connection *c, const char *url, const char *method, enum MHD_Result *ret) {
+    static const HttpRoute routes[] = {{"/health", "GET", 0},
+                                       {"/metrics", "GET", 0},
+                                       {"/v1/models", "GET", 1},
+                                       {"/v1/chat/completions", "POST", 1},
+                                       {"/v1/completions", "POST", 1},
+                                       {NULL}};
     ApiError e = {0};
-    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
     int open_route = !strcmp(url, "/health") || !strcmp(url, "/metrics");
-    int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions"), models = !strcmp(url, "/v1/models");
-    if (!open_route && !completion && !models)
-        api_error_set(&e, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
-    else if (!(open_route || models ? get : post))
-        api_error_set(&e, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
-    else if (!open_route && !http_bearer_ok(c, p->client_key))
-        api_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
-    else if (!open_route && p->c->forward_client_key && !http_bearer(c))
+    if (http_route_check(c, url, method, routes, p->client_key, &e) == 0) {
+        if (open_route || !p->c->forward_client_key || http_bearer(c)) return 0;
         api_error_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key", "send your service API key as 'Authorization: Bearer <key>'");
-    else
-        return 0;
+    }
     *ret = http_send_error(c, &e);
     return 1;
 }

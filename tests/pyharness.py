@@ -1,6 +1,8 @@
-"""What the Python suites share: the ok / bad / check counters, the summary that makes the exit status, and a free
-port on the loopback."""
+"""What the Python suites share: the ok / bad / check counters, the summary that makes the exit status, a free
+port on the loopback, the openai client, and a server process's memory and its stop."""
+import signal
 import socket
+import subprocess
 import sys
 
 counts = {"passed": 0, "failed": 0}
@@ -36,6 +38,22 @@ def need_openai(suite):
     except ImportError:
         print(f"{suite} needs the openai package (PyPI): bash tools/setup.sh installs it into .venv")
         sys.exit(1)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+
+
+def stop(proc, grace=60):
+    """SIGTERM, then the exit status (killed after grace seconds)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.returncode
 
 
 def finish():

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from pyharness import bad, check, finish, need_openai, ok
+from pyharness import bad, check, finish, need_openai, ok, rss_kib, stop
 
 openai = need_openai("test_proxy")
 
@@ -118,17 +117,10 @@ class Proxy:
         return json.loads(self.get("/health")[2])
 
     def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+        return rss_kib(self.proc.pid)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.returncode
+        return stop(self.proc)
 
 
 def llamaduo(*args):

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from pyharness import bad, check, finish, free_port, need_openai, ok
+from pyharness import bad, check, finish, free_port, need_openai, ok, rss_kib, stop
 
 openai = need_openai("test_serve")
 
@@ -66,17 +66,10 @@ class Server:
         return self.log.read()
 
     def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+        return rss_kib(self.proc.pid)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.returncode
+        return stop(self.proc)
 
 
 def raw_exchange(port, data, timeout):

@@ -500,19 +500,13 @@ static enum MHD_Result send_health(Server *s, struct MHD_Connection *c) {  // li
 // connection closes would see the reset, not the answer.) Returns 0 to go on reading, or 1 with *ret the
 // queued answer.
 static int answer_from_headers(Server *s, struct MHD_Connection *c, const char *url, const char *method, enum MHD_Result *ret) {
+    static const HttpRoute routes[] = {{"/health", "GET", 0},
+                                       {"/v1/models", "GET", 1},
+                                       {"/v1/chat/completions", "POST", 1},
+                                       {"/v1/completions", "POST", 1},
+                                       {NULL}};
     ApiError err = {0};
-    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
-    int health = !strcmp(url, "/health"), models = !strcmp(url, "/v1/models");
-    int completion = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions");
-    if (!health && !models && !completion)
-        api_error_set(&err, 404, "invalid_request_error", NULL, NULL, "no route %s %s", method, url);
-    else if (!((health || models) ? get : post))
-        api_error_set(&err, 405, "invalid_request_error", NULL, NULL, "%s is not allowed on %s", method, url);
-    else if (!health && !http_bearer_ok(c, s->api_key))
-        api_error_set(&err, 401, "invalid_request_error", NULL, "invalid_api_key",
-                      "Incorrect or missing API key (send 'Authorization: Bearer <key>')");
-    else
-        return 0;
+    if (!http_route_check(c, url, method, routes, s->api_key, &err)) return 0;
     *ret = http_send_error(c, &err);
     return 1;
 }

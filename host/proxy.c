@@ -531,7 +531,7 @@ static enum MHD_Result answer_completion(Req *q, struct MHD_Connection *c, const
             return relay(q, c, failover);
         }
     }
-    if (last && !failover) {  // the service's own error, as it sent it
+    if (last) {  // the service's own error, as it sent it (the student could not do better)
         q->by = BY_SERVICE, q->up = last;
         return relay(q, c, 0);
     }

@@ -175,6 +175,11 @@ int proxy_config_parse(cJSON *root, const char *path, ProxyConfig *c) {
                      path);
         return -1;
     }
+    for (int i = 0; i < c->n_routes; i++)
+        if (c->routes[i].mode == MODE_SHADOW && !c->capture) {  // both answers are kept in the store, or nowhere
+            ld_set_error("%s: routes[%d] shadows, which records both answers: it needs capture.enabled", path, i);
+            return -1;
+        }
     const char *paths[2] = {c->student_model, c->student_adapter}, *names[2] = {"student.model", "student.adapter"};
     for (int i = 0; i < 2; i++)
         if (paths[i] && !ld_file_exists(paths[i]) && !ld_is_dir(paths[i])) {

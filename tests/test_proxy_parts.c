@@ -112,6 +112,8 @@ static void configs(void) {
     snprintf(y, sizeof y, "%scapture: {db: x, sampel: 1}\n", svc);
     CHECK(config_refused(y, "capture.sampel"), "a misspelt key");
     CHECK(config_refused("service: [1, 2\n", "proxy-config"), "broken YAML names the file");
+    snprintf(y, sizeof y, "%sstudent: {base_url: 'http://127.0.0.1:9/v1'}\nroutes: [{model: a, mode: shadow}]\ncapture: {enabled: false}\n", svc);
+    CHECK(config_refused(y, "needs capture.enabled"), "a shadow route with capture off");
 }
 
 int main(void) {

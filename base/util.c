@@ -121,6 +121,14 @@ int ld_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
+void ld_str_append(char **acc, size_t *len, const char *piece) {
+    if (!piece) return;
+    size_t n = strlen(piece);
+    *acc = ld_xrealloc(*acc, *len + n + 1);
+    memcpy(*acc + *len, piece, n + 1);
+    *len += n;
+}
+
 char *ld_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *p = ld_xmalloc(a + b + 2);

@@ -33,6 +33,8 @@ int ld_atomic_commit(FILE *f, char *tmp, const char *path, int ok);
 int ld_is_dir(const char *path);
 int ld_file_exists(const char *path);
 char *ld_path_join(const char *dir, const char *name);  // heap string
+// piece (NULL: nothing) appended to the heap string *acc of *len bytes, which stays NUL-terminated.
+void ld_str_append(char **acc, size_t *len, const char *piece);
 int ld_mkdir_p(const char *path);  // mkdir -p; -1 with an error naming it
 
 double ld_time_s(void);  // monotonic seconds

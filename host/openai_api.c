@@ -381,13 +381,6 @@ char *api_models_json(const char *model, long created) {
 
 // ---- a reply's text (what the proxy captures) -------------------------------------------------------------
 
-static void append_text(char **acc, size_t *len, const char *piece) {
-    if (!piece) return;
-    size_t n = strlen(piece);
-    *acc = ld_xrealloc(*acc, *len + n + 1);
-    memcpy(*acc + *len, piece, n + 1);
-    *len += n;
-}
 
 static const char *choice_text(const cJSON *choice, int chat, int delta) {
     const cJSON *t = chat ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(choice, delta ? "delta" : "message"), "content")
@@ -410,7 +403,7 @@ char *api_reply_text(const char *body, size_t len, ApiKind kind, int stream) {
     size_t n = 0;
     if (!stream) {
         cJSON *o = cJSON_ParseWithLength(body, len);
-        append_text(&acc, &n, choice_text(first_choice(o), chat, 0));
+        ld_str_append(&acc, &n, choice_text(first_choice(o), chat, 0));
         cJSON_Delete(o);
         return acc;
     }
@@ -419,7 +412,7 @@ char *api_reply_text(const char *body, size_t len, ApiKind kind, int stream) {
         if (!end) end = body + len;
         if (end - l > 6 && !strncmp(l, "data: ", 6) && strncmp(l + 6, "[DONE]", 6)) {
             cJSON *o = cJSON_ParseWithLength(l + 6, (size_t)(end - l - 6));
-            append_text(&acc, &n, choice_text(first_choice(o), chat, 1));
+            ld_str_append(&acc, &n, choice_text(first_choice(o), chat, 1));
             cJSON_Delete(o);
         }
         l = end + 1;

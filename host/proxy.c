@@ -45,6 +45,7 @@ typedef struct {
     CaptureDb *capture;
     Scrubber *scrubber;
     unsigned long long sample_state;
+    double canary_due[PROXY_MAX_ROUTES];  // per canary route: the student's share accumulated (mu held)
     ProxyMetrics m;
 } Proxy;
 
@@ -100,10 +101,10 @@ static int find_route(const ProxyConfig *c, const char *model) {
 // answers share * n of them, within one, evenly spread.
 static int canary_to_student(Proxy *p, int route) {
     pthread_mutex_lock(&p->mu);
-    Route *r = (Route *)&p->c->routes[route];
-    r->canary_due += r->share;
-    int student = r->canary_due >= 1;
-    if (student) r->canary_due -= 1;
+    double *due = &p->canary_due[route];
+    *due += p->c->routes[route].share;
+    int student = *due >= 1;
+    if (student) *due -= 1;
     pthread_mutex_unlock(&p->mu);
     return student;
 }
@@ -145,14 +146,6 @@ static int client_gone(int fd) {  // a thread blocked on its upstream would not 
 
 // ---- capture ---------------------------------------------------------------------------------------------
 
-static void add_text(char **acc, size_t *len, const char *piece) {
-    if (!piece) return;
-    size_t n = strlen(piece);
-    *acc = ld_xrealloc(*acc, *len + n + 1);
-    memcpy(*acc + *len, piece, n + 1);
-    *len += n;
-}
-
 // The request's conversation, scrubbed, as the capture stores it: chat messages (text parts joined), or a
 // completion's prompt as one user message. NULL when scrubbing failed or there is nothing to keep.
 static char *scrubbed_messages(Proxy *p, const Req *q, ScrubMap *map) {
@@ -165,9 +158,9 @@ static char *scrubbed_messages(Proxy *p, const Req *q, ScrubMap *map) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         char *text = NULL;
         size_t n = 0;
-        if (cJSON_IsString(content)) add_text(&text, &n, content->valuestring);
+        if (cJSON_IsString(content)) ld_str_append(&text, &n, content->valuestring);
         for (const cJSON *part = cJSON_IsArray(content) ? content->child : NULL; part; part = part->next)
-            add_text(&text, &n, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(part, "text")));
+            ld_str_append(&text, &n, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(part, "text")));
         char *clean = text && cJSON_IsString(role) ? scrub_text(p->scrubber, text, map, NULL) : NULL;
         ok = clean != NULL;
         if (clean) {
@@ -289,6 +282,15 @@ static int service_failure(const Upstream *u) {  // what the breaker counts and 
     return !s || s == 429 || s >= 500;
 }
 
+// The service's key header for a request (its own key, or the client's with forward_client_key) into buf; NULL
+// when there is none. The caller wipes buf after use.
+static const char *service_auth(const Proxy *p, const Req *q, char *buf, size_t cap) {
+    const char *key = p->c->forward_client_key ? q->bearer : p->service_key;
+    if (!key) return NULL;
+    snprintf(buf, cap, "Authorization: Bearer %s", key);
+    return buf;
+}
+
 static double retry_wait(const Proxy *p, const Upstream *u, int attempt) {  // -1: do not try again
     const char *ra = upstream_status(u) == 429 ? upstream_header(u, "Retry-After") : NULL;
     if (ra) {
@@ -314,12 +316,11 @@ static Upstream *ask_service(Proxy *p, Req *q, const char *path, Upstream **last
         return NULL;
     }
     char *url = join_url(p->c->service_url, path), auth[4096] = "";
-    const char *key = p->c->forward_client_key ? q->bearer : p->service_key;
-    if (key) snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
+    const char *header = service_auth(p, q, auth, sizeof auth);
     Upstream *ok = NULL;
     for (int attempt = 0; attempt < p->c->max_attempts; attempt++) {
         // a whole answer's headers come only once it is written: the first-byte limit is a stream's
-        UpstreamRequest ur = {url,      q->body.data, q->body.len, key ? auth : NULL, p->c->connect_timeout_s, p->c->timeout_s,
+        UpstreamRequest ur = {url,      q->body.data, q->body.len, header, p->c->connect_timeout_s, p->c->timeout_s,
                               q->stream ? p->c->first_byte_timeout_s : 0, 16 << 20, &p->abort};
         Upstream *u = upstream_start(&ur);
         upstream_wait_headers(u);
@@ -548,9 +549,7 @@ static enum MHD_Result answer_completion(Req *q, struct MHD_Connection *c, const
 static enum MHD_Result answer_models(Req *q, struct MHD_Connection *c) {
     Proxy *p = q->p;
     char *url = join_url(p->c->service_url, "/v1/models"), auth[4096] = "";
-    const char *key = p->c->forward_client_key ? q->bearer : p->service_key;
-    if (key) snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-    UpstreamRequest ur = {url, NULL, 0, key ? auth : NULL, p->c->connect_timeout_s, p->c->first_byte_timeout_s, 0, 1 << 20, &p->abort};
+    UpstreamRequest ur = {url, NULL, 0, service_auth(p, q, auth, sizeof auth), p->c->connect_timeout_s, p->c->first_byte_timeout_s, 0, 1 << 20, &p->abort};
     Upstream *u = upstream_start(&ur);
     memset(auth, 0, sizeof auth);
     free(url);

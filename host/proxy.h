@@ -23,7 +23,6 @@ typedef struct {
     RouteMode mode;
     double share;  // canary: the student's share of requests
     int failover;
-    double canary_due;  // canary: the student's share accumulated (the lock held)
 } Route;
 
 typedef struct {

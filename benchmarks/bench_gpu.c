@@ -34,7 +34,7 @@ static void bench_train(Model *m, int seq, int batch, int steps, int warm, int r
     for (int i = 0; i < T; i++) tok[i] = (int)(lcg(&s) >> 8) % V, pos[i] = i % seq;
     for (int i = 0; i < T; i++) tgt[i] = pos[i] == seq - 1 ? -100 : tok[i + 1];  // next token within the record (HF's shifted labels)
     for (int b = 0; b < batch; b++) starts[b] = b * seq;
-    TrainBatch tb = {tok, tgt, pos, starts, T, batch};
+    TrainBatch tb = {tok, tgt, pos, starts, T, batch, 0, 0};
     GpuTrainer *g = gpu_trainer_new(m, lora, wt);
     if (!g) fail("gpu_trainer_new");
     double t0 = 0;

@@ -34,7 +34,7 @@ typedef struct Backend {
     int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
                                 const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                                 int r);
-    int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream);
+    int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
     int (*rope_backward)(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
     // kv_base NULL: the keys are rows 0.. of k/v, this call's own tokens (a packed batch); lse[T,Hq] may be NULL
@@ -52,7 +52,7 @@ typedef struct Backend {
     int (*gather_rows)(float *dst, const float *src, const int *src_rows, int n, int width);
     // targets on the host; dw (NULL: frozen head) accumulated; *loss and *n_counted on the host
     int (*linear_cross_entropy)(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
-                                float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted);
+                                float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted);
 } Backend;
 
 // The ops whose kernels share the op's name and signature (kernels/cpu's k_<op> behind a cpu_<op> wrapper that

@@ -56,8 +56,8 @@ static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *d
     k_lora_linear_backward(dx, dW, dbias, dA, dB, dyB, dy, x, ax, W, wt, A, B, s, T, in, out, r);
     return 0;
 }
-static int cpu_dropout(float *y, const float *x, size_t n, float p, uint64_t stream) {
-    k_dropout(y, x, n, p, stream);
+static int cpu_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0) {
+    k_dropout(y, x, n, p, stream, e0);
     return 0;
 }
 static int cpu_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
@@ -105,8 +105,8 @@ static int cpu_gather_rows(float *dst, const float *src, const int *src_rows, in
     return 0;
 }
 static int cpu_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,
-                                    int V, float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted) {
-    *loss = k_linear_cross_entropy(dx, dw, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, n_counted);
+                                    int V, float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted) {
+    *loss = k_linear_cross_entropy(dx, dw, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, n_norm, n_counted);
     return 0;
 }
 

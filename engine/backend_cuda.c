@@ -18,9 +18,9 @@ static int cuda_attention(float *out, float *lse, const float *q, const float *k
     return kc_attention(out, q, k, v, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
 }
 static int cuda_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,
-                                     int V, float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted) {
+                                     int V, float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted) {
     (void)dw;  // never asked for: weight_grads is 0
-    return kc_linear_cross_entropy(dx, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, loss, n_counted);
+    return kc_linear_cross_entropy(dx, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, n_norm, loss, n_counted);
 }
 
 #define CUDA_OP(op) .op = kc_##op,

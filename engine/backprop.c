@@ -19,7 +19,7 @@ float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *m
     const Backend *be = &ld_backend_cpu;
     Transformer t = {.be = be, .cfg = &m->cfg, .w = model_weights(m), .adapter = lora};
     ModelWeights gw = mg ? model_weights(mg) : (ModelWeights){0};
-    TrainStep step = {.adapter_grad = grad, .weight_grad = mg ? &gw : NULL};
+    TrainStep step = {.adapter_grad = grad, .weight_grad = mg ? &gw : NULL, .row0 = b->row0, .loss_norm = b->loss_norm};
     if (lora && grad) step.dropout = lora->dropout, step.dropout_seed = lora->dropout_seed;
     TokenPlan plan;
     float loss = NAN;

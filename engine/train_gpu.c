@@ -71,7 +71,7 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     const ModelConfig *c = &g->m->cfg;
     if (train_batch_check(c, b)) return NAN;
     Transformer t = {.be = be, .cfg = c, .w = g->w->w, .adapter = g->P, .bf16_acts = g->w->wt == LD_BF16};
-    TrainStep step = {.adapter_grad = g->dP, .dropout = g->dropout, .dropout_seed = dropout_seed};
+    TrainStep step = {.adapter_grad = g->dP, .dropout = g->dropout, .dropout_seed = dropout_seed, .row0 = b->row0, .loss_norm = b->loss_norm};
     TokenPlan plan;
     float loss = NAN;
     int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||

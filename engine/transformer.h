@@ -36,10 +36,13 @@ typedef struct {
 } TokenPlan;
 
 // A batch of packed records (host memory): tokens[T], targets[T] (-100 = not trained), positions[T] restarting at
-// each record, record starts[n_records] (attention never crosses a record).
+// each record, record starts[n_records] (attention never crosses a record). A data-parallel rank's share of a
+// packed sequence says where it lies in the whole: row0, its first token's row there (dropout's masks follow the
+// whole's rows), and loss_norm, the whole's counted targets (the mean's divisor; 0: this batch's own count).
 typedef struct TrainBatch {
     const int *tokens, *targets, *positions, *starts;
     int T, n_records;
+    int row0, loss_norm;
 } TrainBatch;
 
 // A packed training batch: causal within each record, the window on local layers; keys are the
@@ -66,6 +69,7 @@ typedef struct {
     ModelWeights *weight_grad;  // accumulated gradients of every weight (full fine-tuning, be->weight_grads), or NULL
     float dropout;  // LoRA dropout on the adapter's inputs (0: off)
     uint64_t dropout_seed;  // the masks are a function of it (dropout_mask.h)
+    int row0, loss_norm;  // a share of a larger batch (TrainBatch): its first row there, the whole's count
 } TrainStep;
 
 // *loss gets the mean cross-entropy over the plan's tokens with targets[n] (host; -100: not counted), *n_counted

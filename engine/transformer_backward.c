@@ -83,13 +83,13 @@ static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, co
     if (drop <= 0)
         return be->lora_linear_backward(dx, dw, dbias, gA, gB, b->dyB, dy, x, ax, W->data, W->type, pr->A, pr->B, s, n, in, out, ad->rank);
     // the adapter saw the masked input: its share of dx goes back through the same mask
-    uint64_t stream = ld_dropout_stream(b->step->dropout_seed, l, target);
+    uint64_t stream = ld_dropout_stream(b->step->dropout_seed, l, target), e0 = (uint64_t)b->step->row0 * in;
     size_t len = (size_t)n * in;
     TRY(be->lora_linear_backward(dx, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0));
-    TRY(be->dropout(b->xd, x, len, drop, stream));
+    TRY(be->dropout(b->xd, x, len, drop, stream, e0));
     TRY(be->fill(b->dxd, 0, len));
     TRY(be->lora_linear_backward(b->dxd, NULL, NULL, gA, gB, b->dyB, dy, b->xd, ax, NULL, W->type, pr->A, pr->B, s, n, in, out, ad->rank));
-    TRY(be->dropout(b->dxd, b->dxd, len, drop, stream));
+    TRY(be->dropout(b->dxd, b->dxd, len, drop, stream, e0));
     return be->add(dx, b->dxd, len);
 }
 

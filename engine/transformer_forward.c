@@ -55,7 +55,7 @@ static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, c
     if (!pr) return be->lora_linear(y, NULL, x, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0);
     if (drop <= 0) return be->lora_linear(y, ax, x, W->data, W->type, bias, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
     TRY(be->lora_linear(y, NULL, x, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0));
-    TRY(be->dropout(f->xd, x, (size_t)n * in, drop, ld_dropout_stream(f->step->dropout_seed, l, target)));
+    TRY(be->dropout(f->xd, x, (size_t)n * in, drop, ld_dropout_stream(f->step->dropout_seed, l, target), (uint64_t)f->step->row0 * in));
     return be->lora_linear(y, ax, f->xd, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
 }
 
@@ -280,7 +280,7 @@ static int head_loss(const Fwd *f, const int *targets, float *xf, float *dxf, fl
     float *dw = st && st->weight_grad ? (float *)st->weight_grad->lm_head.data : NULL;
     TRY(t->be->rmsnorm(xf, f->x, t->w.final_norm, n, D, c->norm_eps, c->norm_plus_one));
     return t->be->linear_cross_entropy(dxf, dw, xf, t->w.lm_head.data, t->w.lm_head.type, targets, n, D, V, c->final_softcap, -100,
-                                       head_rows(V), loss, n_counted);
+                                       head_rows(V), st ? st->loss_norm : 0, loss, n_counted);
 }
 
 int transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int *targets, const TrainStep *step, Activations **keep,

@@ -48,8 +48,9 @@ void k_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype w
 // x[T,D] = table[tokens]·scale, the table's rows in format tt.
 void k_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
 
-// LoRA dropout: y = x·mask/(1-p), the mask dropout_mask.h's function of (stream, element index). y may be x.
-void k_dropout(float *y, const float *x, size_t n, float p, uint64_t stream);
+// LoRA dropout: y = x·mask/(1-p), the mask dropout_mask.h's function of (stream, element index); x[0] is element e0
+// of the stream (a data-parallel rank's share of a batch starts past element 0). y may be x.
+void k_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
 
 // dst[dst_rows[i]] = src[i]  /  dst[i] = src[src_rows[i]], n rows of width floats (KV-cache writes, picking rows).
 void k_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
@@ -113,9 +114,11 @@ float k_cross_entropy(float *dlogits, const float *logits, const int *targets, i
 // mean cross-entropy over rows whose target is not ignore_index — computed chunk_rows counted rows at a time,
 // so the [T, V] logits are never held and ignored rows are never multiplied. dx[T,D] is written (0 on ignored
 // rows; NULL: loss only); dw[V,D] (fp32 w only, NULL: frozen head) is accumulated. Same result as k_matmul_q +
-// k_softcap + k_cross_entropy and their backward passes.
+// k_softcap + k_cross_entropy and their backward passes. The mean divides by n_norm when it is > 0 instead of the
+// counted rows: a data-parallel rank's share of a batch divides by the whole batch's count, so the ranks' losses
+// and gradients add up to the whole batch's.
 float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D, int V,
-                             float softcap, int ignore_index, int chunk_rows, int *n_counted);
+                             float softcap, int ignore_index, int chunk_rows, int n_norm, int *n_counted);
 
 // AdamW (torch semantics: decoupled weight decay, bias correction) on n parameters; m and v are the fp32
 // moment estimates; step counts from 1.

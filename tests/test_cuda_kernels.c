@@ -362,8 +362,8 @@ static void test_dropout_rows(size_t n, int width) {
     float *x = rnd(n, 1), *cy = malloc(sizeof(float) * n);
     float *gx = up(x, sizeof(float) * n), *gy = poisoned(n);
     uint64_t stream = 0x1234567890abcdefull ^ n;
-    k_dropout(cy, x, n, 0.3f, stream);
-    check_rc(kc_dropout(gy, gx, n, 0.3f, stream), "dropout");
+    k_dropout(cy, x, n, 0.3f, stream, 7);
+    check_rc(kc_dropout(gy, gx, n, 0.3f, stream, 7), "dropout");
     float *hy = down(gy, n);
     size_t kept = 0, same = 0;
     for (size_t i = 0; i < n; i++) kept += cy[i] != 0, same += memcmp(&hy[i], &cy[i], sizeof(float)) == 0;
@@ -507,7 +507,7 @@ static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk,
     uint16_t *W16 = bf16 ? bf16_bits(W, (size_t)V * D) : NULL;
     void *gW = bf16 ? up(W16, sizeof(uint16_t) * V * D) : up(W, sizeof(float) * V * D);
     float *gx = up(x, sizeof(float) * T * D), *gdx = poisoned((size_t)T * D);
-    check_rc(kc_linear_cross_entropy(gdx, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, &loss, &nc),
+    check_rc(kc_linear_cross_entropy(gdx, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, 0, &loss, &nc),
              "linear_cross_entropy");
     float *hdx = down(gdx, (size_t)T * D);
     char name[128];

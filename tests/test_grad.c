@@ -135,11 +135,11 @@ typedef struct {
 } LceCtx;
 static void lce_x(void *c, const float *x, float *y) {
     LceCtx *e = c;
-    y[0] = k_linear_cross_entropy(NULL, NULL, x, e->w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, NULL);
+    y[0] = k_linear_cross_entropy(NULL, NULL, x, e->w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, 0, NULL);
 }
 static void lce_w(void *c, const float *w, float *y) {
     LceCtx *e = c;
-    y[0] = k_linear_cross_entropy(NULL, NULL, e->x, w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, NULL);
+    y[0] = k_linear_cross_entropy(NULL, NULL, e->x, w, LD_F32, e->tgt, e->T, e->D, e->V, e->cap, -100, e->chunk, 0, NULL);
 }
 
 // The unfused sequence the fused op replaces: full logits, soft-cap, cross-entropy, and back.
@@ -254,7 +254,7 @@ int main(void) {
         float cap = variant == 1 ? 4.0f : 0.0f, x[30], w[55], dx[30], dw[55] = {0}, one = 1.0f;
         fill(x, 30, 2), fill(w, 55, 2);
         int n;
-        float loss = k_linear_cross_entropy(dx, dw, x, w, LD_F32, tgt, T, D, V, cap, -100, chunk, &n);
+        float loss = k_linear_cross_entropy(dx, dw, x, w, LD_F32, tgt, T, D, V, cap, -100, chunk, 0, &n);
         CHECK(n == 4, "fused head counted %d rows", n);
         LceCtx c = {T, D, V, chunk, cap, x, w, tgt};
         const char *nx[3] = {"fused head+loss dx (chunk 1)", "fused head+loss dx (chunk 2, cap)", "fused head+loss dx (1 chunk)"};
@@ -268,11 +268,21 @@ int main(void) {
         printf("fused vs unfused (variant %d): loss %.7f vs %.7f, dx %.1e, dW %.1e\n", variant, loss, uloss, ex, ew);
         CHECK(fabsf(loss - uloss) <= 1e-6f * fabsf(uloss) && ex < 1e-6 && ew < 1e-6, "fused head + loss differs from the unfused ops");
     }
+    {  // a data-parallel split: two shares dividing by the whole's count add up to the whole's loss and gradients
+        int T = 6, D = 5, V = 11, tgt[6] = {3, -100, 0, 10, -100, 7}, n, n1, n2;
+        float x[30], w[55], dx[30], dw[55] = {0}, sx[30], sw[55] = {0};
+        fill(x, 30, 4), fill(w, 55, 4);
+        float whole = k_linear_cross_entropy(dx, dw, x, w, LD_F32, tgt, T, D, V, 0, -100, 2, 0, &n);
+        float a = k_linear_cross_entropy(sx, sw, x, w, LD_F32, tgt, 2, D, V, 0, -100, 2, n, &n1);
+        float b = k_linear_cross_entropy(sx + 2 * D, sw, x + 2 * D, w, LD_F32, tgt + 2, T - 2, D, V, 0, -100, 2, n, &n2);
+        CHECK(n1 + n2 == n && fabsf(a + b - whole) <= 1e-6f * whole, "split shares: loss %g + %g != %g", a, b, whole);
+        CHECK(rel_err(sx, dx, 30) < 1e-6 && rel_err(sw, dw, 55) < 1e-6, "split shares' gradients differ from the whole's");
+    }
     {  // fused head + loss with every target ignored: zero loss, zero gradient, nothing multiplied
         int tgt[2] = {-100, -100}, n = -1;
         float x[6], w[12], dx[6];
         fill(x, 6, 1), fill(w, 12, 1), fill(dx, 6, 1);
-        float loss = k_linear_cross_entropy(dx, NULL, x, w, LD_F32, tgt, 2, 3, 4, 0, -100, 8, &n);
+        float loss = k_linear_cross_entropy(dx, NULL, x, w, LD_F32, tgt, 2, 3, 4, 0, -100, 8, 0, &n);
         CHECK(loss == 0 && n == 0, "all-ignored batch: loss %g, counted %d", loss, n);
         for (int i = 0; i < 6; i++) CHECK(dx[i] == 0, "all-ignored batch has an input gradient");
     }

@@ -110,7 +110,7 @@ static void read_batch(const SafeTensors *st, TrainBatch *b) {
     b->targets = ints(st, "targets", &ng);
     b->positions = ints(st, "positions", &np);
     b->starts = ints(st, "starts", &ns);
-    b->T = nt, b->n_records = ns;
+    *b = (TrainBatch){b->tokens, b->targets, b->positions, b->starts, nt, ns, 0, 0};
 }
 
 static void free_batch(TrainBatch *b) {
@@ -304,6 +304,31 @@ static void check_adapter_files(void) {
     model_free(m);  // frees its adapter, a
 }
 
+// Data parallelism's contract: a packed batch cut between records into two shares, each dividing by the whole's
+// count (loss_norm) and masking from its row in the whole (row0), gives the whole's loss and gradients as their
+// sums — dropout on. `whole` holds the whole batch's gradients under l's dropout.
+static void check_split_shares(Model *m, Lora *l, const Lora *whole, const TrainBatch *b) {
+    int c, c1, c2, k = b->n_records / 2, s = b->starts[k], *starts2 = malloc(sizeof(int) * (size_t)(b->n_records - k));
+    CHECK(k > 0 && s > 0, "the fixture has too few records to split");
+    for (int i = k; i < b->n_records; i++) starts2[i - k] = b->starts[i] - s;
+    Lora *g = lora_new(&m->cfg, l->rank, 8.0f, 0, (1u << LT_COUNT) - 1), *scratch = lora_new(&m->cfg, l->rank, 8.0f, 0, (1u << LT_COUNT) - 1);
+    float loss = train_loss_and_grad(m, l, scratch, NULL, b, &c);
+    TrainBatch b1 = {b->tokens, b->targets, b->positions, b->starts, s, k, 0, c};
+    TrainBatch b2 = {b->tokens + s, b->targets + s, b->positions + s, starts2, b->T - s, b->n_records - k, s, c};
+    float sum = train_loss_and_grad(m, l, g, NULL, &b1, &c1) + train_loss_and_grad(m, l, g, NULL, &b2, &c2);
+    double worst = 0;
+    for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
+        const LoraPair *p = &g->w[i], *q = &whole->w[i];
+        double ea = rel(p->A, q->A, (size_t)l->rank * p->in), eb = rel(p->B, q->B, (size_t)l->rank * p->out);
+        worst = fmax(worst, fmax(ea, eb));
+    }
+    printf("two shares of a batch (dropout %.1f): loss %.6f vs %.6f, gradients rel err %.1e\n", l->dropout, sum, loss, worst);
+    CHECK(c1 + c2 == c && fabsf(sum - loss) <= 1e-5f * loss, "two shares' losses add to %g, the whole's is %g", sum, loss);
+    CHECK(worst < 1e-5, "two shares' gradients differ from the whole's by %.2e", worst);
+    lora_free(g), lora_free(scratch);
+    free(starts2);
+}
+
 // LoRA dropout: the masked loss's gradient against central differences of the same masked loss, through the
 // whole model (the masks are a function of the seed, so every evaluation sees the same ones).
 static void check_dropout(void) {
@@ -348,6 +373,7 @@ static void check_dropout(void) {
     }
     printf("LoRA dropout 0.3: loss %.5f (without %.5f); gradient vs finite differences worst rel err %.2e\n", base, plain, worst);
     CHECK(worst < 2e-2, "dropout gradient differs from finite differences: %.3e", worst);
+    check_split_shares(m, l, g, &b);
     free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);
     lora_free(l), lora_free(g), lora_free(scratch);
     st_close(&st);

@@ -8,7 +8,7 @@
 #include "kernels.h"
 
 float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w, LdDtype wt, const int *targets, int T, int D, int V,
-                             float softcap, int ignore_index, int chunk_rows, int *n_counted) {
+                             float softcap, int ignore_index, int chunk_rows, int n_norm, int *n_counted) {
     int n = 0;
     for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
     if (n_counted) *n_counted = n;
@@ -21,7 +21,8 @@ float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w
     for (int t = 0, i = 0; t < T; t++)
         if (targets[t] != ignore_index) rows[i++] = t;
     double loss = 0;
-    float inv_n = 1.0f / (float)n;
+    int div = n_norm > 0 ? n_norm : n;
+    float inv_n = 1.0f / (float)div;
     for (int c0 = 0; c0 < n; c0 += C) {
         int m = n - c0 < C ? n - c0 : C;
         for (int i = 0; i < m; i++) memcpy(xc + (size_t)i * D, x + (size_t)rows[c0 + i] * D, sizeof(float) * (size_t)D);
@@ -48,5 +49,5 @@ float k_linear_cross_entropy(float *dx, float *dw, const float *x, const void *w
         if (dw) k_matmul_backward(NULL, dw, NULL, logits, xc, NULL, m, D, V);
     }
     free(rows), free(xc), free(logits), free(dxc);
-    return (float)(loss / n);
+    return (float)(loss / div);
 }

@@ -48,13 +48,14 @@ __global__ static void head_ce_kernel(float *logits, float *row_loss, const int 
 }
 
 extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
-                                       float softcap, int ignore_index, int chunk_rows, float *loss, int *n_counted) {
+                                       float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted) {
     int n = 0;
     for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
     if (n_counted) *n_counted = n;
     *loss = 0.0f;
     if (dx && kc_fill(dx, 0.0f, (size_t)T * D)) return -1;
     if (n == 0) return 0;
+    int div = n_norm > 0 ? n_norm : n;
     int C = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows, rc = -1;
     int *rows = (int *)malloc(sizeof(int) * n), *tgt = (int *)malloc(sizeof(int) * n);
     float *hl = (float *)malloc(sizeof(float) * n);
@@ -69,7 +70,7 @@ extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W,
     for (int c0 = 0; c0 < n; c0 += C) {
         int m = n - c0 < C ? n - c0 : C;
         if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, W, wt, NULL, NULL, NULL, 0, m, D, V, 0)) goto done;
-        head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / n, dx != NULL);
+        head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / div, dx != NULL);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) {
             kc_set_error("linear_cross_entropy", e);
@@ -84,7 +85,7 @@ extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W,
     {
         double sum = 0;
         for (int i = 0; i < n; i++) sum += hl[i];
-        *loss = (float)(sum / n);
+        *loss = (float)(sum / div);
     }
     rc = 0;
 done:

@@ -97,15 +97,15 @@ extern "C" int kc_gather_rows(float *dst, const float *src, const int *src_rows,
 }
 
 // LoRA dropout (dropout_mask.h, the CPU reference's mask bit for bit), scaled by 1/(1-p). y may be x.
-__global__ static void dropout_kernel(float *y, const float *x, size_t n, float p, float k, uint64_t stream) {
+__global__ static void dropout_kernel(float *y, const float *x, size_t n, float p, float k, uint64_t stream, uint64_t e0) {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= n) return;
-    y[e] = ld_dropout_keep(stream, e, p) ? x[e] * k : 0.0f;
+    y[e] = ld_dropout_keep(stream, e0 + e, p) ? x[e] * k : 0.0f;
 }
 
-extern "C" int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream) {
+extern "C" int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0) {
     if (!n) return 0;
-    dropout_kernel<<<kc_blocks(n, 256), 256>>>(y, x, n, p, 1.0f / (1.0f - p), stream);
+    dropout_kernel<<<kc_blocks(n, 256), 256>>>(y, x, n, p, 1.0f / (1.0f - p), stream, e0);
     KC_CHECK_LAUNCH("dropout");
     return 0;
 }

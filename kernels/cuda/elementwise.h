@@ -14,4 +14,4 @@ int kc_copy(float *dst, const float *src, size_t n);
 int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
 // y = x·mask/(1-p) with the mask a hash of (stream, element index): LoRA dropout (y may be x)
-int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream);
+int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);

@@ -8,6 +8,7 @@
 
 #include "backprop.h"
 #include "cuda_device.h"
+#include "dist.h"
 #include "export.h"
 #include "optim.h"
 #include "train_gpu.h"
@@ -15,6 +16,7 @@
 
 typedef struct {  // records packed greedily into one sequence of at most tokens_per_step tokens
     int *tokens, *targets, *positions, *starts, n_records, T;
+    int counted;  // targets that count (not -100): the divisor of every rank's share of its loss
 } Packed;
 
 struct Trainer;
@@ -26,6 +28,7 @@ typedef struct {
     double (*adamw)(struct Trainer *t, float lr);
     int (*state_to_host)(struct Trainer *t);  // before a checkpoint is written
     int (*state_from_host)(struct Trainer *t);  // after one is read
+    int (*sum_grad)(struct Trainer *t);  // every rank's gradients summed on every rank (more than one rank)
 } StepOps;
 
 struct Trainer {
@@ -44,11 +47,32 @@ struct Trainer {
     int nvb, start_step;
     size_t n_params;
     char *mpath;
+    Dist *dist;  // NULL: one rank
+    int rank, world, resumed_world;  // resumed_world: the ranks that wrote the checkpoint resumed from (0: none)
+    int *share_starts;  // [tokens_per_step] a share's record starts, rebased to its first row
 };
 
 // ---- the step runners -------------------------------------------------------------------------------------
 
-static TrainBatch batch_of(const Packed *p) { return (TrainBatch){p->tokens, p->targets, p->positions, p->starts, p->T, p->n_records}; }
+static TrainBatch batch_of(const Packed *p) {
+    return (TrainBatch){p->tokens, p->targets, p->positions, p->starts, p->T, p->n_records, 0, p->counted};
+}
+
+// This rank's share of a packed sequence: the records that start in its slice of the rows (whole records, so
+// attention never crosses ranks), dividing by the whole's count. T 0: no record falls to this rank.
+static TrainBatch share_of(const Trainer *t, const Packed *p) {
+    if (t->world == 1) return batch_of(p);
+    int lo = 0, hi = 0;
+    for (int i = 0; i < p->n_records; i++) {
+        int owner = (int)((long)p->starts[i] * t->world / p->T);
+        if (owner < t->rank) lo = i + 1;
+        if (owner <= t->rank) hi = i + 1;
+    }
+    int first = lo < p->n_records ? p->starts[lo] : p->T, end = hi < p->n_records ? p->starts[hi] : p->T;
+    for (int i = lo; i < hi; i++) t->share_starts[i - lo] = p->starts[i] - first;
+    return (TrainBatch){p->tokens + first, p->targets + first, p->positions + first, t->share_starts, end - first, hi - lo, first,
+                        p->counted};
+}
 
 static int cpu_zero_grad(Trainer *t) { return adamw_zero_grad(t->opt), 0; }
 static float cpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
@@ -59,7 +83,12 @@ static double cpu_adamw(Trainer *t, float lr) {
     return adamw_step(t->opt, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
 }
 static int cpu_state(Trainer *t) { return (void)t, 0; }  // the optimiser's state is the host's already
-static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state};
+static int cpu_sum_grad(Trainer *t) {
+    for (int k = 0; k < t->opt->n; k++)
+        if (dist_sum_f32(t->dist, t->opt->v[k].g, t->opt->v[k].n, "the gradients' all-reduce")) return -1;
+    return 0;
+}
+static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state, cpu_sum_grad};
 
 static int gpu_zero_grad(Trainer *t) { return gpu_trainer_zero_grad(t->gpu); }
 static float gpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
@@ -71,7 +100,8 @@ static double gpu_adamw(Trainer *t, float lr) {
 }
 static int gpu_to_host(Trainer *t) { return gpu_trainer_save_state(t->gpu, t->opt); }
 static int gpu_from_host(Trainer *t) { return gpu_trainer_load_state(t->gpu, t->opt); }
-static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host};
+static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu, t->dist); }
+static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host, gpu_sum_grad};
 
 // ---- data ---------------------------------------------------------------------------------------------------
 
@@ -94,6 +124,7 @@ static int pack(const TrainData *d, const int *order, int n, int cap, Packed **o
             p.T += len;
             i++;
         }
+        for (int k = 0; k < p.T; k++) p.counted += p.targets[k] != -100;
         *out = ld_xrealloc(*out, sizeof(Packed) * (size_t)(nb + 1));
         (*out)[nb++] = p;
     }
@@ -199,6 +230,16 @@ static int pick_device(Trainer *t) {
     const char *dev = t->o->device;
     t->ops = &k_cpu_steps;
     if (!(!strcmp(dev, "cuda") || (!strcmp(dev, "auto") && !t->full && ld_cuda_device_count() > 0))) return 0;
+    const DistPlace *at = t->dist ? dist_place(t->dist) : NULL;
+    int gpus = ld_cuda_device_count();
+    if (at && at->world > 1 && gpus > 0 && at->local_world > gpus) {
+        ld_set_error("%d ranks on this machine, but it has %d GPUs: one rank per GPU", at->local_world, gpus);
+        return -1;
+    }
+    if (at && at->world > 1 && gpus > 0 && ld_cuda_use_device(at->local_rank)) {
+        ld_set_error("rank %d cannot use GPU %d", at->rank, at->local_rank);
+        return -1;
+    }
     if (!(t->gpu = gpu_trainer_new(t->m, t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
         char why[512];
         snprintf(why, sizeof why, "%s", ld_last_error());
@@ -209,9 +250,11 @@ static int pick_device(Trainer *t) {
     return 0;
 }
 
-Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val) {
+Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val, Dist *dist) {
     Trainer *t = ld_xcalloc(1, sizeof *t);
     t->m = m, t->o = o, t->train = train, t->val = val, t->full = !strcmp(o->method, "full");
+    t->dist = dist, t->rank = dist ? dist_place(dist)->rank : 0, t->world = dist ? dist_place(dist)->world : 1;
+    t->share_starts = ld_xmalloc(sizeof(int) * (size_t)o->tokens_per_step);
     t->mpath = ld_path_join(o->out, "metrics.jsonl");
     pack_epochs(t);
     if (make_params(t) || pick_device(t) || ld_mkdir_p(o->out)) {
@@ -222,8 +265,9 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 }
 
 void trainer_info(const Trainer *t, TrainerInfo *out) {
-    *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu"};
-    if (t->gpu) ld_cuda_device_describe(0, out->device, sizeof out->device);
+    *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
+                         t->world, t->resumed_world};
+    if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 
 void trainer_free(Trainer *t) {
@@ -233,7 +277,7 @@ void trainer_free(Trainer *t) {
     free_packed(t->vb, t->nvb);
     gpu_trainer_free(t->gpu);
     lora_free(t->lora), lora_free(t->grad), adamw_free(t->opt), model_free(t->mgrad);
-    free(t->mpath), free(t);
+    free(t->share_starts), free(t->mpath), free(t);
 }
 
 // ---- checkpoints ----------------------------------------------------------------------------------------
@@ -254,13 +298,13 @@ static void remove_old_states(const char *ck, const char *keep) {
     if (d) closedir(d);
 }
 
-static int save_checkpoint(const char *dir, const AdamW *opt, int step) {
+static int save_checkpoint(const char *dir, const AdamW *opt, int step, int world) {
     char *ck = ld_path_join(dir, "checkpoint"), name[64], *tmp;
     snprintf(name, sizeof name, "state-%d.safetensors", step);
     char *st = ld_path_join(ck, name), *js = ld_path_join(ck, "state.json");
     int rc = ld_mkdir_p(ck) || adamw_save(opt, st) ? -1 : 0;
     FILE *f = rc ? NULL : ld_atomic_open(js, &tmp);
-    if (f) rc = ld_atomic_commit(f, tmp, js, fprintf(f, "{\"step\": %d, \"state\": \"%s\"}\n", step, name) > 0);
+    if (f) rc = ld_atomic_commit(f, tmp, js, fprintf(f, "{\"step\": %d, \"state\": \"%s\", \"ranks\": %d}\n", step, name, world) > 0);
     else rc = -1;
     if (!rc) remove_old_states(ck, name);
     else ld_set_error("%s: cannot write the checkpoint", ck);
@@ -268,12 +312,14 @@ static int save_checkpoint(const char *dir, const AdamW *opt, int step) {
     return rc;
 }
 
-static int load_checkpoint(const char *dir, AdamW *opt, int *step) {
+static int load_checkpoint(const char *dir, AdamW *opt, int *step, int *world) {
     char *ck = ld_path_join(dir, "checkpoint"), *js = ld_path_join(ck, "state.json");
     int rc = -1;
     char *txt = ld_read_file(js, NULL);
     cJSON *j = txt ? cJSON_Parse(txt) : NULL;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *file = cJSON_GetObjectItemCaseSensitive(j, "state");
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *file = cJSON_GetObjectItemCaseSensitive(j, "state"),
+                *ranks = cJSON_GetObjectItemCaseSensitive(j, "ranks");
+    *world = cJSON_IsNumber(ranks) && ranks->valueint > 0 ? ranks->valueint : 1;  // earlier builds ran one rank
     // a checkpoint of an earlier build holds state.safetensors and no name
     const char *name = cJSON_IsString(file) && !strchr(file->valuestring, '/') ? file->valuestring : "state.safetensors";
     char *st = ld_path_join(ck, name);
@@ -303,27 +349,37 @@ static int trim_metrics(const char *path, int upto) {
     return ld_atomic_commit(f, tmp, path, ok);
 }
 
+// Every rank reads the checkpoint (DIR on a filesystem they share); rank 0's step is checked against each rank's.
 int trainer_resume(Trainer *t) {
-    if (load_checkpoint(t->o->out, t->opt, &t->start_step) || t->ops->state_from_host(t) || trim_metrics(t->mpath, t->start_step))
+    if (load_checkpoint(t->o->out, t->opt, &t->start_step, &t->resumed_world) || t->ops->state_from_host(t)) return -1;
+    int step0 = t->start_step;
+    if (dist_bcast(t->dist, &step0, sizeof step0, "the checkpoint's step")) return -1;
+    if (step0 != t->start_step) {
+        ld_set_error("rank %d found the checkpoint of step %d in %s, rank 0 that of step %d: the output directory must be one "
+                     "that every rank shares",
+                     t->rank, t->start_step, t->o->out, step0);
         return -1;
+    }
+    if (t->rank == 0 && trim_metrics(t->mpath, t->start_step)) return -1;
     return t->start_step;
 }
 
 // ---- the run ----------------------------------------------------------------------------------------------
 
-// The validation loss over every counted target, or NAN with an error.
+// The validation loss over every counted target (each rank scores its shares, the sums are added), or NAN with an
+// error.
 static double eval_loss(Trainer *t) {
-    double sum = 0;
-    long cnt = 0;
+    double sum[2] = {0, 0};  // the losses' sum, the counted targets
     for (int i = 0; i < t->nvb; i++) {
-        TrainBatch b = batch_of(&t->vb[i]);
+        TrainBatch b = share_of(t, &t->vb[i]);
         int c;
-        float loss = t->ops->loss(t, &b, &c, 0);
+        float loss = b.T ? t->ops->loss(t, &b, &c, 0) : 0;
         if (isnan(loss)) return NAN;
-        sum += (double)loss * c, cnt += c;
+        if (b.T) sum[0] += (double)loss * c, sum[1] += c;
     }
-    if (!cnt) ld_set_error("the validation records have no target token to score");
-    return cnt ? sum / cnt : NAN;
+    if (dist_sum_f64(t->dist, sum, 2, "the validation loss's all-reduce")) return NAN;
+    if (!sum[1]) ld_set_error("the validation records have no target token to score");
+    return sum[1] ? sum[0] / sum[1] : NAN;
 }
 
 static float lr_at(const Trainer *t, int step) {
@@ -342,8 +398,9 @@ static int step_failed(int step) {
     return -1;
 }
 
-// One optimiser step over micro-batches b0.. of an epoch; p gets the mean of their mean losses, the learning rate
-// and the gradient norm. Stops at the first failure: 0, or -1 with an error naming the step.
+// One optimiser step over micro-batches b0.. of an epoch (this rank's share of each; the shares' losses and
+// gradients summed over the ranks); p gets the mean of their mean losses, the learning rate and the gradient norm.
+// Stops at the first failure: 0, or -1 with an error naming the step.
 static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, long *tokens, TrainProgress *p) {
     const TrainOptions *o = t->o;
     if (t->ops->zero_grad(t)) return step_failed(step);
@@ -351,13 +408,14 @@ static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, l
     double loss = 0;
     int nmb = 0;
     for (int b = b0; b < npb && b < b0 + o->grad_accum; b++, nmb++) {
-        TrainBatch tb = batch_of(&pb[b]);
+        TrainBatch tb = share_of(t, &pb[b]);
         int c;
-        float l = t->ops->loss(t, &tb, &c, 1);
+        float l = tb.T ? t->ops->loss(t, &tb, &c, 1) : 0;
         if (isnan(l)) return step_failed(step);
         loss += l;
         *tokens += pb[b].T;
     }
+    if (t->world > 1 && (t->ops->sum_grad(t) || dist_sum_f64(t->dist, &loss, 1, "the loss's all-reduce"))) return step_failed(step);
     if (nmb > 1 && t->ops->scale_grad(t, 1.0f / nmb)) return step_failed(step);
     p->loss = loss / nmb;
     p->lr = lr_at(t, step);
@@ -366,6 +424,7 @@ static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, l
 }
 
 static void write_metrics(FILE *mf, const TrainProgress *p) {
+    if (!mf) return;  // a rank other than 0
     fprintf(mf, "{\"step\": %d, \"epoch\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %ld, \"tokens_per_s\": %.1f",
             p->step, p->epoch, p->loss, p->lr, p->grad_norm, p->tokens, p->tokens_per_s);
     if (p->evaluated) fprintf(mf, ", \"val_loss\": %.6f", p->val_loss);
@@ -383,15 +442,15 @@ static int eval_before(Trainer *t, FILE *mf, void (*on_step)(const TrainProgress
         ld_set_error("validation before training: %s", why);
         return -1;
     }
-    fprintf(mf, "{\"step\": 0, \"val_loss\": %.6f}\n", p.val_loss);
+    if (mf) fprintf(mf, "{\"step\": 0, \"val_loss\": %.6f}\n", p.val_loss);
     if (on_step) on_step(&p, ctx);
     return 0;
 }
 
 int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void *ctx) {
     const TrainOptions *o = t->o;
-    FILE *mf = fopen(t->mpath, t->start_step ? "a" : "w");
-    if (!mf) {
+    FILE *mf = t->rank ? NULL : fopen(t->mpath, t->start_step ? "a" : "w");
+    if (!mf && !t->rank) {
         ld_set_error("%s: cannot write", t->mpath);
         return -1;
     }
@@ -415,17 +474,19 @@ int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void
             }
             write_metrics(mf, &p);
             if (on_step) on_step(&p, ctx);
-            if (o->save_every && p.step % o->save_every == 0 && p.step < t->total &&
-                (t->ops->state_to_host(t) || save_checkpoint(o->out, t->opt, p.step)))
+            if (!t->rank && o->save_every && p.step % o->save_every == 0 && p.step < t->total &&
+                (t->ops->state_to_host(t) || save_checkpoint(o->out, t->opt, p.step, t->world)))
                 rc = -1;
         }
     }
-    fclose(mf);
+    if (mf) fclose(mf);
     return rc;
 }
 
 int trainer_save(Trainer *t, char **path) {
     const TrainOptions *o = t->o;
+    *path = NULL;
+    if (t->rank) return 0;  // every rank holds the same weights: rank 0's are written
     if (t->ops->state_to_host(t)) return -1;  // the trained values live on the GPU until now
     *path = ld_path_join(o->out, t->full ? (model_gguf(t->m) ? "model.gguf" : "model") : "adapter");
     int nt, nm,

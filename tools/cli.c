@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include "cuda_device.h"
+#include "dist.h"
 
 #include <omp.h>
 #include <stdarg.h>
@@ -10,13 +11,19 @@
 #include "lora.h"
 #include "util.h"
 
+static Dist *g_ranks;  // a data-parallel run this process is a rank of (die_ends_ranks)
+
+void die_ends_ranks(Dist *d) { g_ranks = d; }
+
 void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "llamaduo: error: ");
+    if (g_ranks && dist_place(g_ranks)->world > 1) fprintf(stderr, "rank %d: ", dist_place(g_ranks)->rank);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    if (g_ranks) dist_abort(g_ranks, 1);
     exit(1);
 }
 

@@ -21,6 +21,9 @@ int arg_float(Args *a, const char *name, float *out, float lo, float hi);
 void arg_unknown(Args *a);  // exits 2 naming the argument
 
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+// From now on die() names this rank and ends every rank of the run (dist_abort), not this process alone.
+struct Dist;
+void die_ends_ranks(struct Dist *d);
 void set_threads(int n);
 
 // Generation options shared by generate, chat and perplexity-free commands.

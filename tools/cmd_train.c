@@ -1,5 +1,6 @@
 // llamaduo train: turns the command line (and a YAML config's `train:` section) into TrainOptions and runs
 // engine/trainer.h on the records engine/train_data.h reads, printing its progress.
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include "cli.h"
 #include "config.h"
 #include "cuda_device.h"
+#include "dist.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -17,7 +19,18 @@ static const char *k_help_head =
     "Options (a YAML --config holds the same settings under `train:`, with underscores; flags after it override it):\n";
 static const char *k_help_tail =
     "  --resume                           continue after a crash from DIR/checkpoint, with the same losses\n"
-    "  --check                            check the settings and exit (nothing is loaded or written)\n";
+    "  --check                            check the settings and exit (nothing is loaded or written)\n"
+    "Data-parallel (every rank takes a share of each step's tokens_per_step; the losses are one process's):\n"
+    "  --ranks N                          N CPU ranks on this machine (started with mpirun)\n"
+    "  --gpus N|all                       one rank per GPU on this machine (--device cuda)\n"
+    "  --dist-timeout SECONDS             how long a rank waits for the others in a collective (default 300)\n"
+    "  (or start the ranks yourself: mpirun -np N llamaduo train ..., or srun --mpi=pmix llamaduo train ...)\n";
+
+typedef struct {  // how the ranks are had
+    int ranks;  // --ranks / --gpus (0: as launched)
+    int gpus;  // --gpus given
+    double timeout_s;
+} Launch;
 
 static void load_data(const Model *m, const ChatTemplate *ct, const char *path, const TrainOptions *o, TrainData *d) {
     if (train_data_load(m, ct, path, o->full_sequence_loss, o->max_len, o->long_records, d)) die("%s", ld_last_error());
@@ -67,6 +80,11 @@ static void print_step(const TrainProgress *p, void *ctx) {
 static void print_setup(const Trainer *t, const TrainOptions *o) {
     TrainerInfo in;
     trainer_info(t, &in);
+    if (in.resumed_ranks && in.resumed_ranks != in.ranks)
+        fprintf(stderr, "train: the checkpoint was written by %d rank%s, this run has %d: it continues with the same batches (the "
+                        "sums' rounding may differ in the last digits)\n",
+                in.resumed_ranks, in.resumed_ranks == 1 ? "" : "s", in.ranks);
+    if (in.ranks > 1) fprintf(stderr, "train: %d data-parallel ranks\n", in.ranks);
     if (in.on_gpu)
         fprintf(stderr, "train: on the GPU (%s), base weights in %s\n", in.device, o->precision);
     else if (!strcmp(o->device, "auto") && !strcmp(o->method, "full") && ld_cuda_device_count() > 0)
@@ -80,7 +98,25 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
                 in.n_params / 1e6);
 }
 
-static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int *check) {
+// --gpus N|all: the ranks, one per GPU of this machine.
+static int gpu_ranks(const char *v) {
+    int have = ld_cuda_device_count(), n = !strcmp(v, "all") ? have : atoi(v);
+    if (!have) die("--gpus %s: no CUDA device found (this build or this machine has no GPU)", v);
+    if (n < 1 || n > have) die("--gpus %s: this machine has %d GPU%s", v, have, have == 1 ? "" : "s");
+    return n;
+}
+
+static int parse_launch(Args *a, TrainOptions *o, Launch *l) {
+    const char *v;
+    float t;
+    if (arg_int(a, "--ranks", &l->ranks, 1, 4096)) return 1;
+    if (arg_float(a, "--dist-timeout", &t, 1, 86400)) return l->timeout_s = t, 1;
+    if (!arg_value(a, "--gpus", &v)) return 0;
+    l->ranks = gpu_ranks(v), l->gpus = 1, o->device = "cuda";
+    return 1;
+}
+
+static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int *check, Launch *l) {
     Args a = {argc, argv, 1, "train"};
     for (int i = 1; i + 1 < argc; i++)  // a config first, so flags can override it
         if (!strcmp(argv[i], "--config")) apply_yaml(argv[i + 1], o);
@@ -92,7 +128,7 @@ static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int 
             printf("%s", k_help_tail);
             exit(0);
         }
-        if (arg_value(&a, "--config", &v) || parse_option(&a, o)) continue;
+        if (arg_value(&a, "--config", &v) || parse_option(&a, o) || parse_launch(&a, o, l)) continue;
         if (arg_flag(&a, "--resume"))
             *resume = 1;
         else if (arg_flag(&a, "--check"))
@@ -102,18 +138,43 @@ static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int 
     }
 }
 
+// This process's place in the run: --ranks N starts the ranks (this process becomes their mpirun); a rank that
+// was started checks it is one of N. Every failure from here on ends every rank.
+static Dist *join_ranks(char **argv, const Launch *l, TrainOptions *o) {
+    DistPlace at;
+    if (dist_place_from_env(&at)) die("%s", ld_last_error());
+    if (l->ranks > 1 && at.world == 1) {
+        dist_launch(l->ranks, argv);
+        die("%s", ld_last_error());
+    }
+    if (l->ranks && at.world > 1 && l->ranks != at.world)
+        die("--%s %d, but %s started %d ranks", l->gpus ? "gpus" : "ranks", l->ranks, at.launcher, at.world);
+    Dist *d = dist_open(l->timeout_s);
+    if (!d) die("%s", ld_last_error());
+    die_ends_ranks(d);
+    const DistPlace *p = dist_place(d);
+    if (o->threads == 0 && p->local_world > 1) {  // the machine's cores shared among its ranks
+        int per = omp_get_num_procs() / p->local_world;
+        o->threads = per > 0 ? per : 1;
+    }
+    return d;
+}
+
 int cmd_train(int argc, char **argv) {
     if (has_run_flag(argc, argv)) return run_stage_command(argc, argv, "train");
     TrainOptions o;
     train_options_init(&o);
     int resume = 0, check = 0;
-    parse_args(argc, argv, &o, &resume, &check);
+    Launch launch = {0, 0, 300};
+    parse_args(argc, argv, &o, &resume, &check, &launch);
     if (train_options_check(&o, !check)) die("%s", ld_last_error());
     if (check) {
         cJSON_Delete(g_config);
         return 0;
     }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
+    Dist *dist = join_ranks(argv, &launch, &o);
+    int rank = dist_place(dist)->rank;
     set_threads(o.threads);
     Model *m = load_model_or_die(o.model);
     ChatTemplate ct;
@@ -121,25 +182,28 @@ int cmd_train(int argc, char **argv) {
     TrainData train, val = {0};
     load_data(m, &ct, o.train, &o, &train);
     if (o.val) load_data(m, &ct, o.val, &o, &val);
-    Trainer *t = trainer_new(m, &o, &train, &val);
+    Trainer *t = trainer_new(m, &o, &train, &val, dist);
     if (!t) die("%s", ld_last_error());
     if (resume) {
         int after = trainer_resume(t);
         if (after < 0) die("%s", ld_last_error());
-        fprintf(stderr, "train: resuming after step %d from %s/checkpoint\n", after, o.out);
+        if (!rank) fprintf(stderr, "train: resuming after step %d from %s/checkpoint\n", after, o.out);
     }
-    print_setup(t, &o);
+    if (!rank) print_setup(t, &o);
     int tty = isatty(2);
     double t0 = ld_time_s();
     char *out = NULL;
-    if (trainer_run(t, print_step, &tty) || trainer_save(t, &out)) die("%s", ld_last_error());
-    fprintf(stderr, "train: done in %.1fs; %s -> %s, metrics -> %s/metrics.jsonl\n", ld_time_s() - t0,
-            !strcmp(o.method, "full") ? "model" : "adapter", out, o.out);
+    if (trainer_run(t, rank ? NULL : print_step, &tty) || trainer_save(t, &out)) die("%s", ld_last_error());
+    if (!rank)
+        fprintf(stderr, "train: done in %.1fs; %s -> %s, metrics -> %s/metrics.jsonl\n", ld_time_s() - t0,
+                !strcmp(o.method, "full") ? "model" : "adapter", out, o.out);
     free(out);
     trainer_free(t);
     train_data_free(&train), train_data_free(&val);
     chat_template_free(&ct);
     model_free(m);
     cJSON_Delete(g_config);
+    die_ends_ranks(NULL);
+    dist_close(dist);
     return 0;
 }

@@ -16,6 +16,18 @@ extern "C" int ld_cuda_device_count(void) {
     return n;
 }
 
+extern "C" int ld_cuda_use_device(int i) {
+    if (cudaSetDevice(i) == cudaSuccess) return 0;
+    cudaGetLastError();
+    return -1;
+}
+
+extern "C" int ld_cuda_current_device(void) {
+    int i = 0;
+    if (cudaGetDevice(&i) != cudaSuccess) cudaGetLastError(), i = 0;
+    return i;
+}
+
 extern "C" int ld_cuda_device_describe(int i, char *buf, int cap) {
     cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, i) != cudaSuccess) return -1;

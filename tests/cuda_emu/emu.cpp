@@ -284,14 +284,30 @@ const char *cudaGetErrorString(cudaError_t e) {
     default: return "unknown error";
     }
 }
+// Several devices only in name: each is the same host memory, so ranks on "their own GPU" run as they would.
+static int emu_devices(void) {
+    const char *s = getenv("LLAMADUO_EMU_DEVICES");
+    int n = s ? atoi(s) : 1;
+    return n < 1 ? 1 : n;
+}
+static thread_local int g_device;
 cudaError_t cudaGetDeviceCount(int *n) {
-    *n = 1;
+    *n = emu_devices();
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+    if (device < 0 || device >= emu_devices()) return set_last(cudaErrorInvalidValue);
+    g_device = device;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *device) {
+    *device = g_device;
     return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
-    if (device != 0) return set_last(cudaErrorInvalidValue);
+    if (device < 0 || device >= emu_devices()) return set_last(cudaErrorInvalidValue);
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU");
+    snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU (device %d)", device);
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1, p->totalGlobalMem = (size_t)16 << 30;
     return cudaSuccess;
 }

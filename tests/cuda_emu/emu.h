@@ -155,7 +155,9 @@ cudaError_t cudaGetLastError(void);
 cudaError_t cudaPeekAtLastError(void);
 cudaError_t cudaDeviceSynchronize(void);
 const char *cudaGetErrorString(cudaError_t e);
-cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaGetDeviceCount(int *n);  // LLAMADUO_EMU_DEVICES (default 1) emulated devices
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int *device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device);
 typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
 template <typename T>

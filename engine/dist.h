@@ -1,0 +1,44 @@
+// defines: Dist, the ranks of a data-parallel run — where this process stands (from its launcher: mpirun, srun,
+// or RANK/WORLD_SIZE) and the collectives over host memory that training and batch inference need, over MPI.
+// One rank needs no MPI: every collective is then the identity. Every collective has a deadline: a rank that died
+// or stopped answering ends the wait with an error instead of a hang.
+#pragma once
+#include <stddef.h>
+
+typedef struct {
+    int rank, world;  // this process's rank of world
+    int local_rank, local_world;  // among the ranks on this machine (which GPU is this rank's)
+    char launcher[16];  // "none", "mpirun", "srun" or "env" (RANK/WORLD_SIZE)
+} DistPlace;
+
+// Where the environment puts this process: OMPI_COMM_WORLD_* (mpirun), SLURM_PROCID / SLURM_STEP_NUM_TASKS /
+// SLURM_LOCALID (a task of srun; not the batch script itself), or RANK / WORLD_SIZE / LOCAL_RANK. 0, or -1 with an
+// error naming the variable that makes no sense.
+int dist_place_from_env(DistPlace *p);
+
+typedef struct Dist Dist;
+
+// Joins the run the environment describes; timeout_s bounds every collective's wait for the other ranks. More
+// than one rank needs MPI in this build and a launcher that MPI understands (mpirun, or srun --mpi=pmix). NULL
+// with an error.
+Dist *dist_open(double timeout_s);
+const DistPlace *dist_place(const Dist *d);
+// In place over every rank: x[n] becomes the elementwise sum. `what` names the collective in a timeout's error.
+// 0, or -1 with an error.
+int dist_sum_f32(Dist *d, float *x, size_t n, const char *what);
+int dist_sum_f64(Dist *d, double *x, size_t n, const char *what);
+// Rank 0's bytes[n] to every rank. 0, or -1 with an error.
+int dist_bcast(Dist *d, void *bytes, size_t n, const char *what);
+// Every rank's bytes (n may differ) to rank 0: *all (heap; rank 0 only) holds them in rank order, each[r] their
+// lengths (world entries; rank 0 only). 0, or -1 with an error.
+int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what);
+// Ends this rank's part after the run (MPI_Finalize waits for every rank).
+void dist_close(Dist *d);
+// After an error: ends every rank of the run now (MPI_Abort; the launcher stops the rest), exiting with `code`.
+// With one rank, just exits.
+void dist_abort(Dist *d, int code);
+
+// Starts `ranks` ranks of this program on this machine under mpirun (each given args, the arguments after the
+// program's name) in place of this process: their exit status becomes this process's (mpirun's:
+// non-zero when a rank failed, after it ended the rest). Returns only on failure: -1 with an error (no mpirun).
+int dist_launch(int ranks, char *const *args);

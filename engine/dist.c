@@ -2,11 +2,13 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -103,6 +105,28 @@ static int mpi_failed(const Dist *d, int code, const char *what) {
     return -1;
 }
 
+// MPI_Init and MPI_Finalize wait for every rank with no deadline of their own: an alarm gives them one. The
+// message is written before the alarm is set (a signal handler may only write and exit).
+static char g_alarm_msg[256];
+static void on_alarm(int sig) {
+    (void)sig;
+    ssize_t rc = write(2, g_alarm_msg, strlen(g_alarm_msg));
+    (void)rc;
+    _exit(1);
+}
+static void deadline(const Dist *d, const char *what) {
+    if (!what) {
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+        return;
+    }
+    snprintf(g_alarm_msg, sizeof g_alarm_msg,
+             "llamaduo: error: rank %d: %s waited %.0f s for the other ranks (--dist-timeout): one of them has died or stopped answering\n",
+             d->at.rank, what, d->timeout_s);
+    signal(SIGALRM, on_alarm);
+    alarm((unsigned)d->timeout_s + 1);
+}
+
 // Waits for a started collective, at most timeout_s: spinning first (a step's collectives are short), then
 // napping so a rank that waits on a slow one leaves its cores to the work.
 static int wait_for(Dist *d, MPI_Request *req, const char *what) {
@@ -132,7 +156,9 @@ Dist *dist_open(double timeout_s) {
         return free(d), NULL;
     }
     int provided, world, rank;
+    deadline(d, "joining the run (MPI_Init)");
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+    deadline(d, NULL);
     d->mpi = 1;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_size(MPI_COMM_WORLD, &world), MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -217,7 +243,11 @@ fail:
 
 void dist_close(Dist *d) {
     if (!d) return;
-    if (d->mpi) MPI_Finalize();
+    if (d->mpi) {
+        deadline(d, "leaving the run (MPI_Finalize)");
+        MPI_Finalize();
+        deadline(d, NULL);
+    }
     free(d);
 }
 

@@ -169,8 +169,9 @@ Model *load_model_or_die(const char *path) {
     double t0 = ld_time_s();
     Model *m = model_load(path);
     if (!m) die("%s", ld_last_error());
-    fprintf(stderr, "llamaduo: loaded %s (%s, %d layers, dim %d, vocab %d) in %.1fs\n", path, arch_name(m->cfg.arch), m->cfg.n_layers,
-            m->cfg.dim, m->cfg.vocab, ld_time_s() - t0);
+    if (!g_ranks || dist_place(g_ranks)->rank == 0)  // one line for the whole run
+        fprintf(stderr, "llamaduo: loaded %s (%s, %d layers, dim %d, vocab %d) in %.1fs\n", path, arch_name(m->cfg.arch), m->cfg.n_layers,
+                m->cfg.dim, m->cfg.vocab, ld_time_s() - t0);
     return m;
 }
 

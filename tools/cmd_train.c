@@ -32,9 +32,9 @@ typedef struct {  // how the ranks are had
     double timeout_s;
 } Launch;
 
-static void load_data(const Model *m, const ChatTemplate *ct, const char *path, const TrainOptions *o, TrainData *d) {
+static void load_data(const Model *m, const ChatTemplate *ct, const char *path, const TrainOptions *o, int rank, TrainData *d) {
     if (train_data_load(m, ct, path, o->full_sequence_loss, o->max_len, o->long_records, d)) die("%s", ld_last_error());
-    if (d->skipped || d->truncated)
+    if (!rank && (d->skipped || d->truncated))
         fprintf(stderr, "train: %s: %d records longer than %d tokens %s\n", path, d->skipped + d->truncated, o->max_len,
                 d->skipped ? "skipped" : "truncated");
 }
@@ -180,8 +180,8 @@ int cmd_train(int argc, char **argv) {
     ChatTemplate ct;
     chat_template_or_die(m, o.chat_template, &ct);
     TrainData train, val = {0};
-    load_data(m, &ct, o.train, &o, &train);
-    if (o.val) load_data(m, &ct, o.val, &o, &val);
+    load_data(m, &ct, o.train, &o, rank, &train);
+    if (o.val) load_data(m, &ct, o.val, &o, rank, &val);
     Trainer *t = trainer_new(m, &o, &train, &val, dist);
     if (!t) die("%s", ld_last_error());
     if (resume) {

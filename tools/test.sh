@@ -16,7 +16,7 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMADUO_SANITIZE=O
 cmake --build build-asan -j"$JOBS" >/dev/null
 # leak checks stay on; OpenMP's runtime keeps thread pools alive at exit, which LSan does not report
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-   ctest --output-on-failure -j1 -LE slow)
+   ctest --output-on-failure -j1 -LE "slow|mpi")
 
 echo "== fuzz targets (libFuzzer, ${FUZZ_SECONDS:-20}s each)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMADUO_FUZZ=ON -DLLAMADUO_CUDA=OFF -DLLAMADUO_CUDA_EMU=OFF >/dev/null

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Data-parallel training on the CPU over MPI (tests/test_dist.sh BUILD_DIR SOURCE_DIR): ranks give one process's
+# losses and result (LoRA with dropout and accumulation, full fine-tuning), a rank killed or stopped ends the run
+# within seconds, --resume after it gives the uninterrupted run exactly, a different rank count continues, and the
+# launch mistakes are refused by name.
+source "$(dirname "$0")/harness.sh"
+MPIRUN=(mpirun -np 2 --oversubscribe --bind-to none)
+[ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
+command -v mpirun >/dev/null || { echo "FAIL mpirun is not installed (tools/setup.sh installs openmpi-bin)"; exit 1; }
+DATA="$SRC/configs/data"
+CMP=(python3 "$SRC/tests/compare_runs.py")
+LORA=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 1 --lr 2e-3
+      --tokens-per-step 256 --dropout 0.1 --grad-accum 2)
+FULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 1
+      --lr 1e-3 --tokens-per-step 256)
+
+same() {  # same NAME DIR_A DIR_B [--tol T]: compare_runs.py's verdict
+  local name=$1; shift
+  if out=$("${CMP[@]}" "$@"); then ok "$name: $out"; else bad "$name: $out"; fi
+}
+
+"$BIN" train "${LORA[@]}" --out "$T/lora1" 2>/dev/null
+"$BIN" train "${LORA[@]}" --out "$T/lora2" --ranks 2 2>"$T/lora2.err"
+same "LoRA, --ranks 2 vs one process (dropout, grad-accum 2)" "$T/lora2" "$T/lora1"
+[ "$(grep -c "loaded" "$T/lora2.err")" = 1 ] && grep -q "2 data-parallel ranks" "$T/lora2.err" &&
+  ok "progress comes from rank 0 alone" || bad "progress lines: $(head -5 "$T/lora2.err")"
+"$BIN" train "${LORA[@]}" --out "$T/lora3" --ranks 3 2>/dev/null
+same "LoRA, --ranks 3 (uneven shares) vs one process" "$T/lora3" "$T/lora1"
+"$BIN" train "${FULL[@]}" --out "$T/full1" 2>/dev/null
+"${MPIRUN[@]}" "$BIN" train "${FULL[@]}" --out "$T/full2" 2>/dev/null
+same "full fine-tuning, mpirun -np 2 vs one process" "$T/full2" "$T/full1"
+
+# kill -9 one rank mid-run: mpirun ends the other and names the rank; --resume then gives the uninterrupted run
+LONG=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 10 --lr 2e-3
+      --tokens-per-step 256 --save-every 40 --eval-every 1000)
+"$BIN" train "${LONG[@]}" --out "$T/whole" --ranks 2 2>/dev/null
+ranks_of() {  # ranks_of PID: the pids of rank 0 and rank 1 that mpirun PID started, once both are there
+  for _ in $(seq 200); do
+    kids=($(pgrep -P "$1"))
+    if [ ${#kids[@]} -ge 2 ]; then
+      for k in "${kids[@]}"; do echo "$(tr '\0' '\n' < /proc/$k/environ | sed -n 's/^OMPI_COMM_WORLD_RANK=//p') $k"; done | sort -n | cut -d' ' -f2
+      return
+    fi
+    sleep 0.05
+  done
+}
+ends_within() {  # ends_within PID SECONDS: 0 when PID is gone in time
+  for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  return 1
+}
+"$BIN" train "${LONG[@]}" --out "$T/killed" --ranks 2 2>"$T/killed.err" & p=$!
+kids=($(ranks_of $p))
+for _ in $(seq 300); do [ -f "$T/killed/checkpoint/state.json" ] && break; sleep 0.05; done
+kill -9 "${kids[1]}"
+if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+[ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "rank 1" "$T/killed.err" &&
+  ok "kill -9 of rank 1: the run ended (exit $rc) naming it" || bad "kill -9 of rank 1: exit $rc; $(tail -3 "$T/killed.err")"
+pgrep -f "$T/killed" >/dev/null && bad "a rank outlived the run" || ok "no rank is left behind"
+cp -r "$T/killed" "$T/killed-n1"
+"$BIN" train "${LONG[@]}" --out "$T/killed" --ranks 2 --resume 2>"$T/resume.err"
+grep -q "resuming after step" "$T/resume.err" && same "--resume with the same ranks: the uninterrupted run exactly" "$T/killed" "$T/whole" --tol 0 ||
+  bad "resume: $(tail -3 "$T/resume.err")"
+"$BIN" train "${LONG[@]}" --out "$T/killed-n1" --resume 2>"$T/resume1.err"
+grep -q "written by 2 ranks, this run has 1" "$T/resume1.err" && ok "a resume on 1 rank says it has fewer ranks than the checkpoint" ||
+  bad "resume on 1 rank: $(grep -v step "$T/resume1.err" | tail -3)"
+same "--resume on 1 rank continues the same run (rounding aside)" "$T/killed-n1" "$T/whole" --tol 1e-2
+
+# a rank that stops answering (SIGSTOP), while joining and mid-run: the other gives up after --dist-timeout
+for when in join step; do
+  "$BIN" train "${LONG[@]}" --out "$T/stopped-$when" --ranks 2 --dist-timeout 3 2>"$T/stopped-$when.err" & p=$!
+  kids=($(ranks_of $p))
+  [ $when = step ] && for _ in $(seq 300); do grep -q "step 5/" "$T/stopped-$when.err" && break; sleep 0.05; done
+  kill -STOP "${kids[1]}"
+  if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+  [ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "waited 3 s for the other ranks" "$T/stopped-$when.err" &&
+    ok "rank 1 stopped ($when): the run ended within 30 s (exit $rc) with the deadline's error" ||
+    bad "rank 1 stopped ($when): exit $rc; $(grep -v "train: step" "$T/stopped-$when.err" | tail -3)"
+  kill -9 "${kids[@]}" 2>/dev/null
+done
+
+# launch mistakes
+expect_err() {  # expect_err NAME PATTERN COMMAND...: non-zero exit and PATTERN on stderr
+  local name=$1 pat=$2; shift 2
+  if "$@" >/dev/null 2>"$T/err"; then bad "$name: exit 0"; elif grep -q "$pat" "$T/err"; then ok "$name refused"; else bad "$name: $(tail -2 "$T/err")"; fi
+}
+expect_err "RANK/WORLD_SIZE without MPI's launcher" "meet over MPI" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x1"
+expect_err "--ranks with no mpirun on PATH" "mpirun, which is not installed" env PATH=/nonexistent "$BIN" train "${LORA[@]}" --out "$T/x2" --ranks 2
+expect_err "mpirun -np 2 with --ranks 3" "ranks 3, but mpirun started 2" "${MPIRUN[@]}" "$BIN" train "${LORA[@]}" --out "$T/x3" --ranks 3
+expect_err "a rank count that is not one" "WORLD_SIZE=two" env RANK=0 WORLD_SIZE=two "$BIN" train "${LORA[@]}" --out "$T/x4"
+expect_err "--gpus without a GPU" "no CUDA device" "$BIN" train "${LORA[@]}" --out "$T/x5" --gpus 2
+finish

@@ -155,6 +155,11 @@ Dist *dist_open(double timeout_s) {
                      d->at.world);
         return free(d), NULL;
     }
+    if (!strcmp(d->at.launcher, "srun") && !getenv("PMIX_RANK") && !getenv("PMI_RANK")) {  // MPI would abort on its own
+        ld_set_error("srun started %d tasks without a process manager MPI can join: use srun --mpi=pmix (or MpiDefault=pmix)",
+                     d->at.world);
+        return free(d), NULL;
+    }
     int provided, world, rank;
     deadline(d, "joining the run (MPI_Init)");
     MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);

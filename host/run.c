@@ -75,9 +75,20 @@ static const OptionSpec k_infer_options[] = {
     {NULL}};
 static const OptionSpec k_student_options[] = {
     {"model", OPT_STR, R(student), 0, 0, NULL, NULL, "the small model to tune: an HF directory or a GGUF file", NULL, 1},
+    {"launcher", OPT_CHOICE, R(launcher), 0, 0, "local", "local|slurm", "where train and infer run: here, or as Slurm jobs (slurm:)"},
     {"threads", OPT_INT, R(threads), 0, 1024, "0", NULL, "CPU threads of the student's stages (0: all)"},
     {"train", OPT_MAP, R(train), 0, 0, NULL, NULL, "`llamaduo train` settings (engine/train_options.c)"},
     {"infer", OPT_SECTION, 0, 0, 0, NULL, NULL, "how the student answers the test prompts", k_infer_options},
+    {NULL}};
+static const OptionSpec k_slurm_options[] = {
+    {"partition", OPT_STR, R(slurm.partition), 0, 0, NULL, NULL, "the jobs' partition (default: the cluster's)"},
+    {"account", OPT_STR, R(slurm.account), 0, 0, NULL, NULL, "the account they are charged to"},
+    {"time", OPT_STR, R(slurm.time), 0, 0, NULL, NULL, "their time limit (sbatch --time: \"4:00:00\")"},
+    {"nodes", OPT_INT, R(slurm.nodes), 1, 4096, "1", NULL, "nodes of a training job (more than 1: the run directory is shared)"},
+    {"gpus", OPT_INT, R(slurm.gpus), 0, 64, "1", NULL, "GPUs per node (0: CPU jobs)"},
+    {"tasks", OPT_INT, R(slurm.tasks), 0, 1024, "0", NULL, "training ranks per node (0: one per GPU, or 1)"},
+    {"extra", OPT_LIST, R(slurm.extra), 0, 0, NULL, NULL, "further sbatch options, one per item (\"--qos=high\")"},
+    {"poll", OPT_NUM, R(slurm.poll_s), 0.1, 3600, "10", NULL, "seconds between looks at a job's state"},
     {NULL}};
 static const OptionSpec k_report_options[] = {
     {"local_monthly_usd", OPT_NUM, R(local_monthly_usd), 0, 1e9, "0", NULL, "the local model's monthly cost, for the comparison"},
@@ -98,6 +109,7 @@ typedef struct {
 static const RunSection k_run_sections[] = {{"run", k_loop_options},
                                             {"student", k_student_options},
                                             {"report", k_report_options},
+                                            {"slurm", k_slurm_options},
                                             {"service.local", k_local_options},
                                             {NULL, NULL}};
 
@@ -111,7 +123,7 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
     if (!r->config_text) return -1;
     r->root = config_load(config_path);
     if (!r->root) return -1;
-    static const char *const extra[] = {"run", "student", "report", NULL};
+    static const char *const extra[] = {"run", "student", "report", "slurm", NULL};
     if (stage_config_parse(r->root, config_path, extra, 1, &r->st)) return -1;
     const char *f = config_path;
     const cJSON *run = cJSON_GetObjectItemCaseSensitive(r->root, "run"), *stu = cJSON_GetObjectItemCaseSensitive(r->root, "student");
@@ -130,6 +142,11 @@ int run_load(const char *config_path, const char *self_exe, Run *r) {
         return -1;
     }
     r->retrain_continue = !strcmp(r->retrain, "continue");
+    if (cJSON_GetObjectItemCaseSensitive(r->root, "slurm") && strcmp(r->launcher, "slurm")) {
+        ld_set_error("%s: a 'slurm' section, but 'student.launcher' is %s: set it to slurm, or leave the section out", f, r->launcher);
+        return -1;
+    }
+    if (slurm_config_check(&r->slurm, f)) return -1;
     if (!strcmp(r->st.synth.strategy, "targeted") && r->probe == 0) {
         ld_set_error("%s: 'synth.strategy' targeted needs a probe: 'run.probe' is 0 (set it, or synth.strategy: uniform)", f);
         return -1;
@@ -739,6 +756,59 @@ static int append_file(FILE *f, const char *path) {
     return n;
 }
 
+// A Slurm job for (round, stage) that a rerun can find again: the one the ledger names, or one queued or running
+// under the stage's job name (an orchestrator killed between sbatch and the ledger's write). 2: it completed
+// (its results stand), 1: it is still queued or running (*job names it), 0: none to take, -1 on an error.
+static int slurm_job_to_attach(Run *r, const char *key, const char *name, SlurmJob *job) {
+    char *known = ledger_get(r->ledger, key), state[64] = "";
+    if (known) {
+        snprintf(job->id, sizeof job->id, "%s", known);
+        free(known);
+        if (slurm_state(job->id, state, sizeof state)) return -1;
+        if (!strcmp(state, "COMPLETED")) return 2;
+        if (slurm_state_active(state)) return 1;
+    }
+    return slurm_find_active(name, job);  // an earlier job that failed is not taken: this rerun submits anew
+}
+
+// The student's stage command (a `llamaduo` argv): a child process here, or a Slurm job with `ranks` ranks per
+// node (student.launcher: slurm) whose id goes into the ledger, so that a rerun after the orchestrator was killed
+// waits for the job still queued or running, or takes the results of one that completed, and submits nothing twice.
+static int student_stage(Run *r, Argv *a, int round, const char *stage, int ranks, const char *what) {
+    if (strcmp(r->launcher, "slurm") || a->overflow) return spawn_argv(r, a, what);
+    char name[512], key[64], label[96];
+    slurm_job_name(r->dir, round, stage, name, sizeof name);
+    snprintf(key, sizeof key, "slurm_job.r%d.%s", round, stage);
+    snprintf(label, sizeof label, "round %d: %s", round, stage);
+    char *dir = pathf(r, RUN_ROUND, round), *script = ld_path_join(dir, stage), *exe = realpath(r->self_exe, NULL), log[1024];
+    snprintf(log, sizeof log, "%s/%s-%%j.log", dir, stage);
+    char *sbatch = ld_xmalloc(strlen(script) + 8);
+    sprintf(sbatch, "%s.sbatch", script);
+    SlurmJob job = {0};
+    int found = ld_mkdir_p(dir) ? -1 : slurm_job_to_attach(r, key, name, &job), rc = -1;
+    if (found == 2) {
+        fprintf(stderr, "run: %s: Slurm job %s completed: its results are taken\n", label, job.id);
+        rc = 0;
+    } else if (found == 1) {
+        fprintf(stderr, "run: %s: attaching to Slurm job %s, queued or running since an earlier run\n", label, job.id);
+    } else if (found == 0) {
+        a->v[0] = exe ? exe : (char *)r->self_exe;  // the job may start elsewhere: this binary by its full path
+        if (slurm_submit(&r->slurm, name, sbatch, log, ranks, a->v, &job) == 0) {
+            fprintf(stderr, "run: %s: submitted Slurm job %s (%s)\n", label, job.id, sbatch);
+            found = 1;
+        }
+    }
+    if (found == 1 && ledger_set(r->ledger, key, job.id) == 0) {
+        slurm_log_path(log, job.id, job.log, sizeof job.log);
+        rc = slurm_wait(&job, r->slurm.poll_s, label);
+    }
+    free(dir), free(script), free(exe), free(sbatch);
+    return rc;
+}
+
+// Training ranks per node of a Slurm job: slurm.tasks, or one per GPU.
+static int slurm_train_ranks(const Run *r) { return r->slurm.tasks ? r->slurm.tasks : r->slurm.gpus > 0 ? r->slurm.gpus : 1; }
+
 static int stage_train(Run *r, int round) {
     if (skip_done(r, round, "train")) return 0;
     char *dir = pathf(r, RUN_ROUND, round), *data = pathf(r, RUN_TRAIN_DATA, round);
@@ -784,7 +854,7 @@ static int stage_train(Run *r, int round) {
         argv_add(&a, "llamaduo", "train", "--config", yaml, NULL);
         if (ld_file_exists(ck)) argv_add(&a, "--resume", NULL);  // a kill -9 left a checkpoint: continue from it
         if (r->retrain_continue && round > 1) argv_add(&a, "--init-adapter", prev, NULL);
-        ok = spawn_argv(r, &a, "llamaduo train") == 0;
+        ok = student_stage(r, &a, round, "train", slurm_train_ranks(r), "llamaduo train") == 0;
     }
     cJSON_AddNumberToObject(s.detail, "records", n_records);
     int rc = stage_end(&s, ok, outs, 2);
@@ -794,7 +864,7 @@ static int stage_train(Run *r, int round) {
 }
 
 // The student answers input (chat records) with round's adapter: `llamaduo generate`, K samples each.
-static int student_answers(Run *r, int round, const char *input, const char *output, int samples) {
+static int student_answers(Run *r, int round, const char *stage, const char *input, const char *output, int samples) {
     char *adapter = pathf(r, RUN_ADAPTER, round);
     char k[16], mt[16], temp[32], seed[16], batch[16], threads[16];
     snprintf(k, sizeof k, "%d", samples);
@@ -808,7 +878,7 @@ static int student_answers(Run *r, int round, const char *input, const char *out
              output, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision,
              NULL);
     if (r->threads) argv_add(&a, "--threads", threads, NULL);
-    int rc = spawn_argv(r, &a, "llamaduo generate");
+    int rc = student_stage(r, &a, round, stage, 1, "llamaduo generate");
     free(adapter);
     return rc;
 }
@@ -819,7 +889,7 @@ static int stage_infer(Run *r, int round) {
     const char *ins[] = {te, a_st}, *outs[] = {out};
     Stage s;
     stage_begin(&s, r, round, "infer", ins, 2);
-    int ok = student_answers(r, round, te, out, r->samples) == 0;
+    int ok = student_answers(r, round, "infer", te, out, r->samples) == 0;
     int rc = stage_end(&s, ok, outs, 1);
     free(te), free(a_st), free(out);
     return rc;
@@ -882,7 +952,7 @@ static int stage_probe(Run *r, int round) {
     stage_begin(&s, r, round, "probe", ins, 2);
     Records seeds = {0}, items = {0};
     ok = ok && records_read(tr, 1, &seeds) == 0 && draw_probe(r, round, &seeds, probe) == 0 && records_read(probe, 1, &items) == 0 &&
-         student_answers(r, round, probe, ans, 1) == 0;
+         student_answers(r, round, "probe", probe, ans, 1) == 0;
     LlmCache *cache = ok ? open_cache(r) : NULL;
     JudgeSummary js = {0};
     if (ok && cache && judge_answers(r, &s, cache, &items, ans, jp, sp, mp, &js) == 0) {

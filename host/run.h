@@ -4,13 +4,14 @@
 // and judges until the pass rule holds, the rounds or the budget run out, or scores stop improving. Every stage
 // is recorded in the ledger with its inputs and outputs by content hash, so rerunning on the directory resumes
 // after a crash with finished stages skipped and no paid request repeated (the response cache).
-// The student's stages (train, infer) run as `llamaduo train` / `llamaduo generate` child processes: this
-// layer never touches a tensor.
+// The student's stages (train, infer, probe's answers) run as `llamaduo train` / `llamaduo generate` child
+// processes, or as Slurm jobs (student.launcher: slurm; slurm.h): this layer never touches a tensor.
 #pragma once
 #include <cjson/cJSON.h>
 
 #include "ledger.h"
 #include "local_server.h"
+#include "slurm.h"
 #include "stage_config.h"
 
 typedef struct Run {
@@ -29,6 +30,8 @@ typedef struct Run {
     int threads, infer_max_tokens, infer_batch, infer_seed;
     double infer_temperature;
     const cJSON *train;  // student.train: `llamaduo train` settings
+    const char *launcher;  // student.launcher: local | slurm
+    SlurmConfig slurm;  // the `slurm:` section (launcher slurm)
     // a service the run starts itself (service.local)
     const char *local_model;
     int local_port, local_parallel, local_ctx;

@@ -41,4 +41,74 @@ pgrep -f "out $T/killed" >/dev/null && bad "a task outlived its job" || ok "no t
 # srun without PMIx: each task would be a world of its own
 srun -n 2 --mpi=none "$BIN" train "${LORA[@]}" --out "$T/nopmi" >/dev/null 2>"$T/nopmi.err"
 grep -q "use srun --mpi=pmix" "$T/nopmi.err" && ok "srun --mpi=none is refused with the fix" || bad "srun --mpi=none: $(tail -2 "$T/nopmi.err")"
+
+# llamaduo run with student.launcher: slurm — the orchestrator here, train (2 ranks) and infer as jobs
+export LD_FAKE_KEY="sk-llamaduo-FAKE-51a77e0c"
+fault_server svc --latency 0.02 --liveness 0.5
+head -24 "$DATA/dates.coverage.jsonl" >"$T/coverage.jsonl"
+config() {  # config FILE DIR EPOCHS
+  cat >"$1" <<YAML
+run: {dir: $2, coverage: $T/coverage.jsonl, test_ratio: 0.25, max_rounds: 1, samples: 1, probe: 0, ceiling: false}
+student:
+  model: $SRC/tests/fixtures/tiny/llama.gguf
+  launcher: slurm
+  threads: 1
+  train: {epochs: $3, lr: 0.01, tokens_per_step: 128, max_len: 128, dropout: 0}
+  infer: {max_tokens: 16, temperature: 0, batch: 4}
+slurm: {gpus: 0, tasks: 2, poll: 0.3, time: "10:00", extra: ["--comment=llamaduo-test"]}
+service: {provider: anthropic, base_url: "http://127.0.0.1:$PORT", model: teacher-1, api_key_env: LD_FAKE_KEY, concurrency: 2}
+task: {description: Convert free-text dates to ISO 8601 dates.}
+synth: {strategy: uniform}
+judge: {judgments_per_answer: 1, threshold: 90}
+YAML
+}
+jobs_named() { squeue -h -t all -o %j 2>/dev/null | grep -c -- "-r1-$1\$"; }  # jobs (any state) of stage $1
+ledger_job() {  # ledger_job RUNDIR STAGE: the job id the ledger holds for round 1's STAGE
+  python3 -c "
+import sqlite3, sys
+try: r = sqlite3.connect(sys.argv[1] + '/ledger.sqlite', timeout=5).execute(\"select value from run where key=?\", ('slurm_job.r1.' + sys.argv[2],)).fetchone()
+except Exception: r = None
+print(r[0] if r else '')" "$1" "$2"
+}
+config "$T/whole.yaml" "$T/whole" 2
+if "$BIN" run "$T/whole.yaml" >"$T/whole.out" 2>&1; then ok "llamaduo run with launcher slurm completes"; else bad "run (slurm): $(tail -5 "$T/whole.out")"; fi
+grep -q "round 1: train: submitted Slurm job" "$T/whole.out" && grep -q "round 1: infer: submitted Slurm job" "$T/whole.out" &&
+  ok "train and infer went to Slurm as jobs" || bad "no jobs submitted: $(grep Slurm "$T/whole.out" | head -3)"
+tj=$(ledger_job "$T/whole" train)
+[ -n "$tj" ] && grep -q "2 data-parallel ranks" "$T/whole/rounds/01/train-$tj.log" && ok "the ledger holds the train job ($tj), which trained on 2 ranks" ||
+  bad "train job '$tj': $(head -3 "$T/whole/rounds/01/train-$tj.log" 2>&1)"
+[ -s "$T/whole/rounds/01/metrics.json" ] && ok "the round was judged from the jobs' results" || bad "no round metrics"
+
+# the orchestrator killed with -9 while the train job runs: the rerun attaches, no second job, the same results
+config "$T/kill.yaml" "$T/kill" 2
+"$BIN" run "$T/kill.yaml" >"$T/kill.out" 2>&1 & p=$!
+for _ in $(seq 300); do [ -n "$(ledger_job "$T/kill" train)" ] && break; sleep 0.05; done
+kill -9 $p; wait $p 2>/dev/null
+kj=$(ledger_job "$T/kill" train); kstate=$(scontrol show job "$kj" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+"$BIN" run "$T/kill.yaml" >"$T/kill2.out" 2>&1 && ok "the rerun after kill -9 (train job $kj was $kstate) completes" || bad "rerun: $(tail -5 "$T/kill2.out")"
+grep -Eq "attaching to Slurm job $kj|Slurm job $kj completed: its results are taken" "$T/kill2.out" && ok "the rerun took up job $kj instead of submitting it again" ||
+  bad "rerun: $(grep -i slurm "$T/kill2.out" | head -3)"
+n=$(jobs_named train); [ "$n" = 2 ] && ok "one train job for each of the two runs, none twice" || bad "$n train jobs for the two runs"
+if cmp -s "$T/whole/rounds/01/infer.jsonl" "$T/kill/rounds/01/infer.jsonl" && cmp -s "$T/whole/rounds/01/adapter/adapter_model.safetensors" "$T/kill/rounds/01/adapter/adapter_model.safetensors"; then
+  ok "the killed and rerun run ends with the uninterrupted run's adapter and answers"
+else bad "the killed run's results differ from the uninterrupted run's"; fi
+
+# a job cancelled with scancel: the run stops naming it and its state
+config "$T/cancel.yaml" "$T/cancel" 400
+"$BIN" run "$T/cancel.yaml" >"$T/cancel.out" 2>&1 & p=$!
+for _ in $(seq 600); do grep -q "Slurm job [0-9]* RUNNING" "$T/cancel.out" && break; sleep 0.05; done
+cj=$(ledger_job "$T/cancel" train); scancel "$cj"
+if ends_in() { for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; return 1; }; ends_in $p 60; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+[ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "Slurm job $cj ended CANCELLED" "$T/cancel.out" && ok "scancel of job $cj: the run stopped (exit $rc) naming the job and its state" ||
+  bad "scancel: exit $rc; $(tail -4 "$T/cancel.out")"
+
+# SIGTERM to the orchestrator cancels its job
+config "$T/term.yaml" "$T/term" 400
+"$BIN" run "$T/term.yaml" >"$T/term.out" 2>&1 & p=$!
+for _ in $(seq 600); do grep -q "Slurm job [0-9]* RUNNING" "$T/term.out" && break; sleep 0.05; done
+tj=$(ledger_job "$T/term" train); kill -TERM $p
+if ends_in $p 60; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+for _ in $(seq 100); do st=$(scontrol show job "$tj" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'); [ "$st" = CANCELLED ] && break; sleep 0.1; done
+[ "$rc" != 0 ] && [ "$st" = CANCELLED ] && grep -q "cancelled Slurm job $tj" "$T/term.out" && ok "SIGTERM: the run cancelled job $tj and stopped (exit $rc)" ||
+  bad "SIGTERM: exit $rc, job $tj $st; $(tail -3 "$T/term.out")"
 finish

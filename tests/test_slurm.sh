@@ -111,4 +111,14 @@ if ends_in $p 60; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
 for _ in $(seq 100); do st=$(scontrol show job "$tj" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'); [ "$st" = CANCELLED ] && break; sleep 0.1; done
 [ "$rc" != 0 ] && [ "$st" = CANCELLED ] && grep -q "cancelled Slurm job $tj" "$T/term.out" && ok "SIGTERM: the run cancelled job $tj and stopped (exit $rc)" ||
   bad "SIGTERM: exit $rc, job $tj $st; $(tail -3 "$T/term.out")"
+
+# slurm settings that make no sense are refused before anything starts
+bad_config() {  # bad_config NAME PATTERN SED-EXPRESSION
+  sed "$3" "$T/whole.yaml" >"$T/bad.yaml"
+  if "$BIN" run --check "$T/bad.yaml" >"$T/bad.out" 2>&1; then bad "$1: accepted"; elif grep -q "$2" "$T/bad.out"; then ok "$1 refused"; else bad "$1: $(tail -1 "$T/bad.out")"; fi
+}
+bad_config "a slurm section with launcher local" "student.launcher' is local" 's/launcher: slurm/launcher: local/'
+bad_config "slurm.extra that is not a list" "slurm.extra' must be a list" 's/extra: \[.*\]}/extra: "--qos=x"}/'
+bad_config "slurm.extra with a non-option" "each item is one sbatch option" 's/--comment=llamaduo-test/qos high/'
+bad_config "slurm.gpus out of range" "slurm.gpus" 's/gpus: 0/gpus: 999/'
 finish

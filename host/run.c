@@ -806,7 +806,7 @@ static int student_stage(Run *r, Argv *a, int round, const char *stage, int rank
     return rc;
 }
 
-// Training ranks per node of a Slurm job: slurm.tasks, or one per GPU.
+// Ranks per node of a Slurm job (training, and answering the prompts): slurm.tasks, or one per GPU.
 static int slurm_train_ranks(const Run *r) { return r->slurm.tasks ? r->slurm.tasks : r->slurm.gpus > 0 ? r->slurm.gpus : 1; }
 
 static int stage_train(Run *r, int round) {
@@ -878,7 +878,7 @@ static int student_answers(Run *r, int round, const char *stage, const char *inp
              output, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision,
              NULL);
     if (r->threads) argv_add(&a, "--threads", threads, NULL);
-    int rc = student_stage(r, &a, round, stage, 1, "llamaduo generate");
+    int rc = student_stage(r, &a, round, stage, slurm_train_ranks(r), "llamaduo generate");
     free(adapter);
     return rc;
 }

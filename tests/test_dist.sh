@@ -30,6 +30,21 @@ same "LoRA, --ranks 3 (uneven shares) vs one process" "$T/lora3" "$T/lora1"
 "${MPIRUN[@]}" "$BIN" train "${FULL[@]}" --out "$T/full2" 2>/dev/null
 same "full fine-tuning, mpirun -np 2 vs one process" "$T/full2" "$T/full1"
 
+# batch inference on ranks: the answers in input order, as one process writes them (sampling on, 2 samples each)
+head -12 "$DATA/dates.coverage.jsonl" >"$T/prompts.jsonl"
+GEN=(--model "$SRC/tests/fixtures/tiny/llama.gguf" --input "$T/prompts.jsonl" --max-tokens 24 --temperature 0.8 --samples 2 --batch 4)
+"$BIN" generate "${GEN[@]}" --output "$T/gen1.jsonl" 2>/dev/null
+for n in 2 3; do
+  "$BIN" generate "${GEN[@]}" --output "$T/gen$n.jsonl" --ranks $n 2>/dev/null
+  [ -s "$T/gen1.jsonl" ] && cmp -s "$T/gen1.jsonl" "$T/gen$n.jsonl" && ok "generate --ranks $n: the same $(wc -l <"$T/gen1.jsonl") answers, in input order" ||
+    bad "generate --ranks $n differs from one process"
+done
+expect_err() {  # expect_err NAME PATTERN COMMAND...: non-zero exit and PATTERN on stderr
+  local name=$1 pat=$2; shift 2
+  if "$@" >/dev/null 2>"$T/err"; then bad "$name: exit 0"; elif grep -q "$pat" "$T/err"; then ok "$name refused"; else bad "$name: $(tail -2 "$T/err")"; fi
+}
+expect_err "generate --ranks with one --prompt" "one --prompt runs on one process" "$BIN" generate --model "$SRC/tests/fixtures/tiny/llama.gguf" --prompt hi --ranks 2
+
 # kill -9 one rank mid-run: mpirun ends the other and names the rank; --resume then gives the uninterrupted run
 LONG=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 10 --lr 2e-3
       --tokens-per-step 256 --save-every 40 --eval-every 1000)
@@ -79,10 +94,6 @@ for when in join step; do
 done
 
 # launch mistakes
-expect_err() {  # expect_err NAME PATTERN COMMAND...: non-zero exit and PATTERN on stderr
-  local name=$1 pat=$2; shift 2
-  if "$@" >/dev/null 2>"$T/err"; then bad "$name: exit 0"; elif grep -q "$pat" "$T/err"; then ok "$name refused"; else bad "$name: $(tail -2 "$T/err")"; fi
-}
 expect_err "RANK/WORLD_SIZE without MPI's launcher" "meet over MPI" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x1"
 expect_err "--ranks with no mpirun on PATH" "mpirun, which is not installed" env PATH=/nonexistent "$BIN" train "${LORA[@]}" --out "$T/x2" --ranks 2
 expect_err "mpirun -np 2 with --ranks 3" "ranks 3, but mpirun started 2" "${MPIRUN[@]}" "$BIN" train "${LORA[@]}" --out "$T/x3" --ranks 3

@@ -1,6 +1,5 @@
 // llamaduo train: turns the command line (and a YAML config's `train:` section) into TrainOptions and runs
 // engine/trainer.h on the records engine/train_data.h reads, printing its progress.
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -138,28 +137,6 @@ static void parse_args(int argc, char **argv, TrainOptions *o, int *resume, int 
     }
 }
 
-// This process's place in the run: --ranks N starts the ranks (this process becomes their mpirun); a rank that
-// was started checks it is one of N. Every failure from here on ends every rank.
-static Dist *join_ranks(char **argv, const Launch *l, TrainOptions *o) {
-    DistPlace at;
-    if (dist_place_from_env(&at)) die("%s", ld_last_error());
-    if (l->ranks > 1 && at.world == 1) {
-        dist_launch(l->ranks, argv);
-        die("%s", ld_last_error());
-    }
-    if (l->ranks && at.world > 1 && l->ranks != at.world)
-        die("--%s %d, but %s started %d ranks", l->gpus ? "gpus" : "ranks", l->ranks, at.launcher, at.world);
-    Dist *d = dist_open(l->timeout_s);
-    if (!d) die("%s", ld_last_error());
-    die_ends_ranks(d);
-    const DistPlace *p = dist_place(d);
-    if (o->threads == 0 && p->local_world > 1) {  // the machine's cores shared among its ranks
-        int per = omp_get_num_procs() / p->local_world;
-        o->threads = per > 0 ? per : 1;
-    }
-    return d;
-}
-
 int cmd_train(int argc, char **argv) {
     if (has_run_flag(argc, argv)) return run_stage_command(argc, argv, "train");
     TrainOptions o;
@@ -173,7 +150,7 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
-    Dist *dist = join_ranks(argv, &launch, &o);
+    Dist *dist = join_ranks_or_die(argv, launch.ranks, launch.gpus ? "gpus" : "ranks", launch.timeout_s, &o.threads);
     int rank = dist_place(dist)->rank;
     set_threads(o.threads);
     Model *m = load_model_or_die(o.model);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cuda_device.h"
 #include "util.h"
 
 #ifdef LLAMADUO_HAVE_MPI
@@ -56,6 +57,7 @@ int dist_place_from_env(DistPlace *p) {
     // srun's tasks carry the step's task count; the batch script itself (SLURM_NTASKS alone) is one process
     int got = read_triplet(p, "mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK");
     if (!got) got = read_triplet(p, "srun", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID");
+    if (!got) got = read_triplet(p, "mpiexec", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID");  // MPICH's and Intel MPI's hydra
     if (!got) got = read_triplet(p, "env", "RANK", "WORLD_SIZE", "LOCAL_RANK");
     if (got < 0) return -1;
     int lw;
@@ -63,7 +65,25 @@ int dist_place_from_env(DistPlace *p) {
     return 0;
 }
 
-const DistPlace *dist_place(const Dist *d) { return &d->at; }
+const DistPlace *dist_place(const Dist *d) {
+    static const DistPlace alone = {0, 1, 0, 1, "none"};
+    return d ? &d->at : &alone;
+}
+double dist_timeout_s(const Dist *d) { return d ? d->timeout_s : 0; }
+
+int dist_local_gpu(const Dist *d) {
+    const DistPlace *at = dist_place(d);
+    int n = ld_cuda_device_count();
+    if (n <= 0) {
+        ld_set_error("no CUDA device found");
+        return -1;
+    }
+    if (at->local_world <= 1) return ld_cuda_current_device();
+    if (n >= at->local_world) return at->local_rank;
+    if (n == 1 && getenv("CUDA_VISIBLE_DEVICES")) return 0;
+    ld_set_error("%d ranks on this machine, but it has %d GPU%s: one rank per GPU", at->local_world, n, n == 1 ? "" : "s");
+    return -1;
+}
 
 #ifndef LLAMADUO_HAVE_MPI
 
@@ -83,6 +103,7 @@ Dist *dist_open(double timeout_s) {
 int dist_sum_f32(Dist *d, float *x, size_t n, const char *what) { return (void)d, (void)x, (void)n, (void)what, 0; }
 int dist_sum_f64(Dist *d, double *x, size_t n, const char *what) { return (void)d, (void)x, (void)n, (void)what, 0; }
 int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) { return (void)d, (void)bytes, (void)n, (void)what, 0; }
+int dist_wait_for_all(Dist *d, const char *what) { return (void)d, (void)what, 0; }
 int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what) {
     (void)d, (void)what;
     *all = ld_xmalloc(n ? n : 1), each[0] = n;
@@ -127,21 +148,31 @@ static void deadline(const Dist *d, const char *what) {
     alarm((unsigned)d->timeout_s + 1);
 }
 
-// Waits for a started collective, at most timeout_s: spinning first (a step's collectives are short), then
-// napping so a rank that waits on a slow one leaves its cores to the work.
-static int wait_for(Dist *d, MPI_Request *req, const char *what) {
+// Waits for a started collective, at most timeout_s (0: no deadline): spinning first (a step's collectives are
+// short), then napping so a rank that waits on a slow one leaves its cores to the work.
+static int wait_within(Dist *d, MPI_Request *req, double timeout_s, const char *what) {
     double t0 = ld_time_s();
     for (long polls = 0;; polls++) {
         int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_failed(d, rc, what);
         if (done) return 0;
-        if (ld_time_s() - t0 > d->timeout_s) {
+        if (timeout_s > 0 && ld_time_s() - t0 > timeout_s) {
             ld_set_error("%s waited %.0f s for the other ranks (--dist-timeout): one of them has died or stopped answering", what,
-                         d->timeout_s);
+                         timeout_s);
             return -1;
         }
-        if (polls > 10000) nanosleep(&(struct timespec){0, 200000}, NULL);
+        if (polls > 10000) nanosleep(&(struct timespec){0, polls > 100000 ? 5000000 : 200000}, NULL);
     }
+}
+
+static int wait_for(Dist *d, MPI_Request *req, const char *what) { return wait_within(d, req, d->timeout_s, what); }
+
+int dist_wait_for_all(Dist *d, const char *what) {
+    if (!d || !d->mpi) return 0;
+    MPI_Request req;
+    int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    if (rc != MPI_SUCCESS) return mpi_failed(d, rc, what);
+    return wait_within(d, &req, 0, what);
 }
 
 Dist *dist_open(double timeout_s) {
@@ -185,7 +216,7 @@ Dist *dist_open(double timeout_s) {
 #define MPI_PIECE ((size_t)1 << 30)
 
 static int sum(Dist *d, void *x, size_t n, MPI_Datatype type, size_t size, const char *what) {
-    if (!d->mpi) return 0;
+    if (!d || !d->mpi) return 0;
     for (size_t off = 0; off < n; off += MPI_PIECE) {
         MPI_Request req;
         int len = (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE);
@@ -200,7 +231,7 @@ int dist_sum_f32(Dist *d, float *x, size_t n, const char *what) { return sum(d, 
 int dist_sum_f64(Dist *d, double *x, size_t n, const char *what) { return sum(d, x, n, MPI_DOUBLE, sizeof(double), what); }
 
 int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) {
-    if (!d->mpi) return 0;
+    if (!d || !d->mpi) return 0;
     for (size_t off = 0; off < n; off += MPI_PIECE) {
         MPI_Request req;
         int rc = MPI_Ibcast((char *)bytes + off, (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE), MPI_BYTE, 0, MPI_COMM_WORLD, &req);
@@ -212,7 +243,7 @@ int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) {
 
 int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what) {
     *all = NULL;
-    if (!d->mpi) {
+    if (!d || !d->mpi) {
         *all = ld_xmalloc(n ? n : 1), each[0] = n;
         memcpy(*all, bytes, n);
         return 0;

@@ -8,25 +8,36 @@
 typedef struct {
     int rank, world;  // this process's rank of world
     int local_rank, local_world;  // among the ranks on this machine (which GPU is this rank's)
-    char launcher[16];  // "none", "mpirun", "srun" or "env" (RANK/WORLD_SIZE)
+    char launcher[16];  // "none", "mpirun", "srun", "mpiexec" or "env" (RANK/WORLD_SIZE)
 } DistPlace;
 
 // Where the environment puts this process: OMPI_COMM_WORLD_* (mpirun), SLURM_PROCID / SLURM_STEP_NUM_TASKS /
-// SLURM_LOCALID (a task of srun; not the batch script itself), or RANK / WORLD_SIZE / LOCAL_RANK. 0, or -1 with an
+// SLURM_LOCALID (a task of srun; not the batch script itself), PMI_RANK / PMI_SIZE (MPICH's mpiexec), or RANK /
+// WORLD_SIZE / LOCAL_RANK. 0, or -1 with an
 // error naming the variable that makes no sense.
 int dist_place_from_env(DistPlace *p);
 
-typedef struct Dist Dist;
+typedef struct Dist Dist;  // NULL stands for one rank in every function below
 
 // Joins the run the environment describes; timeout_s bounds every collective's wait for the other ranks. More
 // than one rank needs MPI in this build and a launcher that MPI understands (mpirun, or srun --mpi=pmix). NULL
 // with an error.
 Dist *dist_open(double timeout_s);
 const DistPlace *dist_place(const Dist *d);
+double dist_timeout_s(const Dist *d);  // the deadline dist_open was given
+// This rank's GPU: its local rank's when the machine has a GPU for each of its ranks, or the one GPU it sees when
+// the launcher gave each rank its own (srun --gpus-per-task sets CUDA_VISIBLE_DEVICES). -1 with an error when
+// there is none, or fewer than the machine's ranks.
+int dist_local_gpu(const Dist *d);
 // In place over every rank: x[n] becomes the elementwise sum. `what` names the collective in a timeout's error.
 // 0, or -1 with an error.
 int dist_sum_f32(Dist *d, float *x, size_t n, const char *what);
 int dist_sum_f64(Dist *d, double *x, size_t n, const char *what);
+// Every rank arrives, with no deadline: for the phases whose length differs between ranks by design (loading,
+// rank 0 writing a checkpoint or the result, each rank's share of a batch of answers), so the collectives after
+// them start together and their deadline measures a hung rank, not the others' work. A rank that dies meanwhile
+// is the launcher's to end (mpirun; srun --kill-on-bad-exit). 0, or -1 with an error.
+int dist_wait_for_all(Dist *d, const char *what);
 // Rank 0's bytes[n] to every rank. 0, or -1 with an error.
 int dist_bcast(Dist *d, void *bytes, size_t n, const char *what);
 // Every rank's bytes (n may differ) to rank 0: *all (heap; rank 0 only) holds them in rank order, each[r] their

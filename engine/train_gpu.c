@@ -24,6 +24,8 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps,
 int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
 int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return (void)g, (void)s, -1; }
 int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d) { return (void)g, (void)d, -1; }
+int gpu_trainer_join(GpuTrainer *g, struct Dist *d) { return (void)g, (void)d, -1; }
+const char *gpu_trainer_collectives(const GpuTrainer *g) { return (void)g, "none"; }
 int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *o) { return (void)g, (void)o, -1; }
 int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)g, (void)o, -1; }
 
@@ -42,6 +44,7 @@ struct GpuTrainer {
     GpuWeights *w;  // the frozen base
     Lora *P, *dP;  // the adapter and its gradients on the device
     Lora *mP, *vP;  // AdamW's moments, shaped like the adapter
+    KcComm *comm;  // the data-parallel ranks' GPUs (NCCL), or NULL
 };
 
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
@@ -61,6 +64,9 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
 
 void gpu_trainer_free(GpuTrainer *g) {
     if (!g) return;
+#ifdef LLAMADUO_HAVE_NCCL
+    kc_comm_free(g->comm);
+#endif
     gpu_lora_free(g->P), gpu_lora_free(g->dP), gpu_lora_free(g->mP), gpu_lora_free(g->vP);
     gpu_weights_free(g->w);
     free(g);
@@ -146,7 +152,45 @@ static int grads_flat(GpuTrainer *g, float *host, size_t *n, int to_host) {
     return 0;
 }
 
+int gpu_trainer_join(GpuTrainer *g, Dist *d) {
+#ifdef LLAMADUO_HAVE_NCCL
+    const DistPlace *at = dist_place(d);
+    unsigned char id[KC_COMM_ID_BYTES] = {0};
+    if (at->rank == 0 && kc_comm_id(id)) {
+        ld_set_error("NCCL: %s", kc_last_error());
+        return -1;
+    }
+    if (dist_bcast(d, id, sizeof id, "NCCL's communicator id")) return -1;
+    if (!(g->comm = kc_comm_join(id, at->world, at->rank, dist_timeout_s(d)))) {
+        ld_set_error("NCCL: %s", kc_last_error());
+        return -1;
+    }
+#else
+    (void)g, (void)d;
+#endif
+    return 0;
+}
+
+const char *gpu_trainer_collectives(const GpuTrainer *g) { return g->comm ? "NCCL" : "MPI through host memory"; }
+
 int gpu_trainer_sum_grad(GpuTrainer *g, Dist *d) {
+#ifdef LLAMADUO_HAVE_NCCL
+    if (g->comm) {  // every pair's A and B, summed in place as one group
+        int k = 0, pairs = g->m->cfg.n_layers * LT_COUNT;
+        float **bufs = ld_xcalloc((size_t)pairs * 2, sizeof *bufs);
+        size_t *ns = ld_xcalloc((size_t)pairs * 2, sizeof *ns);
+        for (int i = 0; i < pairs; i++) {
+            const LoraPair *p = &g->dP->w[i];
+            if (!p->A) continue;
+            bufs[k] = p->A, ns[k++] = (size_t)g->dP->rank * p->in;
+            bufs[k] = p->B, ns[k++] = (size_t)g->dP->rank * p->out;
+        }
+        int rc = kc_comm_sum(g->comm, bufs, ns, k);
+        if (rc) ld_set_error("the gradients' all-reduce (NCCL): %s", kc_last_error());
+        free(bufs), free(ns);
+        return rc;
+    }
+#endif
     size_t n;
     grads_flat(g, NULL, &n, 1);
     float *host = ld_xmalloc(sizeof(float) * (n ? n : 1));

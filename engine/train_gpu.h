@@ -20,8 +20,14 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, floa
 // Copies the adapter back into `lora` (same shape as the one given at creation). 0, or -1 with an error.
 int gpu_trainer_download(GpuTrainer *g, Lora *lora);
 int gpu_trainer_scale_grad(GpuTrainer *g, float s);  // 0, or -1 with an error
-// Every data-parallel rank's adapter gradients summed on every rank, through host memory (dist.h). 0, or -1.
+// Joins the other data-parallel ranks' GPUs (every rank calls it): with NCCL in the build, a communicator whose id
+// rank 0 sends over d. 0, or -1 with an error. Without it gradients go through host memory.
 struct Dist;
+int gpu_trainer_join(GpuTrainer *g, struct Dist *d);
+// "NCCL" or "MPI through host memory": how gpu_trainer_sum_grad sums.
+const char *gpu_trainer_collectives(const GpuTrainer *g);
+// Every data-parallel rank's adapter gradients summed on every rank (NCCL on the device, or through host memory
+// over d). 0, or -1 with an error.
 int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d);
 // The adapter and its AdamW state to/from an optimiser over lora_params() of the same adapter (checkpoints,
 // resume): values, moments and the step.

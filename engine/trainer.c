@@ -58,10 +58,13 @@ static TrainBatch batch_of(const Packed *p) {
     return (TrainBatch){p->tokens, p->targets, p->positions, p->starts, p->T, p->n_records, 0, p->counted};
 }
 
-// This rank's share of a packed sequence: the records that start in its slice of the rows (whole records, so
-// attention never crosses ranks), dividing by the whole's count. T 0: no record falls to this rank.
-static TrainBatch share_of(const Trainer *t, const Packed *p) {
+// This rank's share of sequence j of n sequences: with at least as many sequences as ranks, whole sequences
+// (sequence j is rank j mod world's); with fewer, the records of each that start in this rank's slice of its rows
+// (whole records, so attention never crosses ranks), dividing by the whole's count. Either way the shares' losses
+// and gradients add up to the whole's. T 0: nothing falls to this rank.
+static TrainBatch share_of(const Trainer *t, const Packed *p, int j, int n) {
     if (t->world == 1) return batch_of(p);
+    if (n >= t->world) return j % t->world == t->rank ? batch_of(p) : (TrainBatch){0};
     int lo = 0, hi = 0;
     for (int i = 0; i < p->n_records; i++) {
         int owner = (int)((long)p->starts[i] * t->world / p->T);
@@ -229,15 +232,19 @@ static int make_params(Trainer *t) {
 static int pick_device(Trainer *t) {
     const char *dev = t->o->device;
     t->ops = &k_cpu_steps;
-    if (!(!strcmp(dev, "cuda") || (!strcmp(dev, "auto") && !t->full && ld_cuda_device_count() > 0))) return 0;
-    const DistPlace *at = t->dist ? dist_place(t->dist) : NULL;
-    int gpus = ld_cuda_device_count();
-    if (at && at->world > 1 && gpus > 0 && at->local_world > gpus) {
-        ld_set_error("%d ranks on this machine, but it has %d GPUs: one rank per GPU", at->local_world, gpus);
+    int cuda = !strcmp(dev, "cuda");
+    if (!(cuda || (!strcmp(dev, "auto") && !t->full && ld_cuda_device_count() > 0))) return 0;
+    const DistPlace *at = dist_place(t->dist);
+    int gpu = dist_local_gpu(t->dist);
+    if (gpu < 0 && cuda) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        ld_set_error("device cuda: %s", why);
         return -1;
     }
-    if (at && at->world > 1 && gpus > 0 && ld_cuda_use_device(at->local_rank)) {
-        ld_set_error("rank %d cannot use GPU %d", at->rank, at->local_rank);
+    if (gpu < 0) return 0;  // auto with more ranks than GPUs: the CPU ranks
+    if (at->world > 1 && ld_cuda_use_device(gpu)) {
+        ld_set_error("rank %d cannot use GPU %d", at->rank, gpu);
         return -1;
     }
     if (!(t->gpu = gpu_trainer_new(t->m, t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
@@ -247,7 +254,7 @@ static int pick_device(Trainer *t) {
         return -1;
     }
     t->ops = &k_gpu_steps;
-    return 0;
+    return at->world > 1 ? gpu_trainer_join(t->gpu, t->dist) : 0;
 }
 
 Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val, Dist *dist) {
@@ -257,7 +264,7 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
     t->share_starts = ld_xmalloc(sizeof(int) * (size_t)o->tokens_per_step);
     t->mpath = ld_path_join(o->out, "metrics.jsonl");
     pack_epochs(t);
-    if (make_params(t) || pick_device(t) || ld_mkdir_p(o->out)) {
+    if (make_params(t) || pick_device(t) || ld_mkdir_p(o->out) || dist_wait_for_all(dist, "waiting for every rank to load")) {
         trainer_free(t);
         return NULL;
     }
@@ -266,7 +273,7 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 
 void trainer_info(const Trainer *t, TrainerInfo *out) {
     *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
-                         t->world, t->resumed_world};
+                         t->world, t->resumed_world, t->gpu ? gpu_trainer_collectives(t->gpu) : "MPI"};
     if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 
@@ -371,7 +378,7 @@ int trainer_resume(Trainer *t) {
 static double eval_loss(Trainer *t) {
     double sum[2] = {0, 0};  // the losses' sum, the counted targets
     for (int i = 0; i < t->nvb; i++) {
-        TrainBatch b = share_of(t, &t->vb[i]);
+        TrainBatch b = share_of(t, &t->vb[i], i, t->nvb);
         int c;
         float loss = b.T ? t->ops->loss(t, &b, &c, 0) : 0;
         if (isnan(loss)) return NAN;
@@ -406,9 +413,9 @@ static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, l
     if (t->ops->zero_grad(t)) return step_failed(step);
     if (t->lora) t->lora->dropout_seed = ((uint64_t)o->seed << 32) ^ (uint64_t)step;  // fresh masks each step, same on a rerun
     double loss = 0;
-    int nmb = 0;
-    for (int b = b0; b < npb && b < b0 + o->grad_accum; b++, nmb++) {
-        TrainBatch tb = share_of(t, &pb[b]);
+    int nmb = 0, n = npb - b0 < o->grad_accum ? npb - b0 : o->grad_accum;
+    for (int b = b0; b < b0 + n; b++, nmb++) {
+        TrainBatch tb = share_of(t, &pb[b], b - b0, n);
         int c;
         float l = tb.T ? t->ops->loss(t, &tb, &c, 1) : 0;
         if (isnan(l)) return step_failed(step);
@@ -474,9 +481,10 @@ int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void
             }
             write_metrics(mf, &p);
             if (on_step) on_step(&p, ctx);
-            if (!t->rank && o->save_every && p.step % o->save_every == 0 && p.step < t->total &&
-                (t->ops->state_to_host(t) || save_checkpoint(o->out, t->opt, p.step, t->world)))
-                rc = -1;
+            if (o->save_every && p.step % o->save_every == 0 && p.step < t->total) {
+                if (!t->rank && (t->ops->state_to_host(t) || save_checkpoint(o->out, t->opt, p.step, t->world))) rc = -1;
+                else if (dist_wait_for_all(t->dist, "waiting for rank 0's checkpoint")) rc = -1;
+            }
         }
     }
     if (mf) fclose(mf);

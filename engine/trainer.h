@@ -12,6 +12,7 @@ typedef struct {  // the run as set up, for the caller's summary line
     char device[256];  // "cpu", or the GPU's description
     int ranks;  // data-parallel ranks (1: this process alone)
     int resumed_ranks;  // after trainer_resume: the ranks that wrote the checkpoint
+    const char *collectives;  // how the ranks sum their gradients ("MPI", "NCCL", ...)
 } TrainerInfo;
 
 typedef struct {  // after each optimiser step (step 0: the validation loss before training)

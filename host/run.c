@@ -87,6 +87,7 @@ static const OptionSpec k_slurm_options[] = {
     {"nodes", OPT_INT, R(slurm.nodes), 1, 4096, "1", NULL, "nodes of a training job (more than 1: the run directory is shared)"},
     {"gpus", OPT_INT, R(slurm.gpus), 0, 64, "1", NULL, "GPUs per node (0: CPU jobs)"},
     {"tasks", OPT_INT, R(slurm.tasks), 0, 1024, "0", NULL, "training ranks per node (0: one per GPU, or 1)"},
+    {"cpus_per_task", OPT_INT, R(slurm.cpus_per_task), 0, 4096, "0", NULL, "CPUs per rank (sbatch --cpus-per-task; 0: the default)"},
     {"extra", OPT_LIST, R(slurm.extra), 0, 0, NULL, NULL, "further sbatch options, one per item (\"--qos=high\")"},
     {"poll", OPT_NUM, R(slurm.poll_s), 0.1, 3600, "10", NULL, "seconds between looks at a job's state"},
     {NULL}};
@@ -757,24 +758,35 @@ static int append_file(FILE *f, const char *path) {
 }
 
 // A Slurm job for (round, stage) that a rerun can find again: the one the ledger names, or one queued or running
-// under the stage's job name (an orchestrator killed between sbatch and the ledger's write). 2: it completed
-// (its results stand), 1: it is still queued or running (*job names it), 0: none to take, -1 on an error.
-static int slurm_job_to_attach(Run *r, const char *key, const char *name, SlurmJob *job) {
+// under the stage's job name (an orchestrator killed between sbatch and the ledger's write). 2: it completed and
+// its outputs are there (its results stand), 1: it is still queued or running (*job names it), 0: none to take
+// (a job that failed, or completed with its outputs gone since, is not taken: this rerun submits anew), -1 on an
+// error.
+static int slurm_job_to_attach(Run *r, const char *key, const char *name, const char *const *outs, int n_outs, SlurmJob *job) {
     char *known = ledger_get(r->ledger, key), state[64] = "";
     if (known) {
         snprintf(job->id, sizeof job->id, "%s", known);
         free(known);
         if (slurm_state(job->id, state, sizeof state)) return -1;
-        if (!strcmp(state, "COMPLETED")) return 2;
+        int all_there = 1;
+        for (int i = 0; i < n_outs; i++) all_there &= ld_file_exists(outs[i]);
+        if (!strcmp(state, "COMPLETED") && all_there) return 2;
         if (slurm_state_active(state)) return 1;
     }
-    return slurm_find_active(name, job);  // an earlier job that failed is not taken: this rerun submits anew
+    return slurm_find_active(name, job);
 }
 
-// The student's stage command (a `llamaduo` argv): a child process here, or a Slurm job with `ranks` ranks per
-// node (student.launcher: slurm) whose id goes into the ledger, so that a rerun after the orchestrator was killed
-// waits for the job still queued or running, or takes the results of one that completed, and submits nothing twice.
-static int student_stage(Run *r, Argv *a, int round, const char *stage, int ranks, const char *what) {
+// The student's stage command (a `llamaduo` argv) making outs: a child process here, or a Slurm job with `ranks`
+// ranks per node (student.launcher: slurm) whose id goes into the ledger, so that a rerun after the orchestrator
+// was killed waits for the job still queued or running, or takes the results of one that completed, and submits
+// nothing twice. resume_if: a checkpoint a requeued job resumes from.
+typedef struct {
+    const char *const *outs;
+    int n_outs;
+    const char *resume_if;
+} StageFiles;
+
+static int student_stage(Run *r, Argv *a, int round, const char *stage, int ranks, const StageFiles *files, const char *what) {
     if (strcmp(r->launcher, "slurm") || a->overflow) return spawn_argv(r, a, what);
     char name[512], key[64], label[96];
     slurm_job_name(r->dir, round, stage, name, sizeof name);
@@ -785,7 +797,7 @@ static int student_stage(Run *r, Argv *a, int round, const char *stage, int rank
     char *sbatch = ld_xmalloc(strlen(script) + 8);
     sprintf(sbatch, "%s.sbatch", script);
     SlurmJob job = {0};
-    int found = ld_mkdir_p(dir) ? -1 : slurm_job_to_attach(r, key, name, &job), rc = -1;
+    int found = ld_mkdir_p(dir) ? -1 : slurm_job_to_attach(r, key, name, files->outs, files->n_outs, &job), rc = -1;
     if (found == 2) {
         fprintf(stderr, "run: %s: Slurm job %s completed: its results are taken\n", label, job.id);
         rc = 0;
@@ -793,7 +805,7 @@ static int student_stage(Run *r, Argv *a, int round, const char *stage, int rank
         fprintf(stderr, "run: %s: attaching to Slurm job %s, queued or running since an earlier run\n", label, job.id);
     } else if (found == 0) {
         a->v[0] = exe ? exe : (char *)r->self_exe;  // the job may start elsewhere: this binary by its full path
-        if (slurm_submit(&r->slurm, name, sbatch, log, ranks, a->v, &job) == 0) {
+        if (slurm_submit(&r->slurm, name, sbatch, log, ranks, a->v, files->resume_if, &job) == 0) {
             fprintf(stderr, "run: %s: submitted Slurm job %s (%s)\n", label, job.id, sbatch);
             found = 1;
         }
@@ -854,7 +866,8 @@ static int stage_train(Run *r, int round) {
         argv_add(&a, "llamaduo", "train", "--config", yaml, NULL);
         if (ld_file_exists(ck)) argv_add(&a, "--resume", NULL);  // a kill -9 left a checkpoint: continue from it
         if (r->retrain_continue && round > 1) argv_add(&a, "--init-adapter", prev, NULL);
-        ok = student_stage(r, &a, round, "train", slurm_train_ranks(r), "llamaduo train") == 0;
+        StageFiles files = {outs, 2, ck};
+        ok = student_stage(r, &a, round, "train", slurm_train_ranks(r), &files, "llamaduo train") == 0;
     }
     cJSON_AddNumberToObject(s.detail, "records", n_records);
     int rc = stage_end(&s, ok, outs, 2);
@@ -878,7 +891,9 @@ static int student_answers(Run *r, int round, const char *stage, const char *inp
              output, "--max-tokens", mt, "--temperature", temp, "--seed", seed, "--batch", batch, "--precision", (char *)r->infer_precision,
              NULL);
     if (r->threads) argv_add(&a, "--threads", threads, NULL);
-    int rc = student_stage(r, &a, round, stage, slurm_train_ranks(r), "llamaduo generate");
+    const char *outs[] = {output};
+    StageFiles files = {outs, 1, NULL};
+    int rc = student_stage(r, &a, round, stage, slurm_train_ranks(r), &files, "llamaduo generate");
     free(adapter);
     return rc;
 }

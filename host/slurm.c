@@ -87,6 +87,8 @@ void slurm_job_name(const char *run_dir, int round, const char *stage, char *out
     const char *dir = abs ? abs : run_dir, *base = strrchr(dir, '/');
     char *h = text_sha256_hex(&dir, 1);
     snprintf(out, cap, "llamaduo-%s-%.8s-r%d-%s", base ? base + 1 : dir, h, round, stage);
+    for (char *p = out; *p; p++)  // a name squeue -n finds as it was written: no spaces, commas or quotes
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("._-", *p))) *p = '_';
     free(abs), free(h);
 }
 
@@ -137,33 +139,59 @@ static void put_quoted(FILE *f, const char *s) {
     fputc('\'', f);
 }
 
-static int write_script(const SlurmConfig *c, const char *name, const char *script, const char *log, int ranks, char *const argv[]) {
+// A path in an #SBATCH line: double-quoted (sbatch splits on spaces), each '%' doubled (Slurm expands them) but
+// for the %j that names the job's id.
+static void put_sbatch_path(FILE *f, const char *key, const char *path, int keep_j) {
+    fprintf(f, "#SBATCH %s=\"", key);
+    for (const char *p = path; *p; p++) {
+        fputc(*p, f);
+        if (*p == '%' && keep_j && p[1] == 'j')
+            fputc(*++p, f);
+        else if (*p == '%')
+            fputc('%', f);
+    }
+    fputs("\"\n", f);
+}
+
+static int write_script(const SlurmConfig *c, const char *name, const char *script, const char *log, int ranks, char *const argv[],
+                        const char *resume_if) {
     char *tmp, cwd[4096];
     if (!getcwd(cwd, sizeof cwd)) {
         ld_set_error("getcwd: %s", strerror(errno));
         return -1;
     }
+    if (strpbrk(cwd, "\"\n") || strpbrk(log, "\"\n")) {
+        ld_set_error("%s: a directory whose name holds a double quote or a line break cannot go into a job script", cwd);
+        return -1;
+    }
     FILE *f = ld_atomic_open(script, &tmp);
     if (!f) return -1;
     fprintf(f, "#!/bin/bash\n# written by llamaduo run (student.launcher: slurm); resubmitting it reruns the stage\n");
-    fprintf(f, "#SBATCH --job-name=%s\n#SBATCH --output=%s\n#SBATCH --chdir=%s\n#SBATCH --nodes=%d\n#SBATCH --ntasks-per-node=%d\n", name, log,
-            cwd, c->nodes, ranks);
+    fprintf(f, "#SBATCH --job-name=%s\n", name);
+    put_sbatch_path(f, "--output", log, 1);
+    put_sbatch_path(f, "--chdir", cwd, 0);
+    fprintf(f, "#SBATCH --nodes=%d\n#SBATCH --ntasks-per-node=%d\n", c->nodes, ranks);
     if (c->gpus) fprintf(f, "#SBATCH --gpus-per-node=%d\n", c->gpus);
+    if (c->cpus_per_task) fprintf(f, "#SBATCH --cpus-per-task=%d\n", c->cpus_per_task);
     if (c->partition) fprintf(f, "#SBATCH --partition=%s\n", c->partition);
     if (c->account) fprintf(f, "#SBATCH --account=%s\n", c->account);
     if (c->time) fprintf(f, "#SBATCH --time=%s\n", c->time);
     const cJSON *e;
     cJSON_ArrayForEach(e, c->extra) fprintf(f, "#SBATCH %s\n", e->valuestring);
-    // more than one rank: srun starts them, joined over PMIx; a rank that dies ends the rest at once
-    fputs(ranks * c->nodes > 1 ? "exec srun --mpi=pmix --kill-on-bad-exit=1" : "exec", f);
+    fputs("args=(", f);
     for (int i = 0; argv[i]; i++) fputc(' ', f), put_quoted(f, argv[i]);
-    fputc('\n', f);
+    fputs(" )\n", f);
+    if (resume_if) {  // a job Slurm requeued (preemption, a node lost) continues from its checkpoint
+        fputs("[ -f ", f), put_quoted(f, resume_if), fputs(" ] && args+=(--resume)\n", f);
+    }
+    // more than one rank: srun starts them, joined over PMIx; a rank that dies ends the rest at once
+    fputs(ranks * c->nodes > 1 ? "exec srun --mpi=pmix --kill-on-bad-exit=1 \"${args[@]}\"\n" : "exec \"${args[@]}\"\n", f);
     return ld_atomic_commit(f, tmp, script, 1);
 }
 
 int slurm_submit(const SlurmConfig *c, const char *name, const char *script, const char *log, int ranks, char *const argv[],
-                 SlurmJob *job) {
-    if (write_script(c, name, script, log, ranks, argv)) return -1;
+                 const char *resume_if, SlurmJob *job) {
+    if (write_script(c, name, script, log, ranks, argv, resume_if)) return -1;
     char out[4096];
     char *sb[] = {"sbatch", "--parsable", (char *)script, NULL};
     int rc = run_cmd(sb, out, sizeof out);
@@ -171,33 +199,52 @@ int slurm_submit(const SlurmConfig *c, const char *name, const char *script, con
         if (rc > 0) ld_set_error("sbatch %s failed (exit %d): %s", script, rc, out);
         return -1;
     }
-    size_t idlen = strcspn(out, ";\n");  // "ID" or "ID;cluster"
-    if (!idlen || idlen >= sizeof job->id || strspn(out, "0123456789_") < idlen) {
-        ld_set_error("sbatch %s answered '%s', not a job id", script, out);
+    // "ID" or "ID;cluster" on a line of its own; a site's job_submit plugin may add warnings around it
+    const char *id = NULL;
+    size_t idlen = 0;
+    for (const char *line = out; *line; line += strcspn(line, "\n"), line += *line == '\n') {
+        size_t len = strcspn(line, ";\n"), digits = strspn(line, "0123456789");
+        if (len && digits == len && len < sizeof job->id) id = line, idlen = len;
+    }
+    if (!id) {
+        ld_set_error("sbatch %s answered '%s', with no job id", script, out);
         return -1;
     }
-    snprintf(job->id, sizeof job->id, "%.*s", (int)idlen, out);
+    snprintf(job->id, sizeof job->id, "%.*s", (int)idlen, id);
     slurm_log_path(log, job->id, job->log, sizeof job->log);
     return 0;
 }
 
-// "JobState=X" in scontrol's answer, or sacct's first line: X, or "" when neither knows the job.
+// A command's failure that says the job is unknown (it ended long ago), or -1 with an error for any other (the
+// controller is down or busy: the state is not known, not "ended").
+static int unknown_job(int rc, const char *cmd, const char *out) {
+    if (rc > 0 && strstr(out, "Invalid job id")) return 0;
+    if (rc > 0) ld_set_error("%s: %s", cmd, out);
+    return -1;
+}
+
+// squeue's state while the job is queued or running, then scontrol's "JobState=X", then sacct's (where
+// accounting is on): X, or "" when none of them knows the job.
 int slurm_state(const char *id, char *state, size_t cap) {
     char out[8192];
     state[0] = 0;
     char *sq[] = {"squeue", "-h", "-j", (char *)id, "-o", "%T", NULL};
-    if (run_cmd(sq, out, sizeof out) == 0 && out[0]) {  // squeue answers an error for a job it no longer lists
+    int rc = run_cmd(sq, out, sizeof out);
+    if (rc == 0 && out[0]) {
         snprintf(state, cap, "%.*s", (int)strcspn(out, " \n"), out);
         return 0;
     }
+    if (rc && unknown_job(rc, "squeue", out)) return -1;
     char *sc[] = {"scontrol", "show", "job", (char *)id, NULL};
     const char *js;
-    if (run_cmd(sc, out, sizeof out) == 0 && (js = strstr(out, "JobState="))) {
+    rc = run_cmd(sc, out, sizeof out);
+    if (rc == 0 && (js = strstr(out, "JobState="))) {
         js += 9;
         snprintf(state, cap, "%.*s", (int)strcspn(js, " \n"), js);
         return 0;
     }
-    char *sa[] = {"sacct", "-n", "-X", "-P", "-j", (char *)id, "-o", "State", NULL};  // where accounting is on
+    if (rc && unknown_job(rc, "scontrol", out)) return -1;
+    char *sa[] = {"sacct", "-n", "-X", "-P", "-j", (char *)id, "-o", "State", NULL};
     if (run_cmd(sa, out, sizeof out) == 0 && out[0]) snprintf(state, cap, "%.*s", (int)strcspn(out, " \n"), out);
     return 0;
 }
@@ -234,23 +281,27 @@ int slurm_wait(const SlurmJob *job, double poll_s, const char *what) {
     sigemptyset(&sa.sa_mask);
     g_stop = 0;
     sigaction(SIGTERM, &sa, &old_term), sigaction(SIGINT, &sa, &old_int);
-    char state[64], last[64] = "", tail[2048];
+    char state[64], last[64] = "", tail[2048], trouble[512] = "";
     int rc = -1;
     for (;;) {
-        if (g_stop) {
+        int got = g_stop ? -1 : slurm_state(job->id, state, sizeof state);
+        if (g_stop) {  // before the state: a Ctrl-C also ends the squeue it interrupted
             rc = cancel(job, g_stop);
             break;
         }
-        if (slurm_state(job->id, state, sizeof state)) break;
-        if (strcmp(state, last)) {
+        if (got && strcmp(trouble, ld_last_error())) {  // Slurm is not answering: the job's state is unknown, not ended
+            snprintf(trouble, sizeof trouble, "%s", ld_last_error());
+            fprintf(stderr, "run: %s: Slurm does not answer (%s); asking again every %.0f s\n", what, trouble, poll_s);
+        }
+        if (!got && strcmp(state, last)) {
             fprintf(stderr, "run: %s: Slurm job %s %s\n", what, job->id, state[0] ? state : "(no longer known to Slurm)");
             snprintf(last, sizeof last, "%s", state);
         }
-        if (!strcmp(state, "COMPLETED")) {
+        if (!got && !strcmp(state, "COMPLETED")) {
             rc = 0;
             break;
         }
-        if (!slurm_state_active(state)) {
+        if (!got && !slurm_state_active(state)) {
             log_tail(job->log, tail, sizeof tail);
             ld_set_error("%s: Slurm job %s ended %s; the end of its log %s:\n%s", what, job->id, state[0] ? state : "unknown to Slurm",
                          job->log, tail);

@@ -11,6 +11,7 @@ typedef struct {
     const char *partition, *account, *time;  // NULL: the cluster's defaults
     int nodes, gpus;  // gpus: per node (0: none asked for)
     int tasks;  // training ranks per node (0: one per GPU, or 1)
+    int cpus_per_task;  // sbatch --cpus-per-task (0: not asked: the cluster's default)
     const cJSON *extra;  // a list of further sbatch options ("--qos=high"), or NULL
     double poll_s;  // seconds between looks at a job's state
 } SlurmConfig;
@@ -30,16 +31,18 @@ void slurm_job_name(const char *run_dir, int round, const char *stage, char *out
 int slurm_find_active(const char *name, SlurmJob *job);
 // A log file pattern (%j: the job id) made the path of job id's log.
 void slurm_log_path(const char *pattern, const char *id, char *out, size_t cap);
-// Writes `script` (the job: argv run by srun with ranks_per_node × nodes ranks when that is more than 1) and
+// Writes `script` (the job: argv run by srun with ranks_per_node × nodes ranks when that is more than 1; with
+// --resume added when the file resume_if exists as the job starts, so a job Slurm requeued continues) and
 // submits it; log names its output (%j for the id). 0 and *job, or -1 with sbatch's own message.
 int slurm_submit(const SlurmConfig *c, const char *name, const char *script, const char *log, int ranks, char *const argv[],
-                 SlurmJob *job);
+                 const char *resume_if, SlurmJob *job);
 // The job's state (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...), or "" when
-// Slurm no longer knows it. 0, or -1 when the Slurm commands fail.
+// Slurm no longer knows it. 0, or -1 when Slurm does not answer (the controller down or busy: asked again later).
 int slurm_state(const char *id, char *state, size_t cap);
 // 1 for a state a job leaves by itself (PENDING, RUNNING, ...), 0 for an end.
 int slurm_state_active(const char *state);
-// Waits for the job's end, saying each change of state on stderr ("run: WHAT: Slurm job N RUNNING"): 0 when it COMPLETED; -1 with an
+// Waits for the job's end, saying each change of state on stderr ("run: WHAT: Slurm job N RUNNING") and riding
+// out a Slurm that does not answer: 0 when it COMPLETED; -1 with an
 // error naming the job, its state and the tail of its log. SIGTERM or SIGINT while it waits cancels the job
 // (scancel) and returns -1 saying so.
 int slurm_wait(const SlurmJob *job, double poll_s, const char *what);

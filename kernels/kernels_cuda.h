@@ -10,6 +10,7 @@
 #include "cuda/adamw.h"
 #include "cuda/attention.h"
 #include "cuda/attention_backward.h"
+#include "cuda/collective.h"
 #include "cuda/convert.h"
 #include "cuda/cross_entropy.h"
 #include "cuda/elementwise.h"

@@ -19,36 +19,10 @@ same() {  # same NAME DIR_A DIR_B [--tol T]: compare_runs.py's verdict
   if out=$("${CMP[@]}" "$@"); then ok "$name: $out"; else bad "$name: $out"; fi
 }
 
-"$BIN" train "${LORA[@]}" --out "$T/lora1" 2>/dev/null
-"$BIN" train "${LORA[@]}" --out "$T/lora2" --ranks 2 2>"$T/lora2.err"
-same "LoRA, --ranks 2 vs one process (dropout, grad-accum 2)" "$T/lora2" "$T/lora1"
-[ "$(grep -c "loaded" "$T/lora2.err")" = 1 ] && grep -q "2 data-parallel ranks" "$T/lora2.err" &&
-  ok "progress comes from rank 0 alone" || bad "progress lines: $(head -5 "$T/lora2.err")"
-"$BIN" train "${LORA[@]}" --out "$T/lora3" --ranks 3 2>/dev/null
-same "LoRA, --ranks 3 (uneven shares) vs one process" "$T/lora3" "$T/lora1"
-"$BIN" train "${FULL[@]}" --out "$T/full1" 2>/dev/null
-"${MPIRUN[@]}" "$BIN" train "${FULL[@]}" --out "$T/full2" 2>/dev/null
-same "full fine-tuning, mpirun -np 2 vs one process" "$T/full2" "$T/full1"
-
-# batch inference on ranks: the answers in input order, as one process writes them (sampling on, 2 samples each)
-head -12 "$DATA/dates.coverage.jsonl" >"$T/prompts.jsonl"
-GEN=(--model "$SRC/tests/fixtures/tiny/llama.gguf" --input "$T/prompts.jsonl" --max-tokens 24 --temperature 0.8 --samples 2 --batch 4)
-"$BIN" generate "${GEN[@]}" --output "$T/gen1.jsonl" 2>/dev/null
-for n in 2 3; do
-  "$BIN" generate "${GEN[@]}" --output "$T/gen$n.jsonl" --ranks $n 2>/dev/null
-  [ -s "$T/gen1.jsonl" ] && cmp -s "$T/gen1.jsonl" "$T/gen$n.jsonl" && ok "generate --ranks $n: the same $(wc -l <"$T/gen1.jsonl") answers, in input order" ||
-    bad "generate --ranks $n differs from one process"
-done
 expect_err() {  # expect_err NAME PATTERN COMMAND...: non-zero exit and PATTERN on stderr
   local name=$1 pat=$2; shift 2
   if "$@" >/dev/null 2>"$T/err"; then bad "$name: exit 0"; elif grep -q "$pat" "$T/err"; then ok "$name refused"; else bad "$name: $(tail -2 "$T/err")"; fi
 }
-expect_err "generate --ranks with one --prompt" "one --prompt runs on one process" "$BIN" generate --model "$SRC/tests/fixtures/tiny/llama.gguf" --prompt hi --ranks 2
-
-# kill -9 one rank mid-run: mpirun ends the other and names the rank; --resume then gives the uninterrupted run
-LONG=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 10 --lr 2e-3
-      --tokens-per-step 256 --save-every 40 --eval-every 1000)
-"$BIN" train "${LONG[@]}" --out "$T/whole" --ranks 2 2>/dev/null
 ranks_of() {  # ranks_of PID: the pids of rank 0 and rank 1 that mpirun PID started, once both are there
   for _ in $(seq 200); do
     kids=($(pgrep -P "$1"))
@@ -63,6 +37,45 @@ ends_within() {  # ends_within PID SECONDS: 0 when PID is gone in time
   for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
   return 1
 }
+
+"$BIN" train "${LORA[@]}" --out "$T/lora1" 2>/dev/null
+"$BIN" train "${LORA[@]}" --out "$T/lora2" --ranks 2 2>"$T/lora2.err"
+same "LoRA, --ranks 2 (whole sequences: grad-accum 2) vs one process (dropout on)" "$T/lora2" "$T/lora1"
+[ "$(grep -c "loaded" "$T/lora2.err")" = 1 ] && grep -q "2 data-parallel ranks" "$T/lora2.err" &&
+  ok "progress comes from rank 0 alone" || bad "progress lines: $(head -5 "$T/lora2.err")"
+"$BIN" train "${LORA[@]}" --out "$T/lora3" --ranks 3 2>/dev/null
+same "LoRA, --ranks 3 (fewer sequences than ranks: split by records) vs one process" "$T/lora3" "$T/lora1"
+"$BIN" train "${FULL[@]}" --out "$T/full1" 2>/dev/null
+"${MPIRUN[@]}" "$BIN" train "${FULL[@]}" --out "$T/full2" 2>/dev/null
+same "full fine-tuning, mpirun -np 2 vs one process" "$T/full2" "$T/full1"
+
+# batch inference on ranks: the answers in input order, as one process writes them (sampling on, 2 samples each)
+head -12 "$DATA/dates.coverage.jsonl" >"$T/prompts.jsonl"
+GEN=(--model "$SRC/tests/fixtures/tiny/llama.gguf" --input "$T/prompts.jsonl" --max-tokens 24 --temperature 0.8 --samples 2 --batch 4)
+"$BIN" generate "${GEN[@]}" --output "$T/gen1.jsonl" 2>/dev/null
+for n in 2 3; do
+  "$BIN" generate "${GEN[@]}" --output "$T/gen$n.jsonl" --ranks $n 2>/dev/null
+  [ -s "$T/gen1.jsonl" ] && cmp -s "$T/gen1.jsonl" "$T/gen$n.jsonl" && ok "generate --ranks $n: the same $(wc -l <"$T/gen1.jsonl") answers, in input order" ||
+    bad "generate --ranks $n differs from one process"
+done
+# a rank that is slow but alive (stopped for longer than --dist-timeout in the middle of its share) is waited for:
+# the deadline measures a hung collective, not the others' work
+head -40 "$DATA/dates.coverage.jsonl" >"$T/more.jsonl"
+SLOW=(--model "$SRC/tests/fixtures/tiny/llama.gguf" --input "$T/more.jsonl" --max-tokens 48 --temperature 0.8 --samples 6 --batch 4)
+"$BIN" generate "${SLOW[@]}" --output "$T/slow1.jsonl" 2>/dev/null
+"$BIN" generate "${SLOW[@]}" --output "$T/slow2.jsonl" --ranks 2 --dist-timeout 2 2>"$T/slow2.err" & p=$!
+kids=($(ranks_of $p))
+for _ in $(seq 400); do grep -q "generate: 16/" "$T/slow2.err" && break; sleep 0.02; done
+kill -STOP "${kids[1]}"; sleep 4; kill -CONT "${kids[1]}"
+wait $p; rc=$?
+[ "$rc" = 0 ] && cmp -s "$T/slow1.jsonl" "$T/slow2.jsonl" && ok "a rank stopped 4 s (> --dist-timeout 2) mid-share is waited for: the same answers" ||
+  bad "slow rank: exit $rc; $(tail -2 "$T/slow2.err")"
+expect_err "generate --ranks with one --prompt" "one --prompt runs on one process" "$BIN" generate --model "$SRC/tests/fixtures/tiny/llama.gguf" --prompt hi --ranks 2
+
+# kill -9 one rank mid-run: mpirun ends the other and names the rank; --resume then gives the uninterrupted run
+LONG=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 10 --lr 2e-3
+      --tokens-per-step 256 --save-every 40 --eval-every 1000)
+"$BIN" train "${LONG[@]}" --out "$T/whole" --ranks 2 2>/dev/null
 "$BIN" train "${LONG[@]}" --out "$T/killed" --ranks 2 2>"$T/killed.err" & p=$!
 kids=($(ranks_of $p))
 for _ in $(seq 300); do [ -f "$T/killed/checkpoint/state.json" ] && break; sleep 0.05; done
@@ -92,6 +105,31 @@ for when in join step; do
     bad "rank 1 stopped ($when): exit $rc; $(grep -v "train: step" "$T/stopped-$when.err" | tail -3)"
   kill -9 "${kids[@]}" 2>/dev/null
 done
+
+# the GPU path with NCCL, on the CUDA emulator (llamaduo_emu): two emulated GPUs, one rank each, summing over the
+# emulator's NCCL, against one emulated GPU; and a rank stopped inside NCCL's all-reduce
+EMU="$(dirname "$BIN")/llamaduo_emu"
+if [ -x "$EMU" ]; then
+  head -40 "$DATA/dates.train.jsonl" >"$T/small.train.jsonl"; head -8 "$DATA/dates.val.jsonl" >"$T/small.val.jsonl"
+  GPU=(--model "$SRC/tests/fixtures/tiny/llama" --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 1 --lr 2e-3
+       --tokens-per-step 256 --dropout 0.1 --grad-accum 2 --device cuda)
+  "$EMU" train "${GPU[@]}" --out "$T/gpu1" 2>/dev/null
+  LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GPU[@]}" --out "$T/gpu2" --gpus 2 2>"$T/gpu2.err"
+  grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gpu2.err" && grep -q "on the GPU (CUDA emulator" "$T/gpu2.err" &&
+    same "--gpus 2 over NCCL (emulator) vs one GPU" "$T/gpu2" "$T/gpu1" || bad "--gpus 2 (emulator): $(grep -v 'train: step' "$T/gpu2.err" | tail -3)"
+  LLAMADUO_EMU_DEVICES=2 expect_err "--gpus 3 on two GPUs" "this machine has 2 GPUs" "$EMU" train "${GPU[@]}" --out "$T/gpu3" --gpus 3
+  LLAMADUO_EMU_DEVICES=2 LLAMADUO_EMU_NCCL_TIMEOUT=3 "$EMU" train "${GPU[@]}" --epochs 20 --out "$T/gpustop" --gpus 2 2>"$T/gpustop.err" & p=$!
+  kids=($(ranks_of $p))
+  for _ in $(seq 600); do grep -q "step 2/" "$T/gpustop.err" && break; sleep 0.05; done
+  kill -STOP "${kids[1]}"
+  if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+  [ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "NCCL" "$T/gpustop.err" && grep -q "a rank did not arrive" "$T/gpustop.err" &&
+    ok "a GPU rank stopped inside NCCL's all-reduce: the run ended (exit $rc) naming the all-reduce" ||
+    bad "GPU rank stopped: exit $rc; $(grep -v 'train: step' "$T/gpustop.err" | tail -3)"
+  kill -9 "${kids[@]}" 2>/dev/null
+else
+  bad "no llamaduo_emu next to $BIN (the build has LLAMADUO_CUDA_EMU on): the NCCL path did not run"
+fi
 
 # launch mistakes
 expect_err "RANK/WORLD_SIZE without MPI's launcher" "meet over MPI" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x1"

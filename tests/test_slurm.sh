@@ -71,7 +71,19 @@ except Exception: r = None
 print(r[0] if r else '')" "$1" "$2"
 }
 config "$T/whole.yaml" "$T/whole" 2
-if "$BIN" run "$T/whole.yaml" >"$T/whole.out" 2>&1; then ok "llamaduo run with launcher slurm completes"; else bad "run (slurm): $(tail -5 "$T/whole.out")"; fi
+# a site whose sbatch adds a warning to every submission, and a controller that does not answer three looks
+mkdir -p "$T/bin"
+printf '#!/bin/sh\necho "sbatch: warning: this site adds a message" >&2\nexec %s "$@"\n' "$(command -v sbatch)" >"$T/bin/sbatch"
+cat >"$T/bin/squeue" <<EOF
+#!/bin/sh
+n=\$(cat "$T/squeue.n" 2>/dev/null || echo 0); echo \$((n + 1)) >"$T/squeue.n"
+if [ "\$n" -ge 3 ] && [ "\$n" -le 5 ]; then echo "squeue: error: slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1; fi
+exec $(command -v squeue) "\$@"
+EOF
+chmod +x "$T/bin/sbatch" "$T/bin/squeue"
+if PATH="$T/bin:$PATH" "$BIN" run "$T/whole.yaml" >"$T/whole.out" 2>&1; then ok "llamaduo run with launcher slurm completes"; else bad "run (slurm): $(tail -5 "$T/whole.out")"; fi
+grep -q "Slurm does not answer" "$T/whole.out" && ok "a controller that does not answer is waited out, and said so" ||
+  bad "no word of the unanswered squeue: $(grep -i slurm "$T/whole.out" | head -3)"
 grep -q "round 1: train: submitted Slurm job" "$T/whole.out" && grep -q "round 1: infer: submitted Slurm job" "$T/whole.out" &&
   ok "train and infer went to Slurm as jobs" || bad "no jobs submitted: $(grep Slurm "$T/whole.out" | head -3)"
 tj=$(ledger_job "$T/whole" train)

@@ -157,6 +157,7 @@ int cmd_generate(int argc, char **argv) {
     if (ranks > 1 && !input) die("--ranks answers an --input file; one --prompt runs on one process");
     Dist *dist = join_ranks_or_die(argv, ranks, "ranks", timeout_s, &o.threads);
     const DistPlace *at = dist_place(dist);
+    if (at->world > 1 && !input) die("%s started %d ranks, but one --prompt runs on one process (use --input)", at->launcher, at->world);
     set_threads(o.threads);
     // Read and validate the whole input before any work, so a bad line 900 does not waste an hour.
     cJSON **lines = NULL;
@@ -171,8 +172,8 @@ int cmd_generate(int argc, char **argv) {
     Model *m = load_model_or_die(o.model);
     attach_adapter_or_die(m, o.adapter);
     o.gen.use_gpu = device_choose(o.device), o.gen.gpu_bf16 = precision_bf16(o.precision);
-    if (o.gen.use_gpu && at->world > 1 && ld_cuda_use_device(at->local_rank))
-        die("rank %d has no GPU %d of its own (one rank per GPU)", at->rank, at->local_rank);
+    int gpu = o.gen.use_gpu && at->world > 1 ? dist_local_gpu(dist) : 0;
+    if (gpu < 0 || (o.gen.use_gpu && at->world > 1 && ld_cuda_use_device(gpu))) die("rank %d: %s", at->rank, ld_last_error());
     ChatTemplate ct = {0};
     int needs_template = !o.raw;  // raw prompts skip it; messages always need it
     for (int i = 0; i < n_lines; i++) needs_template |= cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(lines[i], "messages"));
@@ -217,6 +218,7 @@ int cmd_generate(int argc, char **argv) {
     double t0 = ld_time_s();
     if (!input && generate(m, reqs, n_req, &o.gen, stream_stdout, NULL)) die("%s", ld_last_error());
     if (input) generate_share(m, reqs, n_req, &o.gen, at);
+    if (dist_wait_for_all(dist, "waiting for the other ranks' answers")) die("%s", ld_last_error());
     double tokens[2] = {0, 0};  // generated, prompt (every sample feeds its prompt through the model)
     for (int i = at->rank; i < n_req; i += at->world) tokens[0] += reqs[i].n_tokens, tokens[1] += reqs[i].n_prompt;
     if (dist_sum_f64(dist, tokens, 2, "counting the tokens")) die("%s", ld_last_error());

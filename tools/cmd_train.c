@@ -83,7 +83,7 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
         fprintf(stderr, "train: the checkpoint was written by %d rank%s, this run has %d: it continues with the same batches (the "
                         "sums' rounding may differ in the last digits)\n",
                 in.resumed_ranks, in.resumed_ranks == 1 ? "" : "s", in.ranks);
-    if (in.ranks > 1) fprintf(stderr, "train: %d data-parallel ranks\n", in.ranks);
+    if (in.ranks > 1) fprintf(stderr, "train: %d data-parallel ranks (gradients summed by %s)\n", in.ranks, in.collectives);
     if (in.on_gpu)
         fprintf(stderr, "train: on the GPU (%s), base weights in %s\n", in.device, o->precision);
     else if (!strcmp(o->device, "auto") && !strcmp(o->method, "full") && ld_cuda_device_count() > 0)
@@ -170,7 +170,9 @@ int cmd_train(int argc, char **argv) {
     int tty = isatty(2);
     double t0 = ld_time_s();
     char *out = NULL;
-    if (trainer_run(t, rank ? NULL : print_step, &tty) || trainer_save(t, &out)) die("%s", ld_last_error());
+    if (trainer_run(t, rank ? NULL : print_step, &tty) || trainer_save(t, &out) ||
+        dist_wait_for_all(dist, "waiting for rank 0 to write the result"))
+        die("%s", ld_last_error());
     if (!rank)
         fprintf(stderr, "train: done in %.1fs; %s -> %s, metrics -> %s/metrics.jsonl\n", ld_time_s() - t0,
                 !strcmp(o.method, "full") ? "model" : "adapter", out, o.out);

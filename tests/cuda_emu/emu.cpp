@@ -291,6 +291,10 @@ static int emu_devices(void) {
     return n < 1 ? 1 : n;
 }
 static thread_local int g_device;
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = emu_devices();
     return cudaSuccess;

@@ -132,6 +132,7 @@ typedef enum {
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
+    cudaErrorNotReady = 600,
     cudaErrorLaunchFailure = 719,
     cudaErrorUnknown = 999
 } cudaError_t;
@@ -154,6 +155,7 @@ cudaError_t cudaMemset(void *p, int value, size_t bytes);
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaPeekAtLastError(void);
 cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaStreamQuery(cudaStream_t s);  // cudaSuccess: work ends when its call returns
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int *n);  // LLAMADUO_EMU_DEVICES (default 1) emulated devices
 cudaError_t cudaSetDevice(int device);

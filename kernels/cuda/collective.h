@@ -1,0 +1,17 @@
+// defines: sums across data-parallel ranks on the device (NCCL; kernels/cuda/collective.cu): one communicator per
+// rank, its id made by rank 0 and handed to the others by the caller (over MPI); in-place sums of device buffers,
+// each waited for with a deadline so a rank that died or stopped answering ends the wait with an error, not a hang.
+// Each returns 0, or -1 with kc_last_error().
+#pragma once
+#include <stddef.h>
+
+#define KC_COMM_ID_BYTES 128
+
+typedef struct KcComm KcComm;
+
+int kc_comm_id(unsigned char id[KC_COMM_ID_BYTES]);  // rank 0 only; fresh each run (no stale id)
+// Every rank with the same id, world and its own rank (on its own device, chosen before); NULL with an error.
+KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int world, int rank, double timeout_s);
+// bufs[k][n[k]] (device, fp32) summed in place over the ranks, as one group; waits for the result.
+int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k);
+void kc_comm_free(KcComm *c);

@@ -291,7 +291,7 @@ int slurm_wait(const SlurmJob *job, double poll_s, const char *what) {
         }
         if (got && strcmp(trouble, ld_last_error())) {  // Slurm is not answering: the job's state is unknown, not ended
             snprintf(trouble, sizeof trouble, "%s", ld_last_error());
-            fprintf(stderr, "run: %s: Slurm does not answer (%s); asking again every %.0f s\n", what, trouble, poll_s);
+            fprintf(stderr, "run: %s: Slurm does not answer (%s); asking again every %g s\n", what, trouble, poll_s);
         }
         if (!got && strcmp(state, last)) {
             fprintf(stderr, "run: %s: Slurm job %s %s\n", what, job->id, state[0] ? state : "(no longer known to Slurm)");

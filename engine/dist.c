@@ -20,6 +20,7 @@
 struct Dist {
     DistPlace at;
     double timeout_s;
+    int device_collectives;  // dist_want_device_collectives
     int mpi;  // MPI was initialised (more than one rank)
 };
 
@@ -70,6 +71,8 @@ const DistPlace *dist_place(const Dist *d) {
     return d ? &d->at : &alone;
 }
 double dist_timeout_s(const Dist *d) { return d ? d->timeout_s : 0; }
+void dist_want_device_collectives(Dist *d) { d->device_collectives = 1; }
+int dist_device_collectives(const Dist *d) { return d && (d->device_collectives || d->at.world > 1); }
 
 int dist_local_gpu(const Dist *d) {
     const DistPlace *at = dist_place(d);

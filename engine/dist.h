@@ -25,6 +25,10 @@ typedef struct Dist Dist;  // NULL stands for one rank in every function below
 Dist *dist_open(double timeout_s);
 const DistPlace *dist_place(const Dist *d);
 double dist_timeout_s(const Dist *d);  // the deadline dist_open was given
+// --gpus asked for the device's collectives even on one rank (NCCL with a world of one: what `--gpus 1` costs
+// against no NCCL at all is then measurable).
+void dist_want_device_collectives(Dist *d);
+int dist_device_collectives(const Dist *d);  // 1 when asked for, or more than one rank
 // This rank's GPU: its local rank's when the machine has a GPU for each of its ranks, or the one GPU it sees when
 // the launcher gave each rank its own (srun --gpus-per-task sets CUDA_VISIBLE_DEVICES). -1 with an error when
 // there is none, or fewer than the machine's ranks.

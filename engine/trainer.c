@@ -49,6 +49,7 @@ struct Trainer {
     char *mpath;
     Dist *dist;  // NULL: one rank
     int rank, world, resumed_world;  // resumed_world: the ranks that wrote the checkpoint resumed from (0: none)
+    int summed;  // each step's gradients go through the collectives (more than one rank, or --gpus on one)
     int *share_starts;  // [tokens_per_step] a share's record starts, rebased to its first row
 };
 
@@ -254,13 +255,15 @@ static int pick_device(Trainer *t) {
         return -1;
     }
     t->ops = &k_gpu_steps;
-    return at->world > 1 ? gpu_trainer_join(t->gpu, t->dist) : 0;
+    if (!dist_device_collectives(t->dist)) return 0;
+    t->summed = 1;
+    return gpu_trainer_join(t->gpu, t->dist);
 }
 
 Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val, Dist *dist) {
     Trainer *t = ld_xcalloc(1, sizeof *t);
     t->m = m, t->o = o, t->train = train, t->val = val, t->full = !strcmp(o->method, "full");
-    t->dist = dist, t->rank = dist ? dist_place(dist)->rank : 0, t->world = dist ? dist_place(dist)->world : 1;
+    t->dist = dist, t->rank = dist_place(dist)->rank, t->world = dist_place(dist)->world, t->summed = t->world > 1;
     t->share_starts = ld_xmalloc(sizeof(int) * (size_t)o->tokens_per_step);
     t->mpath = ld_path_join(o->out, "metrics.jsonl");
     pack_epochs(t);
@@ -273,7 +276,7 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 
 void trainer_info(const Trainer *t, TrainerInfo *out) {
     *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
-                         t->world, t->resumed_world, t->gpu ? gpu_trainer_collectives(t->gpu) : "MPI"};
+                         t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu) : "MPI"};
     if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 
@@ -422,7 +425,7 @@ static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, l
         loss += l;
         *tokens += pb[b].T;
     }
-    if (t->world > 1 && (t->ops->sum_grad(t) || dist_sum_f64(t->dist, &loss, 1, "the loss's all-reduce"))) return step_failed(step);
+    if (t->summed && (t->ops->sum_grad(t) || dist_sum_f64(t->dist, &loss, 1, "the loss's all-reduce"))) return step_failed(step);
     if (nmb > 1 && t->ops->scale_grad(t, 1.0f / nmb)) return step_failed(step);
     p->loss = loss / nmb;
     p->lr = lr_at(t, step);

@@ -117,6 +117,9 @@ if [ -x "$EMU" ]; then
   LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GPU[@]}" --out "$T/gpu2" --gpus 2 2>"$T/gpu2.err"
   grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gpu2.err" && grep -q "on the GPU (CUDA emulator" "$T/gpu2.err" &&
     same "--gpus 2 over NCCL (emulator) vs one GPU" "$T/gpu2" "$T/gpu1" || bad "--gpus 2 (emulator): $(grep -v 'train: step' "$T/gpu2.err" | tail -3)"
+  "$EMU" train "${GPU[@]}" --out "$T/gpu1nccl" --gpus 1 2>"$T/gpu1nccl.err"
+  grep -q "1 data-parallel rank (gradients summed by NCCL)" "$T/gpu1nccl.err" &&
+    same "--gpus 1 (NCCL with one rank) vs no NCCL: exactly" "$T/gpu1nccl" "$T/gpu1" --tol 0 || bad "--gpus 1: $(grep -v 'train: step' "$T/gpu1nccl.err" | tail -3)"
   LLAMADUO_EMU_DEVICES=2 expect_err "--gpus 3 on two GPUs" "this machine has 2 GPUs" "$EMU" train "${GPU[@]}" --out "$T/gpu3" --gpus 3
   LLAMADUO_EMU_DEVICES=2 LLAMADUO_EMU_NCCL_TIMEOUT=3 "$EMU" train "${GPU[@]}" --epochs 20 --out "$T/gpustop" --gpus 2 2>"$T/gpustop.err" & p=$!
   kids=($(ranks_of $p))

@@ -83,7 +83,8 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
         fprintf(stderr, "train: the checkpoint was written by %d rank%s, this run has %d: it continues with the same batches (the "
                         "sums' rounding may differ in the last digits)\n",
                 in.resumed_ranks, in.resumed_ranks == 1 ? "" : "s", in.ranks);
-    if (in.ranks > 1) fprintf(stderr, "train: %d data-parallel ranks (gradients summed by %s)\n", in.ranks, in.collectives);
+    if (strcmp(in.collectives, "none"))
+        fprintf(stderr, "train: %d data-parallel rank%s (gradients summed by %s)\n", in.ranks, in.ranks == 1 ? "" : "s", in.collectives);
     if (in.on_gpu)
         fprintf(stderr, "train: on the GPU (%s), base weights in %s\n", in.device, o->precision);
     else if (!strcmp(o->device, "auto") && !strcmp(o->method, "full") && ld_cuda_device_count() > 0)
@@ -151,6 +152,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
     Dist *dist = join_ranks_or_die(argv, launch.ranks, launch.gpus ? "gpus" : "ranks", launch.timeout_s, &o.threads);
+    if (launch.gpus) dist_want_device_collectives(dist);
     int rank = dist_place(dist)->rank;
     set_threads(o.threads);
     Model *m = load_model_or_die(o.model);

@@ -54,6 +54,22 @@ sys.exit(0 if worst < float(sys.argv[4]) and len(la) == len(lb) else 1)
 PY
 }
 
+# NCCL with one rank gives the run without NCCL exactly, and costs little: tokens/s of each (the same run, twice).
+nccl_one_rank() {
+  local D=configs/data A=(--model tests/fixtures/tiny/llama.gguf --train configs/data/dates.train.jsonl --epochs 3 --lr 1e-3
+                          --tokens-per-step 1024 --save-every 0 --device cuda)
+  "$G/llamaduo" train "${A[@]}" --out "$G/nccl-off" 2>/dev/null && "$G/llamaduo" train "${A[@]}" --gpus 1 --out "$G/nccl-on" 2>&1 |
+    grep -E "data-parallel|error"
+  python3 - "$G/nccl-off/metrics.jsonl" "$G/nccl-on/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+same = [x["loss"] for x in a] == [x["loss"] for x in b]
+ta, tb = a[-1]["tokens_per_s"], b[-1]["tokens_per_s"]
+print(f"--gpus 1 vs --device cuda: losses {'identical' if same else 'DIFFER'}; {tb:.0f} vs {ta:.0f} tokens/s ({(1 - tb / ta) * 100:+.1f}% cost)")
+sys.exit(0 if same else 1)
+PY
+}
+
 if [ -f .gpu/bundle.tar.xz ]; then
   G=$(mktemp -d); tar -C "$G" -xJf .gpu/bundle.tar.xz
   CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
@@ -67,6 +83,7 @@ if [ -f .gpu/bundle.tar.xz ]; then
     grep -E "^train: (on|done)|validation|error"
   step "train on the GPU, fp32, vs the CPU" train_vs_cpu fp32 1e-3
   step "train on the GPU, bf16 base, vs the CPU" train_vs_cpu bf16 5e-2
+  step "train --gpus 1 (NCCL, one rank) vs no NCCL: the same, and its cost" nccl_one_rank
   if [ "$BENCH" = 1 ]; then step "GPU benchmark vs HF + PEFT" python3 benchmarks/gpu_bench.py "$G/bench_gpu" all; fi
 else
   echo "gpu_check: no .gpu/bundle.tar.xz (tools/gpu_pack.sh on a dev machine, then carry .gpu): GPU training tests not run"

@@ -10,16 +10,17 @@ cmake --build build -j"$(nproc)" --target test_gpu_train test_gpu_generate llama
 rm -rf .gpu && mkdir -p .gpu/stage/lib
 CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
 STATIC=(-Wl,-Bstatic -lopenblas -lpcre2-8 -lutf8proc -Wl,-Bdynamic)
-CUDA=(-L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lcublasLt -lstdc++ -lpthread)
+CUDA=(-L"$CUDA_LIB" -L/usr/local/lib -lcudart -lcublas -lcublasLt -lnccl -lstdc++ -lpthread)
+MPI=($(mpicc --showme:link))  # engine/dist.c; MPI starts only with more than one rank
 for t in test_gpu_train test_gpu_generate; do
   gcc -o .gpu/stage/$t build/tests/CMakeFiles/$t.dir/$t.c.o build/tests/CMakeFiles/$t.dir/test_util.c.o build/libllamaduo_core.a \
-      build/libllamaduo_cuda.a build/libllamaduo_train_options.a build/libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
+      build/libllamaduo_cuda.a build/libllamaduo_train_options.a build/libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${MPI[@]}" "${CUDA[@]}"
 done
 gcc -o .gpu/stage/bench_gpu build/benchmarks/CMakeFiles/bench_gpu.dir/bench_gpu.c.o build/libllamaduo_core.a build/libllamaduo_cuda.a \
-    build/libllamaduo_train_options.a build/libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${CUDA[@]}"
+    build/libllamaduo_train_options.a build/libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm "${MPI[@]}" "${CUDA[@]}"
 (cd build && gcc -o ../.gpu/stage/llamaduo $(cat CMakeFiles/llamaduo.dir/objects1) libllamaduo_core.a libllamaduo_host.a \
     libllamaduo_core.a libllamaduo_cuda.a libllamaduo_train_options.a libllamaduo_base.a "${STATIC[@]}" -lcjson -lgfortran -fopenmp -lm -lcurl -lsqlite3 -lcrypto -lyaml \
-    -lmicrohttpd "${CUDA[@]}")
+    -lmicrohttpd "${MPI[@]}" "${CUDA[@]}")
 # every shared library they need beyond glibc and CUDA's own (found on the GPU machine)
 for b in .gpu/stage/test_gpu_train .gpu/stage/test_gpu_generate .gpu/stage/llamaduo .gpu/stage/bench_gpu; do
   ldd "$b" | awk '/=> \//{print $3}' | grep -v -E 'lib(c|m|dl|pthread|rt|gcc_s|stdc\+\+)\.so|cuda|cublas|cudart' |

@@ -74,6 +74,16 @@ double dist_timeout_s(const Dist *d) { return d ? d->timeout_s : 0; }
 void dist_want_device_collectives(Dist *d) { d->device_collectives = 1; }
 int dist_device_collectives(const Dist *d) { return d && (d->device_collectives || d->at.world > 1); }
 
+const char *dist_built_with(void) {
+#if defined(LLAMADUO_HAVE_MPI) && defined(LLAMADUO_HAVE_NCCL)
+    return "MPI and NCCL";
+#elif defined(LLAMADUO_HAVE_MPI)
+    return "MPI";
+#else
+    return "nothing (one process only)";
+#endif
+}
+
 int dist_local_gpu(const Dist *d) {
     const DistPlace *at = dist_place(d);
     int n = ld_cuda_device_count();

@@ -53,6 +53,8 @@ void dist_close(Dist *d);
 // With one rank, just exits.
 void dist_abort(Dist *d, int code);
 
+// What this build's ranks meet over: "MPI and NCCL", "MPI", or "nothing (one process only)".
+const char *dist_built_with(void);
 // Starts `ranks` ranks of this program on this machine under mpirun (each given args, the arguments after the
 // program's name) in place of this process: their exit status becomes this process's (mpirun's:
 // non-zero when a rank failed, after it ended the rest). Returns only on failure: -1 with an error (no mpirun).

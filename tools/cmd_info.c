@@ -4,6 +4,7 @@
 #include "chat.h"
 #include "cli.h"
 #include "cuda_device.h"
+#include "dist.h"
 #include "util.h"
 
 int cmd_info(int argc, char **argv) {
@@ -23,7 +24,7 @@ int cmd_info(int argc, char **argv) {
         char d[256];
         if (!ld_cuda_device_describe(i, d, sizeof d)) printf(", cuda:%d (%s)", i, d);
     }
-    printf("\n");
+    printf("\ndata-parallel ranks meet over: %s\n", dist_built_with());
     if (!model) return 0;
     Model *m = load_model_or_die(model);
     const ModelConfig *c = &m->cfg;

@@ -229,10 +229,10 @@ static int make_params(Trainer *t) {
     return 0;
 }
 
-// The GPU for LoRA when asked (cuda) or found (auto); full fine-tuning runs on the CPU.
-static int pick_device(Trainer *t) {
+// Whether this rank trains on a GPU: 1 (its device chosen), 0, or -1 with an error. The GPU for LoRA when asked
+// (cuda) or found (auto); full fine-tuning runs on the CPU.
+static int wants_gpu(Trainer *t) {
     const char *dev = t->o->device;
-    t->ops = &k_cpu_steps;
     int cuda = !strcmp(dev, "cuda");
     if (!(cuda || (!strcmp(dev, "auto") && !t->full && ld_cuda_device_count() > 0))) return 0;
     const DistPlace *at = dist_place(t->dist);
@@ -248,6 +248,24 @@ static int pick_device(Trainer *t) {
         ld_set_error("rank %d cannot use GPU %d", at->rank, gpu);
         return -1;
     }
+    return 1;
+}
+
+// Every rank decides alike, or none trains: a GPU rank and a CPU rank would sum their gradients apart. The ranks
+// meet first with no deadline (loading takes each its own time), then after the GPU's upload again.
+static int pick_device(Trainer *t) {
+    t->ops = &k_cpu_steps;
+    int want = wants_gpu(t);
+    if (want < 0 || dist_wait_for_all(t->dist, "waiting for every rank to load")) return -1;
+    double on_gpu = want;
+    if (dist_sum_f64(t->dist, &on_gpu, 1, "choosing the device")) return -1;
+    if (on_gpu != 0 && on_gpu != t->world) {
+        ld_set_error("%.0f of %d ranks would train on a GPU and the rest on the CPU: give every rank a GPU of its own, or use "
+                     "--device cpu",
+                     on_gpu, t->world);
+        return -1;
+    }
+    if (!want) return 0;
     if (!(t->gpu = gpu_trainer_new(t->m, t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
         char why[512];
         snprintf(why, sizeof why, "%s", ld_last_error());
@@ -257,7 +275,7 @@ static int pick_device(Trainer *t) {
     t->ops = &k_gpu_steps;
     if (!dist_device_collectives(t->dist)) return 0;
     t->summed = 1;
-    return gpu_trainer_join(t->gpu, t->dist);
+    return dist_wait_for_all(t->dist, "waiting for every rank's GPU") || gpu_trainer_join(t->gpu, t->dist) ? -1 : 0;
 }
 
 Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val, Dist *dist) {
@@ -267,7 +285,7 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
     t->share_starts = ld_xmalloc(sizeof(int) * (size_t)o->tokens_per_step);
     t->mpath = ld_path_join(o->out, "metrics.jsonl");
     pack_epochs(t);
-    if (make_params(t) || pick_device(t) || ld_mkdir_p(o->out) || dist_wait_for_all(dist, "waiting for every rank to load")) {
+    if (make_params(t) || pick_device(t) || ld_mkdir_p(o->out)) {
         trainer_free(t);
         return NULL;
     }

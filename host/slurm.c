@@ -139,15 +139,15 @@ static void put_quoted(FILE *f, const char *s) {
     fputc('\'', f);
 }
 
-// A path in an #SBATCH line: double-quoted (sbatch splits on spaces), each '%' doubled (Slurm expands them) but
-// for the %j that names the job's id.
-static void put_sbatch_path(FILE *f, const char *key, const char *path, int keep_j) {
+// A path in an #SBATCH line: double-quoted (sbatch splits on spaces); in a file name pattern (--output) each '%'
+// doubled (Slurm expands them there) but for the %j that names the job's id.
+static void put_sbatch_path(FILE *f, const char *key, const char *path, int pattern) {
     fprintf(f, "#SBATCH %s=\"", key);
     for (const char *p = path; *p; p++) {
         fputc(*p, f);
-        if (*p == '%' && keep_j && p[1] == 'j')
+        if (*p == '%' && pattern && p[1] == 'j')
             fputc(*++p, f);
-        else if (*p == '%')
+        else if (*p == '%' && pattern)
             fputc('%', f);
     }
     fputs("\"\n", f);
@@ -178,6 +178,8 @@ static int write_script(const SlurmConfig *c, const char *name, const char *scri
     if (c->time) fprintf(f, "#SBATCH --time=%s\n", c->time);
     const cJSON *e;
     cJSON_ArrayForEach(e, c->extra) fprintf(f, "#SBATCH %s\n", e->valuestring);
+    // srun does not take the batch step's --cpus-per-task on every Slurm version: say it again
+    if (c->cpus_per_task) fprintf(f, "export SRUN_CPUS_PER_TASK=%d\n", c->cpus_per_task);
     fputs("args=(", f);
     for (int i = 0; argv[i]; i++) fputc(' ', f), put_quoted(f, argv[i]);
     fputs(" )\n", f);
@@ -215,12 +217,25 @@ int slurm_submit(const SlurmConfig *c, const char *name, const char *script, con
     return 0;
 }
 
-// A command's failure that says the job is unknown (it ended long ago), or -1 with an error for any other (the
-// controller is down or busy: the state is not known, not "ended").
+// A command's failure that says the job is unknown (it ended long ago): 0; -1 with an error for any other (the
+// controller is down or busy: the state is not known, not "ended"); -2 when the command could not run at all.
 static int unknown_job(int rc, const char *cmd, const char *out) {
-    if (rc > 0 && strstr(out, "Invalid job id")) return 0;
-    if (rc > 0) ld_set_error("%s: %s", cmd, out);
+    if (rc < 0) return -2;
+    if (strstr(out, "Invalid job id")) return 0;
+    ld_set_error("%s: %s", cmd, out);
     return -1;
+}
+
+// The first line of out that is one word in capitals (a job state), past any warning a site adds; "" if none.
+static void state_word(const char *out, char *state, size_t cap) {
+    state[0] = 0;
+    for (const char *line = out; *line; line += strcspn(line, "\n"), line += *line == '\n') {
+        size_t len = strcspn(line, " \n"), caps = strspn(line, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+        if (len && caps == len && (line[len] == '\n' || line[len] == 0 || line[len] == ' ')) {
+            snprintf(state, cap, "%.*s", (int)len, line);
+            return;
+        }
+    }
 }
 
 // squeue's state while the job is queued or running, then scontrol's "JobState=X", then sacct's (where
@@ -229,12 +244,9 @@ int slurm_state(const char *id, char *state, size_t cap) {
     char out[8192];
     state[0] = 0;
     char *sq[] = {"squeue", "-h", "-j", (char *)id, "-o", "%T", NULL};
-    int rc = run_cmd(sq, out, sizeof out);
-    if (rc == 0 && out[0]) {
-        snprintf(state, cap, "%.*s", (int)strcspn(out, " \n"), out);
-        return 0;
-    }
-    if (rc && unknown_job(rc, "squeue", out)) return -1;
+    int rc = run_cmd(sq, out, sizeof out), u;
+    if (rc == 0 && (state_word(out, state, cap), state[0])) return 0;
+    if (rc && (u = unknown_job(rc, "squeue", out))) return u;
     char *sc[] = {"scontrol", "show", "job", (char *)id, NULL};
     const char *js;
     rc = run_cmd(sc, out, sizeof out);
@@ -243,12 +255,13 @@ int slurm_state(const char *id, char *state, size_t cap) {
         snprintf(state, cap, "%.*s", (int)strcspn(js, " \n"), js);
         return 0;
     }
-    if (rc && unknown_job(rc, "scontrol", out)) return -1;
+    if (rc && (u = unknown_job(rc, "scontrol", out))) return u;
     char *sa[] = {"sacct", "-n", "-X", "-P", "-j", (char *)id, "-o", "State", NULL};
-    if (run_cmd(sa, out, sizeof out) == 0 && out[0]) snprintf(state, cap, "%.*s", (int)strcspn(out, " \n"), out);
+    if (run_cmd(sa, out, sizeof out) == 0) state_word(out, state, cap);  // "CANCELLED by 0" -> CANCELLED
     return 0;
 }
 
+enum { SLURM_SILENCE_S = 1800 };  // how long a Slurm that does not answer is waited out
 static volatile sig_atomic_t g_stop;
 static void on_stop(int sig) { g_stop = sig; }
 
@@ -283,10 +296,19 @@ int slurm_wait(const SlurmJob *job, double poll_s, const char *what) {
     sigaction(SIGTERM, &sa, &old_term), sigaction(SIGINT, &sa, &old_int);
     char state[64], last[64] = "", tail[2048], trouble[512] = "";
     int rc = -1;
+    double silent_since = 0;  // when Slurm stopped answering (0: it answers)
     for (;;) {
         int got = g_stop ? -1 : slurm_state(job->id, state, sizeof state);
         if (g_stop) {  // before the state: a Ctrl-C also ends the squeue it interrupted
             rc = cancel(job, g_stop);
+            break;
+        }
+        if (got == -2) break;  // its commands cannot run here
+        if (got && !silent_since) silent_since = ld_time_s();
+        if (!got) silent_since = 0;
+        if (got && ld_time_s() - silent_since > SLURM_SILENCE_S) {
+            ld_set_error("%s: Slurm has not answered for %.0f minutes (%s); job %s may still run: rerun to attach to it", what,
+                         SLURM_SILENCE_S / 60.0, trouble, job->id);
             break;
         }
         if (got && strcmp(trouble, ld_last_error())) {  // Slurm is not answering: the job's state is unknown, not ended

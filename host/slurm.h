@@ -37,12 +37,13 @@ void slurm_log_path(const char *pattern, const char *id, char *out, size_t cap);
 int slurm_submit(const SlurmConfig *c, const char *name, const char *script, const char *log, int ranks, char *const argv[],
                  const char *resume_if, SlurmJob *job);
 // The job's state (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY, ...), or "" when
-// Slurm no longer knows it. 0, or -1 when Slurm does not answer (the controller down or busy: asked again later).
+// Slurm no longer knows it. 0, -1 when Slurm does not answer (the controller down or busy: asked again later), or
+// -2 when its commands cannot run here.
 int slurm_state(const char *id, char *state, size_t cap);
 // 1 for a state a job leaves by itself (PENDING, RUNNING, ...), 0 for an end.
 int slurm_state_active(const char *state);
 // Waits for the job's end, saying each change of state on stderr ("run: WHAT: Slurm job N RUNNING") and riding
-// out a Slurm that does not answer: 0 when it COMPLETED; -1 with an
+// out a Slurm that does not answer for up to 30 minutes: 0 when it COMPLETED; -1 with an
 // error naming the job, its state and the tail of its log. SIGTERM or SIGINT while it waits cancels the job
 // (scancel) and returns -1 saying so.
 int slurm_wait(const SlurmJob *job, double poll_s, const char *what);

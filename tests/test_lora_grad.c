@@ -37,6 +37,15 @@ static double rel(const float *a, const float *b, size_t n) {
     return sqrt(num / (den > 0 ? den : 1));
 }
 
+static void read_batch(const SafeTensors *st, TrainBatch *b) {
+    int nt, ng, np, ns;
+    b->tokens = ints(st, "tokens", &nt);
+    b->targets = ints(st, "targets", &ng);
+    b->positions = ints(st, "positions", &np);
+    b->starts = ints(st, "starts", &ns);
+    *b = (TrainBatch){b->tokens, b->targets, b->positions, b->starts, nt, ns, 0, 0};
+}
+
 static void check(const char *name) {
     char p[1024];
     snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
@@ -59,12 +68,8 @@ static void check(const char *name) {
             memcpy(w->B, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->out);
         }
     TrainBatch b;
-    int nt, ng, np, ns, counted;
-    b.tokens = ints(&st, "tokens", &nt);
-    b.targets = ints(&st, "targets", &ng);
-    b.positions = ints(&st, "positions", &np);
-    b.starts = ints(&st, "starts", &ns);
-    b.T = nt, b.n_records = ns;
+    int counted;
+    read_batch(&st, &b);
     float loss = train_loss_and_grad(m, lora, grad, NULL, &b, &counted);
     float want = *(const float *)need(&st, "loss")->data;
     double worst = 0;
@@ -102,15 +107,6 @@ static void check(const char *name) {
     lora_free(lora), lora_free(grad);
     st_close(&st);
     model_free(m);
-}
-
-static void read_batch(const SafeTensors *st, TrainBatch *b) {
-    int nt, ng, np, ns;
-    b->tokens = ints(st, "tokens", &nt);
-    b->targets = ints(st, "targets", &ng);
-    b->positions = ints(st, "positions", &np);
-    b->starts = ints(st, "starts", &ns);
-    *b = (TrainBatch){b->tokens, b->targets, b->positions, b->starts, nt, ns, 0, 0};
 }
 
 static void free_batch(TrainBatch *b) {

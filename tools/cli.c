@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lora.h"
 #include "util.h"
@@ -27,8 +28,10 @@ Dist *join_ranks_or_die(char **args, int ranks, const char *flag, double timeout
     if (!d) die("%s", ld_last_error());
     die_ends_ranks(d);
     const DistPlace *p = dist_place(d);
+    // a rank whose launcher bound it to some cores (srun's CPU binding) already sees its share
+    int cores = omp_get_num_procs(), bound = cores < sysconf(_SC_NPROCESSORS_ONLN);
     if (*threads == 0 && p->local_world > 1) {
-        int per = omp_get_num_procs() / p->local_world;
+        int per = bound ? cores : cores / p->local_world;
         *threads = per > 0 ? per : 1;
     }
     return d;

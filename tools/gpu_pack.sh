@@ -26,6 +26,7 @@ for b in .gpu/stage/test_gpu_train .gpu/stage/test_gpu_generate .gpu/stage/llama
   ldd "$b" | awk '/=> \//{print $3}' | grep -v -E 'lib(c|m|dl|pthread|rt|gcc_s|stdc\+\+)\.so|cuda|cublas|cudart' |
     xargs -r -I{} cp -Ln {} .gpu/stage/lib/
 done
+cp -Ln "$(dirname "$(find / -name 'libnccl.so*' -path '*cuda*' 2>/dev/null | head -1)")"/libnccl.so.2 .gpu/stage/lib/  # not every toolkit has NCCL
 tar -C .gpu/stage -cJf .gpu/bundle.tar.xz . && rm -rf .gpu/stage  # compressed: the carried tree is limited to 64 MiB
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 du -sh .gpu

@@ -1,6 +1,9 @@
-// NCCL's all-reduce for data-parallel training (collective.h). Every collective is enqueued on the default stream
-// with the kernels, then waited for by polling the stream and the communicator's asynchronous error: past the
-// deadline the communicator is aborted, which is what ends NCCL's own wait on a peer that is gone.
+// NCCL's all-reduce for data-parallel training (collective.h). The communicator is nonblocking (config.blocking
+// 0): its creation and each group return at once (ncclInProgress) and are polled, as every collective enqueued
+// on the default stream is, through the communicator's asynchronous error and the stream. Past the deadline the
+// communicator is aborted, which is what ends NCCL's own wait on a peer that is gone, at init (where a blocking
+// communicator would wait for every rank with no limit), at its lazy connection set-up in the first group, and in
+// a collective.
 #include <nccl.h>
 #include <string.h>
 #include <time.h>
@@ -31,42 +34,54 @@ extern "C" int kc_comm_id(unsigned char id[KC_COMM_ID_BYTES]) {
     return 0;
 }
 
+static int timed_out(KcComm *c, const char *what) {
+    ncclCommAbort(c->comm), c->comm = NULL;
+    kc_set_error_msg(what, "the other ranks did not answer before the deadline (--dist-timeout): one of them has died or stopped "
+                           "answering");
+    return -1;
+}
+
+// Until NCCL's own work for the communicator (init, a group's launch) is done: 0, or -1 (aborted) on its error or
+// past the deadline; with stream, until the stream's work is done too.
+static int wait_done(KcComm *c, const char *what, int stream) {
+    double t0 = now_s();
+    for (;;) {
+        ncclResult_t async;
+        ncclResult_t q = ncclCommGetAsyncError(c->comm, &async);
+        if (q != ncclSuccess || (async != ncclSuccess && async != ncclInProgress)) {
+            ncclCommAbort(c->comm), c->comm = NULL;
+            return nccl_failed(what, q != ncclSuccess ? q : async);
+        }
+        if (async == ncclSuccess) {
+            cudaError_t e = stream ? cudaStreamQuery(0) : cudaSuccess;
+            if (e == cudaSuccess) return 0;
+            if (e != cudaErrorNotReady) return kc_set_error(what, e), -1;
+        }
+        if (now_s() - t0 > c->timeout_s) return timed_out(c, what);
+        struct timespec nap = {0, 100000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 extern "C" KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int world, int rank, double timeout_s) {
     ncclUniqueId u;
     memcpy(u.internal, id, KC_COMM_ID_BYTES);
     KcComm *c = (KcComm *)calloc(1, sizeof *c);
     if (!c) return NULL;
     c->timeout_s = timeout_s;
-    ncclResult_t r = ncclCommInitRank(&c->comm, world, u, rank);
-    if (r != ncclSuccess) {
-        nccl_failed("ncclCommInitRank", r);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclResult_t r = ncclCommInitRankConfig(&c->comm, world, u, rank, &config);
+    if ((r != ncclSuccess && r != ncclInProgress) || !c->comm) {
+        nccl_failed("ncclCommInitRankConfig", r);
+        free(c);
+        return NULL;
+    }
+    if (wait_done(c, "joining the other ranks (NCCL)", 0)) {
         free(c);
         return NULL;
     }
     return c;
-}
-
-// The enqueued collectives' end: 0, or -1 when NCCL reports an error or the deadline passes (then aborted).
-static int wait_done(KcComm *c) {
-    double t0 = now_s();
-    for (;;) {
-        cudaError_t e = cudaStreamQuery(0);
-        if (e == cudaSuccess) return 0;
-        if (e != cudaErrorNotReady) return kc_set_error("all-reduce", e), -1;
-        ncclResult_t async;
-        if (ncclCommGetAsyncError(c->comm, &async) == ncclSuccess && async != ncclSuccess) {
-            ncclCommAbort(c->comm), c->comm = NULL;
-            return nccl_failed("all-reduce", async);
-        }
-        if (now_s() - t0 > c->timeout_s) {
-            ncclCommAbort(c->comm), c->comm = NULL;
-            kc_set_error_msg("all-reduce", "the other ranks did not answer before the deadline (--dist-timeout): one of them has "
-                                           "died or stopped answering");
-            return -1;
-        }
-        struct timespec nap = {0, 100000};
-        nanosleep(&nap, NULL);
-    }
 }
 
 extern "C" int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k) {
@@ -74,9 +89,9 @@ extern "C" int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k
     ncclResult_t r = ncclGroupStart();
     for (int i = 0; i < k && r == ncclSuccess; i++)
         if (n[i]) r = ncclAllReduce(bufs[i], bufs[i], n[i], ncclFloat32, ncclSum, c->comm, 0);
-    ncclResult_t end = ncclGroupEnd();
-    if (r != ncclSuccess || end != ncclSuccess) return nccl_failed("ncclAllReduce", r != ncclSuccess ? r : end);
-    return wait_done(c);
+    ncclResult_t end = ncclGroupEnd();  // ncclInProgress: launched in the background (a nonblocking communicator)
+    if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) return nccl_failed("ncclAllReduce", r != ncclSuccess ? r : end);
+    return wait_done(c, "all-reduce", 1);
 }
 
 extern "C" void kc_comm_free(KcComm *c) {

@@ -103,6 +103,10 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
         if (fd < 0) return ncclRemoteError;
         struct stat st;
         while (fstat(fd, &st) == 0 && (size_t)st.st_size < bytes && now_s() - t0 < timeout_s()) nap();
+        if (fstat(fd, &st) || (size_t)st.st_size < bytes) {  // rank 0 made it for another world size, or never finished
+            close(fd);
+            return ncclInvalidUsage;
+        }
     }
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
@@ -123,6 +127,11 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     }
     *comm = c;
     return ncclSuccess;
+}
+
+ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config) {
+    (void)config;
+    return ncclCommInitRank(comm, nranks, id, rank);
 }
 
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, ncclComm_t c,

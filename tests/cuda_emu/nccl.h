@@ -24,11 +24,16 @@ typedef enum {
     ncclInProgress = 7
 } ncclResult_t;
 typedef enum { ncclFloat32 = 7 } ncclDataType_t;
+typedef struct {
+    int blocking;  // the emulator's communicators finish every call before returning, either way
+} ncclConfig_t;
+#define NCCL_CONFIG_INITIALIZER {1}
 typedef enum { ncclSum = 0 } ncclRedOp_t;
 
 const char *ncclGetErrorString(ncclResult_t r);
 ncclResult_t ncclGetUniqueId(ncclUniqueId *id);
 ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank);
+ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config);
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, ncclComm_t comm,
                            cudaStream_t stream);
 ncclResult_t ncclGroupStart(void);

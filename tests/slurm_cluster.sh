@@ -2,7 +2,7 @@
 # root), with its slurm.conf, state and logs in a directory of its own and ports of its own; it is stopped at exit.
 #   slurm_start DIR   starts munged (when none runs), slurmctld and slurmd; exports SLURM_CONF; 0 once the node is idle
 #   slurm_stop        stops the daemons it started
-slurm_pids=()
+slurm_dir=""
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -43,8 +43,8 @@ NodeName=$node CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
   export SLURM_CONF=$d/slurm.conf
+  slurm_dir=$d
   slurmctld -f "$SLURM_CONF" -i && slurmd -f "$SLURM_CONF" || { echo "slurm_start: the daemons did not start"; return 1; }
-  slurm_pids=($(cat "$d/slurmctld.pid" "$d/slurmd.pid" 2>/dev/null))
   for _ in $(seq 100); do
     sinfo -h -o %t 2>/dev/null | grep -q idle && return 0
     sleep 0.2
@@ -53,7 +53,10 @@ EOF
   return 1
 }
 
-slurm_stop() {
-  [ ${#slurm_pids[@]} -gt 0 ] && kill "${slurm_pids[@]}" 2>/dev/null
-  slurm_pids=()
+slurm_stop() {  # by their config, which names this cluster's directory (their pid files may come late)
+  [ -n "$slurm_dir" ] || return 0
+  pkill -f "slurm(ctld|d) -f $slurm_dir/slurm.conf" 2>/dev/null
+  for _ in $(seq 50); do pgrep -f "slurm(ctld|d) -f $slurm_dir/slurm.conf" >/dev/null || break; sleep 0.1; done
+  pkill -9 -f "slurm(ctld|d) -f $slurm_dir/slurm.conf" 2>/dev/null
+  slurm_dir=""
 }

@@ -201,19 +201,23 @@ int slurm_submit(const SlurmConfig *c, const char *name, const char *script, con
         if (rc > 0) ld_set_error("sbatch %s failed (exit %d): %s", script, rc, out);
         return -1;
     }
-    // "ID" or "ID;cluster" on a line of its own; a site's job_submit plugin may add warnings around it
-    const char *id = NULL;
-    size_t idlen = 0;
-    for (const char *line = out; *line; line += strcspn(line, "\n"), line += *line == '\n') {
-        size_t len = strcspn(line, ";\n"), digits = strspn(line, "0123456789");
-        if (len && digits == len && len < sizeof job->id) id = line, idlen = len;
-    }
-    if (!id) {
+    if (slurm_parse_job_id(out, job->id, sizeof job->id)) {
         ld_set_error("sbatch %s answered '%s', with no job id", script, out);
         return -1;
     }
-    snprintf(job->id, sizeof job->id, "%.*s", (int)idlen, id);
     slurm_log_path(log, job->id, job->log, sizeof job->log);
+    return 0;
+}
+
+int slurm_parse_job_id(const char *out, char *id, size_t cap) {
+    const char *found = NULL;  // the last such line: a site's job_submit plugin may add warnings around it
+    size_t found_len = 0;
+    for (const char *line = out; *line; line += strcspn(line, "\n"), line += *line == '\n') {
+        size_t len = strcspn(line, ";\n"), digits = strspn(line, "0123456789");
+        if (len && digits == len && len < cap) found = line, found_len = len;
+    }
+    if (!found) return -1;
+    snprintf(id, cap, "%.*s", (int)found_len, found);
     return 0;
 }
 
@@ -226,8 +230,7 @@ static int unknown_job(int rc, const char *cmd, const char *out) {
     return -1;
 }
 
-// The first line of out that is one word in capitals (a job state), past any warning a site adds; "" if none.
-static void state_word(const char *out, char *state, size_t cap) {
+void slurm_parse_state(const char *out, char *state, size_t cap) {
     state[0] = 0;
     for (const char *line = out; *line; line += strcspn(line, "\n"), line += *line == '\n') {
         size_t len = strcspn(line, " \n"), caps = strspn(line, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_");
@@ -245,7 +248,7 @@ int slurm_state(const char *id, char *state, size_t cap) {
     state[0] = 0;
     char *sq[] = {"squeue", "-h", "-j", (char *)id, "-o", "%T", NULL};
     int rc = run_cmd(sq, out, sizeof out), u;
-    if (rc == 0 && (state_word(out, state, cap), state[0])) return 0;
+    if (rc == 0 && (slurm_parse_state(out, state, cap), state[0])) return 0;
     if (rc && (u = unknown_job(rc, "squeue", out))) return u;
     char *sc[] = {"scontrol", "show", "job", (char *)id, NULL};
     const char *js;
@@ -257,7 +260,7 @@ int slurm_state(const char *id, char *state, size_t cap) {
     }
     if (rc && (u = unknown_job(rc, "scontrol", out))) return u;
     char *sa[] = {"sacct", "-n", "-X", "-P", "-j", (char *)id, "-o", "State", NULL};
-    if (run_cmd(sa, out, sizeof out) == 0) state_word(out, state, cap);  // "CANCELLED by 0" -> CANCELLED
+    if (run_cmd(sa, out, sizeof out) == 0) slurm_parse_state(out, state, cap);  // "CANCELLED by 0" -> CANCELLED
     return 0;
 }
 

@@ -29,6 +29,12 @@ typedef struct {
 void slurm_job_name(const char *run_dir, int round, const char *stage, char *out, size_t cap);
 // The job of that name Slurm still has queued or running: 1 (and job->id), 0 if none, -1 on an error.
 int slurm_find_active(const char *name, SlurmJob *job);
+// The readers of the Slurm commands' answers (fuzzed: tests/fuzz/fuzz_slurm_output.c). sbatch --parsable's:
+// the job id ("ID" or "ID;cluster") on a line of its own, the last such among a site's warnings; 0, or -1 when
+// there is none. squeue -o %T's or sacct's: the first line that starts with one word in capitals ("CANCELLED by
+// 0" is CANCELLED), "" when none.
+int slurm_parse_job_id(const char *out, char *id, size_t cap);
+void slurm_parse_state(const char *out, char *state, size_t cap);
 // A log file pattern (%j: the job id) made the path of job id's log.
 void slurm_log_path(const char *pattern, const char *id, char *out, size_t cap);
 // Writes `script` (the job: argv run by srun with ranks_per_node × nodes ranks when that is more than 1; with

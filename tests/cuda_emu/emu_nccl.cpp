@@ -119,7 +119,9 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
         while (!c->h->ready.load() && now_s() - t0 < timeout_s()) nap();
     }
     ncclResult_t r = c->h->ready.load() && c->h->world == nranks ? barrier(c) : ncclInvalidUsage;
-    if (rank == 0) shm_unlink(name);  // every rank has it mapped: nothing is left behind, even after a kill
+    // every rank has it mapped: nothing is left behind, even after a kill; a rank that gave up on a rank 0 that
+    // died before everyone joined removes it instead
+    if (rank == 0 || r != ncclSuccess) shm_unlink(name);
     if (r != ncclSuccess) {
         munmap(p, bytes);
         delete c;

@@ -66,6 +66,13 @@ int dist_place_from_env(DistPlace *p) {
     return 0;
 }
 
+// dist_gather of one rank: its own bytes.
+static int gather_alone(const void *bytes, size_t n, char **all, size_t *each) {
+    *all = ld_xmalloc(n ? n : 1), each[0] = n;
+    memcpy(*all, bytes, n);
+    return 0;
+}
+
 const DistPlace *dist_place(const Dist *d) {
     static const DistPlace alone = {0, 1, 0, 1, "none"};
     return d ? &d->at : &alone;
@@ -119,9 +126,7 @@ int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) { return (void)
 int dist_wait_for_all(Dist *d, const char *what) { return (void)d, (void)what, 0; }
 int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what) {
     (void)d, (void)what;
-    *all = ld_xmalloc(n ? n : 1), each[0] = n;
-    memcpy(*all, bytes, n);
-    return 0;
+    return gather_alone(bytes, n, all, each);
 }
 void dist_close(Dist *d) { free(d); }
 void dist_abort(Dist *d, int code) {
@@ -256,11 +261,7 @@ int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) {
 
 int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what) {
     *all = NULL;
-    if (!d || !d->mpi) {
-        *all = ld_xmalloc(n ? n : 1), each[0] = n;
-        memcpy(*all, bytes, n);
-        return 0;
-    }
+    if (!d || !d->mpi) return gather_alone(bytes, n, all, each);
     int W = d->at.world, root = d->at.rank == 0, rc;
     uint64_t mine = n, *lens = root ? ld_xcalloc((size_t)W, sizeof *lens) : NULL;
     int *counts = root ? ld_xcalloc((size_t)W, sizeof(int)) : NULL, *offs = root ? ld_xcalloc((size_t)W, sizeof(int)) : NULL;

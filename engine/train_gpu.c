@@ -23,7 +23,7 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps,
 }
 int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
 int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return (void)g, (void)s, -1; }
-int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d) { return (void)g, (void)d, -1; }
+int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d, Lora *host) { return (void)g, (void)d, (void)host, -1; }
 int gpu_trainer_join(GpuTrainer *g, struct Dist *d) { return (void)g, (void)d, -1; }
 const char *gpu_trainer_collectives(const GpuTrainer *g) { return (void)g, "none"; }
 int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *o) { return (void)g, (void)o, -1; }
@@ -132,26 +132,6 @@ int gpu_trainer_scale_grad(GpuTrainer *g, float s) {
     return 0;
 }
 
-// The adapter's gradients, pair after pair (A then B), to or from one flat host buffer of *n floats (host NULL: *n
-// is counted only).
-static int grads_flat(GpuTrainer *g, float *host, size_t *n, int to_host) {
-    size_t off = 0;
-    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
-        const LoraPair *p = &g->dP->w[i];
-        if (!p->A) continue;
-        size_t na = (size_t)g->dP->rank * p->in, nb = (size_t)g->dP->rank * p->out;
-        int rc = host && (to_host ? kc_download(host + off, p->A, sizeof(float) * na) || kc_download(host + off + na, p->B, sizeof(float) * nb)
-                                  : kc_upload(p->A, host + off, sizeof(float) * na) || kc_upload(p->B, host + off + na, sizeof(float) * nb));
-        if (rc) {
-            ld_set_error("GPU gradient transfer: %s", kc_last_error());
-            return -1;
-        }
-        off += na + nb;
-    }
-    *n = off;
-    return 0;
-}
-
 int gpu_trainer_join(GpuTrainer *g, Dist *d) {
 #ifdef LLAMADUO_HAVE_NCCL
     const DistPlace *at = dist_place(d);
@@ -173,7 +153,7 @@ int gpu_trainer_join(GpuTrainer *g, Dist *d) {
 
 const char *gpu_trainer_collectives(const GpuTrainer *g) { return g->comm ? "NCCL" : "MPI through host memory"; }
 
-int gpu_trainer_sum_grad(GpuTrainer *g, Dist *d) {
+int gpu_trainer_sum_grad(GpuTrainer *g, Dist *d, Lora *host) {
 #ifdef LLAMADUO_HAVE_NCCL
     if (g->comm) {  // every pair's A and B, summed in place as one group
         int k = 0, pairs = g->m->cfg.n_layers * LT_COUNT;
@@ -191,12 +171,15 @@ int gpu_trainer_sum_grad(GpuTrainer *g, Dist *d) {
         return rc;
     }
 #endif
-    size_t n;
-    grads_flat(g, NULL, &n, 1);
-    float *host = ld_xmalloc(sizeof(float) * (n ? n : 1));
-    int rc = grads_flat(g, host, &n, 1) || dist_sum_f32(d, host, n, "the gradients' all-reduce") || grads_flat(g, host, &n, 0);
-    free(host);
-    return rc ? -1 : 0;
+    // without NCCL: through the host copy, pair by pair
+    if (gpu_lora_transfer(host, g->dP, 1)) return -1;
+    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
+        LoraPair *p = &host->w[i];
+        if (p->A && (dist_sum_f32(d, p->A, (size_t)host->rank * p->in, "the gradients' all-reduce") ||
+                     dist_sum_f32(d, p->B, (size_t)host->rank * p->out, "the gradients' all-reduce")))
+            return -1;
+    }
+    return gpu_lora_transfer(host, g->dP, 0);
 }
 
 // Walks the pairs in lora_params() order (layer, target, A then B), copying values and moments either way.

@@ -26,9 +26,9 @@ struct Dist;
 int gpu_trainer_join(GpuTrainer *g, struct Dist *d);
 // "NCCL" or "MPI through host memory": how gpu_trainer_sum_grad sums.
 const char *gpu_trainer_collectives(const GpuTrainer *g);
-// Every data-parallel rank's adapter gradients summed on every rank (NCCL on the device, or through host memory
-// over d). 0, or -1 with an error.
-int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d);
+// Every data-parallel rank's adapter gradients summed on every rank: NCCL on the device, or without it through
+// host (an adapter shaped like the one given at creation) over d. 0, or -1 with an error.
+int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d, Lora *host);
 // The adapter and its AdamW state to/from an optimiser over lora_params() of the same adapter (checkpoints,
 // resume): values, moments and the step.
 struct AdamW;

@@ -104,7 +104,7 @@ static double gpu_adamw(Trainer *t, float lr) {
 }
 static int gpu_to_host(Trainer *t) { return gpu_trainer_save_state(t->gpu, t->opt); }
 static int gpu_from_host(Trainer *t) { return gpu_trainer_load_state(t->gpu, t->opt); }
-static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu, t->dist); }
+static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu, t->dist, t->grad); }
 static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host, gpu_sum_grad};
 
 // ---- data ---------------------------------------------------------------------------------------------------

@@ -2,26 +2,20 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "cuda_device.h"
+#include "dist_transport.h"
 #include "util.h"
-
-#ifdef LLAMADUO_HAVE_MPI
-#include <mpi.h>
-#endif
 
 struct Dist {
     DistPlace at;
     double timeout_s;
     int device_collectives;  // dist_want_device_collectives
-    int mpi;  // MPI was initialised (more than one rank)
+    const DistTransport *via;  // NULL with one rank
+    void *impl;  // via's state
 };
 
 // A variable that holds an integer: 1 (and *v), 0 when unset, -1 with an error when it holds something else.
@@ -83,13 +77,16 @@ int dist_device_collectives(const Dist *d) { return d && (d->device_collectives 
 
 const char *dist_built_with(void) {
 #if defined(LLAMADUO_HAVE_MPI) && defined(LLAMADUO_HAVE_NCCL)
-    return "MPI and NCCL";
+    return "MPI or TCP, and NCCL";
 #elif defined(LLAMADUO_HAVE_MPI)
-    return "MPI";
+    return "MPI or TCP";
+#elif defined(LLAMADUO_HAVE_NCCL)
+    return "TCP, and NCCL";
 #else
-    return "nothing (one process only)";
+    return "TCP";
 #endif
 }
+const char *dist_transport_name(const Dist *d) { return d && d->via ? d->via->name : "none"; }
 
 int dist_local_gpu(const Dist *d) {
     const DistPlace *at = dist_place(d);
@@ -105,205 +102,130 @@ int dist_local_gpu(const Dist *d) {
     return -1;
 }
 
-#ifndef LLAMADUO_HAVE_MPI
+// This launch's id, the same on each of its ranks and different for the next one (Slurm's job, step and restart
+// count; torchrun's run id; PMIx's namespace; or one the user sets): a rendezvous file or a hello that carries
+// another id is a stale one's. "" when the environment names none.
+static void launch_id(char *out, size_t cap) {
+    const char *job = getenv("SLURM_JOB_ID"), *step = getenv("SLURM_STEP_ID"), *again = getenv("SLURM_RESTART_COUNT");
+    const char *mine = getenv("LLAMADUO_RUN_ID"), *torch = getenv("TORCHELASTIC_RUN_ID"), *pmix = getenv("PMIX_NAMESPACE");
+    if (mine && *mine)
+        snprintf(out, cap, "user:%s", mine);
+    else if (job && *job)
+        snprintf(out, cap, "slurm:%s.%s.%s", job, step ? step : "", again ? again : "0");
+    else if (torch && *torch)
+        snprintf(out, cap, "torchrun:%s", torch);
+    else if (pmix && *pmix)
+        snprintf(out, cap, "pmix:%s", pmix);
+    else
+        out[0] = 0;
+}
 
-Dist *dist_open(double timeout_s) {
-    DistPlace at;
-    if (dist_place_from_env(&at)) return NULL;
-    if (at.world > 1) {
-        ld_set_error("%s started %d ranks, but this build has no MPI (libopenmpi-dev was not found when it was configured): "
-                     "it trains on one process only",
-                     at.launcher, at.world);
-        return NULL;
+// "tcp://HOST:PORT" (HOST may be [v6]) into rv. 0, or -1 with an error.
+static int parse_tcp(const char *url, DistRendezvous *rv) {
+    const char *hp = url + strlen("tcp://"), *colon = strrchr(hp, ':');
+    size_t hn = colon ? (size_t)(colon - hp) : 0;
+    if (hn && hp[0] == '[' && hp[hn - 1] == ']') hp++, hn -= 2;
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!hn || hn >= sizeof rv->host || !colon || *end || port < 1 || port > 65535) {
+        ld_set_error("--dist-init %s: expected tcp://HOST:PORT", url);
+        return -1;
     }
-    Dist *d = ld_xcalloc(1, sizeof *d);
-    d->at = at, d->timeout_s = timeout_s;
-    return d;
-}
-int dist_sum_f32(Dist *d, float *x, size_t n, const char *what) { return (void)d, (void)x, (void)n, (void)what, 0; }
-int dist_sum_f64(Dist *d, double *x, size_t n, const char *what) { return (void)d, (void)x, (void)n, (void)what, 0; }
-int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) { return (void)d, (void)bytes, (void)n, (void)what, 0; }
-int dist_wait_for_all(Dist *d, const char *what) { return (void)d, (void)what, 0; }
-int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what) {
-    (void)d, (void)what;
-    return gather_alone(bytes, n, all, each);
-}
-void dist_close(Dist *d) { free(d); }
-void dist_abort(Dist *d, int code) {
-    (void)d;
-    exit(code);
+    memcpy(rv->host, hp, hn), rv->host[hn] = 0;
+    snprintf(rv->port, sizeof rv->port, "%ld", port);
+    return 0;
 }
 
-#else
-
-static int mpi_failed(const Dist *d, int code, const char *what) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(code, msg, &len);
-    ld_set_error("%s: MPI: %.*s", what, len, msg);
-    return -1;
-}
-
-// MPI_Init and MPI_Finalize wait for every rank with no deadline of their own: an alarm gives them one. The
-// message is written before the alarm is set (a signal handler may only write and exit).
-static char g_alarm_msg[256];
-static void on_alarm(int sig) {
-    (void)sig;
-    ssize_t rc = write(2, g_alarm_msg, strlen(g_alarm_msg));
-    (void)rc;
-    _exit(1);
-}
-static void deadline(const Dist *d, const char *what) {
-    if (!what) {
-        alarm(0);
-        signal(SIGALRM, SIG_DFL);
-        return;
-    }
-    snprintf(g_alarm_msg, sizeof g_alarm_msg,
-             "llamaduo: error: rank %d: %s waited %.0f s for the other ranks (--dist-timeout): one of them has died or stopped answering\n",
-             d->at.rank, what, d->timeout_s);
-    signal(SIGALRM, on_alarm);
-    alarm((unsigned)d->timeout_s + 1);
-}
-
-// Waits for a started collective, at most timeout_s (0: no deadline): spinning first (a step's collectives are
-// short), then napping so a rank that waits on a slow one leaves its cores to the work.
-static int wait_within(Dist *d, MPI_Request *req, double timeout_s, const char *what) {
-    double t0 = ld_time_s();
-    for (long polls = 0;; polls++) {
-        int done = 0, rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return mpi_failed(d, rc, what);
-        if (done) return 0;
-        if (timeout_s > 0 && ld_time_s() - t0 > timeout_s) {
-            ld_set_error("%s waited %.0f s for the other ranks (--dist-timeout): one of them has died or stopped answering", what,
-                         timeout_s);
+// How these ranks meet: "mpi", or a TCP rendezvous in rv. Asked for (--dist-init, LLAMADUO_DIST_INIT) or, by
+// default, MPI for the launchers MPI joins, then torchrun's MASTER_ADDR/MASTER_PORT, then a file in `dir`.
+// 1 for MPI, 0 for TCP, -1 with an error.
+static int choose(const DistPlace *at, const DistOptions *o, DistRendezvous *rv) {
+    const char *init = o->init && *o->init ? o->init : getenv("LLAMADUO_DIST_INIT");
+    const char *addr = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT");
+    launch_id(rv->launch, sizeof rv->launch);
+    char url[4400];
+    if (!init || !*init || !strcmp(init, "auto")) {
+        int srun_pmi = !strcmp(at->launcher, "srun") && (getenv("PMIX_RANK") || getenv("PMI_RANK"));
+        int mpi_joins = !strcmp(at->launcher, "mpirun") || !strcmp(at->launcher, "mpiexec") || srun_pmi;
+#ifdef LLAMADUO_HAVE_MPI
+        if (mpi_joins) return 1;
+#endif
+        if (addr && *addr && port && *port)
+            snprintf(url, sizeof url, "tcp://%s%s%s:%s", strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", port);
+        else if (o->dir && *o->dir && rv->launch[0])
+            snprintf(url, sizeof url, "file:%s/.llamaduo-rendezvous", o->dir);
+        else {
+            ld_set_error("%s started %d ranks, but they have no way to meet: %s", at->launcher, at->world,
+                         mpi_joins
+                             ? "this build has no MPI; set MASTER_ADDR and MASTER_PORT, or --dist-init file:PATH on a filesystem every "
+                               "rank sees"
+                             : "start them with mpirun or srun --mpi=pmix, set MASTER_ADDR and MASTER_PORT (rank 0's host and a free "
+                               "port), or --dist-init file:PATH on a filesystem every rank sees");
             return -1;
         }
-        if (polls > 10000) nanosleep(&(struct timespec){0, polls > 100000 ? 5000000 : 200000}, NULL);
+        init = url;
     }
+    if (!strcmp(init, "mpi")) return 1;
+    if (!strncmp(init, "tcp://", 6)) return parse_tcp(init, rv);
+    if (!strncmp(init, "file:", 5) && init[5]) {
+        if (!rv->launch[0]) {  // rank 0's file from an earlier launch would be read as this one's
+            ld_set_error(
+                "--dist-init %s: a rendezvous file needs this launch's id to tell it from an earlier launch's: set "
+                "LLAMADUO_RUN_ID to one value on every rank (Slurm and torchrun set theirs)",
+                init);
+            return -1;
+        }
+        if (strlen(init + 5) >= sizeof rv->file) return ld_set_error("--dist-init: the file's path is too long"), -1;
+        snprintf(rv->file, sizeof rv->file, "%s", init + 5);
+        return 0;
+    }
+    ld_set_error("--dist-init %s: expected auto, mpi, tcp://HOST:PORT or file:PATH", init);
+    return -1;
 }
 
-static int wait_for(Dist *d, MPI_Request *req, const char *what) { return wait_within(d, req, d->timeout_s, what); }
-
-int dist_wait_for_all(Dist *d, const char *what) {
-    if (!d || !d->mpi) return 0;
-    MPI_Request req;
-    int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
-    if (rc != MPI_SUCCESS) return mpi_failed(d, rc, what);
-    return wait_within(d, &req, 0, what);
-}
-
-Dist *dist_open(double timeout_s) {
+Dist *dist_open(const DistOptions *o) {
     Dist *d = ld_xcalloc(1, sizeof *d);
-    d->timeout_s = timeout_s;
+    d->timeout_s = o->timeout_s;
     if (dist_place_from_env(&d->at)) return free(d), NULL;
     if (d->at.world == 1) return d;
-    if (!strcmp(d->at.launcher, "env")) {
-        ld_set_error("RANK/WORLD_SIZE say %d ranks, but the ranks meet over MPI: start them with mpirun, srun --mpi=pmix, or "
-                     "llamaduo train --ranks N",
-                     d->at.world);
+    DistRendezvous rv = {0};
+    int mpi = choose(&d->at, o, &rv);
+    if (mpi < 0) return free(d), NULL;
+    if (mpi && !strcmp(d->at.launcher, "srun") && !getenv("PMIX_RANK") && !getenv("PMI_RANK")) {  // MPI would abort on its own
+        ld_set_error(
+            "srun started %d tasks without a process manager MPI can join: use srun --mpi=pmix (or MpiDefault=pmix), "
+            "or let them meet over TCP (--dist-init)",
+            d->at.world);
         return free(d), NULL;
     }
-    if (!strcmp(d->at.launcher, "srun") && !getenv("PMIX_RANK") && !getenv("PMI_RANK")) {  // MPI would abort on its own
-        ld_set_error("srun started %d tasks without a process manager MPI can join: use srun --mpi=pmix (or MpiDefault=pmix)",
-                     d->at.world);
-        return free(d), NULL;
-    }
-    int provided, world, rank;
-    deadline(d, "joining the run (MPI_Init)");
-    MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
-    deadline(d, NULL);
-    d->mpi = 1;
-    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    MPI_Comm_size(MPI_COMM_WORLD, &world), MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (world != d->at.world || rank != d->at.rank) {  // srun without PMIx: every task is an MPI world of its own
-        ld_set_error("%s started %d ranks, but MPI sees %d (rank %d): the launcher and MPI do not meet (with srun, use "
-                     "--mpi=pmix)",
-                     d->at.launcher, d->at.world, world, rank);
-        dist_close(d);
-        return NULL;
-    }
-    MPI_Comm local;  // the ranks that share this machine, whatever the launcher said
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local);
-    MPI_Comm_rank(local, &d->at.local_rank), MPI_Comm_size(local, &d->at.local_world);
-    MPI_Comm_free(&local);
+    d->via = mpi ? &dist_mpi : &dist_tcp;
+    d->impl = mpi ? dist_mpi_open(&d->at, d->timeout_s) : dist_tcp_open(&d->at, &rv, d->timeout_s);
+    if (!d->impl) return free(d), NULL;
     return d;
 }
 
-// MPI counts are ints: a long buffer goes in pieces.
-#define MPI_PIECE ((size_t)1 << 30)
-
-static int sum(Dist *d, void *x, size_t n, MPI_Datatype type, size_t size, const char *what) {
-    if (!d || !d->mpi) return 0;
-    for (size_t off = 0; off < n; off += MPI_PIECE) {
-        MPI_Request req;
-        int len = (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, (char *)x + off * size, len, type, MPI_SUM, MPI_COMM_WORLD, &req);
-        if (rc != MPI_SUCCESS) return mpi_failed(d, rc, what);
-        if (wait_for(d, &req, what)) return -1;
-    }
-    return 0;
+int dist_sum_f32(Dist *d, float *x, size_t n, const char *what) {
+    return d && d->via ? d->via->sum(d->impl, x, n, 0, d->timeout_s, what) : 0;
 }
-
-int dist_sum_f32(Dist *d, float *x, size_t n, const char *what) { return sum(d, x, n, MPI_FLOAT, sizeof(float), what); }
-int dist_sum_f64(Dist *d, double *x, size_t n, const char *what) { return sum(d, x, n, MPI_DOUBLE, sizeof(double), what); }
-
+int dist_sum_f64(Dist *d, double *x, size_t n, const char *what) {
+    return d && d->via ? d->via->sum(d->impl, x, n, 1, d->timeout_s, what) : 0;
+}
+int dist_wait_for_all(Dist *d, const char *what) { return d && d->via ? d->via->barrier(d->impl, 0, what) : 0; }
 int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) {
-    if (!d || !d->mpi) return 0;
-    for (size_t off = 0; off < n; off += MPI_PIECE) {
-        MPI_Request req;
-        int rc = MPI_Ibcast((char *)bytes + off, (int)(n - off < MPI_PIECE ? n - off : MPI_PIECE), MPI_BYTE, 0, MPI_COMM_WORLD, &req);
-        if (rc != MPI_SUCCESS) return mpi_failed(d, rc, what);
-        if (wait_for(d, &req, what)) return -1;
-    }
-    return 0;
+    return d && d->via ? d->via->bcast(d->impl, bytes, n, d->timeout_s, what) : 0;
 }
-
 int dist_gather(Dist *d, const void *bytes, size_t n, char **all, size_t *each, const char *what) {
     *all = NULL;
-    if (!d || !d->mpi) return gather_alone(bytes, n, all, each);
-    int W = d->at.world, root = d->at.rank == 0, rc;
-    uint64_t mine = n, *lens = root ? ld_xcalloc((size_t)W, sizeof *lens) : NULL;
-    int *counts = root ? ld_xcalloc((size_t)W, sizeof(int)) : NULL, *offs = root ? ld_xcalloc((size_t)W, sizeof(int)) : NULL;
-    MPI_Request req;
-    rc = MPI_Igather(&mine, 1, MPI_UINT64_T, lens, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD, &req);
-    if (rc != MPI_SUCCESS ? mpi_failed(d, rc, what) : wait_for(d, &req, what)) goto fail;
-    size_t total = 0;
-    for (int r = 0; root && r < W; r++) {
-        if (total + lens[r] > INT_MAX) {
-            ld_set_error("%s: more than 2 GiB to gather", what);
-            goto fail;  // the others' gatherv then times out: this rank ends the run
-        }
-        counts[r] = (int)lens[r], offs[r] = (int)total, each[r] = lens[r], total += lens[r];
-    }
-    if (root) *all = ld_xmalloc(total ? total : 1);
-    if (n > INT_MAX) {
-        ld_set_error("%s: more than 2 GiB to gather", what);
-        goto fail;
-    }
-    rc = MPI_Igatherv(bytes, (int)n, MPI_BYTE, *all, counts, offs, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
-    if (rc != MPI_SUCCESS ? mpi_failed(d, rc, what) : wait_for(d, &req, what)) goto fail;
-    free(lens), free(counts), free(offs);
-    return 0;
-fail:
-    free(lens), free(counts), free(offs), free(*all);
-    *all = NULL;
-    return -1;
+    if (!d || !d->via) return gather_alone(bytes, n, all, each);
+    return d->via->gather(d->impl, bytes, n, all, each, d->timeout_s, what);
 }
 
 void dist_close(Dist *d) {
-    if (!d) return;
-    if (d->mpi) {
-        deadline(d, "leaving the run (MPI_Finalize)");
-        MPI_Finalize();
-        deadline(d, NULL);
-    }
+    if (d && d->via) d->via->close(d->impl, d->timeout_s);
     free(d);
 }
 
 void dist_abort(Dist *d, int code) {
-    if (d && d->mpi) MPI_Abort(MPI_COMM_WORLD, code);
+    if (d && d->via) d->via->abort(d->impl, code);
     exit(code);
 }
-
-#endif

@@ -1,7 +1,7 @@
 // defines: Dist, the ranks of a data-parallel run — where this process stands (from its launcher: mpirun, srun,
-// or RANK/WORLD_SIZE) and the collectives over host memory that training and batch inference need, over MPI.
-// One rank needs no MPI: every collective is then the identity. Every collective has a deadline: a rank that died
-// or stopped answering ends the wait with an error instead of a hang.
+// or RANK/WORLD_SIZE) and the collectives over host memory that training and batch inference need, over MPI or
+// TCP (dist_transport.h). One rank needs neither: every collective is then the identity. Every collective has a
+// deadline: a rank that died or stopped answering ends the wait with an error instead of a hang.
 #pragma once
 #include <stddef.h>
 
@@ -19,10 +19,18 @@ int dist_place_from_env(DistPlace *p);
 
 typedef struct Dist Dist;  // NULL stands for one rank in every function below
 
-// Joins the run the environment describes; timeout_s bounds every collective's wait for the other ranks. More
-// than one rank needs MPI in this build and a launcher that MPI understands (mpirun, or srun --mpi=pmix). NULL
-// with an error.
-Dist *dist_open(double timeout_s);
+typedef struct {
+    double timeout_s;  // bounds every collective's wait for the other ranks (--dist-timeout)
+    // How the ranks meet (--dist-init): NULL or "auto", "mpi", "tcp://HOST:PORT" (rank 0 listens there) or
+    // "file:PATH" (rank 0 writes where it listens into PATH, on a filesystem every rank sees)
+    const char *init;
+    const char *dir;  // auto's rendezvous file goes here when nothing else serves (the run's output directory)
+} DistOptions;
+
+// Joins the run the environment describes. By default ranks that mpirun or srun --mpi=pmix started meet over MPI
+// (when built with it); others over TCP, finding rank 0 at MASTER_ADDR:MASTER_PORT (torchrun's variables) or
+// through a file in o->dir (srun without PMIx: every rank sees the output directory). NULL with an error.
+Dist *dist_open(const DistOptions *o);
 const DistPlace *dist_place(const Dist *d);
 double dist_timeout_s(const Dist *d);  // the deadline dist_open was given
 // --gpus asked for the device's collectives even on one rank (NCCL with a world of one: what `--gpus 1` costs
@@ -53,9 +61,12 @@ void dist_close(Dist *d);
 // With one rank, just exits.
 void dist_abort(Dist *d, int code);
 
-// What this build's ranks meet over: "MPI and NCCL", "MPI", or "nothing (one process only)".
+// What this build's ranks can meet over: "MPI or TCP, and NCCL", "MPI or TCP", "TCP, and NCCL" or "TCP".
 const char *dist_built_with(void);
-// Starts `ranks` ranks of this program on this machine under mpirun (each given args, the arguments after the
-// program's name) in place of this process: their exit status becomes this process's (mpirun's:
-// non-zero when a rank failed, after it ended the rest). Returns only on failure: -1 with an error (no mpirun).
+const char *dist_transport_name(const Dist *d);  // "MPI", "TCP", or "none" (one rank)
+int dist_has_mpi(void);  // 1 when this build's ranks can meet over MPI
+// Starts `ranks` ranks of this program on this machine in place of this process (each given args, the
+// arguments after the program's name): under mpirun, or where there is none (or no MPI in this build) as its
+// own children meeting over TCP. Their exit status becomes this process's: non-zero when a rank failed, after
+// the rest were ended. Returns only on failure: -1 with an error.
 int dist_launch(int ranks, char *const *args);

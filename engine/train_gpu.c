@@ -25,7 +25,7 @@ int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; 
 int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return (void)g, (void)s, -1; }
 int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d, Lora *host) { return (void)g, (void)d, (void)host, -1; }
 int gpu_trainer_join(GpuTrainer *g, struct Dist *d) { return (void)g, (void)d, -1; }
-const char *gpu_trainer_collectives(const GpuTrainer *g) { return (void)g, "none"; }
+const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d) { return (void)g, (void)d, "none"; }
 int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *o) { return (void)g, (void)o, -1; }
 int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)g, (void)o, -1; }
 
@@ -79,7 +79,8 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     const ModelConfig *c = &g->m->cfg;
     if (train_batch_check(c, b)) return NAN;
     Transformer t = {.be = be, .cfg = c, .w = g->w->w, .adapter = g->P, .bf16_acts = g->w->wt == LD_BF16};
-    TrainStep step = {.adapter_grad = g->dP, .dropout = g->dropout, .dropout_seed = dropout_seed, .row0 = b->row0, .loss_norm = b->loss_norm};
+    TrainStep step = {
+        .adapter_grad = g->dP, .dropout = g->dropout, .dropout_seed = dropout_seed, .row0 = b->row0, .loss_norm = b->loss_norm};
     TokenPlan plan;
     float loss = NAN;
     int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||
@@ -151,7 +152,9 @@ int gpu_trainer_join(GpuTrainer *g, Dist *d) {
     return 0;
 }
 
-const char *gpu_trainer_collectives(const GpuTrainer *g) { return g->comm ? "NCCL" : "MPI through host memory"; }
+const char *gpu_trainer_collectives(const GpuTrainer *g, const Dist *d) {
+    return g->comm ? "NCCL" : !strcmp(dist_transport_name(d), "TCP") ? "TCP through host memory" : "MPI through host memory";
+}
 
 int gpu_trainer_sum_grad(GpuTrainer *g, Dist *d, Lora *host) {
 #ifdef LLAMADUO_HAVE_NCCL

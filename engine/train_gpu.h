@@ -25,7 +25,7 @@ int gpu_trainer_scale_grad(GpuTrainer *g, float s);  // 0, or -1 with an error
 struct Dist;
 int gpu_trainer_join(GpuTrainer *g, struct Dist *d);
 // "NCCL" or "MPI through host memory": how gpu_trainer_sum_grad sums.
-const char *gpu_trainer_collectives(const GpuTrainer *g);
+const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d);  // "NCCL", or the ranks' own transport through host memory
 // Every data-parallel rank's adapter gradients summed on every rank: NCCL on the device, or without it through
 // host (an adapter shaped like the one given at creation) over d. 0, or -1 with an error.
 int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d, Lora *host);

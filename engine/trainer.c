@@ -294,7 +294,7 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 
 void trainer_info(const Trainer *t, TrainerInfo *out) {
     *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
-                         t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu) : "MPI"};
+                         t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu, t->dist) : dist_transport_name(t->dist)};
     if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 

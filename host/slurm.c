@@ -73,9 +73,10 @@ static int run_cmd(char *const argv[], char *out, size_t cap) {
     int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && strstr(out, "cannot run")) {
-        ld_set_error("%s: Slurm's client commands are not installed here (student.launcher: slurm needs sbatch, squeue, "
-                     "scontrol, scancel)",
-                     argv[0]);
+        ld_set_error(
+            "%s: Slurm's client commands are not installed here (student.launcher: slurm needs sbatch, squeue, "
+            "scontrol, scancel)",
+            argv[0]);
         return -1;
     }
     while (n && (out[n - 1] == '\n' || out[n - 1] == ' ')) out[--n] = 0;
@@ -101,8 +102,8 @@ void slurm_log_path(const char *pattern, const char *id, char *out, size_t cap) 
 }
 
 int slurm_state_active(const char *s) {
-    static const char *const active[] = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
-                                         "STAGE_OUT", "SIGNALING", "RESV_DEL_HOLD", "REQUEUE_HOLD", "REQUEUE_FED", NULL};
+    static const char *const active[] = {"PENDING",   "CONFIGURING", "RUNNING",       "COMPLETING",   "SUSPENDED",   "REQUEUED", "RESIZING",
+                                         "STAGE_OUT", "SIGNALING",   "RESV_DEL_HOLD", "REQUEUE_HOLD", "REQUEUE_FED", NULL};
     for (int i = 0; active[i]; i++)
         if (!strcmp(s, active[i])) return 1;
     return 0;
@@ -186,8 +187,13 @@ static int write_script(const SlurmConfig *c, const char *name, const char *scri
     if (resume_if) {  // a job Slurm requeued (preemption, a node lost) continues from its checkpoint
         fputs("[ -f ", f), put_quoted(f, resume_if), fputs(" ] && args+=(--resume)\n", f);
     }
-    // more than one rank: srun starts them, joined over PMIx; a rank that dies ends the rest at once
-    fputs(ranks * c->nodes > 1 ? "exec srun --mpi=pmix --kill-on-bad-exit=1 \"${args[@]}\"\n" : "exec \"${args[@]}\"\n", f);
+    // more than one rank: srun starts them, joined over PMIx where srun has it and over TCP elsewhere (rank 0's
+    // address in a file in the stage's output directory); a rank that dies ends the rest at once
+    if (ranks * c->nodes > 1)
+        fputs("mpi=none\nsrun --mpi=list 2>&1 | grep -qw pmix && mpi=pmix\nexec srun --mpi=\"$mpi\" --kill-on-bad-exit=1 \"${args[@]}\"\n",
+              f);
+    else
+        fputs("exec \"${args[@]}\"\n", f);
     return ld_atomic_commit(f, tmp, script, 1);
 }
 

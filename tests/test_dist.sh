@@ -33,6 +33,14 @@ ranks_of() {  # ranks_of PID: the pids of rank 0 and rank 1 that mpirun PID star
     sleep 0.05
   done
 }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+by_hand() {  # by_hand N NAME VAR=VALUE... -- COMMAND...: N ranks in the background (RANK, WORLD_SIZE, LOCAL_RANK), pids in PIDS
+  local n=$1 name=$2 vars=(); shift 2
+  while [ "$1" != -- ]; do vars+=("$1"); shift; done; shift
+  PIDS=()
+  for r in $(seq 0 $((n - 1))); do env "${vars[@]}" RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r "$@" 2>"$T/$name.$r.err" & PIDS+=($!); done
+}
+all_ok() { local rc=0; for p in "${PIDS[@]}"; do wait "$p" || rc=$?; done; return $rc; }
 ends_within() {  # ends_within PID SECONDS: 0 when PID is gone in time
   for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
   return 1
@@ -120,6 +128,10 @@ if [ -x "$EMU" ]; then
   "$EMU" train "${GPU[@]}" --out "$T/gpu1nccl" --gpus 1 2>"$T/gpu1nccl.err"
   grep -q "1 data-parallel rank (gradients summed by NCCL)" "$T/gpu1nccl.err" &&
     same "--gpus 1 (NCCL with one rank) vs no NCCL: exactly" "$T/gpu1nccl" "$T/gpu1" --tol 0 || bad "--gpus 1: $(grep -v 'train: step' "$T/gpu1nccl.err" | tail -3)"
+  # the same two ranks started by hand: NCCL's id reaches rank 1 over TCP instead of MPI
+  by_hand 2 gputcp LLAMADUO_EMU_DEVICES=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) -- "$EMU" train "${GPU[@]}" --out "$T/gputcp" --gpus 2
+  all_ok && grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gputcp.0.err" &&
+    same "--gpus 2 ranks started by hand (NCCL's id over TCP) vs mpirun's" "$T/gputcp" "$T/gpu2" --tol 0 || bad "NCCL over a TCP rendezvous: $(tail -2 "$T"/gputcp.*.err)"
   LLAMADUO_EMU_DEVICES=2 expect_err "--gpus 3 on two GPUs" "this machine has 2 GPUs" "$EMU" train "${GPU[@]}" --out "$T/gpu3" --gpus 3
   LLAMADUO_EMU_DEVICES=2 LLAMADUO_EMU_NCCL_TIMEOUT=3 "$EMU" train "${GPU[@]}" --epochs 20 --out "$T/gpustop" --gpus 2 2>"$T/gpustop.err" & p=$!
   kids=($(ranks_of $p))
@@ -136,9 +148,59 @@ else
   bad "no llamaduo_emu next to $BIN (the build has LLAMADUO_CUDA_EMU on): the NCCL path did not run"
 fi
 
+# ranks started as torchrun or srun without PMIx start them, meeting over TCP: rank 0 at MASTER_ADDR:MASTER_PORT,
+# or through a rendezvous file in --out
+by_hand 3 tcp3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) -- "$BIN" train "${LORA[@]}" --out "$T/tcp3"
+all_ok && grep -q "3 data-parallel ranks (gradients summed by TCP)" "$T/tcp3.0.err" && ! grep -q "train:" "$T/tcp3.1.err" &&
+  same "3 ranks over TCP (MASTER_ADDR/MASTER_PORT) vs one process" "$T/tcp3" "$T/lora1" || bad "3 ranks over TCP: $(tail -3 "$T"/tcp3.*.err)"
+# a rendezvous file an earlier launch left behind, pointing at a port nobody listens on; rank 1 starts first and
+# reads it: it must wait for this launch's rank 0, not take the stale address
+mkdir -p "$T/tcpfile"
+printf 'llamaduo-rendezvous 1\nlaunch user:earlier\nworld 2\nhost 127.0.0.1\nport %s\n' "$(free_port)" >"$T/tcpfile/.llamaduo-rendezvous"
+LLAMADUO_RUN_ID=now-$$ RANK=1 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/tcpfile" 2>"$T/tcpfile.1.err" & p1=$!
+sleep 1
+LLAMADUO_RUN_ID=now-$$ RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/tcpfile" 2>"$T/tcpfile.0.err"; rc0=$?
+wait $p1 && [ $rc0 = 0 ] && [ ! -e "$T/tcpfile/.llamaduo-rendezvous" ] &&
+  same "2 ranks through a rendezvous file in --out, past an earlier launch's stale file (removed once all joined)" "$T/tcpfile" "$T/lora1" ||
+  bad "rendezvous file: rank 0 exit $rc0; $(tail -2 "$T"/tcpfile.*.err)"
+by_hand 2 tcpgen MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) -- "$BIN" generate "${GEN[@]}" --output "$T/tcpgen.jsonl"
+all_ok && cmp -s "$T/gen1.jsonl" "$T/tcpgen.jsonl" && ok "generate on 2 ranks over TCP: the same answers in input order" ||
+  bad "generate over TCP: $(tail -2 "$T"/tcpgen.*.err)"
+# a TCP rank killed, or stopped, mid-run: the other ends within seconds naming it
+for how in KILL STOP; do
+  by_hand 2 tcp$how MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) -- "$BIN" train "${LONG[@]}" --out "$T/tcp$how" --dist-timeout 3
+  for _ in $(seq 300); do grep -q "step 5/" "$T/tcp$how.0.err" && break; sleep 0.05; done
+  kill -$how "${PIDS[1]}"
+  if ends_within "${PIDS[0]}" 30; then wait "${PIDS[0]}"; rc=$?; else rc=timeout; fi
+  want=$([ $how = KILL ] && echo "rank 1 closed its connection" || echo "waited 3 s for rank 1")
+  [ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "$want" "$T/tcp$how.0.err" &&
+    ok "TCP rank 1 sent SIG$how mid-run: rank 0 ended (exit $rc): $want" || bad "TCP rank 1 SIG$how: exit $rc; $(grep -v 'train: step' "$T/tcp$how.0.err" | tail -2)"
+  kill -9 "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null
+done
+# --ranks where there is no mpirun: the ranks are this process's children, over TCP; one killed ends the rest
+PATH=/nonexistent "$BIN" train "${LORA[@]}" --out "$T/nompirun" --ranks 2 2>"$T/nompirun.err" &&
+  grep -q "2 data-parallel ranks (gradients summed by TCP)" "$T/nompirun.err" &&
+  same "--ranks 2 with no mpirun on PATH (child ranks over TCP) vs one process" "$T/nompirun" "$T/lora1" || bad "--ranks 2 without mpirun: $(tail -2 "$T/nompirun.err")"
+PATH=/nonexistent "$BIN" train "${LONG[@]}" --out "$T/nompikill" --ranks 2 2>"$T/nompikill.err" & p=$!
+for _ in $(seq 300); do grep -q "step 5/" "$T/nompikill.err" && break; sleep 0.05; done
+victim=$(for k in $(pgrep -P $p); do grep -qz "^RANK=1$" /proc/$k/environ 2>/dev/null && echo $k; done | head -1)
+[ -n "$victim" ] && kill -9 "$victim"
+if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+[ -n "$victim" ] && [ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "rank 1 (pid $victim) was killed by signal 9" "$T/nompikill.err" &&
+  ok "child rank 1 killed: the launcher ended the other (exit $rc) naming it" || bad "child rank killed: exit $rc; $(tail -2 "$T/nompikill.err")"
+pgrep -f "$T/nompikill" >/dev/null && bad "a child rank outlived the launcher" || ok "no child rank is left behind"
+port=$(free_port)
+MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/alone" --dist-timeout 2 2>"$T/alone.err" &&
+  bad "rank 0 alone: exit 0" || { grep -q "waited 2 s (--dist-timeout) for the other ranks to join, and 0 of 1 came" "$T/alone.err" &&
+  ok "rank 0 whose peer never comes gives up after --dist-timeout" || bad "rank 0 alone: $(tail -2 "$T/alone.err")"; }
+expect_err "rank 1 whose rank 0 never comes" "could not reach rank 0 at 127.0.0.1:$port within 2 s" \
+  env MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=1 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/alone1" --dist-timeout 2
+expect_err "a rendezvous file without a launch id" "needs this launch's id" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x6" --dist-init "file:$T/x6.rv"
+expect_err "--dist-init with an unknown method" "expected auto, mpi, tcp://HOST:PORT or file:PATH" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x7" --dist-init udp://x
+expect_err "--dist-init tcp:// without a port" "expected tcp://HOST:PORT" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x8" --dist-init tcp://localhost
+
 # launch mistakes
-expect_err "RANK/WORLD_SIZE without MPI's launcher" "meet over MPI" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x1"
-expect_err "--ranks with no mpirun on PATH" "mpirun, which is not installed" env PATH=/nonexistent "$BIN" train "${LORA[@]}" --out "$T/x2" --ranks 2
+expect_err "RANK/WORLD_SIZE with no rendezvous" "no way to meet" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x1"
 expect_err "mpirun -np 2 with --ranks 3" "ranks 3, but mpirun started 2" "${MPIRUN[@]}" "$BIN" train "${LORA[@]}" --out "$T/x3" --ranks 3
 expect_err "a rank count that is not one" "WORLD_SIZE=two" env RANK=0 WORLD_SIZE=two "$BIN" train "${LORA[@]}" --out "$T/x4"
 expect_err "--gpus without a GPU" "no CUDA device" "$BIN" train "${LORA[@]}" --out "$T/x5" --gpus 2

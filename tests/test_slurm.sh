@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a real one-node Slurm cluster started here (tests/slurm_cluster.sh; tests/test_slurm.sh BUILD_DIR SOURCE_DIR):
 # tools/slurm/train.sbatch with 2 CPU tasks gives the local run's adapter, a task killed under srun ends the
-# job, and srun without PMIx is refused by name.
+# job, and srun without PMIx meets over TCP instead.
 source "$(dirname "$0")/harness.sh"
 SRC=$(cd "$SRC" && pwd); BIN=$(realpath "$BIN")  # the jobs run in another directory
 source "$SRC/tests/slurm_cluster.sh"
@@ -38,9 +38,19 @@ state=$(scontrol show job "$jid" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).
   ok "task 1 killed: job $jid ended in $((SECONDS - t0)) s as $state" || bad "task 1 (pid ${victim:-none}) killed: job $jid is ${state:-?} after $((SECONDS - t0)) s"
 pgrep -f "out $T/killed" >/dev/null && bad "a task outlived its job" || ok "no task is left behind"
 
-# srun without PMIx: each task would be a world of its own
-srun -n 2 --mpi=none "$BIN" train "${LORA[@]}" --out "$T/nopmi" >/dev/null 2>"$T/nopmi.err"
-grep -q "use srun --mpi=pmix" "$T/nopmi.err" && ok "srun --mpi=none is refused with the fix" || bad "srun --mpi=none: $(tail -2 "$T/nopmi.err")"
+# srun without PMIx (as train.sbatch runs it where srun has none): the tasks meet over TCP through a rendezvous
+# file in --out, and train as the local run did
+if LLAMADUO_SRUN_MPI=none sbatch --wait -n 2 -o "$T/nopmi-%j.log" "$SRC/tools/slurm/train.sbatch" --device cpu "${LORA[@]}" --out "$T/nopmi" >/dev/null &&
+  grep -q "2 data-parallel ranks (gradients summed by TCP)" "$T"/nopmi-*.log && out=$(python3 "$SRC/tests/compare_runs.py" "$T/nopmi" "$T/local"); then
+  ok "train.sbatch with srun --mpi=none (ranks over TCP) vs the local run: $out"
+else
+  bad "srun --mpi=none: $(tail -3 "$T"/nopmi-*.log) ${out:-}"
+fi
+expect_refused() {  # expect_refused NAME PATTERN COMMAND...
+  local name=$1 pat=$2; shift 2
+  if "$@" >/dev/null 2>"$T/err"; then bad "$name: exit 0"; elif grep -q "$pat" "$T/err"; then ok "$name refused"; else bad "$name: $(tail -2 "$T/err")"; fi
+}
+expect_refused "srun --mpi=none with --dist-init mpi" "use srun --mpi=pmix" srun -n 2 --mpi=none "$BIN" train "${LORA[@]}" --out "$T/nopmi2" --dist-init mpi
 
 # llamaduo run with student.launcher: slurm — the orchestrator here, train (2 ranks) and infer as jobs
 export LD_FAKE_KEY="sk-llamaduo-FAKE-51a77e0c"

@@ -16,7 +16,7 @@ static Dist *g_ranks;  // a data-parallel run this process is a rank of (die_end
 
 void die_ends_ranks(Dist *d) { g_ranks = d; }
 
-Dist *join_ranks_or_die(char **args, int ranks, const char *flag, double timeout_s, int *threads) {
+Dist *join_ranks_or_die(char **args, int ranks, const char *flag, const DistOptions *o, int *threads) {
     DistPlace at;
     if (dist_place_from_env(&at)) die("%s", ld_last_error());
     if (ranks > 1 && at.world == 1) {
@@ -24,7 +24,7 @@ Dist *join_ranks_or_die(char **args, int ranks, const char *flag, double timeout
         die("%s", ld_last_error());
     }
     if (ranks && at.world > 1 && ranks != at.world) die("--%s %d, but %s started %d ranks", flag, ranks, at.launcher, at.world);
-    Dist *d = dist_open(timeout_s);
+    Dist *d = dist_open(o);
     if (!d) die("%s", ld_last_error());
     die_ends_ranks(d);
     const DistPlace *p = dist_place(d);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "chat.h"
+#include "dist.h"
 #include "generate.h"
 #include "model.h"
 
@@ -22,13 +23,13 @@ void arg_unknown(Args *a);  // exits 2 naming the argument
 
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 // From now on die() names this rank and ends every rank of the run (dist_abort), not this process alone.
-struct Dist;
-void die_ends_ranks(struct Dist *d);
+void die_ends_ranks(Dist *d);
 // This process's place in a data-parallel run. `ranks` > 1 asked for by flag (flag: "ranks" or "gpus", for
 // messages) in a process no launcher started: this process becomes their mpirun (args: the subcommand's argv,
 // given to every rank). A started rank checks it is one of `ranks` (0: as launched). *threads 0 (all cores)
 // becomes this machine's cores shared among its ranks. From here die() ends every rank.
-struct Dist *join_ranks_or_die(char **args, int ranks, const char *flag, double timeout_s, int *threads);
+// o: how long a collective waits, and how ranks started by another launcher meet.
+Dist *join_ranks_or_die(char **args, int ranks, const char *flag, const DistOptions *o, int *threads);
 void set_threads(int n);
 
 // Generation options shared by generate, chat and perplexity-free commands.

@@ -20,7 +20,8 @@ static const char *k_help =
     "  --samples K             answers per prompt (default 1), sample k seeded as stream k\n"
     "  --ranks N               answer --input on N data-parallel ranks (mpirun; with --device cuda, one GPU each):\n"
     "                          the answers come out in input order, as one process writes them\n"
-    "  --dist-timeout SECONDS  how long a rank waits for the others (default 300)\n";
+    "  --dist-timeout SECONDS  how long a rank waits for the others (default 300)\n"
+    "  --dist-init METHOD      how ranks you start yourself meet: auto, mpi, tcp://HOST:PORT or file:PATH (as train's)\n";
 
 typedef struct {
     char *id;  // JSON text of the request's id (any JSON value), or NULL
@@ -142,20 +143,26 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = NULL, *input = NULL, *output = NULL;
     int ranks = 0;
     float timeout_s = 300;
+    DistOptions dist_options = {0};
     while (a.i < argc) {
         if (!strcmp(argv[a.i], "--help") || !strcmp(argv[a.i], "-h")) {
             printf("%s%s", k_help, k_gen_options_help);
             return 0;
         }
         if (gen_options_parse(&a, &o) || arg_value(&a, "--prompt", &prompt) || arg_value(&a, "--input", &input) ||
-            arg_value(&a, "--output", &output) || arg_int(&a, "--samples", &o.samples, 1, 1000) || arg_int(&a, "--ranks", &ranks, 1, 4096) ||
-            arg_float(&a, "--dist-timeout", &timeout_s, 1, 86400))
+            arg_value(&a, "--output", &output) || arg_int(&a, "--samples", &o.samples, 1, 1000) ||
+            arg_int(&a, "--ranks", &ranks, 1, 4096) || arg_float(&a, "--dist-timeout", &timeout_s, 1, 86400) ||
+            arg_value(&a, "--dist-init", &dist_options.init))
             continue;
         arg_unknown(&a);
     }
     if (!prompt == !input) die("generate needs exactly one of --prompt TEXT or --input FILE.jsonl");
     if (ranks > 1 && !input) die("--ranks answers an --input file; one --prompt runs on one process");
-    Dist *dist = join_ranks_or_die(argv, ranks, "ranks", timeout_s, &o.threads);
+    char out_dir[4096] = "";  // auto's rendezvous file goes beside the answers
+    const char *slash = output ? strrchr(output, '/') : NULL;
+    if (output) snprintf(out_dir, sizeof out_dir, "%.*s", slash ? (int)(slash - output) : 1, slash ? output : ".");
+    dist_options.timeout_s = timeout_s, dist_options.dir = out_dir[0] ? out_dir : NULL;
+    Dist *dist = join_ranks_or_die(argv, ranks, "ranks", &dist_options, &o.threads);
     const DistPlace *at = dist_place(dist);
     if (at->world > 1 && !input) die("%s started %d ranks, but one --prompt runs on one process (use --input)", at->launcher, at->world);
     set_threads(o.threads);

@@ -23,12 +23,16 @@ static const char *k_help_tail =
     "  --ranks N                          N CPU ranks on this machine (started with mpirun)\n"
     "  --gpus N|all                       one rank per GPU on this machine (--device cuda)\n"
     "  --dist-timeout SECONDS             how long a rank waits for the others in a collective (default 300)\n"
-    "  (or start the ranks yourself: mpirun -np N llamaduo train ..., or srun --mpi=pmix llamaduo train ...)\n";
+    "  --dist-init auto|mpi|tcp://HOST:PORT|file:PATH\n"
+    "                                     how ranks you start yourself meet (default auto: MPI under mpirun or srun\n"
+    "                                     --mpi=pmix; else TCP at MASTER_ADDR:MASTER_PORT, or through a file in --out)\n"
+    "  (or start the ranks yourself: mpirun -np N llamaduo train ..., srun llamaduo train ..., or any launcher that\n"
+    "  sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)\n";
 
 typedef struct {  // how the ranks are had
     int ranks;  // --ranks / --gpus (0: as launched)
     int gpus;  // --gpus given
-    double timeout_s;
+    DistOptions dist;  // --dist-timeout, --dist-init
 } Launch;
 
 static void load_data(const Model *m, const ChatTemplate *ct, const char *path, const TrainOptions *o, int rank, TrainData *d) {
@@ -80,8 +84,9 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
     TrainerInfo in;
     trainer_info(t, &in);
     if (in.resumed_ranks && in.resumed_ranks != in.ranks)
-        fprintf(stderr, "train: the checkpoint was written by %d rank%s, this run has %d: it continues with the same batches (the "
-                        "sums' rounding may differ in the last digits)\n",
+        fprintf(stderr,
+                "train: the checkpoint was written by %d rank%s, this run has %d: it continues with the same batches (the "
+                "sums' rounding may differ in the last digits)\n",
                 in.resumed_ranks, in.resumed_ranks == 1 ? "" : "s", in.ranks);
     if (strcmp(in.collectives, "none"))
         fprintf(stderr, "train: %d data-parallel rank%s (gradients summed by %s)\n", in.ranks, in.ranks == 1 ? "" : "s", in.collectives);
@@ -110,7 +115,8 @@ static int parse_launch(Args *a, TrainOptions *o, Launch *l) {
     const char *v;
     float t;
     if (arg_int(a, "--ranks", &l->ranks, 1, 4096)) return 1;
-    if (arg_float(a, "--dist-timeout", &t, 1, 86400)) return l->timeout_s = t, 1;
+    if (arg_float(a, "--dist-timeout", &t, 1, 86400)) return l->dist.timeout_s = t, 1;
+    if (arg_value(a, "--dist-init", &l->dist.init)) return 1;
     if (!arg_value(a, "--gpus", &v)) return 0;
     l->ranks = gpu_ranks(v), l->gpus = 1, o->device = "cuda";
     return 1;
@@ -143,7 +149,7 @@ int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_init(&o);
     int resume = 0, check = 0;
-    Launch launch = {0, 0, 300};
+    Launch launch = {0, 0, {300, NULL, NULL}};
     parse_args(argc, argv, &o, &resume, &check, &launch);
     if (train_options_check(&o, !check)) die("%s", ld_last_error());
     if (check) {
@@ -151,7 +157,8 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (o.max_len > o.tokens_per_step) o.max_len = o.tokens_per_step;  // a record must fit one packed step
-    Dist *dist = join_ranks_or_die(argv, launch.ranks, launch.gpus ? "gpus" : "ranks", launch.timeout_s, &o.threads);
+    launch.dist.dir = o.out;  // every rank sees the output directory (it is where rank 0 writes the result)
+    Dist *dist = join_ranks_or_die(argv, launch.ranks, launch.gpus ? "gpus" : "ranks", &launch.dist, &o.threads);
     if (launch.gpus) dist_want_device_collectives(dist);
     int rank = dist_place(dist)->rank;
     set_threads(o.threads);

@@ -210,6 +210,15 @@ int dist_sum_f32(Dist *d, float *x, size_t n, const char *what) {
 int dist_sum_f64(Dist *d, double *x, size_t n, const char *what) {
     return d && d->via ? d->via->sum(d->impl, x, n, 1, d->timeout_s, what) : 0;
 }
+void dist_chunk(size_t n, int world, int c, size_t *lo, size_t *hi) {
+    *lo = (size_t)c * n / (size_t)world, *hi = (size_t)(c + 1) * n / (size_t)world;
+}
+int dist_reduce_scatter_f32(Dist *d, float *x, size_t n, const char *what) {
+    return d && d->via ? d->via->reduce_scatter(d->impl, x, n, d->timeout_s, what) : 0;
+}
+int dist_all_gather_f32(Dist *d, float *x, size_t n, const char *what) {
+    return d && d->via ? d->via->all_gather(d->impl, x, n, d->timeout_s, what) : 0;
+}
 int dist_wait_for_all(Dist *d, const char *what) { return d && d->via ? d->via->barrier(d->impl, 0, what) : 0; }
 int dist_bcast(Dist *d, void *bytes, size_t n, const char *what) {
     return d && d->via ? d->via->bcast(d->impl, bytes, n, d->timeout_s, what) : 0;

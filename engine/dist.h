@@ -45,6 +45,14 @@ int dist_local_gpu(const Dist *d);
 // 0, or -1 with an error.
 int dist_sum_f32(Dist *d, float *x, size_t n, const char *what);
 int dist_sum_f64(Dist *d, double *x, size_t n, const char *what);
+// The chunk of n elements that rank c of world holds in a reduce-scatter and gives in an all-gather: [lo, hi) =
+// [c·n/world, (c+1)·n/world).
+void dist_chunk(size_t n, int world, int c, size_t *lo, size_t *hi);
+// In place: this rank's chunk of x[n] becomes the elementwise sum over every rank (the rest of x is left
+// undefined); then, after the chunk was updated, every rank's chunk to every rank. Together they are ZeRO's pair:
+// each rank updates only its chunk. 0, or -1 with an error.
+int dist_reduce_scatter_f32(Dist *d, float *x, size_t n, const char *what);
+int dist_all_gather_f32(Dist *d, float *x, size_t n, const char *what);
 // Every rank arrives, with no deadline: for the phases whose length differs between ranks by design (loading,
 // rank 0 writing a checkpoint or the result, each rank's share of a batch of answers), so the collectives after
 // them start together and their deadline measures a hung rank, not the others' work. A rank that dies meanwhile

@@ -14,7 +14,7 @@ void *dist_mpi_open(DistPlace *at, double timeout_s) {
         at->launcher, at->world);
     return NULL;
 }
-const DistTransport dist_mpi = {"MPI", NULL, NULL, NULL, NULL, NULL, NULL};
+const DistTransport dist_mpi = {"MPI", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 int dist_has_mpi(void) { return 0; }
 
 #else
@@ -120,6 +120,44 @@ static int mpi_sum(void *impl, void *x, size_t n, int f64, double timeout_s, con
     return 0;
 }
 
+// The chunks' counts and offsets as MPI's ints: -1 with an error when a buffer is past their range.
+static int chunk_counts(size_t n, int W, int **counts, int **offs, const char *what) {
+    if (n > INT_MAX) return ld_set_error("%s: %zu elements, more than MPI's counts hold in one tensor", what, n), -1;
+    *counts = ld_xmalloc((size_t)W * sizeof(int)), *offs = ld_xmalloc((size_t)W * sizeof(int));
+    for (int c = 0; c < W; c++) {
+        size_t lo, hi;
+        dist_chunk(n, W, c, &lo, &hi);
+        (*counts)[c] = (int)(hi - lo), (*offs)[c] = (int)lo;
+    }
+    return 0;
+}
+
+static int mpi_reduce_scatter(void *impl, float *x, size_t n, double timeout_s, const char *what) {
+    Mpi *m = impl;
+    int W, *counts, *offs, rc;
+    MPI_Comm_size(MPI_COMM_WORLD, &W);
+    if (chunk_counts(n, W, &counts, &offs, what)) return -1;
+    float *mine = ld_xmalloc(((size_t)counts[m->rank] + 1) * sizeof(float));
+    MPI_Request req;
+    rc = MPI_Ireduce_scatter(x, mine, counts, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req);
+    rc = rc != MPI_SUCCESS ? mpi_failed(rc, what) : wait_within(&req, timeout_s, what);
+    if (!rc) memcpy(x + offs[m->rank], mine, (size_t)counts[m->rank] * sizeof(float));
+    free(mine), free(counts), free(offs);
+    return rc;
+}
+
+static int mpi_all_gather(void *impl, float *x, size_t n, double timeout_s, const char *what) {
+    (void)impl;
+    int W, *counts, *offs, rc;
+    MPI_Comm_size(MPI_COMM_WORLD, &W);
+    if (chunk_counts(n, W, &counts, &offs, what)) return -1;
+    MPI_Request req;
+    rc = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts, offs, MPI_FLOAT, MPI_COMM_WORLD, &req);
+    rc = rc != MPI_SUCCESS ? mpi_failed(rc, what) : wait_within(&req, timeout_s, what);
+    free(counts), free(offs);
+    return rc;
+}
+
 static int mpi_barrier(void *impl, double timeout_s, const char *what) {
     (void)impl;
     MPI_Request req;
@@ -186,7 +224,8 @@ static void mpi_abort(void *impl, int code) {
     exit(code);
 }
 
-const DistTransport dist_mpi = {"MPI", mpi_sum, mpi_bcast, mpi_gather, mpi_barrier, mpi_close, mpi_abort};
+const DistTransport dist_mpi = {"MPI",      mpi_sum,     mpi_reduce_scatter, mpi_all_gather, mpi_bcast,
+                                mpi_gather, mpi_barrier, mpi_close,          mpi_abort};
 int dist_has_mpi(void) { return 1; }
 
 #endif

@@ -28,7 +28,7 @@ typedef struct {
     uint64_t launch_hash;
 } Tcp;
 
-enum { SEGMENT = 1 << 20 };  // a ring pass sums world × SEGMENT elements: bounded scratch however long the buffer
+enum { SEGMENT = 1 << 20 };  // a ring step moves at most this many elements: bounded scratch however long the buffer
 
 uint64_t dist_launch_hash(const char *launch) {  // FNV-1a
     uint64_t h = 1469598103934665603ull;
@@ -450,34 +450,47 @@ static void add_into(void *x, const void *y, size_t n, int f64) {
         for (size_t i = 0; i < n; i++) ((float *)x)[i] += ((const float *)y)[i];
 }
 
-// A ring all-reduce of x[n] (W chunks): W-1 steps of reduce-scatter, each rank adding the chunk its previous
-// rank sends, then W-1 steps passing the finished chunks on. Every rank ends with the same bytes: each chunk was
-// summed once, in one order, and copied.
-static int ring_sum(Tcp *t, char *x, size_t n, size_t size, int f64, char *scratch, double timeout_s, const char *what) {
+// One pass round the ring over x[n] cut into world chunks (dist_chunk), each moved in slices of at most SEGMENT
+// elements so the scratch is bounded. Reducing (a reduce-scatter), each rank adds the slice its previous rank
+// sends and passes the sum on, so after world-1 steps rank r holds chunk r summed over every rank; gathering (an
+// all-gather), each rank passes on chunk r and the chunks it receives, so every rank ends with every chunk. Each
+// chunk is summed once, in one order, and copied: every rank ends with the same bytes.
+static int ring_pass(Tcp *t, char *x, size_t n, size_t size, int f64, int reduce, char *scratch, double timeout_s, const char *what) {
     int W = t->world, r = t->rank, prev = (r + W - 1) % W, next = (r + 1) % W;
-#define LO(c) ((size_t)(((c) % W + W) % W) * n / W)
-#define LEN(c) ((size_t)((((c) % W + W) % W) + 1) * n / W - LO(c))
-    for (int s = 0; s < 2 * (W - 1); s++) {
-        int reduce = s < W - 1, out = reduce ? r - s : r + 1 - (s - (W - 1)), in = out - 1;
-        Transfer x2[2] = {{t->next, next, (unsigned char *)x + LO(out) * size, LEN(out) * size, 0, 1},
-                          {t->prev, prev, reduce ? (unsigned char *)scratch : (unsigned char *)x + LO(in) * size, LEN(in) * size, 0, 0}};
-        if (move_all(x2, 2, timeout_s, what)) return -1;
-        if (reduce) add_into(x + LO(in) * size, scratch, LEN(in), f64);
-    }
-#undef LO
-#undef LEN
+    size_t most = (n + (size_t)W - 1) / (size_t)W, lo, hi;  // the longest chunk
+    for (size_t off = 0; off < most; off += SEGMENT)
+        for (int s = 0; s < W - 1; s++) {
+            int out = ((reduce ? r - s - 1 : r - s) % W + W) % W, in = (out + W - 1) % W;
+            size_t out_at, out_len, in_at, in_len;
+            dist_chunk(n, W, out, &lo, &hi);
+            out_at = lo + off, out_len = off < hi - lo ? (hi - lo - off < SEGMENT ? hi - lo - off : SEGMENT) : 0;
+            dist_chunk(n, W, in, &lo, &hi);
+            in_at = lo + off, in_len = off < hi - lo ? (hi - lo - off < SEGMENT ? hi - lo - off : SEGMENT) : 0;
+            Transfer x2[2] = {{t->next, next, (unsigned char *)x + out_at * size, out_len * size, 0, 1},
+                              {t->prev, prev, reduce ? (unsigned char *)scratch : (unsigned char *)x + in_at * size, in_len * size, 0, 0}};
+            if (move_all(x2, 2, timeout_s, what)) return -1;
+            if (reduce) add_into(x + in_at * size, scratch, in_len, f64);
+        }
     return 0;
 }
 
-static int tcp_sum(void *impl, void *x, size_t n, int f64, double timeout_s, const char *what) {
-    Tcp *t = impl;
-    size_t size = f64 ? sizeof(double) : sizeof(float), piece = (size_t)t->world * SEGMENT;
-    char *scratch = ld_xmalloc((size_t)SEGMENT * size + size);
-    int rc = 0;
-    for (size_t off = 0; off < n && !rc; off += piece)
-        rc = ring_sum(t, (char *)x + off * size, n - off < piece ? n - off : piece, size, f64, scratch, timeout_s, what);
+static int ring(Tcp *t, void *x, size_t n, int f64, int reduce, int gather, double timeout_s, const char *what) {
+    size_t size = f64 ? sizeof(double) : sizeof(float);
+    char *scratch = reduce ? ld_xmalloc((size_t)SEGMENT * size) : NULL;
+    int rc = (reduce && ring_pass(t, x, n, size, f64, 1, scratch, timeout_s, what)) ||
+             (gather && ring_pass(t, x, n, size, f64, 0, NULL, timeout_s, what));
     free(scratch);
-    return rc;
+    return rc ? -1 : 0;
+}
+
+static int tcp_sum(void *impl, void *x, size_t n, int f64, double timeout_s, const char *what) {
+    return ring(impl, x, n, f64, 1, 1, timeout_s, what);
+}
+static int tcp_reduce_scatter(void *impl, float *x, size_t n, double timeout_s, const char *what) {
+    return ring(impl, x, n, 0, 1, 0, timeout_s, what);
+}
+static int tcp_all_gather(void *impl, float *x, size_t n, double timeout_s, const char *what) {
+    return ring(impl, x, n, 0, 0, 1, timeout_s, what);
 }
 
 static int tcp_bcast(void *impl, void *bytes, size_t n, double timeout_s, const char *what) {
@@ -560,4 +573,5 @@ static void tcp_abort(void *impl, int code) {
     exit(code);
 }
 
-const DistTransport dist_tcp = {"TCP", tcp_sum, tcp_bcast, tcp_gather, tcp_barrier, tcp_close, tcp_abort};
+const DistTransport dist_tcp = {"TCP",       tcp_sum,     tcp_reduce_scatter, tcp_all_gather, tcp_bcast,
+                                tcp_gather, tcp_barrier, tcp_close,          tcp_abort};

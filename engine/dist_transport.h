@@ -12,6 +12,10 @@
 typedef struct {
     const char *name;  // "MPI" or "TCP", for `info` and progress lines
     int (*sum)(void *impl, void *x, size_t n, int f64, double timeout_s, const char *what);
+    // rank r's chunk of x (dist_chunk) becomes the sum over every rank; the rest of x is left undefined
+    int (*reduce_scatter)(void *impl, float *x, size_t n, double timeout_s, const char *what);
+    // every rank's chunk of x to every rank
+    int (*all_gather)(void *impl, float *x, size_t n, double timeout_s, const char *what);
     int (*bcast)(void *impl, void *bytes, size_t n, double timeout_s, const char *what);
     int (*gather)(void *impl, const void *bytes, size_t n, char **all, size_t *each, double timeout_s, const char *what);
     int (*barrier)(void *impl, double timeout_s, const char *what);

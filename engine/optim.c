@@ -43,19 +43,47 @@ int model_params(Model *m, Model *g, Param **out) {
     return n;
 }
 
+// The moments of elements [lo[i], hi[i]) of each parameter, zeroed.
+static void alloc_moments(AdamW *o) {
+    for (int i = 0; i < o->n; i++) {
+        size_t len = o->hi[i] - o->lo[i];
+        free(o->m[i]), free(o->s[i]);
+        o->m[i] = ld_xcalloc(len ? len : 1, sizeof(float)), o->s[i] = ld_xcalloc(len ? len : 1, sizeof(float));
+    }
+}
+
 AdamW *adamw_new(Param *v, int n) {
     AdamW *o = ld_xcalloc(1, sizeof *o);
     o->v = v, o->n = n;
-    o->m = ld_xcalloc((size_t)n, sizeof(float *));
-    o->s = ld_xcalloc((size_t)n, sizeof(float *));
-    for (int i = 0; i < n; i++) o->m[i] = ld_xcalloc(v[i].n, sizeof(float)), o->s[i] = ld_xcalloc(v[i].n, sizeof(float));
+    o->m = ld_xcalloc((size_t)n, sizeof(float *)), o->s = ld_xcalloc((size_t)n, sizeof(float *));
+    o->lo = ld_xcalloc((size_t)n, sizeof(size_t)), o->hi = ld_xcalloc((size_t)n, sizeof(size_t));
+    for (int i = 0; i < n; i++) o->hi[i] = v[i].n;
+    alloc_moments(o);
     return o;
+}
+
+void adamw_shard(AdamW *o, int rank, int world) {
+    for (int i = 0; i < o->n; i++)  // dist_chunk's split, which the collectives use
+        o->lo[i] = (size_t)rank * o->v[i].n / (size_t)world, o->hi[i] = (size_t)(rank + 1) * o->v[i].n / (size_t)world;
+    alloc_moments(o);
+}
+
+int adamw_sharded(const AdamW *o) {
+    for (int i = 0; i < o->n; i++)
+        if (o->lo[i] != 0 || o->hi[i] != o->v[i].n) return 1;
+    return 0;
+}
+
+size_t adamw_state_floats(const AdamW *o) {
+    size_t n = 0;
+    for (int i = 0; i < o->n; i++) n += 2 * (o->hi[i] - o->lo[i]);
+    return n;
 }
 
 void adamw_free(AdamW *o) {
     if (!o) return;
     for (int i = 0; i < o->n; i++) free(o->m[i]), free(o->s[i]);
-    free(o->m), free(o->s), free(o->v), free(o);
+    free(o->m), free(o->s), free(o->lo), free(o->hi), free(o->v), free(o);
 }
 
 void adamw_zero_grad(AdamW *o) {
@@ -66,19 +94,30 @@ void adamw_scale_grad(AdamW *o, float s) {
     for (int i = 0; i < o->n; i++) k_scale(o->v[i].g, o->v[i].n, s);
 }
 
-double adamw_step(AdamW *o, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
+double adamw_sumsq(const AdamW *o) {
     double ss = 0;
-    for (int i = 0; i < o->n; i++) ss += k_sumsq(o->v[i].g, o->v[i].n);
-    double norm = sqrt(ss);
+    for (int i = 0; i < o->n; i++) ss += k_sumsq(o->v[i].g + o->lo[i], o->hi[i] - o->lo[i]);
+    return ss;
+}
+
+void adamw_apply(AdamW *o, double norm, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
     float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;
-    if (clip < 1.0f) adamw_scale_grad(o, clip);
     o->step++;
-    for (int i = 0; i < o->n; i++)
-        k_adamw(o->v[i].p, o->v[i].g, o->m[i], o->s[i], o->v[i].n, lr, beta1, beta2, eps, o->v[i].decay ? weight_decay : 0, o->step);
+    for (int i = 0; i < o->n; i++) {
+        size_t lo = o->lo[i], len = o->hi[i] - lo;
+        if (clip < 1.0f) k_scale(o->v[i].g + lo, len, clip);
+        k_adamw(o->v[i].p + lo, o->v[i].g + lo, o->m[i], o->s[i], len, lr, beta1, beta2, eps, o->v[i].decay ? weight_decay : 0, o->step);
+    }
+}
+
+double adamw_step(AdamW *o, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
+    double norm = sqrt(adamw_sumsq(o));
+    adamw_apply(o, norm, lr, beta1, beta2, eps, weight_decay, max_norm);
     return norm;
 }
 
 int adamw_save(const AdamW *o, const char *path) {
+    if (adamw_sharded(o)) return ld_set_error("%s: the optimiser's state is sharded: gather it before saving", path), -1;
     StWriteTensor *ts = ld_xcalloc((size_t)o->n * 3 + 1, sizeof(StWriteTensor));
     char(*names)[168] = ld_xcalloc((size_t)o->n * 3, 168);
     float step = (float)o->step;  // exact for any realistic step count (< 2^24)
@@ -107,8 +146,11 @@ int adamw_load(AdamW *o, const char *path) {
             if (!t || t->dtype != LD_F32 || t->nbytes != sizeof(float) * o->v[i].n) {
                 ld_set_error("%s: tensor %s is %s (a checkpoint of other settings?)", path, name, t ? "of another size" : "missing");
                 rc = -1;
-            } else {
-                memcpy(part == 0 ? o->v[i].p : part == 1 ? o->m[i] : o->s[i], t->data, t->nbytes);
+            } else if (part == 0) {
+                memcpy(o->v[i].p, t->data, t->nbytes);
+            } else {  // the moments of the elements this optimiser updates
+                const float *all = (const float *)t->data;
+                memcpy(part == 1 ? o->m[i] : o->s[i], all + o->lo[i], sizeof(float) * (o->hi[i] - o->lo[i]));
             }
         }
     if (!rc && (!step || step->dtype != LD_F32 || step->nbytes != 4)) {

@@ -18,18 +18,30 @@ int model_params(Model *m, Model *g, Param **out);
 typedef struct AdamW {
     Param *v;
     int n;
-    float **m, **s;  // first and second moment estimates, per parameter
+    float **m, **s;  // first and second moment estimates of elements [lo[i], hi[i]) of each parameter
+    size_t *lo, *hi;  // the elements this optimiser updates: all of them, or a shard (adamw_shard)
     int step;  // optimiser steps taken (bias correction counts from 1)
 } AdamW;
 
 AdamW *adamw_new(Param *v, int n);  // takes v
 void adamw_free(AdamW *o);
+// ZeRO-1: from now on o keeps moments for, and updates, only chunk `rank` of `world` of every parameter
+// (dist_chunk's), given that chunk's summed gradients; the caller shares the updated values among the ranks.
+// Call before any step or load.
+void adamw_shard(AdamW *o, int rank, int world);
+int adamw_sharded(const AdamW *o);
+size_t adamw_state_floats(const AdamW *o);  // the moments' size in floats (both of them)
 void adamw_zero_grad(AdamW *o);
 void adamw_scale_grad(AdamW *o, float s);
 // Clips the gradients to global norm max_norm (torch's clip_grad_norm_; 0 = off), then one AdamW step (torch
 // semantics). Returns the norm before clipping.
 double adamw_step(AdamW *o, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm);
-// Values and moments of every parameter plus the step, as one safetensors file (written atomically); loading
-// checks that names and sizes match (a checkpoint of other settings is refused, naming the tensor).
+// The two halves of a step, for a shard: the squares of the gradients it updates (summed over the ranks, they
+// give the global norm), then the step itself, its gradients clipped against that norm.
+double adamw_sumsq(const AdamW *o);
+void adamw_apply(AdamW *o, double norm, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm);
+// Values and moments of every parameter plus the step, as one safetensors file (written atomically; o whole, not
+// a shard); loading checks that names and sizes match (a checkpoint of other settings is refused, naming the
+// tensor) and a shard takes its own part of the moments.
 int adamw_save(const AdamW *o, const char *path);
 int adamw_load(AdamW *o, const char *path);

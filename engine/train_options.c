@@ -41,6 +41,8 @@ const OptionSpec k_train_options[] = {
     {"save_every", OPT_INT, T(save_every), 0, 1 << 30, "20", NULL, "checkpoint every N steps into DIR/checkpoint (0: never)"},
     {"chat_template", OPT_STR, T(chat_template), 0, 0, NULL, NULL, "override the model's chat template family"},
     {"threads", OPT_INT, T(threads), 0, 1024, "0", NULL, "CPU threads (0: all cores)"},
+    {"zero", OPT_INT, T(zero), 0, 1, "1", NULL,
+     "full fine-tuning on several ranks: 1 shards AdamW's moments across them (ZeRO-1), 0 keeps them whole on each"},
     {NULL},
 };
 #undef T

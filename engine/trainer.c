@@ -50,6 +50,7 @@ struct Trainer {
     Dist *dist;  // NULL: one rank
     int rank, world, resumed_world;  // resumed_world: the ranks that wrote the checkpoint resumed from (0: none)
     int summed;  // each step's gradients go through the collectives (more than one rank, or --gpus on one)
+    int zero;  // ZeRO-1: each rank keeps AdamW's moments for its chunk of every parameter and updates only that
     int *share_starts;  // [tokens_per_step] a share's record starts, rebased to its first row
 };
 
@@ -83,13 +84,27 @@ static float cpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int train
     return train_loss_and_grad(t->m, t->lora, training ? t->grad : NULL, training ? t->mgrad : NULL, b, n_counted);
 }
 static int cpu_scale_grad(Trainer *t, float s) { return adamw_scale_grad(t->opt, s), 0; }
+// ZeRO-1: the global norm from every rank's chunk, each rank's step on its chunk, then the chunks to every rank.
+static double sharded_adamw(Trainer *t, float lr) {
+    AdamW *o = t->opt;
+    double ss = adamw_sumsq(o);
+    if (dist_sum_f64(t->dist, &ss, 1, "the gradient norm's all-reduce")) return NAN;
+    double norm = sqrt(ss);
+    adamw_apply(o, norm, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
+    for (int k = 0; k < o->n; k++)
+        if (dist_all_gather_f32(t->dist, o->v[k].p, o->v[k].n, "the weights' all-gather")) return NAN;
+    return norm;
+}
 static double cpu_adamw(Trainer *t, float lr) {
+    if (t->zero) return sharded_adamw(t, lr);
     return adamw_step(t->opt, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
 }
 static int cpu_state(Trainer *t) { return (void)t, 0; }  // the optimiser's state is the host's already
 static int cpu_sum_grad(Trainer *t) {
     for (int k = 0; k < t->opt->n; k++)
-        if (dist_sum_f32(t->dist, t->opt->v[k].g, t->opt->v[k].n, "the gradients' all-reduce")) return -1;
+        if (t->zero ? dist_reduce_scatter_f32(t->dist, t->opt->v[k].g, t->opt->v[k].n, "the gradients' reduce-scatter")
+                    : dist_sum_f32(t->dist, t->opt->v[k].g, t->opt->v[k].n, "the gradients' all-reduce"))
+            return -1;
     return 0;
 }
 static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state, cpu_sum_grad};
@@ -265,7 +280,10 @@ static int pick_device(Trainer *t) {
                      on_gpu, t->world);
         return -1;
     }
-    if (!want) return 0;
+    if (!want) {  // full fine-tuning on CPU ranks: each keeps its chunk of AdamW's moments when asked (ZeRO-1)
+        if ((t->zero = t->full && t->world > 1 && t->o->zero)) adamw_shard(t->opt, t->rank, t->world);
+        return 0;
+    }
     if (!(t->gpu = gpu_trainer_new(t->m, t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
         char why[512];
         snprintf(why, sizeof why, "%s", ld_last_error());
@@ -294,7 +312,8 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 
 void trainer_info(const Trainer *t, TrainerInfo *out) {
     *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
-                         t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu, t->dist) : dist_transport_name(t->dist)};
+                         t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu, t->dist) : dist_transport_name(t->dist),
+                         t->zero, adamw_state_floats(t->opt), 2 * t->n_params};
     if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 
@@ -375,6 +394,38 @@ static int trim_metrics(const char *path, int upto) {
     }
     free(txt);
     return ld_atomic_commit(f, tmp, path, ok);
+}
+
+// ZeRO-1's moments, every rank's chunk of each, whole on rank 0 (the checkpoint is the same whatever the ranks, so
+// a resume may take another count). 0, or -1 with an error.
+static int gather_state(Trainer *t, AdamW *whole) {
+    const AdamW *o = t->opt;
+    *whole = (AdamW){o->v, o->n, ld_xcalloc((size_t)o->n, sizeof(float *)), ld_xcalloc((size_t)o->n, sizeof(float *)),
+                     ld_xcalloc((size_t)o->n, sizeof(size_t)), ld_xcalloc((size_t)o->n, sizeof(size_t)), o->step};
+    size_t *each = ld_xcalloc((size_t)t->world, sizeof(size_t));
+    int rc = 0;
+    for (int i = 0; i < o->n && !rc; i++) {
+        whole->hi[i] = o->v[i].n;
+        size_t bytes = sizeof(float) * (o->hi[i] - o->lo[i]);
+        rc = dist_gather(t->dist, o->m[i], bytes, (char **)&whole->m[i], each, "gathering the optimiser's state") ||
+             dist_gather(t->dist, o->s[i], bytes, (char **)&whole->s[i], each, "gathering the optimiser's state");
+    }
+    free(each);
+    return rc ? -1 : 0;
+}
+
+static void free_gathered(AdamW *whole) {
+    for (int i = 0; i < whole->n; i++) free(whole->m[i]), free(whole->s[i]);
+    free(whole->m), free(whole->s), free(whole->lo), free(whole->hi);
+}
+
+// Every rank takes part (ZeRO-1's moments are gathered first); rank 0 writes, the others wait for it.
+static int write_checkpoint(Trainer *t, int step) {
+    AdamW whole;
+    if (t->zero && gather_state(t, &whole)) return -1;
+    int rc = !t->rank && (t->ops->state_to_host(t) || save_checkpoint(t->o->out, t->zero ? &whole : t->opt, step, t->world));
+    if (t->zero) free_gathered(&whole);
+    return rc || dist_wait_for_all(t->dist, "waiting for rank 0's checkpoint") ? -1 : 0;
 }
 
 // Every rank reads the checkpoint (DIR on a filesystem they share); rank 0's step is checked against each rank's.
@@ -502,10 +553,7 @@ int trainer_run(Trainer *t, void (*on_step)(const TrainProgress *, void *), void
             }
             write_metrics(mf, &p);
             if (on_step) on_step(&p, ctx);
-            if (o->save_every && p.step % o->save_every == 0 && p.step < t->total) {
-                if (!t->rank && (t->ops->state_to_host(t) || save_checkpoint(o->out, t->opt, p.step, t->world))) rc = -1;
-                else if (dist_wait_for_all(t->dist, "waiting for rank 0's checkpoint")) rc = -1;
-            }
+            if (o->save_every && p.step % o->save_every == 0 && p.step < t->total) rc = write_checkpoint(t, p.step);
         }
     }
     if (mf) fclose(mf);

@@ -13,6 +13,8 @@ typedef struct {  // the run as set up, for the caller's summary line
     int ranks;  // data-parallel ranks (1: this process alone)
     int resumed_ranks;  // after trainer_resume: the ranks that wrote the checkpoint
     const char *collectives;  // how the ranks sum their gradients ("MPI", "NCCL", ...)
+    int zero;  // AdamW's moments sharded over the ranks (ZeRO-1)
+    size_t state_floats, whole_state_floats;  // the moments this rank keeps, and all of them
 } TrainerInfo;
 
 typedef struct {  // after each optimiser step (step 0: the validation loss before training)

@@ -90,6 +90,9 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
                 in.resumed_ranks, in.resumed_ranks == 1 ? "" : "s", in.ranks);
     if (strcmp(in.collectives, "none"))
         fprintf(stderr, "train: %d data-parallel rank%s (gradients summed by %s)\n", in.ranks, in.ranks == 1 ? "" : "s", in.collectives);
+    if (in.zero)
+        fprintf(stderr, "train: AdamW's moments sharded over the ranks (ZeRO-1): %.1f MiB on this rank, not %.1f MiB\n",
+                in.state_floats * 4.0 / (1 << 20), in.whole_state_floats * 4.0 / (1 << 20));
     if (in.on_gpu)
         fprintf(stderr, "train: on the GPU (%s), base weights in %s\n", in.device, o->precision);
     else if (!strcmp(o->device, "auto") && !strcmp(o->method, "full") && ld_cuda_device_count() > 0)

@@ -182,7 +182,16 @@ static Req *find_req(Req **sorted, int m, const char *key) {
     return NULL;
 }
 
-// ---- one batch: submitted (or found again), polled to its end, its results read -------------------------------
+// ---- the batches: submitted (or found again), polled together to their ends, their results read ----------------
+
+// A batch submitted, or found again after a kill, that is not yet read.
+typedef struct {
+    char *bkey, *id;  // its key in the cache, the provider's id
+    Req **qs;  // its open requests (heap array)
+    int m;
+    int ended;  // read, its requests settled or left open for the next round
+    char said[160];  // its state and counts as last said on stderr
+} Batch;
 
 static void note(const Run *r, const char *id, const char *state) {
     if (r->lim->on_batch) r->lim->on_batch(r->lim->on_batch_ctx, id, state);
@@ -208,21 +217,6 @@ static char *batch_key(const Run *r, Req **qs, int m, int attempt) {
     char *k = text_sha256_hex(parts, 1);
     free(all);
     return k;
-}
-
-// A batch this run's requests were submitted in before a kill, found by its metadata in the provider's list.
-static char *find_listed(Run *r, const char *bkey) {
-    char *u = url_of(&r->api, "/batches?limit=100", NULL);
-    cJSON *list = api_json(&r->api, "GET", u, NULL);
-    free(u);
-    char *id = NULL;
-    for (const cJSON *b = cJSON_GetObjectItemCaseSensitive(list, "data") ? cJSON_GetObjectItemCaseSensitive(list, "data")->child : NULL;
-         b && !id; b = b->next) {
-        const char *mk = str_of(cJSON_GetObjectItemCaseSensitive(b, "metadata"), "llamaduo_batch");
-        if (mk && !strcmp(mk, bkey) && str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
-    }
-    cJSON_Delete(list);
-    return id;
 }
 
 static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
@@ -281,35 +275,11 @@ static void utc_now(char *out, size_t cap) {
     strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-// Anthropic batches carry no metadata: one killed between its creation and its record is found by its size among
-// the batches created since the "submitting@TIME" mark, and only when exactly one fits.
 static time_t utc_seconds(const char *iso) {  // "2026-12-01T17:20:00..." (the fraction and zone ignored: UTC)
     struct tm tm = {0};
     if (!iso || sscanf(iso, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6) return 0;
     tm.tm_year -= 1900, tm.tm_mon -= 1;
     return timegm(&tm);
-}
-
-// *ambiguous: more than one batch fits (attaching to another run's batch, or sending a second one, are both wrong).
-static char *find_listed_anthropic(Run *r, const char *since, int m, int *ambiguous) {
-    char *u = url_of(&r->api, "/v1/messages/batches?limit=100", NULL), *id = NULL;
-    cJSON *list = api_json(&r->api, "GET", u, NULL);
-    free(u);
-    int fits = 0;
-    time_t from = utc_seconds(since) - 120;  // the provider's clock may run behind this machine's
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(list, "data");
-    for (const cJSON *b = data ? data->child : NULL; b; b = b->next) {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
-        double total = 0;
-        for (const cJSON *k = c ? c->child : NULL; k; k = k->next) total += cJSON_GetNumberValue(k);
-        const char *created = str_of(b, "created_at");
-        if (!created || utc_seconds(created) < from || total != m || !str_of(b, "id")) continue;
-        if (!fits++) id = ld_xstrdup(str_of(b, "id"));
-    }
-    cJSON_Delete(list);
-    *ambiguous = fits > 1;
-    if (fits > 1) free(id), id = NULL;
-    return id;
 }
 
 static char *submit_anthropic(Run *r, Req **qs, int m, const char *bkey) {
@@ -349,23 +319,6 @@ static cJSON *as_openai_state(cJSON *b) {
 }
 
 // ---- Gemini's batch mode (inline requests, a long-running operation) -------------------------------------------
-
-// The batch's display name carries the requests' hash: a batch killed between its creation and its record is found
-// by it in the list of batches.
-static char *find_listed_gemini(Run *r, const char *bkey) {
-    char *u = url_of(&r->api, "/v1beta/batches?pageSize=100", NULL), *id = NULL, want[80];
-    snprintf(want, sizeof want, "llamaduo-%.40s", bkey);
-    cJSON *list = api_json(&r->api, "GET", u, NULL);
-    free(u);
-    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(list, "operations");
-    for (const cJSON *o = ops ? ops->child : NULL; o && !id; o = o->next) {
-        const cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
-        const char *dn = str_of(md, "displayName") ? str_of(md, "displayName") : str_of(md, "display_name");
-        if (dn && !strcmp(dn, want) && str_of(o, "name")) id = ld_xstrdup(str_of(o, "name"));
-    }
-    cJSON_Delete(list);
-    return id;
-}
 
 static char *submit_gemini(Run *r, Req **qs, int m, const char *bkey) {
     if (cache_batch_put(r->cache, bkey, "", "submitting")) return NULL;
@@ -422,6 +375,10 @@ static cJSON *gemini_as_openai(cJSON *op) {
             cJSON *r = cJSON_AddObjectToObject(line, "response");
             cJSON_AddNumberToObject(r, "status_code", 200);
             cJSON_AddItemToObject(r, "body", cJSON_Duplicate(rsp, 1));
+        } else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(err, "code"))) {  // its HTTP status: a 4xx is permanent
+            cJSON *r = cJSON_AddObjectToObject(line, "response");
+            cJSON_AddNumberToObject(r, "status_code", cJSON_GetObjectItemCaseSensitive(err, "code")->valuedouble);
+            cJSON_AddItemToObject(cJSON_AddObjectToObject(r, "body"), "error", cJSON_Duplicate(err, 1));
         } else {
             cJSON *e = cJSON_AddObjectToObject(line, "error");
             cJSON_AddStringToObject(e, "code", "error");
@@ -438,39 +395,30 @@ static cJSON *gemini_as_openai(cJSON *op) {
     return op;
 }
 
-static cJSON *poll_to_end(Run *r, const char *id) {
+// One poll of a batch: its state in OpenAI's terms (a "status" always there), or NULL when it could not be read. Its
+// state and counts are said on stderr when they changed since the last poll.
+static cJSON *poll_state(Run *r, Batch *b) {
     const char *fmt = r->p->wire == WIRE_ANTHROPIC ? "/v1/messages/batches/%s" : r->p->wire == WIRE_GEMINI ? "/v1beta/%s" : "/batches/%s";
-    char *u = url_of(&r->api, fmt, id), last[160] = "";
-    for (;;) {
-        cJSON *got = api_json(&r->api, "GET", u, NULL);
-        cJSON *b = r->p->wire == WIRE_GEMINI ? gemini_as_openai(got) : as_openai_state(got);
-        const char *s = str_of(b, "status");
-        if (!s) {
-            if (b) ld_set_error("batch %s: a state without a status", id);
-            cJSON_Delete(b);
-            free(u);
-            return NULL;
-        }
-        const cJSON *rc = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
-        char now[160];
-        snprintf(now, sizeof now, "%s, %.0f of %.0f done, %.0f failed", s,
-                 cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "completed")),
-                 cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "total")),
-                 cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "failed")));
-        if (strcmp(now, last)) fprintf(stderr, "batch: %s %s\n", id, now), snprintf(last, sizeof last, "%s", now);
-        if (!strcmp(s, "completed") || !strcmp(s, "expired") || !strcmp(s, "failed") || !strcmp(s, "cancelled")) {
-            free(u);
-            return b;
-        }
-        cJSON_Delete(b);
-        if (ld_time_s() > r->deadline) {
-            ld_set_error("batch %s is still %s after the stage's wait (service.batch_deadline_h): rerun to attach to it again", id, s);
-            free(u);
-            return NULL;
-        }
-        nanosleep(&(struct timespec){(time_t)r->p->batch_poll_s, (long)(fmod(r->p->batch_poll_s, 1) * 1e9)}, NULL);
+    char *u = url_of(&r->api, fmt, b->id);
+    cJSON *got = api_json(&r->api, "GET", u, NULL);
+    free(u);
+    cJSON *st = r->p->wire == WIRE_GEMINI ? gemini_as_openai(got) : as_openai_state(got);
+    const char *s = str_of(st, "status");
+    if (!s) {
+        if (st) ld_set_error("batch %s: a state without a status", b->id);
+        cJSON_Delete(st);
+        return NULL;
     }
+    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(st, "request_counts");
+    char now[sizeof b->said];
+    snprintf(now, sizeof now, "%s, %.0f of %.0f done, %.0f failed", s, cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "completed")),
+             cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "total")),
+             cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(rc, "failed")));
+    if (strcmp(now, b->said)) fprintf(stderr, "batch: %s %s\n", b->id, now), snprintf(b->said, sizeof b->said, "%s", now);
+    return st;
 }
+
+static int has_ended(const char *s) { return !strcmp(s, "completed") || !strcmp(s, "expired") || !strcmp(s, "failed") || !strcmp(s, "cancelled"); }
 
 int batch_results_parse(const ProviderConfig *p, int repair_utf8, char *text, const char *batch_id, BatchResultFn fn, void *ctx) {
     for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
@@ -577,17 +525,17 @@ static int read_results(Run *r, const char *file, Settling *s, const char *batch
     return rc;
 }
 
-// Waits for a submitted batch's end and settles what it answered, reading every result file; only then is it marked
-// read ("ended"), so a download that fails leaves it to be read again by the rerun. The requests it left unanswered
-// stay open (for the caller to resubmit); a failed or cancelled batch settles them failed and fails the stage.
-static int finish_batch(Run *r, const char *bkey, const char *id, Req **qs, int m) {
-    cJSON *b = poll_to_end(r, id);
-    if (!b) return -1;
+// Settles what an ended batch answered (its state b), reading every result file; only then is it marked read
+// ("ended"), so a download that fails leaves it to be read again by the rerun. The requests it left unanswered stay
+// open (for the caller to resubmit); a failed or cancelled batch settles them failed and fails the stage.
+static int finish_batch(Run *r, Batch *bt, const cJSON *b) {
+    const char *id = bt->id;
+    int m = bt->m;
     Req **sorted = ld_xmalloc(sizeof(Req *) * (size_t)(m + 1));
-    memcpy(sorted, qs, sizeof(Req *) * (size_t)m);
+    memcpy(sorted, bt->qs, sizeof(Req *) * (size_t)m);
     qsort(sorted, (size_t)m, sizeof(Req *), cmp_req_key);
     Settling set = {r, sorted, m, NULL, 0, 0, 0};
-    set.order = cache_batch_members(r->cache, bkey, &set.n_order);
+    set.order = cache_batch_members(r->cache, bt->bkey, &set.n_order);
     const char *status = str_of(b, "status");
     int rc = 0;
     static const char *const files[] = {"output_file_id", "error_file_id", "results_url"};
@@ -610,16 +558,15 @@ static int finish_batch(Run *r, const char *bkey, const char *id, Req **qs, int 
         snprintf(why, sizeof why, "batch %s %s%s%s", id, !strcmp(status, "failed") ? "failed" : "was cancelled",
                  str_of(e0, "message") ? ": " : "", str_of(e0, "message") ? str_of(e0, "message") : "");
         for (int i = 0; i < m; i++)
-            if (!qs[i]->settled) settle_req(r, qs[i], JOB_FAILED, NULL, 0, why);
-        cache_batch_put(r->cache, bkey, id, "ended"), note(r, id, status);
+            if (!bt->qs[i]->settled) settle_req(r, bt->qs[i], JOB_FAILED, NULL, 0, why);
+        cache_batch_put(r->cache, bt->bkey, id, "ended"), note(r, id, status);
         ld_set_error("%s", why);  // the stage fails: no silent partial result, nothing resubmitted
         rc = -1;
     } else if (!rc) {
-        cache_batch_put(r->cache, bkey, id, "ended"), note(r, id, status);
+        cache_batch_put(r->cache, bt->bkey, id, "ended"), note(r, id, status);
     }
     for (int i = 0; i < set.n_order; i++) free(set.order[i]);
     free(set.order), free(sorted);
-    cJSON_Delete(b);
     return rc;
 }
 
@@ -633,9 +580,20 @@ static char *fresh_batch_key(Run *r, Req **qs, int m, int attempt) {
     }
 }
 
-// Sends these requests as one batch (its requests recorded first, so a rerun finds it whatever happens next), then
-// finishes it.
-static int one_batch(Run *r, Req **qs, int m, int attempt) {
+static Batch batch_of(char *bkey, char *id, Req **qs, int m) {
+    Batch b = {bkey, id, ld_xmalloc(sizeof(Req *) * (size_t)(m + 1)), m, 0, ""};
+    memcpy(b.qs, qs, sizeof(Req *) * (size_t)m);
+    return b;
+}
+
+static void batches_free(Batch *bs, int nb) {
+    for (int i = 0; i < nb; i++) free(bs[i].bkey), free(bs[i].id), free(bs[i].qs);
+    free(bs);
+}
+
+// Sends these requests as one batch, its requests recorded first so a rerun finds it whatever happens next; *b the
+// batch, to be waited for with the others.
+static int submit_batch(Run *r, Req **qs, int m, int attempt, Batch *b) {
     char *bkey = fresh_batch_key(r, qs, m, attempt), **keys = ld_xmalloc(sizeof(char *) * (size_t)(m + 1));
     for (int i = 0; i < m; i++) keys[i] = qs[i]->key;
     int rc = cache_batch_add_members(r->cache, bkey, keys, m);
@@ -645,21 +603,170 @@ static int one_batch(Run *r, Req **qs, int m, int attempt) {
                : w == WIRE_ANTHROPIC ? submit_anthropic(r, qs, m, bkey)
                : w == WIRE_GEMINI    ? submit_gemini(r, qs, m, bkey)
                                      : submit_openai(r, qs, m, bkey);
-    rc = id ? finish_batch(r, bkey, id, qs, m) : -1;
-    free(id), free(bkey);
+    if (!id) return free(bkey), -1;
+    *b = batch_of(bkey, id, qs, m);
+    return 0;
+}
+
+// Polls every batch, one round of polls every batch_poll_s, until each has ended; each is read as it ends. All of
+// them run at the provider at once, so the stage waits about one batch's time, not the sum: with a 24 h window, N
+// batches one after another would run into the deadline. A batch that fails, is cancelled or cannot be read stops
+// the wait with its error; the others stay recorded, and the rerun attaches to them.
+static int wait_batches(Run *r, Batch *bs, int nb) {
+    for (int ended = 0, said = -1;;) {
+        const Batch *open = NULL;
+        for (int i = 0; i < nb; i++) {
+            if (bs[i].ended) continue;
+            cJSON *st = poll_state(r, &bs[i]);
+            if (!st) return -1;
+            int rc = 0;
+            if (has_ended(str_of(st, "status")))
+                bs[i].ended = 1, ended++, rc = finish_batch(r, &bs[i], st);
+            else if (!open)
+                open = &bs[i];
+            cJSON_Delete(st);
+            if (rc) return -1;
+        }
+        if (nb > 1 && ended != said) fprintf(stderr, "batch: %d of %d batches ended\n", ended, nb), said = ended;
+        if (!open) return 0;
+        if (ld_time_s() > r->deadline) {
+            ld_set_error("batch %s is still %.*s after the stage's wait (service.batch_deadline_h), %d batch(es) open: rerun to "
+                         "attach to them again",
+                         open->id, (int)strcspn(open->said, ","), open->said, nb - ended);
+            return -1;
+        }
+        nanosleep(&(struct timespec){(time_t)r->p->batch_poll_s, (long)(fmod(r->p->batch_poll_s, 1) * 1e9)}, NULL);
+    }
+}
+
+// ---- a batch whose id a kill left unrecorded, found in the provider's batch list --------------------------------
+
+// One batch of the list: nonzero when the reading can stop (what was looked for is known).
+typedef int (*ListedFn)(void *ctx, const cJSON *batch);
+
+// Where the next page of the list starts (OpenAI has_more/last_id, Anthropic has_more/last_id, Gemini
+// nextPageToken); NULL on the last page, "" when there is one but the page does not say where.
+static const char *next_page(WireFormat w, const cJSON *list, const cJSON *items) {
+    if (w == WIRE_GEMINI) return str_of(list, "nextPageToken") && *str_of(list, "nextPageToken") ? str_of(list, "nextPageToken") : NULL;
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(list, "has_more"))) return NULL;
+    const char *tail = str_of(cJSON_GetArrayItem(items, cJSON_GetArraySize(items) - 1), "id");
+    return str_of(list, "last_id") ? str_of(list, "last_id") : tail ? tail : "";
+}
+
+// Every page of the provider's batch list (newest first), each batch given to fn until it says stop. -1 when a page
+// could not be read, after retries: the batch looked for may be on a page not read, so "not there" is only known of a
+// list read to its end.
+static int each_listed(Run *r, ListedFn fn, void *ctx) {
+    WireFormat w = r->p->wire;
+    const char *first = w == WIRE_ANTHROPIC ? "/v1/messages/batches?limit=100" : w == WIRE_GEMINI ? "/v1beta/batches?pageSize=100" : "/batches?limit=100";
+    const char *param = w == WIRE_ANTHROPIC ? "&after_id=" : w == WIRE_GEMINI ? "&pageToken=" : "&after=";
+    char *cursor = NULL;
+    int rc = 0;
+    for (int stop = 0; !stop;) {
+        char *esc = cursor ? curl_easy_escape(NULL, cursor, 0) : NULL;
+        size_t n = strlen(r->p->base_url) + strlen(first) + strlen(param) + (esc ? strlen(esc) : 0) + 1;
+        char *u = ld_xmalloc(n);
+        snprintf(u, n, "%s%s%s%s", r->p->base_url, first, esc ? param : "", esc ? esc : "");
+        curl_free(esc);
+        cJSON *list = api_json(&r->api, "GET", u, NULL);
+        free(u);
+        if (!list) {
+            rc = -1;
+            break;
+        }
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(list, w == WIRE_GEMINI ? "operations" : "data");
+        for (const cJSON *b = items ? items->child : NULL; b && !stop; b = b->next) stop = fn(ctx, b);
+        const char *next = stop ? NULL : next_page(w, list, items);
+        if (next && (!*next || (cursor && !strcmp(next, cursor)))) {  // a page that leads nowhere new: the rest unknown
+            ld_set_error("batch: the provider's batch list says it goes on but not where");
+            rc = -1, next = NULL;
+        }
+        free(cursor), cursor = next ? ld_xstrdup(next) : NULL;
+        cJSON_Delete(list);
+        stop |= !cursor;
+    }
+    free(cursor);
+    return rc;
+}
+
+// OpenAI by the metadata its batches carry, Gemini by the display name carrying the requests' hash.
+typedef struct {
+    WireFormat w;
+    const char *want;
+    char *id;
+} ByName;
+
+static int named(void *ctx, const cJSON *b) {
+    ByName *s = ctx;
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(b, "metadata");
+    const char *name = s->w == WIRE_GEMINI ? (str_of(md, "displayName") ? str_of(md, "displayName") : str_of(md, "display_name"))
+                                           : str_of(md, "llamaduo_batch");
+    const char *id = str_of(b, s->w == WIRE_GEMINI ? "name" : "id");
+    if (name && id && !strcmp(name, s->want)) s->id = ld_xstrdup(id);
+    return s->id != NULL;
+}
+
+// Anthropic batches carry no metadata: one killed between its creation and its record is found by its size among
+// the batches created since the "submitting@TIME" mark, and only when exactly one fits.
+typedef struct {
+    time_t from;
+    int m, fits;
+    char *id;
+} BySize;
+
+static int sized(void *ctx, const cJSON *b) {
+    BySize *s = ctx;
+    const char *created = str_of(b, "created_at");
+    if (created && utc_seconds(created) < s->from) return 1;  // newest first: every batch after it is older still
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
+    double total = 0;
+    for (const cJSON *k = c ? c->child : NULL; k; k = k->next) total += cJSON_GetNumberValue(k);
+    if (!created || total != s->m || !str_of(b, "id")) return 0;
+    if (!s->fits++) s->id = ld_xstrdup(str_of(b, "id"));
+    return 0;
+}
+
+// The id of a batch of m requests that was sent (state "submitting", or "submitting@TIME") but whose id a kill left
+// unrecorded: *id NULL when the whole list was read and it is not there, so it was never created. A list that could
+// not be read, or several batches that fit, are errors: sending the requests again could pay for them twice.
+static int find_listed(Run *r, const char *bkey, const char *state, int m, char **id) {
+    char want[80];
+    snprintf(want, sizeof want, "%s%.*s", r->p->wire == WIRE_GEMINI ? "llamaduo-" : "", r->p->wire == WIRE_GEMINI ? 40 : 64, bkey);
+    ByName byname = {r->p->wire, want, NULL};
+    const char *since = strchr(state, '@') ? strchr(state, '@') + 1 : "";
+    BySize bysize = {utc_seconds(since) - 120, m, 0, NULL};  // the provider's clock may run behind this machine's
+    int anthropic = r->p->wire == WIRE_ANTHROPIC;
+    int rc = anthropic ? each_listed(r, sized, &bysize) : each_listed(r, named, &byname);
+    *id = anthropic ? bysize.id : byname.id;
+    if (rc) {
+        char why[300];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        ld_set_error("batch: a batch of %d requests was sent before the run stopped, its id not recorded, and the provider's "
+                     "batch list could not be read to look for it (%s): nothing is sent again until it can be; rerun later",
+                     m, why);
+    } else if (anthropic && bysize.fits > 1) {
+        ld_set_error("batch: a batch of %d requests was sent but its id not recorded, and several of the provider's batches "
+                     "fit it: look at them in the provider's console (and cancel the extra one) before rerunning",
+                     m);
+        rc = -1;
+    }
+    if (rc) free(*id), *id = NULL;
     return rc;
 }
 
 // Before anything is sent: every batch not yet read that holds one of these open requests (a run killed while it
-// waited, whatever the attempt or the split) is found again and read. One whose id a kill left unrecorded is looked
-// up in the provider's list; one that was never sent is dropped, its requests staying open.
+// waited, whatever the attempt or the split) is found again, and they are all waited for together and read. One
+// whose id a kill left unrecorded is looked up in the provider's list; one that was never sent is dropped, its
+// requests staying open.
 static int attach_pending(Run *r, Req *qs, int nq) {
     Req **sorted = ld_xmalloc(sizeof(Req *) * (size_t)(nq + 1));
     for (int i = 0; i < nq; i++) sorted[i] = &qs[i];
     qsort(sorted, (size_t)nq, sizeof(Req *), cmp_req_key);
-    int rc = 0;
+    char *taken = ld_xcalloc((size_t)nq + 1, 1);  // in a batch found already: its batch is not looked up again
+    Batch *bs = ld_xmalloc(sizeof(Batch) * (size_t)(nq + 1));
+    int rc = 0, nb = 0;
     for (int i = 0; i < nq && !rc; i++) {
-        char *bkey = qs[i].settled ? NULL : cache_batch_of(r->cache, qs[i].key);
+        char *bkey = qs[i].settled || taken[i] ? NULL : cache_batch_of(r->cache, qs[i].key);
         if (!bkey) continue;
         int nk;
         char **keys = cache_batch_members(r->cache, bkey, &nk), *state = NULL, *id = cache_batch_get(r->cache, bkey, &state);
@@ -667,34 +774,24 @@ static int attach_pending(Run *r, Req *qs, int nq) {
         int g = 0;
         for (int k = 0; k < nk; k++) {
             Req *q = find_req(sorted, nq, keys[k]);
-            if (q && !q->settled) group[g++] = q;
+            if (q && !q->settled && !taken[q - qs]) group[g++] = q, taken[q - qs] = 1;
         }
         if (id && !*id) {  // killed between sending it and recording its id
-            int ambiguous = 0;
             free(id);
-            id = r->p->wire == WIRE_ANTHROPIC ? find_listed_anthropic(r, strchr(state, '@') ? strchr(state, '@') + 1 : "", nk, &ambiguous)
-                 : r->p->wire == WIRE_GEMINI  ? find_listed_gemini(r, bkey)
-                                              : find_listed(r, bkey);
-            if (ambiguous) {
-                ld_set_error(
-                    "batch: a batch of %d requests was sent but its id not recorded, and several of the provider's batches "
-                    "fit it: look at them in the provider's console (and cancel the extra one) before rerunning",
-                    nk);
-                rc = -1;
-            } else if (id) {
-                cache_batch_put(r->cache, bkey, id, "submitted");  // found: recorded at once, a second kill needs no search
-            } else {
-                cache_batch_put(r->cache, bkey, "", "ended");  // never created: its requests go in a new batch
-            }
+            rc = find_listed(r, bkey, state, nk, &id);
+            if (!rc)  // found: recorded at once, a second kill needs no search; or never created: in a new batch
+                cache_batch_put(r->cache, bkey, id ? id : "", id ? "submitted" : "ended");
         }
         if (!rc && id && *id && g) {
             fprintf(stderr, "batch: attaching to %s (submitted before, %d request(s) still open)\n", id, g);
-            rc = finish_batch(r, bkey, id, group, g);
+            bs[nb++] = batch_of(bkey, id, group, g), bkey = id = NULL;
         }
         for (int k = 0; k < nk; k++) free(keys[k]);
         free(keys), free(group), free(id), free(state), free(bkey);
     }
-    free(sorted);
+    if (!rc && nb) rc = wait_batches(r, bs, nb);
+    batches_free(bs, nb);
+    free(sorted), free(taken);
     return rc;
 }
 
@@ -751,12 +848,13 @@ static int batch_size(const ProviderConfig *p, Req **qs, int left) {
 // The budget (service.budget_usd, run.budget_usd): a batch whose requests could cost more than what is left (each
 // at its prompt's size, 4 bytes a token, and the reply at max_tokens, at the batch price) is not submitted; its
 // requests are skipped as a synchronous call skips them. (A batch found again by attach_pending was paid for then.)
-static int over_budget(Run *r, Req **qs, int m) {
+// *reserved: what the batches submitted in this round, not yet read, could cost; this one's added when it goes.
+static int over_budget(Run *r, Req **qs, int m, double *reserved) {
     if (r->lim->budget_usd <= 0) return 0;
     double est = 0;
     for (int i = 0; i < m; i++) est += provider_cost(r->p, (long)strlen(qs[i]->body) / 4 + 1, r->p->max_tokens) * r->p->batch_price_factor;
-    double left = r->lim->budget_usd - r->lim->spent_before_usd - r->st->new_cost_usd;
-    if (est <= left) return 0;
+    double left = r->lim->budget_usd - r->lim->spent_before_usd - r->st->new_cost_usd - *reserved;
+    if (est <= left) return *reserved += est, 0;
     char why[200];
     snprintf(why, sizeof why, "skipped: the budget has $%.4f left, a batch of %d request(s) could cost $%.4f", left > 0 ? left : 0, m, est);
     for (int i = 0; i < m; i++) settle_req(r, qs[i], JOB_SKIPPED_BUDGET, NULL, 0, why);
@@ -823,11 +921,18 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
         for (int i = 0; i < nq; i++)
             if (!qs[i].settled) open[m++] = &qs[i];
         if (m && attempt) fprintf(stderr, "batch: %d request(s) left unanswered: submitted again (attempt %d)\n", m, attempt + 1);
+        // every batch submitted (and recorded) first, then all waited for together
+        Batch *bs = ld_xmalloc(sizeof(Batch) * (size_t)(m + 1));
+        int nb = 0;
+        double reserved = 0;
         for (int s = 0, k; s < m && rc == 0; s += k) {
             k = batch_size(p, open + s, m - s);
-            if (over_budget(&r, open + s, k)) continue;
-            rc = one_batch(&r, open + s, k, attempt);
+            if (over_budget(&r, open + s, k, &reserved)) continue;
+            rc = submit_batch(&r, open + s, k, attempt, &bs[nb]);
+            nb += rc == 0;
         }
+        if (rc == 0 && nb) rc = wait_batches(&r, bs, nb);
+        batches_free(bs, nb);
         free(open);
         if (!m || p->batch_unanswered != 1) break;
     }

@@ -3,10 +3,12 @@
 // a batch created on it with /batches (metadata names the requests' hash), polled, then its output and error files
 // read back, in any order, by custom_id (the request's cache key: no content). Anthropic's Message Batches: the
 // requests in one POST /v1/messages/batches, polled on processing_status, the results read from results_url. Gemini's
-// batch mode: inline requests to models/*:batchGenerateContent, a long-running operation, the responses inline. Every batch is recorded in the
-// response cache before its first poll (and marked "submitting" before its upload), so a run killed while waiting
+// batch mode: inline requests to models/*:batchGenerateContent, a long-running operation, the responses inline. A call's
+// batches (split at batch_max_requests or the provider's size limit) are all submitted, then polled together until each
+// has ended. Every batch is recorded in the response cache before its first poll (and marked "submitting" before its upload), so a run killed while waiting
 // attaches to its batches when rerun — found by id, or in the provider's batch list (by metadata at OpenAI, display
-// name at Gemini, size and creation time at Anthropic, which keeps no metadata) — and nothing is paid twice. Replies already in the cache are not submitted; each reply is committed to the cache as it is read.
+// name at Gemini, size and creation time at Anthropic, which keeps no metadata; every page read, and a list that
+// cannot be read an error, not "never sent") — and nothing is paid twice. Replies already in the cache are not submitted; each reply is committed to the cache as it is read.
 // An expired or partly failed batch keeps what finished and submits the rest again (service.batch_unanswered); a
 // failed or cancelled one is a clear error. Costs are counted at the batch price (service.batch_price_factor).
 #pragma once

@@ -12,16 +12,58 @@ BATCH:failed refusing the batch at creation as Anthropic refuses an invalid one.
 /v1beta/models/{model}:batchGenerateContent (inline requests, each with metadata.key), GET /v1beta/batches/{id} (a
 long-running operation: BATCH_STATE_PENDING, RUNNING, then its end with the responses inline), GET /v1beta/batches
 (the list); BATCH:failed ends in BATCH_STATE_FAILED with an error; BATCH:nokeys answers without the metadata keys, in
-request order."""
+request order; BATCH:refused answers every third request with a 400 on every wire. BATCH:slow holds a batch in its
+first state until SLOW_S seconds after its creation (batches that overlap in time, or outlast a deadline).
+Every batch's results, when made, are logged ("results": the custom_id and body hash of each request answered), so
+a test counts requests answered twice across batches and synchronous calls. The lists come in pages of PAGE_SIZE,
+newest first (OpenAI after / has_more / last_id, Anthropic after_id / has_more / last_id, Gemini pageToken /
+nextPageToken); while the file FAIL_LISTS names exists, every list read gets a 503."""
 import json
+import os
 import random
 import re
 import threading
 import time
+from hashlib import sha256
+from urllib.parse import parse_qs
 
 LOCK = threading.Lock()
 FILES, BATCHES = {}, {}
 STAGES = ["validating", "in_progress", "finalizing"]
+PAGE_SIZE, FAIL_LISTS, SLOW_S = 100, None, 1.0  # set by fault_server.py's options
+
+
+def _held(batch):
+    """BATCH:slow: not yet allowed to move on."""
+    return any("BATCH:slow" in t for t in batch["texts"]) and time.time() - batch["t0"] < SLOW_S
+
+
+def _answered(log, bid, rows):
+    """The requests a batch answered (rows of (custom_id, raw body)), for counting what was answered twice."""
+    log({"batch_api": "results", "batch": bid, "custom_ids": [c for c, _ in rows],
+         "hashes": [sha256(raw).hexdigest()[:16] for _, raw in rows]})
+
+
+def _list(send, log, query, items, id_of, wire):
+    """One page of a batch list, newest first, as each provider pages it; a 503 while FAIL_LISTS exists."""
+    if FAIL_LISTS and os.path.exists(FAIL_LISTS):
+        send(503, {"error": {"message": "injected: the list is unavailable"}})
+        return
+    q = {k: v[0] for k, v in parse_qs(query).items()}
+    size = min(int(q.get("limit") or q.get("pageSize") or 20), PAGE_SIZE)
+    start = 0
+    after = q.get("after_id" if wire == "anthropic" else "after")
+    if wire == "gemini" and q.get("pageToken"):
+        start = int(q["pageToken"].split("/")[1].rstrip("="))  # "o/N=": a token that needs escaping in a URL
+    elif after:
+        start = next(i + 1 for i, x in enumerate(items) if id_of(x) == after)
+    page, more = items[start:start + size], start + size < len(items)
+    log({"batch_api": "list", "wire": wire, "start": start, "batches": len(page)})
+    if wire == "gemini":
+        send(200, {"operations": page, **({"nextPageToken": f"o/{start + size}="} if more else {})})
+    else:
+        send(200, {"object": "list", "data": page, "has_more": more, "first_id": id_of(page[0]) if page else None,
+                   "last_id": id_of(page[-1]) if page else None})
 
 
 def _multipart_file(raw, content_type):
@@ -54,7 +96,7 @@ def _end_of(batch):
     return "completed"
 
 
-def _finish(batch, reply, make_answer, hashlib):
+def _finish(batch, reply, make_answer, hashlib, log):
     """Writes the output and error files of a batch that has ended."""
     end = _end_of(batch) if batch["status"] != "cancelling" else "cancelled"
     out, err = [], []
@@ -74,6 +116,8 @@ def _finish(batch, reply, make_answer, hashlib):
         answer = make_answer(text, h)
         out.append({"id": f"r{i}", "custom_id": cid,
                     "response": {"status_code": 200, "body": reply("openai", answer, len(text) // 4 + 1)}, "error": None})
+    raw_of = {cid: raw for cid, _, raw in batch["requests"]}
+    _answered(log, batch["id"], [(r["custom_id"], raw_of[r["custom_id"]]) for r in out])
     random.Random(batch["id"]).shuffle(out)  # results come back in any order
     random.Random(batch["id"] + "e").shuffle(err)
     batch["status"] = {"completed": "completed", "partial": "completed", "refused": "completed", "expired": "expired",
@@ -90,34 +134,37 @@ def _finish(batch, reply, make_answer, hashlib):
 
 
 def _public(b):
-    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls")}
+    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls", "t0")}
 
 
 ANTHROPIC = {}
 
 
-def _anthropic_results(batch, reply, make_answer, hashlib):
+def _anthropic_results(batch, reply, make_answer, hashlib, log):
     end = _end_of(batch)
-    rows = []
+    rows, answered = [], []
     for i, (cid, body, raw) in enumerate(batch["requests"]):
         text = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
         if end in ("expired", "cancelled") and i % 2 == 1:
             rows.append({"custom_id": cid, "result": {"type": "expired" if end == "expired" else "canceled"}})
-        elif end == "partial" and i % 3 == 2:
+        elif end in ("partial", "refused") and i % 3 == 2:
+            kind = "api_error" if end == "partial" else "invalid_request_error"  # refused: the request itself is invalid
             rows.append({"custom_id": cid, "result": {"type": "errored", "error": {"type": "error",
-                         "error": {"type": "api_error", "message": "injected"}}}})
+                         "error": {"type": kind, "message": "injected"}}}})
         else:
             answer = make_answer(text, hashlib.sha256(raw).hexdigest()[:16])
             rows.append({"custom_id": cid, "result": {"type": "succeeded", "message": reply("anthropic", answer, len(text) // 4 + 1)}})
+            answered.append((cid, raw))
+    _answered(log, batch["id"], answered)
     random.Random(batch["id"]).shuffle(rows)
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 def _anthropic_public(b):
-    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls", "results")}
+    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls", "results", "t0")}
 
 
-def _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log, send):
+def _handle_anthropic(handler, method, p, query, raw, reply, make_answer, hashlib, log, send):
     if method == "POST" and p.endswith("/v1/messages/batches"):
         body = json.loads(raw)
         reqs = body.get("requests") or []
@@ -131,8 +178,10 @@ def _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log,
         ANTHROPIC[bid] = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
                           "request_counts": {"processing": len(reqs), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
                           "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()), "results_url": None,
-                          "requests": [(r["custom_id"], r["params"], raw) for r, raw in zip(reqs, raws)], "texts": texts, "polls": 0}
-        log({"batch_api": "create", "batch": bid, "requests": len(reqs)})
+                          "requests": [(r["custom_id"], r["params"], raw) for r, raw in zip(reqs, raws)], "texts": texts, "polls": 0,
+                          "t0": time.time()}
+        log({"batch_api": "create", "batch": bid, "requests": len(reqs),
+             "bodies": [r["params"] for r in reqs] if getattr(handler, "log_bodies", False) else None})
         send(200, _anthropic_public(ANTHROPIC[bid]))
         return True
     m = re.match(r".*/v1/messages/batches/([^/]+)/results$", p)
@@ -147,9 +196,9 @@ def _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log,
         if b is None:
             send(404, {"type": "error", "error": {"type": "not_found_error", "message": "no such batch"}})
             return True
-        b["polls"] += 1
+        b["polls"] += 0 if _held(b) else 1
         if b["processing_status"] == "in_progress" and b["polls"] >= 2:
-            b["results"] = _anthropic_results(b, reply, make_answer, hashlib)
+            b["results"] = _anthropic_results(b, reply, make_answer, hashlib, log)
             rows = [json.loads(l) for l in b["results"].decode().splitlines()]
             kinds = [r["result"]["type"] for r in rows]
             b["request_counts"] = {"processing": 0, "succeeded": kinds.count("succeeded"), "errored": kinds.count("errored"),
@@ -161,7 +210,7 @@ def _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log,
         send(200, _anthropic_public(b))
         return True
     if method == "GET" and p.endswith("/v1/messages/batches"):
-        send(200, {"data": [_anthropic_public(b) for b in reversed(list(ANTHROPIC.values()))], "has_more": False})
+        _list(send, log, query, [_anthropic_public(b) for b in reversed(list(ANTHROPIC.values()))], lambda b: b["id"], "anthropic")
         return True
     return False
 
@@ -169,24 +218,26 @@ def _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log,
 GEMINI = {}
 
 
-def _gemini_finish(b, reply, make_answer, hashlib):
+def _gemini_finish(b, reply, make_answer, hashlib, log):
     end = _end_of(b)
-    items = []
+    items, answered = [], []
     for i, (key, req, raw) in enumerate(b["requests"]):
         text = req["contents"][-1]["parts"][0]["text"]
         if end == "failed" or (end in ("expired", "cancelled") and i % 2 == 1):
             continue
-        if end == "partial" and i % 3 == 2:
-            items.append({"error": {"code": 500, "message": "injected"}, "metadata": {"key": key}})
+        if end in ("partial", "refused") and i % 3 == 2:  # refused: the request itself is invalid (a 400)
+            items.append({"error": {"code": 500 if end == "partial" else 400, "message": "injected"}, "metadata": {"key": key}})
             continue
         answer = make_answer(text, hashlib.sha256(raw).hexdigest()[:16])
         items.append({"response": reply("gemini", answer, len(text) // 4 + 1), "metadata": {"key": key}})
+        answered.append((key, raw))
+    _answered(log, b["name"], answered)
     if "BATCH:nokeys" in "\n".join(b["texts"]):  # as the real service has been seen to answer: no keys, in request order
         for x in items:
             x.pop("metadata", None)
     else:
         random.Random(b["name"]).shuffle(items)
-    state = {"completed": "SUCCEEDED", "partial": "SUCCEEDED", "expired": "EXPIRED", "failed": "FAILED", "cancelled": "CANCELLED"}[end]
+    state = {"completed": "SUCCEEDED", "partial": "SUCCEEDED", "refused": "SUCCEEDED", "expired": "EXPIRED", "failed": "FAILED", "cancelled": "CANCELLED"}[end]
     b["metadata"]["state"] = "BATCH_STATE_" + state
     b["metadata"]["batchStats"] = {"requestCount": str(len(b["requests"])), "successfulRequestCount": str(sum("response" in x for x in items)),
                                    "failedRequestCount": str(sum("error" in x for x in items))}
@@ -199,10 +250,10 @@ def _gemini_finish(b, reply, make_answer, hashlib):
 
 
 def _gemini_public(b):
-    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls")}
+    return {k: v for k, v in b.items() if k not in ("requests", "texts", "polls", "t0")}
 
 
-def _handle_gemini(handler, method, p, raw, reply, make_answer, hashlib, log, send):
+def _handle_gemini(handler, method, p, query, raw, reply, make_answer, hashlib, log, send):
     m = re.match(r".*/v1beta/models/([^/:]+):batchGenerateContent$", p)
     if method == "POST" and m:
         batch = json.loads(raw)["batch"]
@@ -213,8 +264,9 @@ def _handle_gemini(handler, method, p, raw, reply, make_answer, hashlib, log, se
                                                    "model": "models/" + m.group(1), "displayName": batch.get("display_name"),
                                                    "state": "BATCH_STATE_PENDING", "batchStats": {"requestCount": str(len(reqs))}},
                         "requests": [(r["metadata"]["key"], r["request"], raw) for r, raw in zip(reqs, raws)],
-                        "texts": [r["request"]["contents"][-1]["parts"][0]["text"] for r in reqs], "polls": 0}
-        log({"batch_api": "create", "batch": name, "requests": len(reqs)})
+                        "texts": [r["request"]["contents"][-1]["parts"][0]["text"] for r in reqs], "polls": 0, "t0": time.time()}
+        log({"batch_api": "create", "batch": name, "requests": len(reqs),
+             "bodies": [r["request"] for r in reqs] if getattr(handler, "log_bodies", False) else None})
         send(200, _gemini_public(GEMINI[name]))
         return True
     m = re.match(r".*/v1beta/(batches/[^/]+)$", p)
@@ -223,19 +275,19 @@ def _handle_gemini(handler, method, p, raw, reply, make_answer, hashlib, log, se
         if b is None:
             send(404, {"error": {"code": 404, "message": "no such batch", "status": "NOT_FOUND"}})
             return True
-        b["polls"] += 1
-        if not b.get("done"):
+        b["polls"] += 0 if _held(b) else 1
+        if not b.get("done") and b["polls"]:
             if b["polls"] == 1:
                 b["metadata"]["state"] = "BATCH_STATE_RUNNING"
             else:
-                _gemini_finish(b, reply, make_answer, hashlib)
+                _gemini_finish(b, reply, make_answer, hashlib, log)
         log({"batch_api": "poll", "batch": b["name"], "status": b["metadata"]["state"]})
         if b.get("done"):
             log({"batch_api": "download", "batch": b["name"]})
         send(200, _gemini_public(b))
         return True
     if method == "GET" and p.endswith("/v1beta/batches"):
-        send(200, {"operations": [_gemini_public(b) for b in reversed(list(GEMINI.values()))]})
+        _list(send, log, query, [_gemini_public(b) for b in reversed(list(GEMINI.values()))], lambda b: b["name"], "gemini")
         return True
     return False
 
@@ -249,12 +301,12 @@ def handle(handler, method, path, raw, reply, make_answer, hashlib, log):
         handler.send_header("Content-Length", str(len(payload)))
         handler.end_headers()
         handler.wfile.write(payload)
-    p = path.split("?")[0]
+    p, _, query = path.partition("?")
     with LOCK:
         if "/v1/messages/batches" in p:
-            return _handle_anthropic(handler, method, p, raw, reply, make_answer, hashlib, log, send)
+            return _handle_anthropic(handler, method, p, query, raw, reply, make_answer, hashlib, log, send)
         if "/v1beta/" in p and ("batches" in p or ":batchGenerateContent" in p):
-            return _handle_gemini(handler, method, p, raw, reply, make_answer, hashlib, log, send)
+            return _handle_gemini(handler, method, p, query, raw, reply, make_answer, hashlib, log, send)
         if method == "POST" and p.endswith("/v1/files"):
             purpose, data = _multipart_file(raw, handler.headers.get("Content-Type", ""))
             if purpose != "batch" or data is None:
@@ -281,7 +333,7 @@ def handle(handler, method, path, raw, reply, make_answer, hashlib, log):
                             "request_counts": {"total": len(reqs), "completed": 0, "failed": 0},
                             "requests": [(r["custom_id"], r["body"], raw) for r, raw in zip(reqs, raws)],
                             "texts": [[m for m in r["body"]["messages"] if m["role"] == "user"][-1]["content"] for r in reqs],
-                            "polls": 0}
+                            "polls": 0, "t0": time.time()}
             log({"batch_api": "create", "batch": bid, "requests": len(reqs),
                  "bodies": [r["body"] for r in reqs] if getattr(handler, "log_bodies", False) else None})
             send(200, _public(BATCHES[bid]))
@@ -297,17 +349,17 @@ def handle(handler, method, path, raw, reply, make_answer, hashlib, log):
             if b is None:
                 send(404, {"error": {"message": "no such batch"}})
                 return True
-            if b["status"] in STAGES or b["status"] == "cancelling":
+            if (b["status"] in STAGES or b["status"] == "cancelling") and not _held(b):
                 b["polls"] += 1
                 if b["status"] != "cancelling" and b["polls"] < len(STAGES):
                     b["status"] = STAGES[b["polls"]]
                 else:
-                    _finish(b, reply, make_answer, hashlib)
+                    _finish(b, reply, make_answer, hashlib, log)
             log({"batch_api": "poll", "batch": b["id"], "status": b["status"]})
             send(200, _public(b))
             return True
         if method == "GET" and p.endswith("/v1/batches"):
-            send(200, {"object": "list", "data": [_public(b) for b in reversed(list(BATCHES.values()))], "has_more": False})
+            _list(send, log, query, [_public(b) for b in reversed(list(BATCHES.values()))], lambda b: b["id"], "openai")
             return True
         m = re.match(r".*/v1/files/([^/]+)/content$", p)
         if method == "GET" and m:

@@ -19,8 +19,10 @@ object with scores made from the request hash; anything else gets {"echo": hash}
 attempt number, fault and whether it was answered, the requests in flight and whether the key header
 matched --expect-key (the key itself is never written).
 OpenAI requests with "stream": true get server-sent events (the answer in three pieces, then [DONE]); the legacy
-/v1/completions is answered too. The OpenAI Batch API is served too (tests/fault_batches.py).
+/v1/completions is answered too. The three batch APIs are served too (tests/fault_batches.py); with --log-bodies a
+batch's creation logs the bodies of its requests.
 Usage: fault_server.py --port-file FILE --log FILE [--port N] [--log-bodies] [--latency S] [--slow S] [--expect-key-env NAME] [--liveness S]
+       [--batch-page-size N] [--batch-slow S] [--fail-lists FILE]
 """
 import argparse
 import hashlib
@@ -33,7 +35,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import fault_batches  # the OpenAI Batch API (files, batches, polls, results)
+import fault_batches  # the batch APIs (OpenAI files and batches, Anthropic Message Batches, Gemini batch mode)
 
 LOCK = threading.Lock()
 ATTEMPTS = {}
@@ -311,7 +313,11 @@ def main():
     ap.add_argument("--expect-key-env", default=None)
     ap.add_argument("--liveness", type=float, default=0.0,
                     help="seconds to watch a client after a clean answer before counting it as received")
+    ap.add_argument("--batch-page-size", type=int, default=100, help="the most batches one page of a batch list holds")
+    ap.add_argument("--batch-slow", type=float, default=1.0, help="BATCH:slow: seconds a batch stays in its first state")
+    ap.add_argument("--fail-lists", default=None, help="while this file exists, every batch list read gets a 503")
     ARGS = ap.parse_args()
+    fault_batches.PAGE_SIZE, fault_batches.SLOW_S, fault_batches.FAIL_LISTS = ARGS.batch_page_size, ARGS.batch_slow, ARGS.fail_lists
     class Server(ThreadingHTTPServer):
         request_queue_size = 512  # many clients connect at once: the default backlog of 5 drops SYNs
 

@@ -9,7 +9,7 @@
 source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-b47c0e12"
 
-fault_server service
+fault_server service --batch-page-size 2 --batch-slow 2 --fail-lists "$T/fail-lists"  # lists read page by page
 
 for i in $(seq 10); do
   echo "{\"id\": \"s$i\", \"messages\": [{\"role\": \"user\", \"content\": \"Convert day $i of May 2024 to ISO format\"}, {\"role\": \"assistant\", \"content\": \"2024-05-$(printf %02d "$i")\"}]}"
@@ -104,22 +104,38 @@ PY
 done
 cp "$T/openai-batch.yaml" "$T/batch.yaml"; cp "$T/openai-sync.yaml" "$T/sync.yaml"
 
-# killed while waiting: the rerun attaches to the batch (found in the cache) and submits nothing new
-config "$T/kill.yaml" true ""
-sed -i 's/batch_poll_s: 0.05/batch_poll_s: 1/' "$T/kill.yaml"
-sed 's/"text": "answer/"text": "killed: answer/' "$T/answers.jsonl" >"$T/answers-kill.jsonl"  # requests no other test sent
-"$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill1.out" 2>&1 &
-pid=$!
-for _ in $(seq 100); do grep -q "submitted" "$T/kill1.out" 2>/dev/null && break; sleep 0.05; done
-kill -9 $pid; wait $pid 2>/dev/null
-n_create=$(grep -c '"create"' "$T/service.log")
-"$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill2.out" 2>&1 &&
-  grep -q "attaching to batch-" "$T/kill2.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
-  [ "$(grep -c '"valid":true' "$T/kill/judge.jsonl")" = 24 ] &&
-  ok "killed while waiting, the rerun attaches to its batch: no new submission" || bad "attach: $(tail -3 "$T/kill2.out")"
-n_create=$(grep -c '"create"' "$T/service.log")
-"$BIN" judge --config "$T/kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill.jsonl" --out-dir "$T/kill" >"$T/kill3.out" 2>&1 &&
-  [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && ok "a rerun after the batch ended is answered from the cache" || bad "rerun: $(tail -2 "$T/kill3.out")"
+# killed -9 while waiting on five batches, on each wire: the rerun attaches to all of them (found in the cache),
+# creates no batch, and no request is answered twice (the fault server logs each batch's answers and each call)
+for wire in openai anthropic gemini; do
+  sed 's/batch_poll_s: 0.05/batch_poll_s: 1\n  batch_max_requests: 5/' "$T/$wire-batch.yaml" >"$T/$wire-kill.yaml"
+  sed "s/\"text\": \"answer/\"text\": \"killed $wire: answer/" "$T/answers.jsonl" >"$T/answers-kill-$wire.jsonl"  # requests no other test sent
+  from=$(wc -l <"$T/service.log")
+  "$BIN" judge --config "$T/$wire-kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill-$wire.jsonl" --out-dir "$T/$wire-kill" \
+    >"$T/$wire-kill1.out" 2>&1 &
+  pid=$!
+  for _ in $(seq 200); do [ "$(grep -c "submitted (" "$T/$wire-kill1.out" 2>/dev/null)" = 5 ] && break; sleep 0.05; done
+  kill -9 $pid; wait $pid 2>/dev/null
+  n_create=$(grep -c '"create"' "$T/service.log")
+  "$BIN" judge --config "$T/$wire-kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill-$wire.jsonl" --out-dir "$T/$wire-kill" \
+    >"$T/$wire-kill2.out" 2>&1 && [ "$(grep -c "attaching to" "$T/$wire-kill2.out")" = 5 ] &&
+    [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] && [ "$(grep -c '"valid":true' "$T/$wire-kill/judge.jsonl")" = 24 ] &&
+    python3 - "$T/service.log" "$from" <<'PY' && ok "$wire: killed -9 while waiting on 5 batches, the rerun attaches to all: 0 new batches, 0 requests answered twice" ||
+import json, sys
+log = [json.loads(l) for l in open(sys.argv[1]).readlines()[int(sys.argv[2]):]]
+creates = [e for e in log if e.get("batch_api") == "create"]
+ids = [c for e in log if e.get("batch_api") == "results" for c in e["custom_ids"]]
+hashes = [h for e in log if e.get("batch_api") == "results" for h in e["hashes"]]
+calls = [e["hash"] for e in log if "batch_api" not in e and e.get("answered")]
+assert len(creates) == 5 and sum(e["requests"] for e in creates) == 24, creates
+assert len(ids) == 24 and len(set(ids)) == 24 and len(set(hashes)) == 24, (len(ids), len(set(ids)))
+assert not calls, calls  # nothing batched went out synchronously either
+PY
+    bad "$wire kill: $(tail -3 "$T/$wire-kill2.out")"
+  n_create=$(grep -c '"create"' "$T/service.log")
+  "$BIN" judge --config "$T/$wire-kill.yaml" --test "$T/test.jsonl" --answers "$T/answers-kill-$wire.jsonl" --out-dir "$T/$wire-kill" \
+    >"$T/$wire-kill3.out" 2>&1 && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+    ok "$wire: a rerun after the batches ended is answered from the cache" || bad "$wire rerun: $(tail -2 "$T/$wire-kill3.out")"
+done
 
 # killed while waiting on a resubmitted batch (attempt 2): the rerun reads that batch, it sends nothing new
 sed 's/batch_poll_s: 0.05/batch_poll_s: 1/' "$T/openai-batch.yaml" >"$T/resub.yaml"
@@ -167,20 +183,42 @@ db = sqlite3.connect(sys.argv[1])
 db.execute("update batches set batch_id = '', state = ? where state = 'submitted'", ("submitting@" + sys.argv[2],))
 db.commit()
 PY
+  # two newer batches (of 3 requests: not the lost one's size) put it on the list's second page (pages of 2)
+  sed 's/batch_poll_s: 0.05/batch_poll_s: 0.05\n  batch_max_requests: 3/' "$T/$wire-batch.yaml" >"$T/$wire-filler.yaml"
+  head -3 "$T/answers.jsonl" | sed "s/\"text\": \"answer/\"text\": \"filler $wire: answer/" >"$T/answers-filler-$wire.jsonl"
+  "$BIN" judge --config "$T/$wire-filler.yaml" --test "$T/test.jsonl" --answers "$T/answers-filler-$wire.jsonl" --out-dir "$T/$wire-filler" \
+    >"$T/$wire-filler.out" 2>&1 || bad "$wire filler: $(tail -3 "$T/$wire-filler.out")"
+  # the list cannot be read (a 503 past every retry): an error, nothing submitted, the batch still looked for next time
   n_create=$(grep -c '"create"' "$T/service.log")
+  touch "$T/fail-lists"
   "$BIN" judge --config "$T/$wire-lost.yaml" --test "$T/test.jsonl" --answers "$T/answers-lost-$wire.jsonl" --out-dir "$T/$wire-lost" \
-    >"$T/$wire-lost2.out" 2>&1 && grep -q "attaching to" "$T/$wire-lost2.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
-    ok "$wire: a batch whose id the kill left unrecorded is found in the provider's list, not submitted again" ||
-    bad "$wire lost id: $(tail -3 "$T/$wire-lost2.out")"
+    >"$T/$wire-lost2.out" 2>&1
+  rc=$?
+  rm -f "$T/fail-lists"
+  [ $rc -ne 0 ] && grep -q "batch list could not be read" "$T/$wire-lost2.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+    python3 -c "import sqlite3, sys; assert sqlite3.connect(sys.argv[1]).execute(
+        \"select count(*) from batches where state like 'submitting%'\").fetchone()[0] == 1" "$T/$wire-lost/cache.sqlite" &&
+    ok "$wire: a batch list that cannot be read after a kill is an error: 0 new batches, the batch still looked for" ||
+    bad "$wire list fails (rc $rc): $(tail -3 "$T/$wire-lost2.out")"
+  from=$(wc -l <"$T/service.log")
+  "$BIN" judge --config "$T/$wire-lost.yaml" --test "$T/test.jsonl" --answers "$T/answers-lost-$wire.jsonl" --out-dir "$T/$wire-lost" \
+    >"$T/$wire-lost3.out" 2>&1 && grep -q "attaching to" "$T/$wire-lost3.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+    [ "$(grep -c '"valid":true' "$T/$wire-lost/judge.jsonl")" = 10 ] &&
+    tail -n +$((from + 1)) "$T/service.log" | grep '"list"' | grep -q '"start": 2' &&
+    ok "$wire: a batch whose id the kill left unrecorded is found on the list's second page, not submitted again" ||
+    bad "$wire lost id: $(tail -3 "$T/$wire-lost3.out")"
 done
 
-# a request the provider refuses as invalid (a 400 in the error file) fails at once: not resubmitted
+# a request the provider refuses as invalid (OpenAI: a 400 in the error file; Anthropic: invalid_request_error;
+# Gemini: an inline error with code 400) fails at once: not resubmitted
 sed 's/"text": "answer/"text": "BATCH:refused answer/' "$T/answers.jsonl" >"$T/answers-refused.jsonl"
-sed 's/  max_attempts: 3/  max_attempts: 3\nX/' "$T/openai-batch.yaml" | sed '/^X$/d' >"$T/refused.yaml"
-sed -i 's/^judge:$/judge:\n  max_rejudge: 0/' "$T/refused.yaml"
-"$BIN" judge --config "$T/refused.yaml" --test "$T/test.jsonl" --answers "$T/answers-refused.jsonl" --out-dir "$T/refused" >"$T/refused.out" 2>&1 &&
-  ! grep -q "submitted again" "$T/refused.out" && [ "$(grep -c '"valid":false' "$T/refused/judge.jsonl")" = 8 ] &&
-  ok "requests refused as invalid fail at once, not resubmitted" || bad "refused: $(tail -3 "$T/refused.out")"
+for wire in openai anthropic gemini; do
+  sed 's/^judge:$/judge:\n  max_rejudge: 0/' "$T/$wire-batch.yaml" >"$T/$wire-refused.yaml"
+  "$BIN" judge --config "$T/$wire-refused.yaml" --test "$T/test.jsonl" --answers "$T/answers-refused.jsonl" --out-dir "$T/$wire-refused" \
+    >"$T/$wire-refused.out" 2>&1 &&
+    ! grep -q "submitted again" "$T/$wire-refused.out" && [ "$(grep -c '"valid":false' "$T/$wire-refused/judge.jsonl")" = 8 ] &&
+    ok "$wire: requests refused as invalid fail at once, not resubmitted" || bad "$wire refused: $(tail -3 "$T/$wire-refused.out")"
+done
 
 # Gemini responses without their metadata keys: matched by their place in the request order
 sed 's/"text": "answer/"text": "BATCH:nokeys answer/' "$T/answers.jsonl" >"$T/answers-nokeys.jsonl"
@@ -197,13 +235,46 @@ sed 's/"text": "answer/"text": "budget: answer/' "$T/answers.jsonl" >"$T/answers
 grep -q "skipped: the budget has" "$T/budget.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
   ok "a batch that could pass the budget is not submitted" || bad "budget: $(tail -3 "$T/budget.out")"
 
-# batches split at batch_max_requests: five batches for 24 requests, the same judgments
-sed 's/  batch_poll_s: 0.05/  batch_poll_s: 0.05\n  batch_max_requests: 5/' "$T/openai-batch.yaml" >"$T/split.yaml"
+# batches split at batch_max_requests: five batches for 24 requests, all submitted before any is waited for (each
+# held 2 s by BATCH:slow: one after another, each would end before the next were created), the same judgments as
+# the synchronous path, and each batch's state and counts on stderr
+sed 's/"text": "answer/"text": "BATCH:slow split: answer/' "$T/answers.jsonl" >"$T/answers-split.jsonl"
+for wire in openai anthropic gemini; do
+  sed 's/  batch_poll_s: 0.05/  batch_poll_s: 0.05\n  batch_max_requests: 5/' "$T/$wire-batch.yaml" >"$T/$wire-split.yaml"
+  from=$(wc -l <"$T/service.log")
+  "$BIN" judge --config "$T/$wire-split.yaml" --test "$T/test.jsonl" --answers "$T/answers-split.jsonl" --out-dir "$T/$wire-split" \
+    >"$T/$wire-split.out" 2>&1 &&
+    "$BIN" judge --config "$T/$wire-sync.yaml" --test "$T/test.jsonl" --answers "$T/answers-split.jsonl" --out-dir "$T/$wire-split-sync" \
+    >"$T/$wire-split-sync.out" 2>&1 && diff "$T/$wire-split/judge.jsonl" "$T/$wire-split-sync/judge.jsonl" >/dev/null &&
+    python3 - "$T/service.log" "$from" "$T/$wire-split.out" <<'PY' && ok "$wire: 24 requests at batch_max_requests 5: five batches at once, the synchronous judgments, each batch's progress shown" ||
+import json, re, sys
+log = [json.loads(l) for l in open(sys.argv[1]).readlines()[int(sys.argv[2]):]]
+created = {e["batch"]: e["t"] for e in log if e.get("batch_api") == "create"}
+ended = {e["batch"]: e["t"] for e in log if e.get("batch_api") == "results"}
+assert len(created) == 5 and set(ended) == set(created), (created, ended)
+assert max(created.values()) < min(ended.values()), "a batch was created after another had ended"
+out = open(sys.argv[3]).read()
+for b in created:  # each batch's state while held, then its end with its counts
+    said = re.findall(rf"^batch: {re.escape(b)} (\w+), (\d+) of (\d+) done, (\d+) failed$", out, re.M)
+    assert len(said) >= 2 and said[-1][0] == "completed" and said[-1][1] == said[-1][2] != "0", (b, said)
+    assert said[0][0] != "completed", (b, said)
+assert "batch: 5 of 5 batches ended" in out and "batch: 0 of 5 batches ended" in out, out
+PY
+    bad "$wire split: $(tail -3 "$T/$wire-split.out")"
+done
+
+# the stage's wait (batch_deadline_h, here 1.44 s) ends before a batch held 2 s: a clear error naming it; the rerun,
+# with the default wait, attaches to it and submits nothing
+sed 's/"text": "answer/"text": "BATCH:slow deadline: answer/' "$T/answers.jsonl" >"$T/answers-deadline.jsonl"
+sed 's/  batch_poll_s: 0.05/  batch_poll_s: 0.05\n  batch_deadline_h: 0.0004/' "$T/openai-batch.yaml" >"$T/deadline.yaml"
+"$BIN" judge --config "$T/deadline.yaml" --test "$T/test.jsonl" --answers "$T/answers-deadline.jsonl" --out-dir "$T/deadline" >"$T/deadline1.out" 2>&1
+rc=$?
 n_create=$(grep -c '"create"' "$T/service.log")
-sed 's/"text": "answer/"text": "split: answer/' "$T/answers.jsonl" >"$T/answers-split.jsonl"
-"$BIN" judge --config "$T/split.yaml" --test "$T/test.jsonl" --answers "$T/answers-split.jsonl" --out-dir "$T/split" >"$T/split.out" 2>&1 &&
-  [ $(( $(grep -c '"create"' "$T/service.log") - n_create )) = 5 ] && [ "$(grep -c '"valid":true' "$T/split/judge.jsonl")" = 24 ] &&
-  ok "24 requests at batch_max_requests 5: five batches, every judgment made" || bad "split: $(tail -3 "$T/split.out")"
+[ $rc -ne 0 ] && grep -q "batch batch-[0-9]* is still validating after the stage's wait (service.batch_deadline_h)" "$T/deadline1.out" &&
+  "$BIN" judge --config "$T/openai-batch.yaml" --test "$T/test.jsonl" --answers "$T/answers-deadline.jsonl" --out-dir "$T/deadline" \
+    >"$T/deadline2.out" 2>&1 && grep -q "attaching to" "$T/deadline2.out" && [ "$(grep -c '"create"' "$T/service.log")" = "$n_create" ] &&
+  [ "$(grep -c '"valid":true' "$T/deadline/judge.jsonl")" = 24 ] &&
+  ok "a batch that outlasts batch_deadline_h is a clear error; the rerun attaches to it" || bad "deadline (rc $rc): $(tail -3 "$T/deadline1.out" "$T/deadline2.out")"
 
 # the whole loop with service.batch on each wire: the same metrics every round as the synchronous loop, the report at
 # the batch price

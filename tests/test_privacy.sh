@@ -108,6 +108,32 @@ assert not [p for p in pii if p in synth], "an original in the synthetic data"
 assert "<EMAIL_1>" in synth and "<TERM_1>" in synth, "the synthetic data keeps the placeholders"
 PY
 
+# the same run through Anthropic's Message Batches (service.batch): the batches' request bodies (logged at their
+# creation) hold none of the 200 either
+from=$(wc -l <"$T/service.log")
+config "$T/batch.yaml" "$T/batch" ""
+sed -i "s#  provider: openai#  provider: anthropic#; s#  base_url: http://127.0.0.1:$PORT/v1#  base_url: http://127.0.0.1:$PORT#" "$T/batch.yaml"
+sed -i 's/  concurrency: 4/  concurrency: 4\n  batch: true\n  batch_poll_s: 0.05/' "$T/batch.yaml"
+"$BIN" run "$T/batch.yaml" >"$T/batch.out" 2>&1 && ok "the run with service.batch on the Anthropic wire" || bad "batch run: $(tail -5 "$T/batch.out")"
+python3 - "$T" "$from" <<'PY' && ok "service.batch (Anthropic): 0 of 200 planted PII strings in any batch's request bodies, the cache or the ledger" ||
+import json, sqlite3, sys
+T = sys.argv[1]
+pii = [s for v in json.load(open(f"{T}/pii.json")).values() for s in v]
+log = [json.loads(l) for l in open(f"{T}/service.log").readlines()[int(sys.argv[2]):]]
+creates = [e for e in log if e.get("batch_api") == "create"]
+bodies = [json.dumps(b) for e in creates for b in e["bodies"]]
+assert len(creates) >= 3 and len(bodies) == sum(e["requests"] for e in creates) > 20, (len(creates), len(bodies))
+assert not [e for e in log if "batch_api" not in e], "a request sent one at a time"
+found = sorted({p for p in pii for b in bodies if p in b})
+print(f"{len(pii)} planted, {len(bodies)} batched requests logged in {len(creates)} batches, {len(found)} found in them")
+assert not found, found[:5]
+for db in ("cache.sqlite", "ledger.sqlite"):
+    dump = "\n".join(sqlite3.connect(f"{T}/batch/{db}").iterdump())
+    assert not [p for p in pii if p in dump], db
+assert not [p for p in pii if p in open(f"{T}/batch/data/round-02.synth.jsonl").read()]
+PY
+  bad "PII left the machine in a batch"
+
 python3 - "$T" <<'PY' && ok "the service's answers that reuse placeholders are mapped back; the report counts the finds by kind" || bad "mapping back / report"
 import json, sys
 T = sys.argv[1]

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cuda_device.h"
 #include "dist_transport.h"
@@ -109,7 +110,7 @@ static void launch_id(char *out, size_t cap) {
     const char *job = getenv("SLURM_JOB_ID"), *step = getenv("SLURM_STEP_ID"), *again = getenv("SLURM_RESTART_COUNT");
     const char *mine = getenv("LLAMADUO_RUN_ID"), *torch = getenv("TORCHELASTIC_RUN_ID"), *pmix = getenv("PMIX_NAMESPACE");
     if (mine && *mine)
-        snprintf(out, cap, "user:%s", mine);
+        snprintf(out, cap, "user:%s", mine);  // a word: the rendezvous file holds it as one
     else if (job && *job)
         snprintf(out, cap, "slurm:%s.%s.%s", job, step ? step : "", again ? again : "0");
     else if (torch && *torch)
@@ -118,6 +119,8 @@ static void launch_id(char *out, size_t cap) {
         snprintf(out, cap, "pmix:%s", pmix);
     else
         out[0] = 0;
+    for (char *c = out; *c; c++)
+        if (*c <= ' ' || *c > '~') *c = '_';
 }
 
 // "tcp://HOST:PORT" (HOST may be [v6]) into rv. 0, or -1 with an error.
@@ -140,8 +143,15 @@ static int parse_tcp(const char *url, DistRendezvous *rv) {
 // default, MPI for the launchers MPI joins, then torchrun's MASTER_ADDR/MASTER_PORT, then a file in `dir`.
 // 1 for MPI, 0 for TCP, -1 with an error.
 static int choose(const DistPlace *at, const DistOptions *o, DistRendezvous *rv) {
-    const char *init = o->init && *o->init ? o->init : getenv("LLAMADUO_DIST_INIT");
-    const char *addr = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT");
+    // the ranks llamaduo started itself meet as it told them, whatever flag they were passed on
+    const char *env = getenv("LLAMADUO_DIST_INIT"), *init = o->init && *o->init && !getenv("LLAMADUO_LAUNCHED") ? o->init : env;
+    const char *addr = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT"), *agent = getenv("TORCHELASTIC_USE_AGENT_STORE");
+    char next_port[24];
+    if (port && agent && !strcasecmp(agent, "true")) {  // torchrun's agent holds its store on MASTER_PORT: rank 0 takes the next
+        snprintf(next_port, sizeof next_port, "%ld", strtol(port, NULL, 10) + 1);
+        port = next_port;
+    }
+    if (getenv("LLAMADUO_MASTER_PORT")) port = getenv("LLAMADUO_MASTER_PORT");
     launch_id(rv->launch, sizeof rv->launch);
     char url[4400];
     if (!init || !*init || !strcmp(init, "auto")) {
@@ -151,7 +161,8 @@ static int choose(const DistPlace *at, const DistOptions *o, DistRendezvous *rv)
         if (mpi_joins) return 1;
 #endif
         if (addr && *addr && port && *port)
-            snprintf(url, sizeof url, "tcp://%s%s%s:%s", strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", port);
+            snprintf(url, sizeof url, "tcp://%s%s%s:%s", strchr(addr, ':') && addr[0] != '[' ? "[" : "", addr,
+                     strchr(addr, ':') && addr[0] != '[' ? "]" : "", port);
         else if (o->dir && *o->dir && rv->launch[0])
             snprintf(url, sizeof url, "file:%s/.llamaduo-rendezvous", o->dir);
         else {

@@ -45,7 +45,7 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
     snprintf(init, sizeof init, "file:%s/rendezvous", dir), snprintf(id, sizeof id, "local-%d", (int)getpid()),
         snprintf(n, sizeof n, "%d", ranks);
     pid_t *pid = ld_xcalloc((size_t)ranks, sizeof *pid), parent = getpid();
-    signal(SIGTERM, on_stop), signal(SIGINT, on_stop);
+    signal(SIGTERM, on_stop), signal(SIGINT, on_stop), signal(SIGCHLD, SIG_DFL);  // an inherited SIG_IGN would reap them unseen
     fflush(NULL);
     for (int r = 0; r < ranks; r++) {
         if ((pid[r] = fork()) < 0) {
@@ -58,6 +58,20 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
         if (getppid() != parent) _exit(1);
         char rank[16];
         snprintf(rank, sizeof rank, "%d", r);
+        // another launcher's variables (this shell inside srun, say) would outrank these and make a world of one
+        static const char *const theirs[] = {"OMPI_COMM_WORLD_RANK",
+                                             "OMPI_COMM_WORLD_SIZE",
+                                             "OMPI_COMM_WORLD_LOCAL_RANK",
+                                             "SLURM_PROCID",
+                                             "SLURM_STEP_NUM_TASKS",
+                                             "SLURM_LOCALID",
+                                             "PMI_RANK",
+                                             "PMI_SIZE",
+                                             "MPI_LOCALRANKID",
+                                             "PMIX_RANK",
+                                             NULL};
+        for (int i = 0; theirs[i]; i++) unsetenv(theirs[i]);
+        setenv("LLAMADUO_LAUNCHED", "1", 1);
         setenv("RANK", rank, 1), setenv("LOCAL_RANK", rank, 1), setenv("WORLD_SIZE", n, 1), setenv("LOCAL_WORLD_SIZE", n, 1);
         setenv("LLAMADUO_RUN_ID", id, 1), setenv("LLAMADUO_DIST_INIT", init, 1);
         signal(SIGTERM, SIG_DFL), signal(SIGINT, SIG_DFL);
@@ -67,9 +81,10 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
     int code = 0, left = ranks;
     double ending = 0;  // when the others were asked to end
     while (left) {
-        int status;
-        pid_t done = waitpid(-1, &status, ending || g_stop ? WNOHANG : 0);
-        if (g_stop && !ending) signal_all(pid, ranks, g_stop), ending = ld_time_s(), code = 128 + g_stop;
+        int status, stop = g_stop;
+        pid_t done = waitpid(-1, &status, WNOHANG);  // polled: a signal to this process is seen within 50 ms
+        if (done < 0 && errno == ECHILD) break;
+        if (stop && !ending) signal_all(pid, ranks, stop), ending = ld_time_s(), code = 128 + stop;
         if (done <= 0) {
             if (ending && ld_time_s() - ending > 10) signal_all(pid, ranks, SIGKILL);
             nanosleep(&(struct timespec){0, 50000000}, NULL);
@@ -80,7 +95,8 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
         if (r == ranks) continue;
         pid[r] = 0, left--;
         int failed = WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
-        int ended_by_us = ending && WIFSIGNALED(status) && (WTERMSIG(status) == SIGTERM || WTERMSIG(status) == SIGKILL);
+        int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        int ended_by_us = ending && (sig == SIGTERM || sig == SIGKILL || (sig && sig == g_stop));
         if (failed && !ended_by_us) {  // every failure is named: the first may not be the first reaped
             if (WIFSIGNALED(status))
                 fprintf(stderr, "llamaduo: rank %d (pid %d) was killed by signal %d%s\n", r, (int)done, WTERMSIG(status),

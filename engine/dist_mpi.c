@@ -91,7 +91,9 @@ void *dist_mpi_open(DistPlace *at, double timeout_s) {
             "%s started %d ranks, but MPI sees %d (rank %d): the launcher and MPI do not meet (with srun, use "
             "--mpi=pmix, or a TCP rendezvous)",
             at->launcher, at->world, world, rank);
+        deadline(at->rank, timeout_s, "leaving the run (MPI_Finalize)");
         MPI_Finalize();
+        deadline(at->rank, timeout_s, NULL);
         return NULL;
     }
     MPI_Comm local;  // the ranks that share this machine, whatever the launcher said

@@ -26,6 +26,7 @@ typedef struct {
     int next, prev;  // the ring: to rank+1, from rank-1
     char file[4096];  // the hub's rendezvous file while it is there
     uint64_t launch_hash;
+    char turned_away[160];  // the hub: the last hello of this launch it refused (said if the join times out)
 } Tcp;
 
 enum { SEGMENT = 1 << 20 };  // a ring step moves at most this many elements: bounded scratch however long the buffer
@@ -113,8 +114,13 @@ static int fail_errno(const char *what, const char *doing) {
 }
 
 static void tune(int fd) {
-    int one = 1;
+    int one = 1, idle = 60, every = 10, tries = 6;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // a sum of one loss waits on no timer
+    // a node lost without a word (power, network) closes nothing: keepalives end the waits with no deadline
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &every, sizeof every);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &tries, sizeof tries);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
@@ -145,12 +151,14 @@ static int listen_on(const char *port, int *bound, const char *what) {
     return fd;
 }
 
-// One attempt to connect to host:port before `deadline`: the connected socket, -2 when nobody listens there yet
-// (worth another try), -1 with an error.
+// One attempt to connect to host:port, each address given at most a few seconds before `deadline`: the
+// connected socket, or -2 when nobody listens there yet or the name does not resolve yet (a cluster's DNS may
+// lag the job; worth another try, the reason in the error).
 static int connect_once(const char *host, const char *port, double deadline, const char *what) {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
     int rc = getaddrinfo(host, port, &hints, &res);
-    if (rc) return rc == EAI_AGAIN ? -2 : (ld_set_error("%s: %s: %s", what, host, gai_strerror(rc)), -1);
+    if (rc) return ld_set_error("%s: %s: %s", what, host, gai_strerror(rc)), -2;
+    ld_set_error("%s: nobody listens at %s:%s", what, host, port);
     int fd = -2;
     for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
         int s = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -159,6 +167,7 @@ static int connect_once(const char *host, const char *port, double deadline, con
         if (!up && errno == EINPROGRESS) {
             struct pollfd p = {s, POLLOUT, 0};
             double left = deadline - ld_time_s();
+            if (left > 5) left = 5;  // an address that never answers does not hold up the next one
             int err = 0;
             socklen_t len = sizeof err;
             up = poll(&p, 1, left > 0 ? (int)(left * 1000) + 1 : 0) == 1 && !getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len) && !err;
@@ -232,7 +241,8 @@ static int move_all(Transfer *x, int k, double timeout_s, const char *what) {
             }
             if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
             if (got == 0 || errno == ECONNRESET || errno == EPIPE) return peer_gone(&x[i], what);
-            return fail_errno(what, "the connection failed");
+            ld_set_error("%s: the connection to rank %d failed: %s", what, x[i].rank, strerror(errno));
+            return -1;
         }
     }
 }
@@ -244,24 +254,35 @@ static int move_one(int fd, int rank, void *buf, size_t n, int sending, double t
 
 // ---- joining ----
 
-// The hub's side of a hello on a fresh connection: 1 when it is a rank of this launch (h filled), 0 when it is a
-// stranger or another launch's rank (answered and closed), -1 with an error when this launch's ranks disagree.
+// A stranger that connects and sends nothing is not waited on long: the ranks behind it are.
+static double hello_wait(double timeout_s) { return timeout_s > 0 && timeout_s < 2 ? timeout_s : 2; }
+
+// The hub's side of a hello on a fresh connection: 1 when it is a rank of this launch (h filled), 0 when it is
+// not one (a stranger, another launch's rank, or one that disagrees: refused and closed, so another run sharing
+// the port cannot break this one; the join's timeout then says what was refused).
 static int hub_hello(Tcp *t, int fd, DistHello *h, double timeout_s) {
     unsigned char in[DIST_HELLO_BYTES];
-    double wait = timeout_s > 0 && timeout_s < 10 ? timeout_s : 10;  // a stranger that sends nothing is not waited on long
-    if (move_one(fd, -1, in, sizeof in, 0, wait, "a rank's hello") || dist_hello_decode(in, sizeof in, h)) return close(fd), 0;
-    if (h->launch_hash != t->launch_hash) {
-        DistHello no = {.world = (uint32_t)t->world, .status = 1, .launch_hash = t->launch_hash, .host = "hub"};
-        unsigned char out[DIST_HELLO_BYTES];
-        dist_hello_encode(&no, out);
-        move_one(fd, (int)h->rank, out, sizeof out, 1, 1, "");
-        close(fd);
-        return 0;
-    }
-    if ((int)h->world != t->world)
-        return ld_set_error("rank %u says the run has %u ranks, rank 0 says %d", h->rank, h->world, t->world), -1;
-    if (h->rank == 0 || t->peer[h->rank] >= 0) return ld_set_error("two processes say they are rank %u", h->rank), -1;
-    return 1;
+    if (move_one(fd, -1, in, sizeof in, 0, hello_wait(timeout_s), "a rank's hello") || dist_hello_decode(in, sizeof in, h))
+        return close(fd), 0;
+    int ours = h->launch_hash == t->launch_hash && (int)h->world == t->world && h->rank > 0 && t->peer[h->rank] < 0;
+    if (ours) return 1;
+    if (h->launch_hash == t->launch_hash)
+        snprintf(t->turned_away, sizeof t->turned_away, "%s says it is rank %u of %u (rank 0: %d ranks%s)", h->host, h->rank, h->world,
+                 t->world, h->rank > 0 && h->rank < (uint32_t)t->world && t->peer[h->rank] >= 0 ? ", and that rank had joined" : "");
+    DistHello no = {.world = (uint32_t)t->world, .status = 1, .launch_hash = t->launch_hash, .host = "hub"};
+    unsigned char out[DIST_HELLO_BYTES];
+    dist_hello_encode(&no, out);
+    move_one(fd, (int)h->rank, out, sizeof out, 1, 1, "");
+    close(fd);
+    return 0;
+}
+
+// "2, 5, 7": the ranks that have not joined the hub.
+static void missing_ranks(const Tcp *t, char *out, size_t cap) {
+    size_t at = 0;
+    out[0] = 0;
+    for (int r = 1; r < t->world && at + 16 < cap; r++)
+        if (t->peer[r] < 0) at += (size_t)snprintf(out + at, cap - at, "%s%d", at ? ", " : "", r);
 }
 
 // Rank 0's address for the others, atomically (written beside it, then renamed): a rank never reads half of it.
@@ -276,10 +297,9 @@ static int write_rendezvous(Tcp *t, const char *launch, int port) {
     return 0;
 }
 
-// Rank 0: every other rank's hello, then each its table of every rank (host, address, ring port).
-static int hub_join(Tcp *t, const DistRendezvous *rv, DistPeer *table, const DistHello *me, double timeout_s) {
-    int port, lfd = listen_on(rv->file[0] ? "0" : rv->port, &port, "rank 0");
-    if (lfd < 0) return -1;
+// Rank 0, listening on lfd (port): every other rank's hello, then each its table of every rank (host, address,
+// ring port).
+static int hub_join(Tcp *t, int lfd, int port, const DistRendezvous *rv, DistPeer *table, const DistHello *me, double timeout_s) {
     if (rv->file[0]) {
         snprintf(t->file, sizeof t->file, "%s", rv->file);
         char dir[4096];
@@ -293,18 +313,21 @@ static int hub_join(Tcp *t, const DistRendezvous *rv, DistPeer *table, const Dis
         struct pollfd p = {lfd, POLLIN, 0};
         double left = deadline - ld_time_s();
         if (left <= 0) {
-            ld_set_error("rank 0 waited %.0f s (--dist-timeout) for the other ranks to join, and %d of %d came", timeout_s, joined - 1,
-                         t->world - 1);
+            char missing[256];
+            missing_ranks(t, missing, sizeof missing);
+            ld_set_error("rank 0 waited %.0f s (--dist-timeout) for the other ranks to join, and %d of %d came (missing: %s)%s%s",
+                         timeout_s, joined - 1, t->world - 1, missing, t->turned_away[0] ? "; refused: " : "", t->turned_away);
             return close(lfd), -1;
         }
         if (poll(&p, 1, (int)(left * 1000) + 1) <= 0) continue;
         int fd = accept(lfd, NULL, NULL);
-        if (fd < 0) continue;
+        if (fd < 0) {  // out of descriptors, say: not a reason to spin
+            usleep(10000);
+            continue;
+        }
         tune(fd);
         DistHello h;
-        int rc = hub_hello(t, fd, &h, timeout_s);
-        if (rc < 0) return close(fd), close(lfd), -1;
-        if (rc == 0) continue;
+        if (!hub_hello(t, fd, &h, timeout_s)) continue;
         t->peer[h.rank] = fd, joined++;
         snprintf(table[h.rank].host, DIST_HOST_MAX, "%s", h.host);
         peer_addr(fd, table[h.rank].addr);
@@ -347,7 +370,7 @@ static int rank_join(Tcp *t, const DistRendezvous *rv, DistPeer *table, const Di
     for (;;) {
         int found = find_hub(rv, t->world, hub_host, port), fd = -2;
         if (found < 0) return -1;
-        if (found && (fd = connect_once(hub_host, port, deadline, "reaching rank 0")) == -1) return -1;
+        if (found) fd = connect_once(hub_host, port, deadline, "reaching rank 0");
         if (fd >= 0) {
             unsigned char back[DIST_HELLO_BYTES];
             DistHello h;
@@ -363,9 +386,12 @@ static int rank_join(Tcp *t, const DistRendezvous *rv, DistPeer *table, const Di
             if (rv->file[0])
                 ld_set_error("rank %d found no rank 0 of this launch through %s within %.0f s (--dist-timeout)", t->rank, rv->file,
                              timeout_s);
-            else
-                ld_set_error("rank %d could not reach rank 0 at %s:%s within %.0f s (--dist-timeout)", t->rank, rv->host, rv->port,
-                             timeout_s);
+            else {
+                char why[300];
+                snprintf(why, sizeof why, "%s", ld_last_error());
+                ld_set_error("rank %d could not reach rank 0 at %s:%s within %.0f s (--dist-timeout; %s)", t->rank, rv->host, rv->port,
+                             timeout_s, why);
+            }
             return -1;
         }
         usleep(100000);
@@ -383,9 +409,15 @@ static int ring_join(Tcp *t, int lfd, const DistPeer *table, const char *hub_hos
     double deadline = ld_time_s() + timeout_s;
     char port[16];
     snprintf(port, sizeof port, "%u", table[next].ring_port);
-    const char *host = next == 0 ? hub_host : table[next].addr;
-    for (t->next = -2; t->next == -2 && ld_time_s() < deadline;) t->next = connect_once(host, port, deadline, "joining the ring");
-    if (t->next < 0) return t->next == -2 ? ld_set_error("rank %d could not reach rank %d at %s:%s", t->rank, next, host, port), -1 : -1;
+    // rank 0 is reached where this rank reached it; so is one the hub saw over loopback, which shares its machine
+    // (the hub itself reaches that one over loopback as it is)
+    const char *a = table[next].addr;
+    int local_to_hub = !a[0] || !strncmp(a, "127.", 4) || !strcmp(a, "::1");
+    const char *host = next == 0 || (local_to_hub && t->rank != 0) ? hub_host : a;
+    for (t->next = -2; t->next < 0 && ld_time_s() < deadline;)
+        if ((t->next = connect_once(host, port, deadline, "joining the ring")) < 0) usleep(100000);
+    if (t->next < 0)
+        return ld_set_error("rank %d could not reach rank %d at %s:%s within %.0f s", t->rank, next, host, port, timeout_s), -1;
     unsigned char out[DIST_HELLO_BYTES], in[DIST_HELLO_BYTES];
     dist_hello_encode(me, out);
     if (move_one(t->next, next, out, sizeof out, 1, timeout_s, "joining the ring")) return -1;
@@ -395,10 +427,13 @@ static int ring_join(Tcp *t, int lfd, const DistPeer *table, const char *hub_hos
         if (left <= 0) return ld_set_error("rank %d waited %.0f s for rank %d to join the ring", t->rank, timeout_s, prev), -1;
         if (poll(&p, 1, (int)(left * 1000) + 1) <= 0) continue;
         int fd = accept(lfd, NULL, NULL);
-        if (fd < 0) continue;
+        if (fd < 0) {
+            usleep(10000);
+            continue;
+        }
         tune(fd);
         DistHello h;
-        if (!move_one(fd, prev, in, sizeof in, 0, timeout_s, "joining the ring") && !dist_hello_decode(in, sizeof in, &h) &&
+        if (!move_one(fd, prev, in, sizeof in, 0, hello_wait(timeout_s), "joining the ring") && !dist_hello_decode(in, sizeof in, &h) &&
             (int)h.rank == prev && h.launch_hash == t->launch_hash)
             t->prev = fd;
         else
@@ -422,13 +457,20 @@ void *dist_tcp_open(DistPlace *at, const DistRendezvous *rv, double timeout_s) {
     t->peer = ld_xmalloc((size_t)at->world * sizeof *t->peer);
     for (int r = 0; r < at->world; r++) t->peer[r] = -1;
     DistHello me = {.world = (uint32_t)at->world, .rank = (uint32_t)at->rank, .launch_hash = t->launch_hash};
-    if (gethostname(me.host, sizeof me.host)) snprintf(me.host, sizeof me.host, "localhost");
-    me.host[DIST_HOST_MAX - 1] = 0;
-    int ring_port, lfd = listen_on("0", &ring_port, "the ring");
+    char name[256];
+    if (gethostname(name, sizeof name)) snprintf(name, sizeof name, "localhost");
+    name[sizeof name - 1] = 0;
+    snprintf(me.host, sizeof me.host, "%.*s", DIST_HOST_MAX - 1, name);  // the machine's name, cut to the hello's width
+    // the hub's port first (a given one), then the ring's (any free one), so the second cannot take the first
+    int hub_port = 0, hub_fd = at->rank ? -2 : listen_on(rv->file[0] ? "0" : rv->port, &hub_port, "rank 0");
+    int ring_port = 0, lfd = hub_fd == -1 ? -1 : listen_on("0", &ring_port, "the ring");
     DistPeer *table = ld_xcalloc((size_t)at->world, sizeof *table);
     char hub_host[256] = "";
     me.ring_port = (uint32_t)ring_port;
-    int rc = lfd < 0 ? -1 : at->rank == 0 ? hub_join(t, rv, table, &me, timeout_s) : rank_join(t, rv, table, &me, hub_host, timeout_s);
+    int rc = lfd < 0         ? -1
+             : at->rank == 0 ? hub_join(t, hub_fd, hub_port, rv, table, &me, timeout_s)
+                             : rank_join(t, rv, table, &me, hub_host, timeout_s);
+    if (lfd < 0 && hub_fd >= 0) close(hub_fd);
     if (!rc) rc = ring_join(t, lfd, table, hub_host, &me, timeout_s);
     if (lfd >= 0) close(lfd);
     if (!rc) {  // this machine's ranks, as MPI's shared-memory split would give them
@@ -515,7 +557,7 @@ static int tcp_gather(void *impl, const void *bytes, size_t n, char **all, size_
     for (int r = 1; r < t->world; r++) {
         if (move_one(t->peer[r], r, len, 8, 0, timeout_s, what)) return free(out), -1;
         uint64_t m = (uint64_t)get32(len) << 32 | get32(len + 4);
-        if (m > ((uint64_t)1 << 40))
+        if (m > ((uint64_t)1 << 34))
             return free(out), ld_set_error("%s: rank %d says it sends %llu bytes", what, r, (unsigned long long)m), -1;
         if (total + m > cap) cap = (total + m) * 2, out = ld_xrealloc(out, cap);
         if (move_one(t->peer[r], r, out + total, m, 0, timeout_s, what)) return free(out), -1;
@@ -573,5 +615,5 @@ static void tcp_abort(void *impl, int code) {
     exit(code);
 }
 
-const DistTransport dist_tcp = {"TCP",       tcp_sum,     tcp_reduce_scatter, tcp_all_gather, tcp_bcast,
+const DistTransport dist_tcp = {"TCP",      tcp_sum,     tcp_reduce_scatter, tcp_all_gather, tcp_bcast,
                                 tcp_gather, tcp_barrier, tcp_close,          tcp_abort};

@@ -20,6 +20,7 @@ Dist *join_ranks_or_die(char **args, int ranks, const char *flag, const DistOpti
     DistPlace at;
     if (dist_place_from_env(&at)) die("%s", ld_last_error());
     if (ranks > 1 && at.world == 1) {
+        if (getenv("LLAMADUO_LAUNCHED")) die("a rank that llamaduo started sees %d rank%s, not %d", at.world, at.world == 1 ? "" : "s", ranks);
         dist_launch(ranks, args);
         die("%s", ld_last_error());
     }

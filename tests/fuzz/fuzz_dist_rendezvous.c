@@ -10,6 +10,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     DistHello h, again;
+    memset(&h, 0, sizeof h), memset(&again, 0, sizeof again);  // compared whole: the names' padding too
     unsigned char buf[DIST_HELLO_BYTES > DIST_ENTRY_BYTES ? DIST_HELLO_BYTES : DIST_ENTRY_BYTES];
     if (dist_hello_decode(data, size < DIST_HELLO_BYTES ? size : DIST_HELLO_BYTES, &h) == 0) {
         assert(h.world >= 1 && h.rank < h.world && h.ring_port <= 65535 && strlen(h.host) < DIST_HOST_MAX);

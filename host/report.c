@@ -24,7 +24,7 @@ typedef struct {
 } Scores;
 
 typedef struct {
-    int round, train_records, synth_kept, synth_returned, invalid, exact_dup, near_dup, contaminated, synth_calls;
+    int round, train_records, synth_kept, synth_returned, invalid, exact_dup, near_dup, contaminated, failed_check, synth_calls;
     Scores s;
 } RoundInfo;
 
@@ -97,7 +97,7 @@ static void gather(Run *r, Facts *f) {
             ri->synth_calls = (int)detail_num(sy, "calls"), ri->synth_returned = (int)detail_num(sy, "returned");
             ri->synth_kept = (int)detail_num(sy, "kept"), ri->invalid = (int)detail_num(sy, "invalid");
             ri->exact_dup = (int)detail_num(sy, "exact_duplicates"), ri->near_dup = (int)detail_num(sy, "near_duplicates");
-            ri->contaminated = (int)detail_num(sy, "contaminated");
+            ri->contaminated = (int)detail_num(sy, "contaminated"), ri->failed_check = (int)detail_num(sy, "failed_check");
         }
         f->n_rounds++;
     }
@@ -341,98 +341,142 @@ static void rule_rows(Run *r, const Facts *f, Buf *h, Buf *m) {
     bp(h, "</table>\n");
 }
 
-static int by_score(const void *a, const void *b) {
-    double x = num(*(cJSON *const *)a, "score", NULL), y = num(*(cJSON *const *)b, "score", NULL);
-    return x < y ? -1 : x > y;
-}
-
-// The round's kept pairs that a targeted call wrote, each with the probe item it came from.
+// The round's kept pairs that a targeted call wrote, every one, each with the probe item it came from.
 static void kept_lineage(cJSON **kept, int nk, Buf *h, Buf *m) {
     int shown = 0;
-    for (int k = 0; k < nk && shown < 8; k++) {
-        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id"),
+    for (int k = 0; k < nk; k++) {
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id"), *id = cJSON_GetObjectItemCaseSensitive(kept[k], "id"),
                     *msgs = cJSON_GetObjectItemCaseSensitive(kept[k], "messages");
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, 0), "content");
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, 1), "content");
-        if (!cJSON_IsString(pid) || !cJSON_IsString(u) || !cJSON_IsString(a)) continue;
+        if (!cJSON_IsString(pid) || !cJSON_IsString(id) || !cJSON_IsString(u) || !cJSON_IsString(a)) continue;
         if (!shown++) {
-            bp(h, "<table class=\"samples\"><tr><th>synthetic pair kept: instruction</th><th>response</th><th>from probe item</th></tr>\n");
-            bp(m, "\n| synthetic pair kept: instruction | response | from probe item |\n| --- | --- | --- |\n");
+            bp(h,
+               "<table class=\"samples\"><tr><th>synthetic pair kept</th><th>instruction</th><th>response</th><th>from probe "
+               "item</th></tr>\n");
+            bp(m, "\n| synthetic pair kept | instruction | response | from probe item |\n| --- | --- | --- | --- |\n");
         }
         bp(h, "<tr><td>");
-        esc(h, u->valuestring, 300);
+        esc(h, id->valuestring, 80);
         bp(h, "</td><td>");
-        esc(h, a->valuestring, 300);
+        esc(h, u->valuestring, 200);
+        bp(h, "</td><td>");
+        esc(h, a->valuestring, 200);
         bp(h, "</td><td>");
         esc(h, pid->valuestring, 80);
         bp(h, "</td></tr>\n");
-        bp(m, "| ");
-        md_cell(m, u->valuestring, 160);
+        bp(m, "| %s | ", id->valuestring);
+        md_cell(m, u->valuestring, 100);
         bp(m, " | ");
-        md_cell(m, a->valuestring, 160);
+        md_cell(m, a->valuestring, 100);
         bp(m, " | %s |\n", pid->valuestring);
     }
     if (shown) bp(h, "</table>\n");
 }
 
-// Round t's synthesis: the probe answers it aimed at (worst first, with their critiques) and the pairs kept per item.
-static void targeted_round(Run *r, int t, Buf *h, Buf *m) {
+// How often s is in the string array a, among its first upto entries (-1: all).
+static int count_string(const cJSON *a, const char *s, int upto) {
+    int n = 0, i = 0;
+    for (const cJSON *e = a ? a->child : NULL; e && (upto < 0 || i < upto); e = e->next, i++)
+        n += cJSON_IsString(e) && !strcmp(e->valuestring, s);
+    return n;
+}
+
+// The probe's scoring of one item: its worst sample, the one a targeted call showed.
+static const cJSON *probe_item(cJSON **items, int n, const char *id) {
+    const cJSON *worst = NULL;
+    for (int i = 0; i < n; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(items[i], "id");
+        if (cJSON_IsString(x) && !strcmp(x->valuestring, id) && (!worst || num(items[i], "score", NULL) < num(worst, "score", NULL)))
+            worst = items[i];
+    }
+    return worst;
+}
+
+// How many of the kept pairs came from probe item id.
+static int kept_from(cJSON **kept, int nk, const char *id) {
+    int n = 0;
+    for (int k = 0; k < nk; k++) {
+        const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id");
+        n += cJSON_IsString(pid) && !strcmp(pid->valuestring, id);
+    }
+    return n;
+}
+
+// A JSONL file's objects (none when it is missing or unreadable).
+static cJSON **read_jsonl(const char *path, int *n) {
+    cJSON **items = NULL;
+    int *ln;
+    *n = 0;
+    if (ld_file_exists(path) && jsonl_read(path, &items, &ln, n, 1) == 0) free(ln);
+    return items;
+}
+
+// Round t's synthesis: the probe items its targeted calls aimed at, as the ledger recorded them (in the order first
+// aimed at: worst first), each with its score, the critique the calls showed, how many calls showed it and the pairs
+// kept from it; then every kept pair a targeted call wrote, with the item it came from.
+static void targeted_round(Run *r, const Facts *f, int t, Buf *h, Buf *m) {
+    const StageRow *sy = find_row(f, t, "synth");
+    if (!sy) return;
+    cJSON *d = cJSON_Parse(sy->detail);
+    const cJSON *aims = cJSON_GetObjectItemCaseSensitive(d, "targeted_seeds");
+    if (!cJSON_GetArraySize(aims)) {
+        bp(h, "<h3>Round %d</h3>\n<p>No call aimed at a probe item: every seed was drawn uniformly.</p>\n", t);
+        bp(m, "\n### Round %d\n\nNo call aimed at a probe item: every seed was drawn uniformly.\n", t);
+        cJSON_Delete(d);
+        return;
+    }
     char p[4096];
+    int n, nk;
     snprintf(p, sizeof p, "%s/" RUN_PROBE_SCORES, r->dir, t - 1);
-    cJSON **items, **kept = NULL;
-    int *ln, n, nk = 0;
-    if (!ld_file_exists(p) || jsonl_read(p, &items, &ln, &n, 1)) return;
-    free(ln);
+    cJSON **items = read_jsonl(p, &n);
     snprintf(p, sizeof p, "%s/" RUN_SYNTH, r->dir, t);
-    if (ld_file_exists(p) && jsonl_read(p, &kept, &ln, &nk, 1) == 0) free(ln);
-    qsort(items, (size_t)n, sizeof(cJSON *), by_score);
+    cJSON **kept = read_jsonl(p, &nk);
     bp(h,
-       "<h3>Round %d: targeted at the round %d probe</h3>\n<table class=\"samples\"><tr><th>probe item</th><th>score</th>"
-       "<th>what was wrong (critique)</th><th>pairs kept from it</th></tr>\n",
-       t, t - 1);
-    bp(m, "\n### Round %d: targeted at the round %d probe\n\n| probe item | score | critique | pairs kept |\n| --- | --- | --- | --- |\n",
-       t, t - 1);
-    for (int i = 0; i < n && i < 8; i++) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(items[i], "id"), *cr = cJSON_GetObjectItemCaseSensitive(items[i], "critique");
-        if (!cJSON_IsString(id) || !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(items[i], "passed"))) continue;  // aimed at
-        int from = 0;
-        for (int k = 0; k < nk; k++) {
-            const cJSON *pid = cJSON_GetObjectItemCaseSensitive(kept[k], "probe_id");
-            from += cJSON_IsString(pid) && !strcmp(pid->valuestring, id->valuestring);
-        }
+       "<h3>Round %d: %d of %d calls targeted at the round %d probe</h3>\n<table class=\"samples\"><tr><th>probe item</th>"
+       "<th>score</th><th>calls</th><th>what was wrong (critique)</th><th>pairs kept from it</th></tr>\n",
+       t, cJSON_GetArraySize(aims), (int)detail_num(sy, "calls"), t - 1);
+    bp(m,
+       "\n### Round %d: %d of %d calls targeted at the round %d probe\n\n| probe item | score | calls | critique | pairs kept |\n"
+       "| --- | --- | --- | --- | --- |\n",
+       t, cJSON_GetArraySize(aims), (int)detail_num(sy, "calls"), t - 1);
+    int i = 0;
+    for (const cJSON *e = aims->child; e; e = e->next, i++) {
+        if (!cJSON_IsString(e) || count_string(aims, e->valuestring, i)) continue;  // listed where first aimed at
+        const char *id = e->valuestring;
+        const cJSON *it = probe_item(items, n, id), *cr = cJSON_GetObjectItemCaseSensitive(it, "critique");
+        const char *critique = cJSON_IsString(cr) ? cr->valuestring : "";
         char sc[32];
-        snprintf(sc, sizeof sc, "%.2f", num(items[i], "score", NULL));
+        snprintf(sc, sizeof sc, "%.2f", num(it, "score", NULL));
+        int calls = count_string(aims, id, -1), from = kept_from(kept, nk, id);
         bp(h, "<tr><td>");
-        esc(h, id->valuestring, 80);
-        bp(h, "</td><td>%s</td><td>", sc);
-        esc(h, cJSON_IsString(cr) ? cr->valuestring : "", 300);
+        esc(h, id, 80);
+        bp(h, "</td><td>%s</td><td>%d</td><td>", sc, calls);
+        esc(h, critique, 300);
         bp(h, "</td><td>%d</td></tr>\n", from);
-        bp(m, "| %s | %s | ", id->valuestring, sc);
-        md_cell(m, cJSON_IsString(cr) ? cr->valuestring : "", 200);
+        bp(m, "| %s | %s | %d | ", id, sc, calls);
+        md_cell(m, critique, 200);
         bp(m, " | %d |\n", from);
     }
     bp(h, "</table>\n");
     kept_lineage(kept, nk, h, m);
-    for (int i = 0; i < n; i++) cJSON_Delete(items[i]);
+    for (int k = 0; k < n; k++) cJSON_Delete(items[k]);
     for (int k = 0; k < nk; k++) cJSON_Delete(kept[k]);
     free(items), free(kept);
+    cJSON_Delete(d);
 }
 
 static void targeting(Run *r, const Facts *f, Buf *h, Buf *m) {
     int any = 0;
-    char p[4096];
-    for (int i = 0; i < f->n_rounds && !any; i++) {
-        snprintf(p, sizeof p, "%s/" RUN_PROBE_SCORES, r->dir, f->rounds[i].round);
-        any = ld_file_exists(p);
-    }
+    for (int i = 0; i < f->n_rounds && !any; i++) any = detail_num(find_row(f, f->rounds[i].round, "synth"), "targeted_calls") > 0;
     if (!any) return;
     bp(h,
        "<h2>What synthesis aimed at</h2>\n<p class=\"note\">After a round that did not pass, the student answered a probe of its "
-       "own training records; the next round's synthesis drew seeds toward the worst of them and showed the critique. Each kept "
+       "own training records; the next round's targeted calls each showed one of its worst answers with the critique. Each kept "
        "pair names its probe item (probe_id) in data/round-NN.synth.jsonl.</p>\n");
     bp(m, "\n## What synthesis aimed at\n");
     for (int i = 0; i < f->n_rounds; i++)
-        if (f->rounds[i].round >= 2) targeted_round(r, f->rounds[i].round, h, m);
+        if (f->rounds[i].round >= 2) targeted_round(r, f, f->rounds[i].round, h, m);
 }
 
 // What the privacy scrubber replaced before any request left, by kind, summed over every stage's last run.
@@ -465,6 +509,43 @@ static void privacy_summary(Run *r, const Facts *f, Buf *h, Buf *m) {
        r->st.privacy.surrogates ? "realistic stand-ins" : "the placeholders");
     bp(m, "%s. The mapping stayed in memory; synthetic pairs keep %s.\n", all ? ")" : "",
        r->st.privacy.surrogates ? "realistic stand-ins" : "the placeholders");
+}
+
+// What one service's dollars above are: the batch price or the listed one.
+static void batch_line(Buf *h, Buf *m, const char *role, const ProviderConfig *p) {
+    bp(h, "<p>Requests to <b>");
+    esc(h, p->model, 200);
+    if (p->batch)
+        bp(h,
+           "</b> (%s) went through the provider's batch API: their dollars above are at the batch price, %.0f%% of the listed "
+           "one ($%g / $%g per million prompt / completion tokens).</p>\n",
+           role, 100 * p->batch_price_factor, p->price_in_per_mtok, p->price_out_per_mtok);
+    else
+        bp(h,
+           "</b> (%s) were sent one at a time: their dollars above are at the listed price ($%g / $%g per million prompt / "
+           "completion tokens).</p>\n",
+           role, p->price_in_per_mtok, p->price_out_per_mtok);
+    if (p->batch)
+        bp(m, "\nRequests to %s (%s) went through the batch API: their dollars are at the batch price, %.0f%% of the listed one.\n",
+           p->model, role, 100 * p->batch_price_factor);
+    else
+        bp(m, "\nRequests to %s (%s) were sent one at a time: their dollars are at the listed price.\n", p->model, role);
+}
+
+// Which dollars above are at a batch price, said per service whenever any batched: the service's synthesis and
+// ceiling answers and each judge's judgments, since a judge may batch when the service does not, or the other way.
+static void batch_note(Run *r, Buf *h, Buf *m) {
+    int judged = r->st.judge.method != JUDGE_METRIC, any = r->st.service.batch;
+    for (int j = 0; judged && j < r->st.n_judges; j++) any |= r->st.judges[j].batch;
+    if (!any) return;
+    int own = judged && !r->st.judge_is_service;  // judges of their own, said apart
+    batch_line(h, m, own || !judged ? "the service: synthesis and the ceiling's answers" : "the service: synthesis, answers and judging",
+               &r->st.service);
+    for (int j = 0; own && j < r->st.n_judges; j++) {
+        char role[32] = "the judge";
+        if (r->st.n_judges > 1) snprintf(role, sizeof role, "judge %d", j + 1);
+        batch_line(h, m, role, &r->st.judges[j]);
+    }
 }
 
 // ---- the report ---------------------------------------------------------------------------------------------
@@ -606,17 +687,17 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
     bar_chart(&h, "chart-data", "Training data per round", &f, 2, data_names, data_colors, v_data, NULL, dmax, "%.0f", NULL, NULL, 0);
     bp(&h,
        "<table><tr><th>round</th><th>trained on</th><th>synth calls</th><th>pairs returned</th><th>kept</th><th>invalid</th>"
-       "<th>exact duplicates</th><th>near duplicates</th><th>contaminated (test overlap)</th></tr>\n");
+       "<th>exact duplicates</th><th>near duplicates</th><th>contaminated (test overlap)</th><th>failed the task's checker</th></tr>\n");
     bp(&m,
-       "\n## Data per round\n\n| round | trained on | synth calls | returned | kept | invalid | exact dup | near dup | contaminated |\n"
-       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+       "\n## Data per round\n\n| round | trained on | synth calls | returned | kept | invalid | exact dup | near dup | contaminated | "
+       "failed the checker |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (int i = 0; i < f.n_rounds; i++) {
         const RoundInfo *ri = &f.rounds[i];
-        bp(&h, "<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n", ri->round,
-           ri->train_records, ri->synth_calls, ri->synth_returned, ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup,
-           ri->contaminated);
-        bp(&m, "| %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", ri->round, ri->train_records, ri->synth_calls, ri->synth_returned,
-           ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup, ri->contaminated);
+        bp(&h, "<tr><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td><td>%d</td></tr>\n",
+           ri->round, ri->train_records, ri->synth_calls, ri->synth_returned, ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup,
+           ri->contaminated, ri->failed_check);
+        bp(&m, "| %d | %d | %d | %d | %d | %d | %d | %d | %d | %d |\n", ri->round, ri->train_records, ri->synth_calls, ri->synth_returned,
+           ri->synth_kept, ri->invalid, ri->exact_dup, ri->near_dup, ri->contaminated, ri->failed_check);
     }
     bp(&h, "</table><p class=\"note\">Every dropped pair is in data/round-NN.dropped.jsonl with its reason.</p>\n");
     rule_rows(r, &f, &h, &m);
@@ -667,14 +748,7 @@ int report_write(Run *r, const char *html_path, const char *md_path) {
        "\nService LLM: %ld tokens in replies worth $%.4f; $%.4f paid (each distinct request once). Compute: %.0f s training and "
        "inferring the student, %.0f s in service-LLM stages.\n",
        tok, usd, paid, stu_s, svc_s);
-    if (r->st.service.batch) {  // what the dollars above are: the batch price, not the listed one
-        bp(&h,
-           "<p>Service requests went through the provider's batch API: every dollar above is at the batch price, %.0f%% "
-           "of the listed one ($%g / $%g per million prompt / completion tokens).</p>\n",
-           100 * r->st.service.batch_price_factor, r->st.service.price_in_per_mtok, r->st.service.price_out_per_mtok);
-        bp(&m, "\nService requests went through the batch API: every dollar above is at the batch price, %.0f%% of the listed one.\n",
-           100 * r->st.service.batch_price_factor);
-    }
+    batch_note(r, &h, &m);
 
     privacy_summary(r, &f, &h, &m);
 

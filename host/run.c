@@ -63,7 +63,8 @@ static const OptionSpec k_loop_options[] = {
     {"synth_growth", OPT_NUM, R(synth_growth), 1, 100, "2", NULL, "synth.calls grows by this factor each round"},
     {"retrain", OPT_CHOICE, R(retrain), 0, 0, "base", "base|continue", "each round from the base model, or from the last adapter"},
     {"samples", OPT_INT, R(samples), 1, 64, "2", NULL, "answers per test prompt"},
-    {"probe", OPT_INT, R(probe), 0, 1000000, "16", NULL, "training records the student answers after each round (targeted synthesis)"},
+    {"probe", OPT_INT, R(probe), 0, 1000000, "16", NULL,
+     "training records the student answers after each round that did not pass (what targeted synthesis aims at; 0: none)"},
     {"ceiling", OPT_BOOL, R(ceiling), 0, 1, "1", NULL, "judge the service LLM's own answers: the score to match"},
     {NULL}};
 static const OptionSpec k_infer_options[] = {
@@ -680,6 +681,17 @@ static void probe_targets_free(SynthTarget *t, int n) {
     free(t);
 }
 
+// Which probe item each targeted call aimed at, in call order (an item again each time the calls cycle back to it):
+// what the report lists as targeted, with the probe's critique of it.
+static void add_aims(cJSON *detail, const SynthConfig *cfg, const Records *seeds) {
+    int *aim = ld_xmalloc(sizeof(int) * (size_t)(cfg->calls + 1));
+    synth_aims(cfg, seeds->n, aim);
+    cJSON *a = cJSON_AddArrayToObject(detail, "targeted_seeds");
+    for (int c = 0; c < cfg->calls; c++)
+        if (aim[c] >= 0) cJSON_AddItemToArray(a, cJSON_CreateString(seeds->v[aim[c]].id));
+    free(aim);
+}
+
 static int synth_calls(const Run *r, int round) { return (int)lround(r->st.synth.calls * pow(r->synth_growth, round - 2)); }
 
 static int stage_synth(Run *r, int round) {
@@ -726,6 +738,7 @@ static int stage_synth(Run *r, int round) {
             cJSON_AddNumberToObject(s.detail, "failed_check", sum.failed_check);
             cJSON_AddStringToObject(s.detail, "strategy", targets ? "targeted" : "uniform");
             cJSON_AddNumberToObject(s.detail, "targeted_calls", sum.targeted_calls);
+            add_aims(s.detail, &cfg, &seeds);
             fprintf(stderr, "run: round %d: synth: %d calls (%d targeted at the round %d probe's answers), %d pairs kept of %d returned",
                     round, cfg.calls, sum.targeted_calls, round - 1, sum.kept, sum.returned);
             if (task_check_verifies(&r->st.check)) fprintf(stderr, ", %d failed the task's checker", sum.failed_check);
@@ -955,7 +968,7 @@ static int draw_probe(Run *r, int round, const Records *seeds, const char *path)
 }
 
 // After a round that did not pass, the student answers a probe of its own training records, scored like the test
-// set: what the next round's targeted synthesis aims at.
+// set: what the next round's targeted synthesis aims at, and the probe values the report shows beside the test's.
 static int stage_probe(Run *r, int round) {
     if (skip_done(r, round, "probe")) return 0;
     char *tr = pathf(r, RUN_COVERAGE_TRAIN), *a_st = pathf(r, RUN_ADAPTER_WEIGHTS, round), *probe = pathf(r, RUN_PROBE, round);
@@ -993,9 +1006,10 @@ static double stat_of(const cJSON *m, const char *which, const char *field) {
 }
 
 // The stop rules after a round's judging; NULL to go on. Writes the reason to the ledger.
-static const char *decide(Run *r, int round, char *why, size_t cap) {
+static const char *decide(Run *r, int round, char *why, size_t cap, int *passed) {
     double best = -1;
     int best_round = 0;
+    *passed = 0;
     for (int t = 1; t <= round; t++) {
         char *mp = pathf(r, RUN_METRICS, t);
         cJSON *m = json_read_file(mp);
@@ -1004,6 +1018,7 @@ static const char *decide(Run *r, int round, char *why, size_t cap) {
         int pass = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "pass"));
         cJSON_Delete(m);
         if (t == round && pass) {
+            *passed = 1;
             char *rule = pass_rule_describe(&r->st.rule);
             snprintf(why, cap, "the pass rule held in round %d (%s)", round, rule);
             free(rule);
@@ -1065,7 +1080,7 @@ int run_loop(Run *r) {
     if (stage_split(r) || stage_ceiling(r)) goto fail;
     char why[256];
     const char *reason = NULL;
-    int round = 1;
+    int round = 1, passed;
     for (; round <= r->max_rounds && !reason; round++) {
         if (round >= 2 && r->budget_usd > 0 && spent(r) >= r->budget_usd) {
             snprintf(why, sizeof why, "the budget of $%g is spent", r->budget_usd);
@@ -1073,9 +1088,11 @@ int run_loop(Run *r) {
             break;
         }
         if ((round >= 2 && stage_synth(r, round)) || stage_train(r, round) || stage_infer(r, round) || stage_judge(r, round)) goto fail;
-        reason = decide(r, round, why, sizeof why);
-        // going on: what the student gets wrong on its own training data aims the next round's synthesis
-        if (!reason && !strcmp(r->st.synth.strategy, "targeted") && stage_probe(r, round)) goto fail;
+        reason = decide(r, round, why, sizeof why, &passed);
+        // what the student gets wrong on its own training data aims the next round's targeted synthesis, and the report
+        // shows it for every round, whatever the strategy; a round that passed leaves nothing to aim at, and a spent
+        // budget nothing to pay a probe's judge with
+        if (r->probe > 0 && !passed && !(r->budget_usd > 0 && spent(r) >= r->budget_usd) && stage_probe(r, round)) goto fail;
     }
     char rounds[16];
     snprintf(rounds, sizeof rounds, "%d", reason ? round - 1 : r->max_rounds);

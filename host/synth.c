@@ -131,6 +131,14 @@ static int *seed_order(const SynthConfig *cfg, int n_seeds, int calls, const Syn
     return order;
 }
 
+int synth_aims(const SynthConfig *cfg, int n_seeds, int *aim) {
+    const SynthTarget **call_target = ld_xcalloc((size_t)cfg->calls + 1, sizeof(SynthTarget *));
+    int *order = seed_order(cfg, n_seeds, cfg->calls, call_target), n = 0;
+    for (int c = 0; c < cfg->calls; c++) n += (aim[c] = call_target[c] ? order[c] : -1) >= 0;
+    free(order), free(call_target);
+    return n;
+}
+
 static cJSON *find_contents(const char *text) {
     for (const char *p = strchr(text, '{'); p; p = strchr(p + 1, '{')) {
         const char *end = NULL;
@@ -237,9 +245,11 @@ typedef struct {
     char *why;  // dropped, and why (heap), or NULL
 } Candidate;
 
-// The task's checks that need no reference, on every well-formed pair at once (one run of a checker command).
-static void verify_candidates(const SynthConfig *cfg, Candidate *cand, int n, SynthSummary *sum) {
-    if (!cfg->check || !task_check_verifies(cfg->check)) return;
+// The task's checks that need no reference, on every well-formed pair at once (one run of a checker command). A
+// checker that fails (crashes, runs past its limit, writes garbage) is an error naming it that stops the stage: it
+// decided nothing, so neither keeping nor dropping the pairs would be true. 0, or -1.
+static int verify_candidates(const SynthConfig *cfg, Candidate *cand, int n, SynthSummary *sum) {
+    if (!cfg->check || !task_check_verifies(cfg->check)) return 0;
     CheckItem *items = ld_xcalloc((size_t)n + 1, sizeof(CheckItem));
     int *which = ld_xcalloc((size_t)n + 1, sizeof(int)), m = 0;
     char **ids = ld_xcalloc((size_t)n + 1, sizeof(char *));
@@ -253,20 +263,21 @@ static void verify_candidates(const SynthConfig *cfg, Candidate *cand, int n, Sy
     }
     int *ok = ld_xcalloc((size_t)m + 1, sizeof(int));
     char **why = ld_xcalloc((size_t)m + 1, sizeof(char *));
-    if (task_check_verify(cfg->check, items, m, ok, why)) {  // a checker that fails refuses every pair: never a silent pass
-        char msg[400];
-        snprintf(msg, sizeof msg, "failed the task's checker: %s", ld_last_error());
-        for (int i = 0; i < m; i++) ok[i] = 0, why[i] = ld_xstrdup(msg);
-        fprintf(stderr, "synth: warning: %s\n", ld_last_error());
+    int rc = task_check_verify(cfg->check, items, m, ok, why);
+    if (rc) {
+        char err[600];
+        snprintf(err, sizeof err, "%s", ld_last_error());
+        ld_set_error("synthesis: the task's checker could not verify %d synthetic pairs (round %d): %s", m, cfg->round, err);
     }
     for (int i = 0; i < m; i++) {
-        if (!ok[i])
+        if (!rc && !ok[i])
             cand[which[i]].why = why[i], sum->failed_check++;
         else
             free(why[i]);
         free(ids[i]);
     }
     free(items), free(which), free(ids), free(ok), free(why);
+    return rc;
 }
 
 // A kept pair as a chat record, with its lineage (the seed, and for a targeted call the probe item and critique).
@@ -383,8 +394,9 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
                 sum->invalid += k->why != NULL;
             }
         }
-        verify_candidates(cfg, cand, n_cand, sum);
-        for (int q = 0; q < n_cand; q++) {
+        rc = verify_candidates(cfg, cand, n_cand, sum);
+        for (int q = 0; rc && q < n_cand; q++) free(cand[q].why);  // nothing is kept, nor written
+        for (int q = 0; !rc && q < n_cand; q++) {
             Candidate *k = &cand[q];
             int c = k->call;
             const Record *seed = &seeds->v[order[c]];
@@ -438,7 +450,7 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
         }
         for (int c = 0; c < calls; c++) cJSON_Delete(objs[c]);
         free(objs), free(cand);
-        if (jsonl_write_atomic(out_path, kept, n_kept) || jsonl_write_atomic(dropped_path, drop, n_drop)) rc = -1;
+        if (!rc && (jsonl_write_atomic(out_path, kept, n_kept) || jsonl_write_atomic(dropped_path, drop, n_drop))) rc = -1;
         for (int i = 0; i < n_kept; i++) cJSON_Delete(kept[i]), free(kept_ids[i]);
         for (int i = 0; i < n_drop; i++) cJSON_Delete(drop[i]);
         free(kept), free(kept_ids), free(drop);

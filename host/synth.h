@@ -7,7 +7,7 @@
 // Targeted (synth.strategy: targeted): a share of the calls cycles through the training records the student answered
 // wrong in the last round's probe, worst first, and each such call shows the student's answer and what was wrong
 // with it, asking for pairs that teach exactly that; the other calls are drawn uniformly. With a task check that needs no reference, every pair is checked
-// before it joins the data, and the wrong ones are dropped with the reason.
+// before it joins the data, and the wrong ones are dropped with the reason; a checker that fails stops the stage.
 #pragma once
 #include "llm_client.h"
 #include "records.h"
@@ -52,5 +52,8 @@ int synth_run(const ProviderConfig *p, const ClientLimits *l, LlmCache *cache, c
 // The prompt for one call (heap), shared with tests; reask > 0 adds the retry marker; target (may be NULL) makes it a
 // targeted prompt when the probe found the seed's answer wanting.
 char *synth_prompt(const SynthConfig *cfg, const Record *seed, const SynthTarget *target, int call, int reask);
+// The seed each of the round's cfg->calls calls aims at: aim[c] a seed index (the probe item it shows), or -1 for a
+// uniform call. The draw synth_run makes, for the ledger and the report; returns the number of targeted calls.
+int synth_aims(const SynthConfig *cfg, int n_seeds, int *aim);
 // 1 when a call may aim at this seed: probed, and its answer failed the rule on its own.
 int synth_is_targeted(const SynthTarget *t);

@@ -310,4 +310,37 @@ assert len(noted) >= 3 and set(noted.values()) == {"completed"}, noted  # every 
 PY
 done
 
+
+# the report says per service which dollars are at the batch price: a judge of its own that batches while the service
+# does not, and a batching service with a judge that does not
+for who in judge service; do
+  sb=false jb=true
+  [ $who = service ] && sb=true jb=false
+  svc="provider: openai, base_url: 'http://127.0.0.1:$PORT/v1', api_key_env: LD_FAKE_KEY, batch_poll_s: 0.05, max_attempts: 3"
+  cat >"$T/mixed-$who.yaml" <<YAML
+run: {dir: $T/mixed-$who, coverage: $T/coverage.jsonl, test_ratio: 0.25, max_rounds: 1, samples: 1, probe: 4}
+student:
+  model: $SRC/tests/fixtures/tiny/llama.gguf
+  threads: 1
+  train: {epochs: 1, lr: 0.01, tokens_per_step: 128, max_len: 128, dropout: 0}
+  infer: {max_tokens: 12, temperature: 0.8, seed: 3, batch: 8}
+service: {$svc, model: teacher-1, price_in_per_mtok: 2, price_out_per_mtok: 8, batch: $sb}
+task:
+  description: Convert free-text dates to ISO 8601 dates.
+judge:
+  judgments_per_answer: 1
+  service: {$svc, model: judge-1, price_in_per_mtok: 1, price_out_per_mtok: 4, batch: $jb}
+YAML
+  "$BIN" run "$T/mixed-$who.yaml" >"$T/mixed-$who.out" 2>&1 || bad "run with only the $who batching: $(tail -3 "$T/mixed-$who.out")"
+done
+python3 - "$T" <<'PY' && ok "the report says per service which dollars are at the batch price (a judge's own batch: true too)" || bad "batch price per service"
+import sys
+T = sys.argv[1]
+batch = "went through the batch API: their dollars are at the batch price, 50% of the listed one."
+sync = "were sent one at a time: their dollars are at the listed price."
+judge = open(f"{T}/mixed-judge/report.md").read()
+assert f"Requests to judge-1 (the judge) {batch}" in judge and f"Requests to teacher-1 (the service: synthesis and the ceiling's answers) {sync}" in judge, judge
+service = open(f"{T}/mixed-service/report.md").read()
+assert f"Requests to judge-1 (the judge) {sync}" in service and f"Requests to teacher-1 (the service: synthesis and the ceiling's answers) {batch}" in service, service
+PY
 finish

@@ -4,8 +4,13 @@
 # targeted synthesis of round 2 aims half its calls at beta's failures and so draws most of its seeds from beta
 # (against beta's base rate among the seeds),
 # shows the critique, and names the probe item in each pair's lineage; a uniform run on the same data does not
-# aim. The fault server's log of every request body holds no test prompt, reference or answer in any synthesis
-# request. Bad pass rules are refused at run --check; a checker that crashes stops the stage naming it.
+# aim, but answers the probe each round too. The fault server's log of every request body holds no test prompt,
+# reference or answer in any synthesis request. The checker decides from the prompt alone, so it verifies the
+# synthetic pairs: the ones it refuses are dropped with its reason, and the report counts them, lists the probe items
+# the targeted calls aimed at and every kept pair's item. An LLM judge's reasons reach the targeted prompts; under
+# judge.method metric the ceiling is scored by the checker. Bad pass rules are refused at run --check; a checker that
+# crashes stops the judge stage naming it, and one that crashes, hangs or prints garbage while verifying synthetic
+# pairs stops the synthesis stage naming it.
 # Usage: test_targeted.sh BUILD_DIR SOURCE_DIR
 source "$2/tests/harness.sh"
 export LD_FAKE_KEY="sk-llamaduo-FAKE-3d9a01bb"
@@ -25,10 +30,11 @@ with open(sys.argv[1], "w") as f:
 PY
 cat >"$T/check.py" <<'PY'
 import json, sys
-for line in sys.stdin:
+for line in sys.stdin:  # it decides from the prompt alone (reference_free): it verifies synthetic pairs too
     r = json.loads(line)
-    beta = "Category beta" in r["prompt"]
-    print(json.dumps({"id": r["id"], "score": 0 if beta else 1, "reason": "the beta rule was not followed" if beta else "fine"}))
+    beta, odd = "Category beta" in r["prompt"], r["reference"] is None and " number 1:" in r["prompt"]
+    why = "the beta rule was not followed" if beta else "item 1 is not wanted" if odd else "fine"
+    print(json.dumps({"id": r["id"], "score": 0 if beta or odd else 1, "reason": why}))
 PY
 config() {  # config FILE DIR STRATEGY [extra judge lines]
   cat >"$1" <<YAML
@@ -57,6 +63,7 @@ task:
   description: Write the word backwards.
   check:
     command: python3 $T/check.py
+    reference_free: true
 synth:
   calls: 12
   pairs_per_call: 3
@@ -144,6 +151,107 @@ for text in ("The pass rule", "checker &gt;= 0.99", "What synthesis aimed at", "
 PY
 grep -c '"similarity_assessment"' "$T/targeted.log" | grep -qx 0 && ok "judge.method metric pays no judge request" || bad "judge requests sent"
 
+python3 - "$T" <<'PY' && ok "verified synthesis: the pairs the checker refuses are dropped with its reason, counted in the ledger and the report" || bad "verified synthesis"
+import json, sqlite3, sys
+d = sys.argv[1] + "/targeted"
+drop = [json.loads(l) for l in open(f"{d}/data/round-02.dropped.jsonl")]
+failed = [x for x in drop if x["reason"].startswith("failed the task's checker")]
+# the fault server writes a "number 1" pair in each of the 12 replies; the checker refuses exactly those
+assert len(failed) == 12 and all(" number 1:" in x["instruction"] and "item 1 is not wanted" in x["reason"] for x in failed), failed
+kept = [json.loads(l) for l in open(f"{d}/data/round-02.synth.jsonl")]
+assert kept and not any(" number 1:" in r["messages"][0]["content"] for r in kept), kept
+db = sqlite3.connect(f"{d}/ledger.sqlite")
+detail = json.loads(db.execute("select detail from stages where round = 2 and stage = 'synth'").fetchone()[0])
+assert detail["failed_check"] == 12, detail
+lines = open(f"{d}/report.md", errors="replace").read().splitlines()
+at = next(i for i, l in enumerate(lines) if l.startswith("| round | trained on"))
+assert lines[at].split("|")[-2].strip() == "failed the checker", lines[at]
+row = next(l for l in lines[at:] if l.startswith("| 2 |"))
+assert row.split("|")[-2].strip() == "12", row
+assert "<th>failed the task's checker</th>" in open(f"{d}/report.html", errors="replace").read()
+PY
+
+python3 - "$T" <<'PY' && ok "the report lists exactly the probe items the targeted calls aimed at, every kept pair's item, and the probe's values" || bad "report: targeted items, lineage, probe values"
+import collections, json, re, sys
+T = sys.argv[1]
+d = f"{T}/targeted"
+lines = open(f"{d}/report.md", errors="replace").read().splitlines()
+def table(start):  # the rows of the first Markdown table from line index start, as lists of cells
+    i = next(k for k in range(start, len(lines)) if lines[k].startswith("|")) + 2
+    rows = []
+    while i < len(lines) and lines[i].startswith("|"):
+        rows.append([c.strip() for c in lines[i].strip("|").split(" | ")])
+        i += 1
+    return rows, i
+by_text = {json.loads(l)["messages"][0]["content"]: json.loads(l)["id"] for l in open(f"{d}/data/coverage.train.jsonl")}
+aimed = collections.Counter()
+for line in open(f"{T}/targeted.log"):
+    text = json.loads(line)["body"]["messages"][-1]["content"]
+    if "What was wrong with its answer:" in text:
+        aimed[by_text[re.search(r"<instruction>\n(.*?)\n</instruction>", text, re.S).group(1)]] += 1
+kept = [json.loads(l) for l in open(f"{d}/data/round-02.synth.jsonl")]
+at = next(i for i, l in enumerate(lines) if l.startswith("### Round 2: 6 of 12 calls targeted at the round 1 probe"))
+rows, end = table(at)
+assert {r[0]: int(r[2]) for r in rows} == dict(aimed) and len(rows) == len(aimed), (rows, aimed)
+for item, score, calls, critique, n_kept in rows:
+    assert score == "0.00" and critique.startswith("the student answered"), (item, critique)
+    assert int(n_kept) == sum(r.get("probe_id") == item for r in kept), (item, n_kept)
+lineage, _ = table(end)
+assert [(r[0], r[3]) for r in lineage] == [(r["id"], r["probe_id"]) for r in kept if "probe_id" in r], lineage
+assert len(lineage) > 8  # every kept pair, not the first few
+at = next(i for i, l in enumerate(lines) if l == "## The pass rule")
+rule, _ = table(at)
+for t, row in zip((1, 2), rule):
+    c = json.load(open(f"{d}/rounds/{t:02d}/probe.metrics.json"))["rule"]["conditions"][0]
+    assert row[0] == str(t) and row[4] == f"{c['value']:.3g}", (row, c)
+PY
+
+python3 - "$T/uniform" <<'PY' && ok "a uniform run answers the probe every round too, and its report shows the probe's values" || bad "uniform probe"
+import json, sys
+d = sys.argv[1]
+for t in (1, 2):
+    m = json.load(open(f"{d}/rounds/{t:02d}/probe.metrics.json"))
+    assert m["rule"]["conditions"][0]["value"] == 0.75, m
+md = open(f"{d}/report.md", errors="replace").read()
+assert "| 1 | checker >= 0.99 | 0.75 | no | 0.75 |" in md and "| 2 | checker >= 0.99 | 0.75 | no | 0.75 |" in md, md
+assert "What synthesis aimed at" not in md
+PY
+
+# an LLM judge's critique (the fault server's judge reasons) is what a targeted synthesis prompt shows
+sed "s|dir: $T/targeted|dir: $T/llm|; s|  method: metric|  method: llm\n  judgments_per_answer: 1|; /pass: checker/d" "$T/targeted.yaml" >"$T/llm.yaml"
+: >"$T/service.log"
+"$BIN" run "$T/llm.yaml" >"$T/llm.out" 2>&1 || bad "llm-judged run: $(tail -5 "$T/llm.out")"
+python3 - "$T" <<'PY' && ok "judge.method llm: the judge's reasons reach every targeted synthesis prompt" || bad "llm judge critique"
+import json, sqlite3, sys
+T = sys.argv[1]
+detail = json.loads(sqlite3.connect(f"{T}/llm/ledger.sqlite").execute("select detail from stages where round = 2 and stage = 'synth'").fetchone()[0])
+n = 0
+for line in open(f"{T}/service.log"):
+    text = json.loads(line)["body"]["messages"][-1]["content"]
+    if "What was wrong with its answer:" in text:
+        assert "What was wrong with its answer: similarity: compared with the reference; precision: checked the instruction" in text, text
+        n += 1
+assert n == detail["targeted_calls"] == len(detail["targeted_seeds"]) > 0, (n, detail)
+PY
+
+# judge.method metric scores the ceiling by the metric too: the service's answers checked, no judge request paid
+sed "s|dir: $T/targeted|dir: $T/ceiling|; s|ceiling: false|ceiling: true|; s|max_rounds: 2|max_rounds: 1|" "$T/targeted.yaml" >"$T/ceiling.yaml"
+: >"$T/service.log"
+"$BIN" run "$T/ceiling.yaml" >"$T/ceiling.out" 2>&1 || bad "ceiling run: $(tail -5 "$T/ceiling.out")"
+python3 - "$T" <<'PY' && ok "judge.method metric: the ceiling is scored by the checker, and no judge request is paid" || bad "ceiling under metric"
+import json, sys
+T = sys.argv[1]
+test = [json.loads(l) for l in open(f"{T}/ceiling/data/coverage.test.jsonl")]
+m = json.load(open(f"{T}/ceiling/data/ceiling.metrics.json"))
+c = m["rule"]["conditions"][0]
+alpha = sum(r["category"] == "alpha" for r in test) / len(test)  # the checker passes every alpha prompt's answer
+assert m["method"] == "metric" and "similarity" not in m and c["condition"] == "checker >= 0.99" and c["value"] == alpha, (m, alpha)
+bodies = [json.loads(l)["body"]["messages"][-1]["content"] for l in open(f"{T}/service.log")]
+assert len(bodies) == len(test) and not any("similarity_assessment" in b for b in bodies), bodies
+md = open(f"{T}/ceiling/report.md", errors="replace").read()
+assert f"| service (ceiling) | checker >= 0.99 | {alpha:.3g} |" in md, md
+PY
+
 # bad rules are refused at --check, naming the key and the reason
 try_rule() {  # try_rule WHAT EXPECTED SED
   sed "$3" "$T/targeted.yaml" >"$T/bad.yaml"
@@ -167,4 +275,40 @@ rc=$?
   ! grep -q '"pass": *true' "$T/crash/rounds/01/metrics.json" 2>/dev/null &&
   ok "a checker that crashes stops the run with its name" || bad "crashing checker (rc $rc): $(tail -3 "$T/crash.out")"
 
+
+# a checker that crashes, hangs past its limit or prints garbage while it verifies synthetic pairs stops the
+# synthesis stage with an error naming it (nothing kept, nothing trained on); fixed, the rerun goes on from there
+cat >"$T/bad.py" <<'PY'
+import json, os, re, signal, sys, time
+mode = open(sys.argv[1]).read().strip()
+items = [json.loads(l) for l in sys.stdin]
+if any(re.fullmatch(r"c\d{4}-\d+", r["id"]) for r in items):  # synthetic pairs, not the student's answers
+    if mode == "crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "hang":
+        time.sleep(60)
+    if mode == "garbage":
+        print("the pairs look fine to me")
+        sys.exit(0)
+for r in items:
+    print(json.dumps({"id": r["id"], "score": 0 if "Category beta" in r["prompt"] else 1}))
+PY
+sed "s|python3 $T/check.py|python3 $T/bad.py $T/bad.mode|; s|    reference_free: true|    reference_free: true\n    timeout_s: 3|; s|dir: $T/targeted|dir: $T/bad|" \
+  "$T/targeted.yaml" >"$T/bad.yaml"
+for mode in "crash|crashes|' was killed by signal 11" "hang|hangs past its limit|' ran past its 3 s limit" \
+            "garbage|prints garbage|': output line 1 is not {"; do
+  IFS='|' read -r name what says <<<"$mode"
+  echo "$name" >"$T/bad.mode"
+  "$BIN" run "$T/bad.yaml" >"$T/bad.out" 2>&1
+  rc=$?
+  status=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute(\"select status from stages where round = 2 and stage = 'synth'\").fetchone()[0])" "$T/bad/ledger.sqlite")
+  [ $rc -ne 0 ] && [ "$status" = failed ] && grep -q "synthesis: the task's checker could not verify" "$T/bad.out" &&
+    grep -qF "task.check.command 'python3 $T/bad.py $T/bad.mode$says" "$T/bad.out" &&
+    [ ! -e "$T/bad/data/round-02.synth.jsonl" ] && [ ! -e "$T/bad/rounds/02/train.jsonl" ] &&
+    ok "a checker that $what while verifying synthetic pairs stops the synthesis stage naming it" ||
+    bad "$name in synthesis (rc $rc, synth $status): $(tail -3 "$T/bad.out")"
+done
+echo ok >"$T/bad.mode"
+"$BIN" run "$T/bad.yaml" >"$T/bad.out" 2>&1 && [ -s "$T/bad/data/round-02.synth.jsonl" ] && [ -s "$T/bad/rounds/02/metrics.json" ] &&
+  ok "the checker fixed, the rerun verifies the pairs and goes on" || bad "rerun after the checker was fixed: $(tail -3 "$T/bad.out")"
 finish

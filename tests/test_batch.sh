@@ -276,8 +276,8 @@ n_create=$(grep -c '"create"' "$T/service.log")
   [ "$(grep -c '"valid":true' "$T/deadline/judge.jsonl")" = 24 ] &&
   ok "a batch that outlasts batch_deadline_h is a clear error; the rerun attaches to it" || bad "deadline (rc $rc): $(tail -3 "$T/deadline1.out" "$T/deadline2.out")"
 
-# the whole loop with service.batch on each wire: the same metrics every round as the synchronous loop, the report at
-# the batch price
+# the whole loop with service.batch on each wire: the same records, judgments and metrics every round as the
+# synchronous loop, the report at the batch price
 head -24 "$SRC/configs/data/dates.coverage.jsonl" >"$T/coverage.jsonl"
 for wire in openai anthropic gemini; do
   for mode in false true; do
@@ -292,16 +292,24 @@ $(sed -n '/^service:/,$p' "$T/$wire-sync.yaml" | sed "s/  batch: false/  batch: 
 YAML
     "$BIN" run "$T/run-$wire-$mode.yaml" >"$T/run-$wire-$mode.out" 2>&1 || bad "run $wire batch=$mode: $(tail -3 "$T/run-$wire-$mode.out")"
   done
-  python3 - "$T" "$wire" <<'PY' && ok "$wire: llamaduo run with service.batch: the same metrics each round, the report at the batch price" || bad "$wire: run with batches"
+  python3 - "$T" "$wire" <<'PY' && ok "$wire: llamaduo run with service.batch: the synchronous run's records, judgments and metrics (but the replies' arrival times, and the cost at half), the report at the batch price" || bad "$wire: run with batches"
 import json, sys
 T, wire = sys.argv[1], sys.argv[2]
 for t in (1, 2):
     a, b = (json.load(open(f"{T}/run-{wire}-{m}/rounds/{t:02d}/metrics.json")) for m in ("false", "true"))
     for k in ("similarity", "precision", "exact_match", "pass"):
         assert a[k] == b[k], (t, k, a[k], b[k])
-for f in ("data/round-02.synth.jsonl", "data/ceiling.answers.jsonl"):
-    x, y = (open(f"{T}/run-{wire}-{m}/{f}").read().count("\n") for m in ("false", "true"))
-    assert x == y and x > 0, (f, x, y)
+# the records, answers and judgments themselves, byte for byte (the fault server answers from each request's hash)
+for f in ("data/round-02.synth.jsonl", "data/ceiling.answers.jsonl", "data/ceiling.judge.jsonl", "rounds/01/judge.jsonl",
+          "rounds/02/judge.jsonl", "rounds/02/train.jsonl", "rounds/01/metrics.json", "rounds/02/metrics.json"):
+    x, y = (open(f"{T}/run-{wire}-{m}/{f}").read() for m in ("false", "true"))
+    if f.endswith(".jsonl"):  # when a synthetic pair's reply arrived differs by the clock: there must be one, that is all
+        x, y = ([json.loads(l) for l in v.splitlines()] for v in (x, y))
+        assert all(r.pop("created", "-") for r in x + y), f
+    if f.endswith("metrics.json"):  # the one difference: the batch price, half the listed one
+        x, y = json.loads(x), json.loads(y)
+        assert abs(y.pop("cost_usd") - x.pop("cost_usd") / 2) < 1e-6, f
+    assert x == y and len(x) > 0, f
 h = open(f"{T}/run-{wire}-true/report.html").read()
 assert "batch price, 50% of the listed one" in h
 import sqlite3

@@ -87,10 +87,16 @@ static int api_call(const Api *a, const char *method, const char *url, const cha
 
 // A batch's creation is sent once: a timeout after the provider created it, retried, would create a second paid
 // batch. A failed creation leaves the batch "submitting": the rerun looks for it in the provider's list.
-static cJSON *api_create(const Api *a, const char *url, const char *json, curl_mime *mime) {
+// *refused: the provider answered no outright (a 4xx but 408 and 429), so it created nothing and no rerun need look
+// for the batch in its list.
+static cJSON *api_create(const Api *a, const char *url, const char *json, curl_mime *mime, int *refused) {
     char *text;
-    long status;
-    if (api_call_n(a, 1, "POST", url, json, mime, &text, &status)) return NULL;
+    long status = 0;
+    *refused = 0;
+    if (api_call_n(a, 1, "POST", url, json, mime, &text, &status)) {
+        *refused = status >= 400 && status < 500 && status != 408 && status != 429;
+        return NULL;
+    }
     cJSON *o = cJSON_Parse(text);
     if (!o) ld_set_error("batch API POST %s: the reply is not JSON", url);
     free(text);
@@ -198,7 +204,14 @@ static void note(const Run *r, const char *id, const char *state) {
 }
 
 // A batch the provider took (id, or NULL when it did not): recorded before its first poll, counted, said and noted.
-static char *submitted(Run *r, const char *bkey, char *id, int m) {
+// One it refused is marked ended at once: nothing to find again.
+static char *submitted(Run *r, const char *bkey, char *id, int m, int refused) {
+    if (!id && refused) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", ld_last_error());
+        cache_batch_put(r->cache, bkey, "", "ended");
+        ld_set_error("%s", why);
+    }
     if (!id) return NULL;
     if (cache_batch_put(r->cache, bkey, id, "submitted")) return free(id), NULL;
     r->st->requests_sent += m;
@@ -239,6 +252,7 @@ static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
     curl_mime_data(part, jsonl, (size_t)(o - jsonl));
     char *u = url_of(&r->api, "/files", NULL), *text = NULL, *id = NULL;
     long status;
+    int refused = 0;
     int rc = api_call(&r->api, "POST", u, NULL, mime, &text, &status);
     curl_mime_free(mime);
     curl_easy_cleanup(e);
@@ -255,7 +269,7 @@ static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
         cJSON_AddStringToObject(meta, "llamaduo_batch", bkey);
         char *body = cJSON_PrintUnformatted(req);
         u = url_of(&r->api, "/batches", NULL);
-        cJSON *b = api_create(&r->api, u, body, NULL);
+        cJSON *b = api_create(&r->api, u, body, NULL, &refused);
         if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
         free(u), free(body);
         cJSON_Delete(b), cJSON_Delete(req);
@@ -263,7 +277,7 @@ static char *submit_openai(Run *r, Req **qs, int m, const char *bkey) {
         ld_set_error("batch API: the file upload's reply has no id");
     }
     cJSON_Delete(file);
-    return submitted(r, bkey, id, m);
+    return submitted(r, bkey, id, m, refused);
 }
 
 // ---- Anthropic's Message Batches ---------------------------------------------------------------------------------
@@ -294,11 +308,12 @@ static char *submit_anthropic(Run *r, Req **qs, int m, const char *bkey) {
         o += sprintf(o, "%s{\"custom_id\":\"%s\",\"params\":%s}", i ? "," : "", qs[i]->key, qs[i]->body);
     sprintf(o, "]}");
     char *u = url_of(&r->api, "/v1/messages/batches", NULL), *id = NULL;
-    cJSON *b = api_create(&r->api, u, body, NULL);
+    int refused;
+    cJSON *b = api_create(&r->api, u, body, NULL, &refused);
     if (str_of(b, "id")) id = ld_xstrdup(str_of(b, "id"));
     free(u), free(body);
     cJSON_Delete(b);
-    return submitted(r, bkey, id, m);
+    return submitted(r, bkey, id, m, refused);
 }
 
 // Anthropic's state in OpenAI's terms: processing_status ended is the end; results_url says where the results are.
@@ -332,11 +347,20 @@ static char *submit_gemini(Run *r, Req **qs, int m, const char *bkey) {
     char path[512], *id = NULL;
     snprintf(path, sizeof path, "/v1beta/models/%s:batchGenerateContent", r->p->model);
     char *u = url_of(&r->api, "%s", path);
-    cJSON *op = api_create(&r->api, u, body, NULL);
+    int refused;
+    cJSON *op = api_create(&r->api, u, body, NULL, &refused);
     if (str_of(op, "name")) id = ld_xstrdup(str_of(op, "name"));
     free(u), free(body);
     cJSON_Delete(op);
-    return submitted(r, bkey, id, m);
+    return submitted(r, bkey, id, m, refused);
+}
+
+// A google.rpc.Status code (what Gemini's batch gives a request that failed) as the HTTP status a single call would
+// have had: invalid argument, not found, permission, precondition, out of range, unimplemented and unauthenticated
+// are the request's fault (final); the rest may pass. A code already in HTTP's range is kept.
+static int http_of_status(int code) {
+    static const int http[17] = {200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401};
+    return code >= 100 ? code : code >= 0 && code <= 16 ? http[code] : 500;
 }
 
 // Gemini's operation in OpenAI's terms: metadata.state (BATCH_STATE_* or JOB_STATE_*) as the status; the inline
@@ -375,9 +399,9 @@ static cJSON *gemini_as_openai(cJSON *op) {
             cJSON *r = cJSON_AddObjectToObject(line, "response");
             cJSON_AddNumberToObject(r, "status_code", 200);
             cJSON_AddItemToObject(r, "body", cJSON_Duplicate(rsp, 1));
-        } else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(err, "code"))) {  // its HTTP status: a 4xx is permanent
+        } else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(err, "code"))) {  // as an HTTP status: a 4xx is permanent
             cJSON *r = cJSON_AddObjectToObject(line, "response");
-            cJSON_AddNumberToObject(r, "status_code", cJSON_GetObjectItemCaseSensitive(err, "code")->valuedouble);
+            cJSON_AddNumberToObject(r, "status_code", http_of_status(cJSON_GetObjectItemCaseSensitive(err, "code")->valueint));
             cJSON_AddItemToObject(cJSON_AddObjectToObject(r, "body"), "error", cJSON_Duplicate(err, 1));
         } else {
             cJSON *e = cJSON_AddObjectToObject(line, "error");
@@ -616,29 +640,32 @@ static int submit_batch(Run *r, Req **qs, int m, int attempt, Batch *b) {
 
 // Polls every batch, one round of polls every batch_poll_s, until each has ended; each is read as it ends. All of
 // them run at the provider at once, so the stage waits about one batch's time, not the sum: with a 24 h window, N
-// batches one after another would run into the deadline. A batch that fails, is cancelled or cannot be read stops
-// the wait with its error; the others stay recorded, and the rerun attaches to them.
+// batches one after another would run into the deadline. A batch that fails, is cancelled or cannot be polled or
+// read is an error, but the others are still waited for and read (paid for already); then the stage stops with the
+// first error, and a rerun attaches to whatever was left unread.
 static int wait_batches(Run *r, Batch *bs, int nb) {
+    char first[600] = "";
     for (int ended = 0, said = -1;;) {
         const Batch *open = NULL;
         for (int i = 0; i < nb; i++) {
             if (bs[i].ended) continue;
             cJSON *st = poll_state(r, &bs[i]);
-            if (!st) return -1;
-            int rc = 0;
-            if (has_ended(str_of(st, "status")))
+            int rc = !st;
+            if (st && has_ended(str_of(st, "status")))
                 bs[i].ended = 1, ended++, rc = finish_batch(r, &bs[i], st);
-            else if (!open)
+            else if (st && !open)
                 open = &bs[i];
             cJSON_Delete(st);
-            if (rc) return -1;
+            if (!rc) continue;
+            if (!bs[i].ended) bs[i].ended = 1, ended++;  // left as it is recorded: the rerun polls it again
+            if (!first[0]) snprintf(first, sizeof first, "%s", ld_last_error());
         }
         if (nb > 1 && ended != said) fprintf(stderr, "batch: %d of %d batches ended\n", ended, nb), said = ended;
-        if (!open) return 0;
+        if (!open) return first[0] ? (ld_set_error("%s", first), -1) : 0;
         if (ld_time_s() > r->deadline) {
             ld_set_error("batch %s is still %.*s after the stage's wait (service.batch_deadline_h), %d batch(es) open: rerun to "
-                         "attach to them again",
-                         open->id, (int)strcspn(open->said, ","), open->said, nb - ended);
+                         "attach to them again%s%s",
+                         open->id, (int)strcspn(open->said, ","), open->said, nb - ended, first[0] ? "; before that: " : "", first);
             return -1;
         }
         nanosleep(&(struct timespec){(time_t)r->p->batch_poll_s, (long)(fmod(r->p->batch_poll_s, 1) * 1e9)}, NULL);
@@ -668,7 +695,12 @@ static int each_listed(Run *r, ListedFn fn, void *ctx) {
     const char *param = w == WIRE_ANTHROPIC ? "&after_id=" : w == WIRE_GEMINI ? "&pageToken=" : "&after=";
     char *cursor = NULL;
     int rc = 0;
-    for (int stop = 0; !stop;) {
+    for (int stop = 0, pages = 0; !stop; pages++) {
+        if (pages == 10000) {  // a list that keeps leading on (a cursor that cycles) is not read forever
+            ld_set_error("batch: the provider's batch list goes on past 10,000 pages");
+            rc = -1;
+            break;
+        }
         char *esc = cursor ? curl_easy_escape(NULL, cursor, 0) : NULL;
         size_t n = strlen(r->p->base_url) + strlen(first) + strlen(param) + (esc ? strlen(esc) : 0) + 1;
         char *u = ld_xmalloc(n);
@@ -718,6 +750,8 @@ typedef struct {
     time_t from;
     int m, fits;
     char *id;
+    LlmCache *cache;  // a batch of this run's already recorded is not the one looked for (a split makes them alike)
+    char fitting[200];  // the ids that fit, for the error when several do
 } BySize;
 
 static int sized(void *ctx, const cJSON *b) {
@@ -727,8 +761,11 @@ static int sized(void *ctx, const cJSON *b) {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(b, "request_counts");
     double total = 0;
     for (const cJSON *k = c ? c->child : NULL; k; k = k->next) total += cJSON_GetNumberValue(k);
-    if (!created || total != s->m || !str_of(b, "id")) return 0;
-    if (!s->fits++) s->id = ld_xstrdup(str_of(b, "id"));
+    const char *id = str_of(b, "id");
+    if (!created || total != s->m || !id || cache_batch_known(s->cache, id)) return 0;
+    size_t at = strlen(s->fitting);
+    snprintf(s->fitting + at, sizeof s->fitting - at, "%s%s", at ? ", " : "", id);
+    if (!s->fits++) s->id = ld_xstrdup(id);
     return 0;
 }
 
@@ -740,7 +777,7 @@ static int find_listed(Run *r, const char *bkey, const char *state, int m, char 
     snprintf(want, sizeof want, "%s%.*s", r->p->wire == WIRE_GEMINI ? "llamaduo-" : "", r->p->wire == WIRE_GEMINI ? 40 : 64, bkey);
     ByName byname = {r->p->wire, want, NULL};
     const char *since = strchr(state, '@') ? strchr(state, '@') + 1 : "";
-    BySize bysize = {utc_seconds(since) - 120, m, 0, NULL};  // the provider's clock may run behind this machine's
+    BySize bysize = {utc_seconds(since) - 120, m, 0, NULL, r->cache, ""};  // the provider's clock may run behind ours
     int anthropic = r->p->wire == WIRE_ANTHROPIC;
     int rc = anthropic ? each_listed(r, sized, &bysize) : each_listed(r, named, &byname);
     *id = anthropic ? bysize.id : byname.id;
@@ -751,9 +788,9 @@ static int find_listed(Run *r, const char *bkey, const char *state, int m, char 
                      "batch list could not be read to look for it (%s): nothing is sent again until it can be; rerun later",
                      m, why);
     } else if (anthropic && bysize.fits > 1) {
-        ld_set_error("batch: a batch of %d requests was sent but its id not recorded, and several of the provider's batches "
-                     "fit it: look at them in the provider's console (and cancel the extra one) before rerunning",
-                     m);
+        ld_set_error("batch: a batch of %d requests (%s, sent %s) was sent but its id not recorded, and several of the provider's "
+                     "batches fit it (%s): look at them in the provider's console (and cancel the extra one) before rerunning",
+                     m, bkey, since, bysize.fitting);
         rc = -1;
     }
     if (rc) free(*id), *id = NULL;
@@ -937,7 +974,13 @@ int batch_run(const ProviderConfig *p, const ClientLimits *lim, LlmCache *cache,
             rc = submit_batch(&r, open + s, k, attempt, &bs[nb]);
             nb += rc == 0;
         }
-        if (rc == 0 && nb) rc = wait_batches(&r, bs, nb);
+        if (nb) {  // the batches that went out are read even when a later one could not be sent: they are paid for
+            char why[600];
+            snprintf(why, sizeof why, "%s", ld_last_error());
+            int waited = wait_batches(&r, bs, nb);
+            if (rc) ld_set_error("%s", why);
+            rc = rc ? rc : waited;
+        }
         batches_free(bs, nb);
         free(open);
         if (!m || p->batch_unanswered != 1) break;

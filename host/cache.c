@@ -23,7 +23,8 @@ LlmCache *cache_open(const char *path) {
     }
     sqlite3_busy_timeout(c->db, 5000);
     const char *schema =
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+        // FULL: a paid reply, or a batch marked sent, must outlive a power cut too, or the rerun pays for it again
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
         "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, wire TEXT, model TEXT, request TEXT,"
         " text TEXT, finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, cost REAL,"
         " created TEXT DEFAULT (datetime('now')));"
@@ -176,6 +177,15 @@ int cache_batch_add_members(LlmCache *c, const char *batch_key, char *const *req
     if (sqlite3_exec(c->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL) != SQLITE_OK) rc = -1;
     if (rc) ld_set_error("response cache: cannot record a batch's requests: %s", sqlite3_errmsg(c->db));
     return rc;
+}
+
+int cache_batch_known(LlmCache *c, const char *batch_id) {
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(c->db, "SELECT 1 FROM batches WHERE batch_id = ?", -1, &q, NULL) != SQLITE_OK) return 0;
+    sqlite3_bind_text(q, 1, batch_id, -1, SQLITE_TRANSIENT);
+    int known = sqlite3_step(q) == SQLITE_ROW;
+    sqlite3_finalize(q);
+    return known;
 }
 
 char *cache_batch_of(LlmCache *c, const char *request_key) {

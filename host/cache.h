@@ -22,6 +22,7 @@ int cache_put_unusable(LlmCache *c, const char *key, double cost, const char *re
 // run killed while waiting attaches to them when rerun. The id (heap, "" while submitting) and *state (heap), or NULL.
 char *cache_batch_get(LlmCache *c, const char *batch_key, char **state);
 int cache_batch_put(LlmCache *c, const char *batch_key, const char *batch_id, const char *state);
+int cache_batch_known(LlmCache *c, const char *batch_id);  // 1 when a batch of this run has this provider id
 // Which requests (by cache key) a batch holds, recorded before it is sent: a rerun finds every batch not yet read
 // that holds one of its open requests, whatever the attempt or the split, and reads it instead of sending them again.
 int cache_batch_add_members(LlmCache *c, const char *batch_key, char *const *request_keys, int n);

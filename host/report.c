@@ -365,11 +365,15 @@ static void kept_lineage(cJSON **kept, int nk, Buf *h, Buf *m) {
         bp(h, "</td><td>");
         esc(h, pid->valuestring, 80);
         bp(h, "</td></tr>\n");
-        bp(m, "| %s | ", id->valuestring);
+        bp(m, "| ");
+        md_cell(m, id->valuestring, 80);  // ids come from the data: a pipe in one would break the table
+        bp(m, " | ");
         md_cell(m, u->valuestring, 100);
         bp(m, " | ");
         md_cell(m, a->valuestring, 100);
-        bp(m, " | %s |\n", pid->valuestring);
+        bp(m, " | ");
+        md_cell(m, pid->valuestring, 80);
+        bp(m, " |\n");
     }
     if (shown) bp(h, "</table>\n");
 }
@@ -454,7 +458,9 @@ static void targeted_round(Run *r, const Facts *f, int t, Buf *h, Buf *m) {
         bp(h, "</td><td>%s</td><td>%d</td><td>", sc, calls);
         esc(h, critique, 300);
         bp(h, "</td><td>%d</td></tr>\n", from);
-        bp(m, "| %s | %s | %d | ", id, sc, calls);
+        bp(m, "| ");
+        md_cell(m, id, 80);
+        bp(m, " | %s | %d | ", sc, calls);
         md_cell(m, critique, 200);
         bp(m, " | %d |\n", from);
     }

@@ -692,7 +692,9 @@ static void add_aims(cJSON *detail, const SynthConfig *cfg, const Records *seeds
     free(aim);
 }
 
-static int synth_calls(const Run *r, int round) { return (int)lround(r->st.synth.calls * pow(r->synth_growth, round - 2)); }
+static int synth_calls(const Run *r, int round) {  // growth up to 100 a round would pass int's range within a few rounds
+    return (int)fmin(lround(r->st.synth.calls * pow(r->synth_growth, round - 2)), 1e6);
+}
 
 static int stage_synth(Run *r, int round) {
     if (skip_done(r, round, "synth")) return 0;
@@ -1090,9 +1092,10 @@ int run_loop(Run *r) {
         if ((round >= 2 && stage_synth(r, round)) || stage_train(r, round) || stage_infer(r, round) || stage_judge(r, round)) goto fail;
         reason = decide(r, round, why, sizeof why, &passed);
         // what the student gets wrong on its own training data aims the next round's targeted synthesis, and the report
-        // shows it for every round, whatever the strategy; a round that passed leaves nothing to aim at, and a spent
-        // budget nothing to pay a probe's judge with
-        if (r->probe > 0 && !passed && !(r->budget_usd > 0 && spent(r) >= r->budget_usd) && stage_probe(r, round)) goto fail;
+        // shows it beside the test set's, whatever the strategy; a round after which the loop stops (passed, patience,
+        // the last round) leaves nothing to aim at, and a spent budget nothing to pay a probe's judge with
+        int goes_on = !reason && !passed && round < r->max_rounds;
+        if (r->probe > 0 && goes_on && !(r->budget_usd > 0 && spent(r) >= r->budget_usd) && stage_probe(r, round)) goto fail;
     }
     char rounds[16];
     snprintf(rounds, sizeof rounds, "%d", reason ? round - 1 : r->max_rounds);

@@ -226,7 +226,9 @@ def _gemini_finish(b, reply, make_answer, hashlib, log):
         if end == "failed" or (end in ("expired", "cancelled") and i % 2 == 1):
             continue
         if end in ("partial", "refused") and i % 3 == 2:  # refused: the request itself is invalid (a 400)
-            items.append({"error": {"code": 500 if end == "partial" else 400, "message": "injected"}, "metadata": {"key": key}})
+            # a google.rpc.Status, as Gemini's batch gives it: 13 INTERNAL (may pass), 3 INVALID_ARGUMENT (final)
+            err = {"code": 13, "status": "INTERNAL"} if end == "partial" else {"code": 3, "status": "INVALID_ARGUMENT"}
+            items.append({"error": {**err, "message": "injected"}, "metadata": {"key": key}})
             continue
         answer = make_answer(text, hashlib.sha256(raw).hexdigest()[:16])
         items.append({"response": reply("gemini", answer, len(text) // 4 + 1), "metadata": {"key": key}})

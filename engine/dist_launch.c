@@ -78,7 +78,7 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
         execv(exe, args);
         _exit(127);
     }
-    int code = 0, left = ranks;
+    int code = 0, left = ranks, failing = 0;  // failing: a rank failed, and the others are to be ended
     double ending = 0;  // when the others were asked to end
     while (left) {
         int status, stop = g_stop;
@@ -86,6 +86,9 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
         if (done < 0 && errno == ECHILD) break;
         if (stop && !ending) signal_all(pid, ranks, stop), ending = ld_time_s(), code = 128 + stop;
         if (done <= 0) {
+            // the others are ended only once every rank already gone was reaped: those died on their own, and are
+            // named (a rank killed from outside is often reaped after the rank that failed because of it)
+            if (failing && !ending) signal_all(pid, ranks, SIGTERM), ending = ld_time_s();
             if (ending && ld_time_s() - ending > 10) signal_all(pid, ranks, SIGKILL);
             nanosleep(&(struct timespec){0, 50000000}, NULL);
             continue;
@@ -105,7 +108,7 @@ static int launch_children(int ranks, const char *exe, char *const *args) {
                 fprintf(stderr, "llamaduo: rank %d (pid %d) exited with status %d%s\n", r, (int)done, failed,
                         ending ? "" : ": ending the other ranks");
         }
-        if (failed && !ending) signal_all(pid, ranks, SIGTERM), ending = ld_time_s(), code = failed;
+        if (failed && !failing && !ending) failing = 1, code = failed;
     }
     char file[80];
     snprintf(file, sizeof file, "%s/rendezvous", dir);

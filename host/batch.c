@@ -520,8 +520,7 @@ static void on_result(void *ctx, BatchResult *res) {
     double cost = provider_cost(r->p, res->reply.prompt_tokens, res->reply.completion_tokens) * r->p->batch_price_factor;
     if (res->ok && !res->reply.received_at) {  // when its answer reached us, as a synchronous reply records it
         char when[32];
-        time_t now = time(NULL);
-        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+        utc_now(when, sizeof when);
         res->reply.received_at = ld_xstrdup(when);
     }
     if (!res->ok && res->permanent) {  // refused as a request: failed now, not resubmitted round after round

@@ -22,6 +22,7 @@
 // timeout is reset by every byte, so a client sending a header byte every few seconds would hold it forever.
 typedef enum { PHASE_HEADERS, PHASE_BODY, PHASE_ANSWER, PHASE_CLOSING } ConnPhase;
 typedef struct Conn {
+    struct HttpServer *server;  // that accepted it (a handler may run before http_start has returned the server)
     int fd;
     ConnPhase phase;
     double since;  // when the phase began (ld_time_s)
@@ -46,7 +47,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     if (what == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         k = ld_xcalloc(1, sizeof *k);
-        k->fd = ci ? ci->connect_fd : -1, k->phase = PHASE_HEADERS, k->since = ld_time_s();
+        k->server = h, k->fd = ci ? ci->connect_fd : -1, k->phase = PHASE_HEADERS, k->since = ld_time_s();
         if ((k->next = h->conns)) k->next->prev = k;
         h->conns = k, h->n_conns++;
         *socket_context = k;
@@ -197,7 +198,11 @@ unsigned http_port(const HttpServer *h) {
     return di ? di->port : (unsigned)h->o.port;
 }
 
-int http_connections(HttpServer *h) {
+int http_connections(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const Conn *k = ci ? ci->socket_context : NULL;
+    if (!k) return 0;
+    HttpServer *h = k->server;
     pthread_mutex_lock(&h->mu);
     int n = h->n_conns;
     pthread_mutex_unlock(&h->mu);

@@ -26,7 +26,8 @@ typedef struct HttpServer HttpServer;
 // descriptor limit (said on stderr).
 HttpServer *http_start(HttpOptions o);
 unsigned http_port(const HttpServer *h);
-int http_connections(HttpServer *h);  // open now
+// Open now on the server that accepted c (from a handler: the server's own handle may not be stored yet).
+int http_connections(struct MHD_Connection *c);
 int http_max_connections(const HttpServer *h);  // as fitted to the descriptor limit
 // Stops accepting connections (those open go on); then http_stop ends the rest and frees h.
 void http_quiesce(HttpServer *h);

@@ -594,7 +594,7 @@ static enum MHD_Result send_health(Proxy *p, struct MHD_Connection *c) {
     pthread_mutex_unlock(&p->mu);
     char *s = ld_xmalloc(256);
     snprintf(s, 256, "{\"status\":\"%s\",\"breaker\":\"%s\",\"connections\":%d,\"shadow_queued\":%d}", stopping ? "stopping" : "ok",
-             breaker_state_name(b), http_connections(p->http), shadow);
+             breaker_state_name(b), http_connections(c), shadow);
     return http_send_json(c, 200, s);
 }
 

@@ -40,13 +40,17 @@ class Server:
         self.proc = subprocess.Popen([BIN, "serve", "--model", model, "--port", str(self.port), *args], stdout=self.log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self.base = f"http://127.0.0.1:{self.port}/v1"
-        for _ in range(300):
+        t0, last = time.time(), None
+        while time.time() - t0 < 60 and self.proc.poll() is None:
             try:
-                if self.health()["status"] == "ok":
+                last = self.health()
+                if last["status"] == "ok":
                     return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not come up: " + self.output())
+            except OSError as e:
+                last = e
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not come up in {time.time() - t0:.1f}s (exit status {self.proc.poll()}, last health "
+                           f"check: {last!r}): " + self.output())
 
     def request(self, method, path, body=None, headers=None, timeout=120):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

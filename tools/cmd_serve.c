@@ -488,7 +488,7 @@ static enum MHD_Result send_health(Server *s, struct MHD_Connection *c) {  // li
     pthread_mutex_lock(&s->mu);
     int active = s->running, queued = s->queued, stopping = s->stopping;
     pthread_mutex_unlock(&s->mu);
-    int conns = http_connections(s->http);
+    int conns = http_connections(c);
     char *b = ld_xmalloc(128);
     snprintf(b, 128, "{\"status\":\"%s\",\"active\":%d,\"queued\":%d,\"connections\":%d}", stopping ? "stopping" : "ok", active, queued,
              conns);

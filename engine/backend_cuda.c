@@ -17,16 +17,11 @@ static int cuda_attention(float *out, float *lse, const float *q, const float *k
     if (!kv_base) return kc_attention_packed(out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     return kc_attention(out, q, k, v, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
 }
-static int cuda_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,
-                                     int V, float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted) {
-    (void)dw;  // never asked for: weight_grads is 0
-    return kc_linear_cross_entropy(dx, x, W, wt, targets, T, D, V, softcap, ignore_index, chunk_rows, n_norm, loss, n_counted);
-}
 
 #define CUDA_OP(op) .op = kc_##op,
 const Backend ld_backend_cuda = {
     .name = "cuda",
-    .weight_grads = 0,
+    .weight_grads = 1,  // fp32 base weights only: a BF16 one's gradient is refused (kc_lora_linear_backward)
     .last_error = kc_last_error,
     .alloc = cuda_alloc,
     .release = kc_free,
@@ -37,6 +32,6 @@ const Backend ld_backend_cuda = {
     .to_bf16 = kc_to_bf16,
     .from_bf16 = kc_from_bf16,
     LD_BACKEND_OPS(CUDA_OP).attention = cuda_attention,
-    .linear_cross_entropy = cuda_linear_cross_entropy,
+    .linear_cross_entropy = kc_linear_cross_entropy,
 };
 #endif

@@ -439,6 +439,72 @@ static void check_cpu_lora(const float *x, const float *W, const float *bias, co
     free(y), free(ax), free(dyB), free(dx), free(dA), free(dB);
 }
 
+// Full fine-tuning (fp32 W): dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy[t,:] onto random values (accumulated,
+// not overwritten), against the double reference; once with dx and the adapter's gradients in the same call, once
+// with dx NULL (dW alone, and dA/dB from the adapter path that then skips dx). dx from dx0 to dx_ref; dA_ref,
+// dB_ref: from zero.
+static void test_lora_weight_grads(const float *gx, const void *gW, const float *gA, const float *gB, const float *gdy, const float *gax,
+                                   const float *x, const float *dy, const float *dx0, const float *dx_ref, const float *dA_ref,
+                                   const float *dB_ref, float s, int T, int in, int out, int r) {
+    size_t nw = (size_t)out * in;
+    float *dW0 = rnd(nw, 1), *db0 = rnd(out, 1), *dW_ref = malloc(sizeof(float) * nw), *db_ref = malloc(sizeof(float) * out);
+    memcpy(dW_ref, dW0, sizeof(float) * nw);
+    ref_gemm(dW_ref, dy, 1, x, 0, out, in, T, 1, 1);
+    for (int o = 0; o < out; o++) {
+        double acc = db0[o];
+        for (int t = 0; t < T; t++) acc += dy[(size_t)t * out + o];
+        db_ref[o] = (float)acc;
+    }
+    float *gdx = up(dx0, sizeof(float) * T * in), *gdW = up(dW0, sizeof(float) * nw), *gdb = up(db0, sizeof(float) * out);
+    float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
+    kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
+    check_rc(kc_lora_linear_backward(gdx, gdW, gdb, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
+             "lora_linear_backward dW, dbias");
+    float *hdW = down(gdW, nw), *hdb = down(gdb, out), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r),
+          *hdx = down(gdx, (size_t)T * in);
+    char name[128];
+    snprintf(name, sizeof name, "LoRA linear backward dW (accumulated), fp32 [%d x %d -> %d]", T, in, out);
+    compare(name, hdW, dW_ref, nw, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dbias (accumulated), fp32 [%d x %d -> %d]", T, in, out);
+    compare(name, hdb, db_ref, out, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dA beside dW, fp32 [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdA, dA_ref, (size_t)r * in, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dB beside dW, fp32 [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdB, dB_ref, (size_t)out * r, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dx beside dW, fp32 [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdx, dx_ref, (size_t)T * in, 1e-5);
+    free(hdW), free(hdA), free(hdB), free(hdx);
+    // dx NULL: dW (and the adapter's gradients) with no dx product at all
+    kc_upload(gdW, dW0, sizeof(float) * nw);
+    kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
+    check_rc(kc_lora_linear_backward(NULL, gdW, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
+             "lora_linear_backward dx NULL");
+    hdW = down(gdW, nw), hdA = down(gdA, (size_t)r * in), hdB = down(gdB, (size_t)out * r);
+    snprintf(name, sizeof name, "LoRA linear backward dW, dx NULL, fp32 [%d x %d -> %d]", T, in, out);
+    compare(name, hdW, dW_ref, nw, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dA, dx NULL, fp32 [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdA, dA_ref, (size_t)r * in, 1e-5);
+    snprintf(name, sizeof name, "LoRA linear backward dB, dx NULL, fp32 [%d x %d -> %d, r %d]", T, in, out, r);
+    compare(name, hdB, dB_ref, (size_t)out * r, 1e-5);
+    free(dW0), free(db0), free(dW_ref), free(db_ref), free(hdW), free(hdb), free(hdA), free(hdB);
+    kc_free(gdx), kc_free(gdW), kc_free(gdb), kc_free(gdyB), kc_free(gdA), kc_free(gdB);
+}
+
+// dW through a BF16 W: refused (-1, saying what to do), with dW left as it was
+static void test_lora_weight_grads_refused(const float *gx, const void *gW, const float *gdy, int T, int in, int out) {
+    size_t nw = (size_t)out * in;
+    float *dW0 = rnd(nw, 1), *gdx = kc_alloc(sizeof(float) * T * in), *gdW = up(dW0, sizeof(float) * nw);
+    kc_fill(gdx, 0, (size_t)T * in);
+    int rc = kc_lora_linear_backward(gdx, gdW, NULL, NULL, NULL, NULL, gdy, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0);
+    char name[320];
+    snprintf(name, sizeof name, "LoRA linear backward dW with a bf16 W refused (rc %d: %s)", rc, rc ? kc_last_error() : "accepted");
+    check(rc == -1 && strstr(kc_last_error(), "--precision fp32") != NULL, name);
+    float *hdW = down(gdW, nw);
+    check(memcmp(hdW, dW0, sizeof(float) * nw) == 0, "LoRA linear backward refused dW left untouched");
+    free(dW0), free(hdW);
+    kc_free(gdx), kc_free(gdW);
+}
+
 // bf16: W on the device in bf16; checked against the fp32 reference (1e-2) and against the reference on the
 // same rounded inputs (1e-5: the accumulation is fp32). The adapter's gradients do not see the rounding.
 static void test_lora_linear(int T, int in, int out, int r, int bf16) {
@@ -475,6 +541,8 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     compare(name, hdA, dA, (size_t)r * in, 1e-5);
     snprintf(name, sizeof name, "LoRA linear backward dB, %s [%d x %d -> %d, r %d]", p, T, in, out, r);
     compare(name, hdB, dB, (size_t)out * r, 1e-5);
+    if (!bf16) test_lora_weight_grads(gx, gW, gA, gB, gdy, gax, x, dy, dx0, dx, dA, dB, s, T, in, out, r);
+    else test_lora_weight_grads_refused(gx, gW, gdy, T, in, out);
     if (bf16) {  // the same products on the rounded inputs: only accumulation order may differ
         float *xb = bf16_round(x, (size_t)T * in), *Wb = bf16_round(W, (size_t)out * in), *dyb = bf16_round(dy, (size_t)T * out);
         memset(y, 0, sizeof(float) * T * out), memset(dA, 0, sizeof(float) * r * in), memset(dB, 0, sizeof(float) * out * r);
@@ -492,6 +560,36 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
         kc_free(gdyB), kc_free(gdA), kc_free(gdB);
 }
 
+// The fused head's dw[V,D] (full fine-tuning, fp32 W) += dlᵀ·x onto random values, accumulated over the chunks
+// (dl: the reference's logit gradients, 0 on ignored rows); with dx, and with dx NULL (dw alone), the loss each time.
+static void test_head_weight_grad(const float *gx, const void *gW, const float *x, const float *dl, const int *tg, int T, int D, int V,
+                                  float cap, int chunk, float loss_ref) {
+    size_t nw = (size_t)V * D;
+    float *dw_ref = calloc(nw, sizeof(float));
+    ref_gemm(dw_ref, dl, 1, x, 0, V, D, T, 1, 0);
+    double ss = 0;
+    for (size_t i = 0; i < nw; i++) ss += (double)dw_ref[i] * dw_ref[i];
+    // the prefill at the gradient's own scale (dl is ~1/n): a wrong or missing chunk's share cannot hide under it
+    float *dw0 = rnd(nw, (float)sqrt(ss / nw));
+    for (size_t i = 0; i < nw; i++) dw_ref[i] += dw0[i];
+    char name[128];
+    for (int with_dx = 1; with_dx >= 0; with_dx--) {
+        float *gdw = up(dw0, sizeof(float) * nw), *gdx = with_dx ? poisoned((size_t)T * D) : NULL, loss = NAN;
+        int nc = -1;
+        check_rc(kc_linear_cross_entropy(gdx, gdw, gx, gW, LD_F32, tg, T, D, V, cap, -100, chunk, 0, &loss, &nc),
+                 with_dx ? "linear_cross_entropy dw" : "linear_cross_entropy dw, dx NULL");
+        float *hdw = down(gdw, nw);
+        snprintf(name, sizeof name, "fused head+loss dw (accumulated)%s, fp32 [%d x %d -> %d], cap %g, chunk %d", with_dx ? "" : ", dx NULL",
+                 T, D, V, cap, chunk);
+        compare(name, hdw, dw_ref, nw, 1e-5);
+        snprintf(name, sizeof name, "fused head+loss loss beside dw%s, fp32 [%d x %d -> %d]", with_dx ? "" : ", dx NULL", T, D, V);
+        compare(name, &loss, &loss_ref, 1, 1e-5);
+        free(hdw);
+        kc_free(gdw), kc_free(gdx);
+    }
+    free(dw0), free(dw_ref);
+}
+
 // The fused head + loss against the unfused CPU sequence (full logits, soft-cap, cross-entropy, and back), with
 // ignored rows, several chunks and a remainder; bf16: W rounded on the device, 1e-2 against the fp32 reference.
 static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk, int bf16) {
@@ -507,8 +605,9 @@ static void test_linear_cross_entropy(int T, int D, int V, float cap, int chunk,
     uint16_t *W16 = bf16 ? bf16_bits(W, (size_t)V * D) : NULL;
     void *gW = bf16 ? up(W16, sizeof(uint16_t) * V * D) : up(W, sizeof(float) * V * D);
     float *gx = up(x, sizeof(float) * T * D), *gdx = poisoned((size_t)T * D);
-    check_rc(kc_linear_cross_entropy(gdx, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, 0, &loss, &nc),
+    check_rc(kc_linear_cross_entropy(gdx, NULL, gx, gW, bf16 ? LD_BF16 : LD_F32, tg, T, D, V, cap, -100, chunk, 0, &loss, &nc),
              "linear_cross_entropy");
+    if (!bf16) test_head_weight_grad(gx, gW, x, dl, tg, T, D, V, cap, chunk, loss_ref);
     float *hdx = down(gdx, (size_t)T * D);
     char name[128];
     double bound = bf16 ? 1e-2 : 1e-5;

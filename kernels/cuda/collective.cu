@@ -1,9 +1,9 @@
-// NCCL's all-reduce for data-parallel training (collective.h). The communicator is nonblocking (config.blocking
-// 0): its creation and each group return at once (ncclInProgress) and are polled, as every collective enqueued
-// on the default stream is, through the communicator's asynchronous error and the stream. Past the deadline the
-// communicator is aborted, which is what ends NCCL's own wait on a peer that is gone, at init (where a blocking
-// communicator would wait for every rank with no limit), at its lazy connection set-up in the first group, and in
-// a collective.
+// NCCL's all-reduce, and the reduce-scatter and all-gather of ZeRO-1, for data-parallel training (collective.h).
+// The communicator is nonblocking (config.blocking 0): its creation and each group or collective return at once
+// (ncclInProgress) and are polled, as every collective enqueued on the default stream is, through the
+// communicator's asynchronous error and the stream. Past the deadline the communicator is aborted, which is what
+// ends NCCL's own wait on a peer that is gone, at init (where a blocking communicator would wait for every rank
+// with no limit), at its lazy connection set-up in the first group, and in a collective.
 #include <nccl.h>
 #include <string.h>
 #include <time.h>
@@ -13,6 +13,7 @@
 struct KcComm {
     ncclComm_t comm;
     double timeout_s;
+    int rank, world;
 };
 
 static double now_s(void) {
@@ -68,7 +69,7 @@ extern "C" KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int wo
     memcpy(u.internal, id, KC_COMM_ID_BYTES);
     KcComm *c = (KcComm *)calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->timeout_s = timeout_s;
+    c->timeout_s = timeout_s, c->rank = rank, c->world = world;
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     ncclResult_t r = ncclCommInitRankConfig(&c->comm, world, u, rank, &config);
@@ -92,6 +93,23 @@ extern "C" int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k
     ncclResult_t end = ncclGroupEnd();  // ncclInProgress: launched in the background (a nonblocking communicator)
     if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) return nccl_failed("ncclAllReduce", r != ncclSuccess ? r : end);
     return wait_done(c, "all-reduce", 1);
+}
+
+// In place, as NCCL defines it: this rank's share of buf is buf + rank·chunk in both.
+extern "C" int kc_comm_reduce_scatter(KcComm *c, float *buf, size_t chunk) {
+    if (!c->comm) return kc_set_error_msg("reduce-scatter", "the communicator was aborted"), -1;
+    if (!chunk) return 0;
+    ncclResult_t r = ncclReduceScatter(buf, buf + (size_t)c->rank * chunk, chunk, ncclFloat32, ncclSum, c->comm, 0);
+    if (r != ncclSuccess && r != ncclInProgress) return nccl_failed("ncclReduceScatter", r);
+    return wait_done(c, "reduce-scatter", 1);
+}
+
+extern "C" int kc_comm_all_gather(KcComm *c, float *buf, size_t chunk) {
+    if (!c->comm) return kc_set_error_msg("all-gather", "the communicator was aborted"), -1;
+    if (!chunk) return 0;
+    ncclResult_t r = ncclAllGather(buf + (size_t)c->rank * chunk, buf, chunk, ncclFloat32, c->comm, 0);
+    if (r != ncclSuccess && r != ncclInProgress) return nccl_failed("ncclAllGather", r);
+    return wait_done(c, "all-gather", 1);
 }
 
 extern "C" void kc_comm_free(KcComm *c) {

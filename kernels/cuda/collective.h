@@ -1,6 +1,7 @@
 // defines: sums across data-parallel ranks on the device (NCCL; kernels/cuda/collective.cu): one communicator per
-// rank, its id made by rank 0 and handed to the others by the caller (over MPI); in-place sums of device buffers,
-// each waited for with a deadline so a rank that died or stopped answering ends the wait with an error, not a hang.
+// rank, its id made by rank 0 and handed to the others by the caller (over MPI); in-place sums of device buffers
+// (all-reduce; reduce-scatter and all-gather for ZeRO-1's sharded optimizer state), each waited for with a
+// deadline so a rank that died or stopped answering ends the wait with an error, not a hang.
 // Each returns 0, or -1 with kc_last_error().
 #pragma once
 #include <stddef.h>
@@ -14,4 +15,9 @@ int kc_comm_id(unsigned char id[KC_COMM_ID_BYTES]);  // rank 0 only; fresh each 
 KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int world, int rank, double timeout_s);
 // bufs[k][n[k]] (device, fp32) summed in place over the ranks, as one group; waits for the result.
 int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k);
+// ZeRO-1: buf[world·chunk] (device, fp32) summed over the ranks; this rank's chunk, buf + rank·chunk, holds its
+// sum afterwards (in place; the rest of buf is left undefined). Waits for the result.
+int kc_comm_reduce_scatter(KcComm *c, float *buf, size_t chunk);
+// Every rank's chunk (buf + rank·chunk) into every rank's buf[world·chunk], in place. Waits for the result.
+int kc_comm_all_gather(KcComm *c, float *buf, size_t chunk);
 void kc_comm_free(KcComm *c);

@@ -1,5 +1,6 @@
 // The head fused with the mean cross-entropy (kernels/cpu/linear_cross_entropy.c is the contract), a chunk of
-// counted rows at a time: one block per row computes the row's log-sum-exp and writes its gradient in the same pass.
+// counted rows at a time: one block per row computes the row's log-sum-exp and writes its gradient in the same pass;
+// dx and (full fine-tuning) the head's dw come from that gradient chunk by chunk.
 #include <math.h>
 #include <stdlib.h>
 
@@ -47,8 +48,8 @@ __global__ static void head_ce_kernel(float *logits, float *row_loss, const int 
     }
 }
 
-extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
-                                       float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted) {
+extern "C" int kc_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,
+                                       int V, float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted) {
     int n = 0;
     for (int t = 0; t < T; t++) n += targets[t] != ignore_index;
     if (n_counted) *n_counted = n;
@@ -56,7 +57,7 @@ extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W,
     if (dx && kc_fill(dx, 0.0f, (size_t)T * D)) return -1;
     if (n == 0) return 0;
     int div = n_norm > 0 ? n_norm : n;
-    int C = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows, rc = -1;
+    int C = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows, rc = -1, grad = dx || dw;
     int *rows = (int *)malloc(sizeof(int) * n), *tgt = (int *)malloc(sizeof(int) * n);
     float *hl = (float *)malloc(sizeof(float) * n);
     for (int t = 0, i = 0; t < T; t++)
@@ -70,15 +71,16 @@ extern "C" int kc_linear_cross_entropy(float *dx, const float *x, const void *W,
     for (int c0 = 0; c0 < n; c0 += C) {
         int m = n - c0 < C ? n - c0 : C;
         if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, W, wt, NULL, NULL, NULL, 0, m, D, V, 0)) goto done;
-        head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / div, dx != NULL);
+        head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / div, grad);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) {
             kc_set_error("linear_cross_entropy", e);
             goto done;
         }
-        if (dx && (kc_fill(dxc, 0, (size_t)m * D) ||
-                   kc_lora_linear_backward(dxc, NULL, NULL, NULL, NULL, NULL, logits, xc, NULL, W, wt, NULL, NULL, 0, m, D, V, 0) ||
-                   kc_scatter_rows(dx, dxc, d_rows + c0, m, D)))
+        // dxc = dlogits·W (then scattered to the chunk's rows), dw[V,D] += dlogitsᵀ·xc (accumulated over the chunks)
+        if (grad && ((dx && kc_fill(dxc, 0, (size_t)m * D)) ||
+                     kc_lora_linear_backward(dxc, dw, NULL, NULL, NULL, NULL, logits, xc, NULL, W, wt, NULL, NULL, 0, m, D, V, 0) ||
+                     (dx && kc_scatter_rows(dx, dxc, d_rows + c0, m, D))))
             goto done;
     }
     if (kc_download(hl, row_loss, sizeof(float) * n)) goto done;

@@ -13,6 +13,15 @@ __global__ static void add_bias_kernel(float *y, const float *b, int N, size_t n
     if (i < n) y[i] += b[i % N];
 }
 
+// one thread per column: b[j] + y[0,j] + y[1,j] + ... in row order, the CPU's k_matmul_backward dbias order
+__global__ static void col_sums_kernel(float *b, const float *y, int T, int N) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    float s = b[j];
+    for (int t = 0; t < T; t++) s += y[(size_t)t * N + j];
+    b[j] = s;
+}
+
 __global__ static void scale_kernel(float *x, size_t n, float s) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < n) x[i] *= s;
@@ -44,6 +53,13 @@ extern "C" int kc_add_bias(float *y, const float *b, int T, int N) {
     if (!n || !b) return 0;
     add_bias_kernel<<<kc_blocks(n, 256), 256>>>(y, b, N, n);
     KC_CHECK_LAUNCH("add_bias");
+    return 0;
+}
+
+extern "C" int kc_add_col_sums(float *b, const float *y, int T, int N) {
+    if (T <= 0 || N <= 0) return 0;
+    col_sums_kernel<<<kc_blocks((size_t)N, 256), 256>>>(b, y, T, N);
+    KC_CHECK_LAUNCH("add_col_sums");
     return 0;
 }
 

@@ -1,5 +1,5 @@
-// defines: elementwise ops: adds, bias rows, scaling, the sum of squares, copies, dropout (kernels.h k_dropout), row
-// scatter/gather (kernels/cuda/elementwise.cu; each returns 0, or -1 with kc_last_error()).
+// defines: elementwise ops: adds, bias rows, column sums, scaling, the sum of squares, copies, dropout (kernels.h
+// k_dropout), row scatter/gather (kernels/cuda/elementwise.cu; each returns 0, or -1 with kc_last_error()).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -7,6 +7,7 @@
 // x += y;  y[T,N] += b[N] (b NULL: nothing);  x *= s;  *out = Σ x² (double, fixed order);  dst = src
 int kc_add(float *x, const float *y, size_t n);
 int kc_add_bias(float *y, const float *b, int T, int N);
+int kc_add_col_sums(float *b, const float *y, int T, int N);  // b[N] += Σ_t y[t,N] (one thread a column, rows in order)
 int kc_scale(float *x, size_t n, float s);
 int kc_sumsq(const float *x, size_t n, double *out);
 int kc_copy(float *dst, const float *src, size_t n);

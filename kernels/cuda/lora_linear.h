@@ -9,8 +9,9 @@
 // NULL: the plain linear; W NULL: only the adapter's term, added to y). W is F32 (cuBLAS, true fp32) or BF16
 // (cuBLASLt: x rounded to bf16, fp32 accumulation and result); A, B and the low-rank products are always fp32.
 // Backward (k_lora_linear_backward): dx accumulated (W NULL: the adapter's share alone; through a BF16 W, dy is
-// rounded to bf16 for that GEMM), dA/dB accumulated (NULL: not wanted), dyB [T,r] scratch; dW and dbias must be NULL
-// (the base is frozen on the GPU).
+// rounded to bf16 for that GEMM; dx NULL: not wanted), dA/dB accumulated (NULL: not wanted), dyB [T,r] scratch.
+// Full fine-tuning: dW[out,in] += dyᵀ·x (fp32 cuBLAS; with a BF16 W it fails: that needs fp32 weights, --precision
+// fp32) and dbias[out] += Σ_t dy[t,:] (rows in order), each accumulated, NULL when not wanted.
 int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                    float s, int T, int in, int out, int r);
 int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,

@@ -1,8 +1,12 @@
 // The emulator's NCCL (nccl.h): a communicator is a POSIX shared-memory segment, "/llamaduo-nccl-<id>", made by
 // rank 0 and opened by the others: a header (the barrier's counter and generation) and one slot of kSlot floats
-// per rank. An all-reduce goes through it kSlot floats at a time: each rank copies its piece into its slot, all
-// meet at the barrier, each sums the slots in rank order into its output, and all meet again before the slots are
-// reused.
+// per rank. Every collective goes through it kSlot floats at a time: each rank copies its piece into its slot, all
+// meet at the barrier, each reads what it needs from the slots into its output, and all meet again before the
+// slots are reused. An all-reduce sums every slot in rank order; a reduce-scatter walks the whole send buffer
+// (world·recvcount floats) the same way and each rank sums, in rank order, only the pieces inside its own share;
+// an all-gather copies every rank's slot to that rank's place in everyone's output. In place works for each, as
+// NCCL defines it (recv == send + rank·recvcount; send == recv + rank·sendcount): a piece is in the slots before
+// anyone writes over it.
 #include "nccl.h"
 
 #include <atomic>
@@ -152,6 +156,46 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
             for (int r = 0; r < c->world; r++) s += c->slots[(size_t)r * kSlot + i];
             out[off + i] = s;
         }
+        if (barrier(c) != ncclSuccess) return c->async;
+    }
+    return ncclSuccess;
+}
+
+ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype, ncclRedOp_t op,
+                               ncclComm_t c, cudaStream_t stream) {
+    (void)stream;
+    if (datatype != ncclFloat32 || op != ncclSum || !c) return ncclInvalidArgument;
+    if (c->async != ncclSuccess) return c->async;
+    const float *in = (const float *)sendbuff;
+    float *out = (float *)recvbuff;
+    size_t total = recvcount * (size_t)c->world, lo = recvcount * (size_t)c->rank, hi = lo + recvcount;
+    for (size_t off = 0; off < total; off += kSlot) {
+        size_t n = total - off < kSlot ? total - off : kSlot;
+        memcpy(c->slots + (size_t)c->rank * kSlot, in + off, sizeof(float) * n);
+        if (barrier(c) != ncclSuccess) return c->async;
+        size_t a = off > lo ? off : lo, b = off + n < hi ? off + n : hi;  // this round's part of my share
+        for (size_t j = a; j < b; j++) {
+            float s = 0;
+            for (int r = 0; r < c->world; r++) s += c->slots[(size_t)r * kSlot + (j - off)];
+            out[j - lo] = s;
+        }
+        if (barrier(c) != ncclSuccess) return c->async;
+    }
+    return ncclSuccess;
+}
+
+ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype, ncclComm_t c,
+                           cudaStream_t stream) {
+    (void)stream;
+    if (datatype != ncclFloat32 || !c) return ncclInvalidArgument;
+    if (c->async != ncclSuccess) return c->async;
+    const float *in = (const float *)sendbuff;
+    float *out = (float *)recvbuff;
+    for (size_t off = 0; off < sendcount; off += kSlot) {
+        size_t n = sendcount - off < kSlot ? sendcount - off : kSlot;
+        memcpy(c->slots + (size_t)c->rank * kSlot, in + off, sizeof(float) * n);
+        if (barrier(c) != ncclSuccess) return c->async;
+        for (int r = 0; r < c->world; r++) memcpy(out + (size_t)r * sendcount + off, c->slots + (size_t)r * kSlot, sizeof(float) * n);
         if (barrier(c) != ncclSuccess) return c->async;
     }
     return ncclSuccess;

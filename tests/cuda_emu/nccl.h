@@ -1,8 +1,9 @@
-// The CUDA emulator's stand-in for <nccl.h>: the part kernels/cuda/collective.cu uses. Ranks are processes (as
-// under mpirun); a communicator is a shared-memory segment named by its unique id, where every rank puts its
-// buffer and reads everyone's, summing in rank order — so every rank gets the same bits, as NCCL's all-reduce
-// gives. Collectives complete when they return; a rank that does not arrive within LLAMADUO_EMU_NCCL_TIMEOUT
-// seconds (60) makes the others' call fail with ncclRemoteError.
+// The CUDA emulator's stand-in for <nccl.h>: the part kernels/cuda/collective.cu uses (all-reduce, reduce-scatter,
+// all-gather; fp32, sum). Ranks are processes (as under mpirun); a communicator is a shared-memory segment named
+// by its unique id, where every rank puts its buffer and reads everyone's, summing in rank order — so every rank
+// gets the same bits, as NCCL's all-reduce gives, and a reduce-scatter's share is the all-reduce's bits.
+// Collectives complete when they return; a rank that does not arrive within LLAMADUO_EMU_NCCL_TIMEOUT seconds (60)
+// makes the others' call fail with ncclRemoteError.
 #pragma once
 #include <stddef.h>
 
@@ -35,6 +36,10 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId *id);
 ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank);
 ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank, ncclConfig_t *config);
 ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, ncclComm_t comm,
+                           cudaStream_t stream);
+ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype, ncclRedOp_t op,
+                               ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype, ncclComm_t comm,
                            cudaStream_t stream);
 ncclResult_t ncclGroupStart(void);
 ncclResult_t ncclGroupEnd(void);

@@ -2,6 +2,7 @@
 
 #ifdef LLAMADUO_HAVE_CUDA
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels_cuda.h"
 #include "util.h"
@@ -138,4 +139,42 @@ int gpu_lora_fill(Lora *d, float value) {
         }
     return 0;
 }
+Lora *gpu_lora_view(const Lora *like, float *arena) {
+    Lora *v = ld_xcalloc(1, sizeof *v);
+    *v = *like;
+    v->w = ld_xcalloc((size_t)like->n_layers * LT_COUNT, sizeof(LoraPair));
+    for (int i = 0; i < like->n_layers * LT_COUNT; i++) {
+        const LoraPair *p = &like->w[i];
+        if (!p->A) continue;
+        v->w[i] = (LoraPair){.A = arena, .B = arena + (size_t)like->rank * p->in, .in = p->in, .out = p->out};
+        arena += (size_t)like->rank * (p->in + p->out);
+    }
+    return v;
+}
+
+Model *gpu_model_view(const Model *m, float *arena) {
+    Model *v = ld_xcalloc(1, sizeof *v);
+    v->cfg = m->cfg;  // (its layer_local stays m's)
+    memcpy(v->hf_prefix, m->hf_prefix, sizeof v->hf_prefix);
+    v->layers = ld_xcalloc((size_t)m->cfg.n_layers, sizeof(LayerWeights));
+    ModelTensor *t;
+    int n = model_tensors(v, &t);
+    for (int i = 0; i < n; i++) {
+        size_t numel = (size_t)(t[i].lin ? t[i].rows * t[i].cols : t[i].cols);  // (a vector has no rows)
+        if (t[i].lin)
+            *t[i].lin = (Linear){arena, LD_F32, sizeof(float) * (size_t)t[i].cols};
+        else
+            *t[i].vec = arena;
+        arena += numel;
+    }
+    free(t);
+    if (v->cfg.tied_embeddings) v->lm_head = v->embed;
+    return v;
+}
+
+void gpu_view_free(Lora *lora_view, Model *model_view) {
+    if (lora_view) free(lora_view->w), free(lora_view);
+    if (model_view) free(model_view->layers), free(model_view);
+}
+
 #endif

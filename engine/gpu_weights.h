@@ -24,3 +24,12 @@ void gpu_lora_free(Lora *d);
 // Copies each targeted A and B between a device adapter and a host adapter of the same shape. 0, or -1 with an error.
 int gpu_lora_transfer(Lora *host, Lora *dev, int to_host);
 int gpu_lora_fill(Lora *d, float value);  // every A and B (zeroing gradients)
+
+// Trained parameters laid end to end in one device buffer, so that the data-parallel collectives and ZeRO-1's
+// shards work on it whole: these shells point into `arena` (device, fp32) and own none of it.
+// An adapter shaped like `like`: its A and B consecutive slices of arena in lora_params() order.
+Lora *gpu_lora_view(const Lora *like, float *arena);
+// A model shaped like m (its config; every weight fp32): each weight model_tensors() lists a consecutive slice of
+// arena in that order (model_params()' order), the head tied where m's is. No RoPE tables: the caller's.
+Model *gpu_model_view(const Model *m, float *arena);
+void gpu_view_free(Lora *lora_view, Model *model_view);  // the shells (either may be NULL), not the arena

@@ -14,20 +14,22 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
     return NULL;
 }
 void gpu_trainer_free(GpuTrainer *g) { (void)g; }
+int gpu_trainer_distribute(GpuTrainer *g, struct Dist *d, int nccl, int zero) { return (void)g, (void)d, (void)nccl, (void)zero, -1; }
+const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d) { return (void)g, (void)d, "none"; }
+size_t gpu_trainer_state_floats(const GpuTrainer *g) { return (void)g, 0; }
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n, int training, uint64_t seed) {
     return (void)g, (void)b, (void)n, (void)training, (void)seed, NAN;
 }
 int gpu_trainer_zero_grad(GpuTrainer *g) { return (void)g, -1; }
+int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return (void)g, (void)s, -1; }
+int gpu_trainer_sum_grad(GpuTrainer *g) { return (void)g, -1; }
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps, float wd, float mn) {
     return (void)g, (void)lr, (void)b1, (void)b2, (void)eps, (void)wd, (void)mn, NAN;
 }
+int gpu_trainer_values(GpuTrainer *g, const Param *host, int n) { return (void)g, (void)host, (void)n, -1; }
 int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
-int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return (void)g, (void)s, -1; }
-int gpu_trainer_sum_grad(GpuTrainer *g, struct Dist *d, Lora *host) { return (void)g, (void)d, (void)host, -1; }
-int gpu_trainer_join(GpuTrainer *g, struct Dist *d) { return (void)g, (void)d, -1; }
-const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d) { return (void)g, (void)d, "none"; }
-int gpu_trainer_save_state(GpuTrainer *g, struct AdamW *o) { return (void)g, (void)o, -1; }
-int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)g, (void)o, -1; }
+int gpu_trainer_save_state(GpuTrainer *g, AdamW *o) { return (void)g, (void)o, -1; }
+int gpu_trainer_load_state(GpuTrainer *g, const AdamW *o) { return (void)g, (void)o, -1; }
 
 #else
 
@@ -35,27 +37,111 @@ int gpu_trainer_load_state(GpuTrainer *g, const struct AdamW *o) { return (void)
 #include "dist.h"
 #include "gpu_weights.h"
 #include "kernels_cuda.h"
-#include "optim.h"
 
 struct GpuTrainer {
     const Model *m;
-    int step;  // AdamW steps taken
+    int full, step;  // step: AdamW steps taken
     float dropout;
-    GpuWeights *w;  // the frozen base
-    Lora *P, *dP;  // the adapter and its gradients on the device
-    Lora *mP, *vP;  // AdamW's moments, shaped like the adapter
+    GpuWeights *base;  // LoRA: the frozen base
+    Lora *P, *dP;  // LoRA: the adapter and its gradients (views of values and grads)
+    Model *W, *dW;  // full fine-tuning: every weight and its gradient (views of values and grads)
+    float *inv_freq[2];  // full fine-tuning: RoPE's global and local tables
+    Param *params;  // [n_params] views of values and grads, lora_params() / model_params() order
+    int n_params;
+    float *values, *grads;  // [n_pad]: every trained parameter end to end, zeros after the n-th
+    float *m1, *m2;  // [hi - lo] AdamW's moments of this rank's chunk (all of it without ZeRO-1)
+    size_t n, n_pad, lo, hi;
+    float *host;  // [n_pad] staging for collectives through host memory
+    Dist *dist;
     KcComm *comm;  // the data-parallel ranks' GPUs (NCCL), or NULL
+    int zero, rank, world;
 };
+
+static int failed(const char *what) {
+    char why[512];
+    snprintf(why, sizeof why, "%s", kc_last_error());
+    ld_set_error("%s: %s", what, why);
+    return -1;
+}
+
+static float *zeros(size_t n) {
+    float *d = kc_alloc(sizeof(float) * (n ? n : 1));
+    if (d && kc_fill(d, 0, n)) kc_free(d), d = NULL;
+    return d;
+}
+
+// The parameters' buffers for n_pad floats, the views and the parameter list over them; values already on the
+// device move across (like: the adapter's shape).
+static int lay_out(GpuTrainer *g, const Lora *like, size_t n_pad) {
+    float *values = zeros(n_pad), *grads = zeros(n_pad);
+    if (!values || !grads || (g->values && kc_copy(values, g->values, g->n))) {
+        kc_free(values), kc_free(grads);
+        return failed("the trained parameters on the GPU");
+    }
+    kc_free(g->values), kc_free(g->grads), free(g->params);
+    g->values = values, g->grads = grads, g->n_pad = n_pad;
+    if (g->full) {
+        gpu_view_free(NULL, g->W), gpu_view_free(NULL, g->dW);
+        g->W = gpu_model_view(g->m, values), g->dW = gpu_model_view(g->m, grads);
+        g->n_params = model_params(g->W, g->dW, &g->params);
+    } else {
+        Lora *P = gpu_lora_view(like, values), *dP = gpu_lora_view(like, grads);
+        gpu_view_free(g->P, NULL), gpu_view_free(g->dP, NULL);
+        g->P = P, g->dP = dP;
+        g->n_params = lora_params(P, dP, &g->params);
+    }
+    free(g->host), g->host = NULL;
+    return 0;
+}
+
+// AdamW's moments for elements [lo, hi) of the parameters, zeroed.
+static int keep_moments(GpuTrainer *g, size_t lo, size_t hi) {
+    kc_free(g->m1), kc_free(g->m2);
+    g->lo = lo, g->hi = hi;
+    if (!(g->m1 = zeros(hi - lo)) || !(g->m2 = zeros(hi - lo))) return failed("AdamW's state on the GPU");
+    return 0;
+}
+
+static float *upload_table(const float *h, size_t n, int *err) {
+    if (!h || *err) return NULL;
+    float *d = kc_alloc(sizeof(float) * n);
+    if (!d || kc_upload(d, h, sizeof(float) * n)) *err = 1;
+    return d;
+}
+
+// The base (LoRA) or RoPE's tables (full fine-tuning), then the trained values from the host's parameters.
+static int upload(GpuTrainer *g, LdDtype wt, const Param *host) {
+    const Model *m = g->m;
+    if (g->full) {
+        int err = 0, half = m->cfg.head_dim / 2;
+        g->inv_freq[0] = upload_table(m->inv_freq_global, (size_t)half, &err);
+        g->inv_freq[1] = upload_table(m->inv_freq_local, (size_t)half, &err);
+        if (err) return failed("uploading the model to the GPU");
+    } else if (!(g->base = gpu_weights_upload(m, wt))) {
+        return -1;
+    }
+    for (int k = 0; k < g->n_params; k++)
+        if (kc_upload(g->params[k].p, host[k].p, sizeof(float) * host[k].n)) return failed("uploading the trained weights to the GPU");
+    return 0;
+}
 
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
     if (ld_cuda_device_count() == 0) {
         ld_set_error("no CUDA device found");
         return NULL;
     }
+    if (!lora && wt != LD_F32) {
+        ld_set_error("full fine-tuning on the GPU runs in fp32 (--precision fp32); bf16 is for LoRA");
+        return NULL;
+    }
     GpuTrainer *g = ld_xcalloc(1, sizeof *g);
-    g->m = m, g->dropout = lora->dropout;
-    if (!(g->w = gpu_weights_upload(m, wt)) || !(g->P = gpu_lora_new(lora, 1)) || !(g->dP = gpu_lora_new(lora, 0)) ||
-        !(g->mP = gpu_lora_new(lora, 0)) || !(g->vP = gpu_lora_new(lora, 0))) {
+    g->m = m, g->full = !lora, g->dropout = lora ? lora->dropout : 0, g->world = 1;
+    Param *host;  // (the host's own values: read only)
+    int n = lora ? lora_params((Lora *)lora, (Lora *)lora, &host) : model_params((Model *)m, (Model *)m, &host);
+    for (int k = 0; k < n; k++) g->n += host[k].n;
+    int rc = lay_out(g, lora, g->n) || keep_moments(g, 0, g->n) || upload(g, wt, host);
+    free(host);
+    if (rc) {
         gpu_trainer_free(g);
         return NULL;
     }
@@ -67,155 +153,194 @@ void gpu_trainer_free(GpuTrainer *g) {
 #ifdef LLAMADUO_HAVE_NCCL
     kc_comm_free(g->comm);
 #endif
-    gpu_lora_free(g->P), gpu_lora_free(g->dP), gpu_lora_free(g->mP), gpu_lora_free(g->vP);
-    gpu_weights_free(g->w);
-    free(g);
+    gpu_view_free(g->P, g->W), gpu_view_free(g->dP, g->dW);
+    gpu_weights_free(g->base);
+    kc_free(g->values), kc_free(g->grads), kc_free(g->m1), kc_free(g->m2), kc_free(g->inv_freq[0]), kc_free(g->inv_freq[1]);
+    free(g->params), free(g->host), free(g);
 }
 
-int gpu_trainer_zero_grad(GpuTrainer *g) { return gpu_lora_fill(g->dP, 0); }
-
-float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed) {
-    const Backend *be = &ld_backend_cuda;
-    const ModelConfig *c = &g->m->cfg;
-    if (train_batch_check(c, b)) return NAN;
-    Transformer t = {.be = be, .cfg = c, .w = g->w->w, .adapter = g->P, .bf16_acts = g->w->wt == LD_BF16};
-    TrainStep step = {
-        .adapter_grad = g->dP, .dropout = g->dropout, .dropout_seed = dropout_seed, .row0 = b->row0, .loss_norm = b->loss_norm};
-    TokenPlan plan;
-    float loss = NAN;
-    int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||
-             kc_sync();
-    token_plan_free(be, &plan);
-    if (rc)
-        ld_set_error("GPU training step: %s", kc_last_error());
-    else if (isnan(loss))
-        ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
-    return rc ? NAN : loss;
-}
-
-double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
-    double ss = 0, part;
-    int n = g->m->cfg.n_layers * LT_COUNT;
-    for (int i = 0; i < n; i++) {
-        LoraPair *d = &g->dP->w[i];
-        if (!d->A) continue;
-        if (kc_sumsq(d->A, (size_t)g->dP->rank * d->in, &part)) return NAN;
-        ss += part;
-        if (kc_sumsq(d->B, (size_t)d->out * g->dP->rank, &part)) return NAN;
-        ss += part;
-    }
-    double norm = sqrt(ss);
-    float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;  // torch's clip_grad_norm_
-    g->step++;
-    for (int i = 0; i < n; i++) {
-        LoraPair *p = &g->P->w[i], *d = &g->dP->w[i], *m1 = &g->mP->w[i], *m2 = &g->vP->w[i];
-        if (!p->A) continue;
-        size_t na = (size_t)g->P->rank * p->in, nb = (size_t)p->out * g->P->rank;
-        int rc = (clip < 1.0f && (kc_scale(d->A, na, clip) || kc_scale(d->B, nb, clip))) ||
-                 kc_adamw(p->A, d->A, m1->A, m2->A, na, lr, beta1, beta2, eps, weight_decay, g->step) ||
-                 kc_adamw(p->B, d->B, m1->B, m2->B, nb, lr, beta1, beta2, eps, weight_decay, g->step);
-        if (rc) {
-            ld_set_error("GPU AdamW step: %s", kc_last_error());
-            return NAN;
-        }
-    }
-    return norm;
-}
-
-int gpu_trainer_scale_grad(GpuTrainer *g, float s) {
-    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
-        LoraPair *d = &g->dP->w[i];
-        if (d->A && (kc_scale(d->A, (size_t)g->dP->rank * d->in, s) || kc_scale(d->B, (size_t)d->out * g->dP->rank, s))) {
-            ld_set_error("GPU gradient scaling: %s", kc_last_error());
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int gpu_trainer_join(GpuTrainer *g, Dist *d) {
+static int join_nccl(GpuTrainer *g, Dist *d) {
 #ifdef LLAMADUO_HAVE_NCCL
-    const DistPlace *at = dist_place(d);
     unsigned char id[KC_COMM_ID_BYTES] = {0};
-    if (at->rank == 0 && kc_comm_id(id)) {
-        ld_set_error("NCCL: %s", kc_last_error());
-        return -1;
-    }
+    if (g->rank == 0 && kc_comm_id(id)) return failed("NCCL");
     if (dist_bcast(d, id, sizeof id, "NCCL's communicator id")) return -1;
-    if (!(g->comm = kc_comm_join(id, at->world, at->rank, dist_timeout_s(d)))) {
-        ld_set_error("NCCL: %s", kc_last_error());
-        return -1;
-    }
+    if (!(g->comm = kc_comm_join(id, g->world, g->rank, dist_timeout_s(d)))) return failed("NCCL");
 #else
     (void)g, (void)d;
 #endif
     return 0;
 }
 
+int gpu_trainer_distribute(GpuTrainer *g, Dist *d, int nccl, int zero) {
+    const DistPlace *at = dist_place(d);
+    g->dist = d, g->rank = at->rank, g->world = at->world;
+    if (nccl && join_nccl(g, d)) return -1;
+    if (!(g->zero = zero && g->world > 1)) return 0;
+    size_t w = (size_t)g->world, n_pad = (g->n + w - 1) / w * w;  // equal chunks, as NCCL's reduce-scatter takes them
+    return lay_out(g, g->P, n_pad) || keep_moments(g, g->rank * n_pad / w, (g->rank + 1) * n_pad / w) ? -1 : 0;
+}
+
 const char *gpu_trainer_collectives(const GpuTrainer *g, const Dist *d) {
     return g->comm ? "NCCL" : !strcmp(dist_transport_name(d), "TCP") ? "TCP through host memory" : "MPI through host memory";
 }
 
-int gpu_trainer_sum_grad(GpuTrainer *g, Dist *d, Lora *host) {
-#ifdef LLAMADUO_HAVE_NCCL
-    if (g->comm) {  // every pair's A and B, summed in place as one group
-        int k = 0, pairs = g->m->cfg.n_layers * LT_COUNT;
-        float **bufs = ld_xcalloc((size_t)pairs * 2, sizeof *bufs);
-        size_t *ns = ld_xcalloc((size_t)pairs * 2, sizeof *ns);
-        for (int i = 0; i < pairs; i++) {
-            const LoraPair *p = &g->dP->w[i];
-            if (!p->A) continue;
-            bufs[k] = p->A, ns[k++] = (size_t)g->dP->rank * p->in;
-            bufs[k] = p->B, ns[k++] = (size_t)g->dP->rank * p->out;
-        }
-        int rc = kc_comm_sum(g->comm, bufs, ns, k);
-        if (rc) ld_set_error("the gradients' all-reduce (NCCL): %s", kc_last_error());
-        free(bufs), free(ns);
-        return rc;
+size_t gpu_trainer_state_floats(const GpuTrainer *g) { return 2 * (g->hi - g->lo); }
+
+int gpu_trainer_zero_grad(GpuTrainer *g) { return kc_fill(g->grads, 0, g->n_pad) ? failed("zeroing the gradients") : 0; }
+
+int gpu_trainer_scale_grad(GpuTrainer *g, float s) { return kc_scale(g->grads, g->n_pad, s) ? failed("GPU gradient scaling") : 0; }
+
+float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_counted, int training, uint64_t dropout_seed) {
+    const Backend *be = &ld_backend_cuda;
+    const ModelConfig *c = &g->m->cfg;
+    if (train_batch_check(c, b)) return NAN;
+    Transformer t = {.be = be, .cfg = c, .adapter = g->P, .bf16_acts = g->base && g->base->wt == LD_BF16};
+    ModelWeights grad;
+    if (g->full) {
+        t.w = model_weights(g->W), grad = model_weights(g->dW);
+        t.w.inv_freq_global = g->inv_freq[0], t.w.inv_freq_local = g->inv_freq[1];
+    } else {
+        t.w = g->base->w;
     }
-#endif
-    // without NCCL: through the host copy, pair by pair
-    if (gpu_lora_transfer(host, g->dP, 1)) return -1;
-    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
-        LoraPair *p = &host->w[i];
-        if (p->A && (dist_sum_f32(d, p->A, (size_t)host->rank * p->in, "the gradients' all-reduce") ||
-                     dist_sum_f32(d, p->B, (size_t)host->rank * p->out, "the gradients' all-reduce")))
-            return -1;
-    }
-    return gpu_lora_transfer(host, g->dP, 0);
+    TrainStep step = {.adapter_grad = g->dP, .weight_grad = g->full ? &grad : NULL, .dropout = g->dropout, .dropout_seed = dropout_seed,
+                      .row0 = b->row0, .loss_norm = b->loss_norm};
+    TokenPlan plan;
+    float loss = NAN;
+    int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||
+             kc_sync();
+    token_plan_free(be, &plan);
+    if (rc)
+        failed("GPU training step");
+    else if (isnan(loss))
+        ld_set_error("the loss is not a number (the training diverged: a lower learning rate may help)");
+    return rc ? NAN : loss;
 }
 
-// Walks the pairs in lora_params() order (layer, target, A then B), copying values and moments either way.
-static int transfer_state(GpuTrainer *g, AdamW *opt, int to_host) {
-    int k = 0, r = g->P->rank;
-    for (int i = 0; i < g->m->cfg.n_layers * LT_COUNT; i++) {
-        if (!g->P->w[i].A) continue;
-        for (int ab = 0; ab < 2; ab++, k++) {
-            const LoraPair *p = &g->P->w[i];
-            size_t n = ab ? (size_t)p->out * r : (size_t)r * p->in;
-            float *dev[3] = {ab ? p->B : p->A, ab ? g->mP->w[i].B : g->mP->w[i].A, ab ? g->vP->w[i].B : g->vP->w[i].A};
-            if (k >= opt->n || opt->v[k].n != n) {
-                ld_set_error("the optimiser state does not match the adapter on the GPU");
-                return -1;
-            }
-            float *host[3] = {opt->v[k].p, opt->m[k], opt->s[k]};
-            for (int j = 0; j < 3; j++)
-                if (to_host ? kc_download(host[j], dev[j], sizeof(float) * n) : kc_upload(dev[j], host[j], sizeof(float) * n)) {
-                    ld_set_error("GPU state transfer: %s", kc_last_error());
-                    return -1;
-                }
-        }
-    }
-    if (to_host)
-        opt->step = g->step;
-    else
-        g->step = opt->step;
+// Elements [lo, hi) of a device buffer to or from the same place in the host staging buffer.
+static int stage(GpuTrainer *g, float *dev, size_t lo, size_t hi, int to_host) {
+    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n_pad ? g->n_pad : 1));
+    size_t bytes = sizeof(float) * (hi - lo);
+    if (to_host ? kc_download(g->host + lo, dev + lo, bytes) : kc_upload(dev + lo, g->host + lo, bytes))
+        return failed("staging through host memory");
     return 0;
 }
 
-int gpu_trainer_save_state(GpuTrainer *g, AdamW *opt) { return transfer_state(g, opt, 1); }
-int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt) { return transfer_state(g, (AdamW *)opt, 0); }
+int gpu_trainer_sum_grad(GpuTrainer *g) {
+#ifdef LLAMADUO_HAVE_NCCL
+    if (g->comm) {
+        int rc = g->zero ? kc_comm_reduce_scatter(g->comm, g->grads, g->n_pad / (size_t)g->world) : kc_comm_sum(g->comm, &g->grads, &g->n, 1);
+        return rc ? failed(g->zero ? "the gradients' reduce-scatter (NCCL)" : "the gradients' all-reduce (NCCL)") : 0;
+    }
+#endif
+    if (stage(g, g->grads, 0, g->n_pad, 1)) return -1;
+    if (g->zero ? dist_reduce_scatter_f32(g->dist, g->host, g->n_pad, "the gradients' reduce-scatter")
+                : dist_sum_f32(g->dist, g->host, g->n, "the gradients' all-reduce"))
+        return -1;
+    return stage(g, g->grads, g->lo, g->hi, 0);
+}
 
-int gpu_trainer_download(GpuTrainer *g, Lora *lora) { return gpu_lora_transfer(lora, g->P, 1); }
+// ZeRO-1, after each rank's step on its chunk: every chunk to every rank.
+static int gather_values(GpuTrainer *g) {
+#ifdef LLAMADUO_HAVE_NCCL
+    if (g->comm) return kc_comm_all_gather(g->comm, g->values, g->n_pad / (size_t)g->world) ? failed("the weights' all-gather (NCCL)") : 0;
+#endif
+    return stage(g, g->values, g->lo, g->hi, 1) || dist_all_gather_f32(g->dist, g->host, g->n_pad, "the weights' all-gather") ||
+                   stage(g, g->values, 0, g->n_pad, 0)
+               ? -1
+               : 0;
+}
+
+// The part of parameter k inside this rank's chunk: elements [*a, *b) of the buffers (empty when *a >= *b).
+static void in_chunk(const GpuTrainer *g, int k, size_t *a, size_t *b) {
+    size_t off = (size_t)(g->params[k].p - g->values), end = off + g->params[k].n;
+    *a = off > g->lo ? off : g->lo, *b = end < g->hi ? end : g->hi;
+}
+
+double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
+    double ss;
+    if (kc_sumsq(g->grads + g->lo, g->hi - g->lo, &ss)) return failed("the gradient norm"), NAN;
+    if (g->zero && dist_sum_f64(g->dist, &ss, 1, "the gradient norm's all-reduce")) return NAN;
+    double norm = sqrt(ss);
+    float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;  // torch's clip_grad_norm_
+    g->step++;
+    for (int k = 0; k < g->n_params; k++) {
+        size_t a, b;
+        in_chunk(g, k, &a, &b);
+        if (a >= b) continue;
+        if ((clip < 1.0f && kc_scale(g->grads + a, b - a, clip)) ||
+            kc_adamw(g->values + a, g->grads + a, g->m1 + (a - g->lo), g->m2 + (a - g->lo), b - a, lr, beta1, beta2, eps,
+                     g->params[k].decay ? weight_decay : 0, g->step))
+            return failed("GPU AdamW step"), NAN;
+    }
+    return g->zero && gather_values(g) ? NAN : norm;
+}
+
+static int same_params(const GpuTrainer *g, const Param *host, int n) {
+    int same = n == g->n_params;
+    for (int k = 0; k < n && same; k++) same = host[k].n == g->params[k].n;
+    if (!same) ld_set_error("the host's parameters do not match the ones trained on the GPU");
+    return same;
+}
+
+int gpu_trainer_values(GpuTrainer *g, const Param *host, int n) {
+    if (!same_params(g, host, n)) return -1;
+    for (int k = 0; k < n; k++)
+        if (kc_download(host[k].p, g->params[k].p, sizeof(float) * host[k].n)) return failed("copying the trained weights from the GPU");
+    return 0;
+}
+
+int gpu_trainer_download(GpuTrainer *g, Lora *lora) {
+    Param *host;
+    int n = lora_params(lora, lora, &host), rc = gpu_trainer_values(g, host, n);
+    free(host);
+    return rc;
+}
+
+// One moment of every parameter into opt's arrays (m: m1 into opt->m, else m2 into opt->s): straight from the
+// device, or with ZeRO-1 every rank's chunk gathered to rank 0 first.
+static int moment_to_host(GpuTrainer *g, AdamW *opt, int m) {
+    const float *dev = m ? g->m1 : g->m2;
+    float **into = m ? opt->m : opt->s;
+    char *all = NULL;
+    if (g->zero) {
+        size_t *each = ld_xcalloc((size_t)g->world, sizeof(size_t));
+        int rc = kc_download(g->host, dev, sizeof(float) * (g->hi - g->lo)) ? failed("AdamW's state from the GPU")
+                 : dist_gather(g->dist, g->host, sizeof(float) * (g->hi - g->lo), &all, each, "gathering the optimiser's state");
+        free(each);
+        if (rc) return -1;
+        if (g->rank) return 0;  // rank 0's opt alone receives them
+    }
+    int rc = 0;
+    for (int k = 0; k < g->n_params && !rc; k++) {
+        size_t off = (size_t)(g->params[k].p - g->values), bytes = sizeof(float) * g->params[k].n;
+        if (all) memcpy(into[k], all + sizeof(float) * off, bytes);
+        else if (kc_download(into[k], dev + off, bytes)) rc = failed("AdamW's state from the GPU");
+    }
+    free(all);
+    return rc;
+}
+
+int gpu_trainer_save_state(GpuTrainer *g, AdamW *opt) {
+    if (gpu_trainer_values(g, opt->v, opt->n)) return -1;
+    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n_pad ? g->n_pad : 1));
+    if (moment_to_host(g, opt, 1) || moment_to_host(g, opt, 0)) return -1;
+    opt->step = g->step;
+    return 0;
+}
+
+int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt) {
+    if (!same_params(g, opt->v, opt->n)) return -1;
+    for (int k = 0; k < g->n_params; k++) {
+        size_t a, b, off = (size_t)(g->params[k].p - g->values);
+        in_chunk(g, k, &a, &b);
+        size_t bytes = sizeof(float) * (b > a ? b - a : 0);
+        if (kc_upload(g->params[k].p, opt->v[k].p, sizeof(float) * opt->v[k].n) ||
+            (bytes && (kc_upload(g->m1 + (a - g->lo), opt->m[k] + (a - off), bytes) ||
+                       kc_upload(g->m2 + (a - g->lo), opt->s[k] + (a - off), bytes))))
+            return failed("the optimiser's state to the GPU");
+    }
+    g->step = opt->step;
+    return 0;
+}
 
 #endif

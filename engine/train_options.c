@@ -86,8 +86,8 @@ int train_options_check(TrainOptions *o, int need_paths) {
         ld_set_error("init_adapter is for LoRA training, not method full");
         return -1;
     }
-    if (!strcmp(o->device, "cuda") && full) {
-        ld_set_error("device cuda trains LoRA; full fine-tuning runs on the CPU for now (device cpu)");
+    if (full && !strcmp(o->precision, "bf16")) {
+        ld_set_error("full fine-tuning trains fp32 weights (precision fp32); precision bf16 is for LoRA's base");
         return -1;
     }
     if (train_targets_mask(o->targets) < 0) return -1;

@@ -26,8 +26,9 @@ typedef struct {
     float (*loss)(struct Trainer *t, const TrainBatch *b, int *n_counted, int training);
     int (*scale_grad)(struct Trainer *t, float s);
     double (*adamw)(struct Trainer *t, float lr);
-    int (*state_to_host)(struct Trainer *t);  // before a checkpoint is written
+    int (*state_to_host)(struct Trainer *t);  // before a checkpoint is written (every rank: ZeRO-1 on GPUs gathers)
     int (*state_from_host)(struct Trainer *t);  // after one is read
+    int (*values_to_host)(struct Trainer *t);  // before the result is written (rank 0 alone)
     int (*sum_grad)(struct Trainer *t);  // every rank's gradients summed on every rank (more than one rank)
 } StepOps;
 
@@ -50,7 +51,7 @@ struct Trainer {
     Dist *dist;  // NULL: one rank
     int rank, world, resumed_world;  // resumed_world: the ranks that wrote the checkpoint resumed from (0: none)
     int summed;  // each step's gradients go through the collectives (more than one rank, or --gpus on one)
-    int zero;  // ZeRO-1: each rank keeps AdamW's moments for its chunk of every parameter and updates only that
+    int zero;  // ZeRO-1: each rank keeps AdamW's moments for its chunk of the parameters and updates only that
     int *share_starts;  // [tokens_per_step] a share's record starts, rebased to its first row
 };
 
@@ -107,11 +108,11 @@ static int cpu_sum_grad(Trainer *t) {
             return -1;
     return 0;
 }
-static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state, cpu_sum_grad};
+static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state, cpu_state, cpu_sum_grad};
 
 static int gpu_zero_grad(Trainer *t) { return gpu_trainer_zero_grad(t->gpu); }
 static float gpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
-    return gpu_trainer_loss_and_grad(t->gpu, b, n_counted, training, t->lora->dropout_seed);
+    return gpu_trainer_loss_and_grad(t->gpu, b, n_counted, training, t->lora ? t->lora->dropout_seed : 0);
 }
 static int gpu_scale_grad(Trainer *t, float s) { return gpu_trainer_scale_grad(t->gpu, s); }
 static double gpu_adamw(Trainer *t, float lr) {
@@ -119,8 +120,9 @@ static double gpu_adamw(Trainer *t, float lr) {
 }
 static int gpu_to_host(Trainer *t) { return gpu_trainer_save_state(t->gpu, t->opt); }
 static int gpu_from_host(Trainer *t) { return gpu_trainer_load_state(t->gpu, t->opt); }
-static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu, t->dist, t->grad); }
-static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host, gpu_sum_grad};
+static int gpu_values(Trainer *t) { return gpu_trainer_values(t->gpu, t->opt->v, t->opt->n); }
+static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu); }
+static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host, gpu_values, gpu_sum_grad};
 
 // ---- data ---------------------------------------------------------------------------------------------------
 
@@ -244,12 +246,12 @@ static int make_params(Trainer *t) {
     return 0;
 }
 
-// Whether this rank trains on a GPU: 1 (its device chosen), 0, or -1 with an error. The GPU for LoRA when asked
-// (cuda) or found (auto); full fine-tuning runs on the CPU.
+// Whether this rank trains on a GPU: 1 (its device chosen), 0, or -1 with an error. The GPU when asked (cuda) or
+// found (auto).
 static int wants_gpu(Trainer *t) {
     const char *dev = t->o->device;
     int cuda = !strcmp(dev, "cuda");
-    if (!(cuda || (!strcmp(dev, "auto") && !t->full && ld_cuda_device_count() > 0))) return 0;
+    if (!(cuda || (!strcmp(dev, "auto") && ld_cuda_device_count() > 0))) return 0;
     const DistPlace *at = dist_place(t->dist);
     int gpu = dist_local_gpu(t->dist);
     if (gpu < 0 && cuda) {
@@ -280,20 +282,23 @@ static int pick_device(Trainer *t) {
                      on_gpu, t->world);
         return -1;
     }
-    if (!want) {  // full fine-tuning on CPU ranks: each keeps its chunk of AdamW's moments when asked (ZeRO-1)
-        if ((t->zero = t->full && t->world > 1 && t->o->zero)) adamw_shard(t->opt, t->rank, t->world);
+    t->zero = t->full && t->world > 1 && t->o->zero;  // full fine-tuning: each rank keeps its chunk of AdamW's moments
+    if (!want) {
+        if (t->zero) adamw_shard(t->opt, t->rank, t->world);
         return 0;
     }
-    if (!(t->gpu = gpu_trainer_new(t->m, t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
+    if (!(t->gpu = gpu_trainer_new(t->m, t->full ? NULL : t->lora, !strcmp(t->o->precision, "bf16") ? LD_BF16 : LD_F32))) {
         char why[512];
         snprintf(why, sizeof why, "%s", ld_last_error());
         ld_set_error("device cuda: %s", why);
         return -1;
     }
     t->ops = &k_gpu_steps;
-    if (!dist_device_collectives(t->dist)) return 0;
-    t->summed = 1;
-    return dist_wait_for_all(t->dist, "waiting for every rank's GPU") || gpu_trainer_join(t->gpu, t->dist) ? -1 : 0;
+    int nccl = dist_device_collectives(t->dist);
+    t->summed |= nccl;
+    return (nccl && dist_wait_for_all(t->dist, "waiting for every rank's GPU")) || gpu_trainer_distribute(t->gpu, t->dist, nccl, t->zero)
+               ? -1
+               : 0;
 }
 
 Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val, Dist *dist) {
@@ -313,7 +318,7 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 void trainer_info(const Trainer *t, TrainerInfo *out) {
     *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
                          t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu, t->dist) : dist_transport_name(t->dist),
-                         t->zero, adamw_state_floats(t->opt), 2 * t->n_params};
+                         t->zero, t->gpu ? gpu_trainer_state_floats(t->gpu) : adamw_state_floats(t->opt), 2 * t->n_params};
     if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 
@@ -422,9 +427,10 @@ static void free_gathered(AdamW *whole) {
 // Every rank takes part (ZeRO-1's moments are gathered first); rank 0 writes, the others wait for it.
 static int write_checkpoint(Trainer *t, int step) {
     AdamW whole;
-    if (t->zero && gather_state(t, &whole)) return -1;
-    int rc = !t->rank && (t->ops->state_to_host(t) || save_checkpoint(t->o->out, t->zero ? &whole : t->opt, step, t->world));
-    if (t->zero) free_gathered(&whole);
+    int host_shards = t->zero && !t->gpu;  // (a GPU trainer gathers its own into rank 0's optimiser)
+    if (host_shards && gather_state(t, &whole)) return -1;
+    int rc = t->ops->state_to_host(t) || (!t->rank && save_checkpoint(t->o->out, host_shards ? &whole : t->opt, step, t->world));
+    if (host_shards) free_gathered(&whole);
     return rc || dist_wait_for_all(t->dist, "waiting for rank 0's checkpoint") ? -1 : 0;
 }
 
@@ -564,7 +570,7 @@ int trainer_save(Trainer *t, char **path) {
     const TrainOptions *o = t->o;
     *path = NULL;
     if (t->rank) return 0;  // every rank holds the same weights: rank 0's are written
-    if (t->ops->state_to_host(t)) return -1;  // the trained values live on the GPU until now
+    if (t->ops->values_to_host(t)) return -1;  // the trained values live on the GPU until now
     *path = ld_path_join(o->out, t->full ? (model_gguf(t->m) ? "model.gguf" : "model") : "adapter");
     int nt, nm,
         rc = !t->full           ? lora_save_peft(t->lora, *path, o->model)

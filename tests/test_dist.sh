@@ -151,6 +151,31 @@ if [ -x "$EMU" ]; then
     ok "a GPU rank stopped inside NCCL's all-reduce: the run ended (exit $rc) naming the all-reduce" ||
     bad "GPU rank stopped: exit $rc; $(grep -v 'train: step' "$T/gpustop.err" | tail -3)"
   kill -9 "${kids[@]}" 2>/dev/null
+  # full fine-tuning on emulated GPUs: one against the CPU; two with ZeRO-1 (the gradients reduce-scattered, each
+  # rank's AdamW on its chunk, the weights all-gathered, over the emulator's NCCL) against one GPU and against
+  # --zero 0, their checkpoints byte for byte, and ZeRO-1's checkpoint resumed on one GPU
+  GFULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 2
+         --lr 1e-3 --tokens-per-step 256 --save-every 4)
+  "$BIN" train "${GFULL[@]}" --device cpu --out "$T/cfull" 2>/dev/null
+  "$EMU" train "${GFULL[@]}" --device cuda --out "$T/gfull1" 2>"$T/gfull1.err"
+  grep -q "on the GPU (CUDA emulator.*trained weights in fp32" "$T/gfull1.err" &&
+    same "full fine-tuning on one emulated GPU vs the CPU" "$T/gfull1" "$T/cfull" --tol 1e-4 ||
+    bad "full fine-tuning on the GPU: $(grep -v 'train: step' "$T/gfull1.err" | tail -3)"
+  LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --out "$T/gfull2" 2>"$T/gfull2.err"
+  grep -q "summed by NCCL" "$T/gfull2.err" && grep -q "sharded over the ranks (ZeRO-1): 0.4 MiB on this rank, not 0.8 MiB" "$T/gfull2.err" &&
+    same "full fine-tuning, --gpus 2 with ZeRO-1 over NCCL (emulator) vs one GPU" "$T/gfull2" "$T/gfull1" ||
+    bad "--gpus 2, full fine-tuning: $(grep -v 'train: step' "$T/gfull2.err" | tail -3)"
+  LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --zero 0 --out "$T/gfull2z0" 2>/dev/null
+  same "full fine-tuning on 2 GPUs, ZeRO-1 vs --zero 0: exactly" "$T/gfull2" "$T/gfull2z0" --tol 0
+  ck=$(ls "$T/gfull2z0/checkpoint/" | grep '^state-')
+  [ -n "$ck" ] && cmp -s "$T/gfull2z0/checkpoint/$ck" "$T/gfull2/checkpoint/$ck" &&
+    ok "ZeRO-1's GPU checkpoint (every rank's moments gathered on rank 0) = the unsharded one, byte for byte ($ck)" ||
+    bad "ZeRO-1's GPU checkpoint differs from the unsharded one (${ck:-none written})"
+  rm -rf "$T/gfullr" && cp -r "$T/gfull2" "$T/gfullr" && rm -rf "$T/gfullr/model"
+  "$EMU" train "${GFULL[@]}" --device cuda --out "$T/gfullr" --resume 2>"$T/gfullr.err"
+  grep -q "written by 2 ranks, this run has 1" "$T/gfullr.err" &&
+    same "ZeRO-1's GPU checkpoint resumed on one GPU vs the uninterrupted run" "$T/gfullr" "$T/gfull1" ||
+    bad "resuming ZeRO-1's GPU checkpoint on one GPU: $(grep -v 'train: step' "$T/gfullr.err" | tail -3)"
 elif [ -n "${LLAMADUO_NO_EMU:-}" ]; then
   echo "skip the NCCL path on the emulator: this build has no llamaduo_emu (LLAMADUO_NO_EMU: the sanitizer build; the release build runs it)"
 else

@@ -37,21 +37,31 @@ build_kernel_test() {
 step "build the kernel test (sm_$ARCH, warnings are errors)" build_kernel_test
 step "test_cuda_kernels" "$B/test_cuda_kernels"
 
-# The trainer end to end: the same LoRA run on the GPU (fp32 or bf16 base) and on the CPU, loss curves compared.
-train_vs_cpu() {  # train_vs_cpu PRECISION BOUND
-  local D=configs/data
-  "$G/llamaduo" train --model tests/fixtures/tiny/llama.gguf --train $D/dates.train.jsonl --val $D/dates.val.jsonl --epochs 1 \
-    --lr 1e-2 --dropout 0.1 --tokens-per-step 256 --save-every 5 --device cuda --precision "$1" --out "$G/run-$1" 2>&1 |
-    grep -E "^train: (on|done)|validation|error"
-  python3 - "$G/run-$1/metrics.jsonl" "$G/run-cpu/metrics.jsonl" "$1" "$2" <<'PY'
+# The trainer end to end: the same run on the GPU and on the CPU, loss curves compared.
+same_losses() {  # same_losses GPU_METRICS CPU_METRICS LABEL BOUND
+  python3 - "$@" <<'PY'
 import json, sys
 a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
 la, lb = [r.get("loss", r.get("val_loss")) for r in a], [r.get("loss", r.get("val_loss")) for r in b]
 worst = max(abs(x - y) / abs(y) for x, y in zip(la, lb))
-print(f"llamaduo train --device cuda --precision {sys.argv[3]} vs cpu: {len(la)} metric lines, loss {la[1]:.4f} -> {la[-1]:.4f} "
+print(f"llamaduo train --device cuda {sys.argv[3]} vs cpu: {len(la)} metric lines, loss {la[1]:.4f} -> {la[-1]:.4f} "
       f"(cpu {lb[1]:.4f} -> {lb[-1]:.4f}), worst rel diff {worst:.2e} (bound {sys.argv[4]})")
 sys.exit(0 if worst < float(sys.argv[4]) and len(la) == len(lb) else 1)
 PY
+}
+train_vs_cpu() {  # train_vs_cpu PRECISION BOUND: LoRA, the base in PRECISION
+  local D=configs/data
+  "$G/llamaduo" train --model tests/fixtures/tiny/llama.gguf --train $D/dates.train.jsonl --val $D/dates.val.jsonl --epochs 1 \
+    --lr 1e-2 --dropout 0.1 --tokens-per-step 256 --save-every 5 --device cuda --precision "$1" --out "$G/run-$1" 2>&1 |
+    grep -E "^train: (on|done)|validation|error"
+  same_losses "$G/run-$1/metrics.jsonl" "$G/run-cpu/metrics.jsonl" "--precision $1" "$2"
+}
+full_vs_cpu() {  # full fine-tuning (every weight's gradient on the device)
+  local A=(--model tests/fixtures/tiny/llama --method full --train configs/data/dates.train.jsonl --val
+                 configs/data/dates.val.jsonl --epochs 1 --lr 1e-3 --tokens-per-step 256 --save-every 5)
+  "$G/llamaduo" train "${A[@]}" --device cpu --threads 8 --out "$G/full-cpu" 2>&1 | grep -E "error"
+  "$G/llamaduo" train "${A[@]}" --device cuda --out "$G/full-gpu" 2>&1 | grep -E "^train: (on|done)|error"
+  same_losses "$G/full-gpu/metrics.jsonl" "$G/full-cpu/metrics.jsonl" "--method full" 1e-3
 }
 
 # NCCL with one rank gives the run without NCCL exactly, and costs little: tokens/s of each (the same run, twice).
@@ -83,6 +93,7 @@ if [ -f .gpu/bundle.tar.xz ]; then
     grep -E "^train: (on|done)|validation|error"
   step "train on the GPU, fp32, vs the CPU" train_vs_cpu fp32 1e-3
   step "train on the GPU, bf16 base, vs the CPU" train_vs_cpu bf16 5e-2
+  step "full fine-tuning on the GPU vs the CPU" full_vs_cpu
   step "train --gpus 1 (NCCL, one rank) vs no NCCL: the same, and its cost" nccl_one_rank
   if [ "$BENCH" = 1 ]; then step "GPU benchmark vs HF + PEFT" python3 benchmarks/gpu_bench.py "$G/bench_gpu" all; fi
 else

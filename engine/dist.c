@@ -123,15 +123,15 @@ static void launch_id(char *out, size_t cap) {
         if (*c <= ' ' || *c > '~') *c = '_';
 }
 
-// "tcp://HOST:PORT" (HOST may be [v6]) into rv. 0, or -1 with an error.
-static int parse_tcp(const char *url, DistRendezvous *rv) {
+// "tcp://HOST:PORT" (HOST may be [v6]) into rv; `from` names where it came from in the error. 0, or -1 with an error.
+static int parse_tcp(const char *url, const char *from, DistRendezvous *rv) {
     const char *hp = url + strlen("tcp://"), *colon = strrchr(hp, ':');
     size_t hn = colon ? (size_t)(colon - hp) : 0;
     if (hn && hp[0] == '[' && hp[hn - 1] == ']') hp++, hn -= 2;
     char *end;
     long port = colon ? strtol(colon + 1, &end, 10) : 0;
     if (!hn || hn >= sizeof rv->host || !colon || *end || port < 1 || port > 65535) {
-        ld_set_error("--dist-init %s: expected tcp://HOST:PORT", url);
+        ld_set_error("%s %s: expected tcp://HOST:PORT (a port from 1 to 65535)", from, url);
         return -1;
     }
     memcpy(rv->host, hp, hn), rv->host[hn] = 0;
@@ -154,16 +154,18 @@ static int choose(const DistPlace *at, const DistOptions *o, DistRendezvous *rv)
     if (getenv("LLAMADUO_MASTER_PORT")) port = getenv("LLAMADUO_MASTER_PORT");
     launch_id(rv->launch, sizeof rv->launch);
     char url[4400];
+    const char *from = "--dist-init";
     if (!init || !*init || !strcmp(init, "auto")) {
         int srun_pmi = !strcmp(at->launcher, "srun") && (getenv("PMIX_RANK") || getenv("PMI_RANK"));
         int mpi_joins = !strcmp(at->launcher, "mpirun") || !strcmp(at->launcher, "mpiexec") || srun_pmi;
 #ifdef LLAMADUO_HAVE_MPI
         if (mpi_joins) return 1;
 #endif
-        if (addr && *addr && port && *port)
+        if (addr && *addr && port && *port) {
+            from = getenv("LLAMADUO_MASTER_PORT") ? "MASTER_ADDR and LLAMADUO_MASTER_PORT" : "MASTER_ADDR and MASTER_PORT";
             snprintf(url, sizeof url, "tcp://%s%s%s:%s", strchr(addr, ':') && addr[0] != '[' ? "[" : "", addr,
                      strchr(addr, ':') && addr[0] != '[' ? "]" : "", port);
-        else if (o->dir && *o->dir && rv->launch[0])
+        } else if (o->dir && *o->dir && rv->launch[0])
             snprintf(url, sizeof url, "file:%s/.llamaduo-rendezvous", o->dir);
         else {
             ld_set_error("%s started %d ranks, but they have no way to meet: %s", at->launcher, at->world,
@@ -177,7 +179,7 @@ static int choose(const DistPlace *at, const DistOptions *o, DistRendezvous *rv)
         init = url;
     }
     if (!strcmp(init, "mpi")) return 1;
-    if (!strncmp(init, "tcp://", 6)) return parse_tcp(init, rv);
+    if (!strncmp(init, "tcp://", 6)) return parse_tcp(init, from, rv);
     if (!strncmp(init, "file:", 5) && init[5]) {
         if (!rv->launch[0]) {  // rank 0's file from an earlier launch would be read as this one's
             ld_set_error(

@@ -17,6 +17,7 @@ void gpu_trainer_free(GpuTrainer *g) { (void)g; }
 int gpu_trainer_distribute(GpuTrainer *g, struct Dist *d, int nccl, int zero) { return (void)g, (void)d, (void)nccl, (void)zero, -1; }
 const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d) { return (void)g, (void)d, "none"; }
 size_t gpu_trainer_state_floats(const GpuTrainer *g) { return (void)g, 0; }
+int gpu_trainer_sharded(const GpuTrainer *g) { return (void)g, 0; }
 float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n, int training, uint64_t seed) {
     return (void)g, (void)b, (void)n, (void)training, (void)seed, NAN;
 }
@@ -48,10 +49,10 @@ struct GpuTrainer {
     float *inv_freq[2];  // full fine-tuning: RoPE's global and local tables
     Param *params;  // [n_params] views of values and grads, lora_params() / model_params() order
     int n_params;
-    float *values, *grads;  // [n_pad]: every trained parameter end to end, zeros after the n-th
-    float *m1, *m2;  // [hi - lo] AdamW's moments of this rank's chunk (all of it without ZeRO-1)
-    size_t n, n_pad, lo, hi;
-    float *host;  // [n_pad] staging for collectives through host memory
+    float *values, *grads;  // [n + PAD_ROOM]: every trained parameter end to end, zeros after the n-th
+    float *m1, *m2;  // [hi - lo] AdamW's moments of this rank's chunk (all of it without ZeRO-1), made at first use
+    size_t n, n_pad, lo, hi;  // n_pad: n rounded up to equal chunks (ZeRO-1)
+    float *host;  // [n + PAD_ROOM] staging for collectives through host memory
     Dist *dist;
     KcComm *comm;  // the data-parallel ranks' GPUs (NCCL), or NULL
     int zero, rank, world;
@@ -70,35 +71,29 @@ static float *zeros(size_t n) {
     return d;
 }
 
-// The parameters' buffers for n_pad floats, the views and the parameter list over them; values already on the
-// device move across (like: the adapter's shape).
-static int lay_out(GpuTrainer *g, const Lora *like, size_t n_pad) {
-    float *values = zeros(n_pad), *grads = zeros(n_pad);
-    if (!values || !grads || (g->values && kc_copy(values, g->values, g->n))) {
-        kc_free(values), kc_free(grads);
-        return failed("the trained parameters on the GPU");
-    }
-    kc_free(g->values), kc_free(g->grads), free(g->params);
-    g->values = values, g->grads = grads, g->n_pad = n_pad;
+// Room past the parameters for ZeRO-1's equal chunks (n rounded up to a multiple of the ranks), so that
+// sharding never moves the buffers: up to PAD_ROOM + 1 ranks.
+#define PAD_ROOM 4096
+
+// The parameters' buffers, the views and the parameter list over them (like: the adapter's shape).
+static int lay_out(GpuTrainer *g, const Lora *like) {
+    if (!(g->values = zeros(g->n + PAD_ROOM)) || !(g->grads = zeros(g->n + PAD_ROOM))) return failed("the trained parameters on the GPU");
     if (g->full) {
-        gpu_view_free(NULL, g->W), gpu_view_free(NULL, g->dW);
-        g->W = gpu_model_view(g->m, values), g->dW = gpu_model_view(g->m, grads);
+        g->W = gpu_model_view(g->m, g->values), g->dW = gpu_model_view(g->m, g->grads);
         g->n_params = model_params(g->W, g->dW, &g->params);
     } else {
-        Lora *P = gpu_lora_view(like, values), *dP = gpu_lora_view(like, grads);
-        gpu_view_free(g->P, NULL), gpu_view_free(g->dP, NULL);
-        g->P = P, g->dP = dP;
-        g->n_params = lora_params(P, dP, &g->params);
+        g->P = gpu_lora_view(like, g->values), g->dP = gpu_lora_view(like, g->grads);
+        g->n_params = lora_params(g->P, g->dP, &g->params);
     }
-    free(g->host), g->host = NULL;
+    g->n_pad = g->n, g->lo = 0, g->hi = g->n;
     return 0;
 }
 
-// AdamW's moments for elements [lo, hi) of the parameters, zeroed.
-static int keep_moments(GpuTrainer *g, size_t lo, size_t hi) {
-    kc_free(g->m1), kc_free(g->m2);
-    g->lo = lo, g->hi = hi;
-    if (!(g->m1 = zeros(hi - lo)) || !(g->m2 = zeros(hi - lo))) return failed("AdamW's state on the GPU");
+// AdamW's moments of elements [lo, hi), zeroed, once: made at first use, after ZeRO-1 has chosen the chunk.
+static int have_moments(GpuTrainer *g) {
+    if (g->m1 && g->m2) return 0;
+    if (!g->m1 && !(g->m1 = zeros(g->hi - g->lo))) return failed("AdamW's state on the GPU");
+    if (!(g->m2 = zeros(g->hi - g->lo))) return failed("AdamW's state on the GPU");
     return 0;
 }
 
@@ -139,7 +134,7 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
     Param *host;  // (the host's own values: read only)
     int n = lora ? lora_params((Lora *)lora, (Lora *)lora, &host) : model_params((Model *)m, (Model *)m, &host);
     for (int k = 0; k < n; k++) g->n += host[k].n;
-    int rc = lay_out(g, lora, g->n) || keep_moments(g, 0, g->n) || upload(g, wt, host);
+    int rc = lay_out(g, lora) || upload(g, wt, host);
     free(host);
     if (rc) {
         gpu_trainer_free(g);
@@ -175,16 +170,24 @@ int gpu_trainer_distribute(GpuTrainer *g, Dist *d, int nccl, int zero) {
     const DistPlace *at = dist_place(d);
     g->dist = d, g->rank = at->rank, g->world = at->world;
     if (nccl && join_nccl(g, d)) return -1;
-    if (!(g->zero = zero && g->world > 1)) return 0;
-    size_t w = (size_t)g->world, n_pad = (g->n + w - 1) / w * w;  // equal chunks, as NCCL's reduce-scatter takes them
-    return lay_out(g, g->P, n_pad) || keep_moments(g, g->rank * n_pad / w, (g->rank + 1) * n_pad / w) ? -1 : 0;
+    if (!(g->zero = zero && g->world > 1 && g->comm)) return 0;
+    if (g->world > PAD_ROOM + 1) return ld_set_error("ZeRO-1 on the GPU takes at most %d ranks", PAD_ROOM + 1), -1;
+    size_t w = (size_t)g->world;
+    g->n_pad = (g->n + w - 1) / w * w;  // equal chunks, as NCCL's reduce-scatter takes them
+    g->lo = g->rank * g->n_pad / w, g->hi = (g->rank + 1) * g->n_pad / w;
+    return 0;
 }
+
+int gpu_trainer_sharded(const GpuTrainer *g) { return g->zero; }
 
 const char *gpu_trainer_collectives(const GpuTrainer *g, const Dist *d) {
     return g->comm ? "NCCL" : !strcmp(dist_transport_name(d), "TCP") ? "TCP through host memory" : "MPI through host memory";
 }
 
 size_t gpu_trainer_state_floats(const GpuTrainer *g) { return 2 * (g->hi - g->lo); }
+
+// Host collectives take at most INT_MAX elements at a time (MPI's counts): bigger buffers go in pieces of this.
+static const size_t HOST_PIECE = (size_t)1 << 28;
 
 int gpu_trainer_zero_grad(GpuTrainer *g) { return kc_fill(g->grads, 0, g->n_pad) ? failed("zeroing the gradients") : 0; }
 
@@ -217,10 +220,10 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
 }
 
 // Elements [lo, hi) of a device buffer to or from the same place in the host staging buffer.
-static int stage(GpuTrainer *g, float *dev, size_t lo, size_t hi, int to_host) {
-    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n_pad ? g->n_pad : 1));
+static int stage(GpuTrainer *g, const float *dev, size_t lo, size_t hi, int to_host) {
+    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n + PAD_ROOM));
     size_t bytes = sizeof(float) * (hi - lo);
-    if (to_host ? kc_download(g->host + lo, dev + lo, bytes) : kc_upload(dev + lo, g->host + lo, bytes))
+    if (to_host ? kc_download(g->host + lo, dev + lo, bytes) : kc_upload((float *)dev + lo, g->host + lo, bytes))
         return failed("staging through host memory");
     return 0;
 }
@@ -232,11 +235,11 @@ int gpu_trainer_sum_grad(GpuTrainer *g) {
         return rc ? failed(g->zero ? "the gradients' reduce-scatter (NCCL)" : "the gradients' all-reduce (NCCL)") : 0;
     }
 #endif
-    if (stage(g, g->grads, 0, g->n_pad, 1)) return -1;
-    if (g->zero ? dist_reduce_scatter_f32(g->dist, g->host, g->n_pad, "the gradients' reduce-scatter")
-                : dist_sum_f32(g->dist, g->host, g->n, "the gradients' all-reduce"))
-        return -1;
-    return stage(g, g->grads, g->lo, g->hi, 0);
+    // through host memory (ZeRO-1 takes NCCL)
+    if (stage(g, g->grads, 0, g->n, 1)) return -1;
+    for (size_t at = 0; at < g->n; at += HOST_PIECE)
+        if (dist_sum_f32(g->dist, g->host + at, g->n - at < HOST_PIECE ? g->n - at : HOST_PIECE, "the gradients' all-reduce")) return -1;
+    return stage(g, g->grads, 0, g->n, 0);
 }
 
 // ZeRO-1, after each rank's step on its chunk: every chunk to every rank.
@@ -244,10 +247,7 @@ static int gather_values(GpuTrainer *g) {
 #ifdef LLAMADUO_HAVE_NCCL
     if (g->comm) return kc_comm_all_gather(g->comm, g->values, g->n_pad / (size_t)g->world) ? failed("the weights' all-gather (NCCL)") : 0;
 #endif
-    return stage(g, g->values, g->lo, g->hi, 1) || dist_all_gather_f32(g->dist, g->host, g->n_pad, "the weights' all-gather") ||
-                   stage(g, g->values, 0, g->n_pad, 0)
-               ? -1
-               : 0;
+    return ld_set_error("ZeRO-1 on the GPU needs NCCL"), -1;
 }
 
 // The part of parameter k inside this rank's chunk: elements [*a, *b) of the buffers (empty when *a >= *b).
@@ -258,6 +258,7 @@ static void in_chunk(const GpuTrainer *g, int k, size_t *a, size_t *b) {
 
 double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, float eps, float weight_decay, float max_norm) {
     double ss;
+    if (have_moments(g)) return NAN;
     if (kc_sumsq(g->grads + g->lo, g->hi - g->lo, &ss)) return failed("the gradient norm"), NAN;
     if (g->zero && dist_sum_f64(g->dist, &ss, 1, "the gradient norm's all-reduce")) return NAN;
     double norm = sqrt(ss);
@@ -296,40 +297,51 @@ int gpu_trainer_download(GpuTrainer *g, Lora *lora) {
     return rc;
 }
 
-// One moment of every parameter into opt's arrays (m: m1 into opt->m, else m2 into opt->s): straight from the
-// device, or with ZeRO-1 every rank's chunk gathered to rank 0 first.
-static int moment_to_host(GpuTrainer *g, AdamW *opt, int m) {
-    const float *dev = m ? g->m1 : g->m2;
-    float **into = m ? opt->m : opt->s;
-    char *all = NULL;
-    if (g->zero) {
-        size_t *each = ld_xcalloc((size_t)g->world, sizeof(size_t));
-        int rc = kc_download(g->host, dev, sizeof(float) * (g->hi - g->lo)) ? failed("AdamW's state from the GPU")
-                 : dist_gather(g->dist, g->host, sizeof(float) * (g->hi - g->lo), &all, each, "gathering the optimiser's state");
-        free(each);
-        if (rc) return -1;
-        if (g->rank) return 0;  // rank 0's opt alone receives them
-    }
+// With ZeRO-1, one moment's chunks gathered on rank 0 into its staging buffer, a piece of each chunk at a time.
+static int gather_moment(GpuTrainer *g, const float *dev) {
+    size_t chunk = g->hi - g->lo, *each = ld_xcalloc((size_t)g->world, sizeof(size_t));
     int rc = 0;
-    for (int k = 0; k < g->n_params && !rc; k++) {
-        size_t off = (size_t)(g->params[k].p - g->values), bytes = sizeof(float) * g->params[k].n;
-        if (all) memcpy(into[k], all + sizeof(float) * off, bytes);
-        else if (kc_download(into[k], dev + off, bytes)) rc = failed("AdamW's state from the GPU");
+    for (size_t at = 0; at < chunk && !rc; at += HOST_PIECE) {
+        size_t len = chunk - at < HOST_PIECE ? chunk - at : HOST_PIECE;
+        char *all = NULL;
+        rc = kc_download(g->host + g->lo + at, dev + at, sizeof(float) * len)
+                 ? failed("AdamW's state from the GPU")
+                 : dist_gather(g->dist, g->host + g->lo + at, sizeof(float) * len, &all, each, "gathering the optimiser's state");
+        for (int r = 0; !rc && all && r < g->world; r++)  // rank 0: rank r's piece at its place in the whole
+            memcpy(g->host + (size_t)r * chunk + at, all + (size_t)r * sizeof(float) * len, sizeof(float) * len);
+        free(all);
     }
-    free(all);
+    free(each);
     return rc;
 }
 
+// One moment of every parameter into opt's arrays (m: m1 into opt->m, else m2 into opt->s): straight from the
+// device, or with ZeRO-1 through rank 0's staging buffer (the other ranks' opt receive nothing).
+static int moment_to_host(GpuTrainer *g, AdamW *opt, int m) {
+    const float *dev = m ? g->m1 : g->m2;
+    float **into = m ? opt->m : opt->s;
+    if (g->zero && gather_moment(g, dev)) return -1;
+    if (g->zero && g->rank) return 0;
+    for (int k = 0; k < g->n_params; k++) {
+        size_t off = (size_t)(g->params[k].p - g->values), bytes = sizeof(float) * g->params[k].n;
+        if (g->zero)
+            memcpy(into[k], g->host + off, bytes);
+        else if (kc_download(into[k], dev + off, bytes))
+            return failed("AdamW's state from the GPU");
+    }
+    return 0;
+}
+
 int gpu_trainer_save_state(GpuTrainer *g, AdamW *opt) {
-    if (gpu_trainer_values(g, opt->v, opt->n)) return -1;
-    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n_pad ? g->n_pad : 1));
+    if (gpu_trainer_values(g, opt->v, opt->n) || have_moments(g)) return -1;
+    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n + PAD_ROOM));
     if (moment_to_host(g, opt, 1) || moment_to_host(g, opt, 0)) return -1;
     opt->step = g->step;
     return 0;
 }
 
 int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt) {
-    if (!same_params(g, opt->v, opt->n)) return -1;
+    if (!same_params(g, opt->v, opt->n) || have_moments(g)) return -1;
     for (int k = 0; k < g->n_params; k++) {
         size_t a, b, off = (size_t)(g->params[k].p - g->values);
         in_chunk(g, k, &a, &b);

@@ -18,8 +18,10 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt);
 void gpu_trainer_free(GpuTrainer *g);
 // Makes g one of d's data-parallel ranks (every rank calls it once, before training or resuming): the gradients
 // summed by NCCL when nccl (rank 0's communicator id sent over d), otherwise through host memory over d's own
-// transport; zero: ZeRO-1, each rank keeping AdamW's moments for its chunk of the parameters alone. 0, or -1.
+// transport; zero: ZeRO-1 (with NCCL only), each rank keeping AdamW's moments for its chunk of the parameters
+// alone. 0, or -1.
 int gpu_trainer_distribute(GpuTrainer *g, struct Dist *d, int nccl, int zero);
+int gpu_trainer_sharded(const GpuTrainer *g);  // whether ZeRO-1 took
 // "NCCL", or d's transport through host memory: how gpu_trainer_sum_grad sums.
 const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d);
 size_t gpu_trainer_state_floats(const GpuTrainer *g);  // AdamW's moments held on this rank's device

@@ -296,9 +296,10 @@ static int pick_device(Trainer *t) {
     t->ops = &k_gpu_steps;
     int nccl = dist_device_collectives(t->dist);
     t->summed |= nccl;
-    return (nccl && dist_wait_for_all(t->dist, "waiting for every rank's GPU")) || gpu_trainer_distribute(t->gpu, t->dist, nccl, t->zero)
-               ? -1
-               : 0;
+    if ((nccl && dist_wait_for_all(t->dist, "waiting for every rank's GPU")) || gpu_trainer_distribute(t->gpu, t->dist, nccl, t->zero))
+        return -1;
+    t->zero = gpu_trainer_sharded(t->gpu);  // (through host memory, every rank keeps whole moments)
+    return 0;
 }
 
 Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, const TrainData *val, Dist *dist) {

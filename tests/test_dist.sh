@@ -251,5 +251,7 @@ expect_err "--dist-init tcp:// without a port" "expected tcp://HOST:PORT" env RA
 expect_err "RANK/WORLD_SIZE with no rendezvous" "no way to meet" env RANK=0 WORLD_SIZE=2 "$BIN" train "${LORA[@]}" --out "$T/x1"
 expect_err "mpirun -np 2 with --ranks 3" "ranks 3, but mpirun started 2" "${MPIRUN[@]}" "$BIN" train "${LORA[@]}" --out "$T/x3" --ranks 3
 expect_err "a rank count that is not one" "WORLD_SIZE=two" env RANK=0 WORLD_SIZE=two "$BIN" train "${LORA[@]}" --out "$T/x4"
+expect_err "a MASTER_PORT that is no port (named as the variable)" "MASTER_ADDR and MASTER_PORT tcp://127.0.0.1:99999: expected" \
+  env RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=99999 "$BIN" train "${LORA[@]}" --out "$T/badport"
 expect_err "--gpus without a GPU" "no CUDA device" "$BIN" train "${LORA[@]}" --out "$T/x5" --gpus 2
 finish

@@ -23,11 +23,12 @@ __global__ static void embed_fwd(float *x, const Elem *table, const int *tokens,
     x[i] = as_float(table[(size_t)tokens[t] * D + i % D]) * scale;
 }
 
-__global__ static void embed_bwd(float *dtable, const float *dx, const int *tokens, int D, float scale, size_t n) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    size_t t = i / D;
-    atomicAdd(&dtable[(size_t)tokens[t] * D + i % D], dx[i] * scale);
+// One thread per column, the tokens in order: a token seen twice adds in the same order on every run (atomics
+// would not), so full fine-tuning on the GPU is deterministic, as its resume and ZeRO-1 promise.
+__global__ static void embed_bwd(float *dtable, const float *dx, const int *tokens, int T, int D, float scale) {
+    int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    for (int t = 0; t < T; t++) dtable[(size_t)tokens[t] * D + d] += dx[(size_t)t * D + d] * scale;
 }
 
 extern "C" int kc_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale) {
@@ -48,7 +49,7 @@ extern "C" int kc_embedding(float *x, const void *table, LdDtype tt, const int *
 extern "C" int kc_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale) {
     size_t n = (size_t)T * D;
     if (!n) return 0;
-    embed_bwd<<<kc_blocks(n, 256), 256>>>(dtable, dx, tokens, D, scale, n);
+    embed_bwd<<<kc_blocks((size_t)D, 128), 128>>>(dtable, dx, tokens, T, D, scale);
     KC_CHECK_LAUNCH("embedding_backward");
     return 0;
 }

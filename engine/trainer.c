@@ -38,7 +38,7 @@ struct Trainer {
     const TrainData *train, *val;
     int full;
     Lora *lora, *grad;  // LoRA: the adapter and its gradients (host)
-    Model *mgrad;  // full fine-tuning: every weight's gradient
+    Model *mgrad;  // full fine-tuning on the CPU: every weight's gradient (a GPU keeps its own)
     AdamW *opt;
     GpuTrainer *gpu;
     const StepOps *ops;
@@ -230,8 +230,7 @@ static int make_params(Trainer *t) {
     int n;
     if (t->full) {
         model_make_trainable(t->m);
-        t->mgrad = model_grad_new(t->m);
-        n = model_params(t->m, t->mgrad, &params);
+        n = model_params(t->m, t->m, &params);  // the gradients' arrays come with the device (cpu_gradients)
     } else {
         unsigned mask = (unsigned)train_targets_mask(o->targets);
         t->lora = lora_new(&t->m->cfg, o->rank, (float)o->alpha, o->rslora, mask);
@@ -244,6 +243,15 @@ static int make_params(Trainer *t) {
     t->opt = adamw_new(params, n);
     for (int i = 0; i < n; i++) t->n_params += params[i].n;
     return 0;
+}
+
+// Full fine-tuning on the CPU: the host arrays of every weight's gradient, into the optimiser's parameters.
+static void cpu_gradients(Trainer *t) {
+    Param *with;
+    t->mgrad = model_grad_new(t->m);
+    model_params(t->m, t->mgrad, &with);
+    for (int k = 0; k < t->opt->n; k++) t->opt->v[k].g = with[k].g;
+    free(with);
 }
 
 // Whether this rank trains on a GPU: 1 (its device chosen), 0, or -1 with an error. The GPU when asked (cuda) or
@@ -284,6 +292,7 @@ static int pick_device(Trainer *t) {
     }
     t->zero = t->full && t->world > 1 && t->o->zero;  // full fine-tuning: each rank keeps its chunk of AdamW's moments
     if (!want) {
+        if (t->full) cpu_gradients(t);
         if (t->zero) adamw_shard(t->opt, t->rank, t->world);
         return 0;
     }

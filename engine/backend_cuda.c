@@ -21,7 +21,7 @@ static int cuda_attention(float *out, float *lse, const float *q, const float *k
 #define CUDA_OP(op) .op = kc_##op,
 const Backend ld_backend_cuda = {
     .name = "cuda",
-    .weight_grads = 1,  // fp32 base weights only: a BF16 one's gradient is refused (kc_lora_linear_backward)
+    .weight_grads = 1,
     .last_error = kc_last_error,
     .alloc = cuda_alloc,
     .release = kc_free,

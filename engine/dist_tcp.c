@@ -125,11 +125,15 @@ static void tune(int fd) {
     fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
-// A socket listening on every address at `port` ("0": any free one), IPv6 with IPv4 beside it where the machine
-// has IPv6. The port it got goes to *bound. -1 with an error.
+// Ranks that llamaduo's own launcher started (`--ranks N` with no mpirun) are all on this machine: they listen on
+// the loopback address alone, which no other machine can reach. NULL: every address.
+static const char *own_address(void) { return getenv("LLAMADUO_LAUNCHED") ? "127.0.0.1" : NULL; }
+
+// A socket listening at `port` ("0": any free one) on own_address(), or on every address (IPv6 with IPv4 beside it
+// where the machine has IPv6). The port it got goes to *bound. -1 with an error.
 static int listen_on(const char *port, int *bound, const char *what) {
     struct addrinfo hints = {.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *res;
-    int rc = getaddrinfo(NULL, port, &hints, &res);
+    int rc = getaddrinfo(own_address(), port, &hints, &res);
     if (rc) return ld_set_error("%s: port %s: %s", what, port, gai_strerror(rc)), -1;
     int fd = -1;
     for (int want6 = 1; want6 >= 0 && fd < 0; want6--)
@@ -288,7 +292,8 @@ static void missing_ranks(const Tcp *t, char *out, size_t cap) {
 // Rank 0's address for the others, atomically (written beside it, then renamed): a rank never reads half of it.
 static int write_rendezvous(Tcp *t, const char *launch, int port) {
     char host[256], tmp[4200];
-    if (gethostname(host, sizeof host)) snprintf(host, sizeof host, "localhost");
+    if (own_address()) snprintf(host, sizeof host, "%s", own_address());
+    else if (gethostname(host, sizeof host)) snprintf(host, sizeof host, "localhost");
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", t->file, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return ld_set_error("the rendezvous file %s: %s", tmp, strerror(errno)), -1;

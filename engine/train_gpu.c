@@ -46,6 +46,8 @@ struct GpuTrainer {
     GpuWeights *base;  // LoRA: the frozen base
     Lora *P, *dP;  // LoRA: the adapter and its gradients (views of values and grads)
     Model *W, *dW;  // full fine-tuning: every weight and its gradient (views of values and grads)
+    Model *W16;  // full fine-tuning in bf16: the forward's weights, each matrix a bf16 copy of its fp32 master in W
+    void *w16;  // those copies end to end
     float *inv_freq[2];  // full fine-tuning: RoPE's global and local tables
     Param *params;  // [n_params] views of values and grads, lora_params() / model_params() order
     int n_params;
@@ -104,6 +106,37 @@ static float *upload_table(const float *h, size_t n, int *err) {
     return d;
 }
 
+// Full fine-tuning in bf16: the matrices' copies, refreshed from their masters after every change to them.
+static int refresh_bf16(GpuTrainer *g) {
+    if (!g->W16) return 0;
+    ModelTensor *master, *copy;
+    int n = model_tensors(g->W, &master), rc = 0;
+    model_tensors(g->W16, &copy);
+    for (int i = 0; i < n && !rc; i++)
+        if (master[i].lin)
+            rc = kc_to_bf16((void *)copy[i].lin->data, master[i].lin->data, (size_t)(master[i].rows * master[i].cols));
+    free(master), free(copy);
+    return rc ? failed("the weights' bf16 copies") : 0;
+}
+
+// A view like W whose matrices are bf16 copies (the norms and biases stay W's fp32 masters).
+static int make_bf16_copies(GpuTrainer *g) {
+    ModelTensor *t;
+    g->W16 = gpu_model_view(g->m, g->values);
+    int n = model_tensors(g->W16, &t);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += t[i].lin ? (size_t)(t[i].rows * t[i].cols) : 0;
+    char *at = g->w16 = kc_alloc(2 * (total ? total : 1));
+    for (int i = 0; at && i < n; i++)
+        if (t[i].lin) {
+            *t[i].lin = (Linear){at, LD_BF16, 2 * (size_t)t[i].cols};
+            at += 2 * (size_t)(t[i].rows * t[i].cols);
+        }
+    free(t);
+    if (g->m->cfg.tied_embeddings) g->W16->lm_head = g->W16->embed;
+    return g->w16 ? 0 : failed("the weights' bf16 copies");
+}
+
 // The base (LoRA) or RoPE's tables (full fine-tuning), then the trained values from the host's parameters.
 static int upload(GpuTrainer *g, LdDtype wt, const Param *host) {
     const Model *m = g->m;
@@ -111,22 +144,18 @@ static int upload(GpuTrainer *g, LdDtype wt, const Param *host) {
         int err = 0, half = m->cfg.head_dim / 2;
         g->inv_freq[0] = upload_table(m->inv_freq_global, (size_t)half, &err);
         g->inv_freq[1] = upload_table(m->inv_freq_local, (size_t)half, &err);
-        if (err) return failed("uploading the model to the GPU");
+        if (err || (wt == LD_BF16 && make_bf16_copies(g))) return failed("uploading the model to the GPU");
     } else if (!(g->base = gpu_weights_upload(m, wt))) {
         return -1;
     }
     for (int k = 0; k < g->n_params; k++)
         if (kc_upload(g->params[k].p, host[k].p, sizeof(float) * host[k].n)) return failed("uploading the trained weights to the GPU");
-    return 0;
+    return refresh_bf16(g);
 }
 
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
     if (ld_cuda_device_count() == 0) {
         ld_set_error("no CUDA device found");
-        return NULL;
-    }
-    if (!lora && wt != LD_F32) {
-        ld_set_error("full fine-tuning on the GPU runs in fp32 (--precision fp32); bf16 is for LoRA");
         return NULL;
     }
     GpuTrainer *g = ld_xcalloc(1, sizeof *g);
@@ -148,7 +177,8 @@ void gpu_trainer_free(GpuTrainer *g) {
 #ifdef LLAMADUO_HAVE_NCCL
     kc_comm_free(g->comm);
 #endif
-    gpu_view_free(g->P, g->W), gpu_view_free(g->dP, g->dW);
+    gpu_view_free(g->P, g->W), gpu_view_free(g->dP, g->dW), gpu_view_free(NULL, g->W16);
+    kc_free(g->w16);
     gpu_weights_free(g->base);
     kc_free(g->values), kc_free(g->grads), kc_free(g->m1), kc_free(g->m2), kc_free(g->inv_freq[0]), kc_free(g->inv_freq[1]);
     free(g->params), free(g->host), free(g);
@@ -197,10 +227,10 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     const Backend *be = &ld_backend_cuda;
     const ModelConfig *c = &g->m->cfg;
     if (train_batch_check(c, b)) return NAN;
-    Transformer t = {.be = be, .cfg = c, .adapter = g->P, .bf16_acts = g->base && g->base->wt == LD_BF16};
+    Transformer t = {.be = be, .cfg = c, .adapter = g->P, .bf16_acts = g->W16 || (g->base && g->base->wt == LD_BF16)};
     ModelWeights grad;
     if (g->full) {
-        t.w = model_weights(g->W), grad = model_weights(g->dW);
+        t.w = model_weights(g->W16 ? g->W16 : g->W), grad = model_weights(g->dW);
         t.w.inv_freq_global = g->inv_freq[0], t.w.inv_freq_local = g->inv_freq[1];
     } else {
         t.w = g->base->w;
@@ -273,7 +303,7 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, floa
                      g->params[k].decay ? weight_decay : 0, g->step))
             return failed("GPU AdamW step"), NAN;
     }
-    return g->zero && gather_values(g) ? NAN : norm;
+    return (g->zero && gather_values(g)) || refresh_bf16(g) ? NAN : norm;
 }
 
 static int same_params(const GpuTrainer *g, const Param *host, int n) {
@@ -352,7 +382,7 @@ int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt) {
             return failed("the optimiser's state to the GPU");
     }
     g->step = opt->step;
-    return 0;
+    return refresh_bf16(g);
 }
 
 #endif

@@ -17,7 +17,8 @@ const OptionSpec k_train_options[] = {
     {"method", OPT_CHOICE, T(method), 0, 0, "lora", "lora|full", "LoRA, or every weight (writes DIR/model or DIR/model.gguf, fp32)"},
     {"device", OPT_CHOICE, T(device), 0, 0, "auto", "auto|cuda|cpu", "where training runs, LoRA or full (auto: the GPU when one is found)"},
     {"precision", OPT_CHOICE, T(precision), 0, 0, "fp32", "fp32|bf16",
-     "LoRA's frozen base on the GPU (bf16: half the memory, fp32 accumulation); full fine-tuning trains fp32"},
+     "the GPU's weights: LoRA's frozen base, or full fine-tuning's forward copies of its fp32 masters (bf16: fp32 "
+     "accumulation)"},
     {"rank", OPT_INT, T(rank), 1, 1024, "8", NULL, "LoRA rank"},
     {"alpha", OPT_NUM, T(alpha), 0, 1e6, "nan", NULL, "LoRA alpha (default 2 x rank)"},
     {"rslora", OPT_BOOL, T(rslora), 0, 1, NULL, NULL, "scale by alpha/sqrt(rank) (rsLoRA)"},
@@ -84,10 +85,6 @@ int train_options_check(TrainOptions *o, int need_paths) {
     }
     if (o->init_adapter && full) {
         ld_set_error("init_adapter is for LoRA training, not method full");
-        return -1;
-    }
-    if (full && !strcmp(o->precision, "bf16")) {
-        ld_set_error("full fine-tuning trains fp32 weights (precision fp32); precision bf16 is for LoRA's base");
         return -1;
     }
     if (train_targets_mask(o->targets) < 0) return -1;

@@ -490,18 +490,22 @@ static void test_lora_weight_grads(const float *gx, const void *gW, const float 
     kc_free(gdx), kc_free(gdW), kc_free(gdb), kc_free(gdyB), kc_free(gdA), kc_free(gdB);
 }
 
-// dW through a BF16 W: refused (-1, saying what to do), with dW left as it was
-static void test_lora_weight_grads_refused(const float *gx, const void *gW, const float *gdy, int T, int in, int out) {
+// dW through a BF16 W (full fine-tuning in bf16, the fp32 master's gradient): dyᵀ·x in fp32 as with an fp32 W,
+// accumulated onto random values; only dx reads the bf16 W.
+static void test_lora_weight_grads_bf16(const float *gx, const void *gW, const float *gdy, const float *x, const float *dy, int T, int in,
+                                        int out) {
     size_t nw = (size_t)out * in;
-    float *dW0 = rnd(nw, 1), *gdx = kc_alloc(sizeof(float) * T * in), *gdW = up(dW0, sizeof(float) * nw);
+    float *dW0 = rnd(nw, 1), *dW_ref = malloc(sizeof(float) * nw), *gdx = kc_alloc(sizeof(float) * T * in), *gdW = up(dW0, sizeof(float) * nw);
+    memcpy(dW_ref, dW0, sizeof(float) * nw);
+    ref_gemm(dW_ref, dy, 1, x, 0, out, in, T, 1, 1);
     kc_fill(gdx, 0, (size_t)T * in);
-    int rc = kc_lora_linear_backward(gdx, gdW, NULL, NULL, NULL, NULL, gdy, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0);
-    char name[320];
-    snprintf(name, sizeof name, "LoRA linear backward dW with a bf16 W refused (rc %d: %s)", rc, rc ? kc_last_error() : "accepted");
-    check(rc == -1 && strstr(kc_last_error(), "--precision fp32") != NULL, name);
+    check_rc(kc_lora_linear_backward(gdx, gdW, NULL, NULL, NULL, NULL, gdy, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0),
+             "lora_linear_backward dW, bf16 W");
     float *hdW = down(gdW, nw);
-    check(memcmp(hdW, dW0, sizeof(float) * nw) == 0, "LoRA linear backward refused dW left untouched");
-    free(dW0), free(hdW);
+    char name[128];
+    snprintf(name, sizeof name, "LoRA linear backward dW (accumulated), bf16 W [%d x %d -> %d]", T, in, out);
+    compare(name, hdW, dW_ref, nw, 1e-5);
+    free(dW0), free(dW_ref), free(hdW);
     kc_free(gdx), kc_free(gdW);
 }
 
@@ -542,7 +546,7 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     snprintf(name, sizeof name, "LoRA linear backward dB, %s [%d x %d -> %d, r %d]", p, T, in, out, r);
     compare(name, hdB, dB, (size_t)out * r, 1e-5);
     if (!bf16) test_lora_weight_grads(gx, gW, gA, gB, gdy, gax, x, dy, dx0, dx, dA, dB, s, T, in, out, r);
-    else test_lora_weight_grads_refused(gx, gW, gdy, T, in, out);
+    else test_lora_weight_grads_bf16(gx, gW, gdy, x, dy, T, in, out);
     if (bf16) {  // the same products on the rounded inputs: only accumulation order may differ
         float *xb = bf16_round(x, (size_t)T * in), *Wb = bf16_round(W, (size_t)out * in), *dyb = bf16_round(dy, (size_t)T * out);
         memset(y, 0, sizeof(float) * T * out), memset(dA, 0, sizeof(float) * r * in), memset(dB, 0, sizeof(float) * out * r);
@@ -689,6 +693,20 @@ static void test_sample(int n_rows, int V, float scale, int grid) {
     kc_free(d);
 }
 
+// The sum of squares (the gradient norm) over one block's worth and over many blocks, against a double sum; the
+// same input twice gives the same bits.
+static void test_sumsq(size_t n) {
+    float *x = rnd(n + 1, 1), *g = up(x, sizeof(float) * (n + 1));  // (one more: a buffer even for n 0)
+    double ref = 0, a = -1, b = -2;
+    for (size_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    check_rc(kc_sumsq(g, n, &a), "sumsq");
+    check_rc(kc_sumsq(g, n, &b), "sumsq");
+    char name[96];
+    snprintf(name, sizeof name, "sumsq of %zu floats = the double sum, the same bits twice", n);
+    check(fabs(a - ref) <= 1e-12 * (ref > 1 ? ref : 1) && a == b, name);
+    free(x), kc_free(g);
+}
+
 int main(void) {
     if (ld_cuda_device_count() == 0) {
         printf("test_cuda_kernels: skipped: no CUDA device here (the gpu-labelled tests run on a GPU machine: tools/gpu_check.sh)\n");
@@ -697,6 +715,8 @@ int main(void) {
     char dev[256];
     ld_cuda_device_describe(0, dev, sizeof dev);
     printf("device: %s\n", dev);
+    size_t sumsq_sizes[] = {0, 1, 300, 65536, 65537, 2500001};
+    for (size_t i = 0; i < sizeof sumsq_sizes / sizeof sumsq_sizes[0]; i++) test_sumsq(sumsq_sizes[i]);
     test_rmsnorm(1, 64, 0);
     test_rmsnorm(37, 576, 0);
     test_rmsnorm(129, 2048, 1);

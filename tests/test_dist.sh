@@ -161,6 +161,10 @@ if [ -x "$EMU" ]; then
   grep -q "on the GPU (CUDA emulator.*trained weights in fp32" "$T/gfull1.err" &&
     same "full fine-tuning on one emulated GPU vs the CPU" "$T/gfull1" "$T/cfull" --tol 1e-4 ||
     bad "full fine-tuning on the GPU: $(grep -v 'train: step' "$T/gfull1.err" | tail -3)"
+  "$EMU" train "${GFULL[@]}" --device cuda --precision bf16 --out "$T/gfull16" 2>"$T/gfull16.err"
+  grep -q "trained weights in bf16" "$T/gfull16.err" &&
+    same "full fine-tuning in bf16 (bf16 copies of fp32 masters) on one emulated GPU vs the CPU's fp32" "$T/gfull16" "$T/cfull" --tol 2e-2 ||
+    bad "full fine-tuning in bf16 on the GPU: $(grep -v 'train: step' "$T/gfull16.err" | tail -3)"
   LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --out "$T/gfull2" 2>"$T/gfull2.err"
   grep -q "summed by NCCL" "$T/gfull2.err" && grep -q "sharded over the ranks (ZeRO-1): 0.4 MiB on this rank, not 0.8 MiB" "$T/gfull2.err" &&
     same "full fine-tuning, --gpus 2 with ZeRO-1 over NCCL (emulator) vs one GPU" "$T/gfull2" "$T/gfull1" ||
@@ -218,6 +222,10 @@ PATH=/nonexistent "$BIN" train "${LORA[@]}" --out "$T/nompirun" --ranks 2 2>"$T/
 PATH=/nonexistent "$BIN" train "${LONG[@]}" --out "$T/nompikill" --ranks 2 2>"$T/nompikill.err" & p=$!
 for _ in $(seq 300); do grep -q "step 5/" "$T/nompikill.err" && break; sleep 0.05; done
 victim=$(for k in $(pgrep -P $p); do grep -qz "^RANK=1$" /proc/$k/environ 2>/dev/null && echo $k; done | head -1)
+# the child ranks meet on the loopback address alone (nothing off this machine can reach their ports)
+conns=$(ss -Htnp state established 2>/dev/null | grep -E "pid=($(pgrep -P $p | paste -sd'|'))," | awk '{print $3, $4}')
+[ -n "$conns" ] && ! echo "$conns" | tr ' ' '\n' | grep -vq '^127\.0\.0\.1:' &&
+  ok "child ranks talk over 127.0.0.1 alone ($(echo "$conns" | wc -l) connections)" || bad "child ranks' connections: ${conns:-none found}"
 [ -n "$victim" ] && kill -9 "$victim"
 if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
 [ -n "$victim" ] && [ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "rank 1 (pid $victim) was killed by signal 9" "$T/nompikill.err" &&

@@ -120,8 +120,9 @@ static void check(const char *name, float dropout, int bf16) {
 }
 
 // Full fine-tuning: ten AdamW steps on the GPU (every weight's gradient on the device) track the CPU's; the state's
-// round trip through a host optimiser gives a trainer that goes on exactly as the first; bf16 is refused.
-static void check_full(const char *name) {
+// round trip through a host optimiser gives a trainer that goes on exactly as the first. bf16: the forward runs on
+// bf16 copies of fp32 masters (1e-2 against the fp32 CPU).
+static void check_full(const char *name, int bf16) {
     char p[2048];
     snprintf(p, sizeof p, "%s/tiny/%s", fixtures(), name);
     Model *m = model_load(p), *mg = model_load(p);
@@ -135,14 +136,15 @@ static void check_full(const char *name) {
     int nt, ng, np, ns, c1, c2;
     TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
     b.T = nt, b.n_records = ns;
-    CHECK(gpu_trainer_new(mg, NULL, LD_BF16) == NULL && strstr(ld_last_error(), "fp32"), "%s: bf16 full fine-tuning refused: %s", name,
-          ld_last_error());
+    LdDtype wt = bf16 ? LD_BF16 : LD_F32;
+    double bound = bf16 ? 1e-2 : 1e-4;
+    const char *tag = bf16 ? " bf16" : "";
     Model *grad = model_grad_new(m), *grad_g = model_grad_new(mg);
     Param *ps, *pg;
     int n = model_params(m, grad, &ps);
     model_params(mg, grad_g, &pg);  // the host arrays the GPU's state lands in
     AdamW *opt = adamw_new(ps, n), *saved = adamw_new(pg, n);
-    GpuTrainer *g = gpu_trainer_new(mg, NULL, LD_F32), *fresh = NULL;
+    GpuTrainer *g = gpu_trainer_new(mg, NULL, wt), *fresh = NULL;
     CHECK(g != NULL, "%s full: %s", name, ld_last_error());
     double worst = 0, num = 0, den = 0;
     for (int step = 0; g && step < 10; step++) {
@@ -152,16 +154,17 @@ static void check_full(const char *name) {
         double e = fabs((double)lg - lc) / fabs(lc);
         if (!(e <= worst)) worst = e;
         double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f), ngpu = gpu_trainer_adamw(g, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
-        CHECK(fabs(ngpu - nc) / nc < 1e-4, "%s full step %d: grad norm GPU %.7f CPU %.7f", name, step, ngpu, nc);
+        CHECK(fabs(ngpu - nc) / nc < bound * 5, "%s full%s step %d: grad norm GPU %.7f CPU %.7f", name, tag, step, ngpu, nc);
     }
     if (g) {
         CHECK(gpu_trainer_save_state(g, saved) == 0 && saved->step == 10, "%s full: save state: %s", name, ld_last_error());
         for (int k = 0; k < n; k++)
             for (size_t j = 0; j < ps[k].n; j++) num += ((double)pg[k].p[j] - ps[k].p[j]) * ((double)pg[k].p[j] - ps[k].p[j]), den += (double)ps[k].p[j] * ps[k].p[j];
-        printf("%-12s full fine-tuning, 10 GPU steps: worst loss rel diff from the CPU %.2e, weights rel diff %.2e\n", name, worst,
+        printf("%-12s full fine-tuning%s, 10 GPU steps: worst loss rel diff from the CPU %.2e, weights rel diff %.2e\n", name, tag, worst,
                sqrt(num / den));
-        CHECK(worst < 1e-4 && sqrt(num / den) < 1e-4, "%s full: GPU drifts from the CPU (loss %.3e, weights %.3e)", name, worst, sqrt(num / den));
-        fresh = gpu_trainer_new(mg, NULL, LD_F32);  // from the saved values (mg's arrays), then the saved moments
+        CHECK(worst < bound && sqrt(num / den) < bound, "%s full%s: GPU drifts from the CPU (loss %.3e, weights %.3e)", name, tag, worst,
+              sqrt(num / den));
+        fresh = gpu_trainer_new(mg, NULL, wt);  // from the saved values (mg's arrays), then the saved moments
         CHECK(fresh && gpu_trainer_load_state(fresh, saved) == 0, "%s full: load state: %s", name, ld_last_error());
     }
     if (fresh) {  // one more step on each: the same loss, norm and weights, bit for bit
@@ -192,6 +195,6 @@ int main(void) {
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f, 1);  // the base in bf16
     check("gemma3", 0.3f, 1);
     const char *full[] = {"llama", "qwen2", "gemma2", "gemma3"};  // tied and untied heads, biases, post-norms, qk-norms
-    for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) check_full(full[i]);
+    for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) check_full(full[i], 0), check_full(full[i], 1);
     return test_finish("test_gpu_train");
 }

@@ -56,12 +56,12 @@ train_vs_cpu() {  # train_vs_cpu PRECISION BOUND: LoRA, the base in PRECISION
     grep -E "^train: (on|done)|validation|error"
   same_losses "$G/run-$1/metrics.jsonl" "$G/run-cpu/metrics.jsonl" "--precision $1" "$2"
 }
-full_vs_cpu() {  # full fine-tuning (every weight's gradient on the device)
+full_vs_cpu() {  # full_vs_cpu PRECISION BOUND: full fine-tuning (every weight's gradient on the device)
   local A=(--model tests/fixtures/tiny/llama --method full --train configs/data/dates.train.jsonl --val
                  configs/data/dates.val.jsonl --epochs 1 --lr 1e-3 --tokens-per-step 256 --save-every 5)
-  "$G/llamaduo" train "${A[@]}" --device cpu --threads 8 --out "$G/full-cpu" 2>&1 | grep -E "error"
-  "$G/llamaduo" train "${A[@]}" --device cuda --out "$G/full-gpu" 2>&1 | grep -E "^train: (on|done)|error"
-  same_losses "$G/full-gpu/metrics.jsonl" "$G/full-cpu/metrics.jsonl" "--method full" 1e-3
+  [ -f "$G/full-cpu/metrics.jsonl" ] || "$G/llamaduo" train "${A[@]}" --device cpu --threads 8 --out "$G/full-cpu" 2>&1 | grep -E "error"
+  "$G/llamaduo" train "${A[@]}" --device cuda --precision "$1" --out "$G/full-$1" 2>&1 | grep -E "^train: (on|done)|error"
+  same_losses "$G/full-$1/metrics.jsonl" "$G/full-cpu/metrics.jsonl" "--method full --precision $1" "$2"
 }
 
 # NCCL with one rank gives the run without NCCL exactly, and costs little: tokens/s of each (the same run, twice).
@@ -93,7 +93,8 @@ if [ -f .gpu/bundle.tar.xz ]; then
     grep -E "^train: (on|done)|validation|error"
   step "train on the GPU, fp32, vs the CPU" train_vs_cpu fp32 1e-3
   step "train on the GPU, bf16 base, vs the CPU" train_vs_cpu bf16 5e-2
-  step "full fine-tuning on the GPU vs the CPU" full_vs_cpu
+  step "full fine-tuning on the GPU, fp32, vs the CPU" full_vs_cpu fp32 1e-3
+  step "full fine-tuning on the GPU, bf16 copies of fp32 masters, vs the CPU" full_vs_cpu bf16 5e-2
   step "train --gpus 1 (NCCL, one rank) vs no NCCL: the same, and its cost" nccl_one_rank
   if [ "$BENCH" = 1 ]; then step "GPU benchmark vs HF + PEFT" python3 benchmarks/gpu_bench.py "$G/bench_gpu" all; fi
 else

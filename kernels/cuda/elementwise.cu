@@ -27,18 +27,20 @@ __global__ static void scale_kernel(float *x, size_t n, float s) {
     if (i < n) x[i] *= s;
 }
 
-// one block: each thread a strided partial sum in double, then a fixed-order tree
-__global__ static void sumsq_kernel(double *out, const float *x, size_t n) {
+// Block b sums elements [b·per, (b+1)·per) of xf squared (or of xd as they are) into out[b]: each thread a strided
+// partial in double, then a fixed-order tree. The same n gives the same blocks and order: deterministic.
+__global__ static void sum_blocks_kernel(double *out, const float *xf, const double *xd, size_t n, size_t per) {
     __shared__ double part[256];
+    size_t lo = blockIdx.x * per, hi = lo + per < n ? lo + per : n;
     double s = 0;
-    for (size_t i = threadIdx.x; i < n; i += 256) s += (double)x[i] * x[i];
+    for (size_t i = lo + threadIdx.x; i < hi; i += 256) s += xf ? (double)xf[i] * xf[i] : xd[i];
     part[threadIdx.x] = s;
     __syncthreads();
     for (int w = 128; w > 0; w >>= 1) {
         if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) *out = part[0];
+    if (threadIdx.x == 0) out[blockIdx.x] = part[0];
 }
 
 extern "C" int kc_add(float *x, const float *y, size_t n) {
@@ -70,10 +72,16 @@ extern "C" int kc_scale(float *x, size_t n, float s) {
     return 0;
 }
 
+// Up to 1,024 blocks of at least 64K elements each (a whole model's gradient norm every step), then one block
+// sums their partials.
 extern "C" int kc_sumsq(const float *x, size_t n, double *out) {
-    double *d = (double *)kc_alloc(sizeof(double));
+    size_t per = (size_t)1 << 16, blocks = (n + per - 1) / per;
+    if (blocks > 1024) blocks = 1024, per = (n + blocks - 1) / blocks;
+    if (!blocks) blocks = 1;
+    double *d = (double *)kc_alloc(sizeof(double) * (blocks + 1));
     if (!d) return -1;
-    sumsq_kernel<<<1, 256>>>(d, x, n);
+    sum_blocks_kernel<<<(unsigned)blocks, 256>>>(d + 1, x, NULL, n, per);
+    sum_blocks_kernel<<<1, 256>>>(d, NULL, d + 1, blocks, blocks);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess) e = cudaMemcpy(out, d, sizeof(double), cudaMemcpyDeviceToHost);
     kc_free(d);

@@ -1,5 +1,5 @@
 // The LoRA linear y = x·Wᵀ + bias + s·(x·Aᵀ)·Bᵀ forward and backward (dx accumulated, dA, dB; dW and dbias
-// accumulated when asked for: full fine-tuning, fp32 W only). The contract of kernels/cpu/lora_linear.c.
+// accumulated when asked for: full fine-tuning). The contract of kernels/cpu/lora_linear.c.
 // fp32 W: cuBLAS sgemm in true fp32 (no TF32), the path the CPU reference is matched against at 1e-5.
 // bf16 W (mixed precision): the activation (x, or dy going back) is rounded to bf16 into a scratch buffer and
 // the base GEMM runs on cuBLASLt with bf16 inputs, fp32 accumulation and an fp32 result; the low-rank path
@@ -127,17 +127,13 @@ extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W
 }
 
 // dx[T,in] += dy·W + s·(dy·B)·A;  dB[out,r] += s·dyᵀ·ax;  dA[r,in] += s·(dy·B)ᵀ·x.  dyB is scratch [T,r].
-// Full fine-tuning: dW[out,in] += dyᵀ·x (fp32 sgemm; an fp32 W only) and dbias[out] += Σ_t dy[t,:] (rows in order,
+// Full fine-tuning: dW[out,in] += dyᵀ·x (fp32 sgemm whatever W's precision: a bf16 W is the copy of an fp32 master
+// whose gradient this is) and dbias[out] += Σ_t dy[t,:] (rows in order,
 // as the CPU's k_matmul_backward). dx NULL: no dx products (the fused head may want dW alone).
 extern "C" int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy,
                                        const float *x, const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s,
                                        int T, int in, int out, int r) {
     if (blas() || check_type("lora_linear_backward", wt)) return -1;
-    if (dW && wt != LD_F32) {
-        kc_set_error_msg("lora_linear_backward", "full fine-tuning on the GPU needs fp32 base weights (--precision fp32); the "
-                                                 "base weight here is BF16");
-        return -1;
-    }
     if (dx && W && base_gemm("lora_linear_backward dx", 1, dx, dy, W, wt, T, in, out, 1.0f)) return -1;
     if (dW && gemm("lora_linear_backward dW", 1, 0, out, in, T, 1.0f, dy, out, x, in, 1.0f, dW, in)) return -1;
     if (dbias && kc_add_col_sums(dbias, dy, T, out)) return -1;

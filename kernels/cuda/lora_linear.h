@@ -10,8 +10,8 @@
 // (cuBLASLt: x rounded to bf16, fp32 accumulation and result); A, B and the low-rank products are always fp32.
 // Backward (k_lora_linear_backward): dx accumulated (W NULL: the adapter's share alone; through a BF16 W, dy is
 // rounded to bf16 for that GEMM; dx NULL: not wanted), dA/dB accumulated (NULL: not wanted), dyB [T,r] scratch.
-// Full fine-tuning: dW[out,in] += dyᵀ·x (fp32 cuBLAS; with a BF16 W it fails: that needs fp32 weights, --precision
-// fp32) and dbias[out] += Σ_t dy[t,:] (rows in order), each accumulated, NULL when not wanted.
+// Full fine-tuning: dW[out,in] += dyᵀ·x (fp32 cuBLAS whatever W's precision: a BF16 W is the forward's copy of an
+// fp32 master) and dbias[out] += Σ_t dy[t,:] (rows in order), each accumulated, NULL when not wanted.
 int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                    float s, int T, int in, int out, int r);
 int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,

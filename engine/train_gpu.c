@@ -119,18 +119,20 @@ static int refresh_bf16(GpuTrainer *g) {
     return rc ? failed("the weights' bf16 copies") : 0;
 }
 
+static size_t aligned_bf16_bytes(const ModelTensor *t) { return (2 * (size_t)(t->rows * t->cols) + 255) / 256 * 256; }
+
 // A view like W whose matrices are bf16 copies (the norms and biases stay W's fp32 masters).
 static int make_bf16_copies(GpuTrainer *g) {
     ModelTensor *t;
     g->W16 = gpu_model_view(g->m, g->values);
     int n = model_tensors(g->W16, &t);
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += t[i].lin ? (size_t)(t[i].rows * t[i].cols) : 0;
-    char *at = g->w16 = kc_alloc(2 * (total ? total : 1));
+    size_t total = 0;  // bytes, each copy starting 256-aligned as cuBLASLt's heuristic assumes
+    for (int i = 0; i < n; i++) total += t[i].lin ? aligned_bf16_bytes(&t[i]) : 0;
+    char *at = g->w16 = kc_alloc(total ? total : 1);
     for (int i = 0; at && i < n; i++)
         if (t[i].lin) {
             *t[i].lin = (Linear){at, LD_BF16, 2 * (size_t)t[i].cols};
-            at += 2 * (size_t)(t[i].rows * t[i].cols);
+            at += aligned_bf16_bytes(&t[i]);
         }
     free(t);
     if (g->m->cfg.tied_embeddings) g->W16->lm_head = g->W16->embed;

@@ -697,13 +697,15 @@ static void test_sample(int n_rows, int V, float scale, int grid) {
 // same input twice gives the same bits.
 static void test_sumsq(size_t n) {
     float *x = rnd(n + 1, 1), *g = up(x, sizeof(float) * (n + 1));  // (one more: a buffer even for n 0)
-    double ref = 0, a = -1, b = -2;
-    for (size_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    long double acc = 0;  // (a long double sum: a plain double one of 2^26 terms drifts by more than the bound)
+    for (size_t i = 0; i < n; i++) acc += (long double)x[i] * x[i];
+    double ref = (double)acc, a = -1, b = -2;
     check_rc(kc_sumsq(g, n, &a), "sumsq");
     check_rc(kc_sumsq(g, n, &b), "sumsq");
     char name[96];
     snprintf(name, sizeof name, "sumsq of %zu floats = the double sum, the same bits twice", n);
     check(fabs(a - ref) <= 1e-12 * (ref > 1 ? ref : 1) && a == b, name);
+    if (!(fabs(a - ref) <= 1e-12 * (ref > 1 ? ref : 1))) printf("     sumsq %.17g, reference %.17g\n", a, ref);
     free(x), kc_free(g);
 }
 
@@ -715,7 +717,7 @@ int main(void) {
     char dev[256];
     ld_cuda_device_describe(0, dev, sizeof dev);
     printf("device: %s\n", dev);
-    size_t sumsq_sizes[] = {0, 1, 300, 65536, 65537, 2500001};
+    size_t sumsq_sizes[] = {0, 1, 300, 65536, 65537, 2500001, ((size_t)1 << 26) + 12345};  // (the last: over 1,024 blocks)
     for (size_t i = 0; i < sizeof sumsq_sizes / sizeof sumsq_sizes[0]; i++) test_sumsq(sumsq_sizes[i]);
     test_rmsnorm(1, 64, 0);
     test_rmsnorm(37, 576, 0);

@@ -162,7 +162,7 @@ if [ -x "$EMU" ]; then
     same "full fine-tuning on one emulated GPU vs the CPU" "$T/gfull1" "$T/cfull" --tol 1e-4 ||
     bad "full fine-tuning on the GPU: $(grep -v 'train: step' "$T/gfull1.err" | tail -3)"
   "$EMU" train "${GFULL[@]}" --device cuda --precision bf16 --out "$T/gfull16" 2>"$T/gfull16.err"
-  grep -q "trained weights in bf16" "$T/gfull16.err" &&
+  grep -q "fp32 masters, GEMMs in bf16" "$T/gfull16.err" &&
     same "full fine-tuning in bf16 (bf16 copies of fp32 masters) on one emulated GPU vs the CPU's fp32" "$T/gfull16" "$T/cfull" --tol 2e-2 ||
     bad "full fine-tuning in bf16 on the GPU: $(grep -v 'train: step' "$T/gfull16.err" | tail -3)"
   LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --out "$T/gfull2" 2>"$T/gfull2.err"

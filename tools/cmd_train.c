@@ -94,7 +94,9 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
         fprintf(stderr, "train: AdamW's moments sharded over the ranks (ZeRO-1): %.1f MiB on this rank, not %.1f MiB\n",
                 in.state_floats * 4.0 / (1 << 20), in.whole_state_floats * 4.0 / (1 << 20));
     if (in.on_gpu)
-        fprintf(stderr, "train: on the GPU (%s), %s weights in %s\n", in.device, strcmp(o->method, "full") ? "base" : "trained", o->precision);
+        fprintf(stderr, "train: on the GPU (%s), %s in %s\n", in.device,
+                strcmp(o->method, "full") ? "base weights" : !strcmp(o->precision, "bf16") ? "fp32 masters, GEMMs" : "trained weights",
+                o->precision);
     fprintf(stderr, "train: %d records (%d val), %d packed sequences of <= %d tokens per epoch, %d epochs, %d steps; ", in.records,
             in.val_records, in.per_epoch, o->tokens_per_step, o->epochs, in.total_steps);
     if (!strcmp(o->method, "full"))

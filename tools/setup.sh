@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # --- system packages (Debian). What each is for: README.md "Dependencies". ---
 PKGS=(build-essential cmake pkg-config clang libclang-rt-dev libomp-dev libopenblas-dev libpcre2-dev libcjson-dev
       libutf8proc-dev libcurl4-openssl-dev libssl-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev python3-pip python3-venv unzip
-      chromium-headless-shell strace openmpi-bin libopenmpi-dev slurm-wlm munge)
+      chromium-headless-shell strace iproute2 openmpi-bin libopenmpi-dev slurm-wlm munge)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -709,6 +709,31 @@ static void test_sumsq(size_t n) {
     free(x), kc_free(g);
 }
 
+// cuBLASLt's plans: one per bf16 GEMM shape, made on its first call and reused after (the same bits), a new shape
+// making one more.
+static void test_lt_plans(void) {
+    int T = 13, in = 72, out = 40;
+    float *x = rnd((size_t)(T + 1) * in, 1), *W = rnd((size_t)out * in, 0.1f);
+    uint16_t *W16 = bf16_bits(W, (size_t)out * in);
+    float *gx = up(x, sizeof(float) * (T + 1) * in), *gy1 = poisoned((size_t)(T + 1) * out), *gy2 = poisoned((size_t)(T + 1) * out);
+    void *gW = up(W16, sizeof(uint16_t) * out * in);
+    int m0 = kc_lt_plans_made();
+    check_rc(kc_lora_linear(gy1, NULL, gx, gW, LD_BF16, NULL, NULL, NULL, 0, T, in, out, 0), "lora_linear bf16");
+    int m1 = kc_lt_plans_made();
+    check_rc(kc_lora_linear(gy2, NULL, gx, gW, LD_BF16, NULL, NULL, NULL, 0, T, in, out, 0), "lora_linear bf16");
+    int m2 = kc_lt_plans_made();
+    float *y1 = down(gy1, (size_t)T * out), *y2 = down(gy2, (size_t)T * out);
+    check_rc(kc_lora_linear(gy2, NULL, gx, gW, LD_BF16, NULL, NULL, NULL, 0, T + 1, in, out, 0), "lora_linear bf16");
+    int m3 = kc_lt_plans_made();
+    char name[160];
+    snprintf(name, sizeof name, "cuBLASLt plans: a new shape makes one (%d), the same shape again none (%d), another one (%d)", m1 - m0,
+             m2 - m1, m3 - m2);
+    check(m1 - m0 == 1 && m2 == m1 && m3 - m2 == 1, name);
+    check(memcmp(y1, y2, sizeof(float) * T * out) == 0, "cuBLASLt plans: the reused plan gives the first call's bits");
+    free(x), free(W), free(W16), free(y1), free(y2);
+    kc_free(gx), kc_free(gy1), kc_free(gy2), kc_free(gW);
+}
+
 int main(void) {
     if (ld_cuda_device_count() == 0) {
         printf("test_cuda_kernels: skipped: no CUDA device here (the gpu-labelled tests run on a GPU machine: tools/gpu_check.sh)\n");
@@ -719,6 +744,7 @@ int main(void) {
     printf("device: %s\n", dev);
     size_t sumsq_sizes[] = {0, 1, 300, 65536, 65537, 2500001, ((size_t)1 << 26) + 12345};  // (the last: over 1,024 blocks)
     for (size_t i = 0; i < sizeof sumsq_sizes / sizeof sumsq_sizes[0]; i++) test_sumsq(sumsq_sizes[i]);
+    test_lt_plans();
     test_rmsnorm(1, 64, 0);
     test_rmsnorm(37, 576, 0);
     test_rmsnorm(129, 2048, 1);

@@ -2,12 +2,13 @@
 // accumulated when asked for: full fine-tuning). The contract of kernels/cpu/lora_linear.c.
 // fp32 W: cuBLAS sgemm in true fp32 (no TF32), the path the CPU reference is matched against at 1e-5.
 // bf16 W (mixed precision): the activation (x, or dy going back) is rounded to bf16 into a scratch buffer and
-// the base GEMM runs on cuBLASLt with bf16 inputs, fp32 accumulation and an fp32 result; the low-rank path
-// (r columns: a few percent of the work) stays fp32 on cuBLAS, so the adapter's master weights and gradients
-// never leave fp32.
+// the base GEMM runs on cuBLASLt (its plan made once per shape) with bf16 inputs, fp32 accumulation and an fp32
+// result; the low-rank path (r columns: a few percent of the work) stays fp32 on cuBLAS, so the adapter's master
+// weights and gradients never leave fp32.
 // Row-major [rows, cols] matrices are column-major [cols, rows] to cuBLAS, so y = x·Wᵀ is the column-major
 // product W(ᵀ as stored)·x.
 #include <cublasLt.h>
+#include <string.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 
@@ -56,36 +57,81 @@ static int gemm(const char *what, int transA, int transB, int M, int N, int K, f
     return 0;
 }
 
-// The same product with bf16 A and B on cuBLASLt (fp32 compute and scale, fp32 C), the algorithm from its heuristic.
-static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int K, float alpha, const __nv_bfloat16 *A, int lda,
-                     const __nv_bfloat16 *B, int ldb, float beta, float *C, int ldc) {
-    cublasLtMatmulDesc_t op = NULL;
-    cublasLtMatrixLayout_t lb = NULL, la = NULL, lc = NULL;  // Lt's first operand is our B (the row-major swap)
+// A cuBLASLt plan for one shape: its descriptors and the algorithm its heuristic chose (asked once per shape, not on
+// every call). Decoding repeats a handful of shapes; packed training batches vary in length, so the table keeps
+// the KC_LT_PLANS most recently made and replaces the oldest. One thread launches (the engine's).
+#define KC_LT_PLANS 128
+typedef struct {
+    int transA, transB, M, N, K, lda, ldb, ldc, made;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t lb, la, lc;  // Lt's first operand is our B (the row-major swap)
+    cublasLtMatmulAlgo_t algo;
+    int found;  // 0: no Lt kernel for this shape or alignment (cuBLAS's general bf16 GEMM instead)
+} LtPlan;
+static LtPlan g_plans[KC_LT_PLANS];
+static int g_plans_made;
+
+static void plan_release(LtPlan *p) {
+    if (!p->made) return;
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    memset(p, 0, sizeof *p);
+}
+
+static cublasStatus_t plan_make(LtPlan *p) {
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t best;
-    int found = 0;
-    cublasOperation_t tb = transB ? CUBLAS_OP_T : CUBLAS_OP_N, ta = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasStatus_t st = cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &tb, sizeof tb);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &ta, sizeof ta);
+    cublasOperation_t tb = p->transB ? CUBLAS_OP_T : CUBLAS_OP_N, ta = p->transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int M = p->M, N = p->N, K = p->K;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &tb, sizeof tb);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &ta, sizeof ta);
     // stored (column-major) shapes: op(B) is [N,K], op(A) is [K,M], C is [N,M]
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, transB ? K : N, transB ? N : K, ldb);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, transA ? M : K, transA ? K : M, lda);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, N, M, ldc);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, p->transB ? K : N, p->transB ? N : K, p->ldb);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, p->transA ? M : K, p->transA ? K : M, p->lda);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, N, M, p->ldc);
     if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &LT_WORKSPACE, sizeof LT_WORKSPACE);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulAlgoGetHeuristic(g_lt, op, lb, la, lc, lc, pref, 1, &best, &found);
-    if (st == CUBLAS_STATUS_SUCCESS && found > 0)
-        st = cublasLtMatmul(g_lt, op, &alpha, B, lb, A, la, &beta, C, lc, C, lc, &best.algo, g_lt_workspace, LT_WORKSPACE, 0);
-    else if (st == CUBLAS_STATUS_SUCCESS)  // no Lt kernel for this shape or alignment: cuBLAS's general bf16 GEMM
-        st = cublasGemmEx(g_blas, tb, ta, N, M, K, &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc,
-                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulAlgoGetHeuristic(g_lt, p->op, p->lb, p->la, p->lc, p->lc, pref, 1, &best, &p->found);
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (lc) cublasLtMatrixLayoutDestroy(lc);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (st == CUBLAS_STATUS_SUCCESS && p->found > 0) p->algo = best.algo;
+    p->found = st == CUBLAS_STATUS_SUCCESS && p->found > 0;
+    return st;
+}
+
+// The plan for a shape: the one made before, or a new one in the oldest slot. NULL with the status on failure.
+static LtPlan *plan_for(int transA, int transB, int M, int N, int K, int lda, int ldb, int ldc, cublasStatus_t *st) {
+    for (int i = 0; i < KC_LT_PLANS; i++) {
+        LtPlan *p = &g_plans[i];
+        if (p->made && p->transA == transA && p->transB == transB && p->M == M && p->N == N && p->K == K && p->lda == lda &&
+            p->ldb == ldb && p->ldc == ldc)
+            return p;
+    }
+    LtPlan *p = &g_plans[g_plans_made++ % KC_LT_PLANS];
+    plan_release(p);
+    *p = (LtPlan){transA, transB, M, N, K, lda, ldb, ldc, 1};
+    if ((*st = plan_make(p)) != CUBLAS_STATUS_SUCCESS) {
+        plan_release(p);
+        return NULL;
+    }
+    return p;
+}
+
+extern "C" int kc_lt_plans_made(void) { return g_plans_made; }
+
+// The same product with bf16 A and B on cuBLASLt (fp32 compute and scale, fp32 C), the algorithm from the shape's plan.
+static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int K, float alpha, const __nv_bfloat16 *A, int lda,
+                     const __nv_bfloat16 *B, int ldb, float beta, float *C, int ldc) {
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    LtPlan *p = plan_for(transA, transB, M, N, K, lda, ldb, ldc, &st);
+    if (p && p->found)
+        st = cublasLtMatmul(g_lt, p->op, &alpha, B, p->lb, A, p->la, &beta, C, p->lc, C, p->lc, &p->algo, g_lt_workspace, LT_WORKSPACE, 0);
+    else if (p)  // no Lt kernel for this shape or alignment: cuBLAS's general bf16 GEMM
+        st = cublasGemmEx(g_blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_16BF,
+                          ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) {
         kc_set_error_msg(what, cublasGetStatusString(st));
         return -1;

@@ -17,3 +17,5 @@ int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype w
 int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
                             const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                             int r);
+// cuBLASLt plans made so far (one per bf16 GEMM shape seen, kept in a table of the 128 most recent): tests count them.
+int kc_lt_plans_made(void);

@@ -47,7 +47,7 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
     const ModelConfig *c = &m->cfg;
     GpuModel *g = ld_xcalloc(1, sizeof *g);
     g->m = m, g->n_slots = n_slots, g->ctx = ctx;
-    if (!(g->w = gpu_weights_upload(m, wt)) || (m->adapter && !(g->adapter = gpu_lora_new(m->adapter, 1)))) {
+    if (!(g->w = gpu_weights_upload(m, wt)) || (m->adapter && !(g->adapter = gpu_lora_upload(m->adapter)))) {
         gpu_model_free(g);
         return NULL;
     }

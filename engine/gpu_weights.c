@@ -85,7 +85,7 @@ void gpu_weights_free(GpuWeights *g) {
     free(w->layers), free(g);
 }
 
-Lora *gpu_lora_new(const Lora *like, int copy_values) {
+Lora *gpu_lora_upload(const Lora *like) {
     Lora *d = ld_xcalloc(1, sizeof *d);
     *d = *like;
     d->w = ld_xcalloc((size_t)like->n_layers * LT_COUNT, sizeof(LoraPair));
@@ -97,9 +97,7 @@ Lora *gpu_lora_new(const Lora *like, int copy_values) {
         d->w[i].in = p->in, d->w[i].out = p->out;
         d->w[i].A = kc_alloc(sizeof(float) * na), d->w[i].B = kc_alloc(sizeof(float) * nb);
         err = !d->w[i].A || !d->w[i].B;
-        if (!err)
-            err = copy_values ? kc_upload(d->w[i].A, p->A, sizeof(float) * na) || kc_upload(d->w[i].B, p->B, sizeof(float) * nb)
-                              : kc_fill(d->w[i].A, 0, na) || kc_fill(d->w[i].B, 0, nb);
+        if (!err) err = kc_upload(d->w[i].A, p->A, sizeof(float) * na) || kc_upload(d->w[i].B, p->B, sizeof(float) * nb);
     }
     if (err) {
         ld_set_error("uploading the adapter to the GPU: %s", kc_last_error());
@@ -115,30 +113,6 @@ void gpu_lora_free(Lora *d) {
     free(d->w), free(d);
 }
 
-int gpu_lora_transfer(Lora *host, Lora *dev, int to_host) {
-    for (int i = 0; i < dev->n_layers * LT_COUNT; i++) {
-        LoraPair *h = &host->w[i], *d = &dev->w[i];
-        if (!d->A) continue;
-        size_t na = sizeof(float) * dev->rank * d->in, nb = sizeof(float) * d->out * dev->rank;
-        int rc =
-            to_host ? kc_download(h->A, d->A, na) || kc_download(h->B, d->B, nb) : kc_upload(d->A, h->A, na) || kc_upload(d->B, h->B, nb);
-        if (rc) {
-            ld_set_error("copying the adapter %s the GPU: %s", to_host ? "from" : "to", kc_last_error());
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int gpu_lora_fill(Lora *d, float value) {
-    for (int i = 0; i < d->n_layers * LT_COUNT; i++)
-        if (d->w[i].A &&
-            (kc_fill(d->w[i].A, value, (size_t)d->rank * d->w[i].in) || kc_fill(d->w[i].B, value, (size_t)d->w[i].out * d->rank))) {
-            ld_set_error("GPU adapter: %s", kc_last_error());
-            return -1;
-        }
-    return 0;
-}
 Lora *gpu_lora_view(const Lora *like, float *arena) {
     Lora *v = ld_xcalloc(1, sizeof *v);
     *v = *like;

@@ -17,13 +17,9 @@ typedef struct {
 GpuWeights *gpu_weights_upload(const Model *m, LdDtype wt);
 void gpu_weights_free(GpuWeights *w);
 
-// A device adapter shaped like `like` (rank, scale, targets): its A and B copied from like (values), or zeros
-// (gradients, moments). NULL with an error on failure.
-Lora *gpu_lora_new(const Lora *like, int copy_values);
+// A device copy of the adapter `like` (rank, scale, targets, every A and B). NULL with an error on failure.
+Lora *gpu_lora_upload(const Lora *like);
 void gpu_lora_free(Lora *d);
-// Copies each targeted A and B between a device adapter and a host adapter of the same shape. 0, or -1 with an error.
-int gpu_lora_transfer(Lora *host, Lora *dev, int to_host);
-int gpu_lora_fill(Lora *d, float value);  // every A and B (zeroing gradients)
 
 // Trained parameters laid end to end in one device buffer, so that the data-parallel collectives and ZeRO-1's
 // shards work on it whole: these shells point into `arena` (device, fp32) and own none of it.

@@ -1,5 +1,5 @@
 # Rewrites a kernels/cuda/*.cu file for the CPU emulator (emu.h): each launch `kernel<<<grid, block>>>(args);`
-# becomes `emu::launch(grid, block, [=] { kernel(args); });`. Usage: python3 cu2cpp.py IN.cu OUT.cpp
+# becomes `emu::launch(grid, block, "kernel", [=] { kernel(args); });`. Usage: python3 cu2cpp.py IN.cu OUT.cpp
 import os
 import re
 import sys
@@ -32,10 +32,14 @@ while True:
     out.append(src[i:m.start()])
     cfg = [c.strip() for c in split_top(m.group(2))]
     body = f"[=] {{ {m.group(1)}({src[m.end():k]}); }}"
+    # the counter's name for the kernel: inside a macro whose parameter is the kernel, the argument's (#kernel)
+    line_end = src.find("\n", m.start())
+    in_macro = src[m.start():line_end].rstrip().endswith("\\")
+    name = f"#{m.group(1)}" if in_macro else f'"{m.group(1)}"'
     if len(cfg) == 2:
-        out.append(f"emu::launch({cfg[0]}, {cfg[1]}, {body})")
+        out.append(f"emu::launch({cfg[0]}, {cfg[1]}, {name}, {body})")
     else:  # grid, block, dynamic shared memory (a stream is not supported)
-        out.append(f"emu::launch_smem({cfg[0]}, {cfg[1]}, {cfg[2]}, (const void *){m.group(1)}, {body})")
+        out.append(f"emu::launch_smem({cfg[0]}, {cfg[1]}, {cfg[2]}, (const void *){m.group(1)}, {name}, {body})")
     i = k + 1
 out.append(src[i:])
 src = "".join(out)

@@ -9,6 +9,8 @@
 
 #include <cblas.h>
 
+#include "emu_internal.h"
+
 // Switching fibers: on x86-64 a few instructions saving the callee-saved registers and the stack pointer (glibc's
 // swapcontext also saves the signal mask with a system call each time, which made the emulated suite spend most
 // of its time in the kernel); elsewhere, ucontext.
@@ -196,7 +198,7 @@ void set_max_dynamic_smem(const void *kernel, int bytes) {
 static long g_launches, g_mallocs, g_fail_launch, g_fail_malloc, g_after_fault;
 static int g_faulted;
 
-void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const std::function<void()> &body) {
+void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const char *name, const std::function<void()> &body) {
     g_launches++;
     if (g_faulted) g_after_fault++;
     if (g_fail_launch && g_launches == g_fail_launch) {
@@ -220,12 +222,14 @@ void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const s
     while (g_stacks.size() < n) g_stacks.push_back((char *)malloc(STACK));
     if (g_fibers.size() < n) g_fibers.resize(n);
     g_body = &body, g_grid = grid, g_bdim = block;
+    count_kernel_begin();
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 g_block = dim3(x, y, z);
                 run_block((int)n);
             }
+    count_kernel_end(name);
     g_body = NULL;
 }
 
@@ -251,19 +255,26 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
         *p = NULL;
         return set_last(cudaErrorMemoryAllocation);
     }
-    *p = malloc(bytes ? bytes : 1);
+    *p = emu::count_on() ? emu::count_alloc(bytes) : malloc(bytes ? bytes : 1);
     return set_last(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFree(void *p) {
-    free(p);
+    if (emu::count_owns(p)) emu::count_free(p);
+    else free(p);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    (void)kind;
+    (void)kind;  // the counter tells device memory by its address, as cudaMemcpyDefault does
+    if (emu::count_on()) {
+        int from = emu::count_owns(src), to = emu::count_owns(dst);
+        emu::count_add(from && to ? "memcpy D2D" : to ? "upload" : from ? "download" : "memcpy H2H", from ? (double)bytes : 0,
+                       to ? (double)bytes : 0);
+    }
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+    emu::count_add("memset", 0, (double)bytes);
     memset(p, value, bytes);
     return cudaSuccess;
 }
@@ -342,6 +353,12 @@ static float *widen(const void *X, cudaDataType_t type, int64_t ld, int64_t cols
     return f;
 }
 
+// The traffic counter's bytes for one product: A and B read once, C read when beta != 0, D written (fp32).
+static void count_gemm(const char *name, int m, int n, int k, cudaDataType_t at, cudaDataType_t bt, float beta) {
+    double ea = at == CUDA_R_16BF ? 2 : 4, eb = bt == CUDA_R_16BF ? 2 : 4, mn = (double)m * n;
+    emu::count_add(name, (double)m * k * ea + (double)k * n * eb + (beta != 0 ? 4 * mn : 0), 4 * mn);
+}
+
 static void gemm_cm(int ta, int tb, int m, int n, int k, float alpha, const void *A, cudaDataType_t at, int64_t lda, const void *B,
                     cudaDataType_t bt, int64_t ldb, float beta, const float *C, float *D, int64_t ldc) {
     if (m == 0 || n == 0) return;
@@ -365,6 +382,7 @@ const char *cublasGetStatusString(cublasStatus_t s) { return s == CUBLAS_STATUS_
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *alpha, const float *A,
                            int lda, const float *B, int ldb, const float *beta, float *C, int ldc) {
     if (!h || m < 0 || n < 0 || k < 0 || lda < (ta ? k : m) || ldb < (tb ? n : k) || ldc < m) return CUBLAS_STATUS_INVALID_VALUE;
+    count_gemm("cublasSgemm", m, n, k, CUDA_R_32F, CUDA_R_32F, *beta);
     gemm_cm(ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C, C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -373,6 +391,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             int ldc, cublasComputeType_t compute, cublasGemmAlgo_t algo) {
     (void)algo;
     if (!h || ct != CUDA_R_32F || compute != CUBLAS_COMPUTE_32F || at != bt) return CUBLAS_STATUS_NOT_SUPPORTED;
+    count_gemm("cublasGemmEx", m, n, k, at, bt, *(const float *)beta);
     gemm_cm(ta, tb, m, n, k, *(const float *)alpha, A, at, lda, B, bt, ldb, *(const float *)beta, (const float *)C, (float *)C, ldc);
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -436,6 +455,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (k != kb || lc->rows != m || lc->cols != n || ld->rows != m || ld->cols != n || lc->type != CUDA_R_32F || ld->type != CUDA_R_32F ||
         la->type != lb->type)
         return CUBLAS_STATUS_INVALID_VALUE;
+    count_gemm("cublasLtMatmul", (int)m, (int)n, (int)k, la->type, lb->type, *(const float *)beta);
     gemm_cm(d->ta, d->tb, (int)m, (int)n, (int)k, *(const float *)alpha, A, la->type, la->ld, B, lb->type, lb->ld, *(const float *)beta,
             (const float *)C, (float *)D, lc->ld);
     return CUBLAS_STATUS_SUCCESS;

@@ -4,7 +4,7 @@
 // thread of a block is a fiber (ucontext) that runs until __syncthreads or a warp shuffle, where it waits for its
 // block or warp; blocks run one after another. Memory is host memory; cuBLAS / cuBLASLt are plain loops with
 // double accumulation. What it cannot show: races (threads interleave only at barriers), timing, and how the real
-// cuBLAS rounds.
+// cuBLAS rounds. What it can count: each kernel's launches and the device bytes it touches (emu_count.h).
 #pragma once
 #include <math.h>
 #include <stddef.h>
@@ -27,15 +27,16 @@ const dim3 &block_dim();
 const dim3 &grid_dim();
 void syncthreads();
 void warp_exchange(uint64_t mine, int src_lane, uint64_t *got);  // a shuffle: every live lane of the warp meets here
-void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const std::function<void()> &body);
+// name: the kernel's (the traffic counter's rows, emu_count.h)
+void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const char *name, const std::function<void()> &body);
 template <typename F>
-void launch(dim3 grid, dim3 block, F body) {
-    launch_impl(grid, block, 0, NULL, std::function<void()>(body));
+void launch(dim3 grid, dim3 block, const char *name, F body) {
+    launch_impl(grid, block, 0, NULL, name, std::function<void()>(body));
 }
 // a launch with dynamic shared memory: over 48 KiB only after cudaFuncSetAttribute allowed it, as on a GPU
 template <typename F>
-void launch_smem(dim3 grid, dim3 block, size_t smem, const void *kernel, F body) {
-    launch_impl(grid, block, smem, kernel, std::function<void()>(body));
+void launch_smem(dim3 grid, dim3 block, size_t smem, const void *kernel, const char *name, F body) {
+    launch_impl(grid, block, smem, kernel, name, std::function<void()>(body));
 }
 void *dynamic_smem();  // the running block's `extern __shared__` array
 void set_max_dynamic_smem(const void *kernel, int bytes);

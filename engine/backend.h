@@ -13,8 +13,11 @@ typedef struct Backend {
     const char *name;
     int weight_grads;  // whether the ops can accumulate gradients of the base weights (full fine-tuning)
     const char *(*last_error)(void);
-    // memory: alloc gives zeroed bytes (NULL on failure); upload/download copy from/to the host
+    // memory: alloc gives zeroed bytes (NULL on failure); alloc_scratch bytes of no defined value, for a buffer the
+    // next op writes whole before anything reads it (a GPU's fill of every activation buffer is a launch and a pass
+    // over memory); upload/download copy from/to the host
     void *(*alloc)(size_t bytes);
+    void *(*alloc_scratch)(size_t bytes);
     void (*release)(void *p);
     int (*upload)(void *dst, const void *host, size_t bytes);
     int (*download)(void *host, const void *src, size_t bytes);

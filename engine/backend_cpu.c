@@ -116,6 +116,7 @@ const Backend ld_backend_cpu = {
     .weight_grads = 1,
     .last_error = cpu_error,
     .alloc = cpu_alloc,
+    .alloc_scratch = cpu_alloc,  // calloc's zero pages cost nothing to ask for
     .release = cpu_release,
     .upload = cpu_memcpy,
     .download = cpu_memcpy,

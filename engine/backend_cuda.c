@@ -24,6 +24,7 @@ const Backend ld_backend_cuda = {
     .weight_grads = 1,
     .last_error = kc_last_error,
     .alloc = cuda_alloc,
+    .alloc_scratch = kc_alloc,
     .release = kc_free,
     .upload = kc_upload,
     .download = kc_download,

@@ -25,7 +25,9 @@ typedef struct {
     float *xd, *dxd, *dyB;  // [n, widest] dropout's masked input and its gradient; [n, r] adapter scratch
 } Bwd;
 
-static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
+// every buffer of a pass is written whole by the op that fills it (the accumulated gradients are filled with
+// zeros first, in the open), so none needs zeroing when it is made
+static float *floats(const Backend *be, size_t n) { return be->alloc_scratch(sizeof(float) * (n ? n : 1)); }
 
 static int bwd_alloc(Bwd *b) {
     const ModelConfig *c = b->t->cfg;

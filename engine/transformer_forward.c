@@ -36,7 +36,9 @@ typedef struct {
     float *xd;  // [n, widest] dropout's masked adapter input
 } Fwd;
 
-static float *floats(const Backend *be, size_t n) { return be->alloc(sizeof(float) * (n ? n : 1)); }
+// every buffer of a pass is written whole by the op that fills it (the accumulated gradients are filled with
+// zeros first, in the open), so none needs zeroing when it is made
+static float *floats(const Backend *be, size_t n) { return be->alloc_scratch(sizeof(float) * (n ? n : 1)); }
 
 int transformer_widest_input(const ModelConfig *c) {
     int qd = c->n_heads * c->head_dim, w = c->dim > qd ? c->dim : qd;
@@ -113,7 +115,7 @@ int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16) {
     int count = acts_kept(t->cfg, a, field, width);
     for (int i = 0; i < count; i++) {
         size_t len = width[i] * (size_t)n;
-        void *to = be->alloc((to_bf16 ? 2 : 4) * (len ? len : 1));
+        void *to = be->alloc_scratch((to_bf16 ? 2 : 4) * (len ? len : 1));
         if (!to || (to_bf16 ? be->to_bf16(to, *field[i], len) : be->from_bf16(to, *field[i], len))) {
             be->release(to);
             return -1;

@@ -256,6 +256,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
         return set_last(cudaErrorMemoryAllocation);
     }
     *p = emu::count_on() ? emu::count_alloc(bytes) : malloc(bytes ? bytes : 1);
+    if (*p) memset(*p, 0xff, bytes);  // garbage, as on a GPU (0xff.. floats are NaN): a read before a write shows
     return set_last(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFree(void *p) {

@@ -296,12 +296,17 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, floa
     double norm = sqrt(ss);
     float clip = max_norm > 0 ? (float)(max_norm / (norm + 1e-6)) : 1.0f;  // torch's clip_grad_norm_
     g->step++;
-    for (int k = 0; k < g->n_params; k++) {
-        size_t a, b;
+    if (clip < 1.0f && kc_scale(g->grads + g->lo, g->hi - g->lo, clip)) return failed("clipping the gradient"), NAN;
+    // one launch for each run of parameters that share their weight decay (a whole adapter is one run): the
+    // parameters lie end to end, and AdamW is elementwise
+    for (int k = 0, end; k < g->n_params; k = end) {
+        for (end = k + 1; end < g->n_params && g->params[end].decay == g->params[k].decay;) end++;
+        size_t a, b, a_last, b_last;
         in_chunk(g, k, &a, &b);
+        in_chunk(g, end - 1, &a_last, &b_last);
+        b = b_last;
         if (a >= b) continue;
-        if ((clip < 1.0f && kc_scale(g->grads + a, b - a, clip)) ||
-            kc_adamw(g->values + a, g->grads + a, g->m1 + (a - g->lo), g->m2 + (a - g->lo), b - a, lr, beta1, beta2, eps,
+        if (kc_adamw(g->values + a, g->grads + a, g->m1 + (a - g->lo), g->m2 + (a - g->lo), b - a, lr, beta1, beta2, eps,
                      g->params[k].decay ? weight_decay : 0, g->step))
             return failed("GPU AdamW step"), NAN;
     }

@@ -8,6 +8,7 @@
 
 #include "activation.h"
 #include "dtype.h"
+#include "kernels.h"  // LoraLinearJob
 
 typedef struct Backend {
     const char *name;
@@ -34,6 +35,7 @@ typedef struct Backend {
     int (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
     int (*lora_linear)(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                        float s, int T, int in, int out, int r);
+    int (*lora_linears)(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r);
     int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
                                 const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                                 int r);
@@ -63,7 +65,7 @@ typedef struct Backend {
 // attention and linear_cross_entropy by hand.
 #define LD_BACKEND_OPS(X)                                                                                                         \
     X(embedding)                                                                                                                  \
-    X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linear_backward) X(dropout) X(rope) \
+    X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linears) X(lora_linear_backward) X(dropout) X(rope) \
         X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(scatter_rows) X(gather_rows)
 
 extern const Backend ld_backend_cpu;

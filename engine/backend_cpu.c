@@ -50,6 +50,10 @@ static int cpu_lora_linear(float *y, float *ax, const float *x, const void *W, L
     k_lora_linear(y, ax, x, W, wt, bias, A, B, s, T, in, out, r);
     return 0;
 }
+static int cpu_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r) {
+    k_lora_linears(jobs, count, x, s, T, in, r);
+    return 0;
+}
 static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
                                     const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
                                     int out, int r) {

@@ -61,6 +61,32 @@ static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, c
     return be->lora_linear(y, ax, f->xd, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
 }
 
+// The linears of layer l that read one input x[n,in] (q, k, v; gate, up), each given its target, output, weight,
+// bias and width: one call to the backend's shared-input op, or linear() each where dropout gives every adapter
+// its own masked copy of x.
+typedef struct {
+    LoraTarget target;
+    float *y, *ax;
+    const Linear *W;
+    const float *bias;
+    int out;
+} Proj;
+
+static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *x, int in) {
+    const Lora *ad = f->t->adapter;
+    if (ad && f->step && f->step->dropout > 0) {
+        for (int i = 0; i < count; i++) TRY(linear(f, l, pj[i].target, pj[i].y, pj[i].ax, x, pj[i].W, pj[i].bias, in, pj[i].out));
+        return 0;
+    }
+    LoraLinearJob jobs[3];
+    for (int i = 0; i < count; i++) {
+        const LoraPair *pr = adapter_pair(ad, l, pj[i].target);
+        jobs[i] = (LoraLinearJob){pj[i].y, pr ? pj[i].ax : NULL, pj[i].W->data, pj[i].W->type, pj[i].bias,
+                                  pr ? pr->A : NULL, pr ? pr->B : NULL, pj[i].out};
+    }
+    return f->t->be->lora_linears(jobs, count, x, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
+}
+
 // ---- what a block keeps ----------------------------------------------------------------------------------
 
 // The buffers of a block's activations with their widths: the always-needed ones, then what only the backward
@@ -150,9 +176,9 @@ static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
     const ModelConfig *c = t->cfg;
     const LayerWeights *w = &t->w.layers[l];
     int n = f->p->n, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, qd = Hq * hd, kvd = Hkv * hd;
-    TRY(linear(f, l, LT_Q, a->q, a->ax[LT_Q], f->xn, &w->wq, w->bq, D, qd));
-    TRY(linear(f, l, LT_K, a->k, a->ax[LT_K], f->xn, &w->wk, w->bk, D, kvd));
-    TRY(linear(f, l, LT_V, a->v, a->ax[LT_V], f->xn, &w->wv, w->bv, D, kvd));
+    Proj qkv[3] = {{LT_Q, a->q, a->ax[LT_Q], &w->wq, w->bq, qd}, {LT_K, a->k, a->ax[LT_K], &w->wk, w->bk, kvd},
+                   {LT_V, a->v, a->ax[LT_V], &w->wv, w->bv, kvd}};
+    TRY(linears(f, l, qkv, 3, f->xn, D));
     if (c->qk_norm) {
         if (a->q_pre) {
             TRY(be->copy(a->q_pre, a->q, (size_t)n * qd));
@@ -210,8 +236,8 @@ static int block_forward(const Fwd *f, int l, LayerActs *a) {
     TRY(branch_out(f, l, LT_O, a->att, &w->wo, w->bo, w->post_attn_norm, a->ax[LT_O], a->o_pre, qd));
     TRY(be->add_rmsnorm(f->xn, f->x, f->br, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention
     if (a->xmid) TRY(be->copy(a->xmid, f->x, (size_t)n * D));
-    TRY(linear(f, l, LT_GATE, a->gt, a->ax[LT_GATE], f->xn, &w->w_gate, NULL, D, F));
-    TRY(linear(f, l, LT_UP, a->u, a->ax[LT_UP], f->xn, &w->w_up, NULL, D, F));
+    Proj gate_up[2] = {{LT_GATE, a->gt, a->ax[LT_GATE], &w->w_gate, NULL, F}, {LT_UP, a->u, a->ax[LT_UP], &w->w_up, NULL, F}};
+    TRY(linears(f, l, gate_up, 2, f->xn, D));
     TRY(be->gated(c->act, f->h, a->gt, a->u, (size_t)n * F));
     TRY(branch_out(f, l, LT_DOWN, f->h, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
     if (l + 1 == c->n_layers) return be->add(f->x, f->br, (size_t)n * D);

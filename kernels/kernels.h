@@ -45,6 +45,18 @@ void k_matmul_add(float *y, const float *x, const float *w, float alpha, int T, 
 void k_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                    float s, int T, int in, int out, int r);
 
+// Several LoRA linears on one input x[T,in] (q, k and v; gate and up), each job as k_lora_linear with its own
+// output, weight (wt its format) and adapter (A NULL: none), the adapters sharing s and r. A backend reads x once
+// for all of them where it can: the CUDA one rounds it to bf16 once.
+typedef struct {
+    float *y, *ax;  // [T,out], [T,r]
+    const void *W;  // [out,in]
+    LdDtype wt;
+    const float *bias, *A, *B;  // [out]; [r,in]; [out,r]
+    int out;
+} LoraLinearJob;
+void k_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r);
+
 // x[T,D] = table[tokens]·scale, the table's rows in format tt.
 void k_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
 

@@ -564,6 +564,57 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
         kc_free(gdyB), kc_free(gdA), kc_free(gdB);
 }
 
+// Three linears on one input (q, k and v: the middle one with no adapter): the shared-input call gives each one's
+// kc_lora_linear bits (bf16: x rounded once instead of three times), and the CPU's k_lora_linears within 1e-5 (fp32).
+static void test_lora_linears(int T, int in, int r, int bf16) {
+    enum { JOBS = 3 };
+    int outs[JOBS] = {96, 40, 40};
+    float s = 0.5f, *x = rnd((size_t)T * in, 1), *gx = up(x, sizeof(float) * T * in);
+    LoraLinearJob dev[JOBS], host[JOBS];
+    float *gy_one[JOBS], *gax_one[JOBS];
+    LdDtype wt = bf16 ? LD_BF16 : LD_F32;
+    for (int j = 0; j < JOBS; j++) {
+        int out = outs[j], adapted = j != 1;
+        float *W = rnd((size_t)out * in, 0.1f), *bias = rnd((size_t)out, 1), *A = rnd((size_t)r * in, 0.1f), *B = rnd((size_t)out * r, 0.1f);
+        uint16_t *W16 = bf16_bits(W, (size_t)out * in);
+        void *gW = bf16 ? up(W16, sizeof(uint16_t) * out * in) : up(W, sizeof(float) * out * in);
+        float *gA = adapted ? up(A, sizeof(float) * r * in) : NULL, *gB = adapted ? up(B, sizeof(float) * out * r) : NULL;
+        dev[j] = (LoraLinearJob){poisoned((size_t)T * out), adapted ? poisoned((size_t)T * r) : NULL, gW, wt, up(bias, sizeof(float) * out),
+                                 gA, gB, out};
+        host[j] = (LoraLinearJob){calloc((size_t)T * out, sizeof(float)), calloc((size_t)T * r, sizeof(float)), W, LD_F32, bias,
+                                  adapted ? A : NULL, adapted ? B : NULL, out};
+        gy_one[j] = poisoned((size_t)T * out), gax_one[j] = poisoned((size_t)T * r);
+        check_rc(kc_lora_linear(gy_one[j], gax_one[j], gx, gW, wt, dev[j].bias, gA, gB, s, T, in, out, r), "lora_linear");
+        if (!adapted) free(A), free(B);
+        free(W16);
+    }
+    check_rc(kc_lora_linears(dev, JOBS, gx, s, T, in, r), "lora_linears");
+    k_lora_linears(host, JOBS, x, s, T, in, r);
+    char name[160];
+    for (int j = 0; j < JOBS; j++) {
+        size_t ny = (size_t)T * outs[j];
+        float *y = down(dev[j].y, ny), *y_one = down(gy_one[j], ny);
+        int same = memcmp(y, y_one, sizeof(float) * ny) == 0;
+        if (dev[j].ax) {
+            float *ax = down(dev[j].ax, (size_t)T * r), *ax_one = down(gax_one[j], (size_t)T * r);
+            same = same && memcmp(ax, ax_one, sizeof(float) * T * r) == 0;
+            free(ax), free(ax_one);
+        }
+        snprintf(name, sizeof name, "LoRA linears on one input, %s, job %d [%d x %d -> %d, r %d]: the single call's bits", bf16 ? "bf16 W" : "fp32",
+                 j, T, in, outs[j], r);
+        check(same, name);
+        if (!bf16) {
+            snprintf(name, sizeof name, "LoRA linears on one input, fp32, job %d vs the CPU's k_lora_linears", j);
+            compare(name, y, host[j].y, ny, 1e-5);
+        }
+        free(y), free(y_one), free(host[j].y), free(host[j].ax), free((void *)host[j].W), free((void *)host[j].bias), free((void *)host[j].A),
+            free((void *)host[j].B);
+        kc_free(dev[j].y), kc_free(dev[j].ax), kc_free((void *)dev[j].W), kc_free((void *)dev[j].bias), kc_free((void *)dev[j].A),
+            kc_free((void *)dev[j].B), kc_free(gy_one[j]), kc_free(gax_one[j]);
+    }
+    free(x), kc_free(gx);
+}
+
 // The fused head's dw[V,D] (full fine-tuning, fp32 W) += dlᵀ·x onto random values, accumulated over the chunks
 // (dl: the reference's logit gradients, 0 on ignored rows); with dx, and with dx NULL (dw alone), the loss each time.
 static void test_head_weight_grad(const float *gx, const void *gW, const float *x, const float *dl, const int *tg, int T, int D, int V,
@@ -782,6 +833,7 @@ int main(void) {
         test_lora_linear(1, 64, 96, 4, bf16);
         test_lora_linear(37, 576, 1536, 8, bf16);
         test_lora_linear(130, 257, 191, 16, bf16);
+        test_lora_linears(37, 576, 8, bf16);
         test_linear_cross_entropy(37, 64, 1000, 0.0f, 8, bf16);
         test_linear_cross_entropy(37, 64, 1000, 30.0f, 5, bf16);
         test_linear_cross_entropy(19, 576, 49152, 0.0f, 6, bf16);

@@ -12,6 +12,13 @@ void k_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype w
     k_matmul_add(y, ax, B, s, T, r, out);
 }
 
+void k_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r) {
+    for (int i = 0; i < count; i++) {
+        const LoraLinearJob *j = &jobs[i];
+        k_lora_linear(j->y, j->ax, x, j->W, j->wt, j->bias, j->A, j->B, s, T, in, j->out, r);
+    }
+}
+
 void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
                             const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                             int r) {

@@ -141,17 +141,27 @@ static int gemm_bf16(const char *what, int transA, int transB, int M, int N, int
 }
 
 // The base product with W[out,in] stored as wt: forward C[T,out] = act[T,in]·Wᵀ, backward C[T,in] += act[T,out]·W
-// (beta 0 replaces C, 1 accumulates). For a bf16 W the activation is rounded to bf16 into a buffer from the caching
-// allocator first.
-static int base_gemm(const char *what, int backward, float *C, const float *act, const void *W, LdDtype wt, int T, int in, int out,
-                     float beta) {
+// (beta 0 replaces C, 1 accumulates). A bf16 W multiplies act16, the activation already rounded to bf16.
+static int base_gemm_on(const char *what, int backward, float *C, const float *act, const __nv_bfloat16 *act16, const void *W, LdDtype wt,
+                        int T, int in, int out, float beta) {
     int N = backward ? in : out, K = backward ? out : in, transW = !backward;
     if (wt == LD_F32) return gemm(what, 0, transW, T, N, K, 1.0f, act, K, (const float *)W, in, beta, C, N);
-    size_t n = (size_t)T * K;
-    __nv_bfloat16 *a16 = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * n);
-    int rc = !a16 || lt() || kc_to_bf16(a16, act, n)
-                 ? -1
-                 : gemm_bf16(what, 0, transW, T, N, K, 1.0f, a16, K, (const __nv_bfloat16 *)W, in, beta, C, N);
+    return lt() ? -1 : gemm_bf16(what, 0, transW, T, N, K, 1.0f, act16, K, (const __nv_bfloat16 *)W, in, beta, C, N);
+}
+
+// act[n] rounded to bf16 in a buffer from the caching allocator (the caller frees it); NULL with an error.
+static __nv_bfloat16 *rounded(const float *act, size_t n) {
+    __nv_bfloat16 *a16 = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * (n ? n : 1));
+    if (a16 && kc_to_bf16(a16, act, n)) kc_free(a16), a16 = NULL;
+    return a16;
+}
+
+// base_gemm_on, rounding the activation for a bf16 W first
+static int base_gemm(const char *what, int backward, float *C, const float *act, const void *W, LdDtype wt, int T, int in, int out,
+                     float beta) {
+    if (wt == LD_F32) return base_gemm_on(what, backward, C, act, NULL, W, wt, T, in, out, beta);
+    __nv_bfloat16 *a16 = rounded(act, (size_t)T * (backward ? out : in));
+    int rc = !a16 ? -1 : base_gemm_on(what, backward, C, act, a16, W, wt, T, in, out, beta);
     kc_free(a16);
     return rc;
 }
@@ -162,14 +172,37 @@ static int check_type(const char *what, LdDtype wt) {
     return -1;
 }
 
-// y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·ax·B[out,r]ᵀ with ax[T,r] = x·A[r,in]ᵀ kept for the backward pass
-extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
-                              const float *B, float s, int T, int in, int out, int r) {
-    if (blas() || check_type("lora_linear", wt)) return -1;
-    if (W && (base_gemm("lora_linear W", 0, y, x, W, wt, T, in, out, 0.0f) || kc_add_bias(y, bias, T, out))) return -1;
+// y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·ax·B[out,r]ᵀ with ax[T,r] = x·A[r,in]ᵀ kept for the backward pass; x16 is
+// x in bf16 when W is BF16
+static int lora_linear_on(float *y, float *ax, const float *x, const __nv_bfloat16 *x16, const void *W, LdDtype wt, const float *bias,
+                          const float *A, const float *B, float s, int T, int in, int out, int r) {
+    if (W && (base_gemm_on("lora_linear W", 0, y, x, x16, W, wt, T, in, out, 0.0f) || kc_add_bias(y, bias, T, out))) return -1;
     if (!A) return 0;
     if (gemm("lora_linear A", 0, 1, T, r, in, 1.0f, x, in, A, in, 0.0f, ax, r)) return -1;
     return gemm("lora_linear B", 0, 1, T, out, r, s, ax, r, B, r, 1.0f, y, out);
+}
+
+extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
+                              const float *B, float s, int T, int in, int out, int r) {
+    LoraLinearJob job = {y, ax, W, wt, bias, A, B, out};
+    return kc_lora_linears(&job, 1, x, s, T, in, r);
+}
+
+extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r) {
+    int bf16 = 0;
+    if (blas()) return -1;
+    for (int i = 0; i < count; i++) {
+        if (check_type("lora_linear", jobs[i].wt)) return -1;
+        bf16 |= jobs[i].W && jobs[i].wt == LD_BF16;
+    }
+    __nv_bfloat16 *x16 = bf16 ? rounded(x, (size_t)T * in) : NULL;
+    int rc = bf16 && !x16;
+    for (int i = 0; i < count && !rc; i++) {
+        const LoraLinearJob *j = &jobs[i];
+        rc = lora_linear_on(j->y, j->ax, x, x16, j->W, j->wt, j->bias, j->A, j->B, s, T, in, j->out, r);
+    }
+    kc_free(x16);
+    return rc ? -1 : 0;
 }
 
 // dx[T,in] += dy·W + s·(dy·B)·A;  dB[out,r] += s·dyᵀ·ax;  dA[r,in] += s·(dy·B)ᵀ·x.  dyB is scratch [T,r].

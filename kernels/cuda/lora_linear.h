@@ -4,6 +4,7 @@
 #include <stddef.h>
 
 #include "dtype.h"
+#include "kernels.h"  // LoraLinearJob
 
 // kernels.h k_lora_linear: y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ; ax[T,r] keeps x·Aᵀ (A
 // NULL: the plain linear; W NULL: only the adapter's term, added to y). W is F32 (cuBLAS, true fp32) or BF16
@@ -14,6 +15,8 @@
 // fp32 master) and dbias[out] += Σ_t dy[t,:] (rows in order), each accumulated, NULL when not wanted.
 int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                    float s, int T, int in, int out, int r);
+// kernels.h k_lora_linears: x rounded to bf16 once for every job whose W is BF16.
+int kc_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r);
 int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
                             const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                             int r);

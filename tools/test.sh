@@ -22,14 +22,14 @@ cmake --build build-asan -j"$JOBS" >/dev/null
 (cd build-asan && LLAMADUO_NO_EMU=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -j1 -L mpi)
 
-echo "== fuzz targets (libFuzzer, ${FUZZ_SECONDS:-20}s each)"
+echo "== fuzz targets (libFuzzer, ${FUZZ_SECONDS:-10}s each)"
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMADUO_FUZZ=ON -DLLAMADUO_CUDA=OFF -DLLAMADUO_CUDA_EMU=OFF >/dev/null
 cmake --build build-fuzz -j"$JOBS" --target fuzz_all >/dev/null
 for f in build-fuzz/tests/fuzz/fuzz_*; do
   name=$(basename "$f")
   mkdir -p "build-fuzz/corpus-$name"
   # tests/fuzz/regressions: inputs that once crashed a target, run every time
-  "$f" -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=0 \
+  "$f" -max_total_time="${FUZZ_SECONDS:-10}" -rss_limit_mb=2048 -print_final_stats=0 \
      "build-fuzz/corpus-$name" tests/fuzz/seeds/"${name#fuzz_}" $(ls -d tests/fuzz/regressions/"${name#fuzz_}" 2>/dev/null) \
      >"build-fuzz/$name.log" 2>&1 ||
     { tail -40 "build-fuzz/$name.log"; echo "$name: FOUND A CRASH"; exit 1; }

@@ -8,7 +8,7 @@
 
 #include "activation.h"
 #include "dtype.h"
-#include "kernels.h"  // LoraLinearJob
+#include "lora_job.h"
 
 typedef struct Backend {
     const char *name;
@@ -33,12 +33,14 @@ typedef struct Backend {
     int (*rmsnorm)(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
     int (*add_rmsnorm)(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
     int (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
-    int (*lora_linear)(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
+    int (*lora_linear)(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                        float s, int T, int in, int out, int r);
-    int (*lora_linears)(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r);
-    int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
-                                const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
+    int (*lora_linears)(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in, int r);
+    int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
+                                const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                                 int r);
+    int (*lora_linears_backward)(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x, const float *axT,
+                                 const float *A, float s, int T, int in, int r);
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
     int (*rope_backward)(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
@@ -63,10 +65,10 @@ typedef struct Backend {
 // The ops whose kernels share the op's name and signature (kernels/cpu's k_<op> behind a cpu_<op> wrapper that
 // returns 0, kernels/cuda's kc_<op> as it is): a backend's table lists them as LD_BACKEND_OPS(its naming), then
 // attention and linear_cross_entropy by hand.
-#define LD_BACKEND_OPS(X)                                                                                                         \
-    X(embedding)                                                                                                                  \
-    X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linears) X(lora_linear_backward) X(dropout) X(rope) \
-        X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(scatter_rows) X(gather_rows)
+#define LD_BACKEND_OPS(X)                                                                                               \
+    X(embedding) X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linears)           \
+        X(lora_linear_backward) X(lora_linears_backward) X(dropout) X(rope) X(rope_backward) X(attention_backward) X(gated) \
+            X(gated_backward) X(add) X(softcap) X(scatter_rows) X(gather_rows)
 
 extern const Backend ld_backend_cpu;
 #ifdef LLAMADUO_HAVE_CUDA

@@ -45,19 +45,25 @@ static int cpu_rmsnorm_backward(float *dx, float *dw, const float *dy, const flo
     k_rmsnorm_backward(dx, dw, dy, x, w, T, D, eps, plus_one);
     return 0;
 }
-static int cpu_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
+static int cpu_lora_linear(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
                            const float *B, float s, int T, int in, int out, int r) {
-    k_lora_linear(y, ax, x, W, wt, bias, A, B, s, T, in, out, r);
+    k_lora_linear(y, axT, x, W, wt, bias, A, B, s, T, in, out, r);
     return 0;
 }
-static int cpu_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r) {
-    k_lora_linears(jobs, count, x, s, T, in, r);
+static int cpu_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in,
+                            int r) {
+    k_lora_linears(jobs, count, axT, x, A, s, T, in, r);
     return 0;
 }
-static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
-                                    const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
+static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
+                                    const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
                                     int out, int r) {
-    k_lora_linear_backward(dx, dW, dbias, dA, dB, dyB, dy, x, ax, W, wt, A, B, s, T, in, out, r);
+    k_lora_linear_backward(dx, dW, dbias, dA, dB, dyBT, dy, x, axT, W, wt, A, B, s, T, in, out, r);
+    return 0;
+}
+static int cpu_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x,
+                                     const float *axT, const float *A, float s, int T, int in, int r) {
+    k_lora_linears_backward(jobs, count, dx, dA, dyBT, x, axT, A, s, T, in, r);
     return 0;
 }
 static int cpu_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0) {

@@ -85,44 +85,39 @@ void gpu_weights_free(GpuWeights *g) {
     free(w->layers), free(g);
 }
 
+// like's rank, scale and shapes, no matrices yet
+static Lora *lora_shell(const Lora *like) {
+    Lora *v = ld_xcalloc(1, sizeof *v);
+    *v = *like;
+    v->data = NULL;
+    v->w = ld_xcalloc((size_t)like->n_layers * LT_COUNT, sizeof(LoraPair));
+    for (int i = 0; i < like->n_layers * LT_COUNT; i++) v->w[i] = (LoraPair){.in = like->w[i].in, .out = like->w[i].out};
+    return v;
+}
+
+// one copy: the host adapter's matrices lie in lora_place's order, as the device's will
 Lora *gpu_lora_upload(const Lora *like) {
-    Lora *d = ld_xcalloc(1, sizeof *d);
-    *d = *like;
-    d->w = ld_xcalloc((size_t)like->n_layers * LT_COUNT, sizeof(LoraPair));
-    int err = 0;
-    for (int i = 0; i < like->n_layers * LT_COUNT && !err; i++) {
-        const LoraPair *p = &like->w[i];
-        if (!p->A) continue;
-        size_t na = (size_t)like->rank * p->in, nb = (size_t)p->out * like->rank;
-        d->w[i].in = p->in, d->w[i].out = p->out;
-        d->w[i].A = kc_alloc(sizeof(float) * na), d->w[i].B = kc_alloc(sizeof(float) * nb);
-        err = !d->w[i].A || !d->w[i].B;
-        if (!err) err = kc_upload(d->w[i].A, p->A, sizeof(float) * na) || kc_upload(d->w[i].B, p->B, sizeof(float) * nb);
-    }
-    if (err) {
+    Lora *d = lora_shell(like);
+    size_t n = lora_floats(like);
+    float *data = kc_alloc(sizeof(float) * (n ? n : 1));
+    if (!data || kc_upload(data, like->data, sizeof(float) * n)) {
         ld_set_error("uploading the adapter to the GPU: %s", kc_last_error());
-        gpu_lora_free(d);
+        kc_free(data), gpu_view_free(d, NULL);
         return NULL;
     }
+    lora_place(d, data);
     return d;
 }
 
 void gpu_lora_free(Lora *d) {
     if (!d) return;
-    for (int i = 0; i < d->n_layers * LT_COUNT; i++) kc_free(d->w[i].A), kc_free(d->w[i].B);
-    free(d->w), free(d);
+    kc_free(d->data);
+    gpu_view_free(d, NULL);
 }
 
 Lora *gpu_lora_view(const Lora *like, float *arena) {
-    Lora *v = ld_xcalloc(1, sizeof *v);
-    *v = *like;
-    v->w = ld_xcalloc((size_t)like->n_layers * LT_COUNT, sizeof(LoraPair));
-    for (int i = 0; i < like->n_layers * LT_COUNT; i++) {
-        const LoraPair *p = &like->w[i];
-        if (!p->A) continue;
-        v->w[i] = (LoraPair){.A = arena, .B = arena + (size_t)like->rank * p->in, .in = p->in, .out = p->out};
-        arena += (size_t)like->rank * (p->in + p->out);
-    }
+    Lora *v = lora_shell(like);
+    lora_place(v, arena);
     return v;
 }
 

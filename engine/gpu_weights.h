@@ -23,7 +23,7 @@ void gpu_lora_free(Lora *d);
 
 // Trained parameters laid end to end in one device buffer, so that the data-parallel collectives and ZeRO-1's
 // shards work on it whole: these shells point into `arena` (device, fp32) and own none of it.
-// An adapter shaped like `like`: its A and B consecutive slices of arena in lora_params() order.
+// An adapter shaped like `like`: its A and B consecutive slices of arena in lora_place's (and lora_params') order.
 Lora *gpu_lora_view(const Lora *like, float *arena);
 // A model shaped like m (its config; every weight fp32): each weight model_tensors() lists a consecutive slice of
 // arena in that order (model_params()' order), the head tied where m's is. No RoPE tables: the caller's.

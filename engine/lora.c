@@ -11,6 +11,24 @@
 #include "safetensors.h"
 #include "util.h"
 
+size_t lora_floats(const Lora *l) {
+    size_t n = 0;
+    for (int i = 0; i < l->n_layers * LT_COUNT; i++)
+        if (l->w[i].in) n += (size_t)l->rank * (l->w[i].in + l->w[i].out);
+    return n;
+}
+
+void lora_place(Lora *l, float *base) {
+    l->data = base;
+    for (int layer = 0; layer < l->n_layers; layer++) {
+        LoraPair *w = &l->w[layer * LT_COUNT];
+        for (int t = 0; t < LT_COUNT; t++)
+            if (w[t].in) w[t].A = base, base += (size_t)l->rank * w[t].in;
+        for (int t = 0; t < LT_COUNT; t++)
+            if (w[t].in) w[t].B = base, base += (size_t)l->rank * w[t].out;
+    }
+}
+
 Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned target_mask) {
     Lora *l = ld_xcalloc(1, sizeof *l);
     l->rank = rank;
@@ -22,19 +40,16 @@ Lora *lora_new(const ModelConfig *c, int rank, float alpha, int rslora, unsigned
     int D = c->dim, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim, F = c->ffn_dim;
     const int in[LT_COUNT] = {D, D, D, qd, D, D, F}, out[LT_COUNT] = {qd, kvd, kvd, D, F, F, D};
     for (int i = 0; i < c->n_layers; i++)
-        for (int t = 0; t < LT_COUNT; t++) {
-            if (!(target_mask & (1u << t))) continue;
-            LoraPair *p = &l->w[i * LT_COUNT + t];
-            p->in = in[t], p->out = out[t];
-            p->A = ld_xcalloc((size_t)rank * in[t], sizeof(float));
-            p->B = ld_xcalloc((size_t)out[t] * rank, sizeof(float));
-        }
+        for (int t = 0; t < LT_COUNT; t++)
+            if (target_mask & (1u << t)) l->w[i * LT_COUNT + t].in = in[t], l->w[i * LT_COUNT + t].out = out[t];
+    size_t n = lora_floats(l);
+    lora_place(l, ld_xcalloc(n ? n : 1, sizeof(float)));
     return l;
 }
 
 void lora_free(Lora *l) {
     if (!l) return;
-    for (int i = 0; i < l->n_layers * LT_COUNT; i++) free(l->w[i].A), free(l->w[i].B);
+    free(l->data);
     free(l->w);
     free(l);
 }

@@ -9,20 +9,20 @@
 #include "safetensors.h"
 #include "util.h"
 
+// in lora_place's order: a layer's A, then its B
 int lora_params(Lora *l, Lora *g, Param **out) {
     int n = 0;
     Param *v = ld_xcalloc((size_t)l->n_layers * LT_COUNT * 2, sizeof(Param));
-    for (int i = 0; i < l->n_layers * LT_COUNT; i++) {
-        LoraPair *p = &l->w[i], *q = &g->w[i];
-        if (!p->A) continue;
-        for (int ab = 0; ab < 2; ab++, n++) {
-            snprintf(v[n].name, sizeof v[n].name, "layers.%d.%s.lora_%c", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)),
-                     ab ? 'B' : 'A');
-            v[n].p = ab ? p->B : p->A, v[n].g = ab ? q->B : q->A;
-            v[n].n = (size_t)l->rank * (ab ? p->out : p->in);
-            v[n].decay = 1;
-        }
-    }
+    for (int layer = 0; layer < l->n_layers; layer++)
+        for (int ab = 0; ab < 2; ab++)
+            for (int t = 0; t < LT_COUNT; t++) {
+                LoraPair *p = &l->w[layer * LT_COUNT + t], *q = &g->w[layer * LT_COUNT + t];
+                if (!p->A) continue;
+                snprintf(v[n].name, sizeof v[n].name, "layers.%d.%s.lora_%c", layer, lora_target_name((LoraTarget)t), ab ? 'B' : 'A');
+                v[n].p = ab ? p->B : p->A, v[n].g = ab ? q->B : q->A;
+                v[n].n = (size_t)l->rank * (ab ? p->out : p->in);
+                v[n++].decay = 1;
+            }
     *out = v;
     return n;
 }

@@ -81,7 +81,9 @@ int transformer_loss(const Transformer *t, const TokenPlan *p, const int *target
 
 typedef struct {  // what one block's forward keeps; its normed inputs and gated activation are recomputed
     float *xin, *q_pre, *k_pre, *q, *k, *v, *att, *lse, *o_pre, *xmid, *gt, *u, *dn_pre;  // lse [n, Hq]
-    float *ax[LT_COUNT];  // [n, r] drop(x)·Aᵀ
+    // [r, n] (drop(x)·Aᵀ)ᵀ of each targeted linear (NULL: not targeted), end to end in ax_all in target order like
+    // the adapter's A (lora_place), so the linears sharing an input keep theirs as one stack (kernels.h k_lora_linears)
+    float *ax_all, *ax[LT_COUNT];
 } LayerActs;
 
 typedef struct {
@@ -104,3 +106,8 @@ int transformer_widest_input(const ModelConfig *c);
 
 // The adapter's pair on (layer, target), or NULL when there is no adapter or it does not target that linear.
 const LoraPair *adapter_pair(const Lora *adapter, int layer, LoraTarget target);
+// The stack of the adapters on layer l's linears `targets` (one input; ax[i] the i-th one's kept axT[r,n]): *A and
+// *axT the first adapted one's, both NULL when none is adapted. -1 when the adapted ones' A or ax do not lie end to
+// end (each must then run alone).
+int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, const float *const *ax, int n, const float **A,
+                  const float **axT);

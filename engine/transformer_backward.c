@@ -22,7 +22,7 @@ typedef struct {
     float *h, *dF, *dG, *dU;  // [n, F]
     float *dq, *datt, *dk, *dv;  // [n, qd] [n, qd] [n, kvd] [n, kvd]
     float *dqk;  // [n, qd] q/k norms' input gradient
-    float *xd, *dxd, *dyB;  // [n, widest] dropout's masked input and its gradient; [n, r] adapter scratch
+    float *xd, *dxd, *dyB;  // [n, widest] dropout's masked input and its gradient; [3r, n] the adapters' scratch
 } Bwd;
 
 // every buffer of a pass is written whole by the op that fills it (the accumulated gradients are filled with
@@ -56,7 +56,7 @@ static int bwd_alloc(Bwd *b) {
         {&b->dqk, n * qd, c->qk_norm},
         {&b->xd, n * wide, dropping},
         {&b->dxd, n * wide, dropping},
-        {&b->dyB, n * (ad ? ad->rank : 0), ad != NULL},
+        {&b->dyB, n * 3 * (ad ? ad->rank : 0), ad != NULL},  // (up to q, k and v stacked)
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].want && !(*all[i].buf = floats(b->t->be, all[i].len))) return -1;
@@ -95,6 +95,43 @@ static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, co
     return be->add(dx, b->dxd, len);
 }
 
+// The backward of linears() (transformer_forward.c) on layer l's linears that read x[n,in], each given its target,
+// output gradient, kept ax, weight, weight gradients and width: dx[n,in] += their input gradients, in one call over
+// the adapters' stack, or linear_backward() each where dropout masked each adapter's input its own way.
+typedef struct {
+    LoraTarget target;
+    const float *dy, *ax;
+    const Linear *W;
+    Linear *dW;
+    float *dbias;
+    int out;
+} Grad;
+
+static int linears_backward(const Bwd *b, int l, const Grad *g, int count, float *dx, const float *x, int in) {
+    const Lora *ad = b->t->adapter, *dad = b->step->adapter_grad;
+    LoraTarget targets[3];
+    const float *ax[3], *A, *axT;
+    LoraLinearGrad jobs[3];
+    float *dA = NULL;
+    int stacked = !(ad && b->step->dropout > 0);
+    for (int i = 0; i < count; i++) targets[i] = g[i].target, ax[i] = g[i].ax;
+    stacked = stacked && !adapter_stack(ad, l, targets, count, ax, b->p->n, &A, &axT);
+    for (int i = 0, m = 0; i < count; i++) {
+        const LoraPair *pr = adapter_pair(ad, l, g[i].target);
+        LoraPair *pg = pr && dad ? &dad->w[l * LT_COUNT + g[i].target] : NULL;
+        if (pg && !dA) dA = pg->A;
+        stacked = stacked && (!pg || pg->A == dA + (size_t)m++ * ad->rank * in);  // the gradients must lie as the adapter does
+        jobs[i] = (LoraLinearGrad){g[i].dy,           g[i].W->data,      g[i].W->type,
+                                   pr ? pr->B : NULL, pg ? pg->B : NULL, g[i].dW ? (float *)g[i].dW->data : NULL,
+                                   g[i].dbias,        g[i].out};
+    }
+    if (stacked)
+        return b->t->be->lora_linears_backward(jobs, count, dx, dA, b->dyB, x, axT, A, ad ? ad->scale : 0, b->p->n, in, ad ? ad->rank : 0);
+    for (int i = 0; i < count; i++)
+        TRY(linear_backward(b, l, g[i].target, dx, g[i].dy, x, g[i].ax, g[i].W, g[i].dW, g[i].dbias, in, g[i].out));
+    return 0;
+}
+
 // The gradient at a branch's linear output: through Gemma 2/3's post norm (weight gradient into dw) when there is one.
 static int branch_grad(const Bwd *b, const float *post_norm, float *dw, const float *pre, const float **dy) {
     const ModelConfig *c = b->t->cfg;
@@ -127,8 +164,9 @@ static int mlp_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *g
     TRY(be->gated_backward(c->act, b->dG, b->dU, b->dF, a->gt, a->u, (size_t)n * F));
     TRY(be->rmsnorm(b->xn, a->xmid, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
     TRY(be->fill(b->dn, 0, (size_t)n * D));
-    TRY(linear_backward(b, l, LT_GATE, b->dn, b->dG, b->xn, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, D, F));
-    TRY(linear_backward(b, l, LT_UP, b->dn, b->dU, b->xn, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, D, F));
+    Grad gate_up[2] = {{LT_GATE, b->dG, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, F},
+                       {LT_UP, b->dU, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, F}};
+    TRY(linears_backward(b, l, gate_up, 2, b->dn, b->xn, D));
     return norm_into_stream(b, gw ? gw->ffn_norm : NULL, a->xmid, w->ffn_norm);
 }
 
@@ -168,9 +206,10 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
     TRY(qk_backward(b, l, a, gw));
     TRY(be->rmsnorm(b->xn, a->xin, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
     TRY(be->fill(b->dn, 0, (size_t)n * D));
-    TRY(linear_backward(b, l, LT_Q, b->dn, b->dq, b->xn, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, D, qd));
-    TRY(linear_backward(b, l, LT_K, b->dn, b->dk, b->xn, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, D, kvd));
-    TRY(linear_backward(b, l, LT_V, b->dn, b->dv, b->xn, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, D, kvd));
+    Grad qkv[3] = {{LT_Q, b->dq, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, qd},
+                   {LT_K, b->dk, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, kvd},
+                   {LT_V, b->dv, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, kvd}};
+    TRY(linears_backward(b, l, qkv, 3, b->dn, b->xn, D));
     return norm_into_stream(b, gw ? gw->attn_norm : NULL, a->xin, w->attn_norm);
 }
 

@@ -45,8 +45,8 @@ int transformer_widest_input(const ModelConfig *c) {
     return w > c->ffn_dim ? w : c->ffn_dim;
 }
 
-// y[n,out] = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ on layer l's target; ax[n,r] keeps drop(x)·Aᵀ. Dropout touches the
-// adapter's input only, as PEFT applies it.
+// y[n,out] = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ on layer l's target; ax[r,n] keeps (drop(x)·Aᵀ)ᵀ. Dropout touches
+// the adapter's input only, as PEFT applies it.
 static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, const float *x, const Linear *W, const float *bias, int in,
                   int out) {
     const Backend *be = f->t->be;
@@ -61,9 +61,23 @@ static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, c
     return be->lora_linear(y, ax, f->xd, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
 }
 
+int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, const float *const *ax, int n, const float **A,
+                  const float **axT) {
+    *A = NULL, *axT = NULL;
+    int m = 0;
+    for (int i = 0; i < count; i++) {
+        const LoraPair *pr = adapter_pair(ad, l, targets[i]);
+        if (!pr) continue;
+        if (!m) *A = pr->A, *axT = ax[i];
+        size_t at = (size_t)m++ * ad->rank;
+        if (pr->A != *A + at * pr->in || ax[i] != *axT + at * n) return -1;
+    }
+    return 0;
+}
+
 // The linears of layer l that read one input x[n,in] (q, k, v; gate, up), each given its target, output, weight,
-// bias and width: one call to the backend's shared-input op, or linear() each where dropout gives every adapter
-// its own masked copy of x.
+// bias and width: one call to the backend's shared-input op over the adapters' stack, or linear() each where
+// dropout gives every adapter its own masked copy of x.
 typedef struct {
     LoraTarget target;
     float *y, *ax;
@@ -74,17 +88,19 @@ typedef struct {
 
 static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *x, int in) {
     const Lora *ad = f->t->adapter;
-    if (ad && f->step && f->step->dropout > 0) {
+    LoraTarget targets[3];
+    const float *ax[3], *A, *axT;
+    for (int i = 0; i < count; i++) targets[i] = pj[i].target, ax[i] = pj[i].ax;
+    if ((ad && f->step && f->step->dropout > 0) || adapter_stack(ad, l, targets, count, ax, f->p->n, &A, &axT)) {
         for (int i = 0; i < count; i++) TRY(linear(f, l, pj[i].target, pj[i].y, pj[i].ax, x, pj[i].W, pj[i].bias, in, pj[i].out));
         return 0;
     }
     LoraLinearJob jobs[3];
     for (int i = 0; i < count; i++) {
         const LoraPair *pr = adapter_pair(ad, l, pj[i].target);
-        jobs[i] = (LoraLinearJob){pj[i].y, pr ? pj[i].ax : NULL, pj[i].W->data, pj[i].W->type, pj[i].bias,
-                                  pr ? pr->A : NULL, pr ? pr->B : NULL, pj[i].out};
+        jobs[i] = (LoraLinearJob){pj[i].y, pj[i].W->data, pj[i].W->type, pj[i].bias, pr ? pr->B : NULL, pj[i].out};
     }
-    return f->t->be->lora_linears(jobs, count, x, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
+    return f->t->be->lora_linears(jobs, count, (float *)axT, x, A, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
 }
 
 // ---- what a block keeps ----------------------------------------------------------------------------------
@@ -118,8 +134,12 @@ static int acts_alloc(const Fwd *f, int l, LayerActs *a) {
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].want && !(*all[i].buf = floats(be, n * all[i].width))) return -1;
-    for (int t = 0; t < LT_COUNT && ad; t++)
-        if (!(a->ax[t] = floats(be, n * ad->rank))) return -1;
+    size_t targeted = 0;
+    for (int t = 0; t < LT_COUNT; t++) targeted += adapter_pair(ad, l, (LoraTarget)t) != NULL;
+    if (!targeted) return 0;
+    if (!(a->ax_all = floats(be, targeted * ad->rank * n))) return -1;
+    for (int t = 0, j = 0; t < LT_COUNT; t++)
+        if (adapter_pair(ad, l, (LoraTarget)t)) a->ax[t] = a->ax_all + (size_t)j++ * ad->rank * n;
     return 0;
 }
 
@@ -155,7 +175,7 @@ int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16) {
 static void layer_acts_free(const Backend *be, LayerActs *a) {
     float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->lse, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->release(all[i]);
-    for (int t = 0; t < LT_COUNT; t++) be->release(a->ax[t]);
+    be->release(a->ax_all);
     memset(a, 0, sizeof *a);
 }
 
@@ -176,7 +196,8 @@ static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
     const ModelConfig *c = t->cfg;
     const LayerWeights *w = &t->w.layers[l];
     int n = f->p->n, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, qd = Hq * hd, kvd = Hkv * hd;
-    Proj qkv[3] = {{LT_Q, a->q, a->ax[LT_Q], &w->wq, w->bq, qd}, {LT_K, a->k, a->ax[LT_K], &w->wk, w->bk, kvd},
+    Proj qkv[3] = {{LT_Q, a->q, a->ax[LT_Q], &w->wq, w->bq, qd},
+                   {LT_K, a->k, a->ax[LT_K], &w->wk, w->bk, kvd},
                    {LT_V, a->v, a->ax[LT_V], &w->wv, w->bv, kvd}};
     TRY(linears(f, l, qkv, 3, f->xn, D));
     if (c->qk_norm) {

@@ -7,6 +7,7 @@
 
 #include "activation.h"
 #include "dtype.h"
+#include "lora_job.h"
 
 // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when bias != NULL). OpenBLAS sgemm.
 void k_matmul(float *y, const float *x, const float *w, const float *bias, int T, int K, int N);
@@ -41,21 +42,17 @@ void k_add(float *x, const float *y, size_t n);
 void k_matmul_add(float *y, const float *x, const float *w, float alpha, int T, int K, int N);
 
 // The LoRA linear: y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·(x·A[r,in]ᵀ)·B[out,r]ᵀ, W's rows in format wt;
-// ax[T,r] keeps x·Aᵀ for the backward pass. A NULL: the plain linear. W NULL: only the adapter's term, added to y.
-void k_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
+// axT[r,T] keeps (x·Aᵀ)ᵀ for the backward pass. Transposed, so that the adapters of linears sharing an input, whose
+// A lie stacked, give their axT end to end from one product (k_lora_linears). A NULL: the plain linear. W NULL:
+// only the adapter's term, added to y.
+void k_lora_linear(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                    float s, int T, int in, int out, int r);
 
-// Several LoRA linears on one input x[T,in] (q, k and v; gate and up), each job as k_lora_linear with its own
-// output, weight (wt its format) and adapter (A NULL: none), the adapters sharing s and r. A backend reads x once
-// for all of them where it can: the CUDA one rounds it to bf16 once.
-typedef struct {
-    float *y, *ax;  // [T,out], [T,r]
-    const void *W;  // [out,in]
-    LdDtype wt;
-    const float *bias, *A, *B;  // [out]; [r,in]; [out,r]
-    int out;
-} LoraLinearJob;
-void k_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r);
+// Several linears on one input x[T,in] (q, k and v; gate and up), each job as lora_job.h says, the adapters sharing
+// s and r. The m jobs that have an adapter (B set) have their A stacked in job order in A[m·r, in], so their shrink
+// axT[m·r, T] = A·xᵀ is one product, rows j·r.. the j-th adapted job's axT (A NULL: no job has an adapter). A
+// backend reads x once for all of them where it can: the CUDA one rounds it to bf16 once for the base products.
+void k_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in, int r);
 
 // x[T,D] = table[tokens]·scale, the table's rows in format tt.
 void k_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
@@ -99,11 +96,16 @@ void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, cons
 // dx[T,K] += dy[T,N] · W[N,K] with W's rows in format wt (the input gradient through a frozen weight)
 void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N);
 // The LoRA linear's backward: dx[T,in] += dy·W + s·(dy·B)·A (W NULL: the adapter's share alone);
-// dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy (fp32 W; NULL: frozen); dB[out,r] += s·dyᵀ·ax;
-// dA[r,in] += (s·dy·B)ᵀ·x (NULL: not wanted). dyB[T,r] is scratch.
-void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy, const float *x,
-                            const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
+// dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy (fp32 W; NULL: frozen); dB[out,r] += s·dyᵀ·ax (ax from the
+// forward's axT[r,T]); dA[r,in] += (s·dy·B)ᵀ·x (NULL: not wanted). dyBT[r,T] is scratch: (s·dy·B)ᵀ.
+void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
+                            const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                             int r);
+// The backward of k_lora_linears, each job as lora_job.h says, the m adapted ones stacked as in the forward:
+// dyBT[m·r, T] (scratch) gets each adapted job's (s·dy·B)ᵀ in its rows, so the adapters' share of dx[T,in] (+=
+// dyBTᵀ·A) and their dA[m·r, in] (+= dyBT·x, stacked as A; NULL: not wanted) are one product each.
+void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x, const float *axT,
+                             const float *A, float s, int T, int in, int r);
 // dtable[tokens] += dx[T,D]·scale (an fp32 table's gradient)
 void k_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // dx (may alias nothing), dw += (dw may be NULL)

@@ -564,55 +564,105 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
         kc_free(gdyB), kc_free(gdA), kc_free(gdB);
 }
 
-// Three linears on one input (q, k and v: the middle one with no adapter): the shared-input call gives each one's
-// kc_lora_linear bits (bf16: x rounded once instead of three times), and the CPU's k_lora_linears within 1e-5 (fp32).
+// The double reference of the three linears of test_lora_linears: y, dx (onto dx0), the stacked dA and each dB.
+static void ref_lora_linears(float **y, float *dx, float *dA, float **dB, const float *x, float *const *W, float *const *bias,
+                             const float *A, float *const *B, float *const *dy, const int *outs, int count, float s, int T, int in, int r) {
+    float *ax = malloc(sizeof(float) * T * r), *dyB = malloc(sizeof(float) * T * r);
+    for (int j = 0, k = 0; j < count; j++) {
+        if (B[j]) {
+            ref_lora(y[j], ax, dx, dyB, dA + (size_t)k * r * in, dB[j], x, x, W[j], bias[j], A + (size_t)k * r * in, B[j], dy[j], dy[j], s,
+                     T, in, outs[j], r);
+            k++;
+            continue;
+        }
+        ref_gemm(y[j], x, 0, W[j], 1, T, outs[j], in, 1, 0);
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < outs[j]; o++) y[j][(size_t)t * outs[j] + o] += bias[j][o];
+        ref_gemm(dx, dy[j], 0, W[j], 0, T, in, outs[j], 1, 1);
+    }
+    free(ax), free(dyB);
+}
+
+// Three linears on one input (q, k and v: the middle one with no adapter), the two adapters' A stacked in one
+// [2r, in] matrix: the forward and the backward in one call each (kc_lora_linears, kc_lora_linears_backward) against
+// the double reference (fp32 1e-5, bf16 W 1e-2; the adapters' gradients 1e-5 either way), and the CPU's
+// k_lora_linears / k_lora_linears_backward likewise (fp32).
 static void test_lora_linears(int T, int in, int r, int bf16) {
     enum { JOBS = 3 };
-    int outs[JOBS] = {96, 40, 40};
-    float s = 0.5f, *x = rnd((size_t)T * in, 1), *gx = up(x, sizeof(float) * T * in);
-    LoraLinearJob dev[JOBS], host[JOBS];
-    float *gy_one[JOBS], *gax_one[JOBS];
+    const int outs[JOBS] = {96, 40, 40}, m = 2;
+    const float s = 0.5f;
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
+    float *x = rnd((size_t)T * in, 1), *A = rnd((size_t)m * r * in, 0.1f), *dx0 = rnd((size_t)T * in, 1);
+    float *W[JOBS], *bias[JOBS], *B[JOBS], *dy[JOBS], *y_ref[JOBS], *dB_ref[JOBS], *y_cpu[JOBS], *dB_cpu[JOBS];
+    float *gW[JOBS], *gbias[JOBS], *gB[JOBS], *gdy[JOBS], *gy[JOBS], *gdB[JOBS];
+    LoraLinearJob dev[JOBS], host[JOBS];
+    LoraLinearGrad dev_g[JOBS], host_g[JOBS];
     for (int j = 0; j < JOBS; j++) {
         int out = outs[j], adapted = j != 1;
-        float *W = rnd((size_t)out * in, 0.1f), *bias = rnd((size_t)out, 1), *A = rnd((size_t)r * in, 0.1f), *B = rnd((size_t)out * r, 0.1f);
-        uint16_t *W16 = bf16_bits(W, (size_t)out * in);
-        void *gW = bf16 ? up(W16, sizeof(uint16_t) * out * in) : up(W, sizeof(float) * out * in);
-        float *gA = adapted ? up(A, sizeof(float) * r * in) : NULL, *gB = adapted ? up(B, sizeof(float) * out * r) : NULL;
-        dev[j] = (LoraLinearJob){poisoned((size_t)T * out), adapted ? poisoned((size_t)T * r) : NULL, gW, wt, up(bias, sizeof(float) * out),
-                                 gA, gB, out};
-        host[j] = (LoraLinearJob){calloc((size_t)T * out, sizeof(float)), calloc((size_t)T * r, sizeof(float)), W, LD_F32, bias,
-                                  adapted ? A : NULL, adapted ? B : NULL, out};
-        gy_one[j] = poisoned((size_t)T * out), gax_one[j] = poisoned((size_t)T * r);
-        check_rc(kc_lora_linear(gy_one[j], gax_one[j], gx, gW, wt, dev[j].bias, gA, gB, s, T, in, out, r), "lora_linear");
-        if (!adapted) free(A), free(B);
+        size_t nw = (size_t)out * in, ny = (size_t)T * out, nb = (size_t)out * r;
+        W[j] = rnd(nw, 0.1f), bias[j] = rnd(out, 1), B[j] = adapted ? rnd(nb, 0.1f) : NULL, dy[j] = rnd(ny, 1);
+        y_ref[j] = calloc(ny, sizeof(float)), y_cpu[j] = calloc(ny, sizeof(float));
+        dB_ref[j] = adapted ? calloc(nb, sizeof(float)) : NULL, dB_cpu[j] = adapted ? calloc(nb, sizeof(float)) : NULL;
+        uint16_t *W16 = bf16_bits(W[j], nw);
+        gW[j] = bf16 ? up(W16, sizeof(uint16_t) * nw) : up(W[j], sizeof(float) * nw);
         free(W16);
+        gbias[j] = up(bias[j], sizeof(float) * out), gdy[j] = up(dy[j], sizeof(float) * ny), gy[j] = poisoned(ny);
+        gB[j] = adapted ? up(B[j], sizeof(float) * nb) : NULL, gdB[j] = adapted ? kc_alloc(sizeof(float) * nb) : NULL;
+        if (adapted) kc_fill(gdB[j], 0, nb);
+        dev[j] = (LoraLinearJob){gy[j], gW[j], wt, gbias[j], gB[j], out};
+        host[j] = (LoraLinearJob){y_cpu[j], W[j], LD_F32, bias[j], B[j], out};
+        dev_g[j] = (LoraLinearGrad){gdy[j], gW[j], wt, gB[j], gdB[j], NULL, NULL, out};
+        host_g[j] = (LoraLinearGrad){dy[j], W[j], LD_F32, B[j], dB_cpu[j], NULL, NULL, out};
     }
-    check_rc(kc_lora_linears(dev, JOBS, gx, s, T, in, r), "lora_linears");
-    k_lora_linears(host, JOBS, x, s, T, in, r);
+    size_t nx = (size_t)T * in, na = (size_t)m * r * in, nax = (size_t)m * r * T;
+    float *dx_ref = malloc(sizeof(float) * nx), *dA_ref = calloc(na, sizeof(float));
+    memcpy(dx_ref, dx0, sizeof(float) * nx);
+    ref_lora_linears(y_ref, dx_ref, dA_ref, dB_ref, x, W, bias, A, B, dy, outs, JOBS, s, T, in, r);
+    float *gx = up(x, sizeof(float) * nx), *gA = up(A, sizeof(float) * na), *gdx = up(dx0, sizeof(float) * nx);
+    float *gax = poisoned(nax), *gdyB = poisoned(nax), *gdA = kc_alloc(sizeof(float) * na);
+    kc_fill(gdA, 0, na);
+    check_rc(kc_lora_linears(dev, JOBS, gax, gx, gA, s, T, in, r), "lora_linears");
+    check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx, gdA, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward");
     char name[160];
+    const char *p = bf16 ? "bf16 W" : "fp32";
+    double bound = bf16 ? 1e-2 : 1e-5;
     for (int j = 0; j < JOBS; j++) {
-        size_t ny = (size_t)T * outs[j];
-        float *y = down(dev[j].y, ny), *y_one = down(gy_one[j], ny);
-        int same = memcmp(y, y_one, sizeof(float) * ny) == 0;
-        if (dev[j].ax) {
-            float *ax = down(dev[j].ax, (size_t)T * r), *ax_one = down(gax_one[j], (size_t)T * r);
-            same = same && memcmp(ax, ax_one, sizeof(float) * T * r) == 0;
-            free(ax), free(ax_one);
-        }
-        snprintf(name, sizeof name, "LoRA linears on one input, %s, job %d [%d x %d -> %d, r %d]: the single call's bits", bf16 ? "bf16 W" : "fp32",
-                 j, T, in, outs[j], r);
-        check(same, name);
-        if (!bf16) {
-            snprintf(name, sizeof name, "LoRA linears on one input, fp32, job %d vs the CPU's k_lora_linears", j);
-            compare(name, y, host[j].y, ny, 1e-5);
-        }
-        free(y), free(y_one), free(host[j].y), free(host[j].ax), free((void *)host[j].W), free((void *)host[j].bias), free((void *)host[j].A),
-            free((void *)host[j].B);
-        kc_free(dev[j].y), kc_free(dev[j].ax), kc_free((void *)dev[j].W), kc_free((void *)dev[j].bias), kc_free((void *)dev[j].A),
-            kc_free((void *)dev[j].B), kc_free(gy_one[j]), kc_free(gax_one[j]);
+        float *y = down(gy[j], (size_t)T * outs[j]);
+        snprintf(name, sizeof name, "LoRA linears on one input, stacked adapters, %s, job %d y [%d x %d -> %d, r %d]", p, j, T, in, outs[j], r);
+        compare(name, y, y_ref[j], (size_t)T * outs[j], bound);
+        free(y);
+        if (!B[j]) continue;
+        float *dB = down(gdB[j], (size_t)outs[j] * r);
+        snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s, job %d dB", p, j);
+        compare(name, dB, dB_ref[j], (size_t)outs[j] * r, 1e-5);
+        free(dB);
     }
-    free(x), kc_free(gx);
+    float *hdx = down(gdx, nx), *hdA = down(gdA, na);
+    snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s: dx [%d x %d, r %d]", p, T, in, r);
+    compare(name, hdx, dx_ref, nx, bound);
+    snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s: the stacked dA [%d x %d, r %d]", p, T, in, r);
+    compare(name, hdA, dA_ref, na, 1e-5);
+    if (!bf16) {  // the CPU reference of the same contract
+        float *ax = calloc(nax, sizeof(float)), *dyB = calloc(nax, sizeof(float)), *dx = malloc(sizeof(float) * nx),
+              *dA = calloc(na, sizeof(float));
+        memcpy(dx, dx0, sizeof(float) * nx);
+        k_lora_linears(host, JOBS, ax, x, A, s, T, in, r);
+        k_lora_linears_backward(host_g, JOBS, dx, dA, dyB, x, ax, A, s, T, in, r);
+        for (int j = 0; j < JOBS; j++) {
+            snprintf(name, sizeof name, "CPU LoRA linears, stacked adapters, job %d y", j);
+            compare(name, y_cpu[j], y_ref[j], (size_t)T * outs[j], 1e-5);
+            if (B[j]) compare("CPU LoRA linears backward, stacked adapters: dB", dB_cpu[j], dB_ref[j], (size_t)outs[j] * r, 1e-5);
+        }
+        compare("CPU LoRA linears backward, stacked adapters: dx", dx, dx_ref, nx, 1e-5);
+        compare("CPU LoRA linears backward, stacked adapters: the stacked dA", dA, dA_ref, na, 1e-5);
+        free(ax), free(dyB), free(dx), free(dA);
+    }
+    for (int j = 0; j < JOBS; j++) {
+        free(W[j]), free(bias[j]), free(B[j]), free(dy[j]), free(y_ref[j]), free(y_cpu[j]), free(dB_ref[j]), free(dB_cpu[j]);
+        kc_free(gW[j]), kc_free(gbias[j]), kc_free(gB[j]), kc_free(gdy[j]), kc_free(gy[j]), kc_free(gdB[j]);
+    }
+    free(x), free(A), free(dx0), free(dx_ref), free(dA_ref), free(hdx), free(hdA);
+    kc_free(gx), kc_free(gA), kc_free(gdx), kc_free(gax), kc_free(gdyB), kc_free(gdA);
 }
 
 // The fused head's dw[V,D] (full fine-tuning, fp32 W) += dlᵀ·x onto random values, accumulated over the chunks

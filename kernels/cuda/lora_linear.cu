@@ -172,55 +172,75 @@ static int check_type(const char *what, LdDtype wt) {
     return -1;
 }
 
-// y[T,out] = x[T,in]·W[out,in]ᵀ + bias + s·ax·B[out,r]ᵀ with ax[T,r] = x·A[r,in]ᵀ kept for the backward pass; x16 is
-// x in bf16 when W is BF16
-static int lora_linear_on(float *y, float *ax, const float *x, const __nv_bfloat16 *x16, const void *W, LdDtype wt, const float *bias,
-                          const float *A, const float *B, float s, int T, int in, int out, int r) {
-    if (W && (base_gemm_on("lora_linear W", 0, y, x, x16, W, wt, T, in, out, 0.0f) || kc_add_bias(y, bias, T, out))) return -1;
-    if (!A) return 0;
-    if (gemm("lora_linear A", 0, 1, T, r, in, 1.0f, x, in, A, in, 0.0f, ax, r)) return -1;
-    return gemm("lora_linear B", 0, 1, T, out, r, s, ax, r, B, r, 1.0f, y, out);
-}
-
-extern "C" int kc_lora_linear(float *y, float *ax, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
+extern "C" int kc_lora_linear(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
                               const float *B, float s, int T, int in, int out, int r) {
-    LoraLinearJob job = {y, ax, W, wt, bias, A, B, out};
-    return kc_lora_linears(&job, 1, x, s, T, in, r);
+    LoraLinearJob job = {y, W, wt, bias, A ? B : NULL, out};
+    return kc_lora_linears(&job, 1, axT, x, A, s, T, in, r);
 }
 
-extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, const float *x, float s, int T, int in, int r) {
-    int bf16 = 0;
+// The adapted jobs' shrink axT[m·r, T] = A·xᵀ (one product for the stack), then each one's y += s·axTᵀ·Bᵀ.
+static int adapters_forward(const LoraLinearJob *jobs, int count, int m, float *axT, const float *x, const float *A, float s, int T,
+                            int in, int r) {
+    if (gemm("lora_linear A", 0, 1, m * r, T, in, 1.0f, A, in, x, in, 0.0f, axT, T)) return -1;
+    for (int i = 0, j = 0; i < count; i++)
+        if (jobs[i].B && gemm("lora_linear B", 1, 1, T, jobs[i].out, r, s, axT + (size_t)j++ * r * T, T, jobs[i].B, r, 1.0f, jobs[i].y,
+                              jobs[i].out))
+            return -1;
+    return 0;
+}
+
+extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in,
+                               int r) {
+    int bf16 = 0, m = 0;
     if (blas()) return -1;
     for (int i = 0; i < count; i++) {
-        if (check_type("lora_linear", jobs[i].wt)) return -1;
+        if (jobs[i].W && check_type("lora_linear", jobs[i].wt)) return -1;
         bf16 |= jobs[i].W && jobs[i].wt == LD_BF16;
+        m += jobs[i].B != NULL;
     }
     __nv_bfloat16 *x16 = bf16 ? rounded(x, (size_t)T * in) : NULL;
     int rc = bf16 && !x16;
     for (int i = 0; i < count && !rc; i++) {
         const LoraLinearJob *j = &jobs[i];
-        rc = lora_linear_on(j->y, j->ax, x, x16, j->W, j->wt, j->bias, j->A, j->B, s, T, in, j->out, r);
+        rc = j->W && (base_gemm_on("lora_linear W", 0, j->y, x, x16, j->W, j->wt, T, in, j->out, 0.0f) || kc_add_bias(j->y, j->bias, T, j->out));
     }
     kc_free(x16);
+    if (!rc && A && m) rc = adapters_forward(jobs, count, m, axT, x, A, s, T, in, r);
     return rc ? -1 : 0;
 }
 
-// dx[T,in] += dy·W + s·(dy·B)·A;  dB[out,r] += s·dyᵀ·ax;  dA[r,in] += s·(dy·B)ᵀ·x.  dyB is scratch [T,r].
-// Full fine-tuning: dW[out,in] += dyᵀ·x (fp32 sgemm whatever W's precision: a bf16 W is the copy of an fp32 master
-// whose gradient this is) and dbias[out] += Σ_t dy[t,:] (rows in order,
-// as the CPU's k_matmul_backward). dx NULL: no dx products (the fused head may want dW alone).
-extern "C" int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyB, const float *dy,
-                                       const float *x, const float *ax, const void *W, LdDtype wt, const float *A, const float *B, float s,
+// One job's base products going back: dx += dy·W (dx NULL: not wanted), dW += dyᵀ·x (fp32 sgemm whatever W's
+// precision: a bf16 W is the copy of an fp32 master whose gradient this is), dbias += Σ_t dy (rows in order, as the
+// CPU's k_matmul_backward).
+static int base_backward(const LoraLinearGrad *j, float *dx, const float *x, int T, int in) {
+    if (dx && j->W && base_gemm("lora_linear_backward dx", 1, dx, j->dy, j->W, j->wt, T, in, j->out, 1.0f)) return -1;
+    if (j->dW && gemm("lora_linear_backward dW", 1, 0, j->out, in, T, 1.0f, j->dy, j->out, x, in, 1.0f, j->dW, in)) return -1;
+    return j->dbias ? kc_add_col_sums(j->dbias, j->dy, T, j->out) : 0;
+}
+
+extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x,
+                                        const float *axT, const float *A, float s, int T, int in, int r) {
+    if (blas()) return -1;
+    int m = 0;
+    for (int i = 0; i < count; i++) {
+        const LoraLinearGrad *j = &jobs[i];
+        if ((j->W && check_type("lora_linear_backward", j->wt)) || base_backward(j, dx, x, T, in)) return -1;
+        if (!A || !j->B) continue;
+        float *rows = dyBT + (size_t)m * r * T;
+        const float *ax = axT + (size_t)m++ * r * T;
+        if (gemm("lora_linear_backward dyB", 1, 1, r, T, j->out, s, j->B, r, j->dy, j->out, 0.0f, rows, T) ||
+            (j->dB && gemm("lora_linear_backward dB", 1, 1, j->out, r, T, s, j->dy, j->out, ax, T, 1.0f, j->dB, r)))
+            return -1;
+    }
+    if (!m) return 0;
+    if (dx && gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, 1.0f, dx, in)) return -1;
+    return dA ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
+}
+
+// dx NULL: no dx products (the fused head may want dW alone).
+extern "C" int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
+                                       const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s,
                                        int T, int in, int out, int r) {
-    if (blas() || check_type("lora_linear_backward", wt)) return -1;
-    if (dx && W && base_gemm("lora_linear_backward dx", 1, dx, dy, W, wt, T, in, out, 1.0f)) return -1;
-    if (dW && gemm("lora_linear_backward dW", 1, 0, out, in, T, 1.0f, dy, out, x, in, 1.0f, dW, in)) return -1;
-    if (dbias && kc_add_col_sums(dbias, dy, T, out)) return -1;
-    if (!A) return 0;
-    if (gemm("lora_linear_backward dyB", 0, 0, T, r, out, s, dy, out, B, r, 0.0f, dyB, r) ||
-        (dx && gemm("lora_linear_backward dx(A)", 0, 0, T, in, r, 1.0f, dyB, r, A, in, 1.0f, dx, in)) ||
-        (dB && gemm("lora_linear_backward dB", 1, 0, out, r, T, s, dy, out, ax, r, 1.0f, dB, r)) ||
-        (dA && gemm("lora_linear_backward dA", 1, 0, r, in, T, 1.0f, dyB, r, x, in, 1.0f, dA, in)))
-        return -1;
-    return 0;
+    LoraLinearGrad job = {dy, W, wt, A ? B : NULL, dB, dW, dbias, out};
+    return kc_lora_linears_backward(&job, 1, dx, dA, dyBT, x, axT, A, s, T, in, r);
 }

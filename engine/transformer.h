@@ -109,5 +109,4 @@ const LoraPair *adapter_pair(const Lora *adapter, int layer, LoraTarget target);
 // The stack of the adapters on layer l's linears `targets` (one input; ax[i] the i-th one's kept axT[r,n]): *A and
 // *axT the first adapted one's, both NULL when none is adapted. -1 when the adapted ones' A or ax do not lie end to
 // end (each must then run alone).
-int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, const float *const *ax, int n, const float **A,
-                  const float **axT);
+int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, float *const *ax, int n, const float **A, float **axT);

@@ -100,7 +100,8 @@ static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, co
 // the adapters' stack, or linear_backward() each where dropout masked each adapter's input its own way.
 typedef struct {
     LoraTarget target;
-    const float *dy, *ax;
+    const float *dy;
+    float *ax;
     const Linear *W;
     Linear *dW;
     float *dbias;
@@ -110,7 +111,8 @@ typedef struct {
 static int linears_backward(const Bwd *b, int l, const Grad *g, int count, float *dx, const float *x, int in) {
     const Lora *ad = b->t->adapter, *dad = b->step->adapter_grad;
     LoraTarget targets[3];
-    const float *ax[3], *A, *axT;
+    float *ax[3], *axT;
+    const float *A;
     LoraLinearGrad jobs[3];
     float *dA = NULL;
     int stacked = !(ad && b->step->dropout > 0);

@@ -61,8 +61,7 @@ static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, c
     return be->lora_linear(y, ax, f->xd, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
 }
 
-int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, const float *const *ax, int n, const float **A,
-                  const float **axT) {
+int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, float *const *ax, int n, const float **A, float **axT) {
     *A = NULL, *axT = NULL;
     int m = 0;
     for (int i = 0; i < count; i++) {
@@ -89,7 +88,8 @@ typedef struct {
 static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *x, int in) {
     const Lora *ad = f->t->adapter;
     LoraTarget targets[3];
-    const float *ax[3], *A, *axT;
+    float *ax[3], *axT;
+    const float *A;
     for (int i = 0; i < count; i++) targets[i] = pj[i].target, ax[i] = pj[i].ax;
     if ((ad && f->step && f->step->dropout > 0) || adapter_stack(ad, l, targets, count, ax, f->p->n, &A, &axT)) {
         for (int i = 0; i < count; i++) TRY(linear(f, l, pj[i].target, pj[i].y, pj[i].ax, x, pj[i].W, pj[i].bias, in, pj[i].out));
@@ -100,7 +100,7 @@ static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *
         const LoraPair *pr = adapter_pair(ad, l, pj[i].target);
         jobs[i] = (LoraLinearJob){pj[i].y, pj[i].W->data, pj[i].W->type, pj[i].bias, pr ? pr->B : NULL, pj[i].out};
     }
-    return f->t->be->lora_linears(jobs, count, (float *)axT, x, A, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
+    return f->t->be->lora_linears(jobs, count, axT, x, A, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
 }
 
 // ---- what a block keeps ----------------------------------------------------------------------------------

@@ -30,10 +30,7 @@ void k_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const floa
 void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
                             const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
                             int r) {
-    if (W && dx) k_matmul_q_backward_x(dx, dy, W, wt, T, in, out);
-    if (dW || dbias) k_matmul_backward(NULL, dW, dbias, dy, x, NULL, T, in, out);
-    if (!A) return;
-    LoraLinearGrad job = {dy, NULL, wt, B, dB, NULL, NULL, out};
+    LoraLinearGrad job = {dy, W, wt, A ? B : NULL, dB, dW, dbias, out};
     k_lora_linears_backward(&job, 1, dx, dA, dyBT, x, axT, A, s, T, in, r);
 }
 

@@ -7,44 +7,11 @@ source "$(dirname "$0")/harness.sh"
 MPIRUN=(mpirun -np 2 --oversubscribe --bind-to none)
 [ "$(id -u)" = 0 ] && MPIRUN+=(--allow-run-as-root)
 command -v mpirun >/dev/null || { echo "FAIL mpirun is not installed (tools/setup.sh installs openmpi-bin)"; exit 1; }
-DATA="$SRC/configs/data"
-CMP=(python3 "$SRC/tests/compare_runs.py")
+source "$(dirname "$0")/dist_harness.sh"
 LORA=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 1 --lr 2e-3
       --tokens-per-step 256 --dropout 0.1 --grad-accum 2)
 FULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 1
       --lr 1e-3 --tokens-per-step 256)
-
-same() {  # same NAME DIR_A DIR_B [--tol T]: compare_runs.py's verdict
-  local name=$1; shift
-  if out=$("${CMP[@]}" "$@"); then ok "$name: $out"; else bad "$name: $out"; fi
-}
-
-expect_err() {  # expect_err NAME PATTERN COMMAND...: non-zero exit and PATTERN on stderr
-  local name=$1 pat=$2; shift 2
-  if "$@" >/dev/null 2>"$T/err"; then bad "$name: exit 0"; elif grep -q "$pat" "$T/err"; then ok "$name refused"; else bad "$name: $(tail -2 "$T/err")"; fi
-}
-ranks_of() {  # ranks_of PID: the pids of rank 0 and rank 1 that mpirun PID started, once both are there
-  for _ in $(seq 200); do
-    kids=($(pgrep -P "$1"))
-    if [ ${#kids[@]} -ge 2 ]; then
-      for k in "${kids[@]}"; do echo "$(tr '\0' '\n' < /proc/$k/environ | sed -n 's/^OMPI_COMM_WORLD_RANK=//p') $k"; done | sort -n | cut -d' ' -f2
-      return
-    fi
-    sleep 0.05
-  done
-}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-by_hand() {  # by_hand N NAME VAR=VALUE... -- COMMAND...: N ranks in the background (RANK, WORLD_SIZE, LOCAL_RANK), pids in PIDS
-  local n=$1 name=$2 vars=(); shift 2
-  while [ "$1" != -- ]; do vars+=("$1"); shift; done; shift
-  PIDS=()
-  for r in $(seq 0 $((n - 1))); do env "${vars[@]}" RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r "$@" 2>"$T/$name.$r.err" & PIDS+=($!); done
-}
-all_ok() { local rc=0; for p in "${PIDS[@]}"; do wait "$p" || rc=$?; done; return $rc; }
-ends_within() {  # ends_within PID SECONDS: 0 when PID is gone in time
-  for _ in $(seq $(($2 * 10))); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  return 1
-}
 
 "$BIN" train "${LORA[@]}" --out "$T/lora1" 2>/dev/null
 "$BIN" train "${LORA[@]}" --out "$T/lora2" --ranks 2 2>"$T/lora2.err"
@@ -123,68 +90,6 @@ for when in join step; do
   kill -9 "${kids[@]}" 2>/dev/null
 done
 
-# the GPU path with NCCL, on the CUDA emulator (llamaduo_emu): two emulated GPUs, one rank each, summing over the
-# emulator's NCCL, against one emulated GPU; and a rank stopped inside NCCL's all-reduce
-EMU="$(dirname "$BIN")/llamaduo_emu"
-if [ -x "$EMU" ]; then
-  head -40 "$DATA/dates.train.jsonl" >"$T/small.train.jsonl"; head -8 "$DATA/dates.val.jsonl" >"$T/small.val.jsonl"
-  GPU=(--model "$SRC/tests/fixtures/tiny/llama" --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 1 --lr 2e-3
-       --tokens-per-step 256 --dropout 0.1 --grad-accum 2 --device cuda)
-  "$EMU" train "${GPU[@]}" --out "$T/gpu1" 2>/dev/null
-  LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GPU[@]}" --out "$T/gpu2" --gpus 2 2>"$T/gpu2.err"
-  grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gpu2.err" && grep -q "on the GPU (CUDA emulator" "$T/gpu2.err" &&
-    same "--gpus 2 over NCCL (emulator) vs one GPU" "$T/gpu2" "$T/gpu1" || bad "--gpus 2 (emulator): $(grep -v 'train: step' "$T/gpu2.err" | tail -3)"
-  "$EMU" train "${GPU[@]}" --out "$T/gpu1nccl" --gpus 1 2>"$T/gpu1nccl.err"
-  grep -q "1 data-parallel rank (gradients summed by NCCL)" "$T/gpu1nccl.err" &&
-    same "--gpus 1 (NCCL with one rank) vs no NCCL: exactly" "$T/gpu1nccl" "$T/gpu1" --tol 0 || bad "--gpus 1: $(grep -v 'train: step' "$T/gpu1nccl.err" | tail -3)"
-  # the same two ranks started by hand: NCCL's id reaches rank 1 over TCP instead of MPI
-  by_hand 2 gputcp LLAMADUO_EMU_DEVICES=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) -- "$EMU" train "${GPU[@]}" --out "$T/gputcp" --gpus 2
-  all_ok && grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gputcp.0.err" &&
-    same "--gpus 2 ranks started by hand (NCCL's id over TCP) vs mpirun's" "$T/gputcp" "$T/gpu2" --tol 0 || bad "NCCL over a TCP rendezvous: $(tail -2 "$T"/gputcp.*.err)"
-  LLAMADUO_EMU_DEVICES=2 expect_err "--gpus 3 on two GPUs" "this machine has 2 GPUs" "$EMU" train "${GPU[@]}" --out "$T/gpu3" --gpus 3
-  LLAMADUO_EMU_DEVICES=2 LLAMADUO_EMU_NCCL_TIMEOUT=3 "$EMU" train "${GPU[@]}" --epochs 20 --out "$T/gpustop" --gpus 2 2>"$T/gpustop.err" & p=$!
-  kids=($(ranks_of $p))
-  for _ in $(seq 600); do grep -q "step 2/" "$T/gpustop.err" && break; sleep 0.05; done
-  kill -STOP "${kids[1]}"
-  if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
-  [ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "NCCL" "$T/gpustop.err" && grep -q "a rank did not arrive" "$T/gpustop.err" &&
-    ok "a GPU rank stopped inside NCCL's all-reduce: the run ended (exit $rc) naming the all-reduce" ||
-    bad "GPU rank stopped: exit $rc; $(grep -v 'train: step' "$T/gpustop.err" | tail -3)"
-  kill -9 "${kids[@]}" 2>/dev/null
-  # full fine-tuning on emulated GPUs: one against the CPU; two with ZeRO-1 (the gradients reduce-scattered, each
-  # rank's AdamW on its chunk, the weights all-gathered, over the emulator's NCCL) against one GPU and against
-  # --zero 0, their checkpoints byte for byte, and ZeRO-1's checkpoint resumed on one GPU
-  GFULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 2
-         --lr 1e-3 --tokens-per-step 256 --save-every 4)
-  "$BIN" train "${GFULL[@]}" --device cpu --out "$T/cfull" 2>/dev/null
-  "$EMU" train "${GFULL[@]}" --device cuda --out "$T/gfull1" 2>"$T/gfull1.err"
-  grep -q "on the GPU (CUDA emulator.*trained weights in fp32" "$T/gfull1.err" &&
-    same "full fine-tuning on one emulated GPU vs the CPU" "$T/gfull1" "$T/cfull" --tol 1e-4 ||
-    bad "full fine-tuning on the GPU: $(grep -v 'train: step' "$T/gfull1.err" | tail -3)"
-  "$EMU" train "${GFULL[@]}" --device cuda --precision bf16 --out "$T/gfull16" 2>"$T/gfull16.err"
-  grep -q "fp32 masters, GEMMs in bf16" "$T/gfull16.err" &&
-    same "full fine-tuning in bf16 (bf16 copies of fp32 masters) on one emulated GPU vs the CPU's fp32" "$T/gfull16" "$T/cfull" --tol 2e-2 ||
-    bad "full fine-tuning in bf16 on the GPU: $(grep -v 'train: step' "$T/gfull16.err" | tail -3)"
-  LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --out "$T/gfull2" 2>"$T/gfull2.err"
-  grep -q "summed by NCCL" "$T/gfull2.err" && grep -q "sharded over the ranks (ZeRO-1): 0.4 MiB on this rank, not 0.8 MiB" "$T/gfull2.err" &&
-    same "full fine-tuning, --gpus 2 with ZeRO-1 over NCCL (emulator) vs one GPU" "$T/gfull2" "$T/gfull1" ||
-    bad "--gpus 2, full fine-tuning: $(grep -v 'train: step' "$T/gfull2.err" | tail -3)"
-  LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --zero 0 --out "$T/gfull2z0" 2>/dev/null
-  same "full fine-tuning on 2 GPUs, ZeRO-1 vs --zero 0: exactly" "$T/gfull2" "$T/gfull2z0" --tol 0
-  ck=$(ls "$T/gfull2z0/checkpoint/" | grep '^state-')
-  [ -n "$ck" ] && cmp -s "$T/gfull2z0/checkpoint/$ck" "$T/gfull2/checkpoint/$ck" &&
-    ok "ZeRO-1's GPU checkpoint (every rank's moments gathered on rank 0) = the unsharded one, byte for byte ($ck)" ||
-    bad "ZeRO-1's GPU checkpoint differs from the unsharded one (${ck:-none written})"
-  rm -rf "$T/gfullr" && cp -r "$T/gfull2" "$T/gfullr" && rm -rf "$T/gfullr/model"
-  "$EMU" train "${GFULL[@]}" --device cuda --out "$T/gfullr" --resume 2>"$T/gfullr.err"
-  grep -q "written by 2 ranks, this run has 1" "$T/gfullr.err" &&
-    same "ZeRO-1's GPU checkpoint resumed on one GPU vs the uninterrupted run" "$T/gfullr" "$T/gfull1" ||
-    bad "resuming ZeRO-1's GPU checkpoint on one GPU: $(grep -v 'train: step' "$T/gfullr.err" | tail -3)"
-elif [ -n "${LLAMADUO_NO_EMU:-}" ]; then
-  echo "skip the NCCL path on the emulator: this build has no llamaduo_emu (LLAMADUO_NO_EMU: the sanitizer build; the release build runs it)"
-else
-  bad "no llamaduo_emu next to $BIN (the build has LLAMADUO_CUDA_EMU on): the NCCL path did not run"
-fi
 
 # ranks started as torchrun or srun without PMIx start them, meeting over TCP: rank 0 at MASTER_ADDR:MASTER_PORT,
 # or through a rendezvous file in --out

@@ -8,7 +8,8 @@ JOBS=$(nproc)
 echo "== release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS" >/dev/null
-(cd build && ctest --output-on-failure -j1)
+# the end-to-end suites (label e2e) run once, in the sanitizer build below
+(cd build && ctest --output-on-failure -j1 -LE e2e)
 
 echo "== ASan + UBSan build"
 # (the CUDA emulator switches stacks with ucontext, which ASan cannot follow: its tests run in the release build)
@@ -18,8 +19,8 @@ cmake --build build-asan -j"$JOBS" >/dev/null
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -j1 -LE "slow|mpi")
 # the MPI suites: memory errors and undefined behaviour checked in every rank, leaks not (OpenMPI's plugins keep
-# allocations it unloads with them, which LeakSanitizer cannot tell from ours); no emulator in this build
-(cd build-asan && LLAMADUO_NO_EMU=1 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+# allocations it unloads with them, which LeakSanitizer cannot tell from ours)
+(cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -j1 -L mpi)
 
 echo "== fuzz targets (libFuzzer, ${FUZZ_SECONDS:-10}s each)"

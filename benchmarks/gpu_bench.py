@@ -4,8 +4,9 @@
 # HF directories (bf16 safetensors, a small tokenizer: the benchmarks feed token ids), which both stacks load.
 # HF side: LoRA r=16 alpha=32 on q,k,v,o,gate,up,down, AdamW, bf16 (the anchors' script,
 # ../shared/anchors/hf_baseline.py); llamaduo side: benchmarks/bench_gpu with the base in bf16 and in fp32.
-# Each measurement runs in its own process so memory peaks do not mix. Prints a table of ratios and writes
-# $OUT/gpu_bench.json.
+# Each measurement runs in its own process so memory peaks do not mix. MFU: each engine's tok/s times the model
+# FLOPs per token (flops_per_token) over the card's bf16 matmul rate, measured in its own child in the same call.
+# Prints a table of ratios and MFU and writes $OUT/gpu_bench.json.
 # Usage: python3 benchmarks/gpu_bench.py BENCH_GPU [llama|gemma|all] [--quick] [--smoke]
 # --smoke: the harness itself on tiny shapes in seconds (HF on the CPU when there is no GPU; BENCH_GPU may be a
 # build against the CUDA emulator) — numbers meaningless, every path exercised.
@@ -32,14 +33,86 @@ WORKLOADS = [
 SMOKE = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
+def model_config(family):  # a family's config, in the smoke run its tiny shapes (parent and children alike)
+    smoke = os.environ.get("GPU_BENCH_SMOKE")
+    if family == "llama":
+        return dict(LLAMA_1B, **SMOKE) if smoke else dict(LLAMA_1B)
+    return dict(GEMMA2_2B, **SMOKE, head_dim=32, query_pre_attn_scalar=32) if smoke else dict(GEMMA2_2B)
+
+
 def model_classes(family):
     from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
-    if os.environ.get("GPU_BENCH_SMOKE"):
-        LLAMA_1B.update(SMOKE)
-        GEMMA2_2B.update(SMOKE, head_dim=32, query_pre_attn_scalar=32)
     if family == "llama":
-        return LlamaForCausalLM, LlamaConfig(**LLAMA_1B, attn_implementation="sdpa")
-    return Gemma2ForCausalLM, Gemma2Config(**GEMMA2_2B, attn_implementation="eager")
+        return LlamaForCausalLM, LlamaConfig(**model_config(family), attn_implementation="sdpa")
+    return Gemma2ForCausalLM, Gemma2Config(**model_config(family), attn_implementation="eager")
+
+
+def matmul_params(cfg):
+    """Weights of the matmuls a token's forward runs: q, k, v, o, gate, up, down in every layer, and the LM head
+    (vocab × hidden, tied or not: a matmul every token pays). The embedding is a lookup, not a matmul, and the norms
+    are not matmuls: neither is counted. Returns (the layers', the head's)."""
+    D, F, L, H, KV = (cfg[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                       "num_key_value_heads"))
+    hd = cfg.get("head_dim", D // H)
+    return L * (D * hd * (2 * H + 2 * KV) + 3 * D * F), cfg["vocab_size"] * D
+
+
+def attention_flops(cfg, ntok):
+    """Forward FLOPs of attention itself (QKᵀ and PV: 2·2·head_dim·heads per key, per layer) summed over a
+    sequence's first ntok query positions, causal: position p attends p + 1 keys, at most sliding_window in Gemma 2's
+    local layers (every other one, from the first). The window, 4096, exceeds every context here: it changes nothing."""
+    L, H = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    hd, w = cfg.get("head_dim", cfg["hidden_size"] // H), cfg.get("sliding_window")
+    full = ntok * (ntok + 1) // 2
+    local = sum(min(p + 1, w) for p in range(ntok)) if w else full
+    n_local = (L + 1) // 2 if w else 0
+    return 4 * hd * H * (n_local * local + (L - n_local) * full)
+
+
+def flops_per_token(cfg, kind, args):
+    """Model FLOPs per token of a workload (per output token for generate), N = matmul_params.
+    train (seq, batch): 4N — forward 2N, backward 2N for the activations' gradients; the frozen base gets no weight
+    gradients, and LoRA's own FLOPs (r=16: 1.4 % of these on Llama-3.2-1B) are left out — plus attention, its
+    backward twice its forward (recomputation in a fused kernel is not model FLOPs).
+    generate (batch, prompt, new): what the timed span runs, over its output tokens: the prefill and new - 1 decode
+    steps, each a forward of 2N a token through the layers plus attention over the context so far, and the head only
+    where a token is sampled (new times)."""
+    layers, head = matmul_params(cfg)
+    if kind == "train":
+        seq = args[0]
+        return 4 * (layers + head) + 3 * attention_flops(cfg, seq) / seq
+    _, plen, nnew = args
+    return (2 * layers * (plen + nnew - 1) + 2 * head * nnew + attention_flops(cfg, plen + nnew - 1)) / nnew
+
+
+def matmul_rate():
+    """The card's dense bf16 matmul rate, TFLOP/s: torch.matmul on square bf16 matrices, the best of a few sizes,
+    each the best of three timed runs after a warm-up (a few seconds in all); 512 × 512 alone in the smoke run or
+    without a GPU. Sizes stop where the operands would take over half the free memory."""
+    import torch
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    small = os.environ.get("GPU_BENCH_SMOKE") or dev == "cpu"
+    rates = {}
+    for n in (512,) if small else (4096, 8192, 16384):
+        if rates and dev == "cuda" and 3 * 2 * n * n > torch.cuda.mem_get_info()[0] // 2:
+            break
+        a, b = torch.randn(n, n, device=dev, dtype=torch.bfloat16), torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+        c = torch.empty(n, n, device=dev, dtype=torch.bfloat16)
+        iters = 20 if n >= 16384 else 50
+        for _ in range(5):
+            torch.matmul(a, b, out=c)
+        best = float("inf")
+        for _ in range(3):
+            sync()
+            t = time.perf_counter()
+            for _ in range(iters):
+                torch.matmul(a, b, out=c)
+            sync()
+            best = min(best, time.perf_counter() - t)
+        rates[n] = round(2 * n**3 * iters / best / 1e12, 2)
+        del a, b, c
+    return {"matmul_bf16_tflops": max(rates.values()), "tflops_by_size": rates, "device": dev}
 
 
 def save_model(family, path):
@@ -115,6 +188,9 @@ def main():
         family, path, kind, args, steps, warm = json.loads(sys.argv[2])
         print(json.dumps(hf_measure(family, path, kind, tuple(args), steps, warm)))
         return
+    if len(sys.argv) >= 2 and sys.argv[1] == "--matmul":  # child: the card's bf16 matmul rate
+        print(json.dumps(matmul_rate()))
+        return
     if len(sys.argv) < 2:
         sys.exit("usage: gpu_bench.py BENCH_GPU [llama|gemma|all] [--quick]")
     bench = sys.argv[1]
@@ -130,6 +206,9 @@ def main():
     res = {"steps": steps, "warmup": warm, "rows": []}
     import torch
     res["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (smoke run)"
+    res["matmul"] = run_json([sys.executable, __file__, "--matmul"], 120)
+    rate = res["matmul_bf16_tflops"] = res["matmul"].get("matmul_bf16_tflops")
+    print(f"bf16 matmul: {res['matmul']}", flush=True)
     for family in ("llama", "gemma"):
         if which not in ("all", family):
             continue
@@ -141,15 +220,21 @@ def main():
         for name, fam, kind, args in WORKLOADS:
             if fam != family:
                 continue
-            row = {"name": name, "kind": kind, "args": args}
+            row = {"name": name, "kind": kind, "args": args, "flops_per_token": flops_per_token(model_config(family), kind, args)}
             row["hf"] = run_json([sys.executable, __file__, "--hf", json.dumps([family, path, kind, args, steps, warm])], 600)
             for prec in ("bf16", "fp32"):
                 extra = ["--steps", str(steps), "--warmup", str(warm)] if kind == "train" else []
                 row["llamaduo_" + prec] = run_json([bench, path, kind, *map(str, args), *extra, "--precision", prec], 600)
+            key = "tok_per_s" if kind == "train" else "out_tok_per_s"
+            for eng in ("hf", "llamaduo_bf16", "llamaduo_fp32"):
+                if key in row[eng] and rate:
+                    row[eng]["mfu"] = round(row[eng][key] * row["flops_per_token"] / (rate * 1e12), 4)
             res["rows"].append(row)
             print(json.dumps(row), flush=True)
-    print(f"\nGPU benchmark on {res['device']} ({steps} timed steps after {warm}); ratios are llamaduo / HF+PEFT, same call")
-    print(f"{'workload':24} {'HF+PEFT':>14} {'llamaduo bf16':>14} {'ratio':>6} {'llamaduo fp32':>14} {'ratio':>6}   peak GiB HF / bf16 / fp32")
+    print(f"\nGPU benchmark on {res['device']} ({steps} timed steps after {warm}); ratios are llamaduo / HF+PEFT, same call; "
+          f"MFU against the {rate} TFLOP/s bf16 matmul measured in it")
+    print(f"{'workload':24} {'HF+PEFT':>14} {'llamaduo bf16':>14} {'ratio':>6} {'llamaduo fp32':>14} {'ratio':>6}   "
+          f"{'peak GiB HF / bf16 / fp32':28} MFU % HF / bf16 / fp32")
     for row in res["rows"]:
         key = "tok_per_s" if row["kind"] == "train" else "out_tok_per_s"
         h, b, f = row["hf"], row["llamaduo_bf16"], row["llamaduo_fp32"]
@@ -158,7 +243,8 @@ def main():
         def ratio(r):
             return f"{r[key] / h[key]:.2f}" if key in r and key in h else "-"
         mem = " / ".join(str(r.get("peak_mem_GiB", "-")) for r in (h, b, f))
-        print(f"{row['name']:24} {val(h):>14} {val(b):>14} {ratio(b):>6} {val(f):>14} {ratio(f):>6}   {mem}")
+        mfu = " / ".join(f"{100 * r['mfu']:.1f}" if "mfu" in r else "-" for r in (h, b, f))
+        print(f"{row['name']:24} {val(h):>14} {val(b):>14} {ratio(b):>6} {val(f):>14} {ratio(f):>6}   {mem:28} {mfu}")
         for tag, r in (("hf", h), ("bf16", b), ("fp32", f)):
             if "error" in r:
                 print(f"  {tag}: {r['error'].strip().splitlines()[-1] if r['error'].strip() else r}")

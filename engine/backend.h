@@ -42,8 +42,8 @@ typedef struct Backend {
     int (*lora_linears_backward)(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x, const float *axT,
                                  const float *A, float s, int T, int in, int r);
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
-    int (*rope)(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
-    int (*rope_backward)(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+    int (*rope)(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
+    int (*rope_backward)(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
     // kv_base NULL: the keys are rows 0.. of k/v, this call's own tokens (a packed batch); lse[T,Hq] may be NULL
     int (*attention)(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
                      const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);

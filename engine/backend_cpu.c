@@ -70,12 +70,12 @@ static int cpu_dropout(float *y, const float *x, size_t n, float p, uint64_t str
     k_dropout(y, x, n, p, stream, e0);
     return 0;
 }
-static int cpu_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
-    k_rope(x, pos, inv_freq, T, n_heads, head_dim);
+static int cpu_rope(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim) {
+    k_rope(q, k, pos, inv_freq, T, Hq, Hkv, head_dim);
     return 0;
 }
-static int cpu_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim) {
-    k_rope_backward(dx, pos, inv_freq, T, n_heads, head_dim);
+static int cpu_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim) {
+    k_rope_backward(dq, dk, pos, inv_freq, T, Hq, Hkv, head_dim);
     return 0;
 }
 // lse is not kept: the CPU backward recomputes the softmax

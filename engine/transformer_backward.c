@@ -180,8 +180,7 @@ static int qk_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *gw
     const LayerWeights *w = &t->w.layers[l];
     int n = b->p->n, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads;
     const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
-    TRY(be->rope_backward(b->dq, b->p->pos, inv, n, Hq, hd));
-    TRY(be->rope_backward(b->dk, b->p->pos, inv, n, Hkv, hd));
+    TRY(be->rope_backward(b->dq, b->dk, b->p->pos, inv, n, Hq, Hkv, hd));
     if (!c->qk_norm) return 0;
     TRY(be->rmsnorm_backward(b->dqk, gw ? gw->q_norm : NULL, b->dq, a->q_pre, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
     TRY(be->copy(b->dq, b->dqk, (size_t)n * Hq * hd));

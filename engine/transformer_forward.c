@@ -209,8 +209,7 @@ static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
         TRY(be->rmsnorm(a->k, a->k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
     }
     const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
-    TRY(be->rope(a->q, f->p->pos, inv, n, Hq, hd));
-    return be->rope(a->k, f->p->pos, inv, n, Hkv, hd);
+    return be->rope(a->q, a->k, f->p->pos, inv, n, Hq, Hkv, hd);
 }
 
 // att = softmax(q·kᵀ)·v over each token's key range: the batch's own keys, or the cache's after writing this

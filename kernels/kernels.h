@@ -25,9 +25,10 @@ void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps
 // rows instead of two). y may be d (each element of d is read before y's is written).
 void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
 
-// Rotary embedding in place on x[T, n_heads, head_dim], half-split pairing (i, i + head_dim/2), the layout
-// of HF checkpoints. angle = pos[t] * inv_freq[i] for i < head_dim/2.
-void k_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+// Rotary embedding in place on q[T, Hq, head_dim] and k[T, Hkv, head_dim] (k may be NULL), half-split pairing
+// (i, i + head_dim/2), the layout of HF checkpoints. angle = pos[t] * inv_freq[i] for i < head_dim/2, the same
+// for every head of a token: one pass over both.
+void k_rope(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
 
 // Gated activation, elementwise over n: h = act(gate) * up (SwiGLU, GeGLU tanh or erf; activation.h).
 void k_gated(Activation act, float *h, const float *gate, const float *up, size_t n);
@@ -110,8 +111,8 @@ void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, f
 void k_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // dx (may alias nothing), dw += (dw may be NULL)
 void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
-// The gradient of a rotation is the inverse rotation: in place on dx[T, n_heads, head_dim].
-void k_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+// The gradient of a rotation is the inverse rotation: in place on dq[T, Hq, head_dim] and dk[T, Hkv, head_dim].
+void k_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
 // dgate = dh · up · act'(gate), dup = dh · act(gate)
 void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
 // y = cap·tanh(x/cap) given y: dx = dy · (1 − (y/cap)²), in place on dy allowed

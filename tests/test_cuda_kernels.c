@@ -132,24 +132,25 @@ static void test_add_rmsnorm(int T, int D, int plus_one) {
     kc_free(gx), kc_free(gd), kc_free(gw);
 }
 
-static void test_rope(int T, int H, int hd) {
+// q[T, Hq, hd] and k[T, Hkv, hd] end to end in one buffer x, rotated by one call
+static void test_rope(int T, int Hq, int Hkv, int hd) {
     char name[96];
-    size_t n = (size_t)T * H * hd;
+    size_t nq = (size_t)T * Hq * hd, n = nq + (size_t)T * Hkv * hd;
     float *x = rnd(n, 1), *inv = malloc(sizeof(float) * hd / 2), *ref = malloc(sizeof(float) * n), *refb = malloc(sizeof(float) * n);
     int *pos = malloc(sizeof(int) * T);
     for (int i = 0; i < hd / 2; i++) inv[i] = 1.0f / powf(10000.0f, 2.0f * i / hd);
     for (int t = 0; t < T; t++) pos[t] = (t * 37) % 3000;
     memcpy(ref, x, sizeof(float) * n), memcpy(refb, x, sizeof(float) * n);
-    k_rope(ref, pos, inv, T, H, hd);
-    k_rope_backward(refb, pos, inv, T, H, hd);
+    k_rope(ref, ref + nq, pos, inv, T, Hq, Hkv, hd);
+    k_rope_backward(refb, refb + nq, pos, inv, T, Hq, Hkv, hd);
     float *d = up(x, sizeof(float) * n), *db = up(x, sizeof(float) * n), *dinv = up(inv, sizeof(float) * hd / 2);
     int *dpos = up(pos, sizeof(int) * T);
-    check_rc(kc_rope(d, dpos, dinv, T, H, hd), "rope");
-    check_rc(kc_rope_backward(db, dpos, dinv, T, H, hd), "rope_backward");
+    check_rc(kc_rope(d, d + nq, dpos, dinv, T, Hq, Hkv, hd), "rope");
+    check_rc(kc_rope_backward(db, db + nq, dpos, dinv, T, Hq, Hkv, hd), "rope_backward");
     float *g = down(d, n), *gb = down(db, n);
-    snprintf(name, sizeof name, "rope [%d tokens, %d heads, hd %d]", T, H, hd);
+    snprintf(name, sizeof name, "rope [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
     compare(name, g, ref, n, 1e-5);
-    snprintf(name, sizeof name, "rope backward [%d tokens, %d heads, hd %d]", T, H, hd);
+    snprintf(name, sizeof name, "rope backward [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
     compare(name, gb, refb, n, 1e-5);
     free(x), free(inv), free(ref), free(refb), free(pos), free(g), free(gb);
     kc_free(d), kc_free(db), kc_free(dinv), kc_free(dpos);
@@ -853,10 +854,10 @@ int main(void) {
     test_add_rmsnorm(1, 64, 0);
     test_add_rmsnorm(37, 576, 1);
     test_add_rmsnorm(5, 1000, 0);
-    test_rope(1, 3, 64);
-    test_rope(33, 9, 64);
-    test_rope(17, 4, 128);
-    test_rope(9, 2, 256);
+    test_rope(1, 3, 1, 64);
+    test_rope(33, 9, 3, 64);
+    test_rope(17, 4, 4, 128);
+    test_rope(9, 8, 2, 256);
     test_elementwise(1);
     test_elementwise(1000003);
     test_adamw(12345);

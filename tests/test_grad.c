@@ -69,14 +69,16 @@ static void rn_w(void *c, const float *w, float *y) {
 
 // ---- rope
 typedef struct {
-    int T, H, hd;
+    int T, Hq, Hkv, hd;
     const int *pos;
     const float *inv;
 } RopeCtx;
+// x holds q[T, Hq, hd] then k[T, Hkv, hd]
 static void rope_f(void *c, const float *x, float *y) {
     RopeCtx *r = c;
-    memcpy(y, x, sizeof(float) * (size_t)r->T * r->H * r->hd);
-    k_rope(y, r->pos, r->inv, r->T, r->H, r->hd);
+    size_t nq = (size_t)r->T * r->Hq * r->hd;
+    memcpy(y, x, sizeof(float) * (nq + (size_t)r->T * r->Hkv * r->hd));
+    k_rope(y, y + nq, r->pos, r->inv, r->T, r->Hq, r->Hkv, r->hd);
 }
 
 // ---- gated activations (through gate, then up)
@@ -184,13 +186,13 @@ int main(void) {
         check_grad(po ? "rmsnorm (1+w) dw" : "rmsnorm dw", rn_w, &c, w, 16, 48, R, dw);
     }
     {  // rope
-        int T = 4, H = 2, hd = 8, pos[4] = {0, 3, 17, 250};
-        float inv[4] = {1.0f, 0.1f, 0.01f, 0.001f}, x[64], R[64], g[64];
-        fill(x, 64, 1), fill(R, 64, 1);
+        int T = 4, Hq = 2, Hkv = 1, hd = 8, pos[4] = {0, 3, 17, 250};  // q: 64 values, k: 32
+        float inv[4] = {1.0f, 0.1f, 0.01f, 0.001f}, x[96], R[96], g[96];
+        fill(x, 96, 1), fill(R, 96, 1);
         memcpy(g, R, sizeof g);
-        k_rope_backward(g, pos, inv, T, H, hd);
-        RopeCtx c = {T, H, hd, pos, inv};
-        check_grad("rope", rope_f, &c, x, 64, 64, R, g);
+        k_rope_backward(g, g + 64, pos, inv, T, Hq, Hkv, hd);
+        RopeCtx c = {T, Hq, Hkv, hd, pos, inv};
+        check_grad("rope (q and k)", rope_f, &c, x, 96, 96, R, g);
     }
     for (int act = ACT_SILU; act <= ACT_GELU_ERF; act++) {  // SwiGLU / GeGLU tanh / GeGLU erf
         static const char *names[][2] = {

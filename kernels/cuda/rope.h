@@ -3,5 +3,5 @@
 #pragma once
 #include <stddef.h>
 
-int kc_rope(float *x, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
-int kc_rope_backward(float *dx, const int *pos, const float *inv_freq, int T, int n_heads, int head_dim);
+int kc_rope(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
+int kc_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);

@@ -5,6 +5,8 @@
 # --zero 0, and its checkpoint resumed on one GPU. (The CPU path over MPI is tests/test_dist.sh.)
 source "$(dirname "$0")/harness.sh"
 source "$(dirname "$0")/dist_harness.sh"
+# --gpus N starts its ranks with mpirun, and ranks_of finds them by OpenMPI's rank variable
+command -v mpirun >/dev/null || { echo "FAIL mpirun is not installed (tools/setup.sh installs openmpi-bin)"; exit 1; }
 EMU="$(dirname "$BIN")/llamaduo_emu"
 [ -x "$EMU" ] || { echo "FAIL no llamaduo_emu next to $BIN (configure with LLAMADUO_CUDA_EMU on)"; exit 1; }
 head -40 "$DATA/dates.train.jsonl" >"$T/small.train.jsonl"; head -8 "$DATA/dates.val.jsonl" >"$T/small.val.jsonl"

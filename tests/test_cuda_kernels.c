@@ -132,28 +132,32 @@ static void test_add_rmsnorm(int T, int D, int plus_one) {
     kc_free(gx), kc_free(gd), kc_free(gw);
 }
 
-// q[T, Hq, hd] and k[T, Hkv, hd] end to end in one buffer x, rotated by one call
+// q[T, Hq, hd] and k[T, Hkv, hd] rotated by one call: end to end in x on the host (the reference), apart on the
+// device (as the model holds them), so a kernel that found k from q's end would fail
 static void test_rope(int T, int Hq, int Hkv, int hd) {
     char name[96];
-    size_t nq = (size_t)T * Hq * hd, n = nq + (size_t)T * Hkv * hd;
+    size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * Hkv * hd, n = nq + nk;
     float *x = rnd(n, 1), *inv = malloc(sizeof(float) * hd / 2), *ref = malloc(sizeof(float) * n), *refb = malloc(sizeof(float) * n);
     int *pos = malloc(sizeof(int) * T);
     for (int i = 0; i < hd / 2; i++) inv[i] = 1.0f / powf(10000.0f, 2.0f * i / hd);
-    for (int t = 0; t < T; t++) pos[t] = (t * 37) % 3000;
+    for (int t = 0; t < T; t++) pos[t] = (t * 37 + 5) % 3000;
     memcpy(ref, x, sizeof(float) * n), memcpy(refb, x, sizeof(float) * n);
     k_rope(ref, ref + nq, pos, inv, T, Hq, Hkv, hd);
     k_rope_backward(refb, refb + nq, pos, inv, T, Hq, Hkv, hd);
-    float *d = up(x, sizeof(float) * n), *db = up(x, sizeof(float) * n), *dinv = up(inv, sizeof(float) * hd / 2);
+    float *dq = up(x, sizeof(float) * nq), *dk = up(x + nq, sizeof(float) * nk), *dbq = up(x, sizeof(float) * nq);
+    float *dbk = up(x + nq, sizeof(float) * nk), *dinv = up(inv, sizeof(float) * hd / 2);
     int *dpos = up(pos, sizeof(int) * T);
-    check_rc(kc_rope(d, d + nq, dpos, dinv, T, Hq, Hkv, hd), "rope");
-    check_rc(kc_rope_backward(db, db + nq, dpos, dinv, T, Hq, Hkv, hd), "rope_backward");
-    float *g = down(d, n), *gb = down(db, n);
+    check_rc(kc_rope(dq, dk, dpos, dinv, T, Hq, Hkv, hd), "rope");
+    check_rc(kc_rope_backward(dbq, dbk, dpos, dinv, T, Hq, Hkv, hd), "rope_backward");
+    float *g = malloc(sizeof(float) * n), *gb = malloc(sizeof(float) * n);
+    float *parts[][2] = {{g, down(dq, nq)}, {g + nq, down(dk, nk)}, {gb, down(dbq, nq)}, {gb + nq, down(dbk, nk)}};
+    for (int i = 0; i < 4; i++) memcpy(parts[i][0], parts[i][1], sizeof(float) * (i % 2 ? nk : nq)), free(parts[i][1]);
     snprintf(name, sizeof name, "rope [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
     compare(name, g, ref, n, 1e-5);
     snprintf(name, sizeof name, "rope backward [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
     compare(name, gb, refb, n, 1e-5);
     free(x), free(inv), free(ref), free(refb), free(pos), free(g), free(gb);
-    kc_free(d), kc_free(db), kc_free(dinv), kc_free(dpos);
+    kc_free(dq), kc_free(dk), kc_free(dbq), kc_free(dbk), kc_free(dinv), kc_free(dpos);
 }
 
 static void test_elementwise(size_t n) {

@@ -149,9 +149,10 @@ static void test_rope(int T, int Hq, int Hkv, int hd) {
     int *dpos = up(pos, sizeof(int) * T);
     check_rc(kc_rope(dq, dk, dpos, dinv, T, Hq, Hkv, hd), "rope");
     check_rc(kc_rope_backward(dbq, dbk, dpos, dinv, T, Hq, Hkv, hd), "rope_backward");
-    float *g = malloc(sizeof(float) * n), *gb = malloc(sizeof(float) * n);
-    float *parts[][2] = {{g, down(dq, nq)}, {g + nq, down(dk, nk)}, {gb, down(dbq, nq)}, {gb + nq, down(dbk, nk)}};
-    for (int i = 0; i < 4; i++) memcpy(parts[i][0], parts[i][1], sizeof(float) * (i % 2 ? nk : nq)), free(parts[i][1]);
+    float *g = malloc(sizeof(float) * n), *gb = malloc(sizeof(float) * n);  // q then k, as the reference lies
+    check_rc(kc_sync() || kc_download(g, dq, sizeof(float) * nq) || kc_download(g + nq, dk, sizeof(float) * nk) ||
+                 kc_download(gb, dbq, sizeof(float) * nq) || kc_download(gb + nq, dbk, sizeof(float) * nk),
+             "rope download");
     snprintf(name, sizeof name, "rope [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
     compare(name, g, ref, n, 1e-5);
     snprintf(name, sizeof name, "rope backward [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);

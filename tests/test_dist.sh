@@ -57,7 +57,7 @@ wait $p; rc=$?
 expect_err "generate --ranks with one --prompt" "one --prompt runs on one process" "$BIN" generate --model "$SRC/tests/fixtures/tiny/llama.gguf" --prompt hi --ranks 2
 
 # kill -9 one rank mid-run: mpirun ends the other and names the rank; --resume then gives the uninterrupted run
-LONG=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 10 --lr 2e-3
+LONG=(--model "$SRC/tests/fixtures/tiny/llama" --train "$DATA/dates.train.jsonl" --val "$DATA/dates.val.jsonl" --epochs 3 --lr 2e-3
       --tokens-per-step 256 --save-every 40 --eval-every 1000)
 "$BIN" train "${LONG[@]}" --out "$T/whole" --ranks 2 2>/dev/null
 "$BIN" train "${LONG[@]}" --out "$T/killed" --ranks 2 2>"$T/killed.err" & p=$!
@@ -137,7 +137,7 @@ if ends_within $p 30; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
   ok "child rank 1 killed: the launcher ended the other (exit $rc) naming it" || bad "child rank killed: exit $rc; $(tail -2 "$T/nompikill.err")"
 pgrep -f "$T/nompikill" >/dev/null && bad "a child rank outlived the launcher" || ok "no child rank is left behind"
 # ZeRO-1 over TCP, killed mid-run and resumed: the uninterrupted run exactly; the same checkpoint resumed on 1 rank
-LONGFULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$DATA/dates.train.jsonl" --epochs 3 --lr 1e-3
+LONGFULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$DATA/dates.train.jsonl" --epochs 2 --lr 1e-3
           --tokens-per-step 256 --save-every 30 --eval-every 1000)
 PATH=/nonexistent "$BIN" train "${LONGFULL[@]}" --out "$T/zwhole" --ranks 3 2>/dev/null
 PATH=/nonexistent "$BIN" train "${LONGFULL[@]}" --out "$T/zkilled" --ranks 3 2>"$T/zkilled.err" & p=$!

@@ -8,8 +8,9 @@ JOBS=$(nproc)
 echo "== release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS" >/dev/null
-# the end-to-end suites (label e2e) run once, in the sanitizer build below
-(cd build && ctest --output-on-failure -j1 -LE e2e)
+# the end-to-end suites (label e2e) run once, in the sanitizer build below. Two at a time: the emulator's suites
+# use one core each and the load tests run for a fixed time (test_dist_emu, whose ranks use both, runs alone).
+(cd build && ctest --output-on-failure -j"$JOBS" -LE e2e)
 
 echo "== ASan + UBSan build"
 # (the CUDA emulator switches stacks with ucontext, which ASan cannot follow: its tests run in the release build)

@@ -35,20 +35,49 @@ int token_plan_packed(const Backend *be, const ModelConfig *c, const TrainBatch 
     return rc;
 }
 
+// The work, in (query, key) pairs, of serving the plan's tokens in tiles of 32 consecutive queries that share each
+// key tile (the backend's packed kernel; a tile's keys skip what none of its queries sees, counted per sequence
+// with a tile's misalignment), and of serving each token on its own. A prefill is a run of one sequence's tokens
+// and tiles well; a decode step is one token from each of many sequences, and a tile of those would score each
+// key for 32 queries that do not see it.
+static double tiled_pairs(const int *base, const int *lo, const int *hi, int n) {
+    double pairs = 0;
+    for (int q0 = 0; q0 < n; q0 += 32)
+        for (int i = q0; i < q0 + 32 && i < n; i++) {
+            if (i > q0 && base[i] == base[i - 1]) continue;  // each sequence of the tile once
+            int a = lo[i], b = hi[i];
+            for (int j = i + 1; j < q0 + 32 && j < n && base[j] == base[i]; j++) a = lo[j] < a ? lo[j] : a, b = hi[j] > b ? hi[j] : b;
+            pairs += 32.0 * (b - a + 1 + 32);
+        }
+    return pairs;
+}
+
+// The tiled kernel shares a key tile's loads among 32 queries and scores 32 keys at once, so it wins while it does
+// at most this many times the pairs of serving each token alone.
+#define TILED_PAIRS_MAX 8.0
+
 int token_plan_cached(const Backend *be, const ModelConfig *c, const int *tokens, const int *slot, const int *pos, int n, int ctx,
                       TokenPlan *out) {
     int W = c->sliding_window;
-    int *lo_g = ld_xcalloc((size_t)(n ? n : 1), sizeof(int)), *lo_l = ld_xmalloc(sizeof(int) * (size_t)(n ? n : 1));
-    int *row = ld_xmalloc(sizeof(int) * (size_t)(n ? n : 1)), *base = ld_xmalloc(sizeof(int) * (size_t)(n ? n : 1));
+    size_t sz = sizeof(int) * (size_t)(n ? n : 1);
+    int *lo_g = ld_xmalloc(sz), *lo_l = ld_xmalloc(sz), *hi = ld_xmalloc(sz), *row = ld_xmalloc(sz), *base = ld_xmalloc(sz);
+    double own_pairs = 0;
     for (int i = 0; i < n; i++) {  // a token sees its own sequence up to its position
         base[i] = slot[i] * ctx, row[i] = base[i] + pos[i];
-        lo_l[i] = W && pos[i] - W + 1 > 0 ? pos[i] - W + 1 : 0;
+        lo_g[i] = base[i], hi[i] = row[i];
+        lo_l[i] = base[i] + (W && pos[i] - W + 1 > 0 ? pos[i] - W + 1 : 0);
+        own_pairs += pos[i] + 1;
     }
+    // in tiles: the key ranges as rows of the whole cache, and no kv_base (the backend's packed kernel);
+    // token by token: the ranges counted from the sequence's first row
+    int tiled = tiled_pairs(base, lo_g, hi, n) <= TILED_PAIRS_MAX * own_pairs;
+    if (!tiled)
+        for (int i = 0; i < n; i++) lo_g[i] -= base[i], lo_l[i] -= base[i], hi[i] -= base[i];
     *out = (TokenPlan){.n = n};
-    int *host[] = {(int *)tokens, (int *)pos, lo_g, lo_l, (int *)pos, row, base};
+    int *host[] = {(int *)tokens, (int *)pos, lo_g, lo_l, hi, row, base};
     int **dst[] = {&out->tokens, &out->pos, &out->lo_global, &out->lo_local, &out->hi, &out->kv_row, &out->kv_base};
-    int rc = plan_upload(be, out, host, dst, 7, n);
-    free(lo_g), free(lo_l), free(row), free(base);
+    int rc = plan_upload(be, out, host, dst, tiled ? 6 : 7, n);
+    free(lo_g), free(lo_l), free(hi), free(row), free(base);
     return rc;
 }
 

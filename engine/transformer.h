@@ -32,7 +32,10 @@ typedef struct {
     int n;
     int *tokens, *pos;  // ids; RoPE positions
     int *lo_global, *lo_local, *hi;  // key rows lo..hi (inclusive) on global and on sliding-window layers
-    int *kv_row, *kv_base;  // KV-cache calls: the token's row in a layer's cache, its sequence's first row
+    int *kv_row;  // KV-cache calls: the token's row in a layer's cache
+    // KV-cache calls served token by token: the sequence's first row, from which lo and hi count; NULL where the
+    // keys are rows of k/v as they are (a packed batch, or cache rows for tiles of a prefill)
+    int *kv_base;
 } TokenPlan;
 
 // A batch of packed records (host memory): tokens[T], targets[T] (-100 = not trained), positions[T] restarting at
@@ -48,7 +51,8 @@ typedef struct TrainBatch {
 // A packed training batch: causal within each record, the window on local layers; keys are the
 // batch's own tokens (kv_row and kv_base NULL). 0, or -1 with the backend's error.
 int token_plan_packed(const Backend *be, const ModelConfig *c, const TrainBatch *b, TokenPlan *out);
-// Token i at position pos[i] of KV-cache slot slot[i] (ctx rows per slot); keys are the slot's rows 0..pos[i].
+// Token i at position pos[i] of KV-cache slot slot[i] (ctx rows per slot); keys are the slot's rows 0..pos[i]. The
+// plan picks how the backend serves them: in tiles of consecutive queries (a prefill) or token by token (decode).
 int token_plan_cached(const Backend *be, const ModelConfig *c, const int *tokens, const int *slot, const int *pos, int n, int ctx,
                       TokenPlan *out);
 void token_plan_free(const Backend *be, TokenPlan *p);

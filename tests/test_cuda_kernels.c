@@ -240,17 +240,20 @@ static void test_adamw(size_t n) {
 }
 
 // layout 0: one packed training batch (records of the given length, causal within each);
-// layout 1: a KV cache of several sequences, each token at the end of its own sequence's rows (decoding).
+// layout 1: a KV cache of several sequences, each token at the end of its own sequence's rows (decoding);
+// layout 2: prefills of 37 tokens, each sequence in its own 100 rows of a KV cache (two in some query tiles).
 static void test_attention(int T, int Hq, int Hkv, int hd, int window, float softcap, int layout) {
-    int rec = 7, rows = layout ? T * 40 : T, stride = Hkv * hd;
+    int rec = layout == 2 ? 37 : 7, rows = layout ? T * 100 : T, stride = Hkv * hd;
     float *q = rnd((size_t)T * Hq * hd, 1), *k = rnd((size_t)rows * stride, 1), *v = rnd((size_t)rows * stride, 1);
     float *ref = malloc(sizeof(float) * T * Hq * hd);
     int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T), *base = malloc(sizeof(int) * T);
     for (int t = 0; t < T; t++) {
         if (layout == 0) {  // causal within records of `rec` tokens, optional sliding window
             base[t] = 0, hi[t] = t, lo[t] = t / rec * rec;
-        } else {  // sequence t lives in rows [40t, 40t+40); its newest token sees 1 + (t*13 % 39) of them
+        } else if (layout == 1) {  // sequence t lives in rows [40t, 40t+40); its newest token sees 1 + (t*13 % 39) of them
             base[t] = 40 * t, lo[t] = 0, hi[t] = (t * 13) % 39;
+        } else {  // token t is at position t % rec of sequence t / rec, whose rows start at 100 (t / rec)
+            base[t] = 100 * (t / rec), lo[t] = 0, hi[t] = t % rec;
         }
         if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
     }
@@ -262,15 +265,18 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     check_rc(kc_attention(dout, dq, dk, dv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
     float *g = down(dout, (size_t)T * Hq * hd);
     char name[128];
-    snprintf(name, sizeof name, "attention %s T %d, %d/%d heads, hd %d%s%s", layout ? "KV cache" : "packed", T, Hq, Hkv, hd,
-             window ? ", window" : "", softcap > 0 ? ", softcap" : "");
+    const char *const layouts[] = {"packed", "KV cache", "KV cache prefill"};
+    snprintf(name, sizeof name, "attention %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd, window ? ", window" : "",
+             softcap > 0 ? ", softcap" : "");
     compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
-    if (layout == 0) {  // the tiled kernel for packed batches, on the same inputs
+    if (layout != 1) {  // the tiled kernel on the same inputs, its ranges as rows of k/v
+        for (int t = 0; t < T; t++) lo[t] += base[t], hi[t] += base[t];
+        kc_upload(dlo, lo, sizeof(int) * T), kc_upload(dhi, hi, sizeof(int) * T);
         kc_fill(dout, NAN, (size_t)T * Hq * hd);
         check_rc(kc_attention_packed(dout, NULL, dq, dk, dv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
         float *gp = down(dout, (size_t)T * Hq * hd);
-        snprintf(name, sizeof name, "attention tiled T %d, %d/%d heads, hd %d%s%s", T, Hq, Hkv, hd, window ? ", window" : "",
-                 softcap > 0 ? ", softcap" : "");
+        snprintf(name, sizeof name, "attention tiled %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd,
+                 window ? ", window" : "", softcap > 0 ? ", softcap" : "");
         compare(name, gp, ref, (size_t)T * Hq * hd, 1e-5);
         free(gp);
     }
@@ -880,6 +886,9 @@ int main(void) {
         test_attention_backward(37, 9, 4, 4, hds[i], 5, 30.0f);
     }
     test_attention(100, 4, 1, 64, 0, 0.0f, 0);  // several query and key tiles
+    // prefills in 100-row slots: query tiles straddle two sequences, and the key tiles between them are skipped
+    test_attention(111, 4, 2, 64, 0, 0.0f, 2);
+    test_attention(111, 4, 2, 16, 20, 50.0f, 2);
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
     test_embedding(7, 320, 64, 1.0f);

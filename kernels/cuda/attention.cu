@@ -1,8 +1,8 @@
 // Attention forward in the flash manner (kernels/cpu/attention.c is the contract), no score matrix ever in memory.
-// Two shapes of work: over a KV cache (kc_attention: tokens of different sequences, each against its own rows),
-// one block per (token, head) streams the token's key range through shared memory with an online softmax; over a
-// packed batch (kc_attention_packed: training, one k/v buffer), one block per (32 consecutive queries, head)
-// shares each tile of 32 keys among its queries (see attention_tile.cuh).
+// Two shapes of work: token by token (kc_attention: decoding, tokens of different sequences of a KV cache, each
+// against its own rows), one block per (token, head) streams the token's key range through shared memory with an
+// online softmax; in tiles (kc_attention_packed: a packed training batch, or a prefill's rows of the cache), one
+// block per (32 consecutive queries, head) shares each tile of 32 keys among its queries (see attention_tile.cuh).
 #include <math.h>
 
 #include "attention_tile.cuh"
@@ -98,6 +98,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     }
     for (int j0 = klo; j0 <= khi; j0 += ATT_TILE) {
         int nk = khi - j0 + 1 < ATT_TILE ? khi - j0 + 1 : ATT_TILE;
+        if (!att_tile_seen(kv_lo, kv_hi, q0, nq, j0, j0 + nk - 1)) continue;
         __syncthreads();  // the previous tile is no longer read
         att_load_rows(Ks, hd + 1, k, stride, kvh * hd, j0, nk, hd);
         att_load_rows(Vs, hd, v, stride, kvh * hd, j0, nk, hd);

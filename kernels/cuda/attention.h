@@ -9,7 +9,8 @@
 // sliding window, packed records, many sequences of a KV cache).
 int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
                  int Hq, int Hkv, int hd, float scale, float softcap);
-// The same over one packed batch's k/v buffers (row t of k/v is token t; training, a single sequence's prefill):
-// blocks of 32 queries share each tile of 32 keys. lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
+// The same with the ranges as rows of k/v themselves (no kv_base): a packed training batch's own rows, or a
+// prefill's rows of a KV cache. Blocks of 32 consecutive queries share each tile of 32 keys, and skip the tiles none
+// of them sees (between two sequences' rows). lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
 int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi, int T,
                         int Hq, int Hkv, int hd, float scale, float softcap);

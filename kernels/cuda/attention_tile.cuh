@@ -44,3 +44,11 @@ __device__ static inline void att_tile_range(const int *kv_lo, const int *kv_hi,
     for (int i = 0; i < nq; i++) lo = min(lo, kv_lo[q0 + i]), hi = max(hi, kv_hi[q0 + i]);
     *klo = lo, *khi = hi;
 }
+
+// Whether any of queries q0 .. q0+nq-1 sees a key among j0 .. j1: a tile of a prefill that straddles two
+// sequences of a KV cache spans the rows between them, which neither sees. (The same answer in every thread.)
+__device__ static inline int att_tile_seen(const int *kv_lo, const int *kv_hi, int q0, int nq, int j0, int j1) {
+    for (int i = 0; i < nq; i++)
+        if (kv_lo[q0 + i] <= j1 && kv_hi[q0 + i] >= j0) return 1;
+    return 0;
+}

@@ -4,10 +4,33 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend.h"
 #include "generate.h"
 #include "sampler.h"
 #include "test_util.h"
+#include "transformer.h"
 #include "util.h"
+
+// A KV-cache plan serves a prefill (a run of one sequence's tokens) in tiles, its ranges as rows of the whole cache,
+// and a decode step (one token of each of several sequences) token by token, its ranges from each sequence's row 0.
+static void check_token_plans(void) {
+    ModelConfig c = {.sliding_window = 16};
+    int n = 70, ctx = 128, tok[70], slot[70], pos[70];
+    for (int i = 0; i < n; i++) tok[i] = 1, slot[i] = 1, pos[i] = i;
+    TokenPlan p;
+    CHECK(token_plan_cached(&ld_backend_cpu, &c, tok, slot, pos, n, ctx, &p) == 0, "prefill plan: %s", ld_last_error());
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+        bad += p.lo_global[i] != ctx || p.hi[i] != ctx + i || p.lo_local[i] != ctx + (i > 15 ? i - 15 : 0) || p.kv_row[i] != ctx + i;
+    CHECK(!p.kv_base && !bad, "a prefill is planned in tiles over the cache's rows (kv_base %p, %d rows wrong)", (void *)p.kv_base, bad);
+    token_plan_free(&ld_backend_cpu, &p);
+    for (int i = 0; i < 4; i++) slot[i] = i, pos[i] = 50 + i;
+    CHECK(token_plan_cached(&ld_backend_cpu, &c, tok, slot, pos, 4, ctx, &p) == 0, "decode plan: %s", ld_last_error());
+    bad = 0;
+    for (int i = 0; i < 4; i++) bad += p.lo_global[i] != 0 || p.hi[i] != 50 + i || p.lo_local[i] != 35 + i || (p.kv_base && p.kv_base[i] != i * ctx);
+    CHECK(p.kv_base && !bad, "a decode step is planned token by token from each sequence's first row (%d rows wrong)", bad);
+    token_plan_free(&ld_backend_cpu, &p);
+}
 
 // OpenAI's frequency and presence penalties: logit -= count·frequency + presence over the generated tokens only
 // (the prompt's are not counted), after the repetition penalty.
@@ -170,6 +193,7 @@ static void check_generation(void) {
 
 int main(void) {
     check_sampler();
+    check_token_plans();
     check_generation();
     return test_finish("test_generate");
 }

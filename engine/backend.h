@@ -44,7 +44,8 @@ typedef struct Backend {
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
     int (*rope_backward)(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
-    // kv_base NULL: the keys are rows 0.. of k/v, this call's own tokens (a packed batch); lse[T,Hq] may be NULL
+    // kv_base NULL: the ranges are rows of k/v as they are (a packed batch's own tokens, or a prefill's rows of a KV
+    // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL
     int (*attention)(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
                      const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
     // over a packed batch, given the forward's out and lse: dq written, dk/dv accumulated

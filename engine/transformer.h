@@ -33,8 +33,10 @@ typedef struct {
     int *tokens, *pos;  // ids; RoPE positions
     int *lo_global, *lo_local, *hi;  // key rows lo..hi (inclusive) on global and on sliding-window layers
     int *kv_row;  // KV-cache calls: the token's row in a layer's cache
-    // KV-cache calls served token by token: the sequence's first row, from which lo and hi count; NULL where the
-    // keys are rows of k/v as they are (a packed batch, or cache rows for tiles of a prefill)
+    // Tokens 0 .. n_single-1 are served token by token (decoding: their lo and hi count from their sequence's first
+    // row, kv_base); the rest in tiles of consecutive queries, their lo and hi rows of k/v as they are (a packed
+    // batch's own rows, or a prefill's rows of the cache). kv_base is NULL where n_single is 0.
+    int n_single;
     int *kv_base;
 } TokenPlan;
 
@@ -52,7 +54,8 @@ typedef struct TrainBatch {
 // batch's own tokens (kv_row and kv_base NULL). 0, or -1 with the backend's error.
 int token_plan_packed(const Backend *be, const ModelConfig *c, const TrainBatch *b, TokenPlan *out);
 // Token i at position pos[i] of KV-cache slot slot[i] (ctx rows per slot); keys are the slot's rows 0..pos[i]. The
-// plan picks how the backend serves them: in tiles of consecutive queries (a prefill) or token by token (decode).
+// plan picks how the backend serves them: the leading short runs of a sequence's tokens (decode steps, which the
+// engine puts first) token by token, the prefill chunks after them in tiles.
 int token_plan_cached(const Backend *be, const ModelConfig *c, const int *tokens, const int *slot, const int *pos, int n, int ctx,
                       TokenPlan *out);
 void token_plan_free(const Backend *be, TokenPlan *p);

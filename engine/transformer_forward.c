@@ -227,8 +227,13 @@ static int attend(const Fwd *f, int l, LayerActs *a) {
         k = kc, v = vc;
     }
     const int *lo = c->layer_local[l] ? p->lo_local : p->lo_global;
-    return be->attention(a->att, a->lse, a->q, k, v, p->kv_base, lo, p->hi, n, c->n_heads, c->n_kv_heads, c->head_dim, c->attn_scale,
-                         c->attn_softcap);
+    int s = p->n_single, Hq = c->n_heads, hd = c->head_dim;
+    size_t qd = (size_t)Hq * hd;
+    if (s)  // decode tokens, one by one
+        TRY(be->attention(a->att, a->lse, a->q, k, v, p->kv_base, lo, p->hi, s, Hq, c->n_kv_heads, hd, c->attn_scale, c->attn_softcap));
+    if (s == n) return 0;
+    return be->attention(a->att + s * qd, a->lse ? a->lse + (size_t)s * Hq : NULL, a->q + s * qd, k, v, NULL, lo + s, p->hi + s, n - s, Hq,
+                         c->n_kv_heads, hd, c->attn_scale, c->attn_softcap);
 }
 
 // br = post_norm(linear output) on Gemma 2/3 (the pre-norm output kept in pre when training), else the output itself.

@@ -241,7 +241,8 @@ static void test_adamw(size_t n) {
 
 // layout 0: one packed training batch (records of the given length, causal within each);
 // layout 1: a KV cache of several sequences, each token at the end of its own sequence's rows (decoding);
-// layout 2: prefills of 37 tokens, each sequence in its own 100 rows of a KV cache (two in some query tiles).
+// layout 2: prefills of 37 tokens, each sequence in its own 100 rows of a KV cache (two in some query tiles), the
+// rows past each sequence NaN.
 static void test_attention(int T, int Hq, int Hkv, int hd, int window, float softcap, int layout) {
     int rec = layout == 2 ? 37 : 7, rows = layout ? T * 100 : T, stride = Hkv * hd;
     float *q = rnd((size_t)T * Hq * hd, 1), *k = rnd((size_t)rows * stride, 1), *v = rnd((size_t)rows * stride, 1);
@@ -257,6 +258,10 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
         }
         if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
     }
+    if (layout == 2)  // the rows between sequences are no one's: NaN, which no result may take in
+        for (int r = 0; r < rows; r++)
+            if (r % 100 >= rec)
+                for (int d = 0; d < stride; d++) k[(size_t)r * stride + d] = v[(size_t)r * stride + d] = NAN;
     float scale = 1.0f / sqrtf((float)hd);
     k_attention(ref, q, k, v, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
     float *dq = up(q, sizeof(float) * T * Hq * hd), *dk = up(k, sizeof(float) * rows * stride), *dv = up(v, sizeof(float) * rows * stride);
@@ -886,7 +891,7 @@ int main(void) {
         test_attention_backward(37, 9, 4, 4, hds[i], 5, 30.0f);
     }
     test_attention(100, 4, 1, 64, 0, 0.0f, 0);  // several query and key tiles
-    // prefills in 100-row slots: query tiles straddle two sequences, and the key tiles between them are skipped
+    // prefills in 100-row slots: query tiles straddle two sequences, and walk past the NaN rows between them
     test_attention(111, 4, 2, 64, 0, 0.0f, 2);
     test_attention(111, 4, 2, 16, 20, 50.0f, 2);
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile

@@ -12,24 +12,41 @@
 #include "util.h"
 
 // A KV-cache plan serves a prefill (a run of one sequence's tokens) in tiles, its ranges as rows of the whole cache,
-// and a decode step (one token of each of several sequences) token by token, its ranges from each sequence's row 0.
+// and decode tokens (one of each of several sequences, which the engine puts first) token by token, their ranges
+// from each sequence's row 0.
+static int plan_rows_wrong(const TokenPlan *p, const int *slot, const int *pos, int ctx, int W) {
+    int bad = 0;
+    for (int i = 0; i < p->n; i++) {
+        int from = i < p->n_single ? 0 : slot[i] * ctx, win = W && pos[i] - W + 1 > 0 ? pos[i] - W + 1 : 0;
+        bad += p->lo_global[i] != from || p->hi[i] != from + pos[i] || p->lo_local[i] != from + win || p->kv_row[i] != slot[i] * ctx + pos[i] ||
+               (i < p->n_single && p->kv_base[i] != slot[i] * ctx);
+    }
+    return bad;
+}
+
 static void check_token_plans(void) {
     ModelConfig c = {.sliding_window = 16};
-    int n = 70, ctx = 128, tok[70], slot[70], pos[70];
-    for (int i = 0; i < n; i++) tok[i] = 1, slot[i] = 1, pos[i] = i;
-    TokenPlan p;
-    CHECK(token_plan_cached(&ld_backend_cpu, &c, tok, slot, pos, n, ctx, &p) == 0, "prefill plan: %s", ld_last_error());
-    int bad = 0;
-    for (int i = 0; i < n; i++)
-        bad += p.lo_global[i] != ctx || p.hi[i] != ctx + i || p.lo_local[i] != ctx + (i > 15 ? i - 15 : 0) || p.kv_row[i] != ctx + i;
-    CHECK(!p.kv_base && !bad, "a prefill is planned in tiles over the cache's rows (kv_base %p, %d rows wrong)", (void *)p.kv_base, bad);
-    token_plan_free(&ld_backend_cpu, &p);
-    for (int i = 0; i < 4; i++) slot[i] = i, pos[i] = 50 + i;
-    CHECK(token_plan_cached(&ld_backend_cpu, &c, tok, slot, pos, 4, ctx, &p) == 0, "decode plan: %s", ld_last_error());
-    bad = 0;
-    for (int i = 0; i < 4; i++) bad += p.lo_global[i] != 0 || p.hi[i] != 50 + i || p.lo_local[i] != 35 + i || (p.kv_base && p.kv_base[i] != i * ctx);
-    CHECK(p.kv_base && !bad, "a decode step is planned token by token from each sequence's first row (%d rows wrong)", bad);
-    token_plan_free(&ld_backend_cpu, &p);
+    int ctx = 128, tok[80] = {0}, slot[80], pos[80];
+    struct {
+        const char *what;
+        int n_decode, decode_pos, n_prompt, prompt_pos, want_single;
+    } cases[] = {
+        {"a 70-token prefill", 0, 0, 70, 0, 0},
+        {"4 decode tokens", 4, 50, 0, 0, 4},
+        {"3 decode tokens, then a 70-token prefill", 3, 50, 70, 0, 3},
+        {"a prompt's last 5 tokens after 60 (a short run)", 0, 0, 5, 60, 5},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int n = 0;
+        for (int i = 0; i < cases[k].n_decode; i++, n++) slot[n] = i, pos[n] = cases[k].decode_pos + i;
+        for (int i = 0; i < cases[k].n_prompt; i++, n++) slot[n] = 7, pos[n] = cases[k].prompt_pos + i;
+        TokenPlan p;
+        CHECK(token_plan_cached(&ld_backend_cpu, &c, tok, slot, pos, n, ctx, &p) == 0, "%s: %s", cases[k].what, ld_last_error());
+        int bad = plan_rows_wrong(&p, slot, pos, ctx, c.sliding_window);
+        CHECK(p.n_single == cases[k].want_single && !bad && !p.kv_base == !p.n_single,
+              "%s: %d token by token (want %d), the rest in tiles; %d rows wrong", cases[k].what, p.n_single, cases[k].want_single, bad);
+        token_plan_free(&ld_backend_cpu, &p);
+    }
 }
 
 // OpenAI's frequency and presence penalties: logit -= count·frequency + presence over the generated tokens only

@@ -96,9 +96,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
 #pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) acc[r][c] = 0.0f;
     }
-    for (int j0 = klo; j0 <= khi; j0 += ATT_TILE) {
+    for (int j0 = klo; j0 <= khi; j0 = att_next_seen(kv_lo, kv_hi, q0, nq, j0 + ATT_TILE)) {
         int nk = khi - j0 + 1 < ATT_TILE ? khi - j0 + 1 : ATT_TILE;
-        if (!att_tile_seen(kv_lo, kv_hi, q0, nq, j0, j0 + nk - 1)) continue;
         __syncthreads();  // the previous tile is no longer read
         att_load_rows(Ks, hd + 1, k, stride, kvh * hd, j0, nk, hd);
         att_load_rows(Vs, hd, v, stride, kvh * hd, j0, nk, hd);
@@ -118,7 +117,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
             for (int c = 0; c < ATT_DIMS; c++) acc[r][c] *= corr;
             for (int jj = 0; jj < nk; jj++) {
                 float pj = __shfl_sync(0xffffffffu, p, jj);
-                if (pj == 0.0f) continue;  // the same for every lane: no divergence
+                // the same for every lane: no divergence; and a key no query sees (pj 0) may hold NaN garbage
+                if (pj == 0.0f) continue;
 #pragma unroll
                 for (int c = 0; c < ATT_DIMS; c++) {
                     int d = lane + 32 * c;

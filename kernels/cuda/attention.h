@@ -10,7 +10,7 @@
 int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
                  int Hq, int Hkv, int hd, float scale, float softcap);
 // The same with the ranges as rows of k/v themselves (no kv_base): a packed training batch's own rows, or a
-// prefill's rows of a KV cache. Blocks of 32 consecutive queries share each tile of 32 keys, and skip the tiles none
-// of them sees (between two sequences' rows). lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
+// prefill's rows of a KV cache. Blocks of 32 consecutive queries share each tile of 32 keys, and walk only the rows
+// some of them sees (not those between two sequences' slots). lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
 int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi, int T,
                         int Hq, int Hkv, int hd, float scale, float softcap);

@@ -45,10 +45,12 @@ __device__ static inline void att_tile_range(const int *kv_lo, const int *kv_hi,
     *klo = lo, *khi = hi;
 }
 
-// Whether any of queries q0 .. q0+nq-1 sees a key among j0 .. j1: a tile of a prefill that straddles two
-// sequences of a KV cache spans the rows between them, which neither sees. (The same answer in every thread.)
-__device__ static inline int att_tile_seen(const int *kv_lo, const int *kv_hi, int q0, int nq, int j0, int j1) {
+// The first key row at or after j that any of queries q0 .. q0+nq-1 sees (INT_MAX: none), so that a block walks
+// only the rows its queries see: a prefill's tile over a KV cache may straddle two sequences' slots, and the rows
+// between them are no one's (garbage, or a finished sequence's). The same answer in every thread of the block.
+__device__ static inline int att_next_seen(const int *kv_lo, const int *kv_hi, int q0, int nq, int j) {
+    int next = 0x7fffffff;
     for (int i = 0; i < nq; i++)
-        if (kv_lo[q0 + i] <= j1 && kv_hi[q0 + i] >= j0) return 1;
-    return 0;
+        if (kv_hi[q0 + i] >= j) next = min(next, max(kv_lo[q0 + i], j));
+    return next;
 }

@@ -276,7 +276,7 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
     if (layout != 1) {  // the tiled kernel on the same inputs, its ranges as rows of k/v
         for (int t = 0; t < T; t++) lo[t] += base[t], hi[t] += base[t];
-        kc_upload(dlo, lo, sizeof(int) * T), kc_upload(dhi, hi, sizeof(int) * T);
+        check_rc(kc_upload(dlo, lo, sizeof(int) * T) || kc_upload(dhi, hi, sizeof(int) * T), "attention ranges upload");
         kc_fill(dout, NAN, (size_t)T * Hq * hd);
         check_rc(kc_attention_packed(dout, NULL, dq, dk, dv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
         float *gp = down(dout, (size_t)T * Hq * hd);

@@ -19,7 +19,7 @@ static int plan_rows_wrong(const TokenPlan *p, const int *slot, const int *pos, 
     for (int i = 0; i < p->n; i++) {
         int from = i < p->n_single ? 0 : slot[i] * ctx, win = W && pos[i] - W + 1 > 0 ? pos[i] - W + 1 : 0;
         bad += p->lo_global[i] != from || p->hi[i] != from + pos[i] || p->lo_local[i] != from + win || p->kv_row[i] != slot[i] * ctx + pos[i] ||
-               (i < p->n_single && p->kv_base[i] != slot[i] * ctx);
+               (i < p->n_single && (!p->kv_base || p->kv_base[i] != slot[i] * ctx));
     }
     return bad;
 }

@@ -116,24 +116,61 @@ double adamw_step(AdamW *o, float lr, float beta1, float beta2, float eps, float
     return norm;
 }
 
-int adamw_save(const AdamW *o, const char *path) {
-    if (adamw_sharded(o)) return ld_set_error("%s: the optimiser's state is sharded: gather it before saving", path), -1;
+void adamw_drop_moments(AdamW *o) {
+    for (int i = 0; i < o->n; i++) free(o->m[i]), free(o->s[i]), o->m[i] = o->s[i] = NULL;
+}
+
+// The file's tensors in order: p.NAME (values), m.NAME, s.NAME of every parameter, then adam_step.
+typedef struct {
+    const AdamW *o;
+    AdamWMomentOut moment;
+    void *ctx;
+} SaveCtx;
+
+static int produce_tensor(int k, float *dst, void *ctx) {
+    const SaveCtx *c = ctx;
+    const AdamW *o = c->o;
+    if (k == 3 * o->n) return *dst = (float)o->step, 0;  // exact for any realistic step count (< 2^24)
+    int part = k / o->n, i = k % o->n;
+    if (part == 0) return memcpy(dst, o->v[i].p, sizeof(float) * o->v[i].n), 0;
+    return c->moment(part, i, dst, c->ctx);
+}
+
+static int own_moment_out(int part, int i, float *dst, void *ctx) {
+    const AdamW *o = ctx;
+    memcpy(dst, part == 1 ? o->m[i] : o->s[i], sizeof(float) * o->v[i].n);
+    return 0;
+}
+
+int adamw_save_with(const AdamW *o, const char *path, AdamWMomentOut moment, void *ctx) {
     StWriteTensor *ts = ld_xcalloc((size_t)o->n * 3 + 1, sizeof(StWriteTensor));
     char(*names)[168] = ld_xcalloc((size_t)o->n * 3, 168);
-    float step = (float)o->step;  // exact for any realistic step count (< 2^24)
     int k = 0;
     for (int part = 0; part < 3; part++)
         for (int i = 0; i < o->n; i++, k++) {
             snprintf(names[k], 168, "%c.%s", "pms"[part], o -> v[i].name);
-            ts[k] = (StWriteTensor){names[k], part == 0 ? o->v[i].p : part == 1 ? o->m[i] : o->s[i], 1, {(int64_t)o->v[i].n}};
+            ts[k] = (StWriteTensor){names[k], NULL, 1, {(int64_t)o->v[i].n}};
         }
-    ts[k++] = (StWriteTensor){"adam_step", &step, 1, {1}};
-    int rc = st_write_f32(path, ts, k);
+    ts[k++] = (StWriteTensor){"adam_step", NULL, 1, {1}};
+    SaveCtx c = {o, moment, ctx};
+    int rc = st_write_f32_stream(path, ts, k, produce_tensor, &c);
     free(ts), free(names);
     return rc;
 }
 
-int adamw_load(AdamW *o, const char *path) {
+int adamw_save(const AdamW *o, const char *path) {
+    if (adamw_sharded(o)) return ld_set_error("%s: the optimiser's state is sharded: gather it before saving", path), -1;
+    return adamw_save_with(o, path, own_moment_out, (void *)o);
+}
+
+// the moments of the elements this optimiser updates
+static int own_moment_in(int part, int i, const float *all, void *ctx) {
+    AdamW *o = ctx;
+    memcpy(part == 1 ? o->m[i] : o->s[i], all + o->lo[i], sizeof(float) * (o->hi[i] - o->lo[i]));
+    return 0;
+}
+
+int adamw_load_with(AdamW *o, const char *path, AdamWMomentIn moment, void *ctx) {
     SafeTensors st;
     if (st_open(path, &st)) return -1;
     int rc = 0;
@@ -148,9 +185,8 @@ int adamw_load(AdamW *o, const char *path) {
                 rc = -1;
             } else if (part == 0) {
                 memcpy(o->v[i].p, t->data, t->nbytes);
-            } else {  // the moments of the elements this optimiser updates
-                const float *all = (const float *)t->data;
-                memcpy(part == 1 ? o->m[i] : o->s[i], all + o->lo[i], sizeof(float) * (o->hi[i] - o->lo[i]));
+            } else {
+                rc = moment(part, i, (const float *)t->data, ctx);
             }
         }
     if (!rc && (!step || step->dtype != LD_F32 || step->nbytes != 4)) {
@@ -161,3 +197,5 @@ int adamw_load(AdamW *o, const char *path) {
     st_close(&st);
     return rc;
 }
+
+int adamw_load(AdamW *o, const char *path) { return adamw_load_with(o, path, own_moment_in, o); }

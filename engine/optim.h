@@ -45,3 +45,13 @@ void adamw_apply(AdamW *o, double norm, float lr, float beta1, float beta2, floa
 // tensor) and a shard takes its own part of the moments.
 int adamw_save(const AdamW *o, const char *path);
 int adamw_load(AdamW *o, const char *path);
+// The same file where the moments live elsewhere (a GPU's memory): o's values and step are written, and each
+// moment (part 1: m, 2: s) of parameter i, all v[i].n of it, comes from moment() into dst. Loading fills o's
+// values and step and hands each moment, whole (from the file's mapping), to moment(). Either callback returns
+// 0, or -1 with an error.
+typedef int (*AdamWMomentOut)(int part, int i, float *dst, void *ctx);
+typedef int (*AdamWMomentIn)(int part, int i, const float *all, void *ctx);
+int adamw_save_with(const AdamW *o, const char *path, AdamWMomentOut moment, void *ctx);
+int adamw_load_with(AdamW *o, const char *path, AdamWMomentIn moment, void *ctx);
+// Frees the host's moments, for an optimiser whose state is kept elsewhere (adamw_save_with/adamw_load_with only).
+void adamw_drop_moments(AdamW *o);

@@ -29,8 +29,8 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float b1, float b2, float eps,
 }
 int gpu_trainer_values(GpuTrainer *g, const Param *host, int n) { return (void)g, (void)host, (void)n, -1; }
 int gpu_trainer_download(GpuTrainer *g, Lora *l) { return (void)g, (void)l, -1; }
-int gpu_trainer_save_state(GpuTrainer *g, AdamW *o) { return (void)g, (void)o, -1; }
-int gpu_trainer_load_state(GpuTrainer *g, const AdamW *o) { return (void)g, (void)o, -1; }
+int gpu_trainer_write_state(GpuTrainer *g, AdamW *o, const char *path) { return (void)g, (void)o, (void)path, -1; }
+int gpu_trainer_read_state(GpuTrainer *g, AdamW *o, const char *path) { return (void)g, (void)o, (void)path, -1; }
 
 #else
 
@@ -54,7 +54,6 @@ struct GpuTrainer {
     float *values, *grads;  // [n + PAD_ROOM]: every trained parameter end to end, zeros after the n-th
     float *m1, *m2;  // [hi - lo] AdamW's moments of this rank's chunk (all of it without ZeRO-1), made at first use
     size_t n, n_pad, lo, hi;  // n_pad: n rounded up to equal chunks (ZeRO-1)
-    float *host;  // [n + PAD_ROOM] staging for collectives through host memory
     Dist *dist;
     KcComm *comm;  // the data-parallel ranks' GPUs (NCCL), or NULL
     int zero, rank, world;
@@ -183,7 +182,7 @@ void gpu_trainer_free(GpuTrainer *g) {
     kc_free(g->w16);
     gpu_weights_free(g->base);
     kc_free(g->values), kc_free(g->grads), kc_free(g->m1), kc_free(g->m2), kc_free(g->inv_freq[0]), kc_free(g->inv_freq[1]);
-    free(g->params), free(g->host), free(g);
+    free(g->params), free(g);
 }
 
 static int join_nccl(GpuTrainer *g, Dist *d) {
@@ -251,14 +250,9 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     return rc ? NAN : loss;
 }
 
-// Elements [lo, hi) of a device buffer to or from the same place in the host staging buffer.
-static int stage(GpuTrainer *g, const float *dev, size_t lo, size_t hi, int to_host) {
-    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n + PAD_ROOM));
-    size_t bytes = sizeof(float) * (hi - lo);
-    if (to_host ? kc_download(g->host + lo, dev + lo, bytes) : kc_upload((float *)dev + lo, g->host + lo, bytes))
-        return failed("staging through host memory");
-    return 0;
-}
+// Gradients summed through host memory go a piece of this many at a time, so the host holds one piece, not a
+// copy of every parameter.
+static const size_t STAGE_PIECE = (size_t)1 << 24;
 
 int gpu_trainer_sum_grad(GpuTrainer *g) {
 #ifdef LLAMADUO_HAVE_NCCL
@@ -268,10 +262,16 @@ int gpu_trainer_sum_grad(GpuTrainer *g) {
     }
 #endif
     // through host memory (ZeRO-1 takes NCCL)
-    if (stage(g, g->grads, 0, g->n, 1)) return -1;
-    for (size_t at = 0; at < g->n; at += HOST_PIECE)
-        if (dist_sum_f32(g->dist, g->host + at, g->n - at < HOST_PIECE ? g->n - at : HOST_PIECE, "the gradients' all-reduce")) return -1;
-    return stage(g, g->grads, 0, g->n, 0);
+    float *piece = ld_xmalloc(sizeof(float) * (g->n < STAGE_PIECE ? (g->n ? g->n : 1) : STAGE_PIECE));
+    int rc = 0;
+    for (size_t at = 0; at < g->n && !rc; at += STAGE_PIECE) {
+        size_t len = g->n - at < STAGE_PIECE ? g->n - at : STAGE_PIECE;
+        if (kc_download(piece, g->grads + at, sizeof(float) * len)) rc = failed("staging through host memory");
+        if (!rc) rc = dist_sum_f32(g->dist, piece, len, "the gradients' all-reduce");
+        if (!rc && kc_upload(g->grads + at, piece, sizeof(float) * len)) rc = failed("staging through host memory");
+    }
+    free(piece);
+    return rc;
 }
 
 // ZeRO-1, after each rank's step on its chunk: every chunk to every rank.
@@ -334,60 +334,65 @@ int gpu_trainer_download(GpuTrainer *g, Lora *lora) {
     return rc;
 }
 
-// With ZeRO-1, one moment's chunks gathered on rank 0 into its staging buffer, a piece of each chunk at a time.
-static int gather_moment(GpuTrainer *g, const float *dev) {
-    size_t chunk = g->hi - g->lo, *each = ld_xcalloc((size_t)g->world, sizeof(size_t));
-    int rc = 0;
-    for (size_t at = 0; at < chunk && !rc; at += HOST_PIECE) {
-        size_t len = chunk - at < HOST_PIECE ? chunk - at : HOST_PIECE;
-        char *all = NULL;
-        rc = kc_download(g->host + g->lo + at, dev + at, sizeof(float) * len)
+// Rank 0 gets elements [a, b) of a moment (part 1: m1, 2: m2) in into[b - a], each rank sending the part of it in
+// its chunk (chunks are in rank order, so the parts end to end are the whole). Every rank calls it alike.
+static int gather_range(GpuTrainer *g, int part, size_t a, size_t b, float *into) {
+    size_t lo = a > g->lo ? a : g->lo, hi = b < g->hi ? b : g->hi, mine = hi > lo ? hi - lo : 0,
+           *each = ld_xcalloc((size_t)g->world, sizeof(size_t));
+    float *piece = ld_xmalloc(sizeof(float) * (mine ? mine : 1));
+    char *all = NULL;
+    int rc = mine && kc_download(piece, (part == 1 ? g->m1 : g->m2) + (lo - g->lo), sizeof(float) * mine)
                  ? failed("AdamW's state from the GPU")
-                 : dist_gather(g->dist, g->host + g->lo + at, sizeof(float) * len, &all, each, "gathering the optimiser's state");
-        for (int r = 0; !rc && all && r < g->world; r++)  // rank 0: rank r's piece at its place in the whole
-            memcpy(g->host + (size_t)r * chunk + at, all + (size_t)r * sizeof(float) * len, sizeof(float) * len);
-        free(all);
-    }
-    free(each);
-    return rc;
+                 : 0;
+    if (!rc) rc = dist_gather(g->dist, piece, sizeof(float) * mine, &all, each, "gathering the optimiser's state");
+    size_t got = 0;
+    for (int r = 0; !rc && all && r < g->world; r++) got += each[r];
+    if (!rc && all && got != sizeof(float) * (b - a))
+        rc = (ld_set_error("gathering the optimiser's state: %zu bytes, not %zu", got, sizeof(float) * (b - a)), -1);
+    if (!rc && all) memcpy(into, all, got);
+    free(all), free(piece), free(each);
+    return rc ? -1 : 0;
 }
 
-// One moment of every parameter into opt's arrays (m: m1 into opt->m, else m2 into opt->s): straight from the
-// device, or with ZeRO-1 through rank 0's staging buffer (the other ranks' opt receive nothing).
-static int moment_to_host(GpuTrainer *g, AdamW *opt, int m) {
-    const float *dev = m ? g->m1 : g->m2;
-    float **into = m ? opt->m : opt->s;
-    if (g->zero && gather_moment(g, dev)) return -1;
-    if (g->zero && g->rank) return 0;
-    for (int k = 0; k < g->n_params; k++) {
-        size_t off = (size_t)(g->params[k].p - g->values), bytes = sizeof(float) * g->params[k].n;
-        if (g->zero)
-            memcpy(into[k], g->host + off, bytes);
-        else if (kc_download(into[k], dev + off, bytes))
-            return failed("AdamW's state from the GPU");
-    }
+// One moment of parameter k, whole, into into[n] (rank 0): from this device, or with ZeRO-1 a piece at a time from
+// every rank's chunk (the other ranks call it too, into NULL).
+static int moment_of(GpuTrainer *g, int part, int k, float *into) {
+    size_t off = (size_t)(g->params[k].p - g->values), n = g->params[k].n;
+    if (!g->zero) return kc_download(into, (part == 1 ? g->m1 : g->m2) + off, sizeof(float) * n) ? failed("AdamW's state from the GPU") : 0;
+    for (size_t at = 0; at < n; at += HOST_PIECE)
+        if (gather_range(g, part, off + at, off + (n - at < HOST_PIECE ? n : at + HOST_PIECE), into ? into + at : NULL)) return -1;
     return 0;
 }
 
-int gpu_trainer_save_state(GpuTrainer *g, AdamW *opt) {
-    if (gpu_trainer_values(g, opt->v, opt->n) || have_moments(g)) return -1;
-    if (!g->host) g->host = ld_xmalloc(sizeof(float) * (g->n + PAD_ROOM));
-    if (moment_to_host(g, opt, 1) || moment_to_host(g, opt, 0)) return -1;
-    opt->step = g->step;
-    return 0;
-}
+static int moment_out(int part, int k, float *dst, void *ctx) { return moment_of(ctx, part, k, dst); }
 
-int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt) {
+int gpu_trainer_write_state(GpuTrainer *g, AdamW *opt, const char *path) {
     if (!same_params(g, opt->v, opt->n) || have_moments(g)) return -1;
-    for (int k = 0; k < g->n_params; k++) {
-        size_t a, b, off = (size_t)(g->params[k].p - g->values);
-        in_chunk(g, k, &a, &b);
-        size_t bytes = sizeof(float) * (b > a ? b - a : 0);
-        if (kc_upload(g->params[k].p, opt->v[k].p, sizeof(float) * opt->v[k].n) ||
-            (bytes && (kc_upload(g->m1 + (a - g->lo), opt->m[k] + (a - off), bytes) ||
-                       kc_upload(g->m2 + (a - g->lo), opt->s[k] + (a - off), bytes))))
-            return failed("the optimiser's state to the GPU");
+    if (g->rank) {  // ZeRO-1: this rank's chunks, in the order rank 0 writes the moments
+        for (int part = 1; part <= 2 && g->zero; part++)
+            for (int k = 0; k < g->n_params; k++)
+                if (moment_of(g, part, k, NULL)) return -1;
+        return 0;
     }
+    if (gpu_trainer_values(g, opt->v, opt->n)) return -1;
+    opt->step = g->step;
+    return adamw_save_with(opt, path, moment_out, g);
+}
+
+// The part of a moment of parameter k in this rank's chunk, from the whole all[n] to the device.
+static int moment_in(int part, int k, const float *all, void *ctx) {
+    GpuTrainer *g = ctx;
+    size_t a, b, off = (size_t)(g->params[k].p - g->values);
+    in_chunk(g, k, &a, &b);
+    if (a < b && kc_upload((part == 1 ? g->m1 : g->m2) + (a - g->lo), all + (a - off), sizeof(float) * (b - a)))
+        return failed("the optimiser's state to the GPU");
+    return 0;
+}
+
+int gpu_trainer_read_state(GpuTrainer *g, AdamW *opt, const char *path) {
+    if (!same_params(g, opt->v, opt->n) || have_moments(g) || adamw_load_with(opt, path, moment_in, g)) return -1;
+    for (int k = 0; k < g->n_params; k++)
+        if (kc_upload(g->params[k].p, opt->v[k].p, sizeof(float) * opt->v[k].n)) return failed("the optimiser's state to the GPU");
     g->step = opt->step;
     return refresh_bf16(g);
 }

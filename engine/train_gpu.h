@@ -39,7 +39,10 @@ double gpu_trainer_adamw(GpuTrainer *g, float lr, float beta1, float beta2, floa
 // The trained values into host parameters of the same order and shapes as the ones given at creation (n of them).
 int gpu_trainer_values(GpuTrainer *g, const Param *host, int n);
 int gpu_trainer_download(GpuTrainer *g, Lora *lora);  // the adapter into `lora` (same shape). 0, or -1
-// Values, moments and step to/from a host optimiser over the same parameters (checkpoints, resume). With ZeRO-1 the
-// save is collective: every rank calls it, and rank 0's opt receives every rank's moments.
-int gpu_trainer_save_state(GpuTrainer *g, AdamW *opt);
-int gpu_trainer_load_state(GpuTrainer *g, const AdamW *opt);
+// A checkpoint's state file (adamw_save's): every rank calls it, rank 0 writes path. The values go through opt's
+// host parameters (same order and shapes as at creation), the moments from the devices into the file one
+// parameter at a time (with ZeRO-1 each rank's chunk gathered on rank 0), so no rank keeps a host copy of them.
+int gpu_trainer_write_state(GpuTrainer *g, AdamW *opt, const char *path);
+// Reads one (every rank, from a filesystem they share): values through opt's parameters, each rank's part of the
+// moments from the file's mapping to its device, and the step.
+int gpu_trainer_read_state(GpuTrainer *g, AdamW *opt, const char *path);

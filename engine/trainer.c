@@ -26,8 +26,8 @@ typedef struct {
     float (*loss)(struct Trainer *t, const TrainBatch *b, int *n_counted, int training);
     int (*scale_grad)(struct Trainer *t, float s);
     double (*adamw)(struct Trainer *t, float lr);
-    int (*state_to_host)(struct Trainer *t);  // before a checkpoint is written (every rank: ZeRO-1 on GPUs gathers)
-    int (*state_from_host)(struct Trainer *t);  // after one is read
+    int (*write_state)(struct Trainer *t, const char *path);  // a checkpoint's state file: every rank calls it, rank 0 writes
+    int (*read_state)(struct Trainer *t, const char *path);  // every rank reads one
     int (*values_to_host)(struct Trainer *t);  // before the result is written (rank 0 alone)
     int (*sum_grad)(struct Trainer *t);  // every rank's gradients summed on every rank (more than one rank)
 } StepOps;
@@ -100,7 +100,43 @@ static double cpu_adamw(Trainer *t, float lr) {
     if (t->zero) return sharded_adamw(t, lr);
     return adamw_step(t->opt, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
 }
-static int cpu_state(Trainer *t) { return (void)t, 0; }  // the optimiser's state is the host's already
+// ZeRO-1's moments, every rank's chunk of each, whole on rank 0 (the checkpoint is the same whatever the ranks, so
+// a resume may take another count). 0, or -1 with an error.
+static int gather_state(Trainer *t, AdamW *whole) {
+    const AdamW *o = t->opt;
+    *whole = (AdamW){o->v,
+                     o->n,
+                     ld_xcalloc((size_t)o->n, sizeof(float *)),
+                     ld_xcalloc((size_t)o->n, sizeof(float *)),
+                     ld_xcalloc((size_t)o->n, sizeof(size_t)),
+                     ld_xcalloc((size_t)o->n, sizeof(size_t)),
+                     o->step};
+    size_t *each = ld_xcalloc((size_t)t->world, sizeof(size_t));
+    int rc = 0;
+    for (int i = 0; i < o->n && !rc; i++) {
+        whole->hi[i] = o->v[i].n;
+        size_t bytes = sizeof(float) * (o->hi[i] - o->lo[i]);
+        rc = dist_gather(t->dist, o->m[i], bytes, (char **)&whole->m[i], each, "gathering the optimiser's state") ||
+             dist_gather(t->dist, o->s[i], bytes, (char **)&whole->s[i], each, "gathering the optimiser's state");
+    }
+    free(each);
+    return rc ? -1 : 0;
+}
+
+static void free_gathered(AdamW *whole) {
+    for (int i = 0; i < whole->n; i++) free(whole->m[i]), free(whole->s[i]);
+    free(whole->m), free(whole->s), free(whole->lo), free(whole->hi);
+}
+
+static int cpu_write_state(Trainer *t, const char *path) {
+    if (!t->zero) return t->rank ? 0 : adamw_save(t->opt, path);
+    AdamW whole;
+    int rc = gather_state(t, &whole) || (!t->rank && adamw_save(&whole, path));
+    free_gathered(&whole);
+    return rc ? -1 : 0;
+}
+static int cpu_read_state(Trainer *t, const char *path) { return adamw_load(t->opt, path); }
+static int cpu_values(Trainer *t) { return (void)t, 0; }  // the trained values are the host's already
 static int cpu_sum_grad(Trainer *t) {
     for (int k = 0; k < t->opt->n; k++)
         if (t->zero ? dist_reduce_scatter_f32(t->dist, t->opt->v[k].g, t->opt->v[k].n, "the gradients' reduce-scatter")
@@ -108,7 +144,8 @@ static int cpu_sum_grad(Trainer *t) {
             return -1;
     return 0;
 }
-static const StepOps k_cpu_steps = {cpu_zero_grad, cpu_loss, cpu_scale_grad, cpu_adamw, cpu_state, cpu_state, cpu_state, cpu_sum_grad};
+static const StepOps k_cpu_steps = {cpu_zero_grad,   cpu_loss,       cpu_scale_grad, cpu_adamw,
+                                    cpu_write_state, cpu_read_state, cpu_values,     cpu_sum_grad};
 
 static int gpu_zero_grad(Trainer *t) { return gpu_trainer_zero_grad(t->gpu); }
 static float gpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
@@ -118,11 +155,12 @@ static int gpu_scale_grad(Trainer *t, float s) { return gpu_trainer_scale_grad(t
 static double gpu_adamw(Trainer *t, float lr) {
     return gpu_trainer_adamw(t->gpu, lr, 0.9f, 0.999f, 1e-8f, (float)t->o->weight_decay, (float)t->o->max_grad_norm);
 }
-static int gpu_to_host(Trainer *t) { return gpu_trainer_save_state(t->gpu, t->opt); }
-static int gpu_from_host(Trainer *t) { return gpu_trainer_load_state(t->gpu, t->opt); }
+static int gpu_write_state(Trainer *t, const char *path) { return gpu_trainer_write_state(t->gpu, t->opt, path); }
+static int gpu_read_state(Trainer *t, const char *path) { return gpu_trainer_read_state(t->gpu, t->opt, path); }
 static int gpu_values(Trainer *t) { return gpu_trainer_values(t->gpu, t->opt->v, t->opt->n); }
 static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu); }
-static const StepOps k_gpu_steps = {gpu_zero_grad, gpu_loss, gpu_scale_grad, gpu_adamw, gpu_to_host, gpu_from_host, gpu_values, gpu_sum_grad};
+static const StepOps k_gpu_steps = {gpu_zero_grad,   gpu_loss,       gpu_scale_grad, gpu_adamw,
+                                    gpu_write_state, gpu_read_state, gpu_values,     gpu_sum_grad};
 
 // ---- data ---------------------------------------------------------------------------------------------------
 
@@ -303,6 +341,7 @@ static int pick_device(Trainer *t) {
         return -1;
     }
     t->ops = &k_gpu_steps;
+    adamw_drop_moments(t->opt);  // AdamW's state lives on the device; checkpoints stream it (gpu_trainer_write_state)
     int nccl = dist_device_collectives(t->dist);
     t->summed |= nccl;
     if ((nccl && dist_wait_for_all(t->dist, "waiting for every rank's GPU")) || gpu_trainer_distribute(t->gpu, t->dist, nccl, t->zero))
@@ -360,22 +399,19 @@ static void remove_old_states(const char *ck, const char *keep) {
     if (d) closedir(d);
 }
 
-static int save_checkpoint(const char *dir, const AdamW *opt, int step, int world) {
-    char *ck = ld_path_join(dir, "checkpoint"), name[64], *tmp;
-    snprintf(name, sizeof name, "state-%d.safetensors", step);
-    char *st = ld_path_join(ck, name), *js = ld_path_join(ck, "state.json");
-    int rc = ld_mkdir_p(ck) || adamw_save(opt, st) ? -1 : 0;
-    FILE *f = rc ? NULL : ld_atomic_open(js, &tmp);
-    if (f) rc = ld_atomic_commit(f, tmp, js, fprintf(f, "{\"step\": %d, \"state\": \"%s\", \"ranks\": %d}\n", step, name, world) > 0);
-    else rc = -1;
+// After the state file: state.json names it, and the older ones go.
+static int commit_checkpoint(const char *ck, const char *name, int step, int world) {
+    char *js = ld_path_join(ck, "state.json"), *tmp;
+    FILE *f = ld_atomic_open(js, &tmp);
+    int rc = !f || ld_atomic_commit(f, tmp, js, fprintf(f, "{\"step\": %d, \"state\": \"%s\", \"ranks\": %d}\n", step, name, world) > 0);
     if (!rc) remove_old_states(ck, name);
     else ld_set_error("%s: cannot write the checkpoint", ck);
-    free(st), free(js), free(ck);
-    return rc;
+    free(js);
+    return rc ? -1 : 0;
 }
 
-static int load_checkpoint(const char *dir, AdamW *opt, int *step, int *world) {
-    char *ck = ld_path_join(dir, "checkpoint"), *js = ld_path_join(ck, "state.json");
+static int load_checkpoint(Trainer *t, int *step, int *world) {
+    char *ck = ld_path_join(t->o->out, "checkpoint"), *js = ld_path_join(ck, "state.json");
     int rc = -1;
     char *txt = ld_read_file(js, NULL);
     cJSON *j = txt ? cJSON_Parse(txt) : NULL;
@@ -386,7 +422,8 @@ static int load_checkpoint(const char *dir, AdamW *opt, int *step, int *world) {
     const char *name = cJSON_IsString(file) && !strchr(file->valuestring, '/') ? file->valuestring : "state.safetensors";
     char *st = ld_path_join(ck, name);
     if (!cJSON_IsNumber(s)) ld_set_error("%s: no usable checkpoint to resume from", ck);
-    else if (!adamw_load(opt, st)) rc = 0, *step = s->valueint;
+    else if (!t->ops->read_state(t, st))
+        rc = 0, *step = s->valueint;
     cJSON_Delete(j);
     free(txt), free(ck), free(st), free(js);
     return rc;
@@ -411,42 +448,20 @@ static int trim_metrics(const char *path, int upto) {
     return ld_atomic_commit(f, tmp, path, ok);
 }
 
-// ZeRO-1's moments, every rank's chunk of each, whole on rank 0 (the checkpoint is the same whatever the ranks, so
-// a resume may take another count). 0, or -1 with an error.
-static int gather_state(Trainer *t, AdamW *whole) {
-    const AdamW *o = t->opt;
-    *whole = (AdamW){o->v, o->n, ld_xcalloc((size_t)o->n, sizeof(float *)), ld_xcalloc((size_t)o->n, sizeof(float *)),
-                     ld_xcalloc((size_t)o->n, sizeof(size_t)), ld_xcalloc((size_t)o->n, sizeof(size_t)), o->step};
-    size_t *each = ld_xcalloc((size_t)t->world, sizeof(size_t));
-    int rc = 0;
-    for (int i = 0; i < o->n && !rc; i++) {
-        whole->hi[i] = o->v[i].n;
-        size_t bytes = sizeof(float) * (o->hi[i] - o->lo[i]);
-        rc = dist_gather(t->dist, o->m[i], bytes, (char **)&whole->m[i], each, "gathering the optimiser's state") ||
-             dist_gather(t->dist, o->s[i], bytes, (char **)&whole->s[i], each, "gathering the optimiser's state");
-    }
-    free(each);
-    return rc ? -1 : 0;
-}
-
-static void free_gathered(AdamW *whole) {
-    for (int i = 0; i < whole->n; i++) free(whole->m[i]), free(whole->s[i]);
-    free(whole->m), free(whole->s), free(whole->lo), free(whole->hi);
-}
-
-// Every rank takes part (ZeRO-1's moments are gathered first); rank 0 writes, the others wait for it.
+// Every rank takes part (its ops write the state file, ZeRO-1's moments gathered on rank 0); rank 0 then names it
+// in state.json, the others waiting for it.
 static int write_checkpoint(Trainer *t, int step) {
-    AdamW whole;
-    int host_shards = t->zero && !t->gpu;  // (a GPU trainer gathers its own into rank 0's optimiser)
-    if (host_shards && gather_state(t, &whole)) return -1;
-    int rc = t->ops->state_to_host(t) || (!t->rank && save_checkpoint(t->o->out, host_shards ? &whole : t->opt, step, t->world));
-    if (host_shards) free_gathered(&whole);
+    char *ck = ld_path_join(t->o->out, "checkpoint"), name[64];
+    snprintf(name, sizeof name, "state-%d.safetensors", step);
+    char *st = ld_path_join(ck, name);
+    int rc = (!t->rank && ld_mkdir_p(ck)) || t->ops->write_state(t, st) || (!t->rank && commit_checkpoint(ck, name, step, t->world));
+    free(st), free(ck);
     return rc || dist_wait_for_all(t->dist, "waiting for rank 0's checkpoint") ? -1 : 0;
 }
 
 // Every rank reads the checkpoint (DIR on a filesystem they share); rank 0's step is checked against each rank's.
 int trainer_resume(Trainer *t) {
-    if (load_checkpoint(t->o->out, t->opt, &t->start_step, &t->resumed_world) || t->ops->state_from_host(t)) return -1;
+    if (load_checkpoint(t, &t->start_step, &t->resumed_world)) return -1;
     int step0 = t->start_step;
     if (dist_bcast(t->dist, &step0, sizeof step0, "the checkpoint's step")) return -1;
     if (step0 != t->start_step) {

@@ -2,7 +2,7 @@
 # Data-parallel training on the GPU path with NCCL, on the CUDA emulator (tests/test_dist_emu.sh BUILD_DIR SOURCE_DIR):
 # two emulated GPUs, one rank each, summing over the emulator's NCCL, against one emulated GPU; ranks started by hand
 # meeting over TCP; a rank stopped inside NCCL's all-reduce; full fine-tuning with ZeRO-1 against one GPU, the CPU and
-# --zero 0, and its checkpoint resumed on one GPU. (The CPU path over MPI is tests/test_dist.sh.)
+# --zero 0, and its checkpoint resumed on one GPU and on two. (The CPU path over MPI is tests/test_dist.sh.)
 source "$(dirname "$0")/harness.sh"
 source "$(dirname "$0")/dist_harness.sh"
 # --gpus N starts its ranks with mpirun, and ranks_of finds them by OpenMPI's rank variable
@@ -62,5 +62,10 @@ rm -rf "$T/gfullr" && cp -r "$T/gfull2" "$T/gfullr" && rm -rf "$T/gfullr/model"
 grep -q "written by 2 ranks, this run has 1" "$T/gfullr.err" &&
   same "ZeRO-1's GPU checkpoint resumed on one GPU vs the uninterrupted run" "$T/gfullr" "$T/gfull1" ||
   bad "resuming ZeRO-1's GPU checkpoint on one GPU: $(grep -v 'train: step' "$T/gfullr.err" | tail -3)"
+# and on two again: each rank takes its chunk of the moments from the file straight to its device
+rm -rf "$T/gfullr2" && cp -r "$T/gfull2" "$T/gfullr2" && rm -rf "$T/gfullr2/model"
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --out "$T/gfullr2" --resume 2>"$T/gfullr2.err"
+grep -q "resum" "$T/gfullr2.err" && same "ZeRO-1's GPU checkpoint resumed on 2 GPUs vs the uninterrupted run: exactly" "$T/gfullr2" "$T/gfull2" --tol 0 ||
+  bad "resuming ZeRO-1's GPU checkpoint on 2 GPUs: $(grep -v 'train: step' "$T/gfullr2.err" | tail -3)"
 
 finish

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cuda_device.h"
 #include "optim.h"
@@ -73,14 +74,32 @@ static void check(const char *name, float dropout, int bf16) {
             if (step == 0) printf("%-12s%s step 1: loss CPU %.6f GPU %.6f, grad norm CPU %.6f GPU %.6f\n", name, tag, lc, lg, nc, ngpu);
             CHECK(fabs(ngpu - nc) / nc < adapter_bound, "%s%s step %d: grad norm GPU %.7f CPU %.7f", name, tag, step, ngpu, nc);
         }
-        // the state round trip a checkpoint makes: into the host optimiser, into a fresh trainer, back out again
+        // the state round trip a checkpoint makes: into a state file (the moments streamed from the device), into a
+        // fresh trainer, and out again into the same bytes; the moments in the file are the CPU optimiser's
         Param *ps2;
         Lora *g2 = lora_new(&m->cfg, 4, 8.0f, 0, all);
-        lora_params(gpu_out, g2, &ps2);  // the host arrays the state lands in: gpu_out's A and B, fresh moments
+        lora_params(gpu_out, g2, &ps2);  // the host arrays the values land in: gpu_out's A and B
         AdamW *saved = adamw_new(ps2, n);
-        CHECK(gpu_trainer_save_state(g, saved) == 0 && saved->step == 10, "%s: save state: %s", name, ld_last_error());
+        adamw_drop_moments(saved);  // as the trainer keeps it: the moments only on the device
+        char dir[] = "/tmp/ld_gpu_state_XXXXXX", *first = NULL, *again = NULL;
+        CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+        if (dir[0]) first = ld_path_join(dir, "a.safetensors"), again = ld_path_join(dir, "b.safetensors");
+        CHECK(gpu_trainer_write_state(g, saved, first) == 0 && saved->step == 10, "%s: save state: %s", name, ld_last_error());
+        Param *ps3;
+        Lora *vals = lora_new(&m->cfg, 4, 8.0f, 0, all), *g3 = lora_new(&m->cfg, 4, 8.0f, 0, all);
+        lora_params(vals, g3, &ps3);
+        AdamW *read = adamw_new(ps3, n);
+        CHECK(adamw_load(read, first) == 0, "%s: the state file: %s", name, ld_last_error());
+        double mnum = 0, mden = 0;
+        for (int k = 0; k < n; k++)
+            for (size_t j = 0; j < read->v[k].n; j++) {
+                double dm = (double)read->m[k][j] - opt->m[k][j], ds = (double)read->s[k][j] - opt->s[k][j];
+                mnum += dm * dm + ds * ds, mden += (double)opt->m[k][j] * opt->m[k][j] + (double)opt->s[k][j] * opt->s[k][j];
+            }
+        CHECK(read->step == 10 && sqrt(mnum / mden) < adapter_bound, "%s%s: the file's moments differ from the CPU's (%.3e, step %d)", name,
+              tag, sqrt(mnum / mden), read->step);
         GpuTrainer *fresh = gpu_trainer_new(m, gpu_out, bf16 ? LD_BF16 : LD_F32);
-        CHECK(fresh && gpu_trainer_load_state(fresh, saved) == 0, "%s: load state: %s", name, ld_last_error());
+        CHECK(fresh && gpu_trainer_read_state(fresh, saved, first) == 0, "%s: load state: %s", name, ld_last_error());
         Lora *back = lora_new(&m->cfg, 4, 8.0f, 0, all);
         if (fresh) CHECK(gpu_trainer_download(fresh, back) == 0, "%s: %s", name, ld_last_error());
         int same = 1;
@@ -88,6 +107,15 @@ static void check(const char *name, float dropout, int bf16) {
             same &= !memcmp(back->w[i].A, gpu_out->w[i].A, sizeof(float) * 4 * (size_t)back->w[i].in) &&
                     !memcmp(back->w[i].B, gpu_out->w[i].B, sizeof(float) * 4 * (size_t)back->w[i].out);
         CHECK(same, "%s: the adapter does not survive the save/load round trip", name);
+        size_t la = 0, lb = 0;
+        char *fa = ld_read_file(first, &la), *fb = NULL;
+        if (fresh && gpu_trainer_write_state(fresh, saved, again) == 0) fb = ld_read_file(again, &lb);
+        CHECK(fa && fb && la == lb && !memcmp(fa, fb, la), "%s: a state read back writes other bytes (%zu vs %zu)", name, la, lb);
+        free(fa), free(fb);
+        remove(first), remove(again), rmdir(dir);
+        free(first), free(again);
+        adamw_free(read);
+        lora_free(vals), lora_free(g3);
         gpu_trainer_free(fresh);
         adamw_free(saved);
         lora_free(g2), lora_free(back);
@@ -161,8 +189,11 @@ static void check_full(const char *name, int bf16) {
         norm_diff_sum += norm_diff;
         CHECK(norm_diff < (bf16 ? 0.15 : bound * 5), "%s full%s step %d: grad norm GPU %.7f CPU %.7f", name, tag, step, ngpu, nc);
     }
-    if (g) {
-        CHECK(gpu_trainer_save_state(g, saved) == 0 && saved->step == 10, "%s full: save state: %s", name, ld_last_error());
+    char dir[] = "/tmp/ld_gpu_full_state_XXXXXX", *file = mkdtemp(dir) ? ld_path_join(dir, "state.safetensors") : NULL;
+    CHECK(file != NULL, "mkdtemp");
+    adamw_drop_moments(saved);  // as the trainer keeps it: the moments only on the device
+    if (g && file) {
+        CHECK(gpu_trainer_write_state(g, saved, file) == 0 && saved->step == 10, "%s full: save state: %s", name, ld_last_error());
         for (int k = 0; k < n; k++)
             for (size_t j = 0; j < ps[k].n; j++)
                 num += ((double)pg[k].p[j] - ps[k].p[j]) * ((double)pg[k].p[j] - ps[k].p[j]), den += (double)ps[k].p[j] * ps[k].p[j];
@@ -172,7 +203,7 @@ static void check_full(const char *name, int bf16) {
               "%s full%s: GPU drifts from the CPU (loss %.3e, weights %.3e, grad norms %.3e on average)", name, tag, worst, sqrt(num / den),
               norm_diff_sum / 10);
         fresh = gpu_trainer_new(mg, NULL, wt);  // from the saved values (mg's arrays), then the saved moments
-        CHECK(fresh && gpu_trainer_load_state(fresh, saved) == 0, "%s full: load state: %s", name, ld_last_error());
+        CHECK(fresh && gpu_trainer_read_state(fresh, saved, file) == 0, "%s full: load state: %s", name, ld_last_error());
     }
     if (fresh) {  // one more step on each: the same loss, norm and weights, bit for bit
         gpu_trainer_zero_grad(g), gpu_trainer_zero_grad(fresh);
@@ -184,6 +215,8 @@ static void check_full(const char *name, int bf16) {
         for (int k = 0; k < n && same; k++) same = !memcmp(ps[k].p, pg[k].p, sizeof(float) * ps[k].n);
         CHECK(same, "%s full: a trainer resumed from the saved state does not go on as the first (loss %.8f / %.8f)", name, l1, l2);
     }
+    if (file) remove(file), rmdir(dir);
+    free(file);
     gpu_trainer_free(g), gpu_trainer_free(fresh);
     adamw_free(opt), adamw_free(saved);
     free((void *)b.tokens), free((void *)b.targets), free((void *)b.positions), free((void *)b.starts);

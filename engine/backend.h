@@ -24,9 +24,10 @@ typedef struct Backend {
     int (*download)(void *host, const void *src, size_t bytes);
     int (*copy)(float *dst, const float *src, size_t n);
     int (*fill)(float *x, float value, size_t n);
-    // activations kept between the passes in bf16 (n values); NULL where the backend keeps them as they are
-    int (*to_bf16)(void *dst, const float *src, size_t n);
-    int (*from_bf16)(float *dst, const void *src, size_t n);
+    // activations kept between the passes in bf16: each run's n values, the runs together in one op; NULL where the
+    // backend keeps them as they are
+    int (*to_bf16)(const LdConvertRun *runs, int count);
+    int (*from_bf16)(const LdConvertRun *runs, int count);
     // ops
     int (*embedding)(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
     int (*embedding_backward)(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);

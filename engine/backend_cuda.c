@@ -31,8 +31,8 @@ const Backend ld_backend_cuda = {
     .download = kc_download,
     .copy = kc_copy,
     .fill = kc_fill,
-    .to_bf16 = kc_to_bf16,
-    .from_bf16 = kc_from_bf16,
+    .to_bf16 = kc_to_bf16_runs,
+    .from_bf16 = kc_from_bf16_runs,
     LD_BACKEND_OPS(CUDA_OP).attention = cuda_attention,
     .linear_cross_entropy = kc_linear_cross_entropy,
 };

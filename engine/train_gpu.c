@@ -105,16 +105,19 @@ static float *upload_table(const float *h, size_t n, int *err) {
     return d;
 }
 
-// Full fine-tuning in bf16: the matrices' copies, refreshed from their masters after every change to them.
+// Full fine-tuning in bf16: the matrices' copies, refreshed from their masters after every change to them (in
+// launches of KC_CONVERT_RUNS matrices).
 static int refresh_bf16(GpuTrainer *g) {
     if (!g->W16) return 0;
     ModelTensor *master, *copy;
-    int n = model_tensors(g->W, &master), rc = 0;
+    int n = model_tensors(g->W, &master), m = 0;
     model_tensors(g->W16, &copy);
-    for (int i = 0; i < n && !rc; i++)
+    LdConvertRun *runs = ld_xcalloc((size_t)n, sizeof *runs);
+    for (int i = 0; i < n; i++)
         if (master[i].lin)
-            rc = kc_to_bf16((void *)copy[i].lin->data, master[i].lin->data, (size_t)(master[i].rows * master[i].cols));
-    free(master), free(copy);
+            runs[m++] = (LdConvertRun){(void *)copy[i].lin->data, master[i].lin->data, (size_t)(master[i].rows * master[i].cols)};
+    int rc = kc_to_bf16_runs(runs, m);
+    free(runs), free(master), free(copy);
     return rc ? failed("the weights' bf16 copies") : 0;
 }
 

@@ -154,22 +154,24 @@ static int acts_kept(const ModelConfig *c, LayerActs *a, float ***field, size_t 
     return count;
 }
 
+// (one op for the block's buffers together)
 int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16) {
     const Backend *be = t->be;
     float **field[16];
     size_t width[16];
-    int count = acts_kept(t->cfg, a, field, width);
-    for (int i = 0; i < count; i++) {
-        size_t len = width[i] * (size_t)n;
-        void *to = be->alloc_scratch((to_bf16 ? 2 : 4) * (len ? len : 1));
-        if (!to || (to_bf16 ? be->to_bf16(to, *field[i], len) : be->from_bf16(to, *field[i], len))) {
-            be->release(to);
-            return -1;
-        }
-        be->release(*field[i]);
-        *field[i] = to;
+    LdConvertRun runs[16];
+    int count = acts_kept(t->cfg, a, field, width), made = 0, rc = 0;
+    for (; made < count && !rc; made++) {
+        size_t len = width[made] * (size_t)n;
+        runs[made] = (LdConvertRun){be->alloc_scratch((to_bf16 ? 2 : 4) * (len ? len : 1)), *field[made], len};
+        rc = !runs[made].dst;
     }
-    return 0;
+    if (!rc) rc = to_bf16 ? be->to_bf16(runs, count) : be->from_bf16(runs, count);
+    for (int i = 0; i < made; i++) {  // the converted buffers replace the kept ones; after a failure they go
+        be->release(rc ? runs[i].dst : *field[i]);
+        if (!rc) *field[i] = runs[i].dst;
+    }
+    return rc ? -1 : 0;
 }
 
 static void layer_acts_free(const Backend *be, LayerActs *a) {

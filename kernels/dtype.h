@@ -8,6 +8,13 @@
 #include <immintrin.h>
 #endif
 
+// One buffer of a batch converted between fp32 and bf16 by one op: n values from src to dst.
+typedef struct {
+    void *dst;
+    const void *src;
+    size_t n;
+} LdConvertRun;
+
 typedef enum {
     LD_F32,
     LD_F16,

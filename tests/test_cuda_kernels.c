@@ -218,6 +218,41 @@ static void test_bf16_convert(size_t n) {
     kc_free(dx), kc_free(dback), kc_free(d16);
 }
 
+// Many buffers of different lengths in one call (more than one launch's KC_CONVERT_RUNS, an empty one among them):
+// each converted as alone, bit for bit, and nothing past its end written.
+static void test_bf16_convert_runs(void) {
+    enum { COUNT = KC_CONVERT_RUNS + 3 };
+    LdConvertRun to[COUNT], from[COUNT];
+    float *x[COUNT];
+    size_t len[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        len[i] = i == 5 ? 0 : 1 + (size_t)(i * 7919) % 70001;
+        x[i] = rnd(len[i] + 1, 100);
+        to[i] = (LdConvertRun){kc_alloc(2 * (len[i] + 1)), up(x[i], sizeof(float) * (len[i] + 1)), len[i]};
+        from[i] = (LdConvertRun){poisoned(len[i] + 1), to[i].dst, len[i]};
+        uint16_t guard = 0x7fc1;  // a NaN that no conversion writes
+        kc_upload((uint16_t *)to[i].dst + len[i], &guard, 2);
+    }
+    check_rc(kc_to_bf16_runs(to, COUNT), "to_bf16 runs"), check_rc(kc_from_bf16_runs(from, COUNT), "from_bf16 runs");
+    kc_sync();
+    int same = 1;
+    for (int i = 0; i < COUNT; i++) {
+        uint16_t *want = bf16_bits(x[i], len[i] + 1), *got = malloc(2 * (len[i] + 1));
+        float *back = malloc(sizeof(float) * (len[i] + 1));
+        kc_download(got, to[i].dst, 2 * (len[i] + 1)), kc_download(back, from[i].dst, sizeof(float) * (len[i] + 1));
+        same &= !memcmp(got, want, 2 * len[i]) && got[len[i]] == 0x7fc1 && isnan(back[len[i]]);
+        for (size_t j = 0; j < len[i] && same; j++) {
+            float w = ld_bf16_to_f32(want[j]);
+            same = memcmp(&back[j], &w, 4) == 0;
+        }
+        free(want), free(got), free(back), free(x[i]);
+        kc_free(to[i].dst), kc_free((void *)to[i].src), kc_free(from[i].dst);
+    }
+    g_checks++;
+    printf("%s bf16 round trip of %d buffers in one call: %s\n", same ? "ok  " : "FAIL", COUNT, same ? "each as alone" : "DIFFERS");
+    if (!same) g_fail++;
+}
+
 static void test_adamw(size_t n) {
     float *p = rnd(n, 1), *m = rnd(n, 0.1f), *v = malloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++) v[i] = fabsf(frand()) * 0.01f;
@@ -878,6 +913,7 @@ int main(void) {
     test_elementwise(1000003);
     test_adamw(12345);
     test_bf16_convert(100003);
+    test_bf16_convert_runs();
     int hds[] = {64, 128, 256};
     for (int i = 0; i < 3; i++) {
         test_attention(45, 8, 2, hds[i], 0, 0.0f, 0);

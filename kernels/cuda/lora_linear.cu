@@ -1,7 +1,8 @@
 // The LoRA linear y = x·Wᵀ + bias + s·(x·Aᵀ)·Bᵀ forward and backward (dx accumulated, dA, dB; dW and dbias
 // accumulated when asked for: full fine-tuning). The contract of kernels/cpu/lora_linear.c.
 // fp32 W: cuBLAS sgemm in true fp32 (no TF32), the path the CPU reference is matched against at 1e-5.
-// bf16 W (mixed precision): the activation (x, or dy going back) is rounded to bf16 into a scratch buffer and
+// bf16 W (mixed precision): the activation (x, or dy going back: a group's dys in one launch) is rounded to bf16
+// into a scratch buffer and
 // the base GEMM runs on cuBLASLt (its plan made once per shape) with bf16 inputs, fp32 accumulation and an fp32
 // result; the low-rank path (r columns: a few percent of the work) stays fp32 on cuBLAS, so the adapter's master
 // weights and gradients never leave fp32.
@@ -13,6 +14,7 @@
 #include <cuda_bf16.h>
 
 #include "common.cuh"
+#include "convert.h"
 
 static cublasHandle_t g_blas;
 static cublasLtHandle_t g_lt;
@@ -156,16 +158,6 @@ static __nv_bfloat16 *rounded(const float *act, size_t n) {
     return a16;
 }
 
-// base_gemm_on, rounding the activation for a bf16 W first
-static int base_gemm(const char *what, int backward, float *C, const float *act, const void *W, LdDtype wt, int T, int in, int out,
-                     float beta) {
-    if (wt == LD_F32) return base_gemm_on(what, backward, C, act, NULL, W, wt, T, in, out, beta);
-    __nv_bfloat16 *a16 = rounded(act, (size_t)T * (backward ? out : in));
-    int rc = !a16 ? -1 : base_gemm_on(what, backward, C, act, a16, W, wt, T, in, out, beta);
-    kc_free(a16);
-    return rc;
-}
-
 static int check_type(const char *what, LdDtype wt) {
     if (wt == LD_F32 || wt == LD_BF16) return 0;
     kc_set_error_msg(what, "the base weight must be F32 or BF16 on the GPU");
@@ -209,22 +201,37 @@ extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, float *axT,
     return rc ? -1 : 0;
 }
 
-// One job's base products going back: dx += dy·W (dx NULL: not wanted), dW += dyᵀ·x (fp32 sgemm whatever W's
-// precision: a bf16 W is the copy of an fp32 master whose gradient this is), dbias += Σ_t dy (rows in order, as the
-// CPU's k_matmul_backward).
-static int base_backward(const LoraLinearGrad *j, float *dx, const float *x, int T, int in) {
-    if (dx && j->W && base_gemm("lora_linear_backward dx", 1, dx, j->dy, j->W, j->wt, T, in, j->out, 1.0f)) return -1;
+// One job's base products going back: dx += dy·W (dx NULL: not wanted; a bf16 W multiplies dy16, dy rounded),
+// dW += dyᵀ·x (fp32 sgemm whatever W's precision: a bf16 W is the copy of an fp32 master whose gradient this is),
+// dbias += Σ_t dy (rows in order, as the CPU's k_matmul_backward).
+static int base_backward(const LoraLinearGrad *j, const __nv_bfloat16 *dy16, float *dx, const float *x, int T, int in) {
+    if (dx && j->W && base_gemm_on("lora_linear_backward dx", 1, dx, j->dy, dy16, j->W, j->wt, T, in, j->out, 1.0f)) return -1;
     if (j->dW && gemm("lora_linear_backward dW", 1, 0, j->out, in, T, 1.0f, j->dy, j->out, x, in, 1.0f, j->dW, in)) return -1;
     return j->dbias ? kc_add_col_sums(j->dbias, j->dy, T, j->out) : 0;
 }
 
-extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x,
-                                        const float *axT, const float *A, float s, int T, int in, int r) {
-    if (blas()) return -1;
+// The dy of each job whose bf16 W multiplies it for dx, rounded in one launch into dy16[i] (NULL for the others;
+// the caller frees them). 0, or -1.
+static int rounded_dys(const LoraLinearGrad *jobs, int count, int T, __nv_bfloat16 **dy16) {
+    LdConvertRun runs[KC_CONVERT_RUNS];
     int m = 0;
     for (int i = 0; i < count; i++) {
         const LoraLinearGrad *j = &jobs[i];
-        if ((j->W && check_type("lora_linear_backward", j->wt)) || base_backward(j, dx, x, T, in)) return -1;
+        if (!j->W || j->wt != LD_BF16) continue;
+        size_t n = (size_t)T * j->out;
+        if (!(dy16[i] = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * (n ? n : 1)))) return -1;
+        runs[m++] = (LdConvertRun){dy16[i], j->dy, n};
+    }
+    return m ? kc_to_bf16_runs(runs, m) : 0;
+}
+
+// base_backward of every job, then the adapters' products
+static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bfloat16 *const *dy16, float *dx, float *dA, float *dyBT,
+                            const float *x, const float *axT, const float *A, float s, int T, int in, int r) {
+    int m = 0;
+    for (int i = 0; i < count; i++) {
+        const LoraLinearGrad *j = &jobs[i];
+        if (base_backward(j, dy16[i], dx, x, T, in)) return -1;
         if (!A || !j->B) continue;
         float *rows = dyBT + (size_t)m * r * T;
         const float *ax = axT + (size_t)m++ * r * T;
@@ -235,6 +242,21 @@ extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, f
     if (!m) return 0;
     if (dx && gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, 1.0f, dx, in)) return -1;
     return dA ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
+}
+
+extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x,
+                                        const float *axT, const float *A, float s, int T, int in, int r) {
+    if (blas()) return -1;
+    if (count > KC_CONVERT_RUNS) {
+        kc_set_error_msg("lora_linear_backward", "too many linears sharing one input");
+        return -1;
+    }
+    for (int i = 0; i < count; i++)
+        if (jobs[i].W && check_type("lora_linear_backward", jobs[i].wt)) return -1;
+    __nv_bfloat16 *dy16[KC_CONVERT_RUNS] = {0};
+    int rc = (dx && rounded_dys(jobs, count, T, dy16)) || linears_backward(jobs, count, dy16, dx, dA, dyBT, x, axT, A, s, T, in, r);
+    for (int i = 0; i < count; i++) kc_free(dy16[i]);
+    return rc ? -1 : 0;
 }
 
 // dx NULL: no dx products (the fused head may want dW alone).

@@ -49,7 +49,7 @@ typedef struct Backend {
     // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL
     int (*attention)(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
                      const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
-    // over a packed batch, given the forward's out and lse: dq written, dk/dv accumulated
+    // over a packed batch, given the forward's out and lse: dq, dk, dv written
     int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                               const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
                               float scale, float softcap);

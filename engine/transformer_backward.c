@@ -199,8 +199,6 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
     TRY(branch_grad(b, w->post_attn_norm, gw ? gw->post_attn_norm : NULL, a->o_pre, &dob));
     TRY(be->fill(b->datt, 0, (size_t)n * qd));
     TRY(linear_backward(b, l, LT_O, b->datt, dob, a->att, a->ax[LT_O], &w->wo, gw ? &gw->wo : NULL, gw ? gw->bo : NULL, qd, D));
-    TRY(be->fill(b->dk, 0, (size_t)n * kvd));
-    TRY(be->fill(b->dv, 0, (size_t)n * kvd));
     const int *lo = c->layer_local[l] ? b->p->lo_local : b->p->lo_global;
     TRY(be->attention_backward(b->dq, b->dk, b->dv, b->datt, a->q, a->k, a->v, a->att, a->lse, lo, b->p->hi, n, Hq, Hkv, hd, c->attn_scale,
                                c->attn_softcap));

@@ -118,7 +118,8 @@ void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh,
 // y = cap·tanh(x/cap) given y: dx = dy · (1 − (y/cap)²), in place on dy allowed
 void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
 // Attention backward over the same per-token key ranges as k_attention (keys/values of a training batch live
-// in one [positions, Hkv*hd] buffer). dq is written; dk/dv (same layout as k/v) are accumulated.
+// in one [positions, Hkv*hd] buffer). dq, dk and dv [T, Hkv*hd] (k/v's layout) are written whole (a key row no query
+// sees gets zeros), so none needs clearing first.
 void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                           const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
 // Mean cross-entropy over rows whose target is not ignore_index; dlogits = (softmax − onehot) / n_counted

@@ -329,7 +329,8 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     int stride = Hkv * hd;
     size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * stride;
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *dout = rnd(nq, 1);
-    float *rdq = malloc(sizeof(float) * nq), *rdk = calloc(nk, sizeof(float)), *rdv = calloc(nk, sizeof(float));
+    float *rdq = malloc(sizeof(float) * nq), *rdk = malloc(sizeof(float) * nk), *rdv = malloc(sizeof(float) * nk);
+    for (size_t i = 0; i < nk; i++) rdk[i] = rdv[i] = NAN;  // written whole, never accumulated into
     int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T);
     for (int t = 0; t < T; t++) {
         hi[t] = t, lo[t] = t / rec * rec;
@@ -340,8 +341,7 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     float *dq_ = up(q, sizeof(float) * nq), *dk_ = up(k, sizeof(float) * nk), *dv_ = up(v, sizeof(float) * nk),
           *ddo = up(dout, sizeof(float) * nq);
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
-    float *gq = poisoned(nq), *gk = kc_alloc(sizeof(float) * nk), *gv = kc_alloc(sizeof(float) * nk);
-    kc_fill(gk, 0, nk), kc_fill(gv, 0, nk);
+    float *gq = poisoned(nq), *gk = poisoned(nk), *gv = poisoned(nk);
     float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
     check_rc(kc_attention_packed(gout, glse, dq_, dk_, dv_, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
     check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),

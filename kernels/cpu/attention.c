@@ -1,6 +1,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../kernels.h"
 
@@ -55,6 +56,7 @@ void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
         if ((size_t)kv_hi[t] + 1 > kv_n) kv_n = (size_t)kv_hi[t] + 1;
     }
     kv_n *= (size_t)kv_stride;
+    memset(dk, 0, sizeof(float) * (size_t)T * kv_stride), memset(dv, 0, sizeof(float) * (size_t)T * kv_stride);
     // Queries are split across threads; each sums its dk/dv privately (rows are shared between queries) and
     // the shares are added in thread order afterwards, so results do not depend on timing.
     int nt = omp_get_max_threads();

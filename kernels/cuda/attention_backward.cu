@@ -5,7 +5,7 @@
 //   3. dq: a block per (32 queries, head) walks their key tiles, recomputing p = exp(s − lse) and
 //      ds = p·(dout·v − delta) (through the soft-cap and the scale), dq += ds·k;
 //   4. dk, dv: a block per (32 keys, kv head) walks the query tiles of every head in its group that see those keys:
-//      dv += p·dout, dk += ds·q, summed in registers and added to dk/dv once.
+//      dv = Σ p·dout, dk = Σ ds·q, summed in registers and written to dk/dv once (a block owns its rows).
 // Step 4 finds the queries that see a key tile by binary search, so kv_lo and kv_hi must not decrease along the
 // batch (true of causal packed records, with or without a window).
 #include <math.h>
@@ -173,7 +173,7 @@ __global__ static void __launch_bounds__(ATT_THREADS)
 #pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) {
             int d = lane + 32 * c;
-            if (d < hd) dk[at + d] += accK[r][c], dv[at + d] += accV[r][c];
+            if (d < hd) dk[at + d] = accK[r][c], dv[at + d] = accV[r][c];
         }
     }
 }

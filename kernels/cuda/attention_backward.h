@@ -3,7 +3,7 @@
 #pragma once
 #include <stddef.h>
 
-// Backward of kc_attention_packed given its out and lse: dq written, dk/dv accumulated. kv_lo and kv_hi must not
+// Backward of kc_attention_packed given its out and lse: dq, dk and dv written whole. kv_lo and kv_hi must not
 // decrease along the batch (causal packed records, windows).
 int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                           const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,

@@ -344,6 +344,9 @@ static int gather_range(GpuTrainer *g, int part, size_t a, size_t b, float *into
            *each = ld_xcalloc((size_t)g->world, sizeof(size_t));
     float *piece = ld_xmalloc(sizeof(float) * (mine ? mine : 1));
     char *all = NULL;
+    // the others wait for rank 0 with no deadline (it writes the file between gathers), so the gather's deadline
+    // measures a rank that hung, not rank 0's disk
+    if (dist_wait_for_all(g->dist, "waiting for rank 0 to write the checkpoint")) return free(piece), free(each), -1;
     int rc = mine && kc_download(piece, (part == 1 ? g->m1 : g->m2) + (lo - g->lo), sizeof(float) * mine)
                  ? failed("AdamW's state from the GPU")
                  : 0;

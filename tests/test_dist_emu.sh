@@ -65,7 +65,19 @@ grep -q "written by 2 ranks, this run has 1" "$T/gfullr.err" &&
 # and on two again: each rank takes its chunk of the moments from the file straight to its device
 rm -rf "$T/gfullr2" && cp -r "$T/gfull2" "$T/gfullr2" && rm -rf "$T/gfullr2/model"
 LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --out "$T/gfullr2" --resume 2>"$T/gfullr2.err"
-grep -q "resum" "$T/gfullr2.err" && same "ZeRO-1's GPU checkpoint resumed on 2 GPUs vs the uninterrupted run: exactly" "$T/gfullr2" "$T/gfull2" --tol 0 ||
+grep -q "resuming after step" "$T/gfullr2.err" && same "ZeRO-1's GPU checkpoint resumed on 2 GPUs vs the uninterrupted run: exactly" "$T/gfullr2" "$T/gfull2" --tol 0 ||
   bad "resuming ZeRO-1's GPU checkpoint on 2 GPUs: $(grep -v 'train: step' "$T/gfullr2.err" | tail -3)"
+# rank 0 slow to write its checkpoint (its file a FIFO no one reads for longer than --dist-timeout): rank 1 waits
+# for it between the gathers without a deadline, so the run ends with rank 0's own error (a FIFO cannot be
+# fsync'd), not with rank 1 timing out in the optimiser's gather
+mkdir -p "$T/gslow/checkpoint" && mkfifo "$T/gslow/checkpoint/state-4.safetensors.tmp"
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --dist-timeout 3 --out "$T/gslow" 2>"$T/gslow.err" & p=$!
+for _ in $(seq 600); do grep -q "step 4/" "$T/gslow.err" && break; sleep 0.05; done
+sleep 5
+cat "$T/gslow/checkpoint/state-4.safetensors.tmp" >/dev/null &
+if ends_within $p 60; then wait $p; rc=$?; else rc=timeout; kill -9 $p; fi
+[ "$rc" != 0 ] && [ "$rc" != timeout ] && grep -q "rank 0: .*state-4.safetensors: write failed" "$T/gslow.err" && ! grep -q "gathering the optimiser's state waited" "$T/gslow.err" &&
+  ok "rank 0 slow to write a checkpoint: rank 1 waited past --dist-timeout, and the run ended with rank 0's error (exit $rc)" ||
+  bad "rank 0 slow to write a checkpoint: exit $rc; $(grep -v 'train: step' "$T/gslow.err" | tail -3)"
 
 finish

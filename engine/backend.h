@@ -37,11 +37,11 @@ typedef struct Backend {
     int (*lora_linear)(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
                        float s, int T, int in, int out, int r);
     int (*lora_linears)(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in, int r);
-    int (*lora_linear_backward)(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
-                                const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
-                                int r);
-    int (*lora_linears_backward)(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x, const float *axT,
-                                 const float *A, float s, int T, int in, int r);
+    int (*lora_linear_backward)(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
+                                const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
+                                int in, int out, int r);
+    int (*lora_linears_backward)(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT, const float *x,
+                                 const float *axT, const float *A, float s, int T, int in, int r);
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
     int (*rope_backward)(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);

@@ -55,15 +55,15 @@ static int cpu_lora_linears(const LoraLinearJob *jobs, int count, float *axT, co
     k_lora_linears(jobs, count, axT, x, A, s, T, in, r);
     return 0;
 }
-static int cpu_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
-                                    const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in,
-                                    int out, int r) {
-    k_lora_linear_backward(dx, dW, dbias, dA, dB, dyBT, dy, x, axT, W, wt, A, B, s, T, in, out, r);
+static int cpu_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
+                                    const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s,
+                                    int T, int in, int out, int r) {
+    k_lora_linear_backward(dx, dx_add, dW, dbias, dA, dB, dyBT, dy, x, axT, W, wt, A, B, s, T, in, out, r);
     return 0;
 }
-static int cpu_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x,
+static int cpu_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT, const float *x,
                                      const float *axT, const float *A, float s, int T, int in, int r) {
-    k_lora_linears_backward(jobs, count, dx, dA, dyBT, x, axT, A, s, T, in, r);
+    k_lora_linears_backward(jobs, count, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
     return 0;
 }
 static int cpu_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0) {

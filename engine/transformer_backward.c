@@ -25,8 +25,8 @@ typedef struct {
     float *xd, *dxd, *dyB;  // [n, widest] dropout's masked input and its gradient; [3r, n] the adapters' scratch
 } Bwd;
 
-// every buffer of a pass is written whole by the op that fills it (the accumulated gradients are filled with
-// zeros first, in the open), so none needs zeroing when it is made
+// every buffer of a pass is written whole by the op that fills it (an input gradient by the first product into
+// it), so none needs zeroing when it is made
 static float *floats(const Backend *be, size_t n) { return be->alloc_scratch(sizeof(float) * (n ? n : 1)); }
 
 static int bwd_alloc(Bwd *b) {
@@ -69,10 +69,10 @@ static void bwd_free(Bwd *b) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b->t->be->release(all[i]);
 }
 
-// dx[n,in] += the input gradient of linear() on layer l's target (transformer_forward.c): through the base weight,
-// and through the adapter and its dropout mask; the adapter's gradients, and the weight's (dW, dbias) when given,
-// accumulate.
-static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, const float *dy, const float *x, const float *ax,
+// dx[n,in] (+= when dx_add, else written) the input gradient of linear() on layer l's target
+// (transformer_forward.c): through the base weight, and through the adapter and its dropout mask; the adapter's
+// gradients, and the weight's (dW, dbias) when given, accumulate.
+static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, int dx_add, const float *dy, const float *x, const float *ax,
                            const Linear *W, Linear *dW, float *dbias, int in, int out) {
     const Backend *be = b->t->be;
     const Lora *ad = b->t->adapter;
@@ -80,24 +80,28 @@ static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, co
     LoraPair *g = pr && b->step->adapter_grad ? &b->step->adapter_grad->w[l * LT_COUNT + target] : NULL;
     float *dw = dW ? (float *)dW->data : NULL, *gA = g ? g->A : NULL, *gB = g ? g->B : NULL;
     int n = b->p->n;
-    if (!pr) return be->lora_linear_backward(dx, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0);
+    if (!pr)
+        return be->lora_linear_backward(dx, dx_add, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out,
+                                        0);
     float drop = b->step->dropout, s = ad->scale;
     if (drop <= 0)
-        return be->lora_linear_backward(dx, dw, dbias, gA, gB, b->dyB, dy, x, ax, W->data, W->type, pr->A, pr->B, s, n, in, out, ad->rank);
+        return be->lora_linear_backward(dx, dx_add, dw, dbias, gA, gB, b->dyB, dy, x, ax, W->data, W->type, pr->A, pr->B, s, n, in, out,
+                                        ad->rank);
     // the adapter saw the masked input: its share of dx goes back through the same mask
     uint64_t stream = ld_dropout_stream(b->step->dropout_seed, l, target), e0 = (uint64_t)b->step->row0 * in;
     size_t len = (size_t)n * in;
-    TRY(be->lora_linear_backward(dx, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0));
+    TRY(be->lora_linear_backward(dx, dx_add, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0));
     TRY(be->dropout(b->xd, x, len, drop, stream, e0));
-    TRY(be->fill(b->dxd, 0, len));
-    TRY(be->lora_linear_backward(b->dxd, NULL, NULL, gA, gB, b->dyB, dy, b->xd, ax, NULL, W->type, pr->A, pr->B, s, n, in, out, ad->rank));
+    TRY(be->lora_linear_backward(b->dxd, 0, NULL, NULL, gA, gB, b->dyB, dy, b->xd, ax, NULL, W->type, pr->A, pr->B, s, n, in, out,
+                                 ad->rank));
     TRY(be->dropout(b->dxd, b->dxd, len, drop, stream, e0));
     return be->add(dx, b->dxd, len);
 }
 
 // The backward of linears() (transformer_forward.c) on layer l's linears that read x[n,in], each given its target,
-// output gradient, kept ax, weight, weight gradients and width: dx[n,in] += their input gradients, in one call over
-// the adapters' stack, or linear_backward() each where dropout masked each adapter's input its own way.
+// output gradient, kept ax, weight, weight gradients and width: dx[n,in] gets the sum of their input gradients
+// (written), in one call over the adapters' stack, or linear_backward() each where dropout masked each adapter's
+// input its own way.
 typedef struct {
     LoraTarget target;
     const float *dy;
@@ -128,9 +132,10 @@ static int linears_backward(const Bwd *b, int l, const Grad *g, int count, float
                                    g[i].dbias,        g[i].out};
     }
     if (stacked)
-        return b->t->be->lora_linears_backward(jobs, count, dx, dA, b->dyB, x, axT, A, ad ? ad->scale : 0, b->p->n, in, ad ? ad->rank : 0);
+        return b->t->be->lora_linears_backward(jobs, count, dx, 0, dA, b->dyB, x, axT, A, ad ? ad->scale : 0, b->p->n, in,
+                                               ad ? ad->rank : 0);
     for (int i = 0; i < count; i++)
-        TRY(linear_backward(b, l, g[i].target, dx, g[i].dy, x, g[i].ax, g[i].W, g[i].dW, g[i].dbias, in, g[i].out));
+        TRY(linear_backward(b, l, g[i].target, dx, i > 0, g[i].dy, x, g[i].ax, g[i].W, g[i].dW, g[i].dbias, in, g[i].out));
     return 0;
 }
 
@@ -161,11 +166,9 @@ static int mlp_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *g
     const float *ddn;
     TRY(branch_grad(b, w->post_ffn_norm, gw ? gw->post_ffn_norm : NULL, a->dn_pre, &ddn));
     TRY(be->gated(c->act, b->h, a->gt, a->u, (size_t)n * F));
-    TRY(be->fill(b->dF, 0, (size_t)n * F));
-    TRY(linear_backward(b, l, LT_DOWN, b->dF, ddn, b->h, a->ax[LT_DOWN], &w->w_down, gw ? &gw->w_down : NULL, NULL, F, D));
+    TRY(linear_backward(b, l, LT_DOWN, b->dF, 0, ddn, b->h, a->ax[LT_DOWN], &w->w_down, gw ? &gw->w_down : NULL, NULL, F, D));
     TRY(be->gated_backward(c->act, b->dG, b->dU, b->dF, a->gt, a->u, (size_t)n * F));
     TRY(be->rmsnorm(b->xn, a->xmid, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
-    TRY(be->fill(b->dn, 0, (size_t)n * D));
     Grad gate_up[2] = {{LT_GATE, b->dG, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, F},
                        {LT_UP, b->dU, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, F}};
     TRY(linears_backward(b, l, gate_up, 2, b->dn, b->xn, D));
@@ -197,14 +200,12 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
     int n = b->p->n, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, qd = Hq * hd, kvd = Hkv * hd;
     const float *dob;
     TRY(branch_grad(b, w->post_attn_norm, gw ? gw->post_attn_norm : NULL, a->o_pre, &dob));
-    TRY(be->fill(b->datt, 0, (size_t)n * qd));
-    TRY(linear_backward(b, l, LT_O, b->datt, dob, a->att, a->ax[LT_O], &w->wo, gw ? &gw->wo : NULL, gw ? gw->bo : NULL, qd, D));
+    TRY(linear_backward(b, l, LT_O, b->datt, 0, dob, a->att, a->ax[LT_O], &w->wo, gw ? &gw->wo : NULL, gw ? gw->bo : NULL, qd, D));
     const int *lo = c->layer_local[l] ? b->p->lo_local : b->p->lo_global;
     TRY(be->attention_backward(b->dq, b->dk, b->dv, b->datt, a->q, a->k, a->v, a->att, a->lse, lo, b->p->hi, n, Hq, Hkv, hd, c->attn_scale,
                                c->attn_softcap));
     TRY(qk_backward(b, l, a, gw));
     TRY(be->rmsnorm(b->xn, a->xin, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
-    TRY(be->fill(b->dn, 0, (size_t)n * D));
     Grad qkv[3] = {{LT_Q, b->dq, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, qd},
                    {LT_K, b->dk, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, kvd},
                    {LT_V, b->dv, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, kvd}};

@@ -96,17 +96,19 @@ void k_penalize_counts(float *logits, const int *tokens, const int *counts, int 
 void k_matmul_backward(float *dx, float *dw, float *dbias, const float *dy, const float *x, const float *w, int T, int K, int N);
 // dx[T,K] += dy[T,N] · W[N,K] with W's rows in format wt (the input gradient through a frozen weight)
 void k_matmul_q_backward_x(float *dx, const float *dy, const void *w, LdDtype wt, int T, int K, int N);
-// The LoRA linear's backward: dx[T,in] += dy·W + s·(dy·B)·A (W NULL: the adapter's share alone);
+// The LoRA linear's backward: dx[T,in] (+= when dx_add, else written) dy·W + s·(dy·B)·A (W NULL: the adapter's
+// share alone; dx NULL: not wanted);
 // dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy (fp32 W; NULL: frozen); dB[out,r] += s·dyᵀ·ax (ax from the
 // forward's axT[r,T]); dA[r,in] += (s·dy·B)ᵀ·x (NULL: not wanted). dyBT[r,T] is scratch: (s·dy·B)ᵀ.
-void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
-                            const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
-                            int r);
+void k_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
+                            const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
+                            int in, int out, int r);
 // The backward of k_lora_linears, each job as lora_job.h says, the m adapted ones stacked as in the forward:
-// dyBT[m·r, T] (scratch) gets each adapted job's (s·dy·B)ᵀ in its rows, so the adapters' share of dx[T,in] (+=
-// dyBTᵀ·A) and their dA[m·r, in] (+= dyBT·x, stacked as A; NULL: not wanted) are one product each.
-void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x, const float *axT,
-                             const float *A, float s, int T, int in, int r);
+// dyBT[m·r, T] (scratch) gets each adapted job's (s·dy·B)ᵀ in its rows, so the adapters' share of dx[T,in]
+// (dyBTᵀ·A) and their dA[m·r, in] (+= dyBT·x, stacked as A; NULL: not wanted) are one product each. dx is the sum
+// over the jobs, added to dx when dx_add, else written.
+void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT, const float *x,
+                             const float *axT, const float *A, float s, int T, int in, int r);
 // dtable[tokens] += dx[T,D]·scale (an fp32 table's gradient)
 void k_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // dx (may alias nothing), dw += (dw may be NULL)

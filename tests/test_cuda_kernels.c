@@ -481,7 +481,7 @@ static void check_cpu_lora(const float *x, const float *W, const float *bias, co
     float *dx = malloc(sizeof(float) * T * in), *dA = calloc((size_t)r * in, sizeof(float)), *dB = calloc((size_t)out * r, sizeof(float));
     memcpy(dx, dx0, sizeof(float) * T * in);
     k_lora_linear(y, ax, x, W, LD_F32, bias, A, B, s, T, in, out, r);
-    k_lora_linear_backward(dx, NULL, NULL, dA, dB, dyB, dy, x, ax, W, LD_F32, A, B, s, T, in, out, r);
+    k_lora_linear_backward(dx, 1, NULL, NULL, dA, dB, dyB, dy, x, ax, W, LD_F32, A, B, s, T, in, out, r);
     char name[128];
     snprintf(name, sizeof name, "CPU LoRA linear y, dx, dA, dB [%d x %d -> %d, r %d]", T, in, out, r);
     compare(name, y, y_ref, (size_t)T * out, 1e-5);
@@ -510,7 +510,7 @@ static void test_lora_weight_grads(const float *gx, const void *gW, const float 
     float *gdx = up(dx0, sizeof(float) * T * in), *gdW = up(dW0, sizeof(float) * nw), *gdb = up(db0, sizeof(float) * out);
     float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear_backward(gdx, gdW, gdb, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
+    check_rc(kc_lora_linear_backward(gdx, 1, gdW, gdb, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
              "lora_linear_backward dW, dbias");
     float *hdW = down(gdW, nw), *hdb = down(gdb, out), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r),
           *hdx = down(gdx, (size_t)T * in);
@@ -529,7 +529,7 @@ static void test_lora_weight_grads(const float *gx, const void *gW, const float 
     // dx NULL: dW (and the adapter's gradients) with no dx product at all
     kc_upload(gdW, dW0, sizeof(float) * nw);
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear_backward(NULL, gdW, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
+    check_rc(kc_lora_linear_backward(NULL, 1, gdW, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
              "lora_linear_backward dx NULL");
     hdW = down(gdW, nw), hdA = down(gdA, (size_t)r * in), hdB = down(gdB, (size_t)out * r);
     snprintf(name, sizeof name, "LoRA linear backward dW, dx NULL, fp32 [%d x %d -> %d]", T, in, out);
@@ -551,7 +551,7 @@ static void test_lora_weight_grads_bf16(const float *gx, const void *gW, const f
     memcpy(dW_ref, dW0, sizeof(float) * nw);
     ref_gemm(dW_ref, dy, 1, x, 0, out, in, T, 1, 1);
     kc_fill(gdx, 0, (size_t)T * in);
-    check_rc(kc_lora_linear_backward(gdx, gdW, NULL, NULL, NULL, NULL, gdy, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0),
+    check_rc(kc_lora_linear_backward(gdx, 1, gdW, NULL, NULL, NULL, NULL, gdy, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0),
              "lora_linear_backward dW, bf16 W");
     float *hdW = down(gdW, nw);
     char name[128];
@@ -582,7 +582,7 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
     check_rc(kc_lora_linear(gy, gax, gx, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear");
-    check_rc(kc_lora_linear_backward(gdx, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
+    check_rc(kc_lora_linear_backward(gdx, 1, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
              "lora_linear_backward");
     float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in),
           *hdB = down(gdB, (size_t)out * r);
@@ -674,7 +674,7 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
     float *gax = poisoned(nax), *gdyB = poisoned(nax), *gdA = kc_alloc(sizeof(float) * na);
     kc_fill(gdA, 0, na);
     check_rc(kc_lora_linears(dev, JOBS, gax, gx, gA, s, T, in, r), "lora_linears");
-    check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx, gdA, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward");
+    check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx, 1, gdA, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward");
     char name[160];
     const char *p = bf16 ? "bf16 W" : "fp32";
     double bound = bf16 ? 1e-2 : 1e-5;
@@ -694,12 +694,35 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
     compare(name, hdx, dx_ref, nx, bound);
     snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s: the stacked dA [%d x %d, r %d]", p, T, in, r);
     compare(name, hdA, dA_ref, na, 1e-5);
+    // dx written (dx_add 0): into NaN, the sum from zero, on the device and on the CPU
+    float *dx_new = calloc(nx, sizeof(float)), *scratch_dA = calloc(na, sizeof(float)), *scratch_y[JOBS], *scratch_dB[JOBS];
+    for (int j = 0; j < JOBS; j++)
+        scratch_y[j] = calloc((size_t)T * outs[j], sizeof(float)), scratch_dB[j] = B[j] ? calloc((size_t)outs[j] * r, sizeof(float)) : NULL;
+    ref_lora_linears(scratch_y, dx_new, scratch_dA, scratch_dB, x, W, bias, A, B, dy, outs, JOBS, s, T, in, r);
+    float *gdx_new = poisoned(nx);
+    check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx_new, 0, NULL, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward, dx written");
+    float *hdx_new = down(gdx_new, nx);
+    snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s: dx written, not added [%d x %d, r %d]", p, T, in, r);
+    compare(name, hdx_new, dx_new, nx, bound);
+    if (!bf16) {
+        float *dx_cpu = malloc(sizeof(float) * nx), *dyB_cpu = calloc(nax, sizeof(float)), *ax_cpu = calloc(nax, sizeof(float));
+        LoraLinearGrad dx_only[JOBS];  // (the dB checked below stays as the first call made it)
+        for (int j = 0; j < JOBS; j++) dx_only[j] = host_g[j], dx_only[j].dB = NULL;
+        for (size_t i = 0; i < nx; i++) dx_cpu[i] = NAN;
+        k_lora_linears(host, JOBS, ax_cpu, x, A, s, T, in, r);
+        k_lora_linears_backward(dx_only, JOBS, dx_cpu, 0, NULL, dyB_cpu, x, ax_cpu, A, s, T, in, r);
+        compare("CPU LoRA linears backward, stacked adapters: dx written, not added", dx_cpu, dx_new, nx, 1e-5);
+        free(dx_cpu), free(dyB_cpu), free(ax_cpu);
+    }
+    for (int j = 0; j < JOBS; j++) free(scratch_y[j]), free(scratch_dB[j]);
+    free(dx_new), free(scratch_dA), free(hdx_new);
+    kc_free(gdx_new);
     if (!bf16) {  // the CPU reference of the same contract
         float *ax = calloc(nax, sizeof(float)), *dyB = calloc(nax, sizeof(float)), *dx = malloc(sizeof(float) * nx),
               *dA = calloc(na, sizeof(float));
         memcpy(dx, dx0, sizeof(float) * nx);
         k_lora_linears(host, JOBS, ax, x, A, s, T, in, r);
-        k_lora_linears_backward(host_g, JOBS, dx, dA, dyB, x, ax, A, s, T, in, r);
+        k_lora_linears_backward(host_g, JOBS, dx, 1, dA, dyB, x, ax, A, s, T, in, r);
         for (int j = 0; j < JOBS; j++) {
             snprintf(name, sizeof name, "CPU LoRA linears, stacked adapters, job %d y", j);
             compare(name, y_cpu[j], y_ref[j], (size_t)T * outs[j], 1e-5);

@@ -27,16 +27,17 @@ void k_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const floa
         if (jobs[i].B) expand(jobs[i].y, axT + (size_t)j++ * r * T, jobs[i].B, s, T, jobs[i].out, r);
 }
 
-void k_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy, const float *x,
-                            const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T, int in, int out,
-                            int r) {
+void k_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
+                            const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
+                            int in, int out, int r) {
     LoraLinearGrad job = {dy, W, wt, A ? B : NULL, dB, dW, dbias, out};
-    k_lora_linears_backward(&job, 1, dx, dA, dyBT, x, axT, A, s, T, in, r);
+    k_lora_linears_backward(&job, 1, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
 }
 
-void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x, const float *axT,
-                             const float *A, float s, int T, int in, int r) {
+void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT, const float *x,
+                             const float *axT, const float *A, float s, int T, int in, int r) {
     int m = 0;
+    if (dx && !dx_add) memset(dx, 0, sizeof(float) * (size_t)T * in);
     for (int i = 0; i < count; i++) {
         const LoraLinearGrad *j = &jobs[i];
         if (j->W && dx) k_matmul_q_backward_x(dx, j->dy, j->W, j->wt, T, in, j->out);

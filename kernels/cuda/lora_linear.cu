@@ -201,11 +201,15 @@ extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, float *axT,
     return rc ? -1 : 0;
 }
 
-// One job's base products going back: dx += dy·W (dx NULL: not wanted; a bf16 W multiplies dy16, dy rounded),
+// One job's base products going back: dx = *beta·dx + dy·W (dx NULL: not wanted; a bf16 W multiplies dy16, dy
+// rounded; *beta becomes 1 once dx is written),
 // dW += dyᵀ·x (fp32 sgemm whatever W's precision: a bf16 W is the copy of an fp32 master whose gradient this is),
 // dbias += Σ_t dy (rows in order, as the CPU's k_matmul_backward).
-static int base_backward(const LoraLinearGrad *j, const __nv_bfloat16 *dy16, float *dx, const float *x, int T, int in) {
-    if (dx && j->W && base_gemm_on("lora_linear_backward dx", 1, dx, j->dy, dy16, j->W, j->wt, T, in, j->out, 1.0f)) return -1;
+static int base_backward(const LoraLinearGrad *j, const __nv_bfloat16 *dy16, float *dx, float *beta, const float *x, int T, int in) {
+    if (dx && j->W) {
+        if (base_gemm_on("lora_linear_backward dx", 1, dx, j->dy, dy16, j->W, j->wt, T, in, j->out, *beta)) return -1;
+        *beta = 1.0f;
+    }
     if (j->dW && gemm("lora_linear_backward dW", 1, 0, j->out, in, T, 1.0f, j->dy, j->out, x, in, 1.0f, j->dW, in)) return -1;
     return j->dbias ? kc_add_col_sums(j->dbias, j->dy, T, j->out) : 0;
 }
@@ -225,13 +229,15 @@ static int rounded_dys(const LoraLinearGrad *jobs, int count, int T, __nv_bfloat
     return m ? kc_to_bf16_runs(runs, m) : 0;
 }
 
-// base_backward of every job, then the adapters' products
-static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bfloat16 *const *dy16, float *dx, float *dA, float *dyBT,
-                            const float *x, const float *axT, const float *A, float s, int T, int in, int r) {
+// base_backward of every job, then the adapters' products; dx written by the first product into it unless dx_add
+// (zeros when none is)
+static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bfloat16 *const *dy16, float *dx, int dx_add, float *dA,
+                            float *dyBT, const float *x, const float *axT, const float *A, float s, int T, int in, int r) {
     int m = 0;
+    float beta = dx_add ? 1.0f : 0.0f;
     for (int i = 0; i < count; i++) {
         const LoraLinearGrad *j = &jobs[i];
-        if (base_backward(j, dy16[i], dx, x, T, in)) return -1;
+        if (base_backward(j, dy16[i], dx, &beta, x, T, in)) return -1;
         if (!A || !j->B) continue;
         float *rows = dyBT + (size_t)m * r * T;
         const float *ax = axT + (size_t)m++ * r * T;
@@ -239,13 +245,13 @@ static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bf
             (j->dB && gemm("lora_linear_backward dB", 1, 1, j->out, r, T, s, j->dy, j->out, ax, T, 1.0f, j->dB, r)))
             return -1;
     }
-    if (!m) return 0;
-    if (dx && gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, 1.0f, dx, in)) return -1;
-    return dA ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
+    if (dx && m && gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, beta, dx, in)) return -1;
+    if (dx && !m && beta == 0.0f && kc_fill(dx, 0, (size_t)T * in)) return -1;
+    return dA && m ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
 }
 
-extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, float *dA, float *dyBT, const float *x,
-                                        const float *axT, const float *A, float s, int T, int in, int r) {
+extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT,
+                                        const float *x, const float *axT, const float *A, float s, int T, int in, int r) {
     if (blas()) return -1;
     if (count > KC_CONVERT_RUNS) {
         kc_set_error_msg("lora_linear_backward", "too many linears sharing one input");
@@ -254,15 +260,15 @@ extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, f
     for (int i = 0; i < count; i++)
         if (jobs[i].W && check_type("lora_linear_backward", jobs[i].wt)) return -1;
     __nv_bfloat16 *dy16[KC_CONVERT_RUNS] = {0};
-    int rc = (dx && rounded_dys(jobs, count, T, dy16)) || linears_backward(jobs, count, dy16, dx, dA, dyBT, x, axT, A, s, T, in, r);
+    int rc = (dx && rounded_dys(jobs, count, T, dy16)) || linears_backward(jobs, count, dy16, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
     for (int i = 0; i < count; i++) kc_free(dy16[i]);
     return rc ? -1 : 0;
 }
 
 // dx NULL: no dx products (the fused head may want dW alone).
-extern "C" int kc_lora_linear_backward(float *dx, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
+extern "C" int kc_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
                                        const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s,
                                        int T, int in, int out, int r) {
     LoraLinearGrad job = {dy, W, wt, A ? B : NULL, dB, dW, dbias, out};
-    return kc_lora_linears_backward(&job, 1, dx, dA, dyBT, x, axT, A, s, T, in, r);
+    return kc_lora_linears_backward(&job, 1, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
 }

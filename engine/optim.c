@@ -21,6 +21,7 @@ int lora_params(Lora *l, Lora *g, Param **out) {
                 snprintf(v[n].name, sizeof v[n].name, "layers.%d.%s.lora_%c", layer, lora_target_name((LoraTarget)t), ab ? 'B' : 'A');
                 v[n].p = ab ? p->B : p->A, v[n].g = ab ? q->B : q->A;
                 v[n].n = (size_t)l->rank * (ab ? p->out : p->in);
+                v[n].layer = layer;
                 v[n++].decay = 1;
             }
     *out = v;
@@ -37,6 +38,7 @@ int model_params(Model *m, Model *g, Param **out) {
         v[i].g = tg[i].lin ? (float *)tg[i].lin->data : *tg[i].vec;
         v[i].n = (size_t)(t[i].lin ? t[i].rows * t[i].cols : t[i].cols);
         v[i].decay = t[i].lin != NULL;
+        v[i].layer = t[i].layer >= 0 ? t[i].layer : t[i].lin == &m->embed ? -1 : m->cfg.n_layers;
     }
     free(t), free(tg);
     *out = v;

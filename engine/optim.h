@@ -8,6 +8,9 @@ typedef struct {
     float *p, *g;  // values and gradients [n]
     size_t n;
     int decay;  // weight decay applies: matrices yes; norm weights and biases no (HF Trainer's grouping)
+    // the block whose backward pass finishes its gradient: 0 .. n_layers-1; n_layers: the final norm's and an
+    // untied head's (finished before the blocks); -1: the embedding's (finished last)
+    int layer;
 } Param;
 
 // The adapter's tensors (with their gradients in g, shaped like l), in layer/target order.

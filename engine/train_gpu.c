@@ -1,5 +1,6 @@
 #include "train_gpu.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
 }
 void gpu_trainer_free(GpuTrainer *g) { (void)g; }
 int gpu_trainer_distribute(GpuTrainer *g, struct Dist *d, int nccl, int zero) { return (void)g, (void)d, (void)nccl, (void)zero, -1; }
+int gpu_trainer_overlap(GpuTrainer *g, double mib) { return (void)g, (void)mib, 0; }
+void gpu_trainer_sum_in_backward(GpuTrainer *g) { (void)g; }
 const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d) { return (void)g, (void)d, "none"; }
 size_t gpu_trainer_state_floats(const GpuTrainer *g) { return (void)g, 0; }
 int gpu_trainer_sharded(const GpuTrainer *g) { return (void)g, 0; }
@@ -57,7 +60,17 @@ struct GpuTrainer {
     Dist *dist;
     KcComm *comm;  // the data-parallel ranks' GPUs (NCCL), or NULL
     int zero, rank, world;
+    // The overlap (gpu_trainer_overlap): the buckets in the order the backward pass finishes them, each a few spans
+    // [a, b) of the buffers; started, how many of them this step has started; armed: the next batch starts them.
+    struct Bucket *buckets;
+    size_t (*spans)[2];
+    int n_buckets, n_spans, started, armed;
 };
+
+typedef struct Bucket {
+    int after;  // started once the pass has finished this stage: n_layers - Param.layer (0 the head, n_layers + 1 the embedding)
+    int span0, n_spans;  // its spans, spans[span0 ..]
+} Bucket;
 
 static int failed(const char *what) {
     char why[512];
@@ -185,7 +198,7 @@ void gpu_trainer_free(GpuTrainer *g) {
     kc_free(g->w16);
     gpu_weights_free(g->base);
     kc_free(g->values), kc_free(g->grads), kc_free(g->m1), kc_free(g->m2), kc_free(g->inv_freq[0]), kc_free(g->inv_freq[1]);
-    free(g->params), free(g);
+    free(g->buckets), free(g->spans), free(g->params), free(g);
 }
 
 static int join_nccl(GpuTrainer *g, Dist *d) {
@@ -214,6 +227,66 @@ int gpu_trainer_distribute(GpuTrainer *g, Dist *d, int nccl, int zero) {
 
 int gpu_trainer_sharded(const GpuTrainer *g) { return g->zero; }
 
+// Parameter k's elements as the open bucket's last span (from span0 on), merged with the span before when they touch.
+static void add_span(GpuTrainer *g, int k, int span0) {
+    size_t a = (size_t)(g->params[k].p - g->values), b = a + g->params[k].n;
+    size_t(*last)[2] = g->n_spans > span0 ? &g->spans[g->n_spans - 1] : NULL;
+    if (last && (*last)[1] == a)
+        (*last)[1] = b;
+    else if (last && (*last)[0] == b)
+        (*last)[0] = a;
+    else
+        g->spans[g->n_spans][0] = a, g->spans[g->n_spans++][1] = b;
+}
+
+int gpu_trainer_overlap(GpuTrainer *g, double mib) {
+    if (!g->comm) return 0;
+    int L = g->m->cfg.n_layers, span0 = 0;
+    size_t cap = (size_t)(mib * (1 << 20) / sizeof(float)), filled = 0;  // floats
+    g->spans = ld_xcalloc((size_t)g->n_params, sizeof *g->spans);
+    g->buckets = ld_xcalloc((size_t)L + 2, sizeof *g->buckets);
+    for (int stage = 0; stage <= L + 1; stage++) {
+        for (int k = 0; k < g->n_params; k++)
+            if (L - g->params[k].layer == stage) add_span(g, k, span0), filled += g->params[k].n;
+        if (g->n_spans > span0 && (filled >= cap || stage == L + 1)) {
+            g->buckets[g->n_buckets++] = (Bucket){stage, span0, g->n_spans - span0};
+            span0 = g->n_spans, filled = 0;
+        }
+    }
+    return g->n_buckets;
+}
+
+void gpu_trainer_sum_in_backward(GpuTrainer *g) { g->armed = g->n_buckets > 0; }
+
+// Bucket k's sum started on the communicator's stream (ZeRO-1: each element onto the rank whose chunk holds it).
+static int start_bucket(GpuTrainer *g, const Bucket *k) {
+#ifndef LLAMADUO_HAVE_NCCL
+    return (void)g, (void)k, -1;  // (no communicator, so no buckets)
+#else
+    const size_t(*spans)[2] = g->spans + k->span0;
+    if (g->zero) return kc_comm_reduce_start(g->comm, g->grads, spans, k->n_spans, g->n_pad / (size_t)g->world);
+    float **bufs = ld_xmalloc(sizeof(float *) * (size_t)k->n_spans);
+    size_t *n = ld_xmalloc(sizeof(size_t) * (size_t)k->n_spans);
+    for (int i = 0; i < k->n_spans; i++) bufs[i] = g->grads + spans[i][0], n[i] = spans[i][1] - spans[i][0];
+    int rc = kc_comm_sum_start(g->comm, bufs, n, k->n_spans);
+    free(bufs), free(n);
+    return rc;
+#endif
+}
+
+// Every bucket whose stage the pass has finished (up to `stage`), in the plan's order: every rank starts the same
+// buckets in the same order, whenever it gets to them. 0, or -1 with kc_last_error().
+static int start_buckets(GpuTrainer *g, int stage) {
+    while (g->started < g->n_buckets && g->buckets[g->started].after <= stage)
+        if (start_bucket(g, &g->buckets[g->started++])) return -1;
+    return 0;
+}
+
+static int on_grads_final(void *ctx, int layer) {
+    GpuTrainer *g = ctx;
+    return start_buckets(g, g->m->cfg.n_layers - layer);
+}
+
 const char *gpu_trainer_collectives(const GpuTrainer *g, const Dist *d) {
     return g->comm ? "NCCL" : !strcmp(dist_transport_name(d), "TCP") ? "TCP through host memory" : "MPI through host memory";
 }
@@ -239,8 +312,15 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     } else {
         t.w = g->base->w;
     }
-    TrainStep step = {.adapter_grad = g->dP, .weight_grad = g->full ? &grad : NULL, .dropout = g->dropout, .dropout_seed = dropout_seed,
-                      .row0 = b->row0, .loss_norm = b->loss_norm};
+    TrainStep step = {.adapter_grad = g->dP,
+                      .weight_grad = g->full ? &grad : NULL,
+                      .dropout = g->dropout,
+                      .dropout_seed = dropout_seed,
+                      .row0 = b->row0,
+                      .loss_norm = b->loss_norm,
+                      .grads_final = training && g->armed ? on_grads_final : NULL,
+                      .grads_final_ctx = g};
+    if (training) g->armed = 0;
     TokenPlan plan;
     float loss = NAN;
     int rc = token_plan_packed(be, c, b, &plan) || transformer_loss(&t, &plan, b->targets, training ? &step : NULL, &loss, n_counted) ||
@@ -259,6 +339,12 @@ static const size_t STAGE_PIECE = (size_t)1 << 24;
 
 int gpu_trainer_sum_grad(GpuTrainer *g) {
 #ifdef LLAMADUO_HAVE_NCCL
+    if (g->n_buckets) {  // the ones the backward pass has not started (all of them when this rank had no tokens)
+        g->armed = 0;
+        int rc = start_buckets(g, INT_MAX) || kc_comm_wait(g->comm);
+        g->started = 0;
+        return rc ? failed("the gradients' sums during the backward pass (NCCL)") : 0;
+    }
     if (g->comm) {
         int rc = g->zero ? kc_comm_reduce_scatter(g->comm, g->grads, g->n_pad / (size_t)g->world) : kc_comm_sum(g->comm, &g->grads, &g->n, 1);
         return rc ? failed(g->zero ? "the gradients' reduce-scatter (NCCL)" : "the gradients' all-reduce (NCCL)") : 0;

@@ -22,6 +22,14 @@ void gpu_trainer_free(GpuTrainer *g);
 // alone. 0, or -1.
 int gpu_trainer_distribute(GpuTrainer *g, struct Dist *d, int nccl, int zero);
 int gpu_trainer_sharded(const GpuTrainer *g);  // whether ZeRO-1 took
+// With NCCL (after gpu_trainer_distribute): from now on the gradients of a step's last batch are summed while its
+// backward pass goes on, in buckets of the parameters that the pass finishes together, about mib MiB each (0: each
+// block's alone), each started as soon as its last gradient is final. Returns the buckets (0 without NCCL:
+// nothing changes).
+int gpu_trainer_overlap(GpuTrainer *g, double mib);
+// The next training batch is the step's last: its backward pass starts the buckets (when there are any), and
+// gpu_trainer_sum_grad starts the rest and waits for them all.
+void gpu_trainer_sum_in_backward(GpuTrainer *g);
 // "NCCL", or d's transport through host memory: how gpu_trainer_sum_grad sums.
 const char *gpu_trainer_collectives(const GpuTrainer *g, const struct Dist *d);
 size_t gpu_trainer_state_floats(const GpuTrainer *g);  // AdamW's moments held on this rank's device

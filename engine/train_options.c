@@ -44,6 +44,11 @@ const OptionSpec k_train_options[] = {
     {"threads", OPT_INT, T(threads), 0, 1024, "0", NULL, "CPU threads (0: all cores)"},
     {"zero", OPT_INT, T(zero), 0, 1, "1", NULL,
      "full fine-tuning on several ranks: 1 shards AdamW's moments across them (ZeRO-1), 0 keeps them whole on each"},
+    {"overlap", OPT_INT, T(overlap), 0, 1, "1", NULL,
+     "GPU ranks over NCCL: 1 sums each bucket of gradients while the backward pass goes on (a step's last micro-batch), "
+     "0 sums them all after it"},
+    {"bucket_mb", OPT_NUM, T(bucket_mb), 0, 1e6, "25", NULL,
+     "the overlap's buckets: the gradients of consecutive layers, about N MiB each (0: a layer each)"},
     {NULL},
 };
 #undef T

@@ -30,6 +30,8 @@ typedef struct {
     int (*read_state)(struct Trainer *t, const char *path);  // every rank reads one
     int (*values_to_host)(struct Trainer *t);  // before the result is written (rank 0 alone)
     int (*sum_grad)(struct Trainer *t);  // every rank's gradients summed on every rank (more than one rank)
+    // before a step's last batch, when the gradients are summed: its backward pass may start summing them (or NULL)
+    void (*sum_in_backward)(struct Trainer *t);
 } StepOps;
 
 struct Trainer {
@@ -52,6 +54,7 @@ struct Trainer {
     int rank, world, resumed_world;  // resumed_world: the ranks that wrote the checkpoint resumed from (0: none)
     int summed;  // each step's gradients go through the collectives (more than one rank, or --gpus on one)
     int zero;  // ZeRO-1: each rank keeps AdamW's moments for its chunk of the parameters and updates only that
+    int buckets;  // the GPU's gradients summed during the backward pass in this many buckets (0: after it)
     int *share_starts;  // [tokens_per_step] a share's record starts, rebased to its first row
 };
 
@@ -144,8 +147,8 @@ static int cpu_sum_grad(Trainer *t) {
             return -1;
     return 0;
 }
-static const StepOps k_cpu_steps = {cpu_zero_grad,   cpu_loss,       cpu_scale_grad, cpu_adamw,
-                                    cpu_write_state, cpu_read_state, cpu_values,     cpu_sum_grad};
+static const StepOps k_cpu_steps = {cpu_zero_grad,  cpu_loss,   cpu_scale_grad, cpu_adamw, cpu_write_state,
+                                    cpu_read_state, cpu_values, cpu_sum_grad,   NULL};
 
 static int gpu_zero_grad(Trainer *t) { return gpu_trainer_zero_grad(t->gpu); }
 static float gpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
@@ -159,8 +162,9 @@ static int gpu_write_state(Trainer *t, const char *path) { return gpu_trainer_wr
 static int gpu_read_state(Trainer *t, const char *path) { return gpu_trainer_read_state(t->gpu, t->opt, path); }
 static int gpu_values(Trainer *t) { return gpu_trainer_values(t->gpu, t->opt->v, t->opt->n); }
 static int gpu_sum_grad(Trainer *t) { return gpu_trainer_sum_grad(t->gpu); }
-static const StepOps k_gpu_steps = {gpu_zero_grad,   gpu_loss,       gpu_scale_grad, gpu_adamw,
-                                    gpu_write_state, gpu_read_state, gpu_values,     gpu_sum_grad};
+static void gpu_sum_in_backward(Trainer *t) { gpu_trainer_sum_in_backward(t->gpu); }
+static const StepOps k_gpu_steps = {gpu_zero_grad,  gpu_loss,   gpu_scale_grad, gpu_adamw,          gpu_write_state,
+                                    gpu_read_state, gpu_values, gpu_sum_grad,   gpu_sum_in_backward};
 
 // ---- data ---------------------------------------------------------------------------------------------------
 
@@ -347,6 +351,7 @@ static int pick_device(Trainer *t) {
     if ((nccl && dist_wait_for_all(t->dist, "waiting for every rank's GPU")) || gpu_trainer_distribute(t->gpu, t->dist, nccl, t->zero))
         return -1;
     t->zero = gpu_trainer_sharded(t->gpu);  // (through host memory, every rank keeps whole moments)
+    if (nccl && t->o->overlap) t->buckets = gpu_trainer_overlap(t->gpu, t->o->bucket_mb);
     return 0;
 }
 
@@ -365,9 +370,21 @@ Trainer *trainer_new(Model *m, const TrainOptions *o, const TrainData *train, co
 }
 
 void trainer_info(const Trainer *t, TrainerInfo *out) {
-    *out = (TrainerInfo){t->train->n, t->val ? t->val->n : 0, t->n_packed[0], t->total, t->gpu != NULL, t->n_params, "cpu",
-                         t->world, t->resumed_world, !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu, t->dist) : dist_transport_name(t->dist),
-                         t->zero, t->gpu ? gpu_trainer_state_floats(t->gpu) : adamw_state_floats(t->opt), 2 * t->n_params};
+    const char *sums = !t->summed ? "none" : t->gpu ? gpu_trainer_collectives(t->gpu, t->dist) : dist_transport_name(t->dist);
+    *out = (TrainerInfo){.records = t->train->n,
+                         .val_records = t->val ? t->val->n : 0,
+                         .per_epoch = t->n_packed[0],
+                         .total_steps = t->total,
+                         .on_gpu = t->gpu != NULL,
+                         .n_params = t->n_params,
+                         .device = "cpu",
+                         .ranks = t->world,
+                         .resumed_ranks = t->resumed_world,
+                         .collectives = sums,
+                         .zero = t->zero,
+                         .state_floats = t->gpu ? gpu_trainer_state_floats(t->gpu) : adamw_state_floats(t->opt),
+                         .whole_state_floats = 2 * t->n_params,
+                         .buckets = t->buckets};
     if (t->gpu) ld_cuda_device_describe(ld_cuda_current_device(), out->device, sizeof out->device);
 }
 
@@ -520,6 +537,7 @@ static int train_step(Trainer *t, const Packed *pb, int npb, int b0, int step, l
     for (int b = b0; b < b0 + n; b++, nmb++) {
         TrainBatch tb = share_of(t, &pb[b], b - b0, n);
         int c;
+        if (b == b0 + n - 1 && t->summed && t->ops->sum_in_backward) t->ops->sum_in_backward(t);
         float l = tb.T ? t->ops->loss(t, &tb, &c, 1) : 0;
         if (isnan(l)) return step_failed(step);
         loss += l;

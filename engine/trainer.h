@@ -15,6 +15,7 @@ typedef struct {  // the run as set up, for the caller's summary line
     const char *collectives;  // how the ranks sum their gradients ("MPI", "NCCL", ...)
     int zero;  // AdamW's moments sharded over the ranks (ZeRO-1)
     size_t state_floats, whole_state_floats;  // the moments this rank keeps, and all of them
+    int buckets;  // the gradients summed during the backward pass in this many buckets (0: after it)
 } TrainerInfo;
 
 typedef struct {  // after each optimiser step (step 0: the validation loss before training)

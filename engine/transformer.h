@@ -77,6 +77,11 @@ typedef struct {
     float dropout;  // LoRA dropout on the adapter's inputs (0: off)
     uint64_t dropout_seed;  // the masks are a function of it (dropout_mask.h)
     int row0, loss_norm;  // a share of a larger batch (TrainBatch): its first row there, the whole's count
+    // Called as the backward pass finishes gradients, so they can be sent while it goes on (NULL: not called):
+    // layer n_layers once the head's and the final norm's are final, then each block's l after block l, then -1
+    // after the embedding's (Param.layer's numbering). 0, or -1 to end the pass with its error.
+    int (*grads_final)(void *ctx, int layer);
+    void *grads_final_ctx;
 } TrainStep;
 
 // *loss gets the mean cross-entropy over the plan's tokens with targets[n] (host; -100: not counted), *n_counted

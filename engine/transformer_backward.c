@@ -213,6 +213,8 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
     return norm_into_stream(b, gw ? gw->attn_norm : NULL, a->xin, w->attn_norm);
 }
 
+static int grads_final(const Bwd *b, int layer) { return b->step->grads_final ? b->step->grads_final(b->step->grads_final_ctx, layer) : 0; }
+
 static int run_backward(Bwd *b, const Activations *a) {
     const Transformer *t = b->t;
     const Backend *be = t->be;
@@ -222,15 +224,17 @@ static int run_backward(Bwd *b, const Activations *a) {
     TRY(bwd_alloc(b));
     TRY(be->rmsnorm_backward(b->dx, gw ? gw->final_norm : NULL, a->dx_final, a->x_final, t->w.final_norm, n, D, c->norm_eps,
                              c->norm_plus_one));
+    TRY(grads_final(b, c->n_layers));
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerActs *la = &a->layers[l];
         LayerWeights *lw = gw ? &gw->layers[l] : NULL;
         if (t->bf16_acts) TRY(layer_acts_convert(t, la, n, 0));
         TRY(mlp_backward(b, l, la, lw));
         TRY(attention_backward(b, l, la, lw));
+        TRY(grads_final(b, l));
     }
-    if (!gw) return 0;
-    return be->embedding_backward((float *)gw->embed.data, b->dx, b->p->tokens, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f);
+    if (gw) TRY(be->embedding_backward((float *)gw->embed.data, b->dx, b->p->tokens, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
+    return grads_final(b, -1);
 }
 
 int transformer_backward(const Transformer *t, const TokenPlan *p, const Activations *a, const TrainStep *step) {

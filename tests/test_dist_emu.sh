@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel training on the GPU path with NCCL, on the CUDA emulator (tests/test_dist_emu.sh BUILD_DIR SOURCE_DIR):
 # two emulated GPUs, one rank each, summing over the emulator's NCCL, against one emulated GPU; ranks started by hand
-# meeting over TCP; a rank stopped inside NCCL's all-reduce; full fine-tuning with ZeRO-1 against one GPU, the CPU and
+# meeting over TCP; the gradients summed during the backward pass in buckets; a rank stopped inside NCCL's all-reduce; full fine-tuning with ZeRO-1 against one GPU, the CPU and
 # --zero 0, and its checkpoint resumed on one GPU and on two. (The CPU path over MPI is tests/test_dist.sh.)
 source "$(dirname "$0")/harness.sh"
 source "$(dirname "$0")/dist_harness.sh"
@@ -19,6 +19,16 @@ grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gpu2.err" && grep
 "$EMU" train "${GPU[@]}" --out "$T/gpu1nccl" --gpus 1 2>"$T/gpu1nccl.err"
 grep -q "1 data-parallel rank (gradients summed by NCCL)" "$T/gpu1nccl.err" &&
   same "--gpus 1 (NCCL with one rank) vs no NCCL: exactly" "$T/gpu1nccl" "$T/gpu1" --tol 0 || bad "--gpus 1: $(grep -v 'train: step' "$T/gpu1nccl.err" | tail -3)"
+# the overlap: the default run's one bucket and a bucket a layer, both started during the last micro-batch's backward
+# pass, give the bits of the sum after it
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GPU[@]}" --out "$T/gpu2o0" --gpus 2 --overlap 0 2>"$T/gpu2o0.err"
+! grep -q "during the backward pass" "$T/gpu2o0.err" && grep -q "during the backward pass, in 1 bucket " "$T/gpu2.err" &&
+  same "--gpus 2, the gradients summed during the backward pass (1 bucket) vs after it (--overlap 0): exactly" "$T/gpu2" "$T/gpu2o0" --tol 0 ||
+  bad "--overlap 0: $(grep -v 'train: step' "$T/gpu2o0.err" | tail -3)"
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GPU[@]}" --out "$T/gpu2b0" --gpus 2 --bucket-mb 0 2>"$T/gpu2b0.err"
+grep -q "during the backward pass, in 2 buckets (--bucket-mb 0)" "$T/gpu2b0.err" &&
+  same "--gpus 2, a bucket a layer vs the sum after the backward pass: exactly" "$T/gpu2b0" "$T/gpu2o0" --tol 0 ||
+  bad "--bucket-mb 0: $(grep -v 'train: step' "$T/gpu2b0.err" | tail -3)"
 # the same two ranks started by hand: NCCL's id reaches rank 1 over TCP instead of MPI
 by_hand 2 gputcp LLAMADUO_EMU_DEVICES=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$(free_port) -- "$EMU" train "${GPU[@]}" --out "$T/gputcp" --gpus 2
 all_ok && grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gputcp.0.err" &&
@@ -53,6 +63,14 @@ grep -q "summed by NCCL" "$T/gfull2.err" && grep -q "sharded over the ranks (ZeR
   bad "--gpus 2, full fine-tuning: $(grep -v 'train: step' "$T/gfull2.err" | tail -3)"
 LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --zero 0 --out "$T/gfull2z0" 2>/dev/null
 same "full fine-tuning on 2 GPUs, ZeRO-1 vs --zero 0: exactly" "$T/gfull2" "$T/gfull2z0" --tol 0
+# ZeRO-1's buckets go to the ranks whose chunks hold them (reduces), --zero 0's are all-reduced: a bucket for the head,
+# one a block and one for the embedding, against the sum after the backward pass
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --overlap 0 --out "$T/gfull2o0" 2>/dev/null
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --bucket-mb 0 --out "$T/gfull2b0" 2>"$T/gfull2b0.err"
+grep -q "in 4 buckets" "$T/gfull2b0.err" && same "full fine-tuning, ZeRO-1, a bucket a layer vs the reduce-scatter after the backward pass: exactly" "$T/gfull2b0" "$T/gfull2o0" --tol 0 ||
+  bad "full fine-tuning, --bucket-mb 0: $(grep -v 'train: step' "$T/gfull2b0.err" | tail -3)"
+LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GFULL[@]}" --gpus 2 --zero 0 --bucket-mb 0 --out "$T/gfull2z0b0" 2>/dev/null
+same "full fine-tuning, --zero 0, a bucket a layer vs ZeRO-1 after the backward pass: exactly" "$T/gfull2z0b0" "$T/gfull2o0" --tol 0
 ck=$(ls "$T/gfull2z0/checkpoint/" | grep '^state-')
 [ -n "$ck" ] && cmp -s "$T/gfull2z0/checkpoint/$ck" "$T/gfull2/checkpoint/$ck" &&
   ok "ZeRO-1's GPU checkpoint (every rank's moments gathered on rank 0) = the unsharded one, byte for byte ($ck)" ||

@@ -1,5 +1,5 @@
 // The CUDA emulator's NCCL (tests/cuda_emu/emu_nccl.cpp) and the wrapper over it (kernels/cuda/collective.cu) for
-// ZeRO-1: reduce-scatter and all-gather on 2 and 3 ranks, each rank a fork()ed process with its own communicator
+// ZeRO-1: reduce-scatter and all-gather on 2 and 3 ranks, and the overlap's reduces and all-reduces of spans, each rank a fork()ed process with its own communicator
 // from one unique id, as under mpirun. Sizes are not multiples of the emulator's slot (2^20 floats), so rounds
 // straddle the ranks' shares; in place (NCCL's rule: recv == send + rank·recvcount for the reduce-scatter, send ==
 // recv + rank·sendcount for the all-gather) and out of place. Every result must equal, bit for bit, what the test
@@ -139,6 +139,33 @@ static void run_rank(int world, int rank, size_t chunk, const ncclUniqueId &id, 
         snprintf(what, sizeof what, "kc_comm_all_gather, world %d, chunk %zu%s%s", world, chunk, rc ? ": " : "", rc ? kc_last_error() : "");
         check(rc == 0, rank, what);
         check_equal(h, sums, total, rank, "  every rank's sums in every rank's buffer (= the all-reduce)");
+        // the overlap's buckets: spans across the chunks' edges reduced onto their owners (ZeRO-1), then spans
+        // all-reduced, both started and waited for after; nothing outside a span changes
+        size_t spans[3][2] = {{chunk / 2, chunk + chunk / 3},
+                              {total - total / 7, total},
+                              {chunk + chunk / 3 + 1, chunk + chunk / 3 + 2}};  // (disjoint, as buckets are)
+        float *want = filled(total, NAN);
+        for (size_t i = 0; i < total; i++) {
+            int in = 0;
+            for (int k = 0; k < 3; k++) in |= i >= spans[k][0] && i < spans[k][1];
+            want[i] = in && i / (chunk ? chunk : 1) == (size_t)rank ? sums[i] : mine[i];
+        }
+        rc = kc_upload(d, mine, sizeof(float) * total) || kc_comm_reduce_start(c, d, spans, 3, chunk) || kc_comm_wait(c) ||
+             kc_download(h, d, sizeof(float) * total);
+        snprintf(what, sizeof what, "kc_comm_reduce_start, world %d, chunk %zu%s%s", world, chunk, rc ? ": " : "",
+                 rc ? kc_last_error() : "");
+        check(rc == 0, rank, what);
+        check_equal(h, want, total, rank, "  the spans' sums in their owners' chunks, the rest as it was");
+        float *bufs[2] = {d + spans[0][0], d + spans[1][0]};
+        size_t lens[2] = {spans[0][1] - spans[0][0], spans[1][1] - spans[1][0]};
+        for (size_t i = 0; i < total; i++)
+            want[i] = (i >= spans[0][0] && i < spans[0][1]) || (i >= spans[1][0] && i < spans[1][1]) ? sums[i] : mine[i];
+        rc = kc_upload(d, mine, sizeof(float) * total) || kc_comm_sum_start(c, bufs, lens, 2) || kc_comm_wait(c) ||
+             kc_download(h, d, sizeof(float) * total);
+        snprintf(what, sizeof what, "kc_comm_sum_start, world %d, chunk %zu%s%s", world, chunk, rc ? ": " : "", rc ? kc_last_error() : "");
+        check(rc == 0, rank, what);
+        check_equal(h, want, total, rank, "  the spans' sums on every rank, the rest as it was");
+        free(want);
         kc_comm_free(c);
         kc_free(d);
         free(h), free(sums);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "backprop.h"
 #include "export.h"
 #include "forward.h"
@@ -46,6 +47,18 @@ static void read_batch(const SafeTensors *st, TrainBatch *b) {
     *b = (TrainBatch){b->tokens, b->targets, b->positions, b->starts, nt, ns, 0, 0};
 }
 
+// The fixture's rank-4 adapter (PEFT's values) into l.
+static void load_lora(Lora *l, const SafeTensors *st) {
+    char p[256];
+    for (int i = 0; i < l->n_layers * LT_COUNT; i++) {
+        LoraPair *w = &l->w[i];
+        snprintf(p, sizeof p, "lora.%d.%s.A", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
+        memcpy(w->A, need(st, p)->data, sizeof(float) * 4 * (size_t)w->in);
+        snprintf(p, sizeof p, "lora.%d.%s.B", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
+        memcpy(w->B, need(st, p)->data, sizeof(float) * 4 * (size_t)w->out);
+    }
+}
+
 static void check(const char *name) {
     char p[1024];
     snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
@@ -59,14 +72,7 @@ static void check(const char *name) {
         return;
     }
     Lora *lora = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *grad = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
-    for (int l = 0; l < m->cfg.n_layers; l++)
-        for (int t = 0; t < LT_COUNT; t++) {
-            LoraPair *w = &lora->w[l * LT_COUNT + t];
-            snprintf(p, sizeof p, "lora.%d.%s.A", l, lora_target_name((LoraTarget)t));
-            memcpy(w->A, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->in);
-            snprintf(p, sizeof p, "lora.%d.%s.B", l, lora_target_name((LoraTarget)t));
-            memcpy(w->B, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->out);
-        }
+    load_lora(lora, &st);
     TrainBatch b;
     int counted;
     read_batch(&st, &b);
@@ -167,6 +173,91 @@ static void check_full(const char *name) {
     free_batch(&b);
     st_close(&st);
     model_free(g), model_free(m);
+}
+
+// The backward pass's promise to the GPU ranks' overlap (TrainStep.grads_final): it names the stages in order —
+// the head (n_layers), each block from the last, the embedding (-1) — and once a parameter's stage (Param.layer)
+// is named, its gradient never changes again, so a bucket sent then is the one the optimiser steps on.
+typedef struct {
+    Param *ps;
+    int n, L, calls, in_order, stop_at;  // stop_at: the stage whose call fails (-2: none)
+    float **seen;  // [n] each gradient as it was when its stage was named
+} FinalLog;
+
+static int log_final(void *ctx, int layer) {
+    FinalLog *f = ctx;
+    f->in_order &= layer == f->L - f->calls++;
+    for (int i = 0; i < f->n; i++)
+        if (f->ps[i].layer == layer) {
+            f->seen[i] = ld_xmalloc(sizeof(float) * f->ps[i].n);
+            memcpy(f->seen[i], f->ps[i].g, sizeof(float) * f->ps[i].n);
+        }
+    return layer == f->stop_at ? -1 : 0;
+}
+
+// One training pass of LoRA (dropout on) and every weight at once, with the log; 0, or -1 when the pass failed.
+static int logged_pass(Model *m, Lora *lora, Lora *lg, Model *mg, const TrainBatch *b, FinalLog *f) {
+    const Backend *be = &ld_backend_cpu;
+    Transformer t = {.be = be, .cfg = &m->cfg, .w = model_weights(m), .adapter = lora};
+    ModelWeights gw = model_weights(mg);
+    TrainStep step = {
+        .adapter_grad = lg, .weight_grad = &gw, .dropout = 0.2f, .dropout_seed = 7, .grads_final = log_final, .grads_final_ctx = f};
+    TokenPlan plan;
+    float loss;
+    int counted, rc = token_plan_packed(be, &m->cfg, b, &plan) || transformer_loss(&t, &plan, b->targets, &step, &loss, &counted);
+    token_plan_free(be, &plan);
+    return rc ? -1 : 0;
+}
+
+static void check_grads_final(const char *name) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
+    SafeTensors st;
+    if (!m || st_open(p, &st)) {
+        CHECK(0, "%s: %s", name, ld_last_error());
+        model_free(m);
+        return;
+    }
+    model_make_trainable(m);
+    Model *mg = model_grad_new(m);
+    Lora *lora = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *lg = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
+    load_lora(lora, &st);
+    TrainBatch b;
+    read_batch(&st, &b);
+    Param *lp, *mp;
+    int nl = lora_params(lora, lg, &lp), nm = model_params(m, mg, &mp), L = m->cfg.n_layers;
+    FinalLog f = {.ps = ld_xmalloc(sizeof(Param) * (size_t)(nl + nm)), .n = nl + nm, .L = L, .in_order = 1, .stop_at = -2};
+    memcpy(f.ps, lp, sizeof(Param) * (size_t)nl), memcpy(f.ps + nl, mp, sizeof(Param) * (size_t)nm);
+    f.seen = ld_xcalloc((size_t)f.n, sizeof(float *));
+    CHECK(logged_pass(m, lora, lg, mg, &b, &f) == 0, "%s: %s", name, ld_last_error());
+    CHECK(f.calls == L + 2 && f.in_order, "%s: %d stages named (%s), not %d in order", name, f.calls,
+          f.in_order ? "in order" : "out of order", L + 2);
+    int changed = 0, unseen = 0, nonzero = 0;
+    for (int i = 0; i < f.n; i++) {
+        if (!f.seen[i]) {
+            unseen++;
+            continue;
+        }
+        changed += memcmp(f.seen[i], f.ps[i].g, sizeof(float) * f.ps[i].n) != 0;
+        for (size_t k = 0; k < f.ps[i].n && !nonzero; k++) nonzero = f.ps[i].g[k] != 0;
+        free(f.seen[i]);
+    }
+    printf("%-12s backward pass: %d stages named in order; %d gradients, %d changed after their stage, %d never named\n", name, f.calls,
+           f.n, changed, unseen);
+    CHECK(!changed && !unseen && nonzero, "%s: %d gradients changed after their stage was named, %d never named", name, changed, unseen);
+    // a failing call ends the pass with its error
+    FinalLog stop = {.ps = f.ps, .n = f.n, .L = L, .in_order = 1, .stop_at = L - 1, .seen = f.seen};
+    memset(f.seen, 0, sizeof(float *) * (size_t)f.n);
+    CHECK(logged_pass(m, lora, lg, mg, &b, &stop) == -1 && stop.calls == 2, "%s: a failing grads_final did not end the pass (%d calls)",
+          name, stop.calls);
+    for (int i = 0; i < f.n; i++) free(f.seen[i]);
+    free(f.seen), free(f.ps), free(lp), free(mp);
+    free_batch(&b);
+    lora_free(lora), lora_free(lg);
+    st_close(&st);
+    model_free(mg), model_free(m);
 }
 
 // rsLoRA (scale alpha/sqrt(r)) against PEFT's use_rslora.
@@ -336,13 +427,7 @@ static void check_dropout(void) {
     st_open(p, &st);
     Lora *l = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *g = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1),
          *scratch = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
-    for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
-        LoraPair *w = &l->w[i];
-        snprintf(p, sizeof p, "lora.%d.%s.A", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
-        memcpy(w->A, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->in);
-        snprintf(p, sizeof p, "lora.%d.%s.B", i / LT_COUNT, lora_target_name((LoraTarget)(i % LT_COUNT)));
-        memcpy(w->B, need(&st, p)->data, sizeof(float) * 4 * (size_t)w->out);
-    }
+    load_lora(l, &st);
     int nt, ng, np, ns, c;
     TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
     b.T = nt, b.n_records = ns;
@@ -382,6 +467,8 @@ int main(void) {
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3", "llama_gelu", "gemma_gelu"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
     check_rslora();
+    check_grads_final("llama");  // an untied head: its gradient final before the blocks
+    check_grads_final("gemma");  // tied: the embedding's gradient takes the head's and is final last
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_full(models[i]);
     return test_finish("test_lora_grad");
 }

@@ -90,6 +90,9 @@ static void print_setup(const Trainer *t, const TrainOptions *o) {
                 in.resumed_ranks, in.resumed_ranks == 1 ? "" : "s", in.ranks);
     if (strcmp(in.collectives, "none"))
         fprintf(stderr, "train: %d data-parallel rank%s (gradients summed by %s)\n", in.ranks, in.ranks == 1 ? "" : "s", in.collectives);
+    if (in.buckets)
+        fprintf(stderr, "train: gradients summed during the backward pass, in %d bucket%s (--bucket-mb %g)\n", in.buckets,
+                in.buckets == 1 ? "" : "s", o->bucket_mb);
     if (in.zero)
         fprintf(stderr, "train: AdamW's moments sharded over the ranks (ZeRO-1): %.1f MiB on this rank, not %.1f MiB\n",
                 in.state_floats * 4.0 / (1 << 20), in.whole_state_floats * 4.0 / (1 << 20));

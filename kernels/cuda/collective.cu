@@ -14,7 +14,13 @@ struct KcComm {
     ncclComm_t comm;
     double timeout_s;
     int rank, world;
+    // the collectives started beside the default stream's work (kc_comm_*_start): their stream, non-blocking so the
+    // legacy default stream neither waits for it nor makes it wait; and the event each one waits for first
+    cudaStream_t stream;
+    cudaEvent_t queued;
 };
+
+static const cudaStream_t k_default_stream = 0;
 
 static double now_s(void) {
     struct timespec t;
@@ -43,8 +49,8 @@ static int timed_out(KcComm *c, const char *what) {
 }
 
 // Until NCCL's own work for the communicator (init, a group's launch) is done: 0, or -1 (aborted) on its error or
-// past the deadline; with stream, until the stream's work is done too.
-static int wait_done(KcComm *c, const char *what, int stream) {
+// past the deadline; with stream, until that stream's work is done too.
+static int wait_done(KcComm *c, const char *what, const cudaStream_t *stream) {
     double t0 = now_s();
     for (;;) {
         ncclResult_t async;
@@ -54,7 +60,7 @@ static int wait_done(KcComm *c, const char *what, int stream) {
             return nccl_failed(what, q != ncclSuccess ? q : async);
         }
         if (async == ncclSuccess) {
-            cudaError_t e = stream ? cudaStreamQuery(0) : cudaSuccess;
+            cudaError_t e = stream ? cudaStreamQuery(*stream) : cudaSuccess;
             if (e == cudaSuccess) return 0;
             if (e != cudaErrorNotReady) return kc_set_error(what, e), -1;
         }
@@ -78,8 +84,11 @@ extern "C" KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int wo
         free(c);
         return NULL;
     }
-    if (wait_done(c, "joining the other ranks (NCCL)", 0)) {
-        free(c);
+    cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->queued, cudaEventDisableTiming);
+    if (e != cudaSuccess || wait_done(c, "joining the other ranks (NCCL)", NULL)) {
+        if (e != cudaSuccess) kc_set_error("the communicator's stream", e);
+        kc_comm_free(c);
         return NULL;
     }
     return c;
@@ -92,7 +101,7 @@ extern "C" int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k
         if (n[i]) r = ncclAllReduce(bufs[i], bufs[i], n[i], ncclFloat32, ncclSum, c->comm, 0);
     ncclResult_t end = ncclGroupEnd();  // ncclInProgress: launched in the background (a nonblocking communicator)
     if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) return nccl_failed("ncclAllReduce", r != ncclSuccess ? r : end);
-    return wait_done(c, "all-reduce", 1);
+    return wait_done(c, "all-reduce", &k_default_stream);
 }
 
 // In place, as NCCL defines it: this rank's share of buf is buf + rank·chunk in both.
@@ -101,7 +110,7 @@ extern "C" int kc_comm_reduce_scatter(KcComm *c, float *buf, size_t chunk) {
     if (!chunk) return 0;
     ncclResult_t r = ncclReduceScatter(buf, buf + (size_t)c->rank * chunk, chunk, ncclFloat32, ncclSum, c->comm, 0);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_failed("ncclReduceScatter", r);
-    return wait_done(c, "reduce-scatter", 1);
+    return wait_done(c, "reduce-scatter", &k_default_stream);
 }
 
 extern "C" int kc_comm_all_gather(KcComm *c, float *buf, size_t chunk) {
@@ -109,11 +118,57 @@ extern "C" int kc_comm_all_gather(KcComm *c, float *buf, size_t chunk) {
     if (!chunk) return 0;
     ncclResult_t r = ncclAllGather(buf + (size_t)c->rank * chunk, buf, chunk, ncclFloat32, c->comm, 0);
     if (r != ncclSuccess && r != ncclInProgress) return nccl_failed("ncclAllGather", r);
-    return wait_done(c, "all-gather", 1);
+    return wait_done(c, "all-gather", &k_default_stream);
+}
+
+// The communicator's stream waits for what the default stream has queued so far.
+static int after_queued(KcComm *c, const char *what) {
+    cudaError_t e = cudaEventRecord(c->queued, 0);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(c->stream, c->queued, 0);
+    return e == cudaSuccess ? 0 : (kc_set_error(what, e), -1);
+}
+
+// A group's launch: with a nonblocking communicator no other NCCL call may come before it is done (host side).
+static int group_launched(KcComm *c, const char *what, ncclResult_t r) {
+    ncclResult_t end = ncclGroupEnd();
+    if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) return nccl_failed(what, r != ncclSuccess ? r : end);
+    return wait_done(c, what, NULL);
+}
+
+extern "C" int kc_comm_sum_start(KcComm *c, float *const *bufs, const size_t *n, int k) {
+    if (!c->comm) return kc_set_error_msg("all-reduce", "the communicator was aborted"), -1;
+    if (after_queued(c, "all-reduce")) return -1;
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < k && r == ncclSuccess; i++)
+        if (n[i]) r = ncclAllReduce(bufs[i], bufs[i], n[i], ncclFloat32, ncclSum, c->comm, c->stream);
+    return group_launched(c, "all-reduce (ncclAllReduce)", r);
+}
+
+// Each span cut at the chunks' edges, and each piece reduced onto the rank whose chunk it lies in: together the
+// reduce-scatter's traffic, a bucket at a time.
+extern "C" int kc_comm_reduce_start(KcComm *c, float *buf, const size_t (*spans)[2], int k, size_t chunk) {
+    if (!c->comm) return kc_set_error_msg("reduce", "the communicator was aborted"), -1;
+    if (!chunk) return 0;
+    if (after_queued(c, "reduce")) return -1;
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < k && r == ncclSuccess; i++)
+        for (size_t a = spans[i][0], b; a < spans[i][1] && r == ncclSuccess; a = b) {
+            int root = (int)(a / chunk);
+            b = (size_t)(root + 1) * chunk < spans[i][1] ? (size_t)(root + 1) * chunk : spans[i][1];
+            r = ncclReduce(buf + a, buf + a, b - a, ncclFloat32, ncclSum, root, c->comm, c->stream);
+        }
+    return group_launched(c, "reduce (ncclReduce)", r);
+}
+
+extern "C" int kc_comm_wait(KcComm *c) {
+    if (!c->comm) return kc_set_error_msg("waiting for the collectives", "the communicator was aborted"), -1;
+    return wait_done(c, "the gradients' sums started during the backward pass", &c->stream);
 }
 
 extern "C" void kc_comm_free(KcComm *c) {
     if (!c) return;
     if (c->comm) ncclCommDestroy(c->comm);
+    if (c->queued) cudaEventDestroy(c->queued);
+    if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
 }

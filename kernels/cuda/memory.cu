@@ -145,8 +145,10 @@ extern "C" int kc_download(void *dst, const void *src, size_t bytes) {
     return e == cudaSuccess ? 0 : (kc_set_error("download", e), -1);
 }
 
+// The default stream only: a collective started on a communicator's own stream (collective.h) is waited for with
+// its deadline by kc_comm_wait, never here, where a peer that died would hold the wait forever.
 extern "C" int kc_sync(void) {
-    cudaError_t e = cudaDeviceSynchronize();
+    cudaError_t e = cudaStreamSynchronize(0);
     return e == cudaSuccess ? 0 : (kc_set_error("synchronize", e), -1);
 }
 

@@ -3,7 +3,8 @@
 // per rank. Every collective goes through it kSlot floats at a time: each rank copies its piece into its slot, all
 // meet at the barrier, each reads what it needs from the slots into its output, and all meet again before the
 // slots are reused. An all-reduce sums every slot in rank order; a reduce-scatter walks the whole send buffer
-// (world·recvcount floats) the same way and each rank sums, in rank order, only the pieces inside its own share;
+// (world·recvcount floats) the same way and each rank sums, in rank order, only the pieces inside its own share (a
+// reduce: the root alone sums them all);
 // an all-gather copies every rank's slot to that rank's place in everyone's output. In place works for each, as
 // NCCL defines it (recv == send + rank·recvcount; send == recv + rank·sendcount): a piece is in the slots before
 // anyone writes over it.
@@ -178,6 +179,28 @@ ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recv
             float s = 0;
             for (int r = 0; r < c->world; r++) s += c->slots[(size_t)r * kSlot + (j - off)];
             out[j - lo] = s;
+        }
+        if (barrier(c) != ncclSuccess) return c->async;
+    }
+    return ncclSuccess;
+}
+
+// Every rank's piece in its slot, the root sums them in rank order (the all-reduce's bits) into its recvbuff.
+ncclResult_t ncclReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op, int root, ncclComm_t c,
+                        cudaStream_t stream) {
+    (void)stream;
+    if (datatype != ncclFloat32 || op != ncclSum || !c || root < 0 || root >= c->world) return ncclInvalidArgument;
+    if (c->async != ncclSuccess) return c->async;
+    const float *in = (const float *)sendbuff;
+    float *out = (float *)recvbuff;
+    for (size_t off = 0; off < count; off += kSlot) {
+        size_t n = count - off < kSlot ? count - off : kSlot;
+        memcpy(c->slots + (size_t)c->rank * kSlot, in + off, sizeof(float) * n);
+        if (barrier(c) != ncclSuccess) return c->async;
+        for (size_t i = 0; c->rank == root && i < n; i++) {
+            float s = 0;
+            for (int r = 0; r < c->world; r++) s += c->slots[(size_t)r * kSlot + i];
+            out[off + i] = s;
         }
         if (barrier(c) != ncclSuccess) return c->async;
     }

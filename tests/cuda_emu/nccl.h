@@ -1,5 +1,5 @@
-// The CUDA emulator's stand-in for <nccl.h>: the part kernels/cuda/collective.cu uses (all-reduce, reduce-scatter,
-// all-gather; fp32, sum). Ranks are processes (as under mpirun); a communicator is a shared-memory segment named
+// The CUDA emulator's stand-in for <nccl.h>: the part kernels/cuda/collective.cu uses (all-reduce, reduce,
+// reduce-scatter, all-gather; fp32, sum). Ranks are processes (as under mpirun); a communicator is a shared-memory segment named
 // by its unique id, where every rank puts its buffer and reads everyone's, summing in rank order — so every rank
 // gets the same bits, as NCCL's all-reduce gives, and a reduce-scatter's share is the all-reduce's bits.
 // Collectives complete when they return; a rank that does not arrive within LLAMADUO_EMU_NCCL_TIMEOUT seconds (60)
@@ -39,6 +39,8 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
                            cudaStream_t stream);
 ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype, ncclRedOp_t op,
                                ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op, int root,
+                        ncclComm_t comm, cudaStream_t stream);
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype, ncclComm_t comm,
                            cudaStream_t stream);
 ncclResult_t ncclGroupStart(void);

@@ -1,10 +1,11 @@
 // GPU throughput and memory of LoRA training and of batched generation on one model, with random token ids
 // (speed is blind to values), as one JSON line — llamaduo's half of benchmarks/gpu_bench.py, which runs HF
 // transformers + PEFT on the same model in the same call.
-// Usage: bench_gpu MODEL train SEQ BATCH [--steps N] [--warmup N] [--rank R] [--precision fp32|bf16] [--count 1]
+// Usage: bench_gpu MODEL train SEQ BATCH [--steps N] [--warmup N] [--rank R] [--precision fp32|bf16] [--recompute 1]
+//        [--count 1]
 //        bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--count 1]
 // train: BATCH records of SEQ tokens per step (packed: no attention across records), LoRA rank R (alpha 2R) on
-// all seven linears, AdamW; tok/s over the steps after the warm-up. generate: BATCH prompts of PROMPT tokens,
+// all seven linears, AdamW (--recompute 1: activation checkpointing); tok/s over the steps after the warm-up. generate: BATCH prompts of PROMPT tokens,
 // NEW greedy tokens each with no stop, on one engine (weights uploaded once, before the clock starts); output
 // tok/s over prefill + decode. peak_GiB: the most device memory held through the backend's allocator.
 // --count (bench_gpu_emu, the build against the CUDA emulator): instead of timing, one training step or one decode
@@ -31,6 +32,7 @@ static void fail(const char *what) {
 static unsigned lcg(unsigned *s) { return *s = *s * 1103515245u + 12345u; }
 
 static int g_count;  // --count
+static int g_recompute;  // --recompute
 
 #ifdef BENCH_GPU_EMU
 // ---- the least traffic of a step, for --count: the weights read once per step, every activation an op reads or
@@ -137,6 +139,7 @@ static void bench_train(Model *m, int seq, int batch, int steps, int warm, int r
     TrainBatch tb = {tok, tgt, pos, starts, T, batch, 0, 0};
     GpuTrainer *g = gpu_trainer_new(m, lora, wt);
     if (!g) fail("gpu_trainer_new");
+    gpu_trainer_recompute(g, g_recompute);
     double t0 = 0;
     float loss = 0;
     for (int i = 0; i < warm + steps; i++) {
@@ -162,8 +165,8 @@ static void bench_train(Model *m, int seq, int batch, int steps, int warm, int r
     kc_mem_stats(NULL, &peak);
     printf(
         "{\"engine\": \"llamaduo\", \"workload\": \"train\", \"precision\": \"%s\", \"seq\": %d, \"bsz\": %d, \"rank\": %d, \"steps\": %d, "
-        "\"tok_per_s\": %.0f, \"step_s\": %.4f, \"peak_mem_GiB\": %.2f, \"loss\": %.4f}\n",
-        wt == LD_BF16 ? "bf16" : "fp32", seq, batch, rank, steps, T / dt, dt, peak / 1073741824.0, loss);
+        "\"recompute\": %d, \"tok_per_s\": %.0f, \"step_s\": %.4f, \"peak_mem_GiB\": %.3f, \"loss\": %.4f}\n",
+        wt == LD_BF16 ? "bf16" : "fp32", seq, batch, rank, steps, g_recompute, T / dt, dt, peak / 1073741824.0, loss);
     gpu_trainer_free(g);
     lora_free(lora);
     free(tok), free(tgt), free(pos), free(starts);
@@ -228,7 +231,8 @@ static void bench_generate(Model *m, int batch, int plen, int nnew, LdDtype wt) 
 int main(int argc, char **argv) {
     if (argc < 5) {
         fprintf(stderr,
-                "usage: bench_gpu MODEL train SEQ BATCH [--steps N] [--warmup N] [--rank R] [--precision fp32|bf16] [--count 1]\n"
+                "usage: bench_gpu MODEL train SEQ BATCH [--steps N] [--warmup N] [--rank R] [--precision fp32|bf16] [--recompute 1] "
+                "[--count 1]\n"
                 "       bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--count 1]\n");
         return 2;
     }
@@ -247,6 +251,8 @@ int main(int argc, char **argv) {
             rank = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--precision"))
             wt = !strcmp(argv[i + 1], "fp32") ? LD_F32 : LD_BF16;
+        else if (!strcmp(argv[i], "--recompute"))
+            g_recompute = !strcmp(argv[i + 1], "1");
         else if (!strcmp(argv[i], "--count") && !strcmp(argv[i + 1], "1"))
             g_count = 1;
         else {

@@ -14,10 +14,10 @@ int train_batch_check(const ModelConfig *c, const TrainBatch *b) {
     return 0;
 }
 
-float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *mg, const TrainBatch *b, int *n_counted) {
+float train_loss_and_grad(const Model *m, const Lora *lora, Lora *grad, Model *mg, const TrainBatch *b, int *n_counted, int recompute) {
     if (train_batch_check(&m->cfg, b)) return NAN;
     const Backend *be = &ld_backend_cpu;
-    Transformer t = {.be = be, .cfg = &m->cfg, .w = model_weights(m), .adapter = lora};
+    Transformer t = {.be = be, .cfg = &m->cfg, .w = model_weights(m), .adapter = lora, .recompute = recompute};
     ModelWeights gw = mg ? model_weights(mg) : (ModelWeights){0};
     TrainStep step = {.adapter_grad = grad, .weight_grad = mg ? &gw : NULL, .row0 = b->row0, .loss_norm = b->loss_norm};
     if (lora && grad) step.dropout = lora->dropout, step.dropout_seed = lora->dropout_seed;

@@ -15,6 +15,7 @@ GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt) {
     return NULL;
 }
 void gpu_trainer_free(GpuTrainer *g) { (void)g; }
+void gpu_trainer_recompute(GpuTrainer *g, int on) { (void)g, (void)on; }
 int gpu_trainer_distribute(GpuTrainer *g, struct Dist *d, int nccl, int zero) { return (void)g, (void)d, (void)nccl, (void)zero, -1; }
 int gpu_trainer_overlap(GpuTrainer *g, double mib) { return (void)g, (void)mib, 0; }
 void gpu_trainer_sum_in_backward(GpuTrainer *g) { (void)g; }
@@ -65,6 +66,7 @@ struct GpuTrainer {
     struct Bucket *buckets;
     size_t (*spans)[2];
     int n_buckets, n_spans, started, armed;
+    int recompute;  // activation checkpointing
 };
 
 typedef struct Bucket {
@@ -227,6 +229,8 @@ int gpu_trainer_distribute(GpuTrainer *g, Dist *d, int nccl, int zero) {
 
 int gpu_trainer_sharded(const GpuTrainer *g) { return g->zero; }
 
+void gpu_trainer_recompute(GpuTrainer *g, int on) { g->recompute = on; }
+
 // Parameter k's elements as the open bucket's last span (from span0 on), merged with the span before when they touch.
 static void add_span(GpuTrainer *g, int k, int span0) {
     size_t a = (size_t)(g->params[k].p - g->values), b = a + g->params[k].n;
@@ -304,7 +308,8 @@ float gpu_trainer_loss_and_grad(GpuTrainer *g, const TrainBatch *b, int *n_count
     const Backend *be = &ld_backend_cuda;
     const ModelConfig *c = &g->m->cfg;
     if (train_batch_check(c, b)) return NAN;
-    Transformer t = {.be = be, .cfg = c, .adapter = g->P, .bf16_acts = g->W16 || (g->base && g->base->wt == LD_BF16)};
+    Transformer t = {
+        .be = be, .cfg = c, .adapter = g->P, .bf16_acts = g->W16 || (g->base && g->base->wt == LD_BF16), .recompute = g->recompute};
     ModelWeights grad;
     if (g->full) {
         t.w = model_weights(g->W16 ? g->W16 : g->W), grad = model_weights(g->dW);

@@ -16,6 +16,7 @@ struct Dist;
 // (model_make_trainable), wt LD_F32. NULL with an error (no CUDA in this build, no device, not enough memory).
 GpuTrainer *gpu_trainer_new(const Model *m, const Lora *lora, LdDtype wt);
 void gpu_trainer_free(GpuTrainer *g);
+void gpu_trainer_recompute(GpuTrainer *g, int on);  // activation checkpointing from now on (Transformer.recompute)
 // Makes g one of d's data-parallel ranks (every rank calls it once, before training or resuming): the gradients
 // summed by NCCL when nccl (rank 0's communicator id sent over d), otherwise through host memory over d's own
 // transport; zero: ZeRO-1 (with NCCL only), each rank keeping AdamW's moments for its chunk of the parameters

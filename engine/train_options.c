@@ -44,6 +44,9 @@ const OptionSpec k_train_options[] = {
     {"threads", OPT_INT, T(threads), 0, 1024, "0", NULL, "CPU threads (0: all cores)"},
     {"zero", OPT_INT, T(zero), 0, 1, "1", NULL,
      "full fine-tuning on several ranks: 1 shards AdamW's moments across them (ZeRO-1), 0 keeps them whole on each"},
+    {"activation_checkpointing", OPT_BOOL, T(activation_checkpointing), 0, 1, NULL, NULL,
+     "keep only each block's input through the forward pass and run the block again going back: a block's activations "
+     "in memory instead of every block's, for one more forward pass"},
     {"overlap", OPT_INT, T(overlap), 0, 1, "1", NULL,
      "GPU ranks over NCCL: 1 sums each bucket of gradients while the backward pass goes on (a step's last micro-batch), "
      "0 sums them all after it"},

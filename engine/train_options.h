@@ -9,7 +9,7 @@ typedef struct {
     const char *model, *train, *val, *out, *init_adapter, *chat_template;  // paths and names (NULL: not given)
     const char *method, *device, *precision, *targets, *schedule, *long_records;
     int rank, rslora, epochs, tokens_per_step, grad_accum, max_len, full_sequence_loss, seed, eval_every, save_every, threads, zero,
-        overlap;
+        overlap, activation_checkpointing;
     double alpha, lr, warmup, weight_decay, max_grad_norm, dropout, bucket_mb;  // alpha, lr NaN: the defaults for rank and method
 } TrainOptions;
 

@@ -85,7 +85,8 @@ static TrainBatch share_of(const Trainer *t, const Packed *p, int j, int n) {
 
 static int cpu_zero_grad(Trainer *t) { return adamw_zero_grad(t->opt), 0; }
 static float cpu_loss(Trainer *t, const TrainBatch *b, int *n_counted, int training) {
-    return train_loss_and_grad(t->m, t->lora, training ? t->grad : NULL, training ? t->mgrad : NULL, b, n_counted);
+    return train_loss_and_grad(t->m, t->lora, training ? t->grad : NULL, training ? t->mgrad : NULL, b, n_counted,
+                               t->o->activation_checkpointing);
 }
 static int cpu_scale_grad(Trainer *t, float s) { return adamw_scale_grad(t->opt, s), 0; }
 // ZeRO-1: the global norm from every rank's chunk, each rank's step on its chunk, then the chunks to every rank.
@@ -346,6 +347,7 @@ static int pick_device(Trainer *t) {
     }
     t->ops = &k_gpu_steps;
     adamw_drop_moments(t->opt);  // AdamW's state lives on the device; checkpoints stream it (gpu_trainer_write_state)
+    gpu_trainer_recompute(t->gpu, t->o->activation_checkpointing);
     int nccl = dist_device_collectives(t->dist);
     t->summed |= nccl;
     if ((nccl && dist_wait_for_all(t->dist, "waiting for every rank's GPU")) || gpu_trainer_distribute(t->gpu, t->dist, nccl, t->zero))

@@ -25,6 +25,10 @@ typedef struct {
     ModelWeights w;
     const Lora *adapter;  // A and B in the backend's memory, applied unmerged; NULL: the base alone
     int bf16_acts;  // a training step keeps its activations in bf16 between the passes (be->to_bf16)
+    // Activation checkpointing: a training step's forward keeps each block's input alone (fp32), and the backward
+    // pass runs each block's forward again from it before going back through the block, so activations take one
+    // block's memory, not every block's, for one more forward pass (bf16_acts does not apply).
+    int recompute;
 } Transformer;
 
 // Where each of one call's n tokens sits and which keys it sees: arrays [n] in the backend's memory.
@@ -111,7 +115,11 @@ int transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int
 int transformer_backward(const Transformer *t, const TokenPlan *p, const Activations *a, const TrainStep *step);
 // Between bf16 and fp32 in place (t->bf16_acts), and freeing.
 int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16);
+void layer_acts_free(const Backend *be, LayerActs *a);
 void activations_free(const Transformer *t, Activations *a);
+// t->recompute: block l's forward again from its input xin[n, D] (what the forward kept), *a getting what a
+// training step's forward keeps of it (layer_acts_free after). 0, or -1 with the backend's error.
+int transformer_recompute_block(const Transformer *t, const TokenPlan *p, const TrainStep *step, int l, const float *xin, LayerActs *a);
 
 // The widest input of any linear (dim, Hq*hd or ffn_dim): the width of dropout's masked-input buffers.
 int transformer_widest_input(const ModelConfig *c);

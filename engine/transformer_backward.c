@@ -215,6 +215,20 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
 
 static int grads_final(const Bwd *b, int layer) { return b->step->grads_final ? b->step->grads_final(b->step->grads_final_ctx, layer) : 0; }
 
+// Block l going back, from what the forward kept of it, or (t->recompute) from its forward run again.
+static int block_backward(const Bwd *b, int l, LayerActs *kept) {
+    const Transformer *t = b->t;
+    LayerWeights *lw = b->step->weight_grad ? &b->step->weight_grad->layers[l] : NULL;
+    LayerActs again = {0}, *la = t->recompute ? &again : kept;
+    if (t->recompute)
+        TRY(transformer_recompute_block(t, b->p, b->step, l, kept->xin, &again));
+    else if (t->bf16_acts)
+        TRY(layer_acts_convert(t, la, b->p->n, 0));
+    int rc = mlp_backward(b, l, la, lw) || attention_backward(b, l, la, lw);
+    layer_acts_free(t->be, &again);
+    return rc ? -1 : grads_final(b, l);
+}
+
 static int run_backward(Bwd *b, const Activations *a) {
     const Transformer *t = b->t;
     const Backend *be = t->be;
@@ -225,14 +239,7 @@ static int run_backward(Bwd *b, const Activations *a) {
     TRY(be->rmsnorm_backward(b->dx, gw ? gw->final_norm : NULL, a->dx_final, a->x_final, t->w.final_norm, n, D, c->norm_eps,
                              c->norm_plus_one));
     TRY(grads_final(b, c->n_layers));
-    for (int l = c->n_layers - 1; l >= 0; l--) {
-        LayerActs *la = &a->layers[l];
-        LayerWeights *lw = gw ? &gw->layers[l] : NULL;
-        if (t->bf16_acts) TRY(layer_acts_convert(t, la, n, 0));
-        TRY(mlp_backward(b, l, la, lw));
-        TRY(attention_backward(b, l, la, lw));
-        TRY(grads_final(b, l));
-    }
+    for (int l = c->n_layers - 1; l >= 0; l--) TRY(block_backward(b, l, &a->layers[l]));
     if (gw) TRY(be->embedding_backward((float *)gw->embed.data, b->dx, b->p->tokens, n, D, c->embed_scale ? sqrtf((float)D) : 1.0f));
     return grads_final(b, -1);
 }

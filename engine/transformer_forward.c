@@ -31,6 +31,7 @@ typedef struct {
     const KvSpace *kv;  // inference: the cache the blocks write and read; NULL for a packed batch
     const TrainStep *step;
     int keep;  // a training step: each block keeps its LayerActs
+    int again;  // transformer_recompute_block: the block alone, not the next one's norm
     float *x, *xn, *br;  // [n, D] residual stream, normed input of the next sub-block, branch output
     float *h;  // [n, F] gated activation
     float *xd;  // [n, widest] dropout's masked adapter input
@@ -174,7 +175,7 @@ int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16) {
     return rc ? -1 : 0;
 }
 
-static void layer_acts_free(const Backend *be, LayerActs *a) {
+void layer_acts_free(const Backend *be, LayerActs *a) {
     float *all[] = {a->xin, a->q_pre, a->k_pre, a->q, a->k, a->v, a->att, a->lse, a->o_pre, a->xmid, a->gt, a->u, a->dn_pre};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) be->release(all[i]);
     be->release(a->ax_all);
@@ -267,6 +268,7 @@ static int block_forward(const Fwd *f, int l, LayerActs *a) {
     TRY(linears(f, l, gate_up, 2, f->xn, D));
     TRY(be->gated(c->act, f->h, a->gt, a->u, (size_t)n * F));
     TRY(branch_out(f, l, LT_DOWN, f->h, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
+    if (f->again) return 0;
     if (l + 1 == c->n_layers) return be->add(f->x, f->br, (size_t)n * D);
     return be->add_rmsnorm(f->xn, f->x, f->br, t->w.layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one);
 }
@@ -278,25 +280,35 @@ static void fwd_free(Fwd *f) {
     be->release(f->x), be->release(f->xn), be->release(f->br), be->release(f->h), be->release(f->xd);
 }
 
-// Embedding, then every block; kept (keep != NULL) gets each block's activations, else one set is reused.
+// The residual stream and the work buffers of a pass.
+static int fwd_alloc(Fwd *f) {
+    const Backend *be = f->t->be;
+    const ModelConfig *c = f->t->cfg;
+    size_t n = f->p->n, D = c->dim;
+    int dropping = f->step && f->step->dropout > 0 && f->t->adapter;
+    if (!(f->x = floats(be, n * D)) || !(f->xn = floats(be, n * D)) || !(f->br = floats(be, n * D)) || !(f->h = floats(be, n * c->ffn_dim)))
+        return -1;
+    return dropping && !(f->xd = floats(be, n * transformer_widest_input(c))) ? -1 : 0;
+}
+
+// Embedding, then every block; kept (keep != NULL) gets each block's activations (t->recompute: its input alone),
+// else one set is reused.
 static int run_blocks(Fwd *f, LayerActs *kept) {
     const Transformer *t = f->t;
     const Backend *be = t->be;
     const ModelConfig *c = t->cfg;
     size_t n = f->p->n, D = c->dim;
-    int dropping = f->step && f->step->dropout > 0 && t->adapter;
-    if (!(f->x = floats(be, n * D)) || !(f->xn = floats(be, n * D)) || !(f->br = floats(be, n * D)) || !(f->h = floats(be, n * c->ffn_dim)))
-        return -1;
-    if (dropping && !(f->xd = floats(be, n * transformer_widest_input(c)))) return -1;
+    TRY(fwd_alloc(f));
     TRY(be->embedding(f->x, t->w.embed.data, t->w.embed.type, f->p->tokens, (int)n, (int)D, c->embed_scale ? sqrtf((float)D) : 1.0f));
     TRY(be->rmsnorm(f->xn, f->x, t->w.layers[0].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one));
     LayerActs scratch = {0};
     int rc = 0;
     for (int l = 0; l < c->n_layers && !rc; l++) {
-        LayerActs *a = kept ? &kept[l] : &scratch;
-        if (kept || l == 0) rc = acts_alloc(f, l, a);
+        LayerActs *a = kept && !t->recompute ? &kept[l] : &scratch;
+        if (a != &scratch || l == 0) rc = acts_alloc(f, l, a);
+        if (!rc && kept && t->recompute) rc = !(kept[l].xin = floats(be, n * D)) || be->copy(kept[l].xin, f->x, n * D);
         if (!rc) rc = block_forward(f, l, a);
-        if (!rc && kept && t->bf16_acts) rc = layer_acts_convert(t, a, (int)n, 1);
+        if (!rc && a != &scratch && t->bf16_acts) rc = layer_acts_convert(t, a, (int)n, 1);
     }
     layer_acts_free(be, &scratch);
     return rc;
@@ -342,7 +354,7 @@ int transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int
                              float *loss, int *n_counted) {
     const Backend *be = t->be;
     size_t n = p->n, D = t->cfg->dim;
-    Fwd f = {.t = t, .p = p, .step = step, .keep = keep != NULL};
+    Fwd f = {.t = t, .p = p, .step = step, .keep = keep && !t->recompute};
     Activations *a = keep ? ld_xcalloc(1, sizeof *a) : NULL;
     if (a) a->layers = ld_xcalloc((size_t)t->cfg->n_layers, sizeof(LayerActs));
     float *xf = NULL;
@@ -358,4 +370,16 @@ int transformer_forward_loss(const Transformer *t, const TokenPlan *p, const int
     }
     if (keep) *keep = a;
     return 0;
+}
+
+int transformer_recompute_block(const Transformer *t, const TokenPlan *p, const TrainStep *step, int l, const float *xin, LayerActs *a) {
+    const ModelConfig *c = t->cfg;
+    size_t n = p->n, D = c->dim;
+    Fwd f = {.t = t, .p = p, .step = step, .keep = 1, .again = 1};
+    int rc = fwd_alloc(&f) || t->be->copy(f.x, xin, n * D) ||
+             t->be->rmsnorm(f.xn, xin, t->w.layers[l].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one) || acts_alloc(&f, l, a) ||
+             block_forward(&f, l, a);
+    fwd_free(&f);
+    if (rc) layer_acts_free(t->be, a);
+    return rc ? -1 : 0;
 }

@@ -64,6 +64,10 @@ assert len(v) >= 2 and v[-1] < v[0] * 0.9, v
 PY
 "$BIN" train --model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --out "$T/tr2" --epochs 2 --lr 1e-2 --tokens-per-step 256 2>/dev/null
 cmp -s "$T/tr1/adapter/adapter_model.safetensors" "$T/tr2/adapter/adapter_model.safetensors" && ok "training is deterministic" || bad "two identical runs differ"
+# activation checkpointing runs each block again going back: the same adapter byte for byte
+"$BIN" train --model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --out "$T/tr3" --epochs 2 --lr 1e-2 --tokens-per-step 256 --activation-checkpointing 2>/dev/null
+cmp -s "$T/tr1/adapter/adapter_model.safetensors" "$T/tr3/adapter/adapter_model.safetensors" && ok "--activation-checkpointing trains the same adapter byte for byte" ||
+  bad "--activation-checkpointing changed the adapter"
 expect_rc "generate with the trained adapter" 0 "$BIN" generate --model "$TINY" --adapter "$T/tr1/adapter" --prompt "Convert this date to ISO 8601 (YYYY-MM-DD): 3 May 2024" --max-tokens 8
 # kill -9 in the middle of training, then --resume: the same losses and the same adapter as an uninterrupted run
 TR_ARGS=(--model "$TINY" --train "$DATES/dates.train.jsonl" --val "$DATES/dates.val.jsonl" --epochs 2 --lr 1e-2 --tokens-per-step 160 --save-every 25 --eval-every 100)

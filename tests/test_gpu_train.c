@@ -29,7 +29,8 @@ static int *ints(const SafeTensors *st, const char *name, int *n) {
     return v;
 }
 
-static void check(const char *name, float dropout, int bf16) {
+// recompute: activation checkpointing on both paths.
+static void check(const char *name, float dropout, int bf16, int recompute) {
     char p[2048];
     snprintf(p, sizeof p, "%s/tiny/%s", fixtures(), name);
     Model *m = model_load(p);
@@ -55,8 +56,10 @@ static void check(const char *name, float dropout, int bf16) {
     cpu->dropout = dropout;
     GpuTrainer *g = gpu_trainer_new(m, cpu, bf16 ? LD_BF16 : LD_F32);
     double loss_bound = bf16 ? 1e-2 : 1e-4, adapter_bound = bf16 ? 5e-2 : 1e-4;
-    const char *tag = bf16 ? (dropout > 0 ? " bf16 dropout" : " bf16") : dropout > 0 ? " dropout" : "";
+    char tag[64];
+    snprintf(tag, sizeof tag, "%s%s%s", bf16 ? " bf16" : "", dropout > 0 ? " dropout" : "", recompute ? " recompute" : "");
     CHECK(g != NULL, "%s: %s", name, ld_last_error());
+    if (g) gpu_trainer_recompute(g, recompute);
     if (g) {
         Param *ps;
         int n = lora_params(cpu, grad, &ps);
@@ -66,7 +69,8 @@ static void check(const char *name, float dropout, int bf16) {
             adamw_zero_grad(opt);
             gpu_trainer_zero_grad(g);
             cpu->dropout_seed = 1000 + (uint64_t)step;  // the masks of this step, on both paths
-            float lc = train_loss_and_grad(m, cpu, grad, NULL, &b, &c1), lg = gpu_trainer_loss_and_grad(g, &b, &c2, 1, cpu->dropout_seed);
+            float lc = train_loss_and_grad(m, cpu, grad, NULL, &b, &c1, recompute),
+                  lg = gpu_trainer_loss_and_grad(g, &b, &c2, 1, cpu->dropout_seed);
             double e = fabs((double)lg - lc) / fabs(lc);
             if (!(e <= worst)) worst = e;
             double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f),
@@ -133,7 +137,7 @@ static void check(const char *name, float dropout, int bf16) {
         CHECK(ea < adapter_bound, "%s%s: GPU adapter drifts from the CPU's (%.3e)", name, tag, ea);
         // evaluation: the loss alone, equal to the CPU's on the trained adapter, gradients untouched
         gpu_trainer_zero_grad(g);
-        float le = gpu_trainer_loss_and_grad(g, &b, &c2, 0, 0), lce = train_loss_and_grad(m, cpu, NULL, NULL, &b, &c1);
+        float le = gpu_trainer_loss_and_grad(g, &b, &c2, 0, 0), lce = train_loss_and_grad(m, cpu, NULL, NULL, &b, &c1, 0);
         CHECK(fabs((double)le - lce) / fabs(lce) < loss_bound, "%s%s: evaluation loss GPU %.7f CPU %.7f", name, tag, le, lce);
         CHECK(c1 == c2, "%s: evaluation counted %d targets on the GPU, %d on the CPU", name, c2, c1);
         double gn = gpu_trainer_adamw(g, 0.0f, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f);  // lr 0: only reports the gradient norm
@@ -150,7 +154,7 @@ static void check(const char *name, float dropout, int bf16) {
 // Full fine-tuning: ten AdamW steps on the GPU (every weight's gradient on the device) track the CPU's; the state's
 // round trip through a host optimiser gives a trainer that goes on exactly as the first. bf16: the forward runs on
 // bf16 copies of fp32 masters (1e-2 against the fp32 CPU).
-static void check_full(const char *name, int bf16) {
+static void check_full(const char *name, int bf16, int recompute) {
     char p[2048];
     snprintf(p, sizeof p, "%s/tiny/%s", fixtures(), name);
     Model *m = model_load(p), *mg = model_load(p);
@@ -166,7 +170,7 @@ static void check_full(const char *name, int bf16) {
     b.T = nt, b.n_records = ns;
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     double bound = bf16 ? 1e-2 : 1e-4;
-    const char *tag = bf16 ? " bf16" : "";
+    const char *tag = recompute ? (bf16 ? " bf16 recompute" : " recompute") : bf16 ? " bf16" : "";
     Model *grad = model_grad_new(m), *grad_g = model_grad_new(mg);
     Param *ps, *pg;
     int n = model_params(m, grad, &ps);
@@ -174,11 +178,12 @@ static void check_full(const char *name, int bf16) {
     AdamW *opt = adamw_new(ps, n), *saved = adamw_new(pg, n);
     GpuTrainer *g = gpu_trainer_new(mg, NULL, wt), *fresh = NULL;
     CHECK(g != NULL, "%s full: %s", name, ld_last_error());
+    if (g) gpu_trainer_recompute(g, recompute);
     double worst = 0, num = 0, den = 0, norm_diff_sum = 0;
     for (int step = 0; g && step < 10; step++) {
         adamw_zero_grad(opt);
         gpu_trainer_zero_grad(g);
-        float lc = train_loss_and_grad(m, NULL, NULL, grad, &b, &c1), lg = gpu_trainer_loss_and_grad(g, &b, &c2, 1, 0);
+        float lc = train_loss_and_grad(m, NULL, NULL, grad, &b, &c1, recompute), lg = gpu_trainer_loss_and_grad(g, &b, &c2, 1, 0);
         double e = fabs((double)lg - lc) / fabs(lc);
         if (!(e <= worst)) worst = e;
         double nc = adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f),
@@ -204,6 +209,7 @@ static void check_full(const char *name, int bf16) {
               norm_diff_sum / 10);
         fresh = gpu_trainer_new(mg, NULL, wt);  // from the saved values (mg's arrays), then the saved moments
         CHECK(fresh && gpu_trainer_read_state(fresh, saved, file) == 0, "%s full: load state: %s", name, ld_last_error());
+        if (fresh) gpu_trainer_recompute(fresh, recompute);
     }
     if (fresh) {  // one more step on each: the same loss, norm and weights, bit for bit
         gpu_trainer_zero_grad(g), gpu_trainer_zero_grad(fresh);
@@ -230,12 +236,14 @@ int main(void) {
         return 77;
     }
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3", "llama_gelu", "gemma_gelu"};
-    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f, 0);
-    check("llama", 0.3f, 0);  // LoRA dropout: the same masks on both paths
-    check("gemma3", 0.3f, 0);
-    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f, 1);  // the base in bf16
-    check("gemma3", 0.3f, 1);
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f, 0, 0);
+    check("llama", 0.3f, 0, 0);  // LoRA dropout: the same masks on both paths
+    check("gemma3", 0.3f, 0, 0);
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i], 0.0f, 1, 0);  // the base in bf16
+    check("gemma3", 0.3f, 1, 0);
+    check("gemma3", 0.3f, 0, 1), check("gemma2", 0.0f, 1, 1);  // activation checkpointing (dropout's masks made again)
     const char *full[] = {"llama", "qwen2", "gemma2", "gemma3"};  // tied and untied heads, biases, post-norms, qk-norms
-    for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) check_full(full[i], 0), check_full(full[i], 1);
+    for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) check_full(full[i], 0, 0), check_full(full[i], 1, 0);
+    check_full("gemma3", 0, 1), check_full("llama", 1, 1);
     return test_finish("test_gpu_train");
 }

@@ -76,7 +76,7 @@ static void check(const char *name) {
     TrainBatch b;
     int counted;
     read_batch(&st, &b);
-    float loss = train_loss_and_grad(m, lora, grad, NULL, &b, &counted);
+    float loss = train_loss_and_grad(m, lora, grad, NULL, &b, &counted, 0);
     float want = *(const float *)need(&st, "loss")->data;
     double worst = 0;
     for (int l = 0; l < m->cfg.n_layers; l++)
@@ -101,7 +101,7 @@ static void check(const char *name) {
     double worst_step = 0;
     for (int step = 0; step < 10; step++) {
         adamw_zero_grad(opt);
-        float l = train_loss_and_grad(m, lora, grad, NULL, &b, &counted);
+        float l = train_loss_and_grad(m, lora, grad, NULL, &b, &counted, 0);
         double e = fabs(l - want_losses[step]) / want_losses[step];
         if (e > worst_step) worst_step = e;
         adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
@@ -136,7 +136,7 @@ static void check_full(const char *name) {
     TrainBatch b;
     read_batch(&st, &b);
     int counted;
-    float loss = train_loss_and_grad(m, NULL, NULL, g, &b, &counted), want = *(const float *)need(&st, "full.loss")->data;
+    float loss = train_loss_and_grad(m, NULL, NULL, g, &b, &counted, 0), want = *(const float *)need(&st, "full.loss")->data;
     Param *ps;
     int n = model_params(m, g, &ps);
     double worst = 0;
@@ -161,7 +161,7 @@ static void check_full(const char *name) {
     double worst_step = 0;
     for (int step = 0; step < 10; step++) {
         adamw_zero_grad(opt);
-        float l = train_loss_and_grad(m, NULL, NULL, g, &b, &counted);
+        float l = train_loss_and_grad(m, NULL, NULL, g, &b, &counted, 0);
         double e = fabs(l - want_losses[step]) / want_losses[step];
         if (e > worst_step) worst_step = e;
         adamw_step(opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 1.0f);
@@ -260,6 +260,48 @@ static void check_grads_final(const char *name) {
     model_free(mg), model_free(m);
 }
 
+// Activation checkpointing (recompute): the loss and every gradient, LoRA's (dropout on) and every weight's at once,
+// as without it. The blocks run again from their kept inputs, so the only difference allowed is the rounding of a
+// normed input computed on its own instead of fused with the residual add.
+static void check_recompute(const char *name) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
+    SafeTensors st;
+    if (!m || st_open(p, &st)) {
+        CHECK(0, "%s: %s", name, ld_last_error());
+        model_free(m);
+        return;
+    }
+    model_make_trainable(m);
+    Model *mg[2] = {model_grad_new(m), model_grad_new(m)};
+    Lora *lora = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *lg[2];
+    load_lora(lora, &st);
+    lora->dropout = 0.2f, lora->dropout_seed = 99;
+    TrainBatch b;
+    read_batch(&st, &b);
+    float loss[2];
+    Param *ps[2], *ms[2];
+    int nl = 0, nm = 0, counted;
+    for (int r = 0; r < 2; r++) {
+        lg[r] = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
+        loss[r] = train_loss_and_grad(m, lora, lg[r], mg[r], &b, &counted, r);
+        nl = lora_params(lora, lg[r], &ps[r]), nm = model_params(m, mg[r], &ms[r]);
+    }
+    double worst = fabs(loss[1] - loss[0]) / fabs(loss[0]);
+    for (int i = 0; i < nl; i++) worst = fmax(worst, rel(ps[1][i].g, ps[0][i].g, ps[0][i].n));
+    for (int i = 0; i < nm; i++) worst = fmax(worst, rel(ms[1][i].g, ms[0][i].g, ms[0][i].n));
+    printf("%-12s activation checkpointing: loss %.6f (without %.6f); %d gradients, worst rel diff %.2e\n", name, loss[1], loss[0], nl + nm,
+           worst);
+    CHECK(worst < 1e-6, "%s: activation checkpointing changed the loss or a gradient by %.2e", name, worst);
+    for (int r = 0; r < 2; r++) free(ps[r]), free(ms[r]), lora_free(lg[r]), model_free(mg[r]);
+    free_batch(&b);
+    lora_free(lora);
+    st_close(&st);
+    model_free(m);
+}
+
 // rsLoRA (scale alpha/sqrt(r)) against PEFT's use_rslora.
 static void check_rslora(void) {
     char p[1024];
@@ -294,7 +336,7 @@ static void check_rslora(void) {
                 TrainBatch b;
                 int counted;
                 read_batch(&st, &b);
-                float loss = train_loss_and_grad(m, l, g, NULL, &b, &counted), want = *(const float *)need(&st, "rs.loss")->data;
+                float loss = train_loss_and_grad(m, l, g, NULL, &b, &counted, 0), want = *(const float *)need(&st, "rs.loss")->data;
                 CHECK(fabsf(loss - want) / want < 1e-5, "rsLoRA loss %.7f vs PEFT %.7f", loss, want);
                 printf("rsLoRA       loss %.6f (PEFT %.6f)", loss, want);
                 free_batch(&b);
@@ -399,10 +441,10 @@ static void check_split_shares(Model *m, Lora *l, const Lora *whole, const Train
     CHECK(k > 0 && s > 0, "the fixture has too few records to split");
     for (int i = k; i < b->n_records; i++) starts2[i - k] = b->starts[i] - s;
     Lora *g = lora_new(&m->cfg, l->rank, 8.0f, 0, (1u << LT_COUNT) - 1), *scratch = lora_new(&m->cfg, l->rank, 8.0f, 0, (1u << LT_COUNT) - 1);
-    float loss = train_loss_and_grad(m, l, scratch, NULL, b, &c);
+    float loss = train_loss_and_grad(m, l, scratch, NULL, b, &c, 0);
     TrainBatch b1 = {b->tokens, b->targets, b->positions, b->starts, s, k, 0, c};
     TrainBatch b2 = {b->tokens + s, b->targets + s, b->positions + s, starts2, b->T - s, b->n_records - k, s, c};
-    float sum = train_loss_and_grad(m, l, g, NULL, &b1, &c1) + train_loss_and_grad(m, l, g, NULL, &b2, &c2);
+    float sum = train_loss_and_grad(m, l, g, NULL, &b1, &c1, 0) + train_loss_and_grad(m, l, g, NULL, &b2, &c2, 0);
     double worst = 0;
     for (int i = 0; i < m->cfg.n_layers * LT_COUNT; i++) {
         const LoraPair *p = &g->w[i], *q = &whole->w[i];
@@ -431,11 +473,11 @@ static void check_dropout(void) {
     int nt, ng, np, ns, c;
     TrainBatch b = {ints(&st, "tokens", &nt), ints(&st, "targets", &ng), ints(&st, "positions", &np), ints(&st, "starts", &ns), 0, 0};
     b.T = nt, b.n_records = ns;
-    float plain = train_loss_and_grad(m, l, scratch, NULL, &b, &c);
+    float plain = train_loss_and_grad(m, l, scratch, NULL, &b, &c, 0);
     l->dropout = 0.3f, l->dropout_seed = 12345;
-    float base = train_loss_and_grad(m, l, g, NULL, &b, &c);
+    float base = train_loss_and_grad(m, l, g, NULL, &b, &c, 0);
     CHECK(fabsf(base - plain) > 1e-4f, "dropout did not change the training loss (%f vs %f)", base, plain);
-    CHECK(fabsf(train_loss_and_grad(m, l, NULL, NULL, &b, &c) - plain) < 1e-6f, "evaluation must not drop");
+    CHECK(fabsf(train_loss_and_grad(m, l, NULL, NULL, &b, &c, 0) - plain) < 1e-6f, "evaluation must not drop");
     struct {
         int layer, target, b, idx;
     } probes[] = {{0, LT_Q, 0, 5}, {1, LT_DOWN, 0, 17}, {0, LT_UP, 1, 30}, {1, LT_V, 1, 3}, {1, LT_GATE, 0, 100}};
@@ -445,9 +487,9 @@ static void check_dropout(void) {
         float *x = probes[k].b ? &w->B[probes[k].idx] : &w->A[probes[k].idx], keep = *x, h = 1e-2f;
         float an = probes[k].b ? gw->B[probes[k].idx] : gw->A[probes[k].idx];
         *x = keep + h;
-        float lp = train_loss_and_grad(m, l, scratch, NULL, &b, &c);
+        float lp = train_loss_and_grad(m, l, scratch, NULL, &b, &c, 0);
         *x = keep - h;
-        float lm = train_loss_and_grad(m, l, scratch, NULL, &b, &c);
+        float lm = train_loss_and_grad(m, l, scratch, NULL, &b, &c, 0);
         *x = keep;
         double fd = (lp - lm) / (2 * h), e = fabs(fd - an) / fmax(fabs(fd), 1e-3);
         if (e > worst) worst = e;
@@ -467,6 +509,7 @@ int main(void) {
     const char *models[] = {"llama", "llama3_rope", "qwen2", "gemma", "gemma2", "gemma3", "llama_gelu", "gemma_gelu"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check(models[i]);
     check_rslora();
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_recompute(models[i]);
     check_grads_final("llama");  // an untied head: its gradient final before the blocks
     check_grads_final("gemma");  // tied: the embedding's gradient takes the head's and is final last
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_full(models[i]);

@@ -250,7 +250,7 @@ int gpu_trainer_overlap(GpuTrainer *g, double mib) {
     g->spans = ld_xcalloc((size_t)g->n_params, sizeof *g->spans);
     g->buckets = ld_xcalloc((size_t)L + 2, sizeof *g->buckets);
     for (int stage = 0; stage <= L + 1; stage++) {
-        for (int k = 0; k < g->n_params; k++)
+        for (int k = g->n_params - 1; k >= 0; k--)  // from the top down, as the stages come, so that touching spans merge
             if (L - g->params[k].layer == stage) add_span(g, k, span0), filled += g->params[k].n;
         if (g->n_spans > span0 && (filled >= cap || stage == L + 1)) {
             g->buckets[g->n_buckets++] = (Bucket){stage, span0, g->n_spans - span0};

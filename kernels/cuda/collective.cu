@@ -1,7 +1,9 @@
-// NCCL's all-reduce, and the reduce-scatter and all-gather of ZeRO-1, for data-parallel training (collective.h).
-// The communicator is nonblocking (config.blocking 0): its creation and each group or collective return at once
-// (ncclInProgress) and are polled, as every collective enqueued on the default stream is, through the
-// communicator's asynchronous error and the stream. Past the deadline the communicator is aborted, which is what
+// NCCL's all-reduce, and the reduce-scatter and all-gather of ZeRO-1, for data-parallel training (collective.h),
+// and the same started beside the backward pass on the communicator's own stream. The communicator is nonblocking
+// (config.blocking 0): its creation and each group or collective return at once (ncclInProgress) and are polled,
+// as their streams are (the default one, or the communicator's in kc_comm_wait), through the communicator's
+// asynchronous error and the stream. Only persistent buffers (the gradients) go to the started collectives, never
+// the caching allocator's blocks, which the default stream may be handed again while they run. Past the deadline the communicator is aborted, which is what
 // ends NCCL's own wait on a peer that is gone, at init (where a blocking communicator would wait for every rank
 // with no limit), at its lazy connection set-up in the first group, and in a collective.
 #include <nccl.h>
@@ -18,6 +20,7 @@ struct KcComm {
     // legacy default stream neither waits for it nor makes it wait; and the event each one waits for first
     cudaStream_t stream;
     cudaEvent_t queued;
+    int joined, pending;  // pending: collectives started and not yet waited for (kc_comm_free aborts them)
 };
 
 static const cudaStream_t k_default_stream = 0;
@@ -41,8 +44,14 @@ extern "C" int kc_comm_id(unsigned char id[KC_COMM_ID_BYTES]) {
     return 0;
 }
 
-static int timed_out(KcComm *c, const char *what) {
+// Aborting ends NCCL's own wait, and its kernels, on a peer that is gone.
+static void abort_comm(KcComm *c) {
     ncclCommAbort(c->comm), c->comm = NULL;
+    if (c->pending) kc_side_stream(c->stream, 0, 0), c->pending = 0;
+}
+
+static int timed_out(KcComm *c, const char *what) {
+    abort_comm(c);
     kc_set_error_msg(what, "the other ranks did not answer before the deadline (--dist-timeout): one of them has died or stopped "
                            "answering");
     return -1;
@@ -56,7 +65,7 @@ static int wait_done(KcComm *c, const char *what, const cudaStream_t *stream) {
         ncclResult_t async;
         ncclResult_t q = ncclCommGetAsyncError(c->comm, &async);
         if (q != ncclSuccess || (async != ncclSuccess && async != ncclInProgress)) {
-            ncclCommAbort(c->comm), c->comm = NULL;
+            abort_comm(c);
             return nccl_failed(what, q != ncclSuccess ? q : async);
         }
         if (async == ncclSuccess) {
@@ -91,6 +100,7 @@ extern "C" KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int wo
         kc_comm_free(c);
         return NULL;
     }
+    c->joined = 1;
     return c;
 }
 
@@ -131,7 +141,13 @@ static int after_queued(KcComm *c, const char *what) {
 // A group's launch: with a nonblocking communicator no other NCCL call may come before it is done (host side).
 static int group_launched(KcComm *c, const char *what, ncclResult_t r) {
     ncclResult_t end = ncclGroupEnd();
-    if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) return nccl_failed(what, r != ncclSuccess ? r : end);
+    c->pending = 1;
+    kc_side_stream(c->stream, c->timeout_s, 1);
+    if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) {
+        nccl_failed(what, r != ncclSuccess ? r : end);
+        abort_comm(c);  // (what the group did launch is never waited for)
+        return -1;
+    }
     return wait_done(c, what, NULL);
 }
 
@@ -162,12 +178,18 @@ extern "C" int kc_comm_reduce_start(KcComm *c, float *buf, const size_t (*spans)
 
 extern "C" int kc_comm_wait(KcComm *c) {
     if (!c->comm) return kc_set_error_msg("waiting for the collectives", "the communicator was aborted"), -1;
-    return wait_done(c, "the gradients' sums started during the backward pass", &c->stream);
+    if (wait_done(c, "the gradients' sums started during the backward pass", &c->stream)) return -1;
+    c->pending = 0;
+    kc_side_stream(c->stream, 0, 0);
+    return 0;
 }
 
 extern "C" void kc_comm_free(KcComm *c) {
     if (!c) return;
-    if (c->comm) ncclCommDestroy(c->comm);
+    if (c->comm && (c->pending || !c->joined))  // work never waited for, or a join that failed: destroying would wait for it
+        abort_comm(c);
+    else if (c->comm)
+        ncclCommDestroy(c->comm);
     if (c->queued) cudaEventDestroy(c->queued);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);

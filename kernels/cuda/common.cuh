@@ -12,6 +12,10 @@ extern "C" {
 
 void kc_set_error(const char *what, cudaError_t e);
 void kc_set_error_msg(const char *what, const char *reason);  // library failures (cuBLAS statuses)
+// Collectives running on stream s beside the default stream (busy 1), or none any more (0): memory.cu gives its
+// cache back (cudaFree, which waits for every stream without a deadline) only once they are done, polled up to
+// timeout_s.
+void kc_side_stream(cudaStream_t s, double timeout_s, int busy);
 
 // After a launch: the launch itself and (for asynchronous faults) nothing else is waited for.
 #define KC_CHECK_LAUNCH(name)                                     \

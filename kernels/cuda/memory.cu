@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common.cuh"
 
@@ -14,8 +15,10 @@ extern "C" const char *kc_last_error(void) { return g_error; }
 
 // A caching allocator in front of cudaMalloc: a training step or a decode step allocates and frees the same
 // buffers every time, and cudaFree waits for the whole device, so freed blocks are kept in size classes (see
-// size_class) and handed out again; when cudaMalloc runs out, the cache is released and the call retried. All work runs on the default stream, so a block reused by a later launch is only written after
-// the earlier launches that read it. One thread allocates at a time (the GPU path has one).
+// size_class) and handed out again; when cudaMalloc runs out, the cache is released and the call retried. Kernels
+// run on the default stream, so a block reused by a later launch is only written after the earlier launches that
+// read it; the one other stream, a communicator's (collective.cu), only ever reads and writes persistent buffers
+// (the gradients), never blocks from here. One thread allocates at a time (the GPU path has one).
 // The live table (open addressing, pointer -> class bytes) also gives the numbers for memory reports.
 static struct {
     void **ptr;
@@ -96,6 +99,27 @@ static void cache_put(void *p, size_t bytes) {
     g_cache.ptr[g_cache.n] = p, g_cache.bytes[g_cache.n++] = bytes, g_cache.total += bytes;
 }
 
+static struct {
+    cudaStream_t stream;
+    double timeout_s;
+    int busy;
+} g_side;
+
+void kc_side_stream(cudaStream_t s, double timeout_s, int busy) { g_side.stream = s, g_side.timeout_s = timeout_s, g_side.busy = busy; }
+
+// Whether the side stream's work is done (at once when there is none), polled up to its deadline: a peer that
+// died would otherwise hold cudaFree forever.
+static int side_done(void) {
+    struct timespec t0, now, nap = {0, 100000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        if (!g_side.busy || cudaStreamQuery(g_side.stream) != cudaErrorNotReady) return 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) * 1e-9 > g_side.timeout_s) return 0;
+        nanosleep(&nap, NULL);
+    }
+}
+
 static void release_cached(void) {
     for (size_t i = 0; i < g_cache.n; i++) cudaFree(g_cache.ptr[i]);
     g_cache.n = 0, g_cache.total = 0;
@@ -106,7 +130,7 @@ extern "C" void *kc_alloc(size_t bytes) {
     void *p = cache_take(c);
     if (!p) {
         cudaError_t e = cudaMalloc(&p, c);
-        if (e == cudaErrorMemoryAllocation && g_cache.n) {  // out of memory: give the cache back and try again
+        if (e == cudaErrorMemoryAllocation && g_cache.n && side_done()) {  // out of memory: give the cache back and try again
             cudaGetLastError();
             release_cached();
             e = cudaMalloc(&p, c);
@@ -146,7 +170,8 @@ extern "C" int kc_download(void *dst, const void *src, size_t bytes) {
 }
 
 // The default stream only: a collective started on a communicator's own stream (collective.h) is waited for with
-// its deadline by kc_comm_wait, never here, where a peer that died would hold the wait forever.
+// its deadline by kc_comm_wait, never here, where a peer that died would hold the wait forever (as it would hold
+// cudaFree: see side_done).
 extern "C" int kc_sync(void) {
     cudaError_t e = cudaStreamSynchronize(0);
     return e == cudaSuccess ? 0 : (kc_set_error("synchronize", e), -1);

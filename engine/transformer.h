@@ -118,7 +118,8 @@ int layer_acts_convert(const Transformer *t, LayerActs *a, int n, int to_bf16);
 void layer_acts_free(const Backend *be, LayerActs *a);
 void activations_free(const Transformer *t, Activations *a);
 // t->recompute: block l's forward again from its input xin[n, D] (what the forward kept), *a getting what a
-// training step's forward keeps of it (layer_acts_free after). 0, or -1 with the backend's error.
+// training step's forward keeps of it, its xin being the caller's own (set it NULL before layer_acts_free). 0, or
+// -1 with the backend's error.
 int transformer_recompute_block(const Transformer *t, const TokenPlan *p, const TrainStep *step, int l, const float *xin, LayerActs *a);
 
 // The widest input of any linear (dim, Hq*hd or ffn_dim): the width of dropout's masked-input buffers.

@@ -1,6 +1,8 @@
 // The backward pass of the model, once for every backend: from the fused loss's gradient back through the final
-// norm, each block in reverse (recomputing its normed inputs and gated activation from what the forward kept) and
-// the embedding; the adapter's gradients, and with full fine-tuning every weight's, accumulate.
+// norm, each block in reverse (recomputing its normed inputs and gated activation from what the forward kept, or
+// with activation checkpointing the whole block's forward from its kept input) and the embedding; the adapter's
+// gradients, and with full fine-tuning every weight's, accumulate, each stage announced as it is done
+// (TrainStep.grads_final).
 #include <math.h>
 #include <stdlib.h>
 
@@ -225,6 +227,7 @@ static int block_backward(const Bwd *b, int l, LayerActs *kept) {
     else if (t->bf16_acts)
         TRY(layer_acts_convert(t, la, b->p->n, 0));
     int rc = mlp_backward(b, l, la, lw) || attention_backward(b, l, la, lw);
+    again.xin = NULL;  // (kept's, borrowed)
     layer_acts_free(t->be, &again);
     return rc ? -1 : grads_final(b, l);
 }

@@ -16,9 +16,9 @@ const OptionSpec k_train_options[] = {
     {"out", OPT_STR, T(out), 0, 0, NULL, NULL, "the output directory (adapter/ or model, metrics.jsonl, checkpoint/)"},
     {"method", OPT_CHOICE, T(method), 0, 0, "lora", "lora|full", "LoRA, or every weight (writes DIR/model or DIR/model.gguf, fp32)"},
     {"device", OPT_CHOICE, T(device), 0, 0, "auto", "auto|cuda|cpu", "where training runs, LoRA or full (auto: the GPU when one is found)"},
-    {"precision", OPT_CHOICE, T(precision), 0, 0, "fp32", "fp32|bf16",
+    {"precision", OPT_CHOICE, T(precision), 0, 0, "bf16", "bf16|fp32",
      "the GPU's weights: LoRA's frozen base, or full fine-tuning's forward copies of its fp32 masters (bf16: fp32 "
-     "accumulation)"},
+     "accumulation, tensor cores; fp32: true fp32, the reference)"},
     {"rank", OPT_INT, T(rank), 1, 1024, "8", NULL, "LoRA rank"},
     {"alpha", OPT_NUM, T(alpha), 0, 1e6, "nan", NULL, "LoRA alpha (default 2 x rank)"},
     {"rslora", OPT_BOOL, T(rslora), 0, 1, NULL, NULL, "scale by alpha/sqrt(rank) (rsLoRA)"},

@@ -72,7 +72,7 @@ static const OptionSpec k_infer_options[] = {
     {"temperature", OPT_NUM, R(infer_temperature), 0, 2, "0.7", NULL, "sampling temperature"},
     {"seed", OPT_INT, R(infer_seed), 0, 2147483647, "1", NULL, "sampling seed"},
     {"batch", OPT_INT, R(infer_batch), 1, 4096, "16", NULL, "sequences decoded together"},
-    {"precision", OPT_CHOICE, R(infer_precision), 0, 0, "fp32", "fp32|bf16", "the GPU's weights when answering"},
+    {"precision", OPT_CHOICE, R(infer_precision), 0, 0, "bf16", "bf16|fp32", "the GPU's weights when answering"},
     {NULL}};
 static const OptionSpec k_student_options[] = {
     {"model", OPT_STR, R(student), 0, 0, NULL, NULL, "the small model to tune: an HF directory or a GGUF file", NULL, 1},

@@ -10,8 +10,13 @@ command -v mpirun >/dev/null || { echo "FAIL mpirun is not installed (tools/setu
 EMU="$(dirname "$BIN")/llamaduo_emu"
 [ -x "$EMU" ] || { echo "FAIL no llamaduo_emu next to $BIN (configure with LLAMADUO_CUDA_EMU on)"; exit 1; }
 head -40 "$DATA/dates.train.jsonl" >"$T/small.train.jsonl"; head -8 "$DATA/dates.val.jsonl" >"$T/small.val.jsonl"
-GPU=(--model "$SRC/tests/fixtures/tiny/llama" --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 1 --lr 2e-3
-     --tokens-per-step 256 --dropout 0.1 --grad-accum 2 --device cuda)
+GPU_ANY=(--model "$SRC/tests/fixtures/tiny/llama" --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 1 --lr 2e-3
+         --tokens-per-step 256 --dropout 0.1 --grad-accum 2 --device cuda)
+GPU=("${GPU_ANY[@]}" --precision fp32)
+# bf16 is the GPU's default (the runs below ask for fp32, the reference mode, so that they can be compared exactly)
+"$EMU" train "${GPU_ANY[@]}" --out "$T/gpudefault" 2>"$T/gpudefault.err"
+grep -q "on the GPU (CUDA emulator.*base weights in bf16" "$T/gpudefault.err" && ok "the GPU trains in bf16 by default" ||
+  bad "the GPU's default precision: $(grep -v 'train: step' "$T/gpudefault.err" | tail -2)"
 "$EMU" train "${GPU[@]}" --out "$T/gpu1" 2>/dev/null
 LLAMADUO_EMU_DEVICES=2 "$EMU" train "${GPU[@]}" --out "$T/gpu2" --gpus 2 2>"$T/gpu2.err"
 grep -q "2 data-parallel ranks (gradients summed by NCCL)" "$T/gpu2.err" && grep -q "on the GPU (CUDA emulator" "$T/gpu2.err" &&
@@ -47,7 +52,7 @@ kill -9 "${kids[@]}" 2>/dev/null
 # rank's AdamW on its chunk, the weights all-gathered, over the emulator's NCCL) against one GPU and against
 # --zero 0, their checkpoints byte for byte, and ZeRO-1's checkpoint resumed on one GPU
 GFULL=(--model "$SRC/tests/fixtures/tiny/llama" --method full --train "$T/small.train.jsonl" --val "$T/small.val.jsonl" --epochs 2
-       --lr 1e-3 --tokens-per-step 256 --save-every 4)
+       --lr 1e-3 --tokens-per-step 256 --save-every 4 --precision fp32)
 "$BIN" train "${GFULL[@]}" --device cpu --out "$T/cfull" 2>/dev/null
 "$EMU" train "${GFULL[@]}" --device cuda --out "$T/gfull1" 2>"$T/gfull1.err"
 grep -q "on the GPU (CUDA emulator.*trained weights in fp32" "$T/gfull1.err" &&

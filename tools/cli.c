@@ -126,15 +126,15 @@ const char *k_gen_options_help =
     "  --system TEXT           system message for chat prompts\n"
     "  --raw                   send prompts as plain text, without the chat template\n"
     "  --device auto|cuda|cpu  where the model runs (default auto: the GPU when one is found)\n"
-    "  --precision fp32|bf16   the GPU's weights and matrix products (default fp32; bf16 halves the weights'\n"
-    "                          memory and runs on tensor cores, accumulating in fp32). The CPU computes in fp32\n"
+    "  --precision bf16|fp32   the GPU's weights and matrix products (default bf16: half the weights' memory, tensor\n"
+    "                          cores, fp32 accumulation; fp32: true fp32, the reference). The CPU computes in fp32\n"
     "  --threads N             CPU threads (default: all cores)\n";
 
 void gen_options_init(GenOptions *o) {
     memset(o, 0, sizeof *o);
     o->gen = gen_defaults();
     o->samples = 1;
-    o->device = "auto", o->precision = "fp32";
+    o->device = "auto", o->precision = "bf16";
 }
 
 int gen_options_parse(Args *a, GenOptions *o) {

@@ -49,8 +49,8 @@ static const char *k_help =
     "  --drain S               on SIGTERM, seconds to let requests in flight finish (default 30)\n"
     "  --chat-template FAMILY  override the model's chat template family\n"
     "  --device auto|cuda|cpu  where the model runs (default auto: the GPU when one is found)\n"
-    "  --precision fp32|bf16   the GPU's weights and matrix products (default fp32; bf16: half the memory,\n"
-    "                          tensor cores, fp32 accumulation)\n"
+    "  --precision bf16|fp32   the GPU's weights and matrix products (default bf16: half the memory, tensor\n"
+    "                          cores, fp32 accumulation; fp32: true fp32, the reference)\n"
     "  --threads N             CPU threads\n";
 
 typedef struct Server Server;
@@ -575,7 +575,7 @@ static void stop_server(Server *s, pthread_t engine, int drain) {
 int cmd_serve(int argc, char **argv) {
     Args a = {argc, argv, 1, "serve"};
     const char *model = NULL, *adapter = NULL, *host = "127.0.0.1", *key_env = NULL, *name = NULL, *tmpl = NULL, *device = "auto",
-               *precision = "fp32";
+               *precision = "bf16";
     int port = 8080, parallel = 8, ctx = 2048, queue = 64, max_tokens = 2048, max_body = 1 << 20, max_messages = 256, max_n = 8, drain = 30,
         threads = 0, ignore_unknown = 0, max_conns = 4096, per_client = 256, header_timeout = 10, body_timeout = 30, http_threads = 4;
     while (a.i < argc) {

@@ -222,11 +222,16 @@ def main():
                 continue
             row = {"name": name, "kind": kind, "args": args, "flops_per_token": flops_per_token(model_config(family), kind, args)}
             row["hf"] = run_json([sys.executable, __file__, "--hf", json.dumps([family, path, kind, args, steps, warm])], 600)
+            extra = ["--steps", str(steps), "--warmup", str(warm)] if kind == "train" else []
             for prec in ("bf16", "fp32"):
-                extra = ["--steps", str(steps), "--warmup", str(warm)] if kind == "train" else []
                 row["llamaduo_" + prec] = run_json([bench, path, kind, *map(str, args), *extra, "--precision", prec], 600)
+            if kind == "train":  # activation checkpointing: the memory target's run
+                row["llamaduo_bf16_ckpt"] = run_json([bench, path, kind, *map(str, args), *extra, "--precision", "bf16",
+                                                      "--recompute", "1"], 600)
             key = "tok_per_s" if kind == "train" else "out_tok_per_s"
-            for eng in ("hf", "llamaduo_bf16", "llamaduo_fp32"):
+            for eng in ("hf", "llamaduo_bf16", "llamaduo_fp32", "llamaduo_bf16_ckpt"):
+                if eng not in row:
+                    continue
                 if key in row[eng] and rate:
                     row[eng]["mfu"] = round(row[eng][key] * row["flops_per_token"] / (rate * 1e12), 4)
             res["rows"].append(row)
@@ -245,7 +250,12 @@ def main():
         mem = " / ".join(str(r.get("peak_mem_GiB", "-")) for r in (h, b, f))
         mfu = " / ".join(f"{100 * r['mfu']:.1f}" if "mfu" in r else "-" for r in (h, b, f))
         print(f"{row['name']:24} {val(h):>14} {val(b):>14} {ratio(b):>6} {val(f):>14} {ratio(f):>6}   {mem:28} {mfu}")
-        for tag, r in (("hf", h), ("bf16", b), ("fp32", f)):
+        c = row.get("llamaduo_bf16_ckpt")
+        if c is not None:
+            share = f"{c['peak_mem_GiB'] / h['peak_mem_GiB']:.2f} of HF's" if "peak_mem_GiB" in c and h.get("peak_mem_GiB") else "-"
+            print(f"  with activation checkpointing (bf16): {val(c)} tok/s, ratio {ratio(c)}, peak {c.get('peak_mem_GiB', '-')} GiB "
+                  f"({share}), MFU {100 * c['mfu']:.1f}" if "mfu" in c else f"  with activation checkpointing (bf16): {val(c)}")
+        for tag, r in (("hf", h), ("bf16", b), ("fp32", f), ("bf16 ckpt", c or {})):
             if "error" in r:
                 print(f"  {tag}: {r['error'].strip().splitlines()[-1] if r['error'].strip() else r}")
     json.dump(res, open(os.path.join(out, "gpu_bench.json"), "w"), indent=1)

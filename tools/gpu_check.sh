@@ -65,9 +65,10 @@ full_vs_cpu() {  # full_vs_cpu PRECISION BOUND: full fine-tuning (every weight's
 }
 
 # NCCL with one rank gives the run without NCCL exactly, and costs little: tokens/s of each (the same run, twice).
+NCCL_A=(--model tests/fixtures/tiny/llama.gguf --train configs/data/dates.train.jsonl --epochs 3 --lr 1e-3 --tokens-per-step 1024
+        --save-every 0 --device cuda)
 nccl_one_rank() {
-  local D=configs/data A=(--model tests/fixtures/tiny/llama.gguf --train configs/data/dates.train.jsonl --epochs 3 --lr 1e-3
-                          --tokens-per-step 1024 --save-every 0 --device cuda)
+  local A=("${NCCL_A[@]}")
   "$G/llamaduo" train "${A[@]}" --out "$G/nccl-off" 2>/dev/null && "$G/llamaduo" train "${A[@]}" --gpus 1 --out "$G/nccl-on" 2>&1 |
     grep -E "data-parallel|error"
   python3 - "$G/nccl-off/metrics.jsonl" "$G/nccl-on/metrics.jsonl" <<'PY'
@@ -77,6 +78,20 @@ same = [x["loss"] for x in a] == [x["loss"] for x in b]
 ta, tb = a[-1]["tokens_per_s"], b[-1]["tokens_per_s"]
 print(f"--gpus 1 vs --device cuda: losses {'identical' if same else 'DIFFER'}; {tb:.0f} vs {ta:.0f} tokens/s ({(1 - tb / ta) * 100:+.1f}% cost)")
 sys.exit(0 if same else 1)
+PY
+}
+# A setting that must keep the result (within BOUND): its losses against nccl_one_rank's plain run, and its cost.
+variant() {  # variant NAME BOUND FLAG...
+  local name=$1 bound=$2; shift 2
+  "$G/llamaduo" train "${NCCL_A[@]}" "$@" --out "$G/var-$name" 2>&1 | grep -E "backward pass|error"
+  python3 - "$G/nccl-off/metrics.jsonl" "$G/var-$name/metrics.jsonl" "$*" "$bound" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+worst = max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b))
+ta, tb = a[-1]["tokens_per_s"], b[-1]["tokens_per_s"]
+print(f"{sys.argv[3]} vs the plain run: losses within {worst:.2e} (bound {sys.argv[4]}); {tb:.0f} vs {ta:.0f} tokens/s "
+      f"({(1 - tb / ta) * 100:+.1f}% cost)")
+sys.exit(0 if worst <= float(sys.argv[4]) and len(a) == len(b) else 1)
 PY
 }
 
@@ -96,6 +111,8 @@ if [ -f .gpu/bundle.tar.xz ]; then
   step "full fine-tuning on the GPU, fp32, vs the CPU" full_vs_cpu fp32 1e-3
   step "full fine-tuning on the GPU, bf16 copies of fp32 masters, vs the CPU" full_vs_cpu bf16 5e-2
   step "train --gpus 1 (NCCL, one rank) vs no NCCL: the same, and its cost" nccl_one_rank
+  step "train --gpus 1 --bucket-mb 0 (a bucket a layer, summed during the backward pass) vs no NCCL" variant overlap 0 --gpus 1 --bucket-mb 0
+  step "train --activation-checkpointing (bf16: the recomputed block is not rounded) vs without" variant ckpt 5e-2 --activation-checkpointing
   if [ "$BENCH" = 1 ]; then step "GPU benchmark vs HF + PEFT" python3 benchmarks/gpu_bench.py "$G/bench_gpu" all; fi
 else
   echo "gpu_check: no .gpu/bundle.tar.xz (tools/gpu_pack.sh on a dev machine, then carry .gpu): GPU training tests not run"

@@ -277,9 +277,11 @@ static void test_adamw(size_t n) {
 // layout 0: one packed training batch (records of the given length, causal within each);
 // layout 1: a KV cache of several sequences, each token at the end of its own sequence's rows (decoding);
 // layout 2: prefills of 37 tokens, each sequence in its own 100 rows of a KV cache (two in some query tiles), the
-// rows past each sequence NaN.
+// rows past each sequence NaN;
+// layout 3: decoding long sequences, each token at the end of its own 1,200 rows (700 to 1,150 keys): the key
+// ranges split over many blocks (flash-decoding) when there are few tokens.
 static void test_attention(int T, int Hq, int Hkv, int hd, int window, float softcap, int layout) {
-    int rec = layout == 2 ? 37 : 7, rows = layout ? T * 100 : T, stride = Hkv * hd;
+    int rec = layout == 2 ? 37 : 7, rows = layout == 3 ? T * 1200 : layout ? T * 100 : T, stride = Hkv * hd;
     float *q = rnd((size_t)T * Hq * hd, 1), *k = rnd((size_t)rows * stride, 1), *v = rnd((size_t)rows * stride, 1);
     float *ref = malloc(sizeof(float) * T * Hq * hd);
     int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T), *base = malloc(sizeof(int) * T);
@@ -288,6 +290,8 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
             base[t] = 0, hi[t] = t, lo[t] = t / rec * rec;
         } else if (layout == 1) {  // sequence t lives in rows [40t, 40t+40); its newest token sees 1 + (t*13 % 39) of them
             base[t] = 40 * t, lo[t] = 0, hi[t] = (t * 13) % 39;
+        } else if (layout == 3) {
+            base[t] = 1200 * t, lo[t] = 0, hi[t] = 699 + (t * 37) % 450;
         } else {  // token t is at position t % rec of sequence t / rec, whose rows start at 100 (t / rec)
             base[t] = 100 * (t / rec), lo[t] = 0, hi[t] = t % rec;
         }
@@ -305,11 +309,11 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     check_rc(kc_attention(dout, dq, dk, dv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
     float *g = down(dout, (size_t)T * Hq * hd);
     char name[128];
-    const char *const layouts[] = {"packed", "KV cache", "KV cache prefill"};
+    const char *const layouts[] = {"packed", "KV cache", "KV cache prefill", "KV cache, long"};
     snprintf(name, sizeof name, "attention %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd, window ? ", window" : "",
              softcap > 0 ? ", softcap" : "");
     compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
-    if (layout != 1) {  // the tiled kernel on the same inputs, its ranges as rows of k/v
+    if (layout == 0 || layout == 2) {  // the tiled kernel on the same inputs, its ranges as rows of k/v
         for (int t = 0; t < T; t++) lo[t] += base[t], hi[t] += base[t];
         check_rc(kc_upload(dlo, lo, sizeof(int) * T) || kc_upload(dhi, hi, sizeof(int) * T), "attention ranges upload");
         kc_fill(dout, NAN, (size_t)T * Hq * hd);
@@ -714,6 +718,26 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
         compare("CPU LoRA linears backward, stacked adapters: dx written, not added", dx_cpu, dx_new, nx, 1e-5);
         free(dx_cpu), free(dyB_cpu), free(ax_cpu);
     }
+    if (!bf16) {  // no base weight: dx from the adapter alone (dropout's masked copy), or zeros with no product at all
+        int j0 = 0;  // the first adapted job: its A and ax lead the stacks
+        while (j0 < JOBS - 1 && !B[j0]) j0++;
+        float *want = malloc(sizeof(float) * nx), *zeros = calloc(nx, sizeof(float)), *ax_c = calloc(nax, sizeof(float)),
+              *dyB_c = calloc(nax, sizeof(float)), *g_ad = poisoned(nx), *g_none = poisoned(nx);
+        k_lora_linears(host, JOBS, ax_c, x, A, s, T, in, r);
+        for (size_t i = 0; i < nx; i++) want[i] = NAN;
+        k_lora_linear_backward(want, 0, NULL, NULL, NULL, NULL, dyB_c, dy[j0], x, ax_c, NULL, LD_F32, A, B[j0], s, T, in, outs[j0], r);
+        check_rc(kc_lora_linear_backward(g_ad, 0, NULL, NULL, NULL, NULL, gdyB, gdy[j0], gx, gax, NULL, LD_F32, gA, gB[j0], s, T, in,
+                                         outs[j0], r),
+                 "lora_linear_backward, the adapter alone");
+        check_rc(kc_lora_linear_backward(g_none, 0, NULL, NULL, NULL, NULL, NULL, gdy[j0], gx, NULL, NULL, LD_F32, NULL, NULL, 0, T, in,
+                                         outs[j0], 0),
+                 "lora_linear_backward, no product");
+        float *h_ad = down(g_ad, nx), *h_none = down(g_none, nx);
+        compare("LoRA linear backward, no base weight: dx written by the adapter's product alone (into NaN)", h_ad, want, nx, 1e-5);
+        compare("LoRA linear backward, no base weight and no adapter: dx zeros (into NaN)", h_none, zeros, nx, 1e-30);
+        free(want), free(zeros), free(ax_c), free(dyB_c), free(h_ad), free(h_none);
+        kc_free(g_ad), kc_free(g_none);
+    }
     for (int j = 0; j < JOBS; j++) free(scratch_y[j]), free(scratch_dB[j]);
     free(dx_new), free(scratch_dA), free(hdx_new);
     kc_free(gdx_new);
@@ -953,6 +977,12 @@ int main(void) {
     // prefills in 100-row slots: query tiles straddle two sequences, and walk past the NaN rows between them
     test_attention(111, 4, 2, 64, 0, 0.0f, 2);
     test_attention(111, 4, 2, 16, 20, 50.0f, 2);
+    // decoding's blocks: a block per (token, kv head, up to 8 of its query heads), and splits of the keys while the
+    // grid has fewer than 512 blocks: 16 splits of 700+ keys, a group of 16 heads in two blocks, none split (600)
+    test_attention(3, 8, 2, 64, 0, 0.0f, 3);
+    test_attention(2, 9, 3, 128, 256, 30.0f, 3);
+    test_attention(2, 16, 1, 64, 0, 0.0f, 3);
+    test_attention(300, 4, 2, 64, 0, 0.0f, 1);
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
     test_embedding(7, 320, 64, 1.0f);

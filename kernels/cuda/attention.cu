@@ -1,7 +1,7 @@
 // Attention forward in the flash manner (kernels/cpu/attention.c is the contract), no score matrix ever in memory.
 // Two shapes of work: token by token (kc_attention: decoding, tokens of different sequences of a KV cache, each
-// against its own rows), one block per (token, head) streams the token's key range through shared memory with an
-// online softmax; in tiles (kc_attention_packed: a packed training batch, or a prefill's rows of the cache), one
+// against its own rows), blocks per (token, kv head) and splits of its key range stream the keys through shared
+// memory with an online softmax, the splits merged after; in tiles (kc_attention_packed: a packed training batch, or a prefill's rows of the cache), one
 // block per (32 consecutive queries, head) shares each tile of 32 keys among its queries (see attention_tile.cuh).
 #include <math.h>
 
@@ -12,18 +12,34 @@
 #define THREADS 128
 #define MAX_HD 256
 
-__global__ static void attention_kernel(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                                        const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
-    __shared__ float qs[MAX_HD], ks[TILE][MAX_HD], vs[TILE][MAX_HD], p[TILE];
-    int t = blockIdx.x / Hq, h = blockIdx.x % Hq, kvh = h / (Hq / Hkv);
-    int lo = kv_lo[t], hi = kv_hi[t], stride = Hkv * hd;
+// Decoding (flash-decoding): one block per (token, kv head, group of up to MAX_GROUP of its query heads, split);
+// the block loads each tile of the token's keys and values once for every query head of its group (GQA's heads
+// share them), and a split walks only its share of the key range, so a few long sequences still fill the card.
+// With one split a block writes the output; with several each writes its unnormalised sum, max and weight, and
+// combine_kernel merges them.
+#define MAX_GROUP 8
+#define MAX_SPLITS 16
+#define DECODE_BLOCKS 512  // enough blocks to fill a card: splits are added until the grid has about this many
+
+typedef struct {
+    float *acc, *m, *l;  // [T·Hq][splits][hd], [T·Hq][splits], [T·Hq][splits]
+} Partials;
+
+__global__ static void attention_kernel(float *out, Partials part, const float *q, const float *k, const float *v, const int *kv_base,
+                                        const int *kv_lo, const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
+    __shared__ float qs[MAX_GROUP][MAX_HD], ks[TILE][MAX_HD], vs[TILE][MAX_HD], p[MAX_GROUP][TILE];
+    int group = Hq / Hkv, chunks = (group + MAX_GROUP - 1) / MAX_GROUP, splits = gridDim.y, split = blockIdx.y;
+    int t = blockIdx.x / (Hkv * chunks), kvh = blockIdx.x / chunks % Hkv, h0 = kvh * group + blockIdx.x % chunks * MAX_GROUP;
+    int G = min(MAX_GROUP, (kvh + 1) * group - h0), stride = Hkv * hd;
+    int lo = kv_lo[t], len = kv_hi[t] - lo + 1, first = lo + (int)((long)len * split / splits),
+        last = lo + (int)((long)len * (split + 1) / splits) - 1;  // this split's keys (none when len <= 0)
     const float *kb = k + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd, *vb = v + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd;
-    for (int d = threadIdx.x; d < hd; d += THREADS) qs[d] = q[((size_t)t * Hq + h) * hd + d];
-    float acc[MAX_HD / THREADS] = {0};  // this thread's output dims: d = threadIdx.x + i·THREADS
-    float m = -INFINITY, l = 0.0f;
+    for (int e = threadIdx.x; e < G * hd; e += THREADS) qs[e / hd][e % hd] = q[((size_t)t * Hq + h0 + e / hd) * hd + e % hd];
+    float acc[MAX_GROUP][MAX_HD / THREADS] = {{0}}, m[MAX_GROUP], l[MAX_GROUP];  // thread's dims d = threadIdx.x + i·THREADS
+    for (int g = 0; g < MAX_GROUP; g++) m[g] = -INFINITY, l[g] = 0.0f;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int j0 = lo; j0 <= hi; j0 += TILE) {
-        int n = hi - j0 + 1 < TILE ? hi - j0 + 1 : TILE;
+    for (int j0 = first; j0 <= last; j0 += TILE) {
+        int n = last - j0 + 1 < TILE ? last - j0 + 1 : TILE;
         __syncthreads();  // the previous tile is no longer read
         for (int e = threadIdx.x; e < n * hd; e += THREADS) {
             int j = e / hd, d = e % hd;
@@ -31,33 +47,60 @@ __global__ static void attention_kernel(float *out, const float *q, const float 
             vs[j][d] = vb[(size_t)(j0 + j) * stride + d];
         }
         __syncthreads();
-        for (int j = warp; j < n; j += THREADS / 32) {  // a warp per key: lanes split the dot product
-            float s = 0.0f;
-            for (int d = lane; d < hd; d += 32) s += qs[d] * ks[j][d];
-            for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-            s *= scale;
-            if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-            if (lane == 0) p[j] = s;
+        for (int pair = warp; pair < G * n; pair += THREADS / 32) {  // a warp per (head, key): lanes split the dot product
+            int g = pair / n, j = pair % n;
+            float sc = 0.0f;
+            for (int d = lane; d < hd; d += 32) sc += qs[g][d] * ks[j][d];
+            for (int o = 16; o > 0; o >>= 1) sc += __shfl_xor_sync(0xffffffffu, sc, o);
+            sc *= scale;
+            if (softcap > 0.0f) sc = softcap * tanhf(sc / softcap);
+            if (lane == 0) p[g][j] = sc;
         }
         __syncthreads();
-        float tile_max = -INFINITY;
-        for (int j = 0; j < n; j++) tile_max = fmaxf(tile_max, p[j]);
-        float m_new = fmaxf(m, tile_max), correction = expf(m - m_new);  // exp(-inf) = 0 on the first tile
-        l *= correction;
-        for (int i = 0; i < MAX_HD / THREADS; i++) acc[i] *= correction;
-        for (int j = 0; j < n; j++) {
-            float w = expf(p[j] - m_new);
-            l += w;
-            for (int i = 0; i < MAX_HD / THREADS; i++) {
-                int d = threadIdx.x + i * THREADS;
-                if (d < hd) acc[i] += w * vs[j][d];
+        for (int g = 0; g < G; g++) {
+            float tile_max = -INFINITY;
+            for (int j = 0; j < n; j++) tile_max = fmaxf(tile_max, p[g][j]);
+            float m_new = fmaxf(m[g], tile_max), correction = expf(m[g] - m_new);  // exp(-inf) = 0 on the first tile
+            l[g] *= correction;
+            for (int i = 0; i < MAX_HD / THREADS; i++) acc[g][i] *= correction;
+            for (int j = 0; j < n; j++) {
+                float w = expf(p[g][j] - m_new);
+                l[g] += w;
+                for (int i = 0; i < MAX_HD / THREADS; i++) {
+                    int d = threadIdx.x + i * THREADS;
+                    if (d < hd) acc[g][i] += w * vs[j][d];
+                }
             }
+            m[g] = m_new;
         }
-        m = m_new;
     }
-    for (int i = 0; i < MAX_HD / THREADS; i++) {
-        int d = threadIdx.x + i * THREADS;
-        if (d < hd) out[((size_t)t * Hq + h) * hd + d] = l > 0.0f ? acc[i] / l : 0.0f;
+    for (int g = 0; g < G; g++) {
+        size_t row = (size_t)t * Hq + h0 + g, at = row * splits + split;
+        for (int i = 0; i < MAX_HD / THREADS; i++) {
+            int d = threadIdx.x + i * THREADS;
+            if (d >= hd) continue;
+            if (splits == 1)
+                out[row * hd + d] = l[g] > 0.0f ? acc[g][i] / l[g] : 0.0f;
+            else
+                part.acc[at * hd + d] = acc[g][i];
+        }
+        if (splits > 1 && threadIdx.x == 0) part.m[at] = m[g], part.l[at] = l[g];
+    }
+}
+
+// One block per (token, head): the splits' sums rescaled to their common max and added, over their weights'.
+__global__ static void combine_kernel(float *out, Partials part, int splits, int hd) {
+    size_t row = blockIdx.x;
+    float M = -INFINITY, L = 0.0f;
+    for (int s = 0; s < splits; s++)
+        if (part.l[row * splits + s] > 0.0f) M = fmaxf(M, part.m[row * splits + s]);
+    for (int s = 0; s < splits; s++)
+        if (part.l[row * splits + s] > 0.0f) L += part.l[row * splits + s] * expf(part.m[row * splits + s] - M);
+    for (int d = threadIdx.x; d < hd; d += THREADS) {
+        float sum = 0.0f;
+        for (int s = 0; s < splits; s++)
+            if (part.l[row * splits + s] > 0.0f) sum += part.acc[(row * splits + s) * hd + d] * expf(part.m[row * splits + s] - M);
+        out[row * hd + d] = L > 0.0f ? sum / L : 0.0f;
     }
 }
 
@@ -68,9 +111,22 @@ extern "C" int kc_attention(float *out, const float *q, const float *k, const fl
         return -1;
     }
     if (T <= 0) return 0;
-    attention_kernel<<<(unsigned)T * Hq, THREADS>>>(out, q, k, v, kv_base, kv_lo, kv_hi, Hq, Hkv, hd, scale, softcap);
-    KC_CHECK_LAUNCH("attention");
-    return 0;
+    int chunks = (Hq / Hkv + MAX_GROUP - 1) / MAX_GROUP, blocks = T * Hkv * chunks;
+    int splits = (DECODE_BLOCKS + blocks - 1) / blocks;
+    splits = splits < 1 ? 1 : splits > MAX_SPLITS ? MAX_SPLITS : splits;
+    Partials part = {0};
+    size_t rows = (size_t)T * Hq * splits;
+    if (splits > 1 && (!(part.acc = (float *)kc_alloc(sizeof(float) * rows * (hd + 2))))) return -1;
+    if (part.acc) part.m = part.acc + rows * hd, part.l = part.m + rows;
+    attention_kernel<<<dim3((unsigned)blocks, (unsigned)splits), THREADS>>>(out, part, q, k, v, kv_base, kv_lo, kv_hi, Hq, Hkv, hd, scale,
+                                                                            softcap);
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && splits > 1) {
+        combine_kernel<<<(unsigned)(T * Hq), THREADS>>>(out, part, splits, hd);
+        e = cudaGetLastError();
+    }
+    kc_free(part.acc);  // (the caching allocator hands it out again only to later launches)
+    return e == cudaSuccess ? 0 : (kc_set_error("attention", e), -1);
 }
 
 // One block: queries q0..q0+31 of head h; warp w owns queries q0 + 8w .. q0 + 8w + 7, lane l owns output dims

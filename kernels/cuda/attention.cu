@@ -20,9 +20,10 @@
 #define MAX_GROUP 8
 #define MAX_SPLITS 16
 #define DECODE_BLOCKS 512  // enough blocks to fill a card: splits are added until the grid has about this many
+#define MIN_SPLIT_KEYS 64  // a token's keys go in no more splits than leave each this many (the rest stay empty)
 
-typedef struct {
-    float *acc, *m, *l;  // [T·Hq][splits][hd], [T·Hq][splits], [T·Hq][splits]
+typedef struct {  // split-major, so that the splits a short sequence leaves empty are never touched
+    float *acc, *m, *l;  // [splits][T·Hq][hd], [splits][T·Hq], [splits][T·Hq]
 } Partials;
 
 __global__ static void attention_kernel(float *out, Partials part, const float *q, const float *k, const float *v, const int *kv_base,
@@ -31,8 +32,8 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
     int group = Hq / Hkv, chunks = (group + MAX_GROUP - 1) / MAX_GROUP, splits = gridDim.y, split = blockIdx.y;
     int t = blockIdx.x / (Hkv * chunks), kvh = blockIdx.x / chunks % Hkv, h0 = kvh * group + blockIdx.x % chunks * MAX_GROUP;
     int G = min(MAX_GROUP, (kvh + 1) * group - h0), stride = Hkv * hd;
-    int lo = kv_lo[t], len = kv_hi[t] - lo + 1, first = lo + (int)((long)len * split / splits),
-        last = lo + (int)((long)len * (split + 1) / splits) - 1;  // this split's keys (none when len <= 0)
+    int lo = kv_lo[t], len = kv_hi[t] - lo + 1, used = len > 0 ? min(splits, (len + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS) : 1;
+    int first = lo + (int)((long)len * split / used), last = split < used ? lo + (int)((long)len * (split + 1) / used) - 1 : first - 1;
     const float *kb = k + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd, *vb = v + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd;
     for (int e = threadIdx.x; e < G * hd; e += THREADS) qs[e / hd][e % hd] = q[((size_t)t * Hq + h0 + e / hd) * hd + e % hd];
     float acc[MAX_GROUP][MAX_HD / THREADS] = {{0}}, m[MAX_GROUP], l[MAX_GROUP];  // thread's dims d = threadIdx.x + i·THREADS
@@ -75,13 +76,13 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
         }
     }
     for (int g = 0; g < G; g++) {
-        size_t row = (size_t)t * Hq + h0 + g, at = row * splits + split;
+        size_t row = (size_t)t * Hq + h0 + g, at = (size_t)split * (gridDim.x / (Hkv * chunks)) * Hq + row;
         for (int i = 0; i < MAX_HD / THREADS; i++) {
             int d = threadIdx.x + i * THREADS;
             if (d >= hd) continue;
             if (splits == 1)
                 out[row * hd + d] = l[g] > 0.0f ? acc[g][i] / l[g] : 0.0f;
-            else
+            else if (l[g] > 0.0f)  // (an empty split's sum is never read)
                 part.acc[at * hd + d] = acc[g][i];
         }
         if (splits > 1 && threadIdx.x == 0) part.m[at] = m[g], part.l[at] = l[g];
@@ -90,16 +91,16 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
 
 // One block per (token, head): the splits' sums rescaled to their common max and added, over their weights'.
 __global__ static void combine_kernel(float *out, Partials part, int splits, int hd) {
-    size_t row = blockIdx.x;
+    size_t row = blockIdx.x, rows = gridDim.x;
     float M = -INFINITY, L = 0.0f;
     for (int s = 0; s < splits; s++)
-        if (part.l[row * splits + s] > 0.0f) M = fmaxf(M, part.m[row * splits + s]);
+        if (part.l[s * rows + row] > 0.0f) M = fmaxf(M, part.m[s * rows + row]);
     for (int s = 0; s < splits; s++)
-        if (part.l[row * splits + s] > 0.0f) L += part.l[row * splits + s] * expf(part.m[row * splits + s] - M);
+        if (part.l[s * rows + row] > 0.0f) L += part.l[s * rows + row] * expf(part.m[s * rows + row] - M);
     for (int d = threadIdx.x; d < hd; d += THREADS) {
         float sum = 0.0f;
         for (int s = 0; s < splits; s++)
-            if (part.l[row * splits + s] > 0.0f) sum += part.acc[(row * splits + s) * hd + d] * expf(part.m[row * splits + s] - M);
+            if (part.l[s * rows + row] > 0.0f) sum += part.acc[(s * rows + row) * hd + d] * expf(part.m[s * rows + row] - M);
         out[row * hd + d] = L > 0.0f ? sum / L : 0.0f;
     }
 }

@@ -978,10 +978,12 @@ int main(void) {
     test_attention(111, 4, 2, 64, 0, 0.0f, 2);
     test_attention(111, 4, 2, 16, 20, 50.0f, 2);
     // decoding's blocks: a block per (token, kv head, up to 8 of its query heads), and splits of the keys while the
-    // grid has fewer than 512 blocks: 16 splits of 700+ keys, a group of 16 heads in two blocks, none split (600)
+    // grid has fewer than 512 blocks: up to 16 splits of 700+ keys (64 at least each), groups of 16 and 12 heads
+    // in two blocks, none split (600 blocks)
     test_attention(3, 8, 2, 64, 0, 0.0f, 3);
     test_attention(2, 9, 3, 128, 256, 30.0f, 3);
     test_attention(2, 16, 1, 64, 0, 0.0f, 3);
+    test_attention(2, 12, 1, 64, 0, 0.0f, 3);  // a group of 12: blocks of 8 and 4 heads
     test_attention(300, 4, 2, 64, 0, 0.0f, 1);
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles

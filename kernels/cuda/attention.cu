@@ -20,7 +20,7 @@
 #define MAX_GROUP 8
 #define MAX_SPLITS 16
 #define DECODE_BLOCKS 512  // enough blocks to fill a card: splits are added until the grid has about this many
-#define MIN_SPLIT_KEYS 64  // a token's keys go in no more splits than leave each this many (the rest stay empty)
+#define MIN_SPLIT_KEYS 64  // a token's keys go in no more splits than leave each at least this many (the rest stay empty)
 
 typedef struct {  // split-major, so that the splits a short sequence leaves empty are never touched
     float *acc, *m, *l;  // [splits][T·Hq][hd], [splits][T·Hq], [splits][T·Hq]
@@ -32,8 +32,9 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
     int group = Hq / Hkv, chunks = (group + MAX_GROUP - 1) / MAX_GROUP, splits = gridDim.y, split = blockIdx.y;
     int t = blockIdx.x / (Hkv * chunks), kvh = blockIdx.x / chunks % Hkv, h0 = kvh * group + blockIdx.x % chunks * MAX_GROUP;
     int G = min(MAX_GROUP, (kvh + 1) * group - h0), stride = Hkv * hd;
-    int lo = kv_lo[t], len = kv_hi[t] - lo + 1, used = len > 0 ? min(splits, (len + MIN_SPLIT_KEYS - 1) / MIN_SPLIT_KEYS) : 1;
-    int first = lo + (int)((long)len * split / used), last = split < used ? lo + (int)((long)len * (split + 1) / used) - 1 : first - 1;
+    int lo = kv_lo[t], len = kv_hi[t] - lo + 1, used = max(1, min(splits, len / MIN_SPLIT_KEYS));
+    int first = 1, last = 0;  // this split's keys: none for a split the token leaves empty
+    if (split < used) first = lo + (int)((long long)len * split / used), last = lo + (int)((long long)len * (split + 1) / used) - 1;
     const float *kb = k + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd, *vb = v + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd;
     for (int e = threadIdx.x; e < G * hd; e += THREADS) qs[e / hd][e % hd] = q[((size_t)t * Hq + h0 + e / hd) * hd + e % hd];
     float acc[MAX_GROUP][MAX_HD / THREADS] = {{0}}, m[MAX_GROUP], l[MAX_GROUP];  // thread's dims d = threadIdx.x + i·THREADS
@@ -58,7 +59,9 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
             if (lane == 0) p[g][j] = sc;
         }
         __syncthreads();
-        for (int g = 0; g < G; g++) {
+#pragma unroll  // (a fixed bound, so that acc stays in registers)
+        for (int g = 0; g < MAX_GROUP; g++) {
+            if (g >= G) continue;
             float tile_max = -INFINITY;
             for (int j = 0; j < n; j++) tile_max = fmaxf(tile_max, p[g][j]);
             float m_new = fmaxf(m[g], tile_max), correction = expf(m[g] - m_new);  // exp(-inf) = 0 on the first tile
@@ -75,14 +78,16 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
             m[g] = m_new;
         }
     }
-    for (int g = 0; g < G; g++) {
+#pragma unroll
+    for (int g = 0; g < MAX_GROUP; g++) {
+        if (g >= G) continue;
         size_t row = (size_t)t * Hq + h0 + g, at = (size_t)split * (gridDim.x / (Hkv * chunks)) * Hq + row;
         for (int i = 0; i < MAX_HD / THREADS; i++) {
             int d = threadIdx.x + i * THREADS;
             if (d >= hd) continue;
             if (splits == 1)
-                out[row * hd + d] = l[g] > 0.0f ? acc[g][i] / l[g] : 0.0f;
-            else if (l[g] > 0.0f)  // (an empty split's sum is never read)
+                out[row * hd + d] = l[g] != 0.0f ? acc[g][i] / l[g] : 0.0f;  // (!= 0: a NaN key's NaN goes through)
+            else if (l[g] != 0.0f)  // (an empty split's sum is never read)
                 part.acc[at * hd + d] = acc[g][i];
         }
         if (splits > 1 && threadIdx.x == 0) part.m[at] = m[g], part.l[at] = l[g];
@@ -94,20 +99,20 @@ __global__ static void combine_kernel(float *out, Partials part, int splits, int
     size_t row = blockIdx.x, rows = gridDim.x;
     float M = -INFINITY, L = 0.0f;
     for (int s = 0; s < splits; s++)
-        if (part.l[s * rows + row] > 0.0f) M = fmaxf(M, part.m[s * rows + row]);
+        if (part.l[s * rows + row] != 0.0f) M = fmaxf(M, part.m[s * rows + row]);
     for (int s = 0; s < splits; s++)
-        if (part.l[s * rows + row] > 0.0f) L += part.l[s * rows + row] * expf(part.m[s * rows + row] - M);
+        if (part.l[s * rows + row] != 0.0f) L += part.l[s * rows + row] * expf(part.m[s * rows + row] - M);
     for (int d = threadIdx.x; d < hd; d += THREADS) {
         float sum = 0.0f;
         for (int s = 0; s < splits; s++)
-            if (part.l[s * rows + row] > 0.0f) sum += part.acc[(s * rows + row) * hd + d] * expf(part.m[s * rows + row] - M);
-        out[row * hd + d] = L > 0.0f ? sum / L : 0.0f;
+            if (part.l[s * rows + row] != 0.0f) sum += part.acc[(s * rows + row) * hd + d] * expf(part.m[s * rows + row] - M);
+        out[row * hd + d] = L != 0.0f ? sum / L : 0.0f;
     }
 }
 
 extern "C" int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
                             const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
-    if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv) {
+    if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq <= 0 || Hq % Hkv) {
         kc_set_error("attention", cudaErrorInvalidValue);
         return -1;
     }

@@ -178,7 +178,10 @@ extern "C" int kc_comm_reduce_start(KcComm *c, float *buf, const size_t (*spans)
 
 extern "C" int kc_comm_wait(KcComm *c) {
     if (!c->comm) return kc_set_error_msg("waiting for the collectives", "the communicator was aborted"), -1;
-    if (wait_done(c, "the gradients' sums started during the backward pass", &c->stream)) return -1;
+    if (wait_done(c, "the gradients' sums started during the backward pass", &c->stream)) {
+        if (c->comm) abort_comm(c);  // (a stream error: the work is never waited for again)
+        return -1;
+    }
     c->pending = 0;
     kc_side_stream(c->stream, 0, 0);
     return 0;

@@ -99,7 +99,7 @@ static void cache_put(void *p, size_t bytes) {
     g_cache.ptr[g_cache.n] = p, g_cache.bytes[g_cache.n++] = bytes, g_cache.total += bytes;
 }
 
-static struct {
+static struct {  // one communicator's (the trainer has one)
     cudaStream_t stream;
     double timeout_s;
     int busy;
@@ -130,7 +130,14 @@ extern "C" void *kc_alloc(size_t bytes) {
     void *p = cache_take(c);
     if (!p) {
         cudaError_t e = cudaMalloc(&p, c);
-        if (e == cudaErrorMemoryAllocation && g_cache.n && side_done()) {  // out of memory: give the cache back and try again
+        if (e == cudaErrorMemoryAllocation && g_cache.n && !side_done()) {
+            cudaGetLastError();
+            kc_set_error_msg("cudaMalloc",
+                             "out of memory, and the cache cannot be given back while the collectives beside the "
+                             "backward pass have not finished before the deadline (a rank died or stopped answering)");
+            return NULL;
+        }
+        if (e == cudaErrorMemoryAllocation && g_cache.n) {  // out of memory: give the cache back and try again
             cudaGetLastError();
             release_cached();
             e = cudaMalloc(&p, c);

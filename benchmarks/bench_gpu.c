@@ -5,8 +5,8 @@
 //        [--count 1]
 //        bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--count 1]
 // train: BATCH records of SEQ tokens per step (packed: no attention across records), LoRA rank R (alpha 2R) on
-// all seven linears, AdamW (--recompute 1: activation checkpointing); tok/s over the steps after the warm-up. generate: BATCH prompts of PROMPT tokens,
-// NEW greedy tokens each with no stop, on one engine (weights uploaded once, before the clock starts); output
+// all seven linears, AdamW (--recompute 1: activation checkpointing); tok/s over the steps after the warm-up.
+// generate: BATCH prompts of PROMPT tokens, NEW greedy tokens each with no stop, on one engine (weights uploaded once, before the clock starts); output
 // tok/s over prefill + decode. peak_GiB: the most device memory held through the backend's allocator.
 // --count (bench_gpu_emu, the build against the CUDA emulator): instead of timing, one training step or one decode
 // step's kernel launches and device-memory bytes per kernel (tests/cuda_emu/emu_count.h), against the least

@@ -125,7 +125,7 @@ static int acts_alloc(const Fwd *f, int l, LayerActs *a) {
         {&a->att, qd, 1},
         {&a->gt, F, 1},
         {&a->u, F, 1},
-        {&a->xin, D, f->keep},
+        {&a->xin, D, f->keep && !f->again},  // (recomputing: the kept input itself)
         {&a->xmid, D, f->keep},
         {&a->lse, (size_t)c->n_heads, f->keep},
         {&a->q_pre, qd, f->keep && c->qk_norm},
@@ -377,11 +377,8 @@ int transformer_recompute_block(const Transformer *t, const TokenPlan *p, const 
     size_t n = p->n, D = c->dim;
     Fwd f = {.t = t, .p = p, .step = step, .keep = 1, .again = 1};
     int rc = fwd_alloc(&f) || t->be->copy(f.x, xin, n * D) ||
-             t->be->rmsnorm(f.xn, xin, t->w.layers[l].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one) || acts_alloc(&f, l, a);
-    if (!rc) {  // the block's input is the one kept: not copied again
-        t->be->release(a->xin), a->xin = NULL;
-        rc = block_forward(&f, l, a);
-    }
+             t->be->rmsnorm(f.xn, xin, t->w.layers[l].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one) || acts_alloc(&f, l, a) ||
+             block_forward(&f, l, a);
     fwd_free(&f);
     if (rc) layer_acts_free(t->be, a);
     a->xin = rc ? NULL : (float *)xin;

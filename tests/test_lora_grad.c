@@ -115,6 +115,22 @@ static void check(const char *name) {
     model_free(m);
 }
 
+// The tiny model `name` made trainable (every weight fp32) and its training fixture open in *st; NULL (the check
+// failed) when either cannot be read.
+static Model *trainable_fixture(const char *name, SafeTensors *st) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
+    Model *m = model_load(p);
+    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
+    if (!m || st_open(p, st)) {
+        CHECK(0, "%s: %s", name, ld_last_error());
+        model_free(m);
+        return NULL;
+    }
+    model_make_trainable(m);
+    return m;
+}
+
 static void free_batch(TrainBatch *b) {
     free((void *)b->tokens), free((void *)b->targets), free((void *)b->positions), free((void *)b->starts);
 }
@@ -122,16 +138,9 @@ static void free_batch(TrainBatch *b) {
 // Full fine-tuning: the gradient of every weight against HF's, then ten AdamW steps (decay on matrices only).
 static void check_full(const char *name) {
     char p[1024];
-    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
-    Model *m = model_load(p);
-    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
     SafeTensors st;
-    if (!m || st_open(p, &st)) {
-        CHECK(0, "%s: %s", name, ld_last_error());
-        model_free(m);
-        return;
-    }
-    model_make_trainable(m);
+    Model *m = trainable_fixture(name, &st);
+    if (!m) return;
     Model *g = model_grad_new(m);
     TrainBatch b;
     read_batch(&st, &b);
@@ -210,17 +219,9 @@ static int logged_pass(Model *m, Lora *lora, Lora *lg, Model *mg, const TrainBat
 }
 
 static void check_grads_final(const char *name) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
-    Model *m = model_load(p);
-    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
     SafeTensors st;
-    if (!m || st_open(p, &st)) {
-        CHECK(0, "%s: %s", name, ld_last_error());
-        model_free(m);
-        return;
-    }
-    model_make_trainable(m);
+    Model *m = trainable_fixture(name, &st);
+    if (!m) return;
     Model *mg = model_grad_new(m);
     Lora *lora = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *lg = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1);
     load_lora(lora, &st);
@@ -264,17 +265,9 @@ static void check_grads_final(const char *name) {
 // as without it. The blocks run again from their kept inputs, so the only difference allowed is the rounding of a
 // normed input computed on its own instead of fused with the residual add.
 static void check_recompute(const char *name) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s/tiny/%s", LD_FIXTURES, name);
-    Model *m = model_load(p);
-    snprintf(p, sizeof p, "%s/train/%s.safetensors", LD_FIXTURES, name);
     SafeTensors st;
-    if (!m || st_open(p, &st)) {
-        CHECK(0, "%s: %s", name, ld_last_error());
-        model_free(m);
-        return;
-    }
-    model_make_trainable(m);
+    Model *m = trainable_fixture(name, &st);
+    if (!m) return;
     Model *mg[2] = {model_grad_new(m), model_grad_new(m)};
     Lora *lora = lora_new(&m->cfg, 4, 8.0f, 0, (1u << LT_COUNT) - 1), *lg[2];
     load_lora(lora, &st);

@@ -1,8 +1,9 @@
 // Attention forward in the flash manner (kernels/cpu/attention.c is the contract), no score matrix ever in memory.
 // Two shapes of work: token by token (kc_attention: decoding, tokens of different sequences of a KV cache, each
 // against its own rows), blocks per (token, kv head) and splits of its key range stream the keys through shared
-// memory with an online softmax, the splits merged after; in tiles (kc_attention_packed: a packed training batch, or a prefill's rows of the cache), one
-// block per (32 consecutive queries, head) shares each tile of 32 keys among its queries (see attention_tile.cuh).
+// memory with an online softmax, the splits merged after; in tiles (kc_attention_packed: a packed training batch,
+// or a prefill's rows of the cache), one block per (32 consecutive queries, head) shares each tile of 32 keys among
+// its queries (see attention_tile.cuh).
 #include <math.h>
 
 #include "attention_tile.cuh"

@@ -1,10 +1,10 @@
 // NCCL's all-reduce, and the reduce-scatter and all-gather of ZeRO-1, for data-parallel training (collective.h),
-// and the same started beside the backward pass on the communicator's own stream. The communicator is nonblocking
-// (config.blocking 0): its creation and each group or collective return at once (ncclInProgress) and are polled,
-// as their streams are (the default one, or the communicator's in kc_comm_wait), through the communicator's
-// asynchronous error and the stream. Only persistent buffers (the gradients) go to the started collectives, never
-// the caching allocator's blocks, which the default stream may be handed again while they run. Past the deadline the communicator is aborted, which is what
-// ends NCCL's own wait on a peer that is gone, at init (where a blocking communicator would wait for every rank
+// and sums started on the communicator's own stream beside the default stream's work. The communicator is
+// nonblocking (config.blocking 0): its creation and each group or collective return at once (ncclInProgress) and
+// are polled, as their streams are (the default one, or the communicator's in kc_comm_wait), through the
+// communicator's asynchronous error and the stream. Only persistent buffers go to the started collectives, never
+// the caching allocator's blocks, which the default stream may be handed again while they run. Past the deadline
+// the communicator is aborted, which is what ends NCCL's own wait on a peer that is gone, at init (where a blocking communicator would wait for every rank
 // with no limit), at its lazy connection set-up in the first group, and in a collective.
 #include <nccl.h>
 #include <string.h>
@@ -104,16 +104,6 @@ extern "C" KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int wo
     return c;
 }
 
-extern "C" int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k) {
-    if (!c->comm) return kc_set_error_msg("all-reduce", "the communicator was aborted"), -1;
-    ncclResult_t r = ncclGroupStart();
-    for (int i = 0; i < k && r == ncclSuccess; i++)
-        if (n[i]) r = ncclAllReduce(bufs[i], bufs[i], n[i], ncclFloat32, ncclSum, c->comm, 0);
-    ncclResult_t end = ncclGroupEnd();  // ncclInProgress: launched in the background (a nonblocking communicator)
-    if (r != ncclSuccess || (end != ncclSuccess && end != ncclInProgress)) return nccl_failed("ncclAllReduce", r != ncclSuccess ? r : end);
-    return wait_done(c, "all-reduce", &k_default_stream);
-}
-
 // In place, as NCCL defines it: this rank's share of buf is buf + rank·chunk in both.
 extern "C" int kc_comm_reduce_scatter(KcComm *c, float *buf, size_t chunk) {
     if (!c->comm) return kc_set_error_msg("reduce-scatter", "the communicator was aborted"), -1;
@@ -178,13 +168,18 @@ extern "C" int kc_comm_reduce_start(KcComm *c, float *buf, const size_t (*spans)
 
 extern "C" int kc_comm_wait(KcComm *c) {
     if (!c->comm) return kc_set_error_msg("waiting for the collectives", "the communicator was aborted"), -1;
-    if (wait_done(c, "the gradients' sums started during the backward pass", &c->stream)) {
+    if (wait_done(c, "the collectives on the communicator's stream", &c->stream)) {
         if (c->comm) abort_comm(c);  // (a stream error: the work is never waited for again)
         return -1;
     }
     c->pending = 0;
     kc_side_stream(c->stream, 0, 0);
     return 0;
+}
+
+// (the same group started on the communicator's stream, then waited for)
+extern "C" int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k) {
+    return kc_comm_sum_start(c, bufs, n, k) || kc_comm_wait(c) ? -1 : 0;
 }
 
 extern "C" void kc_comm_free(KcComm *c) {

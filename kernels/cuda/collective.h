@@ -13,7 +13,8 @@ typedef struct KcComm KcComm;
 int kc_comm_id(unsigned char id[KC_COMM_ID_BYTES]);  // rank 0 only; fresh each run (no stale id)
 // Every rank with the same id, world and its own rank (on its own device, chosen before); NULL with an error.
 KcComm *kc_comm_join(const unsigned char id[KC_COMM_ID_BYTES], int world, int rank, double timeout_s);
-// bufs[k][n[k]] (device, fp32) summed in place over the ranks, as one group; waits for the result.
+// bufs[k][n[k]] (device, fp32) summed in place over the ranks, as one group; waits for the result
+// (kc_comm_sum_start, then kc_comm_wait).
 int kc_comm_sum(KcComm *c, float *const *bufs, const size_t *n, int k);
 // ZeRO-1: buf[world·chunk] (device, fp32) summed over the ranks; this rank's chunk, buf + rank·chunk, holds its
 // sum afterwards (in place; the rest of buf is left undefined). Waits for the result.

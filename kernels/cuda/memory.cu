@@ -133,8 +133,8 @@ extern "C" void *kc_alloc(size_t bytes) {
         if (e == cudaErrorMemoryAllocation && g_cache.n && !side_done()) {
             cudaGetLastError();
             kc_set_error_msg("cudaMalloc",
-                             "out of memory, and the cache cannot be given back while the collectives beside the "
-                             "backward pass have not finished before the deadline (a rank died or stopped answering)");
+                             "out of memory, and the cache cannot be given back: the collectives on the communicator's "
+                             "stream did not finish before their deadline (another rank died or stopped answering)");
             return NULL;
         }
         if (e == cudaErrorMemoryAllocation && g_cache.n) {  // out of memory: give the cache back and try again

@@ -141,18 +141,14 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, ncclUniqueId i
     return ncclCommInitRank(comm, nranks, id, rank);
 }
 
-ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, ncclComm_t c,
-                           cudaStream_t stream) {
-    (void)stream;
-    if (type != ncclFloat32 || op != ncclSum || !c) return ncclInvalidArgument;
-    if (c->async != ncclSuccess) return c->async;
-    const float *in = (const float *)send;
-    float *out = (float *)recv;
+namespace {
+// count floats of every rank's in, summed in rank order into out on every rank (root -1) or on root alone.
+ncclResult_t sum_rounds(EmuNcclComm *c, const float *in, float *out, size_t count, int root) {
     for (size_t off = 0; off < count; off += kSlot) {
         size_t n = count - off < kSlot ? count - off : kSlot;
         memcpy(c->slots + (size_t)c->rank * kSlot, in + off, sizeof(float) * n);
         if (barrier(c) != ncclSuccess) return c->async;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; (root < 0 || c->rank == root) && i < n; i++) {
             float s = 0;
             for (int r = 0; r < c->world; r++) s += c->slots[(size_t)r * kSlot + i];
             out[off + i] = s;
@@ -160,6 +156,15 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
         if (barrier(c) != ncclSuccess) return c->async;
     }
     return ncclSuccess;
+}
+}  // namespace
+
+ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataType_t type, ncclRedOp_t op, ncclComm_t c,
+                           cudaStream_t stream) {
+    (void)stream;
+    if (type != ncclFloat32 || op != ncclSum || !c) return ncclInvalidArgument;
+    if (c->async != ncclSuccess) return c->async;
+    return sum_rounds(c, (const float *)send, (float *)recv, count, -1);
 }
 
 ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype, ncclRedOp_t op,
@@ -191,20 +196,7 @@ ncclResult_t ncclReduce(const void *sendbuff, void *recvbuff, size_t count, nccl
     (void)stream;
     if (datatype != ncclFloat32 || op != ncclSum || !c || root < 0 || root >= c->world) return ncclInvalidArgument;
     if (c->async != ncclSuccess) return c->async;
-    const float *in = (const float *)sendbuff;
-    float *out = (float *)recvbuff;
-    for (size_t off = 0; off < count; off += kSlot) {
-        size_t n = count - off < kSlot ? count - off : kSlot;
-        memcpy(c->slots + (size_t)c->rank * kSlot, in + off, sizeof(float) * n);
-        if (barrier(c) != ncclSuccess) return c->async;
-        for (size_t i = 0; c->rank == root && i < n; i++) {
-            float s = 0;
-            for (int r = 0; r < c->world; r++) s += c->slots[(size_t)r * kSlot + i];
-            out[off + i] = s;
-        }
-        if (barrier(c) != ncclSuccess) return c->async;
-    }
-    return ncclSuccess;
+    return sum_rounds(c, (const float *)sendbuff, (float *)recvbuff, count, root);
 }
 
 ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype, ncclComm_t c,

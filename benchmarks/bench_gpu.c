@@ -3,11 +3,12 @@
 // transformers + PEFT on the same model in the same call.
 // Usage: bench_gpu MODEL train SEQ BATCH [--steps N] [--warmup N] [--rank R] [--precision fp32|bf16] [--recompute 1]
 //        [--count 1]
-//        bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--count 1]
+//        bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--ctx N] [--count 1]
 // train: BATCH records of SEQ tokens per step (packed: no attention across records), LoRA rank R (alpha 2R) on
 // all seven linears, AdamW (--recompute 1: activation checkpointing); tok/s over the steps after the warm-up.
 // generate: BATCH prompts of PROMPT tokens, NEW greedy tokens each with no stop, on one engine (weights uploaded once, before the clock starts); output
-// tok/s over prefill + decode. peak_GiB: the most device memory held through the backend's allocator.
+// tok/s over prefill + decode; --ctx N: the engine made for sequences of up to N tokens (as `serve --ctx` makes it;
+// default PROMPT + NEW). peak_GiB: the most device memory held through the backend's allocator.
 // --count (bench_gpu_emu, the build against the CUDA emulator): instead of timing, one training step or one decode
 // step's kernel launches and device-memory bytes per kernel (tests/cuda_emu/emu_count.h), against the least
 // traffic such a step could have (ideal_* below), as a table and a JSON line.
@@ -179,8 +180,9 @@ static void run_batch(GenEngine *e, GenSeq *seqs, int n) {
         if (gen_engine_step(e) < 0) fail("gen_engine_step");
 }
 
-static void bench_generate(Model *m, int batch, int plen, int nnew, LdDtype wt) {
-    GenEngine *e = gen_engine_new(m, batch, plen + nnew, 512, 1, wt == LD_BF16);
+static void bench_generate(Model *m, int batch, int plen, int nnew, int ctx_len, LdDtype wt) {
+    ctx_len = ctx_len > plen + nnew ? ctx_len : plen + nnew;
+    GenEngine *e = gen_engine_new(m, batch, ctx_len, 512, 1, wt == LD_BF16);
     if (!e) fail("gen_engine_new");
     int *prompts = malloc(sizeof(int) * (size_t)batch * plen);
     unsigned s = 7;
@@ -222,8 +224,8 @@ static void bench_generate(Model *m, int batch, int plen, int nnew, LdDtype wt) 
     kc_mem_stats(NULL, &peak);
     printf(
         "{\"engine\": \"llamaduo\", \"workload\": \"generate\", \"precision\": \"%s\", \"bsz\": %d, \"prompt\": %d, \"new\": %d, "
-        "\"out_tok_per_s\": %.0f, \"s\": %.2f, \"tokens\": %ld, \"peak_mem_GiB\": %.2f}\n",
-        wt == LD_BF16 ? "bf16" : "fp32", batch, plen, nnew, made / dt, dt, made, peak / 1073741824.0);
+        "\"ctx\": %d, \"out_tok_per_s\": %.0f, \"s\": %.2f, \"tokens\": %ld, \"peak_mem_GiB\": %.3f}\n",
+        wt == LD_BF16 ? "bf16" : "fp32", batch, plen, nnew, ctx_len, made / dt, dt, made, peak / 1073741824.0);
     gen_engine_free(e);
     free(prompts), free(seqs);
 }
@@ -233,14 +235,14 @@ int main(int argc, char **argv) {
         fprintf(stderr,
                 "usage: bench_gpu MODEL train SEQ BATCH [--steps N] [--warmup N] [--rank R] [--precision fp32|bf16] [--recompute 1] "
                 "[--count 1]\n"
-                "       bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--count 1]\n");
+                "       bench_gpu MODEL generate BATCH PROMPT NEW [--precision fp32|bf16] [--ctx N] [--count 1]\n");
         return 2;
     }
     if (ld_cuda_device_count() == 0) {
         fprintf(stderr, "bench_gpu: no CUDA device\n");
         return 1;
     }
-    int steps = 8, warm = 3, rank = 16, train = !strcmp(argv[2], "train"), first_opt = train ? 5 : 6;
+    int steps = 8, warm = 3, rank = 16, ctx_len = 0, train = !strcmp(argv[2], "train"), first_opt = train ? 5 : 6;
     LdDtype wt = LD_BF16;
     for (int i = first_opt; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--steps"))
@@ -251,6 +253,8 @@ int main(int argc, char **argv) {
             rank = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--precision"))
             wt = !strcmp(argv[i + 1], "fp32") ? LD_F32 : LD_BF16;
+        else if (!strcmp(argv[i], "--ctx"))
+            ctx_len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--recompute"))
             g_recompute = !strcmp(argv[i + 1], "1");
         else if (!strcmp(argv[i], "--count") && !strcmp(argv[i + 1], "1"))
@@ -273,7 +277,7 @@ int main(int argc, char **argv) {
     if (train)
         bench_train(m, atoi(argv[3]), atoi(argv[4]), steps, warm, rank, wt);
     else if (argc >= 6 && !strcmp(argv[2], "generate"))
-        bench_generate(m, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), wt);
+        bench_generate(m, atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), ctx_len, wt);
     else {
         fprintf(stderr, "bench_gpu: the workload is train or generate, not '%s'\n", argv[2]);
         return 2;

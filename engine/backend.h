@@ -8,6 +8,7 @@
 
 #include "activation.h"
 #include "dtype.h"
+#include "kv_rows.h"
 #include "lora_job.h"
 
 typedef struct Backend {
@@ -45,10 +46,11 @@ typedef struct Backend {
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
     int (*rope_backward)(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
-    // kv_base NULL: the ranges are rows of k/v as they are (a packed batch's own tokens, or a prefill's rows of a KV
-    // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL
-    int (*attention)(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                     const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+    // kv_base NULL: the ranges are rows of kv as they are (a packed batch's own tokens, or a prefill's rows of a KV
+    // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL.
+    // A paged or bf16 kv (kv_rows.h) only where the backend's KV caches are (kv_write's).
+    int (*attention)(float *out, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                     int Hq, int Hkv, int hd, float scale, float softcap);
     // over a packed batch, given the forward's out and lse: dq, dk, dv written
     int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                               const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
@@ -57,7 +59,7 @@ typedef struct Backend {
     int (*gated_backward)(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
     int (*add)(float *x, const float *y, size_t n);
     int (*softcap)(float *x, size_t n, float cap);
-    int (*scatter_rows)(float *dst, const float *src, const int *dst_rows, int n, int width);
+    int (*kv_write)(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
     int (*gather_rows)(float *dst, const float *src, const int *src_rows, int n, int width);
     // targets on the host; dw (NULL: frozen head) accumulated; *loss and *n_counted on the host
     int (*linear_cross_entropy)(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
@@ -67,10 +69,11 @@ typedef struct Backend {
 // The ops whose kernels share the op's name and signature (kernels/cpu's k_<op> behind a cpu_<op> wrapper that
 // returns 0, kernels/cuda's kc_<op> as it is): a backend's table lists them as LD_BACKEND_OPS(its naming), then
 // attention and linear_cross_entropy by hand.
-#define LD_BACKEND_OPS(X)                                                                                               \
-    X(embedding) X(embedding_backward) X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linears)           \
-        X(lora_linear_backward) X(lora_linears_backward) X(dropout) X(rope) X(rope_backward) X(attention_backward) X(gated) \
-            X(gated_backward) X(add) X(softcap) X(scatter_rows) X(gather_rows)
+#define LD_BACKEND_OPS(X)                                                                                                         \
+    X(embedding)                                                                                                                  \
+    X(embedding_backward)                                                                                                         \
+    X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linears) X(lora_linear_backward) X(lora_linears_backward) \
+        X(dropout) X(rope) X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(kv_write) X(gather_rows)
 
 extern const Backend ld_backend_cpu;
 #ifdef LLAMADUO_HAVE_CUDA

@@ -79,9 +79,9 @@ static int cpu_rope_backward(float *dq, float *dk, const int *pos, const float *
     return 0;
 }
 // lse is not kept: the CPU backward recomputes the softmax
-static int cpu_attention(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                         const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
-    k_attention(out, q, k, v, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+static int cpu_attention(float *out, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                         int Hq, int Hkv, int hd, float scale, float softcap) {
+    k_attention(out, q, kv, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     return 0;
 }
 static int cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
@@ -106,8 +106,8 @@ static int cpu_softcap(float *x, size_t n, float cap) {
     k_softcap(x, n, cap);
     return 0;
 }
-static int cpu_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width) {
-    k_scatter_rows(dst, src, dst_rows, n, width);
+static int cpu_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width) {
+    k_kv_write(kv, k, v, rows, n, width);
     return 0;
 }
 static int cpu_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {

@@ -13,10 +13,10 @@ static void *cuda_alloc(size_t bytes) {
 }
 // the tiled kernel where the ranges are rows of k/v (a packed batch, keeping lse for the backward, or a prefill over
 // the cache), the per-token one where they count from each token's kv_base (decoding)
-static int cuda_attention(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                          const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
-    if (!kv_base) return kc_attention_packed(out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
-    return kc_attention(out, q, k, v, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+static int cuda_attention(float *out, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                          int Hq, int Hkv, int hd, float scale, float softcap) {
+    if (!kv_base) return kc_attention_packed(out, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    return kc_attention(out, q, kv, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
 }
 
 #define CUDA_OP(op) .op = kc_##op,

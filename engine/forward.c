@@ -45,7 +45,7 @@ int model_forward(const Model *m, KVCache *kv, const int *tokens, const int *slo
     }
     const Backend *be = &ld_backend_cpu;
     Transformer t = {.be = be, .cfg = c, .w = model_weights(m), .adapter = m->adapter};
-    KvSpace space = {kv->k, kv->v, (size_t)kv->n_slots * kv->ctx};
+    KvSpace space = {{kv->k, kv->v, LD_F32, NULL, 0}, (size_t)kv->n_slots * kv->ctx};
     int *out_rows = ld_xmalloc(sizeof(int) * (size_t)(n ? n : 1)), n_out = 0;
     for (int i = 0; i < n; i++)
         if (!want || want[i]) out_rows[n_out++] = i;

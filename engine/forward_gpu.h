@@ -1,6 +1,7 @@
 // defines: the batched forward pass (forward.h's contract) on the CUDA backend (the model itself: transformer.h):
 // the model's weights (fp32, or bf16 with fp32 accumulation), the model's adapter (fp32) applied unmerged, and a KV
-// cache of n_slots × ctx positions on the device; logits come back to the host or stay for sampling there.
+// cache on the device for n_slots sequences of up to ctx positions, in pages mapped as the sequences grow (bf16
+// with bf16 weights, else fp32); logits come back to the host or stay for sampling there.
 #pragma once
 #include <stdint.h>
 
@@ -20,3 +21,12 @@ int gpu_model_forward(GpuModel *g, const int *tokens, const int *slot, const int
 // r; picked -1 where the host must decide from gpu_model_logits_row, already penalised).
 int gpu_model_sample(GpuModel *g, const KcSampleRow *rows, int n_rows, int *picked);
 int gpu_model_logits_row(GpuModel *g, int row, float *dst);  // one kept row [V] to the host
+// The sequence in slot is done: its KV pages go back to the pool (positions from 0 again next time).
+void gpu_model_release(GpuModel *g, int slot);
+
+typedef struct {
+    int pages_used, pages_held, pages_max;  // mapped to sequences; in the pool; n_slots × ctx's worth
+    int page_rows;  // positions a page holds
+    double bytes_held;  // the pool's device memory (keys and values, every layer)
+} GpuKvStats;
+GpuKvStats gpu_model_kv_stats(const GpuModel *g);

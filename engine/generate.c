@@ -113,13 +113,15 @@ static void stream_upto(Slot *s, size_t upto) {
     s->n_streamed = upto;
 }
 
-// Ends the slot's sequence with text_len bytes of text; the slot is free afterwards.
-static void finish(Slot *s, FinishReason why, size_t text_len, int notify) {
+// Ends the slot's sequence with text_len bytes of text; the slot is free afterwards, its KV pages (on the GPU)
+// given back.
+static void finish(GenEngine *e, Slot *s, FinishReason why, size_t text_len, int notify) {
     GenSeq *q = s->seq;
     if (why != FINISH_CANCELLED) stream_upto(s, text_len);
     q->text = ld_utf8_repair(s->bytes ? s->bytes : "", text_len, NULL);
     q->finish = why;
     s->seq = NULL;
+    gpu_model_release(e->gpu, q->slot);
     q->slot = -1;
     if (notify && q->on_done) q->on_done(q->ctx, q);
 }
@@ -199,13 +201,13 @@ int gen_engine_add(GenEngine *e, GenSeq *q) {
     x->n_hist = q->n_prompt;
     x->n_bytes = x->n_streamed = 0;
     x->rng = sampler_seed_state(q->sampler.seed, q->seed_stream);
-    if (q->max_new_tokens == 0) finish(x, FINISH_LENGTH, 0, 1);
+    if (q->max_new_tokens == 0) finish(e, x, FINISH_LENGTH, 0, 1);
     return 0;
 }
 
 void gen_engine_cancel(GenEngine *e, GenSeq *q) {
     if (q->slot < 0 || q->slot >= e->n_slots || e->slots[q->slot].seq != q) return;
-    finish(&e->slots[q->slot], FINISH_CANCELLED, e->slots[q->slot].n_bytes, 0);
+    finish(e, &e->slots[q->slot], FINISH_CANCELLED, e->slots[q->slot].n_bytes, 0);
 }
 
 void gen_seq_free(GenSeq *q) {
@@ -334,11 +336,11 @@ int gen_engine_step(GenEngine *e) {
                                                 : sampler_sample(&q->sampler, &x->rng, lg, V, x->hist, x->n_hist, x->n_hist - q->n_prompt);
         }
         if (t < 0) {  // the JSON constraint allows no token here
-            finish(x, FINISH_STOP, x->n_bytes, 1);
+            finish(e, x, FINISH_STOP, x->n_bytes, 1);
             continue;
         }
         if (is_stop_id(q, t)) {
-            finish(x, FINISH_STOP, x->n_bytes, 1);
+            finish(e, x, FINISH_STOP, x->n_bytes, 1);
             continue;
         }
         if (q->json) json_matcher_feed(q->json, e->tok_bytes[t], (size_t)e->tok_len[t]);
@@ -349,9 +351,9 @@ int gen_engine_step(GenEngine *e) {
         slot_append_bytes(x, e->tok_bytes[t], e->tok_len[t]);
         long at = find_stop(q, x->bytes, x->n_bytes, before);
         if (at >= 0) {
-            finish(x, FINISH_STOP, (size_t)at, 1);
+            finish(e, x, FINISH_STOP, (size_t)at, 1);
         } else if (q->n_tokens >= q->max_new_tokens) {
-            finish(x, FINISH_LENGTH, x->n_bytes, 1);
+            finish(e, x, FINISH_LENGTH, x->n_bytes, 1);
         } else if (q->on_text) {
             size_t safe = x->n_bytes - stop_holdback(q, x->bytes, x->n_bytes);
             stream_upto(x, safe - incomplete_utf8_tail(x->bytes, safe));

@@ -64,10 +64,11 @@ int token_plan_cached(const Backend *be, const ModelConfig *c, const int *tokens
                       TokenPlan *out);
 void token_plan_free(const Backend *be, TokenPlan *p);
 
-// A KV cache in the backend's memory: [n_layers][rows][Hkv*hd] for keys and for values.
+// A KV cache in the backend's memory: cache.k and cache.v [n_layers][rows][Hkv*hd] in cache.type, each layer's
+// rows in the same pages where cache.pages is set (the plan's rows then virtual: slot × ctx + position).
 typedef struct {
-    float *k, *v;
-    size_t rows;  // per layer: n_slots × ctx
+    KvRows cache;  // layer 0's
+    size_t rows;  // per layer
 } KvSpace;
 
 // Inference: runs the plan's tokens (their keys and values written into kv at kv_row) and writes logits [n_out, V]

@@ -222,20 +222,20 @@ static int attend(const Fwd *f, int l, LayerActs *a) {
     const Backend *be = f->t->be;
     const TokenPlan *p = f->p;
     int n = p->n, kvd = c->n_kv_heads * c->head_dim;
-    const float *k = a->k, *v = a->v;
-    if (f->kv) {
-        float *kc = f->kv->k + (size_t)l * f->kv->rows * kvd, *vc = f->kv->v + (size_t)l * f->kv->rows * kvd;
-        TRY(be->scatter_rows(kc, a->k, p->kv_row, n, kvd));
-        TRY(be->scatter_rows(vc, a->v, p->kv_row, n, kvd));
-        k = kc, v = vc;
+    KvRows kv = {a->k, a->v, LD_F32, NULL, 0};
+    if (f->kv) {  // layer l's part of the cache
+        size_t at = (size_t)l * f->kv->rows * kvd * ld_dtype_nbytes(f->kv->cache.type, 1);
+        kv = f->kv->cache;
+        kv.k = (char *)kv.k + at, kv.v = (char *)kv.v + at;
+        TRY(be->kv_write(kv, a->k, a->v, p->kv_row, n, kvd));
     }
     const int *lo = c->layer_local[l] ? p->lo_local : p->lo_global;
     int s = p->n_single, Hq = c->n_heads, hd = c->head_dim;
     size_t qd = (size_t)Hq * hd;
     if (s)  // decode tokens, one by one
-        TRY(be->attention(a->att, a->lse, a->q, k, v, p->kv_base, lo, p->hi, s, Hq, c->n_kv_heads, hd, c->attn_scale, c->attn_softcap));
+        TRY(be->attention(a->att, a->lse, a->q, kv, p->kv_base, lo, p->hi, s, Hq, c->n_kv_heads, hd, c->attn_scale, c->attn_softcap));
     if (s == n) return 0;
-    return be->attention(a->att + s * qd, a->lse ? a->lse + (size_t)s * Hq : NULL, a->q + s * qd, k, v, NULL, lo + s, p->hi + s, n - s, Hq,
+    return be->attention(a->att + s * qd, a->lse ? a->lse + (size_t)s * Hq : NULL, a->q + s * qd, kv, NULL, lo + s, p->hi + s, n - s, Hq,
                          c->n_kv_heads, hd, c->attn_scale, c->attn_softcap);
 }
 

@@ -7,6 +7,7 @@
 
 #include "activation.h"
 #include "dtype.h"
+#include "kv_rows.h"
 #include "lora_job.h"
 
 // y[T,N] = x[T,K] · w[N,K]ᵀ (+ bias[N] when bias != NULL). OpenBLAS sgemm.
@@ -65,14 +66,18 @@ void k_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uin
 // dst[dst_rows[i]] = src[i]  /  dst[i] = src[src_rows[i]], n rows of width floats (KV-cache writes, picking rows).
 void k_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 void k_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
+// A KV cache's writes: token i's key k[i] and value v[i] (width floats each) into virtual row rows[i] of kv, in
+// its type (bf16 rounded to nearest even).
+void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
 
 // Attention for T query tokens, each against its own key/value range (rows kv_lo[t]..kv_hi[t] inclusive, counted
-// from row kv_base[t] of k and v; kv_base NULL: from row 0) so one call serves many sequences of a KV cache of
-// different lengths, packed training records, causal masks and sliding windows.
-//   out[T, Hq*hd], q[T, Hq*hd]; k, v laid out [rows, Hkv*hd].
+// from row kv_base[t] of kv's k and v; kv_base NULL: from row 0; virtual rows of a paged cache where kv.pages is
+// set) so one call serves many sequences of a KV cache of different lengths, packed training records, causal masks
+// and sliding windows.
+//   out[T, Hq*hd], q[T, Hq*hd]; kv.k, kv.v laid out [rows, Hkv*hd], fp32 or bf16 (kv_rows.h).
 //   Grouped-query: query head h reads kv head h / (Hq/Hkv). score = scale·q·k, then softcap (when > 0).
-void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
-                 int Hq, int Hkv, int hd, float scale, float softcap);
+void k_attention(float *out, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
+                 int hd, float scale, float softcap);
 
 // Numerically stable log-softmax statistics of one row: returns logsumexp(x[0..n)).
 float k_logsumexp(const float *x, int n);

@@ -302,11 +302,13 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
             if (r % 100 >= rec)
                 for (int d = 0; d < stride; d++) k[(size_t)r * stride + d] = v[(size_t)r * stride + d] = NAN;
     float scale = 1.0f / sqrtf((float)hd);
-    k_attention(ref, q, k, v, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+    KvRows hkv = {k, v, LD_F32, NULL, 0};
+    k_attention(ref, q, hkv, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
     float *dq = up(q, sizeof(float) * T * Hq * hd), *dk = up(k, sizeof(float) * rows * stride), *dv = up(v, sizeof(float) * rows * stride);
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T), *dbase = up(base, sizeof(int) * T);
     float *dout = poisoned((size_t)T * Hq * hd);
-    check_rc(kc_attention(dout, dq, dk, dv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
+    KvRows dkv = {dk, dv, LD_F32, NULL, 0};
+    check_rc(kc_attention(dout, dq, dkv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
     float *g = down(dout, (size_t)T * Hq * hd);
     char name[128];
     const char *const layouts[] = {"packed", "KV cache", "KV cache prefill", "KV cache, long"};
@@ -317,7 +319,7 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
         for (int t = 0; t < T; t++) lo[t] += base[t], hi[t] += base[t];
         check_rc(kc_upload(dlo, lo, sizeof(int) * T) || kc_upload(dhi, hi, sizeof(int) * T), "attention ranges upload");
         kc_fill(dout, NAN, (size_t)T * Hq * hd);
-        check_rc(kc_attention_packed(dout, NULL, dq, dk, dv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+        check_rc(kc_attention_packed(dout, NULL, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
         float *gp = down(dout, (size_t)T * Hq * hd);
         snprintf(name, sizeof name, "attention tiled %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd,
                  window ? ", window" : "", softcap > 0 ? ", softcap" : "");
@@ -326,6 +328,96 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
     }
     free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(g);
     kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout);
+}
+
+// A paged KV cache of 16-row pages holding the same virtual rows as k and v [rows, stride]: the pages some token's
+// range [base + lo, base + hi] touches mapped, in reverse order, to pool pages (the others -1); the rows no token
+// sees NaN, which no result may take in. *pool_k and *pool_v (host, fp32) get the pool, the table is returned.
+#define TEST_PAGE_SHIFT 4
+static int *paged_copy(const float *k, const float *v, int rows, int stride, const int *base, const int *lo, const int *hi, int T,
+                       float **pool_k, float **pool_v, int *n_table) {
+    int P = 1 << TEST_PAGE_SHIFT, n = (rows + P - 1) / P, mapped = 0, *table = malloc(sizeof(int) * n);
+    char *seen = calloc((size_t)rows, 1);
+    for (int p = 0; p < n; p++) table[p] = -1;
+    for (int t = 0; t < T; t++)
+        for (int j = base[t] + lo[t]; j <= base[t] + hi[t]; j++) table[j / P] = 0, seen[j] = 1;
+    for (int p = n - 1; p >= 0; p--)
+        if (!table[p]) table[p] = ++mapped;  // (page 0 of the pool stays unused: NaN)
+    size_t pool = (size_t)(mapped + 1) * P * stride;
+    *pool_k = malloc(sizeof(float) * pool), *pool_v = malloc(sizeof(float) * pool);
+    for (size_t i = 0; i < pool; i++) (*pool_k)[i] = (*pool_v)[i] = NAN;
+    for (int j = 0; j < rows; j++) {
+        long long r = kv_page_row(table, TEST_PAGE_SHIFT, j);
+        if (!seen[j]) continue;
+        memcpy(*pool_k + r * stride, k + (size_t)j * stride, sizeof(float) * stride);
+        memcpy(*pool_v + r * stride, v + (size_t)j * stride, sizeof(float) * stride);
+    }
+    *n_table = n;
+    free(seen);
+    return table;
+}
+
+// The KV-cache layouts of test_attention (1: decoding, 2: prefills, 3: long decoding) in a paged cache of fp32 and of
+// bf16 rows, against k_attention on the same rows unpaged (bf16: rounded first): the paged and bf16 reads of both
+// kernels, the CPU reference's own among them.
+static void test_attention_paged(int T, int Hq, int Hkv, int hd, int window, float softcap, int layout) {
+    int rec = layout == 2 ? 37 : 7, span = layout == 3 ? 1200 : 100, rows = T * span, stride = Hkv * hd;
+    float *q = rnd((size_t)T * Hq * hd, 1), *k = rnd((size_t)rows * stride, 1), *v = rnd((size_t)rows * stride, 1);
+    int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T), *base = malloc(sizeof(int) * T);
+    for (int t = 0; t < T; t++) {
+        if (layout == 1) base[t] = span * t, lo[t] = 0, hi[t] = (t * 13) % 39;
+        if (layout == 3) base[t] = span * t, lo[t] = 0, hi[t] = 699 + (t * 37) % 450;
+        if (layout == 2) base[t] = span * (t / rec), lo[t] = 0, hi[t] = t % rec;
+        if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
+    }
+    float scale = 1.0f / sqrtf((float)hd), *ref = malloc(sizeof(float) * T * Hq * hd), *pk, *pv;
+    int n_table, *table = paged_copy(k, v, rows, stride, base, lo, hi, T, &pk, &pv, &n_table), *dtable = up(table, sizeof(int) * n_table);
+    size_t pool = 0;
+    for (int p = 0; p < n_table; p++) pool = table[p] + 1 > (int)pool ? (size_t)table[p] + 1 : pool;
+    pool *= (size_t)stride << TEST_PAGE_SHIFT;
+    int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T), *dbase = up(base, sizeof(int) * T);
+    float *dq = up(q, sizeof(float) * T * Hq * hd), *dout = poisoned((size_t)T * Hq * hd);
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        uint16_t *hk16 = malloc(2 * pool), *hv16 = malloc(2 * pool);
+        if (bf16) {  // the unpaged reference on the rounded values; the pool as bf16
+            for (size_t i = 0; i < (size_t)rows * stride; i++)
+                k[i] = ld_bf16_to_f32(ld_f32_to_bf16(k[i])), v[i] = ld_bf16_to_f32(ld_f32_to_bf16(v[i]));
+            for (size_t i = 0; i < pool; i++) hk16[i] = ld_f32_to_bf16(pk[i]), hv16[i] = ld_f32_to_bf16(pv[i]);
+        }
+        KvRows flat = {k, v, LD_F32, NULL, 0},
+               paged = {bf16 ? (void *)hk16 : pk, bf16 ? (void *)hv16 : pv, bf16 ? LD_BF16 : LD_F32, table, TEST_PAGE_SHIFT};
+        k_attention(ref, q, flat, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+        float *cpu = malloc(sizeof(float) * T * Hq * hd);
+        k_attention(cpu, q, paged, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+        char name[128];
+        snprintf(name, sizeof name, "attention, paged %s KV (CPU), layout %d, T %d, %d/%d heads, hd %d", bf16 ? "bf16" : "fp32", layout, T,
+                 Hq, Hkv, hd);
+        compare(name, cpu, ref, (size_t)T * Hq * hd, 1e-6);
+        size_t eb = bf16 ? 2 : 4;
+        void *gk = up(paged.k, eb * pool), *gv = up(paged.v, eb * pool);
+        KvRows dev = {gk, gv, paged.type, dtable, TEST_PAGE_SHIFT};
+        check_rc(kc_attention(dout, dq, dev, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention, paged");
+        float *g = down(dout, (size_t)T * Hq * hd);
+        snprintf(name, sizeof name, "attention, paged %s KV, layout %d, T %d, %d/%d heads, hd %d%s%s", bf16 ? "bf16" : "fp32", layout, T,
+                 Hq, Hkv, hd, window ? ", window" : "", softcap > 0 ? ", softcap" : "");
+        compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
+        free(g);
+        if (layout == 2) {  // the tiled kernel: virtual rows as the ranges, pages not mapped inside some tiles
+            int *vlo = malloc(sizeof(int) * T), *vhi = malloc(sizeof(int) * T);
+            for (int t = 0; t < T; t++) vlo[t] = lo[t] + base[t], vhi[t] = hi[t] + base[t];
+            int *gvlo = up(vlo, sizeof(int) * T), *gvhi = up(vhi, sizeof(int) * T);
+            kc_fill(dout, NAN, (size_t)T * Hq * hd);
+            check_rc(kc_attention_packed(dout, NULL, dq, dev, gvlo, gvhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed, paged");
+            g = down(dout, (size_t)T * Hq * hd);
+            snprintf(name, sizeof name, "attention tiled, paged %s KV, T %d, %d/%d heads, hd %d%s%s", bf16 ? "bf16" : "fp32", T, Hq, Hkv,
+                     hd, window ? ", window" : "", softcap > 0 ? ", softcap" : "");
+            compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
+            free(g), free(vlo), free(vhi), kc_free(gvlo), kc_free(gvhi);
+        }
+        free(cpu), free(hk16), free(hv16), kc_free(gk), kc_free(gv);
+    }
+    free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(table), free(pk), free(pv);
+    kc_free(dq), kc_free(dout), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dtable);
 }
 
 // records of `rec` tokens, causal within each, optional sliding window
@@ -347,7 +439,8 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
     float *gq = poisoned(nq), *gk = poisoned(nk), *gv = poisoned(nk);
     float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
-    check_rc(kc_attention_packed(gout, glse, dq_, dk_, dv_, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+    check_rc(kc_attention_packed(gout, glse, dq_, (KvRows){dk_, dv_, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
+             "attention_packed");
     check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
              "attention_backward");
     kc_free(gout), kc_free(glse);
@@ -443,6 +536,28 @@ static void test_dropout_rows(size_t n, int width) {
     check(
         !memcmp(hs, cs, sizeof(float) * n) && !memcmp(hg, x, sizeof(float) * rows * width) && !memcmp(cg, x, sizeof(float) * rows * width),
         name);
+    for (int bf16 = 0; bf16 < 2; bf16++) {  // the KV cache's writes: rows (virtual) through a page table, in fp32 and bf16
+        int n_pages = (rows + 15) / 16, *table = malloc(sizeof(int) * n_pages);
+        for (int p = 0; p < n_pages; p++) table[p] = n_pages - 1 - p;
+        size_t eb = bf16 ? 2 : 4, cells = (size_t)n_pages * 16 * width;
+        void *ck = calloc(cells, eb), *cv = calloc(cells, eb), *hk = malloc(cells * eb), *hv = malloc(cells * eb);
+        float *y = rnd(n, 1);
+        k_kv_write((KvRows){ck, cv, bf16 ? LD_BF16 : LD_F32, table, 4}, x, y, perm, rows, width);
+        int *gtable = up(table, sizeof(int) * n_pages);
+        void *gk = kc_alloc(cells * eb), *gv = kc_alloc(cells * eb);
+        float *gy2 = up(y, sizeof(float) * n);
+        kc_fill(gk, 0, cells * eb / 4), kc_fill(gv, 0, cells * eb / 4);
+        check_rc(kc_kv_write((KvRows){gk, gv, bf16 ? LD_BF16 : LD_F32, gtable, 4}, gx, gy2, gperm, rows, width), "kv_write");
+        check_rc(kc_download(hk, gk, cells * eb) || kc_download(hv, gv, cells * eb), "kv_write download");
+        long long r = kv_page_row(table, 4, perm[1]);  // token 1's row, read back by hand
+        float k1 = bf16 ? ld_bf16_to_f32(((uint16_t *)ck)[r * width]) : ((float *)ck)[r * width];
+        snprintf(name, sizeof name, "kv_write %s, paged [%d x %d]", bf16 ? "bf16" : "fp32", rows, width);
+        check(!memcmp(hk, ck, cells * eb) && !memcmp(hv, cv, cells * eb) &&
+                  (bf16 ? ((uint16_t *)ck)[r * width] == ld_f32_to_bf16(x[width]) : k1 == x[width]),
+              name);
+        free(table), free(ck), free(cv), free(hk), free(hv), free(y);
+        kc_free(gtable), kc_free(gk), kc_free(gv), kc_free(gy2);
+    }
     free(x), free(cy), free(hy), free(perm), free(cs), free(cg), free(hs), free(hg);
     kc_free(gx), kc_free(gy), kc_free(gperm), kc_free(gs), kc_free(gg);
 }
@@ -984,6 +1099,9 @@ int main(void) {
     test_attention(2, 9, 3, 128, 256, 30.0f, 3);
     test_attention(2, 16, 1, 64, 0, 0.0f, 3);
     test_attention(2, 12, 1, 64, 0, 0.0f, 3);  // a group of 12: blocks of 8 and 4 heads
+    test_attention_paged(13, 6, 3, 64, 9, 30.0f, 1);
+    test_attention_paged(111, 4, 2, 64, 20, 50.0f, 2);
+    test_attention_paged(2, 9, 3, 64, 0, 0.0f, 3);
     test_attention(300, 4, 2, 64, 0, 0.0f, 1);
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles

@@ -2,7 +2,8 @@
 // PEFT adapter applied unmerged), a batch mixing two prompts in different cache slots and then decode steps gives
 // the CPU's logits; greedy and sampled batched generation (token choice on the device) give the CPU's tokens; on the packaged SmolLM2 (when models/ holds
 // it) the teacher-forced argmax agrees with the CPU's at >= 98% of positions. The same with the weights in bf16
-// on the GPU (mixed precision): logits within 2e-2 of the CPU's fp32 ones, SmolLM2's argmax at >= 98%. ctest label `gpu`: exits 77 (skipped,
+// on the GPU (mixed precision, the KV cache in bf16 too): logits within 2e-2 of the CPU's fp32 ones, SmolLM2's argmax
+// at >= 98%. The KV cache's pages: mapped as sequences grow, the pool grown and pages given back and reused. ctest label `gpu`: exits 77 (skipped,
 // with a message) where no GPU is found. LLAMADUO_FIXTURES / LLAMADUO_MODELS point elsewhere when needed.
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -102,6 +103,61 @@ static void check_generate(int sampled) {
     model_free(m);
 }
 
+// One forward call on both paths: n tokens of slot at positions from p0; the logits' rel err, or 1 on failure.
+static double both(Model *m, KVCache *kv, GpuModel *g, int slot, int p0, int n, int salt) {
+    int V = m->cfg.vocab, *tok = malloc(sizeof(int) * n), *sl = malloc(sizeof(int) * n), *pos = malloc(sizeof(int) * n);
+    for (int i = 0; i < n; i++) tok[i] = 3 + (i * 53 + salt * 17) % (V - 3), sl[i] = slot, pos[i] = p0 + i;
+    float *a = malloc(sizeof(float) * (size_t)n * V), *b = malloc(sizeof(float) * (size_t)n * V);
+    int ok = model_forward(m, kv, tok, sl, pos, n, NULL, a) == 0 && gpu_model_forward(g, tok, sl, pos, n, NULL, b) == 0;
+    CHECK(ok, "paged KV cache: slot %d, positions %d..%d: %s", slot, p0, p0 + n - 1, ld_last_error());
+    double e = ok ? rel(b, a, (size_t)n * V) : 1;
+    free(tok), free(sl), free(pos), free(a), free(b);
+    return e;
+}
+
+// The GPU KV cache in pages: 3 sequences of up to 300 positions start with a pool of 12 pages of 16; prompts of 100
+// and 150 positions make it grow (the pages written before copied across), decode steps cross page boundaries, a
+// finished sequence's pages go back and a new one in its slot reuses them — every call's logits the CPU's.
+static void check_pages(int bf16) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/tiny/llama", env_or("LLAMADUO_FIXTURES", LD_FIXTURES));
+    Model *m = model_load(p);
+    CHECK(m != NULL, "llama: %s", ld_last_error());
+    if (!m) return;
+    KVCache *kv = kv_new(&m->cfg, 3, 300);
+    GpuModel *g = gpu_model_new(m, 3, 300, bf16 ? LD_BF16 : LD_F32);
+    CHECK(g != NULL, "paged KV cache: %s", ld_last_error());
+    if (!g) return;
+    GpuKvStats s0 = gpu_model_kv_stats(g);
+    double worst = both(m, kv, g, 0, 0, 100, 0);  // 7 pages
+    worst = fmax(worst, both(m, kv, g, 1, 0, 150, 1));  // 10 more: the pool grows from 12 to 24
+    GpuKvStats s1 = gpu_model_kv_stats(g);
+    for (int step = 0; step < 20; step++)  // 100 → 120 and 150 → 170: pages 7 and 10 of theirs on the way
+        worst = fmax(worst, fmax(both(m, kv, g, 0, 100 + step, 1, step), both(m, kv, g, 1, 150 + step, 1, step)));
+    GpuKvStats s2 = gpu_model_kv_stats(g);
+    gpu_model_release(g, 0);
+    GpuKvStats s3 = gpu_model_kv_stats(g);
+    worst = fmax(worst, both(m, kv, g, 0, 0, 40, 5));  // a new sequence in slot 0, its rows from 0 again
+    worst = fmax(worst, both(m, kv, g, 2, 0, 60, 6));
+    worst = fmax(worst, both(m, kv, g, 1, 170, 1, 7));
+    GpuKvStats s4 = gpu_model_kv_stats(g);
+    printf(
+        "paged KV cache%s: pages used/held %d/%d at first, %d/%d after two prompts, %d/%d after 20 decode steps, %d/%d after one "
+        "finished, %d/%d after two more (of %d, %d rows each); logits rel err %.2e\n",
+        bf16 ? " (bf16)" : "", s0.pages_used, s0.pages_held, s1.pages_used, s1.pages_held, s2.pages_used, s2.pages_held, s3.pages_used,
+        s3.pages_held, s4.pages_used, s4.pages_held, s4.pages_max, s4.page_rows, worst);
+    CHECK(s0.pages_used == 0 && s0.pages_held == 12 && s0.pages_max == 3 * 19 && s0.page_rows == 16, "paged KV cache: the first pool");
+    CHECK(s1.pages_used == 17 && s1.pages_held == 24, "paged KV cache: after the prompts %d/%d, want 17/24", s1.pages_used, s1.pages_held);
+    CHECK(s2.pages_used == 19 && s2.pages_held == 24, "paged KV cache: after decoding %d/%d, want 19/24", s2.pages_used, s2.pages_held);
+    CHECK(s3.pages_used == 11 && s4.pages_used == 11 + 3 + 4 && s4.pages_held == 24, "paged KV cache: pages not given back or not reused");
+    CHECK(s4.bytes_held == 24.0 * 16 * 2 * m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * (bf16 ? 2 : 4),
+          "paged KV cache: %.0f bytes held", s4.bytes_held);
+    CHECK(worst < (bf16 ? 2e-2 : 1e-4), "paged KV cache%s: GPU logits differ: %.3e", bf16 ? " bf16" : "", worst);
+    kv_free(kv);
+    gpu_model_free(g);
+    model_free(m);
+}
+
 // Teacher-forced argmax on the packaged SmolLM2 over the real-model fixture's text.
 static void check_smollm2(int bf16) {
     char p[2048];
@@ -153,6 +209,8 @@ int main(void) {
         for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) check_logits(models[i], NULL, bf16);
         check_logits("llama", "llama_peft_adapter", bf16);
     }
+    check_pages(0);
+    check_pages(1);
     check_generate(0);
     check_generate(1);
     check_smollm2(0);

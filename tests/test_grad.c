@@ -115,7 +115,7 @@ typedef struct {
 static void att_f(void *c, const float *x, float *y) {
     AttCtx *a = c;
     const float *q = a->wrt == 0 ? x : a->q, *k = a->wrt == 1 ? x : a->k, *v = a->wrt == 2 ? x : a->v;
-    k_attention(y, q, k, v, NULL, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale, a->cap);
+    k_attention(y, q, (KvRows){(void *)k, (void *)v, LD_F32, NULL, 0}, NULL, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale, a->cap);
 }
 
 // ---- cross-entropy (L = loss itself: R = [1])

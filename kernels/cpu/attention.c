@@ -5,26 +5,34 @@
 
 #include "../kernels.h"
 
-void k_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
-                 int Hq, int Hkv, int hd, float scale, float softcap) {
+// Row j of one kv head of k or v (kv.type), as fp32: the row itself, or converted into buf[hd].
+static const float *kv_head_row(const void *base, LdDtype type, long long row, int stride, int col, int hd, float *buf) {
+    size_t at = (size_t)row * stride + col;
+    if (type == LD_F32) return (const float *)base + at;
+    const uint16_t *h = (const uint16_t *)base + at;
+    for (int i = 0; i < hd; i++) buf[i] = ld_bf16_to_f32(h[i]);
+    return buf;
+}
+
+void k_attention(float *out, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
+                 int hd, float scale, float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd;
     int max_len = 1;
     for (int t = 0; t < T; t++)
         if (kv_hi[t] - kv_lo[t] + 1 > max_len) max_len = kv_hi[t] - kv_lo[t] + 1;
 #pragma omp parallel
     {
-        float *scores = malloc(sizeof(float) * (size_t)max_len);
+        float *scores = malloc(sizeof(float) * (size_t)max_len), *row = malloc(sizeof(float) * (size_t)hd);
 #pragma omp for collapse(2) schedule(dynamic, 4)
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < Hq; h++) {
                 const float *qh = q + ((size_t)t * Hq + h) * hd;
                 float *oh = out + ((size_t)t * Hq + h) * hd;
-                int kvh = h / group, lo = kv_lo[t], n = kv_hi[t] - lo + 1;
-                size_t first = ((size_t)(kv_base ? kv_base[t] : 0) * Hkv + kvh) * hd;
-                const float *kb = k + first, *vb = v + first;
+                int col = h / group * hd, lo = kv_lo[t], n = kv_hi[t] - lo + 1, base = kv_base ? kv_base[t] : 0;
                 float m = -INFINITY;
                 for (int j = 0; j < n; j++) {
-                    const float *kr = kb + (size_t)(lo + j) * kv_stride;
+                    long long r = kv_page_row(kv.pages, kv.page_shift, base + lo + j);
+                    const float *kr = kv_head_row(kv.k, kv.type, r, kv_stride, col, hd, row);
                     float s = 0.0f;
                     for (int i = 0; i < hd; i++) s += qh[i] * kr[i];
                     s *= scale;
@@ -37,13 +45,14 @@ void k_attention(float *out, const float *q, const float *k, const float *v, con
                 float inv = 1.0f / sum;
                 for (int i = 0; i < hd; i++) oh[i] = 0.0f;
                 for (int j = 0; j < n; j++) {
-                    const float *vr = vb + (size_t)(lo + j) * kv_stride;
+                    long long r = kv_page_row(kv.pages, kv.page_shift, base + lo + j);
+                    const float *vr = kv_head_row(kv.v, kv.type, r, kv_stride, col, hd, row);
                     float p = scores[j] * inv;
                     for (int i = 0; i < hd; i++) oh[i] += p * vr[i];
                 }
             }
         }
-        free(scores);
+        free(scores), free(row);
     }
 }
 

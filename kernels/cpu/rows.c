@@ -7,6 +7,20 @@ void k_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, in
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)dst_rows[i] * width, src + (size_t)i * width, sizeof(float) * width);
 }
 
+void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width) {
+    for (int i = 0; i < n; i++) {
+        size_t at = (size_t)kv_page_row(kv.pages, kv.page_shift, rows[i]) * width;
+        if (kv.type == LD_F32) {
+            memcpy((float *)kv.k + at, k + (size_t)i * width, sizeof(float) * width);
+            memcpy((float *)kv.v + at, v + (size_t)i * width, sizeof(float) * width);
+            continue;
+        }
+        for (int d = 0; d < width; d++)
+            ((uint16_t *)kv.k)[at + d] = ld_f32_to_bf16(k[(size_t)i * width + d]),
+                                    ((uint16_t *)kv.v)[at + d] = ld_f32_to_bf16(v[(size_t)i * width + d]);
+    }
+}
+
 void k_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * width, src + (size_t)src_rows[i] * width, sizeof(float) * width);
 }

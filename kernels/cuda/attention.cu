@@ -27,8 +27,8 @@ typedef struct {  // split-major, so that the splits a short sequence leaves emp
     float *acc, *m, *l;  // [splits][T·Hq][hd], [splits][T·Hq], [splits][T·Hq]
 } Partials;
 
-__global__ static void attention_kernel(float *out, Partials part, const float *q, const float *k, const float *v, const int *kv_base,
-                                        const int *kv_lo, const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
+__global__ static void attention_kernel(float *out, Partials part, const float *q, KvRows kv, const int *kv_base, const int *kv_lo,
+                                        const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
     __shared__ float qs[MAX_GROUP][MAX_HD], ks[TILE][MAX_HD], vs[TILE][MAX_HD], p[MAX_GROUP][TILE];
     int group = Hq / Hkv, chunks = (group + MAX_GROUP - 1) / MAX_GROUP, splits = gridDim.y, split = blockIdx.y;
     int t = blockIdx.x / (Hkv * chunks), kvh = blockIdx.x / chunks % Hkv, h0 = kvh * group + blockIdx.x % chunks * MAX_GROUP;
@@ -36,7 +36,7 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
     int lo = kv_lo[t], len = kv_hi[t] - lo + 1, used = max(1, min(splits, len / MIN_SPLIT_KEYS));
     int first = 1, last = 0;  // this split's keys: none for a split the token leaves empty
     if (split < used) first = lo + (int)((long long)len * split / used), last = lo + (int)((long long)len * (split + 1) / used) - 1;
-    const float *kb = k + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd, *vb = v + ((size_t)kv_base[t]) * stride + (size_t)kvh * hd;
+    int base = kv_base[t], col = kvh * hd;
     for (int e = threadIdx.x; e < G * hd; e += THREADS) qs[e / hd][e % hd] = q[((size_t)t * Hq + h0 + e / hd) * hd + e % hd];
     float acc[MAX_GROUP][MAX_HD / THREADS] = {{0}}, m[MAX_GROUP], l[MAX_GROUP];  // thread's dims d = threadIdx.x + i·THREADS
     for (int g = 0; g < MAX_GROUP; g++) m[g] = -INFINITY, l[g] = 0.0f;
@@ -44,10 +44,11 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
     for (int j0 = first; j0 <= last; j0 += TILE) {
         int n = last - j0 + 1 < TILE ? last - j0 + 1 : TILE;
         __syncthreads();  // the previous tile is no longer read
-        for (int e = threadIdx.x; e < n * hd; e += THREADS) {
+        for (int e = threadIdx.x; e < n * hd; e += THREADS) {  // (rows in a range: their pages are mapped)
             int j = e / hd, d = e % hd;
-            ks[j][d] = kb[(size_t)(j0 + j) * stride + d];
-            vs[j][d] = vb[(size_t)(j0 + j) * stride + d];
+            size_t at = (size_t)kv_page_row(kv.pages, kv.page_shift, base + j0 + j) * stride + col + d;
+            ks[j][d] = att_kv_at(kv.k, kv.type, at);
+            vs[j][d] = att_kv_at(kv.v, kv.type, at);
         }
         __syncthreads();
         for (int pair = warp; pair < G * n; pair += THREADS / 32) {  // a warp per (head, key): lanes split the dot product
@@ -111,9 +112,12 @@ __global__ static void combine_kernel(float *out, Partials part, int splits, int
     }
 }
 
-extern "C" int kc_attention(float *out, const float *q, const float *k, const float *v, const int *kv_base, const int *kv_lo,
-                            const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
-    if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq <= 0 || Hq % Hkv) {
+// kv's type must be fp32 or bf16
+static int kv_ok(const KvRows *kv) { return kv->type == LD_F32 || kv->type == LD_BF16; }
+
+extern "C" int kc_attention(float *out, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T, int Hq,
+                            int Hkv, int hd, float scale, float softcap) {
+    if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq <= 0 || Hq % Hkv || !kv_ok(&kv)) {
         kc_set_error("attention", cudaErrorInvalidValue);
         return -1;
     }
@@ -125,7 +129,7 @@ extern "C" int kc_attention(float *out, const float *q, const float *k, const fl
     size_t rows = (size_t)T * Hq * splits;
     if (splits > 1 && (!(part.acc = (float *)kc_alloc(sizeof(float) * rows * (hd + 2))))) return -1;
     if (part.acc) part.m = part.acc + rows * hd, part.l = part.m + rows;
-    attention_kernel<<<dim3((unsigned)blocks, (unsigned)splits), THREADS>>>(out, part, q, k, v, kv_base, kv_lo, kv_hi, Hq, Hkv, hd, scale,
+    attention_kernel<<<dim3((unsigned)blocks, (unsigned)splits), THREADS>>>(out, part, q, kv, kv_base, kv_lo, kv_hi, Hq, Hkv, hd, scale,
                                                                             softcap);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && splits > 1) {
@@ -140,8 +144,8 @@ extern "C" int kc_attention(float *out, const float *q, const float *k, const fl
 // l, l + 32, ... Each tile of 32 keys is loaded once for all 32 queries; lane j scores key j for each of its
 // warp's queries, then the tile's probabilities are broadcast lane by lane into the running outputs.
 __global__ static void __launch_bounds__(ATT_THREADS)
-    attention_packed_kernel(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo, const int *kv_hi,
-                            int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+    attention_packed_kernel(float *out, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
+                            int hd, float scale, float softcap) {
     extern __shared__ float smem[];
     float *Qs = smem, *Ks = Qs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // [32][hd], [32][hd+1], [32][hd]
     int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
@@ -162,8 +166,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     for (int j0 = klo; j0 <= khi; j0 = att_next_seen(kv_lo, kv_hi, q0, nq, j0 + ATT_TILE)) {
         int nk = khi - j0 + 1 < ATT_TILE ? khi - j0 + 1 : ATT_TILE;
         __syncthreads();  // the previous tile is no longer read
-        att_load_rows(Ks, hd + 1, k, stride, kvh * hd, j0, nk, hd);
-        att_load_rows(Vs, hd, v, stride, kvh * hd, j0, nk, hd);
+        att_load_kv_rows(Ks, hd + 1, kv.k, kv, stride, kvh * hd, j0, nk, hd);
+        att_load_kv_rows(Vs, hd, kv.v, kv, stride, kvh * hd, j0, nk, hd);
         __syncthreads();
         int j = j0 + lane;
 #pragma unroll
@@ -204,9 +208,9 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     }
 }
 
-extern "C" int kc_attention_packed(float *out, float *lse, const float *q, const float *k, const float *v, const int *kv_lo,
-                                   const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
-    if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv) {
+extern "C" int kc_attention_packed(float *out, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T, int Hq,
+                                   int Hkv, int hd, float scale, float softcap) {
+    if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv || !kv_ok(&kv)) {
         kc_set_error("attention_packed", cudaErrorInvalidValue);
         return -1;
     }
@@ -214,7 +218,7 @@ extern "C" int kc_attention_packed(float *out, float *lse, const float *q, const
     size_t smem = sizeof(float) * ATT_TILE * (3 * (size_t)hd + 1);
     cudaFuncSetAttribute(attention_packed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_packed_kernel<<<dim3((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), ATT_THREADS, smem>>>(
-        out, lse, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+        out, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     KC_CHECK_LAUNCH("attention_packed");
     return 0;
 }

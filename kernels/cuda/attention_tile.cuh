@@ -3,7 +3,10 @@
 #pragma once
 #include <math.h>
 
+#include <cuda_bf16.h>
+
 #include "common.cuh"
+#include "kv_rows.h"
 
 #define ATT_TILE 32
 #define ATT_THREADS 128
@@ -35,6 +38,22 @@ __device__ static inline void att_load_rows(float *dst, int pitch, const float *
     for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
         int j = e / hd, d = e % hd;
         dst[j * pitch + d] = j < n ? src[(size_t)(j0 + j) * stride + col + d] : 0.0f;
+    }
+}
+
+// Element i of a KV buffer of type t (fp32 or bf16) as fp32.
+__device__ static inline float att_kv_at(const void *src, LdDtype t, size_t i) {
+    return t == LD_BF16 ? __bfloat162float(((const __nv_bfloat16 *)src)[i]) : ((const float *)src)[i];
+}
+
+// att_load_rows for one head of k or v (src, kv's type and pages: rows j0.. virtual where kv is paged); a row of a
+// page not mapped is loaded as zeros (a tile may reach past a sequence's rows; no query sees them)
+__device__ static inline void att_load_kv_rows(float *dst, int pitch, const void *src, const KvRows &kv, int stride, int col, int j0, int n,
+                                               int hd) {
+    for (int e = threadIdx.x; e < ATT_TILE * hd; e += ATT_THREADS) {
+        int j = e / hd, d = e % hd;
+        long long row = j < n ? kv_page_row(kv.pages, kv.page_shift, j0 + j) : -1;
+        dst[j * pitch + d] = row >= 0 ? att_kv_at(src, kv.type, (size_t)row * stride + col + d) : 0.0f;
     }
 }
 

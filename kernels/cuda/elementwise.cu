@@ -1,5 +1,7 @@
 // Small elementwise ops the GPU training step strings together: residual adds, bias rows, scaling, and the sum of
-// squares for the global gradient norm (reduced in a fixed order: deterministic).
+// squares for the global gradient norm (reduced in a fixed order: deterministic); row scatters, the KV cache's writes.
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 #include "dropout_mask.h"
 
@@ -109,6 +111,29 @@ extern "C" int kc_scatter_rows(float *dst, const float *src, const int *dst_rows
     if (!total) return 0;
     scatter_rows_kernel<<<kc_blocks(total, 256), 256>>>(dst, src, dst_rows, width, total);
     KC_CHECK_LAUNCH("scatter_rows");
+    return 0;
+}
+
+// element i of the n·width: token i / width's key and value element into its row of the cache, in the cache's type
+__global__ static void kv_write_kernel(KvRows kv, const float *k, const float *v, const int *rows, int width, size_t n) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    size_t at = (size_t)kv_page_row(kv.pages, kv.page_shift, rows[i / width]) * width + i % width;
+    if (kv.type == LD_BF16)
+        ((__nv_bfloat16 *)kv.k)[at] = __float2bfloat16_rn(k[i]), ((__nv_bfloat16 *)kv.v)[at] = __float2bfloat16_rn(v[i]);
+    else
+        ((float *)kv.k)[at] = k[i], ((float *)kv.v)[at] = v[i];
+}
+
+extern "C" int kc_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width) {
+    size_t total = (size_t)n * width;
+    if (kv.type != LD_F32 && kv.type != LD_BF16) {
+        kc_set_error_msg("kv_write", "a KV cache must be F32 or BF16");
+        return -1;
+    }
+    if (!total) return 0;
+    kv_write_kernel<<<kc_blocks(total, 256), 256>>>(kv, k, v, rows, width, total);
+    KC_CHECK_LAUNCH("kv_write");
     return 0;
 }
 

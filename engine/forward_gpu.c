@@ -86,15 +86,10 @@ static int pool_grow(GpuModel *g, int want) {
 
 // Pages for the rows of n tokens at (slot, pos) that have none yet, the table uploaded when it changed.
 static int map_pages(GpuModel *g, const int *slot, const int *pos, int n) {
-    int need = 0;
-    for (int i = 0; i < n; i++) {  // the tokens of one page come together (a prefill chunk) or alone (a decode step)
-        int vp = (slot[i] * g->ctx_pad + pos[i]) >> KV_PAGE_SHIFT;
-        need += g->pages[vp] < 0 && (i == 0 || vp != (slot[i - 1] * g->ctx_pad + pos[i - 1]) >> KV_PAGE_SHIFT);
-    }
-    if (need > g->n_free && pool_grow(g, g->cap_pages - g->n_free + need)) return -1;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++) {  // (a full pool doubles: it cannot be full at max_pages, which covers every position)
         int vp = (slot[i] * g->ctx_pad + pos[i]) >> KV_PAGE_SHIFT;
         if (g->pages[vp] >= 0) continue;
+        if (!g->n_free && pool_grow(g, g->cap_pages + 1)) return -1;
         g->pages[vp] = g->free_pages[--g->n_free];
         g->pages_dirty = 1;
     }
@@ -131,9 +126,12 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
     for (int i = 0; i < g->max_pages; i++) g->pages[i] = -1;
     g->pages_dirty = 1;
     // a first pool of four pages a sequence (64 positions), grown as they fill
-    if (!(g->w = gpu_weights_upload(m, wt)) || (m->adapter && !(g->adapter = gpu_lora_upload(m->adapter))) ||
-        !(g->d_pages = ld_backend_cuda.alloc(sizeof(int) * (size_t)g->max_pages)) || pool_grow(g, 4 * n_slots)) {
-        if (!g->d_pages) ld_set_error("cannot allocate the GPU KV cache's page table: %s", kc_last_error());
+    int rc = !(g->w = gpu_weights_upload(m, wt)) || (m->adapter && !(g->adapter = gpu_lora_upload(m->adapter)));
+    if (!rc && !(g->d_pages = ld_backend_cuda.alloc(sizeof(int) * (size_t)g->max_pages))) {
+        ld_set_error("cannot allocate the GPU KV cache's page table: %s", kc_last_error());
+        rc = 1;
+    }
+    if (rc || pool_grow(g, 4 * n_slots)) {
         gpu_model_free(g);
         return NULL;
     }

@@ -549,11 +549,13 @@ static void test_dropout_rows(size_t n, int width) {
         kc_fill(gk, 0, cells * eb / 4), kc_fill(gv, 0, cells * eb / 4);
         check_rc(kc_kv_write((KvRows){gk, gv, bf16 ? LD_BF16 : LD_F32, gtable, 4}, gx, gy2, gperm, rows, width), "kv_write");
         check_rc(kc_download(hk, gk, cells * eb) || kc_download(hv, gv, cells * eb), "kv_write download");
-        long long r = kv_page_row(table, 4, perm[1]);  // token 1's row, read back by hand
+        size_t r = (size_t)table[perm[1] >> 4] * 16 + (perm[1] & 15);  // token 1's row, found by hand
         float k1 = bf16 ? ld_bf16_to_f32(((uint16_t *)ck)[r * width]) : ((float *)ck)[r * width];
+        float v1 = bf16 ? ld_bf16_to_f32(((uint16_t *)cv)[r * width]) : ((float *)cv)[r * width];
         snprintf(name, sizeof name, "kv_write %s, paged [%d x %d]", bf16 ? "bf16" : "fp32", rows, width);
         check(!memcmp(hk, ck, cells * eb) && !memcmp(hv, cv, cells * eb) &&
-                  (bf16 ? ((uint16_t *)ck)[r * width] == ld_f32_to_bf16(x[width]) : k1 == x[width]),
+                  (bf16 ? k1 == ld_bf16_to_f32(ld_f32_to_bf16(x[width])) && v1 == ld_bf16_to_f32(ld_f32_to_bf16(y[width]))
+                        : k1 == x[width] && v1 == y[width]),
               name);
         free(table), free(ck), free(cv), free(hk), free(hv), free(y);
         kc_free(gtable), kc_free(gk), kc_free(gv), kc_free(gy2);

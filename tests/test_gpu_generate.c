@@ -127,7 +127,10 @@ static void check_pages(int bf16) {
     KVCache *kv = kv_new(&m->cfg, 3, 300);
     GpuModel *g = gpu_model_new(m, 3, 300, bf16 ? LD_BF16 : LD_F32);
     CHECK(g != NULL, "paged KV cache: %s", ld_last_error());
-    if (!g) return;
+    if (!g) {
+        kv_free(kv), model_free(m);
+        return;
+    }
     GpuKvStats s0 = gpu_model_kv_stats(g);
     double worst = both(m, kv, g, 0, 0, 100, 0);  // 7 pages
     worst = fmax(worst, both(m, kv, g, 1, 0, 150, 1));  // 10 more: the pool grows from 12 to 24
@@ -138,7 +141,7 @@ static void check_pages(int bf16) {
     gpu_model_release(g, 0);
     GpuKvStats s3 = gpu_model_kv_stats(g);
     worst = fmax(worst, both(m, kv, g, 0, 0, 40, 5));  // a new sequence in slot 0, its rows from 0 again
-    worst = fmax(worst, both(m, kv, g, 2, 0, 60, 6));
+    worst = fmax(worst, both(m, kv, g, 2, 0, 60, 6));  // a slot never used before, on pages slot 0 gave back
     worst = fmax(worst, both(m, kv, g, 1, 170, 1, 7));
     GpuKvStats s4 = gpu_model_kv_stats(g);
     printf(

@@ -14,6 +14,7 @@
 typedef struct Backend {
     const char *name;
     int weight_grads;  // whether the ops can accumulate gradients of the base weights (full fine-tuning)
+    int rounds_gemm_inputs;  // its GEMMs with bf16 weights multiply bf16 inputs, which their producers can round
     const char *(*last_error)(void);
     // memory: alloc gives zeroed bytes (NULL on failure); alloc_scratch bytes of no defined value, for a buffer the
     // next op writes whole before anything reads it (a GPU's fill of every activation buffer is a launch and a pass
@@ -32,12 +33,16 @@ typedef struct Backend {
     // ops
     int (*embedding)(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
     int (*embedding_backward)(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
-    int (*rmsnorm)(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
-    int (*add_rmsnorm)(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
+    // y16 (rmsnorm, add_rmsnorm, gated, attention): also the output rounded to bf16, for a bf16 GEMM to read (NULL:
+    // not wanted; asked for only where rounds_gemm_inputs says so)
+    int (*rmsnorm)(float *y, uint16_t *y16, const float *x, const float *w, int T, int D, float eps, int plus_one);
+    int (*add_rmsnorm)(float *y, uint16_t *y16, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
     int (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
-    int (*lora_linear)(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A, const float *B,
-                       float s, int T, int in, int out, int r);
-    int (*lora_linears)(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in, int r);
+    // x16 (NULL: none): x rounded to bf16 by the op that made it, multiplied by a bf16 W instead of rounding x again
+    int (*lora_linear)(float *y, float *axT, const float *x, const uint16_t *x16, const void *W, LdDtype wt, const float *bias,
+                       const float *A, const float *B, float s, int T, int in, int out, int r);
+    int (*lora_linears)(const LoraLinearJob *jobs, int count, float *axT, const float *x, const uint16_t *x16, const float *A, float s,
+                        int T, int in, int r);
     int (*lora_linear_backward)(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
                                 const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
                                 int in, int out, int r);
@@ -49,13 +54,13 @@ typedef struct Backend {
     // kv_base NULL: the ranges are rows of kv as they are (a packed batch's own tokens, or a prefill's rows of a KV
     // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL.
     // A paged or bf16 kv (kv_rows.h) only where the backend's KV caches are (kv_write's).
-    int (*attention)(float *out, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
-                     int Hq, int Hkv, int hd, float scale, float softcap);
+    int (*attention)(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo,
+                     const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
     // over a packed batch, given the forward's out and lse: dq, dk, dv written
     int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
                               const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
                               float scale, float softcap);
-    int (*gated)(Activation act, float *h, const float *gate, const float *up, size_t n);
+    int (*gated)(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n);
     int (*gated_backward)(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
     int (*add)(float *x, const float *y, size_t n);
     int (*softcap)(float *x, size_t n, float cap);

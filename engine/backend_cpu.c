@@ -32,12 +32,12 @@ static int cpu_embedding_backward(float *dtable, const float *dx, const int *tok
     k_embedding_backward(dtable, dx, tokens, T, D, scale);
     return 0;
 }
-static int cpu_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one) {
-    k_rmsnorm(y, x, w, T, D, eps, plus_one);
+static int cpu_rmsnorm(float *y, uint16_t *y16, const float *x, const float *w, int T, int D, float eps, int plus_one) {
+    k_rmsnorm(y, y16, x, w, T, D, eps, plus_one);
     return 0;
 }
-static int cpu_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
-    k_add_rmsnorm(y, x, d, w, T, D, eps, plus_one);
+static int cpu_add_rmsnorm(float *y, uint16_t *y16, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
+    k_add_rmsnorm(y, y16, x, d, w, T, D, eps, plus_one);
     return 0;
 }
 static int cpu_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
@@ -45,13 +45,16 @@ static int cpu_rmsnorm_backward(float *dx, float *dw, const float *dy, const flo
     k_rmsnorm_backward(dx, dw, dy, x, w, T, D, eps, plus_one);
     return 0;
 }
-static int cpu_lora_linear(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
-                           const float *B, float s, int T, int in, int out, int r) {
+// (x16 unused: the CPU's products read x whatever W's format, and rounds_gemm_inputs is 0)
+static int cpu_lora_linear(float *y, float *axT, const float *x, const uint16_t *x16, const void *W, LdDtype wt, const float *bias,
+                           const float *A, const float *B, float s, int T, int in, int out, int r) {
+    (void)x16;
     k_lora_linear(y, axT, x, W, wt, bias, A, B, s, T, in, out, r);
     return 0;
 }
-static int cpu_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in,
-                            int r) {
+static int cpu_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const uint16_t *x16, const float *A, float s,
+                            int T, int in, int r) {
+    (void)x16;
     k_lora_linears(jobs, count, axT, x, A, s, T, in, r);
     return 0;
 }
@@ -79,9 +82,9 @@ static int cpu_rope_backward(float *dq, float *dk, const int *pos, const float *
     return 0;
 }
 // lse is not kept: the CPU backward recomputes the softmax
-static int cpu_attention(float *out, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
-                         int Hq, int Hkv, int hd, float scale, float softcap) {
-    k_attention(out, q, kv, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+static int cpu_attention(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo,
+                         const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+    k_attention(out, out16, q, kv, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     return 0;
 }
 static int cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
@@ -90,8 +93,8 @@ static int cpu_attention_backward(float *dq, float *dk, float *dv, const float *
     k_attention_backward(dq, dk, dv, dout, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     return 0;
 }
-static int cpu_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {
-    k_gated(act, h, gate, up, n);
+static int cpu_gated(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n) {
+    k_gated(act, h, h16, gate, up, n);
     return 0;
 }
 static int cpu_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {

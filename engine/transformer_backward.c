@@ -167,10 +167,10 @@ static int mlp_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *g
     int n = b->p->n, D = c->dim, F = c->ffn_dim;
     const float *ddn;
     TRY(branch_grad(b, w->post_ffn_norm, gw ? gw->post_ffn_norm : NULL, a->dn_pre, &ddn));
-    TRY(be->gated(c->act, b->h, a->gt, a->u, (size_t)n * F));
+    TRY(be->gated(c->act, b->h, NULL, a->gt, a->u, (size_t)n * F));
     TRY(linear_backward(b, l, LT_DOWN, b->dF, 0, ddn, b->h, a->ax[LT_DOWN], &w->w_down, gw ? &gw->w_down : NULL, NULL, F, D));
     TRY(be->gated_backward(c->act, b->dG, b->dU, b->dF, a->gt, a->u, (size_t)n * F));
-    TRY(be->rmsnorm(b->xn, a->xmid, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
+    TRY(be->rmsnorm(b->xn, NULL, a->xmid, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
     Grad gate_up[2] = {{LT_GATE, b->dG, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, F},
                        {LT_UP, b->dU, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, F}};
     TRY(linears_backward(b, l, gate_up, 2, b->dn, b->xn, D));
@@ -207,7 +207,7 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
     TRY(be->attention_backward(b->dq, b->dk, b->dv, b->datt, a->q, a->k, a->v, a->att, a->lse, lo, b->p->hi, n, Hq, Hkv, hd, c->attn_scale,
                                c->attn_softcap));
     TRY(qk_backward(b, l, a, gw));
-    TRY(be->rmsnorm(b->xn, a->xin, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
+    TRY(be->rmsnorm(b->xn, NULL, a->xin, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
     Grad qkv[3] = {{LT_Q, b->dq, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, qd},
                    {LT_K, b->dk, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, kvd},
                    {LT_V, b->dv, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, kvd}};

@@ -35,31 +35,38 @@ typedef struct {
     float *x, *xn, *br;  // [n, D] residual stream, normed input of the next sub-block, branch output
     float *h;  // [n, F] gated activation
     float *xd;  // [n, widest] dropout's masked adapter input
+    // xn, h and the attention's output rounded to bf16 by the ops that make them, for the bf16 GEMMs that read them
+    // (NULL: the weights are fp32, or the backend rounds no GEMM's input)
+    uint16_t *xn16, *h16, *att16;  // [n, D], [n, F], [n, Hq·hd]
 } Fwd;
 
 // every buffer of a pass is written whole by the op that fills it (the accumulated gradients are filled with
 // zeros first, in the open), so none needs zeroing when it is made
 static float *floats(const Backend *be, size_t n) { return be->alloc_scratch(sizeof(float) * (n ? n : 1)); }
+static uint16_t *halves(const Backend *be, size_t n) { return be->alloc_scratch(sizeof(uint16_t) * (n ? n : 1)); }
+
+// Whether the producers of a linear's input round it too: a backend whose bf16 GEMMs read bf16, and W in bf16.
+static int rounds_input(const Transformer *t, const Linear *W) { return t->be->rounds_gemm_inputs && W->type == LD_BF16; }
 
 int transformer_widest_input(const ModelConfig *c) {
     int qd = c->n_heads * c->head_dim, w = c->dim > qd ? c->dim : qd;
     return w > c->ffn_dim ? w : c->ffn_dim;
 }
 
-// y[n,out] = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ on layer l's target; ax[r,n] keeps (drop(x)·Aᵀ)ᵀ. Dropout touches
-// the adapter's input only, as PEFT applies it.
-static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, const float *x, const Linear *W, const float *bias, int in,
-                  int out) {
+// y[n,out] = x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ on layer l's target (x16: x rounded, or NULL); ax[r,n] keeps
+// (drop(x)·Aᵀ)ᵀ. Dropout touches the adapter's input only, as PEFT applies it.
+static int linear(const Fwd *f, int l, LoraTarget target, float *y, float *ax, const float *x, const uint16_t *x16, const Linear *W,
+                  const float *bias, int in, int out) {
     const Backend *be = f->t->be;
     const Lora *ad = f->t->adapter;
     const LoraPair *pr = adapter_pair(ad, l, target);
     int n = f->p->n;
     float drop = f->step ? f->step->dropout : 0;
-    if (!pr) return be->lora_linear(y, NULL, x, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0);
-    if (drop <= 0) return be->lora_linear(y, ax, x, W->data, W->type, bias, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
-    TRY(be->lora_linear(y, NULL, x, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0));
+    if (!pr) return be->lora_linear(y, NULL, x, x16, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0);
+    if (drop <= 0) return be->lora_linear(y, ax, x, x16, W->data, W->type, bias, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
+    TRY(be->lora_linear(y, NULL, x, x16, W->data, W->type, bias, NULL, NULL, 0, n, in, out, 0));
     TRY(be->dropout(f->xd, x, (size_t)n * in, drop, ld_dropout_stream(f->step->dropout_seed, l, target), (uint64_t)f->step->row0 * in));
-    return be->lora_linear(y, ax, f->xd, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
+    return be->lora_linear(y, ax, f->xd, NULL, NULL, W->type, NULL, pr->A, pr->B, ad->scale, n, in, out, ad->rank);
 }
 
 int adapter_stack(const Lora *ad, int l, const LoraTarget *targets, int count, float *const *ax, int n, const float **A, float **axT) {
@@ -86,14 +93,14 @@ typedef struct {
     int out;
 } Proj;
 
-static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *x, int in) {
+static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *x, const uint16_t *x16, int in) {
     const Lora *ad = f->t->adapter;
     LoraTarget targets[3];
     float *ax[3], *axT;
     const float *A;
     for (int i = 0; i < count; i++) targets[i] = pj[i].target, ax[i] = pj[i].ax;
     if ((ad && f->step && f->step->dropout > 0) || adapter_stack(ad, l, targets, count, ax, f->p->n, &A, &axT)) {
-        for (int i = 0; i < count; i++) TRY(linear(f, l, pj[i].target, pj[i].y, pj[i].ax, x, pj[i].W, pj[i].bias, in, pj[i].out));
+        for (int i = 0; i < count; i++) TRY(linear(f, l, pj[i].target, pj[i].y, pj[i].ax, x, x16, pj[i].W, pj[i].bias, in, pj[i].out));
         return 0;
     }
     LoraLinearJob jobs[3];
@@ -101,7 +108,7 @@ static int linears(const Fwd *f, int l, const Proj *pj, int count, const float *
         const LoraPair *pr = adapter_pair(ad, l, pj[i].target);
         jobs[i] = (LoraLinearJob){pj[i].y, pj[i].W->data, pj[i].W->type, pj[i].bias, pr ? pr->B : NULL, pj[i].out};
     }
-    return f->t->be->lora_linears(jobs, count, axT, x, A, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
+    return f->t->be->lora_linears(jobs, count, axT, x, x16, A, ad ? ad->scale : 0, f->p->n, in, ad ? ad->rank : 0);
 }
 
 // ---- what a block keeps ----------------------------------------------------------------------------------
@@ -202,14 +209,14 @@ static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
     Proj qkv[3] = {{LT_Q, a->q, a->ax[LT_Q], &w->wq, w->bq, qd},
                    {LT_K, a->k, a->ax[LT_K], &w->wk, w->bk, kvd},
                    {LT_V, a->v, a->ax[LT_V], &w->wv, w->bv, kvd}};
-    TRY(linears(f, l, qkv, 3, f->xn, D));
+    TRY(linears(f, l, qkv, 3, f->xn, f->xn16, D));
     if (c->qk_norm) {
         if (a->q_pre) {
             TRY(be->copy(a->q_pre, a->q, (size_t)n * qd));
             TRY(be->copy(a->k_pre, a->k, (size_t)n * kvd));
         }
-        TRY(be->rmsnorm(a->q, a->q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
-        TRY(be->rmsnorm(a->k, a->k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
+        TRY(be->rmsnorm(a->q, NULL, a->q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
+        TRY(be->rmsnorm(a->k, NULL, a->k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
     }
     const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
     return be->rope(a->q, a->k, f->p->pos, inv, n, Hq, Hkv, hd);
@@ -233,21 +240,22 @@ static int attend(const Fwd *f, int l, LayerActs *a) {
     int s = p->n_single, Hq = c->n_heads, hd = c->head_dim;
     size_t qd = (size_t)Hq * hd;
     if (s)  // decode tokens, one by one
-        TRY(be->attention(a->att, a->lse, a->q, kv, p->kv_base, lo, p->hi, s, Hq, c->n_kv_heads, hd, c->attn_scale, c->attn_softcap));
+        TRY(be->attention(a->att, f->att16, a->lse, a->q, kv, p->kv_base, lo, p->hi, s, Hq, c->n_kv_heads, hd, c->attn_scale,
+                          c->attn_softcap));
     if (s == n) return 0;
-    return be->attention(a->att + s * qd, a->lse ? a->lse + (size_t)s * Hq : NULL, a->q + s * qd, kv, NULL, lo + s, p->hi + s, n - s, Hq,
-                         c->n_kv_heads, hd, c->attn_scale, c->attn_softcap);
+    return be->attention(a->att + s * qd, f->att16 ? f->att16 + s * qd : NULL, a->lse ? a->lse + (size_t)s * Hq : NULL, a->q + s * qd, kv,
+                         NULL, lo + s, p->hi + s, n - s, Hq, c->n_kv_heads, hd, c->attn_scale, c->attn_softcap);
 }
 
 // br = post_norm(linear output) on Gemma 2/3 (the pre-norm output kept in pre when training), else the output itself.
-static int branch_out(const Fwd *f, int l, LoraTarget target, const float *x, const Linear *W, const float *bias, const float *post_norm,
-                      float *ax, float *pre, int in) {
+static int branch_out(const Fwd *f, int l, LoraTarget target, const float *x, const uint16_t *x16, const Linear *W, const float *bias,
+                      const float *post_norm, float *ax, float *pre, int in) {
     const ModelConfig *c = f->t->cfg;
     int n = f->p->n, D = c->dim;
     float *o = post_norm && pre ? pre : f->br;
-    TRY(linear(f, l, target, o, ax, x, W, bias, in, D));
+    TRY(linear(f, l, target, o, ax, x, x16, W, bias, in, D));
     if (!post_norm) return 0;
-    return f->t->be->rmsnorm(f->br, o, post_norm, n, D, c->norm_eps, c->norm_plus_one);
+    return f->t->be->rmsnorm(f->br, NULL, o, post_norm, n, D, c->norm_eps, c->norm_plus_one);
 }
 
 // One block. On entry f->xn holds attn_norm(x) (the previous block's fused add); on exit x holds the block's output
@@ -261,16 +269,16 @@ static int block_forward(const Fwd *f, int l, LayerActs *a) {
     if (a->xin) TRY(be->copy(a->xin, f->x, (size_t)n * D));
     TRY(attention_inputs(f, l, a));
     TRY(attend(f, l, a));
-    TRY(branch_out(f, l, LT_O, a->att, &w->wo, w->bo, w->post_attn_norm, a->ax[LT_O], a->o_pre, qd));
-    TRY(be->add_rmsnorm(f->xn, f->x, f->br, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention
+    TRY(branch_out(f, l, LT_O, a->att, f->att16, &w->wo, w->bo, w->post_attn_norm, a->ax[LT_O], a->o_pre, qd));
+    TRY(be->add_rmsnorm(f->xn, f->xn16, f->x, f->br, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention
     if (a->xmid) TRY(be->copy(a->xmid, f->x, (size_t)n * D));
     Proj gate_up[2] = {{LT_GATE, a->gt, a->ax[LT_GATE], &w->w_gate, NULL, F}, {LT_UP, a->u, a->ax[LT_UP], &w->w_up, NULL, F}};
-    TRY(linears(f, l, gate_up, 2, f->xn, D));
-    TRY(be->gated(c->act, f->h, a->gt, a->u, (size_t)n * F));
-    TRY(branch_out(f, l, LT_DOWN, f->h, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
+    TRY(linears(f, l, gate_up, 2, f->xn, f->xn16, D));
+    TRY(be->gated(c->act, f->h, f->h16, a->gt, a->u, (size_t)n * F));
+    TRY(branch_out(f, l, LT_DOWN, f->h, f->h16, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
     if (f->again) return 0;
     if (l + 1 == c->n_layers) return be->add(f->x, f->br, (size_t)n * D);
-    return be->add_rmsnorm(f->xn, f->x, f->br, t->w.layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one);
+    return be->add_rmsnorm(f->xn, f->xn16, f->x, f->br, t->w.layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one);
 }
 
 // ---- the whole stack --------------------------------------------------------------------------------------
@@ -278,6 +286,7 @@ static int block_forward(const Fwd *f, int l, LayerActs *a) {
 static void fwd_free(Fwd *f) {
     const Backend *be = f->t->be;
     be->release(f->x), be->release(f->xn), be->release(f->br), be->release(f->h), be->release(f->xd);
+    be->release(f->xn16), be->release(f->h16), be->release(f->att16);
 }
 
 // The residual stream and the work buffers of a pass.
@@ -288,7 +297,11 @@ static int fwd_alloc(Fwd *f) {
     int dropping = f->step && f->step->dropout > 0 && f->t->adapter;
     if (!(f->x = floats(be, n * D)) || !(f->xn = floats(be, n * D)) || !(f->br = floats(be, n * D)) || !(f->h = floats(be, n * c->ffn_dim)))
         return -1;
-    return dropping && !(f->xd = floats(be, n * transformer_widest_input(c))) ? -1 : 0;
+    if (dropping && !(f->xd = floats(be, n * transformer_widest_input(c)))) return -1;
+    const LayerWeights *w = &f->t->w.layers[0];  // (every block's linears in one format)
+    if (rounds_input(f->t, &w->wq) && !(f->xn16 = halves(be, n * D))) return -1;
+    if (rounds_input(f->t, &w->wo) && !(f->att16 = halves(be, n * c->n_heads * c->head_dim))) return -1;
+    return rounds_input(f->t, &w->w_down) && !(f->h16 = halves(be, n * c->ffn_dim)) ? -1 : 0;
 }
 
 // Embedding, then every block; kept (keep != NULL) gets each block's activations (t->recompute: its input alone),
@@ -300,7 +313,7 @@ static int run_blocks(Fwd *f, LayerActs *kept) {
     size_t n = f->p->n, D = c->dim;
     TRY(fwd_alloc(f));
     TRY(be->embedding(f->x, t->w.embed.data, t->w.embed.type, f->p->tokens, (int)n, (int)D, c->embed_scale ? sqrtf((float)D) : 1.0f));
-    TRY(be->rmsnorm(f->xn, f->x, t->w.layers[0].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one));
+    TRY(be->rmsnorm(f->xn, f->xn16, f->x, t->w.layers[0].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one));
     LayerActs scratch = {0};
     int rc = 0;
     for (int l = 0; l < c->n_layers && !rc; l++) {
@@ -320,13 +333,14 @@ int transformer_logits(const Transformer *t, const TokenPlan *p, const KvSpace *
     Fwd f = {.t = t, .p = p, .kv = kv};
     int D = c->dim, V = c->vocab, rc = run_blocks(&f, NULL);
     float *xo = rc || !n_out ? NULL : floats(be, (size_t)n_out * D);
+    uint16_t *xo16 = xo && rounds_input(t, &t->w.lm_head) ? halves(be, (size_t)n_out * D) : NULL;
     if (!rc && n_out) {
-        rc = !xo || be->gather_rows(xo, f.x, out_rows, n_out, D) ||
-             be->rmsnorm(xo, xo, t->w.final_norm, n_out, D, c->norm_eps, c->norm_plus_one) ||
-             be->lora_linear(logits, NULL, xo, t->w.lm_head.data, t->w.lm_head.type, NULL, NULL, NULL, 0, n_out, D, V, 0) ||
+        rc = !xo || (rounds_input(t, &t->w.lm_head) && !xo16) || be->gather_rows(xo, f.x, out_rows, n_out, D) ||
+             be->rmsnorm(xo, xo16, xo, t->w.final_norm, n_out, D, c->norm_eps, c->norm_plus_one) ||
+             be->lora_linear(logits, NULL, xo, xo16, t->w.lm_head.data, t->w.lm_head.type, NULL, NULL, NULL, 0, n_out, D, V, 0) ||
              (c->final_softcap > 0 && be->softcap(logits, (size_t)n_out * V, c->final_softcap));
     }
-    be->release(xo);
+    be->release(xo), be->release(xo16);
     fwd_free(&f);
     return rc ? -1 : 0;
 }
@@ -345,7 +359,7 @@ static int head_loss(const Fwd *f, const int *targets, float *xf, float *dxf, fl
     const TrainStep *st = f->step;
     int n = f->p->n, D = c->dim, V = c->vocab;
     float *dw = st && st->weight_grad ? (float *)st->weight_grad->lm_head.data : NULL;
-    TRY(t->be->rmsnorm(xf, f->x, t->w.final_norm, n, D, c->norm_eps, c->norm_plus_one));
+    TRY(t->be->rmsnorm(xf, NULL, f->x, t->w.final_norm, n, D, c->norm_eps, c->norm_plus_one));
     return t->be->linear_cross_entropy(dxf, dw, xf, t->w.lm_head.data, t->w.lm_head.type, targets, n, D, V, c->final_softcap, -100,
                                        head_rows(V), st ? st->loss_norm : 0, loss, n_counted);
 }
@@ -377,8 +391,8 @@ int transformer_recompute_block(const Transformer *t, const TokenPlan *p, const 
     size_t n = p->n, D = c->dim;
     Fwd f = {.t = t, .p = p, .step = step, .keep = 1, .again = 1};
     int rc = fwd_alloc(&f) || t->be->copy(f.x, xin, n * D) ||
-             t->be->rmsnorm(f.xn, xin, t->w.layers[l].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one) || acts_alloc(&f, l, a) ||
-             block_forward(&f, l, a);
+             t->be->rmsnorm(f.xn, f.xn16, xin, t->w.layers[l].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one) ||
+             acts_alloc(&f, l, a) || block_forward(&f, l, a);
     fwd_free(&f);
     if (rc) layer_acts_free(t->be, a);
     a->xin = rc ? NULL : (float *)xin;

@@ -18,13 +18,17 @@ void k_matmul(float *y, const float *x, const float *w, const float *bias, int T
 // weights stay compact in memory and are read once per call.
 void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float *bias, int T, int K, int N);
 
+// The ops whose output a bf16 GEMM reads next (the norms, the gated activation, attention) also write it rounded
+// to bf16 (dtype.h ld_f32_to_bf16, nearest even) into y16, the bits of a bf16 [same shape], where y16 is set: the
+// rounding done by the op that makes the values, not by a pass of its own over them (NULL: none).
+
 // RMSNorm over rows: y[T,D] = x / sqrt(mean(x²) + eps) * g, with g = w (Llama) or 1 + w (Gemma, plus_one).
 // In place is allowed (y == x).
-void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one);
+void k_rmsnorm(float *y, uint16_t *y16, const float *x, const float *w, int T, int D, float eps, int plus_one);
 
 // The residual add fused with the next norm: x[T,D] += d, then y = rmsnorm(x) as above (one pass over the
 // rows instead of two). y may be d (each element of d is read before y's is written).
-void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
+void k_add_rmsnorm(float *y, uint16_t *y16, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
 
 // Rotary embedding in place on q[T, Hq, head_dim] and k[T, Hkv, head_dim] (k may be NULL), half-split pairing
 // (i, i + head_dim/2), the layout of HF checkpoints. angle = pos[t] * inv_freq[i] for i < head_dim/2, the same
@@ -32,7 +36,7 @@ void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, in
 void k_rope(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
 
 // Gated activation, elementwise over n: h = act(gate) * up (SwiGLU, GeGLU tanh or erf; activation.h).
-void k_gated(Activation act, float *h, const float *gate, const float *up, size_t n);
+void k_gated(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n);
 
 // x = cap * tanh(x / cap), in place.
 void k_softcap(float *x, size_t n, float cap);
@@ -74,10 +78,11 @@ void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int 
 // from row kv_base[t] of kv's k and v; kv_base NULL: from row 0; virtual rows of a paged cache where kv.pages is
 // set) so one call serves many sequences of a KV cache of different lengths, packed training records, causal masks
 // and sliding windows.
-//   out[T, Hq*hd], q[T, Hq*hd]; kv.k, kv.v laid out [rows, Hkv*hd], fp32 or bf16 (kv_rows.h).
+//   out[T, Hq*hd] (and out16 rounded, where set), q[T, Hq*hd]; kv.k, kv.v laid out [rows, Hkv*hd], fp32 or bf16
+//   (kv_rows.h).
 //   Grouped-query: query head h reads kv head h / (Hq/Hkv). score = scale·q·k, then softcap (when > 0).
-void k_attention(float *out, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
-                 int hd, float scale, float softcap);
+void k_attention(float *out, uint16_t *out16, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                 int Hq, int Hkv, int hd, float scale, float softcap);
 
 // Numerically stable log-softmax statistics of one row: returns logsumexp(x[0..n)).
 float k_logsumexp(const float *x, int n);

@@ -92,26 +92,47 @@ static void check_rc(int rc, const char *what) {
     }
 }
 
+// An op's bf16 output y16 beside its fp32 y (n values on the device): every value is y's rounded to nearest even,
+// bit for bit (what a conversion pass of its own would have written), and near the CPU reference's (ref16).
+static void check_rounded(const char *what, const uint16_t *dev16, const float *dev, const uint16_t *ref16, size_t n) {
+    uint16_t *g16 = malloc(sizeof(uint16_t) * (n ? n : 1));
+    float *g = down(dev, n), *gf = malloc(sizeof(float) * (n ? n : 1)), *rf = malloc(sizeof(float) * (n ? n : 1));
+    check_rc(kc_sync() || kc_download(g16, dev16, sizeof(uint16_t) * n), what);
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        wrong += g16[i] != ld_f32_to_bf16(g[i]) && !(isnan(g[i]) && isnan(ld_bf16_to_f32(g16[i])));
+        gf[i] = ld_bf16_to_f32(g16[i]), rf[i] = ld_bf16_to_f32(ref16[i]);
+    }
+    char name[160];
+    snprintf(name, sizeof name, "%s: bf16 output = fp32 output rounded (%zu of %zu differ)", what, wrong, n);
+    check(wrong == 0, name);
+    snprintf(name, sizeof name, "%s: bf16 output vs CPU's", what);
+    compare(name, gf, rf, n, 1e-2);
+    free(g16), free(g), free(gf), free(rf);
+}
+
 static void test_rmsnorm(int T, int D, int plus_one) {
     char name[96];
     float *x = rnd((size_t)T * D, 2), *w = rnd(D, 1), *dy = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D);
     float *refdx = malloc(sizeof(float) * T * D), *refdw = calloc(D, sizeof(float));
-    k_rmsnorm(ref, x, w, T, D, 1e-6f, plus_one);
+    uint16_t *ref16 = malloc(sizeof(uint16_t) * T * D), *dy16 = kc_alloc(sizeof(uint16_t) * T * D);
+    k_rmsnorm(ref, ref16, x, w, T, D, 1e-6f, plus_one);
     k_rmsnorm_backward(refdx, refdw, dy, x, w, T, D, 1e-6f, plus_one);
     float *dx_ = up(x, sizeof(float) * T * D), *dw_ = up(w, sizeof(float) * D), *ddy = up(dy, sizeof(float) * T * D);
     float *dy_out = poisoned((size_t)T * D), *ddx = poisoned((size_t)T * D), *ddw = kc_alloc(sizeof(float) * D);
     kc_fill(ddw, 0, D);
-    check_rc(kc_rmsnorm(dy_out, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm");
+    check_rc(kc_rmsnorm(dy_out, dy16, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm");
     check_rc(kc_rmsnorm_backward(ddx, ddw, ddy, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm_backward");
     float *g = down(dy_out, (size_t)T * D), *gdx = down(ddx, (size_t)T * D), *gdw = down(ddw, D);
     snprintf(name, sizeof name, "rmsnorm%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, g, ref, (size_t)T * D, 1e-5);
+    check_rounded(name, dy16, dy_out, ref16, (size_t)T * D);
     snprintf(name, sizeof name, "rmsnorm%s backward dx [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, gdx, refdx, (size_t)T * D, 1e-5);
     snprintf(name, sizeof name, "rmsnorm%s backward dw [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, gdw, refdw, D, 1e-5);
-    free(x), free(w), free(dy), free(ref), free(refdx), free(refdw), free(g), free(gdx), free(gdw);
-    kc_free(dx_), kc_free(dw_), kc_free(ddy), kc_free(dy_out), kc_free(ddx), kc_free(ddw);
+    free(x), free(w), free(dy), free(ref), free(ref16), free(refdx), free(refdw), free(g), free(gdx), free(gdw);
+    kc_free(dx_), kc_free(dw_), kc_free(ddy), kc_free(dy_out), kc_free(dy16), kc_free(ddx), kc_free(ddw);
 }
 
 // the residual add fused with the norm, y written over d as the forward pass does
@@ -119,17 +140,19 @@ static void test_add_rmsnorm(int T, int D, int plus_one) {
     float *x = rnd((size_t)T * D, 2), *d = rnd((size_t)T * D, 1), *w = rnd(D, 1), *ry = malloc(sizeof(float) * T * D),
           *rx = malloc(sizeof(float) * T * D);
     memcpy(rx, x, sizeof(float) * T * D);
-    k_add_rmsnorm(ry, rx, d, w, T, D, 1e-6f, plus_one);
+    uint16_t *ry16 = malloc(sizeof(uint16_t) * T * D), *gy16 = kc_alloc(sizeof(uint16_t) * T * D);
+    k_add_rmsnorm(ry, ry16, rx, d, w, T, D, 1e-6f, plus_one);
     float *gx = up(x, sizeof(float) * T * D), *gd = up(d, sizeof(float) * T * D), *gw = up(w, sizeof(float) * D);
-    check_rc(kc_add_rmsnorm(gd, gx, gd, gw, T, D, 1e-6f, plus_one), "add_rmsnorm");
+    check_rc(kc_add_rmsnorm(gd, gy16, gx, gd, gw, T, D, 1e-6f, plus_one), "add_rmsnorm");
     float *hy = down(gd, (size_t)T * D), *hx = down(gx, (size_t)T * D);
     char name[96];
     snprintf(name, sizeof name, "add + rmsnorm y%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, hy, ry, (size_t)T * D, 1e-5);
+    check_rounded(name, gy16, gd, ry16, (size_t)T * D);
     snprintf(name, sizeof name, "add + rmsnorm residual%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, hx, rx, (size_t)T * D, 1e-6);
-    free(x), free(d), free(w), free(ry), free(rx), free(hy), free(hx);
-    kc_free(gx), kc_free(gd), kc_free(gw);
+    free(x), free(d), free(w), free(ry), free(ry16), free(rx), free(hy), free(hx);
+    kc_free(gx), kc_free(gd), kc_free(gw), kc_free(gy16);
 }
 
 // q[T, Hq, hd] and k[T, Hkv, hd] rotated by one call: end to end in x on the host (the reference), apart on the
@@ -168,10 +191,14 @@ static void test_elementwise(size_t n) {
     float *h = malloc(sizeof(float) * n), *dg = malloc(sizeof(float) * n), *du = malloc(sizeof(float) * n);
     float *dgate = up(g, sizeof(float) * n), *dup_ = up(u, sizeof(float) * n), *ddh = up(dh, sizeof(float) * n);
     for (int act = ACT_SILU; act <= ACT_GELU_ERF; act++) {
-        k_gated((Activation)act, h, g, u, n);
+        uint16_t *h16 = malloc(sizeof(uint16_t) * n), *o16 = kc_alloc(sizeof(uint16_t) * n);
+        k_gated((Activation)act, h, h16, g, u, n);
         k_gated_backward((Activation)act, dg, du, dh, g, u, n);
         float *o = poisoned(n), *a = poisoned(n), *b = poisoned(n);
-        check_rc(kc_gated((Activation)act, o, dgate, dup_, n), act_names[act]);
+        check_rc(kc_gated((Activation)act, o, o16, dgate, dup_, n), act_names[act]);
+        snprintf(name, sizeof name, "%s [%zu]", act_names[act], n);
+        check_rounded(name, o16, o, h16, n);
+        free(h16), kc_free(o16);
         check_rc(kc_gated_backward((Activation)act, a, b, ddh, dgate, dup_, n), act_names[act]);
         struct {
             const char *what;
@@ -303,31 +330,34 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
                 for (int d = 0; d < stride; d++) k[(size_t)r * stride + d] = v[(size_t)r * stride + d] = NAN;
     float scale = 1.0f / sqrtf((float)hd);
     KvRows hkv = {k, v, LD_F32, NULL, 0};
-    k_attention(ref, q, hkv, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+    uint16_t *ref16 = malloc(sizeof(uint16_t) * T * Hq * hd), *dout16 = kc_alloc(sizeof(uint16_t) * T * Hq * hd);
+    k_attention(ref, ref16, q, hkv, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
     float *dq = up(q, sizeof(float) * T * Hq * hd), *dk = up(k, sizeof(float) * rows * stride), *dv = up(v, sizeof(float) * rows * stride);
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T), *dbase = up(base, sizeof(int) * T);
     float *dout = poisoned((size_t)T * Hq * hd);
     KvRows dkv = {dk, dv, LD_F32, NULL, 0};
-    check_rc(kc_attention(dout, dq, dkv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
+    check_rc(kc_attention(dout, dout16, dq, dkv, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention");
     float *g = down(dout, (size_t)T * Hq * hd);
     char name[128];
     const char *const layouts[] = {"packed", "KV cache", "KV cache prefill", "KV cache, long"};
     snprintf(name, sizeof name, "attention %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd, window ? ", window" : "",
              softcap > 0 ? ", softcap" : "");
     compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
+    check_rounded(name, dout16, dout, ref16, (size_t)T * Hq * hd);
     if (layout == 0 || layout == 2) {  // the tiled kernel on the same inputs, its ranges as rows of k/v
         for (int t = 0; t < T; t++) lo[t] += base[t], hi[t] += base[t];
         check_rc(kc_upload(dlo, lo, sizeof(int) * T) || kc_upload(dhi, hi, sizeof(int) * T), "attention ranges upload");
         kc_fill(dout, NAN, (size_t)T * Hq * hd);
-        check_rc(kc_attention_packed(dout, NULL, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+        check_rc(kc_attention_packed(dout, dout16, NULL, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
         float *gp = down(dout, (size_t)T * Hq * hd);
         snprintf(name, sizeof name, "attention tiled %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd,
                  window ? ", window" : "", softcap > 0 ? ", softcap" : "");
         compare(name, gp, ref, (size_t)T * Hq * hd, 1e-5);
+        check_rounded(name, dout16, dout, ref16, (size_t)T * Hq * hd);
         free(gp);
     }
-    free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base), free(g);
-    kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout);
+    free(q), free(k), free(v), free(ref), free(ref16), free(lo), free(hi), free(base), free(g);
+    kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout), kc_free(dout16);
 }
 
 // A paged KV cache of 16-row pages holding the same virtual rows as k and v [rows, stride]: the pages some token's
@@ -386,9 +416,9 @@ static void test_attention_paged(int T, int Hq, int Hkv, int hd, int window, flo
         }
         KvRows flat = {k, v, LD_F32, NULL, 0},
                paged = {bf16 ? (void *)hk16 : pk, bf16 ? (void *)hv16 : pv, bf16 ? LD_BF16 : LD_F32, table, TEST_PAGE_SHIFT};
-        k_attention(ref, q, flat, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+        k_attention(ref, NULL, q, flat, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
         float *cpu = malloc(sizeof(float) * T * Hq * hd);
-        k_attention(cpu, q, paged, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+        k_attention(cpu, NULL, q, paged, base, lo, hi, T, Hq, Hkv, hd, scale, softcap);
         char name[128];
         snprintf(name, sizeof name, "attention, paged %s KV (CPU), layout %d, T %d, %d/%d heads, hd %d", bf16 ? "bf16" : "fp32", layout, T,
                  Hq, Hkv, hd);
@@ -396,7 +426,7 @@ static void test_attention_paged(int T, int Hq, int Hkv, int hd, int window, flo
         size_t eb = bf16 ? 2 : 4;
         void *gk = up(paged.k, eb * pool), *gv = up(paged.v, eb * pool);
         KvRows dev = {gk, gv, paged.type, dtable, TEST_PAGE_SHIFT};
-        check_rc(kc_attention(dout, dq, dev, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention, paged");
+        check_rc(kc_attention(dout, NULL, dq, dev, dbase, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention, paged");
         float *g = down(dout, (size_t)T * Hq * hd);
         snprintf(name, sizeof name, "attention, paged %s KV, layout %d, T %d, %d/%d heads, hd %d%s%s", bf16 ? "bf16" : "fp32", layout, T,
                  Hq, Hkv, hd, window ? ", window" : "", softcap > 0 ? ", softcap" : "");
@@ -407,7 +437,7 @@ static void test_attention_paged(int T, int Hq, int Hkv, int hd, int window, flo
             for (int t = 0; t < T; t++) vlo[t] = lo[t] + base[t], vhi[t] = hi[t] + base[t];
             int *gvlo = up(vlo, sizeof(int) * T), *gvhi = up(vhi, sizeof(int) * T);
             kc_fill(dout, NAN, (size_t)T * Hq * hd);
-            check_rc(kc_attention_packed(dout, NULL, dq, dev, gvlo, gvhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed, paged");
+            check_rc(kc_attention_packed(dout, NULL, NULL, dq, dev, gvlo, gvhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed, paged");
             g = down(dout, (size_t)T * Hq * hd);
             snprintf(name, sizeof name, "attention tiled, paged %s KV, T %d, %d/%d heads, hd %d%s%s", bf16 ? "bf16" : "fp32", T, Hq, Hkv,
                      hd, window ? ", window" : "", softcap > 0 ? ", softcap" : "");
@@ -439,7 +469,7 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
     float *gq = poisoned(nq), *gk = poisoned(nk), *gv = poisoned(nk);
     float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
-    check_rc(kc_attention_packed(gout, glse, dq_, (KvRows){dk_, dv_, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
+    check_rc(kc_attention_packed(gout, NULL, glse, dq_, (KvRows){dk_, dv_, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
              "attention_packed");
     check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
              "attention_backward");
@@ -702,7 +732,7 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear(gy, gax, gx, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear");
+    check_rc(kc_lora_linear(gy, gax, gx, NULL, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear");
     check_rc(kc_lora_linear_backward(gdx, 1, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
              "lora_linear_backward");
     float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in),
@@ -727,6 +757,16 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
         ref_lora(y, ax, dx, dyB, dA, dB, x, xb, Wb, bias, A, B, dy, dyb, s, T, in, out, r);
         snprintf(name, sizeof name, "LoRA linear y, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
         compare(name, hy, y, (size_t)T * out, 1e-5);
+        // x rounded by its producer (x16 given): the same bits as rounding it here
+        uint16_t *x16 = bf16_bits(x, (size_t)T * in);
+        void *gx16 = up(x16, sizeof(uint16_t) * T * in);
+        float *gy2 = poisoned((size_t)T * out), *gax2 = poisoned((size_t)T * r);
+        check_rc(kc_lora_linear(gy2, gax2, gx, gx16, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear, x16 given");
+        float *hy2 = down(gy2, (size_t)T * out), *hax = down(gax, (size_t)T * r), *hax2 = down(gax2, (size_t)T * r);
+        snprintf(name, sizeof name, "LoRA linear y and ax with x16 given = rounding x inside, bit for bit [%d x %d -> %d]", T, in, out);
+        check(!memcmp(hy2, hy, sizeof(float) * T * out) && !memcmp(hax2, hax, sizeof(float) * T * r), name);
+        free(x16), free(hy2), free(hax), free(hax2);
+        kc_free(gx16), kc_free(gy2), kc_free(gax2);
         snprintf(name, sizeof name, "LoRA linear dx, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
         compare(name, hdx, dx, (size_t)T * in, 1e-5);
         free(xb), free(Wb), free(dyb);
@@ -794,7 +834,7 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
     float *gx = up(x, sizeof(float) * nx), *gA = up(A, sizeof(float) * na), *gdx = up(dx0, sizeof(float) * nx);
     float *gax = poisoned(nax), *gdyB = poisoned(nax), *gdA = kc_alloc(sizeof(float) * na);
     kc_fill(gdA, 0, na);
-    check_rc(kc_lora_linears(dev, JOBS, gax, gx, gA, s, T, in, r), "lora_linears");
+    check_rc(kc_lora_linears(dev, JOBS, gax, gx, NULL, gA, s, T, in, r), "lora_linears");
     check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx, 1, gdA, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward");
     char name[160];
     const char *p = bf16 ? "bf16 W" : "fp32";
@@ -1035,12 +1075,12 @@ static void test_lt_plans(void) {
     float *gx = up(x, sizeof(float) * (T + 1) * in), *gy1 = poisoned((size_t)(T + 1) * out), *gy2 = poisoned((size_t)(T + 1) * out);
     void *gW = up(W16, sizeof(uint16_t) * out * in);
     int m0 = kc_lt_plans_made();
-    check_rc(kc_lora_linear(gy1, NULL, gx, gW, LD_BF16, NULL, NULL, NULL, 0, T, in, out, 0), "lora_linear bf16");
+    check_rc(kc_lora_linear(gy1, NULL, gx, NULL, gW, LD_BF16, NULL, NULL, NULL, 0, T, in, out, 0), "lora_linear bf16");
     int m1 = kc_lt_plans_made();
-    check_rc(kc_lora_linear(gy2, NULL, gx, gW, LD_BF16, NULL, NULL, NULL, 0, T, in, out, 0), "lora_linear bf16");
+    check_rc(kc_lora_linear(gy2, NULL, gx, NULL, gW, LD_BF16, NULL, NULL, NULL, 0, T, in, out, 0), "lora_linear bf16");
     int m2 = kc_lt_plans_made();
     float *y1 = down(gy1, (size_t)T * out), *y2 = down(gy2, (size_t)T * out);
-    check_rc(kc_lora_linear(gy2, NULL, gx, gW, LD_BF16, NULL, NULL, NULL, 0, T + 1, in, out, 0), "lora_linear bf16");
+    check_rc(kc_lora_linear(gy2, NULL, gx, NULL, gW, LD_BF16, NULL, NULL, NULL, 0, T + 1, in, out, 0), "lora_linear bf16");
     int m3 = kc_lt_plans_made();
     char name[160];
     snprintf(name, sizeof name, "cuBLASLt plans: a new shape makes one (%d), the same shape again none (%d), another one (%d)", m1 - m0,

@@ -60,11 +60,11 @@ typedef struct {
 } NormCtx;
 static void rn_x(void *c, const float *x, float *y) {
     NormCtx *m = c;
-    k_rmsnorm(y, x, m->w, m->T, m->D, 1e-5f, m->plus_one);
+    k_rmsnorm(y, NULL, x, m->w, m->T, m->D, 1e-5f, m->plus_one);
 }
 static void rn_w(void *c, const float *w, float *y) {
     NormCtx *m = c;
-    k_rmsnorm(y, m->x, w, m->T, m->D, 1e-5f, m->plus_one);
+    k_rmsnorm(y, NULL, m->x, w, m->T, m->D, 1e-5f, m->plus_one);
 }
 
 // ---- rope
@@ -91,7 +91,7 @@ typedef struct {
 static void act_f(void *c, const float *x, float *y) {
     ActCtx *a = c;
     const float *g = a->wrt_up ? a->other : x, *u = a->wrt_up ? x : a->other;
-    k_gated(a->act, y, g, u, a->n);
+    k_gated(a->act, y, NULL, g, u, a->n);
 }
 
 // ---- softcap
@@ -115,7 +115,8 @@ typedef struct {
 static void att_f(void *c, const float *x, float *y) {
     AttCtx *a = c;
     const float *q = a->wrt == 0 ? x : a->q, *k = a->wrt == 1 ? x : a->k, *v = a->wrt == 2 ? x : a->v;
-    k_attention(y, q, (KvRows){(void *)k, (void *)v, LD_F32, NULL, 0}, NULL, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale, a->cap);
+    k_attention(y, NULL, q, (KvRows){(void *)k, (void *)v, LD_F32, NULL, 0}, NULL, a->lo, a->hi, a->T, a->Hq, a->Hkv, a->hd, a->scale,
+                a->cap);
 }
 
 // ---- cross-entropy (L = loss itself: R = [1])

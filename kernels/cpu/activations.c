@@ -3,9 +3,12 @@
 
 #include "../kernels.h"
 
-void k_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {
+void k_gated(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n) {
 #pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) h[i] = ld_act(act, gate[i]) * up[i];
+    for (size_t i = 0; i < n; i++) {
+        h[i] = ld_act(act, gate[i]) * up[i];
+        if (h16) h16[i] = ld_f32_to_bf16(h[i]);
+    }
 }
 
 void k_softcap(float *x, size_t n, float cap) {

@@ -14,8 +14,8 @@ static const float *kv_head_row(const void *base, LdDtype type, long long row, i
     return buf;
 }
 
-void k_attention(float *out, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
-                 int hd, float scale, float softcap) {
+void k_attention(float *out, uint16_t *out16, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T,
+                 int Hq, int Hkv, int hd, float scale, float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd;
     int max_len = 1;
     for (int t = 0; t < T; t++)
@@ -50,6 +50,7 @@ void k_attention(float *out, const float *q, KvRows kv, const int *kv_base, cons
                     float p = scores[j] * inv;
                     for (int i = 0; i < hd; i++) oh[i] += p * vr[i];
                 }
+                for (int i = 0; out16 && i < hd; i++) out16[((size_t)t * Hq + h) * hd + i] = ld_f32_to_bf16(oh[i]);
             }
         }
         free(scores), free(row);

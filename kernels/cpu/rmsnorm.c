@@ -2,7 +2,7 @@
 
 #include "../kernels.h"
 
-void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one) {
+void k_rmsnorm(float *y, uint16_t *y16, const float *x, const float *w, int T, int D, float eps, int plus_one) {
 #pragma omp parallel for if (T > 4)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * D;
@@ -11,12 +11,13 @@ void k_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps
         for (int i = 0; i < D; i++) ss += xr[i] * xr[i];
         float r = 1.0f / sqrtf(ss / D + eps);
         for (int i = 0; i < D; i++) yr[i] = xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]);
+        for (int i = 0; y16 && i < D; i++) y16[(size_t)t * D + i] = ld_f32_to_bf16(yr[i]);
     }
 }
 
-void k_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
+void k_add_rmsnorm(float *y, uint16_t *y16, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
     k_add(x, d, (size_t)T * D);
-    k_rmsnorm(y, x, w, T, D, eps, plus_one);
+    k_rmsnorm(y, y16, x, w, T, D, eps, plus_one);
 }
 
 void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one) {

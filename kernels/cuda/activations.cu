@@ -2,9 +2,9 @@
 // for formula.
 #include "common.cuh"
 
-__global__ static void gated_kernel(Activation act, float *h, const float *gate, const float *up, size_t n) {
+__global__ static void gated_kernel(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) h[i] = ld_act(act, gate[i]) * up[i];
+    if (i < n) kc_store(h, h16, i, ld_act(act, gate[i]) * up[i]);
 }
 
 __global__ static void gated_bwd_kernel(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up,
@@ -29,8 +29,8 @@ __global__ static void softcap_kernel(float *x, size_t n, float cap) {
         return 0;                                          \
     } while (0)
 
-extern "C" int kc_gated(Activation act, float *h, const float *gate, const float *up, size_t n) {
-    LAUNCH("gated", gated_kernel, n, act, h, gate, up, n);
+extern "C" int kc_gated(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n) {
+    LAUNCH("gated", gated_kernel, n, act, h, h16, gate, up, n);
 }
 extern "C" int kc_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
     LAUNCH("gated_backward", gated_bwd_kernel, n, act, dgate, dup, dh, gate, up, n);

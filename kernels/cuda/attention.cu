@@ -27,8 +27,8 @@ typedef struct {  // split-major, so that the splits a short sequence leaves emp
     float *acc, *m, *l;  // [splits][T·Hq][hd], [splits][T·Hq], [splits][T·Hq]
 } Partials;
 
-__global__ static void attention_kernel(float *out, Partials part, const float *q, KvRows kv, const int *kv_base, const int *kv_lo,
-                                        const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
+__global__ static void attention_kernel(float *out, uint16_t *out16, Partials part, const float *q, KvRows kv, const int *kv_base,
+                                        const int *kv_lo, const int *kv_hi, int Hq, int Hkv, int hd, float scale, float softcap) {
     __shared__ float qs[MAX_GROUP][MAX_HD], ks[TILE][MAX_HD], vs[TILE][MAX_HD], p[MAX_GROUP][TILE];
     int group = Hq / Hkv, chunks = (group + MAX_GROUP - 1) / MAX_GROUP, splits = gridDim.y, split = blockIdx.y;
     int t = blockIdx.x / (Hkv * chunks), kvh = blockIdx.x / chunks % Hkv, h0 = kvh * group + blockIdx.x % chunks * MAX_GROUP;
@@ -88,7 +88,7 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
             int d = threadIdx.x + i * THREADS;
             if (d >= hd) continue;
             if (splits == 1)
-                out[row * hd + d] = l[g] != 0.0f ? acc[g][i] / l[g] : 0.0f;  // (!= 0: a NaN key's NaN goes through)
+                kc_store(out, out16, row * hd + d, l[g] != 0.0f ? acc[g][i] / l[g] : 0.0f);  // (!= 0: a NaN key's NaN goes through)
             else if (l[g] != 0.0f)  // (an empty split's sum is never read)
                 part.acc[at * hd + d] = acc[g][i];
         }
@@ -97,7 +97,7 @@ __global__ static void attention_kernel(float *out, Partials part, const float *
 }
 
 // One block per (token, head): the splits' sums rescaled to their common max and added, over their weights'.
-__global__ static void combine_kernel(float *out, Partials part, int splits, int hd) {
+__global__ static void combine_kernel(float *out, uint16_t *out16, Partials part, int splits, int hd) {
     size_t row = blockIdx.x, rows = gridDim.x;
     float M = -INFINITY, L = 0.0f;
     for (int s = 0; s < splits; s++)
@@ -108,15 +108,15 @@ __global__ static void combine_kernel(float *out, Partials part, int splits, int
         float sum = 0.0f;
         for (int s = 0; s < splits; s++)
             if (part.l[s * rows + row] != 0.0f) sum += part.acc[(s * rows + row) * hd + d] * expf(part.m[s * rows + row] - M);
-        out[row * hd + d] = L != 0.0f ? sum / L : 0.0f;
+        kc_store(out, out16, row * hd + d, L != 0.0f ? sum / L : 0.0f);
     }
 }
 
 // kv's type must be fp32 or bf16
 static int kv_ok(const KvRows *kv) { return kv->type == LD_F32 || kv->type == LD_BF16; }
 
-extern "C" int kc_attention(float *out, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi, int T, int Hq,
-                            int Hkv, int hd, float scale, float softcap) {
+extern "C" int kc_attention(float *out, uint16_t *out16, const float *q, KvRows kv, const int *kv_base, const int *kv_lo, const int *kv_hi,
+                            int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq <= 0 || Hq % Hkv || !kv_ok(&kv)) {
         kc_set_error("attention", cudaErrorInvalidValue);
         return -1;
@@ -129,11 +129,11 @@ extern "C" int kc_attention(float *out, const float *q, KvRows kv, const int *kv
     size_t rows = (size_t)T * Hq * splits;
     if (splits > 1 && (!(part.acc = (float *)kc_alloc(sizeof(float) * rows * (hd + 2))))) return -1;
     if (part.acc) part.m = part.acc + rows * hd, part.l = part.m + rows;
-    attention_kernel<<<dim3((unsigned)blocks, (unsigned)splits), THREADS>>>(out, part, q, kv, kv_base, kv_lo, kv_hi, Hq, Hkv, hd, scale,
-                                                                            softcap);
+    attention_kernel<<<dim3((unsigned)blocks, (unsigned)splits), THREADS>>>(out, out16, part, q, kv, kv_base, kv_lo, kv_hi, Hq, Hkv, hd,
+                                                                            scale, softcap);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && splits > 1) {
-        combine_kernel<<<(unsigned)(T * Hq), THREADS>>>(out, part, splits, hd);
+        combine_kernel<<<(unsigned)(T * Hq), THREADS>>>(out, out16, part, splits, hd);
         e = cudaGetLastError();
     }
     kc_free(part.acc);  // (the caching allocator hands it out again only to later launches)
@@ -144,8 +144,8 @@ extern "C" int kc_attention(float *out, const float *q, KvRows kv, const int *kv
 // l, l + 32, ... Each tile of 32 keys is loaded once for all 32 queries; lane j scores key j for each of its
 // warp's queries, then the tile's probabilities are broadcast lane by lane into the running outputs.
 __global__ static void __launch_bounds__(ATT_THREADS)
-    attention_packed_kernel(float *out, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
-                            int hd, float scale, float softcap) {
+    attention_packed_kernel(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T,
+                            int Hq, int Hkv, int hd, float scale, float softcap) {
     extern __shared__ float smem[];
     float *Qs = smem, *Ks = Qs + ATT_TILE * hd, *Vs = Ks + ATT_TILE * (hd + 1);  // [32][hd], [32][hd+1], [32][hd]
     int q0 = blockIdx.x * ATT_TILE, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * hd;
@@ -198,18 +198,18 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     for (int r = 0; r < ATT_ROWS; r++) {
         int i = warp * ATT_ROWS + r;
         if (i >= nq) continue;
-        float *o = out + ((size_t)(q0 + i) * Hq + h) * hd;
+        size_t o = ((size_t)(q0 + i) * Hq + h) * hd;
 #pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) {
             int d = lane + 32 * c;
-            if (d < hd) o[d] = l[r] > 0.0f ? acc[r][c] / l[r] : 0.0f;
+            if (d < hd) kc_store(out, out16, o + d, l[r] > 0.0f ? acc[r][c] / l[r] : 0.0f);
         }
         if (lse && lane == 0) lse[(size_t)(q0 + i) * Hq + h] = l[r] > 0.0f ? m[r] + logf(l[r]) : INFINITY;
     }
 }
 
-extern "C" int kc_attention_packed(float *out, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T, int Hq,
-                                   int Hkv, int hd, float scale, float softcap) {
+extern "C" int kc_attention_packed(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi,
+                                   int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv || !kv_ok(&kv)) {
         kc_set_error("attention_packed", cudaErrorInvalidValue);
         return -1;
@@ -218,7 +218,7 @@ extern "C" int kc_attention_packed(float *out, float *lse, const float *q, KvRow
     size_t smem = sizeof(float) * ATT_TILE * (3 * (size_t)hd + 1);
     cudaFuncSetAttribute(attention_packed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_packed_kernel<<<dim3((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), ATT_THREADS, smem>>>(
-        out, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+        out, out16, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     KC_CHECK_LAUNCH("attention_packed");
     return 0;
 }

@@ -1,5 +1,6 @@
 // defines: what the CUDA kernel files share — error capture with the kernel's name, launch checks.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 
@@ -33,5 +34,12 @@ void kc_side_stream(cudaStream_t s, double timeout_s, int busy);
             goto label;                      \
         }                                    \
     } while (0)
+
+// An op's output element: v at y[i], and rounded to bf16 at y16[i] where y16 is set (kernels.h: the producer of a
+// bf16 GEMM's input rounds it).
+__device__ static inline void kc_store(float *y, uint16_t *y16, size_t i, float v) {
+    y[i] = v;
+    if (y16) ((__nv_bfloat16 *)y16)[i] = __float2bfloat16_rn(v);
+}
 
 static inline unsigned kc_blocks(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }

@@ -70,7 +70,8 @@ extern "C" int kc_linear_cross_entropy(float *dx, float *dw, const float *x, con
         goto done;
     for (int c0 = 0; c0 < n; c0 += C) {
         int m = n - c0 < C ? n - c0 : C;
-        if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, W, wt, NULL, NULL, NULL, 0, m, D, V, 0)) goto done;
+        if (kc_gather_rows(xc, x, d_rows + c0, m, D) || kc_lora_linear(logits, NULL, xc, NULL, W, wt, NULL, NULL, NULL, 0, m, D, V, 0))
+            goto done;
         head_ce_kernel<<<m, 256>>>(logits, row_loss + c0, d_tgt + c0, V, softcap, 1.0f / div, grad);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) {

@@ -164,10 +164,10 @@ static int check_type(const char *what, LdDtype wt) {
     return -1;
 }
 
-extern "C" int kc_lora_linear(float *y, float *axT, const float *x, const void *W, LdDtype wt, const float *bias, const float *A,
-                              const float *B, float s, int T, int in, int out, int r) {
+extern "C" int kc_lora_linear(float *y, float *axT, const float *x, const uint16_t *x16, const void *W, LdDtype wt, const float *bias,
+                              const float *A, const float *B, float s, int T, int in, int out, int r) {
     LoraLinearJob job = {y, W, wt, bias, A ? B : NULL, out};
-    return kc_lora_linears(&job, 1, axT, x, A, s, T, in, r);
+    return kc_lora_linears(&job, 1, axT, x, x16, A, s, T, in, r);
 }
 
 // The adapted jobs' shrink axT[m·r, T] = A·xᵀ (one product for the stack), then each one's y += s·axTᵀ·Bᵀ.
@@ -181,8 +181,8 @@ static int adapters_forward(const LoraLinearJob *jobs, int count, int m, float *
     return 0;
 }
 
-extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const float *A, float s, int T, int in,
-                               int r) {
+extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const float *x, const uint16_t *x16_given, const float *A,
+                               float s, int T, int in, int r) {
     int bf16 = 0, m = 0;
     if (blas()) return -1;
     for (int i = 0; i < count; i++) {
@@ -190,13 +190,14 @@ extern "C" int kc_lora_linears(const LoraLinearJob *jobs, int count, float *axT,
         bf16 |= jobs[i].W && jobs[i].wt == LD_BF16;
         m += jobs[i].B != NULL;
     }
-    __nv_bfloat16 *x16 = bf16 ? rounded(x, (size_t)T * in) : NULL;
+    // x rounded by the op that made it, or here
+    __nv_bfloat16 *x16 = x16_given ? (__nv_bfloat16 *)x16_given : bf16 ? rounded(x, (size_t)T * in) : NULL;
     int rc = bf16 && !x16;
     for (int i = 0; i < count && !rc; i++) {
         const LoraLinearJob *j = &jobs[i];
         rc = j->W && (base_gemm_on("lora_linear W", 0, j->y, x, x16, j->W, j->wt, T, in, j->out, 0.0f) || kc_add_bias(j->y, j->bias, T, j->out));
     }
-    kc_free(x16);
+    if (!x16_given) kc_free(x16);
     if (!rc && A && m) rc = adapters_forward(jobs, count, m, axT, x, A, s, T, in, r);
     return rc ? -1 : 0;
 }

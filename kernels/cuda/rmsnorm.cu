@@ -15,22 +15,22 @@ __device__ static float block_sum(float v) {
     return v;
 }
 
-// y[T,D] = x / sqrt(mean(x²) + eps) * g;  rstd[T] (optional) keeps the row's 1/rms for the backward pass
-__global__ static void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int D, float eps, int plus_one) {
-    const float *xr = x + (size_t)blockIdx.x * D;
-    float *yr = y + (size_t)blockIdx.x * D;
+// y[T,D] = x / sqrt(mean(x²) + eps) * g (y16: rounded)
+__global__ static void rmsnorm_fwd(float *y, uint16_t *y16, const float *x, const float *w, int D, float eps, int plus_one) {
+    size_t row = (size_t)blockIdx.x * D;
+    const float *xr = x + row;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
     float r = rsqrtf(block_sum(ss) / D + eps);
-    for (int i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]);
-    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) kc_store(y, y16, row + i, xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]));
 }
 
 // x += d, then y = rmsnorm(x): the residual stream read and written once. y may be d: each thread reads its own
 // elements of d before it writes the same elements of y.
-__global__ static void add_rmsnorm_fwd(float *y, float *x, const float *d, const float *w, int D, float eps, int plus_one) {
-    float *xr = x + (size_t)blockIdx.x * D, *yr = y + (size_t)blockIdx.x * D;
-    const float *dr = d + (size_t)blockIdx.x * D;
+__global__ static void add_rmsnorm_fwd(float *y, uint16_t *y16, float *x, const float *d, const float *w, int D, float eps, int plus_one) {
+    size_t row = (size_t)blockIdx.x * D;
+    float *xr = x + row;
+    const float *dr = d + row;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float v = xr[i] + dr[i];
@@ -38,7 +38,7 @@ __global__ static void add_rmsnorm_fwd(float *y, float *x, const float *d, const
         ss += v * v;
     }
     float r = rsqrtf(block_sum(ss) / D + eps);
-    for (int i = threadIdx.x; i < D; i += blockDim.x) yr[i] = xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) kc_store(y, y16, row + i, xr[i] * r * (plus_one ? 1.0f + w[i] : w[i]));
 }
 
 // dx_i = r·g_i·dy_i − r³/D · x_i · Σ_j g_j·dy_j·x_j
@@ -70,16 +70,16 @@ __global__ static void rmsnorm_bwd_dw(float *dw, const float *rstd, const float 
 
 static int threads_for(int D) { return D >= 1024 ? 1024 : D >= 256 ? 256 : 64; }
 
-extern "C" int kc_rmsnorm(float *y, const float *x, const float *w, int T, int D, float eps, int plus_one) {
+extern "C" int kc_rmsnorm(float *y, uint16_t *y16, const float *x, const float *w, int T, int D, float eps, int plus_one) {
     if (T <= 0) return 0;
-    rmsnorm_fwd<<<T, threads_for(D)>>>(y, NULL, x, w, D, eps, plus_one);
+    rmsnorm_fwd<<<T, threads_for(D)>>>(y, y16, x, w, D, eps, plus_one);
     KC_CHECK_LAUNCH("rmsnorm");
     return 0;
 }
 
-extern "C" int kc_add_rmsnorm(float *y, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
+extern "C" int kc_add_rmsnorm(float *y, uint16_t *y16, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one) {
     if (T <= 0) return 0;
-    add_rmsnorm_fwd<<<T, threads_for(D)>>>(y, x, d, w, D, eps, plus_one);
+    add_rmsnorm_fwd<<<T, threads_for(D)>>>(y, y16, x, d, w, D, eps, plus_one);
     KC_CHECK_LAUNCH("add_rmsnorm");
     return 0;
 }

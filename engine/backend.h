@@ -33,36 +33,41 @@ typedef struct Backend {
     // ops
     int (*embedding)(float *x, const void *table, LdDtype tt, const int *tokens, int T, int D, float scale);
     int (*embedding_backward)(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
-    // y16 (rmsnorm, add_rmsnorm, gated, attention): also the output rounded to bf16, for a bf16 GEMM to read (NULL:
-    // not wanted; asked for only where rounds_gemm_inputs says so)
+    // y16 (rmsnorm, add_rmsnorm, gated, attention, and going back rmsnorm_backward, rope_backward, gated_backward,
+    // attention_backward's dv and add): also the output rounded to bf16, for a bf16 GEMM to read (NULL: not wanted;
+    // asked for only where rounds_gemm_inputs says so)
     int (*rmsnorm)(float *y, uint16_t *y16, const float *x, const float *w, int T, int D, float eps, int plus_one);
     int (*add_rmsnorm)(float *y, uint16_t *y16, float *x, const float *d, const float *w, int T, int D, float eps, int plus_one);
-    int (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
+    int (*rmsnorm_backward)(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
+                            int plus_one);
     // x16 (NULL: none): x rounded to bf16 by the op that made it, multiplied by a bf16 W instead of rounding x again
     int (*lora_linear)(float *y, float *axT, const float *x, const uint16_t *x16, const void *W, LdDtype wt, const float *bias,
                        const float *A, const float *B, float s, int T, int in, int out, int r);
     int (*lora_linears)(const LoraLinearJob *jobs, int count, float *axT, const float *x, const uint16_t *x16, const float *A, float s,
                         int T, int in, int r);
+    // dy16 (NULL: none): dy rounded by the op that made it, as x16 going forward
     int (*lora_linear_backward)(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
-                                const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
-                                int in, int out, int r);
+                                const uint16_t *dy16, const float *x, const float *axT, const void *W, LdDtype wt, const float *A,
+                                const float *B, float s, int T, int in, int out, int r);
     int (*lora_linears_backward)(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT, const float *x,
                                  const float *axT, const float *A, float s, int T, int in, int r);
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
-    int (*rope_backward)(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
+    int (*rope_backward)(float *dq, float *dk, uint16_t *dq16, uint16_t *dk16, const int *pos, const float *inv_freq, int T, int Hq,
+                         int Hkv, int head_dim);
     // kv_base NULL: the ranges are rows of kv as they are (a packed batch's own tokens, or a prefill's rows of a KV
     // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL.
     // A paged or bf16 kv (kv_rows.h) only where the backend's KV caches are (kv_write's).
     int (*attention)(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo,
                      const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
     // over a packed batch, given the forward's out and lse: dq, dk, dv written
-    int (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                              const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
-                              float scale, float softcap);
+    int (*attention_backward)(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
+                              const float *v, const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq,
+                              int Hkv, int hd, float scale, float softcap);
     int (*gated)(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n);
-    int (*gated_backward)(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
-    int (*add)(float *x, const float *y, size_t n);
+    int (*gated_backward)(Activation act, float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate,
+                          const float *up, size_t n);
+    int (*add)(float *x, uint16_t *x16, const float *y, size_t n);
     int (*softcap)(float *x, size_t n, float cap);
     int (*kv_write)(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
     int (*gather_rows)(float *dst, const float *src, const int *src_rows, int n, int width);

@@ -40,12 +40,12 @@ static int cpu_add_rmsnorm(float *y, uint16_t *y16, float *x, const float *d, co
     k_add_rmsnorm(y, y16, x, d, w, T, D, eps, plus_one);
     return 0;
 }
-static int cpu_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
-                                int plus_one) {
-    k_rmsnorm_backward(dx, dw, dy, x, w, T, D, eps, plus_one);
+static int cpu_rmsnorm_backward(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w, int T, int D,
+                                float eps, int plus_one) {
+    k_rmsnorm_backward(dx, dx16, dw, dy, x, w, T, D, eps, plus_one);
     return 0;
 }
-// (x16 unused: the CPU's products read x whatever W's format, and rounds_gemm_inputs is 0)
+// (x16 and dy16 unused: the CPU's products read x and dy whatever W's format, and rounds_gemm_inputs is 0)
 static int cpu_lora_linear(float *y, float *axT, const float *x, const uint16_t *x16, const void *W, LdDtype wt, const float *bias,
                            const float *A, const float *B, float s, int T, int in, int out, int r) {
     (void)x16;
@@ -59,8 +59,9 @@ static int cpu_lora_linears(const LoraLinearJob *jobs, int count, float *axT, co
     return 0;
 }
 static int cpu_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
-                                    const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s,
-                                    int T, int in, int out, int r) {
+                                    const uint16_t *dy16, const float *x, const float *axT, const void *W, LdDtype wt, const float *A,
+                                    const float *B, float s, int T, int in, int out, int r) {
+    (void)dy16;
     k_lora_linear_backward(dx, dx_add, dW, dbias, dA, dB, dyBT, dy, x, axT, W, wt, A, B, s, T, in, out, r);
     return 0;
 }
@@ -77,8 +78,9 @@ static int cpu_rope(float *q, float *k, const int *pos, const float *inv_freq, i
     k_rope(q, k, pos, inv_freq, T, Hq, Hkv, head_dim);
     return 0;
 }
-static int cpu_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim) {
-    k_rope_backward(dq, dk, pos, inv_freq, T, Hq, Hkv, head_dim);
+static int cpu_rope_backward(float *dq, float *dk, uint16_t *dq16, uint16_t *dk16, const int *pos, const float *inv_freq, int T, int Hq,
+                             int Hkv, int head_dim) {
+    k_rope_backward(dq, dk, dq16, dk16, pos, inv_freq, T, Hq, Hkv, head_dim);
     return 0;
 }
 // lse is not kept: the CPU backward recomputes the softmax
@@ -87,22 +89,23 @@ static int cpu_attention(float *out, uint16_t *out16, float *lse, const float *q
     k_attention(out, out16, q, kv, kv_base, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     return 0;
 }
-static int cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                                  const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
-                                  float scale, float softcap) {
-    k_attention_backward(dq, dk, dv, dout, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+static int cpu_attention_backward(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
+                                  const float *v, const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq,
+                                  int Hkv, int hd, float scale, float softcap) {
+    k_attention_backward(dq, dk, dv, dv16, dout, q, k, v, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     return 0;
 }
 static int cpu_gated(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n) {
     k_gated(act, h, h16, gate, up, n);
     return 0;
 }
-static int cpu_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
-    k_gated_backward(act, dgate, dup, dh, gate, up, n);
+static int cpu_gated_backward(Activation act, float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh,
+                              const float *gate, const float *up, size_t n) {
+    k_gated_backward(act, dgate, dup, dgate16, dup16, dh, gate, up, n);
     return 0;
 }
-static int cpu_add(float *x, const float *y, size_t n) {
-    k_add(x, y, n);
+static int cpu_add(float *x, uint16_t *x16, const float *y, size_t n) {
+    k_add(x, x16, y, n);
     return 0;
 }
 static int cpu_softcap(float *x, size_t n, float cap) {

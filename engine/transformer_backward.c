@@ -25,11 +25,40 @@ typedef struct {
     float *dq, *datt, *dk, *dv;  // [n, qd] [n, qd] [n, kvd] [n, kvd]
     float *dqk;  // [n, qd] q/k norms' input gradient
     float *xd, *dxd, *dyB;  // [n, widest] dropout's masked input and its gradient; [3r, n] the adapters' scratch
+    // the output gradients of the linears whose weights are bf16, rounded by the ops that make them, for the
+    // GEMMs of dx (rounds_input(); NULL: not rounded)
+    uint16_t *dx16, *dbr16, *dG16, *dU16, *dq16, *dk16, *dv16;  // [n, D] x2, [n, F] x2, [n, qd], [n, kvd] x2
 } Bwd;
 
 // every buffer of a pass is written whole by the op that fills it (an input gradient by the first product into
 // it), so none needs zeroing when it is made
 static float *floats(const Backend *be, size_t n) { return be->alloc_scratch(sizeof(float) * (n ? n : 1)); }
+
+// Whether a linear's output gradient is rounded by its producer (as transformer_forward.c's rounds_input for x).
+static int rounds_input(const Transformer *t, const Linear *W) { return t->be->rounds_gemm_inputs && W->type == LD_BF16; }
+
+static int bwd_alloc_rounded(Bwd *b) {
+    const ModelConfig *c = b->t->cfg;
+    const LayerWeights *w = &b->t->w.layers[0];
+    size_t n = b->p->n, D = c->dim, F = c->ffn_dim, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    int branches = rounds_input(b->t, &w->wo) || rounds_input(b->t, &w->w_down);  // (read dx, or dbr past a post norm)
+    struct {
+        uint16_t **buf;
+        size_t len;
+        int want;
+    } all[] = {
+        {&b->dx16, n * D, branches && (!w->post_attn_norm || !w->post_ffn_norm)},
+        {&b->dbr16, n * D, branches && (w->post_attn_norm || w->post_ffn_norm)},
+        {&b->dG16, n * F, rounds_input(b->t, &w->w_gate)},
+        {&b->dU16, n * F, rounds_input(b->t, &w->w_up)},
+        {&b->dq16, n * qd, rounds_input(b->t, &w->wq)},
+        {&b->dk16, n * kvd, rounds_input(b->t, &w->wk)},
+        {&b->dv16, n * kvd, rounds_input(b->t, &w->wv)},
+    };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i].want && !(*all[i].buf = b->t->be->alloc_scratch(sizeof(uint16_t) * (all[i].len ? all[i].len : 1)))) return -1;
+    return 0;
+}
 
 static int bwd_alloc(Bwd *b) {
     const ModelConfig *c = b->t->cfg;
@@ -62,20 +91,22 @@ static int bwd_alloc(Bwd *b) {
     };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i].want && !(*all[i].buf = floats(b->t->be, all[i].len))) return -1;
-    return 0;
+    return bwd_alloc_rounded(b);
 }
 
 static void bwd_free(Bwd *b) {
     float *all[] = {b->dx, b->xn,   b->tmp, b->dbr, b->dn,  b->h,  b->dF,  b->dG, b->dU,
                     b->dq, b->datt, b->dk,  b->dv,  b->dqk, b->xd, b->dxd, b->dyB};
+    uint16_t *rounded[] = {b->dx16, b->dbr16, b->dG16, b->dU16, b->dq16, b->dk16, b->dv16};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) b->t->be->release(all[i]);
+    for (size_t i = 0; i < sizeof rounded / sizeof rounded[0]; i++) b->t->be->release(rounded[i]);
 }
 
 // dx[n,in] (+= when dx_add, else written) the input gradient of linear() on layer l's target
-// (transformer_forward.c): through the base weight, and through the adapter and its dropout mask; the adapter's
-// gradients, and the weight's (dW, dbias) when given, accumulate.
-static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, int dx_add, const float *dy, const float *x, const float *ax,
-                           const Linear *W, Linear *dW, float *dbias, int in, int out) {
+// (transformer_forward.c) given dy (dy16: rounded, or NULL): through the base weight, and through the adapter and
+// its dropout mask; the adapter's gradients, and the weight's (dW, dbias) when given, accumulate.
+static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, int dx_add, const float *dy, const uint16_t *dy16,
+                           const float *x, const float *ax, const Linear *W, Linear *dW, float *dbias, int in, int out) {
     const Backend *be = b->t->be;
     const Lora *ad = b->t->adapter;
     const LoraPair *pr = adapter_pair(ad, l, target);
@@ -83,21 +114,22 @@ static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, in
     float *dw = dW ? (float *)dW->data : NULL, *gA = g ? g->A : NULL, *gB = g ? g->B : NULL;
     int n = b->p->n;
     if (!pr)
-        return be->lora_linear_backward(dx, dx_add, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out,
-                                        0);
+        return be->lora_linear_backward(dx, dx_add, dw, dbias, NULL, NULL, NULL, dy, dy16, x, NULL, W->data, W->type, NULL, NULL, 0, n, in,
+                                        out, 0);
     float drop = b->step->dropout, s = ad->scale;
     if (drop <= 0)
-        return be->lora_linear_backward(dx, dx_add, dw, dbias, gA, gB, b->dyB, dy, x, ax, W->data, W->type, pr->A, pr->B, s, n, in, out,
-                                        ad->rank);
+        return be->lora_linear_backward(dx, dx_add, dw, dbias, gA, gB, b->dyB, dy, dy16, x, ax, W->data, W->type, pr->A, pr->B, s, n, in,
+                                        out, ad->rank);
     // the adapter saw the masked input: its share of dx goes back through the same mask
     uint64_t stream = ld_dropout_stream(b->step->dropout_seed, l, target), e0 = (uint64_t)b->step->row0 * in;
     size_t len = (size_t)n * in;
-    TRY(be->lora_linear_backward(dx, dx_add, dw, dbias, NULL, NULL, NULL, dy, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out, 0));
+    TRY(be->lora_linear_backward(dx, dx_add, dw, dbias, NULL, NULL, NULL, dy, dy16, x, NULL, W->data, W->type, NULL, NULL, 0, n, in, out,
+                                 0));
     TRY(be->dropout(b->xd, x, len, drop, stream, e0));
-    TRY(be->lora_linear_backward(b->dxd, 0, NULL, NULL, gA, gB, b->dyB, dy, b->xd, ax, NULL, W->type, pr->A, pr->B, s, n, in, out,
+    TRY(be->lora_linear_backward(b->dxd, 0, NULL, NULL, gA, gB, b->dyB, dy, NULL, b->xd, ax, NULL, W->type, pr->A, pr->B, s, n, in, out,
                                  ad->rank));
     TRY(be->dropout(b->dxd, b->dxd, len, drop, stream, e0));
-    return be->add(dx, b->dxd, len);
+    return be->add(dx, NULL, b->dxd, len);
 }
 
 // The backward of linears() (transformer_forward.c) on layer l's linears that read x[n,in], each given its target,
@@ -107,6 +139,7 @@ static int linear_backward(const Bwd *b, int l, LoraTarget target, float *dx, in
 typedef struct {
     LoraTarget target;
     const float *dy;
+    const uint16_t *dy16;
     float *ax;
     const Linear *W;
     Linear *dW;
@@ -129,33 +162,41 @@ static int linears_backward(const Bwd *b, int l, const Grad *g, int count, float
         LoraPair *pg = pr && dad ? &dad->w[l * LT_COUNT + g[i].target] : NULL;
         if (pg && !dA) dA = pg->A;
         stacked = stacked && (!pg || pg->A == dA + (size_t)m++ * ad->rank * in);  // the gradients must lie as the adapter does
-        jobs[i] = (LoraLinearGrad){g[i].dy,           g[i].W->data,      g[i].W->type,
-                                   pr ? pr->B : NULL, pg ? pg->B : NULL, g[i].dW ? (float *)g[i].dW->data : NULL,
-                                   g[i].dbias,        g[i].out};
+        jobs[i] = (LoraLinearGrad){g[i].dy,
+                                   g[i].dy16,
+                                   g[i].W->data,
+                                   g[i].W->type,
+                                   pr ? pr->B : NULL,
+                                   pg ? pg->B : NULL,
+                                   g[i].dW ? (float *)g[i].dW->data : NULL,
+                                   g[i].dbias,
+                                   g[i].out};
     }
     if (stacked)
         return b->t->be->lora_linears_backward(jobs, count, dx, 0, dA, b->dyB, x, axT, A, ad ? ad->scale : 0, b->p->n, in,
                                                ad ? ad->rank : 0);
     for (int i = 0; i < count; i++)
-        TRY(linear_backward(b, l, g[i].target, dx, i > 0, g[i].dy, x, g[i].ax, g[i].W, g[i].dW, g[i].dbias, in, g[i].out));
+        TRY(linear_backward(b, l, g[i].target, dx, i > 0, g[i].dy, g[i].dy16, x, g[i].ax, g[i].W, g[i].dW, g[i].dbias, in, g[i].out));
     return 0;
 }
 
-// The gradient at a branch's linear output: through Gemma 2/3's post norm (weight gradient into dw) when there is one.
-static int branch_grad(const Bwd *b, const float *post_norm, float *dw, const float *pre, const float **dy) {
+// The gradient at a branch's linear output (dy16: rounded, or NULL): through Gemma 2/3's post norm (weight gradient
+// into dw) when there is one.
+static int branch_grad(const Bwd *b, const float *post_norm, float *dw, const float *pre, const float **dy, const uint16_t **dy16) {
     const ModelConfig *c = b->t->cfg;
-    *dy = b->dx;
+    *dy = b->dx, *dy16 = b->dx16;
     if (!post_norm) return 0;
-    *dy = b->dbr;
-    return b->t->be->rmsnorm_backward(b->dbr, dw, b->dx, pre, post_norm, b->p->n, c->dim, c->norm_eps, c->norm_plus_one);
+    *dy = b->dbr, *dy16 = b->dbr16;
+    return b->t->be->rmsnorm_backward(b->dbr, b->dbr16, dw, b->dx, pre, post_norm, b->p->n, c->dim, c->norm_eps, c->norm_plus_one);
 }
 
-// dx += the gradient through norm(x_in) whose input gradient is in b->dn (norm weight's gradient into dw).
+// dx += the gradient through norm(x_in) whose input gradient is in b->dn (norm weight's gradient into dw), rounded
+// into dx16 for the next branch's linear.
 static int norm_into_stream(const Bwd *b, float *dw, const float *x_in, const float *w) {
     const ModelConfig *c = b->t->cfg;
     int n = b->p->n, D = c->dim;
-    TRY(b->t->be->rmsnorm_backward(b->tmp, dw, b->dn, x_in, w, n, D, c->norm_eps, c->norm_plus_one));
-    return b->t->be->add(b->dx, b->tmp, (size_t)n * D);
+    TRY(b->t->be->rmsnorm_backward(b->tmp, NULL, dw, b->dn, x_in, w, n, D, c->norm_eps, c->norm_plus_one));
+    return b->t->be->add(b->dx, b->dx16, b->tmp, (size_t)n * D);
 }
 
 // The MLP half of block l: x_out = xmid + post_ffn_norm(down(act(gate(xn)) · up(xn))), xn = ffn_norm(xmid).
@@ -166,18 +207,19 @@ static int mlp_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *g
     const LayerWeights *w = &t->w.layers[l];
     int n = b->p->n, D = c->dim, F = c->ffn_dim;
     const float *ddn;
-    TRY(branch_grad(b, w->post_ffn_norm, gw ? gw->post_ffn_norm : NULL, a->dn_pre, &ddn));
+    const uint16_t *ddn16;
+    TRY(branch_grad(b, w->post_ffn_norm, gw ? gw->post_ffn_norm : NULL, a->dn_pre, &ddn, &ddn16));
     TRY(be->gated(c->act, b->h, NULL, a->gt, a->u, (size_t)n * F));
-    TRY(linear_backward(b, l, LT_DOWN, b->dF, 0, ddn, b->h, a->ax[LT_DOWN], &w->w_down, gw ? &gw->w_down : NULL, NULL, F, D));
-    TRY(be->gated_backward(c->act, b->dG, b->dU, b->dF, a->gt, a->u, (size_t)n * F));
+    TRY(linear_backward(b, l, LT_DOWN, b->dF, 0, ddn, ddn16, b->h, a->ax[LT_DOWN], &w->w_down, gw ? &gw->w_down : NULL, NULL, F, D));
+    TRY(be->gated_backward(c->act, b->dG, b->dU, b->dG16, b->dU16, b->dF, a->gt, a->u, (size_t)n * F));
     TRY(be->rmsnorm(b->xn, NULL, a->xmid, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));
-    Grad gate_up[2] = {{LT_GATE, b->dG, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, F},
-                       {LT_UP, b->dU, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, F}};
+    Grad gate_up[2] = {{LT_GATE, b->dG, b->dG16, a->ax[LT_GATE], &w->w_gate, gw ? &gw->w_gate : NULL, NULL, F},
+                       {LT_UP, b->dU, b->dU16, a->ax[LT_UP], &w->w_up, gw ? &gw->w_up : NULL, NULL, F}};
     TRY(linears_backward(b, l, gate_up, 2, b->dn, b->xn, D));
     return norm_into_stream(b, gw ? gw->ffn_norm : NULL, a->xmid, w->ffn_norm);
 }
 
-// dq and dk back through rope and Gemma 3's q/k norms (in place).
+// dq and dk back through rope and Gemma 3's q/k norms (in place), rounded into dq16 and dk16 by the last op.
 static int qk_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *gw) {
     const Transformer *t = b->t;
     const Backend *be = t->be;
@@ -185,11 +227,13 @@ static int qk_backward(const Bwd *b, int l, const LayerActs *a, LayerWeights *gw
     const LayerWeights *w = &t->w.layers[l];
     int n = b->p->n, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads;
     const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
-    TRY(be->rope_backward(b->dq, b->dk, b->p->pos, inv, n, Hq, Hkv, hd));
-    if (!c->qk_norm) return 0;
-    TRY(be->rmsnorm_backward(b->dqk, gw ? gw->q_norm : NULL, b->dq, a->q_pre, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
+    if (!c->qk_norm) return be->rope_backward(b->dq, b->dk, b->dq16, b->dk16, b->p->pos, inv, n, Hq, Hkv, hd);
+    TRY(be->rope_backward(b->dq, b->dk, NULL, NULL, b->p->pos, inv, n, Hq, Hkv, hd));
+    TRY(be->rmsnorm_backward(b->dqk, b->dq16, gw ? gw->q_norm : NULL, b->dq, a->q_pre, w->q_norm, n * Hq, hd, c->norm_eps,
+                             c->norm_plus_one));
     TRY(be->copy(b->dq, b->dqk, (size_t)n * Hq * hd));
-    TRY(be->rmsnorm_backward(b->dqk, gw ? gw->k_norm : NULL, b->dk, a->k_pre, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
+    TRY(be->rmsnorm_backward(b->dqk, b->dk16, gw ? gw->k_norm : NULL, b->dk, a->k_pre, w->k_norm, n * Hkv, hd, c->norm_eps,
+                             c->norm_plus_one));
     return be->copy(b->dk, b->dqk, (size_t)n * Hkv * hd);
 }
 
@@ -201,16 +245,17 @@ static int attention_backward(const Bwd *b, int l, const LayerActs *a, LayerWeig
     const LayerWeights *w = &t->w.layers[l];
     int n = b->p->n, D = c->dim, hd = c->head_dim, Hq = c->n_heads, Hkv = c->n_kv_heads, qd = Hq * hd, kvd = Hkv * hd;
     const float *dob;
-    TRY(branch_grad(b, w->post_attn_norm, gw ? gw->post_attn_norm : NULL, a->o_pre, &dob));
-    TRY(linear_backward(b, l, LT_O, b->datt, 0, dob, a->att, a->ax[LT_O], &w->wo, gw ? &gw->wo : NULL, gw ? gw->bo : NULL, qd, D));
+    const uint16_t *dob16;
+    TRY(branch_grad(b, w->post_attn_norm, gw ? gw->post_attn_norm : NULL, a->o_pre, &dob, &dob16));
+    TRY(linear_backward(b, l, LT_O, b->datt, 0, dob, dob16, a->att, a->ax[LT_O], &w->wo, gw ? &gw->wo : NULL, gw ? gw->bo : NULL, qd, D));
     const int *lo = c->layer_local[l] ? b->p->lo_local : b->p->lo_global;
-    TRY(be->attention_backward(b->dq, b->dk, b->dv, b->datt, a->q, a->k, a->v, a->att, a->lse, lo, b->p->hi, n, Hq, Hkv, hd, c->attn_scale,
-                               c->attn_softcap));
+    TRY(be->attention_backward(b->dq, b->dk, b->dv, b->dv16, b->datt, a->q, a->k, a->v, a->att, a->lse, lo, b->p->hi, n, Hq, Hkv, hd,
+                               c->attn_scale, c->attn_softcap));
     TRY(qk_backward(b, l, a, gw));
     TRY(be->rmsnorm(b->xn, NULL, a->xin, w->attn_norm, n, D, c->norm_eps, c->norm_plus_one));
-    Grad qkv[3] = {{LT_Q, b->dq, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, qd},
-                   {LT_K, b->dk, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, kvd},
-                   {LT_V, b->dv, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, kvd}};
+    Grad qkv[3] = {{LT_Q, b->dq, b->dq16, a->ax[LT_Q], &w->wq, gw ? &gw->wq : NULL, gw ? gw->bq : NULL, qd},
+                   {LT_K, b->dk, b->dk16, a->ax[LT_K], &w->wk, gw ? &gw->wk : NULL, gw ? gw->bk : NULL, kvd},
+                   {LT_V, b->dv, b->dv16, a->ax[LT_V], &w->wv, gw ? &gw->wv : NULL, gw ? gw->bv : NULL, kvd}};
     TRY(linears_backward(b, l, qkv, 3, b->dn, b->xn, D));
     return norm_into_stream(b, gw ? gw->attn_norm : NULL, a->xin, w->attn_norm);
 }
@@ -239,7 +284,7 @@ static int run_backward(Bwd *b, const Activations *a) {
     ModelWeights *gw = b->step->weight_grad;
     int n = b->p->n, D = c->dim;
     TRY(bwd_alloc(b));
-    TRY(be->rmsnorm_backward(b->dx, gw ? gw->final_norm : NULL, a->dx_final, a->x_final, t->w.final_norm, n, D, c->norm_eps,
+    TRY(be->rmsnorm_backward(b->dx, b->dx16, gw ? gw->final_norm : NULL, a->dx_final, a->x_final, t->w.final_norm, n, D, c->norm_eps,
                              c->norm_plus_one));
     TRY(grads_final(b, c->n_layers));
     for (int l = c->n_layers - 1; l >= 0; l--) TRY(block_backward(b, l, &a->layers[l]));

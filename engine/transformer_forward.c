@@ -277,7 +277,7 @@ static int block_forward(const Fwd *f, int l, LayerActs *a) {
     TRY(be->gated(c->act, f->h, f->h16, a->gt, a->u, (size_t)n * F));
     TRY(branch_out(f, l, LT_DOWN, f->h, f->h16, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
     if (f->again) return 0;
-    if (l + 1 == c->n_layers) return be->add(f->x, f->br, (size_t)n * D);
+    if (l + 1 == c->n_layers) return be->add(f->x, NULL, f->br, (size_t)n * D);
     return be->add_rmsnorm(f->xn, f->xn16, f->x, f->br, t->w.layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one);
 }
 

@@ -18,7 +18,8 @@ void k_matmul(float *y, const float *x, const float *w, const float *bias, int T
 // weights stay compact in memory and are read once per call.
 void k_matmul_q(float *y, const float *x, const void *w, LdDtype wt, const float *bias, int T, int K, int N);
 
-// The ops whose output a bf16 GEMM reads next (the norms, the gated activation, attention) also write it rounded
+// The ops whose output a bf16 GEMM reads next (the norms, the gated activation, attention, and going back the ops
+// that make the linears' output gradients) also write it rounded
 // to bf16 (dtype.h ld_f32_to_bf16, nearest even) into y16, the bits of a bf16 [same shape], where y16 is set: the
 // rounding done by the op that makes the values, not by a pass of its own over them (NULL: none).
 
@@ -41,8 +42,8 @@ void k_gated(Activation act, float *h, uint16_t *h16, const float *gate, const f
 // x = cap * tanh(x / cap), in place.
 void k_softcap(float *x, size_t n, float cap);
 
-// x += y, elementwise.
-void k_add(float *x, const float *y, size_t n);
+// x += y, elementwise (x16: the sum rounded).
+void k_add(float *x, uint16_t *x16, const float *y, size_t n);
 
 // y[T,N] += alpha · x[T,K] · w[N,K]ᵀ
 void k_matmul_add(float *y, const float *x, const float *w, float alpha, int T, int K, int N);
@@ -122,18 +123,21 @@ void k_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, i
 // dtable[tokens] += dx[T,D]·scale (an fp32 table's gradient)
 void k_embedding_backward(float *dtable, const float *dx, const int *tokens, int T, int D, float scale);
 // dx (may alias nothing), dw += (dw may be NULL)
-void k_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps, int plus_one);
+void k_rmsnorm_backward(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
+                        int plus_one);
 // The gradient of a rotation is the inverse rotation: in place on dq[T, Hq, head_dim] and dk[T, Hkv, head_dim].
-void k_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
+void k_rope_backward(float *dq, float *dk, uint16_t *dq16, uint16_t *dk16, const int *pos, const float *inv_freq, int T, int Hq, int Hkv,
+                     int head_dim);
 // dgate = dh · up · act'(gate), dup = dh · act(gate)
-void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+void k_gated_backward(Activation act, float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate,
+                      const float *up, size_t n);
 // y = cap·tanh(x/cap) given y: dx = dy · (1 − (y/cap)²), in place on dy allowed
 void k_softcap_backward(float *dx, const float *dy, const float *y, size_t n, float cap);
 // Attention backward over the same per-token key ranges as k_attention (keys/values of a training batch live
 // in one [positions, Hkv*hd] buffer). dq, dk and dv [T, Hkv*hd] (k/v's layout) are written whole (a key row no query
-// sees gets zeros), so none needs clearing first.
-void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                          const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
+// sees gets zeros), so none needs clearing first; dv16 (NULL: none) gets dv rounded.
+void k_attention_backward(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
+                          const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
 // Mean cross-entropy over rows whose target is not ignore_index; dlogits = (softmax − onehot) / n_counted
 // (0 rows for ignored ones). Returns the mean loss; *n_counted gets the number of rows that count.
 float k_cross_entropy(float *dlogits, const float *logits, const int *targets, int T, int V, int ignore_index, int *n_counted);

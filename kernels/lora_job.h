@@ -14,9 +14,11 @@ typedef struct {
 } LoraLinearJob;
 
 // The same linear going back, given dy[T,out]: dx takes dy·W (W NULL: none); dB[out,r] += s·dyᵀ·ax where B is set
-// (dB NULL: not wanted); full fine-tuning's dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy (NULL: frozen).
+// (dB NULL: not wanted); full fine-tuning's dW[out,in] += dyᵀ·x and dbias[out] += Σ_t dy (NULL: frozen). dy16 (NULL:
+// none): dy rounded to bf16 by the op that made it, for a GEMM through a bf16 W (the CPU reads dy whatever W is).
 typedef struct {
     const float *dy;
+    const uint16_t *dy16;
     const void *W;
     LdDtype wt;
     const float *B;

@@ -116,23 +116,25 @@ static void test_rmsnorm(int T, int D, int plus_one) {
     float *x = rnd((size_t)T * D, 2), *w = rnd(D, 1), *dy = rnd((size_t)T * D, 1), *ref = malloc(sizeof(float) * T * D);
     float *refdx = malloc(sizeof(float) * T * D), *refdw = calloc(D, sizeof(float));
     uint16_t *ref16 = malloc(sizeof(uint16_t) * T * D), *dy16 = kc_alloc(sizeof(uint16_t) * T * D);
+    uint16_t *refdx16 = malloc(sizeof(uint16_t) * T * D), *ddx16 = kc_alloc(sizeof(uint16_t) * T * D);
     k_rmsnorm(ref, ref16, x, w, T, D, 1e-6f, plus_one);
-    k_rmsnorm_backward(refdx, refdw, dy, x, w, T, D, 1e-6f, plus_one);
+    k_rmsnorm_backward(refdx, refdx16, refdw, dy, x, w, T, D, 1e-6f, plus_one);
     float *dx_ = up(x, sizeof(float) * T * D), *dw_ = up(w, sizeof(float) * D), *ddy = up(dy, sizeof(float) * T * D);
     float *dy_out = poisoned((size_t)T * D), *ddx = poisoned((size_t)T * D), *ddw = kc_alloc(sizeof(float) * D);
     kc_fill(ddw, 0, D);
     check_rc(kc_rmsnorm(dy_out, dy16, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm");
-    check_rc(kc_rmsnorm_backward(ddx, ddw, ddy, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm_backward");
+    check_rc(kc_rmsnorm_backward(ddx, ddx16, ddw, ddy, dx_, dw_, T, D, 1e-6f, plus_one), "rmsnorm_backward");
     float *g = down(dy_out, (size_t)T * D), *gdx = down(ddx, (size_t)T * D), *gdw = down(ddw, D);
     snprintf(name, sizeof name, "rmsnorm%s [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, g, ref, (size_t)T * D, 1e-5);
     check_rounded(name, dy16, dy_out, ref16, (size_t)T * D);
     snprintf(name, sizeof name, "rmsnorm%s backward dx [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, gdx, refdx, (size_t)T * D, 1e-5);
+    check_rounded(name, ddx16, ddx, refdx16, (size_t)T * D);
     snprintf(name, sizeof name, "rmsnorm%s backward dw [%d x %d]", plus_one ? " (1+w)" : "", T, D);
     compare(name, gdw, refdw, D, 1e-5);
-    free(x), free(w), free(dy), free(ref), free(ref16), free(refdx), free(refdw), free(g), free(gdx), free(gdw);
-    kc_free(dx_), kc_free(dw_), kc_free(ddy), kc_free(dy_out), kc_free(dy16), kc_free(ddx), kc_free(ddw);
+    free(x), free(w), free(dy), free(ref), free(ref16), free(refdx), free(refdx16), free(refdw), free(g), free(gdx), free(gdw);
+    kc_free(dx_), kc_free(dw_), kc_free(ddy), kc_free(dy_out), kc_free(dy16), kc_free(ddx), kc_free(ddx16), kc_free(ddw);
 }
 
 // the residual add fused with the norm, y written over d as the forward pass does
@@ -166,12 +168,13 @@ static void test_rope(int T, int Hq, int Hkv, int hd) {
     for (int t = 0; t < T; t++) pos[t] = (t * 37 + 5) % 3000;
     memcpy(ref, x, sizeof(float) * n), memcpy(refb, x, sizeof(float) * n);
     k_rope(ref, ref + nq, pos, inv, T, Hq, Hkv, hd);
-    k_rope_backward(refb, refb + nq, pos, inv, T, Hq, Hkv, hd);
+    uint16_t *refb16 = malloc(sizeof(uint16_t) * n), *gbq16 = kc_alloc(sizeof(uint16_t) * nq), *gbk16 = kc_alloc(sizeof(uint16_t) * nk);
+    k_rope_backward(refb, refb + nq, refb16, refb16 + nq, pos, inv, T, Hq, Hkv, hd);
     float *dq = up(x, sizeof(float) * nq), *dk = up(x + nq, sizeof(float) * nk), *dbq = up(x, sizeof(float) * nq);
     float *dbk = up(x + nq, sizeof(float) * nk), *dinv = up(inv, sizeof(float) * hd / 2);
     int *dpos = up(pos, sizeof(int) * T);
     check_rc(kc_rope(dq, dk, dpos, dinv, T, Hq, Hkv, hd), "rope");
-    check_rc(kc_rope_backward(dbq, dbk, dpos, dinv, T, Hq, Hkv, hd), "rope_backward");
+    check_rc(kc_rope_backward(dbq, dbk, gbq16, gbk16, dpos, dinv, T, Hq, Hkv, hd), "rope_backward");
     float *g = malloc(sizeof(float) * n), *gb = malloc(sizeof(float) * n);  // q then k, as the reference lies
     check_rc(kc_sync() || kc_download(g, dq, sizeof(float) * nq) || kc_download(g + nq, dk, sizeof(float) * nk) ||
                  kc_download(gb, dbq, sizeof(float) * nq) || kc_download(gb + nq, dbk, sizeof(float) * nk),
@@ -180,8 +183,12 @@ static void test_rope(int T, int Hq, int Hkv, int hd) {
     compare(name, g, ref, n, 1e-5);
     snprintf(name, sizeof name, "rope backward [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
     compare(name, gb, refb, n, 1e-5);
-    free(x), free(inv), free(ref), free(refb), free(pos), free(g), free(gb);
-    kc_free(dq), kc_free(dk), kc_free(dbq), kc_free(dbk), kc_free(dinv), kc_free(dpos);
+    snprintf(name, sizeof name, "rope backward dq [%d tokens, %d heads, hd %d]", T, Hq, hd);
+    check_rounded(name, gbq16, dbq, refb16, nq);
+    snprintf(name, sizeof name, "rope backward dk [%d tokens, %d heads, hd %d]", T, Hkv, hd);
+    check_rounded(name, gbk16, dbk, refb16 + nq, nk);
+    free(x), free(inv), free(ref), free(refb), free(refb16), free(pos), free(g), free(gb);
+    kc_free(dq), kc_free(dk), kc_free(dbq), kc_free(dbk), kc_free(gbq16), kc_free(gbk16), kc_free(dinv), kc_free(dpos);
 }
 
 static void test_elementwise(size_t n) {
@@ -193,13 +200,20 @@ static void test_elementwise(size_t n) {
     for (int act = ACT_SILU; act <= ACT_GELU_ERF; act++) {
         uint16_t *h16 = malloc(sizeof(uint16_t) * n), *o16 = kc_alloc(sizeof(uint16_t) * n);
         k_gated((Activation)act, h, h16, g, u, n);
-        k_gated_backward((Activation)act, dg, du, dh, g, u, n);
+        uint16_t *dg16 = malloc(sizeof(uint16_t) * n), *du16 = malloc(sizeof(uint16_t) * n);
+        uint16_t *a16 = kc_alloc(sizeof(uint16_t) * n), *b16 = kc_alloc(sizeof(uint16_t) * n);
+        k_gated_backward((Activation)act, dg, du, dg16, du16, dh, g, u, n);
         float *o = poisoned(n), *a = poisoned(n), *b = poisoned(n);
         check_rc(kc_gated((Activation)act, o, o16, dgate, dup_, n), act_names[act]);
         snprintf(name, sizeof name, "%s [%zu]", act_names[act], n);
         check_rounded(name, o16, o, h16, n);
         free(h16), kc_free(o16);
-        check_rc(kc_gated_backward((Activation)act, a, b, ddh, dgate, dup_, n), act_names[act]);
+        check_rc(kc_gated_backward((Activation)act, a, b, a16, b16, ddh, dgate, dup_, n), act_names[act]);
+        snprintf(name, sizeof name, "%s backward dgate [%zu]", act_names[act], n);
+        check_rounded(name, a16, a, dg16, n);
+        snprintf(name, sizeof name, "%s backward dup [%zu]", act_names[act], n);
+        check_rounded(name, b16, b, du16, n);
+        free(dg16), free(du16), kc_free(a16), kc_free(b16);
         struct {
             const char *what;
             float *dev, *ref;
@@ -463,7 +477,8 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
         if (window && hi[t] - window + 1 > lo[t]) lo[t] = hi[t] - window + 1;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    k_attention_backward(rdq, rdk, rdv, dout, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, softcap);
+    uint16_t *rdv16 = malloc(sizeof(uint16_t) * nk), *gv16 = kc_alloc(sizeof(uint16_t) * nk);
+    k_attention_backward(rdq, rdk, rdv, rdv16, dout, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, softcap);
     float *dq_ = up(q, sizeof(float) * nq), *dk_ = up(k, sizeof(float) * nk), *dv_ = up(v, sizeof(float) * nk),
           *ddo = up(dout, sizeof(float) * nq);
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
@@ -471,7 +486,7 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
     check_rc(kc_attention_packed(gout, NULL, glse, dq_, (KvRows){dk_, dv_, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
              "attention_packed");
-    check_rc(kc_attention_backward(gq, gk, gv, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
+    check_rc(kc_attention_backward(gq, gk, gv, gv16, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
              "attention_backward");
     kc_free(gout), kc_free(glse);
     float *hq = down(gq, nq), *hk = down(gk, nk), *hv = down(gv, nk);
@@ -484,8 +499,10 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
                  window ? ", window" : "", softcap > 0 ? ", softcap" : "");
         compare(name, got[i], ref[i], ns[i], 1e-5);
     }
-    free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(lo), free(hi), free(hq), free(hk), free(hv);
-    kc_free(dq_), kc_free(dk_), kc_free(dv_), kc_free(ddo), kc_free(dlo), kc_free(dhi), kc_free(gq), kc_free(gk), kc_free(gv);
+    check_rounded(name, gv16, gv, rdv16, nk);
+    free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(rdv16), free(lo), free(hi), free(hq), free(hk), free(hv);
+    kc_free(dq_), kc_free(dk_), kc_free(dv_), kc_free(ddo), kc_free(dlo), kc_free(dhi), kc_free(gq), kc_free(gk), kc_free(gv),
+        kc_free(gv16);
 }
 
 static void test_embedding(int T, int V, int D, float scale) {
@@ -661,7 +678,7 @@ static void test_lora_weight_grads(const float *gx, const void *gW, const float 
     float *gdx = up(dx0, sizeof(float) * T * in), *gdW = up(dW0, sizeof(float) * nw), *gdb = up(db0, sizeof(float) * out);
     float *gdyB = poisoned((size_t)T * r), *gdA = kc_alloc(sizeof(float) * r * in), *gdB = kc_alloc(sizeof(float) * out * r);
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear_backward(gdx, 1, gdW, gdb, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
+    check_rc(kc_lora_linear_backward(gdx, 1, gdW, gdb, gdA, gdB, gdyB, gdy, NULL, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
              "lora_linear_backward dW, dbias");
     float *hdW = down(gdW, nw), *hdb = down(gdb, out), *hdA = down(gdA, (size_t)r * in), *hdB = down(gdB, (size_t)out * r),
           *hdx = down(gdx, (size_t)T * in);
@@ -680,7 +697,7 @@ static void test_lora_weight_grads(const float *gx, const void *gW, const float 
     // dx NULL: dW (and the adapter's gradients) with no dx product at all
     kc_upload(gdW, dW0, sizeof(float) * nw);
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
-    check_rc(kc_lora_linear_backward(NULL, 1, gdW, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
+    check_rc(kc_lora_linear_backward(NULL, 1, gdW, NULL, gdA, gdB, gdyB, gdy, NULL, gx, gax, gW, LD_F32, gA, gB, s, T, in, out, r),
              "lora_linear_backward dx NULL");
     hdW = down(gdW, nw), hdA = down(gdA, (size_t)r * in), hdB = down(gdB, (size_t)out * r);
     snprintf(name, sizeof name, "LoRA linear backward dW, dx NULL, fp32 [%d x %d -> %d]", T, in, out);
@@ -702,7 +719,7 @@ static void test_lora_weight_grads_bf16(const float *gx, const void *gW, const f
     memcpy(dW_ref, dW0, sizeof(float) * nw);
     ref_gemm(dW_ref, dy, 1, x, 0, out, in, T, 1, 1);
     kc_fill(gdx, 0, (size_t)T * in);
-    check_rc(kc_lora_linear_backward(gdx, 1, gdW, NULL, NULL, NULL, NULL, gdy, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0),
+    check_rc(kc_lora_linear_backward(gdx, 1, gdW, NULL, NULL, NULL, NULL, gdy, NULL, gx, NULL, gW, LD_BF16, NULL, NULL, 0, T, in, out, 0),
              "lora_linear_backward dW, bf16 W");
     float *hdW = down(gdW, nw);
     char name[128];
@@ -733,7 +750,7 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     kc_fill(gdA, 0, (size_t)r * in), kc_fill(gdB, 0, (size_t)out * r);
     check_rc(kc_lora_linear(gy, gax, gx, NULL, gW, wt, gbias, gA, gB, s, T, in, out, r), "lora_linear");
-    check_rc(kc_lora_linear_backward(gdx, 1, NULL, NULL, gdA, gdB, gdyB, gdy, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
+    check_rc(kc_lora_linear_backward(gdx, 1, NULL, NULL, gdA, gdB, gdyB, gdy, NULL, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
              "lora_linear_backward");
     float *hy = down(gy, (size_t)T * out), *hdx = down(gdx, (size_t)T * in), *hdA = down(gdA, (size_t)r * in),
           *hdB = down(gdB, (size_t)out * r);
@@ -765,8 +782,17 @@ static void test_lora_linear(int T, int in, int out, int r, int bf16) {
         float *hy2 = down(gy2, (size_t)T * out), *hax = down(gax, (size_t)T * r), *hax2 = down(gax2, (size_t)T * r);
         snprintf(name, sizeof name, "LoRA linear y and ax with x16 given = rounding x inside, bit for bit [%d x %d -> %d]", T, in, out);
         check(!memcmp(hy2, hy, sizeof(float) * T * out) && !memcmp(hax2, hax, sizeof(float) * T * r), name);
-        free(x16), free(hy2), free(hax), free(hax2);
-        kc_free(gx16), kc_free(gy2), kc_free(gax2);
+        // dy rounded by its producer (dy16 given): dx the same bits as rounding dy here
+        uint16_t *dy16 = bf16_bits(dy, (size_t)T * out);
+        void *gdy16 = up(dy16, sizeof(uint16_t) * T * out);
+        float *gdx2 = up(dx0, sizeof(float) * T * in);
+        check_rc(kc_lora_linear_backward(gdx2, 1, NULL, NULL, NULL, NULL, gdyB, gdy, gdy16, gx, gax, gW, wt, gA, gB, s, T, in, out, r),
+                 "lora_linear_backward, dy16 given");
+        float *hdx2 = down(gdx2, (size_t)T * in);
+        snprintf(name, sizeof name, "LoRA linear dx with dy16 given = rounding dy inside, bit for bit [%d x %d -> %d]", T, in, out);
+        check(!memcmp(hdx2, hdx, sizeof(float) * T * in), name);
+        free(x16), free(hy2), free(hax), free(hax2), free(dy16), free(hdx2);
+        kc_free(gx16), kc_free(gy2), kc_free(gax2), kc_free(gdy16), kc_free(gdx2);
         snprintf(name, sizeof name, "LoRA linear dx, bf16 W vs rounded-input ref [%d x %d -> %d]", T, in, out);
         compare(name, hdx, dx, (size_t)T * in, 1e-5);
         free(xb), free(Wb), free(dyb);
@@ -824,8 +850,8 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
         if (adapted) kc_fill(gdB[j], 0, nb);
         dev[j] = (LoraLinearJob){gy[j], gW[j], wt, gbias[j], gB[j], out};
         host[j] = (LoraLinearJob){y_cpu[j], W[j], LD_F32, bias[j], B[j], out};
-        dev_g[j] = (LoraLinearGrad){gdy[j], gW[j], wt, gB[j], gdB[j], NULL, NULL, out};
-        host_g[j] = (LoraLinearGrad){dy[j], W[j], LD_F32, B[j], dB_cpu[j], NULL, NULL, out};
+        dev_g[j] = (LoraLinearGrad){gdy[j], NULL, gW[j], wt, gB[j], gdB[j], NULL, NULL, out};
+        host_g[j] = (LoraLinearGrad){dy[j], NULL, W[j], LD_F32, B[j], dB_cpu[j], NULL, NULL, out};
     }
     size_t nx = (size_t)T * in, na = (size_t)m * r * in, nax = (size_t)m * r * T;
     float *dx_ref = malloc(sizeof(float) * nx), *dA_ref = calloc(na, sizeof(float));
@@ -883,11 +909,11 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
         k_lora_linears(host, JOBS, ax_c, x, A, s, T, in, r);
         for (size_t i = 0; i < nx; i++) want[i] = NAN;
         k_lora_linear_backward(want, 0, NULL, NULL, NULL, NULL, dyB_c, dy[j0], x, ax_c, NULL, LD_F32, A, B[j0], s, T, in, outs[j0], r);
-        check_rc(kc_lora_linear_backward(g_ad, 0, NULL, NULL, NULL, NULL, gdyB, gdy[j0], gx, gax, NULL, LD_F32, gA, gB[j0], s, T, in,
+        check_rc(kc_lora_linear_backward(g_ad, 0, NULL, NULL, NULL, NULL, gdyB, gdy[j0], NULL, gx, gax, NULL, LD_F32, gA, gB[j0], s, T, in,
                                          outs[j0], r),
                  "lora_linear_backward, the adapter alone");
-        check_rc(kc_lora_linear_backward(g_none, 0, NULL, NULL, NULL, NULL, NULL, gdy[j0], gx, NULL, NULL, LD_F32, NULL, NULL, 0, T, in,
-                                         outs[j0], 0),
+        check_rc(kc_lora_linear_backward(g_none, 0, NULL, NULL, NULL, NULL, NULL, gdy[j0], NULL, gx, NULL, NULL, LD_F32, NULL, NULL, 0, T,
+                                         in, outs[j0], 0),
                  "lora_linear_backward, no product");
         float *h_ad = down(g_ad, nx), *h_none = down(g_none, nx);
         compare("LoRA linear backward, no base weight: dx written by the adapter's product alone (into NaN)", h_ad, want, nx, 1e-5);

@@ -181,7 +181,7 @@ int main(void) {
         int T = 3, D = 16;
         float x[48], w[16], R[48], dx[48], dw[16] = {0};
         fill(x, 48, 2), fill(w, 16, 1), fill(R, 48, 1);
-        k_rmsnorm_backward(dx, dw, R, x, w, T, D, 1e-5f, po);
+        k_rmsnorm_backward(dx, NULL, dw, R, x, w, T, D, 1e-5f, po);
         NormCtx c = {T, D, po, w, x};
         check_grad(po ? "rmsnorm (1+w) dx" : "rmsnorm dx", rn_x, &c, x, 48, 48, R, dx);
         check_grad(po ? "rmsnorm (1+w) dw" : "rmsnorm dw", rn_w, &c, w, 16, 48, R, dw);
@@ -191,7 +191,7 @@ int main(void) {
         float inv[4] = {1.0f, 0.1f, 0.01f, 0.001f}, x[96], R[96], g[96];
         fill(x, 96, 1), fill(R, 96, 1);
         memcpy(g, R, sizeof g);
-        k_rope_backward(g, g + 64, pos, inv, T, Hq, Hkv, hd);
+        k_rope_backward(g, g + 64, NULL, NULL, pos, inv, T, Hq, Hkv, hd);
         RopeCtx c = {T, Hq, Hkv, hd, pos, inv};
         check_grad("rope (q and k)", rope_f, &c, x, 96, 96, R, g);
     }
@@ -201,7 +201,7 @@ int main(void) {
         size_t n = 40;
         float gt[40], up[40], R[40], dg[40], du[40];
         fill(gt, n, 3), fill(up, n, 2), fill(R, n, 1);
-        k_gated_backward((Activation)act, dg, du, R, gt, up, n);
+        k_gated_backward((Activation)act, dg, du, NULL, NULL, R, gt, up, n);
         ActCtx cg = {n, (Activation)act, 0, up}, cu = {n, (Activation)act, 1, gt};
         check_grad(names[act][0], act_f, &cg, gt, n, n, R, dg);
         check_grad(names[act][1], act_f, &cu, up, n, n, R, du);
@@ -229,7 +229,7 @@ int main(void) {
         float *dk = calloc(nk, 4), *dv = calloc(nk, 4);
         fill(q, nq, 1.5f), fill(k, nk, 1.5f), fill(v, nk, 1), fill(R, nq, 1);
         float cap = variant ? 1.5f : 0.0f, scale = 0.4f;
-        k_attention_backward(dq, dk, dv, R, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, cap);
+        k_attention_backward(dq, dk, dv, NULL, R, q, k, v, lo, hi, T, Hq, Hkv, hd, scale, cap);
         AttCtx c = {T, Hq, Hkv, hd, 0, scale, cap, q, k, v, lo, hi};
         const char *names[2][3] = {{"attention dq", "attention dk", "attention dv"},
                                    {"attention dq (window, cap)", "attention dk (window, cap)", "attention dv (window, cap)"}};

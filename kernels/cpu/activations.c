@@ -15,8 +15,11 @@ void k_softcap(float *x, size_t n, float cap) {
     for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
-void k_add(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
+void k_add(float *x, uint16_t *x16, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        x[i] += y[i];
+        if (x16) x16[i] = ld_f32_to_bf16(x[i]);
+    }
 }
 
 float k_logsumexp(const float *x, int n) {
@@ -27,11 +30,13 @@ float k_logsumexp(const float *x, int n) {
     return m + (float)log(s);
 }
 
-void k_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n) {
+void k_gated_backward(Activation act, float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate,
+                      const float *up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         dgate[i] = dh[i] * up[i] * ld_act_grad(act, g);
         dup[i] = dh[i] * ld_act(act, g);
+        if (dgate16) dgate16[i] = ld_f32_to_bf16(dgate[i]), dup16[i] = ld_f32_to_bf16(dup[i]);
     }
 }
 

@@ -57,8 +57,8 @@ void k_attention(float *out, uint16_t *out16, const float *q, KvRows kv, const i
     }
 }
 
-void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                          const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
+void k_attention_backward(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
+                          const float *v, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {
     int group = Hq / Hkv, kv_stride = Hkv * hd, max_len = 1;
     size_t kv_n = 0;
     for (int t = 0; t < T; t++) {
@@ -131,4 +131,5 @@ void k_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
         free(share_k[th]), free(share_v[th]);
     }
     free(share_k), free(share_v);
+    for (size_t i = 0; dv16 && i < (size_t)T * kv_stride; i++) dv16[i] = ld_f32_to_bf16(dv[i]);
 }

@@ -30,7 +30,7 @@ void k_lora_linears(const LoraLinearJob *jobs, int count, float *axT, const floa
 void k_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
                             const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s, int T,
                             int in, int out, int r) {
-    LoraLinearGrad job = {dy, W, wt, A ? B : NULL, dB, dW, dbias, out};
+    LoraLinearGrad job = {dy, NULL, W, wt, A ? B : NULL, dB, dW, dbias, out};
     k_lora_linears_backward(&job, 1, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
 }
 

@@ -33,6 +33,9 @@ void k_rope(float *q, float *k, const int *pos, const float *inv_freq, int T, in
     rotate(q, k, pos, inv_freq, T, Hq, Hkv, head_dim, 1.0f);
 }
 
-void k_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim) {
+void k_rope_backward(float *dq, float *dk, uint16_t *dq16, uint16_t *dk16, const int *pos, const float *inv_freq, int T, int Hq, int Hkv,
+                     int head_dim) {
     rotate(dq, dk, pos, inv_freq, T, Hq, Hkv, head_dim, -1.0f);
+    for (size_t i = 0; dq16 && i < (size_t)T * Hq * head_dim; i++) dq16[i] = ld_f32_to_bf16(dq[i]);
+    for (size_t i = 0; dk && dk16 && i < (size_t)T * Hkv * head_dim; i++) dk16[i] = ld_f32_to_bf16(dk[i]);
 }

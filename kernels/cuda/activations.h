@@ -7,5 +7,6 @@
 #include "activation.h"
 
 int kc_gated(Activation act, float *h, uint16_t *h16, const float *gate, const float *up, size_t n);
-int kc_gated_backward(Activation act, float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t n);
+int kc_gated_backward(Activation act, float *dgate, float *dup, uint16_t *dgate16, uint16_t *dup16, const float *dh, const float *gate,
+                      const float *up, size_t n);
 int kc_softcap(float *x, size_t n, float cap);

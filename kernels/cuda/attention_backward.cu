@@ -104,9 +104,9 @@ __device__ static int lower_bound(const int *a, int n, int x) {
 }
 
 __global__ static void __launch_bounds__(ATT_THREADS)
-    attention_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse,
-                         const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale,
-                         float softcap) {
+    attention_dkv_kernel(float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k, const float *v,
+                         const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
+                         float scale, float softcap) {
     extern __shared__ float smem[];
     // Ks, Vs [32][hd] (a warp's row, read by all lanes); Qs, dOs [32][hd+1] (a lane's row each); per-query values
     float *Ks = smem, *Vs = Ks + ATT_TILE * hd, *Qs = Vs + ATT_TILE * hd, *dOs = Qs + ATT_TILE * (hd + 1);
@@ -173,14 +173,16 @@ __global__ static void __launch_bounds__(ATT_THREADS)
 #pragma unroll
         for (int c = 0; c < ATT_DIMS; c++) {
             int d = lane + 32 * c;
-            if (d < hd) dk[at + d] = accK[r][c], dv[at + d] = accV[r][c];
+            if (d >= hd) continue;
+            dk[at + d] = accK[r][c];
+            kc_store(dv, dv16, at + d, accV[r][c]);
         }
     }
 }
 
-extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
-                                     const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
-                                     float scale, float softcap) {
+extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
+                                     const float *v, const float *out, const float *lse, const int *kv_lo, const int *kv_hi, int T, int Hq,
+                                     int Hkv, int hd, float scale, float softcap) {
     if (hd > MAX_HD || hd <= 0 || Hkv <= 0 || Hq % Hkv) {
         kc_set_error("attention_backward", cudaErrorInvalidValue);
         return -1;
@@ -199,7 +201,8 @@ extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, const floa
     attention_dq_kernel<<<grid_q, ATT_THREADS, smem>>>(dq, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     KC_CHECK_LAUNCH_GOTO("attention_backward (dq)", done);
     cudaFuncSetAttribute(attention_dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    attention_dkv_kernel<<<grid_k, ATT_THREADS, smem>>>(dk, dv, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+    attention_dkv_kernel<<<grid_k, ATT_THREADS, smem>>>(dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale,
+                                                        softcap);
     KC_CHECK_LAUNCH_GOTO("attention_backward (dk, dv)", done);
     rc = 0;
 done:

@@ -79,9 +79,9 @@ extern "C" int kc_linear_cross_entropy(float *dx, float *dw, const float *x, con
             goto done;
         }
         // dxc = dlogits·W (then scattered to the chunk's rows), dw[V,D] += dlogitsᵀ·xc (accumulated over the chunks)
-        if (grad &&
-            (kc_lora_linear_backward(dx ? dxc : NULL, 0, dw, NULL, NULL, NULL, NULL, logits, xc, NULL, W, wt, NULL, NULL, 0, m, D, V, 0) ||
-             (dx && kc_scatter_rows(dx, dxc, d_rows + c0, m, D))))
+        if (grad && (kc_lora_linear_backward(dx ? dxc : NULL, 0, dw, NULL, NULL, NULL, NULL, logits, NULL, xc, NULL, W, wt, NULL, NULL, 0,
+                                             m, D, V, 0) ||
+                     (dx && kc_scatter_rows(dx, dxc, d_rows + c0, m, D))))
             goto done;
     }
     if (kc_download(hl, row_loss, sizeof(float) * n)) goto done;

@@ -5,9 +5,9 @@
 #include "common.cuh"
 #include "dropout_mask.h"
 
-__global__ static void add_kernel(float *x, const float *y, size_t n) {
+__global__ static void add_kernel(float *x, uint16_t *x16, const float *y, size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) x[i] += y[i];
+    if (i < n) kc_store(x, x16, i, x[i] + y[i]);
 }
 
 __global__ static void add_bias_kernel(float *y, const float *b, int N, size_t n) {
@@ -45,9 +45,9 @@ __global__ static void sum_blocks_kernel(double *out, const float *xf, const dou
     if (threadIdx.x == 0) out[blockIdx.x] = part[0];
 }
 
-extern "C" int kc_add(float *x, const float *y, size_t n) {
+extern "C" int kc_add(float *x, uint16_t *x16, const float *y, size_t n) {
     if (!n) return 0;
-    add_kernel<<<kc_blocks(n, 256), 256>>>(x, y, n);
+    add_kernel<<<kc_blocks(n, 256), 256>>>(x, x16, y, n);
     KC_CHECK_LAUNCH("add");
     return 0;
 }

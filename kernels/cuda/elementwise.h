@@ -7,7 +7,7 @@
 #include "kv_rows.h"
 
 // x += y;  y[T,N] += b[N] (b NULL: nothing);  x *= s;  *out = Σ x² (double, fixed order);  dst = src
-int kc_add(float *x, const float *y, size_t n);
+int kc_add(float *x, uint16_t *x16, const float *y, size_t n);
 int kc_add_bias(float *y, const float *b, int T, int N);
 int kc_add_col_sums(float *b, const float *y, int T, int N);  // b[N] += Σ_t y[t,N] (one thread a column, rows in order)
 int kc_scale(float *x, size_t n, float s);

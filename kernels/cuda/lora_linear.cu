@@ -215,17 +215,21 @@ static int base_backward(const LoraLinearGrad *j, const __nv_bfloat16 *dy16, flo
     return j->dbias ? kc_add_col_sums(j->dbias, j->dy, T, j->out) : 0;
 }
 
-// The dy of each job whose bf16 W multiplies it for dx, rounded in one launch into dy16[i] (NULL for the others;
-// the caller frees them). 0, or -1.
-static int rounded_dys(const LoraLinearGrad *jobs, int count, int T, __nv_bfloat16 **dy16) {
+// The dy of each job whose bf16 W multiplies it for dx, in dy16[i] (NULL for the others): the job's dy16 where its
+// producer rounded it, else rounded here, all such in one launch, into mine[i] (the caller frees those). 0, or -1.
+static int rounded_dys(const LoraLinearGrad *jobs, int count, int T, const __nv_bfloat16 **dy16, __nv_bfloat16 **mine) {
     LdConvertRun runs[KC_CONVERT_RUNS];
     int m = 0;
     for (int i = 0; i < count; i++) {
         const LoraLinearGrad *j = &jobs[i];
         if (!j->W || j->wt != LD_BF16) continue;
         size_t n = (size_t)T * j->out;
-        if (!(dy16[i] = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * (n ? n : 1)))) return -1;
-        runs[m++] = (LdConvertRun){dy16[i], j->dy, n};
+        if (j->dy16) {
+            dy16[i] = (const __nv_bfloat16 *)j->dy16;
+            continue;
+        }
+        if (!(dy16[i] = mine[i] = (__nv_bfloat16 *)kc_alloc(sizeof(__nv_bfloat16) * (n ? n : 1)))) return -1;
+        runs[m++] = (LdConvertRun){mine[i], j->dy, n};
     }
     return m ? kc_to_bf16_runs(runs, m) : 0;
 }
@@ -260,16 +264,18 @@ extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, f
     }
     for (int i = 0; i < count; i++)
         if (jobs[i].W && check_type("lora_linear_backward", jobs[i].wt)) return -1;
-    __nv_bfloat16 *dy16[KC_CONVERT_RUNS] = {0};
-    int rc = (dx && rounded_dys(jobs, count, T, dy16)) || linears_backward(jobs, count, dy16, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
-    for (int i = 0; i < count; i++) kc_free(dy16[i]);
+    const __nv_bfloat16 *dy16[KC_CONVERT_RUNS] = {0};
+    __nv_bfloat16 *mine[KC_CONVERT_RUNS] = {0};
+    int rc = (dx && rounded_dys(jobs, count, T, dy16, mine)) ||
+             linears_backward(jobs, count, dy16, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
+    for (int i = 0; i < count; i++) kc_free(mine[i]);
     return rc ? -1 : 0;
 }
 
 // dx NULL: no dx products (the fused head may want dW alone).
 extern "C" int kc_lora_linear_backward(float *dx, int dx_add, float *dW, float *dbias, float *dA, float *dB, float *dyBT, const float *dy,
-                                       const float *x, const float *axT, const void *W, LdDtype wt, const float *A, const float *B, float s,
-                                       int T, int in, int out, int r) {
-    LoraLinearGrad job = {dy, W, wt, A ? B : NULL, dB, dW, dbias, out};
+                                       const uint16_t *dy16, const float *x, const float *axT, const void *W, LdDtype wt, const float *A,
+                                       const float *B, float s, int T, int in, int out, int r) {
+    LoraLinearGrad job = {dy, dy16, W, wt, A ? B : NULL, dB, dW, dbias, out};
     return kc_lora_linears_backward(&job, 1, dx, dx_add, dA, dyBT, x, axT, A, s, T, in, r);
 }

@@ -42,8 +42,8 @@ __global__ static void add_rmsnorm_fwd(float *y, uint16_t *y16, float *x, const 
 }
 
 // dx_i = r·g_i·dy_i − r³/D · x_i · Σ_j g_j·dy_j·x_j
-__global__ static void rmsnorm_bwd_dx(float *dx, float *rstd, const float *dy, const float *x, const float *w, int D, float eps,
-                                      int plus_one) {
+__global__ static void rmsnorm_bwd_dx(float *dx, uint16_t *dx16, float *rstd, const float *dy, const float *x, const float *w, int D,
+                                      float eps, int plus_one) {
     size_t row = blockIdx.x;
     const float *xr = x + row * D, *dyr = dy + row * D;
     float ss = 0.0f, dot = 0.0f;
@@ -55,7 +55,8 @@ __global__ static void rmsnorm_bwd_dx(float *dx, float *rstd, const float *dy, c
     ss = block_sum(ss);
     dot = block_sum(dot);
     float r = rsqrtf(ss / D + eps), c = dot * r * r * r / D;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) dx[row * D + i] = r * (plus_one ? 1.0f + w[i] : w[i]) * dyr[i] - c * xr[i];
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        kc_store(dx, dx16, row * D + i, r * (plus_one ? 1.0f + w[i] : w[i]) * dyr[i] - c * xr[i]);
     if (threadIdx.x == 0) rstd[row] = r;
 }
 
@@ -84,12 +85,12 @@ extern "C" int kc_add_rmsnorm(float *y, uint16_t *y16, float *x, const float *d,
     return 0;
 }
 
-extern "C" int kc_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, int T, int D, float eps,
-                                   int plus_one) {
+extern "C" int kc_rmsnorm_backward(float *dx, uint16_t *dx16, float *dw, const float *dy, const float *x, const float *w, int T, int D,
+                                   float eps, int plus_one) {
     if (T <= 0) return 0;
     float *rstd = (float *)kc_alloc(sizeof(float) * (size_t)T);
     if (!rstd) return -1;
-    rmsnorm_bwd_dx<<<T, threads_for(D)>>>(dx, rstd, dy, x, w, D, eps, plus_one);
+    rmsnorm_bwd_dx<<<T, threads_for(D)>>>(dx, dx16, rstd, dy, x, w, D, eps, plus_one);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && dw) {
         rmsnorm_bwd_dw<<<kc_blocks((size_t)D, 128), 128>>>(dw, rstd, dy, x, T, D);

@@ -2,6 +2,8 @@
 // with kc_last_error()).
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
 
 int kc_rope(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
-int kc_rope_backward(float *dq, float *dk, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
+int kc_rope_backward(float *dq, float *dk, uint16_t *dq16, uint16_t *dk16, const int *pos, const float *inv_freq, int T, int Hq, int Hkv,
+                     int head_dim);

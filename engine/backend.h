@@ -70,7 +70,7 @@ typedef struct Backend {
     int (*add)(float *x, uint16_t *x16, const float *y, size_t n);
     int (*softcap)(float *x, size_t n, float cap);
     int (*kv_write)(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
-    int (*gather_rows)(float *dst, const float *src, const int *src_rows, int n, int width);
+    int (*gather_rows)(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width);
     // targets on the host; dw (NULL: frozen head) accumulated; *loss and *n_counted on the host
     int (*linear_cross_entropy)(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
                                 float softcap, int ignore_index, int chunk_rows, int n_norm, float *loss, int *n_counted);

@@ -116,8 +116,8 @@ static int cpu_kv_write(KvRows kv, const float *k, const float *v, const int *ro
     k_kv_write(kv, k, v, rows, n, width);
     return 0;
 }
-static int cpu_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {
-    k_gather_rows(dst, src, src_rows, n, width);
+static int cpu_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width) {
+    k_gather_rows(dst, dst16, src, src_rows, n, width);
     return 0;
 }
 static int cpu_linear_cross_entropy(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D,

@@ -335,7 +335,7 @@ int transformer_logits(const Transformer *t, const TokenPlan *p, const KvSpace *
     float *xo = rc || !n_out ? NULL : floats(be, (size_t)n_out * D);
     uint16_t *xo16 = xo && rounds_input(t, &t->w.lm_head) ? halves(be, (size_t)n_out * D) : NULL;
     if (!rc && n_out) {
-        rc = !xo || (rounds_input(t, &t->w.lm_head) && !xo16) || be->gather_rows(xo, f.x, out_rows, n_out, D) ||
+        rc = !xo || (rounds_input(t, &t->w.lm_head) && !xo16) || be->gather_rows(xo, NULL, f.x, out_rows, n_out, D) ||
              be->rmsnorm(xo, xo16, xo, t->w.final_norm, n_out, D, c->norm_eps, c->norm_plus_one) ||
              be->lora_linear(logits, NULL, xo, xo16, t->w.lm_head.data, t->w.lm_head.type, NULL, NULL, NULL, 0, n_out, D, V, 0) ||
              (c->final_softcap > 0 && be->softcap(logits, (size_t)n_out * V, c->final_softcap));

@@ -68,9 +68,10 @@ void k_embedding(float *x, const void *table, LdDtype tt, const int *tokens, int
 // of the stream (a data-parallel rank's share of a batch starts past element 0). y may be x.
 void k_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
 
-// dst[dst_rows[i]] = src[i]  /  dst[i] = src[src_rows[i]], n rows of width floats (KV-cache writes, picking rows).
+// dst[dst_rows[i]] = src[i]  /  dst[i] = src[src_rows[i]], n rows of width floats (KV-cache writes, picking rows;
+// the gathered rows also rounded into dst16 where set).
 void k_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
-void k_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
+void k_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width);
 // A KV cache's writes: token i's key k[i] and value v[i] (width floats each) into virtual row rows[i] of kv, in
 // its type (bf16 rounded to nearest even).
 void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);

@@ -572,17 +572,20 @@ static void test_dropout_rows(size_t n, int width) {
     for (int i = 0; i < rows; i++) perm[i] = (i * 7 + 3) % rows;  // a permutation when rows is not a multiple of 7
     float *cs = calloc(n, sizeof(float)), *cg = calloc(n, sizeof(float));
     k_scatter_rows(cs, x, perm, rows, width);
-    k_gather_rows(cg, cs, perm, rows, width);
+    uint16_t *cg16 = malloc(sizeof(uint16_t) * n), *gg16 = kc_alloc(sizeof(uint16_t) * n);
+    k_gather_rows(cg, cg16, cs, perm, rows, width);
     int *gperm = up(perm, sizeof(int) * rows);
     float *gs = poisoned(n), *gg = poisoned(n);
     kc_fill(gs, 0, n), kc_fill(gg, 0, n);
     check_rc(kc_scatter_rows(gs, gx, gperm, rows, width), "scatter_rows");
-    check_rc(kc_gather_rows(gg, gs, gperm, rows, width), "gather_rows");
+    check_rc(kc_gather_rows(gg, gg16, gs, gperm, rows, width), "gather_rows");
     float *hs = down(gs, n), *hg = down(gg, n);
     snprintf(name, sizeof name, "scatter/gather rows [%d x %d]", rows, width);
     check(
         !memcmp(hs, cs, sizeof(float) * n) && !memcmp(hg, x, sizeof(float) * rows * width) && !memcmp(cg, x, sizeof(float) * rows * width),
         name);
+    check_rounded(name, gg16, gg, cg16, (size_t)rows * width);
+    free(cg16), kc_free(gg16);
     for (int bf16 = 0; bf16 < 2; bf16++) {  // the KV cache's writes: rows (virtual) through a page table, in fp32 and bf16
         int n_pages = (rows + 15) / 16, *table = malloc(sizeof(int) * n_pages);
         for (int p = 0; p < n_pages; p++) table[p] = n_pages - 1 - p;

@@ -21,6 +21,7 @@ void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int 
     }
 }
 
-void k_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {
+void k_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width) {
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * width, src + (size_t)src_rows[i] * width, sizeof(float) * width);
+    for (size_t i = 0; dst16 && i < (size_t)n * width; i++) dst16[i] = ld_f32_to_bf16(dst[i]);
 }

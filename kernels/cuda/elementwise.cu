@@ -101,9 +101,9 @@ __global__ static void scatter_rows_kernel(float *dst, const float *src, const i
     if (i < n) dst[(size_t)rows[i / width] * width + i % width] = src[i];
 }
 
-__global__ static void gather_rows_kernel(float *dst, const float *src, const int *rows, int width, size_t n) {
+__global__ static void gather_rows_kernel(float *dst, uint16_t *dst16, const float *src, const int *rows, int width, size_t n) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = src[(size_t)rows[i / width] * width + i % width];
+    if (i < n) kc_store(dst, dst16, i, src[(size_t)rows[i / width] * width + i % width]);
 }
 
 extern "C" int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width) {
@@ -137,10 +137,10 @@ extern "C" int kc_kv_write(KvRows kv, const float *k, const float *v, const int 
     return 0;
 }
 
-extern "C" int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width) {
+extern "C" int kc_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width) {
     size_t total = (size_t)n * width;
     if (!total) return 0;
-    gather_rows_kernel<<<kc_blocks(total, 256), 256>>>(dst, src, src_rows, width, total);
+    gather_rows_kernel<<<kc_blocks(total, 256), 256>>>(dst, dst16, src, src_rows, width, total);
     KC_CHECK_LAUNCH("gather_rows");
     return 0;
 }

@@ -13,9 +13,10 @@ int kc_add_col_sums(float *b, const float *y, int T, int N);  // b[N] += Σ_t y[
 int kc_scale(float *x, size_t n, float s);
 int kc_sumsq(const float *x, size_t n, double *out);
 int kc_copy(float *dst, const float *src, size_t n);
-// dst[dst_rows[i]] = src[i] / dst[i] = src[src_rows[i]] for n rows of width floats (KV-cache writes, picking rows)
+// dst[dst_rows[i]] = src[i] / dst[i] = src[src_rows[i]] for n rows of width floats (KV-cache writes, picking rows;
+// dst16: the gathered rows rounded, NULL: none)
 int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
-int kc_gather_rows(float *dst, const float *src, const int *src_rows, int n, int width);
+int kc_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width);
 // kernels.h k_kv_write: keys and values into their (virtual) rows of a KV cache, fp32 or bf16
 int kc_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
 // y = x·mask/(1-p) with the mask a hash of (stream, element index): LoRA dropout (y may be x)

@@ -45,7 +45,7 @@ struct GpuModel {
     int n_slots, ctx, ctx_pad;  // ctx_pad: ctx rounded up to whole pages, a slot's span of virtual rows
     KvSpace kv;  // the pool: [n_layers][cap_pages · KV_PAGE][Hkv*hd] keys and values, bf16 with bf16 weights
     int *pages, *d_pages;  // [n_slots · ctx_pad / KV_PAGE] virtual page → pool page (-1: none), host and device
-    int pages_dirty;  // the host table has changed since its upload
+    int dirty_lo, dirty_hi;  // the span of the host table changed since its upload (empty: lo >= hi)
     int *free_pages, n_free, cap_pages, max_pages;  // a stack of the pool's free pages
     float *logits;  // [n_logits, V]: the last forward's wanted rows when kept on the device
     int n_logits, cap_logits;  // rows held, rows allocated
@@ -84,29 +84,38 @@ static int pool_grow(GpuModel *g, int want) {
     return 0;
 }
 
-// Pages for the rows of n tokens at (slot, pos) that have none yet, the table uploaded when it changed.
+static void set_page(GpuModel *g, int vp, int page) {
+    g->pages[vp] = page;
+    if (vp < g->dirty_lo) g->dirty_lo = vp;
+    if (vp + 1 > g->dirty_hi) g->dirty_hi = vp + 1;
+}
+
+// Pages for the rows of n tokens at (slot, pos) that have none yet; the span of the table that changed uploaded
+// (a step's new pages lie close together: one slot's, or a few slots' next pages).
 static int map_pages(GpuModel *g, const int *slot, const int *pos, int n) {
     for (int i = 0; i < n; i++) {  // (a full pool doubles: it cannot be full at max_pages, which covers every position)
         int vp = (slot[i] * g->ctx_pad + pos[i]) >> KV_PAGE_SHIFT;
         if (g->pages[vp] >= 0) continue;
         if (!g->n_free && pool_grow(g, g->cap_pages + 1)) return -1;
-        g->pages[vp] = g->free_pages[--g->n_free];
-        g->pages_dirty = 1;
+        set_page(g, vp, g->free_pages[--g->n_free]);
     }
-    if (g->pages_dirty && ld_backend_cuda.upload(g->d_pages, g->pages, sizeof(int) * (size_t)g->max_pages)) {
+    if (g->dirty_lo < g->dirty_hi &&
+        ld_backend_cuda.upload(g->d_pages + g->dirty_lo, g->pages + g->dirty_lo, sizeof(int) * (size_t)(g->dirty_hi - g->dirty_lo))) {
         ld_set_error("GPU KV cache page table: %s", kc_last_error());
         return -1;
     }
-    g->pages_dirty = 0;
-    g->kv.cache.pages = g->d_pages;
+    g->dirty_lo = g->max_pages, g->dirty_hi = 0;
     return 0;
 }
 
 void gpu_model_release(GpuModel *g, int slot) {
     if (!g || slot < 0 || slot >= g->n_slots) return;
     int per = g->ctx_pad >> KV_PAGE_SHIFT, *row = g->pages + (size_t)slot * per;
-    for (int i = 0; i < per; i++)
-        if (row[i] >= 0) g->free_pages[g->n_free++] = row[i], row[i] = -1, g->pages_dirty = 1;
+    for (int i = 0; i < per; i++) {
+        if (row[i] < 0) continue;
+        g->free_pages[g->n_free++] = row[i];
+        set_page(g, slot * per + i, -1);
+    }
 }
 
 GpuKvStats gpu_model_kv_stats(const GpuModel *g) {
@@ -124,13 +133,14 @@ GpuModel *gpu_model_new(const Model *m, int n_slots, int ctx, LdDtype wt) {
     g->max_pages = n_slots * (g->ctx_pad >> KV_PAGE_SHIFT);
     g->pages = ld_xmalloc(sizeof(int) * (size_t)g->max_pages), g->free_pages = ld_xmalloc(sizeof(int) * (size_t)g->max_pages);
     for (int i = 0; i < g->max_pages; i++) g->pages[i] = -1;
-    g->pages_dirty = 1;
+    g->dirty_lo = 0, g->dirty_hi = g->max_pages;  // (the device's copy is not yet written)
     // a first pool of four pages a sequence (64 positions), grown as they fill
     int rc = !(g->w = gpu_weights_upload(m, wt)) || (m->adapter && !(g->adapter = gpu_lora_upload(m->adapter)));
     if (!rc && !(g->d_pages = ld_backend_cuda.alloc(sizeof(int) * (size_t)g->max_pages))) {
         ld_set_error("cannot allocate the GPU KV cache's page table: %s", kc_last_error());
         rc = 1;
     }
+    g->kv.cache.pages = g->d_pages;
     if (rc || pool_grow(g, 4 * n_slots)) {
         gpu_model_free(g);
         return NULL;

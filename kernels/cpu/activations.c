@@ -36,7 +36,9 @@ void k_gated_backward(Activation act, float *dgate, float *dup, uint16_t *dgate1
         float g = gate[i];
         dgate[i] = dh[i] * up[i] * ld_act_grad(act, g);
         dup[i] = dh[i] * ld_act(act, g);
-        if (dgate16) dgate16[i] = ld_f32_to_bf16(dgate[i]), dup16[i] = ld_f32_to_bf16(dup[i]);
+        if (!dgate16) continue;
+        dgate16[i] = ld_f32_to_bf16(dgate[i]);
+        dup16[i] = ld_f32_to_bf16(dup[i]);
     }
 }
 

@@ -15,9 +15,10 @@ void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int 
             memcpy((float *)kv.v + at, v + (size_t)i * width, sizeof(float) * width);
             continue;
         }
-        for (int d = 0; d < width; d++)
-            ((uint16_t *)kv.k)[at + d] = ld_f32_to_bf16(k[(size_t)i * width + d]),
-                                    ((uint16_t *)kv.v)[at + d] = ld_f32_to_bf16(v[(size_t)i * width + d]);
+        for (int d = 0; d < width; d++) {
+            ((uint16_t *)kv.k)[at + d] = ld_f32_to_bf16(k[(size_t)i * width + d]);
+            ((uint16_t *)kv.v)[at + d] = ld_f32_to_bf16(v[(size_t)i * width + d]);
+        }
     }
 }
 

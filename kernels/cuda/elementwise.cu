@@ -119,10 +119,13 @@ __global__ static void kv_write_kernel(KvRows kv, const float *k, const float *v
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     size_t at = (size_t)kv_page_row(kv.pages, kv.page_shift, rows[i / width]) * width + i % width;
-    if (kv.type == LD_BF16)
-        ((__nv_bfloat16 *)kv.k)[at] = __float2bfloat16_rn(k[i]), ((__nv_bfloat16 *)kv.v)[at] = __float2bfloat16_rn(v[i]);
-    else
-        ((float *)kv.k)[at] = k[i], ((float *)kv.v)[at] = v[i];
+    if (kv.type == LD_BF16) {
+        ((__nv_bfloat16 *)kv.k)[at] = __float2bfloat16_rn(k[i]);
+        ((__nv_bfloat16 *)kv.v)[at] = __float2bfloat16_rn(v[i]);
+    } else {
+        ((float *)kv.k)[at] = k[i];
+        ((float *)kv.v)[at] = v[i];
+    }
 }
 
 extern "C" int kc_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width) {

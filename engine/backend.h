@@ -53,11 +53,14 @@ typedef struct Backend {
                                  const float *axT, const float *A, float s, int T, int in, int r);
     int (*dropout)(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);
     int (*rope)(float *q, float *k, const int *pos, const float *inv_freq, int T, int Hq, int Hkv, int head_dim);
+    // q rotated in place; the rotated keys and the values into rows of a KV cache (k itself left as it is)
+    int (*rope_kv_write)(KvRows kv, float *q, const float *k, const float *v, const int *rows, const int *pos, const float *inv_freq, int n,
+                         int Hq, int Hkv, int head_dim);
     int (*rope_backward)(float *dq, float *dk, uint16_t *dq16, uint16_t *dk16, const int *pos, const float *inv_freq, int T, int Hq,
                          int Hkv, int head_dim);
     // kv_base NULL: the ranges are rows of kv as they are (a packed batch's own tokens, or a prefill's rows of a KV
     // cache), served in tiles of consecutive queries; else token by token from row kv_base[t]. lse[T,Hq] may be NULL.
-    // A paged or bf16 kv (kv_rows.h) only where the backend's KV caches are (kv_write's).
+    // A paged or bf16 kv (kv_rows.h) only where the backend's KV caches are (rope_kv_write's).
     int (*attention)(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_base, const int *kv_lo,
                      const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap);
     // over a packed batch, given the forward's out and lse: dq, dk, dv written
@@ -69,7 +72,6 @@ typedef struct Backend {
                           const float *up, size_t n);
     int (*add)(float *x, uint16_t *x16, const float *y, size_t n);
     int (*softcap)(float *x, size_t n, float cap);
-    int (*kv_write)(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
     int (*gather_rows)(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width);
     // targets on the host; dw (NULL: frozen head) accumulated; *loss and *n_counted on the host
     int (*linear_cross_entropy)(float *dx, float *dw, const float *x, const void *W, LdDtype wt, const int *targets, int T, int D, int V,
@@ -79,11 +81,13 @@ typedef struct Backend {
 // The ops whose kernels share the op's name and signature (kernels/cpu's k_<op> behind a cpu_<op> wrapper that
 // returns 0, kernels/cuda's kc_<op> as it is): a backend's table lists them as LD_BACKEND_OPS(its naming), then
 // attention and linear_cross_entropy by hand.
-#define LD_BACKEND_OPS(X)                                                                                                         \
-    X(embedding)                                                                                                                  \
-    X(embedding_backward)                                                                                                         \
-    X(rmsnorm) X(add_rmsnorm) X(rmsnorm_backward) X(lora_linear) X(lora_linears) X(lora_linear_backward) X(lora_linears_backward) \
-        X(dropout) X(rope) X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(kv_write) X(gather_rows)
+#define LD_BACKEND_OPS(X)                                                                                                  \
+    X(embedding)                                                                                                           \
+    X(embedding_backward)                                                                                                  \
+    X(rmsnorm)                                                                                                             \
+    X(add_rmsnorm)                                                                                                         \
+    X(rmsnorm_backward) X(lora_linear) X(lora_linears) X(lora_linear_backward) X(lora_linears_backward) X(dropout) X(rope) \
+        X(rope_backward) X(attention_backward) X(gated) X(gated_backward) X(add) X(softcap) X(rope_kv_write) X(gather_rows)
 
 extern const Backend ld_backend_cpu;
 #ifdef LLAMADUO_HAVE_CUDA

@@ -112,8 +112,9 @@ static int cpu_softcap(float *x, size_t n, float cap) {
     k_softcap(x, n, cap);
     return 0;
 }
-static int cpu_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width) {
-    k_kv_write(kv, k, v, rows, n, width);
+static int cpu_rope_kv_write(KvRows kv, float *q, const float *k, const float *v, const int *rows, const int *pos, const float *inv_freq,
+                             int n, int Hq, int Hkv, int head_dim) {
+    k_rope_kv_write(kv, q, k, v, rows, pos, inv_freq, n, Hq, Hkv, head_dim);
     return 0;
 }
 static int cpu_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width) {

@@ -198,8 +198,11 @@ void activations_free(const Transformer *t, Activations *a) {
 
 // ---- a block ------------------------------------------------------------------------------------------
 
+// Layer l's rotary frequencies (Gemma 3's local layers have their own base).
+static const float *inv_freq(const Transformer *t, int l) { return t->cfg->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global; }
+
 // q and k of one block: projections, Gemma 3's norms over head_dim (the pre-norm values kept for the backward),
-// rotary positions.
+// rotary positions (with a KV cache, applied as the keys go into it: attend()).
 static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
     const Transformer *t = f->t;
     const Backend *be = t->be;
@@ -218,26 +221,26 @@ static int attention_inputs(const Fwd *f, int l, LayerActs *a) {
         TRY(be->rmsnorm(a->q, NULL, a->q, w->q_norm, n * Hq, hd, c->norm_eps, c->norm_plus_one));
         TRY(be->rmsnorm(a->k, NULL, a->k, w->k_norm, n * Hkv, hd, c->norm_eps, c->norm_plus_one));
     }
-    const float *inv = c->layer_local[l] ? t->w.inv_freq_local : t->w.inv_freq_global;
-    return be->rope(a->q, a->k, f->p->pos, inv, n, Hq, Hkv, hd);
+    if (f->kv) return 0;
+    return be->rope(a->q, a->k, f->p->pos, inv_freq(t, l), n, Hq, Hkv, hd);
 }
 
 // att = softmax(q·kᵀ)·v over each token's key range: the batch's own keys, or the cache's after writing this
-// call's keys and values into it.
+// call's keys (rotated, and q with them) and values into it.
 static int attend(const Fwd *f, int l, LayerActs *a) {
     const ModelConfig *c = f->t->cfg;
     const Backend *be = f->t->be;
     const TokenPlan *p = f->p;
-    int n = p->n, kvd = c->n_kv_heads * c->head_dim;
+    int n = p->n, Hq = c->n_heads, hd = c->head_dim, kvd = c->n_kv_heads * hd;
     KvRows kv = {a->k, a->v, LD_F32, NULL, 0};
     if (f->kv) {  // layer l's part of the cache
         size_t at = (size_t)l * f->kv->rows * kvd * ld_dtype_nbytes(f->kv->cache.type, 1);
         kv = f->kv->cache;
         kv.k = (char *)kv.k + at, kv.v = (char *)kv.v + at;
-        TRY(be->kv_write(kv, a->k, a->v, p->kv_row, n, kvd));
+        TRY(be->rope_kv_write(kv, a->q, a->k, a->v, p->kv_row, p->pos, inv_freq(f->t, l), n, Hq, c->n_kv_heads, hd));
     }
     const int *lo = c->layer_local[l] ? p->lo_local : p->lo_global;
-    int s = p->n_single, Hq = c->n_heads, hd = c->head_dim;
+    int s = p->n_single;
     size_t qd = (size_t)Hq * hd;
     if (s)  // decode tokens, one by one
         TRY(be->attention(a->att, f->att16, a->lse, a->q, kv, p->kv_base, lo, p->hi, s, Hq, c->n_kv_heads, hd, c->attn_scale,

@@ -72,9 +72,11 @@ void k_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uin
 // the gathered rows also rounded into dst16 where set).
 void k_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 void k_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width);
-// A KV cache's writes: token i's key k[i] and value v[i] (width floats each) into virtual row rows[i] of kv, in
-// its type (bf16 rounded to nearest even).
-void k_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
+// RoPE fused with a KV cache's writes: q[n, Hq, head_dim] rotated in place (k_rope), and token i's key k[i]
+// rotated and its value v[i] as it is (Hkv·head_dim floats each) into virtual row rows[i] of kv, in its type (bf16
+// rounded to nearest even); k itself is left as it is (attention reads the cache's).
+void k_rope_kv_write(KvRows kv, float *q, const float *k, const float *v, const int *rows, const int *pos, const float *inv_freq, int n,
+                     int Hq, int Hkv, int head_dim);
 
 // Attention for T query tokens, each against its own key/value range (rows kv_lo[t]..kv_hi[t] inclusive, counted
 // from row kv_base[t] of kv's k and v; kv_base NULL: from row 0; virtual rows of a paged cache where kv.pages is

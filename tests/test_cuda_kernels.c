@@ -191,6 +191,50 @@ static void test_rope(int T, int Hq, int Hkv, int hd) {
     kc_free(dq), kc_free(dk), kc_free(dbq), kc_free(dbk), kc_free(gbq16), kc_free(gbk16), kc_free(dinv), kc_free(dpos);
 }
 
+// RoPE fused with the KV cache's writes, T tokens into rows through a page table (reversed, so a kernel that
+// skipped it would write elsewhere), fp32 and bf16 cache: q rotated in place, the cache's keys and values against the
+// CPU's (rope then the writes), k left alone, and one token's row found by hand.
+static void test_rope_kv_write(int T, int Hq, int Hkv, int hd, int bf16) {
+    char name[128];
+    int width = Hkv * hd, n_pages = (T + 15) / 16 + 1, *table = malloc(sizeof(int) * n_pages), *pos = malloc(sizeof(int) * T),
+        *rows = malloc(sizeof(int) * T);
+    size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * width, eb = bf16 ? 2 : 4, cells = (size_t)n_pages * 16 * width;
+    float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *inv = malloc(sizeof(float) * hd / 2), *rq = malloc(sizeof(float) * nq);
+    for (int p = 0; p < n_pages; p++) table[p] = n_pages - 1 - p;
+    for (int i = 0; i < hd / 2; i++) inv[i] = 1.0f / powf(10000.0f, 2.0f * i / hd);
+    for (int t = 0; t < T; t++) pos[t] = (t * 37 + 5) % 3000, rows[t] = (t * 7 + 3) % (n_pages * 16);
+    memcpy(rq, q, sizeof(float) * nq);
+    void *ck = calloc(cells, eb), *cv = calloc(cells, eb), *hk = malloc(cells * eb), *hv = malloc(cells * eb);
+    k_rope_kv_write((KvRows){ck, cv, bf16 ? LD_BF16 : LD_F32, table, 4}, rq, k, v, rows, pos, inv, T, Hq, Hkv, hd);
+    float *gq = up(q, sizeof(float) * nq), *gk = up(k, sizeof(float) * nk), *gv = up(v, sizeof(float) * nk),
+          *ginv = up(inv, sizeof(float) * hd / 2);
+    int *gtable = up(table, sizeof(int) * n_pages), *gpos = up(pos, sizeof(int) * T), *grows = up(rows, sizeof(int) * T);
+    void *gck = kc_alloc(cells * eb), *gcv = kc_alloc(cells * eb);
+    kc_fill(gck, 0, cells * eb / 4), kc_fill(gcv, 0, cells * eb / 4);
+    check_rc(kc_rope_kv_write((KvRows){gck, gcv, bf16 ? LD_BF16 : LD_F32, gtable, 4}, gq, gk, gv, grows, gpos, ginv, T, Hq, Hkv, hd),
+             "rope_kv_write");
+    check_rc(kc_download(hk, gck, cells * eb) || kc_download(hv, gcv, cells * eb), "rope_kv_write download");
+    float *hq = down(gq, nq), *hk_in = down(gk, nk), *fk = malloc(sizeof(float) * cells), *fck = malloc(sizeof(float) * cells);
+    for (size_t i = 0; i < cells; i++)
+        fk[i] = bf16 ? ld_bf16_to_f32(((uint16_t *)hk)[i]) : ((float *)hk)[i],
+        fck[i] = bf16 ? ld_bf16_to_f32(((uint16_t *)ck)[i]) : ((float *)ck)[i];
+    const char *p = bf16 ? "bf16" : "fp32";
+    snprintf(name, sizeof name, "rope_kv_write q [%d tokens, %d+%d heads, hd %d]", T, Hq, Hkv, hd);
+    compare(name, hq, rq, nq, 1e-5);
+    snprintf(name, sizeof name, "rope_kv_write %s cache keys [%d tokens, %d+%d heads, hd %d]", p, T, Hq, Hkv, hd);
+    compare(name, fk, fck, cells, bf16 ? 1e-2 : 1e-5);
+    size_t r = (size_t)table[rows[T - 1] >> 4] * 16 + (rows[T - 1] & 15);  // the last token's row, found by hand
+    float v1 = bf16 ? ld_bf16_to_f32(((uint16_t *)hv)[r * width + 1]) : ((float *)hv)[r * width + 1];
+    snprintf(name, sizeof name, "rope_kv_write %s cache values = the CPU's, bit for bit; k left alone [%d tokens]", p, T);
+    check(!memcmp(hv, cv, cells * eb) &&
+              v1 == (bf16 ? ld_bf16_to_f32(ld_f32_to_bf16(v[(size_t)(T - 1) * width + 1])) : v[(size_t)(T - 1) * width + 1]) &&
+              !memcmp(hk_in, k, sizeof(float) * nk),
+          name);
+    free(table), free(pos), free(rows), free(q), free(k), free(v), free(inv), free(rq), free(ck), free(cv), free(hk), free(hv), free(hq),
+        free(hk_in), free(fk), free(fck);
+    kc_free(gq), kc_free(gk), kc_free(gv), kc_free(ginv), kc_free(gtable), kc_free(gpos), kc_free(grows), kc_free(gck), kc_free(gcv);
+}
+
 static void test_elementwise(size_t n) {
     char name[96];
     static const char *act_names[] = {"swiglu", "geglu (tanh)", "geglu (erf)"};
@@ -586,30 +630,6 @@ static void test_dropout_rows(size_t n, int width) {
         name);
     check_rounded(name, gg16, gg, cg16, (size_t)rows * width);
     free(cg16), kc_free(gg16);
-    for (int bf16 = 0; bf16 < 2; bf16++) {  // the KV cache's writes: rows (virtual) through a page table, in fp32 and bf16
-        int n_pages = (rows + 15) / 16, *table = malloc(sizeof(int) * n_pages);
-        for (int p = 0; p < n_pages; p++) table[p] = n_pages - 1 - p;
-        size_t eb = bf16 ? 2 : 4, cells = (size_t)n_pages * 16 * width;
-        void *ck = calloc(cells, eb), *cv = calloc(cells, eb), *hk = malloc(cells * eb), *hv = malloc(cells * eb);
-        float *y = rnd(n, 1);
-        k_kv_write((KvRows){ck, cv, bf16 ? LD_BF16 : LD_F32, table, 4}, x, y, perm, rows, width);
-        int *gtable = up(table, sizeof(int) * n_pages);
-        void *gk = kc_alloc(cells * eb), *gv = kc_alloc(cells * eb);
-        float *gy2 = up(y, sizeof(float) * n);
-        kc_fill(gk, 0, cells * eb / 4), kc_fill(gv, 0, cells * eb / 4);
-        check_rc(kc_kv_write((KvRows){gk, gv, bf16 ? LD_BF16 : LD_F32, gtable, 4}, gx, gy2, gperm, rows, width), "kv_write");
-        check_rc(kc_download(hk, gk, cells * eb) || kc_download(hv, gv, cells * eb), "kv_write download");
-        size_t r = (size_t)table[perm[1] >> 4] * 16 + (perm[1] & 15);  // token 1's row, found by hand
-        float k1 = bf16 ? ld_bf16_to_f32(((uint16_t *)ck)[r * width]) : ((float *)ck)[r * width];
-        float v1 = bf16 ? ld_bf16_to_f32(((uint16_t *)cv)[r * width]) : ((float *)cv)[r * width];
-        snprintf(name, sizeof name, "kv_write %s, paged [%d x %d]", bf16 ? "bf16" : "fp32", rows, width);
-        check(!memcmp(hk, ck, cells * eb) && !memcmp(hv, cv, cells * eb) &&
-                  (bf16 ? k1 == ld_bf16_to_f32(ld_f32_to_bf16(x[width])) && v1 == ld_bf16_to_f32(ld_f32_to_bf16(y[width]))
-                        : k1 == x[width] && v1 == y[width]),
-              name);
-        free(table), free(ck), free(cv), free(hk), free(hv), free(y);
-        kc_free(gtable), kc_free(gk), kc_free(gv), kc_free(gy2);
-    }
     free(x), free(cy), free(hy), free(perm), free(cs), free(cg), free(hs), free(hg);
     kc_free(gx), kc_free(gy), kc_free(gperm), kc_free(gs), kc_free(gg);
 }
@@ -1142,6 +1162,8 @@ int main(void) {
     test_rope(33, 9, 3, 64);
     test_rope(17, 4, 4, 128);
     test_rope(9, 8, 2, 256);
+    for (int bf16 = 0; bf16 < 2; bf16++)  // (rows distinct: 7 and the n_pages·16 rows share no factor)
+        test_rope_kv_write(1, 3, 1, 64, bf16), test_rope_kv_write(33, 9, 3, 64, bf16), test_rope_kv_write(17, 4, 4, 128, bf16);
     test_elementwise(1);
     test_elementwise(1000003);
     test_adamw(12345);

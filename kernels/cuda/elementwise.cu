@@ -114,32 +114,6 @@ extern "C" int kc_scatter_rows(float *dst, const float *src, const int *dst_rows
     return 0;
 }
 
-// element i of the n·width: token i / width's key and value element into its row of the cache, in the cache's type
-__global__ static void kv_write_kernel(KvRows kv, const float *k, const float *v, const int *rows, int width, size_t n) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    size_t at = (size_t)kv_page_row(kv.pages, kv.page_shift, rows[i / width]) * width + i % width;
-    if (kv.type == LD_BF16) {
-        ((__nv_bfloat16 *)kv.k)[at] = __float2bfloat16_rn(k[i]);
-        ((__nv_bfloat16 *)kv.v)[at] = __float2bfloat16_rn(v[i]);
-    } else {
-        ((float *)kv.k)[at] = k[i];
-        ((float *)kv.v)[at] = v[i];
-    }
-}
-
-extern "C" int kc_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width) {
-    size_t total = (size_t)n * width;
-    if (kv.type != LD_F32 && kv.type != LD_BF16) {
-        kc_set_error_msg("kv_write", "a KV cache must be F32 or BF16");
-        return -1;
-    }
-    if (!total) return 0;
-    kv_write_kernel<<<kc_blocks(total, 256), 256>>>(kv, k, v, rows, width, total);
-    KC_CHECK_LAUNCH("kv_write");
-    return 0;
-}
-
 extern "C" int kc_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width) {
     size_t total = (size_t)n * width;
     if (!total) return 0;

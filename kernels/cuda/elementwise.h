@@ -17,7 +17,5 @@ int kc_copy(float *dst, const float *src, size_t n);
 // dst16: the gathered rows rounded, NULL: none)
 int kc_scatter_rows(float *dst, const float *src, const int *dst_rows, int n, int width);
 int kc_gather_rows(float *dst, uint16_t *dst16, const float *src, const int *src_rows, int n, int width);
-// kernels.h k_kv_write: keys and values into their (virtual) rows of a KV cache, fp32 or bf16
-int kc_kv_write(KvRows kv, const float *k, const float *v, const int *rows, int n, int width);
 // y = x·mask/(1-p) with the mask a hash of (stream, element index): LoRA dropout (y may be x)
 int kc_dropout(float *y, const float *x, size_t n, float p, uint64_t stream, uint64_t e0);

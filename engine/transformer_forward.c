@@ -132,8 +132,6 @@ static int acts_alloc(const Fwd *f, int l, LayerActs *a) {
         {&a->att, qd, 1},
         {&a->gt, F, 1},
         {&a->u, F, 1},
-        {&a->xin, D, f->keep && !f->again},  // (recomputing: the kept input itself)
-        {&a->xmid, D, f->keep},
         {&a->lse, (size_t)c->n_heads, f->keep},
         {&a->q_pre, qd, f->keep && c->qk_norm},
         {&a->k_pre, kvd, f->keep && c->qk_norm},
@@ -261,27 +259,43 @@ static int branch_out(const Fwd *f, int l, LoraTarget target, const float *x, co
     return f->t->be->rmsnorm(f->br, NULL, o, post_norm, n, D, c->norm_eps, c->norm_plus_one);
 }
 
+// x += br on the residual stream, and f->xn = norm(x) where norm is set. keep (NULL: none) gets the stream as it
+// was, for the backward (a block's input or middle): the sum then goes into br's buffer (br + x, the same bits),
+// which becomes the stream, and br a new buffer — a hand-over where a copy of x was.
+static int residual_add(Fwd *f, const float *norm, float **keep) {
+    const Backend *be = f->t->be;
+    const ModelConfig *c = f->t->cfg;
+    int n = f->p->n, D = c->dim;
+    float *sum = keep ? f->br : f->x, *other = keep ? f->x : f->br;
+    TRY(norm ? be->add_rmsnorm(f->xn, f->xn16, sum, other, norm, n, D, c->norm_eps, c->norm_plus_one)
+             : be->add(sum, NULL, other, (size_t)n * D));
+    if (!keep) return 0;
+    *keep = f->x, f->x = sum;
+    return (f->br = floats(be, (size_t)n * D)) ? 0 : -1;
+}
+
 // One block. On entry f->xn holds attn_norm(x) (the previous block's fused add); on exit x holds the block's output
-// and f->xn the next block's attn_norm of it.
-static int block_forward(const Fwd *f, int l, LayerActs *a) {
+// and f->xn the next block's attn_norm of it. keep_in (NULL: none) gets the block's input, a->xmid its middle when
+// the pass keeps activations.
+static int block_forward(Fwd *f, int l, LayerActs *a, float **keep_in) {
     const Transformer *t = f->t;
     const Backend *be = t->be;
     const ModelConfig *c = t->cfg;
     const LayerWeights *w = &t->w.layers[l];
-    int n = f->p->n, D = c->dim, F = c->ffn_dim, qd = c->n_heads * c->head_dim;
-    if (a->xin) TRY(be->copy(a->xin, f->x, (size_t)n * D));
+    int n = f->p->n, F = c->ffn_dim, qd = c->n_heads * c->head_dim;
     TRY(attention_inputs(f, l, a));
     TRY(attend(f, l, a));
     TRY(branch_out(f, l, LT_O, a->att, f->att16, &w->wo, w->bo, w->post_attn_norm, a->ax[LT_O], a->o_pre, qd));
-    TRY(be->add_rmsnorm(f->xn, f->xn16, f->x, f->br, w->ffn_norm, n, D, c->norm_eps, c->norm_plus_one));  // x += attention
-    if (a->xmid) TRY(be->copy(a->xmid, f->x, (size_t)n * D));
+    TRY(residual_add(f, w->ffn_norm, keep_in));  // x += attention
     Proj gate_up[2] = {{LT_GATE, a->gt, a->ax[LT_GATE], &w->w_gate, NULL, F}, {LT_UP, a->u, a->ax[LT_UP], &w->w_up, NULL, F}};
-    TRY(linears(f, l, gate_up, 2, f->xn, f->xn16, D));
+    TRY(linears(f, l, gate_up, 2, f->xn, f->xn16, c->dim));
     TRY(be->gated(c->act, f->h, f->h16, a->gt, a->u, (size_t)n * F));
     TRY(branch_out(f, l, LT_DOWN, f->h, f->h16, &w->w_down, NULL, w->post_ffn_norm, a->ax[LT_DOWN], a->dn_pre, F));
-    if (f->again) return 0;
-    if (l + 1 == c->n_layers) return be->add(f->x, NULL, f->br, (size_t)n * D);
-    return be->add_rmsnorm(f->xn, f->xn16, f->x, f->br, t->w.layers[l + 1].attn_norm, n, D, c->norm_eps, c->norm_plus_one);
+    if (f->again) {  // the block alone: its middle is all the stream it keeps
+        a->xmid = f->x, f->x = NULL;
+        return 0;
+    }
+    return residual_add(f, l + 1 < c->n_layers ? t->w.layers[l + 1].attn_norm : NULL, f->keep ? &a->xmid : NULL);
 }
 
 // ---- the whole stack --------------------------------------------------------------------------------------
@@ -322,8 +336,8 @@ static int run_blocks(Fwd *f, LayerActs *kept) {
     for (int l = 0; l < c->n_layers && !rc; l++) {
         LayerActs *a = kept && !t->recompute ? &kept[l] : &scratch;
         if (a != &scratch || l == 0) rc = acts_alloc(f, l, a);
-        if (!rc && kept && t->recompute) rc = !(kept[l].xin = floats(be, n * D)) || be->copy(kept[l].xin, f->x, n * D);
-        if (!rc) rc = block_forward(f, l, a);
+        float **keep_in = !kept ? NULL : t->recompute ? &kept[l].xin : &a->xin;
+        if (!rc) rc = block_forward(f, l, a, keep_in);
         if (!rc && a != &scratch && t->bf16_acts) rc = layer_acts_convert(t, a, (int)n, 1);
     }
     layer_acts_free(be, &scratch);
@@ -395,7 +409,7 @@ int transformer_recompute_block(const Transformer *t, const TokenPlan *p, const 
     Fwd f = {.t = t, .p = p, .step = step, .keep = 1, .again = 1};
     int rc = fwd_alloc(&f) || t->be->copy(f.x, xin, n * D) ||
              t->be->rmsnorm(f.xn, f.xn16, xin, t->w.layers[l].attn_norm, (int)n, (int)D, c->norm_eps, c->norm_plus_one) ||
-             acts_alloc(&f, l, a) || block_forward(&f, l, a);
+             acts_alloc(&f, l, a) || block_forward(&f, l, a, NULL);
     fwd_free(&f);
     if (rc) layer_acts_free(t->be, a);
     a->xin = rc ? NULL : (float *)xin;

@@ -17,6 +17,7 @@
 #include "cuda/elementwise.h"
 #include "cuda/embedding.h"
 #include "cuda/lora_linear.h"
+#include "cuda/lora_lowrank.h"
 #include "cuda/memory.h"
 #include "cuda/rmsnorm.h"
 #include "cuda/rope.h"

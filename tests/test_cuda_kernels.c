@@ -1202,10 +1202,15 @@ int main(void) {
     test_dropout_rows(100000, 50);
     test_embedding(300, 97, 576, 24.0f);
     for (int bf16 = 0; bf16 < 2; bf16++) {
+        // up to 256 tokens and m·r up to 256: the fused low-rank kernels (lora_lowrank.cu); past either, cuBLAS's
         test_lora_linear(1, 64, 96, 4, bf16);
         test_lora_linear(37, 576, 1536, 8, bf16);
         test_lora_linear(130, 257, 191, 16, bf16);
+        test_lora_linear(300, 130, 70, 8, bf16);
         test_lora_linears(37, 576, 8, bf16);
+        test_lora_linears(20, 100, 128, bf16);
+        test_lora_linears(37, 96, 160, bf16);
+        test_lora_linears(300, 96, 8, bf16);
         test_linear_cross_entropy(37, 64, 1000, 0.0f, 8, bf16);
         test_linear_cross_entropy(37, 64, 1000, 30.0f, 5, bf16);
         test_linear_cross_entropy(19, 576, 49152, 0.0f, 6, bf16);

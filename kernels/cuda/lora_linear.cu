@@ -1,11 +1,11 @@
 // The LoRA linear y = x·Wᵀ + bias + s·(x·Aᵀ)·Bᵀ forward and backward (dx accumulated, dA, dB; dW and dbias
 // accumulated when asked for: full fine-tuning). The contract of kernels/cpu/lora_linear.c.
 // fp32 W: cuBLAS sgemm in true fp32 (no TF32), the path the CPU reference is matched against at 1e-5.
-// bf16 W (mixed precision): the activation (x, or dy going back: a group's dys in one launch) is rounded to bf16
-// into a scratch buffer and
-// the base GEMM runs on cuBLASLt (its plan made once per shape) with bf16 inputs, fp32 accumulation and an fp32
-// result; the low-rank path (r columns: a few percent of the work) stays fp32 on cuBLAS, so the adapter's master
-// weights and gradients never leave fp32.
+// bf16 W (mixed precision): the base GEMM runs on cuBLASLt (its plan made once per shape) with bf16 inputs (x, or
+// dy going back, rounded by the op that made it, or here: a group's dys in one launch), fp32 accumulation and an
+// fp32 result. The low-rank path (r columns: a few percent of the work) stays fp32, so the adapter's master
+// weights and gradients never leave fp32: for a call of few tokens the fused kernels of lora_lowrank.cu (one
+// launch each way for the stack), else cuBLAS.
 // Row-major [rows, cols] matrices are column-major [cols, rows] to cuBLAS, so y = x·Wᵀ is the column-major
 // product W(ᵀ as stored)·x.
 #include <cublasLt.h>
@@ -15,6 +15,7 @@
 
 #include "common.cuh"
 #include "convert.h"
+#include "lora_lowrank.h"
 
 static cublasHandle_t g_blas;
 static cublasLtHandle_t g_lt;
@@ -170,9 +171,16 @@ extern "C" int kc_lora_linear(float *y, float *axT, const float *x, const uint16
     return kc_lora_linears(&job, 1, axT, x, x16, A, s, T, in, r);
 }
 
-// The adapted jobs' shrink axT[m·r, T] = A·xᵀ (one product for the stack), then each one's y += s·axTᵀ·Bᵀ.
+// The adapted jobs' shrink axT[m·r, T] = A·xᵀ (one product for the stack), then each one's y += s·axTᵀ·Bᵀ: one
+// fused launch for few tokens, else cuBLAS's products.
 static int adapters_forward(const LoraLinearJob *jobs, int count, int m, float *axT, const float *x, const float *A, float s, int T,
                             int in, int r) {
+    if (kc_lowrank_fits(T, m, r)) {
+        LowrankJob lj[KC_LOWRANK_MAX_JOBS];
+        for (int i = 0, j = 0; i < count; i++)
+            if (jobs[i].B) lj[j++] = (LowrankJob){jobs[i].y, NULL, jobs[i].B, jobs[i].out};
+        return kc_lowrank_forward(lj, m, axT, x, A, s, T, in, r);
+    }
     if (gemm("lora_linear A", 0, 1, m * r, T, in, 1.0f, A, in, x, in, 0.0f, axT, T)) return -1;
     for (int i = 0, j = 0; i < count; i++)
         if (jobs[i].B && gemm("lora_linear B", 1, 1, T, jobs[i].out, r, s, axT + (size_t)j++ * r * T, T, jobs[i].B, r, 1.0f, jobs[i].y,
@@ -234,6 +242,25 @@ static int rounded_dys(const LoraLinearGrad *jobs, int count, int T, const __nv_
     return m ? kc_to_bf16_runs(runs, m) : 0;
 }
 
+// The adapters' dyBT (each job's rows (s·dy·B)ᵀ) and their share of dx (beta 0: dx written), in one fused launch
+// for few tokens, else cuBLAS's products; and dB of each job.
+static int adapters_backward(const LoraLinearGrad *jobs, int count, int m, float *dx, float beta, float *dyBT, const float *axT,
+                             const float *A, float s, int T, int in, int r) {
+    LowrankJob lj[KC_LOWRANK_MAX_JOBS];
+    int fused = kc_lowrank_fits(T, m, r);
+    for (int i = 0, j = 0; i < count; i++) {
+        const LoraLinearGrad *g = &jobs[i];
+        if (!g->B) continue;
+        float *rows = dyBT + (size_t)j * r * T;
+        if (fused) lj[j] = (LowrankJob){NULL, g->dy, g->B, g->out};
+        else if (gemm("lora_linear_backward dyB", 1, 1, r, T, g->out, s, g->B, r, g->dy, g->out, 0.0f, rows, T)) return -1;
+        const float *ax = axT + (size_t)j++ * r * T;
+        if (g->dB && gemm("lora_linear_backward dB", 1, 1, g->out, r, T, s, g->dy, g->out, ax, T, 1.0f, g->dB, r)) return -1;
+    }
+    if (fused) return kc_lowrank_backward(lj, m, dyBT, dx, beta != 0.0f, A, s, T, in, r);
+    return dx ? gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, beta, dx, in) : 0;
+}
+
 // base_backward of every job, then the adapters' products; dx written by the first product into it unless dx_add
 // (zeros when none is)
 static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bfloat16 *const *dy16, float *dx, int dx_add, float *dA,
@@ -241,16 +268,10 @@ static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bf
     int m = 0;
     float beta = dx_add ? 1.0f : 0.0f;
     for (int i = 0; i < count; i++) {
-        const LoraLinearGrad *j = &jobs[i];
-        if (base_backward(j, dy16[i], dx, &beta, x, T, in)) return -1;
-        if (!A || !j->B) continue;
-        float *rows = dyBT + (size_t)m * r * T;
-        const float *ax = axT + (size_t)m++ * r * T;
-        if (gemm("lora_linear_backward dyB", 1, 1, r, T, j->out, s, j->B, r, j->dy, j->out, 0.0f, rows, T) ||
-            (j->dB && gemm("lora_linear_backward dB", 1, 1, j->out, r, T, s, j->dy, j->out, ax, T, 1.0f, j->dB, r)))
-            return -1;
+        if (base_backward(&jobs[i], dy16[i], dx, &beta, x, T, in)) return -1;
+        m += A && jobs[i].B;
     }
-    if (dx && m && gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, beta, dx, in)) return -1;
+    if (m && adapters_backward(jobs, count, m, dx, beta, dyBT, axT, A, s, T, in, r)) return -1;
     if (dx && !m && beta == 0.0f && kc_fill(dx, 0, (size_t)T * in)) return -1;
     return dA && m ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
 }

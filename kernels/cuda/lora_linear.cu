@@ -178,7 +178,7 @@ static int adapters_forward(const LoraLinearJob *jobs, int count, int m, float *
     if (kc_lowrank_fits(T, m, r)) {
         LowrankJob lj[KC_LOWRANK_MAX_JOBS];
         for (int i = 0, j = 0; i < count; i++)
-            if (jobs[i].B) lj[j++] = (LowrankJob){jobs[i].y, NULL, jobs[i].B, jobs[i].out};
+            if (jobs[i].B) lj[j++] = (LowrankJob){jobs[i].y, NULL, jobs[i].B, NULL, jobs[i].out};
         return kc_lowrank_forward(lj, m, axT, x, A, s, T, in, r);
     }
     if (gemm("lora_linear A", 0, 1, m * r, T, in, 1.0f, A, in, x, in, 0.0f, axT, T)) return -1;
@@ -242,23 +242,29 @@ static int rounded_dys(const LoraLinearGrad *jobs, int count, int T, const __nv_
     return m ? kc_to_bf16_runs(runs, m) : 0;
 }
 
-// The adapters' dyBT (each job's rows (s·dy·B)ᵀ) and their share of dx (beta 0: dx written), in one fused launch
-// for few tokens, else cuBLAS's products; and dB of each job.
-static int adapters_backward(const LoraLinearGrad *jobs, int count, int m, float *dx, float beta, float *dyBT, const float *axT,
-                             const float *A, float s, int T, int in, int r) {
-    LowrankJob lj[KC_LOWRANK_MAX_JOBS];
-    int fused = kc_lowrank_fits(T, m, r);
+// The adapters' products going back: dyBT (each job's rows (s·dy·B)ᵀ), their share of dx (beta 0: dx written),
+// each dB and dA; for few tokens two fused launches, else cuBLAS's products.
+static int adapters_backward(const LoraLinearGrad *jobs, int count, int m, float *dx, float beta, float *dA, float *dyBT, const float *x,
+                             const float *axT, const float *A, float s, int T, int in, int r) {
+    if (kc_lowrank_fits(T, m, r)) {
+        LowrankJob lj[KC_LOWRANK_MAX_JOBS];
+        for (int i = 0, j = 0; i < count; i++)
+            if (jobs[i].B) lj[j++] = (LowrankJob){NULL, jobs[i].dy, jobs[i].B, jobs[i].dB, jobs[i].out};
+        return kc_lowrank_backward(lj, m, dyBT, dx, beta != 0.0f, A, s, T, in, r) || kc_lowrank_grads(lj, m, dA, axT, dyBT, x, s, T, in, r)
+                   ? -1
+                   : 0;
+    }
     for (int i = 0, j = 0; i < count; i++) {
         const LoraLinearGrad *g = &jobs[i];
         if (!g->B) continue;
         float *rows = dyBT + (size_t)j * r * T;
-        if (fused) lj[j] = (LowrankJob){NULL, g->dy, g->B, g->out};
-        else if (gemm("lora_linear_backward dyB", 1, 1, r, T, g->out, s, g->B, r, g->dy, g->out, 0.0f, rows, T)) return -1;
         const float *ax = axT + (size_t)j++ * r * T;
-        if (g->dB && gemm("lora_linear_backward dB", 1, 1, g->out, r, T, s, g->dy, g->out, ax, T, 1.0f, g->dB, r)) return -1;
+        if (gemm("lora_linear_backward dyB", 1, 1, r, T, g->out, s, g->B, r, g->dy, g->out, 0.0f, rows, T) ||
+            (g->dB && gemm("lora_linear_backward dB", 1, 1, g->out, r, T, s, g->dy, g->out, ax, T, 1.0f, g->dB, r)))
+            return -1;
     }
-    if (fused) return kc_lowrank_backward(lj, m, dyBT, dx, beta != 0.0f, A, s, T, in, r);
-    return dx ? gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, beta, dx, in) : 0;
+    if (dx && gemm("lora_linear_backward dx(A)", 1, 0, T, in, m * r, 1.0f, dyBT, T, A, in, beta, dx, in)) return -1;
+    return dA ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
 }
 
 // base_backward of every job, then the adapters' products; dx written by the first product into it unless dx_add
@@ -271,9 +277,8 @@ static int linears_backward(const LoraLinearGrad *jobs, int count, const __nv_bf
         if (base_backward(&jobs[i], dy16[i], dx, &beta, x, T, in)) return -1;
         m += A && jobs[i].B;
     }
-    if (m && adapters_backward(jobs, count, m, dx, beta, dyBT, axT, A, s, T, in, r)) return -1;
-    if (dx && !m && beta == 0.0f && kc_fill(dx, 0, (size_t)T * in)) return -1;
-    return dA && m ? gemm("lora_linear_backward dA", 0, 0, m * r, in, T, 1.0f, dyBT, T, x, in, 1.0f, dA, in) : 0;
+    if (m) return adapters_backward(jobs, count, m, dx, beta, dA, dyBT, x, axT, A, s, T, in, r);
+    return dx && beta == 0.0f ? kc_fill(dx, 0, (size_t)T * in) : 0;
 }
 
 extern "C" int kc_lora_linears_backward(const LoraLinearGrad *jobs, int count, float *dx, int dx_add, float *dA, float *dyBT,

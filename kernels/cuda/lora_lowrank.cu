@@ -2,7 +2,8 @@
 // kernels/cpu/lora_linear.c's low-rank products, as lora_lowrank.h states it). A block owns LR_ROWS tokens: it
 // keeps their stacked ax (forward) or dyB (backward) in shared memory and goes on to every job's output (or to
 // dx) from there, so the shrink and the m expands (the m dyBs and the dx product) are one launch instead of m + 1
-// cuBLAS calls. All in fp32, each sum in a fixed order: results do not depend on the grid.
+// cuBLAS calls; the weight gradients (each dB, and dA) are one more launch instead of m + 1. All in fp32, each
+// sum in a fixed order: results do not depend on the grid.
 #include "common.cuh"
 #include "lora_lowrank.h"
 
@@ -138,11 +139,45 @@ __global__ static void __launch_bounds__(LR_THREADS) lowrank_backward_kernel(Low
     if (dx) lr_dx(dx, dx_add, dyB, A, t0, nrows, in, mr);
 }
 
-static int lowrank_launch(const LowrankJob *jobs, int m, int T, int r, int backward, LowrankJobs *J, dim3 *grid, size_t *smem) {
-    if (!kc_lowrank_fits(T, m, r)) {
-        kc_set_error_msg(backward ? "lowrank_backward" : "lowrank_forward", "the stack is past the fused kernel's bounds");
-        return -1;
+// One weight gradient of the stack: out[p·ps + k·ks] += scale·Σ_t a[t·P + p]·b[k·T + t] for p < P, k < K.
+typedef struct {
+    float *out;
+    const float *a, *b;
+    float scale;
+    int P, K, ps, ks;
+} LowrankProduct;
+
+typedef struct {
+    LowrankProduct prod[KC_LOWRANK_MAX_JOBS + 1];
+} LowrankProducts;
+
+#define LR_KGROUP 16  // the k a thread of the weight-gradient kernel sums (a's value read once for all of them)
+
+// grid.y: the product; a thread: one p and LR_KGROUP consecutive k (a warp's lanes on consecutive p: coalesced
+// reads of a, broadcast reads of b).
+__global__ static void __launch_bounds__(LR_THREADS) lowrank_grads_kernel(LowrankProducts G, int T) {
+    const LowrankProduct *g = &G.prod[blockIdx.y];
+    size_t task = blockIdx.x * (size_t)LR_THREADS + threadIdx.x, groups = (g->K + LR_KGROUP - 1) / LR_KGROUP;
+    if (task >= (size_t)g->P * groups) return;
+    int p = (int)(task % g->P), k0 = (int)(task / g->P) * LR_KGROUP;
+    float acc[LR_KGROUP] = {0};
+    for (int t = 0; t < T; t++) {
+        float a = g->a[(size_t)t * g->P + p];
+#pragma unroll
+        for (int kk = 0; kk < LR_KGROUP; kk++)
+            if (k0 + kk < g->K) acc[kk] += a * g->b[(size_t)(k0 + kk) * T + t];
     }
+    for (int kk = 0; kk < LR_KGROUP && k0 + kk < g->K; kk++) g->out[(size_t)p * g->ps + (size_t)(k0 + kk) * g->ks] += g->scale * acc[kk];
+}
+
+static int lr_check(const char *what, int T, int m, int r) {
+    if (kc_lowrank_fits(T, m, r)) return 0;
+    kc_set_error_msg(what, "the stack is past the fused kernel's bounds");
+    return -1;
+}
+
+static int lowrank_launch(const LowrankJob *jobs, int m, int T, int r, int backward, LowrankJobs *J, dim3 *grid, size_t *smem) {
+    if (lr_check(backward ? "lowrank_backward" : "lowrank_forward", T, m, r)) return -1;
     J->m = m;
     for (int j = 0; j < m; j++) J->job[j] = jobs[j];
     *grid = dim3((unsigned)((T + LR_ROWS - 1) / LR_ROWS));
@@ -171,5 +206,24 @@ extern "C" int kc_lowrank_backward(const LowrankJob *jobs, int m, float *dyBT, f
     if (!T) return 0;
     lowrank_backward_kernel<<<grid, LR_THREADS, smem>>>(J, dyBT, dx, dx_add, A, s, T, in, r);
     KC_CHECK_LAUNCH("lowrank_backward");
+    return 0;
+}
+
+extern "C" int kc_lowrank_grads(const LowrankJob *jobs, int m, float *dA, const float *axT, const float *dyBT, const float *x, float s, int T,
+                                int in, int r) {
+    if (lr_check("lowrank_grads", T, m, r)) return -1;
+    LowrankProducts G;
+    int n = 0;
+    for (int j = 0; j < m; j++)  // dB_j [out, r] += s·dy_jᵀ·ax_j
+        if (jobs[j].dB) G.prod[n++] = (LowrankProduct){jobs[j].dB, jobs[j].dy, axT + (size_t)j * r * T, s, jobs[j].out, r, r, 1};
+    if (dA) G.prod[n++] = (LowrankProduct){dA, x, dyBT, 1.0f, in, m * r, 1, in};  // dA [m·r, in] += dyBT·x
+    size_t widest = 0;
+    for (int i = 0; i < n; i++) {
+        size_t tasks = (size_t)G.prod[i].P * ((G.prod[i].K + LR_KGROUP - 1) / LR_KGROUP);
+        widest = tasks > widest ? tasks : widest;
+    }
+    if (!T || !widest) return 0;
+    lowrank_grads_kernel<<<dim3(kc_blocks(widest, LR_THREADS), (unsigned)n), LR_THREADS>>>(G, T);
+    KC_CHECK_LAUNCH("lowrank_grads");
     return 0;
 }

@@ -11,10 +11,12 @@
 #define KC_LOWRANK_MAX_STACK 256
 int kc_lowrank_fits(int T, int m, int r);
 
-// One adapted linear: its output y[T,out] (forward) or its gradient dy[T,out] (backward), and its B[out,r].
+// One adapted linear: its output y[T,out] (forward) or its gradient dy[T,out] (backward), and its B[out,r]; going
+// back, dB[out,r] its gradient (NULL: not wanted).
 typedef struct {
     float *y;
     const float *dy, *B;
+    float *dB;
     int out;
 } LowrankJob;
 
@@ -25,3 +27,7 @@ int kc_lowrank_forward(const LowrankJob *jobs, int m, float *axT, const float *x
 // dx_add, else written.
 int kc_lowrank_backward(const LowrankJob *jobs, int m, float *dyBT, float *dx, int dx_add, const float *A, float s, int T, int in,
                         int r);
+// The adapters' weight gradients, one launch for the stack: each job's dB += s·dy_jᵀ·ax_j (ax_j: rows j·r.. of
+// axT) and dA[m·r,in] (NULL: not wanted) += dyBT·x, each sum over the tokens in order.
+int kc_lowrank_grads(const LowrankJob *jobs, int m, float *dA, const float *axT, const float *dyBT, const float *x, float s, int T, int in,
+                     int r);

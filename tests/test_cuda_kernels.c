@@ -359,6 +359,27 @@ static void test_adamw(size_t n) {
     kc_free(dp), kc_free(dm), kc_free(dv);
 }
 
+// kc_attention_packed asked for a bf16 output as well: on tensor cores where head_dim allows (else as without it),
+// within bf16's error of the fp32 reference ref, its lse within 1e-3 of the fp32 kernel's, and its bf16 output the
+// fp32 one rounded (and near ref16, where given).
+static void check_attention_mma(const char *what, float *dout, uint16_t *dout16, const float *dq, KvRows dkv, const int *dlo, const int *dhi,
+                                int T, int Hq, int Hkv, int hd, float scale, float softcap, const float *ref, const uint16_t *ref16) {
+    size_t n = (size_t)T * Hq * hd;
+    float *dlse = poisoned((size_t)T * Hq);
+    check_rc(kc_attention_packed(dout, NULL, dlse, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+    float *ref_lse = down(dlse, (size_t)T * Hq);
+    kc_fill(dout, NAN, n), kc_fill(dlse, NAN, (size_t)T * Hq);
+    check_rc(kc_attention_packed(dout, dout16, dlse, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed, bf16 out");
+    float *g = down(dout, n), *gl = down(dlse, (size_t)T * Hq);
+    char name[160];
+    snprintf(name, sizeof name, "%s, %s", what, kc_attention_packed_mma_fits(hd) ? "tensor cores" : "bf16 out");
+    compare(name, g, ref, n, kc_attention_packed_mma_fits(hd) ? 1e-2 : 1e-5);
+    if (ref16) check_rounded(name, dout16, dout, ref16, n);
+    snprintf(name, sizeof name, "%s, %s: lse", what, kc_attention_packed_mma_fits(hd) ? "tensor cores" : "bf16 out");
+    compare(name, gl, ref_lse, (size_t)T * Hq, 1e-3);
+    free(g), free(gl), free(ref_lse), kc_free(dlse);
+}
+
 // layout 0: one packed training batch (records of the given length, causal within each);
 // layout 1: a KV cache of several sequences, each token at the end of its own sequence's rows (decoding);
 // layout 2: prefills of 37 tokens, each sequence in its own 100 rows of a KV cache (two in some query tiles), the
@@ -406,16 +427,44 @@ static void test_attention(int T, int Hq, int Hkv, int hd, int window, float sof
         for (int t = 0; t < T; t++) lo[t] += base[t], hi[t] += base[t];
         check_rc(kc_upload(dlo, lo, sizeof(int) * T) || kc_upload(dhi, hi, sizeof(int) * T), "attention ranges upload");
         kc_fill(dout, NAN, (size_t)T * Hq * hd);
-        check_rc(kc_attention_packed(dout, dout16, NULL, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
+        check_rc(kc_attention_packed(dout, NULL, NULL, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap), "attention_packed");
         float *gp = down(dout, (size_t)T * Hq * hd);
         snprintf(name, sizeof name, "attention tiled %s T %d, %d/%d heads, hd %d%s%s", layouts[layout], T, Hq, Hkv, hd,
                  window ? ", window" : "", softcap > 0 ? ", softcap" : "");
         compare(name, gp, ref, (size_t)T * Hq * hd, 1e-5);
-        check_rounded(name, dout16, dout, ref16, (size_t)T * Hq * hd);
         free(gp);
+        check_attention_mma(name, dout, dout16, dq, dkv, dlo, dhi, T, Hq, Hkv, hd, scale, softcap, ref, ref16);
     }
     free(q), free(k), free(v), free(ref), free(ref16), free(lo), free(hi), free(base), free(g);
     kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dlo), kc_free(dhi), kc_free(dbase), kc_free(dout), kc_free(dout16);
+}
+
+// The tensor-core kernel where the scores climb along the keys (by about 10 a tile of 32 in every third query, so
+// its output's rows get rescaled nearly every tile) or fall (its first max holds), in records of `rec` tokens.
+static void test_attention_mma_sharp(int T, int rec, int Hq, int Hkv, int hd) {
+    int stride = Hkv * hd;
+    size_t nq = (size_t)T * Hq * hd, nk = (size_t)T * stride;
+    float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1), *ref = malloc(sizeof(float) * nq);
+    float scale = 1.0f / sqrtf((float)hd), rise = 10.0f / 32 / scale / 50;  // key j's first dim: j·rise
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < Hq; h++) q[((size_t)t * Hq + h) * hd] = t % 3 == 0 ? 50.0f : t % 3 == 1 ? -50.0f : 0.0f;
+        for (int h = 0; h < Hkv; h++) k[(size_t)t * stride + h * hd] = (float)(t % rec) * rise;
+    }
+    float *in[] = {q, k, v};  // rounded to bf16 first, so that what differs is the kernel's own (scores this large
+    size_t ns[] = {nq, nk, nk};  // would make bf16's rounding of q and k alone move the weights by percents)
+    for (int b = 0; b < 3; b++)
+        for (size_t i = 0; i < ns[b]; i++) in[b][i] = ld_bf16_to_f32(ld_f32_to_bf16(in[b][i]));
+    int *lo = malloc(sizeof(int) * T), *hi = malloc(sizeof(int) * T), *base = calloc((size_t)T, sizeof(int));
+    for (int t = 0; t < T; t++) hi[t] = t, lo[t] = t / rec * rec;
+    k_attention(ref, NULL, q, (KvRows){k, v, LD_F32, NULL, 0}, base, lo, hi, T, Hq, Hkv, hd, scale, 0.0f);
+    float *dq = up(q, sizeof(float) * nq), *dk = up(k, sizeof(float) * nk), *dv = up(v, sizeof(float) * nk), *dout = poisoned(nq);
+    int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
+    uint16_t *dout16 = kc_alloc(sizeof(uint16_t) * nq);
+    char name[128];
+    snprintf(name, sizeof name, "attention tiled, climbing scores: T %d, records of %d, %d/%d heads, hd %d", T, rec, Hq, Hkv, hd);
+    check_attention_mma(name, dout, dout16, dq, (KvRows){dk, dv, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd, scale, 0.0f, ref, NULL);
+    free(q), free(k), free(v), free(ref), free(lo), free(hi), free(base);
+    kc_free(dq), kc_free(dk), kc_free(dv), kc_free(dout), kc_free(dlo), kc_free(dhi), kc_free(dout16);
 }
 
 // A paged KV cache of 16-row pages holding the same virtual rows as k and v [rows, stride]: the pages some token's
@@ -500,7 +549,9 @@ static void test_attention_paged(int T, int Hq, int Hkv, int hd, int window, flo
             snprintf(name, sizeof name, "attention tiled, paged %s KV, T %d, %d/%d heads, hd %d%s%s", bf16 ? "bf16" : "fp32", T, Hq, Hkv,
                      hd, window ? ", window" : "", softcap > 0 ? ", softcap" : "");
             compare(name, g, ref, (size_t)T * Hq * hd, 1e-5);
-            free(g), free(vlo), free(vhi), kc_free(gvlo), kc_free(gvhi);
+            uint16_t *dout16 = kc_alloc(sizeof(uint16_t) * T * Hq * hd);
+            check_attention_mma(name, dout, dout16, dq, dev, gvlo, gvhi, T, Hq, Hkv, hd, scale, softcap, ref, NULL);
+            free(g), free(vlo), free(vhi), kc_free(gvlo), kc_free(gvhi), kc_free(dout16);
         }
         free(cpu), free(hk16), free(hv16), kc_free(gk), kc_free(gv);
     }
@@ -641,7 +692,7 @@ static void ref_gemm(float *C, const float *A, int ta, const float *B, int tb, i
             double s = 0;
             for (int p = 0; p < K; p++)
                 s += (double)(ta ? A[(size_t)p * M + i] : A[(size_t)i * K + p]) * (tb ? B[(size_t)j * K + p] : B[(size_t)p * N + j]);
-            C[(size_t)i * N + j] = (float)(alpha * s + beta * C[(size_t)i * N + j]);
+            C[(size_t)i * N + j] = (float)(alpha * s + (beta != 0.0f ? beta * C[(size_t)i * N + j] : 0.0));  // (C unread: it may be garbage)
         }
 }
 
@@ -1182,6 +1233,11 @@ int main(void) {
         test_attention_backward(37, 9, 4, 4, hds[i], 5, 30.0f);
     }
     test_attention(100, 4, 1, 64, 0, 0.0f, 0);  // several query and key tiles
+    test_attention_mma_sharp(200, 150, 4, 2, 64);
+    test_attention_mma_sharp(130, 130, 2, 1, 16);
+    test_attention(70, 4, 2, 32, 0, 0.0f, 0);  // (the tensor-core kernel's other head dims)
+    test_attention(70, 4, 2, 16, 3, 20.0f, 0);
+    test_attention(40, 4, 2, 80, 0, 0.0f, 0);  // (a head_dim it does not take: the fp32 kernel, bf16 out)
     // prefills in 100-row slots: query tiles straddle two sequences, and walk past the NaN rows between them
     test_attention(111, 4, 2, 64, 0, 0.0f, 2);
     test_attention(111, 4, 2, 16, 20, 50.0f, 2);

@@ -3,7 +3,8 @@
 // against its own rows), blocks per (token, kv head) and splits of its key range stream the keys through shared
 // memory with an online softmax, the splits merged after; in tiles (kc_attention_packed: a packed training batch,
 // or a prefill's rows of the cache), one block per (32 consecutive queries, head) shares each tile of 32 keys among
-// its queries (see attention_tile.cuh).
+// its queries (see attention_tile.cuh) — in fp32 here, and on tensor cores in attention_mma.cu where the output goes
+// to a bf16 GEMM.
 #include <math.h>
 
 #include "attention_tile.cuh"
@@ -215,6 +216,8 @@ extern "C" int kc_attention_packed(float *out, uint16_t *out16, float *lse, cons
         return -1;
     }
     if (T <= 0) return 0;
+    if (out16 && kc_attention_packed_mma_fits(hd))  // (its output is rounded to bf16 anyway)
+        return kc_attention_packed_mma(out, out16, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     size_t smem = sizeof(float) * ATT_TILE * (3 * (size_t)hd + 1);
     cudaFuncSetAttribute(attention_packed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_packed_kernel<<<dim3((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), ATT_THREADS, smem>>>(

@@ -15,5 +15,12 @@ int kc_attention(float *out, uint16_t *out16, const float *q, KvRows kv, const i
 // The same with the ranges as rows of k/v themselves (no kv_base): a packed training batch's own rows, or a
 // prefill's rows of a KV cache. Blocks of 32 consecutive queries share each tile of 32 keys, and walk only the rows
 // some of them sees (not those between two sequences' slots). lse[T, Hq] (may be NULL) gets each row's log-sum-exp.
+// Where out16 is asked for (the output feeds a bf16 GEMM) and head_dim is 16, 32, 64, 128 or 256, the products run
+// on tensor cores: kc_attention_packed_mma.
 int kc_attention_packed(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T,
                         int Hq, int Hkv, int hd, float scale, float softcap);
+// The same on tensor cores (attention_mma.cu): q, k, v and the softmax weights rounded to bf16, sums in fp32; within
+// bf16's error of the fp32 kernel. Blocks of 64 queries, tiles of 32 keys. hd must pass kc_attention_packed_mma_fits.
+int kc_attention_packed_mma_fits(int hd);
+int kc_attention_packed_mma(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T,
+                            int Hq, int Hkv, int hd, float scale, float softcap);

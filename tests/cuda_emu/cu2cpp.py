@@ -17,7 +17,8 @@ def split_top(s):  # splits at the commas outside parentheses
 
 
 src = open(sys.argv[1]).read()
-launch = re.compile(r"([A-Za-z_][\w:]*)\s*<<<(.*?)>>>\s*\(", re.S)
+# (a kernel template's instance too: `kernel<64><<<...>>>`)
+launch = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>()]*>)?)\s*<<<(.*?)>>>\s*\(", re.S)
 out, i = [], 0
 while True:
     m = launch.search(src, i)
@@ -35,7 +36,7 @@ while True:
     # the counter's name for the kernel: inside a macro whose parameter is the kernel, the argument's (#kernel)
     line_end = src.find("\n", m.start())
     in_macro = src[m.start():line_end].rstrip().endswith("\\")
-    name = f"#{m.group(1)}" if in_macro else f'"{m.group(1)}"'
+    name = f"#{m.group(1)}" if in_macro else f'"{m.group(1).split("<")[0]}"'
     if len(cfg) == 2:
         out.append(f"emu::launch({cfg[0]}, {cfg[1]}, {name}, {body})")
     else:  # grid, block, dynamic shared memory (a stream is not supported)

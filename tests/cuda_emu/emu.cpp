@@ -182,7 +182,8 @@ static cudaError_t g_last = cudaSuccess;
 static std::vector<char> g_smem;
 static std::vector<std::pair<const void *, int>> g_smem_allowed;
 
-void *dynamic_smem() { return g_smem.data(); }
+// (aligned to 128 bytes, as a GPU's: tensor-core loads and stores need 32)
+void *dynamic_smem() { return (void *)(((uintptr_t)g_smem.data() + 127) & ~(uintptr_t)127); }
 
 void set_max_dynamic_smem(const void *kernel, int bytes) {
     for (auto &a : g_smem_allowed)
@@ -218,7 +219,7 @@ void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const c
         g_last = cudaErrorInvalidValue;
         return;
     }
-    g_smem.assign(smem ? smem : 1, (char)0xff);  // garbage, as on a GPU (0xff.. floats are NaN)
+    g_smem.assign((smem ? smem : 1) + 128, (char)0xff);  // garbage, as on a GPU (0xff.. floats are NaN)
     while (g_stacks.size() < n) g_stacks.push_back((char *)malloc(STACK));
     if (g_fibers.size() < n) g_fibers.resize(n);
     g_body = &body, g_grid = grid, g_bdim = block;

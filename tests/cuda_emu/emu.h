@@ -54,6 +54,12 @@ void set_max_dynamic_smem(const void *kernel, int bytes);
 #define __launch_bounds__(...)
 
 inline void __syncthreads(void) { emu::syncthreads(); }
+// the warp's lanes meet (a shuffle whose value no one reads)
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)mask;
+    uint64_t got;
+    emu::warp_exchange(0, (int)(emu::thread_idx().x & 31), &got);
+}
 
 template <typename T>
 inline T emu_shfl(T v, int src_lane) {

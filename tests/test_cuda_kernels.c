@@ -579,23 +579,34 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     int *dlo = up(lo, sizeof(int) * T), *dhi = up(hi, sizeof(int) * T);
     float *gq = poisoned(nq), *gk = poisoned(nk), *gv = poisoned(nk);
     float *gout = kc_alloc(sizeof(float) * nq), *glse = kc_alloc(sizeof(float) * T * Hq);  // the forward's, as training keeps them
-    check_rc(kc_attention_packed(gout, NULL, glse, dq_, (KvRows){dk_, dv_, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
-             "attention_packed");
-    check_rc(kc_attention_backward(gq, gk, gv, gv16, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale, softcap),
-             "attention_backward");
-    kc_free(gout), kc_free(glse);
-    float *hq = down(gq, nq), *hk = down(gk, nk), *hv = down(gv, nk);
-    char name[128];
-    const char *const parts[] = {"dq", "dk", "dv"};
-    float *got[] = {hq, hk, hv}, *ref[] = {rdq, rdk, rdv};
-    size_t ns[] = {nq, nk, nk};
-    for (int i = 0; i < 3; i++) {
-        snprintf(name, sizeof name, "attention backward %s: T %d, %d/%d heads, hd %d%s%s", parts[i], T, Hq, Hkv, hd,
-                 window ? ", window" : "", softcap > 0 ? ", softcap" : "");
-        compare(name, got[i], ref[i], ns[i], 1e-5);
+    uint16_t *gout16 = kc_alloc(sizeof(uint16_t) * nq);
+    // fp32, then as bf16 training runs it: the forward asked for a bf16 output, the backward for a bf16 dv (both on
+    // tensor cores where head_dim allows)
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        int mma = bf16 && kc_attention_backward_mma_fits(hd), mma_fwd = bf16 && kc_attention_packed_mma_fits(hd);
+        check_rc(kc_attention_packed(gout, bf16 ? gout16 : NULL, glse, dq_, (KvRows){dk_, dv_, LD_F32, NULL, 0}, dlo, dhi, T, Hq, Hkv, hd,
+                                     scale, softcap),
+                 "attention_packed");
+        check_rc(kc_attention_backward(gq, gk, gv, bf16 ? gv16 : NULL, ddo, dq_, dk_, dv_, gout, glse, dlo, dhi, T, Hq, Hkv, hd, scale,
+                                       softcap),
+                 "attention_backward");
+        float *hq = down(gq, nq), *hk = down(gk, nk), *hv = down(gv, nk);
+        char name[160];
+        const char *const parts[] = {"dq", "dk", "dv"};
+        float *got[] = {hq, hk, hv}, *ref[] = {rdq, rdk, rdv};
+        size_t ns[] = {nq, nk, nk};
+        for (int i = 0; i < 3; i++) {
+            snprintf(name, sizeof name, "attention backward %s: T %d, %d/%d heads, hd %d%s%s%s", parts[i], T, Hq, Hkv, hd,
+                     window ? ", window" : "", softcap > 0 ? ", softcap" : "",
+                     mma ? ", tensor cores" : mma_fwd ? ", bf16 dv, forward on tensor cores" : bf16 ? ", bf16 dv" : "");
+            compare(name, got[i], ref[i], ns[i], mma || mma_fwd ? 1e-2 : 1e-5);
+        }
+        if (bf16) check_rounded(name, gv16, gv, rdv16, nk);
+        free(hq), free(hk), free(hv);
+        kc_fill(gq, NAN, nq), kc_fill(gk, NAN, nk), kc_fill(gv, NAN, nk);
     }
-    check_rounded(name, gv16, gv, rdv16, nk);
-    free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(rdv16), free(lo), free(hi), free(hq), free(hk), free(hv);
+    kc_free(gout), kc_free(glse), kc_free(gout16);
+    free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(rdv16), free(lo), free(hi);
     kc_free(dq_), kc_free(dk_), kc_free(dv_), kc_free(ddo), kc_free(dlo), kc_free(dhi), kc_free(gq), kc_free(gk), kc_free(gv),
         kc_free(gv16);
 }
@@ -1254,6 +1265,8 @@ int main(void) {
     test_attention(300, 4, 2, 64, 0, 0.0f, 1);
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
+    test_attention_backward(200, 130, 4, 2, 32, 0, 0.0f);  // (several own-row blocks and tiles on tensor cores)
+    test_attention_backward(90, 90, 4, 2, 80, 0, 0.0f);  // (a head_dim they do not take: the fp32 passes, bf16 dv)
     test_embedding(7, 320, 64, 1.0f);
     test_dropout_rows(100000, 50);
     test_embedding(300, 97, 576, 24.0f);

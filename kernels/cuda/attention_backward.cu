@@ -7,7 +7,8 @@
 //   4. dk, dv: a block per (32 keys, kv head) walks the query tiles of every head in its group that see those keys:
 //      dv = Σ p·dout, dk = Σ ds·q, summed in registers and written to dk/dv once (a block owns its rows).
 // Step 4 finds the queries that see a key tile by binary search, so kv_lo and kv_hi must not decrease along the
-// batch (true of causal packed records, with or without a window).
+// batch (true of causal packed records, with or without a window). Steps 3 and 4 run on tensor cores
+// (attention_backward_mma.cu) where dv feeds a bf16 GEMM and head_dim allows.
 #include <math.h>
 
 #include "attention_tile.cuh"
@@ -20,13 +21,6 @@ __global__ static void attention_delta_kernel(float *delta, const float *dout, c
     for (int d = lane; d < hd; d += 32) s += dout[(size_t)row * hd + d] * out[(size_t)row * hd + d];
     s = att_warp_sum(s);
     if (lane == 0) delta[row] = s;
-}
-
-// ds for score s (soft-capped already) given p and dp = dout·v: p (dp − delta), through the cap, times the scale
-__device__ static inline float att_dscore(float s, float p, float dp, float delta, float scale, float softcap) {
-    float ds = p * (dp - delta);
-    if (softcap > 0.0f) ds *= 1.0f - (s / softcap) * (s / softcap);
-    return ds * scale;
 }
 
 __global__ static void __launch_bounds__(ATT_THREADS)
@@ -90,19 +84,6 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     }
 }
 
-// The first index in [0, n) whose value is >= x (n when none), for a non-decreasing array
-__device__ static int lower_bound(const int *a, int n, int x) {
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        int mid = (lo + hi) / 2;
-        if (a[mid] < x)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 __global__ static void __launch_bounds__(ATT_THREADS)
     attention_dkv_kernel(float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k, const float *v,
                          const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, int hd,
@@ -119,8 +100,8 @@ __global__ static void __launch_bounds__(ATT_THREADS)
     att_load_rows(Vs, hd, v, stride, kvh * hd, j0, nk, hd);
     if (threadIdx.x == 0) {
         // queries that see a key of [j0, j0 + nk - 1]: from the first with kv_hi >= j0 to the last with kv_lo <= the last key
-        t_first = lower_bound(kv_hi, T, j0);
-        t_last = lower_bound(kv_lo, T, j0 + nk) - 1;
+        t_first = att_lower_bound(kv_hi, T, j0);
+        t_last = att_lower_bound(kv_lo, T, j0 + nk) - 1;
     }
     float accK[ATT_ROWS][ATT_DIMS], accV[ATT_ROWS][ATT_DIMS];
 #pragma unroll
@@ -197,6 +178,10 @@ extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, uint16_t *
     attention_delta_kernel<<<(unsigned)((rows + ATT_THREADS / 32 - 1) / (ATT_THREADS / 32)), ATT_THREADS>>>(delta, dout, out, (int)rows,
                                                                                                             hd);
     KC_CHECK_LAUNCH_GOTO("attention_backward (delta)", done);
+    if (dv16 && kc_attention_backward_mma_fits(hd)) {  // (dv is rounded to bf16 anyway)
+        rc = kc_attention_backward_mma(dq, dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
+        goto done;
+    }
     cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_dq_kernel<<<grid_q, ATT_THREADS, smem>>>(dq, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     KC_CHECK_LAUNCH_GOTO("attention_backward (dq)", done);

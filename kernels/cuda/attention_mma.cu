@@ -7,37 +7,23 @@
 // and only when its max grows by more than MMA_LAZY over the max its sums are taken against (most tiles leave
 // every row alone): its weights exp(s - m) then stay at most e^8, well inside fp32 and bf16.
 #include <math.h>
-#include <mma.h>
 
-#include "attention_tile.cuh"
+#include "attention_mma.cuh"
 #include "common.cuh"
-
-using namespace nvcuda;
 
 #define MMA_Q 64  // queries per block
 #define MMA_K 32  // keys per tile
-#define MMA_WARPS 4
-#define MMA_THREADS (MMA_WARPS * 32)
-#define MMA_LDP (MMA_K + 8)  // pitch of a warp's weights P [16][32] in bf16
+#define MMA_WARPS (MMA_THREADS / 32)
 #define MMA_LAZY 8.0f
 
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> FragA;    // Q or P
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> FragKt;  // Kᵀ from K's rows
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> FragV;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragC;
-
-// Shared memory for head_dim hd: pitches padded against bank conflicts, each a multiple of 16 bytes and each
-// region a multiple of 32 bytes long, as wmma's loads and stores need. A warp's scores and its output on their way
-// to be rescaled or written share one staging area.
+// Shared memory for head_dim hd. A warp's scores and its output on their way to be rescaled or written share one
+// staging area.
 struct MmaSmem {
     __nv_bfloat16 *q, *k, *v, *p;  // [64][hd+8], [32][hd+8], [32][hd+8], [4][16][MMA_LDP]
     float *w;                      // [4][16][mma_ldw]
     int *lo, *hi;                  // [64]: the block's queries' key ranges (past the batch: empty)
     int *seen;                     // [32]: whether any of them sees the tile's row
 };
-
-__host__ __device__ static inline int mma_ldh(int hd) { return hd + 8; }
-__host__ __device__ static inline int mma_ldw(int hd) { return hd + 4 > MMA_K + 4 ? hd + 4 : MMA_K + 4; }
 
 __host__ __device__ static inline size_t mma_smem_bytes(int hd) {
     return 2 * (size_t)mma_ldh(hd) * (MMA_Q + 2 * MMA_K) + 4 * (size_t)MMA_WARPS * 16 * mma_ldw(hd) + 2 * MMA_WARPS * 16 * MMA_LDP +
@@ -57,12 +43,6 @@ __device__ static inline MmaSmem mma_smem(float *base, int hd) {
     return s;
 }
 
-// whether v is set in any lane of the warp
-__device__ static inline int mma_warp_any(int v) {
-    for (int o = 16; o > 0; o >>= 1) v |= __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 // Rows j0 .. j0+MMA_K-1 of one kv head of k or v (fp32 or bf16, virtual rows where kv is paged) into dst [32][hd+8]
 // in bf16; a row none of the block's queries sees is zeros (it may lie between two sequences' slots, where
 // anything can be, and its weights of 0 would still carry a NaN into the products).
@@ -76,38 +56,16 @@ __device__ static inline void mma_load_kv(__nv_bfloat16 *dst, const void *src, c
     }
 }
 
-// The warp's scores for the tile, unscaled, into its staging area S [16][mma_ldw].
-template <int HD>
-__device__ __forceinline__ static void mma_scores(float *S, const MmaSmem &sm, int warp) {
-    FragC s[MMA_K / 16];
-#pragma unroll
-    for (int n = 0; n < MMA_K / 16; n++) wmma::fill_fragment(s[n], 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        FragA a;
-        wmma::load_matrix_sync(a, sm.q + (size_t)warp * 16 * mma_ldh(HD) + kk * 16, mma_ldh(HD));
-#pragma unroll
-        for (int n = 0; n < MMA_K / 16; n++) {
-            FragKt b;
-            wmma::load_matrix_sync(b, sm.k + (size_t)n * 16 * mma_ldh(HD) + kk * 16, mma_ldh(HD));
-            wmma::mma_sync(s[n], a, b, s[n]);
-        }
-    }
-#pragma unroll
-    for (int n = 0; n < MMA_K / 16; n++) wmma::store_matrix_sync(S + n * 16, s[n], mma_ldw(HD), wmma::mem_row_major);
-}
-
 // O's rows times each row's factor (the lane pair of row rr holds it), through the staging area.
 template <int HD>
 __device__ __forceinline__ static void mma_rescale(FragC *o, float *W, int rr, int half, float factor) {
     __syncwarp();  // (every lane has read the scores W held)
-#pragma unroll
-    for (int n = 0; n < HD / 16; n++) wmma::store_matrix_sync(W + n * 16, o[n], mma_ldw(HD), wmma::mem_row_major);
+    mma_store<HD>(W, mma_ldw(HD), o);
     __syncwarp();
     for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) W[rr * mma_ldw(HD) + d] *= factor;
     __syncwarp();
 #pragma unroll
-    for (int n = 0; n < HD / 16; n++) wmma::load_matrix_sync(o[n], W + n * 16, mma_ldw(HD), wmma::mem_row_major);
+    for (int n = 0; n < HD / 16; n++) nvcuda::wmma::load_matrix_sync(o[n], W + n * 16, mma_ldw(HD), nvcuda::wmma::mem_row_major);
 }
 
 template <int HD>
@@ -118,10 +76,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
     MmaSmem sm = mma_smem(smem, HD);
     int q0 = blockIdx.x * MMA_Q, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * HD;
     int nq = T - q0 < MMA_Q ? T - q0 : MMA_Q, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int e = threadIdx.x; e < MMA_Q * HD; e += MMA_THREADS) {
-        int i = e / HD, d = e % HD;
-        sm.q[i * mma_ldh(HD) + d] = __float2bfloat16_rn(i < nq ? q[((size_t)(q0 + i) * Hq + h) * HD + d] : 0.0f);
-    }
+    mma_load_rows<HD>(sm.q, MMA_Q, q, Hq * HD, h * HD, q0, nq);
     for (int i = threadIdx.x; i < MMA_Q; i += MMA_THREADS) sm.lo[i] = i < nq ? kv_lo[q0 + i] : 1, sm.hi[i] = i < nq ? kv_hi[q0 + i] : 0;
     int klo, khi;
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
@@ -130,8 +85,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
     __nv_bfloat16 *P = sm.p + warp * 16 * MMA_LDP;
     float m = -INFINITY, l = 0.0f;  // the max the row's sums are taken against, and the sum of its weights
     FragC o[HD / 16];
-#pragma unroll
-    for (int n = 0; n < HD / 16; n++) wmma::fill_fragment(o[n], 0.0f);
+    mma_zero<HD>(o);
     for (int j0 = klo; j0 <= khi; j0 = att_next_seen(kv_lo, kv_hi, q0, nq, j0 + MMA_K)) {
         int nk = khi - j0 + 1 < MMA_K ? khi - j0 + 1 : MMA_K;
         __syncthreads();  // the previous tile is no longer read (and, the first time, the ranges are in)
@@ -144,7 +98,10 @@ __global__ static void __launch_bounds__(MMA_THREADS)
         mma_load_kv<HD>(sm.k, kv.k, kv, sm.seen, stride, kvh * HD, j0);
         mma_load_kv<HD>(sm.v, kv.v, kv, sm.seen, stride, kvh * HD, j0);
         __syncthreads();
-        mma_scores<HD>(W, sm, warp);
+        FragC sc16[MMA_K / 16];  // the warp's scores for the tile, unscaled, into its staging area
+        mma_zero<MMA_K>(sc16);
+        mma_abt<HD, MMA_K>(sc16, sm.q + (size_t)warp * 16 * mma_ldh(HD), mma_ldh(HD), sm.k, mma_ldh(HD));
+        mma_store<MMA_K>(W, mma_ldw(HD), sc16);
         __syncwarp();
         int qlo = sm.lo[i], qhi = sm.hi[i];
         float sc[16], tile_max = -INFINITY;
@@ -172,21 +129,10 @@ __global__ static void __launch_bounds__(MMA_THREADS)
         if (mma_warp_any(m_new != m && m != -INFINITY)) mma_rescale<HD>(o, W, rr, half, corr);  // (a row at -inf holds zeros)
         m = m_new;
         __syncwarp();  // the weights are in
-#pragma unroll
-        for (int kk = 0; kk < MMA_K / 16; kk++) {
-            FragA a;
-            wmma::load_matrix_sync(a, P + kk * 16, MMA_LDP);
-#pragma unroll
-            for (int n = 0; n < HD / 16; n++) {
-                FragV b;
-                wmma::load_matrix_sync(b, sm.v + (size_t)kk * 16 * mma_ldh(HD) + n * 16, mma_ldh(HD));
-                wmma::mma_sync(o[n], a, b, o[n]);
-            }
-        }
+        mma_ab<MMA_K, HD>(o, P, MMA_LDP, sm.v, mma_ldh(HD));
     }
     __syncwarp();
-#pragma unroll
-    for (int n = 0; n < HD / 16; n++) wmma::store_matrix_sync(W + n * 16, o[n], mma_ldw(HD), wmma::mem_row_major);
+    mma_store<HD>(W, mma_ldw(HD), o);
     __syncwarp();
     for (int r = 0; r < 16; r++) {  // row by row, the lanes along it
         float lr = __shfl_sync(0xffffffffu, l, 2 * r), mr = __shfl_sync(0xffffffffu, m, 2 * r);

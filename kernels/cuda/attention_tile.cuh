@@ -73,3 +73,23 @@ __device__ static inline int att_next_seen(const int *kv_lo, const int *kv_hi, i
         if (kv_hi[q0 + i] >= j) next = min(next, max(kv_lo[q0 + i], j));
     return next;
 }
+
+// ds for score s (soft-capped already) given p and dp = dout·v: p (dp − delta), through the cap, times the scale
+__device__ static inline float att_dscore(float s, float p, float dp, float delta, float scale, float softcap) {
+    float ds = p * (dp - delta);
+    if (softcap > 0.0f) ds *= 1.0f - (s / softcap) * (s / softcap);
+    return ds * scale;
+}
+
+// The first index in [0, n) whose value is >= x (n when none), for a non-decreasing array
+__device__ static inline int att_lower_bound(const int *a, int n, int x) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (a[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}

@@ -1,0 +1,230 @@
+// Attention backward on tensor cores: kc_attention_backward's path where dv feeds a bf16 GEMM (dv16 asked for) and
+// head_dim is 16, 32, 64 or 128 (kernels/cpu/attention.c k_attention_backward is the contract). The passes of
+// attention_backward.cu after its delta, every product a wmma product of bf16 tiles (fp32 sums), the elementwise
+// steps on the CUDA cores over a warp's staging area, two lanes to a row:
+//   dq: a block per (64 queries, head), a warp per 16 of them, walks their key tiles of 32: S = Q·Kᵀ,
+//       p = exp(s − lse), dP = dO·Vᵀ, ds = p·(dp − delta) (through the cap, times the scale), dQ += dS·K;
+//   dk, dv: a block per (64 keys, kv head), a warp per 16 of them, walks the query tiles of 32 that see them, for
+//       each head of its group: Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q.
+// p and ds go into the products rounded to bf16. Going back no sum is rescaled (lse fixes every weight), so the
+// gradients stay in the accumulators from the first tile to the last.
+#include <math.h>
+
+#include "attention_mma.cuh"
+#include "common.cuh"
+
+#define BWD_ROWS 64  // a block's own rows (queries for dq, keys for dk and dv)
+#define BWD_TILE 32  // the rows it walks (keys for dq, queries for dk and dv)
+
+// A block's shared memory: its own rows' two operands, a tile's two, each warp's staging and bf16 weights, and
+// per-row values (ranges, lse, delta: of the own rows for dq, of the tile's for dk and dv).
+struct BwdSmem {
+    __nv_bfloat16 *own_a, *own_b, *tile_a, *tile_b;  // [64][hd+8] twice, [32][hd+8] twice
+    float *w;                                        // [4][16][mma_ldw]
+    __nv_bfloat16 *p, *ds;                           // [4][16][MMA_LDP] each
+    int *lo, *hi;                                    // [64]
+    float *lse, *delta;                              // [64]
+};
+
+__host__ __device__ static inline size_t bwd_smem_bytes(int hd) {
+    return 2 * (size_t)mma_ldh(hd) * 2 * (BWD_ROWS + BWD_TILE) + 4 * (size_t)4 * 16 * mma_ldw(hd) + 2 * 2 * 4 * 16 * MMA_LDP +
+           4 * 4 * BWD_ROWS;
+}
+
+__device__ static inline BwdSmem bwd_smem(float *base, int hd) {
+    BwdSmem s;
+    size_t own = (size_t)BWD_ROWS * mma_ldh(hd), tile = (size_t)BWD_TILE * mma_ldh(hd);
+    s.own_a = (__nv_bfloat16 *)base, s.own_b = s.own_a + own, s.tile_a = s.own_b + own, s.tile_b = s.tile_a + tile;
+    s.w = (float *)(s.tile_b + tile);
+    s.p = (__nv_bfloat16 *)(s.w + (size_t)4 * 16 * mma_ldw(hd)), s.ds = s.p + 4 * 16 * MMA_LDP;
+    s.lo = (int *)(s.ds + 4 * 16 * MMA_LDP), s.hi = s.lo + BWD_ROWS;
+    s.lse = (float *)(s.hi + BWD_ROWS), s.delta = s.lse + BWD_ROWS;
+    return s;
+}
+
+// A warp's tile: p and ds for its 16 rows × 32 columns, the lane (rr, half) taking columns half·16 .. half·16+15 of
+// row rr. S = a1·b1ᵀ and dP = a2·b2ᵀ (rows [16][hd], columns [32][hd]) go through the staging area W in turn;
+// seen[c], L[c], D[c]: whether the lane's pair c is seen, and its lse and delta. p into Pb (NULL: not wanted),
+// ds into dSb, both bf16 [16][MMA_LDP].
+template <int HD>
+__device__ __forceinline__ static void bwd_tile(float *W, __nv_bfloat16 *Pb, __nv_bfloat16 *dSb, const __nv_bfloat16 *a1, const __nv_bfloat16 *b1,
+                                                const __nv_bfloat16 *a2, const __nv_bfloat16 *b2, const int *seen, const float *L,
+                                                const float *D, int rr, int half, float scale, float softcap) {
+    FragC acc[BWD_TILE / 16];
+    mma_zero<BWD_TILE>(acc);
+    mma_abt<HD, BWD_TILE>(acc, a1, mma_ldh(HD), b1, mma_ldh(HD));
+    mma_store<BWD_TILE>(W, mma_ldw(HD), acc);
+    __syncwarp();
+    float s[16], p[16];
+#pragma unroll
+    for (int c = 0; c < 16; c++) {
+        s[c] = W[rr * mma_ldw(HD) + half * 16 + c] * scale;
+        if (softcap > 0.0f) s[c] = softcap * tanhf(s[c] / softcap);
+        p[c] = seen[c] ? expf(s[c] - L[c]) : 0.0f;
+    }
+    __syncwarp();  // (every lane has read its scores)
+    mma_zero<BWD_TILE>(acc);
+    mma_abt<HD, BWD_TILE>(acc, a2, mma_ldh(HD), b2, mma_ldh(HD));
+    mma_store<BWD_TILE>(W, mma_ldw(HD), acc);
+    __syncwarp();
+#pragma unroll
+    for (int c = 0; c < 16; c++) {
+        int at = rr * MMA_LDP + half * 16 + c;
+        float ds = seen[c] ? att_dscore(s[c], p[c], W[rr * mma_ldw(HD) + half * 16 + c], D[c], scale, softcap) : 0.0f;
+        dSb[at] = __float2bfloat16_rn(ds);
+        if (Pb) Pb[at] = __float2bfloat16_rn(p[c]);
+    }
+    __syncwarp();  // the weights are in
+}
+
+template <int HD>
+__global__ static void __launch_bounds__(MMA_THREADS)
+    attention_dq_mma_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse,
+                            const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, float scale, float softcap) {
+    extern __shared__ float smem[];
+    BwdSmem sm = bwd_smem(smem, HD);  // own_a Q, own_b dO; tile_a K, tile_b V
+    int q0 = blockIdx.x * BWD_ROWS, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * HD;
+    int nq = T - q0 < BWD_ROWS ? T - q0 : BWD_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    mma_load_rows<HD>(sm.own_a, BWD_ROWS, q, Hq * HD, h * HD, q0, nq);
+    mma_load_rows<HD>(sm.own_b, BWD_ROWS, dout, Hq * HD, h * HD, q0, nq);
+    for (int i = threadIdx.x; i < BWD_ROWS; i += MMA_THREADS) {
+        size_t row = (size_t)(q0 + i) * Hq + h;
+        sm.lo[i] = i < nq ? kv_lo[q0 + i] : 1, sm.hi[i] = i < nq ? kv_hi[q0 + i] : 0;
+        sm.lse[i] = i < nq ? lse[row] : INFINITY, sm.delta[i] = i < nq ? delta[row] : 0.0f;
+    }
+    int klo, khi;
+    att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
+    int rr = lane >> 1, half = lane & 1;
+    float *W = sm.w + (size_t)warp * 16 * mma_ldw(HD);
+    __nv_bfloat16 *dSb = sm.ds + warp * 16 * MMA_LDP;
+    const __nv_bfloat16 *Qw = sm.own_a + (size_t)warp * 16 * mma_ldh(HD), *dOw = sm.own_b + (size_t)warp * 16 * mma_ldh(HD);
+    FragC acc[HD / 16];
+    mma_zero<HD>(acc);
+    for (int j0 = klo; j0 <= khi; j0 += BWD_TILE) {
+        int nk = khi - j0 + 1 < BWD_TILE ? khi - j0 + 1 : BWD_TILE;
+        __syncthreads();  // the previous tile is no longer read (and, the first time, the own rows are in)
+        mma_load_rows<HD>(sm.tile_a, BWD_TILE, k, stride, kvh * HD, j0, nk);
+        mma_load_rows<HD>(sm.tile_b, BWD_TILE, v, stride, kvh * HD, j0, nk);
+        __syncthreads();
+        int i = warp * 16 + rr, seen[16];
+        float L[16], D[16];
+#pragma unroll
+        for (int c = 0; c < 16; c++) {
+            int col = half * 16 + c, j = j0 + col;
+            seen[c] = col < nk && j >= sm.lo[i] && j <= sm.hi[i], L[c] = sm.lse[i], D[c] = sm.delta[i];
+        }
+        bwd_tile<HD>(W, NULL, dSb, Qw, sm.tile_a, dOw, sm.tile_b, seen, L, D, rr, half, scale, softcap);
+        mma_ab<BWD_TILE, HD>(acc, dSb, MMA_LDP, sm.tile_a, mma_ldh(HD));
+    }
+    __syncwarp();
+    mma_store<HD>(W, mma_ldw(HD), acc);
+    __syncwarp();
+    for (int r = 0; r < 16; r++) {  // row by row, the lanes along it
+        int row = warp * 16 + r;
+        if (row >= nq) break;  // (the same in every lane)
+        for (int d = lane; d < HD; d += 32) dq[((size_t)(q0 + row) * Hq + h) * HD + d] = W[r * mma_ldw(HD) + d];
+    }
+}
+
+// A warp's 16 key rows of dk or dv (y, and y16 where given) from its accumulators, through W, row by row.
+template <int HD>
+__device__ __forceinline__ static void bwd_write_rows(float *y, uint16_t *y16, float *W, const FragC *acc, int j0, int nk, int stride, int kvh,
+                                                      int warp, int lane) {
+    mma_store<HD>(W, mma_ldw(HD), acc);
+    __syncwarp();
+    for (int r = 0; r < 16; r++) {
+        int row = warp * 16 + r;
+        if (row >= nk) break;  // (the same in every lane)
+        size_t at = (size_t)(j0 + row) * stride + (size_t)kvh * HD;
+        for (int d = lane; d < HD; d += 32) kc_store(y, y16, at + d, W[r * mma_ldw(HD) + d]);
+    }
+    __syncwarp();  // (W read before it is stored into again)
+}
+
+template <int HD>
+__global__ static void __launch_bounds__(MMA_THREADS)
+    attention_dkv_mma_kernel(float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k, const float *v,
+                             const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, float scale,
+                             float softcap) {
+    extern __shared__ float smem[];
+    BwdSmem sm = bwd_smem(smem, HD);  // own_a K, own_b V; tile_a Q, tile_b dO
+    __shared__ int t_first, t_last;
+    int j0 = blockIdx.x * BWD_ROWS, kvh = blockIdx.y, stride = Hkv * HD, group = Hq / Hkv;
+    int nk = T - j0 < BWD_ROWS ? T - j0 : BWD_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    mma_load_rows<HD>(sm.own_a, BWD_ROWS, k, stride, kvh * HD, j0, nk);
+    mma_load_rows<HD>(sm.own_b, BWD_ROWS, v, stride, kvh * HD, j0, nk);
+    if (threadIdx.x == 0) {  // the queries that see a key of [j0, j0 + nk - 1]
+        t_first = att_lower_bound(kv_hi, T, j0);
+        t_last = att_lower_bound(kv_lo, T, j0 + nk) - 1;
+    }
+    int rr = lane >> 1, half = lane & 1, jk = warp * 16 + rr;  // this lane's key row of the block's 64
+    float *W = sm.w + (size_t)warp * 16 * mma_ldw(HD);
+    __nv_bfloat16 *Pb = sm.p + warp * 16 * MMA_LDP, *dSb = sm.ds + warp * 16 * MMA_LDP;
+    const __nv_bfloat16 *Kw = sm.own_a + (size_t)warp * 16 * mma_ldh(HD), *Vw = sm.own_b + (size_t)warp * 16 * mma_ldh(HD);
+    FragC acc_k[HD / 16], acc_v[HD / 16];
+    mma_zero<HD>(acc_k), mma_zero<HD>(acc_v);
+    __syncthreads();
+    for (int g = 0; g < group; g++) {
+        int h = kvh * group + g;
+        for (int t0 = t_first; t0 <= t_last; t0 += BWD_TILE) {
+            int nq = t_last - t0 + 1 < BWD_TILE ? t_last - t0 + 1 : BWD_TILE;
+            __syncthreads();  // the previous query tile is no longer read
+            mma_load_rows<HD>(sm.tile_a, BWD_TILE, q, Hq * HD, h * HD, t0, nq);
+            mma_load_rows<HD>(sm.tile_b, BWD_TILE, dout, Hq * HD, h * HD, t0, nq);
+            for (int i = threadIdx.x; i < BWD_TILE; i += MMA_THREADS) {
+                size_t row = (size_t)(t0 + i) * Hq + h;
+                sm.lo[i] = i < nq ? kv_lo[t0 + i] : 1, sm.hi[i] = i < nq ? kv_hi[t0 + i] : 0;
+                sm.lse[i] = i < nq ? lse[row] : INFINITY, sm.delta[i] = i < nq ? delta[row] : 0.0f;
+            }
+            __syncthreads();
+            int j = j0 + jk, seen[16];
+            float L[16], D[16];
+#pragma unroll
+            for (int c = 0; c < 16; c++) {
+                int col = half * 16 + c;
+                seen[c] = jk < nk && j >= sm.lo[col] && j <= sm.hi[col], L[c] = sm.lse[col], D[c] = sm.delta[col];
+            }
+            bwd_tile<HD>(W, Pb, dSb, Kw, sm.tile_a, Vw, sm.tile_b, seen, L, D, rr, half, scale, softcap);
+            mma_ab<BWD_TILE, HD>(acc_v, Pb, MMA_LDP, sm.tile_b, mma_ldh(HD));
+            mma_ab<BWD_TILE, HD>(acc_k, dSb, MMA_LDP, sm.tile_a, mma_ldh(HD));
+        }
+    }
+    __syncwarp();
+    bwd_write_rows<HD>(dk, NULL, W, acc_k, j0, nk, stride, kvh, warp, lane);
+    bwd_write_rows<HD>(dv, dv16, W, acc_v, j0, nk, stride, kvh, warp, lane);
+}
+
+template <int HD>
+static int backward_mma(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k, const float *v,
+                        const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, float scale,
+                        float softcap) {
+    size_t smem = bwd_smem_bytes(HD);
+    unsigned blocks = (unsigned)(T + BWD_ROWS - 1) / BWD_ROWS;
+    cudaFuncSetAttribute(attention_dq_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    attention_dq_mma_kernel<HD><<<dim3(blocks, (unsigned)Hq), MMA_THREADS, smem>>>(dq, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq,
+                                                                                   Hkv, scale, softcap);
+    KC_CHECK_LAUNCH("attention_backward (dq, tensor cores)");
+    cudaFuncSetAttribute(attention_dkv_mma_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    attention_dkv_mma_kernel<HD><<<dim3(blocks, (unsigned)Hkv), MMA_THREADS, smem>>>(dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo,
+                                                                                     kv_hi, T, Hq, Hkv, scale, softcap);
+    KC_CHECK_LAUNCH("attention_backward (dk, dv, tensor cores)");
+    return 0;
+}
+
+extern "C" int kc_attention_backward_mma_fits(int hd) { return hd == 16 || hd == 32 || hd == 64 || hd == 128; }
+
+extern "C" int kc_attention_backward_mma(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
+                                         const float *v, const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T,
+                                         int Hq, int Hkv, int hd, float scale, float softcap) {
+    if (!kc_attention_backward_mma_fits(hd) || Hkv <= 0 || Hq % Hkv) {
+        kc_set_error("attention_backward (tensor cores)", cudaErrorInvalidValue);
+        return -1;
+    }
+    if (T <= 0) return 0;
+    switch (hd) {
+        case 16: return backward_mma<16>(dq, dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, scale, softcap);
+        case 32: return backward_mma<32>(dq, dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, scale, softcap);
+        case 64: return backward_mma<64>(dq, dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, scale, softcap);
+        default: return backward_mma<128>(dq, dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, scale, softcap);
+    }
+}

@@ -1,0 +1,80 @@
+// defines: what the tensor-core attention kernels (the forward in attention_mma.cu, the backward in
+// attention_backward_mma.cu) share: a warp's 16-row products of bf16 tiles in shared memory (wmma, fp32 sums),
+// the pitches that keep wmma's alignment, and the bf16 loads of a tile's rows.
+#pragma once
+#include <mma.h>
+
+#include "attention_tile.cuh"
+
+#define MMA_THREADS 128  // 4 warps, 16 rows each
+#define MMA_LDP 40       // pitch of a warp's [16][32] bf16 weights (a multiple of 8, against bank conflicts)
+
+typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> FragC;
+
+// Pitches: rows of head_dim hd in bf16 (hd + 8) and a warp's fp32 staging rows (wide enough for 32 scores or hd
+// outputs); wmma wants 16-byte multiples, the regions 32-byte aligned (every region below is a multiple of 32 long).
+__host__ __device__ static inline int mma_ldh(int hd) { return hd + 8; }
+__host__ __device__ static inline int mma_ldw(int hd) { return hd + 4 > 36 ? hd + 4 : 36; }
+
+// acc[n] += A·Bᵀ for n < NC/16: A [16][KD] at a (pitch lda), B [NC][KD] at b (pitch ldb): scores from query and key rows.
+template <int KD, int NC>
+__device__ __forceinline__ static void mma_abt(FragC *acc, const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb) {
+    using namespace nvcuda;
+#pragma unroll
+    for (int kk = 0; kk < KD / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+        wmma::load_matrix_sync(fa, a + kk * 16, lda);
+#pragma unroll
+        for (int n = 0; n < NC / 16; n++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+            wmma::load_matrix_sync(fb, b + (size_t)n * 16 * ldb + kk * 16, ldb);
+            wmma::mma_sync(acc[n], fa, fb, acc[n]);
+        }
+    }
+}
+
+// acc[n] += A·B for n < NC/16: A [16][KD] at a (pitch lda), B [KD][NC] at b (pitch ldb): weights times value rows.
+template <int KD, int NC>
+__device__ __forceinline__ static void mma_ab(FragC *acc, const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb) {
+    using namespace nvcuda;
+#pragma unroll
+    for (int kk = 0; kk < KD / 16; kk++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+        wmma::load_matrix_sync(fa, a + kk * 16, lda);
+#pragma unroll
+        for (int n = 0; n < NC / 16; n++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+            wmma::load_matrix_sync(fb, b + (size_t)kk * 16 * ldb + n * 16, ldb);
+            wmma::mma_sync(acc[n], fa, fb, acc[n]);
+        }
+    }
+}
+
+template <int NC>
+__device__ __forceinline__ static void mma_zero(FragC *acc) {
+#pragma unroll
+    for (int n = 0; n < NC / 16; n++) nvcuda::wmma::fill_fragment(acc[n], 0.0f);
+}
+
+// acc [16][NC] into w (pitch ldw), row-major
+template <int NC>
+__device__ __forceinline__ static void mma_store(float *w, int ldw, const FragC *acc) {
+#pragma unroll
+    for (int n = 0; n < NC / 16; n++) nvcuda::wmma::store_matrix_sync(w + n * 16, acc[n], ldw, nvcuda::wmma::mem_row_major);
+}
+
+// Rows j0 .. j0+rows-1 of one head (column col) of an fp32 [*, stride] buffer into dst [rows][hd+8] in bf16; rows
+// at or past n are zeros.
+template <int HD>
+__device__ __forceinline__ static void mma_load_rows(__nv_bfloat16 *dst, int rows, const float *src, int stride, int col, int j0, int n) {
+    for (int e = threadIdx.x; e < rows * HD; e += MMA_THREADS) {
+        int j = e / HD, d = e % HD;
+        dst[j * mma_ldh(HD) + d] = __float2bfloat16_rn(j < n ? src[(size_t)(j0 + j) * stride + col + d] : 0.0f);
+    }
+}
+
+// whether v is set in any lane of the warp
+__device__ __forceinline__ static int mma_warp_any(int v) {
+    for (int o = 16; o > 0; o >>= 1) v |= __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole GPU check in one command, for a machine with an NVIDIA GPU, nvcc and gcc but none of the project's
-# Debian libraries (the lent GPU machines): builds the CUDA kernels and their CPU references (kernels/ needs
-# nothing else) with the kernel test and runs it; then, when tools/gpu_pack.sh prepared .gpu/ on a dev machine
-# (carry it), the GPU training and generation tests (fp32 and bf16 against the CPU path, every architecture) and
-# `llamaduo train` on the GPU (fp32, bf16) against the CPU. With --bench, then the GPU benchmark against HF
-# transformers + PEFT on the same card (benchmarks/gpu_bench.py; minutes). Every step runs even when an earlier
+# Debian libraries (the lent GPU machines): compiles every CUDA kernel for the card's architecture (warnings as
+# errors); then, from the bundle tools/gpu_pack.sh prepared in .gpu/ on a dev machine (carry it), the kernel test
+# (each kernel against its CPU reference), the GPU training and generation tests (fp32 and bf16 against the CPU path, every architecture) and
+# `llamaduo train` on the GPU (fp32, bf16) against the CPU. With --bench, also the per-kernel rates against the
+# card's ceilings (benchmarks/bench_kernels.c) and the GPU benchmark against HF transformers + PEFT on the same card
+# (benchmarks/gpu_bench.py; minutes). Every step runs even when an earlier
 # one fails (one device call should tell everything); the exit status counts the failed steps.
 # Where the project's dependencies are installed, `cd build && ctest -L gpu` runs the same tests.
 # Usage: bash tools/gpu_check.sh [--bench] [ARCH (default: the device's, e.g. 90)]
@@ -22,20 +23,14 @@ step() {  # step NAME COMMAND...: runs it, remembers a failure
 B=$(mktemp -d)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
-build_kernel_test() {
+compile_kernels() {  # every kernel for this card's architecture, as a build would (the bundle's are sm_80 + sm_90)
   local pids=() f
   for f in kernels/cuda/*.cu; do
     nvcc -std=c++17 -O2 -arch=sm_"$ARCH" -Ikernels -Werror all-warnings -c "$f" -o "$B/$(basename "$f").o" & pids+=($!)
   done
-  for f in kernels/cpu/rmsnorm.c kernels/cpu/rope.c kernels/cpu/activations.c kernels/cpu/adamw.c kernels/cpu/attention.c \
-           kernels/cpu/sample.c tests/test_cuda_kernels.c; do
-    gcc -std=c11 -O2 -fopenmp -Wall -Wextra -Werror -Ikernels -c "$f" -o "$B/$(basename "$f").o" & pids+=($!)
-  done
   for p in "${pids[@]}"; do wait "$p" || return 1; done
-  nvcc -o "$B/test_cuda_kernels" "$B"/*.o -lcublas -lcublasLt -lgomp -lm
 }
-step "build the kernel test (sm_$ARCH, warnings are errors)" build_kernel_test
-step "test_cuda_kernels" "$B/test_cuda_kernels"
+step "compile the kernels (sm_$ARCH, warnings are errors)" compile_kernels
 
 # The trainer end to end: the same run on the GPU and on the CPU, loss curves compared.
 same_losses() {  # same_losses GPU_METRICS CPU_METRICS LABEL BOUND
@@ -98,8 +93,12 @@ PY
 if [ -f .gpu/bundle.tar.xz ]; then
   G=$(mktemp -d); tar -C "$G" -xJf .gpu/bundle.tar.xz
   CUDA_LIB=$(dirname "$(find / -name 'libcublas.so.1*' -path '*cuda*' 2>/dev/null | head -1)")
-  export LD_LIBRARY_PATH="$G/lib:$CUDA_LIB:${LD_LIBRARY_PATH:-}"
+  NCCL_LIB=$(dirname "$(find / -name 'libnccl.so.2' -not -path '/proc/*' 2>/dev/null | head -1)")  # the toolkit's or PyTorch's
+  export LD_LIBRARY_PATH="$G/lib:$CUDA_LIB:$NCCL_LIB:${LD_LIBRARY_PATH:-}"
   export LLAMADUO_FIXTURES="$PWD/tests/fixtures" LLAMADUO_MODELS="$PWD/models"
+  step "test_cuda_kernels" "$G/test_cuda_kernels"
+  # per-kernel rates against the card's GEMM and copy ceilings (benchmarks/bench_kernels.c; seconds)
+  if [ "$BENCH" = 1 ]; then step "per-kernel rates vs the card's ceilings" "$G/bench_kernels"; fi
   step "test_gpu_train" "$G/test_gpu_train"
   step "test_gpu_generate" "$G/test_gpu_generate"
   D=configs/data
@@ -115,7 +114,8 @@ if [ -f .gpu/bundle.tar.xz ]; then
   step "train --activation-checkpointing (bf16: the recomputed block is not rounded) vs without" variant ckpt 5e-2 --activation-checkpointing
   if [ "$BENCH" = 1 ]; then step "GPU benchmark vs HF + PEFT" python3 benchmarks/gpu_bench.py "$G/bench_gpu" all; fi
 else
-  echo "gpu_check: no .gpu/bundle.tar.xz (tools/gpu_pack.sh on a dev machine, then carry .gpu): GPU training tests not run"
+  echo "gpu_check: no .gpu/bundle.tar.xz (tools/gpu_pack.sh on a dev machine, then carry .gpu): the GPU tests not run"
+  FAILED+=("no bundle: the GPU tests did not run")
 fi
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf 'gpu_check: %d step(s) failed:\n' "${#FAILED[@]}"; printf '  %s\n' "${FAILED[@]}"

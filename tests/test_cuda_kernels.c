@@ -907,22 +907,24 @@ static void ref_lora_linears(float **y, float *dx, float *dA, float **dB, const 
     free(ax), free(dyB);
 }
 
-// Three linears on one input (q, k and v: the middle one with no adapter), the two adapters' A stacked in one
-// [2r, in] matrix: the forward and the backward in one call each (kc_lora_linears, kc_lora_linears_backward) against
+// n_jobs (up to 4) linears on one input (q, k and v, or gate and up), those in the mask adapted (mask 5: q and v),
+// their adapters' A stacked in one [m·r, in] matrix: the forward and the backward in one call each (kc_lora_linears, kc_lora_linears_backward) against
 // the double reference (fp32 1e-5, bf16 W 1e-2; the adapters' gradients 1e-5 either way), and the CPU's
 // k_lora_linears / k_lora_linears_backward likewise (fp32).
-static void test_lora_linears(int T, int in, int r, int bf16) {
-    enum { JOBS = 3 };
-    const int outs[JOBS] = {96, 40, 40}, m = 2;
+static void test_lora_linears(int T, int in, int r, int bf16, int jobs, unsigned mask) {
+    enum { MAX_JOBS = 4 };
+    const int outs[MAX_JOBS] = {96, 40, 40, 64};
+    int m = 0;
+    for (int j = 0; j < jobs; j++) m += mask >> j & 1;
     const float s = 0.5f;
     LdDtype wt = bf16 ? LD_BF16 : LD_F32;
     float *x = rnd((size_t)T * in, 1), *A = rnd((size_t)m * r * in, 0.1f), *dx0 = rnd((size_t)T * in, 1);
-    float *W[JOBS], *bias[JOBS], *B[JOBS], *dy[JOBS], *y_ref[JOBS], *dB_ref[JOBS], *y_cpu[JOBS], *dB_cpu[JOBS];
-    float *gW[JOBS], *gbias[JOBS], *gB[JOBS], *gdy[JOBS], *gy[JOBS], *gdB[JOBS];
-    LoraLinearJob dev[JOBS], host[JOBS];
-    LoraLinearGrad dev_g[JOBS], host_g[JOBS];
-    for (int j = 0; j < JOBS; j++) {
-        int out = outs[j], adapted = j != 1;
+    float *W[MAX_JOBS], *bias[MAX_JOBS], *B[MAX_JOBS], *dy[MAX_JOBS], *y_ref[MAX_JOBS], *dB_ref[MAX_JOBS], *y_cpu[MAX_JOBS], *dB_cpu[MAX_JOBS];
+    float *gW[MAX_JOBS], *gbias[MAX_JOBS], *gB[MAX_JOBS], *gdy[MAX_JOBS], *gy[MAX_JOBS], *gdB[MAX_JOBS];
+    LoraLinearJob dev[MAX_JOBS], host[MAX_JOBS];
+    LoraLinearGrad dev_g[MAX_JOBS], host_g[MAX_JOBS];
+    for (int j = 0; j < jobs; j++) {
+        int out = outs[j], adapted = mask >> j & 1;
         size_t nw = (size_t)out * in, ny = (size_t)T * out, nb = (size_t)out * r;
         W[j] = rnd(nw, 0.1f), bias[j] = rnd(out, 1), B[j] = adapted ? rnd(nb, 0.1f) : NULL, dy[j] = rnd(ny, 1);
         y_ref[j] = calloc(ny, sizeof(float)), y_cpu[j] = calloc(ny, sizeof(float));
@@ -941,18 +943,19 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
     size_t nx = (size_t)T * in, na = (size_t)m * r * in, nax = (size_t)m * r * T;
     float *dx_ref = malloc(sizeof(float) * nx), *dA_ref = calloc(na, sizeof(float));
     memcpy(dx_ref, dx0, sizeof(float) * nx);
-    ref_lora_linears(y_ref, dx_ref, dA_ref, dB_ref, x, W, bias, A, B, dy, outs, JOBS, s, T, in, r);
+    ref_lora_linears(y_ref, dx_ref, dA_ref, dB_ref, x, W, bias, A, B, dy, outs, jobs, s, T, in, r);
     float *gx = up(x, sizeof(float) * nx), *gA = up(A, sizeof(float) * na), *gdx = up(dx0, sizeof(float) * nx);
     float *gax = poisoned(nax), *gdyB = poisoned(nax), *gdA = kc_alloc(sizeof(float) * na);
     kc_fill(gdA, 0, na);
-    check_rc(kc_lora_linears(dev, JOBS, gax, gx, NULL, gA, s, T, in, r), "lora_linears");
-    check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx, 1, gdA, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward");
+    check_rc(kc_lora_linears(dev, jobs, gax, gx, NULL, gA, s, T, in, r), "lora_linears");
+    check_rc(kc_lora_linears_backward(dev_g, jobs, gdx, 1, gdA, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward");
     char name[160];
     const char *p = bf16 ? "bf16 W" : "fp32";
     double bound = bf16 ? 1e-2 : 1e-5;
-    for (int j = 0; j < JOBS; j++) {
+    for (int j = 0; j < jobs; j++) {
         float *y = down(gy[j], (size_t)T * outs[j]);
-        snprintf(name, sizeof name, "LoRA linears on one input, stacked adapters, %s, job %d y [%d x %d -> %d, r %d]", p, j, T, in, outs[j], r);
+        snprintf(name, sizeof name, "LoRA linears on one input, %d of %d adapted, %s, job %d y [%d x %d -> %d, r %d]", m, jobs, p, j, T, in,
+                 outs[j], r);
         compare(name, y, y_ref[j], (size_t)T * outs[j], bound);
         free(y);
         if (!B[j]) continue;
@@ -967,31 +970,33 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
     snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s: the stacked dA [%d x %d, r %d]", p, T, in, r);
     compare(name, hdA, dA_ref, na, 1e-5);
     // dx written (dx_add 0): into NaN, the sum from zero, on the device and on the CPU
-    float *dx_new = calloc(nx, sizeof(float)), *scratch_dA = calloc(na, sizeof(float)), *scratch_y[JOBS], *scratch_dB[JOBS];
-    for (int j = 0; j < JOBS; j++)
+    float *dx_new = calloc(nx, sizeof(float)), *scratch_dA = calloc(na, sizeof(float)), *scratch_y[MAX_JOBS], *scratch_dB[MAX_JOBS];
+    for (int j = 0; j < jobs; j++)
         scratch_y[j] = calloc((size_t)T * outs[j], sizeof(float)), scratch_dB[j] = B[j] ? calloc((size_t)outs[j] * r, sizeof(float)) : NULL;
-    ref_lora_linears(scratch_y, dx_new, scratch_dA, scratch_dB, x, W, bias, A, B, dy, outs, JOBS, s, T, in, r);
+    ref_lora_linears(scratch_y, dx_new, scratch_dA, scratch_dB, x, W, bias, A, B, dy, outs, jobs, s, T, in, r);
     float *gdx_new = poisoned(nx);
-    check_rc(kc_lora_linears_backward(dev_g, JOBS, gdx_new, 0, NULL, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward, dx written");
+    LoraLinearGrad dev_dx_only[MAX_JOBS];  // (no dB, no dA: the dx alone)
+    for (int j = 0; j < jobs; j++) dev_dx_only[j] = dev_g[j], dev_dx_only[j].dB = NULL;
+    check_rc(kc_lora_linears_backward(dev_dx_only, jobs, gdx_new, 0, NULL, gdyB, gx, gax, gA, s, T, in, r), "lora_linears_backward, dx written");
     float *hdx_new = down(gdx_new, nx);
     snprintf(name, sizeof name, "LoRA linears backward, stacked adapters, %s: dx written, not added [%d x %d, r %d]", p, T, in, r);
     compare(name, hdx_new, dx_new, nx, bound);
     if (!bf16) {
         float *dx_cpu = malloc(sizeof(float) * nx), *dyB_cpu = calloc(nax, sizeof(float)), *ax_cpu = calloc(nax, sizeof(float));
-        LoraLinearGrad dx_only[JOBS];  // (the dB checked below stays as the first call made it)
-        for (int j = 0; j < JOBS; j++) dx_only[j] = host_g[j], dx_only[j].dB = NULL;
+        LoraLinearGrad dx_only[MAX_JOBS];  // (the dB checked below stays as the first call made it)
+        for (int j = 0; j < jobs; j++) dx_only[j] = host_g[j], dx_only[j].dB = NULL;
         for (size_t i = 0; i < nx; i++) dx_cpu[i] = NAN;
-        k_lora_linears(host, JOBS, ax_cpu, x, A, s, T, in, r);
-        k_lora_linears_backward(dx_only, JOBS, dx_cpu, 0, NULL, dyB_cpu, x, ax_cpu, A, s, T, in, r);
+        k_lora_linears(host, jobs, ax_cpu, x, A, s, T, in, r);
+        k_lora_linears_backward(dx_only, jobs, dx_cpu, 0, NULL, dyB_cpu, x, ax_cpu, A, s, T, in, r);
         compare("CPU LoRA linears backward, stacked adapters: dx written, not added", dx_cpu, dx_new, nx, 1e-5);
         free(dx_cpu), free(dyB_cpu), free(ax_cpu);
     }
     if (!bf16) {  // no base weight: dx from the adapter alone (dropout's masked copy), or zeros with no product at all
         int j0 = 0;  // the first adapted job: its A and ax lead the stacks
-        while (j0 < JOBS - 1 && !B[j0]) j0++;
+        while (j0 < jobs - 1 && !B[j0]) j0++;
         float *want = malloc(sizeof(float) * nx), *zeros = calloc(nx, sizeof(float)), *ax_c = calloc(nax, sizeof(float)),
               *dyB_c = calloc(nax, sizeof(float)), *g_ad = poisoned(nx), *g_none = poisoned(nx);
-        k_lora_linears(host, JOBS, ax_c, x, A, s, T, in, r);
+        k_lora_linears(host, jobs, ax_c, x, A, s, T, in, r);
         for (size_t i = 0; i < nx; i++) want[i] = NAN;
         k_lora_linear_backward(want, 0, NULL, NULL, NULL, NULL, dyB_c, dy[j0], x, ax_c, NULL, LD_F32, A, B[j0], s, T, in, outs[j0], r);
         check_rc(kc_lora_linear_backward(g_ad, 0, NULL, NULL, NULL, NULL, gdyB, gdy[j0], NULL, gx, gax, NULL, LD_F32, gA, gB[j0], s, T, in,
@@ -1006,16 +1011,16 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
         free(want), free(zeros), free(ax_c), free(dyB_c), free(h_ad), free(h_none);
         kc_free(g_ad), kc_free(g_none);
     }
-    for (int j = 0; j < JOBS; j++) free(scratch_y[j]), free(scratch_dB[j]);
+    for (int j = 0; j < jobs; j++) free(scratch_y[j]), free(scratch_dB[j]);
     free(dx_new), free(scratch_dA), free(hdx_new);
     kc_free(gdx_new);
     if (!bf16) {  // the CPU reference of the same contract
         float *ax = calloc(nax, sizeof(float)), *dyB = calloc(nax, sizeof(float)), *dx = malloc(sizeof(float) * nx),
               *dA = calloc(na, sizeof(float));
         memcpy(dx, dx0, sizeof(float) * nx);
-        k_lora_linears(host, JOBS, ax, x, A, s, T, in, r);
-        k_lora_linears_backward(host_g, JOBS, dx, 1, dA, dyB, x, ax, A, s, T, in, r);
-        for (int j = 0; j < JOBS; j++) {
+        k_lora_linears(host, jobs, ax, x, A, s, T, in, r);
+        k_lora_linears_backward(host_g, jobs, dx, 1, dA, dyB, x, ax, A, s, T, in, r);
+        for (int j = 0; j < jobs; j++) {
             snprintf(name, sizeof name, "CPU LoRA linears, stacked adapters, job %d y", j);
             compare(name, y_cpu[j], y_ref[j], (size_t)T * outs[j], 1e-5);
             if (B[j]) compare("CPU LoRA linears backward, stacked adapters: dB", dB_cpu[j], dB_ref[j], (size_t)outs[j] * r, 1e-5);
@@ -1024,7 +1029,7 @@ static void test_lora_linears(int T, int in, int r, int bf16) {
         compare("CPU LoRA linears backward, stacked adapters: the stacked dA", dA, dA_ref, na, 1e-5);
         free(ax), free(dyB), free(dx), free(dA);
     }
-    for (int j = 0; j < JOBS; j++) {
+    for (int j = 0; j < jobs; j++) {
         free(W[j]), free(bias[j]), free(B[j]), free(dy[j]), free(y_ref[j]), free(y_cpu[j]), free(dB_ref[j]), free(dB_cpu[j]);
         kc_free(gW[j]), kc_free(gbias[j]), kc_free(gB[j]), kc_free(gdy[j]), kc_free(gy[j]), kc_free(gdB[j]);
     }
@@ -1276,10 +1281,15 @@ int main(void) {
         test_lora_linear(37, 576, 1536, 8, bf16);
         test_lora_linear(130, 257, 191, 16, bf16);
         test_lora_linear(300, 130, 70, 8, bf16);
-        test_lora_linears(37, 576, 8, bf16);
-        test_lora_linears(20, 100, 128, bf16);
-        test_lora_linears(37, 96, 160, bf16);
-        test_lora_linears(300, 96, 8, bf16);
+        test_lora_linears(37, 576, 8, bf16, 3, 5);
+        test_lora_linears(20, 100, 128, bf16, 3, 5);
+        test_lora_linears(37, 96, 160, bf16, 3, 5);
+        test_lora_linears(300, 96, 8, bf16, 3, 5);
+        // the fused low-rank kernels at their bounds: 4 adapters and m·r 256, 3 adapters and 256 tokens, 1 of rank 256
+        test_lora_linears(40, 96, 16, bf16, 4, 15);
+        test_lora_linears(40, 96, 64, bf16, 4, 15);
+        test_lora_linears(256, 64, 16, bf16, 3, 7);
+        test_lora_linears(33, 64, 256, bf16, 2, 2);
         test_linear_cross_entropy(37, 64, 1000, 0.0f, 8, bf16);
         test_linear_cross_entropy(37, 64, 1000, 30.0f, 5, bf16);
         test_linear_cross_entropy(19, 576, 49152, 0.0f, 6, bf16);

@@ -1271,6 +1271,7 @@ int main(void) {
     test_attention_backward(100, 100, 4, 1, 64, 0, 0.0f);  // one long record: several key tiles per query tile
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
     test_attention_backward(200, 130, 4, 2, 32, 0, 0.0f);  // (several own-row blocks and tiles on tensor cores)
+    test_attention_backward(140, 100, 4, 2, 256, 30, 0.0f);  // (head_dim 256's warp pairs over several blocks and tiles)
     test_attention_backward(90, 90, 4, 2, 80, 0, 0.0f);  // (a head_dim they do not take: the fp32 passes, bf16 dv)
     test_embedding(7, 320, 64, 1.0f);
     test_dropout_rows(100000, 50);

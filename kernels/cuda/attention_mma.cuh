@@ -8,6 +8,7 @@
 
 #define MMA_THREADS 128  // 4 warps, 16 rows each
 #define MMA_LDP 40       // pitch of a warp's [16][32] bf16 weights (a multiple of 8, against bank conflicts)
+#define MMA_LDS 36       // pitch of a warp's [16][32] fp32 staging (scores; the output 16 columns at a time)
 
 typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> FragC;
 
@@ -67,7 +68,7 @@ __device__ __forceinline__ static void mma_store(float *w, int ldw, const FragC 
 // at or past n are zeros.
 template <int HD>
 __device__ __forceinline__ static void mma_load_rows(__nv_bfloat16 *dst, int rows, const float *src, int stride, int col, int j0, int n) {
-    for (int e = threadIdx.x; e < rows * HD; e += MMA_THREADS) {
+    for (int e = threadIdx.x; e < rows * HD; e += blockDim.x) {
         int j = e / HD, d = e % HD;
         dst[j * mma_ldh(HD) + d] = __float2bfloat16_rn(j < n ? src[(size_t)(j0 + j) * stride + col + d] : 0.0f);
     }
@@ -77,4 +78,23 @@ __device__ __forceinline__ static void mma_load_rows(__nv_bfloat16 *dst, int row
 __device__ __forceinline__ static int mma_warp_any(int v) {
     for (int o = 16; o > 0; o >>= 1) v |= __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+
+// A warp's accumulators [16][NC] into rows `rows` of y (row r at first + r·pitch; and of y16 where given), one
+// fragment at a time through its staging area W [16][MMA_LDS].
+template <int NC>
+__device__ __forceinline__ static void mma_write_rows(float *y, uint16_t *y16, size_t first, size_t pitch, int rows, float *W,
+                                                      const FragC *acc) {
+    int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int n = 0; n < NC / 16; n++) {
+        __syncwarp();  // (W read by every lane)
+        nvcuda::wmma::store_matrix_sync(W, acc[n], MMA_LDS, nvcuda::wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {  // half a warp to a row's 16 columns
+            int r = e >> 4, c = e & 15;
+            if (r < rows) kc_store(y, y16, first + (size_t)r * pitch + n * 16 + c, W[r * MMA_LDS + c]);
+        }
+    }
+    __syncwarp();
 }

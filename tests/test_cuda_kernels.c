@@ -4,6 +4,7 @@
 // fp32 paths: ‖gpu − cpu‖ / ‖cpu‖ under 1e-5; bf16 paths (bf16 weights and GEMM inputs, fp32 accumulation):
 // under 1e-2 against the fp32 reference, and under 1e-5 against a reference fed the same bf16-rounded inputs
 // (which shows the accumulation is fp32). ctest label `gpu`: exits 77 (skipped, with a message) without a GPU.
+#define _POSIX_C_SOURCE 200809L  // setenv
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -609,6 +610,35 @@ static void test_attention_backward(int T, int rec, int Hq, int Hkv, int hd, int
     free(q), free(k), free(v), free(dout), free(rdq), free(rdk), free(rdv), free(rdv16), free(lo), free(hi);
     kc_free(dq_), kc_free(dk_), kc_free(dv_), kc_free(ddo), kc_free(dlo), kc_free(dhi), kc_free(gq), kc_free(gk), kc_free(gv),
         kc_free(gv16);
+}
+
+// A card with less shared memory to opt in to than an H100 (the sm_86 / sm_89 cards' 99 KB): the kernels whose
+// blocks fit run (head_dim 256 forward on tensor cores, 81 KB; 128 back on them), and head_dim 256's backward, which
+// needs more on either path (128 KB on tensor cores, 131 KB on the fp32 tiles), fails with an error that says so
+// rather than a bare launch failure. Only the emulator can be made such a card (LLAMADUO_EMU_SMEM_OPTIN); on a GPU
+// the card's own limit holds, and this says so.
+static void test_attention_small_card(const char *device) {
+    if (!strstr(device, "emulator")) {
+        printf("note attention on a 99 KB card: not checked here (only the emulator can be told its card has 99 KB)\n");
+        return;
+    }
+    setenv("LLAMADUO_EMU_SMEM_OPTIN", "101376", 1);
+    check(!kc_attention_backward_mma_fits(256) && kc_attention_packed_mma_fits(256) && kc_attention_backward_mma_fits(128),
+          "99 KB of shared memory: head_dim 256 forward and 128 back on tensor cores, not 256 back");
+    test_attention(45, 8, 2, 256, 0, 0.0f, 0);
+    test_attention_backward(37, 9, 8, 2, 128, 0, 0.0f);
+    int T = 8, hd = 256, lo[8], hi[8];
+    for (int t = 0; t < T; t++) lo[t] = 0, hi[t] = t;
+    float *q = poisoned((size_t)T * hd), *g = poisoned((size_t)T * hd), *lse = poisoned(T);
+    uint16_t *g16 = kc_alloc(sizeof(uint16_t) * T * hd);
+    int *dlo = up(lo, sizeof lo), *dhi = up(hi, sizeof hi);
+    int rc = kc_attention_backward(g, g, g, g16, q, q, q, q, q, lse, dlo, dhi, T, 1, 1, hd, 0.0625f, 0.0f);
+    char name[320];
+    snprintf(name, sizeof name, "99 KB of shared memory: head_dim 256's backward refused, saying why (%s)", rc ? kc_last_error() : "ran");
+    check(rc != 0 && strstr(kc_last_error(), "shared memory") != NULL, name);
+    unsetenv("LLAMADUO_EMU_SMEM_OPTIN");
+    check(kc_attention_backward_mma_fits(256), "227 KB of shared memory: head_dim 256 back on tensor cores");
+    kc_free(q), kc_free(g), kc_free(lse), kc_free(g16), kc_free(dlo), kc_free(dhi);
 }
 
 static void test_embedding(int T, int V, int D, float scale) {
@@ -1272,6 +1302,7 @@ int main(void) {
     test_attention_backward(150, 70, 6, 3, 16, 20, 50.0f);  // the tiny models' head_dim; window across tiles
     test_attention_backward(200, 130, 4, 2, 32, 0, 0.0f);  // (several own-row blocks and tiles on tensor cores)
     test_attention_backward(140, 100, 4, 2, 256, 30, 0.0f);  // (head_dim 256's warp pairs over several blocks and tiles)
+    test_attention_small_card(dev);
     test_attention_backward(90, 90, 4, 2, 80, 0, 0.0f);  // (a head_dim they do not take: the fp32 passes, bf16 dv)
     test_embedding(7, 320, 64, 1.0f);
     test_dropout_rows(100000, 50);

@@ -219,6 +219,7 @@ extern "C" int kc_attention_packed(float *out, uint16_t *out16, float *lse, cons
     if (out16 && kc_attention_packed_mma_fits(hd))  // (its output is rounded to bf16 anyway)
         return kc_attention_packed_mma(out, out16, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     size_t smem = sizeof(float) * ATT_TILE * (3 * (size_t)hd + 1);
+    if (!kc_smem_fits(smem)) return kc_smem_refused("attention_packed", smem, hd);
     cudaFuncSetAttribute(attention_packed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_packed_kernel<<<dim3((unsigned)(T + ATT_TILE - 1) / ATT_TILE, (unsigned)Hq), ATT_THREADS, smem>>>(
         out, out16, lse, q, kv, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);

@@ -182,6 +182,10 @@ extern "C" int kc_attention_backward(float *dq, float *dk, float *dv, uint16_t *
         rc = kc_attention_backward_mma(dq, dk, dv, dv16, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
         goto done;
     }
+    if (!kc_smem_fits(smem)) {
+        rc = kc_smem_refused("attention_backward", smem, hd);
+        goto done;
+    }
     cudaFuncSetAttribute(attention_dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     attention_dq_kernel<<<grid_q, ATT_THREADS, smem>>>(dq, dout, q, k, v, lse, delta, kv_lo, kv_hi, T, Hq, Hkv, hd, scale, softcap);
     KC_CHECK_LAUNCH_GOTO("attention_backward (dq)", done);

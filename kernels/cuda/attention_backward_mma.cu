@@ -103,7 +103,7 @@ template <int HD>
 __global__ static void __launch_bounds__(MMA_THREADS)
     attention_dq_mma_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse,
                             const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, float scale, float softcap) {
-    extern __shared__ float smem[];
+    extern __shared__ __align__(128) float smem[];
     BwdSmem sm = bwd_smem(smem, HD, 4);  // own_a Q, own_b dO; tile_a K, tile_b V
     int q0 = blockIdx.x * BWD_ROWS, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * HD;
     int nq = T - q0 < BWD_ROWS ? T - q0 : BWD_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -147,17 +147,15 @@ __global__ static void __launch_bounds__(MMA_THREADS)
     attention_dkv_mma_kernel(float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k, const float *v,
                              const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv, float scale,
                              float softcap) {
-    extern __shared__ float smem[];
+    extern __shared__ __align__(128) float smem[];
     BwdSmem sm = bwd_smem(smem, HD, 4);  // own_a K, own_b V; tile_a Q, tile_b dO
-    __shared__ int t_first, t_last;
     int j0 = blockIdx.x * BWD_ROWS, kvh = blockIdx.y, stride = Hkv * HD, group = Hq / Hkv;
     int nk = T - j0 < BWD_ROWS ? T - j0 : BWD_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     mma_load_rows<HD>(sm.own_a, BWD_ROWS, k, stride, kvh * HD, j0, nk);
     mma_load_rows<HD>(sm.own_b, BWD_ROWS, v, stride, kvh * HD, j0, nk);
-    if (threadIdx.x == 0) {  // the queries that see a key of [j0, j0 + nk - 1]
-        t_first = att_lower_bound(kv_hi, T, j0);
-        t_last = att_lower_bound(kv_lo, T, j0 + nk) - 1;
-    }
+    // the queries that see a key of [j0, j0 + nk - 1] (every thread finds them: no static shared memory may come
+    // before the dynamic, which wmma needs 32-byte aligned)
+    int t_first = att_lower_bound(kv_hi, T, j0), t_last = att_lower_bound(kv_lo, T, j0 + nk) - 1;
     int rr = lane >> 1, half = lane & 1, jk = warp * 16 + rr;  // this lane's key row of the block's 64
     float *W = sm.w + (size_t)warp * 16 * MMA_LDS;
     __nv_bfloat16 *Pb = sm.p + warp * 16 * MMA_LDP, *dSb = sm.ds + warp * 16 * MMA_LDP;
@@ -198,14 +196,13 @@ __global__ static void __launch_bounds__(2 * MMA_THREADS)
     attention_dkv_mma_pairs_kernel(float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k, const float *v,
                                    const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T, int Hq, int Hkv,
                                    float scale, float softcap) {
-    extern __shared__ float smem[];
+    extern __shared__ __align__(128) float smem[];
     BwdSmem sm = bwd_smem(smem, HD, 8);  // own_a K, own_b V; tile_a Q, tile_b dO
-    __shared__ int t_first, t_last;
     int j0 = blockIdx.x * BWD_ROWS, kvh = blockIdx.y, stride = Hkv * HD, group = Hq / Hkv;
     int nk = T - j0 < BWD_ROWS ? T - j0 : BWD_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = warp & 3, sums_dk = warp >> 2;
     mma_load_rows<HD>(sm.own_a, BWD_ROWS, k, stride, kvh * HD, j0, nk);
     mma_load_rows<HD>(sm.own_b, BWD_ROWS, v, stride, kvh * HD, j0, nk);
-    if (threadIdx.x == 0) t_first = att_lower_bound(kv_hi, T, j0), t_last = att_lower_bound(kv_lo, T, j0 + nk) - 1;
+    int t_first = att_lower_bound(kv_hi, T, j0), t_last = att_lower_bound(kv_lo, T, j0 + nk) - 1;  // (as above)
     int rr = lane >> 1, half = lane & 1, jk = g * 16 + rr;  // this lane's key row of the block's 64
     float *W = sm.w + (size_t)warp * 16 * MMA_LDS, *S = sm.w + (size_t)g * 16 * MMA_LDS, *dP = S + (size_t)4 * 16 * MMA_LDS;
     __nv_bfloat16 *Pb = sm.p + g * 16 * MMA_LDP, *dSb = sm.ds + g * 16 * MMA_LDP;
@@ -268,7 +265,9 @@ static int backward_mma(float *dq, float *dk, float *dv, uint16_t *dv16, const f
     return 0;
 }
 
-extern "C" int kc_attention_backward_mma_fits(int hd) { return hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256; }
+extern "C" int kc_attention_backward_mma_fits(int hd) {
+    return (hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256) && kc_smem_fits(bwd_smem_bytes(hd, hd > 128 ? 8 : 4));
+}
 
 extern "C" int kc_attention_backward_mma(float *dq, float *dk, float *dv, uint16_t *dv16, const float *dout, const float *q, const float *k,
                                          const float *v, const float *lse, const float *delta, const int *kv_lo, const int *kv_hi, int T,

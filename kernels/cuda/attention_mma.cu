@@ -3,9 +3,9 @@
 // rows each. Every tile of 32 keys and values goes to shared memory in bf16 once for the block; a warp's scores
 // S = Q·Kᵀ [16, 32] and its output O += P·V [16, hd] are wmma products (bf16 in, fp32 sums), and the online
 // softmax between them runs on the CUDA cores over S in shared memory, two lanes to a row. O stays in the
-// accumulators across tiles. Their layout over the lanes is opaque, so a row is rescaled through shared memory,
-// and only when its max grows by more than MMA_LAZY over the max its sums are taken against (most tiles leave
-// every row alone): its weights exp(s - m) then stay at most e^8, well inside fp32 and bf16.
+// accumulators across tiles; a row is rescaled (by a fragment of the rows' factors, mma_scale_rows) only when its
+// max grows by more than MMA_LAZY over the max its sums are taken against (most tiles leave every row alone): its
+// weights exp(s - m) then stay at most e^8, well inside fp32 and bf16.
 #include <math.h>
 
 #include "attention_mma.cuh"
@@ -16,17 +16,16 @@
 #define MMA_WARPS (MMA_THREADS / 32)
 #define MMA_LAZY 8.0f
 
-// Shared memory for head_dim hd. A warp's scores and its output on their way to be rescaled or written share one
-// staging area.
+// Shared memory for head_dim hd: a warp's staging area holds its scores, and the rows' factors.
 struct MmaSmem {
     __nv_bfloat16 *q, *k, *v, *p;  // [64][hd+8], [32][hd+8], [32][hd+8], [4][16][MMA_LDP]
-    float *w;                      // [4][16][mma_ldw]
+    float *w;                      // [4][16][MMA_LDS]
     int *lo, *hi;                  // [64]: the block's queries' key ranges (past the batch: empty)
     int *seen;                     // [32]: whether any of them sees the tile's row
 };
 
 __host__ __device__ static inline size_t mma_smem_bytes(int hd) {
-    return 2 * (size_t)mma_ldh(hd) * (MMA_Q + 2 * MMA_K) + 4 * (size_t)MMA_WARPS * 16 * mma_ldw(hd) + 2 * MMA_WARPS * 16 * MMA_LDP +
+    return 2 * (size_t)mma_ldh(hd) * (MMA_Q + 2 * MMA_K) + 4 * (size_t)MMA_WARPS * 16 * MMA_LDS + 2 * MMA_WARPS * 16 * MMA_LDP +
            4 * (2 * MMA_Q + MMA_K);
 }
 
@@ -36,7 +35,7 @@ __device__ static inline MmaSmem mma_smem(float *base, int hd) {
     s.k = s.q + (size_t)MMA_Q * mma_ldh(hd);
     s.v = s.k + (size_t)MMA_K * mma_ldh(hd);
     s.w = (float *)(s.v + (size_t)MMA_K * mma_ldh(hd));
-    s.p = (__nv_bfloat16 *)(s.w + (size_t)MMA_WARPS * 16 * mma_ldw(hd));
+    s.p = (__nv_bfloat16 *)(s.w + (size_t)MMA_WARPS * 16 * MMA_LDS);
     s.lo = (int *)(s.p + MMA_WARPS * 16 * MMA_LDP);
     s.hi = s.lo + MMA_Q;
     s.seen = s.hi + MMA_Q;
@@ -56,23 +55,11 @@ __device__ static inline void mma_load_kv(__nv_bfloat16 *dst, const void *src, c
     }
 }
 
-// O's rows times each row's factor (the lane pair of row rr holds it), through the staging area.
-template <int HD>
-__device__ __forceinline__ static void mma_rescale(FragC *o, float *W, int rr, int half, float factor) {
-    __syncwarp();  // (every lane has read the scores W held)
-    mma_store<HD>(W, mma_ldw(HD), o);
-    __syncwarp();
-    for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) W[rr * mma_ldw(HD) + d] *= factor;
-    __syncwarp();
-#pragma unroll
-    for (int n = 0; n < HD / 16; n++) nvcuda::wmma::load_matrix_sync(o[n], W + n * 16, mma_ldw(HD), nvcuda::wmma::mem_row_major);
-}
-
 template <int HD>
 __global__ static void __launch_bounds__(MMA_THREADS)
     attention_mma_kernel(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_lo, const int *kv_hi, int T,
                          int Hq, int Hkv, float scale, float softcap) {
-    extern __shared__ float smem[];  // (the block's shared memory starts aligned far beyond wmma's 32 bytes)
+    extern __shared__ __align__(128) float smem[];
     MmaSmem sm = mma_smem(smem, HD);
     int q0 = blockIdx.x * MMA_Q, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * HD;
     int nq = T - q0 < MMA_Q ? T - q0 : MMA_Q, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -81,7 +68,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
     int klo, khi;
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
     int rr = lane >> 1, half = lane & 1, i = warp * 16 + rr;  // this lane's row of the warp's 16, and its half of the tile
-    float *W = sm.w + (size_t)warp * 16 * mma_ldw(HD);
+    float *W = sm.w + (size_t)warp * 16 * MMA_LDS;
     __nv_bfloat16 *P = sm.p + warp * 16 * MMA_LDP;
     float m = -INFINITY, l = 0.0f;  // the max the row's sums are taken against, and the sum of its weights
     FragC o[HD / 16];
@@ -101,7 +88,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
         FragC sc16[MMA_K / 16];  // the warp's scores for the tile, unscaled, into its staging area
         mma_zero<MMA_K>(sc16);
         mma_abt<HD, MMA_K>(sc16, sm.q + (size_t)warp * 16 * mma_ldh(HD), mma_ldh(HD), sm.k, mma_ldh(HD));
-        mma_store<MMA_K>(W, mma_ldw(HD), sc16);
+        mma_store<MMA_K>(W, MMA_LDS, sc16);
         __syncwarp();
         int qlo = sm.lo[i], qhi = sm.hi[i];
         float sc[16], tile_max = -INFINITY;
@@ -110,7 +97,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
             int col = half * 16 + c, j = j0 + col;
             float s = -INFINITY;
             if (col < nk && j >= qlo && j <= qhi) {
-                s = W[rr * mma_ldw(HD) + col] * scale;
+                s = W[rr * MMA_LDS + col] * scale;
                 if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
             }
             sc[c] = s, tile_max = fmaxf(tile_max, s);
@@ -126,22 +113,15 @@ __global__ static void __launch_bounds__(MMA_THREADS)
         }
         sum += __shfl_xor_sync(0xffffffffu, sum, 1);
         l = l * corr + sum;
-        if (mma_warp_any(m_new != m && m != -INFINITY)) mma_rescale<HD>(o, W, rr, half, corr);  // (a row at -inf holds zeros)
+        if (mma_warp_any(m_new != m && m != -INFINITY)) mma_scale_rows<HD>(o, W, corr);  // (a row at -inf holds zeros)
         m = m_new;
         __syncwarp();  // the weights are in
         mma_ab<MMA_K, HD>(o, P, MMA_LDP, sm.v, mma_ldh(HD));
     }
-    __syncwarp();
-    mma_store<HD>(W, mma_ldw(HD), o);
-    __syncwarp();
-    for (int r = 0; r < 16; r++) {  // row by row, the lanes along it
-        float lr = __shfl_sync(0xffffffffu, l, 2 * r), mr = __shfl_sync(0xffffffffu, m, 2 * r);
-        int row = warp * 16 + r;
-        if (row >= nq) continue;
-        size_t at = ((size_t)(q0 + row) * Hq + h) * HD;
-        for (int d = lane; d < HD; d += 32) kc_store(out, out16, at + d, lr > 0.0f ? W[r * mma_ldw(HD) + d] / lr : 0.0f);
-        if (lse && lane == 0) lse[(size_t)(q0 + row) * Hq + h] = lr > 0.0f ? mr + logf(lr) : INFINITY;
-    }
+    mma_scale_rows<HD>(o, W, l > 0.0f ? 1.0f / l : 0.0f);  // (l NaN: 0, as the fp32 kernel)
+    int rows = nq - warp * 16 < 16 ? nq - warp * 16 : 16;
+    mma_write_rows<HD>(out, out16, ((size_t)(q0 + warp * 16) * Hq + h) * HD, (size_t)Hq * HD, rows, W, o);
+    if (lse && !half && i < nq) lse[(size_t)(q0 + i) * Hq + h] = l > 0.0f ? m + logf(l) : INFINITY;
 }
 
 template <int HD>
@@ -155,7 +135,9 @@ static int attention_mma(float *out, uint16_t *out16, float *lse, const float *q
     return 0;
 }
 
-extern "C" int kc_attention_packed_mma_fits(int hd) { return hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256; }
+extern "C" int kc_attention_packed_mma_fits(int hd) {
+    return (hd == 16 || hd == 32 || hd == 64 || hd == 128 || hd == 256) && kc_smem_fits(mma_smem_bytes(hd));
+}
 
 extern "C" int kc_attention_packed_mma(float *out, uint16_t *out16, float *lse, const float *q, KvRows kv, const int *kv_lo,
                                        const int *kv_hi, int T, int Hq, int Hkv, int hd, float scale, float softcap) {

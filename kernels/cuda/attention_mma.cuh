@@ -12,10 +12,10 @@
 
 typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> FragC;
 
-// Pitches: rows of head_dim hd in bf16 (hd + 8) and a warp's fp32 staging rows (wide enough for 32 scores or hd
-// outputs); wmma wants 16-byte multiples, the regions 32-byte aligned (every region below is a multiple of 32 long).
+// Pitch of rows of head_dim hd in bf16 (hd + 8); wmma wants 16-byte multiples, and 32-byte aligned pointers: the
+// kernels' dynamic shared memory is declared __align__(128), with no static shared memory before it, and every
+// region they carve from it is a multiple of 32 bytes long.
 __host__ __device__ static inline int mma_ldh(int hd) { return hd + 8; }
-__host__ __device__ static inline int mma_ldw(int hd) { return hd + 4 > 36 ? hd + 4 : 36; }
 
 // acc[n] += A·Bᵀ for n < NC/16: A [16][KD] at a (pitch lda), B [NC][KD] at b (pitch ldb): scores from query and key rows.
 template <int KD, int NC>
@@ -72,6 +72,23 @@ __device__ __forceinline__ static void mma_load_rows(__nv_bfloat16 *dst, int row
         int j = e / HD, d = e % HD;
         dst[j * mma_ldh(HD) + d] = __float2bfloat16_rn(j < n ? src[(size_t)(j0 + j) * stride + col + d] : 0.0f);
     }
+}
+
+// acc[n] times its rows' factors for n < NC/16, the factor of row rr given by the lanes 2·rr and 2·rr + 1: the factors
+// go into a 16×16 tile in W [16][MMA_LDS], loaded as an accumulator fragment, whose elements lie where acc's do
+// (one fragment type, one mapping), so that the product is element by element in registers.
+template <int NC>
+__device__ __forceinline__ static void mma_scale_rows(FragC *acc, float *W, float factor) {
+    int lane = threadIdx.x & 31, rr = lane >> 1, half = lane & 1;
+    __syncwarp();  // (W read by every lane)
+    for (int c = half * 8; c < half * 8 + 8; c++) W[rr * MMA_LDS + c] = factor;
+    __syncwarp();
+    FragC f;
+    nvcuda::wmma::load_matrix_sync(f, W, MMA_LDS, nvcuda::wmma::mem_row_major);
+#pragma unroll
+    for (int n = 0; n < NC / 16; n++)
+#pragma unroll
+        for (int i = 0; i < f.num_elements; i++) acc[n].x[i] *= f.x[i];
 }
 
 // whether v is set in any lane of the warp

@@ -18,6 +18,25 @@ void kc_set_error_msg(const char *what, const char *reason);  // library failure
 // timeout_s.
 void kc_side_stream(cudaStream_t s, double timeout_s, int busy);
 
+// Whether a block may have `bytes` of shared memory on this device, opted in to (A100 163 KB, H100 227 KB, the sm_86
+// and sm_89 cards 99 KB).
+static inline int kc_smem_fits(size_t bytes) {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        (void)cudaGetLastError();  // (not a launch's error)
+        return 0;
+    }
+    return bytes <= (size_t)optin;
+}
+
+// The error for a kernel whose block needs more shared memory than the card allows (what: the kernel's name).
+static inline int kc_smem_refused(const char *what, size_t bytes, int hd) {
+    char reason[160];
+    snprintf(reason, sizeof reason, "head_dim %d needs %zu KB of shared memory a block, more than this card allows", hd, (bytes + 1023) / 1024);
+    kc_set_error_msg(what, reason);
+    return -1;
+}
+
 // After a launch: the launch itself and (for asynchronous faults) nothing else is waited for.
 #define KC_CHECK_LAUNCH(name)                                     \
     do {                                                          \

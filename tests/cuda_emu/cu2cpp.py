@@ -45,7 +45,7 @@ while True:
 out.append(src[i:])
 src = "".join(out)
 # dynamic shared memory: `extern __shared__ float name[];` becomes a pointer to the block's buffer
-src = re.sub(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;", r"\1 *\2 = (\1 *)emu::dynamic_smem();", src)
+src = re.sub(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w+)\s+(\w+)\s*\[\s*\]\s*;", r"\1 *\2 = (\1 *)emu::dynamic_smem();", src)
 out = [src]
 os.makedirs(os.path.dirname(os.path.abspath(sys.argv[2])), exist_ok=True)
 open(sys.argv[2], "w").write(f'#line 1 "{sys.argv[1]}"\n' + "".join(out))

@@ -178,6 +178,12 @@ static void run_block(int n) {
     }
 }
 
+// the shared memory a block may opt in to (cudaDeviceGetAttribute, and the launch's limit)
+size_t smem_optin(void) {
+    const char *s = getenv("LLAMADUO_EMU_SMEM_OPTIN");
+    return s && *s ? (size_t)strtoull(s, NULL, 10) : 227 * 1024;
+}
+
 static cudaError_t g_last = cudaSuccess;
 static std::vector<char> g_smem;
 static std::vector<std::pair<const void *, int>> g_smem_allowed;
@@ -215,7 +221,7 @@ void launch_impl(dim3 grid, dim3 block, size_t smem, const void *kernel, const c
     size_t allowed = 48 * 1024;
     for (auto &a : g_smem_allowed)
         if (a.first == kernel) allowed = (size_t)a.second;
-    if (smem > allowed || smem > 227 * 1024) {  // a GPU refuses the launch
+    if (smem > allowed || smem > smem_optin()) {  // a GPU refuses the launch
         g_last = cudaErrorInvalidValue;
         return;
     }
@@ -342,6 +348,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device) {
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU (device %d)", device);
     p->major = 9, p->minor = 0, p->multiProcessorCount = 1, p->totalGlobalMem = (size_t)16 << 30;
+    return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
+    if (device < 0 || device >= emu_devices() || attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) return set_last(cudaErrorInvalidValue);
+    *value = (int)emu::smem_optin();
     return cudaSuccess;
 }
 

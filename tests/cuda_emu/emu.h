@@ -52,6 +52,7 @@ void set_max_dynamic_smem(const void *kernel, int bytes);
 #define __forceinline__ inline
 #define __shared__ static  // one instance, shared by the fibers of the running block
 #define __launch_bounds__(...)
+#define __align__(n) alignas(n)
 
 inline void __syncthreads(void) { emu::syncthreads(); }
 // the warp's lanes meet (a shuffle whose value no one reads)
@@ -179,6 +180,9 @@ cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int *device);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int device);
 typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
+typedef enum { cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 } cudaDeviceAttr;
+// the shared memory a block may opt in to: 227 KiB (an H100's), or LLAMADUO_EMU_SMEM_OPTIN bytes (a smaller card's)
+cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device);
 template <typename T>
 inline cudaError_t cudaFuncSetAttribute(T *kernel, cudaFuncAttribute attr, int value) {
     if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) emu::set_max_dynamic_smem((const void *)kernel, value);

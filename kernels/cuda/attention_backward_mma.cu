@@ -44,18 +44,18 @@ __device__ static inline BwdSmem bwd_smem(float *base, int hd, int warps) {
     return s;
 }
 
-// The query tile t0 .. t0+nq-1 of head h for the dk/dv kernels: q and dout rows in bf16, and their ranges, lse and
-// delta (past nq: empty ranges).
+// Queries t0 .. t0+n-1 of head h: their q and dout rows in bf16 into qs, dos [rows][hd+8], and their ranges, lse
+// and delta (past n: zeros, and empty ranges) — the dq kernel's own rows, the dk/dv kernels' tiles.
 template <int HD>
-__device__ __forceinline__ static void bwd_load_queries(const BwdSmem &sm, const float *q, const float *dout, const float *lse,
-                                                        const float *delta, const int *kv_lo, const int *kv_hi, int Hq, int h, int t0,
-                                                        int nq) {
-    mma_load_rows<HD>(sm.tile_a, BWD_TILE, q, Hq * HD, h * HD, t0, nq);
-    mma_load_rows<HD>(sm.tile_b, BWD_TILE, dout, Hq * HD, h * HD, t0, nq);
-    for (int i = threadIdx.x; i < BWD_TILE; i += blockDim.x) {
+__device__ __forceinline__ static void bwd_load_queries(const BwdSmem &sm, __nv_bfloat16 *qs, __nv_bfloat16 *dos, int rows, const float *q,
+                                                        const float *dout, const float *lse, const float *delta, const int *kv_lo,
+                                                        const int *kv_hi, int Hq, int h, int t0, int n) {
+    mma_load_rows<HD>(qs, rows, q, Hq * HD, h * HD, t0, n);
+    mma_load_rows<HD>(dos, rows, dout, Hq * HD, h * HD, t0, n);
+    for (int i = threadIdx.x; i < rows; i += blockDim.x) {
         size_t row = (size_t)(t0 + i) * Hq + h;
-        sm.lo[i] = i < nq ? kv_lo[t0 + i] : 1, sm.hi[i] = i < nq ? kv_hi[t0 + i] : 0;
-        sm.lse[i] = i < nq ? lse[row] : INFINITY, sm.delta[i] = i < nq ? delta[row] : 0.0f;
+        sm.lo[i] = i < n ? kv_lo[t0 + i] : 1, sm.hi[i] = i < n ? kv_hi[t0 + i] : 0;
+        sm.lse[i] = i < n ? lse[row] : INFINITY, sm.delta[i] = i < n ? delta[row] : 0.0f;
     }
 }
 
@@ -107,13 +107,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
     BwdSmem sm = bwd_smem(smem, HD, 4);  // own_a Q, own_b dO; tile_a K, tile_b V
     int q0 = blockIdx.x * BWD_ROWS, h = blockIdx.y, kvh = h / (Hq / Hkv), stride = Hkv * HD;
     int nq = T - q0 < BWD_ROWS ? T - q0 : BWD_ROWS, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    mma_load_rows<HD>(sm.own_a, BWD_ROWS, q, Hq * HD, h * HD, q0, nq);
-    mma_load_rows<HD>(sm.own_b, BWD_ROWS, dout, Hq * HD, h * HD, q0, nq);
-    for (int i = threadIdx.x; i < BWD_ROWS; i += blockDim.x) {
-        size_t row = (size_t)(q0 + i) * Hq + h;
-        sm.lo[i] = i < nq ? kv_lo[q0 + i] : 1, sm.hi[i] = i < nq ? kv_hi[q0 + i] : 0;
-        sm.lse[i] = i < nq ? lse[row] : INFINITY, sm.delta[i] = i < nq ? delta[row] : 0.0f;
-    }
+    bwd_load_queries<HD>(sm, sm.own_a, sm.own_b, BWD_ROWS, q, dout, lse, delta, kv_lo, kv_hi, Hq, h, q0, nq);
     int klo, khi;
     att_tile_range(kv_lo, kv_hi, q0, nq, &klo, &khi);
     int rr = lane >> 1, half = lane & 1;
@@ -168,7 +162,7 @@ __global__ static void __launch_bounds__(MMA_THREADS)
         for (int t0 = t_first; t0 <= t_last; t0 += BWD_TILE) {
             int nq = t_last - t0 + 1 < BWD_TILE ? t_last - t0 + 1 : BWD_TILE;
             __syncthreads();  // the previous query tile is no longer read
-            bwd_load_queries<HD>(sm, q, dout, lse, delta, kv_lo, kv_hi, Hq, h, t0, nq);
+            bwd_load_queries<HD>(sm, sm.tile_a, sm.tile_b, BWD_TILE, q, dout, lse, delta, kv_lo, kv_hi, Hq, h, t0, nq);
             __syncthreads();
             int j = j0 + jk, seen[16];
             float L[16], D[16];
@@ -214,7 +208,7 @@ __global__ static void __launch_bounds__(2 * MMA_THREADS)
         for (int t0 = t_first; t0 <= t_last; t0 += BWD_TILE) {
             int nq = t_last - t0 + 1 < BWD_TILE ? t_last - t0 + 1 : BWD_TILE;
             __syncthreads();  // the previous query tile and the pairs' staging are no longer read
-            bwd_load_queries<HD>(sm, q, dout, lse, delta, kv_lo, kv_hi, Hq, h, t0, nq);
+            bwd_load_queries<HD>(sm, sm.tile_a, sm.tile_b, BWD_TILE, q, dout, lse, delta, kv_lo, kv_hi, Hq, h, t0, nq);
             __syncthreads();
             FragC sd[BWD_TILE / 16];  // Sᵀ = K·Qᵀ (warp g) or dPᵀ = V·dOᵀ (warp g + 4)
             mma_zero<BWD_TILE>(sd);

@@ -4,6 +4,8 @@
 #pragma once
 #include <mma.h>
 
+#include <type_traits>
+
 #include "attention_tile.cuh"
 
 #define MMA_THREADS 128  // 4 warps, 16 rows each
@@ -17,38 +19,31 @@ typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> Fra
 // region they carve from it is a multiple of 32 bytes long.
 __host__ __device__ static inline int mma_ldh(int hd) { return hd + 8; }
 
-// acc[n] += A·Bᵀ for n < NC/16: A [16][KD] at a (pitch lda), B [NC][KD] at b (pitch ldb): scores from query and key rows.
-template <int KD, int NC>
-__device__ __forceinline__ static void mma_abt(FragC *acc, const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb) {
+// acc[n] += A·op(B) for n < NC/16, A [16][KD] at a (pitch lda): with BT, B [NC][KD] at b (pitch ldb) and op(B) = Bᵀ
+// (scores from query and key rows), else B [KD][NC] (weights times value rows).
+template <int KD, int NC, bool BT>
+__device__ __forceinline__ static void mma_acc(FragC *acc, const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb) {
     using namespace nvcuda;
+    typedef typename std::conditional<BT, wmma::col_major, wmma::row_major>::type LayoutB;
 #pragma unroll
     for (int kk = 0; kk < KD / 16; kk++) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
         wmma::load_matrix_sync(fa, a + kk * 16, lda);
 #pragma unroll
         for (int n = 0; n < NC / 16; n++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-            wmma::load_matrix_sync(fb, b + (size_t)n * 16 * ldb + kk * 16, ldb);
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> fb;
+            wmma::load_matrix_sync(fb, b + (BT ? (size_t)n * 16 * ldb + kk * 16 : (size_t)kk * 16 * ldb + n * 16), ldb);
             wmma::mma_sync(acc[n], fa, fb, acc[n]);
         }
     }
 }
-
-// acc[n] += A·B for n < NC/16: A [16][KD] at a (pitch lda), B [KD][NC] at b (pitch ldb): weights times value rows.
+template <int KD, int NC>
+__device__ __forceinline__ static void mma_abt(FragC *acc, const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb) {
+    mma_acc<KD, NC, true>(acc, a, lda, b, ldb);
+}
 template <int KD, int NC>
 __device__ __forceinline__ static void mma_ab(FragC *acc, const __nv_bfloat16 *a, int lda, const __nv_bfloat16 *b, int ldb) {
-    using namespace nvcuda;
-#pragma unroll
-    for (int kk = 0; kk < KD / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-        wmma::load_matrix_sync(fa, a + kk * 16, lda);
-#pragma unroll
-        for (int n = 0; n < NC / 16; n++) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
-            wmma::load_matrix_sync(fb, b + (size_t)kk * 16 * ldb + n * 16, ldb);
-            wmma::mma_sync(acc[n], fa, fb, acc[n]);
-        }
-    }
+    mma_acc<KD, NC, false>(acc, a, lda, b, ldb);
 }
 
 template <int NC>
